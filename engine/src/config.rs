@@ -1,0 +1,168 @@
+//! Choosing and opening a backend at run time.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Engine, Error, MemEngine, Result};
+
+/// The storage backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// RocksDB (cargo feature `rocksdb`, the default).
+    Rocksdb,
+    /// sled 0.34 (cargo feature `sled`).
+    Sled,
+    /// In memory; nothing survives the process.
+    Memory,
+}
+
+impl Backend {
+    /// The backends compiled into this build, the default first.
+    pub fn compiled() -> Vec<Backend> {
+        let mut backends = Vec::new();
+        if cfg!(feature = "rocksdb") {
+            backends.push(Backend::Rocksdb);
+        }
+        if cfg!(feature = "sled") {
+            backends.push(Backend::Sled);
+        }
+        backends.push(Backend::Memory);
+        backends
+    }
+
+    /// The name used in configuration files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Rocksdb => "rocksdb",
+            Backend::Sled => "sled",
+            Backend::Memory => "memory",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "rocksdb" => Ok(Backend::Rocksdb),
+            "sled" => Ok(Backend::Sled),
+            "memory" => Ok(Backend::Memory),
+            other => Err(Error::Config {
+                reason: format!("unknown backend {other:?}; expected rocksdb, sled or memory"),
+            }),
+        }
+    }
+}
+
+/// Which backend to open, and where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineConfig {
+    /// The backend. Default: RocksDB.
+    pub backend: Backend,
+    /// The directory of the store (ignored by the memory backend).
+    pub path: PathBuf,
+    /// RocksDB's block cache in bytes. Default: 256 MiB.
+    #[serde(default = "default_block_cache_bytes")]
+    pub block_cache_bytes: usize,
+}
+
+fn default_block_cache_bytes() -> usize {
+    256 << 20
+}
+
+impl EngineConfig {
+    /// RocksDB at `path`.
+    pub fn rocksdb(path: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            backend: Backend::Rocksdb,
+            path: path.into(),
+            block_cache_bytes: default_block_cache_bytes(),
+        }
+    }
+
+    /// sled at `path`.
+    pub fn sled(path: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            backend: Backend::Sled,
+            ..EngineConfig::rocksdb(path)
+        }
+    }
+
+    /// A fresh in-memory store.
+    pub fn memory() -> Self {
+        EngineConfig {
+            backend: Backend::Memory,
+            ..EngineConfig::rocksdb(PathBuf::new())
+        }
+    }
+
+    /// `backend` at `path`.
+    pub fn new(backend: Backend, path: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            backend,
+            ..EngineConfig::rocksdb(path)
+        }
+    }
+
+    /// Opens (creating if needed) the store with the given keyspaces. Keyspaces that exist on
+    /// disk but are not named stay untouched.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the backend was not compiled in; the backend's error when the
+    /// store cannot be opened (for example, another process holds its lock).
+    pub fn open(&self, keyspaces: &[&str]) -> Result<Arc<dyn Engine>> {
+        match self.backend {
+            Backend::Memory => Ok(Arc::new(MemEngine::new(keyspaces))),
+            #[cfg(feature = "rocksdb")]
+            Backend::Rocksdb => Ok(Arc::new(crate::RocksEngine::open(self, keyspaces)?)),
+            #[cfg(feature = "sled")]
+            Backend::Sled => Ok(Arc::new(crate::SledEngine::open(&self.path, keyspaces)?)),
+            #[allow(unreachable_patterns)]
+            other => Err(Error::Config {
+                reason: format!(
+                    "backend {other} is not compiled into this build (cargo feature {other})"
+                ),
+            }),
+        }
+    }
+}
+
+/// The poisoned state shared by the backends: the first write or sync failure is kept, and
+/// every later write is refused with it.
+#[derive(Debug, Default)]
+pub(crate) struct Poison {
+    cause: std::sync::Mutex<Option<String>>,
+}
+
+impl Poison {
+    pub(crate) fn check(&self, backend: Backend, path: &std::path::Path) -> Result<()> {
+        let cause = self.cause.lock().unwrap_or_else(|e| e.into_inner());
+        match &*cause {
+            None => Ok(()),
+            Some(cause) => Err(Error::Poisoned {
+                backend,
+                path: path.to_path_buf(),
+                cause: cause.clone(),
+            }),
+        }
+    }
+
+    pub(crate) fn set(&self, cause: &dyn fmt::Display) {
+        let mut slot = self.cause.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(cause.to_string());
+        }
+    }
+}

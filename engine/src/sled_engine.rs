@@ -1,0 +1,281 @@
+//! `SledEngine`: the alternative embedded backend, over sled 0.34.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard};
+
+use sled::transaction::{ConflictableTransactionResult, TransactionError};
+use sled::{Transactional, Tree};
+
+use crate::config::Poison;
+use crate::{
+    counter, Backend, BatchOp, Direction, Durability, Engine, Error, Keyspace, KvIter, ReadView,
+    Result, ScanRange, WriteBatch,
+};
+
+/// An engine over sled 0.34: one tree per keyspace.
+///
+/// sled has neither merge operators that work inside multi-tree transactions nor snapshots, so
+/// this backend serialises its writers behind one gate: under it a batch is resolved against
+/// the trees (counter adds read the current value; delete-range lists the keys it removes)
+/// and then applied as one sled transaction across the trees, which sled makes atomic on crash.
+/// A snapshot holds the gate shared, so writers wait while one lives.
+pub struct SledEngine {
+    db: sled::Db,
+    path: PathBuf,
+    names: Vec<String>,
+    trees: Vec<Tree>,
+    gate: RwLock<()>,
+    poison: Poison,
+}
+
+impl std::fmt::Debug for SledEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledEngine")
+            .field("path", &self.path)
+            .field("keyspaces", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The final value (or deletion) of each (keyspace index, key) a batch touches.
+type Overlay = BTreeMap<(usize, Vec<u8>), Option<Vec<u8>>>;
+
+impl SledEngine {
+    /// Opens or creates the store at `path` with the given keyspaces.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when sled cannot open the store (for example, another process holds
+    /// it).
+    pub fn open(path: &Path, keyspaces: &[&str]) -> Result<Self> {
+        let fail = |source: sled::Error| Error::Backend {
+            backend: Backend::Sled,
+            operation: "open",
+            path: path.to_path_buf(),
+            source: source.into(),
+        };
+        let db = sled::Config::new().path(path).open().map_err(fail)?;
+        let trees = keyspaces
+            .iter()
+            .map(|name| db.open_tree(name.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(fail)?;
+        Ok(SledEngine {
+            db,
+            path: path.to_path_buf(),
+            names: keyspaces.iter().map(|s| s.to_string()).collect(),
+            trees,
+            gate: RwLock::new(()),
+            poison: Poison::default(),
+        })
+    }
+
+    fn tree(&self, keyspace: Keyspace) -> Result<&Tree> {
+        self.trees
+            .get(keyspace.index())
+            .ok_or_else(|| Error::UnknownKeyspace {
+                name: format!("#{}", keyspace.index()),
+            })
+    }
+
+    fn error(&self, operation: &'static str, source: impl Into<crate::error::BoxError>) -> Error {
+        Error::Backend {
+            backend: Backend::Sled,
+            operation,
+            path: self.path.clone(),
+            source: source.into(),
+        }
+    }
+
+    fn read(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let tree = self.tree(keyspace)?;
+        tree.get(key)
+            .map(|value| value.map(|v| v.to_vec()))
+            .map_err(|e| self.error("read", e))
+    }
+
+    fn range(
+        &self,
+        keyspace: Keyspace,
+        range: ScanRange,
+        direction: Direction,
+    ) -> Result<KvIter<'_>> {
+        let tree = self.tree(keyspace)?;
+        if range.is_empty() {
+            return Ok(Box::new(std::iter::empty()));
+        }
+        let iter = match range.end {
+            Some(end) => tree.range(range.start..end),
+            None => tree.range(range.start..),
+        };
+        let convert = move |item: sled::Result<(sled::IVec, sled::IVec)>| {
+            item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(|e| self.error("scan", e))
+        };
+        Ok(match direction {
+            Direction::Forward => Box::new(iter.map(convert)),
+            Direction::Reverse => Box::new(iter.rev().map(convert)),
+        })
+    }
+
+    /// The final state of every key the batch touches, computed against the current trees.
+    fn resolve(&self, batch: WriteBatch) -> Result<Overlay> {
+        let mut overlay = Overlay::new();
+        for op in batch.into_ops() {
+            match op {
+                BatchOp::Put {
+                    keyspace,
+                    key,
+                    value,
+                } => {
+                    self.tree(keyspace)?;
+                    overlay.insert((keyspace.index(), key), Some(value));
+                }
+                BatchOp::Delete { keyspace, key } => {
+                    self.tree(keyspace)?;
+                    overlay.insert((keyspace.index(), key), None);
+                }
+                BatchOp::DeleteRange {
+                    keyspace,
+                    start,
+                    end,
+                } => {
+                    if start >= end {
+                        self.tree(keyspace)?;
+                        continue;
+                    }
+                    let stored = self.tree(keyspace)?.range(start.clone()..end.clone());
+                    let mut doomed = Vec::new();
+                    for item in stored {
+                        doomed.push(item.map_err(|e| self.error("scan", e))?.0.to_vec());
+                    }
+                    let index = keyspace.index();
+                    doomed.extend(
+                        overlay
+                            .range((index, start)..(index, end))
+                            .map(|((_, key), _)| key.clone()),
+                    );
+                    for key in doomed {
+                        overlay.insert((index, key), None);
+                    }
+                }
+                BatchOp::CounterAdd {
+                    keyspace,
+                    key,
+                    delta,
+                } => {
+                    let slot = (keyspace.index(), key);
+                    let existing = match overlay.get(&slot) {
+                        Some(value) => value.clone(),
+                        None => self.read(keyspace, &slot.1)?,
+                    };
+                    let value = counter::add(existing.as_deref(), delta).ok_or_else(|| {
+                        Error::CorruptCounter {
+                            key: slot.1.clone(),
+                            len: existing.as_ref().map_or(0, Vec::len),
+                        }
+                    })?;
+                    overlay.insert(slot, Some(counter::encode(value).to_vec()));
+                }
+            }
+        }
+        Ok(overlay)
+    }
+}
+
+impl ReadView for SledEngine {
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.read(keyspace, key)
+    }
+
+    fn scan(
+        &self,
+        keyspace: Keyspace,
+        range: ScanRange,
+        direction: Direction,
+    ) -> Result<KvIter<'_>> {
+        self.range(keyspace, range, direction)
+    }
+}
+
+/// Reads while holding the write gate shared: no write lands while it lives.
+struct SledSnapshot<'a> {
+    engine: &'a SledEngine,
+    _gate: RwLockReadGuard<'a, ()>,
+}
+
+impl ReadView for SledSnapshot<'_> {
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.engine.read(keyspace, key)
+    }
+
+    fn scan(
+        &self,
+        keyspace: Keyspace,
+        range: ScanRange,
+        direction: Direction,
+    ) -> Result<KvIter<'_>> {
+        self.engine.range(keyspace, range, direction)
+    }
+}
+
+impl Engine for SledEngine {
+    fn backend(&self) -> Backend {
+        Backend::Sled
+    }
+
+    fn keyspace(&self, name: &str) -> Result<Keyspace> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(Keyspace::from_index)
+            .ok_or_else(|| Error::UnknownKeyspace {
+                name: name.to_string(),
+            })
+    }
+
+    fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
+        self.poison.check(Backend::Sled, &self.path)?;
+        let _gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        let overlay = self.resolve(batch)?;
+        let result: Result<(), TransactionError<()>> =
+            self.trees
+                .as_slice()
+                .transaction(|trees| -> ConflictableTransactionResult<(), ()> {
+                    for ((index, key), value) in &overlay {
+                        match value {
+                            Some(value) => {
+                                trees[*index].insert(key.as_slice(), value.as_slice())?
+                            }
+                            None => trees[*index].remove(key.as_slice())?,
+                        };
+                    }
+                    Ok(())
+                });
+        let outcome = match result {
+            Ok(()) if durability == Durability::Sync => {
+                self.db.flush().map(drop).map_err(|e| self.error("sync", e))
+            }
+            Ok(()) => Ok(()),
+            Err(TransactionError::Storage(e)) => Err(self.error("write", e)),
+            Err(TransactionError::Abort(())) => Err(self.error("write", "transaction aborted")),
+        };
+        outcome.inspect_err(|error| self.poison.set(error))
+    }
+
+    fn snapshot(&self) -> Result<Box<dyn ReadView + '_>> {
+        Ok(Box::new(SledSnapshot {
+            engine: self,
+            _gate: self.gate.read().unwrap_or_else(|e| e.into_inner()),
+        }))
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.poison.check(Backend::Sled, &self.path)?;
+        self.db.flush().map(drop).map_err(|e| {
+            let error = self.error("flush", e);
+            self.poison.set(&error);
+            error
+        })
+    }
+}
