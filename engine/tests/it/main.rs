@@ -1,0 +1,7 @@
+//! The engine's integration tests: one conformance suite stamped out for every compiled
+//! backend, property tests against `MemEngine`, and crash tests with a killed child process.
+
+mod conformance;
+mod crash;
+mod harness;
+mod model;
