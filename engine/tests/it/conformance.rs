@@ -33,7 +33,12 @@ fn put(engine: &dyn Engine, keyspace: &str, key: &[u8], value: &[u8]) {
     engine.write(batch, Durability::Sync).unwrap();
 }
 
-fn keys(engine: &dyn Engine, keyspace: &str, range: ScanRange, direction: Direction) -> Vec<Vec<u8>> {
+fn keys(
+    engine: &dyn Engine,
+    keyspace: &str,
+    range: ScanRange,
+    direction: Direction,
+) -> Vec<Vec<u8>> {
     let ks = engine.keyspace(keyspace).unwrap();
     engine
         .scan(ks, range, direction)
@@ -48,9 +53,15 @@ fn point_reads_and_writes(backend: Backend) {
     let alpha = engine.keyspace("alpha").unwrap();
     assert_eq!(engine.get(alpha, b"k").unwrap(), None);
     put(&*engine, "alpha", b"k", b"v1");
-    assert_eq!(engine.get(alpha, b"k").unwrap().as_deref(), Some(&b"v1"[..]));
+    assert_eq!(
+        engine.get(alpha, b"k").unwrap().as_deref(),
+        Some(&b"v1"[..])
+    );
     put(&*engine, "alpha", b"k", b"v2");
-    assert_eq!(engine.get(alpha, b"k").unwrap().as_deref(), Some(&b"v2"[..]));
+    assert_eq!(
+        engine.get(alpha, b"k").unwrap().as_deref(),
+        Some(&b"v2"[..])
+    );
     let mut batch = WriteBatch::new();
     batch.delete(alpha, b"k");
     batch.delete(alpha, b"never-there");
@@ -66,13 +77,22 @@ fn keyspaces_are_independent(backend: Backend) {
     put(&*engine, "beta", b"same", b"in beta");
     let alpha = engine.keyspace("alpha").unwrap();
     let beta = engine.keyspace("beta").unwrap();
-    assert_eq!(engine.get(alpha, b"same").unwrap().as_deref(), Some(&b"in alpha"[..]));
-    assert_eq!(engine.get(beta, b"same").unwrap().as_deref(), Some(&b"in beta"[..]));
+    assert_eq!(
+        engine.get(alpha, b"same").unwrap().as_deref(),
+        Some(&b"in alpha"[..])
+    );
+    assert_eq!(
+        engine.get(beta, b"same").unwrap().as_deref(),
+        Some(&b"in beta"[..])
+    );
     let mut batch = WriteBatch::new();
     batch.delete_range(alpha, b"", b"\xff\xff");
     engine.write(batch, Durability::Sync).unwrap();
     assert_eq!(engine.get(alpha, b"same").unwrap(), None);
-    assert_eq!(engine.get(beta, b"same").unwrap().as_deref(), Some(&b"in beta"[..]));
+    assert_eq!(
+        engine.get(beta, b"same").unwrap().as_deref(),
+        Some(&b"in beta"[..])
+    );
 }
 
 fn unknown_keyspace_is_an_error(backend: Backend) {
@@ -92,7 +112,12 @@ fn multi_get_keeps_order(backend: Backend) {
     let values = engine.multi_get(alpha, &[b"c", b"b", b"a", b"c"]).unwrap();
     assert_eq!(
         values,
-        vec![Some(b"3".to_vec()), None, Some(b"1".to_vec()), Some(b"3".to_vec())]
+        vec![
+            Some(b"3".to_vec()),
+            None,
+            Some(b"1".to_vec()),
+            Some(b"3".to_vec())
+        ]
     );
 }
 
@@ -107,33 +132,77 @@ fn scans_respect_bounds_and_direction(backend: Backend) {
         .iter()
         .map(|k| k.to_vec())
         .collect();
-    assert_eq!(keys(&*engine, "alpha", ScanRange::all(), Direction::Forward), all);
+    assert_eq!(
+        keys(&*engine, "alpha", ScanRange::all(), Direction::Forward),
+        all
+    );
     let mut reversed = all.clone();
     reversed.reverse();
-    assert_eq!(keys(&*engine, "alpha", ScanRange::all(), Direction::Reverse), reversed);
     assert_eq!(
-        keys(&*engine, "alpha", ScanRange::prefix(b"ab"), Direction::Forward),
+        keys(&*engine, "alpha", ScanRange::all(), Direction::Reverse),
+        reversed
+    );
+    assert_eq!(
+        keys(
+            &*engine,
+            "alpha",
+            ScanRange::prefix(b"ab"),
+            Direction::Forward
+        ),
         vec![b"ab".to_vec(), b"abc".to_vec()]
     );
     assert_eq!(
-        keys(&*engine, "alpha", ScanRange::prefix(b"ab"), Direction::Reverse),
+        keys(
+            &*engine,
+            "alpha",
+            ScanRange::prefix(b"ab"),
+            Direction::Reverse
+        ),
         vec![b"abc".to_vec(), b"ab".to_vec()]
     );
     assert_eq!(
-        keys(&*engine, "alpha", ScanRange::between(b"ab", b"b\x00"), Direction::Forward),
+        keys(
+            &*engine,
+            "alpha",
+            ScanRange::between(b"ab", b"b\x00"),
+            Direction::Forward
+        ),
         vec![b"ab".to_vec(), b"abc".to_vec(), b"b".to_vec()]
     );
     assert_eq!(
-        keys(&*engine, "alpha", ScanRange::between(b"ab", b"b\x00"), Direction::Reverse),
+        keys(
+            &*engine,
+            "alpha",
+            ScanRange::between(b"ab", b"b\x00"),
+            Direction::Reverse
+        ),
         vec![b"b".to_vec(), b"abc".to_vec(), b"ab".to_vec()]
     );
     assert_eq!(
         keys(&*engine, "alpha", ScanRange::from(b"b"), Direction::Reverse),
         vec![b"c".to_vec(), b"b\x00".to_vec(), b"b".to_vec()]
     );
-    assert!(keys(&*engine, "alpha", ScanRange::between(b"c", b"a"), Direction::Forward).is_empty());
-    assert!(keys(&*engine, "alpha", ScanRange::between(b"c", b"a"), Direction::Reverse).is_empty());
-    assert!(keys(&*engine, "alpha", ScanRange::prefix(b"zz"), Direction::Reverse).is_empty());
+    assert!(keys(
+        &*engine,
+        "alpha",
+        ScanRange::between(b"c", b"a"),
+        Direction::Forward
+    )
+    .is_empty());
+    assert!(keys(
+        &*engine,
+        "alpha",
+        ScanRange::between(b"c", b"a"),
+        Direction::Reverse
+    )
+    .is_empty());
+    assert!(keys(
+        &*engine,
+        "alpha",
+        ScanRange::prefix(b"zz"),
+        Direction::Reverse
+    )
+    .is_empty());
     let alpha = engine.keyspace("alpha").unwrap();
     let (key, value) = engine
         .scan(alpha, ScanRange::prefix(b"c"), Direction::Forward)
@@ -147,16 +216,37 @@ fn scans_respect_bounds_and_direction(backend: Backend) {
 fn prefix_scan_at_the_top_of_the_byte_range(backend: Backend) {
     let mut store = TestStore::new(backend);
     let engine = store.open();
-    for key in [&b"\xfe\xff"[..], b"\xff", b"\xff\x00", b"\xff\xff", b"\xff\xff\x01"] {
+    for key in [
+        &b"\xfe\xff"[..],
+        b"\xff",
+        b"\xff\x00",
+        b"\xff\xff",
+        b"\xff\xff\x01",
+    ] {
         put(&*engine, "alpha", key, b"x");
     }
     assert_eq!(
-        keys(&*engine, "alpha", ScanRange::prefix(b"\xff\xff"), Direction::Forward),
+        keys(
+            &*engine,
+            "alpha",
+            ScanRange::prefix(b"\xff\xff"),
+            Direction::Forward
+        ),
         vec![b"\xff\xff".to_vec(), b"\xff\xff\x01".to_vec()]
     );
     assert_eq!(
-        keys(&*engine, "alpha", ScanRange::prefix(b"\xff"), Direction::Reverse),
-        vec![b"\xff\xff\x01".to_vec(), b"\xff\xff".to_vec(), b"\xff\x00".to_vec(), b"\xff".to_vec()]
+        keys(
+            &*engine,
+            "alpha",
+            ScanRange::prefix(b"\xff"),
+            Direction::Reverse
+        ),
+        vec![
+            b"\xff\xff\x01".to_vec(),
+            b"\xff\xff".to_vec(),
+            b"\xff\x00".to_vec(),
+            b"\xff".to_vec()
+        ]
     );
 }
 
@@ -198,7 +288,10 @@ fn batch_applies_in_order(backend: Backend) {
     batch.counter_add(beta, b"n", 1);
     engine.write(batch, Durability::Sync).unwrap();
     assert_eq!(engine.get(alpha, b"k1").unwrap(), None);
-    assert_eq!(engine.get(alpha, b"k2").unwrap().as_deref(), Some(&b"second"[..]));
+    assert_eq!(
+        engine.get(alpha, b"k2").unwrap().as_deref(),
+        Some(&b"second"[..])
+    );
     assert_eq!(engine.get(alpha, b"old").unwrap(), None);
     assert_eq!(engine.get(alpha, b"r1").unwrap(), None);
     assert!(engine.get(alpha, b"r2").unwrap().is_some());
@@ -250,7 +343,9 @@ fn concurrent_counter_adds_are_exact(backend: Backend) {
         }
     });
     assert_eq!(engine.counter(beta, b"shared").unwrap(), THREADS * ADDS);
-    let expected: i64 = (0..THREADS).map(|t| (0..ADDS).map(|i| t * 1000 + i).sum::<i64>()).sum();
+    let expected: i64 = (0..THREADS)
+        .map(|t| (0..ADDS).map(|i| t * 1000 + i).sum::<i64>())
+        .sum();
     assert_eq!(engine.counter(beta, b"weighted").unwrap(), expected);
 }
 
@@ -275,10 +370,19 @@ fn snapshot_is_isolated_from_later_writes(backend: Backend) {
             while !writer.is_finished() {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            assert_eq!(engine.get(alpha, b"a").unwrap().as_deref(), Some(&b"after"[..]));
+            assert_eq!(
+                engine.get(alpha, b"a").unwrap().as_deref(),
+                Some(&b"after"[..])
+            );
         }
-        assert_eq!(snapshot.get(alpha, b"a").unwrap().as_deref(), Some(&b"before"[..]));
-        assert_eq!(snapshot.get(beta, b"b").unwrap().as_deref(), Some(&b"before"[..]));
+        assert_eq!(
+            snapshot.get(alpha, b"a").unwrap().as_deref(),
+            Some(&b"before"[..])
+        );
+        assert_eq!(
+            snapshot.get(beta, b"b").unwrap().as_deref(),
+            Some(&b"before"[..])
+        );
         let seen: Vec<Vec<u8>> = snapshot
             .scan(alpha, ScanRange::all(), Direction::Forward)
             .unwrap()
@@ -288,7 +392,10 @@ fn snapshot_is_isolated_from_later_writes(backend: Backend) {
         drop(snapshot);
         writer.join().unwrap();
     });
-    assert_eq!(engine.get(alpha, b"a").unwrap().as_deref(), Some(&b"after"[..]));
+    assert_eq!(
+        engine.get(alpha, b"a").unwrap().as_deref(),
+        Some(&b"after"[..])
+    );
     assert_eq!(engine.get(beta, b"b").unwrap(), None);
 }
 
@@ -329,7 +436,10 @@ fn buffered_writes_survive_flush_and_reopen(backend: Backend) {
     }
     let engine = store.open();
     let alpha = engine.keyspace("alpha").unwrap();
-    assert_eq!(engine.get(alpha, b"buffered").unwrap().as_deref(), Some(&b"yes"[..]));
+    assert_eq!(
+        engine.get(alpha, b"buffered").unwrap().as_deref(),
+        Some(&b"yes"[..])
+    );
 }
 
 fn large_values_and_empty_keys(backend: Backend) {
@@ -341,8 +451,14 @@ fn large_values_and_empty_keys(backend: Backend) {
     put(&*engine, "alpha", b"empty value", b"");
     let alpha = engine.keyspace("alpha").unwrap();
     assert_eq!(engine.get(alpha, b"big").unwrap(), Some(big));
-    assert_eq!(engine.get(alpha, b"").unwrap().as_deref(), Some(&b"empty key"[..]));
-    assert_eq!(engine.get(alpha, b"empty value").unwrap().as_deref(), Some(&b""[..]));
+    assert_eq!(
+        engine.get(alpha, b"").unwrap().as_deref(),
+        Some(&b"empty key"[..])
+    );
+    assert_eq!(
+        engine.get(alpha, b"empty value").unwrap().as_deref(),
+        Some(&b""[..])
+    );
     assert_eq!(
         keys(&*engine, "alpha", ScanRange::all(), Direction::Forward).first(),
         Some(&Vec::new())
@@ -355,5 +471,11 @@ fn empty_batch_is_accepted(backend: Backend) {
     engine.write(WriteBatch::new(), Durability::Sync).unwrap();
     engine.flush().unwrap();
     let alpha = engine.keyspace("alpha").unwrap();
-    assert_eq!(engine.scan(alpha, ScanRange::all(), Direction::Forward).unwrap().count(), 0);
+    assert_eq!(
+        engine
+            .scan(alpha, ScanRange::all(), Direction::Forward)
+            .unwrap()
+            .count(),
+        0
+    );
 }

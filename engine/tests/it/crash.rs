@@ -21,7 +21,10 @@ const KEYSPACES: &[&str] = &["alpha", "beta"];
 const KEYS_PER_BATCH: u64 = 8;
 
 fn batch_key(batch: u64, part: u64) -> Vec<u8> {
-    engine::keys::KeyBuilder::new().u64(batch).u64(part).finish()
+    engine::keys::KeyBuilder::new()
+        .u64(batch)
+        .u64(part)
+        .finish()
 }
 
 /// The child: writes synced batches forever, printing `ack N` after batch N is acknowledged.
@@ -50,20 +53,32 @@ fn check_whole_batches(engine: &dyn Engine, acknowledged: Option<u64>) -> u64 {
     let beta = engine.keyspace("beta").unwrap();
     let present = engine.counter(beta, b"batches").unwrap() as u64;
     if let Some(last) = acknowledged {
-        assert!(present > last, "batch {last} was acknowledged as synced but only {present} batches survived");
+        assert!(
+            present > last,
+            "batch {last} was acknowledged as synced but only {present} batches survived"
+        );
     }
     let mut rows = 0u64;
-    for item in engine.scan(alpha, engine::ScanRange::all(), engine::Direction::Forward).unwrap() {
+    for item in engine
+        .scan(alpha, engine::ScanRange::all(), engine::Direction::Forward)
+        .unwrap()
+    {
         let (key, value) = item.unwrap();
         let mut reader = engine::keys::KeyReader::new(&key);
         let batch = reader.u64().unwrap();
-        assert!(batch < present, "batch {batch} is partly visible: its counter add is missing");
+        assert!(
+            batch < present,
+            "batch {batch} is partly visible: its counter add is missing"
+        );
         assert_eq!(value, batch.to_be_bytes());
         rows += 1;
     }
     assert_eq!(rows, present * KEYS_PER_BATCH, "a batch is partly visible");
     for batch in 0..present {
-        assert!(engine.get(beta, &batch_key(batch, 0)).unwrap().is_some(), "batch {batch} lost its marker");
+        assert!(
+            engine.get(beta, &batch_key(batch, 0)).unwrap().is_some(),
+            "batch {batch} lost its marker"
+        );
     }
     present
 }
@@ -99,7 +114,9 @@ fn synced_batches_survive_sigkill(backend: Backend, test_name: &str) {
         });
         // Wait for the first acknowledgement (the store is open and writing), then kill at a
         // random moment.
-        let first = receiver.recv_timeout(Duration::from_secs(120)).expect("child acknowledged a batch");
+        let first = receiver
+            .recv_timeout(Duration::from_secs(120))
+            .expect("child acknowledged a batch");
         std::thread::sleep(Duration::from_millis(rng.gen_range(0..300)));
         child.kill().unwrap();
         child.wait().unwrap();
@@ -107,7 +124,10 @@ fn synced_batches_survive_sigkill(backend: Backend, test_name: &str) {
         let last = receiver.try_iter().last().unwrap_or(first);
         let engine = EngineConfig::new(backend, &path).open(KEYSPACES).unwrap();
         let present = check_whole_batches(&*engine, Some(last));
-        assert!(present >= survived, "round {round}: {present} batches after {survived} survived the round before");
+        assert!(
+            present >= survived,
+            "round {round}: {present} batches after {survived} survived the round before"
+        );
         eprintln!("{backend} round {round}: {present} batches present, last acknowledged {last}");
         survived = present;
     }
@@ -128,13 +148,22 @@ fn write_until_failure(path: &Path, backend: Backend) -> ! {
             Ok(()) => acknowledged += 1,
             Err(error) => break error,
         }
-        assert!(acknowledged < 100_000, "the file-size limit never made a write fail");
+        assert!(
+            acknowledged < 100_000,
+            "the file-size limit never made a write fail"
+        );
     };
-    assert!(matches!(failure, Error::Backend { .. }), "first failure: {failure}");
+    assert!(
+        matches!(failure, Error::Backend { .. }),
+        "first failure: {failure}"
+    );
     let mut batch = WriteBatch::new();
     batch.put(alpha, b"after", b"x");
     let refused = engine.write(batch, Durability::Sync).unwrap_err();
-    assert!(matches!(refused, Error::Poisoned { .. }), "second write: {refused}");
+    assert!(
+        matches!(refused, Error::Poisoned { .. }),
+        "second write: {refused}"
+    );
     assert!(refused.to_string().contains("refuses writes"), "{refused}");
     assert!(matches!(engine.flush(), Err(Error::Poisoned { .. })));
     // Reads still work.
@@ -173,7 +202,10 @@ fn failed_write_poisons_the_engine(backend: Backend, test_name: &str) {
 #[cfg(feature = "rocksdb")]
 #[test]
 fn rocksdb_synced_batches_survive_sigkill() {
-    synced_batches_survive_sigkill(Backend::Rocksdb, "crash::rocksdb_synced_batches_survive_sigkill");
+    synced_batches_survive_sigkill(
+        Backend::Rocksdb,
+        "crash::rocksdb_synced_batches_survive_sigkill",
+    );
 }
 
 #[cfg(feature = "sled")]
@@ -185,7 +217,10 @@ fn sled_synced_batches_survive_sigkill() {
 #[cfg(feature = "rocksdb")]
 #[test]
 fn rocksdb_failed_write_poisons_the_engine() {
-    failed_write_poisons_the_engine(Backend::Rocksdb, "crash::rocksdb_failed_write_poisons_the_engine");
+    failed_write_poisons_the_engine(
+        Backend::Rocksdb,
+        "crash::rocksdb_failed_write_poisons_the_engine",
+    );
 }
 
 #[cfg(feature = "sled")]
@@ -193,4 +228,3 @@ fn rocksdb_failed_write_poisons_the_engine() {
 fn sled_failed_write_poisons_the_engine() {
     failed_write_poisons_the_engine(Backend::Sled, "crash::sled_failed_write_poisons_the_engine");
 }
-

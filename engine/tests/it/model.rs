@@ -30,7 +30,10 @@ enum Op {
 
 /// Value keys over a tiny alphabet, so that operations collide often.
 fn value_key() -> impl Strategy<Value = Vec<u8>> {
-    proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), Just(b'c'), Just(0xFF)], 0..4)
+    proptest::collection::vec(
+        prop_oneof![Just(b'a'), Just(b'b'), Just(b'c'), Just(0xFF)],
+        0..4,
+    )
 }
 
 /// Counter keys start with '#', which no value key does, so a key is never both.
@@ -82,8 +85,18 @@ fn batch_for(engine: &dyn Engine, writes: &[Write]) -> WriteBatch {
     batch
 }
 
-fn scan_all(view: &dyn ReadView, engine: &dyn Engine, index: usize, range: ScanRange, reverse: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let direction = if reverse { Direction::Reverse } else { Direction::Forward };
+fn scan_all(
+    view: &dyn ReadView,
+    engine: &dyn Engine,
+    index: usize,
+    range: ScanRange,
+    reverse: bool,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let direction = if reverse {
+        Direction::Reverse
+    } else {
+        Direction::Forward
+    };
     view.scan(engine.keyspace(KEYSPACES[index]).unwrap(), range, direction)
         .unwrap()
         .collect::<Result<_, _>>()
@@ -108,8 +121,14 @@ fn run(backend: Backend, ops: &[Op]) {
     for op in ops {
         match op {
             Op::Write(writes, sync) => {
-                let durability = if *sync { Durability::Sync } else { Durability::Buffered };
-                engine.write(batch_for(&*engine, writes), durability).unwrap();
+                let durability = if *sync {
+                    Durability::Sync
+                } else {
+                    Durability::Buffered
+                };
+                engine
+                    .write(batch_for(&*engine, writes), durability)
+                    .unwrap();
                 model.write(batch_for(&model, writes), durability).unwrap();
             }
             Op::Reopen => {
@@ -121,10 +140,16 @@ fn run(backend: Backend, ops: &[Op]) {
             Op::Flush => engine.flush().unwrap(),
             Op::Get(index, key) => {
                 let ks = |e: &dyn Engine| e.keyspace(KEYSPACES[*index]).unwrap();
-                assert_eq!(engine.get(ks(&*engine), key).unwrap(), model.get(ks(&model), key).unwrap());
+                assert_eq!(
+                    engine.get(ks(&*engine), key).unwrap(),
+                    model.get(ks(&model), key).unwrap()
+                );
             }
             Op::Scan(index, start, end, reverse) => {
-                let range = ScanRange { start: start.clone(), end: end.clone() };
+                let range = ScanRange {
+                    start: start.clone(),
+                    end: end.clone(),
+                };
                 assert_eq!(
                     scan_all(&*engine, &*engine, *index, range.clone(), *reverse),
                     scan_all(&model, &model, *index, range, *reverse),
