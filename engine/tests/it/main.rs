@@ -3,5 +3,6 @@
 
 mod conformance;
 mod crash;
+mod faults;
 mod harness;
 mod model;
