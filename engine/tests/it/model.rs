@@ -104,12 +104,11 @@ fn scan_all(
 }
 
 fn assert_same_contents(engine: &dyn Engine, model: &MemEngine) {
-    for index in 0..KEYSPACES.len() {
+    for (index, name) in KEYSPACES.iter().enumerate() {
         assert_eq!(
             scan_all(engine, engine, index, ScanRange::all(), false),
             scan_all(model, model, index, ScanRange::all(), false),
-            "keyspace {} differs from the model",
-            KEYSPACES[index]
+            "keyspace {name} differs from the model"
         );
     }
 }
