@@ -17,7 +17,7 @@ export CARGO_TERM_COLOR ?= never
 DEBIAN_PACKAGES := librocksdb-dev clang libclang-dev git curl pkg-config
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test bench build clean-data
+.PHONY: setup run test bench build fuzz
 
 setup:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -37,9 +37,19 @@ test: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 	cargo test --workspace --all-features --no-fail-fast
+	cargo build --manifest-path fuzz/Cargo.toml
 
 run: setup
 	bash scripts/run.sh
 
 bench: setup
 	cargo bench -p benches
+
+# Runs every cargo-fuzz target for FUZZ_SECONDS each (libFuzzer; RUSTC_BOOTSTRAP lets the
+# stable toolchain take the sanitizer flags). New findings land in fuzz/artifacts/.
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+	cd fuzz && for target in $$(cargo fuzz list); do \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) corpus/$$target 2>&1 | tail -n 3; \
+	done
