@@ -51,5 +51,5 @@ FUZZ_SECONDS ?= 60
 fuzz: setup
 	command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 	cd fuzz && for target in $$(cargo fuzz list); do \
-	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) corpus/$$target 2>&1 | tail -n 3; \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) 2>&1 | tail -n 3; \
 	done
