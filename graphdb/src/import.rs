@@ -22,7 +22,9 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::graph::{validate_name, validate_relation, BulkLoad, EdgeKind, Namespace, NodeKind, Role};
+use crate::graph::{
+    validate_name, validate_relation, BulkLoad, EdgeKind, Namespace, NodeKind, Role,
+};
 use crate::packagesets::SetItem;
 use crate::{Error, Result};
 
@@ -449,9 +451,7 @@ pub fn parse_package_sets(reader: impl BufRead) -> Result<Vec<SetRow>, ImportErr
             }
             (_, false, None) => return Err(LineProblem::BadDeclaration("an item needs a type")),
             (false, true, Some(_)) => {
-                return Err(LineProblem::BadDeclaration(
-                    "a set declaration has no type",
-                ))
+                return Err(LineProblem::BadDeclaration("a set declaration has no type"))
             }
             (true, true, _) => return Err(LineProblem::BadDeclaration("no set and no item")),
         };
@@ -504,7 +504,11 @@ fn apply(ns: &Namespace, load: &BulkLoad, progress: bool) -> Result<ImportSummar
 }
 
 /// Loads parsed team rows into `ns`.
-pub(crate) fn load_teams(ns: &Namespace, rows: &[TeamRow], progress: bool) -> Result<ImportSummary> {
+pub(crate) fn load_teams(
+    ns: &Namespace,
+    rows: &[TeamRow],
+    progress: bool,
+) -> Result<ImportSummary> {
     let mut teams: HashMap<&str, ()> = HashMap::new();
     for row in rows {
         match row {
@@ -559,7 +563,10 @@ pub(crate) fn load_teams(ns: &Namespace, rows: &[TeamRow], progress: bool) -> Re
             }
         }
     }
-    load.nodes = order.iter().map(|n| ((*n).to_owned(), kind_of(n))).collect();
+    load.nodes = order
+        .iter()
+        .map(|n| ((*n).to_owned(), kind_of(n)))
+        .collect();
     drop(view);
     for row in rows {
         if let TeamRow::Edge {
@@ -586,7 +593,11 @@ fn team_line(rows: &[TeamRow], name: &str) -> usize {
                 kind: EdgeKind::Membership(_),
                 ..
             }
-            | TeamRow::Team { line, name: team } if team == name => Some(*line),
+            | TeamRow::Team { line, name: team }
+                if team == name =>
+            {
+                Some(*line)
+            }
             _ => None,
         })
         .unwrap_or(0)

@@ -47,7 +47,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use graph::{
     CheckReport, Depth, Difference, EdgeKind, EdgeRecord, Filter, GraphStore, GraphStoreBuilder,
-    IndexStats, NamespaceKind, Namespace, NodeId, NodeKind, Page, Role, View,
+    IndexStats, Namespace, NamespaceKind, NodeId, NodeKind, Page, Role, View,
 };
 pub use packagesets::{PackageSets, SetFilter, SetItem};
 pub use teams::{TeamFilter, Teams};

@@ -154,7 +154,12 @@ impl Teams {
     ///
     /// # Errors
     /// [`crate::Error::UnknownNode`].
-    pub fn member_ids(&self, team: &str, depth: Depth, filter: TeamFilter) -> Result<RoaringBitmap> {
+    pub fn member_ids(
+        &self,
+        team: &str,
+        depth: Depth,
+        filter: TeamFilter,
+    ) -> Result<RoaringBitmap> {
         self.view().member_ids(team, depth, filter.into())
     }
 

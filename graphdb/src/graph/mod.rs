@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use engine::{Durability, Engine, WriteBatch};
 use roaring::RoaringBitmap;
 
-pub(crate) use state::State;
 use state::active_at;
+pub(crate) use state::State;
 
 use crate::clock::{Clock, SystemClock};
 use crate::{Error, Result};
@@ -332,9 +332,10 @@ impl GraphStore {
     /// # Errors
     /// As for [`GraphStore::namespace`].
     pub fn teams(&self) -> Result<crate::teams::Teams> {
-        Ok(crate::teams::Teams::new(
-            self.namespace(crate::teams::NAMESPACE, NamespaceKind::Acyclic)?,
-        ))
+        Ok(crate::teams::Teams::new(self.namespace(
+            crate::teams::NAMESPACE,
+            NamespaceKind::Acyclic,
+        )?))
     }
 
     /// The package-set namespace (`"packagesets"`, acyclic).
@@ -523,7 +524,11 @@ impl Namespace {
     }
 
     fn resolve(&self, state: &State, name: &str) -> Result<u32> {
-        state.ids.get(name).copied().ok_or_else(|| self.unknown(name))
+        state
+            .ids
+            .get(name)
+            .copied()
+            .ok_or_else(|| self.unknown(name))
     }
 
     fn resolve_group(&self, state: &State, name: &str) -> Result<u32> {
@@ -1185,7 +1190,11 @@ impl View<'_> {
     pub fn group_ids_of(&self, member: NodeId, depth: Depth) -> RoaringBitmap {
         let state = &self.state;
         match depth {
-            Depth::Transitive => state.anc.get(member.0 as usize).cloned().unwrap_or_default(),
+            Depth::Transitive => state
+                .anc
+                .get(member.0 as usize)
+                .cloned()
+                .unwrap_or_default(),
             Depth::Direct => state.node(member.0).map_or_else(RoaringBitmap::new, |n| {
                 n.up.iter()
                     .filter(|l| state.active(l))
@@ -1241,7 +1250,12 @@ impl View<'_> {
     ///
     /// # Errors
     /// [`Error::UnknownNode`].
-    pub fn holder_ids(&self, relation: &str, target: &str, filter: Filter) -> Result<RoaringBitmap> {
+    pub fn holder_ids(
+        &self,
+        relation: &str,
+        target: &str,
+        filter: Filter,
+    ) -> Result<RoaringBitmap> {
         let t = self.resolve(target)?;
         let mut ids = RoaringBitmap::new();
         for h in self.direct_holders(relation, t) {

@@ -85,7 +85,9 @@ impl State {
 
     /// The first id not in use past the highest one.
     pub fn next_id(&self) -> Option<u32> {
-        u32::try_from(self.nodes.len()).ok().filter(|&n| n < u32::MAX)
+        u32::try_from(self.nodes.len())
+            .ok()
+            .filter(|&n| n < u32::MAX)
     }
 
     /// Adds a node under a fresh id (the caller checked that the name is free).
@@ -204,7 +206,10 @@ impl State {
     pub fn recompute(&mut self, affected: &RoaringBitmap) {
         if affected.len() == 1 {
             let x = affected.min().expect("one element");
-            if self.node(x).is_some_and(|n| n.up.iter().all(|l| l.other != x)) {
+            if self
+                .node(x)
+                .is_some_and(|n| n.up.iter().all(|l| l.other != x))
+            {
                 let new = self.union_of_parents(&[x], None);
                 self.set_anc(x, new);
                 return;
