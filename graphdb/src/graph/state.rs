@@ -28,6 +28,44 @@ pub(crate) fn active_at(expires: Option<i64>, t: i64) -> bool {
     expires.is_none_or(|e| e > t)
 }
 
+/// A compact copy of one `anc[x]` for the is-member probe: up to four groups inline (no
+/// pointer to follow, so one cache miss for most persons), more in a sorted boxed slice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// `n` groups inline.
+    Inline(u8, [u32; 4]),
+    /// Sorted groups.
+    Heap(Box<[u32]>),
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Probe::Inline(0, [0; 4])
+    }
+}
+
+impl Probe {
+    pub fn of(set: &RoaringBitmap) -> Probe {
+        if set.len() <= 4 {
+            let mut inline = [0; 4];
+            for (slot, g) in inline.iter_mut().zip(set) {
+                *slot = g;
+            }
+            Probe::Inline(set.len() as u8, inline)
+        } else {
+            Probe::Heap(set.iter().collect())
+        }
+    }
+
+    #[inline]
+    pub fn contains(&self, g: u32) -> bool {
+        match self {
+            Probe::Inline(n, inline) => inline[..usize::from(*n)].contains(&g),
+            Probe::Heap(sorted) => sorted.binary_search(&g).is_ok(),
+        }
+    }
+}
+
 /// A live node.
 #[derive(Clone, Debug)]
 pub(crate) struct NodeRec {
@@ -52,6 +90,8 @@ pub(crate) struct State {
     pub groups: RoaringBitmap,
     /// The closure upward: `anc[x]` = groups `x` belongs to through active membership edges.
     pub anc: Vec<RoaringBitmap>,
+    /// `anc` again, in the layout of the is-member hot path; always equal to `anc`.
+    pub probe: Vec<Probe>,
     /// The closure downward, the transpose of `anc`; only groups with members have an entry.
     pub desc: HashMap<u32, RoaringBitmap>,
     /// Relation edges: (relation, target, holder) -> expiry.
@@ -96,6 +136,7 @@ impl State {
         if self.nodes.len() <= index {
             self.nodes.resize_with(index + 1, || None);
             self.anc.resize_with(index + 1, RoaringBitmap::new);
+            self.probe.resize_with(index + 1, Probe::default);
         }
         self.nodes[index] = Some(NodeRec {
             name: name.into(),
@@ -169,6 +210,7 @@ impl State {
         for g in new - &old {
             self.desc.entry(g).or_default().insert(x);
         }
+        self.probe[x as usize] = Probe::of(new);
         self.dirty.insert(x);
     }
 
@@ -194,6 +236,7 @@ impl State {
             let before = anc.len();
             *anc |= &gained;
             if anc.len() != before {
+                self.probe[x as usize] = Probe::of(anc);
                 self.dirty.insert(x);
             }
         }
@@ -398,6 +441,7 @@ impl State {
         while self.nodes.last().is_some_and(Option::is_none) {
             self.nodes.pop();
             self.anc.pop();
+            self.probe.pop();
         }
     }
 
@@ -409,6 +453,7 @@ impl State {
         for &x in &live {
             if !self.anc[x as usize].is_empty() {
                 self.anc[x as usize] = RoaringBitmap::new();
+                self.probe[x as usize] = Probe::default();
                 self.dirty.insert(x);
             }
         }
@@ -419,6 +464,7 @@ impl State {
 
     /// Rebuilds `desc` as the transpose of `anc` (after loading).
     pub fn transpose(&mut self) {
+        self.probe = self.anc.iter().map(Probe::of).collect();
         let mut desc: HashMap<u32, RoaringBitmap> = HashMap::new();
         for (x, anc) in self.anc.iter().enumerate() {
             for g in anc {
