@@ -66,6 +66,13 @@ impl Probe {
     }
 }
 
+/// `desc` updates collected as `group << 32 | member` pairs.
+#[derive(Debug, Default)]
+struct DescChanges {
+    lost: Vec<u64>,
+    gained: Vec<u64>,
+}
+
 /// A live node.
 #[derive(Clone, Debug)]
 pub(crate) struct NodeRec {
@@ -194,24 +201,49 @@ impl State {
 
     /// Replaces `anc[x]`, keeping `desc` its transpose and marking `x` dirty.
     fn set_anc(&mut self, x: u32, new: RoaringBitmap) {
+        let mut changes = DescChanges::default();
+        self.set_anc_deferred(x, new, &mut changes);
+        self.apply_desc_changes(changes);
+    }
+
+    /// Replaces `anc[x]`, recording the `desc` changes to apply in bulk (removing ids one by
+    /// one from a large bitmap shifts its array containers each time; a difference does not).
+    fn set_anc_deferred(&mut self, x: u32, new: RoaringBitmap, changes: &mut DescChanges) {
         let old = std::mem::replace(&mut self.anc[x as usize], new);
         let new = &self.anc[x as usize];
         if old == *new {
             return;
         }
         for g in &old - new {
+            changes.lost.push(u64::from(g) << 32 | u64::from(x));
+        }
+        for g in new - &old {
+            changes.gained.push(u64::from(g) << 32 | u64::from(x));
+        }
+        self.probe[x as usize] = Probe::of(new);
+        self.dirty.insert(x);
+    }
+
+    fn apply_desc_changes(&mut self, mut changes: DescChanges) {
+        changes.lost.sort_unstable();
+        changes.gained.sort_unstable();
+        for chunk in changes.lost.chunk_by(|a, b| a >> 32 == b >> 32) {
+            let g = (chunk[0] >> 32) as u32;
             if let Some(d) = self.desc.get_mut(&g) {
-                d.remove(x);
+                let gone = RoaringBitmap::from_sorted_iter(chunk.iter().map(|&p| p as u32))
+                    .expect("sorted pairs");
+                *d -= gone;
                 if d.is_empty() {
                     self.desc.remove(&g);
                 }
             }
         }
-        for g in new - &old {
-            self.desc.entry(g).or_default().insert(x);
+        for chunk in changes.gained.chunk_by(|a, b| a >> 32 == b >> 32) {
+            let g = (chunk[0] >> 32) as u32;
+            let new = RoaringBitmap::from_sorted_iter(chunk.iter().map(|&p| p as u32))
+                .expect("sorted pairs");
+            *self.desc.entry(g).or_default() |= new;
         }
-        self.probe[x as usize] = Probe::of(new);
-        self.dirty.insert(x);
     }
 
     /// `x` and every node below it.
@@ -279,15 +311,18 @@ impl State {
         }
         graph.extend_with_edges(edges);
         let sccs = petgraph::algo::kosaraju_scc(&graph);
-        // Reverse topological order: children first, so walk it backwards.
+        let mut changes = DescChanges::default();
+        // Reverse topological order: children first, so walk it backwards. A component's
+        // parents outside it come earlier, so their `anc` is final when it is read.
         for scc in sccs.iter().rev() {
             let members: Vec<u32> = scc.iter().map(|&i| graph[i]).collect();
             let cyclic = members.len() > 1;
             let new = self.union_of_parents(&members, cyclic.then_some(&members));
             for &x in &members {
-                self.set_anc(x, new.clone());
+                self.set_anc_deferred(x, new.clone(), &mut changes);
             }
         }
+        self.apply_desc_changes(changes);
     }
 
     /// The union of `{p} ∪ anc[p]` over the active parents `p` of `members` outside the
