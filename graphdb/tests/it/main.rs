@@ -1,0 +1,3 @@
+//! The integration tests of `graphdb`: one binary, one module per store.
+
+mod commits;
