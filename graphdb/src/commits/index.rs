@@ -36,6 +36,18 @@ use super::id::{CommitId, RepoId};
 /// No commit: the first parent of a root.
 pub(crate) const NONE: u32 = u32::MAX;
 
+/// What one commit reaches, folded per first-parent chain: for each chain, how many of its
+/// lowest positions are ancestors of the commit. Made by [`CommitIndex::reach_vector`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReachVector(Vec<u32>);
+
+impl ReachVector {
+    /// Heap bytes held.
+    pub fn bytes(&self) -> usize {
+        self.0.capacity() * 4
+    }
+}
+
 /// A commit to add: its id and its parents, first parent first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewCommit {
@@ -54,12 +66,22 @@ pub(crate) struct Labels {
     pub(crate) rank: u32,
 }
 
+/// The default checkpoint interval `K`: a chain gets a checkpoint (the reach vector of its
+/// commit at position `i * K - 1`) every `K` positions.
+pub const CHECKPOINT_EVERY: usize = 1024;
+
+/// At most this many checkpoints serve as negative covers in one walk.
+const MAX_COVERS: usize = 16;
+
 #[derive(Clone, Debug, Default)]
 struct Chain {
     /// The commits of the chain by position.
     nodes: Vec<u32>,
     /// The positions of the commits that have more than one parent, ascending.
     merges: Vec<u32>,
+    /// `checkpoints[i]` is the reach vector of the commit at position
+    /// `(i + 1) * checkpoint_every - 1`.
+    checkpoints: Vec<Vec<u32>>,
 }
 
 /// A commit of a [`Plan`].
@@ -118,6 +140,7 @@ pub struct CommitIndex {
     extras: Vec<u32>,
     chains: Vec<Chain>,
     next_rank: u32,
+    checkpoint_every: usize,
 }
 
 #[derive(Debug, Default)]
@@ -125,6 +148,8 @@ struct Scratch {
     reach: Vec<u32>,
     touched: Vec<u32>,
     stack: Vec<(u32, u32)>,
+    /// Checkpoints (chain, index) known not to reach the target.
+    covers: Vec<(u32, u32)>,
 }
 
 thread_local! {
@@ -132,9 +157,17 @@ thread_local! {
 }
 
 impl CommitIndex {
-    /// An empty index; `repo` only names the repository in errors.
+    /// An empty index with checkpoints every [`CHECKPOINT_EVERY`] positions; `repo` only names
+    /// the repository in errors.
     pub fn new(repo: RepoId) -> Self {
+        Self::with_checkpoint_interval(repo, CHECKPOINT_EVERY)
+    }
+
+    /// An empty index with checkpoints every `every` positions of a chain (at least 2):
+    /// smaller means faster walks and more memory (one `u32` per chain per checkpoint).
+    pub fn with_checkpoint_interval(repo: RepoId, every: usize) -> Self {
         CommitIndex {
+            checkpoint_every: every.max(2),
             repo,
             ids: Vec::new(),
             by_id: HashMap::new(),
@@ -206,7 +239,14 @@ impl CommitIndex {
         let chain_bytes: usize = self
             .chains
             .iter()
-            .map(|c| (c.nodes.capacity() + c.merges.capacity()) * 4 + size_of::<Chain>())
+            .map(|c| {
+                (c.nodes.capacity()
+                    + c.merges.capacity()
+                    + c.checkpoints.iter().map(Vec::capacity).sum::<usize>())
+                    * 4
+                    + c.checkpoints.capacity() * size_of::<Vec<u32>>()
+                    + size_of::<Chain>()
+            })
             .sum();
         let map_bytes = self.by_id.capacity() * (size_of::<(CommitId, u32)>() + 1);
         IndexStats {
@@ -410,7 +450,14 @@ impl CommitIndex {
         if parents.len() > 1 {
             chain.merges.push(labels.position);
         }
+        let len = chain.nodes.len();
+        let base = (len % self.checkpoint_every == 0).then(|| chain.checkpoints.last().cloned());
         self.next_rank = self.next_rank.max(labels.rank + 1);
+        if let Some(base) = base {
+            // Extends the previous checkpoint of the chain: an ancestor of this commit.
+            let vector = self.reach(node, base.as_deref());
+            self.chains[labels.chain as usize].checkpoints.push(vector);
+        }
     }
 
     /// Adds a stored commit with its stored labels, checking them against the commits before
@@ -487,12 +534,14 @@ impl CommitIndex {
                 reach,
                 touched,
                 stack,
+                covers,
             } = &mut *scratch;
             for &c in touched.iter() {
                 reach[c as usize] = 0;
             }
             touched.clear();
             stack.clear();
+            covers.clear();
             found
         })
     }
@@ -525,16 +574,40 @@ impl CommitIndex {
             if end <= old {
                 continue;
             }
+            // Inside a checkpoint that does not reach `a`: nothing below reaches it either.
+            if scratch.covers.iter().any(|&(cc, i)| {
+                self.chains[cc as usize].checkpoints[i as usize]
+                    .get(c as usize)
+                    .is_some_and(|&r| r >= end)
+            }) {
+                continue;
+            }
             if old == 0 {
                 scratch.touched.push(c);
             }
             scratch.reach[c as usize] = end;
+            if c == la.chain && end > la.position {
+                return true;
+            }
             let chain = &self.chains[c as usize];
+            // The highest checkpoint at or below `end - 1` settles everything below it.
+            let checkpoint = (end as usize / self.checkpoint_every).min(chain.checkpoints.len());
+            let mut floor = 0;
+            if checkpoint > 0 {
+                let index = checkpoint as u32 - 1;
+                if self.reached(&chain.checkpoints[index as usize], a) {
+                    return true;
+                }
+                if scratch.covers.len() < MAX_COVERS && !scratch.covers.contains(&(c, index)) {
+                    scratch.covers.push((c, index));
+                }
+                floor = (checkpoint * self.checkpoint_every) as u32;
+            }
             // Commits at or below `a`'s generation cannot reach it, nor can their parents.
             let low = chain.nodes[..end as usize]
                 .partition_point(|&n| self.labels[n as usize].generation <= la.generation)
                 as u32;
-            let start = old.max(low);
+            let start = old.max(low).max(floor);
             if start >= end {
                 continue;
             }
@@ -578,12 +651,25 @@ impl CommitIndex {
         let lt = self.labels[tip as usize];
         let mut stack = vec![(lt.chain, lt.position + 1)];
         while let Some((c, end)) = stack.pop() {
-            let old = reach[c as usize];
+            let mut old = reach[c as usize];
             if end <= old {
                 continue;
             }
-            reach[c as usize] = end;
             let chain = &self.chains[c as usize];
+            // A checkpoint well above what is known is a closed set: take it whole.
+            let checkpoint = (end as usize / self.checkpoint_every).min(chain.checkpoints.len());
+            if checkpoint > 0
+                && checkpoint * self.checkpoint_every > old as usize + self.checkpoint_every
+            {
+                for (r, &x) in reach.iter_mut().zip(&chain.checkpoints[checkpoint - 1]) {
+                    *r = (*r).max(x);
+                }
+                old = reach[c as usize];
+                if end <= old {
+                    continue;
+                }
+            }
+            reach[c as usize] = end;
             let from = chain.merges.partition_point(|&p| p < old);
             let to = chain.merges.partition_point(|&p| p < end);
             for &position in &chain.merges[from..to] {
@@ -603,6 +689,18 @@ impl CommitIndex {
             }
         }
         reach
+    }
+
+    /// The reach vector of `tip` (what [`super::CommitGraphs`] caches per target branch tip),
+    /// or `None` when `tip` is unknown.
+    pub fn reach_vector(&self, tip: &CommitId) -> Option<ReachVector> {
+        Some(ReachVector(self.reach(self.node(tip)?, None)))
+    }
+
+    /// Whether the commit whose reach vector is `reach` has `id` as an ancestor (or is `id`),
+    /// or `None` when `id` is unknown. One comparison.
+    pub fn reaches(&self, reach: &ReachVector, id: &CommitId) -> Option<bool> {
+        Some(self.reached(&reach.0, self.node(id)?))
     }
 
     /// Whether a commit with the reach vector `reach` reaches `node`.

@@ -54,7 +54,7 @@ use engine::{Direction, Durability, Engine, Keyspace, ScanRange, WriteBatch};
 
 pub use error::{CommitError, ImportInput, LineError};
 pub use id::{CommitId, ParseIdError, RepoId};
-pub use index::{AppendSummary, CommitIndex, IndexStats, NewCommit};
+pub use index::{AppendSummary, CommitIndex, IndexStats, NewCommit, ReachVector, CHECKPOINT_EVERY};
 
 /// The engine keyspaces of commit graphs; open the engine with them (and any others).
 pub const KEYSPACES: &[&str] = &["commits.nodes", "commits.branches"];
@@ -132,6 +132,7 @@ pub struct CommitGraphs {
     nodes: Keyspace,
     branches: Keyspace,
     repos: Mutex<HashMap<RepoId, Arc<Repo>>>,
+    checkpoint_every: usize,
 }
 
 #[derive(Debug)]
@@ -156,7 +157,21 @@ impl CommitGraphs {
     /// # Errors
     /// [`CommitError::Engine`] when a keyspace is missing.
     pub fn open(engine: Arc<dyn Engine>) -> Result<Self, CommitError> {
+        Self::with_checkpoint_interval(engine, CHECKPOINT_EVERY)
+    }
+
+    /// As [`CommitGraphs::open`], with in-memory checkpoints every `every` positions of a chain
+    /// (see [`CommitIndex::with_checkpoint_interval`]; checkpoints are not stored, so this may
+    /// change from one open to the next).
+    ///
+    /// # Errors
+    /// As for [`CommitGraphs::open`].
+    pub fn with_checkpoint_interval(
+        engine: Arc<dyn Engine>,
+        every: usize,
+    ) -> Result<Self, CommitError> {
         Ok(CommitGraphs {
+            checkpoint_every: every,
             nodes: engine.keyspace(KEYSPACES[0])?,
             branches: engine.keyspace(KEYSPACES[1])?,
             engine,
@@ -182,7 +197,7 @@ impl CommitGraphs {
     /// Reads a repository's commits (with their stored labels) and branches.
     fn load(&self, repo: RepoId) -> Result<Repo, CommitError> {
         let prefix = codec::repo_prefix(repo);
-        let mut index = CommitIndex::new(repo);
+        let mut index = CommitIndex::with_checkpoint_interval(repo, self.checkpoint_every);
         let snapshot = self.engine.snapshot()?;
         for entry in snapshot.scan(self.nodes, ScanRange::prefix(&prefix), Direction::Forward)? {
             let (key, value) = entry?;
@@ -294,6 +309,16 @@ impl CommitGraphs {
         commits: &[NewCommit],
         updates: &[BranchUpdate],
     ) -> Result<PushOutcome, CommitError> {
+        self.push_inner(repo, commits, updates, true)
+    }
+
+    fn push_inner(
+        &self,
+        repo: RepoId,
+        commits: &[NewCommit],
+        updates: &[BranchUpdate],
+        report_changes: bool,
+    ) -> Result<PushOutcome, CommitError> {
         let handle = self.repo(repo)?;
         let mut state = handle.state.write().unwrap_or_else(|e| e.into_inner());
         let plan = state.index.plan(commits)?;
@@ -355,7 +380,11 @@ impl CommitGraphs {
         };
         state.index.apply(plan);
         let before = std::mem::replace(&mut state.branches, after);
-        let changes = handle.changes(&state, &before);
+        let changes = if report_changes {
+            handle.changes(&state, &before)
+        } else {
+            Vec::new()
+        };
         Ok(PushOutcome { appended, changes })
     }
 
@@ -363,7 +392,9 @@ impl CommitGraphs {
     /// `git for-each-ref --format='%(refname) %(objectname)'` in one atomic push: every commit
     /// (ordered parents first, whatever the input order), and every `refs/heads/*` ref as a
     /// branch (other refs are counted and ignored; stored branches that the input does not
-    /// name are kept). A progress bar is drawn when stderr is a terminal.
+    /// name are kept). A progress bar is drawn when stderr is a terminal. Unlike
+    /// [`CommitGraphs::push`], an import does not compute merged-status changes (an initial
+    /// import would otherwise compare every pair of branches).
     ///
     /// # Errors
     /// [`CommitError::Import`] naming the input and line of the first problem; as for
@@ -393,7 +424,7 @@ impl CommitGraphs {
             (commits, updates, other_refs)
         };
         bar.set_message(format!("writing {} commits", commits.len()));
-        let outcome = self.push(repo, &commits, &updates)?;
+        let outcome = self.push_inner(repo, &commits, &updates, false)?;
         bar.finish_and_clear();
         Ok(ImportSummary {
             appended: outcome.appended,

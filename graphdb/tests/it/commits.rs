@@ -17,6 +17,8 @@ struct Store {
     backend: Backend,
     dir: tempfile::TempDir,
     mem: MemEngine,
+    /// Small, so that the tests' chains get checkpoints.
+    checkpoint_every: usize,
 }
 
 impl Store {
@@ -25,6 +27,7 @@ impl Store {
             backend,
             dir: tempfile::tempdir().expect("tempdir"),
             mem: MemEngine::new(KEYSPACES),
+            checkpoint_every: 3,
         }
     }
 
@@ -52,7 +55,8 @@ impl Store {
     }
 
     fn open(&self) -> CommitGraphs {
-        CommitGraphs::open(self.engine()).expect("open graphs")
+        CommitGraphs::with_checkpoint_interval(self.engine(), self.checkpoint_every)
+            .expect("open graphs")
     }
 
     /// Closes `graphs` (releasing the engine's lock) and opens the store again.
@@ -446,7 +450,8 @@ fn fixed_octopus_and_roots(store: Store) {
     check_all(&graphs, repo, &parents, &branches);
 }
 
-fn import_generated_history(store: Store) {
+fn import_generated_history(mut store: Store) {
+    store.checkpoint_every = 16;
     let dag = GeneratedDag::generate(&DagParams {
         commits: 1_500,
         branches: 20,
@@ -545,6 +550,7 @@ fn import_generated_history(store: Store) {
 /// batch split points; branch moves.
 #[derive(Clone, Debug)]
 struct DagCase {
+    checkpoint_every: usize,
     commits: Vec<(u8, Vec<prop::sample::Index>)>,
     splits: Vec<prop::sample::Index>,
     moves: Vec<(u8, prop::sample::Index)>,
@@ -561,8 +567,10 @@ fn dag_case() -> impl Strategy<Value = DagCase> {
         ),
         proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
         proptest::collection::vec((0u8..5, any::<prop::sample::Index>()), 1..12),
+        2usize..8,
     )
-        .prop_map(|(commits, splits, moves)| DagCase {
+        .prop_map(|(commits, splits, moves, checkpoint_every)| DagCase {
+            checkpoint_every,
             commits,
             splits,
             moves,
@@ -595,7 +603,8 @@ impl DagCase {
     }
 }
 
-fn random_dag(store: Store, case: DagCase) {
+fn random_dag(mut store: Store, case: DagCase) {
+    store.checkpoint_every = case.checkpoint_every;
     let parents = case.parents();
     let n = parents.len();
     let anc = ancestors(&parents);
@@ -659,7 +668,7 @@ fn git(dir: &std::path::Path, args: &[&str]) -> String {
 ///
 /// `GRAPHDB_GIT_COMMITS` sets the size (default 6,000); for the 100,000-commit run:
 /// `GRAPHDB_GIT_COMMITS=100000 cargo test -p graphdb --release --test it agrees_with_git`.
-fn agree_with_git(commits: usize, object_format: &str, seed: u64) {
+fn agree_with_git(commits: usize, object_format: &str, seed: u64, checkpoint_every: usize) {
     use std::io::Write as _;
     let dag = GeneratedDag::generate(&DagParams {
         commits,
@@ -697,7 +706,8 @@ fn agree_with_git(commits: usize, object_format: &str, seed: u64) {
     let rev_list = git(path, &["rev-list", "--all", "--parents"]);
     let refs = git(path, &["for-each-ref", "--format=%(refname) %(objectname)"]);
 
-    let graphs = CommitGraphs::open(EngineConfig::memory().open(KEYSPACES).unwrap()).unwrap();
+    let engine = EngineConfig::memory().open(KEYSPACES).unwrap();
+    let graphs = CommitGraphs::with_checkpoint_interval(engine, checkpoint_every).unwrap();
     let repo = RepoId(1);
     let summary = graphs.import(repo, &rev_list, &refs).unwrap();
     // Commits left behind by branch resets are not reachable, so git does not list them.
@@ -800,10 +810,61 @@ fn agrees_with_git() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(6_000);
-    agree_with_git(commits, "sha1", 4242);
+    agree_with_git(commits, "sha1", 4242, graphdb::commits::CHECKPOINT_EVERY);
 }
 
 #[test]
 fn agrees_with_git_sha256() {
-    agree_with_git(1_500, "sha256", 77);
+    agree_with_git(1_500, "sha256", 77, 16);
+}
+
+proptest! {
+    /// The import parsers never panic, on text made of what their inputs are made of.
+    #[test]
+    fn parsers_never_panic(text in "([0-9a-fA-Fg /\\r\\n\u{e9}]|refs/heads/x |[0-9a]{40}|[0-9a]{64}){0,40}") {
+        let entries = graphdb::commits::import::parse_rev_list(&text);
+        if let Ok(entries) = &entries {
+            let ordered = graphdb::commits::import::order_commits(entries, |_| false);
+            if let Ok(ordered) = ordered {
+                prop_assert!(ordered.len() <= entries.len());
+            }
+        }
+        let _ = graphdb::commits::import::parse_refs(&text);
+    }
+
+    /// Valid rev-list text in any line order imports to the same graph.
+    #[test]
+    fn rev_list_order_does_not_matter(case in dag_case(), seed in any::<u64>()) {
+        let parents = case.parents();
+        let mut lines: Vec<String> = parents
+            .iter()
+            .enumerate()
+            .map(|(k, ps)| {
+                let mut line = id(k as u32).to_string();
+                for p in ps {
+                    line.push(' ');
+                    line.push_str(&id(*p).to_string());
+                }
+                line
+            })
+            .collect();
+        let mut rng = SplitMix::new(seed);
+        for i in (1..lines.len()).rev() {
+            lines.swap(i, rng.below(i + 1));
+        }
+        let entries = graphdb::commits::import::parse_rev_list(&lines.join("\n")).unwrap();
+        let ordered = graphdb::commits::import::order_commits(&entries, |_| false).unwrap();
+        prop_assert_eq!(ordered.len(), parents.len());
+        let mut index = graphdb::commits::CommitIndex::with_checkpoint_interval(RepoId(0), 2);
+        index.append(&ordered).unwrap();
+        let anc = ancestors(&parents);
+        for a in 0..parents.len() as u32 {
+            for b in 0..parents.len() as u32 {
+                prop_assert_eq!(
+                    index.is_ancestor(&id(a), &id(b)),
+                    Some(anc[b as usize].contains(&a))
+                );
+            }
+        }
+    }
 }
