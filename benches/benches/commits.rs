@@ -3,7 +3,9 @@
 //!
 //! Run: `cargo bench -p benches --bench commits`. Besides criterion's means, the setup prints
 //! latency percentiles measured call by call (`p50`, `p99`), the index build time and the
-//! index bytes per commit. `COMMITS_BENCH_COMMITS` changes the size (default 1,000,000).
+//! index bytes per commit. `COMMITS_BENCH_COMMITS` changes the size (default 1,000,000);
+//! with `COMMITS_BENCH_ROCKSDB=1` the setup also imports the graph into RocksDB and prints
+//! synced 1,000-commit appends and the load time after a reopen.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -82,11 +84,17 @@ fn fixture(engine: Arc<dyn Engine>) -> Fixture {
     let (rev_list, refs) = (dag.rev_list(&ids), dag.refs(&ids));
     let started = Instant::now();
     let summary = graphs.import(repo, &rev_list, &refs).unwrap();
+    let took = started.elapsed();
+    let stats = graphs.stats(repo).unwrap();
     println!(
-        "import of rev-list + for-each-ref text ({} commits, {} branches) into the store: {:?}",
+        "import of rev-list + for-each-ref text ({} commits, {} branches) into the store: {:?}; \
+         {} chains, index {} bytes = {:.1} bytes/commit",
         summary.appended.added,
         summary.branches,
-        started.elapsed()
+        took,
+        stats.chains,
+        stats.bytes,
+        stats.bytes as f64 / stats.commits as f64
     );
     Fixture {
         ids,
@@ -98,6 +106,9 @@ fn fixture(engine: Arc<dyn Engine>) -> Fixture {
 }
 
 fn bench_commits(c: &mut Criterion) {
+    if std::env::var_os("COMMITS_BENCH_ROCKSDB").is_some() {
+        rocksdb_figures();
+    }
     let f = fixture(EngineConfig::memory().open(KEYSPACES).unwrap());
     let (graphs, repo) = (&f.graphs, f.repo);
     let mut rng = SplitMix::new(11);
@@ -255,6 +266,50 @@ fn bench_commits(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+}
+
+/// The same graph in RocksDB: synced pushes of 1,000 commits, and loading the repository's
+/// stored labels after a reopen.
+fn rocksdb_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || EngineConfig::rocksdb(dir.path()).open(KEYSPACES).unwrap();
+    let f = fixture(open());
+    let (graphs, repo) = (&f.graphs, f.repo);
+    let mut rng = SplitMix::new(5);
+    let mut tip = f.ids[f.branches[0].1 as usize];
+    let mut samples = Vec::new();
+    for push in 0..50u64 {
+        let mut batch = Vec::with_capacity(1_000);
+        for k in 0..1_000u64 {
+            let mut bytes = [0xDD; 20];
+            bytes[..8].copy_from_slice(&(push * 1_000 + k).to_be_bytes());
+            let id = CommitId::from_bytes(&bytes).unwrap();
+            let mut parents = vec![tip];
+            if rng.chance(0.1) {
+                let other = f.ids[f.branches[rng.below(f.branches.len())].1 as usize];
+                if other != tip {
+                    parents.push(other);
+                }
+            }
+            batch.push(NewCommit { id, parents });
+            tip = id;
+        }
+        let t = Instant::now();
+        graphs.append(repo, &batch).unwrap();
+        samples.push(t.elapsed());
+    }
+    percentiles("append 1000 commits (RocksDB, synced)", samples);
+    let commits = graphs.stats(repo).unwrap().commits;
+    drop(f);
+    let graphs = CommitGraphs::open(open()).unwrap();
+    let t = Instant::now();
+    let stats = graphs.stats(repo).unwrap();
+    println!(
+        "load of {} commits with their stored labels from RocksDB after reopen: {:?}",
+        stats.commits,
+        t.elapsed()
+    );
+    assert_eq!(stats.commits, commits);
 }
 
 fn config() -> Criterion {

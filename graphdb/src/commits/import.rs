@@ -139,12 +139,18 @@ pub fn parse_refs(text: &str) -> Result<Vec<RefEntry>, CommitError> {
 /// date order is not topological under clock skew), dropping repeated lines. `known` says
 /// whether a commit is already stored; a parent must be in the input or known.
 ///
+/// The order is a depth-first post-order over parents, first parents first, started from
+/// `starts` (branch tips, most important first) and then from the remaining lines, oldest
+/// first. So the first-parent history of `starts[0]` comes out before any branch forked from
+/// it, and keeps one long first-parent chain in the index.
+///
 /// # Errors
 /// [`CommitError::Import`] with [`LineError::ConflictingDuplicate`],
 /// [`LineError::UnknownParent`] or [`LineError::Cycle`].
 pub fn order_commits(
     entries: &[RevListEntry],
     known: impl Fn(&CommitId) -> bool,
+    starts: &[CommitId],
 ) -> Result<Vec<NewCommit>, CommitError> {
     let fail = |line, e| error(ImportInput::RevList, line, e);
     let mut index_of: HashMap<CommitId, usize> = HashMap::with_capacity(entries.len());
@@ -190,7 +196,11 @@ pub fn order_commits(
     let mut state = vec![NEW; entries.len()];
     let mut order = Vec::with_capacity(unique.len());
     let mut stack: Vec<(usize, usize)> = Vec::new();
-    for &root in unique.iter().rev() {
+    let roots = starts
+        .iter()
+        .filter_map(|id| index_of.get(id).copied())
+        .chain(unique.iter().rev().copied());
+    for root in roots {
         if state[root] != NEW {
             continue;
         }
@@ -233,6 +243,8 @@ pub fn order_commits(
 
 /// The branch updates of a ref listing: `refs/heads/NAME` becomes branch `NAME`; other refs
 /// are counted and skipped. A branch must point to a commit of `entries` or a `known` one.
+/// The updates come out with `main`, then `master`, first, then by name: the order in which
+/// [`order_commits`] should start from their tips.
 ///
 /// # Errors
 /// [`CommitError::Import`] with [`LineError::UnknownTarget`] or [`LineError::BadBranchName`].
@@ -270,6 +282,7 @@ pub fn branch_updates(
         }
         updates.push(BranchUpdate::set(name, entry.target));
     }
+    updates.sort_by_key(|u| (u.name != "main", u.name != "master", u.name.clone()));
     Ok((updates, other))
 }
 
@@ -294,7 +307,7 @@ mod tests {
         let entries = parse_rev_list(&text).unwrap();
         assert_eq!(entries.len(), 3);
         assert_eq!(entries[2].line, 4);
-        let order = order_commits(&entries, |_| false).unwrap();
+        let order = order_commits(&entries, |_| false, &[]).unwrap();
         let ids: Vec<String> = order.iter().map(|c| c.id.to_string()).collect();
         assert_eq!(ids, vec![A, B, C]);
     }
@@ -309,14 +322,14 @@ mod tests {
         assert_eq!(line, 2);
         assert!(matches!(e, LineError::MixedIdLength { token: 1, .. }));
         let entries = parse_rev_list(&format!("{B} {C}\n")).unwrap();
-        let (line, e) = line_of(order_commits(&entries, |_| false).unwrap_err());
+        let (line, e) = line_of(order_commits(&entries, |_| false, &[]).unwrap_err());
         assert_eq!(line, 1);
         assert!(matches!(e, LineError::UnknownParent { .. }));
         let entries = parse_rev_list(&format!("{B} {A}\n{A} {B}\n")).unwrap();
-        let (_, e) = line_of(order_commits(&entries, |_| false).unwrap_err());
+        let (_, e) = line_of(order_commits(&entries, |_| false, &[]).unwrap_err());
         assert!(matches!(e, LineError::Cycle { .. }));
         let entries = parse_rev_list(&format!("{B}\n{B} {A}\n{A}\n")).unwrap();
-        let (line, e) = line_of(order_commits(&entries, |_| false).unwrap_err());
+        let (line, e) = line_of(order_commits(&entries, |_| false, &[]).unwrap_err());
         assert_eq!(line, 2);
         assert!(matches!(
             e,

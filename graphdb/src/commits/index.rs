@@ -28,7 +28,7 @@
 //! the vector is extended from where it was, visiting only newly reachable segments.
 
 use std::cell::RefCell;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use super::error::CommitError;
 use super::id::{CommitId, RepoId};
@@ -271,7 +271,7 @@ impl CommitIndex {
     /// [`CommitError::UnknownParent`], [`CommitError::ConflictingParents`],
     /// [`CommitError::TooManyCommits`]; the index is unchanged then.
     pub fn append(&mut self, commits: &[NewCommit]) -> Result<AppendSummary, CommitError> {
-        let plan = self.plan(commits)?;
+        let plan = self.plan(commits, &HashSet::new())?;
         let summary = AppendSummary {
             added: plan.nodes.len(),
             known: plan.known,
@@ -289,7 +289,13 @@ impl CommitIndex {
     }
 
     /// Checks a batch and computes the labels of its new commits without changing the index.
-    pub(crate) fn plan(&self, commits: &[NewCommit]) -> Result<Plan, CommitError> {
+    /// A new commit whose first parent is in `protected` (tips of branches that the push does
+    /// not move) starts a new chain rather than taking that branch's chain.
+    pub(crate) fn plan(
+        &self,
+        commits: &[NewCommit],
+        protected: &HashSet<u32>,
+    ) -> Result<Plan, CommitError> {
         let first = self.ids.len() as u32;
         let mut nodes: Vec<PlannedNode> = Vec::new();
         let mut batch_ids: HashMap<CommitId, u32> = HashMap::new();
@@ -346,15 +352,18 @@ impl CommitIndex {
             for &p in &parents {
                 generation = generation.max(self.labels_of(&nodes, first, p).generation + 1);
             }
-            let extended = parents.first().and_then(|&fp| {
-                let l = self.labels_of(&nodes, first, fp);
-                let len = chain_len.get(&l.chain).copied().unwrap_or_else(|| {
-                    self.chains
-                        .get(l.chain as usize)
-                        .map_or(0, |c| c.nodes.len() as u32)
+            let extended = parents
+                .first()
+                .filter(|fp| !protected.contains(fp))
+                .and_then(|&fp| {
+                    let l = self.labels_of(&nodes, first, fp);
+                    let len = chain_len.get(&l.chain).copied().unwrap_or_else(|| {
+                        self.chains
+                            .get(l.chain as usize)
+                            .map_or(0, |c| c.nodes.len() as u32)
+                    });
+                    (l.position + 1 == len).then_some((l.chain, len))
                 });
-                (l.position + 1 == len).then_some((l.chain, len))
-            });
             let (chain, position) = extended.unwrap_or_else(|| {
                 next_chain += 1;
                 (next_chain - 1, 0)

@@ -321,7 +321,22 @@ impl CommitGraphs {
     ) -> Result<PushOutcome, CommitError> {
         let handle = self.repo(repo)?;
         let mut state = handle.state.write().unwrap_or_else(|e| e.into_inner());
-        let plan = state.index.plan(commits)?;
+        // A branch created from (or a commit made on) the tip of a branch that this push does
+        // not move must not take over that branch's first-parent chain; when the default branch
+        // (`main` or `master`) moves, its old tip stays free for it.
+        let moved: BTreeSet<&str> = updates.iter().map(|u| u.name.as_str()).collect();
+        let default_tips: BTreeSet<u32> = ["main", "master"]
+            .iter()
+            .filter(|name| moved.contains(*name))
+            .filter_map(|name| state.branches.get(*name).copied())
+            .collect();
+        let protected: std::collections::HashSet<u32> = state
+            .branches
+            .iter()
+            .filter(|(name, tip)| !moved.contains(name.as_str()) && !default_tips.contains(tip))
+            .map(|(_, &tip)| tip)
+            .collect();
+        let plan = state.index.plan(commits, &protected)?;
         let planned: HashMap<CommitId, u32> = plan
             .nodes
             .iter()
@@ -419,8 +434,9 @@ impl CommitGraphs {
         let (commits, updates, other_refs) = {
             let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
             let known = |id: &CommitId| state.index.contains(id);
-            let commits = import::order_commits(&entries, known)?;
             let (updates, other_refs) = import::branch_updates(&ref_entries, &entries, known)?;
+            let tips: Vec<CommitId> = updates.iter().filter_map(|u| u.target).collect();
+            let commits = import::order_commits(&entries, known, &tips)?;
             (commits, updates, other_refs)
         };
         bar.set_message(format!("writing {} commits", commits.len()));

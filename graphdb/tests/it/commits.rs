@@ -824,7 +824,7 @@ proptest! {
     fn parsers_never_panic(text in "([0-9a-fA-Fg /\\r\\n\u{e9}]|refs/heads/x |[0-9a]{40}|[0-9a]{64}){0,40}") {
         let entries = graphdb::commits::import::parse_rev_list(&text);
         if let Ok(entries) = &entries {
-            let ordered = graphdb::commits::import::order_commits(entries, |_| false);
+            let ordered = graphdb::commits::import::order_commits(entries, |_| false, &[]);
             if let Ok(ordered) = ordered {
                 prop_assert!(ordered.len() <= entries.len());
             }
@@ -853,7 +853,7 @@ proptest! {
             lines.swap(i, rng.below(i + 1));
         }
         let entries = graphdb::commits::import::parse_rev_list(&lines.join("\n")).unwrap();
-        let ordered = graphdb::commits::import::order_commits(&entries, |_| false).unwrap();
+        let ordered = graphdb::commits::import::order_commits(&entries, |_| false, &[]).unwrap();
         prop_assert_eq!(ordered.len(), parents.len());
         let mut index = graphdb::commits::CommitIndex::with_checkpoint_interval(RepoId(0), 2);
         index.append(&ordered).unwrap();
