@@ -868,3 +868,139 @@ proptest! {
         }
     }
 }
+
+/// An engine whose writes fail while `fail` is set, over a shared `MemEngine`.
+#[derive(Debug)]
+struct FailingEngine {
+    inner: MemEngine,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl engine::ReadView for FailingEngine {
+    fn get(&self, keyspace: engine::Keyspace, key: &[u8]) -> engine::Result<Option<Vec<u8>>> {
+        self.inner.get(keyspace, key)
+    }
+
+    fn scan(
+        &self,
+        keyspace: engine::Keyspace,
+        range: engine::ScanRange,
+        direction: engine::Direction,
+    ) -> engine::Result<engine::KvIter<'_>> {
+        self.inner.scan(keyspace, range, direction)
+    }
+}
+
+impl Engine for FailingEngine {
+    fn backend(&self) -> Backend {
+        Backend::Memory
+    }
+
+    fn keyspace(&self, name: &str) -> engine::Result<engine::Keyspace> {
+        self.inner.keyspace(name)
+    }
+
+    fn write(
+        &self,
+        batch: engine::WriteBatch,
+        durability: engine::Durability,
+    ) -> engine::Result<()> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(engine::Error::Config {
+                reason: "injected write failure".into(),
+            });
+        }
+        self.inner.write(batch, durability)
+    }
+
+    fn snapshot(&self) -> engine::Result<Box<dyn engine::ReadView + '_>> {
+        self.inner.snapshot()
+    }
+
+    fn flush(&self) -> engine::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[test]
+fn failed_engine_write_leaves_index_and_store_unchanged() {
+    let shared = MemEngine::new(KEYSPACES);
+    let failing = Arc::new(FailingEngine {
+        inner: shared.reopen(KEYSPACES),
+        fail: std::sync::atomic::AtomicBool::new(false),
+    });
+    let graphs = CommitGraphs::open(failing.clone()).unwrap();
+    let repo = RepoId(5);
+    graphs
+        .push(repo, &[commit(0, &[])], &[BranchUpdate::set("main", id(0))])
+        .unwrap();
+    failing
+        .fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = graphs
+        .push(
+            repo,
+            &[commit(1, &[0]), commit(2, &[1, 0])],
+            &[BranchUpdate::set("main", id(2))],
+        )
+        .unwrap_err();
+    assert!(matches!(err, CommitError::Engine(_)));
+    assert!(!graphs.contains(repo, &id(1)).unwrap());
+    assert_eq!(graphs.branch(repo, "main").unwrap(), Some(id(0)));
+    // The same push succeeds once the engine does, with the same dense ids.
+    failing
+        .fail
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    graphs
+        .push(
+            repo,
+            &[commit(1, &[0]), commit(2, &[1, 0])],
+            &[BranchUpdate::set("main", id(2))],
+        )
+        .unwrap();
+    let reopened = CommitGraphs::open(Arc::new(shared.reopen(KEYSPACES))).unwrap();
+    assert!(reopened.is_ancestor(repo, &id(0), &id(2)).unwrap());
+    assert_eq!(reopened.stats(repo).unwrap().commits, 3);
+}
+
+#[test]
+fn push_moving_several_branches_reports_every_pair() {
+    let graphs = CommitGraphs::open(EngineConfig::memory().open(KEYSPACES).unwrap()).unwrap();
+    let repo = RepoId(6);
+    let parents: Vec<Vec<u32>> = vec![vec![], vec![0], vec![0], vec![1, 2], vec![2]];
+    let commits: Vec<NewCommit> = parents
+        .iter()
+        .enumerate()
+        .map(|(k, ps)| commit(k as u32, ps))
+        .collect();
+    let anc = ancestors(&parents);
+    let mut branches: BTreeMap<String, u32> = [("a", 1), ("b", 2), ("c", 0)]
+        .map(|(k, v)| (k.to_string(), v))
+        .into();
+    let updates: Vec<BranchUpdate> = branches
+        .iter()
+        .map(|(k, &v)| BranchUpdate::set(k.clone(), id(v)))
+        .collect();
+    let out = graphs.push(repo, &commits[..3], &updates).unwrap();
+    assert_eq!(
+        out.changes,
+        expected_changes(&anc, &BTreeMap::new(), &branches)
+    );
+    let before = branches.clone();
+    branches.insert("a".into(), 3);
+    branches.insert("b".into(), 4);
+    branches.remove("c");
+    let out = graphs
+        .push(
+            repo,
+            &commits[3..],
+            &[
+                BranchUpdate::set("a", id(3)),
+                BranchUpdate::set("b", id(4)),
+                BranchUpdate::delete("c"),
+            ],
+        )
+        .unwrap();
+    assert!(!out.changes.is_empty());
+    assert_eq!(out.changes, expected_changes(&anc, &before, &branches));
+}
