@@ -6,3 +6,4 @@
 //! timeouts and graceful shutdown of [`common::config::Limits`].
 
 pub mod common;
+pub mod librarian;

@@ -1,1 +1,3 @@
-fn main() {}
+//! The integration tests of the servers crate: one binary (see STYLE.md).
+
+mod infra;

@@ -1,0 +1,3 @@
+//! The librarian: an HTTP blob service over `blobstore`.
+
+pub mod http;
