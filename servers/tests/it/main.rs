@@ -1,3 +1,5 @@
 //! The integration tests of the servers crate: one binary (see STYLE.md).
 
 mod infra;
+mod librarian;
+mod support;
