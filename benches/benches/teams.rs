@@ -1,0 +1,291 @@
+//! Team-participation benchmarks on the full generated graph (500,000 persons, 30,000 teams),
+//! stored in RocksDB. Run with `cargo bench -p benches --bench teams`.
+//!
+//! Besides criterion's means, it prints one-shot timings (bulk import, reopen) and per-call
+//! percentiles measured with `Instant` around each call (timer overhead included).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use engine::{Durability, EngineConfig};
+use graphdb::generate::{Generated, Shape};
+use graphdb::{Depth, Filter, GraphStore, ManualClock, NodeId, Role, TeamFilter, Teams};
+
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % n as u64) as usize
+    }
+}
+
+fn percentiles(label: &str, mut samples: Vec<Duration>) {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
+    println!(
+        "{label}: n={} p50={:?} p99={:?} max={:?}",
+        samples.len(),
+        at(0.5),
+        at(0.99),
+        samples[samples.len() - 1]
+    );
+}
+
+fn rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS")).map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn open(dir: &std::path::Path, now: i64, durability: Durability) -> (GraphStore, Teams) {
+    let engine = EngineConfig::rocksdb(dir)
+        .open(graphdb::KEYSPACES)
+        .expect("open rocksdb");
+    let store = GraphStore::builder(engine)
+        .clock(Arc::new(ManualClock::new(now)))
+        .durability(durability)
+        .open()
+        .expect("open store");
+    let teams = store.teams().expect("teams");
+    (store, teams)
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+
+    let t = Instant::now();
+    let g = Generated::new(&Shape::full());
+    let tsv = g.to_tsv();
+    println!(
+        "generated {} persons, {} teams, {} membership edges, {} audits in {:?} ({} MB of TSV)",
+        g.persons.len(),
+        g.teams.len(),
+        g.edges.len(),
+        g.audits.len(),
+        t.elapsed(),
+        tsv.len() >> 20
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // Bulk import and index build, RocksDB, one synced batch.
+    let (store, teams) = open(dir.path(), g.now, Durability::Sync);
+    let t = Instant::now();
+    teams.import_tsv(tsv.as_bytes(), false).expect("import");
+    println!("bulk import + index build: {:?}", t.elapsed());
+    drop(tsv);
+    let stats = teams.stats();
+    println!(
+        "index: {} nodes, {} membership edges, {} (member, team) pairs, {} closure bytes = {:.2} bytes/pair; {}",
+        stats.nodes,
+        stats.membership_edges,
+        stats.pairs,
+        stats.closure_bytes,
+        stats.closure_bytes as f64 / stats.pairs as f64,
+        rss()
+    );
+
+    let big = g.teams[g.special_roots[0]].clone();
+    let heavy = g.persons[g.heavy_person].clone();
+    let two_k = g.teams[g.special_roots[6]].clone();
+
+    // Membership writes with synced durability: percentiles.
+    let mut rng = Lcg(1);
+    let general_team = |rng: &mut Lcg| g.teams[g.teams.len() - 1 - rng.below(20_000)].clone();
+    let mut samples = Vec::new();
+    for _ in 0..300 {
+        let p = &g.persons[rng.below(g.persons.len() - 1)];
+        let team = general_team(&mut rng);
+        let t = Instant::now();
+        teams
+            .set_membership(&team, p, Role::Member, None)
+            .expect("add");
+        samples.push(t.elapsed());
+        let t = Instant::now();
+        teams.remove_membership(&team, p).expect("remove");
+        samples.push(t.elapsed());
+    }
+    percentiles("add/remove membership, Durability::Sync, RocksDB", samples);
+    drop(teams);
+    drop(store);
+
+    // Reopen: loads nodes, edges and the persisted closure (no rebuild).
+    let t = Instant::now();
+    let (_store, teams) = open(dir.path(), g.now, Durability::Buffered);
+    println!("reopen (load index) : {:?}; {}", t.elapsed(), rss());
+
+    let view = teams.view();
+    let big_id = view.id(&big).expect("big team");
+    let heavy_id = view.id(&heavy).expect("heavy person");
+    println!(
+        "big team {big}: {} transitive persons; heavy person {heavy}: {} direct / {} transitive teams",
+        view.member_ids_of(big_id, Depth::Transitive, Filter::Leaves).len(),
+        view.group_ids_of(heavy_id, Depth::Direct).len(),
+        view.group_ids_of(heavy_id, Depth::Transitive).len()
+    );
+    let pairs: Vec<(NodeId, NodeId)> = (0..1_000_000)
+        .map(|_| {
+            (
+                view.id(&g.persons[rng.below(g.persons.len())]).expect("person"),
+                view.id(&g.teams[rng.below(g.teams.len())]).expect("team"),
+            )
+        })
+        .collect();
+    // Half the probes on pairs that are members, so both answers are exercised.
+    let member_pairs: Vec<(NodeId, NodeId)> = pairs
+        .iter()
+        .filter_map(|&(p, _)| {
+            let teams = view.group_ids_of(p, Depth::Transitive);
+            teams.min().map(|t| (p, NodeId(t)))
+        })
+        .take(500_000)
+        .collect();
+    let mixed: Vec<(NodeId, NodeId)> = pairs
+        .iter()
+        .zip(&member_pairs)
+        .flat_map(|(a, b)| [*a, *b])
+        .collect();
+    drop(view);
+
+    let mut samples = Vec::with_capacity(mixed.len());
+    let mut hits = 0u64;
+    for &(p, t) in &mixed {
+        let start = Instant::now();
+        let view = teams.view();
+        let yes = view.is_member_id(p, t);
+        drop(view);
+        samples.push(start.elapsed());
+        hits += u64::from(yes);
+    }
+    println!("is-member mix: {hits} of {} are members", mixed.len());
+    percentiles("is-member (view + probe), warm", samples);
+    let names: Vec<(String, String)> = mixed
+        .iter()
+        .take(200_000)
+        .map(|&(p, t)| {
+            let view = teams.view();
+            (
+                view.name(p).expect("p").to_owned(),
+                view.name(t).expect("t").to_owned(),
+            )
+        })
+        .collect();
+    let mut samples = Vec::with_capacity(names.len());
+    for (p, t) in &names {
+        let start = Instant::now();
+        let yes = teams.is_member(p, t).expect("is member");
+        samples.push(start.elapsed());
+        black_box(yes);
+    }
+    percentiles("is-member by names (2 hash lookups + probe), warm", samples);
+
+    let mut i = 0usize;
+    c.bench_function("is_member_id (view + probe)", |b| {
+        b.iter(|| {
+            i = (i + 1) % mixed.len();
+            let (p, t) = mixed[i];
+            teams.view().is_member_id(p, t)
+        })
+    });
+    let mut i = 0usize;
+    c.bench_function("is_member by names", |b| {
+        b.iter(|| {
+            i = (i + 1) % names.len();
+            let (p, t) = &names[i];
+            teams.is_member(p, t).expect("is member")
+        })
+    });
+    c.bench_function("members of the 18,000-member team as sorted ids", |b| {
+        b.iter(|| {
+            let view = teams.view();
+            let ids: Vec<u32> = view
+                .member_ids_of(big_id, Depth::Transitive, Filter::Leaves)
+                .iter()
+                .collect();
+            ids
+        })
+    });
+    c.bench_function("members of the 18,000-member team, first page of 100 by name", |b| {
+        b.iter(|| {
+            teams
+                .members(&big, Depth::Transitive, TeamFilter::Persons, None, 100)
+                .expect("members")
+        })
+    });
+    c.bench_function("teams of the 300-team person as sorted ids", |b| {
+        b.iter(|| {
+            let view = teams.view();
+            let ids: Vec<u32> = view.group_ids_of(heavy_id, Depth::Transitive).iter().collect();
+            ids
+        })
+    });
+
+    // Writes, buffered durability.
+    let mut samples = Vec::new();
+    for _ in 0..2_000 {
+        let p = &g.persons[rng.below(g.persons.len() - 1)];
+        let team = general_team(&mut rng);
+        let t = Instant::now();
+        teams
+            .set_membership(&team, p, Role::Member, None)
+            .expect("add");
+        samples.push(t.elapsed());
+        let t = Instant::now();
+        teams.remove_membership(&team, p).expect("remove");
+        samples.push(t.elapsed());
+    }
+    percentiles("add/remove membership, Durability::Buffered, RocksDB", samples);
+    c.bench_function("add + remove a person's membership (buffered)", |b| {
+        b.iter(|| {
+            let p = &g.persons[rng.below(g.persons.len() - 1)];
+            let team = general_team(&mut rng);
+            teams
+                .set_membership(&team, p, Role::Member, None)
+                .expect("add");
+            teams.remove_membership(&team, p).expect("remove");
+        })
+    });
+
+    // Nesting a 2,000-member team under a team with many ancestors: a chain of 40 teams
+    // under the big team, each nested in the previous one.
+    let mut parent = big.clone();
+    for k in 0..40 {
+        let name = format!("chain-{k}");
+        teams.add_team(&name).expect("add team");
+        teams
+            .set_membership(&parent, &name, Role::Member, None)
+            .expect("nest");
+        parent = name;
+    }
+    let view = teams.view();
+    let deep = view.id(&parent).expect("deep");
+    let two_k_id = view.id(&two_k).expect("2k team");
+    println!(
+        "deep team {parent}: {} ancestors; nested team {two_k}: {} transitive members",
+        view.group_ids_of(deep, Depth::Transitive).len(),
+        view.member_ids_of(two_k_id, Depth::Transitive, Filter::All).len()
+    );
+    drop(view);
+    let mut add = Vec::new();
+    let mut remove = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        teams
+            .set_membership(&parent, &two_k, Role::Member, None)
+            .expect("nest");
+        add.push(t.elapsed());
+        let t = Instant::now();
+        teams.remove_membership(&parent, &two_k).expect("unnest");
+        remove.push(t.elapsed());
+    }
+    percentiles("nest 2,000-member team under 41-ancestor team (buffered)", add);
+    percentiles("un-nest it again (buffered)", remove);
+    c.final_summary();
+}

@@ -1,0 +1,430 @@
+//! The in-memory state of one namespace: nodes, adjacency, and the reachability index.
+//!
+//! The index is a full transitive closure kept in both directions as roaring bitmaps:
+//! `anc[x]` holds every group that `x` is a member of through active membership edges (the
+//! groups reachable upward), and `desc[g]` the transpose (every node below `g`). Only `anc` is
+//! persisted; `desc` is rebuilt from it at load by transposition. See `DESIGN.md`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use roaring::RoaringBitmap;
+
+use super::{NodeKind, Role};
+
+/// A membership edge as seen from one of its ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Link {
+    /// The node at the other end.
+    pub other: u32,
+    /// The role.
+    pub role: Role,
+    /// When it stops counting (Unix seconds), if ever.
+    pub expires: Option<i64>,
+}
+
+/// Whether an edge with this expiry counts at time `t`.
+pub(crate) fn active_at(expires: Option<i64>, t: i64) -> bool {
+    expires.is_none_or(|e| e > t)
+}
+
+/// A live node.
+#[derive(Clone, Debug)]
+pub(crate) struct NodeRec {
+    pub name: Box<str>,
+    pub kind: NodeKind,
+    /// Membership edges where this node is the member.
+    pub up: Vec<Link>,
+    /// Membership edges where this node is the group.
+    pub down: Vec<Link>,
+}
+
+/// One namespace in memory.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    /// Nodes by id; `None` for ids not in use.
+    pub nodes: Vec<Option<NodeRec>>,
+    /// Names to ids.
+    pub ids: HashMap<Box<str>, u32>,
+    /// Live leaves (persons, packages).
+    pub leaves: RoaringBitmap,
+    /// Live groups (teams, sets).
+    pub groups: RoaringBitmap,
+    /// The closure upward: `anc[x]` = groups `x` belongs to through active membership edges.
+    pub anc: Vec<RoaringBitmap>,
+    /// The closure downward, the transpose of `anc`; only groups with members have an entry.
+    pub desc: HashMap<u32, RoaringBitmap>,
+    /// Relation edges: (relation, target, holder) -> expiry.
+    pub relations: BTreeMap<(Box<str>, u32, u32), Option<i64>>,
+    /// Active membership edges that will expire: (expires, member, group).
+    pub expiry: BTreeSet<(i64, u32, u32)>,
+    /// The time the index is exact for: edges with `expires <= applied` are not in it.
+    pub applied: i64,
+    /// Nodes whose `anc` changed since the last persisted write.
+    pub dirty: RoaringBitmap,
+}
+
+impl State {
+    pub fn node(&self, id: u32) -> Option<&NodeRec> {
+        self.nodes.get(id as usize).and_then(Option::as_ref)
+    }
+
+    fn node_mut(&mut self, id: u32) -> &mut NodeRec {
+        self.nodes[id as usize]
+            .as_mut()
+            .expect("callers pass live node ids")
+    }
+
+    pub fn name(&self, id: u32) -> &str {
+        self.node(id).map_or("", |n| &n.name)
+    }
+
+    pub fn active(&self, link: &Link) -> bool {
+        active_at(link.expires, self.applied)
+    }
+
+    /// The first id not in use past the highest one.
+    pub fn next_id(&self) -> Option<u32> {
+        u32::try_from(self.nodes.len())
+            .ok()
+            .filter(|&n| n < u32::MAX)
+    }
+
+    /// Adds a node under a fresh id (the caller checked that the name is free).
+    pub fn insert_node(&mut self, id: u32, name: &str, kind: NodeKind) {
+        let index = id as usize;
+        if self.nodes.len() <= index {
+            self.nodes.resize_with(index + 1, || None);
+            self.anc.resize_with(index + 1, RoaringBitmap::new);
+        }
+        self.nodes[index] = Some(NodeRec {
+            name: name.into(),
+            kind,
+            up: Vec::new(),
+            down: Vec::new(),
+        });
+        self.ids.insert(name.into(), id);
+        match kind {
+            NodeKind::Leaf => self.leaves.insert(id),
+            NodeKind::Group => self.groups.insert(id),
+        };
+    }
+
+    /// The membership edge `member -> group`, if stored.
+    pub fn link(&self, member: u32, group: u32) -> Option<Link> {
+        let node = self.node(member)?;
+        node.up.iter().find(|l| l.other == group).copied()
+    }
+
+    /// Stores a membership edge in the adjacency lists and the expiry queue; the index is
+    /// updated by the caller.
+    pub fn insert_link(&mut self, member: u32, group: u32, role: Role, expires: Option<i64>) {
+        self.node_mut(member).up.push(Link {
+            other: group,
+            role,
+            expires,
+        });
+        self.node_mut(group).down.push(Link {
+            other: member,
+            role,
+            expires,
+        });
+        if let Some(e) = expires {
+            if e > self.applied {
+                self.expiry.insert((e, member, group));
+            }
+        }
+    }
+
+    /// Removes a membership edge from the adjacency lists and the expiry queue.
+    pub fn remove_link(&mut self, member: u32, group: u32) -> Option<Link> {
+        let up = &mut self.node_mut(member).up;
+        let pos = up.iter().position(|l| l.other == group)?;
+        let link = up.swap_remove(pos);
+        let down = &mut self.node_mut(group).down;
+        if let Some(pos) = down.iter().position(|l| l.other == member) {
+            down.swap_remove(pos);
+        }
+        if let Some(e) = link.expires {
+            self.expiry.remove(&(e, member, group));
+        }
+        Some(link)
+    }
+
+    /// Replaces `anc[x]`, keeping `desc` its transpose and marking `x` dirty.
+    fn set_anc(&mut self, x: u32, new: RoaringBitmap) {
+        let old = std::mem::replace(&mut self.anc[x as usize], new);
+        let new = &self.anc[x as usize];
+        if old == *new {
+            return;
+        }
+        for g in &old - new {
+            if let Some(d) = self.desc.get_mut(&g) {
+                d.remove(x);
+                if d.is_empty() {
+                    self.desc.remove(&g);
+                }
+            }
+        }
+        for g in new - &old {
+            self.desc.entry(g).or_default().insert(x);
+        }
+        self.dirty.insert(x);
+    }
+
+    /// `x` and every node below it.
+    pub fn self_and_desc(&self, x: u32) -> RoaringBitmap {
+        let mut set = self.desc.get(&x).cloned().unwrap_or_default();
+        set.insert(x);
+        set
+    }
+
+    /// Updates the index for a membership edge `member -> group` that became active. The rule:
+    /// every `x` in `{member} ∪ desc[member]` gains `{group} ∪ anc[group]` (old values on both
+    /// sides; this holds with cycles too, as a new path need use the new edge only once).
+    pub fn add_active(&mut self, member: u32, group: u32) {
+        let mut gained = self.anc[group as usize].clone();
+        gained.insert(group);
+        let below = self.self_and_desc(member);
+        for g in &gained {
+            *self.desc.entry(g).or_default() |= &below;
+        }
+        for x in &below {
+            let anc = &mut self.anc[x as usize];
+            let before = anc.len();
+            *anc |= &gained;
+            if anc.len() != before {
+                self.dirty.insert(x);
+            }
+        }
+    }
+
+    /// Recomputes `anc` for every node of `affected` from the active edges, assuming that the
+    /// nodes outside `affected` are exact. `affected` must be closed downward (it holds every
+    /// node below each of its nodes). The affected subgraph is condensed into strongly
+    /// connected components and processed parents first.
+    pub fn recompute(&mut self, affected: &RoaringBitmap) {
+        if affected.len() == 1 {
+            let x = affected.min().expect("one element");
+            if self
+                .node(x)
+                .is_some_and(|n| n.up.iter().all(|l| l.other != x))
+            {
+                let new = self.union_of_parents(&[x], None);
+                self.set_anc(x, new);
+                return;
+            }
+        }
+        let mut graph: DiGraph<u32, ()> = DiGraph::with_capacity(affected.len() as usize, 0);
+        for x in affected {
+            graph.add_node(x);
+        }
+        let index_of = |x: u32| -> Option<NodeIndex> {
+            affected
+                .contains(x)
+                .then(|| NodeIndex::new(affected.rank(x) as usize - 1))
+        };
+        let mut edges = Vec::new();
+        for (i, x) in affected.iter().enumerate() {
+            if let Some(node) = self.node(x) {
+                for l in node.up.iter().filter(|l| self.active(l)) {
+                    if let Some(p) = index_of(l.other) {
+                        edges.push((p, NodeIndex::new(i)));
+                    }
+                }
+            }
+        }
+        graph.extend_with_edges(edges);
+        let sccs = petgraph::algo::kosaraju_scc(&graph);
+        // Reverse topological order: children first, so walk it backwards.
+        for scc in sccs.iter().rev() {
+            let members: Vec<u32> = scc.iter().map(|&i| graph[i]).collect();
+            let cyclic = members.len() > 1;
+            let new = self.union_of_parents(&members, cyclic.then_some(&members));
+            for &x in &members {
+                self.set_anc(x, new.clone());
+            }
+        }
+    }
+
+    /// The union of `{p} ∪ anc[p]` over the active parents `p` of `members` outside the
+    /// component; with `component`, its members too (they reach one another).
+    fn union_of_parents(&self, members: &[u32], component: Option<&Vec<u32>>) -> RoaringBitmap {
+        let mut new = RoaringBitmap::new();
+        let mut self_loop = false;
+        for &x in members {
+            let Some(node) = self.node(x) else { continue };
+            for l in node.up.iter().filter(|l| self.active(l)) {
+                if l.other == x || component.is_some_and(|c| c.contains(&l.other)) {
+                    self_loop = true;
+                } else {
+                    new.insert(l.other);
+                    new |= &self.anc[l.other as usize];
+                }
+            }
+        }
+        if self_loop || component.is_some() {
+            new.extend(members.iter().copied());
+        }
+        new
+    }
+
+    /// Moves the index to time `now`: every active edge with `expires <= now` leaves it.
+    /// Returns whether the index changed.
+    pub fn advance(&mut self, now: i64) -> bool {
+        if now > self.applied {
+            self.applied = now;
+        }
+        let mut affected = RoaringBitmap::new();
+        while let Some(&(e, member, group)) = self.expiry.first() {
+            if e > self.applied {
+                break;
+            }
+            self.expiry.pop_first();
+            debug_assert!(self.link(member, group).is_some());
+            affected |= self.self_and_desc(member);
+        }
+        if affected.is_empty() {
+            return false;
+        }
+        self.recompute(&affected);
+        true
+    }
+
+    /// Whether queries at `now` need [`State::advance`] first.
+    pub fn needs_advance(&self, now: i64) -> bool {
+        self.expiry.first().is_some_and(|&(e, _, _)| e <= now)
+    }
+
+    /// The nodes reachable downward from `sources` (included) over active edges, by BFS.
+    pub fn bfs_down(&self, sources: impl IntoIterator<Item = u32>) -> RoaringBitmap {
+        self.bfs(sources, |n| &n.down)
+    }
+
+    /// The nodes reachable upward from `x` over at least one active edge, by BFS.
+    pub fn bfs_up(&self, x: u32) -> RoaringBitmap {
+        let starts: Vec<u32> = self.node(x).map_or_else(Vec::new, |n| {
+            n.up.iter()
+                .filter(|l| self.active(l))
+                .map(|l| l.other)
+                .collect()
+        });
+        self.bfs(starts, |n| &n.up)
+    }
+
+    fn bfs(
+        &self,
+        sources: impl IntoIterator<Item = u32>,
+        next: impl Fn(&NodeRec) -> &Vec<Link>,
+    ) -> RoaringBitmap {
+        let mut seen = RoaringBitmap::new();
+        let mut queue: VecDeque<u32> = VecDeque::new();
+        for s in sources {
+            if seen.insert(s) {
+                queue.push_back(s);
+            }
+        }
+        while let Some(x) = queue.pop_front() {
+            let Some(node) = self.node(x) else { continue };
+            for l in next(node).iter().filter(|l| self.active(l)) {
+                if seen.insert(l.other) {
+                    queue.push_back(l.other);
+                }
+            }
+        }
+        seen
+    }
+
+    /// A shortest chain `[member, g1, ..., group]` of active membership edges, each node a
+    /// member of the next, or `None` when `member` does not reach `group`.
+    pub fn path(&self, member: u32, group: u32) -> Option<Vec<u32>> {
+        if !self.anc.get(member as usize)?.contains(group) {
+            return None;
+        }
+        let mut parent: HashMap<u32, u32> = HashMap::new();
+        let mut queue = VecDeque::from([member]);
+        while let Some(x) = queue.pop_front() {
+            let node = self.node(x)?;
+            for l in node.up.iter().filter(|l| self.active(l)) {
+                let p = l.other;
+                if (p != group && !self.anc[p as usize].contains(group)) || parent.contains_key(&p)
+                {
+                    continue;
+                }
+                parent.insert(p, x);
+                if p == group {
+                    let mut chain = vec![group];
+                    let mut at = group;
+                    loop {
+                        at = parent[&at];
+                        chain.push(at);
+                        if at == member {
+                            break;
+                        }
+                    }
+                    chain.reverse();
+                    return Some(chain);
+                }
+                queue.push_back(p);
+            }
+        }
+        None
+    }
+
+    /// Removes a node with all its edges and relations, updating the index.
+    pub fn remove_node(&mut self, x: u32) {
+        let affected = self.self_and_desc(x);
+        let node = self.nodes[x as usize].clone().expect("live node");
+        for l in &node.up {
+            self.remove_link(x, l.other);
+        }
+        for l in &node.down {
+            self.remove_link(l.other, x);
+        }
+        self.relations
+            .retain(|(_, target, holder), _| *target != x && *holder != x);
+        let mut rest = affected;
+        rest.remove(x);
+        if !rest.is_empty() {
+            self.recompute(&rest);
+        }
+        self.set_anc(x, RoaringBitmap::new());
+        self.desc.remove(&x);
+        self.dirty.insert(x);
+        self.nodes[x as usize] = None;
+        self.ids.remove(&*node.name);
+        self.leaves.remove(x);
+        self.groups.remove(x);
+        while self.nodes.last().is_some_and(Option::is_none) {
+            self.nodes.pop();
+            self.anc.pop();
+        }
+    }
+
+    /// Recomputes the whole index from the edges.
+    pub fn rebuild(&mut self) {
+        let live: Vec<u32> = (0..self.nodes.len() as u32)
+            .filter(|&x| self.node(x).is_some())
+            .collect();
+        for &x in &live {
+            if !self.anc[x as usize].is_empty() {
+                self.anc[x as usize] = RoaringBitmap::new();
+                self.dirty.insert(x);
+            }
+        }
+        self.desc.clear();
+        let all: RoaringBitmap = live.into_iter().collect();
+        self.recompute(&all);
+    }
+
+    /// Rebuilds `desc` as the transpose of `anc` (after loading).
+    pub fn transpose(&mut self) {
+        let mut desc: HashMap<u32, RoaringBitmap> = HashMap::new();
+        for (x, anc) in self.anc.iter().enumerate() {
+            for g in anc {
+                desc.entry(g).or_default().push(x as u32);
+            }
+        }
+        self.desc = desc;
+    }
+}

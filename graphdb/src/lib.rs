@@ -1,0 +1,57 @@
+//! A graph store with exact reachability indexes, on top of [`engine`].
+//!
+//! A [`GraphStore`] holds named namespaces of nodes (leaves and groups, with string names
+//! mapped to dense `u32` ids) and typed edges: membership edges (roles `member` and `admin`)
+//! and relation edges (`audits`, ...), each with an optional expiry. For every namespace an
+//! in-memory index — the transitive closure over active membership edges, as roaring bitmaps
+//! in both directions — answers "is P in T", "members of T" and "teams of P" without touching
+//! the engine; the upward half of the closure is persisted with every write, so reopening
+//! loads it instead of rebuilding it. Expired edges leave the index at the second they expire,
+//! as told by a [`Clock`]. [`Teams`] and [`PackageSets`] are the two typed façades.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use graphdb::{Depth, GraphStore, ManualClock, Role, TeamFilter};
+//!
+//! # fn main() -> Result<(), graphdb::Error> {
+//! let engine = engine::EngineConfig::memory().open(graphdb::KEYSPACES)?;
+//! let clock = Arc::new(ManualClock::new(1_000));
+//! let store = GraphStore::builder(engine).clock(clock.clone()).open()?;
+//! let teams = store.teams()?;
+//! teams.add_person("alice")?;
+//! teams.add_team("ubuntu-dev")?;
+//! teams.add_team("core-dev")?;
+//! teams.set_membership("ubuntu-dev", "core-dev", Role::Member, None)?;
+//! teams.set_membership("core-dev", "alice", Role::Admin, Some(2_000))?;
+//!
+//! assert!(teams.is_member("alice", "ubuntu-dev")?);
+//! let page = teams.members("ubuntu-dev", Depth::Transitive, TeamFilter::Persons, None, 10)?;
+//! assert_eq!(page.items, ["alice"]);
+//! assert_eq!(teams.path("alice", "ubuntu-dev")?.unwrap(), ["alice", "core-dev", "ubuntu-dev"]);
+//!
+//! clock.set(2_000); // the membership expires at this second
+//! assert!(!teams.is_member("alice", "ubuntu-dev")?);
+//! # Ok(())
+//! # }
+//! ```
+
+mod clock;
+mod error;
+pub mod generate;
+mod graph;
+pub mod import;
+mod packagesets;
+mod teams;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Error, Result};
+pub use graph::{
+    CheckReport, Depth, Difference, EdgeKind, EdgeRecord, Filter, GraphStore, GraphStoreBuilder,
+    IndexStats, Namespace, NamespaceKind, NodeId, NodeKind, Page, Role, View,
+};
+pub use packagesets::{PackageSets, SetFilter, SetItem};
+pub use teams::{TeamFilter, Teams};
+
+/// The keyspaces this crate's graph store uses; declare them when opening the engine (the
+/// directory server adds those of the other modules).
+pub const KEYSPACES: &[&str] = graph::KEYSPACES;

@@ -1,0 +1,197 @@
+//! Package sets: sets contain packages and other sets, acyclically.
+
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+
+use roaring::RoaringBitmap;
+
+use crate::graph::{Depth, Filter, Namespace, NodeId, NodeKind, Page, Role, View};
+use crate::import::{self, ImportSummary};
+use crate::{CheckReport, Result};
+
+/// The name of the package-set namespace.
+pub const NAMESPACE: &str = "packagesets";
+
+/// What an item of a set is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SetItem {
+    /// A package.
+    Package,
+    /// A package set.
+    Set,
+}
+
+impl SetItem {
+    /// The name used in TSV files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SetItem::Package => "package",
+            SetItem::Set => "set",
+        }
+    }
+
+    pub(crate) fn kind(self) -> NodeKind {
+        match self {
+            SetItem::Package => NodeKind::Leaf,
+            SetItem::Set => NodeKind::Group,
+        }
+    }
+}
+
+/// Which items a query returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SetFilter {
+    /// Packages only.
+    Packages,
+    /// Sets only.
+    Sets,
+    /// Both.
+    All,
+}
+
+impl From<SetFilter> for Filter {
+    fn from(f: SetFilter) -> Filter {
+        match f {
+            SetFilter::Packages => Filter::Leaves,
+            SetFilter::Sets => Filter::Groups,
+            SetFilter::All => Filter::All,
+        }
+    }
+}
+
+/// The package-set namespace. Obtained from [`crate::GraphStore::package_sets`].
+#[derive(Clone, Debug)]
+pub struct PackageSets {
+    ns: Arc<Namespace>,
+}
+
+impl PackageSets {
+    pub(crate) fn new(ns: Arc<Namespace>) -> Self {
+        PackageSets { ns }
+    }
+
+    /// The underlying namespace.
+    pub fn namespace(&self) -> &Arc<Namespace> {
+        &self.ns
+    }
+
+    /// A consistent view at "now".
+    pub fn view(&self) -> View<'_> {
+        self.ns.view()
+    }
+
+    /// Adds a package (idempotent).
+    ///
+    /// # Errors
+    /// See [`Namespace::add_node`].
+    pub fn add_package(&self, name: &str) -> Result<NodeId> {
+        self.ns.add_node(name, NodeKind::Leaf)
+    }
+
+    /// Adds a set (idempotent).
+    ///
+    /// # Errors
+    /// See [`Namespace::add_node`].
+    pub fn add_set(&self, name: &str) -> Result<NodeId> {
+        self.ns.add_node(name, NodeKind::Group)
+    }
+
+    /// Removes a package or a set with its edges.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub fn remove(&self, name: &str) -> Result<bool> {
+        self.ns.remove_node(name)
+    }
+
+    /// Puts `item` (a package or a set) into `set`.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`], [`crate::Error::WrongKind`], [`crate::Error::Cycle`].
+    pub fn insert(&self, set: &str, item: &str) -> Result<()> {
+        self.ns.set_membership(item, set, Role::Member, None)
+    }
+
+    /// Takes `item` out of `set`; returns whether it was there directly.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`], engine errors.
+    pub fn take(&self, set: &str, item: &str) -> Result<bool> {
+        self.ns.remove_membership(item, set)
+    }
+
+    /// Whether `item` is in `set`, directly or through nested sets.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn is_in(&self, item: &str, set: &str) -> Result<bool> {
+        self.view().is_member(item, set)
+    }
+
+    /// One page of the items of `set`, sorted by name.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn items(
+        &self,
+        set: &str,
+        depth: Depth,
+        filter: SetFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page> {
+        self.view().members(set, depth, filter.into(), after, limit)
+    }
+
+    /// The packages of `set` as ids.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn package_ids(&self, set: &str, depth: Depth) -> Result<RoaringBitmap> {
+        self.view().member_ids(set, depth, Filter::Leaves)
+    }
+
+    /// One page of the sets that contain `item`, sorted by name.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn sets_of(
+        &self,
+        item: &str,
+        depth: Depth,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page> {
+        self.view().groups_of(item, depth, after, limit)
+    }
+
+    /// Recomputes the index from the edges.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub fn rebuild(&self) -> Result<()> {
+        self.ns.rebuild()
+    }
+
+    /// Compares the index with a fresh BFS.
+    pub fn check(&self) -> CheckReport {
+        self.ns.check()
+    }
+
+    /// Imports a TSV file (`set\titem\ttype`), all or nothing.
+    ///
+    /// # Errors
+    /// As for [`crate::Teams::import_tsv`].
+    pub fn import_tsv(&self, reader: impl BufRead, progress: bool) -> Result<ImportSummary> {
+        let rows = import::parse_package_sets(reader)?;
+        import::load_package_sets(&self.ns, &rows, progress)
+    }
+
+    /// Writes every set, package and edge as TSV.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`].
+    pub fn export_tsv(&self, writer: impl Write) -> Result<()> {
+        import::export_package_sets(&self.ns, writer)
+    }
+}

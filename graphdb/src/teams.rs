@@ -1,0 +1,251 @@
+//! Team participation: persons and teams, roles, relations, and the queries of the directory.
+
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+
+use roaring::RoaringBitmap;
+
+use crate::graph::{Depth, Filter, Namespace, NodeId, NodeKind, Page, Role, View};
+use crate::import::{self, ImportSummary};
+use crate::{CheckReport, IndexStats, Result};
+
+/// The name of the team namespace.
+pub const NAMESPACE: &str = "teams";
+
+/// Which members a team query returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TeamFilter {
+    /// Persons only.
+    Persons,
+    /// Teams only.
+    Teams,
+    /// Both.
+    All,
+}
+
+impl From<TeamFilter> for Filter {
+    fn from(f: TeamFilter) -> Filter {
+        match f {
+            TeamFilter::Persons => Filter::Leaves,
+            TeamFilter::Teams => Filter::Groups,
+            TeamFilter::All => Filter::All,
+        }
+    }
+}
+
+/// The team namespace: persons are leaves, teams are groups; `member` and `admin` confer
+/// membership, relations (`audits`, `administers`, ...) do not. Obtained from
+/// [`crate::GraphStore::teams`]; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Teams {
+    ns: Arc<Namespace>,
+}
+
+impl Teams {
+    pub(crate) fn new(ns: Arc<Namespace>) -> Self {
+        Teams { ns }
+    }
+
+    /// The underlying namespace.
+    pub fn namespace(&self) -> &Arc<Namespace> {
+        &self.ns
+    }
+
+    /// A consistent view at "now", for several queries (or id-based hot paths) under one lock.
+    pub fn view(&self) -> View<'_> {
+        self.ns.view()
+    }
+
+    /// Adds a person (idempotent).
+    ///
+    /// # Errors
+    /// [`crate::Error::WrongKind`] when a team has the name; see [`Namespace::add_node`].
+    pub fn add_person(&self, name: &str) -> Result<NodeId> {
+        self.ns.add_node(name, NodeKind::Leaf)
+    }
+
+    /// Adds a team (idempotent).
+    ///
+    /// # Errors
+    /// [`crate::Error::WrongKind`] when a person has the name; see [`Namespace::add_node`].
+    pub fn add_team(&self, name: &str) -> Result<NodeId> {
+        self.ns.add_node(name, NodeKind::Group)
+    }
+
+    /// Removes a person or a team with all its memberships and relations.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub fn remove(&self, name: &str) -> Result<bool> {
+        self.ns.remove_node(name)
+    }
+
+    /// Makes `member` (a person or a team) a member of `team` with `role` until `expires`, or
+    /// changes the role and expiry of an existing membership.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`], [`crate::Error::WrongKind`] when `team` is a person,
+    /// [`crate::Error::Cycle`] when `team` is (transitively) a member of `member`.
+    pub fn set_membership(
+        &self,
+        team: &str,
+        member: &str,
+        role: Role,
+        expires: Option<i64>,
+    ) -> Result<()> {
+        self.ns.set_membership(member, team, role, expires)
+    }
+
+    /// Ends a membership; returns whether it was stored.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`], engine errors.
+    pub fn remove_membership(&self, team: &str, member: &str) -> Result<bool> {
+        self.ns.remove_membership(member, team)
+    }
+
+    /// Grants `relation` (e.g. `audits`) on `target` to `holder` (a person or a team).
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidRelation`], [`crate::Error::UnknownNode`], engine errors.
+    pub fn grant(
+        &self,
+        holder: &str,
+        relation: &str,
+        target: &str,
+        expires: Option<i64>,
+    ) -> Result<()> {
+        self.ns.grant(holder, relation, target, expires)
+    }
+
+    /// Revokes a relation; returns whether it was stored.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`], engine errors.
+    pub fn revoke(&self, holder: &str, relation: &str, target: &str) -> Result<bool> {
+        self.ns.revoke(holder, relation, target)
+    }
+
+    /// Whether `person` (or a team) is a member of `team`, directly or through nested teams.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn is_member(&self, person: &str, team: &str) -> Result<bool> {
+        self.view().is_member(person, team)
+    }
+
+    /// One page of the members of `team`, sorted by name, after the cursor `after`.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn members(
+        &self,
+        team: &str,
+        depth: Depth,
+        filter: TeamFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page> {
+        self.view()
+            .members(team, depth, filter.into(), after, limit)
+    }
+
+    /// The members of `team` as ids, sorted by id.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn member_ids(
+        &self,
+        team: &str,
+        depth: Depth,
+        filter: TeamFilter,
+    ) -> Result<RoaringBitmap> {
+        self.view().member_ids(team, depth, filter.into())
+    }
+
+    /// One page of the teams `person` belongs to, sorted by name.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn teams_of(
+        &self,
+        person: &str,
+        depth: Depth,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page> {
+        self.view().groups_of(person, depth, after, limit)
+    }
+
+    /// The chain `[person, team1, ..., team]` that makes `person` a member of `team`.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn path(&self, person: &str, team: &str) -> Result<Option<Vec<String>>> {
+        self.view().path(person, team)
+    }
+
+    /// One page of who holds `relation` on `target`, sorted by name; a team holder brings all
+    /// its transitive members.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn holders(
+        &self,
+        relation: &str,
+        target: &str,
+        filter: TeamFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page> {
+        self.view()
+            .holders(relation, target, filter.into(), after, limit)
+    }
+
+    /// Whether `person` holds `relation` on `target`, directly or through a team.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn is_holder(&self, person: &str, relation: &str, target: &str) -> Result<bool> {
+        self.view().is_holder(person, relation, target)
+    }
+
+    /// Recomputes the index from the edges.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub fn rebuild(&self) -> Result<()> {
+        self.ns.rebuild()
+    }
+
+    /// Compares the index with a fresh BFS.
+    pub fn check(&self) -> CheckReport {
+        self.ns.check()
+    }
+
+    /// Sizes of the index.
+    pub fn stats(&self) -> IndexStats {
+        self.ns.stats()
+    }
+
+    /// Imports a TSV file (`team\tmember\trole\texpires`), all or nothing; see
+    /// [`crate::import`]. With `progress`, a bar is drawn on standard error when it is a
+    /// terminal.
+    ///
+    /// # Errors
+    /// [`crate::Error::Import`] naming the line of a malformed row, [`crate::Error::Cycle`],
+    /// [`crate::Error::WrongKind`], engine errors; nothing is written then.
+    pub fn import_tsv(&self, reader: impl BufRead, progress: bool) -> Result<ImportSummary> {
+        let rows = import::parse_teams(reader)?;
+        import::load_teams(&self.ns, &rows, progress)
+    }
+
+    /// Writes every person, team and edge (expired ones included) as TSV that
+    /// [`Teams::import_tsv`] reads back.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`].
+    pub fn export_tsv(&self, writer: impl Write) -> Result<()> {
+        import::export_teams(&self.ns, writer)
+    }
+}
