@@ -6,4 +6,5 @@
 //! timeouts and graceful shutdown of [`common::config::Limits`].
 
 pub mod common;
+pub mod directory;
 pub mod librarian;

@@ -233,6 +233,18 @@ pub async fn require_writer(
     Ok(next.run(request).await)
 }
 
+/// Middleware for routes open to every allowed address (health, metrics).
+pub async fn require_address(
+    State(policy): State<Arc<AccessPolicy>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if !policy.address_allowed(client_ip(&request)) {
+        return Err(ApiError::forbidden_address());
+    }
+    Ok(next.run(request).await)
+}
+
 /// Middleware for guarded reader routes: [`AccessPolicy::check_reader`].
 pub async fn require_reader(
     State(policy): State<Arc<AccessPolicy>>,

@@ -20,6 +20,7 @@ pub struct ApiError {
     message: String,
     cause: Option<String>,
     headers: Vec<(HeaderName, HeaderValue)>,
+    details: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl ApiError {
@@ -31,6 +32,7 @@ impl ApiError {
             message: message.into(),
             cause: None,
             headers: Vec::new(),
+            details: Vec::new(),
         }
     }
 
@@ -126,6 +128,12 @@ impl ApiError {
         self
     }
 
+    /// Adds a field to the error object beside `code` and `message` (a cycle, a line number).
+    pub fn with_detail(mut self, key: &'static str, value: serde_json::Value) -> Self {
+        self.details.push((key, value));
+        self
+    }
+
     /// The status.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -166,7 +174,11 @@ impl IntoResponse for ApiError {
                 "request refused"
             );
         }
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut error = serde_json::json!({"code": self.code, "message": self.message});
+        for (key, value) in self.details {
+            error[key] = value;
+        }
+        let body = serde_json::json!({ "error": error });
         let mut response = (self.status, axum::Json(body)).into_response();
         for (name, value) in self.headers {
             response.headers_mut().insert(name, value);
