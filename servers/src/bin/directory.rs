@@ -1,0 +1,153 @@
+//! `directory`: the HTTP service for team participation and package sets, and its import
+//! commands.
+
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use servers::common::{self, serve, ServerFlags};
+use servers::directory::{self, config::GraphFlags, Directory, DirectoryConfig};
+
+/// An HTTP service for team participation and package sets over graphdb.
+#[derive(Debug, Parser)]
+#[command(name = "directory", version)]
+struct Cli {
+    /// The TOML configuration file (tables `[server]` and `[store]`; see docs/API.md).
+    #[arg(long, short, global = true, env = "DIRECTORY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    store: GraphFlags,
+    /// Log JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve HTTP until SIGTERM or SIGINT.
+    Serve(ServerFlags),
+    /// Import a TSV file into the local store (the server must be stopped), all or nothing,
+    /// with a progress bar on a terminal.
+    Import {
+        #[command(subcommand)]
+        what: ImportKind,
+    },
+    /// Check the indexes against a fresh traversal and print their sizes.
+    Check,
+    /// Hash a password for `[[server.credentials]]`, read from standard input.
+    HashPassword,
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportKind {
+    /// `team\tmember\trole\texpires` rows.
+    Teams {
+        /// The TSV file.
+        path: PathBuf,
+    },
+    /// `set\titem\ttype` rows.
+    Packagesets {
+        /// The TSV file.
+        path: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    common::init_logs(cli.log_json);
+    let mut config = DirectoryConfig::load(cli.config.as_deref())?;
+    config.store.apply_flags(&cli.store);
+    match cli.command {
+        Command::Serve(flags) => {
+            config.server.apply_flags(&flags);
+            config.server.validate()?;
+            run_server(config)
+        }
+        Command::Import { what } => {
+            let store = config.store.open()?;
+            let (path, summary) = match what {
+                ImportKind::Teams { path } => {
+                    let file = std::fs::File::open(&path)
+                        .with_context(|| format!("opening {}", path.display()))?;
+                    let summary = store.teams()?.import_tsv(BufReader::new(file), true)?;
+                    (path, summary)
+                }
+                ImportKind::Packagesets { path } => {
+                    let file = std::fs::File::open(&path)
+                        .with_context(|| format!("opening {}", path.display()))?;
+                    let summary = store
+                        .package_sets()?
+                        .import_tsv(BufReader::new(file), true)?;
+                    (path, summary)
+                }
+            };
+            println!(
+                "{}",
+                serde_json::json!({
+                    "file": path.display().to_string(),
+                    "nodes": summary.nodes,
+                    "edges": summary.edges,
+                })
+            );
+            Ok(())
+        }
+        Command::Check => {
+            let store = config.store.open()?;
+            let teams = store.teams()?;
+            let report = teams.check();
+            let stats = teams.stats();
+            println!("teams: {stats:?}");
+            println!("teams check: {report:?}");
+            let sets = store.package_sets()?.check();
+            println!("packagesets check: {sets:?}");
+            if !report.is_clean() || !sets.is_clean() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::HashPassword => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!password.is_empty(), "an empty password");
+            println!("{}", common::access::hash_password(password));
+            Ok(())
+        }
+    }
+}
+
+fn run_server(config: DirectoryConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let store = config.store.open()?;
+    let state = Directory::new(store, &config.server).map_err(anyhow::Error::msg)?;
+    let engine = state.store().engine().clone();
+    runtime.block_on(async move {
+        let listener = serve::bind(config.server.listen, config.server.dev).await?;
+        tracing::info!(
+            address = %listener.local_addr()?,
+            data_dir = %config.store.data_dir.display(),
+            backend = %config.store.backend,
+            dev = config.server.dev,
+            "directory listening"
+        );
+        let app = directory::router(state);
+        serve::serve(
+            listener,
+            app,
+            config.server.limits.clone(),
+            serve::shutdown_signal(),
+        )
+        .await?;
+        anyhow::Ok(())
+    })?;
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    engine.flush()?;
+    tracing::info!("directory stopped");
+    Ok(())
+}

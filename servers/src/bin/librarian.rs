@@ -1,0 +1,284 @@
+//! `librarian`: the HTTP blob service and its maintenance commands.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use blobstore::{Access, BucketName, FileId, UploadRequest};
+use clap::{Parser, Subcommand};
+use servers::common::{self, serve, ServerFlags};
+use servers::librarian::{self, config::StoreFlags, Librarian, LibrarianConfig};
+
+/// An HTTP blob service over blobstore: uploads into buckets, downloads by id and filename,
+/// restricted files with tokens.
+#[derive(Debug, Parser)]
+#[command(name = "librarian", version)]
+struct Cli {
+    /// The TOML configuration file (tables `[server]` and `[store]`; see docs/API.md).
+    #[arg(long, short, global = true, env = "LIBRARIAN_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreFlags,
+    /// Log JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve HTTP until SIGTERM or SIGINT.
+    Serve(ServerFlags),
+    /// Collect garbage now: expired content, unreferenced blobs past the grace, orphan files.
+    Gc {
+        /// Files or blobs handled per batch.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+    /// Check every blob against its hash (the scrub); exits 1 when a blob is corrupt or missing.
+    Verify {
+        /// Blobs checked per batch.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+    /// Print the store-wide summary, or a bucket's statistics, as JSON.
+    Stats {
+        /// A bucket.
+        #[arg(long)]
+        bucket: Option<String>,
+    },
+    /// Store a local file (or standard input with `-`) and print its record as JSON.
+    Put {
+        /// The bucket.
+        #[arg(long)]
+        bucket: String,
+        /// The filename to store it under (default: the file's name).
+        #[arg(long)]
+        filename: Option<String>,
+        /// The content type.
+        #[arg(long, default_value = "application/octet-stream")]
+        content_type: String,
+        /// Restrict it: readable only with a token.
+        #[arg(long)]
+        restricted: bool,
+        /// The file to store, or `-` for standard input.
+        path: PathBuf,
+    },
+    /// Write a file's content to standard output or to `--output`.
+    Get {
+        /// The file id.
+        id: u64,
+        /// Where to write (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Hash a password for `[[server.credentials]]`: reads it from standard input, or makes
+    /// a random one and prints it.
+    HashPassword {
+        /// Make a random password instead of reading one.
+        #[arg(long)]
+        generate: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    common::init_logs(cli.log_json);
+    let mut config = LibrarianConfig::load(cli.config.as_deref())?;
+    config.store.apply_flags(&cli.store);
+    match cli.command {
+        Command::Serve(flags) => {
+            config.server.apply_flags(&flags);
+            config.server.validate()?;
+            run_server(config)
+        }
+        Command::Gc { batch } => {
+            let store = config.store.open()?;
+            let mut total = blobstore::GcReport::default();
+            loop {
+                let report = store.gc(batch.max(1))?;
+                total.expired_files += report.expired_files;
+                total.collected_blobs += report.collected_blobs;
+                total.freed_bytes += report.freed_bytes;
+                if !report.more {
+                    break;
+                }
+            }
+            let sweep = store.sweep_orphans()?;
+            store.flush()?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "expired_files": total.expired_files,
+                    "collected_blobs": total.collected_blobs,
+                    "freed_bytes": total.freed_bytes,
+                    "orphan_blobs": sweep.orphan_blobs,
+                    "temp_files": sweep.temp_files,
+                })
+            );
+            Ok(())
+        }
+        Command::Verify { batch } => {
+            let store = config.store.open()?;
+            let mut after = None;
+            let mut checked = 0;
+            let mut problems = 0;
+            loop {
+                let report = store.verify(after, batch.max(1))?;
+                checked += report.checked;
+                for problem in &report.problems {
+                    problems += 1;
+                    eprintln!("{problem:?}");
+                }
+                match report.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            println!(
+                "{}",
+                serde_json::json!({"checked": checked, "problems": problems})
+            );
+            if problems > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Stats { bucket } => {
+            let store = config.store.open()?;
+            let json = match bucket {
+                Some(bucket) => {
+                    let name = BucketName::new(bucket)?;
+                    let s = store.bucket_stats(&name)?;
+                    serde_json::json!({
+                        "bucket": name.as_str(), "files": s.files, "logical_bytes": s.logical_bytes,
+                        "unique_bytes": s.unique_bytes, "quota_bytes": s.quota,
+                    })
+                }
+                None => {
+                    let s = store.summary()?;
+                    serde_json::json!({
+                        "files": s.files, "blobs": s.blobs, "stored_bytes": s.stored_bytes,
+                        "logical_bytes": s.logical_bytes, "dedup_ratio": s.dedup_ratio,
+                    })
+                }
+            };
+            println!("{json}");
+            Ok(())
+        }
+        Command::Put {
+            bucket,
+            filename,
+            content_type,
+            restricted,
+            path,
+        } => {
+            let store = config.store.open()?;
+            let filename = match filename {
+                Some(name) => name,
+                None if path.as_os_str() == "-" => {
+                    bail!("--filename is required with standard input")
+                }
+                None => path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .context("the path has no UTF-8 file name; pass --filename")?
+                    .to_string(),
+            };
+            let mut request = UploadRequest::new(BucketName::new(bucket)?, filename);
+            request.content_type = content_type;
+            request.restricted = restricted;
+            let mut upload = store.begin_upload(request)?;
+            let mut input: Box<dyn Read> = if path.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                Box::new(
+                    std::fs::File::open(&path)
+                        .with_context(|| format!("opening {}", path.display()))?,
+                )
+            };
+            std::io::copy(&mut input, &mut upload).context("reading the input")?;
+            let record = upload.commit()?;
+            let blob = store.blob_info(&record.blake3)?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": record.id.0,
+                    "bucket": record.bucket.as_str(),
+                    "filename": record.filename,
+                    "size": record.size,
+                    "blake3": record.blake3.to_hex(),
+                    "sha256": blob.map(|b| blobstore::to_hex(&b.sha256)),
+                })
+            );
+            Ok(())
+        }
+        Command::Get { id, output } => {
+            let store = config.store.open()?;
+            let mut reader = store.read(FileId(id), Access::Trusted, None)?;
+            let mut out: Box<dyn Write> = match &output {
+                Some(path) => Box::new(std::fs::File::create(path)?),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            std::io::copy(&mut reader, &mut out)?;
+            out.flush()?;
+            Ok(())
+        }
+        Command::HashPassword { generate } => {
+            let password = if generate {
+                let bytes: [u8; 24] = rand::random();
+                let password = hex::encode(bytes);
+                eprintln!("password: {password}");
+                password
+            } else {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim_end_matches(['\r', '\n']).to_string()
+            };
+            if password.is_empty() {
+                bail!("an empty password");
+            }
+            println!("{}", common::access::hash_password(&password));
+            Ok(())
+        }
+    }
+}
+
+fn run_server(config: LibrarianConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let store = config.store.open()?;
+    let state = Librarian::new(store.clone(), &config.server).map_err(anyhow::Error::msg)?;
+    runtime.block_on(async move {
+        let listener = serve::bind(config.server.listen, config.server.dev).await?;
+        tracing::info!(
+            address = %listener.local_addr()?,
+            data_dir = %config.store.data_dir.display(),
+            backend = %config.store.backend,
+            dev = config.server.dev,
+            "librarian listening"
+        );
+        if config.store.gc_interval_secs > 0 {
+            tokio::spawn(librarian::gc_loop(
+                state.clone(),
+                Duration::from_secs(config.store.gc_interval_secs),
+            ));
+        }
+        let app = librarian::router(state);
+        serve::serve(
+            listener,
+            app,
+            config.server.limits.clone(),
+            serve::shutdown_signal(),
+        )
+        .await?;
+        anyhow::Ok(())
+    })?;
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    store.flush()?;
+    tracing::info!("librarian stopped");
+    Ok(())
+}

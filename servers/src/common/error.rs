@@ -1,0 +1,290 @@
+//! [`ApiError`]: the one error type of the HTTP layer, and extractors whose rejections use it.
+
+use std::fmt;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+/// An error answered to a client: a status, a stable machine-readable code and a message
+/// safe to show. An internal cause, if any, is logged and never sent.
+///
+/// The body is `{"error": {"code": CODE, "message": MESSAGE}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    cause: Option<String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    details: Vec<(&'static str, serde_json::Value)>,
+}
+
+impl ApiError {
+    /// An error with the given status, code and client-visible message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            cause: None,
+            headers: Vec::new(),
+            details: Vec::new(),
+        }
+    }
+
+    /// 400 with `code`.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 410 `gone`.
+    pub fn gone(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::GONE, "gone", message)
+    }
+
+    /// 409 with `code`.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::CONFLICT, code, message)
+    }
+
+    /// 413 `too_large`.
+    pub fn too_large(limit: u64) -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body exceeds the limit of {limit} bytes"),
+        )
+    }
+
+    /// 401 `unauthorized` with a Basic challenge.
+    pub fn unauthorized(realm: &str) -> Self {
+        let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\""))
+            .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "valid HTTP Basic credentials are required",
+        )
+        .with_header(header::WWW_AUTHENTICATE, challenge)
+    }
+
+    /// 403 `forbidden_address`.
+    pub fn forbidden_address() -> Self {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_address",
+            "this route is not open to the client's address",
+        )
+    }
+
+    /// 503 `overloaded` with `Retry-After`.
+    pub fn overloaded(retry_after_secs: u32) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in flight; retry later",
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after_secs))
+    }
+
+    /// 500 `internal`: the cause is logged, the client sees a generic message.
+    pub fn internal(cause: impl fmt::Display) -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+        .with_cause(cause)
+    }
+
+    /// 503 `unavailable`: the cause is logged.
+    pub fn unavailable(cause: impl fmt::Display) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the service cannot serve this request now",
+        )
+        .with_cause(cause)
+    }
+
+    /// Attaches an internal cause, logged when the response is built.
+    pub fn with_cause(mut self, cause: impl fmt::Display) -> Self {
+        self.cause = Some(cause.to_string());
+        self
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// Adds a field to the error object beside `code` and `message` (a cycle, a line number).
+    pub fn with_detail(mut self, key: &'static str, value: serde_json::Value) -> Self {
+        self.details.push((key, value));
+        self
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The machine-readable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(
+                status = self.status.as_u16(),
+                code = self.code,
+                cause = self.cause.as_deref().unwrap_or("none"),
+                "request failed"
+            );
+        } else if let Some(cause) = &self.cause {
+            tracing::debug!(
+                status = self.status.as_u16(),
+                code = self.code,
+                cause,
+                "request refused"
+            );
+        }
+        let mut error = serde_json::json!({"code": self.code, "message": self.message});
+        for (key, value) in self.details {
+            error[key] = value;
+        }
+        let body = serde_json::json!({ "error": error });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
+        response
+    }
+}
+
+/// Like [`axum::extract::Query`], rejecting with a 400 [`ApiError`] (`bad_query`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e: QueryRejection| ApiError::bad_request("bad_query", e.body_text()))
+    }
+}
+
+/// Like [`axum::extract::Path`], rejecting with a 400 [`ApiError`] (`bad_path`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|e: PathRejection| ApiError::bad_request("bad_path", e.body_text()))
+    }
+}
+
+/// Like [`axum::Json`], rejecting with a 400 [`ApiError`] (`bad_json`), or 413 past the
+/// route's body limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::Json::<T>::from_request(req, state)
+            .await
+            .map(|j| Json(j.0))
+            .map_err(|e: JsonRejection| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.body_text())
+                } else {
+                    ApiError::bad_request("bad_json", e.body_text())
+                }
+            })
+    }
+}
+
+/// The fallback for paths no route matches: 404 `no_route`.
+pub async fn no_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route")
+}
+
+/// The fallback for a known path with another method: 405 `method_not_allowed`.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn internal_errors_hide_their_cause() {
+        let response = ApiError::internal("disk /secret/path failed").into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let text = std::str::from_utf8(&body).unwrap();
+        assert!(!text.contains("secret"), "{text}");
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["code"], "internal");
+    }
+
+    #[tokio::test]
+    async fn overloaded_carries_retry_after() {
+        let response = ApiError::overloaded(2).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+    }
+}

@@ -1,0 +1,257 @@
+//! Request metrics in Prometheus text format, the concurrency limit, and the middleware that
+//! records both around every request.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::error::ApiError;
+
+/// The labels of a request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route template (`/buckets/{bucket}`), or `unmatched`.
+    pub route: String,
+    /// The method.
+    pub method: String,
+    /// The status code.
+    pub status: u16,
+}
+
+/// The labels of per-route series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route template, or `unmatched`.
+    pub route: String,
+}
+
+/// The HTTP metrics of one server.
+#[derive(Debug)]
+pub struct HttpMetrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    bytes_in: Family<RouteLabels, Counter>,
+    bytes_out: Family<RouteLabels, Counter>,
+    in_flight: Gauge,
+    rejected: Counter,
+}
+
+impl HttpMetrics {
+    /// Registers the HTTP metric families under `prefix` (`librarian`, `directory`).
+    pub fn new(prefix: &str) -> Self {
+        let mut registry = Registry::with_prefix(prefix);
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.000_05, 2.0, 20))) as fn() -> Histogram,
+        );
+        let bytes_in = Family::<RouteLabels, Counter>::default();
+        let bytes_out = Family::<RouteLabels, Counter>::default();
+        let in_flight = Gauge::default();
+        let rejected = Counter::default();
+        registry.register(
+            "http_requests",
+            "Requests answered, by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request to response head, by route",
+            latency.clone(),
+        );
+        registry.register(
+            "http_request_body_bytes",
+            "Request body bytes read, by route",
+            bytes_in.clone(),
+        );
+        registry.register(
+            "http_response_body_bytes",
+            "Response body bytes sent, by route",
+            bytes_out.clone(),
+        );
+        registry.register(
+            "http_requests_in_flight",
+            "Requests being handled",
+            in_flight.clone(),
+        );
+        registry.register(
+            "http_requests_rejected_overload",
+            "Requests refused with 503 by the concurrency limit",
+            rejected.clone(),
+        );
+        HttpMetrics {
+            registry,
+            requests: requests.clone(),
+            latency: latency.clone(),
+            bytes_in,
+            bytes_out,
+            in_flight,
+            rejected,
+        }
+    }
+
+    /// The registry, to register a service's own metrics beside the HTTP ones.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
+        out
+    }
+
+    /// The requests answered so far with `route`, `method` and `status`.
+    pub fn requests(&self, route: &str, method: &str, status: u16) -> u64 {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_string(),
+                method: method.to_string(),
+                status,
+            })
+            .get()
+    }
+}
+
+/// The state of [`track`]: the metrics and the concurrency limit.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    /// The metrics.
+    pub metrics: Arc<HttpMetrics>,
+    limit: Arc<Semaphore>,
+}
+
+impl Tracker {
+    /// A tracker allowing `max_concurrency` requests at once.
+    pub fn new(metrics: Arc<HttpMetrics>, max_concurrency: usize) -> Self {
+        Tracker {
+            metrics,
+            limit: Arc::new(Semaphore::new(max_concurrency)),
+        }
+    }
+}
+
+/// Paths exempt from the concurrency limit, so that a load balancer and the monitoring still
+/// see an overloaded server.
+fn exempt(path: &str) -> bool {
+    matches!(path, "/health" | "/metrics")
+}
+
+/// Middleware: applies the concurrency limit (503 with `Retry-After`), counts body bytes both
+/// ways, records status and latency by route, and logs each request at debug level. The
+/// permit is held until the response body has been sent.
+pub async fn track(State(tracker): State<Tracker>, request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().as_str().to_string();
+    let metrics = &tracker.metrics;
+    let labels = RouteLabels {
+        route: route.clone(),
+    };
+
+    let permit = if exempt(request.uri().path()) {
+        None
+    } else {
+        match Arc::clone(&tracker.limit).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                metrics.rejected.inc();
+                let response = ApiError::overloaded(1).into_response();
+                record(metrics, &route, &method, response.status().as_u16(), start);
+                return response;
+            }
+        }
+    };
+
+    metrics.in_flight.inc();
+    let bytes_in = metrics.bytes_in.get_or_create(&labels).clone();
+    let request = request.map(|body| Body::new(Counted::new(body, bytes_in, None)));
+    let response = next.run(request).await;
+    metrics.in_flight.dec();
+    let status = response.status().as_u16();
+    record(metrics, &route, &method, status, start);
+    tracing::debug!(%method, route, status, micros = start.elapsed().as_micros() as u64, "request");
+    let bytes_out = metrics.bytes_out.get_or_create(&labels).clone();
+    response.map(|body| Body::new(Counted::new(body, bytes_out, permit)))
+}
+
+fn record(metrics: &HttpMetrics, route: &str, method: &str, status: u16, start: Instant) {
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: route.to_string(),
+            method: method.to_string(),
+            status,
+        })
+        .inc();
+    metrics
+        .latency
+        .get_or_create(&RouteLabels {
+            route: route.to_string(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+}
+
+/// A body that counts its data bytes and holds an optional concurrency permit until dropped.
+struct Counted {
+    inner: Body,
+    counter: Counter,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Counted {
+    fn new(inner: Body, counter: Counter, permit: Option<OwnedSemaphorePermit>) -> Self {
+        Counted {
+            inner,
+            counter,
+            _permit: permit,
+        }
+    }
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.counter.inc_by(data.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

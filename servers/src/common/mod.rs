@@ -1,0 +1,46 @@
+//! What both services share: configuration, access control, errors, metrics, limits and the
+//! accept loop.
+
+pub mod access;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod serve;
+
+pub use access::{AccessPolicy, Credential};
+pub use config::{Limits, ServerConfig, ServerFlags};
+pub use error::ApiError;
+
+use std::sync::Arc;
+
+use axum::Router;
+
+/// Adds what every service router has around its routes: the JSON 404 and 405 fallbacks,
+/// and [`metrics::track`] (metrics, concurrency limit, request logs) outermost.
+pub fn finish(router: Router, tracker: metrics::Tracker) -> Router {
+    router
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            tracker,
+            metrics::track,
+        ))
+}
+
+/// Starts `tracing` logs on standard error, filtered by `RUST_LOG` (default `info`);
+/// `json` selects JSON lines.
+pub fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// A shared access policy, the state of [`access::require_writer`].
+pub type SharedPolicy = Arc<AccessPolicy>;

@@ -1,0 +1,97 @@
+//! The directory's configuration file and flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use engine::Backend;
+use serde::{Deserialize, Serialize};
+
+use crate::common::config::ConfigError;
+use crate::common::ServerConfig;
+
+/// The directory's TOML file: `[server]` (see [`ServerConfig`]) and `[store]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// Listening, access and limits. The default address is `127.0.0.1:8082`.
+    pub server: ServerConfig,
+    /// The graph store.
+    pub store: GraphConfig,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        DirectoryConfig {
+            server: ServerConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
+                ..ServerConfig::default()
+            },
+            store: GraphConfig::default(),
+        }
+    }
+}
+
+impl DirectoryConfig {
+    /// Reads the file (or the defaults when `path` is `None`).
+    ///
+    /// # Errors
+    /// As for [`crate::common::config::load_toml`].
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        crate::common::config::load_toml(path)
+    }
+}
+
+/// The `[store]` table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GraphConfig {
+    /// The engine. Default: `rocksdb`.
+    pub backend: Backend,
+    /// The data directory. Default: `data/directory`.
+    pub data_dir: PathBuf,
+}
+
+impl Default for GraphConfig {
+    fn default() -> Self {
+        GraphConfig {
+            backend: Backend::Rocksdb,
+            data_dir: PathBuf::from("data/directory"),
+        }
+    }
+}
+
+/// Store flags shared by every subcommand.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct GraphFlags {
+    /// The data directory (overrides `store.data_dir`).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// The engine: rocksdb, sled or memory (overrides `store.backend`).
+    #[arg(long, global = true)]
+    pub backend: Option<Backend>,
+}
+
+impl GraphConfig {
+    /// Applies the flags over the file's settings.
+    pub fn apply_flags(&mut self, flags: &GraphFlags) {
+        if let Some(dir) = &flags.data_dir {
+            self.data_dir = dir.clone();
+        }
+        if let Some(backend) = flags.backend {
+            self.backend = backend;
+        }
+    }
+
+    /// Opens the graph store these settings describe.
+    ///
+    /// # Errors
+    /// The engine's or the store's error.
+    pub fn open(&self) -> Result<graphdb::GraphStore, graphdb::Error> {
+        let engine =
+            engine::EngineConfig::new(self.backend, &self.data_dir).open(graphdb::KEYSPACES)?;
+        graphdb::GraphStore::builder(engine)
+            .clock(Arc::new(graphdb::SystemClock))
+            .open()
+    }
+}

@@ -1,0 +1,522 @@
+//! The directory's handlers. Store calls run on the blocking pool.
+
+use std::io::BufReader;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use graphdb::{Depth, Role, SetFilter, TeamFilter};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::Directory;
+use crate::common::error::{Json, Path, Query};
+use crate::common::ApiError;
+
+/// The longest name accepted.
+const MAX_NAME: usize = 255;
+
+/// Maps a store error to the client's answer; internal causes are logged, never sent.
+pub(crate) fn graph_error(error: graphdb::Error) -> ApiError {
+    use graphdb::Error as E;
+    match error {
+        E::UnknownNode { name, .. } => ApiError::not_found(format!("no such name: {name:?}")),
+        E::WrongKind {
+            name,
+            found,
+            expected,
+            ..
+        } => ApiError::bad_request(
+            "wrong_kind",
+            format!("{name:?} is a {found}, not a {expected}"),
+        ),
+        E::Cycle {
+            member,
+            group,
+            cycle,
+            ..
+        } => ApiError::conflict(
+            "cycle",
+            format!("making {member:?} a member of {group:?} would close a cycle"),
+        )
+        .with_detail("cycle", json!(cycle)),
+        E::InvalidName { reason, .. } => {
+            ApiError::bad_request("bad_name", format!("invalid name: {reason}"))
+        }
+        E::InvalidRelation { reason, .. } => {
+            ApiError::bad_request("bad_relation", format!("invalid relation: {reason}"))
+        }
+        E::Import(graphdb::import::ImportError::Line { line, problem }) => {
+            ApiError::bad_request("bad_import", format!("line {line}: {problem}"))
+                .with_detail("line", json!(line))
+        }
+        E::Import(other) => ApiError::bad_request("bad_import", other.to_string()),
+        E::Poisoned { .. } => ApiError::unavailable(error),
+        other => ApiError::internal(other),
+    }
+}
+
+/// Refuses names over 255 bytes or with control characters.
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(ApiError::bad_request(
+            "bad_name",
+            format!("a name is 1 to {MAX_NAME} bytes"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "bad_name",
+            "a name has no control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_names(names: &[&str]) -> Result<(), ApiError> {
+    names.iter().try_for_each(|n| check_name(n))
+}
+
+fn depth(transitive: Option<bool>) -> Depth {
+    if transitive.unwrap_or(true) {
+        Depth::Transitive
+    } else {
+        Depth::Direct
+    }
+}
+
+/// `PUT /teams/{team}`.
+pub(crate) async fn put_team(
+    State(state): State<Directory>,
+    Path(team): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_name(&team)?;
+    state
+        .blocking(move |d| {
+            d.teams.add_team(&team).map_err(graph_error)?;
+            Ok(axum::Json(json!({ "team": team })))
+        })
+        .await
+}
+
+/// `PUT /persons/{person}`.
+pub(crate) async fn put_person(
+    State(state): State<Directory>,
+    Path(person): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_name(&person)?;
+    state
+        .blocking(move |d| {
+            d.teams.add_person(&person).map_err(graph_error)?;
+            Ok(axum::Json(json!({ "person": person })))
+        })
+        .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MemberBody {
+    role: String,
+    #[serde(default)]
+    expires: Option<i64>,
+}
+
+/// `PUT /teams/{team}/members/{member}`: a membership (`member`, `admin`) or a relation.
+pub(crate) async fn put_member(
+    State(state): State<Directory>,
+    Path((team, member)): Path<(String, String)>,
+    Json(body): Json<MemberBody>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_names(&[&team, &member])?;
+    state
+        .blocking(move |d| {
+            // Look both names up in one view, released before any write.
+            let (team_kind, member_known) = {
+                let view = d.teams.view();
+                let team_kind = view.id(&team).and_then(|id| view.kind(id));
+                (team_kind, view.id(&member).is_some())
+            };
+            match team_kind {
+                None => {
+                    d.teams.add_team(&team).map_err(graph_error)?;
+                }
+                Some(graphdb::NodeKind::Leaf) => {
+                    return Err(ApiError::bad_request(
+                        "person_has_no_members",
+                        format!("{team:?} is a person; a person cannot have members"),
+                    ));
+                }
+                Some(_) => {}
+            }
+            if !member_known {
+                d.teams.add_person(&member).map_err(graph_error)?;
+            }
+            match body.role.parse::<Role>() {
+                Ok(role) => d
+                    .teams
+                    .set_membership(&team, &member, role, body.expires)
+                    .map_err(graph_error)?,
+                Err(()) => d
+                    .teams
+                    .grant(&member, &body.role, &team, body.expires)
+                    .map_err(graph_error)?,
+            }
+            Ok(axum::Json(json!({
+                "team": team,
+                "member": member,
+                "role": body.role,
+                "expires": body.expires,
+            })))
+        })
+        .await
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeleteMemberQuery {
+    relation: Option<String>,
+}
+
+/// `DELETE /teams/{team}/members/{member}[?relation=NAME]`.
+pub(crate) async fn delete_member(
+    State(state): State<Directory>,
+    Path((team, member)): Path<(String, String)>,
+    Query(query): Query<DeleteMemberQuery>,
+) -> Result<StatusCode, ApiError> {
+    check_names(&[&team, &member])?;
+    let removed = state
+        .blocking(move |d| match &query.relation {
+            None => d
+                .teams
+                .remove_membership(&team, &member)
+                .map_err(graph_error),
+            Some(relation) => d
+                .teams
+                .revoke(&member, relation, &team)
+                .map_err(graph_error),
+        })
+        .await?;
+    if removed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("no such membership or relation"))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    transitive: Option<bool>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+fn team_filter(kind: Option<&str>) -> Result<TeamFilter, ApiError> {
+    match kind.unwrap_or("all") {
+        "person" => Ok(TeamFilter::Persons),
+        "team" => Ok(TeamFilter::Teams),
+        "all" => Ok(TeamFilter::All),
+        _ => Err(ApiError::bad_request(
+            "bad_query",
+            "type is person, team or all",
+        )),
+    }
+}
+
+fn limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(usize::MAX),
+        Some(0) => Err(ApiError::bad_request("bad_query", "limit must be positive")),
+        Some(n) => Ok(n),
+    }
+}
+
+/// Serializes a page without building a `serde_json::Value` per name (the 18,000-member case).
+fn page_response(field: &str, page: graphdb::Page) -> Result<Response, ApiError> {
+    #[derive(serde::Serialize)]
+    struct Out<'a> {
+        #[serde(flatten)]
+        items: std::collections::BTreeMap<&'a str, &'a [String]>,
+        next: Option<&'a str>,
+    }
+    let mut items = std::collections::BTreeMap::new();
+    items.insert(field, page.items.as_slice());
+    let body = serde_json::to_vec(&Out {
+        items,
+        next: page.next.as_deref(),
+    })
+    .map_err(ApiError::internal)?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `GET /teams/{team}/members`.
+pub(crate) async fn members(
+    State(state): State<Directory>,
+    Path(team): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    check_name(&team)?;
+    let filter = team_filter(query.kind.as_deref())?;
+    let limit = limit(query.limit)?;
+    let page = state
+        .blocking(move |d| {
+            d.teams
+                .members(
+                    &team,
+                    depth(query.transitive),
+                    filter,
+                    query.after.as_deref(),
+                    limit,
+                )
+                .map_err(graph_error)
+        })
+        .await?;
+    page_response("members", page)
+}
+
+/// `GET /teams/{team}/members/{member}`: `{"member": bool, "path": [...]}`.
+pub(crate) async fn is_member(
+    State(state): State<Directory>,
+    Path((team, member)): Path<(String, String)>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_names(&[&team, &member])?;
+    state
+        .blocking(move |d| {
+            let path = d.teams.path(&member, &team).map_err(graph_error)?;
+            Ok(axum::Json(json!({
+                "member": path.is_some(),
+                "path": path.unwrap_or_default(),
+            })))
+        })
+        .await
+}
+
+/// `GET /persons/{person}/teams`.
+pub(crate) async fn teams_of(
+    State(state): State<Directory>,
+    Path(person): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    check_name(&person)?;
+    let limit = limit(query.limit)?;
+    let page = state
+        .blocking(move |d| {
+            d.teams
+                .teams_of(
+                    &person,
+                    depth(query.transitive),
+                    query.after.as_deref(),
+                    limit,
+                )
+                .map_err(graph_error)
+        })
+        .await?;
+    page_response("teams", page)
+}
+
+/// `GET /teams/{team}/holders/{relation}`.
+pub(crate) async fn holders(
+    State(state): State<Directory>,
+    Path((team, relation)): Path<(String, String)>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    check_names(&[&team, &relation])?;
+    let filter = team_filter(query.kind.as_deref())?;
+    let limit = limit(query.limit)?;
+    let page = state
+        .blocking(move |d| {
+            d.teams
+                .holders(&relation, &team, filter, query.after.as_deref(), limit)
+                .map_err(graph_error)
+        })
+        .await?;
+    page_response("holders", page)
+}
+
+/// `GET /teams/{team}/holders/{relation}/{person}`.
+pub(crate) async fn is_holder(
+    State(state): State<Directory>,
+    Path((team, relation, person)): Path<(String, String, String)>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_names(&[&team, &relation, &person])?;
+    state
+        .blocking(move |d| {
+            let holder = d
+                .teams
+                .is_holder(&person, &relation, &team)
+                .map_err(graph_error)?;
+            Ok(axum::Json(json!({ "holder": holder })))
+        })
+        .await
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ItemQuery {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+/// `PUT /packagesets/{set}/items/{item}?type=package|set`.
+pub(crate) async fn put_item(
+    State(state): State<Directory>,
+    Path((set, item)): Path<(String, String)>,
+    Query(query): Query<ItemQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_names(&[&set, &item])?;
+    let kind = query.kind.unwrap_or_else(|| "package".to_string());
+    if kind != "package" && kind != "set" {
+        return Err(ApiError::bad_request("bad_query", "type is package or set"));
+    }
+    state
+        .blocking(move |d| {
+            d.sets.add_set(&set).map_err(graph_error)?;
+            if kind == "set" {
+                d.sets.add_set(&item).map_err(graph_error)?;
+            } else {
+                d.sets.add_package(&item).map_err(graph_error)?;
+            }
+            d.sets.insert(&set, &item).map_err(graph_error)?;
+            Ok(axum::Json(
+                json!({ "set": set, "item": item, "type": kind }),
+            ))
+        })
+        .await
+}
+
+/// `DELETE /packagesets/{set}/items/{item}`.
+pub(crate) async fn delete_item(
+    State(state): State<Directory>,
+    Path((set, item)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    check_names(&[&set, &item])?;
+    let removed = state
+        .blocking(move |d| d.sets.take(&set, &item).map_err(graph_error))
+        .await?;
+    if removed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("the item is not in the set"))
+    }
+}
+
+/// `GET /packagesets/{set}/packages`.
+pub(crate) async fn packages(
+    State(state): State<Directory>,
+    Path(set): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    check_name(&set)?;
+    let limit = limit(query.limit)?;
+    let page = state
+        .blocking(move |d| {
+            d.sets
+                .items(
+                    &set,
+                    depth(query.transitive),
+                    SetFilter::Packages,
+                    query.after.as_deref(),
+                    limit,
+                )
+                .map_err(graph_error)
+        })
+        .await?;
+    page_response("packages", page)
+}
+
+/// `GET /packages/{package}/packagesets`.
+pub(crate) async fn packagesets_of(
+    State(state): State<Directory>,
+    Path(package): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    check_name(&package)?;
+    let limit = limit(query.limit)?;
+    let page = state
+        .blocking(move |d| {
+            d.sets
+                .sets_of(
+                    &package,
+                    depth(query.transitive),
+                    query.after.as_deref(),
+                    limit,
+                )
+                .map_err(graph_error)
+        })
+        .await?;
+    page_response("packagesets", page)
+}
+
+/// `POST /import/teams`: the TSV of graphdb's import, all or nothing.
+pub(crate) async fn import_teams(
+    State(state): State<Directory>,
+    body: Bytes,
+) -> Result<axum::Json<Value>, ApiError> {
+    state
+        .blocking(move |d| {
+            let summary = d
+                .teams
+                .import_tsv(BufReader::new(body.as_ref()), false)
+                .map_err(graph_error)?;
+            Ok(axum::Json(
+                json!({ "nodes": summary.nodes, "edges": summary.edges }),
+            ))
+        })
+        .await
+}
+
+/// `POST /import/packagesets`.
+pub(crate) async fn import_packagesets(
+    State(state): State<Directory>,
+    body: Bytes,
+) -> Result<axum::Json<Value>, ApiError> {
+    state
+        .blocking(move |d| {
+            let summary = d
+                .sets
+                .import_tsv(BufReader::new(body.as_ref()), false)
+                .map_err(graph_error)?;
+            Ok(axum::Json(
+                json!({ "nodes": summary.nodes, "edges": summary.edges }),
+            ))
+        })
+        .await
+}
+
+/// `GET /health`: 200 when the engine answers a read, 503 when not.
+pub(crate) async fn health(State(state): State<Directory>) -> Result<axum::Json<Value>, ApiError> {
+    state
+        .blocking(|d| {
+            let engine = d.store.engine();
+            let name = graphdb::KEYSPACES.first().copied().unwrap_or("default");
+            let keyspace = engine.keyspace(name).map_err(ApiError::unavailable)?;
+            engine
+                .get(keyspace, b"health-probe")
+                .map_err(ApiError::unavailable)?;
+            Ok(axum::Json(json!({ "status": "ok" })))
+        })
+        .await
+}
+
+/// `GET /metrics`: HTTP metrics and the sizes of the indexes.
+pub(crate) async fn metrics(State(state): State<Directory>) -> Response {
+    let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let teams = state.teams.stats();
+    let g = &state.graph_metrics;
+    g.team_nodes.set(gauge(teams.nodes));
+    g.team_edges.set(gauge(teams.membership_edges));
+    g.team_pairs.set(gauge(teams.pairs));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// `GET /openapi.json`.
+pub(crate) async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], super::OPENAPI).into_response()
+}

@@ -1,0 +1,187 @@
+//! The directory: an HTTP service for team participation and package sets over `graphdb`.
+//!
+//! Every request must come from an allowed network; writes need HTTP Basic credentials, and
+//! reads too unless `server.open_reads` is set. [`router`] builds the service from a
+//! [`Directory`]; `docs/API.md` and `/openapi.json` describe the routes.
+
+pub mod config;
+mod handlers;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use axum::Router;
+use graphdb::{GraphStore, PackageSets, Teams};
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::common::access::{self, AccessPolicy};
+use crate::common::metrics::{HttpMetrics, Tracker};
+use crate::common::{finish, ApiError, Limits, ServerConfig};
+
+pub use config::{DirectoryConfig, GraphConfig};
+
+/// The OpenAPI document served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../openapi/directory.json");
+
+/// The routes, as `(method, path template)`, that the OpenAPI document must describe.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("PUT", "/teams/{team}"),
+    ("PUT", "/persons/{person}"),
+    ("PUT", "/teams/{team}/members/{member}"),
+    ("DELETE", "/teams/{team}/members/{member}"),
+    ("GET", "/teams/{team}/members"),
+    ("GET", "/teams/{team}/members/{member}"),
+    ("GET", "/persons/{person}/teams"),
+    ("GET", "/teams/{team}/holders/{relation}"),
+    ("GET", "/teams/{team}/holders/{relation}/{person}"),
+    ("PUT", "/packagesets/{set}/items/{item}"),
+    ("DELETE", "/packagesets/{set}/items/{item}"),
+    ("GET", "/packagesets/{set}/packages"),
+    ("GET", "/packages/{package}/packagesets"),
+    ("POST", "/import/teams"),
+    ("POST", "/import/packagesets"),
+    ("GET", "/health"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+];
+
+/// The shared state of the directory's handlers.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    pub(crate) store: Arc<GraphStore>,
+    pub(crate) teams: Teams,
+    pub(crate) sets: PackageSets,
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) policy: Arc<AccessPolicy>,
+    pub(crate) metrics: Arc<HttpMetrics>,
+    pub(crate) graph_metrics: Arc<GraphMetrics>,
+}
+
+/// Index sizes exported beside the HTTP metrics.
+#[derive(Debug, Default)]
+pub(crate) struct GraphMetrics {
+    pub(crate) team_nodes: Gauge,
+    pub(crate) team_edges: Gauge,
+    pub(crate) team_pairs: Gauge,
+}
+
+impl Directory {
+    /// The state for `store` served with `server`'s access rules and limits.
+    ///
+    /// # Errors
+    /// A malformed credential hash, or the store's error opening its namespaces.
+    pub fn new(store: GraphStore, server: &ServerConfig) -> Result<Self, String> {
+        let policy = Arc::new(AccessPolicy::from_config(server, "directory")?);
+        let teams = store.teams().map_err(|e| e.to_string())?;
+        let sets = store.package_sets().map_err(|e| e.to_string())?;
+        let mut metrics = HttpMetrics::new("directory");
+        let graph_metrics = Arc::new(GraphMetrics::default());
+        let registry = metrics.registry_mut();
+        registry.register(
+            "teams_nodes",
+            "Persons and teams",
+            graph_metrics.team_nodes.clone(),
+        );
+        registry.register(
+            "teams_membership_edges",
+            "Stored membership edges",
+            graph_metrics.team_edges.clone(),
+        );
+        registry.register(
+            "teams_closure_pairs",
+            "(member, team) pairs in the closure",
+            graph_metrics.team_pairs.clone(),
+        );
+        Ok(Directory {
+            store: Arc::new(store),
+            teams,
+            sets,
+            limits: Arc::new(server.limits.clone()),
+            policy,
+            metrics: Arc::new(metrics),
+            graph_metrics,
+        })
+    }
+
+    /// The graph store.
+    pub fn store(&self) -> &Arc<GraphStore> {
+        &self.store
+    }
+
+    /// The HTTP metrics.
+    pub fn metrics(&self) -> &Arc<HttpMetrics> {
+        &self.metrics
+    }
+
+    /// Runs `f` on the blocking pool, mapping a panic to a 500.
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&Directory) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || f(&state))
+            .await
+            .map_err(ApiError::internal)?
+    }
+}
+
+/// The directory's router: the team and package-set routes of issue 7 with their access
+/// rules and limits.
+pub fn router(state: Directory) -> Router {
+    let tracker = Tracker::new(Arc::clone(&state.metrics), state.limits.max_concurrency);
+    let json_limit = DefaultBodyLimit::max(state.limits.max_json_bytes);
+    let import_limit =
+        DefaultBodyLimit::max(usize::try_from(state.limits.max_body_bytes).unwrap_or(usize::MAX));
+    let policy = Arc::clone(&state.policy);
+    let writes = Router::new()
+        .route("/teams/{team}", put(handlers::put_team))
+        .route("/persons/{person}", put(handlers::put_person))
+        .route(
+            "/teams/{team}/members/{member}",
+            put(handlers::put_member).delete(handlers::delete_member),
+        )
+        .route(
+            "/packagesets/{set}/items/{item}",
+            put(handlers::put_item).delete(handlers::delete_item),
+        )
+        .layer(json_limit)
+        .merge(
+            Router::new()
+                .route("/import/teams", post(handlers::import_teams))
+                .route("/import/packagesets", post(handlers::import_packagesets))
+                .layer(import_limit),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&policy),
+            access::require_writer,
+        ));
+    let reads = Router::new()
+        .route("/teams/{team}/members", get(handlers::members))
+        .route("/teams/{team}/members/{member}", get(handlers::is_member))
+        .route("/persons/{person}/teams", get(handlers::teams_of))
+        .route("/teams/{team}/holders/{relation}", get(handlers::holders))
+        .route(
+            "/teams/{team}/holders/{relation}/{person}",
+            get(handlers::is_holder),
+        )
+        .route("/packagesets/{set}/packages", get(handlers::packages))
+        .route(
+            "/packages/{package}/packagesets",
+            get(handlers::packagesets_of),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&policy),
+            access::require_reader,
+        ));
+    let ops = Router::new()
+        .route("/health", get(handlers::health))
+        .route("/metrics", get(handlers::metrics))
+        .route("/openapi.json", get(handlers::openapi))
+        .route_layer(axum::middleware::from_fn_with_state(
+            policy,
+            access::require_address,
+        ));
+    finish(writes.merge(reads).merge(ops).with_state(state), tracker)
+}

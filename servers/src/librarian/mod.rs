@@ -1,0 +1,252 @@
+//! The librarian: an HTTP blob service over `blobstore`.
+//!
+//! Writers (trusted services, checked by address and HTTP Basic credentials) upload files
+//! into buckets and manage them; readers download `/{id}/{filename}` and `/blobs/{blake3}`
+//! without credentials, restricted files with a token. [`router`] builds the whole service
+//! from a [`Librarian`]; `docs/API.md` and `/openapi.json` describe the routes.
+
+pub mod config;
+mod handlers;
+pub mod http;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use blobstore::Store;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::common::access::{self, AccessPolicy};
+use crate::common::metrics::{HttpMetrics, Tracker};
+use crate::common::{finish, ApiError, Limits, ServerConfig};
+
+pub use config::{LibrarianConfig, StoreConfig};
+
+/// The OpenAPI document served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../openapi/librarian.json");
+
+/// The routes, as `(method, path template)`, that the OpenAPI document must describe.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/buckets/{bucket}/files"),
+    ("GET", "/buckets/{bucket}/files"),
+    ("PUT", "/buckets/{bucket}"),
+    ("GET", "/buckets/{bucket}"),
+    ("GET", "/files/{id}"),
+    ("DELETE", "/files/{id}"),
+    ("DELETE", "/files/{id}/content"),
+    ("POST", "/files/{id}/token"),
+    ("GET", "/search"),
+    ("GET", "/stats"),
+    ("GET", "/{id}/{filename}"),
+    ("HEAD", "/{id}/{filename}"),
+    ("GET", "/blobs/{blake3}"),
+    ("HEAD", "/blobs/{blake3}"),
+    ("GET", "/health"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+];
+
+/// Store and GC figures exported beside the HTTP metrics.
+#[derive(Debug, Default)]
+pub struct StoreMetrics {
+    files: Gauge,
+    blobs: Gauge,
+    stored_bytes: Gauge,
+    logical_bytes: Gauge,
+    gc_passes: Counter,
+    gc_expired_files: Counter,
+    gc_collected_blobs: Counter,
+    gc_freed_bytes: Counter,
+    gc_last_success: Gauge,
+}
+
+impl StoreMetrics {
+    /// Records one GC pass.
+    pub fn record_gc(&self, report: &blobstore::GcReport) {
+        self.gc_passes.inc();
+        self.gc_expired_files.inc_by(report.expired_files);
+        self.gc_collected_blobs.inc_by(report.collected_blobs);
+        self.gc_freed_bytes.inc_by(report.freed_bytes);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        self.gc_last_success.set(now);
+    }
+}
+
+/// The shared state of the librarian's handlers.
+#[derive(Debug, Clone)]
+pub struct Librarian {
+    pub(crate) store: Store,
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) policy: Arc<AccessPolicy>,
+    pub(crate) metrics: Arc<HttpMetrics>,
+    pub(crate) store_metrics: Arc<StoreMetrics>,
+    pub(crate) uploads_aborted: Arc<AtomicU64>,
+}
+
+impl Librarian {
+    /// The state for `store` served with `server`'s access rules and limits.
+    ///
+    /// # Errors
+    /// A malformed credential hash in the configuration.
+    pub fn new(store: Store, server: &ServerConfig) -> Result<Self, String> {
+        let policy = Arc::new(AccessPolicy::from_config(server, "librarian")?);
+        let mut metrics = HttpMetrics::new("librarian");
+        let store_metrics = Arc::new(StoreMetrics::default());
+        let registry = metrics.registry_mut();
+        let sm = &store_metrics;
+        registry.register("store_files", "File records", sm.files.clone());
+        registry.register("store_blobs", "Blobs stored", sm.blobs.clone());
+        registry.register(
+            "store_stored_bytes",
+            "Bytes of distinct blobs",
+            sm.stored_bytes.clone(),
+        );
+        registry.register(
+            "store_logical_bytes",
+            "Bytes of files with content",
+            sm.logical_bytes.clone(),
+        );
+        registry.register("gc_passes", "Completed GC passes", sm.gc_passes.clone());
+        registry.register(
+            "gc_expired_files",
+            "Files whose content link GC cut",
+            sm.gc_expired_files.clone(),
+        );
+        registry.register(
+            "gc_collected_blobs",
+            "Blobs collected by GC",
+            sm.gc_collected_blobs.clone(),
+        );
+        registry.register(
+            "gc_freed_bytes",
+            "Bytes freed by GC",
+            sm.gc_freed_bytes.clone(),
+        );
+        registry.register(
+            "gc_last_success_timestamp_seconds",
+            "When the last GC pass finished",
+            sm.gc_last_success.clone(),
+        );
+        Ok(Librarian {
+            store,
+            limits: Arc::new(server.limits.clone()),
+            policy,
+            metrics: Arc::new(metrics),
+            store_metrics,
+            uploads_aborted: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The HTTP metrics.
+    pub fn metrics(&self) -> &Arc<HttpMetrics> {
+        &self.metrics
+    }
+
+    /// The store and GC metrics.
+    pub fn store_metrics(&self) -> &Arc<StoreMetrics> {
+        &self.store_metrics
+    }
+
+    /// Uploads abandoned by their client (or over a limit) so far.
+    pub fn uploads_aborted(&self) -> u64 {
+        self.uploads_aborted.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the blocking pool, mapping a panic or cancellation to a 500.
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(ApiError::internal)?
+    }
+}
+
+/// The librarian's router: every route of issue 6 with its access rules and limits.
+pub fn router(state: Librarian) -> Router {
+    let tracker = Tracker::new(Arc::clone(&state.metrics), state.limits.max_concurrency);
+    let json_limit = DefaultBodyLimit::max(state.limits.max_json_bytes);
+    let writers = Router::new()
+        .route(
+            "/buckets/{bucket}/files",
+            post(handlers::upload)
+                .layer(DefaultBodyLimit::disable())
+                .get(handlers::list_bucket),
+        )
+        .route(
+            "/buckets/{bucket}",
+            get(handlers::bucket_stats)
+                .put(handlers::set_quota)
+                .layer(json_limit),
+        )
+        .route(
+            "/files/{id}",
+            get(handlers::file_metadata).delete(handlers::delete_file),
+        )
+        .route("/files/{id}/content", delete(handlers::delete_content))
+        .route("/files/{id}/token", post(handlers::issue_token))
+        .route("/search", get(handlers::search))
+        .route("/stats", get(handlers::stats))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.policy),
+            access::require_writer,
+        ));
+    let readers = Router::new()
+        .route("/{id}/{filename}", get(handlers::download))
+        .route("/blobs/{blake3}", get(handlers::download_blob))
+        .route("/health", get(handlers::health))
+        .route("/metrics", get(handlers::metrics))
+        .route("/openapi.json", get(handlers::openapi));
+    finish(writers.merge(readers).with_state(state), tracker)
+}
+
+/// Runs GC passes every `interval` until the process ends: each pass repeats bounded
+/// batches while GC reports more work.
+pub async fn gc_loop(state: Librarian, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let result = state
+            .blocking(|store| {
+                let mut total = blobstore::GcReport::default();
+                loop {
+                    let report = store.gc(1000).map_err(ApiError::internal)?;
+                    total.expired_files += report.expired_files;
+                    total.collected_blobs += report.collected_blobs;
+                    total.freed_bytes += report.freed_bytes;
+                    if !report.more {
+                        return Ok(total);
+                    }
+                }
+            })
+            .await;
+        match result {
+            Ok(report) => {
+                state.store_metrics.record_gc(&report);
+                tracing::info!(
+                    expired_files = report.expired_files,
+                    collected_blobs = report.collected_blobs,
+                    freed_bytes = report.freed_bytes,
+                    "GC pass"
+                );
+            }
+            Err(error) => tracing::error!(%error, "GC pass failed"),
+        }
+    }
+}

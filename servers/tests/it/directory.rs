@@ -1,0 +1,755 @@
+//! The directory end to end over real sockets, with reqwest and curl.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use engine::Engine;
+use graphdb::generate::{Generated, Member, Shape};
+use graphdb::{GraphStore, ManualClock};
+use serde_json::{json, Value};
+use servers::common::access::hash_password;
+use servers::common::{serve, Credential, ServerConfig};
+use servers::directory::{self, Directory};
+use tokio::sync::oneshot;
+
+use crate::support::{client, error_code, PASSWORD, USER};
+
+const NOW: i64 = 1_800_000_000;
+
+struct Dir {
+    addr: SocketAddr,
+    clock: Arc<ManualClock>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+struct Access {
+    open_reads: bool,
+    allowed: Vec<ipnet::IpNet>,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Access {
+            open_reads: false,
+            allowed: servers::common::config::loopback_cidrs(),
+        }
+    }
+}
+
+impl Dir {
+    async fn start(engine: Arc<dyn Engine>, access: Access) -> Dir {
+        let clock = Arc::new(ManualClock::new(NOW));
+        let store = GraphStore::builder(engine)
+            .clock(clock.clone())
+            .open()
+            .unwrap();
+        let config = ServerConfig {
+            credentials: vec![Credential {
+                user: USER.into(),
+                hash: hash_password(PASSWORD),
+            }],
+            open_reads: access.open_reads,
+            allowed_cidrs: access.allowed,
+            ..ServerConfig::default()
+        };
+        let state = Directory::new(store, &config).unwrap();
+        let app = directory::router(state);
+        let listener = serve::bind("127.0.0.1:0".parse().unwrap(), true)
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve::serve(listener, app, config.limits, async {
+            let _ = rx.await;
+        }));
+        Dir {
+            addr,
+            clock,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    async fn memory(access: Access) -> Dir {
+        Dir::start(
+            engine::EngineConfig::memory()
+                .open(graphdb::KEYSPACES)
+                .unwrap(),
+            access,
+        )
+        .await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+
+    async fn put(&self, path: &str, body: Option<Value>) -> reqwest::Response {
+        let mut request = client()
+            .put(self.url(path))
+            .basic_auth(USER, Some(PASSWORD));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let response = client()
+            .get(self.url(path))
+            .basic_auth(USER, Some(PASSWORD))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    async fn status(&self, method: reqwest::Method, path: &str) -> (u16, String) {
+        let response = client()
+            .request(method, self.url(path))
+            .basic_auth(USER, Some(PASSWORD))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let code = if status >= 400 {
+            error_code(response).await
+        } else {
+            String::new()
+        };
+        (status, code)
+    }
+}
+
+fn names(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn team_routes_and_their_errors() {
+    let d = Dir::memory(Access::default()).await;
+    assert_eq!(d.put("/teams/ubuntu-dev", None).await.status(), 200);
+    assert_eq!(d.put("/persons/alice", None).await.status(), 200);
+    assert_eq!(d.put("/teams/core-dev", None).await.status(), 200);
+    // Missing members are created as persons (bob, carol).
+    let r = d
+        .put(
+            "/teams/ubuntu-dev/members/core-dev",
+            Some(json!({"role": "member"})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        d.put(
+            "/teams/core-dev/members/alice",
+            Some(json!({"role": "admin", "expires": null}))
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(
+        d.put(
+            "/teams/core-dev/members/bob",
+            Some(json!({"role": "member"}))
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(
+        d.put(
+            "/teams/ubuntu-dev/members/carol",
+            Some(json!({"role": "member"}))
+        )
+        .await
+        .status(),
+        200
+    );
+
+    let all = d.get("/teams/ubuntu-dev/members").await;
+    assert_eq!(
+        names(&all["members"]),
+        ["alice", "bob", "carol", "core-dev"]
+    );
+    assert_eq!(all["next"], Value::Null);
+    let persons = d.get("/teams/ubuntu-dev/members?type=person").await;
+    assert_eq!(names(&persons["members"]), ["alice", "bob", "carol"]);
+    let direct = d.get("/teams/ubuntu-dev/members?transitive=false").await;
+    assert_eq!(names(&direct["members"]), ["carol", "core-dev"]);
+    let teams = d.get("/teams/ubuntu-dev/members?type=team").await;
+    assert_eq!(names(&teams["members"]), ["core-dev"]);
+    // Pages.
+    let first = d.get("/teams/ubuntu-dev/members?type=person&limit=2").await;
+    assert_eq!(names(&first["members"]), ["alice", "bob"]);
+    let next = first["next"].as_str().unwrap().to_string();
+    let second = d
+        .get(&format!(
+            "/teams/ubuntu-dev/members?type=person&limit=2&after={next}"
+        ))
+        .await;
+    assert_eq!(names(&second["members"]), ["carol"]);
+    assert_eq!(second["next"], Value::Null);
+
+    let check = d.get("/teams/ubuntu-dev/members/alice").await;
+    assert_eq!(check["member"], true);
+    assert_eq!(names(&check["path"]), ["alice", "core-dev", "ubuntu-dev"]);
+    let check = d.get("/teams/core-dev/members/carol").await;
+    assert_eq!(check["member"], false);
+    assert_eq!(names(&check["path"]), Vec::<String>::new());
+    let of = d.get("/persons/alice/teams").await;
+    assert_eq!(names(&of["teams"]), ["core-dev", "ubuntu-dev"]);
+    let of = d.get("/persons/alice/teams?transitive=false").await;
+    assert_eq!(names(&of["teams"]), ["core-dev"]);
+
+    // A relation: core-dev audits the security team, so its members hold it.
+    assert_eq!(
+        d.put(
+            "/teams/security/members/core-dev",
+            Some(json!({"role": "audits"}))
+        )
+        .await
+        .status(),
+        200
+    );
+    let holders = d.get("/teams/security/holders/audits?type=person").await;
+    assert_eq!(names(&holders["holders"]), ["alice", "bob"]);
+    assert_eq!(
+        d.get("/teams/security/holders/audits/alice").await["holder"],
+        true
+    );
+    assert_eq!(
+        d.get("/teams/security/holders/audits/carol").await["holder"],
+        false
+    );
+    // A relation is not a membership.
+    assert_eq!(
+        d.get("/teams/security/members/alice").await["member"],
+        false
+    );
+
+    // A cycle is 409 with the cycle.
+    let r = d
+        .put(
+            "/teams/core-dev/members/ubuntu-dev",
+            Some(json!({"role": "member"})),
+        )
+        .await;
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "cycle");
+    let cycle = names(&body["error"]["cycle"]);
+    assert!(
+        cycle.contains(&"core-dev".to_string()) && cycle.contains(&"ubuntu-dev".to_string()),
+        "{cycle:?}"
+    );
+    // A person cannot have members.
+    let r = d
+        .put("/teams/alice/members/bob", Some(json!({"role": "member"})))
+        .await;
+    assert_eq!(r.status(), 400);
+    // Malformed JSON, unknown fields, bad names.
+    let r = client()
+        .put(d.url("/teams/core-dev/members/alice"))
+        .basic_auth(USER, Some(PASSWORD))
+        .header("content-type", "application/json")
+        .body("{\"role\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "bad_json");
+    let r = d
+        .put(
+            "/teams/core-dev/members/alice",
+            Some(json!({"role": "member", "bogus": 1})),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let r = d
+        .put(
+            "/teams/core-dev/members/alice",
+            Some(json!({"role": "No Such Role!"})),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        d.status(reqwest::Method::PUT, "/persons/a%01b").await,
+        (400, "bad_name".into())
+    );
+    let long = "x".repeat(256);
+    assert_eq!(
+        d.status(reqwest::Method::PUT, &format!("/persons/{long}"))
+            .await,
+        (400, "bad_name".into())
+    );
+    assert_eq!(
+        d.status(
+            reqwest::Method::PUT,
+            &format!("/persons/{}", "x".repeat(255))
+        )
+        .await
+        .0,
+        200
+    );
+    // Unknown names are 404.
+    assert_eq!(
+        d.status(reqwest::Method::GET, "/teams/nope/members").await,
+        (404, "not_found".into())
+    );
+    assert_eq!(
+        d.status(reqwest::Method::GET, "/teams/ubuntu-dev/members/nobody")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        d.status(reqwest::Method::GET, "/persons/nobody/teams")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        d.status(
+            reqwest::Method::GET,
+            "/teams/ubuntu-dev/members?type=robots"
+        )
+        .await
+        .0,
+        400
+    );
+
+    // Removal.
+    assert_eq!(
+        d.status(reqwest::Method::DELETE, "/teams/core-dev/members/alice")
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        d.status(reqwest::Method::DELETE, "/teams/core-dev/members/alice")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        d.get("/teams/ubuntu-dev/members/alice").await["member"],
+        false
+    );
+    assert_eq!(
+        d.status(
+            reqwest::Method::DELETE,
+            "/teams/security/members/core-dev?relation=audits"
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        d.get("/teams/security/holders/audits/bob").await["holder"],
+        false
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn memberships_expire_at_the_clock() {
+    let d = Dir::memory(Access::default()).await;
+    let r = d
+        .put(
+            "/teams/t/members/p",
+            Some(json!({"role": "member", "expires": NOW + 100})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(d.get("/teams/t/members/p").await["member"], true);
+    d.clock.set(NOW + 99);
+    assert_eq!(d.get("/teams/t/members/p").await["member"], true);
+    d.clock.set(NOW + 100);
+    assert_eq!(d.get("/teams/t/members/p").await["member"], false);
+    assert_eq!(
+        names(&d.get("/teams/t/members").await["members"]),
+        Vec::<String>::new()
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn package_sets() {
+    let d = Dir::memory(Access::default()).await;
+    assert_eq!(
+        d.put("/packagesets/desktop/items/gnome?type=set", None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        d.put("/packagesets/gnome/items/gedit", None).await.status(),
+        200
+    );
+    assert_eq!(
+        d.put("/packagesets/desktop/items/firefox?type=package", None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        d.put("/packagesets/core/items/bash", None).await.status(),
+        200
+    );
+    let all = d.get("/packagesets/desktop/packages").await;
+    assert_eq!(names(&all["packages"]), ["firefox", "gedit"]);
+    let direct = d
+        .get("/packagesets/desktop/packages?transitive=false")
+        .await;
+    assert_eq!(names(&direct["packages"]), ["firefox"]);
+    let sets = d.get("/packages/gedit/packagesets").await;
+    assert_eq!(names(&sets["packagesets"]), ["desktop", "gnome"]);
+    let r = d
+        .put("/packagesets/gnome/items/desktop?type=set", None)
+        .await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(
+        d.status(
+            reqwest::Method::PUT,
+            "/packagesets/core/items/x?type=module"
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        d.status(reqwest::Method::DELETE, "/packagesets/gnome/items/gedit")
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        names(&d.get("/packagesets/desktop/packages").await["packages"]),
+        ["firefox"]
+    );
+    assert_eq!(
+        d.status(reqwest::Method::DELETE, "/packagesets/gnome/items/gedit")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        d.status(reqwest::Method::GET, "/packages/nope/packagesets")
+            .await
+            .0,
+        404
+    );
+    d.stop().await;
+}
+
+async fn import(d: &Dir, path: &str, body: String) -> reqwest::Response {
+    client()
+        .post(d.url(path))
+        .basic_auth(USER, Some(PASSWORD))
+        .header("content-type", "text/tab-separated-values")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn imports_are_all_or_nothing() {
+    let d = Dir::memory(Access::default()).await;
+    let bad = "team\tmember\trole\texpires\nt1\tp1\tmember\t\nt1\tp2\tmember\tsoon\n";
+    let r = import(&d, "/import/teams", bad.to_string()).await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_import");
+    assert_eq!(body["error"]["line"], 3);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("line 3"));
+    assert_eq!(
+        d.status(reqwest::Method::GET, "/teams/t1/members").await.0,
+        404
+    );
+    let good = "team\tmember\trole\texpires\nt1\t\t\t\nt1\tp1\tmember\t\n\tp2\t\t\n";
+    let r = import(&d, "/import/teams", good.to_string()).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(names(&d.get("/teams/t1/members").await["members"]), ["p1"]);
+    let sets = "set\titem\ttype\ns\tpkg\tpackage\n";
+    let r = import(&d, "/import/packagesets", sets.to_string()).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        names(&d.get("/packagesets/s/packages").await["packages"]),
+        ["pkg"]
+    );
+    let r = import(
+        &d,
+        "/import/packagesets",
+        "set\titem\ttype\ns\tpkg\tbogus\n".to_string(),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    d.stop().await;
+}
+
+/// The persons in `team` by BFS over the active edges of `g`.
+fn bfs_persons(g: &Generated, team: usize) -> BTreeSet<String> {
+    let mut children: HashMap<usize, Vec<Member>> = HashMap::new();
+    for e in &g.edges {
+        if e.expires.is_none_or(|at| at > g.now) {
+            children.entry(e.team).or_default().push(e.member);
+        }
+    }
+    let mut out = BTreeSet::new();
+    let mut seen = BTreeSet::from([team]);
+    let mut queue = VecDeque::from([team]);
+    while let Some(t) = queue.pop_front() {
+        for m in children.get(&t).into_iter().flatten() {
+            match *m {
+                Member::Person(p) => {
+                    out.insert(g.persons[p].clone());
+                }
+                Member::Team(c) => {
+                    if seen.insert(c) {
+                        queue.push_back(c);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_generated_graph_imports_and_answers_like_bfs() {
+    let d = Dir::memory(Access::default()).await;
+    let g = Generated::new(&Shape::scaled(100));
+    assert_eq!(g.now, NOW);
+    let r = import(&d, "/import/teams", g.to_tsv()).await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let mut sample: Vec<usize> = g.special_roots.clone();
+    sample.extend((0..g.teams.len()).step_by(g.teams.len() / 20 + 1));
+    for team in sample {
+        let expected = bfs_persons(&g, team);
+        let got = d
+            .get(&format!("/teams/{}/members?type=person", g.teams[team]))
+            .await;
+        let got: BTreeSet<String> = names(&got["members"]).into_iter().collect();
+        assert_eq!(got, expected, "team {}", g.teams[team]);
+        // Person-in-team checks agree, for a member and a non-member.
+        if let Some(person) = expected.iter().next() {
+            let check = d
+                .get(&format!("/teams/{}/members/{person}", g.teams[team]))
+                .await;
+            assert_eq!(check["member"], true);
+            let path = names(&check["path"]);
+            assert_eq!(path.first(), Some(person));
+            assert_eq!(path.last(), Some(&g.teams[team]));
+        }
+        if let Some(outsider) = g.persons.iter().find(|p| !expected.contains(*p)) {
+            let check = d
+                .get(&format!("/teams/{}/members/{outsider}", g.teams[team]))
+                .await;
+            assert_eq!(check["member"], false);
+        }
+    }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn access_rules() {
+    let d = Dir::memory(Access::default()).await;
+    assert_eq!(
+        d.put("/teams/t/members/p", Some(json!({"role": "member"})))
+            .await
+            .status(),
+        200
+    );
+    let c = client();
+    let r = c.get(d.url("/teams/t/members")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .put(d.url("/persons/q"))
+        .basic_auth(USER, Some("nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(c.get(d.url("/health")).send().await.unwrap().status(), 200);
+    d.stop().await;
+
+    let open = Dir::memory(Access {
+        open_reads: true,
+        ..Access::default()
+    })
+    .await;
+    assert_eq!(
+        open.put("/teams/t/members/p", Some(json!({"role": "member"})))
+            .await
+            .status(),
+        200
+    );
+    let r = c.get(open.url("/teams/t/members")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.put(open.url("/persons/q")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    open.stop().await;
+
+    let closed = Dir::memory(Access {
+        allowed: vec!["192.0.2.0/24".parse().unwrap()],
+        ..Access::default()
+    })
+    .await;
+    for path in ["/health", "/teams/t/members", "/metrics"] {
+        let r = c
+            .get(closed.url(path))
+            .basic_auth(USER, Some(PASSWORD))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        assert_eq!(error_code(r).await, "forbidden_address");
+    }
+    closed.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        engine::EngineConfig::rocksdb(dir.path())
+            .open(graphdb::KEYSPACES)
+            .unwrap()
+    };
+    {
+        let d = Dir::start(open(), Access::default()).await;
+        assert_eq!(d.put("/teams/b", None).await.status(), 200);
+        assert_eq!(
+            d.put("/teams/a/members/b", Some(json!({"role": "member"})))
+                .await
+                .status(),
+            200
+        );
+        assert_eq!(
+            d.put(
+                "/teams/b/members/p",
+                Some(json!({"role": "admin", "expires": NOW + 10}))
+            )
+            .await
+            .status(),
+            200
+        );
+        assert_eq!(
+            d.put("/teams/b/members/q", Some(json!({"role": "member"})))
+                .await
+                .status(),
+            200
+        );
+        assert_eq!(d.put("/packagesets/s/items/pkg", None).await.status(), 200);
+        d.stop().await;
+    }
+    let d = Dir::start(open(), Access::default()).await;
+    assert_eq!(
+        names(&d.get("/teams/a/members?type=person").await["members"]),
+        ["p", "q"]
+    );
+    assert_eq!(
+        names(&d.get("/teams/a/members/p").await["path"]),
+        ["p", "b", "a"]
+    );
+    assert_eq!(
+        names(&d.get("/packagesets/s/packages").await["packages"]),
+        ["pkg"]
+    );
+    d.clock.set(NOW + 10);
+    assert_eq!(
+        names(&d.get("/teams/a/members?type=person").await["members"]),
+        ["q"]
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn curl_and_the_openapi_document() {
+    let d = Dir::memory(Access::default()).await;
+    let url = d.url("/teams/ubuntu/members/alice");
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args([
+                "--silent",
+                "--fail",
+                "-X",
+                "PUT",
+                "-u",
+                &format!("{USER}:{PASSWORD}"),
+            ])
+            .args([
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                r#"{"role": "member"}"#,
+            ])
+            .arg(&url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let url = d.url("/teams/ubuntu/members");
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["--silent", "--fail", "-u", &format!("{USER}:{PASSWORD}")])
+            .arg(&url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let body: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(names(&body["members"]), ["alice"]);
+
+    let doc = d.get("/openapi.json").await;
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let routes: BTreeSet<(String, String)> = directory::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, routes);
+    for (method, path) in &routes {
+        let concrete = path
+            .replace("{team}", "ubuntu")
+            .replace("{member}", "alice")
+            .replace("{person}", "alice")
+            .replace("{relation}", "audits")
+            .replace("{set}", "s")
+            .replace("{item}", "i")
+            .replace("{package}", "i");
+        let (status, code) = d.status(method.parse().unwrap(), &concrete).await;
+        assert_ne!(status, 405, "{method} {path}");
+        assert_ne!(code, "no_route", "{method} {path}");
+    }
+    d.stop().await;
+}

@@ -1,0 +1,6 @@
+//! The integration tests of the servers crate: one binary (see STYLE.md).
+
+mod directory;
+mod infra;
+mod librarian;
+mod support;

@@ -1,0 +1,149 @@
+//! Starting a librarian on 127.0.0.1:0 inside the test process, over a fresh store.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use blobstore::{ManualClock, StoreBuilder, Timestamp};
+use engine::Engine;
+use servers::common::access::hash_password;
+use servers::common::{serve, Credential, Limits, ServerConfig};
+use servers::librarian::{self, Librarian};
+use tokio::sync::oneshot;
+
+pub const USER: &str = "writer";
+pub const PASSWORD: &str = "correct horse";
+/// The clock's start: 2023-11-14T22:13:20Z.
+pub const START_SECS: i64 = 1_700_000_000;
+
+pub struct Options {
+    pub limits: Limits,
+    pub allowed: Vec<ipnet::IpNet>,
+    pub secrets: ([u8; 32], Option<[u8; 32]>),
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            limits: Limits::default(),
+            allowed: servers::common::config::loopback_cidrs(),
+            secrets: ([1; 32], None),
+        }
+    }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub state: Librarian,
+    pub clock: Arc<ManualClock>,
+    pub engine: Arc<dyn Engine>,
+    pub dir: Arc<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(options: Options) -> Self {
+        let engine = engine::EngineConfig::memory()
+            .open(blobstore::KEYSPACES)
+            .unwrap();
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(
+            START_SECS * 1000,
+        )));
+        Self::start_over(engine, dir, clock, options).await
+    }
+
+    /// Starts over an existing engine and directory (a restart).
+    pub async fn start_over(
+        engine: Arc<dyn Engine>,
+        dir: Arc<tempfile::TempDir>,
+        clock: Arc<ManualClock>,
+        options: Options,
+    ) -> Self {
+        let store = StoreBuilder::with_engine(Arc::clone(&engine), dir.path())
+            .keep_sha1_md5(true)
+            .clock(clock.clone())
+            .token_secrets(options.secrets.0, options.secrets.1)
+            .open()
+            .unwrap();
+        let config = ServerConfig {
+            credentials: vec![Credential {
+                user: USER.into(),
+                hash: hash_password(PASSWORD),
+            }],
+            allowed_cidrs: options.allowed,
+            limits: options.limits.clone(),
+            ..ServerConfig::default()
+        };
+        let state = Librarian::new(store, &config).unwrap();
+        let app = librarian::router(state.clone());
+        let listener = serve::bind("127.0.0.1:0".parse().unwrap(), true)
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve::serve(listener, app, options.limits, async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            state,
+            clock,
+            engine,
+            dir,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// Uploads `body` as a writer and returns the JSON record.
+    pub async fn upload(&self, bucket: &str, filename: &str, body: Vec<u8>) -> serde_json::Value {
+        let response = reqwest::Client::new()
+            .post(self.url(&format!("/buckets/{bucket}/files?filename={filename}")))
+            .basic_auth(USER, Some(PASSWORD))
+            .header("content-type", "text/plain")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{:?}", response.text().await);
+        response.json().await.unwrap()
+    }
+}
+
+/// `n` bytes of a fixed pseudo-random pattern.
+pub fn content(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+pub async fn error_code(response: reqwest::Response) -> String {
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["error"]["code"].as_str().unwrap_or("").to_string()
+}
