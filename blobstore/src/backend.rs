@@ -1,0 +1,289 @@
+//! Where blob bytes live: a narrow trait and its local-filesystem implementation.
+//!
+//! The store keeps small blobs inline in the engine; larger ones go through a
+//! [`BlobBackend`]. The trait is deliberately small so that an object store (OpenStack Swift,
+//! S3) can implement it: write a temporary object, make it durable under its hash, open a
+//! byte range, delete, and list what is stored for the orphan sweep.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use crate::error::{Error, Result};
+use crate::types::{Blake3Hash, Timestamp};
+
+/// Bytes being written; invisible to readers until [`TempBlob::persist`]. Dropping it without
+/// persisting removes what was written.
+pub trait TempBlob: Write + Send + fmt::Debug {
+    /// Makes the bytes durable and visible under `hash`. After `Ok`, a crash does not lose them;
+    /// if a blob with this hash already exists it is replaced by these (identical) bytes.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::DiskFull`] or [`Error::Backend`]; nothing becomes visible.
+    fn persist(self: Box<Self>, hash: &Blake3Hash) -> Result<()>;
+}
+
+/// A blob that the orphan sweep may remove.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredBlob {
+    /// The blob's hash.
+    pub hash: Blake3Hash,
+    /// When it was last written.
+    pub modified: Timestamp,
+}
+
+/// Storage for blob bytes, addressed by BLAKE3 hash.
+pub trait BlobBackend: Send + Sync + fmt::Debug {
+    /// A short name for errors and logs ("fs", "swift", ...).
+    fn name(&self) -> &'static str;
+
+    /// Starts writing a new blob.
+    ///
+    /// # Errors
+    /// The backend's error (for the filesystem: creating the temporary file).
+    fn create_temp(&self) -> Result<Box<dyn TempBlob>>;
+
+    /// Reads `len` bytes of `hash` from `offset`, or `None` when the blob is not stored.
+    ///
+    /// # Errors
+    /// The backend's error.
+    fn open_range(
+        &self,
+        hash: &Blake3Hash,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Box<dyn Read + Send>>>;
+
+    /// Removes the blob; removing a missing blob is not an error.
+    ///
+    /// # Errors
+    /// The backend's error.
+    fn delete(&self, hash: &Blake3Hash) -> Result<()>;
+
+    /// Visits every stored blob last modified before `older_than`, and removes temporaries
+    /// older than that (leftovers of crashed uploads). Returns the number of temporaries
+    /// removed.
+    ///
+    /// # Errors
+    /// The backend's error, or the first error of `visit`.
+    fn sweep(
+        &self,
+        older_than: Timestamp,
+        visit: &mut dyn FnMut(StoredBlob) -> Result<()>,
+    ) -> Result<u64>;
+}
+
+/// Blobs as files under `root/blobs/ab/cd/<64 hex>`, written through `root/tmp/`.
+///
+/// Persisting a blob: write the temporary file, `fsync` it, `rename` it into its shard
+/// directory (created and its parent `fsync`ed first when new), then `fsync` the shard
+/// directory. See `DESIGN.md` for what a crash at each step leaves.
+#[derive(Debug)]
+pub struct LocalFsBackend {
+    blobs: PathBuf,
+    tmp: PathBuf,
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| Error::io("fsyncing directory", path, e))
+}
+
+/// Creates `dir` if missing, making the new entry durable in its parent.
+fn ensure_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(Error::io("creating directory", dir, e)),
+    }
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+fn modified(meta: &fs::Metadata) -> Timestamp {
+    let ms = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    Timestamp(ms)
+}
+
+impl LocalFsBackend {
+    /// Opens (creating) the layout under `root`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the directories cannot be created.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        fs::create_dir_all(&root).map_err(|e| Error::io("creating directory", &root, e))?;
+        let blobs = root.join("blobs");
+        let tmp = root.join("tmp");
+        ensure_dir(&blobs)?;
+        ensure_dir(&tmp)?;
+        Ok(LocalFsBackend { blobs, tmp })
+    }
+
+    /// The path of blob `hash`.
+    pub fn blob_path(&self, hash: &Blake3Hash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.blobs.join(&hex[0..2]).join(&hex[2..4]).join(hex)
+    }
+}
+
+#[derive(Debug)]
+struct FsTemp {
+    file: Option<File>,
+    path: PathBuf,
+    blobs: PathBuf,
+}
+
+impl Write for FsTemp {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.file {
+            Some(file) => file.write(buf),
+            None => Err(io::Error::other("temporary blob already persisted")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl TempBlob for FsTemp {
+    fn persist(mut self: Box<Self>, hash: &Blake3Hash) -> Result<()> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::io("persisting", &self.path, io::Error::other("no file")))?;
+        // 1. The bytes reach the disk under the temporary name.
+        file.sync_all()
+            .map_err(|e| Error::io("fsyncing", &self.path, e))?;
+        drop(file);
+        let hex = hash.to_hex();
+        let level1 = self.blobs.join(&hex[0..2]);
+        let level2 = level1.join(&hex[2..4]);
+        // 2. The shard directories exist durably.
+        ensure_dir(&level1)?;
+        ensure_dir(&level2)?;
+        // 3. The complete file appears under its final name, atomically.
+        let target = level2.join(&hex);
+        fs::rename(&self.path, &target).map_err(|e| Error::io("renaming into", &target, e))?;
+        // 4. The new name is durable.
+        sync_dir(&level2)
+    }
+}
+
+impl Drop for FsTemp {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl BlobBackend for LocalFsBackend {
+    fn name(&self) -> &'static str {
+        "fs"
+    }
+
+    fn create_temp(&self) -> Result<Box<dyn TempBlob>> {
+        let name: u128 = rand::random();
+        let path = self.tmp.join(format!("{name:032x}.tmp"));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io("creating", &path, e))?;
+        Ok(Box::new(FsTemp {
+            file: Some(file),
+            path,
+            blobs: self.blobs.clone(),
+        }))
+    }
+
+    fn open_range(
+        &self,
+        hash: &Blake3Hash,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Box<dyn Read + Send>>> {
+        let path = self.blob_path(hash);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("opening", &path, e)),
+        };
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| Error::io("seeking in", &path, e))?;
+        }
+        Ok(Some(Box::new(file.take(len))))
+    }
+
+    fn delete(&self, hash: &Blake3Hash) -> Result<()> {
+        let path = self.blob_path(hash);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("removing", &path, e)),
+        }
+    }
+
+    fn sweep(
+        &self,
+        older_than: Timestamp,
+        visit: &mut dyn FnMut(StoredBlob) -> Result<()>,
+    ) -> Result<u64> {
+        let mut removed = 0;
+        let read_dir = |path: &Path| fs::read_dir(path).map_err(|e| Error::io("listing", path, e));
+        for entry in read_dir(&self.tmp)? {
+            let entry = entry.map_err(|e| Error::io("listing", &self.tmp, e))?;
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_file() && modified(&meta) < older_than {
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("removing", entry.path(), e)),
+                }
+            }
+        }
+        for level1 in read_dir(&self.blobs)? {
+            let level1 = level1.map_err(|e| Error::io("listing", &self.blobs, e))?;
+            if !level1.path().is_dir() {
+                continue;
+            }
+            for level2 in read_dir(&level1.path())? {
+                let level2 = level2.map_err(|e| Error::io("listing", level1.path(), e))?;
+                if !level2.path().is_dir() {
+                    continue;
+                }
+                for blob in read_dir(&level2.path())? {
+                    let blob = blob.map_err(|e| Error::io("listing", level2.path(), e))?;
+                    let Some(hash) = blob
+                        .file_name()
+                        .to_str()
+                        .and_then(|name| name.parse::<Blake3Hash>().ok())
+                    else {
+                        continue;
+                    };
+                    let Ok(meta) = blob.metadata() else { continue };
+                    let modified = modified(&meta);
+                    if modified < older_than {
+                        visit(StoredBlob { hash, modified })?;
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+}

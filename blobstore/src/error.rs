@@ -1,0 +1,173 @@
+//! The store's error type.
+
+use std::path::PathBuf;
+
+use crate::types::{Blake3Hash, BucketName, FileId};
+
+/// The boxed cause of a blob backend error that is not an I/O error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong in the blob store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No file has this id.
+    #[error("file {id} does not exist")]
+    NotFound {
+        /// The id asked for.
+        id: FileId,
+    },
+    /// The file exists but its content was deleted or expired (HTTP 410).
+    #[error("the content of file {id} is gone ({reason})")]
+    ContentGone {
+        /// The file.
+        id: FileId,
+        /// Why: "deleted" or "expired".
+        reason: &'static str,
+    },
+    /// The upload would take the bucket past its quota on logical bytes.
+    #[error(
+        "bucket {bucket} is over quota: {used} bytes used + {requested} requested > {quota} allowed"
+    )]
+    QuotaExceeded {
+        /// The bucket.
+        bucket: BucketName,
+        /// The quota in logical bytes.
+        quota: u64,
+        /// The logical bytes already used.
+        used: u64,
+        /// The size of the upload.
+        requested: u64,
+    },
+    /// The content does not have the digest the client announced; nothing was stored.
+    #[error("{algorithm} digest mismatch: expected {expected}, content has {actual}")]
+    DigestMismatch {
+        /// "blake3" or "sha256".
+        algorithm: &'static str,
+        /// The announced digest, hex.
+        expected: String,
+        /// The content's digest, hex.
+        actual: String,
+    },
+    /// A filename that the store does not accept.
+    #[error("invalid filename {filename:?}: {reason}")]
+    InvalidFilename {
+        /// The filename (possibly truncated to 300 bytes for display).
+        filename: String,
+        /// Why it is rejected.
+        reason: &'static str,
+    },
+    /// A bucket name that the store does not accept.
+    #[error("invalid bucket name {name:?}: {reason}")]
+    InvalidBucketName {
+        /// The name.
+        name: String,
+        /// Why it is rejected.
+        reason: &'static str,
+    },
+    /// A hex digest or id that does not parse.
+    #[error("cannot parse {what} from {input:?}")]
+    Parse {
+        /// What was parsed: "blake3 hash", "file id", ...
+        what: &'static str,
+        /// The input (truncated to 100 bytes).
+        input: String,
+    },
+    /// A byte range outside the content.
+    #[error("byte range {start}..{end} is not within the {size} bytes of file {id}")]
+    InvalidRange {
+        /// The file.
+        id: FileId,
+        /// First byte asked for.
+        start: u64,
+        /// End of the range asked for (exclusive).
+        end: u64,
+        /// The content's size.
+        size: u64,
+    },
+    /// A restricted file was read without a valid token.
+    #[error("file {id} is restricted: {reason}")]
+    Forbidden {
+        /// The file.
+        id: FileId,
+        /// Why the token was not accepted.
+        reason: crate::token::TokenError,
+    },
+    /// Stored bytes do not match their hash, or are missing.
+    #[error("blob {hash} is corrupt: {detail}")]
+    Corrupt {
+        /// The blob.
+        hash: Blake3Hash,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The disk is full; nothing half-written became visible.
+    #[error("no space left on device while {operation} {path}")]
+    DiskFull {
+        /// What the store was doing.
+        operation: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+    },
+    /// An I/O error on a file of the store.
+    #[error("I/O error while {operation} {path}: {source}")]
+    Io {
+        /// What the store was doing ("writing", "fsyncing", "renaming", ...).
+        operation: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A blob backend that is not a local filesystem failed.
+    #[error("blob backend {backend} failed to {operation}: {source}")]
+    Backend {
+        /// The backend's name.
+        backend: &'static str,
+        /// What it was doing.
+        operation: &'static str,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// A metadata record that cannot be decoded.
+    #[error("corrupt {what} record at key {key:02x?}")]
+    CorruptRecord {
+        /// Which kind of record.
+        what: &'static str,
+        /// Its key.
+        key: Vec<u8>,
+    },
+    /// An earlier fsync of blob bytes failed, so the store refuses writes until reopened.
+    #[error("the store refuses writes after an earlier failure: {cause}")]
+    Poisoned {
+        /// The failure that poisoned the store.
+        cause: String,
+    },
+    /// The metadata engine failed.
+    #[error(transparent)]
+    Engine(#[from] engine::Error),
+}
+
+impl Error {
+    /// An I/O error with its path, turned into [`Error::DiskFull`] when the disk is full.
+    pub fn io(operation: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        let path = path.into();
+        if source.raw_os_error() == Some(libc::ENOSPC)
+            || source.raw_os_error() == Some(libc::EDQUOT)
+            || source.kind() == std::io::ErrorKind::StorageFull
+        {
+            Error::DiskFull { operation, path }
+        } else {
+            Error::Io {
+                operation,
+                path,
+                source,
+            }
+        }
+    }
+}
+
+/// The store's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,160 @@
+//! The key layout of every keyspace (see `DESIGN.md`).
+
+use engine::keys::{KeyBuilder, KeyReader};
+
+use crate::types::{Blake3Hash, BucketName, Day, FileId, Timestamp};
+
+/// `blake3` → blob metadata.
+pub(crate) const BLOBS: &str = "bs.blobs";
+/// `blake3` → the content of an inline blob.
+pub(crate) const INLINE: &str = "bs.inline";
+/// `blake3` → counter: the number of files linking to the blob.
+pub(crate) const REFS: &str = "bs.refs";
+/// `file id` → file record.
+pub(crate) const FILES: &str = "bs.files";
+/// `bucket (escaped) ‖ file id` → empty: a bucket's files in id order.
+pub(crate) const BUCKET_FILES: &str = "bs.bucket_files";
+/// `bucket (escaped) ‖ blake3` → counter: the bucket's files linking to the blob.
+pub(crate) const BUCKET_BLOBS: &str = "bs.bucket_blobs";
+/// Counters: `'g' ‖ field` store-wide, `'b' ‖ bucket (escaped) ‖ field` per bucket.
+pub(crate) const STATS: &str = "bs.stats";
+/// `bucket` → bucket settings (the quota).
+pub(crate) const BUCKETS: &str = "bs.buckets";
+/// `algorithm ‖ visibility ‖ digest ‖ file id` → empty: files by content digest.
+pub(crate) const DIGESTS: &str = "bs.digests";
+/// `zero-ref time (ordered i64) ‖ blake3` → empty: blobs waiting for GC.
+pub(crate) const ZERO_REFS: &str = "bs.zero_refs";
+/// `expiry time (ordered i64) ‖ file id` → empty: files waiting to expire.
+pub(crate) const EXPIRY: &str = "bs.expiry";
+/// `file id ‖ day (u32)` → counter: downloads per file per day.
+pub(crate) const DOWNLOADS: &str = "bs.downloads";
+/// Store-level values: the file-id high-water mark.
+pub(crate) const META: &str = "bs.meta";
+
+/// Every keyspace the store uses: open the engine with these when passing it to
+/// [`crate::StoreBuilder::with_engine`].
+pub const KEYSPACES: &[&str] = &[
+    BLOBS,
+    INLINE,
+    REFS,
+    FILES,
+    BUCKET_FILES,
+    BUCKET_BLOBS,
+    STATS,
+    BUCKETS,
+    DIGESTS,
+    ZERO_REFS,
+    EXPIRY,
+    DOWNLOADS,
+    META,
+];
+
+pub(crate) const META_ID_HIGH_WATER: &[u8] = b"next_file_id";
+
+pub(crate) const STAT_FILES: u8 = 1;
+pub(crate) const STAT_LOGICAL: u8 = 2;
+pub(crate) const STAT_UNIQUE: u8 = 3;
+pub(crate) const STAT_BLOBS: u8 = 4;
+pub(crate) const STAT_STORED: u8 = 5;
+
+pub(crate) fn file(id: FileId) -> [u8; 8] {
+    id.0.to_be_bytes()
+}
+
+pub(crate) fn bucket_prefix(bucket: &BucketName) -> Vec<u8> {
+    KeyBuilder::new().str(bucket.as_str()).finish()
+}
+
+pub(crate) fn bucket_file(bucket: &BucketName, id: FileId) -> Vec<u8> {
+    KeyBuilder::new().str(bucket.as_str()).u64(id.0).finish()
+}
+
+pub(crate) fn bucket_blob(bucket: &BucketName, hash: &Blake3Hash) -> Vec<u8> {
+    KeyBuilder::new().str(bucket.as_str()).raw(&hash.0).finish()
+}
+
+/// Splits a `bucket_blobs` key.
+pub(crate) fn parse_bucket_blob(key: &[u8]) -> Option<(String, Blake3Hash)> {
+    let mut r = KeyReader::new(key);
+    let bucket = r.string()?;
+    let hash = Blake3Hash(r.raw(32)?.try_into().ok()?);
+    r.is_empty().then_some((bucket, hash))
+}
+
+/// Splits a `bucket_files` key.
+pub(crate) fn parse_bucket_file(key: &[u8]) -> Option<(String, FileId)> {
+    let mut r = KeyReader::new(key);
+    let bucket = r.string()?;
+    let id = FileId(r.u64()?);
+    r.is_empty().then_some((bucket, id))
+}
+
+pub(crate) fn global_stat(field: u8) -> [u8; 2] {
+    [b'g', field]
+}
+
+pub(crate) fn bucket_stat(bucket: &BucketName, field: u8) -> Vec<u8> {
+    KeyBuilder::new()
+        .u8(b'b')
+        .str(bucket.as_str())
+        .u8(field)
+        .finish()
+}
+
+/// Splits a per-bucket stats key into the bucket and the field.
+pub(crate) fn parse_bucket_stat(key: &[u8]) -> Option<(String, u8)> {
+    let mut r = KeyReader::new(key);
+    if r.u8()? != b'b' {
+        return None;
+    }
+    let bucket = r.string()?;
+    let field = r.u8()?;
+    r.is_empty().then_some((bucket, field))
+}
+
+pub(crate) const VIS_PUBLIC: u8 = 0;
+pub(crate) const VIS_RESTRICTED: u8 = 1;
+
+pub(crate) fn digest_prefix(algorithm: u8, visibility: u8, digest: &[u8]) -> Vec<u8> {
+    KeyBuilder::new()
+        .u8(algorithm)
+        .u8(visibility)
+        .raw(digest)
+        .finish()
+}
+
+pub(crate) fn digest_entry(algorithm: u8, visibility: u8, digest: &[u8], id: FileId) -> Vec<u8> {
+    let mut key = digest_prefix(algorithm, visibility, digest);
+    key.extend_from_slice(&id.0.to_be_bytes());
+    key
+}
+
+pub(crate) fn zero_ref(since: Timestamp, hash: &Blake3Hash) -> Vec<u8> {
+    KeyBuilder::new().i64(since.0).raw(&hash.0).finish()
+}
+
+pub(crate) fn parse_zero_ref(key: &[u8]) -> Option<(Timestamp, Blake3Hash)> {
+    let mut r = KeyReader::new(key);
+    let since = Timestamp(r.i64()?);
+    let hash = Blake3Hash(r.raw(32)?.try_into().ok()?);
+    r.is_empty().then_some((since, hash))
+}
+
+pub(crate) fn time_bound(t: Timestamp) -> Vec<u8> {
+    KeyBuilder::new().i64(t.0).finish()
+}
+
+pub(crate) fn expiry(at: Timestamp, id: FileId) -> Vec<u8> {
+    KeyBuilder::new().i64(at.0).u64(id.0).finish()
+}
+
+pub(crate) fn parse_expiry(key: &[u8]) -> Option<(Timestamp, FileId)> {
+    let mut r = KeyReader::new(key);
+    let at = Timestamp(r.i64()?);
+    let id = FileId(r.u64()?);
+    r.is_empty().then_some((at, id))
+}
+
+pub(crate) fn download(id: FileId, day: Day) -> Vec<u8> {
+    KeyBuilder::new().u64(id.0).u32(day.0).finish()
+}

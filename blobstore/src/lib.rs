@@ -1,0 +1,63 @@
+//! A content-addressed blob store: the librarian's data layer.
+//!
+//! Content is stored once per BLAKE3 hash (deduplicated at upload), small blobs inline in the
+//! metadata [`engine`], larger ones through a [`BlobBackend`] (the local filesystem by
+//! default). Users address *files*: a stable [`FileId`], a bucket, a filename, a content type,
+//! an optional expiry and a restricted flag, linked to a blob by a link that can be cut
+//! (the record stays, reads say the content is gone). Buckets keep exact statistics updated
+//! in the same atomic batch as each change, an optional quota, and a paginated listing.
+//! Unreferenced blobs are collected after a grace period, in bounded batches, from an index
+//! keyed by time. Restricted files are read with stateless tokens. `DESIGN.md` describes the
+//! key layout, the invariants, the fsync order and the GC rules.
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use blobstore::{Access, BucketName, StoreBuilder, UploadRequest};
+//! use engine::EngineConfig;
+//!
+//! # fn main() -> Result<(), blobstore::Error> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = StoreBuilder::new(EngineConfig::memory(), dir.path()).open()?;
+//! let bucket = BucketName::new("build-logs")?;
+//!
+//! let mut upload = store.begin_upload(UploadRequest::new(bucket.clone(), "log.txt"))?;
+//! upload.write_all(b"hello, ").unwrap();
+//! upload.write_all(b"world").unwrap();
+//! let file = upload.commit()?;
+//!
+//! let mut content = String::new();
+//! store.read(file.id, Access::Anonymous, None)?.read_to_string(&mut content).unwrap();
+//! assert_eq!(content, "hello, world");
+//! assert_eq!(store.bucket_stats(&bucket)?.logical_bytes, 12);
+//! # Ok(())
+//! # }
+//! ```
+
+mod backend;
+mod clock;
+mod committer;
+mod error;
+mod hashing;
+mod keys;
+mod locks;
+mod records;
+mod store;
+pub mod token;
+mod types;
+
+pub use backend::{BlobBackend, LocalFsBackend, StoredBlob, TempBlob};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{BoxError, Error, Result};
+pub use hashing::Digests;
+pub use keys::KEYSPACES;
+pub use records::{BlobInfo, ContentState, FileRecord};
+pub use store::{
+    Access, BlobProblem, BucketStats, CheckReport, ContentReader, GcReport, Inconsistency, Page,
+    Store, StoreBuilder, StoreSummary, SweepReport, Upload, UploadRequest, VerifyReport,
+    Visibility, CHUNK_SIZE, DEFAULT_EXPIRY_GRACE, DEFAULT_GRACE, DEFAULT_INLINE_THRESHOLD,
+};
+pub use token::{Token, TokenError, TokenSigner, DEFAULT_TOKEN_LIFETIME};
+pub use types::{
+    to_hex, validate_filename, Blake3Hash, BucketName, Day, Digest, FileId, Timestamp,
+    MAX_FILENAME_LEN,
+};

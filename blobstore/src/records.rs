@@ -1,0 +1,302 @@
+//! The records the store keeps, and their compact binary encoding.
+
+use crate::error::{Error, Result};
+use crate::types::{Blake3Hash, BucketName, FileId, Timestamp};
+
+/// Whether a file still links to its content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ContentState {
+    /// The content can be read.
+    Present,
+    /// The content was deleted; the record stays (reads give [`Error::ContentGone`]).
+    Deleted,
+    /// The file expired and its content link was cut (reads give [`Error::ContentGone`]).
+    Expired,
+}
+
+impl ContentState {
+    fn code(self) -> u8 {
+        match self {
+            ContentState::Present => 0,
+            ContentState::Deleted => 1,
+            ContentState::Expired => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(ContentState::Present),
+            1 => Some(ContentState::Deleted),
+            2 => Some(ContentState::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// A file: what users address as `/<id>/<filename>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRecord {
+    /// The stable id.
+    pub id: FileId,
+    /// The bucket it belongs to.
+    pub bucket: BucketName,
+    /// The filename.
+    pub filename: String,
+    /// The MIME type given at upload.
+    pub content_type: String,
+    /// The content's size in bytes.
+    pub size: u64,
+    /// The content's BLAKE3 hash (kept after the link is cut, for the record).
+    pub blake3: Blake3Hash,
+    /// When it was uploaded.
+    pub created: Timestamp,
+    /// When it expires, if ever.
+    pub expires: Option<Timestamp>,
+    /// Whether it is read only with a token.
+    pub restricted: bool,
+    /// Whether the content is still linked.
+    pub content: ContentState,
+}
+
+/// What the store knows about one blob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Its BLAKE3 hash.
+    pub hash: Blake3Hash,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its SHA-256.
+    pub sha256: [u8; 32],
+    /// Its SHA-1, when kept.
+    pub sha1: Option<[u8; 20]>,
+    /// Its MD5, when kept.
+    pub md5: Option<[u8; 16]>,
+    /// When it was first stored.
+    pub created: Timestamp,
+    /// Whether its bytes live in the metadata engine.
+    pub inline: bool,
+    /// The number of files linking to it.
+    pub refcount: u64,
+    /// Since when it has had no reference (it is collected a grace period later).
+    pub zero_ref_since: Option<Timestamp>,
+}
+
+/// The stored form of a blob's metadata (the refcount is a counter of its own).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BlobMeta {
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub sha1: Option<[u8; 20]>,
+    pub md5: Option<[u8; 16]>,
+    pub created: Timestamp,
+    pub inline: bool,
+    pub zero_since: Option<Timestamp>,
+}
+
+const VERSION: u8 = 1;
+
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.rest.len() < n {
+            return None;
+        }
+        let (head, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Some(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.array().map(u64::from_be_bytes)
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        self.array().map(i64::from_be_bytes)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        let len = u16::from_be_bytes(self.array()?);
+        String::from_utf8(self.take(usize::from(len))?.to_vec()).ok()
+    }
+}
+
+fn put_string(out: &mut Vec<u8>, s: &str) {
+    let len = u16::try_from(s.len()).expect("strings in records are shorter than 64 KiB");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+impl BlobMeta {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(96);
+        out.push(VERSION);
+        let flags = u8::from(self.inline)
+            | (u8::from(self.sha1.is_some()) << 1)
+            | (u8::from(self.md5.is_some()) << 2)
+            | (u8::from(self.zero_since.is_some()) << 3);
+        out.push(flags);
+        out.extend_from_slice(&self.size.to_be_bytes());
+        out.extend_from_slice(&self.created.0.to_be_bytes());
+        out.extend_from_slice(&self.sha256);
+        if let Some(d) = &self.sha1 {
+            out.extend_from_slice(d);
+        }
+        if let Some(d) = &self.md5 {
+            out.extend_from_slice(d);
+        }
+        if let Some(t) = self.zero_since {
+            out.extend_from_slice(&t.0.to_be_bytes());
+        }
+        out
+    }
+
+    pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Self> {
+        let corrupt = || Error::CorruptRecord {
+            what: "blob",
+            key: key.to_vec(),
+        };
+        let mut r = Reader { rest: bytes };
+        (|| {
+            if r.u8()? != VERSION {
+                return None;
+            }
+            let flags = r.u8()?;
+            let size = r.u64()?;
+            let created = Timestamp(r.i64()?);
+            let sha256 = r.array()?;
+            let sha1 = if flags & 2 != 0 {
+                Some(r.array()?)
+            } else {
+                None
+            };
+            let md5 = if flags & 4 != 0 {
+                Some(r.array()?)
+            } else {
+                None
+            };
+            let zero_since = if flags & 8 != 0 {
+                Some(Timestamp(r.i64()?))
+            } else {
+                None
+            };
+            r.rest.is_empty().then_some(BlobMeta {
+                size,
+                sha256,
+                sha1,
+                md5,
+                created,
+                inline: flags & 1 != 0,
+                zero_since,
+            })
+        })()
+        .ok_or_else(corrupt)
+    }
+}
+
+impl FileRecord {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.filename.len() + self.bucket.as_str().len());
+        out.push(VERSION);
+        let flags = u8::from(self.restricted)
+            | (u8::from(self.expires.is_some()) << 1)
+            | (self.content.code() << 2);
+        out.push(flags);
+        out.extend_from_slice(&self.size.to_be_bytes());
+        out.extend_from_slice(&self.created.0.to_be_bytes());
+        if let Some(t) = self.expires {
+            out.extend_from_slice(&t.0.to_be_bytes());
+        }
+        out.extend_from_slice(&self.blake3.0);
+        put_string(&mut out, self.bucket.as_str());
+        put_string(&mut out, &self.filename);
+        put_string(&mut out, &self.content_type);
+        out
+    }
+
+    pub(crate) fn decode(id: FileId, key: &[u8], bytes: &[u8]) -> Result<Self> {
+        let corrupt = || Error::CorruptRecord {
+            what: "file",
+            key: key.to_vec(),
+        };
+        let mut r = Reader { rest: bytes };
+        (|| {
+            if r.u8()? != VERSION {
+                return None;
+            }
+            let flags = r.u8()?;
+            let size = r.u64()?;
+            let created = Timestamp(r.i64()?);
+            let expires = if flags & 2 != 0 {
+                Some(Timestamp(r.i64()?))
+            } else {
+                None
+            };
+            let blake3 = Blake3Hash(r.array()?);
+            let bucket = BucketName::new(r.string()?).ok()?;
+            let filename = r.string()?;
+            let content_type = r.string()?;
+            let content = ContentState::from_code((flags >> 2) & 3)?;
+            r.rest.is_empty().then_some(FileRecord {
+                id,
+                bucket,
+                filename,
+                content_type,
+                size,
+                blake3,
+                created,
+                expires,
+                restricted: flags & 1 != 0,
+                content,
+            })
+        })()
+        .ok_or_else(corrupt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        let meta = BlobMeta {
+            size: 5,
+            sha256: [7; 32],
+            sha1: Some([1; 20]),
+            md5: None,
+            created: Timestamp(-3),
+            inline: true,
+            zero_since: Some(Timestamp(9)),
+        };
+        assert_eq!(BlobMeta::decode(b"k", &meta.encode()).unwrap(), meta);
+        let file = FileRecord {
+            id: FileId(3),
+            bucket: BucketName::new("b").unwrap(),
+            filename: "f.txt".into(),
+            content_type: "text/plain".into(),
+            size: 10,
+            blake3: Blake3Hash([2; 32]),
+            created: Timestamp(100),
+            expires: Some(Timestamp(200)),
+            restricted: true,
+            content: ContentState::Expired,
+        };
+        assert_eq!(
+            FileRecord::decode(FileId(3), b"k", &file.encode()).unwrap(),
+            file
+        );
+        assert!(FileRecord::decode(FileId(3), b"k", &file.encode()[..20]).is_err());
+    }
+}
