@@ -1759,6 +1759,7 @@ impl Store {
         }
 
         let mut sizes: HashMap<Blake3Hash, u64> = HashMap::new();
+        let mut zero_since: HashMap<Blake3Hash, Option<Timestamp>> = HashMap::new();
         let (mut blob_count, mut stored) = (0i64, 0i64);
         for kv in view.scan(ks.blobs, ScanRange::all(), Direction::Forward)? {
             let (key, value) = kv?;
@@ -1774,6 +1775,7 @@ impl Store {
             blob_count += 1;
             stored += as_i64(meta.size);
             sizes.insert(hash, meta.size);
+            zero_since.insert(hash, meta.zero_since);
             let expected = refs.remove(&hash).unwrap_or(0);
             let found = view.counter(ks.refs, &hash.0)?;
             if found != expected {
@@ -1827,11 +1829,11 @@ impl Store {
         }
         for kv in view.scan(ks.zero_refs, ScanRange::all(), Direction::Forward)? {
             let (key, _) = kv?;
-            let valid =
-                keys::parse_zero_ref(&key).is_some_and(|(_, hash)| sizes.contains_key(&hash));
+            let valid = keys::parse_zero_ref(&key)
+                .is_some_and(|(since, hash)| zero_since.get(&hash) == Some(&Some(since)));
             if !valid {
                 problem(Inconsistency::Record {
-                    detail: format!("zero-ref entry without a blob at key {key:02x?}"),
+                    detail: format!("zero-ref entry that does not match its blob at key {key:02x?}"),
                 });
             }
         }

@@ -1,0 +1,742 @@
+//! The store's behaviour, run on every engine backend.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use blobstore::{
+    Access, Blake3Hash, BlobProblem, BucketName, ContentState, Digest, Error, FileId, Store,
+    TokenError, UploadRequest, Visibility,
+};
+use engine::Backend;
+
+use crate::common::{assert_consistent, bucket, content, Harness, Settings};
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn upload(store: &Store, bucket: &BucketName, name: &str, bytes: &[u8]) -> blobstore::FileRecord {
+    store
+        .upload_bytes(UploadRequest::new(bucket.clone(), name), bytes)
+        .expect("upload")
+}
+
+fn read_all(store: &Store, id: FileId) -> Vec<u8> {
+    let mut out = Vec::new();
+    store
+        .read(id, Access::Trusted, None)
+        .expect("open for reading")
+        .read_to_end(&mut out)
+        .expect("read");
+    out
+}
+
+pub fn boundary_sizes(backend: Backend) {
+    let h = Harness::new(backend);
+    let store = h.open();
+    let b = bucket("sizes");
+    let t = store.inline_threshold();
+    let sizes = [0, 1, t - 1, t, t + 1, 1 << 20, 64 << 20];
+    let mut ids = Vec::new();
+    for (seed, &size) in sizes.iter().enumerate() {
+        let data = content(seed as u64, size);
+        let mut up = store
+            .begin_upload(UploadRequest::new(b.clone(), format!("f{size}")))
+            .unwrap();
+        // Feed uneven chunks, as an HTTP body arrives.
+        let mut rest = &data[..];
+        let mut step = 1;
+        while !rest.is_empty() {
+            let n = step.min(rest.len());
+            up.write_all(&rest[..n]).unwrap();
+            rest = &rest[n..];
+            step = step * 3 + 7;
+        }
+        assert_eq!(up.size(), size as u64);
+        let file = up.commit().unwrap();
+        assert_eq!(file.size, size as u64);
+        assert_eq!(file.blake3, Blake3Hash::of(&data));
+        let info = store.blob_info(&file.blake3).unwrap().unwrap();
+        assert_eq!(info.inline, size <= t, "size {size}");
+        assert_eq!(info.refcount, 1);
+        ids.push((file.id, data));
+    }
+    drop(store);
+    let store = h.open();
+    for (id, data) in &ids {
+        let back = read_all(&store, *id);
+        assert_eq!(back.len(), data.len());
+        assert!(back == *data, "content of {id} differs");
+        if data.len() > 10 {
+            let mut part = Vec::new();
+            let mut reader = store.read(*id, Access::Anonymous, Some(3..10)).unwrap();
+            assert_eq!(reader.len(), 7);
+            reader.read_to_end(&mut part).unwrap();
+            assert_eq!(part, data[3..10]);
+        }
+    }
+    let stats = store.bucket_stats(&b).unwrap();
+    assert_eq!(stats.files, sizes.len() as u64);
+    assert_eq!(stats.logical_bytes, sizes.iter().sum::<usize>() as u64);
+    assert_consistent(&store);
+}
+
+pub fn dedup_and_stats(backend: Backend) {
+    let h = Harness::new(backend);
+    let store = h.open();
+    let (a, b) = (bucket("a"), bucket("b"));
+    let small = content(1, 100);
+    let large = content(2, 300_000);
+    let f1 = upload(&store, &a, "one", &small);
+    let f2 = upload(&store, &a, "two", &small);
+    let f3 = upload(&store, &b, "three", &small);
+    let f4 = upload(&store, &a, "big", &large);
+    let f5 = upload(&store, &b, "big", &large);
+    assert_eq!(f1.blake3, f2.blake3);
+    let summary = store.summary().unwrap();
+    assert_eq!(summary.blobs, 2);
+    assert_eq!(summary.stored_bytes, 300_100);
+    assert_eq!(summary.logical_bytes, 3 * 100 + 2 * 300_000);
+    assert!((summary.dedup_ratio - 600_300.0 / 300_100.0).abs() < 1e-9);
+    assert_eq!(store.blob_info(&f1.blake3).unwrap().unwrap().refcount, 3);
+    let sa = store.bucket_stats(&a).unwrap();
+    assert_eq!(
+        (sa.files, sa.logical_bytes, sa.unique_bytes),
+        (3, 300_200, 300_100)
+    );
+    store.delete_file(f1.id).unwrap();
+    let sa = store.bucket_stats(&a).unwrap();
+    assert_eq!(
+        (sa.files, sa.logical_bytes, sa.unique_bytes),
+        (2, 300_100, 300_100)
+    );
+    store.delete_file(f2.id).unwrap();
+    let sa = store.bucket_stats(&a).unwrap();
+    assert_eq!(
+        (sa.files, sa.logical_bytes, sa.unique_bytes),
+        (1, 300_000, 300_000)
+    );
+    assert_eq!(store.blob_info(&f1.blake3).unwrap().unwrap().refcount, 1);
+    // The large blob is stored once on disk.
+    let blob_files = walk_files(&h.data_dir().join("blobs"));
+    assert_eq!(blob_files, 1);
+    store.delete_file(f4.id).unwrap();
+    store.delete_file(f5.id).unwrap();
+    store.delete_file(f3.id).unwrap();
+    let empty = store.bucket_stats(&b).unwrap();
+    assert_eq!(
+        (empty.files, empty.logical_bytes, empty.unique_bytes),
+        (0, 0, 0)
+    );
+    assert!(matches!(store.file(f3.id), Err(Error::NotFound { .. })));
+    assert_consistent(&store);
+}
+
+fn walk_files(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_dir() {
+            n += walk_files(&entry.path());
+        } else {
+            n += 1;
+        }
+    }
+    n
+}
+
+pub fn empty_file_exists_once(backend: Backend) {
+    let h = Harness::new(backend);
+    let store = h.open();
+    let b = bucket("empty");
+    let f1 = upload(&store, &b, "a", b"");
+    let f2 = upload(&store, &bucket("other"), "b", b"");
+    assert_eq!(f1.blake3, f2.blake3);
+    assert_eq!(store.summary().unwrap().blobs, 1);
+    assert!(read_all(&store, f1.id).is_empty());
+    assert_consistent(&store);
+}
+
+pub fn quota_is_enforced(backend: Backend) {
+    let h = Harness::new(backend);
+    let store = h.open();
+    let b = bucket("quota");
+    store.set_quota(&b, Some(100_000)).unwrap();
+    let f1 = upload(&store, &b, "one", &content(1, 60_000));
+    let refused = store.upload_bytes(UploadRequest::new(b.clone(), "two"), &content(2, 50_000));
+    match refused {
+        Err(Error::QuotaExceeded {
+            quota,
+            used,
+            requested,
+            ..
+        }) => assert_eq!((quota, used, requested), (100_000, 60_000, 50_000)),
+        other => panic!("expected QuotaExceeded, got {other:?}"),
+    }
+    let stats = store.bucket_stats(&b).unwrap();
+    assert_eq!(
+        (stats.files, stats.logical_bytes, stats.quota),
+        (1, 60_000, Some(100_000))
+    );
+    assert_eq!(store.summary().unwrap().blobs, 1);
+    upload(&store, &b, "three", &content(3, 40_000));
+    store.delete_file(f1.id).unwrap();
+    upload(&store, &b, "four", &content(4, 50_000));
+    store.set_quota(&b, None).unwrap();
+    upload(&store, &b, "five", &content(5, 500_000));
+    // Nothing of the refused upload is on disk: only blobs 3, 4, 5 and the zero-ref blob 1.
+    assert_eq!(walk_files(&h.data_dir().join("blobs")), 4);
+    assert_consistent(&store);
+}
+
+pub fn weak_links(backend: Backend) {
+    let h = Harness::new(backend);
+    let store = h.open();
+    let b = bucket("weak");
+    let data = content(9, 50_000);
+    let f = upload(&store, &b, "x.deb", &data);
+    let sha256 = store.blob_info(&f.blake3).unwrap().unwrap().sha256;
+    assert_eq!(
+        store
+            .files_by_digest(&Digest::Sha256(sha256), Visibility::Public, 10)
+            .unwrap(),
+        vec![f.id]
+    );
+    let cut = store.delete_content(f.id).unwrap();
+    assert_eq!(cut.content, ContentState::Deleted);
+    let record = store.file(f.id).unwrap();
+    assert_eq!(record.content, ContentState::Deleted);
+    assert_eq!(record.filename, "x.deb");
+    assert!(matches!(
+        store.read(f.id, Access::Anonymous, None),
+        Err(Error::ContentGone {
+            reason: "deleted",
+            ..
+        })
+    ));
+    let stats = store.bucket_stats(&b).unwrap();
+    assert_eq!(
+        (stats.files, stats.logical_bytes, stats.unique_bytes),
+        (1, 0, 0)
+    );
+    assert!(store
+        .files_by_digest(&Digest::Sha256(sha256), Visibility::Public, 10)
+        .unwrap()
+        .is_empty());
+    let info = store.blob_info(&f.blake3).unwrap().unwrap();
+    assert_eq!(info.refcount, 0);
+    assert!(info.zero_ref_since.is_some());
+    // Cutting twice changes nothing.
+    store.delete_content(f.id).unwrap();
+    assert_consistent(&store);
+    store.delete_file(f.id).unwrap();
+    assert!(matches!(store.file(f.id), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        store.read(f.id, Access::Anonymous, None),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.delete_file(f.id),
+        Err(Error::NotFound { .. })
+    ));
+    assert_consistent(&store);
+}
+
+pub fn expiry_with_clock(backend: Backend) {
+    let h = Harness::new(backend);
+    let store = h.open();
+    let b = bucket("expiring");
+    let data = content(5, 40_000);
+    let mut req = UploadRequest::new(b.clone(), "tmp.log");
+    req.expires = Some(store.now().plus(HOUR));
+    let f = store.upload_bytes(req, &data).unwrap();
+    assert_eq!(read_all(&store, f.id), data);
+    h.advance(2 * HOUR);
+    assert!(matches!(
+        store.read(f.id, Access::Anonymous, None),
+        Err(Error::ContentGone {
+            reason: "expired",
+            ..
+        })
+    ));
+    // Within the expiry grace the link stays.
+    assert_eq!(store.gc(100).unwrap().expired_files, 0);
+    assert_eq!(store.blob_info(&f.blake3).unwrap().unwrap().refcount, 1);
+    h.advance(7 * DAY);
+    let report = store.gc(100).unwrap();
+    assert_eq!(report.expired_files, 1);
+    assert_eq!(report.collected_blobs, 0);
+    let record = store.file(f.id).unwrap();
+    assert_eq!(record.content, ContentState::Expired);
+    assert_eq!(store.bucket_stats(&b).unwrap().logical_bytes, 0);
+    assert_consistent(&store);
+    h.advance(DAY + HOUR);
+    let report = store.gc(100).unwrap();
+    assert_eq!((report.collected_blobs, report.freed_bytes), (1, 40_000));
+    assert!(store.blob_info(&f.blake3).unwrap().is_none());
+    assert_eq!(walk_files(&h.data_dir().join("blobs")), 0);
+    assert!(matches!(
+        store.read(f.id, Access::Anonymous, None),
+        Err(Error::ContentGone { .. })
+    ));
+    assert_consistent(&store);
+}
+
+pub fn gc_grace_and_revival(backend: Backend) {
+    let h = Harness::new(backend);
+    let store = h.open();
+    let b = bucket("gc");
+    let big = content(11, 100_000);
+    let small = content(12, 10);
+    let f = upload(&store, &b, "big", &big);
+    let s = upload(&store, &b, "small", &small);
+    store.delete_file(f.id).unwrap();
+    store.delete_file(s.id).unwrap();
+    assert_eq!(store.gc(100).unwrap().collected_blobs, 0);
+    h.advance(12 * HOUR);
+    assert_eq!(store.gc(100).unwrap().collected_blobs, 0);
+    // Revive the big one before the grace ends.
+    let again = upload(&store, &b, "big-again", &big);
+    let info = store.blob_info(&again.blake3).unwrap().unwrap();
+    assert_eq!((info.refcount, info.zero_ref_since), (1, None));
+    h.advance(13 * HOUR);
+    let report = store.gc(100).unwrap();
+    assert_eq!((report.collected_blobs, report.freed_bytes), (1, 10));
+    assert!(store.blob_info(&s.blake3).unwrap().is_none());
+    assert_eq!(read_all(&store, again.id), big);
+    assert_consistent(&store);
+    // Bounded batches.
+    for i in 0..5 {
+        let f = upload(&store, &b, "n", &content(100 + i, 20));
+        store.delete_file(f.id).unwrap();
+    }
+    h.advance(DAY + HOUR);
+    let first = store.gc(2).unwrap();
+    assert_eq!((first.collected_blobs, first.more), (2, true));
+    let second = store.gc(10).unwrap();
+    assert_eq!((second.collected_blobs, second.more), (3, false));
+    assert_consistent(&store);
+}
+
+pub fn restricted_tokens(backend: Backend) {
+    let mut h = Harness::new(backend);
+    let store = h.open();
+    let b = bucket("private");
+    let mut req = UploadRequest::new(b.clone(), "secret.txt");
+    req.restricted = true;
+    let f = store.upload_bytes(req.clone(), b"top secret").unwrap();
+    req.filename = "other.txt".into();
+    let g = store.upload_bytes(req, b"also secret").unwrap();
+    let public = upload(&store, &b, "public.txt", b"top secret");
+    assert!(matches!(
+        store.read(f.id, Access::Anonymous, None),
+        Err(Error::Forbidden {
+            reason: TokenError::Missing,
+            ..
+        })
+    ));
+    assert!(store.read(public.id, Access::Anonymous, None).is_ok());
+    let token = store.issue_token(f.id, None).unwrap();
+    let mut out = String::new();
+    store
+        .read(f.id, Access::Token(&token), None)
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, "top secret");
+    // A token for one file does not open another.
+    assert!(matches!(
+        store.read(g.id, Access::Token(&token), None),
+        Err(Error::Forbidden {
+            reason: TokenError::BadSignature,
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.read(f.id, Access::Token("garbage"), None),
+        Err(Error::Forbidden {
+            reason: TokenError::Malformed,
+            ..
+        })
+    ));
+    // Public and restricted files are looked up apart.
+    let hash = Digest::Blake3(f.blake3);
+    assert_eq!(
+        store
+            .files_by_digest(&hash, Visibility::Restricted, 10)
+            .unwrap(),
+        vec![f.id]
+    );
+    assert_eq!(
+        store
+            .files_by_digest(&hash, Visibility::Public, 10)
+            .unwrap(),
+        vec![public.id]
+    );
+    // Expiry: default lifetime one day.
+    h.advance(DAY - HOUR);
+    assert!(store.read(f.id, Access::Token(&token), None).is_ok());
+    h.advance(2 * HOUR);
+    assert!(matches!(
+        store.read(f.id, Access::Token(&token), None),
+        Err(Error::Forbidden {
+            reason: TokenError::Expired,
+            ..
+        })
+    ));
+    // Rotation: a token of the old secret is accepted while it is the previous one.
+    let old_token = store.issue_token(f.id, Some(HOUR)).unwrap();
+    drop(store);
+    let old_secret = h.settings.secrets.0;
+    h.settings.secrets = ([8; 32], Some(old_secret));
+    let store = h.open();
+    assert!(store.read(f.id, Access::Token(&old_token), None).is_ok());
+    let new_token = store.issue_token(f.id, Some(HOUR)).unwrap();
+    drop(store);
+    h.settings.secrets = ([9; 32], Some([8; 32]));
+    let store = h.open();
+    assert!(matches!(
+        store.read(f.id, Access::Token(&old_token), None),
+        Err(Error::Forbidden {
+            reason: TokenError::BadSignature,
+            ..
+        })
+    ));
+    assert!(store.read(f.id, Access::Token(&new_token), None).is_ok());
+    assert!(store.read(f.id, Access::Trusted, None).is_ok());
+}
+
+pub fn bad_input(backend: Backend) {
+    let h = Harness::new(backend);
+    let store = h.open();
+    let b = bucket("bad");
+    let long = "x".repeat(256);
+    for name in [
+        "",
+        "a/b",
+        "nul\0",
+        "tab\there",
+        "bell\u{7}",
+        ".",
+        "..",
+        long.as_str(),
+    ] {
+        let result = store.begin_upload(UploadRequest::new(b.clone(), name));
+        assert!(
+            matches!(result, Err(Error::InvalidFilename { .. })),
+            "{name:?} accepted"
+        );
+    }
+    assert!(store
+        .begin_upload(UploadRequest::new(b.clone(), "x".repeat(255)))
+        .is_ok());
+    assert!(matches!(
+        BucketName::new("no spaces"),
+        Err(Error::InvalidBucketName { .. })
+    ));
+    assert!(matches!(
+        store.file(FileId(987_654)),
+        Err(Error::NotFound { .. })
+    ));
+    let f = upload(&store, &b, "ok", b"12345");
+    assert!(matches!(
+        store.read(f.id, Access::Anonymous, Some(2..6)),
+        Err(Error::InvalidRange { size: 5, .. })
+    ));
+    // Announced digests that do not match leave nothing behind.
+    let data = content(3, 400_000);
+    let mut req = UploadRequest::new(b.clone(), "wrong");
+    req.expected_blake3 = Some(Blake3Hash::of(b"something else"));
+    let result = store.upload_bytes(req, &data);
+    assert!(matches!(
+        result,
+        Err(Error::DigestMismatch {
+            algorithm: "blake3",
+            ..
+        })
+    ));
+    let mut req = UploadRequest::new(b.clone(), "wrong");
+    req.expected_sha256 = Some([0; 32]);
+    let result = store.upload_bytes(req, &data);
+    assert!(matches!(
+        result,
+        Err(Error::DigestMismatch {
+            algorithm: "sha256",
+            ..
+        })
+    ));
+    let mut req = UploadRequest::new(b.clone(), "right");
+    req.expected_blake3 = Some(Blake3Hash::of(&data));
+    store.upload_bytes(req, &data).unwrap();
+    assert_eq!(store.bucket_stats(&b).unwrap().files, 2);
+    assert_eq!(walk_files(&h.data_dir().join("tmp")), 0);
+    assert_eq!(walk_files(&h.data_dir().join("blobs")), 1);
+    // An upload dropped without commit leaves nothing either.
+    let mut up = store
+        .begin_upload(UploadRequest::new(b.clone(), "dropped"))
+        .unwrap();
+    up.write_all(&content(4, 600_000)).unwrap();
+    drop(up);
+    assert_eq!(walk_files(&h.data_dir().join("tmp")), 0);
+    assert_eq!(store.bucket_stats(&b).unwrap().files, 2);
+    assert_consistent(&store);
+}
+
+pub fn digests_and_lookups(backend: Backend) {
+    let h = Harness::with_settings(
+        backend,
+        Settings {
+            keep_sha1_md5: true,
+            ..Settings::default()
+        },
+    );
+    let store = h.open();
+    let b = bucket("digests");
+    let f = upload(&store, &b, "abc", b"abc");
+    let info = store.blob_info(&f.blake3).unwrap().unwrap();
+    assert_eq!(
+        blobstore::to_hex(&info.sha256),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(
+        blobstore::to_hex(&info.sha1.unwrap()),
+        "a9993e364706816aba3e25717850c26c9cd0d89d"
+    );
+    assert_eq!(
+        blobstore::to_hex(&info.md5.unwrap()),
+        "900150983cd24fb0d6963f7d28e17f72"
+    );
+    let g = upload(&store, &bucket("elsewhere"), "abc2", b"abc");
+    for digest in [
+        Digest::Blake3(f.blake3),
+        Digest::Sha256(info.sha256),
+        Digest::Sha1(info.sha1.unwrap()),
+        Digest::Md5(info.md5.unwrap()),
+    ] {
+        assert_eq!(
+            store
+                .files_by_digest(&digest, Visibility::Public, 10)
+                .unwrap(),
+            vec![f.id, g.id],
+            "{digest}"
+        );
+        assert_eq!(
+            store
+                .files_by_digest(&digest, Visibility::Public, 1)
+                .unwrap(),
+            vec![f.id]
+        );
+        assert!(store
+            .files_by_digest(&digest, Visibility::Restricted, 10)
+            .unwrap()
+            .is_empty());
+    }
+    let parsed = Digest::parse("md5", "900150983cd24fb0d6963f7d28e17f72").unwrap();
+    assert_eq!(
+        store
+            .files_by_digest(&parsed, Visibility::Public, 10)
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_consistent(&store);
+}
+
+pub fn pagination_under_concurrent_inserts(backend: Backend) {
+    let h = Harness::new(backend);
+    let store = h.open();
+    let b = bucket("paged");
+    let mut existing = Vec::new();
+    for i in 0..150 {
+        existing.push(upload(&store, &b, &format!("f{i}"), &content(i, 30)).id);
+    }
+    // Noise in neighbouring buckets.
+    upload(&store, &bucket("page"), "x", b"x");
+    upload(&store, &bucket("pagedz"), "y", b"y");
+    let writer = {
+        let store = store.clone();
+        let b = b.clone();
+        std::thread::spawn(move || {
+            for i in 0..150 {
+                upload(&store, &b, &format!("new{i}"), &content(1000 + i, 30));
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_bucket(&b, after, 7).unwrap();
+        assert!(page.files.len() <= 7);
+        seen.extend(page.files.iter().map(|f| f.id));
+        assert!(page.files.iter().all(|f| f.bucket == b));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    writer.join().unwrap();
+    let unique: HashSet<FileId> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), seen.len(), "a file was listed twice");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "not in id order");
+    for id in &existing {
+        assert!(
+            unique.contains(id),
+            "file {id} that existed throughout was skipped"
+        );
+    }
+    let all = store.list_bucket(&b, None, 1000).unwrap();
+    assert_eq!(all.files.len(), 300);
+    assert_eq!(all.next, None);
+}
+
+pub fn verify_finds_corruption(backend: Backend) {
+    let h = Harness::new(backend);
+    let store = h.open();
+    let b = bucket("scrub");
+    let one = upload(&store, &b, "one", &content(1, 100_000));
+    let two = upload(&store, &b, "two", &content(2, 100_000));
+    let three = upload(&store, &b, "three", &content(3, 100_000));
+    upload(&store, &b, "inline", b"small");
+    let backend_fs = blobstore::LocalFsBackend::open(h.data_dir()).unwrap();
+    let path = backend_fs.blob_path(&one.blake3);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[500] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::remove_file(backend_fs.blob_path(&two.blake3)).unwrap();
+    // Resumable: one blob per batch.
+    let mut problems = Vec::new();
+    let mut after = None;
+    let mut batches = 0;
+    loop {
+        let report = store.verify(after, 1).unwrap();
+        batches += 1;
+        problems.extend(report.problems);
+        match report.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert!(batches >= 4);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems.contains(&BlobProblem::Missing { hash: two.blake3 }));
+    assert!(problems.iter().any(
+        |p| matches!(p, BlobProblem::Corrupt { hash, size: 100_000, .. } if *hash == one.blake3)
+    ));
+    assert!(matches!(
+        store.read(two.id, Access::Anonymous, None),
+        Err(Error::Corrupt { .. })
+    ));
+    assert_eq!(read_all(&store, three.id), content(3, 100_000));
+    // Inline content is checked on every read.
+    let engine = store.engine().clone();
+    let inline = engine.keyspace("bs.inline").unwrap();
+    let small = Blake3Hash::of(b"small");
+    let mut batch = engine::WriteBatch::new();
+    batch.put(inline, small.0, b"smalL");
+    engine.write(batch, engine::Durability::Sync).unwrap();
+    let id = store
+        .files_by_digest(&Digest::Blake3(small), Visibility::Public, 1)
+        .unwrap()[0];
+    assert!(matches!(
+        store.read(id, Access::Anonymous, None),
+        Err(Error::Corrupt { .. })
+    ));
+}
+
+pub fn downloads_are_counted(backend: Backend) {
+    let h = Harness::new(backend);
+    let store = h.open();
+    let f = upload(&store, &bucket("dl"), "f", b"0123456789");
+    let today = store.now().day();
+    for _ in 0..3 {
+        read_all(&store, f.id);
+    }
+    // A range read past the first byte is the continuation of a download.
+    store.read(f.id, Access::Anonymous, Some(5..10)).unwrap();
+    h.advance(DAY);
+    read_all(&store, f.id);
+    store.flush().unwrap();
+    assert_eq!(store.downloads(f.id, today).unwrap(), 3);
+    assert_eq!(store.downloads(f.id, store.now().day()).unwrap(), 1);
+    store.delete_file(f.id).unwrap();
+    assert_eq!(store.downloads(f.id, today).unwrap(), 0);
+}
+
+pub fn reopen_keeps_everything_and_ids_stay_unique(backend: Backend) {
+    let h = Harness::new(backend);
+    let store = h.open();
+    let b = bucket("reopen");
+    let f1 = upload(&store, &b, "a", &content(1, 5000));
+    let f2 = upload(&store, &b, "b", &content(2, 500_000));
+    store.delete_file(f2.id).unwrap();
+    drop(store);
+    let store = h.open();
+    assert_eq!(read_all(&store, f1.id), content(1, 5000));
+    let f3 = upload(&store, &b, "c", b"c");
+    assert!(f3.id > f2.id, "id {} reused after {}", f3.id, f2.id);
+    let stats = store.bucket_stats(&b).unwrap();
+    assert_eq!((stats.files, stats.logical_bytes), (2, 5001));
+    assert_consistent(&store);
+}
+
+pub fn orphans_are_swept(backend: Backend) {
+    let h = Harness::new(backend);
+    let store = h.open();
+    let b = bucket("orphans");
+    let kept = upload(&store, &b, "kept", &content(1, 100_000));
+    // Bytes that no record points to, as a crash between the rename and the batch leaves.
+    let fs = blobstore::LocalFsBackend::open(h.data_dir()).unwrap();
+    use blobstore::BlobBackend;
+    let orphan = content(2, 70_000);
+    let mut temp = fs.create_temp().unwrap();
+    temp.write_all(&orphan).unwrap();
+    temp.persist(&Blake3Hash::of(&orphan)).unwrap();
+    std::fs::write(h.data_dir().join("tmp").join("leftover.tmp"), b"partial").unwrap();
+    let young = store.sweep_orphans().unwrap();
+    assert_eq!((young.orphan_blobs, young.temp_files), (0, 0));
+    h.advance(DAY + HOUR);
+    let report = store.sweep_orphans().unwrap();
+    assert_eq!((report.orphan_blobs, report.temp_files), (1, 1));
+    assert_eq!(walk_files(&h.data_dir().join("blobs")), 1);
+    assert_eq!(read_all(&store, kept.id), content(1, 100_000));
+    assert_consistent(&store);
+}
+
+pub fn concurrent_uploads_and_deletes_stay_exact(backend: Backend) {
+    let h = Harness::new(backend);
+    let store = h.open();
+    let buckets = [bucket("c0"), bucket("c1"), bucket("c2")];
+    std::thread::scope(|scope| {
+        for t in 0..6u64 {
+            let store = store.clone();
+            let buckets = buckets.clone();
+            scope.spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0..40u64 {
+                    let size = if i % 5 == 0 { 40_000 } else { 64 };
+                    let data = content((t + i) % 7, size);
+                    let b = &buckets[((t + i) % 3) as usize];
+                    mine.push(upload(&store, b, "f", &data).id);
+                    if i % 3 == 0 {
+                        let victim = mine.swap_remove(((t * 7 + i) % mine.len() as u64) as usize);
+                        if i % 2 == 0 {
+                            store.delete_file(victim).unwrap();
+                        } else {
+                            store.delete_content(victim).unwrap();
+                        }
+                    }
+                    if i % 10 == 0 {
+                        store.gc(10).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    assert_consistent(&store);
+    let total: u64 = buckets
+        .iter()
+        .map(|b| store.bucket_stats(b).unwrap().files)
+        .sum();
+    assert_eq!(total, store.summary().unwrap().files);
+    assert_eq!(total, 6 * 40 - 6 * 14 / 2);
+}
