@@ -222,6 +222,38 @@ impl ObjectStoreBackend {
         let container = self.shared.container_name(location.container);
         Ok(self.shared.client.head(&container, &hash.to_hex())? == Some(location.size))
     }
+    /// The names of the objects in container `index` (a listing: for tools and tests).
+    ///
+    /// # Errors
+    /// The object store's error after retries.
+    pub fn objects(&self, index: u32) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        self.shared
+            .client
+            .list(&self.shared.container_name(index), "", &mut |o| {
+                names.push(o.name);
+                Ok(())
+            })?;
+        Ok(names)
+    }
+
+    /// The names of the segments of container `index`'s large objects (Swift keeps them in
+    /// `<container>-segments`; S3 multipart parts are not objects, so this is empty there).
+    ///
+    /// # Errors
+    /// The object store's error after retries.
+    pub fn segments(&self, index: u32) -> Result<Vec<String>> {
+        let container = self.shared.container_name(index);
+        let Some(segments) = self.shared.client.segments_container(&container) else {
+            return Ok(Vec::new());
+        };
+        let mut names = Vec::new();
+        self.shared.client.list(&segments, "", &mut |o| {
+            names.push(o.name);
+            Ok(())
+        })?;
+        Ok(names)
+    }
 }
 
 impl Shared {

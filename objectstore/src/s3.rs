@@ -263,7 +263,7 @@ impl ObjectClient for S3Client {
         self.run("head", bucket, key, || {
             match self
                 .runtime
-                .block_on(tokio::time::timeout(self.timeout, op.stat(key)))
+                .block_on(async { tokio::time::timeout(self.timeout, op.stat(key)).await })
             {
                 Err(_) => Err(Attempt::Transient("timed out".into())),
                 Ok(Ok(meta)) => Ok(Some(meta.content_length())),
