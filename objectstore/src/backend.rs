@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use blobstore::{BlobBackend, Blake3Hash, StoredBlob, TempBlob, Timestamp};
+use blobstore::{Blake3Hash, BlobBackend, StoredBlob, TempBlob, Timestamp};
 use engine::{Durability, Engine, Keyspace, WriteBatch};
 
 use crate::client::{ObjectClient, Retry};
@@ -137,25 +137,7 @@ impl ObjectStoreBackend {
                     config.segment_size,
                 )?),
             ),
-            Protocol::S3 {
-                endpoint,
-                region,
-                access_key,
-                secret_key,
-                virtual_host_style,
-            } => (
-                "s3",
-                Box::new(S3Client::new(
-                    endpoint,
-                    region,
-                    access_key,
-                    secret_key,
-                    *virtual_host_style,
-                    retry,
-                    timeout,
-                    config.segment_size,
-                )?),
-            ),
+            Protocol::S3 { .. } => ("s3", Box::new(S3Client::new(config, retry)?)),
         };
         fs::create_dir_all(&config.spool_dir)
             .map_err(|e| Error::io("creating", &config.spool_dir, e))?;
@@ -472,9 +454,9 @@ impl Shared {
             let hash = parts.next().and_then(|h| h.parse::<Blake3Hash>().ok());
             let size = parts.next().and_then(|s| s.parse::<u64>().ok());
             let used = match (hash, size) {
-                (Some(hash), Some(size)) => self.location(&hash)?.is_some_and(|l| {
-                    l.container == index && l.segmented && l.size == size
-                }),
+                (Some(hash), Some(size)) => self
+                    .location(&hash)?
+                    .is_some_and(|l| l.container == index && l.segmented && l.size == size),
                 _ => false,
             };
             if !used {

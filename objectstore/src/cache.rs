@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use blobstore::{BlobBackend, Blake3Hash, StoredBlob, TempBlob, Timestamp};
+use blobstore::{Blake3Hash, BlobBackend, StoredBlob, TempBlob, Timestamp};
 use engine::{Direction, Durability, Engine, EngineConfig, Keyspace, ScanRange, WriteBatch};
 
 use crate::config::CacheConfig;
@@ -114,12 +114,13 @@ impl CachedBackend {
         {
             Some(kv) => {
                 let (key, _) = kv?;
-                let bytes: [u8; 8] = key.get(..8).and_then(|b| b.try_into().ok()).ok_or(
-                    Error::CorruptRecord {
-                        what: "cache order",
-                        key: key.clone(),
-                    },
-                )?;
+                let bytes: [u8; 8] =
+                    key.get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or(Error::CorruptRecord {
+                            what: "cache order",
+                            key: key.clone(),
+                        })?;
                 u64::from_be_bytes(bytes) + 1
             }
             None => 0,
@@ -242,7 +243,11 @@ impl Cache {
         let mut batch = WriteBatch::new();
         batch.put(self.entries, hash.0, entry_value(size, *seq));
         batch.put(self.lru, seq_key(*seq, hash), []);
-        batch.counter_add(self.meta, META_TOTAL, i64::try_from(size).unwrap_or(i64::MAX));
+        batch.counter_add(
+            self.meta,
+            META_TOTAL,
+            i64::try_from(size).unwrap_or(i64::MAX),
+        );
         self.engine.write(batch, Durability::Sync)?;
         *seq += 1;
         self.total.fetch_add(size, Ordering::Relaxed);

@@ -263,6 +263,9 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(calls, 1);
-        assert!(matches!(error, Error::Refused { status: 403, .. }), "{error}");
+        assert!(
+            matches!(error, Error::Refused { status: 403, .. }),
+            "{error}"
+        );
     }
 }

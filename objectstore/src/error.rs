@@ -106,7 +106,11 @@ impl Error {
     }
 
     /// Wraps this error for the blob store's trait.
-    pub(crate) fn into_store(self, backend: &'static str, operation: &'static str) -> blobstore::Error {
+    pub(crate) fn into_store(
+        self,
+        backend: &'static str,
+        operation: &'static str,
+    ) -> blobstore::Error {
         match self {
             Error::Io {
                 operation,

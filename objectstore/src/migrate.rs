@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 
-use blobstore::{BlobBackend, Blake3Hash, LocalFsBackend, StoredBlob, TempBlob, Timestamp};
+use blobstore::{Blake3Hash, BlobBackend, LocalFsBackend, StoredBlob, TempBlob, Timestamp};
 
 use crate::error::{Error, Result};
 
@@ -170,10 +170,14 @@ fn walk(blobs: &Path, send: &mut dyn FnMut(Blake3Hash, PathBuf)) -> Result<()> {
     };
     for l1 in level1 {
         let l1 = l1.map_err(|e| Error::io("listing", blobs, e))?.path();
-        let Some(level2) = read_dir(&l1)? else { continue };
+        let Some(level2) = read_dir(&l1)? else {
+            continue;
+        };
         for l2 in level2 {
             let l2 = l2.map_err(|e| Error::io("listing", &l1, e))?.path();
-            let Some(files) = read_dir(&l2)? else { continue };
+            let Some(files) = read_dir(&l2)? else {
+                continue;
+            };
             for file in files {
                 let file = file.map_err(|e| Error::io("listing", &l2, e))?;
                 if let Some(hash) = file

@@ -16,7 +16,7 @@ use opendal::{ErrorKind, Operator};
 use tokio::runtime::Runtime;
 
 use crate::client::{status_attempt, Attempt, AttemptResult, Listed, ObjectClient, Retry};
-use crate::config::S3_MAX_PART_IN_MEMORY;
+use crate::config::{ObjectStoreConfig, Protocol, S3_MAX_PART_IN_MEMORY};
 use crate::error::Error;
 
 /// An S3 account; one OpenDAL operator per bucket.
@@ -89,16 +89,21 @@ impl Read for StreamRead {
 }
 
 impl S3Client {
-    pub(crate) fn new(
-        endpoint: &str,
-        region: &str,
-        access_key: &str,
-        secret_key: &str,
-        virtual_host_style: bool,
-        retry: Retry,
-        timeout: Duration,
-        segment_size: u64,
-    ) -> Result<Self, Error> {
+    /// The client of `config`, whose protocol must be S3.
+    pub(crate) fn new(config: &ObjectStoreConfig, retry: Retry) -> Result<Self, Error> {
+        let Protocol::S3 {
+            endpoint,
+            region,
+            access_key,
+            secret_key,
+            virtual_host_style,
+        } = &config.protocol
+        else {
+            return Err(Error::Config("not an S3 configuration".into()));
+        };
+        let virtual_host_style = *virtual_host_style;
+        let timeout = Duration::from_millis(config.request_timeout_ms);
+        let segment_size = config.segment_size;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("objectstore-s3")
@@ -223,8 +228,8 @@ impl ObjectClient for S3Client {
             self.part_size.max(1)
         };
         self.run("put", bucket, key, || {
-            let mut file = File::open(path)
-                .map_err(|e| Attempt::Permanent(Error::io("opening", path, e)))?;
+            let mut file =
+                File::open(path).map_err(|e| Attempt::Permanent(Error::io("opening", path, e)))?;
             file.seek(SeekFrom::Start(0))
                 .map_err(|e| Attempt::Permanent(Error::io("seeking in", path, e)))?;
             self.runtime.block_on(async {

@@ -173,8 +173,9 @@ impl SwiftClient {
         key: &str,
         attempt: impl FnMut() -> AttemptResult<T>,
     ) -> Result<T, Error> {
-        self.retry
-            .run(operation, container, key, attempt, &|| self.forget_session())
+        self.retry.run(operation, container, key, attempt, &|| {
+            self.forget_session()
+        })
     }
 
     fn put_file_range(
@@ -186,8 +187,8 @@ impl SwiftClient {
         len: u64,
     ) -> Result<(), Error> {
         self.run("put", container, key, || {
-            let mut file = File::open(path)
-                .map_err(|e| Attempt::Permanent(Error::io("opening", path, e)))?;
+            let mut file =
+                File::open(path).map_err(|e| Attempt::Permanent(Error::io("opening", path, e)))?;
             file.seek(SeekFrom::Start(offset))
                 .map_err(|e| Attempt::Permanent(Error::io("seeking in", path, e)))?;
             let response = self.send(Method::PUT, container, key, |r| {
@@ -195,7 +196,7 @@ impl SwiftClient {
                     .body(Body::sized(file.take(len), len)))
             })?;
             match response.status().as_u16() {
-                201 | 202 | 200 => Ok(()),
+                200..=202 => Ok(()),
                 status => Err(status_attempt(
                     status,
                     body_text(response),
@@ -211,7 +212,8 @@ impl SwiftClient {
 impl ObjectClient for SwiftClient {
     fn ensure_container(&self, container: &str) -> Result<(), Error> {
         self.run("create container", container, "", || {
-            let response = self.send(Method::PUT, container, "", |r| Ok(r.timeout(self.timeout)))?;
+            let response =
+                self.send(Method::PUT, container, "", |r| Ok(r.timeout(self.timeout)))?;
             match response.status().as_u16() {
                 201 | 202 | 204 => Ok(()),
                 status => Err(status_attempt(
@@ -265,7 +267,7 @@ impl ObjectClient for SwiftClient {
                 Ok(r.timeout(self.timeout).body(body.clone()))
             })?;
             match response.status().as_u16() {
-                201 | 202 | 200 => Ok(()),
+                200..=202 => Ok(()),
                 status => Err(status_attempt(
                     status,
                     body_text(response),
@@ -280,7 +282,12 @@ impl ObjectClient for SwiftClient {
     fn head(&self, container: &str, key: &str) -> Result<Option<u64>, Error> {
         self.run("head", container, key, || {
             let response =
-                self.send(Method::HEAD, container, key, |r| Ok(r.timeout(self.timeout)))?;
+                self.send(
+                    Method::HEAD,
+                    container,
+                    key,
+                    |r| Ok(r.timeout(self.timeout)),
+                )?;
             match response.status().as_u16() {
                 200 | 204 => Ok(Some(
                     response
@@ -291,7 +298,13 @@ impl ObjectClient for SwiftClient {
                         .unwrap_or(0),
                 )),
                 404 => Ok(None),
-                status => Err(status_attempt(status, String::new(), "head", container, key)),
+                status => Err(status_attempt(
+                    status,
+                    String::new(),
+                    "head",
+                    container,
+                    key,
+                )),
             }
         })
     }
@@ -439,4 +452,3 @@ impl ObjectClient for SwiftClient {
         self.delete(container, name, false)
     }
 }
-

@@ -75,11 +75,9 @@ pub fn unique_prefix() -> String {
 /// The configuration of the environment's Swift for `protocol`, with a fresh prefix.
 pub fn config(protocol: Protocol, spool: PathBuf) -> ObjectStoreConfig {
     let config = match protocol {
-        Protocol::Swift => ObjectStoreConfig::swift(
-            env("SWIFT_AUTH_URL"),
-            env("SWIFT_USER"),
-            env("SWIFT_KEY"),
-        ),
+        Protocol::Swift => {
+            ObjectStoreConfig::swift(env("SWIFT_AUTH_URL"), env("SWIFT_USER"), env("SWIFT_KEY"))
+        }
         Protocol::S3 => ObjectStoreConfig::s3(
             env("S3_ENDPOINT"),
             env("S3_REGION"),

@@ -35,3 +35,11 @@ common::protocol_tests!(objects as object_store:
     unrecorded_uploads_and_orphans_are_swept,
     deleted_blobs_leave_the_object_store,
 );
+
+common::protocol_tests!(cache as cache_over:
+    cached_blobs_are_served_while_the_object_store_is_unreachable,
+);
+
+common::protocol_tests!(migrate as migration:
+    local_blobs_move_to_the_object_store_while_reads_continue,
+);

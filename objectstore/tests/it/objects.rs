@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use blobstore::{Access, BlobBackend, Blake3Hash, Store, UploadRequest};
+use blobstore::{Access, Blake3Hash, BlobBackend, Store, UploadRequest};
 use engine::{Backend, Durability, WriteBatch};
 use objectstore::ObjectStoreConfig;
 
@@ -34,7 +34,7 @@ pub fn large_objects_are_segmented_and_read_back_as_one(backend: Backend) {
     let mut h = Harness::new(backend);
     // Swift accepts segments of any size; S3 parts are at least 5 MiB.
     let (threshold, segment, size) = match h.protocol {
-        Protocol::Swift => (2 << 20, 1 << 20, (3 << 20) + 4567),
+        Protocol::Swift => (2 << 20, 1 << 20, (3 << 20) + 4567_usize),
         Protocol::S3 => (6 << 20, 5 << 20, (12 << 20) + 4567),
     };
     h.config = h.config.clone().segments(threshold, segment);
@@ -46,7 +46,7 @@ pub fn large_objects_are_segmented_and_read_back_as_one(backend: Backend) {
     let small_file = upload_streaming(&store, "small.bin", &small);
 
     assert_eq!(read_all(&store, file.id), bytes);
-    let seg = segment as u64;
+    let seg: u64 = segment;
     let size = size as u64;
     for range in [
         0..1,
@@ -178,7 +178,11 @@ pub fn unrecorded_uploads_and_orphans_are_swept(backend: Backend) {
     assert_eq!(remote.objects(0).unwrap(), vec![kept.blake3.to_hex()]);
     assert!(!remote.exists(&orphan_hash).unwrap());
     assert!(!remote.exists(&unrecorded_hash).unwrap());
-    assert!(!h.config.spool_dir.join("objectstore-spool-crashed").exists());
+    assert!(!h
+        .config
+        .spool_dir
+        .join("objectstore-spool-crashed")
+        .exists());
     assert_eq!(read_all(&store, kept.id), content(7, 50_000));
     assert_consistent(&store);
 }
