@@ -122,13 +122,28 @@ fn stopping_the_proxy_mid_transfer_loses_no_acknowledged_upload() {
     .container_prefix(unique_prefix())
     .spool_dir(work.path().join("spool"))
     .objects_per_container(25)
-    // Uploads and reads ride through short blips and give up within two seconds.
+    // Uploads and reads ride through short blips and give up within three seconds.
     .retry(RetryConfig::new(
         Duration::from_millis(20),
         Duration::from_millis(400),
-        Duration::from_secs(2),
+        Duration::from_secs(3),
     ));
     let mem = MemEngine::new(&keyspaces());
+    {
+        // A fresh Swift on a busy machine answers 503 for a while: wait until it stores an
+        // object (creating the first container), with a patient retry policy.
+        let patient = config.clone().retry(RetryConfig::new(
+            Duration::from_millis(100),
+            Duration::from_secs(2),
+            Duration::from_secs(120),
+        ));
+        let engine: Arc<dyn engine::Engine> = Arc::new(mem.reopen(&keyspaces()));
+        let warm = ObjectStoreBackend::open(&patient, engine).unwrap();
+        let bytes = content(u64::MAX, 1000);
+        let mut temp = warm.create_temp().unwrap();
+        std::io::Write::write_all(&mut temp, &bytes).unwrap();
+        temp.persist(&Blake3Hash::of(&bytes)).unwrap();
+    }
     let engine: Arc<dyn engine::Engine> = Arc::new(mem.reopen(&keyspaces()));
     let remote = Arc::new(ObjectStoreBackend::open(&config, engine.clone()).unwrap());
     let cached = Arc::new(
@@ -243,7 +258,7 @@ fn stopping_the_proxy_mid_transfer_loses_no_acknowledged_upload() {
         for (id, hash) in &hot {
             assert_eq!(Blake3Hash::of(&read_all(&store, *id)), *hash);
         }
-        std::thread::sleep(Duration::from_secs(4));
+        std::thread::sleep(Duration::from_secs(5));
         swift.start_proxy();
         std::thread::sleep(Duration::from_millis(2500));
         stop.store(true, Ordering::Relaxed);
