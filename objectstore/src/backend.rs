@@ -204,6 +204,21 @@ impl ObjectStoreBackend {
         let container = self.shared.container_name(location.container);
         Ok(self.shared.client.head(&container, &hash.to_hex())? == Some(location.size))
     }
+    /// Checks that the object store answers (authentication and a listing of the current
+    /// container, within the retry budget): for `/health`. An error with
+    /// [`Error::is_unavailable`] means the object store is the failing dependency.
+    ///
+    /// # Errors
+    /// The object store's error.
+    pub fn probe(&self) -> Result<()> {
+        let current = self.shared.alloc.lock().expect("alloc lock").current;
+        self.shared.client.list(
+            &self.shared.container_name(current),
+            "health-probe/",
+            &mut |_| Ok(()),
+        )
+    }
+
     /// The names of the objects in container `index` (a listing: for tools and tests).
     ///
     /// # Errors

@@ -339,3 +339,50 @@ impl ObjectStoreConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_toml_parses_with_defaults_filled_in() {
+        let text = r#"
+            protocol = { type = "swift", auth_url = "http://127.0.0.1:8080/auth/v1.0", user = "test:tester", key = "testing" }
+            container_prefix = "librarian"
+            spool_dir = "/srv/spool"
+            retry = { budget_ms = 5000 }
+            [cache]
+            dir = "/srv/cache"
+            capacity_bytes = 1000
+        "#;
+        let config: ObjectStoreConfig = toml::from_str(text).unwrap();
+        assert!(
+            matches!(config.protocol, Protocol::Swift { ref user, .. } if user == "test:tester")
+        );
+        assert_eq!(config.objects_per_container, DEFAULT_OBJECTS_PER_CONTAINER);
+        assert_eq!(config.large_object_threshold, 5 << 30);
+        assert_eq!(config.retry.budget_ms, 5000);
+        assert_eq!(config.retry.initial_backoff_ms, 50);
+        assert_eq!(config.cache.as_ref().map(|c| c.capacity_bytes), Some(1000));
+        config.validate().unwrap();
+        assert!(
+            !format!("{config:?}").contains("testing"),
+            "the key is redacted"
+        );
+
+        let s3: ObjectStoreConfig = toml::from_str(
+            r#"protocol = { type = "s3", endpoint = "http://h", region = "r", access_key = "a", secret_key = "s" }"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            s3.protocol,
+            Protocol::S3 {
+                virtual_host_style: false,
+                ..
+            }
+        ));
+        assert!(toml::from_str::<ObjectStoreConfig>(r#"protocol = { type = "ftp" }"#).is_err());
+        assert!(s3.clone().container_prefix("Bad_Name").validate().is_err());
+        assert!(s3.objects_per_container(0).validate().is_err());
+    }
+}

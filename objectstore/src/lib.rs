@@ -23,10 +23,11 @@
 //! let keyspaces: Vec<&str> =
 //!     blobstore::KEYSPACES.iter().chain(objectstore::KEYSPACES).copied().collect();
 //! let engine = EngineConfig::rocksdb("/srv/librarian/meta").open(&keyspaces)?;
-//! let backend = open_backend(&config, engine.clone())?;
+//! let backends = open_backend(&config, engine.clone())?;
 //! let store = blobstore::StoreBuilder::with_engine(engine, "/srv/librarian")
-//!     .backend(backend)
+//!     .backend(backends.blob_backend.clone())
 //!     .open()?;
+//! // In /health: `backends.object_store.probe()`; an `is_unavailable()` error names Swift.
 //! # drop(store);
 //! # Ok(())
 //! # }
@@ -52,6 +53,19 @@ pub use config::{
 pub use error::{is_unavailable, Error, Result};
 pub use migrate::{migrate, MigrateOptions, MigrateReport, MigratingBackend};
 
+/// What [`open_backend`] builds: the backend to give the store, and handles on its parts for
+/// `/health` and statistics.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Backends {
+    /// For [`blobstore::StoreBuilder::backend`]: the object store, behind the cache if any.
+    pub blob_backend: Arc<dyn blobstore::BlobBackend>,
+    /// The object store itself ([`ObjectStoreBackend::probe`] for `/health`).
+    pub object_store: ObjectStoreBackend,
+    /// The read cache, when configured ([`CachedBackend::stats`]).
+    pub cache: Option<Arc<CachedBackend>>,
+}
+
 /// The backend `config` describes: the object store, behind the read cache when
 /// `config.cache` is set.
 ///
@@ -61,10 +75,22 @@ pub use migrate::{migrate, MigrateOptions, MigrateReport, MigratingBackend};
 pub fn open_backend(
     config: &ObjectStoreConfig,
     engine: Arc<dyn engine::Engine>,
-) -> Result<Arc<dyn blobstore::BlobBackend>> {
-    let remote = Arc::new(ObjectStoreBackend::open(config, engine)?);
-    Ok(match &config.cache {
-        Some(cache) => Arc::new(CachedBackend::open(remote, cache)?),
-        None => remote,
+) -> Result<Backends> {
+    let object_store = ObjectStoreBackend::open(config, engine)?;
+    let cache = match &config.cache {
+        Some(cache) => Some(Arc::new(CachedBackend::open(
+            Arc::new(object_store.clone()),
+            cache,
+        )?)),
+        None => None,
+    };
+    let blob_backend: Arc<dyn blobstore::BlobBackend> = match &cache {
+        Some(cache) => cache.clone(),
+        None => Arc::new(object_store.clone()),
+    };
+    Ok(Backends {
+        blob_backend,
+        object_store,
+        cache,
     })
 }

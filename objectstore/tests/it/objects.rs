@@ -191,6 +191,7 @@ pub fn deleted_blobs_leave_the_object_store(backend: Backend) {
     let h = Harness::new(backend);
     let remote = Arc::new(h.object_backend());
     let store = h.open_with(remote.clone());
+    remote.probe().unwrap();
     let bytes = content(11, 70_000);
     let one = upload_streaming(&store, "one", &bytes);
     let two = upload_streaming(&store, "two", &bytes);
@@ -224,6 +225,8 @@ pub fn unreachable_store_fails_fast_and_records_nothing(protocol: Protocol) {
             Duration::from_millis(50),
             Duration::from_millis(300),
         );
+        let probe = h.object_backend().probe().unwrap_err();
+        assert!(probe.is_unavailable(), "{probe}");
         let store = h.open();
         let error = store
             .upload_bytes(
