@@ -1,6 +1,7 @@
 # The two commands of the README, for a fresh Debian machine with only the Rust toolchain:
 #   make run    installs what it needs, builds, and starts the services on 127.0.0.1
-#   make test   installs what it needs, then fmt, clippy and every test of every backend
+#   make test   installs what it needs, then fmt, clippy and every test of every backend,
+#               with a real single-node Swift started for the object-store tests
 # Build output is kept under the user's cache directory between runs.
 
 SHELL := /bin/bash
@@ -36,11 +37,11 @@ build: setup
 test: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
-	cargo test --workspace --all-features --no-fail-fast
+	bash scripts/with-swift.sh cargo test --workspace --all-features --no-fail-fast
 	cargo build --manifest-path fuzz/Cargo.toml
 
 run: setup
-	bash scripts/run.sh
+	bash scripts/run-services.sh
 
 bench: setup
 	cargo bench -p benches
