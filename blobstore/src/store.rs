@@ -1845,7 +1845,9 @@ impl Store {
                 .is_some_and(|(since, hash)| zero_since.get(&hash) == Some(&Some(since)));
             if !valid {
                 problem(Inconsistency::Record {
-                    detail: format!("zero-ref entry that does not match its blob at key {key:02x?}"),
+                    detail: format!(
+                        "zero-ref entry that does not match its blob at key {key:02x?}"
+                    ),
                 });
             }
         }
