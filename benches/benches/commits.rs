@@ -88,11 +88,13 @@ fn fixture(engine: Arc<dyn Engine>) -> Fixture {
     let stats = graphs.stats(repo).unwrap();
     println!(
         "import of rev-list + for-each-ref text ({} commits, {} branches) into the store: {:?}; \
-         {} chains, index {} bytes = {:.1} bytes/commit",
+         {} chains (longest {}, {} checkpoints), index {} bytes = {:.1} bytes/commit",
         summary.appended.added,
         summary.branches,
         took,
         stats.chains,
+        stats.longest_chain,
+        stats.checkpoints,
         stats.bytes,
         stats.bytes as f64 / stats.commits as f64
     );

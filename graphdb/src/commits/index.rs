@@ -120,6 +120,10 @@ pub struct IndexStats {
     pub chains: usize,
     /// Commits with two or more parents.
     pub merges: usize,
+    /// The length of the longest first-parent chain.
+    pub longest_chain: usize,
+    /// Checkpoints (reach vectors kept along long chains).
+    pub checkpoints: usize,
     /// Heap bytes held by the index, ids and id map included (from capacities, an estimate of
     /// the allocator's view).
     pub bytes: usize,
@@ -253,6 +257,8 @@ impl CommitIndex {
             commits: self.len(),
             chains: self.chains.len(),
             merges: self.chains.iter().map(|c| c.merges.len()).sum(),
+            longest_chain: self.chains.iter().map(|c| c.nodes.len()).max().unwrap_or(0),
+            checkpoints: self.chains.iter().map(|c| c.checkpoints.len()).sum(),
             bytes: self.ids.capacity() * size_of::<CommitId>()
                 + map_bytes
                 + self.labels.capacity() * size_of::<Labels>()
@@ -297,8 +303,8 @@ impl CommitIndex {
         protected: &HashSet<u32>,
     ) -> Result<Plan, CommitError> {
         let first = self.ids.len() as u32;
-        let mut nodes: Vec<PlannedNode> = Vec::new();
-        let mut batch_ids: HashMap<CommitId, u32> = HashMap::new();
+        let mut nodes: Vec<PlannedNode> = Vec::with_capacity(commits.len());
+        let mut batch_ids: HashMap<CommitId, u32> = HashMap::with_capacity(commits.len());
         // Lengths of the chains that this batch extends or creates.
         let mut chain_len: HashMap<u32, u32> = HashMap::new();
         let mut next_chain = self.chains.len() as u32;
@@ -437,6 +443,12 @@ impl CommitIndex {
     /// Applies a plan made by [`CommitIndex::plan`] on this index, unchanged since.
     pub(crate) fn apply(&mut self, plan: Plan) {
         debug_assert_eq!(plan.first as usize, self.ids.len());
+        let n = plan.nodes.len();
+        self.ids.reserve(n);
+        self.by_id.reserve(n);
+        self.labels.reserve(n);
+        self.first_parent.reserve(n);
+        self.extra_start.reserve(n);
         for node in plan.nodes {
             self.push_node(node.id, &node.parents, node.labels);
         }

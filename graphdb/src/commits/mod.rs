@@ -483,6 +483,13 @@ impl CommitGraphs {
         let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
         let source = handle.tip(&state, branch)?;
         let target = handle.tip(&state, target)?;
+        {
+            // Warm path: compare under the cache lock, without touching the vector's count.
+            let cache = handle.reach.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(reach) = cache.get(&target) {
+                return Ok(state.index.reached(reach, source));
+            }
+        }
         let reach = handle.reach(&state, target, None);
         Ok(state.index.reached(&reach, source))
     }
