@@ -31,7 +31,7 @@ use std::cell::RefCell;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use super::error::CommitError;
-use super::id::{CommitId, RepoId};
+use super::id::{CommitId, IdMap, RepoId};
 
 /// No commit: the first parent of a root.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -136,7 +136,7 @@ pub struct IndexStats {
 pub struct CommitIndex {
     repo: RepoId,
     ids: Vec<CommitId>,
-    by_id: HashMap<CommitId, u32>,
+    by_id: IdMap<u32>,
     labels: Vec<Labels>,
     first_parent: Vec<u32>,
     /// Node `v`'s other parents are `extras[extra_start[v]..extra_start[v + 1]]`.
@@ -174,7 +174,7 @@ impl CommitIndex {
             checkpoint_every: every.max(2),
             repo,
             ids: Vec::new(),
-            by_id: HashMap::new(),
+            by_id: IdMap::default(),
             labels: Vec::new(),
             first_parent: Vec::new(),
             extra_start: vec![0],
@@ -304,7 +304,8 @@ impl CommitIndex {
     ) -> Result<Plan, CommitError> {
         let first = self.ids.len() as u32;
         let mut nodes: Vec<PlannedNode> = Vec::with_capacity(commits.len());
-        let mut batch_ids: HashMap<CommitId, u32> = HashMap::with_capacity(commits.len());
+        let mut batch_ids: IdMap<u32> =
+            IdMap::with_capacity_and_hasher(commits.len(), Default::default());
         // Lengths of the chains that this batch extends or creates.
         let mut chain_len: HashMap<u32, u32> = HashMap::new();
         let mut next_chain = self.chains.len() as u32;
