@@ -9,7 +9,7 @@ use std::str::FromStr;
 /// digits) object name. Stored and compared as raw bytes; shown as lowercase hex.
 ///
 /// `Hash` feeds only the first 16 bytes (ids are cryptographic hashes already) as two `u64`s;
-/// [`IdHashBuilder`] mixes them with per-process random keys, so crafted ids cannot aim at
+/// the crate's id maps mix them with per-process random keys, so crafted ids cannot aim at
 /// one bucket.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CommitId {
