@@ -24,6 +24,8 @@ struct Fixture {
     branches: Vec<(String, u32)>,
     graphs: CommitGraphs,
     repo: RepoId,
+    /// The same graph in a bare index (no store), built by the fixture.
+    index: CommitIndex,
 }
 
 fn size() -> usize {
@@ -56,7 +58,16 @@ fn fixture(engine: Arc<dyn Engine>) -> Fixture {
         ..DagParams::default()
     });
     let ids = dag.synthetic_ids(3);
-    let commits = dag.new_commits(&ids);
+    // The order an import gives (default branch's first-parent history first), so that the
+    // bare index below is the same as the store's.
+    let (rev_list, refs) = (dag.rev_list(&ids), dag.refs(&ids));
+    let entries = graphdb::commits::import::parse_rev_list(&rev_list).unwrap();
+    let tips: Vec<CommitId> = std::iter::once(&dag.branches[0])
+        .chain(&dag.branches[1..])
+        .map(|(_, tip)| ids[*tip as usize])
+        .collect();
+    let commits = graphdb::commits::import::order_commits(&entries, |_| false, &tips).unwrap();
+    drop(entries);
     let merges = dag.parents.iter().filter(|p| p.len() > 1).count();
     println!(
         "generated {n} commits ({merges} merges, {:.1}%) in {:?}",
@@ -69,30 +80,33 @@ fn fixture(engine: Arc<dyn Engine>) -> Fixture {
     index.append(&commits).unwrap();
     let stats = index.stats();
     println!(
-        "index build (in memory, {} commits): {:?}; {} chains, {} merges, {} bytes = {:.1} bytes/commit",
+        "index build (in memory, {} commits in import order): {:?}; {} chains (longest {}, {} \
+         checkpoints), {} merges, {} bytes = {:.1} bytes/commit",
         stats.commits,
         started.elapsed(),
         stats.chains,
+        stats.longest_chain,
+        stats.checkpoints,
         stats.merges,
         stats.bytes,
         stats.bytes as f64 / stats.commits as f64
     );
-    drop(index);
 
     let graphs = CommitGraphs::open(engine).unwrap();
     let repo = RepoId(1);
-    let (rev_list, refs) = (dag.rev_list(&ids), dag.refs(&ids));
     let started = Instant::now();
     let summary = graphs.import(repo, &rev_list, &refs).unwrap();
     let took = started.elapsed();
     let stats = graphs.stats(repo).unwrap();
     println!(
         "import of rev-list + for-each-ref text ({} commits, {} branches) into the store: {:?}; \
-         {} chains, index {} bytes = {:.1} bytes/commit",
+         {} chains (longest {}, {} checkpoints), index {} bytes = {:.1} bytes/commit",
         summary.appended.added,
         summary.branches,
         took,
         stats.chains,
+        stats.longest_chain,
+        stats.checkpoints,
         stats.bytes,
         stats.bytes as f64 / stats.commits as f64
     );
@@ -102,6 +116,7 @@ fn fixture(engine: Arc<dyn Engine>) -> Fixture {
         branches: dag.branches,
         graphs,
         repo,
+        index,
     }
 }
 
@@ -109,7 +124,8 @@ fn bench_commits(c: &mut Criterion) {
     if std::env::var_os("COMMITS_BENCH_ROCKSDB").is_some() {
         rocksdb_figures();
     }
-    let f = fixture(EngineConfig::memory().open(KEYSPACES).unwrap());
+    let mut f = fixture(EngineConfig::memory().open(KEYSPACES).unwrap());
+    let mut index = std::mem::replace(&mut f.index, CommitIndex::new(RepoId(0)));
     let (graphs, repo) = (&f.graphs, f.repo);
     let mut rng = SplitMix::new(11);
 
@@ -240,8 +256,12 @@ fn bench_commits(c: &mut Criterion) {
     };
     let mut appends = Vec::new();
     let mut pushes = Vec::new();
+    let mut index_only = Vec::new();
     for i in 0..100 {
         let (name, batch, tip) = make_push(&mut rng);
+        let t = Instant::now();
+        index.append(&batch).unwrap();
+        index_only.push(t.elapsed());
         let t = Instant::now();
         if i % 2 == 0 {
             graphs.append(repo, &batch).unwrap();
@@ -254,6 +274,7 @@ fn bench_commits(c: &mut Criterion) {
             pushes.push(t.elapsed());
         }
     }
+    percentiles("append 1000 commits (index only, no engine)", index_only);
     percentiles("append 1000 commits (memory engine)", appends);
     percentiles(
         "push 1000 commits + branch move with changed-set (memory engine)",

@@ -20,7 +20,8 @@ pub struct DagParams {
     pub merge_ratio: f64,
     /// Probability that a merge has three or four parents. Default: 0.05.
     pub octopus_ratio: f64,
-    /// Probability that a commit is an orphan root. Default: 0.0005.
+    /// Probability that a commit of a branch other than `main` is an orphan root. Default:
+    /// 0.0005.
     pub root_ratio: f64,
     /// Probability that a commit of a branch other than `main` restarts the branch from
     /// `main`'s tip. Default: 0.01.
@@ -118,7 +119,8 @@ impl GeneratedDag {
                 Some(tip) => tip,
             };
             let mut ps = Vec::new();
-            if !rng.chance(params.root_ratio) {
+            // Orphan roots start side histories (later merged), never `main`'s own.
+            if branch == 0 || !rng.chance(params.root_ratio) {
                 ps.push(first);
                 if rng.chance(params.merge_ratio) {
                     let extra = if rng.chance(params.octopus_ratio) {

@@ -1,11 +1,17 @@
 //! Commit ids and repository ids.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::str::FromStr;
 
 /// A commit id: the raw bytes of a SHA-1 (20 bytes, 40 hex digits) or SHA-256 (32 bytes, 64 hex
 /// digits) object name. Stored and compared as raw bytes; shown as lowercase hex.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// `Hash` feeds only the first 16 bytes (ids are cryptographic hashes already) as two `u64`s;
+/// the crate's id maps mix them with per-process random keys, so crafted ids cannot aim at
+/// one bucket.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CommitId {
     len: u8,
     bytes: [u8; 32],
@@ -84,6 +90,82 @@ impl CommitId {
         s
     }
 }
+
+impl Hash for CommitId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let (head, tail) = self.bytes.split_at(8);
+        state.write_u64(u64::from_le_bytes(head.try_into().unwrap_or_default()));
+        state.write_u64(u64::from_le_bytes(tail[..8].try_into().unwrap_or_default()));
+    }
+}
+
+/// A keyed hasher for [`CommitId`] maps: a folded 128-bit multiply per `u64` written, with
+/// random keys drawn once per map from the standard library's `RandomState`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IdHashBuilder {
+    k0: u64,
+    k1: u64,
+}
+
+impl Default for IdHashBuilder {
+    fn default() -> Self {
+        let random = std::collections::hash_map::RandomState::new();
+        IdHashBuilder {
+            k0: random.hash_one(0x51u8),
+            k1: random.hash_one(0xA7u8) | 1,
+        }
+    }
+}
+
+impl BuildHasher for IdHashBuilder {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher {
+            state: self.k0,
+            key: self.k1,
+        }
+    }
+}
+
+/// The hasher of [`IdHashBuilder`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IdHasher {
+    state: u64,
+    key: u64,
+}
+
+impl IdHasher {
+    #[inline]
+    fn mix(&mut self, value: u64) {
+        let product = u128::from(self.state ^ value) * u128::from(self.key);
+        self.state = (product as u64) ^ ((product >> 64) as u64);
+    }
+}
+
+impl Hasher for IdHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, value: u64) {
+        self.mix(value);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.state
+    }
+}
+
+/// A map keyed by commit ids.
+pub(crate) type IdMap<V> = HashMap<CommitId, V, IdHashBuilder>;
 
 fn hex_value(byte: u8) -> Option<u8> {
     match byte {

@@ -3,10 +3,8 @@
 //! for [`super::CommitGraphs::push`]. Pure functions over text: they never panic, and report the
 //! first problem with its 1-based line number.
 
-use std::collections::HashMap;
-
 use super::error::{CommitError, ImportInput, LineError};
-use super::id::CommitId;
+use super::id::{CommitId, IdMap};
 use super::index::NewCommit;
 use super::BranchUpdate;
 
@@ -153,7 +151,8 @@ pub fn order_commits(
     starts: &[CommitId],
 ) -> Result<Vec<NewCommit>, CommitError> {
     let fail = |line, e| error(ImportInput::RevList, line, e);
-    let mut index_of: HashMap<CommitId, usize> = HashMap::with_capacity(entries.len());
+    let mut index_of: IdMap<usize> =
+        IdMap::with_capacity_and_hasher(entries.len(), Default::default());
     let mut unique = Vec::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
         match index_of.get(&entry.commit) {

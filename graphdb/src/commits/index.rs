@@ -29,9 +29,10 @@
 
 use std::cell::RefCell;
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::OnceLock;
 
 use super::error::CommitError;
-use super::id::{CommitId, RepoId};
+use super::id::{CommitId, IdMap, RepoId};
 
 /// No commit: the first parent of a root.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -80,8 +81,9 @@ struct Chain {
     /// The positions of the commits that have more than one parent, ascending.
     merges: Vec<u32>,
     /// `checkpoints[i]` is the reach vector of the commit at position
-    /// `(i + 1) * checkpoint_every - 1`.
-    checkpoints: Vec<Vec<u32>>,
+    /// `(i + 1) * checkpoint_every - 1`, computed when the slot is made (bulk loads) or by the
+    /// first walk that wants it (small pushes), so that a push never waits for one.
+    checkpoints: Vec<OnceLock<Vec<u32>>>,
 }
 
 /// A commit of a [`Plan`].
@@ -120,6 +122,10 @@ pub struct IndexStats {
     pub chains: usize,
     /// Commits with two or more parents.
     pub merges: usize,
+    /// The length of the longest first-parent chain.
+    pub longest_chain: usize,
+    /// Checkpoints computed so far (reach vectors kept along long chains).
+    pub checkpoints: usize,
     /// Heap bytes held by the index, ids and id map included (from capacities, an estimate of
     /// the allocator's view).
     pub bytes: usize,
@@ -132,7 +138,7 @@ pub struct IndexStats {
 pub struct CommitIndex {
     repo: RepoId,
     ids: Vec<CommitId>,
-    by_id: HashMap<CommitId, u32>,
+    by_id: IdMap<u32>,
     labels: Vec<Labels>,
     first_parent: Vec<u32>,
     /// Node `v`'s other parents are `extras[extra_start[v]..extra_start[v + 1]]`.
@@ -170,7 +176,7 @@ impl CommitIndex {
             checkpoint_every: every.max(2),
             repo,
             ids: Vec::new(),
-            by_id: HashMap::new(),
+            by_id: IdMap::default(),
             labels: Vec::new(),
             first_parent: Vec::new(),
             extra_start: vec![0],
@@ -242,9 +248,13 @@ impl CommitIndex {
             .map(|c| {
                 (c.nodes.capacity()
                     + c.merges.capacity()
-                    + c.checkpoints.iter().map(Vec::capacity).sum::<usize>())
+                    + c.checkpoints
+                        .iter()
+                        .filter_map(OnceLock::get)
+                        .map(Vec::capacity)
+                        .sum::<usize>())
                     * 4
-                    + c.checkpoints.capacity() * size_of::<Vec<u32>>()
+                    + c.checkpoints.capacity() * size_of::<OnceLock<Vec<u32>>>()
                     + size_of::<Chain>()
             })
             .sum();
@@ -253,6 +263,12 @@ impl CommitIndex {
             commits: self.len(),
             chains: self.chains.len(),
             merges: self.chains.iter().map(|c| c.merges.len()).sum(),
+            longest_chain: self.chains.iter().map(|c| c.nodes.len()).max().unwrap_or(0),
+            checkpoints: self
+                .chains
+                .iter()
+                .map(|c| c.checkpoints.iter().filter(|v| v.get().is_some()).count())
+                .sum(),
             bytes: self.ids.capacity() * size_of::<CommitId>()
                 + map_bytes
                 + self.labels.capacity() * size_of::<Labels>()
@@ -297,8 +313,9 @@ impl CommitIndex {
         protected: &HashSet<u32>,
     ) -> Result<Plan, CommitError> {
         let first = self.ids.len() as u32;
-        let mut nodes: Vec<PlannedNode> = Vec::new();
-        let mut batch_ids: HashMap<CommitId, u32> = HashMap::new();
+        let mut nodes: Vec<PlannedNode> = Vec::with_capacity(commits.len());
+        let mut batch_ids: IdMap<u32> =
+            IdMap::with_capacity_and_hasher(commits.len(), Default::default());
         // Lengths of the chains that this batch extends or creates.
         let mut chain_len: HashMap<u32, u32> = HashMap::new();
         let mut next_chain = self.chains.len() as u32;
@@ -437,12 +454,20 @@ impl CommitIndex {
     /// Applies a plan made by [`CommitIndex::plan`] on this index, unchanged since.
     pub(crate) fn apply(&mut self, plan: Plan) {
         debug_assert_eq!(plan.first as usize, self.ids.len());
+        let n = plan.nodes.len();
+        self.ids.reserve(n);
+        self.by_id.reserve(n);
+        self.labels.reserve(n);
+        self.first_parent.reserve(n);
+        self.extra_start.reserve(n);
+        // A bulk load computes its checkpoints now; a small push leaves them to the first walk.
+        let eager = n >= 4 * self.checkpoint_every;
         for node in plan.nodes {
-            self.push_node(node.id, &node.parents, node.labels);
+            self.push_node(node.id, &node.parents, node.labels, eager);
         }
     }
 
-    fn push_node(&mut self, id: CommitId, parents: &[u32], labels: Labels) {
+    fn push_node(&mut self, id: CommitId, parents: &[u32], labels: Labels, eager: bool) {
         let node = self.ids.len() as u32;
         self.ids.push(id);
         self.by_id.insert(id, node);
@@ -459,13 +484,13 @@ impl CommitIndex {
         if parents.len() > 1 {
             chain.merges.push(labels.position);
         }
-        let len = chain.nodes.len();
-        let base = (len % self.checkpoint_every == 0).then(|| chain.checkpoints.last().cloned());
         self.next_rank = self.next_rank.max(labels.rank + 1);
-        if let Some(base) = base {
-            // Extends the previous checkpoint of the chain: an ancestor of this commit.
-            let vector = self.reach(node, base.as_deref());
-            self.chains[labels.chain as usize].checkpoints.push(vector);
+        if chain.nodes.len() % self.checkpoint_every == 0 {
+            chain.checkpoints.push(OnceLock::new());
+            let index = chain.checkpoints.len() - 1;
+            if eager {
+                self.checkpoint(labels.chain, index);
+            }
         }
     }
 
@@ -513,7 +538,7 @@ impl CommitIndex {
                 }
             }
         }
-        self.push_node(id, parents, labels);
+        self.push_node(id, parents, labels, true);
         Ok(())
     }
 
@@ -572,6 +597,38 @@ impl CommitIndex {
         None
     }
 
+    /// Checkpoint `i` of chain `c`, computing it (and any missing one below it, each extending
+    /// the previous) on first use.
+    fn checkpoint(&self, c: u32, i: usize) -> &[u32] {
+        let chain = &self.chains[c as usize];
+        if let Some(vector) = chain.checkpoints[i].get() {
+            return vector;
+        }
+        let mut first = i;
+        while first > 0 && chain.checkpoints[first - 1].get().is_none() {
+            first -= 1;
+        }
+        for j in first..=i {
+            let base = j
+                .checked_sub(1)
+                .and_then(|below| chain.checkpoints[below].get())
+                .map(Vec::as_slice);
+            let node = chain.nodes[(j + 1) * self.checkpoint_every - 1];
+            let vector = self.reach(node, base);
+            // Another thread may have set it meanwhile: to the same vector.
+            let _ = chain.checkpoints[j].set(vector);
+        }
+        chain.checkpoints[i].get().map_or(&[], Vec::as_slice)
+    }
+
+    /// The index of the highest checkpoint of `chain` strictly below position `end - 1` (so
+    /// that a checkpoint is never used while it is being computed), if any.
+    fn checkpoint_below(&self, chain: &Chain, end: u32) -> Option<usize> {
+        let count =
+            ((end as usize).saturating_sub(1) / self.checkpoint_every).min(chain.checkpoints.len());
+        count.checked_sub(1)
+    }
+
     fn search(&self, scratch: &mut Scratch, a: u32, la: Labels, b: u32) -> bool {
         if scratch.reach.len() < self.chains.len() {
             scratch.reach.resize(self.chains.len(), 0);
@@ -585,7 +642,7 @@ impl CommitIndex {
             }
             // Inside a checkpoint that does not reach `a`: nothing below reaches it either.
             if scratch.covers.iter().any(|&(cc, i)| {
-                self.chains[cc as usize].checkpoints[i as usize]
+                self.checkpoint(cc, i as usize)
                     .get(c as usize)
                     .is_some_and(|&r| r >= end)
             }) {
@@ -599,18 +656,17 @@ impl CommitIndex {
                 return true;
             }
             let chain = &self.chains[c as usize];
-            // The highest checkpoint at or below `end - 1` settles everything below it.
-            let checkpoint = (end as usize / self.checkpoint_every).min(chain.checkpoints.len());
+            // The highest checkpoint below `end - 1` settles everything up to it.
             let mut floor = 0;
-            if checkpoint > 0 {
-                let index = checkpoint as u32 - 1;
-                if self.reached(&chain.checkpoints[index as usize], a) {
+            if let Some(index) = self.checkpoint_below(chain, end) {
+                if self.reached(self.checkpoint(c, index), a) {
                     return true;
                 }
+                let index = index as u32;
                 if scratch.covers.len() < MAX_COVERS && !scratch.covers.contains(&(c, index)) {
                     scratch.covers.push((c, index));
                 }
-                floor = (checkpoint * self.checkpoint_every) as u32;
+                floor = (index + 1) * self.checkpoint_every as u32;
             }
             // Commits at or below `a`'s generation cannot reach it, nor can their parents.
             let low = chain.nodes[..end as usize]
@@ -666,11 +722,10 @@ impl CommitIndex {
             }
             let chain = &self.chains[c as usize];
             // A checkpoint well above what is known is a closed set: take it whole.
-            let checkpoint = (end as usize / self.checkpoint_every).min(chain.checkpoints.len());
-            if checkpoint > 0
-                && checkpoint * self.checkpoint_every > old as usize + self.checkpoint_every
-            {
-                for (r, &x) in reach.iter_mut().zip(&chain.checkpoints[checkpoint - 1]) {
+            let index = self.checkpoint_below(chain, end);
+            let worth = |i: usize| i * self.checkpoint_every > old as usize;
+            if let Some(index) = index.filter(|&i| worth(i)) {
+                for (r, &x) in reach.iter_mut().zip(self.checkpoint(c, index)) {
                     *r = (*r).max(x);
                 }
                 old = reach[c as usize];

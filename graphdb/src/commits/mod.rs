@@ -7,8 +7,9 @@
 //! keeps, per repository touched since open, a [`CommitIndex`] in memory. Commits arrive in
 //! batches ([`CommitGraphs::push`]), parents before children; every batch is checked first and
 //! then written as one atomic engine batch with its labels, so opening a repository loads the
-//! labels instead of recomputing them. How the index works is described in [`index`'s
-//! docs](CommitIndex) and in `graphdb/DESIGN.md`.
+//! labels instead of recomputing them. How the index works (generation numbers, first-parent
+//! chains, a second topological rank, reach vectors and checkpoints, a walk over chain segments
+//! as the exact fallback) is described in `graphdb/DESIGN.md`, section "Commit graphs".
 //!
 //! ```
 //! use graphdb::commits::{BranchUpdate, CommitGraphs, CommitId, NewCommit, RepoId, KEYSPACES};
@@ -126,6 +127,11 @@ pub struct ImportSummary {
 /// The commit graphs of every repository, over one engine. Cheap to share behind an `Arc`;
 /// every method takes `&self`. Methods block on the engine: call them from a blocking thread,
 /// not an async worker.
+///
+/// A repository is loaded on first use (a scan of its stored commits and labels, about 3 s per
+/// million commits from RocksDB) while the table of loaded repositories is locked, and stays
+/// loaded until [`CommitGraphs::unload`]. Queries on one repository share a read lock; a push
+/// holds its write lock from the checks to the reported changes.
 #[derive(Debug)]
 pub struct CommitGraphs {
     engine: Arc<dyn Engine>,
@@ -483,6 +489,13 @@ impl CommitGraphs {
         let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
         let source = handle.tip(&state, branch)?;
         let target = handle.tip(&state, target)?;
+        {
+            // Warm path: compare under the cache lock, without touching the vector's count.
+            let cache = handle.reach.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(reach) = cache.get(&target) {
+                return Ok(state.index.reached(reach, source));
+            }
+        }
         let reach = handle.reach(&state, target, None);
         Ok(state.index.reached(&reach, source))
     }
