@@ -232,7 +232,7 @@ impl GraphStoreBuilder {
     /// Opens the store. Namespaces are loaded when first asked for.
     ///
     /// # Errors
-    /// [`Error::Engine`] when the engine lacks one of [`KEYSPACES`].
+    /// [`Error::Engine`] when the engine lacks one of [`crate::KEYSPACES`].
     pub fn open(self) -> Result<GraphStore> {
         let ks = storage::Keyspaces::of(&*self.engine)?;
         Ok(GraphStore {
@@ -256,7 +256,7 @@ pub struct GraphStore {
 }
 
 impl GraphStore {
-    /// Settings for a store over `engine`, which must declare [`KEYSPACES`].
+    /// Settings for a store over `engine`, which must declare [`crate::KEYSPACES`].
     pub fn builder(engine: Arc<dyn Engine>) -> GraphStoreBuilder {
         GraphStoreBuilder {
             engine,
