@@ -90,12 +90,16 @@ fn main() {
     drop(tsv);
     let stats = teams.stats();
     println!(
-        "index: {} nodes, {} membership edges, {} (member, team) pairs, {} closure bytes = {:.2} bytes/pair; {}",
+        "index: {} nodes, {} membership edges, {} (member, team) pairs of which {} team-team; \
+         persisted closure {} bytes = {:.2} bytes/pair; every node's closure would be {} bytes = {:.2} bytes/pair; {}",
         stats.nodes,
         stats.membership_edges,
         stats.pairs,
+        stats.group_pairs,
         stats.closure_bytes,
         stats.closure_bytes as f64 / stats.pairs as f64,
+        stats.full_closure_bytes,
+        stats.full_closure_bytes as f64 / stats.pairs as f64,
         rss()
     );
 

@@ -204,8 +204,13 @@ pub struct IndexStats {
     pub membership_edges: u64,
     /// (member, group) pairs in the closure.
     pub pairs: u64,
-    /// Bytes of the persisted closure values (serialised roaring bitmaps, keys excluded).
+    /// (member, group) pairs whose member is a group: what the persisted closure holds.
+    pub group_pairs: u64,
+    /// Bytes of the persisted closure values: the groups' serialised roaring bitmaps, keys
+    /// excluded (leaves are derived at load).
     pub closure_bytes: u64,
+    /// Bytes the closure of every node would take serialised the same way (for comparison).
+    pub full_closure_bytes: u64,
 }
 
 /// Opens a [`GraphStore`]: engine first, then optional settings.
@@ -819,9 +824,17 @@ impl Namespace {
             ..IndexStats::default()
         };
         for (x, anc) in state.anc.iter().enumerate() {
-            if state.node(x as u32).is_some() && !anc.is_empty() {
+            let Some(node) = state.node(x as u32) else {
+                continue;
+            };
+            if !anc.is_empty() {
+                let bytes = anc.serialized_size() as u64;
                 stats.pairs += anc.len();
-                stats.closure_bytes += anc.serialized_size() as u64;
+                stats.full_closure_bytes += bytes;
+                if node.kind == NodeKind::Group {
+                    stats.group_pairs += anc.len();
+                    stats.closure_bytes += bytes;
+                }
             }
         }
         stats.membership_edges = state

@@ -497,6 +497,16 @@ impl State {
         self.recompute(&all);
     }
 
+    /// Sets the closure of every leaf from its active direct groups, whose closures are exact
+    /// (after loading the persisted closures of the groups).
+    pub fn derive_leaves(&mut self) {
+        let leaves = self.leaves.clone();
+        for x in &leaves {
+            let anc = self.union_of_parents(&[x], None);
+            self.anc[x as usize] = anc;
+        }
+    }
+
     /// Rebuilds `desc` as the transpose of `anc` (after loading).
     pub fn transpose(&mut self) {
         self.probe = self.anc.iter().map(Probe::of).collect();
