@@ -55,3 +55,13 @@ pub use teams::{TeamFilter, Teams};
 /// The keyspaces this crate's graph store uses; declare them when opening the engine (the
 /// directory server adds those of the other modules).
 pub const KEYSPACES: &[&str] = graph::KEYSPACES;
+
+// The handles are shared between the directory server's threads.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<GraphStore>();
+    shareable::<Namespace>();
+    shareable::<Teams>();
+    shareable::<PackageSets>();
+    shareable::<Error>();
+};

@@ -1,5 +1,7 @@
 //! The integration tests of `graphdb`: one binary, one suite stamped out per engine backend.
 
+mod concurrency;
+mod crash;
 mod faults;
 mod generated;
 mod model;
