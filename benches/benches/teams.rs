@@ -107,22 +107,57 @@ fn main() {
     let heavy = g.persons[g.heavy_person].clone();
     let two_k = g.teams[g.special_roots[6]].clone();
 
-    // Membership writes with synced durability: percentiles.
+    // Membership writes with synced durability: percentiles; meanwhile another thread probes
+    // is-member, which must not wait for the writes' fsyncs.
     let mut rng = Lcg(1);
     let general_team = |rng: &mut Lcg| g.teams[g.teams.len() - 1 - rng.below(20_000)].clone();
+    let probes: Vec<(NodeId, NodeId)> = {
+        let view = teams.view();
+        let mut r = Lcg(9);
+        (0..100_000)
+            .map(|_| {
+                (
+                    view.id(&g.persons[r.below(g.persons.len())])
+                        .expect("person"),
+                    view.id(&g.teams[r.below(g.teams.len())]).expect("team"),
+                )
+            })
+            .collect()
+    };
+    let writing = std::sync::atomic::AtomicBool::new(true);
     let mut samples = Vec::new();
-    for _ in 0..300 {
-        let p = &g.persons[rng.below(g.persons.len() - 1)];
-        let team = general_team(&mut rng);
-        let t = Instant::now();
-        teams
-            .set_membership(&team, p, Role::Member, None)
-            .expect("add");
-        samples.push(t.elapsed());
-        let t = Instant::now();
-        teams.remove_membership(&team, p).expect("remove");
-        samples.push(t.elapsed());
-    }
+    let reads = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut reads = Vec::new();
+            let mut i = 0;
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let (p, t) = probes[i % probes.len()];
+                i += 1;
+                let start = Instant::now();
+                black_box(teams.view().is_member_id(p, t));
+                reads.push(start.elapsed());
+            }
+            reads
+        });
+        for _ in 0..300 {
+            let p = &g.persons[rng.below(g.persons.len() - 1)];
+            let team = general_team(&mut rng);
+            let t = Instant::now();
+            teams
+                .set_membership(&team, p, Role::Member, None)
+                .expect("add");
+            samples.push(t.elapsed());
+            let t = Instant::now();
+            teams.remove_membership(&team, p).expect("remove");
+            samples.push(t.elapsed());
+        }
+        writing.store(false, std::sync::atomic::Ordering::Relaxed);
+        reader.join().expect("reader")
+    });
+    percentiles(
+        "is-member while another thread writes with Durability::Sync",
+        reads,
+    );
     percentiles("add/remove membership, Durability::Sync, RocksDB", samples);
     drop(teams);
     drop(store);

@@ -325,6 +325,7 @@ impl GraphStore {
             clock: Arc::clone(&self.clock),
             durability: self.durability,
             state: RwLock::new(state),
+            writer: Mutex::new(()),
             poisoned: Mutex::new(None),
         });
         check_kind(&ns, kind)?;
@@ -412,9 +413,12 @@ pub(crate) fn validate_relation(name: &str) -> Result<()> {
 
 /// One namespace: its nodes, edges and index, in memory and in the engine.
 ///
-/// Reads take a shared lock and never touch the engine. Writes take the exclusive lock,
-/// update the in-memory index, and write the edge, the changed closures and the index time in
-/// one atomic batch.
+/// Reads take a shared lock and never touch the engine. Writes are serialised by a writer
+/// mutex; each takes the exclusive lock only to validate and update the in-memory state and
+/// index, then writes the edge, the changed closures and the index time in one atomic batch
+/// after releasing it, so readers never wait for an fsync. A reader may therefore see a
+/// write shortly before it is durable (and, if the engine write fails, a write that is then
+/// rolled back); a writer's `Ok` always means durable as configured.
 #[derive(Debug)]
 pub struct Namespace {
     name: String,
@@ -425,6 +429,7 @@ pub struct Namespace {
     clock: Arc<dyn Clock>,
     durability: Durability,
     state: RwLock<State>,
+    writer: Mutex<()>,
     poisoned: Mutex<Option<String>>,
 }
 
@@ -477,6 +482,9 @@ impl Namespace {
     /// Runs a write: `f` validates, then mutates the state and adds its records to the batch;
     /// the changed closures and the index time are added, and the batch is written.
     fn write<T>(&self, f: impl FnOnce(&mut State, &mut WriteBatch) -> Result<T>) -> Result<T> {
+        // Writers queue here, so their batches reach the engine in the order their changes
+        // were applied in memory; readers only wait for the in-memory part below.
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(cause) = &*self.poisoned.lock().unwrap_or_else(|e| e.into_inner()) {
             return Err(Error::Poisoned {
                 namespace: self.name.clone(),
@@ -484,28 +492,27 @@ impl Namespace {
             });
         }
         let now = self.clock.now();
-        let mut state = self.write_state();
-        state.advance(now);
-        let mut batch = WriteBatch::new();
-        let out = f(&mut state, &mut batch)?;
-        let mut dirty = state.dirty.clone();
-        storage::persist_dirty(&self.ks, self.id, &mut state, &mut batch);
+        let (out, batch) = {
+            let mut state = self.write_state();
+            state.advance(now);
+            let mut batch = WriteBatch::new();
+            let out = f(&mut state, &mut batch)?;
+            storage::persist_dirty(&self.ks, self.id, &mut state, &mut batch);
+            (out, batch)
+        };
         match self.engine.write(batch, self.durability) {
             Ok(()) => Ok(out),
             Err(error) => {
                 // Memory is ahead of the engine: go back to what the engine holds.
                 *self.poisoned.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
-                match self
+                let mut state = self.write_state();
+                if let Ok(fresh) = self
                     .engine
                     .snapshot()
                     .map_err(Error::from)
                     .and_then(|view| storage::load(&*view, &self.ks, self.id))
                 {
-                    Ok(fresh) => *state = fresh,
-                    Err(_) => {
-                        dirty |= &state.dirty;
-                        state.dirty = dirty;
-                    }
+                    *state = fresh;
                 }
                 Err(error.into())
             }
