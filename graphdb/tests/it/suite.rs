@@ -89,6 +89,17 @@ pub fn nested_membership_and_queries(fx: Fixture) {
         ["bob", "desktop", "ubuntu"]
     );
     assert_eq!(teams.path("bob", "core").unwrap(), None);
+    let ids = teams.team_ids_of("alice", Depth::Transitive).unwrap();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(teams.view().id("ubuntu").unwrap().0));
+    assert_eq!(teams.kind("alice"), Some(NodeKind::Leaf));
+    assert_eq!(teams.kind("core"), Some(NodeKind::Group));
+    assert_eq!(teams.kind("nobody"), None);
+    assert_eq!(
+        teams.membership("core", "alice").unwrap(),
+        Some((Role::Admin, None))
+    );
+    assert_eq!(teams.membership("core", "bob").unwrap(), None);
 
     // A person cannot have members; unknown names are errors.
     let err = teams
