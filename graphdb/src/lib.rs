@@ -9,6 +9,10 @@
 //! loads it instead of rebuilding it. Expired edges leave the index at the second they expire,
 //! as told by a [`Clock`]. [`Teams`] and [`PackageSets`] are the two typed façades.
 //!
+//! Every call blocks (on a lock, on the CPU, or on the engine for writes): call it from
+//! `spawn_blocking` or a dedicated thread in async code. `graphdb/DESIGN.md` describes the
+//! layout, the index and its update rules.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use graphdb::{Depth, GraphStore, ManualClock, Role, TeamFilter};
