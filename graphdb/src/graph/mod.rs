@@ -1087,8 +1087,10 @@ pub(crate) struct BulkLoad {
     pub edges: Vec<(String, String, EdgeKind, Option<i64>)>,
 }
 
-/// Sorts the names of `ids` after `after` and cuts one page of at most `limit`.
+/// Sorts the names of `ids` after `after` and cuts one page of at most `limit` (a limit of 0
+/// counts as 1, so that a page always makes progress).
 fn page(state: &State, ids: &RoaringBitmap, after: Option<&str>, limit: usize) -> Page {
+    let limit = limit.max(1);
     let mut names: Vec<&str> = ids
         .iter()
         .map(|x| state.name(x))
@@ -1197,7 +1199,8 @@ impl View<'_> {
         self.filter(ids, filter)
     }
 
-    /// One page of the members of `group`, sorted by name, after the cursor `after`.
+    /// One page of the members of `group`, sorted by name (byte order), after the cursor
+    /// `after` (exclusive), at most `limit` (at least 1) long.
     ///
     /// # Errors
     /// [`Error::UnknownNode`].

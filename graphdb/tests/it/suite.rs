@@ -383,6 +383,21 @@ pub fn pagination_by_name(fx: Fixture) {
         }
     }
     assert_eq!(got, names);
+    let one = teams
+        .members("big", Depth::Transitive, TeamFilter::Persons, None, 0)
+        .unwrap();
+    assert_eq!(one.items, [names[0].clone()]);
+    assert_eq!(one.next.as_deref(), Some(names[0].as_str()));
+    let last = teams
+        .members(
+            "big",
+            Depth::Transitive,
+            TeamFilter::Persons,
+            Some(&names[24]),
+            10,
+        )
+        .unwrap();
+    assert_eq!(last, graphdb::Page::default());
 }
 
 pub fn node_removal(fx: Fixture) {
