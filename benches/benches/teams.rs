@@ -197,6 +197,25 @@ fn main() {
         view.group_ids_of(heavy_id, Depth::Direct).len(),
         view.group_ids_of(heavy_id, Depth::Transitive).len()
     );
+    let sizes: Vec<u64> = g
+        .teams
+        .iter()
+        .map(|t| {
+            let id = view.id(t).expect("team");
+            view.member_ids_of(id, Depth::Transitive, Filter::Leaves)
+                .len()
+        })
+        .collect();
+    println!(
+        "teams with more than 1,600 transitive persons: {}; largest: {:?}",
+        sizes.iter().filter(|&&n| n > 1_600).count(),
+        {
+            let mut top = sizes.clone();
+            top.sort_unstable_by(|a, b| b.cmp(a));
+            top.truncate(14);
+            top
+        }
+    );
     let pairs: Vec<(NodeId, NodeId)> = (0..1_000_000)
         .map(|_| {
             (

@@ -1,7 +1,7 @@
 //! A generator of team graphs shaped like the real one, for tests and benchmarks.
 //!
 //! [`Shape::full`] is the production shape: 500,000 persons and 30,000 teams nested up to 6
-//! levels, one team of 18,000 transitive members, one of 12,000, ten of 1,600 to 2,500, one
+//! levels, one team of 18,000 transitive members, one of 12,000, ten of 1,601 to 2,501, one
 //! person in 300 teams, most persons in 1 to 5 teams, some `audits` relations and some expired
 //! memberships. [`Shape::scaled`] divides the counts for fast tests. The output is
 //! deterministic for a seed.
@@ -41,7 +41,7 @@ impl Shape {
     pub fn full() -> Shape {
         let mut special = vec![(18_000, vec![5, 4, 3, 2, 2]), (12_000, vec![4, 3, 2, 2, 2])];
         for i in 0..10 {
-            special.push((1_600 + 100 * i, vec![3, 2, 2]));
+            special.push((1_601 + 100 * i, vec![3, 2, 2]));
         }
         Shape {
             persons: 500_000,
