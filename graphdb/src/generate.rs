@@ -173,11 +173,13 @@ impl Generated {
             teams.push(format!("team-{t}"));
         }
         let general: Vec<usize> = (first_general..teams.len()).collect();
-        // Nest about 30% of the general teams under an earlier general team, at most 6 levels.
+        // Nest about 30% of the general teams under one of the 200 general teams created just
+        // before (so that no general team grows to the size of the special ones), at most 6
+        // levels deep.
         let mut depth = vec![0u8; teams.len()];
         for &t in general.iter().skip(1) {
             if rng.gen_ratio(3, 10) {
-                let parent = rng.gen_range(first_general..t);
+                let parent = rng.gen_range(t.saturating_sub(200).max(first_general)..t);
                 if depth[parent] < 5 {
                     depth[t] = depth[parent] + 1;
                     edges.push(GenEdge {
