@@ -22,7 +22,8 @@ pub struct Shape {
     /// Teams, all kinds together.
     pub teams: usize,
     /// The special teams: for each, the number of transitive person members and the branching
-    /// of its subtree of nested teams, level by level.
+    /// of its subtree of nested teams, level by level; the persons are spread evenly over the
+    /// subtree's teams.
     pub special: Vec<(usize, Vec<usize>)>,
     /// How many teams the busiest person belongs to directly.
     pub heavy_person_teams: usize,
@@ -39,7 +40,11 @@ pub struct Shape {
 impl Shape {
     /// The production shape.
     pub fn full() -> Shape {
-        let mut special = vec![(18_000, vec![5, 4, 3, 2, 2]), (12_000, vec![4, 3, 2, 2, 2])];
+        // Wide at the top, so that no subteam of the two largest reaches 1,600 persons.
+        let mut special = vec![
+            (18_000, vec![12, 3, 2, 2, 2]),
+            (12_000, vec![8, 3, 2, 2, 2]),
+        ];
         for i in 0..10 {
             special.push((1_601 + 100 * i, vec![3, 2, 2]));
         }
