@@ -763,7 +763,8 @@ impl Namespace {
         })
     }
 
-    /// Compares the index with a fresh BFS from every node over the active edges.
+    /// Compares the index with a fresh BFS from every node over the active edges. It holds a
+    /// read lock throughout (writers wait): about a second on the full team graph.
     pub fn check(&self) -> CheckReport {
         let view = self.view();
         let state = &view.state;
