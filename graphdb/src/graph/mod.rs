@@ -764,7 +764,7 @@ impl Namespace {
     }
 
     /// Compares the index with a fresh BFS from every node over the active edges. It holds a
-    /// read lock throughout (writers wait): about a second on the full team graph.
+    /// read lock throughout (writers wait), for a time proportional to the closure's size.
     pub fn check(&self) -> CheckReport {
         let view = self.view();
         let state = &view.state;
