@@ -24,6 +24,8 @@ GIT_PAIRS="${GIT_PAIRS:-100}"
 WRK_SECONDS="${WRK_SECONDS:-5}"
 PG_SECONDS="${PG_SECONDS:-5}"
 HTTP_FILES="${HTTP_FILES:-2000}"
+# The team graph the peers and the directory server load (the production shape by default).
+PEER_PERSONS="${PEER_PERSONS:-500000}"
 DOCS="${DOCS:-$root/docs}"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lpstore/target}"
@@ -125,7 +127,7 @@ say "blob store, by size; BLAKE3"
 full_exported=""
 for p in $TEAM_SCALES; do
     say "team graph, $p persons"
-    if [ "$p" = 500000 ]; then
+    if [ "$p" = "$PEER_PERSONS" ]; then
         "$cap" teams --persons "$p" --dir "$work" --results "$results" --export "$work/teams"
         full_exported=1
     else
@@ -134,7 +136,7 @@ for p in $TEAM_SCALES; do
 done
 if [ -z "$full_exported" ]; then
     # The peers need the production shape even when a smaller set of scales was asked for.
-    "$cap" teams --persons 500000 --dir "$work" --results "$work/discard.tsv" --export "$work/teams"
+    "$cap" teams --persons "$PEER_PERSONS" --dir "$work" --results "$work/discard.tsv" --export "$work/teams"
 fi
 
 for n in $COMMIT_SCALES; do
@@ -166,7 +168,7 @@ ancestry() {
     while read -r a b; do
         git -C "$repo" merge-base --is-ancestor "$a" "$b" && true
     done <"$work/git/pairs.sha"
-    echo "($(now_us) - $t0) / $GIT_PAIRS" | bc -l
+    echo "($(now_us) - $t0) / $GIT_PAIRS" | calc
 }
 t0=$(now_us)
 for _ in $(seq "$GIT_PAIRS"); do git -C "$repo" rev-parse HEAD >/dev/null; done
@@ -193,7 +195,7 @@ if [ "$(id -u)" = 0 ]; then
     as_pg=(runuser -u postgres --)
 fi
 pgport=$(free_port)
-"${as_pg[@]}" "$pgbin/initdb" -q -D "$pgdata" -A trust -U capacity --no-sync >/dev/null
+"${as_pg[@]}" "$pgbin/initdb" -D "$pgdata" -A trust -U capacity --no-sync >/dev/null
 "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgdata" -w -l "$pgdata/log" \
     -o "-p $pgport -k $pgdata -c listen_addresses=127.0.0.1" start >/dev/null
 psql_() { "${as_pg[@]}" "$pgbin/psql" -X -q -h 127.0.0.1 -p "$pgport" -U capacity -d postgres -v ON_ERROR_STOP=1 "$@"; }
@@ -204,10 +206,10 @@ psql_ -c "ALTER TABLE teamparticipation ADD CONSTRAINT teamparticipation_team_pe
 psql_ -c "CREATE INDEX teamparticipation_person_idx ON teamparticipation (person)"
 psql_ -c "VACUUM ANALYZE teamparticipation"
 pgcmd="pgbench -n -M prepared -c 1 -j 1 -T $PG_SECONDS -f QUERY.sql (TeamParticipation of Shape::full)"
-row "pg/load (COPY + indexes + analyze)" 500000 "$(echo "($(now_us) - $t0) / 1000000" | calc)" s "$pgcmd"
-row "pg/TeamParticipation rows" 500000 "$TP_ROWS" rows "$pgcmd"
+row "pg/load (COPY + indexes + analyze)" "$PEER_PERSONS" "$(echo "($(now_us) - $t0) / 1000000" | calc)" s "$pgcmd"
+row "pg/TeamParticipation rows" "$PEER_PERSONS" "$TP_ROWS" rows "$pgcmd"
 bytes=$(psql_ -At -c "SELECT pg_total_relation_size('teamparticipation')")
-row "pg/bytes per row (table + indexes)" 500000 "$(echo "$bytes / $TP_ROWS" | calc)" B "$pgcmd"
+row "pg/bytes per row (table + indexes)" "$PEER_PERSONS" "$(echo "$bytes / $TP_ROWS" | calc)" B "$pgcmd"
 cat >"$work/pg-is-member.sql" <<SQL
 \set p random(1, $PERSONS)
 \set t random($((PERSONS + 1)), $((PERSONS + TEAMS)))
@@ -224,7 +226,7 @@ pgbench_() {
     local out
     out=$("${as_pg[@]}" "$pgbin/pgbench" -n -M prepared -c 1 -j 1 -T "$PG_SECONDS" -f "$work/pg-$2.sql" \
         -h 127.0.0.1 -p "$pgport" -U capacity postgres 2>&1)
-    row "pg/$1" 500000 "$(echo "$out" | awk '/latency average/ {print $4 * 1000}')" µs \
+    row "pg/$1" "$PEER_PERSONS" "$(echo "$out" | awk '/latency average/ {print $4 * 1000}')" µs \
         "${pgcmd/QUERY/pg-$2}"
 }
 pgbench_ "is-member" is-member
@@ -266,12 +268,15 @@ lport=$(free_port)
 "$bin/librarian" --data-dir "$work/librarian" serve --dev --listen "127.0.0.1:$lport" 2>"$work/librarian.log" &
 pids+=($!)
 wait_http "http://127.0.0.1:$lport/health"
+first=1
 for f in "$work"/files/f*; do
     name=$(basename "$f")
-    printf 'url = "http://127.0.0.1:%s/buckets/capacity/files?filename=%s.bin"\ndata-binary = "@%s"\nwrite-out = "\\n"\nnext\n' \
+    [ -n "$first" ] || echo next
+    first=""
+    printf 'url = "http://127.0.0.1:%s/buckets/capacity/files?filename=%s.bin"\ndata-binary = "@%s"\nheader = "Content-Type: application/octet-stream"\nwrite-out = "\\n"\n' \
         "$lport" "$name" "$f"
 done >"$work/upload.curl"
-curl -sS -f -H 'Content-Type: application/octet-stream' -K "$work/upload.curl" >"$work/uploaded.json"
+curl -sS -f -K "$work/upload.curl" >"$work/uploaded.json"
 grep -o '"id":[0-9]*' "$work/uploaded.json" | cut -d: -f2 >"$work/ids"
 [ "$(wc -l <"$work/ids")" = "$HTTP_FILES" ] || { echo "upload failed: $(head -c 300 "$work/uploaded.json")" >&2; exit 1; }
 paste -d' ' "$work/ids" <(ls "$work/files") | while read -r id name; do

@@ -63,6 +63,13 @@ impl Run {
             .map(|r| (r.scale, r.value))
     }
 
+    /// The growth of `name` per unit of scale between its smallest and largest scale.
+    fn slope(&self, name: &str) -> Option<f64> {
+        let points = self.series(name);
+        let (first, last) = (points.first()?, points.last()?);
+        (last.0 > first.0).then(|| (last.1 - first.1) / (last.0 - first.0))
+    }
+
     fn series(&self, name: &str) -> Vec<(f64, f64)> {
         let mut points: BTreeMap<u64, f64> = BTreeMap::new();
         for r in self.rows.iter().filter(|r| r.name == name) {
@@ -452,14 +459,16 @@ pub fn run(flags: &Flags) -> Result<()> {
 
 fn peers(run: &Run) -> String {
     let mut md = String::new();
-    let full = 500_000;
+    // The scale the peers ran at (the production shape unless the run said otherwise).
+    let full = run.largest("pg/is-member").map_or(500_000, |(s, _)| s);
     md.push_str("### PostgreSQL `TeamParticipation(team, person)` closure table\n\n");
     md.push_str(
         "The full generated graph's closure, Launchpad-style (integer ids, self rows, a \
          unique index on (team, person) and an index on person), loaded with COPY; each query \
          run by `pgbench -M prepared` on one connection over the loopback socket for a bounded \
-         time (`latency average`). graphdb in-process is one call on one thread; the directory \
-         over HTTP is wrk's p50 at one connection.\n\n",
+         time (`latency average`). graphdb in-process is one call on one thread answering with \
+         sorted ids, as the SQL does; the directory over HTTP is wrk's p50 at one connection \
+         and answers with sorted names.\n\n",
     );
     md.push_str("| question | PostgreSQL µs | graphdb in-process µs | PostgreSQL / graphdb | directory HTTP p50 µs (1 conn) | PostgreSQL / directory HTTP |\n| --- | ---: | ---: | ---: | ---: | ---: |\n");
     let http = |route: &str| run.get(&format!("http/{route} p50"), 1).map(|ms| ms * 1000.0);
@@ -468,7 +477,7 @@ fn peers(run: &Run) -> String {
         (
             "members of the 18,000-person team",
             "pg/members of the largest team",
-            "teams/members of the largest team (all names) p50",
+            "teams/members of the largest team (ids) p50",
             "directory members of the largest team",
         ),
         (
@@ -589,6 +598,7 @@ fn sizing(run: &Run) -> String {
     let tiny = run.largest("blobs/ingest tiny files, 32 writers, synced");
     let big = run.get("sizes/ingest MiB/s", 256 << 10);
     let rss = run.largest("blobs/process peak RSS");
+    let rss_slope = run.slope("blobs/process peak RSS").map(|m| m * 1048576.0);
     let _ = writeln!(
         md,
         "Per-unit figures are taken at the largest scale measured; the model is linear in them, \
@@ -600,7 +610,8 @@ fn sizing(run: &Run) -> String {
            store takes {} tiny synced uploads/s on this machine: cores ≈ peak MiB/s ÷ {} + peak \
            uploads/s ÷ {};\n\
          - memory: the store process peaked at {} MiB at {} files (RocksDB's default cache; \
-           blob content is streamed, not held), plus the page cache for hot content.\n",
+           blob content is streamed, not held), growing by {} bytes per file between the \
+           smallest and the largest scale, plus the page cache for hot content.\n",
         f(meta.map(|m| m.1)),
         f(meta.map(|m| m.0 as f64)),
         f(meta.map(|m| m.1 * 14e6 / 1073741824.0)),
@@ -610,20 +621,27 @@ fn sizing(run: &Run) -> String {
         f(tiny.map(|t| t.1 / 2.0)),
         f(rss.map(|r| r.1)),
         f(rss.map(|r| r.0 as f64)),
+        f(rss_slope),
     );
     let pairs = run.largest("teams/closure pairs");
     let bytes = run.largest("teams/engine bytes per pair");
     let mem = run.largest("teams/resident memory after reopen");
     let per_person_pairs = pairs.map(|(s, p)| p / s as f64);
-    let per_person_mem = mem.map(|(s, m)| m * 1048576.0 / s as f64);
+    // The growth of resident memory per person between the smallest and largest scale (the
+    // process's fixed cost cancels out); the plain ratio when only one scale ran.
+    let per_person_mem = run
+        .slope("teams/resident memory after reopen")
+        .map(|m| m * 1048576.0)
+        .or(mem.map(|(s, m)| m * 1048576.0 / s as f64));
     let ism = run.largest("teams/is-member, 1 thread");
     let _ = writeln!(
         md,
         "**Directory, teams.** For P persons (and teams in the generated proportion, T ≈ P/17):\n\n\
          - pairs ≈ P × {} (measured at {} persons);\n\
          - disk: pairs × {} bytes (engine directory per pair);\n\
-         - memory: P × {} bytes resident after a reopen (the closure and the names are held in \
-           memory); 10 million persons ≈ {} GiB;\n\
+         - memory: P × {} bytes resident after a reopen (growth between the smallest and the \
+           largest scale: the closure and the names are held in memory); 10 million persons ≈ \
+           {} GiB;\n\
          - cores: one core answers {} is-member questions/s in-process; over HTTP see the wrk \
            table (the HTTP stack, not the index, is the cost there).\n",
         f(per_person_pairs),
@@ -636,15 +654,18 @@ fn sizing(run: &Run) -> String {
     let cbytes = run.largest("commits/engine bytes per commit");
     let cmem = run.largest("commits/index bytes per commit (in memory)");
     let crss = run.largest("commits/process peak RSS");
+    let crss_slope = run.slope("commits/process peak RSS").map(|m| m * 1048576.0);
     let _ = writeln!(
         md,
         "**Directory, commits.** For C commits over all repositories: disk C × {} bytes, index \
          memory C × {} bytes when every repository is loaded (the measuring process peaked at {} \
-         MiB for {} commits, generation included).\n",
+         MiB for {} commits, generation and the import text included: {} bytes per commit of \
+         growth between the smallest and the largest scale, an upper bound).\n",
         f(cbytes.map(|c| c.1)),
         f(cmem.map(|c| c.1)),
         f(crss.map(|c| c.1)),
         f(crss.map(|c| c.0 as f64)),
+        f(crss_slope),
     );
     md
 }
