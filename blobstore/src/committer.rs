@@ -1,88 +1,99 @@
-//! Group commit: concurrent writers share one synced engine write.
+//! Group commit: concurrent writers share fsyncs.
 //!
-//! A writer appends its batch to the queue. If no write is in flight it becomes the leader:
-//! it takes every queued batch, merges them into one [`WriteBatch`] and writes it with
-//! [`Durability::Sync`]: one fsync for the whole group. Writers that arrived meanwhile wait
-//! for the leader, then one of them leads the next group. Batches touch disjoint decisions
-//! (each was made under its own striped locks, still held), and counter adds commute, so
-//! merging them is the same as writing them one after the other.
+//! A store operation makes its decisions under its striped locks and writes its batch with
+//! [`Durability::Buffered`] while still holding them: the batch is applied (visible to the
+//! next lock holder) and appended to the engine's log in order, but not yet fsynced. It then
+//! releases the locks and calls [`GroupSync::sync`], which returns once a log sync that
+//! *started after the batch was written* has completed. One caller leads each sync (it calls
+//! [`Engine::flush`]); everyone who wrote before that sync started is covered by it, so many
+//! concurrent writers pay for one fsync. Because the log is ordered, a batch that depends on an
+//! earlier decision is never durable without it, and nothing is acknowledged before it is
+//! durable. Locks are never held across an fsync, so writers to the same bucket overlap.
 
 use std::sync::{Arc, Condvar, Mutex};
 
 use engine::{Durability, Engine, WriteBatch};
 
 #[derive(Debug, Default)]
-struct Queue {
-    pending: Vec<(u64, WriteBatch)>,
-    next_ticket: u64,
-    /// Tickets below this were written (or failed with `failures`).
-    done_below: u64,
-    leader_active: bool,
-    failures: Vec<(u64, String)>,
+struct State {
+    /// Batches written so far (a ticket counter).
+    written: u64,
+    /// Every batch with a ticket up to this one is durable.
+    synced: u64,
+    /// Whether a sync is in progress.
+    syncing: bool,
+    /// The message of a failed sync: every later call fails with the engine's error.
+    failed: bool,
 }
 
-/// The group committer of one store.
+/// The group fsync of one store.
 #[derive(Debug)]
-pub(crate) struct Committer {
+pub(crate) struct GroupSync {
     engine: Arc<dyn Engine>,
-    queue: Mutex<Queue>,
+    state: Mutex<State>,
     wake: Condvar,
 }
 
-impl Committer {
+/// A batch that was written but may not be durable yet.
+#[derive(Debug)]
+#[must_use = "a written batch is durable only after GroupSync::sync"]
+pub(crate) struct Written(u64);
+
+impl GroupSync {
     pub(crate) fn new(engine: Arc<dyn Engine>) -> Self {
-        Committer {
+        GroupSync {
             engine,
-            queue: Mutex::new(Queue::default()),
+            state: Mutex::new(State::default()),
             wake: Condvar::new(),
         }
     }
 
-    /// Writes `batch` durably, sharing the fsync with concurrent callers.
-    pub(crate) fn commit(&self, batch: WriteBatch) -> Result<(), engine::Error> {
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let ticket = queue.next_ticket;
-        queue.next_ticket += 1;
-        queue.pending.push((ticket, batch));
+    /// Applies `batch` (atomically, visible at once) without waiting for the disk. Call it
+    /// under the locks of the decisions the batch carries.
+    pub(crate) fn write(&self, batch: WriteBatch) -> Result<Written, engine::Error> {
+        self.engine.write(batch, Durability::Buffered)?;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.written += 1;
+        Ok(Written(state.written))
+    }
+
+    /// Returns once `written` is durable, sharing the fsync with concurrent callers.
+    pub(crate) fn sync(&self, written: Written) -> Result<(), engine::Error> {
+        let ticket = written.0;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if queue.done_below > ticket {
-                if let Some(pos) = queue.failures.iter().position(|(t, _)| *t == ticket) {
-                    let (_, cause) = queue.failures.swap_remove(pos);
-                    // The engine is poisoned by the failed write: asking it again reports the
-                    // typed error.
-                    return Err(self.engine.flush().err().unwrap_or(engine::Error::Config {
-                        reason: format!("group commit failed: {cause}"),
-                    }));
-                }
+            if state.failed {
+                drop(state);
+                // The engine is poisoned: asking it again reports the typed error.
+                return Err(self.engine.flush().err().unwrap_or(engine::Error::Config {
+                    reason: "an earlier group sync failed".to_string(),
+                }));
+            }
+            if state.synced >= ticket {
                 return Ok(());
             }
-            if !queue.leader_active {
-                queue.leader_active = true;
-                let group = std::mem::take(&mut queue.pending);
-                drop(queue);
-                let last = group.last().map_or(0, |(t, _)| *t);
-                let tickets: Vec<u64> = group.iter().map(|(t, _)| *t).collect();
-                let mut merged = WriteBatch::new();
-                for (_, batch) in group {
-                    merged.extend(batch);
-                }
-                let result = self.engine.write(merged, Durability::Sync);
-                queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-                queue.leader_active = false;
-                queue.done_below = queue.done_below.max(last + 1);
-                if let Err(error) = &result {
-                    let cause = error.to_string();
-                    for t in tickets {
-                        if t != ticket {
-                            queue.failures.push((t, cause.clone()));
-                        }
-                    }
+            if !state.syncing {
+                state.syncing = true;
+                let target = state.written;
+                drop(state);
+                let result = self.engine.flush();
+                state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.syncing = false;
+                match &result {
+                    Ok(()) => state.synced = state.synced.max(target),
+                    Err(_) => state.failed = true,
                 }
                 self.wake.notify_all();
                 result?;
                 continue;
             }
-            queue = self.wake.wait(queue).unwrap_or_else(|e| e.into_inner());
+            state = self.wake.wait(state).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Writes `batch` and waits until it is durable (for callers without locks to release).
+    pub(crate) fn commit(&self, batch: WriteBatch) -> Result<(), engine::Error> {
+        let written = self.write(batch)?;
+        self.sync(written)
     }
 }

@@ -13,7 +13,7 @@ use engine::{ScanRange, WriteBatch};
 
 use crate::backend::{BlobBackend, LocalFsBackend, TempBlob};
 use crate::clock::{Clock, SystemClock};
-use crate::committer::Committer;
+use crate::committer::GroupSync;
 use crate::error::{Error, Result};
 use crate::hashing::{Digests, Hashing};
 use crate::keys::{self, KEYSPACES};
@@ -175,7 +175,7 @@ impl StoreBuilder {
         let next = high_water.max(max_id + 1).max(1);
         Ok(Store {
             inner: Arc::new(Inner {
-                committer: Committer::new(engine.clone()),
+                committer: GroupSync::new(engine.clone()),
                 engine,
                 ks,
                 backend,
@@ -248,7 +248,7 @@ struct Inner {
     engine: Arc<dyn Engine>,
     ks: Keyspaces,
     backend: Arc<dyn BlobBackend>,
-    committer: Committer,
+    committer: GroupSync,
     blob_locks: Stripes,
     bucket_locks: Stripes,
     ids: Mutex<Ids>,
@@ -761,7 +761,9 @@ impl Store {
                 keys::META_ID_HIGH_WATER,
                 high_water.to_be_bytes(),
             );
-            self.inner.engine.write(batch, Durability::Sync)?;
+            // Buffered: the log is ordered, so the sync that makes the upload using this id
+            // durable makes the new high-water mark durable first.
+            self.inner.engine.write(batch, Durability::Buffered)?;
             ids.high_water = high_water;
         }
         let id = FileId(ids.next);
@@ -832,7 +834,7 @@ impl Store {
         // Fail early without touching the disk; re-checked under the lock below.
         self.check_quota(bucket, size)?;
 
-        let _blob_guard = self.inner.blob_locks.lock(&hash.0);
+        let blob_guard = self.inner.blob_locks.lock(&hash.0);
         let existing = self.blob_meta(&hash)?;
         let mut inline_bytes = None;
         let mut persisted_now = false;
@@ -850,7 +852,7 @@ impl Store {
             }
         }
 
-        let _bucket_guard = self.inner.bucket_locks.lock(bucket.as_str());
+        let bucket_guard = self.inner.bucket_locks.lock(bucket.as_str());
         if let Err(error) = self.check_quota(bucket, size) {
             if persisted_now {
                 // No record points to the new file and the blob lock is held.
@@ -941,7 +943,11 @@ impl Store {
             keys::global_stat(keys::STAT_LOGICAL),
             as_i64(size),
         );
-        self.inner.committer.commit(batch)?;
+        let written = self.inner.committer.write(batch)?;
+        // The decisions are visible; the locks need not wait for the disk.
+        drop(bucket_guard);
+        drop(blob_guard);
+        self.inner.committer.sync(written)?;
         Ok(record)
     }
 
@@ -1349,8 +1355,8 @@ impl Store {
         self.check_writable()?;
         let ks = self.inner.ks;
         let first = self.file(id)?;
-        let _blob_guard = self.inner.blob_locks.lock(&first.blake3.0);
-        let _bucket_guard = self.inner.bucket_locks.lock(first.bucket.as_str());
+        let blob_guard = self.inner.blob_locks.lock(&first.blake3.0);
+        let bucket_guard = self.inner.bucket_locks.lock(first.bucket.as_str());
         // Re-read under the locks: a concurrent delete or expiry may have won.
         let record = self.file(id)?;
         let mut batch = WriteBatch::new();
@@ -1384,7 +1390,10 @@ impl Store {
                 updated
             }
         };
-        self.inner.committer.commit(batch)?;
+        let written = self.inner.committer.write(batch)?;
+        drop(bucket_guard);
+        drop(blob_guard);
+        self.inner.committer.sync(written)?;
         Ok(updated)
     }
 
@@ -1485,8 +1494,8 @@ impl Store {
                 self.inner.committer.commit(batch)?;
                 continue;
             };
-            let _blob_guard = self.inner.blob_locks.lock(&first.blake3.0);
-            let _bucket_guard = self.inner.bucket_locks.lock(first.bucket.as_str());
+            let blob_guard = self.inner.blob_locks.lock(&first.blake3.0);
+            let bucket_guard = self.inner.bucket_locks.lock(first.bucket.as_str());
             let mut batch = WriteBatch::new();
             batch.delete(ks.expiry, keys::expiry(at, id));
             match self.file(id) {
@@ -1502,7 +1511,10 @@ impl Store {
                 Ok(_) | Err(Error::NotFound { .. }) => {}
                 Err(error) => return Err(error),
             }
-            self.inner.committer.commit(batch)?;
+            let written = self.inner.committer.write(batch)?;
+            drop(bucket_guard);
+            drop(blob_guard);
+            self.inner.committer.sync(written)?;
         }
         Ok((expired, more))
     }

@@ -10,7 +10,9 @@
 //! - [`RocksEngine`] over RocksDB, the default (cargo feature `rocksdb`, on by default);
 //! - [`SledEngine`] over sled 0.34 (cargo feature `sled`);
 //! - [`MemEngine`] over `BTreeMap`s, always built: the model for tests and the template for a
-//!   new backend.
+//!   new backend;
+//! - [`FaultyEngine`], an in-memory engine that fails the Nth write or sync on command and, on
+//!   a simulated crash, forgets what was not synced: for the stores' fault-tolerance tests.
 //!
 //! A program picks one at run time with [`EngineConfig`]. Keys should be built with the helpers
 //! in [`keys`], whose byte order equals the logical order.
@@ -44,6 +46,7 @@ mod batch;
 mod config;
 pub mod counter;
 mod error;
+mod faulty;
 pub mod keys;
 mod mem;
 #[cfg(feature = "rocksdb")]
@@ -56,6 +59,7 @@ use std::fmt;
 pub use batch::{BatchOp, WriteBatch};
 pub use config::{Backend, EngineConfig};
 pub use error::{Error, Result};
+pub use faulty::{Fault, FaultyEngine};
 pub use mem::MemEngine;
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksEngine;

@@ -54,6 +54,13 @@ impl MemEngine {
         Self::with_tables(self.tables.clone(), keyspaces)
     }
 
+    /// A new engine holding a copy of this one's data as it is now; later writes to either
+    /// are not seen by the other. The fault-injecting engine uses it for its durable image.
+    pub fn fork(&self, keyspaces: &[&str]) -> MemEngine {
+        let copy = Arc::new(Mutex::new(self.current()));
+        Self::with_tables(copy, keyspaces)
+    }
+
     fn current(&self) -> Arc<Tables> {
         self.tables
             .lock()

@@ -9,6 +9,9 @@
 //! loads it instead of rebuilding it. Expired edges leave the index at the second they expire,
 //! as told by a [`Clock`]. [`Teams`] and [`PackageSets`] are the two typed façades.
 //!
+//! [`commits`] holds per-repository commit graphs and branches, answering ancestry and branch
+//! merged-status questions with its own labels (see `DESIGN.md`, "Commit graphs").
+//!
 //! ```
 //! use std::sync::Arc;
 //! use graphdb::{Depth, GraphStore, ManualClock, Role, TeamFilter};
@@ -36,6 +39,7 @@
 //! ```
 
 mod clock;
+pub mod commits;
 mod error;
 pub mod generate;
 mod graph;

@@ -765,6 +765,13 @@ impl Namespace {
             let expected = state.bfs_up(x);
             report.pairs += expected.len();
             let actual = &state.anc[x as usize];
+            if state.probe[x as usize] != state::Probe::of(actual) {
+                report.differences.push(Difference {
+                    member: state.name(x).to_owned(),
+                    group: "(probe differs from closure)".to_owned(),
+                    in_index: true,
+                });
+            }
             for (set, in_index) in [(actual - &expected, true), (&expected - actual, false)] {
                 for g in set {
                     report.differences.push(Difference {
@@ -1111,9 +1118,9 @@ impl View<'_> {
     /// Whether `member` belongs to `group` through active membership edges: one bitmap probe.
     pub fn is_member_id(&self, member: NodeId, group: NodeId) -> bool {
         self.state
-            .anc
+            .probe
             .get(member.0 as usize)
-            .is_some_and(|anc| anc.contains(group.0))
+            .is_some_and(|probe| probe.contains(group.0))
     }
 
     /// [`View::is_member_id`] by names.

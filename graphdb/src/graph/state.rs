@@ -28,6 +28,51 @@ pub(crate) fn active_at(expires: Option<i64>, t: i64) -> bool {
     expires.is_none_or(|e| e > t)
 }
 
+/// A compact copy of one `anc[x]` for the is-member probe: up to four groups inline (no
+/// pointer to follow, so one cache miss for most persons), more in a sorted boxed slice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// `n` groups inline.
+    Inline(u8, [u32; 4]),
+    /// Sorted groups.
+    Heap(Box<[u32]>),
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Probe::Inline(0, [0; 4])
+    }
+}
+
+impl Probe {
+    pub fn of(set: &RoaringBitmap) -> Probe {
+        if set.len() <= 4 {
+            let mut inline = [0; 4];
+            for (slot, g) in inline.iter_mut().zip(set) {
+                *slot = g;
+            }
+            Probe::Inline(set.len() as u8, inline)
+        } else {
+            Probe::Heap(set.iter().collect())
+        }
+    }
+
+    #[inline]
+    pub fn contains(&self, g: u32) -> bool {
+        match self {
+            Probe::Inline(n, inline) => inline[..usize::from(*n)].contains(&g),
+            Probe::Heap(sorted) => sorted.binary_search(&g).is_ok(),
+        }
+    }
+}
+
+/// `desc` updates collected as `group << 32 | member` pairs.
+#[derive(Debug, Default)]
+struct DescChanges {
+    lost: Vec<u64>,
+    gained: Vec<u64>,
+}
+
 /// A live node.
 #[derive(Clone, Debug)]
 pub(crate) struct NodeRec {
@@ -52,6 +97,8 @@ pub(crate) struct State {
     pub groups: RoaringBitmap,
     /// The closure upward: `anc[x]` = groups `x` belongs to through active membership edges.
     pub anc: Vec<RoaringBitmap>,
+    /// `anc` again, in the layout of the is-member hot path; always equal to `anc`.
+    pub probe: Vec<Probe>,
     /// The closure downward, the transpose of `anc`; only groups with members have an entry.
     pub desc: HashMap<u32, RoaringBitmap>,
     /// Relation edges: (relation, target, holder) -> expiry.
@@ -96,6 +143,7 @@ impl State {
         if self.nodes.len() <= index {
             self.nodes.resize_with(index + 1, || None);
             self.anc.resize_with(index + 1, RoaringBitmap::new);
+            self.probe.resize_with(index + 1, Probe::default);
         }
         self.nodes[index] = Some(NodeRec {
             name: name.into(),
@@ -153,23 +201,49 @@ impl State {
 
     /// Replaces `anc[x]`, keeping `desc` its transpose and marking `x` dirty.
     fn set_anc(&mut self, x: u32, new: RoaringBitmap) {
+        let mut changes = DescChanges::default();
+        self.set_anc_deferred(x, new, &mut changes);
+        self.apply_desc_changes(changes);
+    }
+
+    /// Replaces `anc[x]`, recording the `desc` changes to apply in bulk (removing ids one by
+    /// one from a large bitmap shifts its array containers each time; a difference does not).
+    fn set_anc_deferred(&mut self, x: u32, new: RoaringBitmap, changes: &mut DescChanges) {
         let old = std::mem::replace(&mut self.anc[x as usize], new);
         let new = &self.anc[x as usize];
         if old == *new {
             return;
         }
         for g in &old - new {
+            changes.lost.push(u64::from(g) << 32 | u64::from(x));
+        }
+        for g in new - &old {
+            changes.gained.push(u64::from(g) << 32 | u64::from(x));
+        }
+        self.probe[x as usize] = Probe::of(new);
+        self.dirty.insert(x);
+    }
+
+    fn apply_desc_changes(&mut self, mut changes: DescChanges) {
+        changes.lost.sort_unstable();
+        changes.gained.sort_unstable();
+        for chunk in changes.lost.chunk_by(|a, b| a >> 32 == b >> 32) {
+            let g = (chunk[0] >> 32) as u32;
             if let Some(d) = self.desc.get_mut(&g) {
-                d.remove(x);
+                let gone = RoaringBitmap::from_sorted_iter(chunk.iter().map(|&p| p as u32))
+                    .expect("sorted pairs");
+                *d -= gone;
                 if d.is_empty() {
                     self.desc.remove(&g);
                 }
             }
         }
-        for g in new - &old {
-            self.desc.entry(g).or_default().insert(x);
+        for chunk in changes.gained.chunk_by(|a, b| a >> 32 == b >> 32) {
+            let g = (chunk[0] >> 32) as u32;
+            let new = RoaringBitmap::from_sorted_iter(chunk.iter().map(|&p| p as u32))
+                .expect("sorted pairs");
+            *self.desc.entry(g).or_default() |= new;
         }
-        self.dirty.insert(x);
     }
 
     /// `x` and every node below it.
@@ -194,6 +268,7 @@ impl State {
             let before = anc.len();
             *anc |= &gained;
             if anc.len() != before {
+                self.probe[x as usize] = Probe::of(anc);
                 self.dirty.insert(x);
             }
         }
@@ -236,15 +311,18 @@ impl State {
         }
         graph.extend_with_edges(edges);
         let sccs = petgraph::algo::kosaraju_scc(&graph);
-        // Reverse topological order: children first, so walk it backwards.
+        let mut changes = DescChanges::default();
+        // Reverse topological order: children first, so walk it backwards. A component's
+        // parents outside it come earlier, so their `anc` is final when it is read.
         for scc in sccs.iter().rev() {
             let members: Vec<u32> = scc.iter().map(|&i| graph[i]).collect();
             let cyclic = members.len() > 1;
             let new = self.union_of_parents(&members, cyclic.then_some(&members));
             for &x in &members {
-                self.set_anc(x, new.clone());
+                self.set_anc_deferred(x, new.clone(), &mut changes);
             }
         }
+        self.apply_desc_changes(changes);
     }
 
     /// The union of `{p} ∪ anc[p]` over the active parents `p` of `members` outside the
@@ -398,6 +476,7 @@ impl State {
         while self.nodes.last().is_some_and(Option::is_none) {
             self.nodes.pop();
             self.anc.pop();
+            self.probe.pop();
         }
     }
 
@@ -409,6 +488,7 @@ impl State {
         for &x in &live {
             if !self.anc[x as usize].is_empty() {
                 self.anc[x as usize] = RoaringBitmap::new();
+                self.probe[x as usize] = Probe::default();
                 self.dirty.insert(x);
             }
         }
@@ -419,6 +499,7 @@ impl State {
 
     /// Rebuilds `desc` as the transpose of `anc` (after loading).
     pub fn transpose(&mut self) {
+        self.probe = self.anc.iter().map(Probe::of).collect();
         let mut desc: HashMap<u32, RoaringBitmap> = HashMap::new();
         for (x, anc) in self.anc.iter().enumerate() {
             for g in anc {

@@ -1,5 +1,7 @@
 //! The integration tests of `graphdb`: one binary, one suite stamped out per engine backend.
 
+mod commits;
+mod faults;
 mod generated;
 mod model;
 mod parse;

@@ -1,0 +1,327 @@
+//! Commit-graph benchmarks on a generated 1,000,000-commit graph with about 10% merge commits
+//! and 1,000 branches (`graphdb::commits::gen`).
+//!
+//! Run: `cargo bench -p benches --bench commits`. Besides criterion's means, the setup prints
+//! latency percentiles measured call by call (`p50`, `p99`), the index build time and the
+//! index bytes per commit. `COMMITS_BENCH_COMMITS` changes the size (default 1,000,000);
+//! with `COMMITS_BENCH_ROCKSDB=1` the setup also imports the graph into RocksDB and prints
+//! synced 1,000-commit appends and the load time after a reopen.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use engine::{Engine, EngineConfig};
+use graphdb::commits::gen::{DagParams, GeneratedDag, SplitMix};
+use graphdb::commits::{
+    BranchUpdate, CommitGraphs, CommitId, CommitIndex, NewCommit, RepoId, KEYSPACES,
+};
+
+struct Fixture {
+    ids: Vec<CommitId>,
+    commits: Vec<NewCommit>,
+    branches: Vec<(String, u32)>,
+    graphs: CommitGraphs,
+    repo: RepoId,
+}
+
+fn size() -> usize {
+    std::env::var("COMMITS_BENCH_COMMITS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+fn percentiles(name: &str, mut samples: Vec<Duration>) {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+    println!(
+        "{name}: n={} p50={:?} p90={:?} p99={:?} max={:?}",
+        samples.len(),
+        at(0.50),
+        at(0.90),
+        at(0.99),
+        samples[samples.len() - 1]
+    );
+}
+
+fn fixture(engine: Arc<dyn Engine>) -> Fixture {
+    let n = size();
+    let started = Instant::now();
+    let dag = GeneratedDag::generate(&DagParams {
+        commits: n,
+        branches: 1_000,
+        seed: 2024,
+        ..DagParams::default()
+    });
+    let ids = dag.synthetic_ids(3);
+    let commits = dag.new_commits(&ids);
+    let merges = dag.parents.iter().filter(|p| p.len() > 1).count();
+    println!(
+        "generated {n} commits ({merges} merges, {:.1}%) in {:?}",
+        100.0 * merges as f64 / n as f64,
+        started.elapsed()
+    );
+
+    let started = Instant::now();
+    let mut index = CommitIndex::new(RepoId(0));
+    index.append(&commits).unwrap();
+    let stats = index.stats();
+    println!(
+        "index build (in memory, {} commits): {:?}; {} chains, {} merges, {} bytes = {:.1} bytes/commit",
+        stats.commits,
+        started.elapsed(),
+        stats.chains,
+        stats.merges,
+        stats.bytes,
+        stats.bytes as f64 / stats.commits as f64
+    );
+    drop(index);
+
+    let graphs = CommitGraphs::open(engine).unwrap();
+    let repo = RepoId(1);
+    let (rev_list, refs) = (dag.rev_list(&ids), dag.refs(&ids));
+    let started = Instant::now();
+    let summary = graphs.import(repo, &rev_list, &refs).unwrap();
+    let took = started.elapsed();
+    let stats = graphs.stats(repo).unwrap();
+    println!(
+        "import of rev-list + for-each-ref text ({} commits, {} branches) into the store: {:?}; \
+         {} chains, index {} bytes = {:.1} bytes/commit",
+        summary.appended.added,
+        summary.branches,
+        took,
+        stats.chains,
+        stats.bytes,
+        stats.bytes as f64 / stats.commits as f64
+    );
+    Fixture {
+        ids,
+        commits,
+        branches: dag.branches,
+        graphs,
+        repo,
+    }
+}
+
+fn bench_commits(c: &mut Criterion) {
+    if std::env::var_os("COMMITS_BENCH_ROCKSDB").is_some() {
+        rocksdb_figures();
+    }
+    let f = fixture(EngineConfig::memory().open(KEYSPACES).unwrap());
+    let (graphs, repo) = (&f.graphs, f.repo);
+    let mut rng = SplitMix::new(11);
+
+    // Full index build.
+    let mut group = c.benchmark_group("commits/build");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(20));
+    group.bench_function("index 1M commits", |b| {
+        b.iter(|| {
+            let mut index = CommitIndex::new(RepoId(0));
+            index.append(black_box(&f.commits)).unwrap();
+            index
+        })
+    });
+    group.finish();
+
+    // is-ancestor on arbitrary pairs, call by call.
+    let n = f.ids.len();
+    let mut samples = Vec::new();
+    let mut hard = Vec::new();
+    let mut positives = 0;
+    for _ in 0..200_000 {
+        let (a, b) = (&f.ids[rng.below(n)], &f.ids[rng.below(n)]);
+        let started = Instant::now();
+        let yes = graphs.is_ancestor(repo, a, b).unwrap();
+        let took = started.elapsed();
+        positives += usize::from(yes);
+        samples.push(took);
+    }
+    println!("is_ancestor random pairs: {positives} of 200000 positive");
+    percentiles("is_ancestor random pairs", samples);
+    for _ in 0..100_000 {
+        let i = rng.below(n);
+        let j = rng.below(n);
+        let (a, b) = (&f.ids[i.min(j)], &f.ids[i.max(j)]);
+        let started = Instant::now();
+        black_box(graphs.is_ancestor(repo, a, b).unwrap());
+        hard.push(started.elapsed());
+    }
+    percentiles("is_ancestor pairs with id(a) <= id(b)", hard);
+    c.bench_function("commits/is_ancestor random pair", |b| {
+        b.iter_batched(
+            || (f.ids[rng.below(n)], f.ids[rng.below(n)]),
+            |(a, b)| graphs.is_ancestor(repo, &a, &b).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+
+    // merged-status of all branches against one target: cold (reach vector computed), warm.
+    let names: Vec<&str> = f.branches.iter().map(|(n, _)| n.as_str()).collect();
+    let mut cold = Vec::new();
+    let started = Instant::now();
+    for name in &names {
+        let t = Instant::now();
+        black_box(graphs.merged_into(repo, name).unwrap());
+        cold.push(t.elapsed());
+    }
+    println!(
+        "merged_into cold for all {} targets: {:?}",
+        names.len(),
+        started.elapsed()
+    );
+    percentiles("merged_into (1000 branches) cold", cold);
+    let mut warm = Vec::new();
+    for name in &names {
+        let t = Instant::now();
+        black_box(graphs.merged_into(repo, name).unwrap());
+        warm.push(t.elapsed());
+    }
+    percentiles("merged_into (1000 branches) warm", warm);
+    c.bench_function("commits/merged_into 1000 branches warm", |b| {
+        b.iter(|| {
+            graphs
+                .merged_into(repo, names[rng.below(names.len())])
+                .unwrap()
+        })
+    });
+
+    // is-merged, warm.
+    let mut samples = Vec::new();
+    for _ in 0..200_000 {
+        let x = names[rng.below(names.len())];
+        let y = names[rng.below(names.len())];
+        let t = Instant::now();
+        black_box(graphs.is_merged(repo, x, y).unwrap());
+        samples.push(t.elapsed());
+    }
+    percentiles("is_merged warm", samples);
+    c.bench_function("commits/is_merged warm", |b| {
+        b.iter(|| {
+            let x = names[rng.below(names.len())];
+            let y = names[rng.below(names.len())];
+            graphs.is_merged(repo, x, y).unwrap()
+        })
+    });
+    let stats = graphs.stats(repo).unwrap();
+    println!(
+        "store index with {} cached reach vectors: {} bytes = {:.1} bytes/commit",
+        names.len(),
+        stats.bytes,
+        stats.bytes as f64 / stats.commits as f64
+    );
+
+    // Pushes of 1,000 new commits (10% merges of other branch tips) onto a branch.
+    let mut next = 0u64;
+    let mut tips: Vec<CommitId> = f.branches.iter().map(|(_, t)| f.ids[*t as usize]).collect();
+    let mut make_push = |rng: &mut SplitMix| {
+        let branch = rng.below(tips.len());
+        let mut batch = Vec::with_capacity(1_000);
+        let mut tip = tips[branch];
+        for _ in 0..1_000 {
+            next += 1;
+            let mut bytes = [0xEE; 20];
+            bytes[..8].copy_from_slice(&next.to_be_bytes());
+            let id = CommitId::from_bytes(&bytes).unwrap();
+            let mut parents = vec![tip];
+            if rng.chance(0.1) {
+                let other = tips[rng.below(tips.len())];
+                if other != tip {
+                    parents.push(other);
+                }
+            }
+            batch.push(NewCommit { id, parents });
+            tip = id;
+        }
+        tips[branch] = tip;
+        (f.branches[branch].0.clone(), batch, tip)
+    };
+    let mut appends = Vec::new();
+    let mut pushes = Vec::new();
+    for i in 0..100 {
+        let (name, batch, tip) = make_push(&mut rng);
+        let t = Instant::now();
+        if i % 2 == 0 {
+            graphs.append(repo, &batch).unwrap();
+            appends.push(t.elapsed());
+            graphs.set_branch(repo, &name, tip).unwrap();
+        } else {
+            graphs
+                .push(repo, &batch, &[BranchUpdate::set(name, tip)])
+                .unwrap();
+            pushes.push(t.elapsed());
+        }
+    }
+    percentiles("append 1000 commits (memory engine)", appends);
+    percentiles(
+        "push 1000 commits + branch move with changed-set (memory engine)",
+        pushes,
+    );
+    c.bench_function("commits/append 1000 commits (memory engine)", |b| {
+        b.iter_batched(
+            || make_push(&mut rng).1,
+            |batch| graphs.append(repo, &batch).unwrap(),
+            BatchSize::PerIteration,
+        )
+    });
+}
+
+/// The same graph in RocksDB: synced pushes of 1,000 commits, and loading the repository's
+/// stored labels after a reopen.
+fn rocksdb_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || EngineConfig::rocksdb(dir.path()).open(KEYSPACES).unwrap();
+    let f = fixture(open());
+    let (graphs, repo) = (&f.graphs, f.repo);
+    let mut rng = SplitMix::new(5);
+    let mut tip = f.ids[f.branches[0].1 as usize];
+    let mut samples = Vec::new();
+    for push in 0..50u64 {
+        let mut batch = Vec::with_capacity(1_000);
+        for k in 0..1_000u64 {
+            let mut bytes = [0xDD; 20];
+            bytes[..8].copy_from_slice(&(push * 1_000 + k).to_be_bytes());
+            let id = CommitId::from_bytes(&bytes).unwrap();
+            let mut parents = vec![tip];
+            if rng.chance(0.1) {
+                let other = f.ids[f.branches[rng.below(f.branches.len())].1 as usize];
+                if other != tip {
+                    parents.push(other);
+                }
+            }
+            batch.push(NewCommit { id, parents });
+            tip = id;
+        }
+        let t = Instant::now();
+        graphs.append(repo, &batch).unwrap();
+        samples.push(t.elapsed());
+    }
+    percentiles("append 1000 commits (RocksDB, synced)", samples);
+    let commits = graphs.stats(repo).unwrap().commits;
+    drop(f);
+    let graphs = CommitGraphs::open(open()).unwrap();
+    let t = Instant::now();
+    let stats = graphs.stats(repo).unwrap();
+    println!(
+        "load of {} commits with their stored labels from RocksDB after reopen: {:?}",
+        stats.commits,
+        t.elapsed()
+    );
+    assert_eq!(stats.commits, commits);
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(50)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = bench_commits
+}
+criterion_main!(benches);

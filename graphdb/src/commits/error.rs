@@ -1,0 +1,178 @@
+//! The commit graph's error type.
+
+use super::id::{CommitId, ParseIdError, RepoId};
+
+/// Which import input a parse error is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ImportInput {
+    /// The output of `git rev-list --all --parents`.
+    RevList,
+    /// The output of `git for-each-ref --format='%(refname) %(objectname)'`.
+    Refs,
+}
+
+impl std::fmt::Display for ImportInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ImportInput::RevList => "rev-list",
+            ImportInput::Refs => "for-each-ref",
+        })
+    }
+}
+
+/// What is wrong with one line of an import input.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LineError {
+    /// A token is not a commit id.
+    #[error("token {token} is not a commit id: {source}")]
+    BadId {
+        /// The 1-based token number on the line.
+        token: usize,
+        /// Why.
+        #[source]
+        source: ParseIdError,
+    },
+    /// The line's ids are not all as long as the first id of the input.
+    #[error("token {token} has {found} hex digits but the input started with {expected}")]
+    MixedIdLength {
+        /// The 1-based token number on the line.
+        token: usize,
+        /// The hex length of the first id of the input.
+        expected: usize,
+        /// The hex length found.
+        found: usize,
+    },
+    /// A ref line does not have exactly two fields.
+    #[error("expected `<refname> <objectname>`, found {fields} field(s)")]
+    RefFields {
+        /// The number of whitespace-separated fields found.
+        fields: usize,
+    },
+    /// The same commit appears twice with different parents.
+    #[error("commit {commit} was listed before (line {first_line}) with other parents")]
+    ConflictingDuplicate {
+        /// The commit.
+        commit: CommitId,
+        /// Where it was first listed.
+        first_line: usize,
+    },
+    /// A parent is neither in the input nor stored.
+    #[error("commit {commit} names parent {parent}, which is neither in the input nor stored")]
+    UnknownParent {
+        /// The commit of the line.
+        commit: CommitId,
+        /// The missing parent.
+        parent: CommitId,
+    },
+    /// The commits of the input form a cycle.
+    #[error("commit {commit} is its own ancestor: the input has a cycle")]
+    Cycle {
+        /// A commit on the cycle.
+        commit: CommitId,
+    },
+    /// A branch points to a commit that is neither in the input nor stored.
+    #[error("branch {branch:?} points to unknown commit {commit}")]
+    UnknownTarget {
+        /// The branch name.
+        branch: String,
+        /// The commit.
+        commit: CommitId,
+    },
+    /// A branch name is not acceptable.
+    #[error("invalid branch name {name:?}")]
+    BadBranchName {
+        /// The name.
+        name: String,
+    },
+}
+
+/// What went wrong in the commit graph.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitError {
+    /// The storage engine failed.
+    #[error("commit graph storage failed: {0}")]
+    Engine(#[from] engine::Error),
+    /// A commit of a batch names a parent that is neither stored nor earlier in the batch. The
+    /// batch changed nothing.
+    #[error(
+        "{repo}: commit #{index} of the batch ({commit}) names parent {parent}, which is neither \
+         stored nor earlier in the batch; nothing was written"
+    )]
+    UnknownParent {
+        /// The repository.
+        repo: RepoId,
+        /// The 0-based position of the commit in the batch.
+        index: usize,
+        /// The commit.
+        commit: CommitId,
+        /// The missing parent.
+        parent: CommitId,
+    },
+    /// A commit of a batch is already known with other parents. The batch changed nothing.
+    #[error(
+        "{repo}: commit #{index} of the batch ({commit}) is already known with other parents; \
+         nothing was written"
+    )]
+    ConflictingParents {
+        /// The repository.
+        repo: RepoId,
+        /// The 0-based position of the commit in the batch.
+        index: usize,
+        /// The commit.
+        commit: CommitId,
+    },
+    /// A commit id that the repository does not hold.
+    #[error("{repo}: unknown commit {commit}")]
+    UnknownCommit {
+        /// The repository.
+        repo: RepoId,
+        /// The commit.
+        commit: CommitId,
+    },
+    /// A branch name that the repository does not hold.
+    #[error("{repo}: unknown branch {branch:?}")]
+    UnknownBranch {
+        /// The repository.
+        repo: RepoId,
+        /// The branch name.
+        branch: String,
+    },
+    /// A branch name that cannot be stored (empty).
+    #[error("{repo}: invalid branch name {branch:?}")]
+    InvalidBranchName {
+        /// The repository.
+        repo: RepoId,
+        /// The branch name.
+        branch: String,
+    },
+    /// One line of an import input is wrong; nothing was imported.
+    #[error("{input} line {line}: {error}; nothing was imported")]
+    Import {
+        /// Which input.
+        input: ImportInput,
+        /// The 1-based line number.
+        line: usize,
+        /// What is wrong.
+        #[source]
+        error: LineError,
+    },
+    /// The repository would hold more than `u32::MAX - 1` commits.
+    #[error("{repo}: more than {max} commits", max = u32::MAX - 1)]
+    TooManyCommits {
+        /// The repository.
+        repo: RepoId,
+    },
+    /// A stored record cannot be decoded or contradicts the records before it.
+    #[error("{repo}: corrupt commit-graph record at key {key:02x?}: {reason}")]
+    Corrupt {
+        /// The repository.
+        repo: RepoId,
+        /// The key of the record.
+        key: Vec<u8>,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}

@@ -1,0 +1,796 @@
+//! The in-memory reachability index of one repository's commit graph.
+//!
+//! Every commit gets a dense id in insertion order (parents before children, so the id order is
+//! a topological order) and four `u32` labels, which are persisted with the commit so that
+//! opening a repository loads them instead of recomputing them:
+//!
+//! - `generation`: 1 + the largest generation of its parents (1 for a root). A commit can reach
+//!   (have as ancestor) only commits of a smaller generation.
+//! - `chain`, `position`: a decomposition of the graph into first-parent chains. A commit whose
+//!   first parent is the last commit of its chain extends that chain; any other commit starts a
+//!   new chain. Along a chain, each commit's first parent is the commit before it, so every
+//!   commit reaches all commits below it on its chain: "A is an ancestor of B" when they share a
+//!   chain is one comparison.
+//! - `rank`: a second topological order (Kahn's algorithm choosing the *largest* ready id first,
+//!   as FELINE does) so that `A` ancestor of `B` implies `id(A) < id(B)` *and*
+//!   `rank(A) < rank(B)`: two cheap negative cuts besides the generation.
+//!
+//! A reachability question that the labels do not settle is answered exactly by a walk over
+//! chains rather than commits: the state is, per chain, how many of its lowest positions are
+//! known to be reachable, and only the merge commits (and the chain's start) inside a newly
+//! reached segment lead elsewhere. Segments below the target's generation are skipped by binary
+//! search, and parents that the labels rule out are never entered.
+//!
+//! The same walk without a target computes a *reach vector* for a commit: for every chain, the
+//! number of its positions that the commit reaches. It is the per-target label of the issue
+//! (the first-parent positions that reach each commit) folded per chain: with the reach vector
+//! of branch `Y`'s tip, "is `X` merged into `Y`" is one comparison, and when `Y` moves forward
+//! the vector is extended from where it was, visiting only newly reachable segments.
+
+use std::cell::RefCell;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+
+use super::error::CommitError;
+use super::id::{CommitId, RepoId};
+
+/// No commit: the first parent of a root.
+pub(crate) const NONE: u32 = u32::MAX;
+
+/// What one commit reaches, folded per first-parent chain: for each chain, how many of its
+/// lowest positions are ancestors of the commit. Made by [`CommitIndex::reach_vector`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReachVector(Vec<u32>);
+
+impl ReachVector {
+    /// Heap bytes held.
+    pub fn bytes(&self) -> usize {
+        self.0.capacity() * 4
+    }
+}
+
+/// A commit to add: its id and its parents, first parent first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewCommit {
+    /// The commit.
+    pub id: CommitId,
+    /// Its parents in order (the first parent first); empty for a root commit.
+    pub parents: Vec<CommitId>,
+}
+
+/// The persisted labels of one commit (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Labels {
+    pub(crate) generation: u32,
+    pub(crate) chain: u32,
+    pub(crate) position: u32,
+    pub(crate) rank: u32,
+}
+
+/// The default checkpoint interval `K`: a chain gets a checkpoint (the reach vector of its
+/// commit at position `i * K - 1`) every `K` positions.
+pub const CHECKPOINT_EVERY: usize = 1024;
+
+/// At most this many checkpoints serve as negative covers in one walk.
+const MAX_COVERS: usize = 16;
+
+#[derive(Clone, Debug, Default)]
+struct Chain {
+    /// The commits of the chain by position.
+    nodes: Vec<u32>,
+    /// The positions of the commits that have more than one parent, ascending.
+    merges: Vec<u32>,
+    /// `checkpoints[i]` is the reach vector of the commit at position
+    /// `(i + 1) * checkpoint_every - 1`.
+    checkpoints: Vec<Vec<u32>>,
+}
+
+/// A commit of a [`Plan`].
+#[derive(Clone, Debug)]
+pub(crate) struct PlannedNode {
+    pub(crate) id: CommitId,
+    pub(crate) parents: Vec<u32>,
+    pub(crate) labels: Labels,
+}
+
+/// The new commits of a batch with their dense ids (from `first`) and labels, checked against
+/// the index but not applied yet.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    pub(crate) first: u32,
+    pub(crate) nodes: Vec<PlannedNode>,
+    /// How many commits of the batch were already known with the same parents.
+    pub(crate) known: usize,
+}
+
+/// How many commits an append added and how many it found already present.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AppendSummary {
+    /// Commits added.
+    pub added: usize,
+    /// Commits of the batch that were already known with the same parents (skipped).
+    pub known: usize,
+}
+
+/// Sizes of an index, as reported by [`CommitIndex::stats`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Commits held.
+    pub commits: usize,
+    /// First-parent chains.
+    pub chains: usize,
+    /// Commits with two or more parents.
+    pub merges: usize,
+    /// Heap bytes held by the index, ids and id map included (from capacities, an estimate of
+    /// the allocator's view).
+    pub bytes: usize,
+}
+
+/// The reachability index of one repository's commit graph, in memory. [`super::CommitGraphs`]
+/// keeps one per loaded repository and persists what it appends; it is public for tools and
+/// benchmarks that want the index without storage.
+#[derive(Debug)]
+pub struct CommitIndex {
+    repo: RepoId,
+    ids: Vec<CommitId>,
+    by_id: HashMap<CommitId, u32>,
+    labels: Vec<Labels>,
+    first_parent: Vec<u32>,
+    /// Node `v`'s other parents are `extras[extra_start[v]..extra_start[v + 1]]`.
+    extra_start: Vec<u32>,
+    extras: Vec<u32>,
+    chains: Vec<Chain>,
+    next_rank: u32,
+    checkpoint_every: usize,
+}
+
+#[derive(Debug, Default)]
+struct Scratch {
+    reach: Vec<u32>,
+    touched: Vec<u32>,
+    stack: Vec<(u32, u32)>,
+    /// Checkpoints (chain, index) known not to reach the target.
+    covers: Vec<(u32, u32)>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+impl CommitIndex {
+    /// An empty index with checkpoints every [`CHECKPOINT_EVERY`] positions; `repo` only names
+    /// the repository in errors.
+    pub fn new(repo: RepoId) -> Self {
+        Self::with_checkpoint_interval(repo, CHECKPOINT_EVERY)
+    }
+
+    /// An empty index with checkpoints every `every` positions of a chain (at least 2):
+    /// smaller means faster walks and more memory (one `u32` per chain per checkpoint).
+    pub fn with_checkpoint_interval(repo: RepoId, every: usize) -> Self {
+        CommitIndex {
+            checkpoint_every: every.max(2),
+            repo,
+            ids: Vec::new(),
+            by_id: HashMap::new(),
+            labels: Vec::new(),
+            first_parent: Vec::new(),
+            extra_start: vec![0],
+            extras: Vec::new(),
+            chains: Vec::new(),
+            next_rank: 0,
+        }
+    }
+
+    /// The number of commits.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether the index holds no commit.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Whether the index holds `id`.
+    pub fn contains(&self, id: &CommitId) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// The dense id of a commit.
+    pub(crate) fn node(&self, id: &CommitId) -> Option<u32> {
+        self.by_id.get(id).copied()
+    }
+
+    /// The commit id of a dense id.
+    pub(crate) fn commit_id(&self, node: u32) -> CommitId {
+        self.ids[node as usize]
+    }
+
+    /// The parents of a commit in order, or `None` when unknown.
+    pub fn parents(&self, id: &CommitId) -> Option<Vec<CommitId>> {
+        let node = self.node(id)?;
+        Some(
+            self.parent_nodes(node)
+                .map(|p| self.ids[p as usize])
+                .collect(),
+        )
+    }
+
+    /// The generation number of a commit (1 for a root), or `None` when unknown.
+    pub fn generation(&self, id: &CommitId) -> Option<u32> {
+        self.node(id).map(|n| self.labels[n as usize].generation)
+    }
+
+    fn extra_parents(&self, node: u32) -> &[u32] {
+        let v = node as usize;
+        &self.extras[self.extra_start[v] as usize..self.extra_start[v + 1] as usize]
+    }
+
+    pub(crate) fn parent_nodes(&self, node: u32) -> impl Iterator<Item = u32> + '_ {
+        let first = self.first_parent[node as usize];
+        (first != NONE)
+            .then_some(first)
+            .into_iter()
+            .chain(self.extra_parents(node).iter().copied())
+    }
+
+    /// Sizes of the index.
+    pub fn stats(&self) -> IndexStats {
+        use std::mem::size_of;
+        let chain_bytes: usize = self
+            .chains
+            .iter()
+            .map(|c| {
+                (c.nodes.capacity()
+                    + c.merges.capacity()
+                    + c.checkpoints.iter().map(Vec::capacity).sum::<usize>())
+                    * 4
+                    + c.checkpoints.capacity() * size_of::<Vec<u32>>()
+                    + size_of::<Chain>()
+            })
+            .sum();
+        let map_bytes = self.by_id.capacity() * (size_of::<(CommitId, u32)>() + 1);
+        IndexStats {
+            commits: self.len(),
+            chains: self.chains.len(),
+            merges: self.chains.iter().map(|c| c.merges.len()).sum(),
+            bytes: self.ids.capacity() * size_of::<CommitId>()
+                + map_bytes
+                + self.labels.capacity() * size_of::<Labels>()
+                + (self.first_parent.capacity()
+                    + self.extra_start.capacity()
+                    + self.extras.capacity())
+                    * 4
+                + chain_bytes,
+        }
+    }
+
+    /// Adds a batch of commits, parents before children, all or nothing: see
+    /// [`super::CommitGraphs::append`] for the rules.
+    ///
+    /// # Errors
+    /// [`CommitError::UnknownParent`], [`CommitError::ConflictingParents`],
+    /// [`CommitError::TooManyCommits`]; the index is unchanged then.
+    pub fn append(&mut self, commits: &[NewCommit]) -> Result<AppendSummary, CommitError> {
+        let plan = self.plan(commits, &HashSet::new())?;
+        let summary = AppendSummary {
+            added: plan.nodes.len(),
+            known: plan.known,
+        };
+        self.apply(plan);
+        Ok(summary)
+    }
+
+    fn labels_of(&self, plan: &[PlannedNode], first: u32, node: u32) -> Labels {
+        if node < first {
+            self.labels[node as usize]
+        } else {
+            plan[(node - first) as usize].labels
+        }
+    }
+
+    /// Checks a batch and computes the labels of its new commits without changing the index.
+    /// A new commit whose first parent is in `protected` (tips of branches that the push does
+    /// not move) starts a new chain rather than taking that branch's chain.
+    pub(crate) fn plan(
+        &self,
+        commits: &[NewCommit],
+        protected: &HashSet<u32>,
+    ) -> Result<Plan, CommitError> {
+        let first = self.ids.len() as u32;
+        let mut nodes: Vec<PlannedNode> = Vec::new();
+        let mut batch_ids: HashMap<CommitId, u32> = HashMap::new();
+        // Lengths of the chains that this batch extends or creates.
+        let mut chain_len: HashMap<u32, u32> = HashMap::new();
+        let mut next_chain = self.chains.len() as u32;
+        let mut known = 0;
+        for (index, commit) in commits.iter().enumerate() {
+            let mut parents = Vec::with_capacity(commit.parents.len());
+            for parent in &commit.parents {
+                let node = self
+                    .by_id
+                    .get(parent)
+                    .or_else(|| batch_ids.get(parent))
+                    .copied()
+                    .ok_or(CommitError::UnknownParent {
+                        repo: self.repo,
+                        index,
+                        commit: commit.id,
+                        parent: *parent,
+                    })?;
+                parents.push(node);
+            }
+            let existing = self
+                .by_id
+                .get(&commit.id)
+                .copied()
+                .map(|n| self.parent_nodes(n).eq(parents.iter().copied()));
+            let existing = existing.or_else(|| {
+                batch_ids
+                    .get(&commit.id)
+                    .map(|&n| nodes[(n - first) as usize].parents == parents)
+            });
+            match existing {
+                Some(true) => {
+                    known += 1;
+                    continue;
+                }
+                Some(false) => {
+                    return Err(CommitError::ConflictingParents {
+                        repo: self.repo,
+                        index,
+                        commit: commit.id,
+                    })
+                }
+                None => {}
+            }
+            let node = first as usize + nodes.len();
+            if node >= NONE as usize - 1 {
+                return Err(CommitError::TooManyCommits { repo: self.repo });
+            }
+            let node = node as u32;
+            let mut generation = 1;
+            for &p in &parents {
+                generation = generation.max(self.labels_of(&nodes, first, p).generation + 1);
+            }
+            let extended = parents
+                .first()
+                .filter(|fp| !protected.contains(fp))
+                .and_then(|&fp| {
+                    let l = self.labels_of(&nodes, first, fp);
+                    let len = chain_len.get(&l.chain).copied().unwrap_or_else(|| {
+                        self.chains
+                            .get(l.chain as usize)
+                            .map_or(0, |c| c.nodes.len() as u32)
+                    });
+                    (l.position + 1 == len).then_some((l.chain, len))
+                });
+            let (chain, position) = extended.unwrap_or_else(|| {
+                next_chain += 1;
+                (next_chain - 1, 0)
+            });
+            chain_len.insert(chain, position + 1);
+            batch_ids.insert(commit.id, node);
+            nodes.push(PlannedNode {
+                id: commit.id,
+                parents,
+                labels: Labels {
+                    generation,
+                    chain,
+                    position,
+                    rank: 0,
+                },
+            });
+        }
+        self.rank(first, &mut nodes);
+        Ok(Plan {
+            first,
+            nodes,
+            known,
+        })
+    }
+
+    /// Gives the new commits ranks after every stored rank, in a topological order that takes
+    /// the largest ready id first.
+    fn rank(&self, first: u32, nodes: &mut [PlannedNode]) {
+        let n = nodes.len();
+        let mut pending = vec![0u32; n];
+        let mut child_start = vec![0u32; n + 1];
+        for node in nodes.iter() {
+            for &p in &node.parents {
+                if p >= first {
+                    child_start[(p - first) as usize + 1] += 1;
+                }
+            }
+        }
+        for i in 0..n {
+            child_start[i + 1] += child_start[i];
+        }
+        let mut fill = child_start.clone();
+        let mut children = vec![0u32; child_start[n] as usize];
+        for (i, node) in nodes.iter().enumerate() {
+            for &p in &node.parents {
+                if p >= first {
+                    let slot = &mut fill[(p - first) as usize];
+                    children[*slot as usize] = i as u32;
+                    *slot += 1;
+                    pending[i] += 1;
+                }
+            }
+        }
+        let mut ready: BinaryHeap<u32> = (0..n as u32)
+            .filter(|&i| pending[i as usize] == 0)
+            .collect();
+        let mut rank = self.next_rank;
+        while let Some(i) = ready.pop() {
+            nodes[i as usize].labels.rank = rank;
+            rank += 1;
+            let i = i as usize;
+            for &child in &children[child_start[i] as usize..child_start[i + 1] as usize] {
+                pending[child as usize] -= 1;
+                if pending[child as usize] == 0 {
+                    ready.push(child);
+                }
+            }
+        }
+    }
+
+    /// Applies a plan made by [`CommitIndex::plan`] on this index, unchanged since.
+    pub(crate) fn apply(&mut self, plan: Plan) {
+        debug_assert_eq!(plan.first as usize, self.ids.len());
+        for node in plan.nodes {
+            self.push_node(node.id, &node.parents, node.labels);
+        }
+    }
+
+    fn push_node(&mut self, id: CommitId, parents: &[u32], labels: Labels) {
+        let node = self.ids.len() as u32;
+        self.ids.push(id);
+        self.by_id.insert(id, node);
+        self.labels.push(labels);
+        self.first_parent
+            .push(parents.first().copied().unwrap_or(NONE));
+        self.extras.extend(parents.iter().skip(1));
+        self.extra_start.push(self.extras.len() as u32);
+        if labels.chain as usize == self.chains.len() {
+            self.chains.push(Chain::default());
+        }
+        let chain = &mut self.chains[labels.chain as usize];
+        chain.nodes.push(node);
+        if parents.len() > 1 {
+            chain.merges.push(labels.position);
+        }
+        let len = chain.nodes.len();
+        let base = (len % self.checkpoint_every == 0).then(|| chain.checkpoints.last().cloned());
+        self.next_rank = self.next_rank.max(labels.rank + 1);
+        if let Some(base) = base {
+            // Extends the previous checkpoint of the chain: an ancestor of this commit.
+            let vector = self.reach(node, base.as_deref());
+            self.chains[labels.chain as usize].checkpoints.push(vector);
+        }
+    }
+
+    /// Adds a stored commit with its stored labels, checking them against the commits before
+    /// it; `Err` names the first inconsistency.
+    pub(crate) fn load_node(
+        &mut self,
+        id: CommitId,
+        parents: &[u32],
+        labels: Labels,
+    ) -> Result<(), &'static str> {
+        let node = self.ids.len() as u32;
+        if node >= NONE - 1 {
+            return Err("more commits than dense ids");
+        }
+        if self.by_id.contains_key(&id) {
+            return Err("commit id stored twice");
+        }
+        let mut generation = 1;
+        for &p in parents {
+            let parent = self
+                .labels
+                .get(p as usize)
+                .ok_or("parent id not below the commit's")?;
+            generation = generation.max(parent.generation + 1);
+            if parent.rank >= labels.rank {
+                return Err("rank not above a parent's rank");
+            }
+        }
+        if generation != labels.generation {
+            return Err("generation is not 1 + the parents' largest");
+        }
+        match self.chains.get(labels.chain as usize) {
+            None if labels.chain as usize == self.chains.len() => {
+                if labels.position != 0 {
+                    return Err("new chain not started at position 0");
+                }
+            }
+            None => return Err("chain number skips ahead"),
+            Some(chain) => {
+                if labels.position as usize != chain.nodes.len()
+                    || parents.first() != chain.nodes.last()
+                {
+                    return Err("chain position does not extend its chain by the first parent");
+                }
+            }
+        }
+        self.push_node(id, parents, labels);
+        Ok(())
+    }
+
+    /// Whether commit `a` is an ancestor of commit `b` (`a == b` counts), or `None` when either
+    /// is unknown.
+    pub fn is_ancestor(&self, a: &CommitId, b: &CommitId) -> Option<bool> {
+        Some(self.is_ancestor_node(self.node(a)?, self.node(b)?))
+    }
+
+    /// Whether node `a` is an ancestor of node `b` (`a == b` counts).
+    pub(crate) fn is_ancestor_node(&self, a: u32, b: u32) -> bool {
+        if a == b {
+            return true;
+        }
+        let la = self.labels[a as usize];
+        let lb = self.labels[b as usize];
+        if a > b || la.generation >= lb.generation || la.rank >= lb.rank {
+            return false;
+        }
+        if la.chain == lb.chain {
+            return la.position < lb.position;
+        }
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let found = self.search(&mut scratch, a, la, b);
+            let Scratch {
+                reach,
+                touched,
+                stack,
+                covers,
+            } = &mut *scratch;
+            for &c in touched.iter() {
+                reach[c as usize] = 0;
+            }
+            touched.clear();
+            stack.clear();
+            covers.clear();
+            found
+        })
+    }
+
+    /// Whether the walk should enter `e` on its way to `a`: `Some(true)` when `e` is known to
+    /// reach `a`, `Some(false)` when it cannot, `None` when it must be entered.
+    #[inline]
+    fn triage(&self, e: u32, a: u32, la: Labels) -> Option<bool> {
+        if e == a {
+            return Some(true);
+        }
+        let le = self.labels[e as usize];
+        if e < a || le.generation <= la.generation || le.rank <= la.rank {
+            return Some(false);
+        }
+        if le.chain == la.chain {
+            return Some(le.position > la.position);
+        }
+        None
+    }
+
+    fn search(&self, scratch: &mut Scratch, a: u32, la: Labels, b: u32) -> bool {
+        if scratch.reach.len() < self.chains.len() {
+            scratch.reach.resize(self.chains.len(), 0);
+        }
+        let lb = self.labels[b as usize];
+        scratch.stack.push((lb.chain, lb.position + 1));
+        while let Some((c, end)) = scratch.stack.pop() {
+            let old = scratch.reach[c as usize];
+            if end <= old {
+                continue;
+            }
+            // Inside a checkpoint that does not reach `a`: nothing below reaches it either.
+            if scratch.covers.iter().any(|&(cc, i)| {
+                self.chains[cc as usize].checkpoints[i as usize]
+                    .get(c as usize)
+                    .is_some_and(|&r| r >= end)
+            }) {
+                continue;
+            }
+            if old == 0 {
+                scratch.touched.push(c);
+            }
+            scratch.reach[c as usize] = end;
+            if c == la.chain && end > la.position {
+                return true;
+            }
+            let chain = &self.chains[c as usize];
+            // The highest checkpoint at or below `end - 1` settles everything below it.
+            let checkpoint = (end as usize / self.checkpoint_every).min(chain.checkpoints.len());
+            let mut floor = 0;
+            if checkpoint > 0 {
+                let index = checkpoint as u32 - 1;
+                if self.reached(&chain.checkpoints[index as usize], a) {
+                    return true;
+                }
+                if scratch.covers.len() < MAX_COVERS && !scratch.covers.contains(&(c, index)) {
+                    scratch.covers.push((c, index));
+                }
+                floor = (checkpoint * self.checkpoint_every) as u32;
+            }
+            // Commits at or below `a`'s generation cannot reach it, nor can their parents.
+            let low = chain.nodes[..end as usize]
+                .partition_point(|&n| self.labels[n as usize].generation <= la.generation)
+                as u32;
+            let start = old.max(low).max(floor);
+            if start >= end {
+                continue;
+            }
+            let from = chain.merges.partition_point(|&p| p < start);
+            let to = chain.merges.partition_point(|&p| p < end);
+            for &position in chain.merges[from..to].iter().rev() {
+                for &e in self.extra_parents(chain.nodes[position as usize]) {
+                    match self.triage(e, a, la) {
+                        Some(true) => return true,
+                        Some(false) => {}
+                        None => {
+                            let le = self.labels[e as usize];
+                            scratch.stack.push((le.chain, le.position + 1));
+                        }
+                    }
+                }
+            }
+            if start == 0 {
+                let base = self.first_parent[chain.nodes[0] as usize];
+                if base != NONE {
+                    match self.triage(base, a, la) {
+                        Some(true) => return true,
+                        Some(false) => {}
+                        None => {
+                            let lbase = self.labels[base as usize];
+                            scratch.stack.push((lbase.chain, lbase.position + 1));
+                        }
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// The reach vector of node `tip`: for each chain, how many of its lowest positions `tip`
+    /// reaches. When `base` is the reach vector of an ancestor of `tip`, only what `tip` reaches
+    /// beyond it is walked.
+    pub(crate) fn reach(&self, tip: u32, base: Option<&[u32]>) -> Vec<u32> {
+        let mut reach = base.map(<[u32]>::to_vec).unwrap_or_default();
+        reach.resize(self.chains.len(), 0);
+        let lt = self.labels[tip as usize];
+        let mut stack = vec![(lt.chain, lt.position + 1)];
+        while let Some((c, end)) = stack.pop() {
+            let mut old = reach[c as usize];
+            if end <= old {
+                continue;
+            }
+            let chain = &self.chains[c as usize];
+            // A checkpoint well above what is known is a closed set: take it whole.
+            let checkpoint = (end as usize / self.checkpoint_every).min(chain.checkpoints.len());
+            if checkpoint > 0
+                && checkpoint * self.checkpoint_every > old as usize + self.checkpoint_every
+            {
+                for (r, &x) in reach.iter_mut().zip(&chain.checkpoints[checkpoint - 1]) {
+                    *r = (*r).max(x);
+                }
+                old = reach[c as usize];
+                if end <= old {
+                    continue;
+                }
+            }
+            reach[c as usize] = end;
+            let from = chain.merges.partition_point(|&p| p < old);
+            let to = chain.merges.partition_point(|&p| p < end);
+            for &position in &chain.merges[from..to] {
+                for &e in self.extra_parents(chain.nodes[position as usize]) {
+                    let le = self.labels[e as usize];
+                    if reach[le.chain as usize] <= le.position {
+                        stack.push((le.chain, le.position + 1));
+                    }
+                }
+            }
+            if old == 0 {
+                let base = self.first_parent[chain.nodes[0] as usize];
+                if base != NONE {
+                    let lbase = self.labels[base as usize];
+                    stack.push((lbase.chain, lbase.position + 1));
+                }
+            }
+        }
+        reach
+    }
+
+    /// The reach vector of `tip` (what [`super::CommitGraphs`] caches per target branch tip),
+    /// or `None` when `tip` is unknown.
+    pub fn reach_vector(&self, tip: &CommitId) -> Option<ReachVector> {
+        Some(ReachVector(self.reach(self.node(tip)?, None)))
+    }
+
+    /// Whether the commit whose reach vector is `reach` has `id` as an ancestor (or is `id`),
+    /// or `None` when `id` is unknown. One comparison.
+    pub fn reaches(&self, reach: &ReachVector, id: &CommitId) -> Option<bool> {
+        Some(self.reached(&reach.0, self.node(id)?))
+    }
+
+    /// Whether a commit with the reach vector `reach` reaches `node`.
+    #[inline]
+    pub(crate) fn reached(&self, reach: &[u32], node: u32) -> bool {
+        let l = self.labels[node as usize];
+        reach.get(l.chain as usize).is_some_and(|&r| r > l.position)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u32) -> CommitId {
+        let mut bytes = [0u8; 20];
+        bytes[..4].copy_from_slice(&n.to_be_bytes());
+        bytes[19] = 1;
+        CommitId::from_bytes(&bytes).unwrap()
+    }
+
+    fn commit(n: u32, parents: &[u32]) -> NewCommit {
+        NewCommit {
+            id: id(n),
+            parents: parents.iter().map(|&p| id(p)).collect(),
+        }
+    }
+
+    #[test]
+    fn chains_generations_and_queries() {
+        let mut index = CommitIndex::new(RepoId(1));
+        //   0 - 1 - 2 - 5 (merge of 2 and 4)
+        //        \- 3 - 4
+        let summary = index
+            .append(&[
+                commit(0, &[]),
+                commit(1, &[0]),
+                commit(2, &[1]),
+                commit(3, &[1]),
+                commit(4, &[3]),
+                commit(5, &[2, 4]),
+            ])
+            .unwrap();
+        assert_eq!(summary, AppendSummary { added: 6, known: 0 });
+        assert_eq!(index.generation(&id(5)), Some(5));
+        assert_eq!(index.stats().chains, 2);
+        assert_eq!(index.stats().merges, 1);
+        assert_eq!(index.is_ancestor(&id(3), &id(5)), Some(true));
+        assert_eq!(index.is_ancestor(&id(3), &id(2)), Some(false));
+        assert_eq!(index.is_ancestor(&id(0), &id(4)), Some(true));
+        assert_eq!(index.is_ancestor(&id(5), &id(5)), Some(true));
+        assert_eq!(index.is_ancestor(&id(9), &id(5)), None);
+        let reach = index.reach(5, None);
+        assert!((0..6).all(|n| index.reached(&reach, n)));
+        let reach2 = index.reach(2, None);
+        assert!(!index.reached(&reach2, 3));
+        let extended = index.reach(5, Some(&reach2));
+        assert_eq!(extended, reach);
+    }
+
+    #[test]
+    fn rejected_batches_change_nothing() {
+        let mut index = CommitIndex::new(RepoId(1));
+        index.append(&[commit(0, &[])]).unwrap();
+        let err = index
+            .append(&[commit(1, &[0]), commit(2, &[7])])
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            CommitError::UnknownParent { index: 1, parent, .. } if parent == id(7)
+        ));
+        assert_eq!(index.len(), 1);
+        let again = index.append(&[commit(0, &[]), commit(1, &[0])]).unwrap();
+        assert_eq!(again, AppendSummary { added: 1, known: 1 });
+        let err = index.append(&[commit(1, &[])]).unwrap_err();
+        assert!(matches!(
+            err,
+            CommitError::ConflictingParents { index: 0, .. }
+        ));
+        // A commit naming itself as parent is unknown (or conflicting), never a cycle.
+        assert!(index.append(&[commit(8, &[8])]).is_err());
+        assert_eq!(index.len(), 2);
+    }
+}

@@ -1,0 +1,683 @@
+//! Commit graphs: per repository, commits with their parents and branches as named pointers to
+//! tips, with exact and fast answers to "is commit A an ancestor of commit B", "is branch X
+//! merged into branch Y", "which branches are merged into Y" and "which branches changed
+//! merged-status when a branch moved".
+//!
+//! [`CommitGraphs`] stores every repository's graph in the engine keyspaces [`KEYSPACES`] and
+//! keeps, per repository touched since open, a [`CommitIndex`] in memory. Commits arrive in
+//! batches ([`CommitGraphs::push`]), parents before children; every batch is checked first and
+//! then written as one atomic engine batch with its labels, so opening a repository loads the
+//! labels instead of recomputing them. How the index works is described in [`index`'s
+//! docs](CommitIndex) and in `graphdb/DESIGN.md`.
+//!
+//! ```
+//! use graphdb::commits::{BranchUpdate, CommitGraphs, CommitId, NewCommit, RepoId, KEYSPACES};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = engine::EngineConfig::memory().open(KEYSPACES)?;
+//! let graphs = CommitGraphs::open(engine)?;
+//! let repo = RepoId(1);
+//! let id = |n: u8| CommitId::from_bytes(&[n; 20]).unwrap();
+//! let commit = |n: u8, parents: &[u8]| NewCommit {
+//!     id: id(n),
+//!     parents: parents.iter().map(|&p| id(p)).collect(),
+//! };
+//! graphs.push(
+//!     repo,
+//!     &[commit(1, &[]), commit(2, &[1]), commit(3, &[1])],
+//!     &[BranchUpdate::set("main", id(2)), BranchUpdate::set("topic", id(3))],
+//! )?;
+//! assert!(!graphs.is_merged(repo, "topic", "main")?);
+//!
+//! // Merging topic into main reports the change.
+//! let outcome = graphs.push(repo, &[commit(4, &[2, 3])], &[BranchUpdate::set("main", id(4))])?;
+//! assert_eq!(outcome.changes.len(), 1);
+//! assert!(outcome.changes[0].merged);
+//! assert_eq!(graphs.merged_into(repo, "main")?, vec!["topic".to_string()]);
+//! assert!(graphs.is_ancestor(repo, &id(3), &id(4))?);
+//! # Ok(())
+//! # }
+//! ```
+
+mod codec;
+mod error;
+pub mod gen;
+mod id;
+pub mod import;
+mod index;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex, RwLock};
+
+use engine::{Direction, Durability, Engine, Keyspace, ScanRange, WriteBatch};
+
+pub use error::{CommitError, ImportInput, LineError};
+pub use id::{CommitId, ParseIdError, RepoId};
+pub use index::{AppendSummary, CommitIndex, IndexStats, NewCommit, ReachVector, CHECKPOINT_EVERY};
+
+/// The engine keyspaces of commit graphs; open the engine with them (and any others).
+pub const KEYSPACES: &[&str] = &["commits.nodes", "commits.branches"];
+
+/// How many reach vectors (one per branch tip asked about as a target) a repository keeps.
+pub const REACH_CACHE_ENTRIES: usize = 2048;
+
+/// A branch to create, move or delete in a [`CommitGraphs::push`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BranchUpdate {
+    /// The branch name, without `refs/heads/`.
+    pub name: String,
+    /// The new tip, or `None` to delete the branch.
+    pub target: Option<CommitId>,
+}
+
+impl BranchUpdate {
+    /// Creates or moves `name` to `target`.
+    pub fn set(name: impl Into<String>, target: CommitId) -> Self {
+        BranchUpdate {
+            name: name.into(),
+            target: Some(target),
+        }
+    }
+
+    /// Deletes `name`.
+    pub fn delete(name: impl Into<String>) -> Self {
+        BranchUpdate {
+            name: name.into(),
+            target: None,
+        }
+    }
+}
+
+/// A change of merged-status caused by a push: `branch` became merged into `target`
+/// (`merged == true`) or stopped being merged into it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MergedChange {
+    /// The branch whose tip is (or was) an ancestor of the target's tip.
+    pub branch: String,
+    /// The branch it is merged into.
+    pub target: String,
+    /// The status after the push.
+    pub merged: bool,
+}
+
+/// What a push did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushOutcome {
+    /// Commits added and commits already known.
+    pub appended: AppendSummary,
+    /// Every pair of branches, one of which the push created, moved or deleted, whose
+    /// merged-status changed, sorted. A branch that does not exist counts as merged into
+    /// nothing and as having nothing merged into it.
+    pub changes: Vec<MergedChange>,
+}
+
+/// What an import did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// Commits added and commits already known.
+    pub appended: AppendSummary,
+    /// Branches (`refs/heads/*`) set.
+    pub branches: usize,
+    /// Other refs (tags, remotes, ...), ignored.
+    pub other_refs: usize,
+}
+
+/// The commit graphs of every repository, over one engine. Cheap to share behind an `Arc`;
+/// every method takes `&self`. Methods block on the engine: call them from a blocking thread,
+/// not an async worker.
+#[derive(Debug)]
+pub struct CommitGraphs {
+    engine: Arc<dyn Engine>,
+    nodes: Keyspace,
+    branches: Keyspace,
+    repos: Mutex<HashMap<RepoId, Arc<Repo>>>,
+    checkpoint_every: usize,
+}
+
+#[derive(Debug)]
+struct Repo {
+    id: RepoId,
+    state: RwLock<RepoState>,
+    /// Reach vectors by tip node; a commit's ancestors never change, so entries never go
+    /// stale, they are only evicted.
+    reach: Mutex<HashMap<u32, Arc<Vec<u32>>>>,
+}
+
+#[derive(Debug)]
+struct RepoState {
+    index: CommitIndex,
+    branches: HashMap<String, u32>,
+}
+
+impl CommitGraphs {
+    /// Commit graphs over `engine`, which must have been opened with [`KEYSPACES`].
+    /// Repositories are loaded on first use.
+    ///
+    /// # Errors
+    /// [`CommitError::Engine`] when a keyspace is missing.
+    pub fn open(engine: Arc<dyn Engine>) -> Result<Self, CommitError> {
+        Self::with_checkpoint_interval(engine, CHECKPOINT_EVERY)
+    }
+
+    /// As [`CommitGraphs::open`], with in-memory checkpoints every `every` positions of a chain
+    /// (see [`CommitIndex::with_checkpoint_interval`]; checkpoints are not stored, so this may
+    /// change from one open to the next).
+    ///
+    /// # Errors
+    /// As for [`CommitGraphs::open`].
+    pub fn with_checkpoint_interval(
+        engine: Arc<dyn Engine>,
+        every: usize,
+    ) -> Result<Self, CommitError> {
+        Ok(CommitGraphs {
+            checkpoint_every: every,
+            nodes: engine.keyspace(KEYSPACES[0])?,
+            branches: engine.keyspace(KEYSPACES[1])?,
+            engine,
+            repos: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    fn repo(&self, id: RepoId) -> Result<Arc<Repo>, CommitError> {
+        let mut repos = self.repos.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(repo) = repos.get(&id) {
+            return Ok(repo.clone());
+        }
+        let repo = Arc::new(self.load(id)?);
+        repos.insert(id, repo.clone());
+        Ok(repo)
+    }
+
+    /// Reads a repository's commits (with their stored labels) and branches.
+    fn load(&self, repo: RepoId) -> Result<Repo, CommitError> {
+        let prefix = codec::repo_prefix(repo);
+        let mut index = CommitIndex::with_checkpoint_interval(repo, self.checkpoint_every);
+        let snapshot = self.engine.snapshot()?;
+        for entry in snapshot.scan(self.nodes, ScanRange::prefix(&prefix), Direction::Forward)? {
+            let (key, value) = entry?;
+            let corrupt = |reason| CommitError::Corrupt {
+                repo,
+                key: key.clone(),
+                reason,
+            };
+            if codec::node_of_key(&key) != Some(index.len() as u32) || key.len() != 12 {
+                return Err(corrupt("node ids are not dense"));
+            }
+            let (id, labels, parents) = codec::decode_node(&value).map_err(corrupt)?;
+            index.load_node(id, &parents, labels).map_err(corrupt)?;
+        }
+        let mut branches = HashMap::new();
+        for entry in snapshot.scan(
+            self.branches,
+            ScanRange::prefix(&prefix),
+            Direction::Forward,
+        )? {
+            let (key, value) = entry?;
+            let corrupt = |reason| CommitError::Corrupt {
+                repo,
+                key: key.clone(),
+                reason,
+            };
+            let name = std::str::from_utf8(&key[prefix.len()..])
+                .map_err(|_| corrupt("branch name is not UTF-8"))?;
+            let node = <[u8; 4]>::try_from(value.as_slice())
+                .map(u32::from_be_bytes)
+                .map_err(|_| corrupt("branch tip is not 4 bytes"))?;
+            if node as usize >= index.len() {
+                return Err(corrupt("branch tip is not a stored commit"));
+            }
+            branches.insert(name.to_string(), node);
+        }
+        Ok(Repo {
+            id: repo,
+            state: RwLock::new(RepoState { index, branches }),
+            reach: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Forgets a repository's in-memory index (it is loaded again on next use).
+    pub fn unload(&self, repo: RepoId) {
+        self.repos
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&repo);
+    }
+
+    /// Adds commits, parents before children (a parent must be stored or earlier in the
+    /// batch). A commit already stored with the same parents is skipped. See
+    /// [`CommitGraphs::push`].
+    ///
+    /// # Errors
+    /// As for [`CommitGraphs::push`].
+    pub fn append(
+        &self,
+        repo: RepoId,
+        commits: &[NewCommit],
+    ) -> Result<AppendSummary, CommitError> {
+        Ok(self.push(repo, commits, &[])?.appended)
+    }
+
+    /// Creates or moves a branch; returns the merged-status changes (see [`PushOutcome`]).
+    ///
+    /// # Errors
+    /// As for [`CommitGraphs::push`].
+    pub fn set_branch(
+        &self,
+        repo: RepoId,
+        name: &str,
+        tip: CommitId,
+    ) -> Result<Vec<MergedChange>, CommitError> {
+        Ok(self
+            .push(repo, &[], &[BranchUpdate::set(name, tip)])?
+            .changes)
+    }
+
+    /// Deletes a branch; returns the merged-status changes (see [`PushOutcome`]).
+    ///
+    /// # Errors
+    /// [`CommitError::UnknownBranch`] when there is no such branch; as for
+    /// [`CommitGraphs::push`].
+    pub fn delete_branch(
+        &self,
+        repo: RepoId,
+        name: &str,
+    ) -> Result<Vec<MergedChange>, CommitError> {
+        Ok(self.push(repo, &[], &[BranchUpdate::delete(name)])?.changes)
+    }
+
+    /// Applies a push atomically: adds `commits` (parents before children; a commit already
+    /// stored with the same parents is skipped), then applies `updates` in order (a target may
+    /// be one of `commits`). Everything is checked before anything is written, then written as
+    /// one synced engine batch and applied to the in-memory index incrementally.
+    ///
+    /// # Errors
+    /// [`CommitError::UnknownParent`] (naming the commit's position in the batch),
+    /// [`CommitError::ConflictingParents`], [`CommitError::UnknownCommit`] for a branch target
+    /// that is neither stored nor in the batch, [`CommitError::UnknownBranch`] for deleting a
+    /// branch that does not exist, [`CommitError::InvalidBranchName`] for an empty name,
+    /// [`CommitError::TooManyCommits`]; nothing was written then. [`CommitError::Engine`] when
+    /// the write fails; the in-memory index is unchanged then too.
+    pub fn push(
+        &self,
+        repo: RepoId,
+        commits: &[NewCommit],
+        updates: &[BranchUpdate],
+    ) -> Result<PushOutcome, CommitError> {
+        self.push_inner(repo, commits, updates, true)
+    }
+
+    fn push_inner(
+        &self,
+        repo: RepoId,
+        commits: &[NewCommit],
+        updates: &[BranchUpdate],
+        report_changes: bool,
+    ) -> Result<PushOutcome, CommitError> {
+        let handle = self.repo(repo)?;
+        let mut state = handle.state.write().unwrap_or_else(|e| e.into_inner());
+        // A branch created from (or a commit made on) the tip of a branch that this push does
+        // not move must not take over that branch's first-parent chain; when the default branch
+        // (`main` or `master`) moves, its old tip stays free for it.
+        let moved: BTreeSet<&str> = updates.iter().map(|u| u.name.as_str()).collect();
+        let default_tips: BTreeSet<u32> = ["main", "master"]
+            .iter()
+            .filter(|name| moved.contains(*name))
+            .filter_map(|name| state.branches.get(*name).copied())
+            .collect();
+        let protected: std::collections::HashSet<u32> = state
+            .branches
+            .iter()
+            .filter(|(name, tip)| !moved.contains(name.as_str()) && !default_tips.contains(tip))
+            .map(|(_, &tip)| tip)
+            .collect();
+        let plan = state.index.plan(commits, &protected)?;
+        let planned: HashMap<CommitId, u32> = plan
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.id, plan.first + i as u32))
+            .collect();
+        let mut after = state.branches.clone();
+        let mut batch = WriteBatch::new();
+        for update in updates {
+            if update.name.is_empty() {
+                return Err(CommitError::InvalidBranchName {
+                    repo,
+                    branch: update.name.clone(),
+                });
+            }
+            let key = codec::branch_key(repo, &update.name);
+            match update.target {
+                Some(target) => {
+                    let node = state
+                        .index
+                        .node(&target)
+                        .or_else(|| planned.get(&target).copied())
+                        .ok_or(CommitError::UnknownCommit {
+                            repo,
+                            commit: target,
+                        })?;
+                    after.insert(update.name.clone(), node);
+                    batch.put(self.branches, key, node.to_be_bytes());
+                }
+                None => {
+                    if after.remove(&update.name).is_none() {
+                        return Err(CommitError::UnknownBranch {
+                            repo,
+                            branch: update.name.clone(),
+                        });
+                    }
+                    batch.delete(self.branches, key);
+                }
+            }
+        }
+        let mut node_batch = WriteBatch::new();
+        for (i, node) in plan.nodes.iter().enumerate() {
+            node_batch.put(
+                self.nodes,
+                codec::node_key(repo, plan.first + i as u32),
+                codec::encode_node(&node.id, &node.parents, node.labels),
+            );
+        }
+        node_batch.extend(batch);
+        if !node_batch.is_empty() {
+            self.engine.write(node_batch, Durability::Sync)?;
+        }
+        let appended = AppendSummary {
+            added: plan.nodes.len(),
+            known: plan.known,
+        };
+        state.index.apply(plan);
+        let before = std::mem::replace(&mut state.branches, after);
+        let changes = if report_changes {
+            handle.changes(&state, &before)
+        } else {
+            Vec::new()
+        };
+        Ok(PushOutcome { appended, changes })
+    }
+
+    /// Imports the output of `git rev-list --all --parents` and of
+    /// `git for-each-ref --format='%(refname) %(objectname)'` in one atomic push: every commit
+    /// (ordered parents first, whatever the input order), and every `refs/heads/*` ref as a
+    /// branch (other refs are counted and ignored; stored branches that the input does not
+    /// name are kept). A progress bar is drawn when stderr is a terminal. Unlike
+    /// [`CommitGraphs::push`], an import does not compute merged-status changes (an initial
+    /// import would otherwise compare every pair of branches).
+    ///
+    /// # Errors
+    /// [`CommitError::Import`] naming the input and line of the first problem; as for
+    /// [`CommitGraphs::push`]. Nothing is imported then.
+    pub fn import(
+        &self,
+        repo: RepoId,
+        rev_list: &str,
+        refs: &str,
+    ) -> Result<ImportSummary, CommitError> {
+        let bar = if std::io::stderr().is_terminal() {
+            indicatif::ProgressBar::new_spinner()
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        bar.set_message("parsing rev-list");
+        let entries = import::parse_rev_list(rev_list)?;
+        bar.set_message(format!("parsing refs ({} commits)", entries.len()));
+        let ref_entries = import::parse_refs(refs)?;
+        bar.set_message(format!("ordering {} commits", entries.len()));
+        let handle = self.repo(repo)?;
+        let (commits, updates, other_refs) = {
+            let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
+            let known = |id: &CommitId| state.index.contains(id);
+            let (updates, other_refs) = import::branch_updates(&ref_entries, &entries, known)?;
+            let tips: Vec<CommitId> = updates.iter().filter_map(|u| u.target).collect();
+            let commits = import::order_commits(&entries, known, &tips)?;
+            (commits, updates, other_refs)
+        };
+        bar.set_message(format!("writing {} commits", commits.len()));
+        let outcome = self.push_inner(repo, &commits, &updates, false)?;
+        bar.finish_and_clear();
+        Ok(ImportSummary {
+            appended: outcome.appended,
+            branches: updates.len(),
+            other_refs,
+        })
+    }
+
+    /// Whether commit `a` is an ancestor of commit `b` (`a == b` counts).
+    ///
+    /// # Errors
+    /// [`CommitError::UnknownCommit`]; [`CommitError::Engine`] when loading the repository
+    /// fails.
+    pub fn is_ancestor(
+        &self,
+        repo: RepoId,
+        a: &CommitId,
+        b: &CommitId,
+    ) -> Result<bool, CommitError> {
+        let handle = self.repo(repo)?;
+        let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
+        let node = |id: &CommitId| {
+            state
+                .index
+                .node(id)
+                .ok_or(CommitError::UnknownCommit { repo, commit: *id })
+        };
+        Ok(state.index.is_ancestor_node(node(a)?, node(b)?))
+    }
+
+    /// Whether branch `branch` is merged into branch `target`: its tip is an ancestor of (or
+    /// equal to) the target's tip. The target's reach vector is computed on first use and
+    /// cached, so later questions against the same target tip are one comparison.
+    ///
+    /// # Errors
+    /// [`CommitError::UnknownBranch`]; [`CommitError::Engine`] when loading the repository
+    /// fails.
+    pub fn is_merged(&self, repo: RepoId, branch: &str, target: &str) -> Result<bool, CommitError> {
+        let handle = self.repo(repo)?;
+        let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
+        let source = handle.tip(&state, branch)?;
+        let target = handle.tip(&state, target)?;
+        let reach = handle.reach(&state, target, None);
+        Ok(state.index.reached(&reach, source))
+    }
+
+    /// Every branch other than `target` that is merged into `target`, sorted by name.
+    ///
+    /// # Errors
+    /// As for [`CommitGraphs::is_merged`].
+    pub fn merged_into(&self, repo: RepoId, target: &str) -> Result<Vec<String>, CommitError> {
+        let handle = self.repo(repo)?;
+        let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
+        let tip = handle.tip(&state, target)?;
+        let reach = handle.reach(&state, tip, None);
+        let mut merged: Vec<String> = state
+            .branches
+            .iter()
+            .filter(|(name, &node)| name.as_str() != target && state.index.reached(&reach, node))
+            .map(|(name, _)| name.clone())
+            .collect();
+        merged.sort_unstable();
+        Ok(merged)
+    }
+
+    /// The branches and their tips, sorted by name.
+    ///
+    /// # Errors
+    /// [`CommitError::Engine`] when loading the repository fails.
+    pub fn branches(&self, repo: RepoId) -> Result<Vec<(String, CommitId)>, CommitError> {
+        let handle = self.repo(repo)?;
+        let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
+        let mut branches: Vec<(String, CommitId)> = state
+            .branches
+            .iter()
+            .map(|(name, &node)| (name.clone(), state.index.commit_id(node)))
+            .collect();
+        branches.sort_unstable();
+        Ok(branches)
+    }
+
+    /// The tip of a branch, or `None` when there is no such branch.
+    ///
+    /// # Errors
+    /// [`CommitError::Engine`] when loading the repository fails.
+    pub fn branch(&self, repo: RepoId, name: &str) -> Result<Option<CommitId>, CommitError> {
+        let handle = self.repo(repo)?;
+        let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
+        Ok(state.branches.get(name).map(|&n| state.index.commit_id(n)))
+    }
+
+    /// Whether the repository holds `commit`.
+    ///
+    /// # Errors
+    /// [`CommitError::Engine`] when loading the repository fails.
+    pub fn contains(&self, repo: RepoId, commit: &CommitId) -> Result<bool, CommitError> {
+        let handle = self.repo(repo)?;
+        let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
+        Ok(state.index.contains(commit))
+    }
+
+    /// The parents of a commit, first parent first, or `None` when unknown.
+    ///
+    /// # Errors
+    /// [`CommitError::Engine`] when loading the repository fails.
+    pub fn parents(
+        &self,
+        repo: RepoId,
+        commit: &CommitId,
+    ) -> Result<Option<Vec<CommitId>>, CommitError> {
+        let handle = self.repo(repo)?;
+        let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
+        Ok(state.index.parents(commit))
+    }
+
+    /// Sizes of the repository's in-memory index.
+    ///
+    /// # Errors
+    /// [`CommitError::Engine`] when loading the repository fails.
+    pub fn stats(&self, repo: RepoId) -> Result<IndexStats, CommitError> {
+        let handle = self.repo(repo)?;
+        let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
+        let mut stats = state.index.stats();
+        let reach = handle.reach.lock().unwrap_or_else(|e| e.into_inner());
+        stats.bytes += reach.values().map(|r| r.capacity() * 4).sum::<usize>();
+        Ok(stats)
+    }
+}
+
+impl Repo {
+    fn tip(&self, state: &RepoState, name: &str) -> Result<u32, CommitError> {
+        state
+            .branches
+            .get(name)
+            .copied()
+            .ok_or_else(|| CommitError::UnknownBranch {
+                repo: self.id,
+                branch: name.to_string(),
+            })
+    }
+
+    /// The reach vector of `tip`, from the cache or computed (extending the cached vector of
+    /// `hint` when `hint` is an ancestor of `tip`) and cached.
+    fn reach(&self, state: &RepoState, tip: u32, hint: Option<u32>) -> Arc<Vec<u32>> {
+        let base = {
+            let cache = self.reach.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(reach) = cache.get(&tip) {
+                return reach.clone();
+            }
+            hint.and_then(|h| cache.get(&h).cloned())
+        };
+        let base = base.filter(|_| hint.is_some_and(|h| state.index.is_ancestor_node(h, tip)));
+        let reach = Arc::new(state.index.reach(tip, base.as_deref().map(Vec::as_slice)));
+        let mut cache = self.reach.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= REACH_CACHE_ENTRIES {
+            if let Some(&evict) = cache.keys().next() {
+                cache.remove(&evict);
+            }
+        }
+        cache.insert(tip, reach.clone());
+        reach
+    }
+
+    /// The merged-status changes between the branches `before` and the current ones, for the
+    /// pairs that involve a branch whose tip changed.
+    fn changes(&self, state: &RepoState, before: &HashMap<String, u32>) -> Vec<MergedChange> {
+        let after = &state.branches;
+        let moved: BTreeSet<&String> = before
+            .keys()
+            .chain(after.keys())
+            .filter(|name| before.get(*name) != after.get(*name))
+            .collect();
+        if moved.is_empty() {
+            return Vec::new();
+        }
+        let names: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+        let mut changes = BTreeSet::new();
+        for &moved_name in &moved {
+            // Branches merged into the moved one: one reach vector before, one after.
+            let old = before.get(moved_name).copied();
+            let new = after.get(moved_name).copied();
+            let old_reach = old.map(|t| self.reach(state, t, None));
+            let new_reach = new.map(|t| self.reach(state, t, old));
+            for &other in &names {
+                if other == moved_name {
+                    continue;
+                }
+                let was = match (&old_reach, before.get(other)) {
+                    (Some(r), Some(&n)) => state.index.reached(r, n),
+                    _ => false,
+                };
+                let is = match (&new_reach, after.get(other)) {
+                    (Some(r), Some(&n)) => state.index.reached(r, n),
+                    _ => false,
+                };
+                if was != is {
+                    changes.insert(MergedChange {
+                        branch: other.clone(),
+                        target: moved_name.clone(),
+                        merged: is,
+                    });
+                }
+                // The moved branch merged into the other one.
+                if moved.contains(other) && other < moved_name {
+                    continue; // That pair was handled from the other side.
+                }
+                let was = match (old, before.get(other)) {
+                    (Some(o), Some(&t)) => self.ancestor(state, o, t),
+                    _ => false,
+                };
+                let is = match (new, after.get(other)) {
+                    (Some(o), Some(&t)) => self.ancestor(state, o, t),
+                    _ => false,
+                };
+                if was != is {
+                    changes.insert(MergedChange {
+                        branch: moved_name.clone(),
+                        target: other.clone(),
+                        merged: is,
+                    });
+                }
+            }
+        }
+        changes.into_iter().collect()
+    }
+
+    /// Whether `a` is an ancestor of `b`, through `b`'s cached reach vector when there is one.
+    fn ancestor(&self, state: &RepoState, a: u32, b: u32) -> bool {
+        let cached = self
+            .reach
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&b)
+            .cloned();
+        match cached {
+            Some(reach) => state.index.reached(&reach, a),
+            None => state.index.is_ancestor_node(a, b),
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The few object operations the backend needs, retried, over Swift or S3.
+
+use std::fmt;
+use std::io::Read;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::config::RetryConfig;
+use crate::error::Error;
+
+/// How one attempt failed.
+#[derive(Debug)]
+pub(crate) enum Attempt {
+    /// Worth retrying: connection refused or reset, timeout, 5xx, 408, 429.
+    Transient(String),
+    /// The token expired: authenticate again, then retry.
+    Unauthorized,
+    /// Retrying will not help.
+    Permanent(Error),
+}
+
+pub(crate) type AttemptResult<T> = std::result::Result<T, Attempt>;
+
+/// One object as listed.
+#[derive(Debug, Clone)]
+pub(crate) struct Listed {
+    pub name: String,
+    /// Unix milliseconds.
+    pub modified: i64,
+}
+
+/// Object operations, each already retried within the policy's budget.
+pub(crate) trait ObjectClient: Send + Sync + fmt::Debug {
+    /// Creates the container (bucket) if missing.
+    fn ensure_container(&self, container: &str) -> Result<(), Error>;
+    /// Uploads `size` bytes of the file at `path` as `container/key`; in segments when
+    /// `segmented` (read back as one object).
+    fn put(
+        &self,
+        container: &str,
+        key: &str,
+        path: &Path,
+        size: u64,
+        segmented: bool,
+    ) -> Result<(), Error>;
+    /// The object's size, or `None` when missing.
+    fn head(&self, container: &str, key: &str) -> Result<Option<u64>, Error>;
+    /// `len` bytes from `offset` (`u64::MAX` for "to the end"), or `None` when missing.
+    fn get(
+        &self,
+        container: &str,
+        key: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Box<dyn Read + Send>>, Error>;
+    /// Removes the object (and its segments when `segmented`); missing is fine.
+    fn delete(&self, container: &str, key: &str, segmented: bool) -> Result<(), Error>;
+    /// Every object of the container whose name starts with `prefix`; a missing container
+    /// lists nothing.
+    fn list(
+        &self,
+        container: &str,
+        prefix: &str,
+        visit: &mut dyn FnMut(Listed) -> Result<(), Error>,
+    ) -> Result<(), Error>;
+    /// The container that holds the segments of `container`'s large objects, if the protocol
+    /// keeps them apart (Swift); S3 multipart parts are not objects.
+    fn segments_container(&self, container: &str) -> Option<String>;
+    /// Removes a segment left by an unfinished upload.
+    fn delete_segment(&self, container: &str, name: &str) -> Result<(), Error>;
+}
+
+/// Exponential backoff within a bounded total time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Retry {
+    initial: Duration,
+    max: Duration,
+    budget: Duration,
+}
+
+impl Retry {
+    pub(crate) fn new(config: &RetryConfig) -> Self {
+        Retry {
+            initial: Duration::from_millis(config.initial_backoff_ms.max(1)),
+            max: Duration::from_millis(config.max_backoff_ms.max(1)),
+            budget: Duration::from_millis(config.budget_ms),
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, fails permanently, or the budget is spent.
+    /// `reauth` is called after an [`Attempt::Unauthorized`].
+    pub(crate) fn run<T>(
+        &self,
+        operation: &'static str,
+        container: &str,
+        key: &str,
+        mut attempt: impl FnMut() -> AttemptResult<T>,
+        reauth: &dyn Fn(),
+    ) -> Result<T, Error> {
+        let start = Instant::now();
+        let mut pause = self.initial;
+        let mut attempts = 0u32;
+        let mut unauthorized = 0u32;
+        loop {
+            attempts += 1;
+            let cause = match attempt() {
+                Ok(value) => return Ok(value),
+                Err(Attempt::Permanent(error)) => return Err(error),
+                Err(Attempt::Unauthorized) => {
+                    unauthorized += 1;
+                    reauth();
+                    if unauthorized <= 2 {
+                        // A fresh token: retry at once.
+                        continue;
+                    }
+                    "HTTP 401 even with a fresh token".to_string()
+                }
+                Err(Attempt::Transient(cause)) => cause,
+            };
+            let elapsed = start.elapsed();
+            if elapsed + pause > self.budget {
+                tracing::warn!(operation, container, key, attempts, %cause, "giving up");
+                return Err(Error::Unavailable {
+                    operation,
+                    container: container.to_string(),
+                    key: key.to_string(),
+                    attempts,
+                    elapsed,
+                    cause,
+                });
+            }
+            tracing::debug!(operation, container, key, attempts, %cause, ?pause, "retrying");
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(self.max);
+        }
+    }
+
+    pub(crate) fn budget(&self) -> Duration {
+        self.budget
+    }
+}
+
+/// Classifies an HTTP status that is not a success.
+pub(crate) fn status_attempt(
+    status: u16,
+    body: String,
+    operation: &'static str,
+    container: &str,
+    key: &str,
+) -> Attempt {
+    match status {
+        401 => Attempt::Unauthorized,
+        408 | 429 | 498 | 500..=599 => Attempt::Transient(format!("HTTP {status}: {body}")),
+        _ => Attempt::Permanent(Error::Refused {
+            operation,
+            container: container.to_string(),
+            key: key.to_string(),
+            status,
+            body,
+        }),
+    }
+}
+
+/// Parses Swift's listing time, `2026-11-28T17:14:30.375350` (UTC, no zone), or RFC 3339 with
+/// a `Z`, into Unix milliseconds.
+pub(crate) fn parse_utc_millis(text: &str) -> Option<i64> {
+    let text = text.trim_end_matches('Z');
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(str::parse::<i64>);
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.splitn(3, ':').map(str::parse::<i64>);
+    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    let frac_ms: i64 = {
+        let digits: String = frac.chars().take(3).collect();
+        let padded = format!("{digits:0<3}");
+        padded.parse().ok()?
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + frac_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_swift_listing_times() {
+        assert_eq!(parse_utc_millis("1970-01-01T00:00:00"), Some(0));
+        assert_eq!(
+            parse_utc_millis("2026-11-28T17:14:30.375350"),
+            Some(1_795_886_070_375)
+        );
+        assert_eq!(
+            parse_utc_millis("2000-02-29T23:59:59.5Z"),
+            Some(951_868_799_500)
+        );
+        assert_eq!(parse_utc_millis("yesterday"), None);
+    }
+
+    #[test]
+    fn retry_gives_up_within_budget_and_reports_unavailable() {
+        let retry = Retry::new(&RetryConfig::new(
+            Duration::from_millis(1),
+            Duration::from_millis(4),
+            Duration::from_millis(30),
+        ));
+        let mut calls = 0;
+        let result: Result<(), Error> = retry.run(
+            "get",
+            "c",
+            "k",
+            || {
+                calls += 1;
+                Err(Attempt::Transient("refused".into()))
+            },
+            &|| {},
+        );
+        let error = result.unwrap_err();
+        assert!(error.is_unavailable(), "{error}");
+        assert!(calls > 2, "only {calls} attempts");
+    }
+
+    #[test]
+    fn retry_stops_at_a_permanent_error_and_recovers_from_transient_ones() {
+        let retry = Retry::new(&RetryConfig::default());
+        let mut calls = 0;
+        let value = retry
+            .run(
+                "get",
+                "c",
+                "k",
+                || {
+                    calls += 1;
+                    if calls < 3 {
+                        Err(Attempt::Transient("503".into()))
+                    } else {
+                        Ok(calls)
+                    }
+                },
+                &|| {},
+            )
+            .unwrap();
+        assert_eq!(value, 3);
+        let mut calls = 0;
+        let error = retry
+            .run::<()>(
+                "put",
+                "c",
+                "k",
+                || {
+                    calls += 1;
+                    Err(status_attempt(403, "no".into(), "put", "c", "k"))
+                },
+                &|| {},
+            )
+            .unwrap_err();
+        assert_eq!(calls, 1);
+        assert!(
+            matches!(error, Error::Refused { status: 403, .. }),
+            "{error}"
+        );
+    }
+}

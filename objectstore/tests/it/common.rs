@@ -1,0 +1,240 @@
+//! The harness: stores whose blob bytes live on the real Swift named by the environment,
+//! through its native API or its S3 API.
+//!
+//! `Harness`, `Settings`, `bucket`, `content` and `assert_consistent` have the shapes the blob
+//! store's own suite (`blobstore/tests/it/suite.rs`, compiled into this binary) expects; the
+//! protocol comes from [`with_protocol`], since the suite's functions take an engine backend.
+
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blobstore::{BucketName, ManualClock, Store, StoreBuilder, Timestamp};
+use engine::{Backend, Engine, MemEngine};
+use objectstore::{ObjectStoreBackend, ObjectStoreConfig, RetryConfig};
+
+/// Which API of the Swift cluster a test talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Swift,
+    S3,
+}
+
+thread_local! {
+    static PROTOCOL: Cell<Protocol> = const { Cell::new(Protocol::Swift) };
+}
+
+/// Runs `f` with harnesses created on this thread using `protocol`.
+pub fn with_protocol(protocol: Protocol, f: impl FnOnce()) {
+    PROTOCOL.with(|p| p.set(protocol));
+    f();
+}
+
+/// Stamps out one `#[test]` per protocol for each named function of `$module` (each takes an
+/// engine backend, as the blob store's suite does; the memory engine is used).
+macro_rules! protocol_tests {
+    ($module:ident as $tests:ident: $($name:ident),* $(,)?) => {
+        mod $tests {
+            mod swift {
+                $(#[test]
+                fn $name() {
+                    crate::common::with_protocol(crate::common::Protocol::Swift, || {
+                        crate::$module::$name(engine::Backend::Memory)
+                    });
+                })*
+            }
+            mod s3 {
+                $(#[test]
+                fn $name() {
+                    crate::common::with_protocol(crate::common::Protocol::S3, || {
+                        crate::$module::$name(engine::Backend::Memory)
+                    });
+                })*
+            }
+        }
+    };
+}
+pub(crate) use protocol_tests;
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: these tests need a real Swift. Start it with \
+             `scripts/swift-saio.sh start DIR` and `source DIR/env`, run the tests under \
+             `scripts/with-swift.sh cargo test -p objectstore`, or run `make test`"
+        )
+    })
+}
+
+/// A fresh container prefix, so that tests never share containers.
+pub fn unique_prefix() -> String {
+    format!("t{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+/// The configuration of the environment's Swift for `protocol`, with a fresh prefix.
+pub fn config(protocol: Protocol, spool: PathBuf) -> ObjectStoreConfig {
+    let config = match protocol {
+        Protocol::Swift => {
+            ObjectStoreConfig::swift(env("SWIFT_AUTH_URL"), env("SWIFT_USER"), env("SWIFT_KEY"))
+        }
+        Protocol::S3 => ObjectStoreConfig::s3(
+            env("S3_ENDPOINT"),
+            env("S3_REGION"),
+            env("S3_ACCESS_KEY"),
+            env("S3_SECRET_KEY"),
+        ),
+    };
+    config
+        .container_prefix(unique_prefix())
+        .spool_dir(spool)
+        .retry(RetryConfig::new(
+            Duration::from_millis(20),
+            Duration::from_millis(500),
+            Duration::from_secs(10),
+        ))
+}
+
+/// The keyspaces of a store with an object-store backend.
+pub fn keyspaces() -> Vec<&'static str> {
+    blobstore::KEYSPACES
+        .iter()
+        .chain(objectstore::KEYSPACES)
+        .copied()
+        .collect()
+}
+
+/// The settings a test may change before (re)opening.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub keep_sha1_md5: bool,
+    pub grace: Duration,
+    pub expiry_grace: Duration,
+    pub inline_threshold: usize,
+    pub secrets: ([u8; 32], Option<[u8; 32]>),
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            keep_sha1_md5: false,
+            grace: blobstore::DEFAULT_GRACE,
+            expiry_grace: blobstore::DEFAULT_EXPIRY_GRACE,
+            inline_threshold: blobstore::DEFAULT_INLINE_THRESHOLD,
+            secrets: ([7; 32], None),
+        }
+    }
+}
+
+pub struct Harness {
+    #[allow(dead_code)]
+    pub backend: Backend,
+    pub protocol: Protocol,
+    pub dir: tempfile::TempDir,
+    pub clock: Arc<ManualClock>,
+    pub settings: Settings,
+    pub config: ObjectStoreConfig,
+    mem: MemEngine,
+}
+
+impl Harness {
+    pub fn new(backend: Backend) -> Self {
+        Self::with_settings(backend, Settings::default())
+    }
+
+    pub fn with_settings(backend: Backend, settings: Settings) -> Self {
+        let protocol = PROTOCOL.with(Cell::get);
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config = config(protocol, dir.path().join("spool"));
+        Harness {
+            backend,
+            protocol,
+            clock: Arc::new(ManualClock::new(Timestamp::now())),
+            settings,
+            config,
+            mem: MemEngine::new(&keyspaces()),
+            dir,
+        }
+    }
+
+    /// The metadata engine (the same data on every call).
+    pub fn engine(&self) -> Arc<dyn Engine> {
+        Arc::new(self.mem.reopen(&keyspaces()))
+    }
+
+    /// A backend on the harness's engine and configuration.
+    pub fn object_backend(&self) -> ObjectStoreBackend {
+        ObjectStoreBackend::open(&self.config, self.engine()).expect("open the object store")
+    }
+
+    /// Opens the store over the object store.
+    pub fn open(&self) -> Store {
+        self.open_with(Arc::new(self.object_backend()))
+    }
+
+    /// Opens the store over `backend`.
+    pub fn open_with(&self, backend: Arc<dyn blobstore::BlobBackend>) -> Store {
+        StoreBuilder::with_engine(self.engine(), self.data_dir())
+            .backend(backend)
+            .keep_sha1_md5(self.settings.keep_sha1_md5)
+            .grace(self.settings.grace)
+            .expiry_grace(self.settings.expiry_grace)
+            .inline_threshold(self.settings.inline_threshold)
+            .token_secrets(self.settings.secrets.0, self.settings.secrets.1)
+            .clock(self.clock.clone())
+            .open()
+            .expect("open store")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+}
+
+pub fn bucket(name: &str) -> BucketName {
+    BucketName::new(name).expect("valid bucket name")
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn assert_consistent(store: &Store) {
+    let report = store.check().expect("check");
+    assert!(report.is_ok(), "check found drift: {:#?}", report.problems);
+    let mut after = None;
+    loop {
+        let verify = store.verify(after, 1000).expect("verify");
+        assert!(verify.problems.is_empty(), "verify: {:?}", verify.problems);
+        match verify.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+}
+
+/// Reads a whole file of the store.
+pub fn read_all(store: &Store, id: blobstore::FileId) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    store
+        .read(id, blobstore::Access::Trusted, None)
+        .expect("open for reading")
+        .read_to_end(&mut out)
+        .expect("read");
+    out
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Upload and download throughput through the blob store over Swift against the plain Swift
+# client (`swift upload` / `swift download` from python3-swiftclient), same files, same
+# cluster, same parallelism (10 objects at a time, swiftclient's default), in one run.
+#
+#   cargo build --release -p objectstore --example bench
+#   scripts/with-swift.sh scripts/bench-objectstore.sh [ROUNDS] [LARGE_COUNT LARGE_MIB] [SMALL_COUNT SMALL_KIB]
+#
+# Defaults: 2 rounds; 8 files of 64 MiB; 400 files of 64 KiB. BENCH_PROTOCOL=s3 runs the
+# store over the S3 API instead (the reference stays the Swift client). BENCH_BIN overrides
+# the path of the bench binary.
+set -euo pipefail
+: "${SWIFT_AUTH_URL:?no Swift in the environment: run under scripts/with-swift.sh}"
+rounds=${1:-2}
+large_count=${2:-8}
+large_mib=${3:-64}
+small_count=${4:-400}
+small_kib=${5:-64}
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bin=${BENCH_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/examples/bench}
+[ -x "$bin" ] || { echo "build it first: cargo build --release -p objectstore --example bench" >&2; exit 1; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/bench-objectstore.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/large" "$work/small"
+for i in $(seq 1 "$large_count"); do head -c $((large_mib << 20)) /dev/urandom > "$work/large/l$i"; done
+for i in $(seq 1 "$small_count"); do head -c $((small_kib << 10)) /dev/urandom > "$work/small/s$i"; done
+
+swift_cmd() { swift -q -A "$SWIFT_AUTH_URL" -U "$SWIFT_USER" -K "$SWIFT_KEY" "$@"; }
+now() { date +%s.%N; }
+mbps() { python3 -c "print(f'{$1 / ($3 - $2) / 1e6:.1f}')"; }
+
+echo "# $(date -u +%FT%TZ) $(nproc) cores; protocol ${BENCH_PROTOCOL:-swift}; MB/s (10^6 bytes/s)"
+printf '%-6s %-6s %-9s %10s %10s %7s\n' round set direction swift store ratio
+for round in $(seq 1 "$rounds"); do
+    for set in large small; do
+        bytes=$(du -sb "$work/$set" | cut -f1)
+        container="plain-$set-$round-$RANDOM"
+        t0=$(now); (cd "$work/$set" && swift_cmd upload --object-threads 10 "$container" .); t1=$(now)
+        swift_up=$(mbps "$bytes" "$t0" "$t1")
+        rm -rf "$work/out"
+        out=$("$bin" "$work/$set" "$work/out" 10)
+        store_up=$(echo "$out" | awk '$2 == "upload" {print $5}')
+        store_down=$(echo "$out" | awk '$2 == "download" {print $5}')
+        rm -rf "$work/swift-out"; mkdir -p "$work/swift-out"
+        t0=$(now); swift_cmd download --object-threads 10 -D "$work/swift-out" "$container"; t1=$(now)
+        swift_down=$(mbps "$bytes" "$t0" "$t1")
+        cmp -s "$work/$set/$(ls "$work/$set" | head -1)" "$work/out/downloaded/$(ls "$work/$set" | head -1)" \
+            || { echo "store download differs" >&2; exit 1; }
+        for dir in upload download; do
+            if [ $dir = upload ]; then a=$swift_up; b=$store_up; else a=$swift_down; b=$store_down; fi
+            printf '%-6s %-6s %-9s %10s %10s %7s\n' "$round" "$set" "$dir" "$a" "$b" \
+                "$(python3 -c "print(f'{$b / $a:.2f}')")"
+        done
+        rm -rf "$work/out" "$work/swift-out"
+    done
+done
