@@ -74,7 +74,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_names(names: &[&str]) -> Result<(), ApiError> {
+pub(crate) fn check_names(names: &[&str]) -> Result<(), ApiError> {
     names.iter().try_for_each(|n| check_name(n))
 }
 

@@ -1,4 +1,5 @@
-//! The directory: an HTTP service for team participation and package sets over `graphdb`.
+//! The directory: an HTTP service for team participation, package sets and branch
+//! merged-status over `graphdb`.
 //!
 //! Every request must come from an allowed network; writes need HTTP Basic credentials, and
 //! reads too unless `server.open_reads` is set. [`router`] builds the service from a
@@ -6,12 +7,14 @@
 
 pub mod config;
 mod handlers;
+pub mod repos;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use axum::Router;
+use graphdb::commits::CommitGraphs;
 use graphdb::{GraphStore, PackageSets, Teams};
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -39,8 +42,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/packagesets/{set}/items/{item}"),
     ("GET", "/packagesets/{set}/packages"),
     ("GET", "/packages/{package}/packagesets"),
+    ("POST", "/repos/{repo}/commits"),
+    ("PUT", "/repos/{repo}/branches/{branch}"),
+    ("DELETE", "/repos/{repo}/branches/{branch}"),
+    ("GET", "/repos/{repo}/ancestry"),
+    ("GET", "/repos/{repo}/branches/{branch}/merged"),
+    (
+        "GET",
+        "/repos/{repo}/branches/{branch}/merged-into/{target}",
+    ),
     ("POST", "/import/teams"),
     ("POST", "/import/packagesets"),
+    ("POST", "/import/repos/{repo}"),
     ("GET", "/health"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
@@ -50,6 +63,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 #[derive(Debug, Clone)]
 pub struct Directory {
     pub(crate) store: Arc<GraphStore>,
+    pub(crate) commits: Arc<CommitGraphs>,
     pub(crate) teams: Teams,
     pub(crate) sets: PackageSets,
     pub(crate) limits: Arc<Limits>,
@@ -67,11 +81,16 @@ pub(crate) struct GraphMetrics {
 }
 
 impl Directory {
-    /// The state for `store` served with `server`'s access rules and limits.
+    /// The state for `store` and `commits` (over the same engine) served with `server`'s
+    /// access rules and limits.
     ///
     /// # Errors
     /// A malformed credential hash, or the store's error opening its namespaces.
-    pub fn new(store: GraphStore, server: &ServerConfig) -> Result<Self, String> {
+    pub fn new(
+        store: GraphStore,
+        commits: CommitGraphs,
+        server: &ServerConfig,
+    ) -> Result<Self, String> {
         let policy = Arc::new(AccessPolicy::from_config(server, "directory")?);
         let teams = store.teams().map_err(|e| e.to_string())?;
         let sets = store.package_sets().map_err(|e| e.to_string())?;
@@ -95,6 +114,7 @@ impl Directory {
         );
         Ok(Directory {
             store: Arc::new(store),
+            commits: Arc::new(commits),
             teams,
             sets,
             limits: Arc::new(server.limits.clone()),
@@ -146,11 +166,17 @@ pub fn router(state: Directory) -> Router {
             "/packagesets/{set}/items/{item}",
             put(handlers::put_item).delete(handlers::delete_item),
         )
+        .route(
+            "/repos/{repo}/branches/{branch}",
+            put(repos::put_branch).delete(repos::delete_branch),
+        )
         .layer(json_limit)
         .merge(
             Router::new()
                 .route("/import/teams", post(handlers::import_teams))
                 .route("/import/packagesets", post(handlers::import_packagesets))
+                .route("/import/repos/{repo}", post(repos::import_repo))
+                .route("/repos/{repo}/commits", post(repos::post_commits))
                 .layer(import_limit),
         )
         .route_layer(axum::middleware::from_fn_with_state(
@@ -170,6 +196,12 @@ pub fn router(state: Directory) -> Router {
         .route(
             "/packages/{package}/packagesets",
             get(handlers::packagesets_of),
+        )
+        .route("/repos/{repo}/ancestry", get(repos::ancestry))
+        .route("/repos/{repo}/branches/{branch}/merged", get(repos::merged))
+        .route(
+            "/repos/{repo}/branches/{branch}/merged-into/{target}",
+            get(repos::merged_into),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&policy),

@@ -259,3 +259,39 @@ fn servers_exit_cleanly_on_sigterm_and_keep_their_data() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn directory_imports_a_repository_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let rev_list = dir.path().join("rev-list");
+    let refs = dir.path().join("refs");
+    let id = |n: u8| format!("{n:02x}").repeat(20);
+    std::fs::write(&rev_list, format!("{} {}\n{}\n", id(2), id(1), id(1))).unwrap();
+    std::fs::write(
+        &refs,
+        format!("refs/heads/main {}\nrefs/heads/old {}\n", id(2), id(1)),
+    )
+    .unwrap();
+    let out = run(
+        DIRECTORY,
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "import",
+            "repo",
+            "lp",
+            rev_list.to_str().unwrap(),
+            "--refs",
+            refs.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["added"], 2);
+    assert_eq!(summary["branches"], 2);
+}
