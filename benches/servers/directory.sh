@@ -5,7 +5,9 @@
 #      against PostgreSQL answering from a Launchpad-style TeamParticipation(team, person)
 #      table holding the same closure (pgbench, one client, rows fetched; p50 from its log);
 #   2. person-in-team checks on random (team, person) pairs: wrk against the directory and
-#      pgbench against PostgreSQL, CLIENTS clients each, and one client each.
+#      pgbench against PostgreSQL, CLIENTS clients each, and one client each;
+#   3. is-merged checks on random branch pairs of a generated COMMITS-commit repository
+#      (graphdb's DAG generator, BRANCHES branches), MERGED_CLIENTS connections.
 # Installs wrk and PostgreSQL with apt-get when missing; both servers listen on 127.0.0.1
 # only; every load is bounded in time. The graph is graphdb's generator at the production
 # shape divided by DIVISOR.
@@ -19,6 +21,9 @@ DIVISOR="${DIVISOR:-1}"
 THREADS="${THREADS:-2}"
 CLIENTS="${CLIENTS:-8}"
 DURATION="${DURATION:-10}"
+COMMITS="${COMMITS:-1000000}"
+BRANCHES="${BRANCHES:-100}"
+MERGED_CLIENTS="${MERGED_CLIENTS:-32}"
 DPORT="${DPORT:-18082}"
 PGPORT="${PGPORT:-15432}"
 
@@ -27,7 +32,7 @@ need wrk wrk
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 if [ -z "$pgbin" ]; then apt-get update -qq && apt-get install -y -qq postgresql; pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1); fi
 
-cargo build --release -p servers --bin directory --example team_graph
+cargo build --release -p servers --bin directory --example team_graph --example commit_graph
 target="${CARGO_TARGET_DIR:-target}/release"
 work="$(mktemp -d)"
 chmod 755 "$work"
@@ -48,6 +53,10 @@ eval "$(echo "$info" | tr ' ' '\n' | grep -E '^(persons|teams|largest_team|large
 start=$(date +%s.%N)
 "$target/directory" --data-dir "$work/directory" import teams "$work/graph/teams.tsv" >/dev/null
 echo "directory import teams: $(python3 -c "print(round($(date +%s.%N) - $start, 1))") s"
+echo "repository: $("$target/examples/commit_graph" "$COMMITS" "$BRANCHES" "$work/repo")"
+start=$(date +%s.%N)
+"$target/directory" --data-dir "$work/directory" import repo bench "$work/repo/rev-list" --refs "$work/repo/refs" >/dev/null
+echo "directory import repo: $(python3 -c "print(round($(date +%s.%N) - $start, 1))") s"
 
 TOKIO_WORKER_THREADS="$THREADS" RUST_LOG=warn "$target/directory" --data-dir "$work/directory" \
     serve --dev --listen "127.0.0.1:$DPORT" --max-concurrency 100000 &
@@ -107,3 +116,19 @@ for clients in "$CLIENTS" 1; do
     echo "### PostgreSQL"
     pgbench_p50 "$work/pgb" -c "$clients" -j "$([ "$clients" -ge "$THREADS" ] && echo "$THREADS" || echo 1)" -T "$DURATION" -f "$work/pgb/check.sql"
 done
+
+cat > "$work/merged.lua" <<LUA
+function init(args)
+    branches = {}
+    for line in io.lines("$work/repo/branches.txt") do branches[#branches + 1] = line end
+    math.randomseed(os.time() + #branches)
+end
+request = function()
+    return wrk.format("GET", "/repos/bench/branches/" .. branches[math.random(#branches)]
+        .. "/merged-into/" .. branches[math.random(#branches)])
+end
+LUA
+echo "## is-merged checks, random branch pairs of $COMMITS commits, $MERGED_CLIENTS connections, ${DURATION}s"
+curl -fsS "http://127.0.0.1:$DPORT/repos/bench/branches/main/merged" | python3 -c 'import json,sys; print("branches merged into main:", len(json.load(sys.stdin)["merged"]))'
+wrk -t "$THREADS" -c "$MERGED_CLIENTS" -d "${DURATION}s" --latency -s "$work/merged.lua" "http://127.0.0.1:$DPORT" \
+    | grep -E "^ +(50|99)%|Requests/sec|Non-2xx"
