@@ -10,7 +10,10 @@ use graphdb::commits::gen::{DagParams, GeneratedDag};
 
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
-    let commits: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let commits: usize = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let branches: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let out = PathBuf::from(args.next().unwrap_or_else(|| ".".into()));
     let dag = GeneratedDag::generate(&DagParams {
@@ -24,6 +27,10 @@ fn main() -> std::io::Result<()> {
     std::fs::write(out.join("refs"), dag.refs(&ids))?;
     let names: Vec<&str> = dag.branches.iter().map(|(name, _)| name.as_str()).collect();
     std::fs::write(out.join("branches.txt"), names.join("\n") + "\n")?;
-    println!("commits={} branches={}", dag.parents.len(), dag.branches.len());
+    println!(
+        "commits={} branches={}",
+        dag.parents.len(),
+        dag.branches.len()
+    );
     Ok(())
 }
