@@ -453,7 +453,7 @@ pub(crate) async fn import_teams(
     body: Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
     state
-        .blocking(move |d| {
+        .blocking_long(move |d| {
             let summary = d
                 .teams
                 .import_tsv(BufReader::new(body.as_ref()), false)
@@ -471,7 +471,7 @@ pub(crate) async fn import_packagesets(
     body: Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
     state
-        .blocking(move |d| {
+        .blocking_long(move |d| {
             let summary = d
                 .sets
                 .import_tsv(BufReader::new(body.as_ref()), false)

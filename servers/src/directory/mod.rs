@@ -20,6 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use crate::common::access::{self, AccessPolicy};
 use crate::common::metrics::{HttpMetrics, Tracker};
+use crate::common::pool::BlockingPool;
 use crate::common::{finish, ApiError, Limits, ServerConfig};
 
 pub use config::{DirectoryConfig, GraphConfig};
@@ -70,6 +71,7 @@ pub struct Directory {
     pub(crate) policy: Arc<AccessPolicy>,
     pub(crate) metrics: Arc<HttpMetrics>,
     pub(crate) graph_metrics: Arc<GraphMetrics>,
+    pub(crate) pool: BlockingPool,
 }
 
 /// Index sizes exported beside the HTTP metrics.
@@ -121,6 +123,11 @@ impl Directory {
             policy,
             metrics: Arc::new(metrics),
             graph_metrics,
+            pool: BlockingPool::new(
+                "directory-store",
+                server.limits.store_threads,
+                server.limits.max_concurrency,
+            ),
         })
     }
 
@@ -134,8 +141,22 @@ impl Directory {
         &self.metrics
     }
 
-    /// Runs `f` on the blocking pool, mapping a panic to a 500.
+    /// Runs a short store call `f` on the store threads, mapping a panic to a 500.
     pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&Directory) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let state = self.clone();
+        self.pool
+            .run(move || f(&state))
+            .await
+            .map_err(ApiError::internal)?
+    }
+
+    /// Runs a long store call `f` (an import) on Tokio's blocking pool, so that it does not
+    /// hold a store thread.
+    pub(crate) async fn blocking_long<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         F: FnOnce(&Directory) -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,

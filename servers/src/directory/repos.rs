@@ -85,7 +85,7 @@ pub(crate) async fn post_commits(
     check_names(&[&repo])?;
     body_text(&body)?;
     state
-        .blocking(move |d| {
+        .blocking_long(move |d| {
             let text = std::str::from_utf8(&body).unwrap_or_default();
             let summary = d
                 .commits
@@ -218,7 +218,7 @@ pub(crate) async fn import_repo(
     check_names(&[&repo])?;
     body_text(&body)?;
     state
-        .blocking(move |d| {
+        .blocking_long(move |d| {
             let text = std::str::from_utf8(&body).unwrap_or_default();
             let (rev_list, refs) = split_import(text);
             let summary = d
