@@ -24,8 +24,8 @@ DURATION="${DURATION:-10}"
 COMMITS="${COMMITS:-1000000}"
 BRANCHES="${BRANCHES:-100}"
 MERGED_CLIENTS="${MERGED_CLIENTS:-32}"
-DPORT="${DPORT:-18082}"
-PGPORT="${PGPORT:-15432}"
+DPORT="${DPORT:-28082}"
+PGPORT="${PGPORT:-25432}"
 
 need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2"; }; }
 need wrk wrk

@@ -20,8 +20,9 @@ FILES="${FILES:-10000}"
 UPLOADS="${UPLOADS:-200}"
 UPLOAD_MIB="${UPLOAD_MIB:-100}"
 LARGE_MIB="${LARGE_MIB:-256}"
-LPORT="${LPORT:-18081}"
-NPORT="${NPORT:-18080}"
+LPORT="${LPORT:-28081}"
+BACKEND="${BACKEND:-rocksdb}"   # the librarian's metadata engine: rocksdb, sled or memory
+NPORT="${NPORT:-28080}"
 
 need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2"; }; }
 need wrk wrk
@@ -41,9 +42,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "# $(date -u +%FT%TZ) $(uname -m), $(nproc) cores; librarian with $THREADS runtime threads, nginx with $THREADS workers"
+echo "# $(date -u +%FT%TZ) $(uname -m), $(nproc) cores; librarian ($BACKEND) with $THREADS runtime threads, nginx with $THREADS workers"
 
-TOKIO_WORKER_THREADS="$THREADS" RUST_LOG=warn "$target/librarian" --data-dir "$work/librarian" \
+TOKIO_WORKER_THREADS="$THREADS" RUST_LOG=warn "$target/librarian" --data-dir "$work/librarian" --backend "$BACKEND" \
     serve --dev --listen "127.0.0.1:$LPORT" --max-concurrency 100000 &
 librarian_pid=$!
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$LPORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -107,6 +108,7 @@ CONF
 nginx -c "$work/nginx.conf" -p "$work" &
 nginx_pid=$!
 for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$NPORT/f0" 2>/dev/null && break; sleep 0.1; done
+curl -fsS -o /dev/null "http://127.0.0.1:$NPORT/f0" || { echo "nginx did not start" >&2; exit 1; }
 
 cat > "$work/download.lua" <<'LUA'
 function init(args)
@@ -137,7 +139,8 @@ for side in nginx librarian; do
     wrk -t 1 -c 1 -d "${DURATION}s" "$url" | grep -E "Transfer/sec|requests in"
 done
 
-# 4. Memory under concurrent large uploads.
+# 4. Memory under concurrent large uploads (UPLOADS=0 skips it).
+[ "$UPLOADS" -gt 0 ] || exit 0
 head -c "$((UPLOAD_MIB << 20))" /dev/urandom > "$work/upload.bin"
 rm -f "$work/www/large"
 echo "## memory: $UPLOADS concurrent uploads of $UPLOAD_MIB MiB"
