@@ -491,7 +491,12 @@ pub struct Upload {
     hashing: Hashing,
     temp: Option<Box<dyn TempBlob>>,
     failed: Option<Error>,
+    /// Chunk buffers sent to the hashing threads, reused once they are done with them.
+    spare: Vec<Arc<Vec<u8>>>,
 }
+
+/// At most this many chunk buffers are kept for reuse per upload (2 MiB).
+const MAX_SPARE_CHUNKS: usize = 8;
 
 impl fmt::Debug for Upload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -519,10 +524,8 @@ impl Upload {
             self.hashing.update_local(&self.chunk);
             Arc::new(std::mem::take(&mut self.chunk))
         } else {
-            let chunk = Arc::new(std::mem::replace(
-                &mut self.chunk,
-                Vec::with_capacity(CHUNK_SIZE),
-            ));
+            let next = self.spare_chunk();
+            let chunk = Arc::new(std::mem::replace(&mut self.chunk, next));
             self.hashing.update_shared(chunk.clone());
             chunk
         };
@@ -530,7 +533,22 @@ impl Upload {
             temp.write_all(&chunk)
                 .map_err(|e| Error::io("writing", "temporary blob", e))?;
         }
+        if self.spare.len() < MAX_SPARE_CHUNKS {
+            self.spare.push(chunk);
+        }
         Ok(())
+    }
+
+    /// An empty chunk buffer: one that every hashing thread is done with, or a new one.
+    /// Reusing buffers spares a fresh 256 KiB allocation (and its page faults) per chunk.
+    fn spare_chunk(&mut self) -> Vec<u8> {
+        if let Some(pos) = self.spare.iter().position(|c| Arc::strong_count(c) == 1) {
+            if let Ok(mut buffer) = Arc::try_unwrap(self.spare.swap_remove(pos)) {
+                buffer.clear();
+                return buffer;
+            }
+        }
+        Vec::with_capacity(CHUNK_SIZE)
     }
 
     /// Finishes the upload: checks the announced digests, deduplicates, stores the blob and
@@ -746,6 +764,7 @@ impl Store {
             size: 0,
             temp: None,
             failed: None,
+            spare: Vec::new(),
         })
     }
 
