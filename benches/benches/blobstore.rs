@@ -57,6 +57,28 @@ fn ingest(c: &mut Criterion) {
     group.bench_function("reference_sha256_one_thread", |b| {
         b.iter(|| black_box(sha2::Sha256::digest(black_box(&data))))
     });
+    // The cost of writing the bytes at all: write(2) into a file (its copy into the page
+    // cache) with an fsync, on the disk and on tmpfs (where the fsync is free).
+    let plain_disk = tempfile::tempdir().unwrap();
+    let plain_shm = tempfile::tempdir_in("/dev/shm").ok();
+    let mut plain = vec![("reference_write_fsync_disk", plain_disk.path())];
+    if let Some(dir) = &plain_shm {
+        plain.push(("reference_write_fsync_tmpfs", dir.path()));
+    }
+    for (label, dir) in plain {
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                let path = dir.join("plain");
+                let mut file = std::fs::File::create(&path).unwrap();
+                for chunk in data.chunks(1 << 20) {
+                    file.write_all(chunk).unwrap();
+                }
+                file.sync_all().unwrap();
+                drop(file);
+                std::fs::remove_file(&path).unwrap();
+            })
+        });
+    }
     let counter = AtomicU64::new(0);
     // On the disk (durable: the file's fsync waits for the disk), and with the blob
     // directory on tmpfs (fsync is free there: the rate of the hashing pipeline itself).
@@ -182,7 +204,20 @@ fn inline_threshold(c: &mut Criterion) {
     group.finish();
 }
 
+/// Whether the command line's filter (if any) can select `large_store`: populating the large
+/// store takes minutes, so it is skipped when another group was asked for.
+fn large_store_selected() -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filters.is_empty() || filters.iter().any(|f| f.contains("large"))
+}
+
 fn large_store(c: &mut Criterion) {
+    if !large_store_selected() {
+        return;
+    }
     let files: u64 = std::env::var("BLOBSTORE_BENCH_FILES")
         .ok()
         .and_then(|v| v.parse().ok())
