@@ -44,6 +44,7 @@ mod records;
 mod store;
 pub mod token;
 mod types;
+mod writer;
 
 pub use backend::{BlobBackend, LocalFsBackend, StoredBlob, TempBlob};
 pub use clock::{Clock, ManualClock, SystemClock};

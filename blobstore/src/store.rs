@@ -21,6 +21,7 @@ use crate::locks::Stripes;
 use crate::records::{BlobInfo, BlobMeta, ContentState, FileRecord};
 use crate::token::{TokenError, TokenSigner, DEFAULT_TOKEN_LIFETIME};
 use crate::types::{validate_filename, Blake3Hash, BucketName, Day, Digest, FileId, Timestamp};
+use crate::writer::BackgroundWriter;
 
 /// The size of the chunks an upload is hashed and written in, and the largest inline
 /// threshold accepted.
@@ -490,6 +491,8 @@ pub struct Upload {
     size: u64,
     hashing: Hashing,
     temp: Option<Box<dyn TempBlob>>,
+    /// Owns the temporary blob while chunks are written in the background.
+    writer: Option<BackgroundWriter>,
     failed: Option<Error>,
     /// Chunk buffers sent to the hashing threads, reused once they are done with them.
     spare: Vec<Arc<Vec<u8>>>,
@@ -517,8 +520,16 @@ impl Upload {
     /// The last chunk of an upload that never filled one is hashed on this thread: a
     /// hashing thread would cost more than it saves.
     fn flush_chunk(&mut self, last: bool) -> Result<()> {
-        if self.temp.is_none() {
+        if self.temp.is_none() && self.writer.is_none() {
             self.temp = Some(self.store.inner.backend.create_temp()?);
+        }
+        if !last && self.writer.is_none() {
+            if let Some(temp) = self.temp.take() {
+                match BackgroundWriter::start(temp) {
+                    Ok(writer) => self.writer = Some(writer),
+                    Err(temp) => self.temp = Some(temp),
+                }
+            }
         }
         let chunk = if last && !self.hashing.is_shared() {
             self.hashing.update_local(&self.chunk);
@@ -529,12 +540,27 @@ impl Upload {
             self.hashing.update_shared(chunk.clone());
             chunk
         };
-        if let Some(temp) = &mut self.temp {
+        if let Some(writer) = &self.writer {
+            if !writer.send(chunk.clone()) {
+                // The writer stopped on an error: collect it.
+                self.finish_writer()?;
+            }
+        } else if let Some(temp) = &mut self.temp {
             temp.write_all(&chunk)
                 .map_err(|e| Error::io("writing", "temporary blob", e))?;
         }
         if self.spare.len() < MAX_SPARE_CHUNKS {
             self.spare.push(chunk);
+        }
+        Ok(())
+    }
+
+    /// Waits for the background writer and takes the temporary blob back.
+    fn finish_writer(&mut self) -> Result<()> {
+        if let Some(writer) = self.writer.take() {
+            let (temp, result) = writer.finish();
+            self.temp = temp;
+            result.map_err(|e| Error::io("writing", "temporary blob", e))?;
         }
         Ok(())
     }
@@ -561,7 +587,9 @@ impl Upload {
         if let Some(error) = self.failed.take() {
             return Err(error);
         }
-        let inline = self.temp.is_none() && self.chunk.len() <= self.store.inner.inline_threshold;
+        let inline = self.temp.is_none()
+            && self.writer.is_none()
+            && self.chunk.len() <= self.store.inner.inline_threshold;
         let content = if inline {
             self.hashing.update_local(&self.chunk);
             Content::Inline(std::mem::take(&mut self.chunk))
@@ -569,6 +597,7 @@ impl Upload {
             if !self.chunk.is_empty() {
                 self.flush_chunk(true)?;
             }
+            self.finish_writer()?;
             Content::Temp(self.temp.take().expect("flush_chunk created the temporary"))
         };
         let digests = std::mem::replace(&mut self.hashing, Hashing::new(false)).finish();
@@ -763,6 +792,7 @@ impl Store {
             chunk: Vec::new(),
             size: 0,
             temp: None,
+            writer: None,
             failed: None,
             spare: Vec::new(),
         })
