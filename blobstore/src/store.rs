@@ -740,10 +740,6 @@ impl Store {
 
     /// The inline threshold in bytes.
     pub fn inline_threshold(&self) -> usize {
-        self.inline_threshold_value()
-    }
-
-    fn inline_threshold_value(&self) -> usize {
         self.inner.inline_threshold
     }
 
