@@ -181,6 +181,7 @@ impl StoreBuilder {
                 ks,
                 backend,
                 blob_locks: Stripes::new(LOCK_STRIPES),
+                pair_locks: Stripes::new(LOCK_STRIPES),
                 bucket_locks: Stripes::new(LOCK_STRIPES),
                 ids: Mutex::new(Ids {
                     next,
@@ -251,6 +252,9 @@ struct Inner {
     backend: Arc<dyn BlobBackend>,
     committer: GroupSync,
     blob_locks: Stripes,
+    /// Per (bucket, blob): the bucket's first and last link to a blob (unique bytes).
+    pair_locks: Stripes,
+    /// Per bucket: the quota (only uploads into a bucket with a quota, and `set_quota`).
     bucket_locks: Stripes,
     ids: Mutex<Ids>,
     clock: Arc<dyn Clock>,
@@ -911,7 +915,12 @@ impl Store {
             }
         }
 
-        let bucket_guard = self.inner.bucket_locks.lock(bucket.as_str());
+        let pair_guard = self.inner.pair_locks.lock(&(bucket.as_str(), &hash.0));
+        // The quota is a decision about the whole bucket: uploads into a bucket that has one
+        // serialise on its lock; the others do not need it.
+        let quota_guard = self
+            .quota(bucket)?
+            .map(|_| self.inner.bucket_locks.lock(bucket.as_str()));
         if let Err(error) = self.check_quota(bucket, size) {
             if persisted_now {
                 // No record points to the new file and the blob lock is held.
@@ -1004,7 +1013,8 @@ impl Store {
         );
         let written = self.inner.committer.write(batch)?;
         // The decisions are visible; the locks need not wait for the disk.
-        drop(bucket_guard);
+        drop(quota_guard);
+        drop(pair_guard);
         drop(blob_guard);
         self.inner.committer.sync(written)?;
         Ok(record)
@@ -1415,7 +1425,10 @@ impl Store {
         let ks = self.inner.ks;
         let first = self.file(id)?;
         let blob_guard = self.inner.blob_locks.lock(&first.blake3.0);
-        let bucket_guard = self.inner.bucket_locks.lock(first.bucket.as_str());
+        let pair_guard = self
+            .inner
+            .pair_locks
+            .lock(&(first.bucket.as_str(), &first.blake3.0));
         // Re-read under the locks: a concurrent delete or expiry may have won.
         let record = self.file(id)?;
         let mut batch = WriteBatch::new();
@@ -1450,7 +1463,7 @@ impl Store {
             }
         };
         let written = self.inner.committer.write(batch)?;
-        drop(bucket_guard);
+        drop(pair_guard);
         drop(blob_guard);
         self.inner.committer.sync(written)?;
         Ok(updated)
@@ -1554,7 +1567,10 @@ impl Store {
                 continue;
             };
             let blob_guard = self.inner.blob_locks.lock(&first.blake3.0);
-            let bucket_guard = self.inner.bucket_locks.lock(first.bucket.as_str());
+            let pair_guard = self
+                .inner
+                .pair_locks
+                .lock(&(first.bucket.as_str(), &first.blake3.0));
             let mut batch = WriteBatch::new();
             batch.delete(ks.expiry, keys::expiry(at, id));
             match self.file(id) {
@@ -1571,7 +1587,7 @@ impl Store {
                 Err(error) => return Err(error),
             }
             let written = self.inner.committer.write(batch)?;
-            drop(bucket_guard);
+            drop(pair_guard);
             drop(blob_guard);
             self.inner.committer.sync(written)?;
         }
