@@ -17,7 +17,7 @@ use crate::types::Blake3Hash;
 
 /// The digests of one piece of content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Digests {
+pub(crate) struct Digests {
     /// BLAKE3, the blob's address.
     pub blake3: Blake3Hash,
     /// SHA-256.
@@ -123,6 +123,11 @@ impl Hashing {
         for side in &mut self.local {
             side.update(chunk);
         }
+    }
+
+    /// Whether chunks go to hashing threads.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.spawned
     }
 
     /// Hashes a large chunk, moving the side digests to their own threads on first use.
