@@ -86,7 +86,10 @@ pub fn scale(flags: &Flags) -> Result<()> {
     })?;
     let took = started.elapsed();
     let summary = store.summary()?;
-    anyhow::ensure!(summary.blobs == before, "a duplicate upload stored a new blob");
+    anyhow::ensure!(
+        summary.blobs == before,
+        "a duplicate upload stored a new blob"
+    );
     out.row(
         "blobs/dedup hits, 32 writers, synced",
         scale,
@@ -169,7 +172,10 @@ pub fn scale(flags: &Flags) -> Result<()> {
         }
     }
     let took = started.elapsed();
-    anyhow::ensure!(collected as usize >= doomed, "GC collected {collected} of {doomed} blobs");
+    anyhow::ensure!(
+        collected as usize >= doomed,
+        "GC collected {collected} of {doomed} blobs"
+    );
     out.row(
         "blobs/gc collected blobs",
         scale,

@@ -48,9 +48,7 @@ pub fn run(flags: &Flags) -> Result<()> {
     )?;
 
     let mut rng = Lcg(11);
-    let pairs: Vec<(usize, usize)> = (0..200_000)
-        .map(|_| (rng.below(n), rng.below(n)))
-        .collect();
+    let pairs: Vec<(usize, usize)> = (0..200_000).map(|_| (rng.below(n), rng.below(n))).collect();
     let mut samples = Vec::with_capacity(pairs.len());
     let mut yes = 0usize;
     let started = Instant::now();
@@ -95,7 +93,12 @@ pub fn run(flags: &Flags) -> Result<()> {
         "B",
     )?;
     let (_, peak) = rss();
-    out.row("commits/process peak RSS", scale, peak as f64 / 1048576.0, "MiB")?;
+    out.row(
+        "commits/process peak RSS",
+        scale,
+        peak as f64 / 1048576.0,
+        "MiB",
+    )?;
     drop(graphs);
     let bytes = dir_size(&tmp.path().join("graph"));
     out.row(

@@ -245,7 +245,14 @@ struct Charts<'a> {
 }
 
 impl Charts<'_> {
-    fn add(&mut self, file: &str, title: &str, x: &str, y: &str, names: &[(&str, &str)]) -> Result<()> {
+    fn add(
+        &mut self,
+        file: &str,
+        title: &str,
+        x: &str,
+        y: &str,
+        names: &[(&str, &str)],
+    ) -> Result<()> {
         let series: Vec<(String, Vec<(f64, f64)>)> = names
             .iter()
             .map(|(label, name)| (label.to_string(), self.run.series(name)))
@@ -310,7 +317,10 @@ pub fn run(flags: &Flags) -> Result<()> {
         "Blob store: metadata bytes per file",
         "files",
         "bytes per file",
-        &[("engine directory bytes / file", "blobs/metadata bytes per file")],
+        &[(
+            "engine directory bytes / file",
+            "blobs/metadata bytes per file",
+        )],
     )?;
     charts.add(
         "blobs-rates.svg",
@@ -318,8 +328,14 @@ pub fn run(flags: &Flags) -> Result<()> {
         "files in the store",
         "per second",
         &[
-            ("ingest tiny files/s (32 writers)", "blobs/ingest tiny files, 32 writers, synced"),
-            ("dedup hits/s (1 writer)", "blobs/dedup hits, 1 writer, synced"),
+            (
+                "ingest tiny files/s (32 writers)",
+                "blobs/ingest tiny files, 32 writers, synced",
+            ),
+            (
+                "dedup hits/s (1 writer)",
+                "blobs/dedup hits, 1 writer, synced",
+            ),
             ("reads/s (1 reader)", "blobs/read tiny files, 1 reader"),
             ("GC blobs/s", "blobs/gc collected blobs"),
         ],
@@ -357,10 +373,22 @@ pub fn run(flags: &Flags) -> Result<()> {
         &[
             ("is-member p50", "teams/is-member p50"),
             ("is-member p99", "teams/is-member p99"),
-            ("members of largest team (ids) p50", "teams/members of the largest team (ids) p50"),
-            ("members of largest team (names) p50", "teams/members of the largest team (all names) p50"),
-            ("teams of busiest person p50", "teams/teams of the busiest person (ids) p50"),
-            ("add/remove buffered p50", "teams/add or remove a membership, buffered p50"),
+            (
+                "members of largest team (ids) p50",
+                "teams/members of the largest team (ids) p50",
+            ),
+            (
+                "members of largest team (names) p50",
+                "teams/members of the largest team (all names) p50",
+            ),
+            (
+                "teams of busiest person p50",
+                "teams/teams of the busiest person (ids) p50",
+            ),
+            (
+                "add/remove buffered p50",
+                "teams/add or remove a membership, buffered p50",
+            ),
         ],
     )?;
     charts.add(
@@ -370,8 +398,14 @@ pub fn run(flags: &Flags) -> Result<()> {
         "bytes per pair",
         &[
             ("engine directory", "teams/engine bytes per pair"),
-            ("persisted closure", "teams/persisted closure bytes per pair"),
-            ("in-memory closure", "teams/in-memory closure bytes per pair"),
+            (
+                "persisted closure",
+                "teams/persisted closure bytes per pair",
+            ),
+            (
+                "in-memory closure",
+                "teams/in-memory closure bytes per pair",
+            ),
         ],
     )?;
     md.push_str(&std::mem::take(&mut charts.md));
@@ -406,7 +440,10 @@ pub fn run(flags: &Flags) -> Result<()> {
         "bytes per commit",
         &[
             ("engine directory", "commits/engine bytes per commit"),
-            ("index in memory", "commits/index bytes per commit (in memory)"),
+            (
+                "index in memory",
+                "commits/index bytes per commit (in memory)",
+            ),
         ],
     )?;
     md.push_str(&std::mem::take(&mut charts.md));
@@ -445,8 +482,17 @@ pub fn run(flags: &Flags) -> Result<()> {
         .iter()
         .map(|r| (r.clone(), format!("http/{r} req/s")))
         .collect();
-    let refs: Vec<(&str, &str)> = names.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    charts.add("http.svg", "Requests per second by connections", "connections", "requests/s", &refs)?;
+    let refs: Vec<(&str, &str)> = names
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    charts.add(
+        "http.svg",
+        "Requests per second by connections",
+        "connections",
+        "requests/s",
+        &refs,
+    )?;
     md.push_str(&std::mem::take(&mut charts.md));
 
     md.push_str("## Sizing model\n\n");
@@ -471,9 +517,17 @@ fn peers(run: &Run) -> String {
          and answers with sorted names.\n\n",
     );
     md.push_str("| question | PostgreSQL µs | graphdb in-process µs | PostgreSQL / graphdb | directory HTTP p50 µs (1 conn) | PostgreSQL / directory HTTP |\n| --- | ---: | ---: | ---: | ---: | ---: |\n");
-    let http = |route: &str| run.get(&format!("http/{route} p50"), 1).map(|ms| ms * 1000.0);
+    let http = |route: &str| {
+        run.get(&format!("http/{route} p50"), 1)
+            .map(|ms| ms * 1000.0)
+    };
     for (label, pg, ours, route) in [
-        ("is P in T (random pairs)", "pg/is-member", "teams/is-member p50", "directory is-member"),
+        (
+            "is P in T (random pairs)",
+            "pg/is-member",
+            "teams/is-member p50",
+            "directory is-member",
+        ),
         (
             "members of the 18,000-person team",
             "pg/members of the largest team",
@@ -501,7 +555,10 @@ fn peers(run: &Run) -> String {
     }
     for (name, label) in [
         ("pg/TeamParticipation rows", "TeamParticipation rows"),
-        ("pg/bytes per row (table + indexes)", "PostgreSQL bytes per row (table + indexes)"),
+        (
+            "pg/bytes per row (table + indexes)",
+            "PostgreSQL bytes per row (table + indexes)",
+        ),
         ("pg/load (COPY + indexes + analyze)", "PostgreSQL load, s"),
     ] {
         if let Some(v) = run.get(name, full) {

@@ -75,12 +75,26 @@ pub fn run(flags: &Flags) -> Result<()> {
 
     let view = teams.view();
     let big = view.id(&g.teams[g.special_roots[0]]).context("big team")?;
-    let heavy = view.id(&g.persons[g.heavy_person]).context("heavy person")?;
-    let big_size = view.member_ids_of(big, Depth::Transitive, Filter::Leaves).len();
+    let heavy = view
+        .id(&g.persons[g.heavy_person])
+        .context("heavy person")?;
+    let big_size = view
+        .member_ids_of(big, Depth::Transitive, Filter::Leaves)
+        .len();
     let heavy_teams = view.group_ids_of(heavy, Depth::Transitive).len();
     drop(view);
-    out.row("teams/largest team's persons", scale, big_size as f64, "persons")?;
-    out.row("teams/busiest person's teams", scale, heavy_teams as f64, "teams")?;
+    out.row(
+        "teams/largest team's persons",
+        scale,
+        big_size as f64,
+        "persons",
+    )?;
+    out.row(
+        "teams/busiest person's teams",
+        scale,
+        heavy_teams as f64,
+        "teams",
+    )?;
 
     // is-member on random (person, team) pairs: the distribution pgbench uses too.
     let mut rng = Lcg(9);
@@ -157,7 +171,11 @@ pub fn run(flags: &Flags) -> Result<()> {
         )?);
         samples.push(s.elapsed());
     }
-    out.latencies("teams/members of the largest team (all names)", scale, samples)?;
+    out.latencies(
+        "teams/members of the largest team (all names)",
+        scale,
+        samples,
+    )?;
     let mut samples = Vec::new();
     for _ in 0..10_000 {
         let s = Instant::now();
@@ -188,10 +206,19 @@ pub fn run(flags: &Flags) -> Result<()> {
             teams.remove_membership(&team, p)?;
             samples.push(s.elapsed());
         }
-        out.latencies(&format!("teams/add or remove a membership, {label}"), scale, samples)?;
+        out.latencies(
+            &format!("teams/add or remove a membership, {label}"),
+            scale,
+            samples,
+        )?;
     }
     let (_, peak) = rss();
-    out.row("teams/process peak RSS", scale, peak as f64 / 1048576.0, "MiB")?;
+    out.row(
+        "teams/process peak RSS",
+        scale,
+        peak as f64 / 1048576.0,
+        "MiB",
+    )?;
 
     let started = Instant::now();
     let (store, teams) = open(&dir, g.now, Durability::Buffered)?;
@@ -202,11 +229,21 @@ pub fn run(flags: &Flags) -> Result<()> {
         "s",
     )?;
     let (now, _) = rss();
-    out.row("teams/resident memory after reopen", scale, now as f64 / 1048576.0, "MiB")?;
+    out.row(
+        "teams/resident memory after reopen",
+        scale,
+        now as f64 / 1048576.0,
+        "MiB",
+    )?;
     drop(teams);
     drop(store);
     let bytes = dir_size(&dir);
-    out.row("teams/engine bytes per pair", scale, bytes as f64 / stats.pairs as f64, "B")?;
+    out.row(
+        "teams/engine bytes per pair",
+        scale,
+        bytes as f64 / stats.pairs as f64,
+        "B",
+    )?;
     out.row("teams/engine bytes total", scale, bytes as f64, "B")?;
 
     if let Some(export) = flags.get("export") {
@@ -265,6 +302,9 @@ fn export_peers(dir: &std::path::Path, g: &Generated, tsv: &str, teams: &Teams) 
         writeln!(paths, "/teams/{team}/members/{person}")?;
     }
     paths.flush()?;
-    println!("exported {rows} TeamParticipation rows to {}", dir.display());
+    println!(
+        "exported {rows} TeamParticipation rows to {}",
+        dir.display()
+    );
     Ok(())
 }
