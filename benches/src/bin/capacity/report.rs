@@ -280,6 +280,14 @@ pub fn run(flags: &Flags) -> Result<()> {
          at the same moment. Criterion's own benches (`make bench`) are separate; their HTML \
          reports stay under `$CARGO_TARGET_DIR/criterion`.\n\n",
     );
+    md.push_str(
+        "Each table lists the commands that produced its rows: `capacity …` is \
+         `$CARGO_TARGET_DIR/release/capacity` (`benches/src/bin/capacity`), run by the script \
+         with a temporary directory; the `pg/`, `git/` and `http/` rows come from \
+         `scripts/capacity.sh` itself. The raw rows of the run are in \
+         `docs/capacity/results.tsv`; `capacity report --results docs/capacity/results.tsv \
+         --machine machine.txt --out docs` redraws this page from them.\n\n",
+    );
     md.push_str("## The machine\n\n```text\n");
     md.push_str(machine.trim_end());
     md.push_str("\n```\n\n");
@@ -495,6 +503,8 @@ pub fn run(flags: &Flags) -> Result<()> {
     )?;
     md.push_str(&std::mem::take(&mut charts.md));
 
+    md.push_str("## Not measured in this run\n\n");
+    md.push_str(&not_measured(&run));
     md.push_str("## Sizing model\n\n");
     md.push_str(&sizing(&run));
 
@@ -644,6 +654,46 @@ fn peers(run: &Run) -> String {
         ingest.map_or("—".to_string(), number),
         hash.map_or("—".to_string(), number),
         ratio(ingest, hash)
+    );
+    md
+}
+
+/// What the 30-minute budget left out, with what it would take from this run's rates.
+fn not_measured(run: &Run) -> String {
+    let f = |v: Option<f64>| v.map_or("—".to_string(), number);
+    let mut md = String::new();
+    if run
+        .get("blobs/ingest tiny files, 32 writers, synced", 10_000_000)
+        .is_none()
+    {
+        let rate = run.largest("blobs/ingest tiny files, 32 writers, synced");
+        let meta = run.largest("blobs/metadata bytes per file");
+        let _ = writeln!(
+            md,
+            "- The blob store at 10,000,000 files: at the {} files/s measured at {} files the \
+             fill alone takes {} minutes, beyond the budget; it would need about {} GiB of \
+             metadata. Run `BLOB_SCALES=10000000 TEAM_SCALES= COMMIT_SCALES= \
+             scripts/capacity.sh` for it.",
+            f(rate.map(|r| r.1)),
+            f(rate.map(|r| r.0 as f64)),
+            f(rate.map(|r| 1e7 / r.1 / 60.0)),
+            f(meta.map(|m| m.1 * 1e7 / 1073741824.0)),
+        );
+    }
+    if run.get("commits/is-ancestor p50", 10_000_000).is_none() {
+        let _ = writeln!(
+            md,
+            "- The commit graph at 10,000,000 commits: the generator, the rev-list text and the \
+             index of one repository would hold several GiB at once; the scales stop at {}.",
+            f(run.largest("commits/is-ancestor p50").map(|c| c.0 as f64)),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "- git is asked at one scale only (the table above), one process per question: a \
+         long-lived `git cat-file --batch`-style peer has no is-ancestor command.\n\
+         - The librarian's upload route under wrk, its range reads and large downloads are \
+         measured by `benches/servers/librarian.sh` (issue 6), not here.\n"
     );
     md
 }
