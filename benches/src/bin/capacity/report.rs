@@ -314,6 +314,11 @@ pub fn run(flags: &Flags) -> Result<()> {
     md.push('\n');
     md.push_str(&run.commands("blobs/"));
     md.push_str("\n### By file size (one writer, one reader)\n\n");
+    md.push_str(
+        "Random content (no dedup), about 128 MiB per size (at most 2,000 files, at least one), \
+         uploaded by one writer, each upload durable on return, then read back at once: the \
+         reads come from the page cache. Scale = KiB per file.\n\n",
+    );
     md.push_str(&run.table("sizes/", "KiB per file"));
     md.push('\n');
     md.push_str(&run.table("blake3/", "KiB hashed per call"));
