@@ -5,7 +5,7 @@
 # charts under docs/capacity/ from the rows of this run only.
 #
 #   scripts/capacity.sh                      # the full run (under 30 minutes on 2 cores)
-#   BLOB_SCALES="10000" TEAM_SCALES="10000" COMMIT_SCALES="10000" GIT_COMMITS=10000 \
+#   BLOB_SCALES="10000" TEAM_SCALES="10000" COMMIT_SCALES="10000" GIT_SCALES=10000 \
 #     WRK_SECONDS=2 PG_SECONDS=2 scripts/capacity.sh    # a quick smoke run
 #
 # Peers are installed from Debian (apt-get, with sudo when not root), started on 127.0.0.1
@@ -19,8 +19,8 @@ started=$(date +%s)
 BLOB_SCALES="${BLOB_SCALES:-10000 100000 1000000}"
 TEAM_SCALES="${TEAM_SCALES:-10000 100000 500000 1000000}"
 COMMIT_SCALES="${COMMIT_SCALES:-10000 100000 1000000}"
-GIT_COMMITS="${GIT_COMMITS:-100000}"
-GIT_PAIRS="${GIT_PAIRS:-100}"
+GIT_SCALES="${GIT_SCALES:-100000 1000000}"
+GIT_PAIRS="${GIT_PAIRS:-50}"
 WRK_SECONDS="${WRK_SECONDS:-5}"
 PG_SECONDS="${PG_SECONDS:-5}"
 HTTP_FILES="${HTTP_FILES:-2000}"
@@ -139,47 +139,51 @@ if [ -z "$full_exported" ]; then
     "$cap" teams --persons "$PEER_PERSONS" --dir "$work" --results "$work/discard.tsv" --export "$work/teams"
 fi
 
+in_list() { case " $2 " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 for n in $COMMIT_SCALES; do
     say "commit graph, $n commits"
-    if [ "$n" = "$GIT_COMMITS" ]; then
-        "$cap" commits --commits "$n" --dir "$work" --results "$results" --export "$work/git" --pairs "$GIT_PAIRS"
+    if in_list "$n" "$GIT_SCALES"; then
+        "$cap" commits --commits "$n" --dir "$work" --results "$results" --export "$work/git-$n" --pairs "$GIT_PAIRS"
     else
         "$cap" commits --commits "$n" --dir "$work" --results "$results"
     fi
 done
-if [ ! -f "$work/git/stream.fi" ]; then
-    "$cap" commits --commits "$GIT_COMMITS" --dir "$work" --results "$results" --export "$work/git" --pairs "$GIT_PAIRS"
-fi
 
 # --- git -----------------------------------------------------------------------------------
-say "git: fast-import of $GIT_COMMITS commits, merge-base --is-ancestor on $GIT_PAIRS pairs"
-repo="$work/git/repo.git"
-git init -q --bare "$repo"
-git -C "$repo" config gc.auto 0
-git -C "$repo" config core.commitGraph true
-cmd="git fast-import < stream.fi; git merge-base --is-ancestor A B (x$GIT_PAIRS); git commit-graph write --reachable; again"
-t0=$(now_us)
-git -C "$repo" fast-import --quiet --export-marks="$work/git/marks" <"$work/git/stream.fi"
-row "git/fast-import" "$GIT_COMMITS" "$(echo "($(now_us) - $t0) / 1000000" | calc)" s "$cmd"
-awk 'NR == FNR { sha[$1] = $2; next } { print sha[$1], sha[$2] }' "$work/git/marks" "$work/git/pairs.marks" >"$work/git/pairs.sha"
-ancestry() {
-    local t0 a b
+for n in $GIT_SCALES; do
+    g="$work/git-$n"
+    if [ ! -f "$g/stream.fi" ]; then
+        "$cap" commits --commits "$n" --dir "$work" --results "$work/discard.tsv" --export "$g" --pairs "$GIT_PAIRS"
+    fi
+    say "git: fast-import of $n commits, merge-base --is-ancestor on $GIT_PAIRS pairs"
+    repo="$g/repo.git"
+    git init -q --bare "$repo"
+    git -C "$repo" config gc.auto 0
+    git -C "$repo" config core.commitGraph true
+    cmd="git fast-import < stream.fi; git merge-base --is-ancestor A B (x$GIT_PAIRS); git commit-graph write --reachable; again"
     t0=$(now_us)
-    while read -r a b; do
-        git -C "$repo" merge-base --is-ancestor "$a" "$b" && true
-    done <"$work/git/pairs.sha"
-    echo "($(now_us) - $t0) / $GIT_PAIRS" | calc
-}
-t0=$(now_us)
-for _ in $(seq "$GIT_PAIRS"); do git -C "$repo" rev-parse HEAD >/dev/null; done
-row "git/process start mean" "$GIT_COMMITS" "$(echo "($(now_us) - $t0) / $GIT_PAIRS" | calc)" µs "$cmd"
-row "git/is-ancestor without commit-graph mean" "$GIT_COMMITS" "$(ancestry)" µs "$cmd"
-t0=$(now_us)
-git -C "$repo" commit-graph write --reachable --no-progress
-row "git/commit-graph write" "$GIT_COMMITS" "$(echo "($(now_us) - $t0) / 1000000" | calc)" s "$cmd"
-row "git/commit-graph bytes per commit" "$GIT_COMMITS" "$(echo "$(stat -c %s "$repo/objects/info/commit-graph") / $GIT_COMMITS" | calc)" B "$cmd"
-row "git/is-ancestor with commit-graph mean" "$GIT_COMMITS" "$(ancestry)" µs "$cmd"
-rm -rf "$repo" "$work/git/stream.fi"
+    git -C "$repo" fast-import --quiet --export-marks="$g/marks" <"$g/stream.fi"
+    row "git/fast-import" "$n" "$(echo "($(now_us) - $t0) / 1000000" | calc)" s "$cmd"
+    awk 'NR == FNR { sha[$1] = $2; next } { print sha[$1], sha[$2] }' "$g/marks" "$g/pairs.marks" >"$g/pairs.sha"
+    ancestry() {
+        local t0 a b
+        t0=$(now_us)
+        while read -r a b; do
+            git -C "$repo" merge-base --is-ancestor "$a" "$b" && true
+        done <"$g/pairs.sha"
+        echo "($(now_us) - $t0) / $GIT_PAIRS" | calc
+    }
+    t0=$(now_us)
+    for _ in $(seq "$GIT_PAIRS"); do git -C "$repo" rev-parse HEAD >/dev/null; done
+    row "git/process start mean" "$n" "$(echo "($(now_us) - $t0) / $GIT_PAIRS" | calc)" µs "$cmd"
+    row "git/is-ancestor without commit-graph mean" "$n" "$(ancestry)" µs "$cmd"
+    t0=$(now_us)
+    git -C "$repo" commit-graph write --reachable --no-progress
+    row "git/commit-graph write" "$n" "$(echo "($(now_us) - $t0) / 1000000" | calc)" s "$cmd"
+    row "git/commit-graph bytes per commit" "$n" "$(echo "$(stat -c %s "$repo/objects/info/commit-graph") / $n" | calc)" B "$cmd"
+    row "git/is-ancestor with commit-graph mean" "$n" "$(ancestry)" µs "$cmd"
+    rm -rf "$g"
+done
 
 # --- PostgreSQL ----------------------------------------------------------------------------
 say "PostgreSQL: TeamParticipation closure of the full generated graph"
@@ -333,9 +337,10 @@ took=$(($(date +%s) - started))
 {
     echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "run took:    $((took / 60)) min $((took % 60)) s (build included)"
-    echo "scales:      files $BLOB_SCALES; persons $TEAM_SCALES; commits $COMMIT_SCALES; git $GIT_COMMITS commits, $GIT_PAIRS pairs"
+    echo "scales:      files $BLOB_SCALES; persons $TEAM_SCALES; commits $COMMIT_SCALES; git $GIT_SCALES commits, $GIT_PAIRS pairs"
 } >>"$work/machine.txt"
 say "writing $DOCS/CAPACITY.md"
 "$cap" report --results "$results" --machine "$work/machine.txt" --out "$DOCS"
 cp "$results" "$DOCS/capacity/results.tsv"
+cp "$work/machine.txt" "$DOCS/capacity/machine.txt"
 echo "done in $((took / 60)) min $((took % 60)) s"

@@ -286,7 +286,7 @@ pub fn run(flags: &Flags) -> Result<()> {
          with a temporary directory; the `pg/`, `git/` and `http/` rows come from \
          `scripts/capacity.sh` itself. The raw rows of the run are in \
          `docs/capacity/results.tsv`; `capacity report --results docs/capacity/results.tsv \
-         --machine machine.txt --out docs` redraws this page from them.\n\n",
+         --machine docs/capacity/machine.txt --out docs` redraws this page from them.\n\n",
     );
     md.push_str("## The machine\n\n```text\n");
     md.push_str(machine.trim_end());
