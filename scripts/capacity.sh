@@ -210,10 +210,11 @@ psql_ -c "ALTER TABLE teamparticipation ADD CONSTRAINT teamparticipation_team_pe
 psql_ -c "CREATE INDEX teamparticipation_person_idx ON teamparticipation (person)"
 psql_ -c "VACUUM ANALYZE teamparticipation"
 pgcmd="pgbench -n -M prepared -c 1 -j 1 -T $PG_SECONDS -f QUERY.sql (TeamParticipation of Shape::full)"
-row "pg/load (COPY + indexes + analyze)" "$PEER_PERSONS" "$(echo "($(now_us) - $t0) / 1000000" | calc)" s "$pgcmd"
-row "pg/TeamParticipation rows" "$PEER_PERSONS" "$TP_ROWS" rows "$pgcmd"
+loadcmd="psql: CREATE TABLE teamparticipation; COPY FROM STDIN; ADD UNIQUE (team, person); CREATE INDEX ON (person); VACUUM ANALYZE"
+row "pg/load (COPY + indexes + analyze)" "$PEER_PERSONS" "$(echo "($(now_us) - $t0) / 1000000" | calc)" s "$loadcmd"
+row "pg/TeamParticipation rows" "$PEER_PERSONS" "$TP_ROWS" rows "$loadcmd"
 bytes=$(psql_ -At -c "SELECT pg_total_relation_size('teamparticipation')")
-row "pg/bytes per row (table + indexes)" "$PEER_PERSONS" "$(echo "$bytes / $TP_ROWS" | calc)" B "$pgcmd"
+row "pg/bytes per row (table + indexes)" "$PEER_PERSONS" "$(echo "$bytes / $TP_ROWS" | calc)" B "SELECT pg_total_relation_size('teamparticipation')"
 cat >"$work/pg-is-member.sql" <<SQL
 \set p random(1, $PERSONS)
 \set t random($((PERSONS + 1)), $((PERSONS + TEAMS)))
@@ -231,7 +232,7 @@ pgbench_() {
     out=$("${as_pg[@]}" "$pgbin/pgbench" -n -M prepared -c 1 -j 1 -T "$PG_SECONDS" -f "$work/pg-$2.sql" \
         -h 127.0.0.1 -p "$pgport" -U capacity postgres 2>&1)
     row "pg/$1" "$PEER_PERSONS" "$(echo "$out" | awk '/latency average/ {print $4 * 1000}')" µs \
-        "${pgcmd/QUERY/pg-$2}"
+        "${pgcmd/QUERY/pg-$2}: $(tr '\n' ' ' <"$work/pg-$2.sql")"
 }
 pgbench_ "is-member" is-member
 pgbench_ "members of the largest team" members

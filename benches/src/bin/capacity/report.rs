@@ -695,8 +695,9 @@ fn not_measured(run: &Run) -> String {
     }
     let _ = writeln!(
         md,
-        "- git is asked at one scale only (the table above), one process per question: a \
-         long-lived `git cat-file --batch`-style peer has no is-ancestor command.\n\
+        "- git answers one question per process (it has no long-lived is-ancestor service), \
+         so its figures include a process start; the table above subtracts one for a lower \
+         bound.\n\
          - The librarian's upload route under wrk, its range reads and large downloads are \
          measured by `benches/servers/librarian.sh` (issue 6), not here.\n"
     );
