@@ -3,4 +3,5 @@
 mod directory;
 mod infra;
 mod librarian;
+mod soak;
 mod support;
