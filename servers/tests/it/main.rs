@@ -1,5 +1,6 @@
 //! The integration tests of the servers crate: one binary (see STYLE.md).
 
+mod badinput;
 mod directory;
 mod infra;
 mod librarian;
