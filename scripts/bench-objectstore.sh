@@ -30,7 +30,10 @@ swift_cmd() { swift -q -A "$SWIFT_AUTH_URL" -U "$SWIFT_USER" -K "$SWIFT_KEY" "$@
 now() { date +%s.%N; }
 mbps() { python3 -c "print(f'{$1 / ($3 - $2) / 1e6:.1f}')"; }
 
-echo "# $(date -u +%FT%TZ) $(nproc) cores; protocol ${BENCH_PROTOCOL:-swift}; MB/s (10^6 bytes/s)"
+t0=$(now); swift_cmd stat >/dev/null; t1=$(now)
+echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); protocol ${BENCH_PROTOCOL:-swift}; MB/s (10^6 bytes/s)"
+echo "# sets: large = $large_count x $large_mib MiB, small = $small_count x $small_kib KiB; 10 objects at a time"
+echo "# the swift timings include the client's start-up and authentication: $(python3 -c "print(f'{$t1 - $t0:.2f}')") s for 'swift stat'"
 printf '%-6s %-6s %-9s %10s %10s %7s\n' round set direction swift store ratio
 for round in $(seq 1 "$rounds"); do
     for set in large small; do

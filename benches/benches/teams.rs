@@ -90,12 +90,16 @@ fn main() {
     drop(tsv);
     let stats = teams.stats();
     println!(
-        "index: {} nodes, {} membership edges, {} (member, team) pairs, {} closure bytes = {:.2} bytes/pair; {}",
+        "index: {} nodes, {} membership edges, {} (member, team) pairs of which {} team-team; \
+         persisted closure {} bytes = {:.2} bytes/pair; every node's closure would be {} bytes = {:.2} bytes/pair; {}",
         stats.nodes,
         stats.membership_edges,
         stats.pairs,
+        stats.group_pairs,
         stats.closure_bytes,
         stats.closure_bytes as f64 / stats.pairs as f64,
+        stats.full_closure_bytes,
+        stats.full_closure_bytes as f64 / stats.pairs as f64,
         rss()
     );
 
@@ -103,22 +107,57 @@ fn main() {
     let heavy = g.persons[g.heavy_person].clone();
     let two_k = g.teams[g.special_roots[6]].clone();
 
-    // Membership writes with synced durability: percentiles.
+    // Membership writes with synced durability: percentiles; meanwhile another thread probes
+    // is-member, which must not wait for the writes' fsyncs.
     let mut rng = Lcg(1);
     let general_team = |rng: &mut Lcg| g.teams[g.teams.len() - 1 - rng.below(20_000)].clone();
+    let probes: Vec<(NodeId, NodeId)> = {
+        let view = teams.view();
+        let mut r = Lcg(9);
+        (0..100_000)
+            .map(|_| {
+                (
+                    view.id(&g.persons[r.below(g.persons.len())])
+                        .expect("person"),
+                    view.id(&g.teams[r.below(g.teams.len())]).expect("team"),
+                )
+            })
+            .collect()
+    };
+    let writing = std::sync::atomic::AtomicBool::new(true);
     let mut samples = Vec::new();
-    for _ in 0..300 {
-        let p = &g.persons[rng.below(g.persons.len() - 1)];
-        let team = general_team(&mut rng);
-        let t = Instant::now();
-        teams
-            .set_membership(&team, p, Role::Member, None)
-            .expect("add");
-        samples.push(t.elapsed());
-        let t = Instant::now();
-        teams.remove_membership(&team, p).expect("remove");
-        samples.push(t.elapsed());
-    }
+    let reads = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut reads = Vec::new();
+            let mut i = 0;
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let (p, t) = probes[i % probes.len()];
+                i += 1;
+                let start = Instant::now();
+                black_box(teams.view().is_member_id(p, t));
+                reads.push(start.elapsed());
+            }
+            reads
+        });
+        for _ in 0..300 {
+            let p = &g.persons[rng.below(g.persons.len() - 1)];
+            let team = general_team(&mut rng);
+            let t = Instant::now();
+            teams
+                .set_membership(&team, p, Role::Member, None)
+                .expect("add");
+            samples.push(t.elapsed());
+            let t = Instant::now();
+            teams.remove_membership(&team, p).expect("remove");
+            samples.push(t.elapsed());
+        }
+        writing.store(false, std::sync::atomic::Ordering::Relaxed);
+        reader.join().expect("reader")
+    });
+    percentiles(
+        "is-member while another thread writes with Durability::Sync",
+        reads,
+    );
     percentiles("add/remove membership, Durability::Sync, RocksDB", samples);
     drop(teams);
     drop(store);
@@ -157,6 +196,25 @@ fn main() {
         view.member_ids_of(big_id, Depth::Transitive, Filter::Leaves).len(),
         view.group_ids_of(heavy_id, Depth::Direct).len(),
         view.group_ids_of(heavy_id, Depth::Transitive).len()
+    );
+    let sizes: Vec<u64> = g
+        .teams
+        .iter()
+        .map(|t| {
+            let id = view.id(t).expect("team");
+            view.member_ids_of(id, Depth::Transitive, Filter::Leaves)
+                .len()
+        })
+        .collect();
+    println!(
+        "teams with more than 1,600 transitive persons: {}; largest: {:?}",
+        sizes.iter().filter(|&&n| n > 1_600).count(),
+        {
+            let mut top = sizes.clone();
+            top.sort_unstable_by(|a, b| b.cmp(a));
+            top.truncate(14);
+            top
+        }
     );
     let pairs: Vec<(NodeId, NodeId)> = (0..1_000_000)
         .map(|_| {

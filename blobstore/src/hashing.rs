@@ -125,6 +125,11 @@ impl Hashing {
         }
     }
 
+    /// Whether chunks go to hashing threads.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.spawned
+    }
+
     /// Hashes a large chunk, moving the side digests to their own threads on first use.
     pub(crate) fn update_shared(&mut self, chunk: Arc<Vec<u8>>) {
         if !self.local.is_empty() && !self.spawned {

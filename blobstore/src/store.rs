@@ -481,7 +481,8 @@ enum Content {
 }
 
 /// A streaming upload: write the bytes, then [`Upload::commit`]. Dropping it without
-/// committing leaves nothing behind.
+/// committing leaves nothing behind. When a write fails (`std::io::Error`), [`Upload::commit`]
+/// returns the typed cause (for example [`Error::DiskFull`]).
 pub struct Upload {
     store: Store,
     request: UploadRequest,
@@ -490,7 +491,12 @@ pub struct Upload {
     hashing: Hashing,
     temp: Option<Box<dyn TempBlob>>,
     failed: Option<Error>,
+    /// Chunk buffers sent to the hashing threads, reused once they are done with them.
+    spare: Vec<Arc<Vec<u8>>>,
 }
+
+/// At most this many chunk buffers are kept for reuse per upload (2 MiB).
+const MAX_SPARE_CHUNKS: usize = 8;
 
 impl fmt::Debug for Upload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -507,20 +513,42 @@ impl Upload {
         self.size
     }
 
-    fn flush_chunk(&mut self) -> Result<()> {
+    /// Writes the buffered chunk to the temporary blob (created on first use) and hashes it.
+    /// The last chunk of an upload that never filled one is hashed on this thread: a
+    /// hashing thread would cost more than it saves.
+    fn flush_chunk(&mut self, last: bool) -> Result<()> {
         if self.temp.is_none() {
             self.temp = Some(self.store.inner.backend.create_temp()?);
         }
-        let chunk = Arc::new(std::mem::replace(
-            &mut self.chunk,
-            Vec::with_capacity(CHUNK_SIZE),
-        ));
-        self.hashing.update_shared(chunk.clone());
+        let chunk = if last && !self.hashing.is_shared() {
+            self.hashing.update_local(&self.chunk);
+            Arc::new(std::mem::take(&mut self.chunk))
+        } else {
+            let next = self.spare_chunk();
+            let chunk = Arc::new(std::mem::replace(&mut self.chunk, next));
+            self.hashing.update_shared(chunk.clone());
+            chunk
+        };
         if let Some(temp) = &mut self.temp {
             temp.write_all(&chunk)
                 .map_err(|e| Error::io("writing", "temporary blob", e))?;
         }
+        if self.spare.len() < MAX_SPARE_CHUNKS {
+            self.spare.push(chunk);
+        }
         Ok(())
+    }
+
+    /// An empty chunk buffer: one that every hashing thread is done with, or a new one.
+    /// Reusing buffers spares a fresh 256 KiB allocation (and its page faults) per chunk.
+    fn spare_chunk(&mut self) -> Vec<u8> {
+        if let Some(pos) = self.spare.iter().position(|c| Arc::strong_count(c) == 1) {
+            if let Ok(mut buffer) = Arc::try_unwrap(self.spare.swap_remove(pos)) {
+                buffer.clear();
+                return buffer;
+            }
+        }
+        Vec::with_capacity(CHUNK_SIZE)
     }
 
     /// Finishes the upload: checks the announced digests, deduplicates, stores the blob and
@@ -539,7 +567,7 @@ impl Upload {
             Content::Inline(std::mem::take(&mut self.chunk))
         } else {
             if !self.chunk.is_empty() {
-                self.flush_chunk()?;
+                self.flush_chunk(true)?;
             }
             Content::Temp(self.temp.take().expect("flush_chunk created the temporary"))
         };
@@ -578,7 +606,7 @@ impl Write for Upload {
         self.chunk.extend_from_slice(&buf[..n]);
         self.size += n as u64;
         if self.chunk.len() == CHUNK_SIZE {
-            if let Err(error) = self.flush_chunk() {
+            if let Err(error) = self.flush_chunk(false) {
                 let message = error.to_string();
                 self.failed = Some(error);
                 return Err(io::Error::other(message));
@@ -736,6 +764,7 @@ impl Store {
             size: 0,
             temp: None,
             failed: None,
+            spare: Vec::new(),
         })
     }
 
@@ -745,9 +774,13 @@ impl Store {
     /// As for [`Store::begin_upload`] and [`Upload::commit`].
     pub fn upload_bytes(&self, request: UploadRequest, bytes: &[u8]) -> Result<FileRecord> {
         let mut upload = self.begin_upload(request)?;
-        upload
-            .write_all(bytes)
-            .map_err(|e| Error::io("writing", "upload", e))?;
+        if let Err(error) = upload.write_all(bytes) {
+            // The typed cause (a full disk, say) was kept by the upload.
+            return Err(upload
+                .failed
+                .take()
+                .unwrap_or_else(|| Error::io("writing", "upload", error)));
+        }
         upload.commit()
     }
 

@@ -1,7 +1,7 @@
 //! A generator of team graphs shaped like the real one, for tests and benchmarks.
 //!
 //! [`Shape::full`] is the production shape: 500,000 persons and 30,000 teams nested up to 6
-//! levels, one team of 18,000 transitive members, one of 12,000, ten of 1,600 to 2,500, one
+//! levels, one team of 18,000 transitive members, one of 12,000, ten of 1,601 to 2,501, one
 //! person in 300 teams, most persons in 1 to 5 teams, some `audits` relations and some expired
 //! memberships. [`Shape::scaled`] divides the counts for fast tests. The output is
 //! deterministic for a seed.
@@ -22,7 +22,8 @@ pub struct Shape {
     /// Teams, all kinds together.
     pub teams: usize,
     /// The special teams: for each, the number of transitive person members and the branching
-    /// of its subtree of nested teams, level by level.
+    /// of its subtree of nested teams, level by level; the persons are spread evenly over the
+    /// subtree's teams.
     pub special: Vec<(usize, Vec<usize>)>,
     /// How many teams the busiest person belongs to directly.
     pub heavy_person_teams: usize,
@@ -39,9 +40,13 @@ pub struct Shape {
 impl Shape {
     /// The production shape.
     pub fn full() -> Shape {
-        let mut special = vec![(18_000, vec![5, 4, 3, 2, 2]), (12_000, vec![4, 3, 2, 2, 2])];
+        // Wide at the top, so that no subteam of the two largest reaches 1,600 persons.
+        let mut special = vec![
+            (18_000, vec![12, 3, 2, 2, 2]),
+            (12_000, vec![8, 3, 2, 2, 2]),
+        ];
         for i in 0..10 {
-            special.push((1_600 + 100 * i, vec![3, 2, 2]));
+            special.push((1_601 + 100 * i, vec![3, 2, 2]));
         }
         Shape {
             persons: 500_000,
@@ -173,11 +178,13 @@ impl Generated {
             teams.push(format!("team-{t}"));
         }
         let general: Vec<usize> = (first_general..teams.len()).collect();
-        // Nest about 30% of the general teams under an earlier general team, at most 6 levels.
+        // Nest about 30% of the general teams under one of the 200 general teams created just
+        // before (so that no general team grows to the size of the special ones), at most 6
+        // levels deep.
         let mut depth = vec![0u8; teams.len()];
         for &t in general.iter().skip(1) {
             if rng.gen_ratio(3, 10) {
-                let parent = rng.gen_range(first_general..t);
+                let parent = rng.gen_range(t.saturating_sub(200).max(first_general)..t);
                 if depth[parent] < 5 {
                     depth[t] = depth[parent] + 1;
                     edges.push(GenEdge {

@@ -15,7 +15,8 @@
 //! The parsers are pure functions over a [`BufRead`] (or `&str`) that never panic; a
 //! malformed line gives an [`ImportError`] naming it (the header is line 1). Blank lines are
 //! skipped, a trailing `\r` is ignored. An import is all or nothing: everything is parsed and
-//! checked (kinds, cycles) before one atomic batch is written.
+//! checked (kinds, cycles) before one atomic batch is written. An import merges: it adds nodes
+//! and adds or changes edges, and removes nothing that the file does not mention.
 
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};

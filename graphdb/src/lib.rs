@@ -12,6 +12,10 @@
 //! [`commits`] holds per-repository commit graphs and branches, answering ancestry and branch
 //! merged-status questions with its own labels (see `DESIGN.md`, "Commit graphs").
 //!
+//! Every call blocks (on a lock, on the CPU, or on the engine for writes): call it from
+//! `spawn_blocking` or a dedicated thread in async code. `graphdb/DESIGN.md` describes the
+//! layout, the index and its update rules.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use graphdb::{Depth, GraphStore, ManualClock, Role, TeamFilter};
@@ -59,3 +63,13 @@ pub use teams::{TeamFilter, Teams};
 /// The keyspaces this crate's graph store uses; declare them when opening the engine (the
 /// directory server adds those of the other modules).
 pub const KEYSPACES: &[&str] = graph::KEYSPACES;
+
+// The handles are shared between the directory server's threads.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<GraphStore>();
+    shareable::<Namespace>();
+    shareable::<Teams>();
+    shareable::<PackageSets>();
+    shareable::<Error>();
+};

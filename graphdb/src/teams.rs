@@ -177,6 +177,33 @@ impl Teams {
         self.view().groups_of(person, depth, after, limit)
     }
 
+    /// The teams `person` belongs to, as ids sorted by id.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn team_ids_of(&self, person: &str, depth: Depth) -> Result<RoaringBitmap> {
+        let view = self.view();
+        let id = view.id(person).ok_or_else(|| crate::Error::UnknownNode {
+            namespace: NAMESPACE.to_owned(),
+            name: person.to_owned(),
+        })?;
+        Ok(view.group_ids_of(id, depth))
+    }
+
+    /// The stored membership of `member` in `team` (expired or not): role and expiry.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn membership(&self, team: &str, member: &str) -> Result<Option<(Role, Option<i64>)>> {
+        self.view().membership(member, team)
+    }
+
+    /// Whether `name` is a person, a team, or unknown.
+    pub fn kind(&self, name: &str) -> Option<NodeKind> {
+        let view = self.view();
+        view.id(name).and_then(|id| view.kind(id))
+    }
+
     /// The chain `[person, team1, ..., team]` that makes `person` a member of `team`.
     ///
     /// # Errors

@@ -9,6 +9,10 @@
 //! restarts without a scan. [`MigratingBackend`] and [`migrate`] move the blobs of a local
 //! store to the object store while reads keep working.
 //!
+//! Every call blocks, as the blob store's trait does: the Swift and S3 clients drive their own
+//! small tokio runtimes inside. Call them from blocking threads (`spawn_blocking` in an async
+//! server), never from an async task: `block_on` inside a runtime panics.
+//!
 //! The server builds the backend from its configuration with [`open_backend`] and hands it
 //! to [`blobstore::StoreBuilder::backend`]; the engine must have been opened with
 //! [`KEYSPACES`] beside [`blobstore::KEYSPACES`]:

@@ -354,7 +354,13 @@ impl ObjectClient for S3Client {
                 .block_on(async { op.list_with(prefix).recursive(true).await })
             {
                 Ok(entries) => Ok(entries),
-                Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+                // A bucket not created yet lists nothing, as a missing Swift container does.
+                Err(e)
+                    if e.kind() == ErrorKind::NotFound
+                        || e.to_string().contains("NoSuchBucket") =>
+                {
+                    Ok(Vec::new())
+                }
                 Err(e) => Err(attempt(e, "list", bucket, prefix)),
             }
         })?;

@@ -80,6 +80,23 @@ impl Harness {
 
     /// Opens the store (drop the previous one first: RocksDB and sled lock their directory).
     pub fn open(&self) -> Store {
+        // sled releases its directory lock from a background thread after the last handle
+        // is dropped: an immediate reopen may find it still held for a moment.
+        let mut attempts = 0;
+        loop {
+            match self.try_open() {
+                Ok(store) => return store,
+                Err(error) if attempts < 50 && self.backend == Backend::Sled => {
+                    attempts += 1;
+                    eprintln!("reopen attempt {attempts} failed: {error}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(error) => panic!("open store: {error}"),
+            }
+        }
+    }
+
+    fn try_open(&self) -> blobstore::Result<Store> {
         let data_dir = self.dir.path().join("data");
         let builder = match &self.mem {
             Some(mem) => StoreBuilder::with_engine(Arc::new(mem.reopen(KEYSPACES)), &data_dir),
@@ -96,7 +113,6 @@ impl Harness {
             .token_secrets(self.settings.secrets.0, self.settings.secrets.1)
             .clock(self.clock.clone())
             .open()
-            .expect("open store")
     }
 
     pub fn data_dir(&self) -> std::path::PathBuf {

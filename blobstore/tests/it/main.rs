@@ -2,6 +2,7 @@
 
 mod common;
 mod crash;
+mod engine_faults;
 mod faults;
 mod model;
 mod suite;
@@ -24,3 +25,22 @@ common::backend_tests!(suite:
     orphans_are_swept,
     concurrent_uploads_and_deletes_stay_exact,
 );
+
+mod fault_tests {
+    crate::common::backend_tests!(faults: disk_full_and_failed_fsync);
+}
+
+/// The server moves uploads and readers into blocking tasks and shares the store.
+#[test]
+fn handles_cross_threads() {
+    fn send_sync<T: Send + Sync + 'static>() -> &'static str {
+        std::any::type_name::<T>()
+    }
+    fn send<T: Send + 'static>() -> &'static str {
+        std::any::type_name::<T>()
+    }
+    assert!(send_sync::<blobstore::Store>().ends_with("Store"));
+    assert!(send_sync::<blobstore::Error>().ends_with("Error"));
+    assert!(send::<blobstore::Upload>().ends_with("Upload"));
+    assert!(send::<blobstore::ContentReader>().ends_with("ContentReader"));
+}

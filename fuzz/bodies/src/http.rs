@@ -241,10 +241,11 @@ pub fn librarian_http(data: &[u8]) {
 /// The directory's router over a memory graph store.
 pub fn directory_http(data: &[u8]) {
     let engine = engine::EngineConfig::memory()
-        .open(graphdb::KEYSPACES)
+        .open(&servers::directory::config::keyspaces())
         .expect("memory engine");
     let store = graphdb::GraphStore::open(Arc::clone(&engine)).expect("graph store");
-    let state = servers::directory::Directory::new(store, &config()).expect("state");
+    let commits = graphdb::commits::CommitGraphs::open(engine).expect("commit graphs");
+    let state = servers::directory::Directory::new(store, commits, &config()).expect("state");
     let router = servers::directory::router(state.clone());
     let (mut url, mut id) = ("/".to_string(), "1".to_string());
     runtime().block_on(async {

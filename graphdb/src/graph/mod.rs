@@ -204,8 +204,13 @@ pub struct IndexStats {
     pub membership_edges: u64,
     /// (member, group) pairs in the closure.
     pub pairs: u64,
-    /// Bytes of the persisted closure values (serialised roaring bitmaps, keys excluded).
+    /// (member, group) pairs whose member is a group: what the persisted closure holds.
+    pub group_pairs: u64,
+    /// Bytes of the persisted closure values: the groups' serialised roaring bitmaps, keys
+    /// excluded (leaves are derived at load).
     pub closure_bytes: u64,
+    /// Bytes the closure of every node would take serialised the same way (for comparison).
+    pub full_closure_bytes: u64,
 }
 
 /// Opens a [`GraphStore`]: engine first, then optional settings.
@@ -232,7 +237,7 @@ impl GraphStoreBuilder {
     /// Opens the store. Namespaces are loaded when first asked for.
     ///
     /// # Errors
-    /// [`Error::Engine`] when the engine lacks one of [`KEYSPACES`].
+    /// [`Error::Engine`] when the engine lacks one of [`crate::KEYSPACES`].
     pub fn open(self) -> Result<GraphStore> {
         let ks = storage::Keyspaces::of(&*self.engine)?;
         Ok(GraphStore {
@@ -256,7 +261,7 @@ pub struct GraphStore {
 }
 
 impl GraphStore {
-    /// Settings for a store over `engine`, which must declare [`KEYSPACES`].
+    /// Settings for a store over `engine`, which must declare [`crate::KEYSPACES`].
     pub fn builder(engine: Arc<dyn Engine>) -> GraphStoreBuilder {
         GraphStoreBuilder {
             engine,
@@ -320,6 +325,7 @@ impl GraphStore {
             clock: Arc::clone(&self.clock),
             durability: self.durability,
             state: RwLock::new(state),
+            writer: Mutex::new(()),
             poisoned: Mutex::new(None),
         });
         check_kind(&ns, kind)?;
@@ -410,9 +416,12 @@ pub fn validate_relation(name: &str) -> Result<()> {
 
 /// One namespace: its nodes, edges and index, in memory and in the engine.
 ///
-/// Reads take a shared lock and never touch the engine. Writes take the exclusive lock,
-/// update the in-memory index, and write the edge, the changed closures and the index time in
-/// one atomic batch.
+/// Reads take a shared lock and never touch the engine. Writes are serialised by a writer
+/// mutex; each takes the exclusive lock only to validate and update the in-memory state and
+/// index, then writes the edge, the changed closures and the index time in one atomic batch
+/// after releasing it, so readers never wait for an fsync. A reader may therefore see a
+/// write shortly before it is durable (and, if the engine write fails, a write that is then
+/// rolled back); a writer's `Ok` always means durable as configured.
 #[derive(Debug)]
 pub struct Namespace {
     name: String,
@@ -423,6 +432,7 @@ pub struct Namespace {
     clock: Arc<dyn Clock>,
     durability: Durability,
     state: RwLock<State>,
+    writer: Mutex<()>,
     poisoned: Mutex<Option<String>>,
 }
 
@@ -475,6 +485,9 @@ impl Namespace {
     /// Runs a write: `f` validates, then mutates the state and adds its records to the batch;
     /// the changed closures and the index time are added, and the batch is written.
     fn write<T>(&self, f: impl FnOnce(&mut State, &mut WriteBatch) -> Result<T>) -> Result<T> {
+        // Writers queue here, so their batches reach the engine in the order their changes
+        // were applied in memory; readers only wait for the in-memory part below.
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(cause) = &*self.poisoned.lock().unwrap_or_else(|e| e.into_inner()) {
             return Err(Error::Poisoned {
                 namespace: self.name.clone(),
@@ -482,28 +495,27 @@ impl Namespace {
             });
         }
         let now = self.clock.now();
-        let mut state = self.write_state();
-        state.advance(now);
-        let mut batch = WriteBatch::new();
-        let out = f(&mut state, &mut batch)?;
-        let mut dirty = state.dirty.clone();
-        storage::persist_dirty(&self.ks, self.id, &mut state, &mut batch);
+        let (out, batch) = {
+            let mut state = self.write_state();
+            state.advance(now);
+            let mut batch = WriteBatch::new();
+            let out = f(&mut state, &mut batch)?;
+            storage::persist_dirty(&self.ks, self.id, &mut state, &mut batch);
+            (out, batch)
+        };
         match self.engine.write(batch, self.durability) {
             Ok(()) => Ok(out),
             Err(error) => {
                 // Memory is ahead of the engine: go back to what the engine holds.
                 *self.poisoned.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
-                match self
+                let mut state = self.write_state();
+                if let Ok(fresh) = self
                     .engine
                     .snapshot()
                     .map_err(Error::from)
                     .and_then(|view| storage::load(&*view, &self.ks, self.id))
                 {
-                    Ok(fresh) => *state = fresh,
-                    Err(_) => {
-                        dirty |= &state.dirty;
-                        state.dirty = dirty;
-                    }
+                    *state = fresh;
                 }
                 Err(error.into())
             }
@@ -754,7 +766,8 @@ impl Namespace {
         })
     }
 
-    /// Compares the index with a fresh BFS from every node over the active edges.
+    /// Compares the index with a fresh BFS from every node over the active edges. It holds a
+    /// read lock throughout (writers wait), for a time proportional to the closure's size.
     pub fn check(&self) -> CheckReport {
         let view = self.view();
         let state = &view.state;
@@ -822,9 +835,17 @@ impl Namespace {
             ..IndexStats::default()
         };
         for (x, anc) in state.anc.iter().enumerate() {
-            if state.node(x as u32).is_some() && !anc.is_empty() {
+            let Some(node) = state.node(x as u32) else {
+                continue;
+            };
+            if !anc.is_empty() {
+                let bytes = anc.serialized_size() as u64;
                 stats.pairs += anc.len();
-                stats.closure_bytes += anc.serialized_size() as u64;
+                stats.full_closure_bytes += bytes;
+                if node.kind == NodeKind::Group {
+                    stats.group_pairs += anc.len();
+                    stats.closure_bytes += bytes;
+                }
             }
         }
         stats.membership_edges = state
@@ -1070,8 +1091,10 @@ pub(crate) struct BulkLoad {
     pub edges: Vec<(String, String, EdgeKind, Option<i64>)>,
 }
 
-/// Sorts the names of `ids` after `after` and cuts one page of at most `limit`.
+/// Sorts the names of `ids` after `after` and cuts one page of at most `limit` (a limit of 0
+/// counts as 1, so that a page always makes progress).
 fn page(state: &State, ids: &RoaringBitmap, after: Option<&str>, limit: usize) -> Page {
+    let limit = limit.max(1);
     let mut names: Vec<&str> = ids
         .iter()
         .map(|x| state.name(x))
@@ -1180,7 +1203,8 @@ impl View<'_> {
         self.filter(ids, filter)
     }
 
-    /// One page of the members of `group`, sorted by name, after the cursor `after`.
+    /// One page of the members of `group`, sorted by name (byte order), after the cursor
+    /// `after` (exclusive), at most `limit` (at least 1) long.
     ///
     /// # Errors
     /// [`Error::UnknownNode`].

@@ -276,51 +276,49 @@ impl State {
 
     /// Recomputes `anc` for every node of `affected` from the active edges, assuming that the
     /// nodes outside `affected` are exact. `affected` must be closed downward (it holds every
-    /// node below each of its nodes). The affected subgraph is condensed into strongly
-    /// connected components and processed parents first.
+    /// node below each of its nodes). The groups of the affected subgraph are condensed into
+    /// strongly connected components and processed parents first; then every leaf (which has
+    /// no members, so no cycle and no affected node depends on it) from its direct groups.
     pub fn recompute(&mut self, affected: &RoaringBitmap) {
-        if affected.len() == 1 {
-            let x = affected.min().expect("one element");
-            if self
-                .node(x)
-                .is_some_and(|n| n.up.iter().all(|l| l.other != x))
-            {
-                let new = self.union_of_parents(&[x], None);
-                self.set_anc(x, new);
-                return;
+        let groups = affected & &self.groups;
+        let leaves = affected - &groups;
+        let mut changes = DescChanges::default();
+        if !groups.is_empty() {
+            let mut graph: DiGraph<u32, ()> = DiGraph::with_capacity(groups.len() as usize, 0);
+            for x in &groups {
+                graph.add_node(x);
             }
-        }
-        let mut graph: DiGraph<u32, ()> = DiGraph::with_capacity(affected.len() as usize, 0);
-        for x in affected {
-            graph.add_node(x);
-        }
-        let index_of = |x: u32| -> Option<NodeIndex> {
-            affected
-                .contains(x)
-                .then(|| NodeIndex::new(affected.rank(x) as usize - 1))
-        };
-        let mut edges = Vec::new();
-        for (i, x) in affected.iter().enumerate() {
-            if let Some(node) = self.node(x) {
-                for l in node.up.iter().filter(|l| self.active(l)) {
-                    if let Some(p) = index_of(l.other) {
-                        edges.push((p, NodeIndex::new(i)));
+            let index_of = |x: u32| -> Option<NodeIndex> {
+                groups
+                    .contains(x)
+                    .then(|| NodeIndex::new(groups.rank(x) as usize - 1))
+            };
+            let mut edges = Vec::new();
+            for (i, x) in groups.iter().enumerate() {
+                if let Some(node) = self.node(x) {
+                    for l in node.up.iter().filter(|l| self.active(l)) {
+                        if let Some(p) = index_of(l.other) {
+                            edges.push((p, NodeIndex::new(i)));
+                        }
                     }
                 }
             }
-        }
-        graph.extend_with_edges(edges);
-        let sccs = petgraph::algo::kosaraju_scc(&graph);
-        let mut changes = DescChanges::default();
-        // Reverse topological order: children first, so walk it backwards. A component's
-        // parents outside it come earlier, so their `anc` is final when it is read.
-        for scc in sccs.iter().rev() {
-            let members: Vec<u32> = scc.iter().map(|&i| graph[i]).collect();
-            let cyclic = members.len() > 1;
-            let new = self.union_of_parents(&members, cyclic.then_some(&members));
-            for &x in &members {
-                self.set_anc_deferred(x, new.clone(), &mut changes);
+            graph.extend_with_edges(edges);
+            let sccs = petgraph::algo::kosaraju_scc(&graph);
+            // Reverse topological order: children first, so walk it backwards. A component's
+            // parents outside it come earlier, so their `anc` is final when it is read.
+            for scc in sccs.iter().rev() {
+                let members: Vec<u32> = scc.iter().map(|&i| graph[i]).collect();
+                let cyclic = members.len() > 1;
+                let new = self.union_of_parents(&members, cyclic.then_some(&members));
+                for &x in &members {
+                    self.set_anc_deferred(x, new.clone(), &mut changes);
+                }
             }
+        }
+        for x in &leaves {
+            let new = self.union_of_parents(&[x], None);
+            self.set_anc_deferred(x, new, &mut changes);
         }
         self.apply_desc_changes(changes);
     }
@@ -495,6 +493,16 @@ impl State {
         self.desc.clear();
         let all: RoaringBitmap = live.into_iter().collect();
         self.recompute(&all);
+    }
+
+    /// Sets the closure of every leaf from its active direct groups, whose closures are exact
+    /// (after loading the persisted closures of the groups).
+    pub fn derive_leaves(&mut self) {
+        let leaves = self.leaves.clone();
+        for x in &leaves {
+            let anc = self.union_of_parents(&[x], None);
+            self.anc[x as usize] = anc;
+        }
     }
 
     /// Rebuilds `desc` as the transpose of `anc` (after loading).

@@ -14,7 +14,8 @@ pub const META: &str = "graph.meta";
 pub const NODES: &str = "graph.nodes";
 /// `ns u32 | member u32 | group u32 | tag u8 [| relation] -> role u8 [| expires i64]`.
 pub const EDGES: &str = "graph.edges";
-/// `ns u32 | id u32 -> roaring bitmap of the groups the node belongs to (transitively)`.
+/// `ns u32 | id u32 -> roaring bitmap of the groups the group belongs to (transitively)`;
+/// groups only: a leaf's closure is derived at load from its direct groups' closures.
 pub const CLOSURE: &str = "graph.closure";
 
 const TAG_MEMBERSHIP: u8 = 0;
@@ -133,14 +134,18 @@ pub fn closure_key(ns: u32, id: u32) -> Vec<u8> {
     KeyBuilder::new().u32(ns).u32(id).finish()
 }
 
-/// Puts the closure of every dirty node and the index time into `batch`, and clears the dirty
-/// set.
+/// Puts the closure of every dirty group and the index time into `batch`, and clears the
+/// dirty set. Leaves are not persisted: [`load`] derives them from their direct groups.
 pub fn persist_dirty(ks: &Keyspaces, ns: u32, state: &mut State, batch: &mut WriteBatch) {
     let mut buf = Vec::new();
     for x in &state.dirty {
         let key = closure_key(ns, x);
+        let kind = state.node(x).map(|n| n.kind);
+        if kind == Some(NodeKind::Leaf) {
+            continue;
+        }
         match state.anc.get(x as usize) {
-            Some(anc) if !anc.is_empty() && state.node(x).is_some() => {
+            Some(anc) if !anc.is_empty() && kind.is_some() => {
                 buf.clear();
                 anc.serialize_into(&mut buf)
                     .expect("writing to a Vec cannot fail");
@@ -249,12 +254,13 @@ pub fn load(view: &dyn ReadView, ks: &Keyspaces, ns: u32) -> Result<State> {
         let mut reader = KeyReader::new(&key);
         reader.u32();
         let id = reader.u32().ok_or_else(|| corrupt("short closure key"))?;
-        if state.node(id).is_none() {
-            return Err(corrupt("closure of a missing node"));
+        if state.node(id).is_none_or(|n| n.kind != NodeKind::Group) {
+            return Err(corrupt("closure of a missing node or of a leaf"));
         }
         state.anc[id as usize] = RoaringBitmap::deserialize_from(value.as_slice())
             .map_err(|_| corrupt("bad roaring bitmap"))?;
     }
+    state.derive_leaves();
     state.transpose();
     // insert_link queued every edge not expired at `applied`; the index holds exactly those.
     debug_assert!(state

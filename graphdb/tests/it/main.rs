@@ -1,6 +1,8 @@
 //! The integration tests of `graphdb`: one binary, one suite stamped out per engine backend.
 
 mod commits;
+mod concurrency;
+mod crash;
 mod faults;
 mod generated;
 mod model;

@@ -319,9 +319,16 @@ impl NowForTests for graphdb::ManualClock {
     }
 }
 
+/// 256 cases on memory, 12 on the disk backends; `PROPTEST_CASES` overrides both.
 fn cases(fx: &Fixture) -> u32 {
+    if let Some(n) = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return n;
+    }
     match fx.backend {
-        engine::Backend::Memory => 96,
+        engine::Backend::Memory => 256,
         _ => 12,
     }
 }

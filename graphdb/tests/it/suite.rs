@@ -89,6 +89,17 @@ pub fn nested_membership_and_queries(fx: Fixture) {
         ["bob", "desktop", "ubuntu"]
     );
     assert_eq!(teams.path("bob", "core").unwrap(), None);
+    let ids = teams.team_ids_of("alice", Depth::Transitive).unwrap();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(teams.view().id("ubuntu").unwrap().0));
+    assert_eq!(teams.kind("alice"), Some(NodeKind::Leaf));
+    assert_eq!(teams.kind("core"), Some(NodeKind::Group));
+    assert_eq!(teams.kind("nobody"), None);
+    assert_eq!(
+        teams.membership("core", "alice").unwrap(),
+        Some((Role::Admin, None))
+    );
+    assert_eq!(teams.membership("core", "bob").unwrap(), None);
 
     // A person cannot have members; unknown names are errors.
     let err = teams
@@ -372,6 +383,21 @@ pub fn pagination_by_name(fx: Fixture) {
         }
     }
     assert_eq!(got, names);
+    let one = teams
+        .members("big", Depth::Transitive, TeamFilter::Persons, None, 0)
+        .unwrap();
+    assert_eq!(one.items, [names[0].clone()]);
+    assert_eq!(one.next.as_deref(), Some(names[0].as_str()));
+    let last = teams
+        .members(
+            "big",
+            Depth::Transitive,
+            TeamFilter::Persons,
+            Some(&names[24]),
+            10,
+        )
+        .unwrap();
+    assert_eq!(last, graphdb::Page::default());
 }
 
 pub fn node_removal(fx: Fixture) {

@@ -110,6 +110,14 @@ impl Drop for PrivateSwift {
     }
 }
 
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn stopping_the_proxy_mid_transfer_loses_no_acknowledged_upload() {
     let swift = PrivateSwift::start();
@@ -252,6 +260,8 @@ fn stopping_the_proxy_mid_transfer_loses_no_acknowledged_upload() {
             });
         }
 
+        // Stops the workers even if an assertion below fails, so that the scope ends.
+        let _stop_on_exit = StopOnDrop(&stop);
         std::thread::sleep(Duration::from_millis(1500));
         swift.stop_proxy();
         // While the proxy is down, cached blobs are still served.

@@ -54,6 +54,16 @@ enum ImportKind {
         /// The TSV file.
         path: PathBuf,
     },
+    /// A repository's commits and branches.
+    Repo {
+        /// The repository's name.
+        repo: String,
+        /// The output of `git rev-list --all --parents`.
+        rev_list: PathBuf,
+        /// The output of `git for-each-ref --format='%(refname) %(objectname)'`.
+        #[arg(long)]
+        refs: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,8 +77,34 @@ fn main() -> anyhow::Result<()> {
             config.server.validate()?;
             run_server(config)
         }
+        Command::Import {
+            what:
+                ImportKind::Repo {
+                    repo,
+                    rev_list,
+                    refs,
+                },
+        } => {
+            let (_, commits) = config.store.open()?;
+            let read = |path: &PathBuf| {
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+            };
+            let rev_list = read(&rev_list)?;
+            let refs = refs.as_ref().map(read).transpose()?.unwrap_or_default();
+            let summary = commits.import(directory::repos::repo_id(&repo), &rev_list, &refs)?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "repo": repo,
+                    "added": summary.appended.added,
+                    "known": summary.appended.known,
+                    "branches": summary.branches,
+                })
+            );
+            Ok(())
+        }
         Command::Import { what } => {
-            let store = config.store.open()?;
+            let (store, _) = config.store.open()?;
             let (path, summary) = match what {
                 ImportKind::Teams { path } => {
                     let file = std::fs::File::open(&path)
@@ -84,6 +120,9 @@ fn main() -> anyhow::Result<()> {
                         .import_tsv(BufReader::new(file), true)?;
                     (path, summary)
                 }
+                ImportKind::Repo { .. } => {
+                    anyhow::bail!("repositories are imported by the arm above")
+                }
             };
             println!(
                 "{}",
@@ -96,7 +135,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Check => {
-            let store = config.store.open()?;
+            let (store, _) = config.store.open()?;
             let teams = store.teams()?;
             let report = teams.check();
             let stats = teams.stats();
@@ -124,8 +163,8 @@ fn run_server(config: DirectoryConfig) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let store = config.store.open()?;
-    let state = Directory::new(store, &config.server).map_err(anyhow::Error::msg)?;
+    let (store, commits) = config.store.open()?;
+    let state = Directory::new(store, commits, &config.server).map_err(anyhow::Error::msg)?;
     let engine = state.store().engine().clone();
     runtime.block_on(async move {
         let listener = serve::bind(config.server.listen, config.server.dev).await?;

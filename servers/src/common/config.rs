@@ -63,6 +63,9 @@ pub struct Limits {
     pub max_concurrency: usize,
     /// Seconds in-flight requests get to finish after SIGTERM or SIGINT. Default: 30.
     pub shutdown_grace_secs: u64,
+    /// Threads for short blocking store calls (lookups, small reads); streaming uploads and
+    /// large downloads use Tokio's blocking pool. Default: 4.
+    pub store_threads: usize,
 }
 
 impl Default for Limits {
@@ -76,6 +79,7 @@ impl Default for Limits {
             body_timeout_secs: 3600,
             max_concurrency: 1024,
             shutdown_grace_secs: 30,
+            store_threads: 4,
         }
     }
 }

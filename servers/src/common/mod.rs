@@ -5,6 +5,7 @@ pub mod access;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod pool;
 pub mod serve;
 
 pub use access::{AccessPolicy, Credential};

@@ -83,15 +83,23 @@ impl GraphConfig {
         }
     }
 
-    /// Opens the graph store these settings describe.
+    /// Opens the graph store and the commit graphs these settings describe, over one engine.
     ///
     /// # Errors
-    /// The engine's or the store's error.
-    pub fn open(&self) -> Result<graphdb::GraphStore, graphdb::Error> {
-        let engine =
-            engine::EngineConfig::new(self.backend, &self.data_dir).open(graphdb::KEYSPACES)?;
-        graphdb::GraphStore::builder(engine)
+    /// The engine's or the stores' error.
+    pub fn open(&self) -> anyhow::Result<(graphdb::GraphStore, graphdb::commits::CommitGraphs)> {
+        let engine = engine::EngineConfig::new(self.backend, &self.data_dir).open(&keyspaces())?;
+        let graph = graphdb::GraphStore::builder(Arc::clone(&engine))
             .clock(Arc::new(graphdb::SystemClock))
-            .open()
+            .open()?;
+        let commits = graphdb::commits::CommitGraphs::open(engine)?;
+        Ok((graph, commits))
     }
+}
+
+/// The keyspaces of the directory's engine: the graph store's and the commit graphs'.
+pub fn keyspaces() -> Vec<&'static str> {
+    let mut all = graphdb::KEYSPACES.to_vec();
+    all.extend_from_slice(graphdb::commits::KEYSPACES);
+    all
 }

@@ -73,7 +73,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_names(names: &[&str]) -> Result<(), ApiError> {
+pub(crate) fn check_names(names: &[&str]) -> Result<(), ApiError> {
     names.iter().try_for_each(|n| check_name(n))
 }
 
@@ -464,7 +464,7 @@ pub(crate) async fn import_teams(
     BodyBytes(body): BodyBytes,
 ) -> Result<axum::Json<Value>, ApiError> {
     state
-        .blocking(move |d| {
+        .blocking_long(move |d| {
             let summary = d
                 .teams
                 .import_tsv(BufReader::new(body.as_ref()), false)
@@ -482,7 +482,7 @@ pub(crate) async fn import_packagesets(
     BodyBytes(body): BodyBytes,
 ) -> Result<axum::Json<Value>, ApiError> {
     state
-        .blocking(move |d| {
+        .blocking_long(move |d| {
             let summary = d
                 .sets
                 .import_tsv(BufReader::new(body.as_ref()), false)

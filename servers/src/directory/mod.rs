@@ -1,4 +1,5 @@
-//! The directory: an HTTP service for team participation and package sets over `graphdb`.
+//! The directory: an HTTP service for team participation, package sets and branch
+//! merged-status over `graphdb`.
 //!
 //! Every request must come from an allowed network; writes need HTTP Basic credentials, and
 //! reads too unless `server.open_reads` is set. [`router`] builds the service from a
@@ -6,17 +7,20 @@
 
 pub mod config;
 mod handlers;
+pub mod repos;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use axum::Router;
+use graphdb::commits::CommitGraphs;
 use graphdb::{GraphStore, PackageSets, Teams};
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::common::access::{self, AccessPolicy};
 use crate::common::metrics::{HttpMetrics, Tracker};
+use crate::common::pool::BlockingPool;
 use crate::common::{finish, ApiError, Limits, ServerConfig};
 
 pub use config::{DirectoryConfig, GraphConfig};
@@ -39,8 +43,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/packagesets/{set}/items/{item}"),
     ("GET", "/packagesets/{set}/packages"),
     ("GET", "/packages/{package}/packagesets"),
+    ("POST", "/repos/{repo}/commits"),
+    ("PUT", "/repos/{repo}/branches/{branch}"),
+    ("DELETE", "/repos/{repo}/branches/{branch}"),
+    ("GET", "/repos/{repo}/ancestry"),
+    ("GET", "/repos/{repo}/branches/{branch}/merged"),
+    (
+        "GET",
+        "/repos/{repo}/branches/{branch}/merged-into/{target}",
+    ),
     ("POST", "/import/teams"),
     ("POST", "/import/packagesets"),
+    ("POST", "/import/repos/{repo}"),
     ("GET", "/health"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
@@ -50,12 +64,14 @@ pub const ROUTES: &[(&str, &str)] = &[
 #[derive(Debug, Clone)]
 pub struct Directory {
     pub(crate) store: Arc<GraphStore>,
+    pub(crate) commits: Arc<CommitGraphs>,
     pub(crate) teams: Teams,
     pub(crate) sets: PackageSets,
     pub(crate) limits: Arc<Limits>,
     pub(crate) policy: Arc<AccessPolicy>,
     pub(crate) metrics: Arc<HttpMetrics>,
     pub(crate) graph_metrics: Arc<GraphMetrics>,
+    pub(crate) pool: BlockingPool,
 }
 
 /// Index sizes exported beside the HTTP metrics.
@@ -67,11 +83,16 @@ pub(crate) struct GraphMetrics {
 }
 
 impl Directory {
-    /// The state for `store` served with `server`'s access rules and limits.
+    /// The state for `store` and `commits` (over the same engine) served with `server`'s
+    /// access rules and limits.
     ///
     /// # Errors
     /// A malformed credential hash, or the store's error opening its namespaces.
-    pub fn new(store: GraphStore, server: &ServerConfig) -> Result<Self, String> {
+    pub fn new(
+        store: GraphStore,
+        commits: CommitGraphs,
+        server: &ServerConfig,
+    ) -> Result<Self, String> {
         let policy = Arc::new(AccessPolicy::from_config(server, "directory")?);
         let teams = store.teams().map_err(|e| e.to_string())?;
         let sets = store.package_sets().map_err(|e| e.to_string())?;
@@ -95,12 +116,18 @@ impl Directory {
         );
         Ok(Directory {
             store: Arc::new(store),
+            commits: Arc::new(commits),
             teams,
             sets,
             limits: Arc::new(server.limits.clone()),
             policy,
             metrics: Arc::new(metrics),
             graph_metrics,
+            pool: BlockingPool::new(
+                "directory-store",
+                server.limits.store_threads,
+                server.limits.max_concurrency,
+            ),
         })
     }
 
@@ -114,8 +141,22 @@ impl Directory {
         &self.metrics
     }
 
-    /// Runs `f` on the blocking pool, mapping a panic to a 500.
+    /// Runs a short store call `f` on the store threads, mapping a panic to a 500.
     pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&Directory) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let state = self.clone();
+        self.pool
+            .run(move || f(&state))
+            .await
+            .map_err(ApiError::internal)?
+    }
+
+    /// Runs a long store call `f` (an import) on Tokio's blocking pool, so that it does not
+    /// hold a store thread.
+    pub(crate) async fn blocking_long<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         F: FnOnce(&Directory) -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
@@ -146,11 +187,17 @@ pub fn router(state: Directory) -> Router {
             "/packagesets/{set}/items/{item}",
             put(handlers::put_item).delete(handlers::delete_item),
         )
+        .route(
+            "/repos/{repo}/branches/{branch}",
+            put(repos::put_branch).delete(repos::delete_branch),
+        )
         .layer(json_limit)
         .merge(
             Router::new()
                 .route("/import/teams", post(handlers::import_teams))
                 .route("/import/packagesets", post(handlers::import_packagesets))
+                .route("/import/repos/{repo}", post(repos::import_repo))
+                .route("/repos/{repo}/commits", post(repos::post_commits))
                 .layer(import_limit),
         )
         .route_layer(axum::middleware::from_fn_with_state(
@@ -170,6 +217,12 @@ pub fn router(state: Directory) -> Router {
         .route(
             "/packages/{package}/packagesets",
             get(handlers::packagesets_of),
+        )
+        .route("/repos/{repo}/ancestry", get(repos::ancestry))
+        .route("/repos/{repo}/branches/{branch}/merged", get(repos::merged))
+        .route(
+            "/repos/{repo}/branches/{branch}/merged-into/{target}",
+            get(repos::merged_into),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&policy),

@@ -22,6 +22,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use crate::common::access::{self, AccessPolicy};
 use crate::common::metrics::{HttpMetrics, Tracker};
+use crate::common::pool::BlockingPool;
 use crate::common::{finish, ApiError, Limits, ServerConfig};
 
 pub use config::{LibrarianConfig, StoreConfig};
@@ -88,6 +89,7 @@ pub struct Librarian {
     pub(crate) metrics: Arc<HttpMetrics>,
     pub(crate) store_metrics: Arc<StoreMetrics>,
     pub(crate) uploads_aborted: Arc<AtomicU64>,
+    pub(crate) pool: BlockingPool,
 }
 
 impl Librarian {
@@ -141,6 +143,11 @@ impl Librarian {
             metrics: Arc::new(metrics),
             store_metrics,
             uploads_aborted: Arc::new(AtomicU64::new(0)),
+            pool: BlockingPool::new(
+                "librarian-store",
+                server.limits.store_threads,
+                server.limits.max_concurrency,
+            ),
         })
     }
 
@@ -164,14 +171,15 @@ impl Librarian {
         self.uploads_aborted.load(Ordering::Relaxed)
     }
 
-    /// Runs `f` on the blocking pool, mapping a panic or cancellation to a 500.
+    /// Runs a short store call `f` on the store threads, mapping a panic to a 500.
     pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         F: FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
+        self.pool
+            .run(move || f(&store))
             .await
             .map_err(ApiError::internal)?
     }
@@ -222,22 +230,23 @@ pub async fn gc_loop(state: Librarian, interval: Duration) {
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        let result = state
-            .blocking(|store| {
-                let mut total = blobstore::GcReport::default();
-                loop {
-                    let report = store.gc(1000).map_err(ApiError::internal)?;
-                    total.expired_files += report.expired_files;
-                    total.collected_blobs += report.collected_blobs;
-                    total.freed_bytes += report.freed_bytes;
-                    if !report.more {
-                        return Ok(total);
-                    }
+        // A GC pass may take long: it runs on Tokio's blocking pool, not the store threads.
+        let store = state.store.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut total = blobstore::GcReport::default();
+            loop {
+                let report = store.gc(1000)?;
+                total.expired_files += report.expired_files;
+                total.collected_blobs += report.collected_blobs;
+                total.freed_bytes += report.freed_bytes;
+                if !report.more {
+                    return Ok::<_, blobstore::Error>(total);
                 }
-            })
-            .await;
+            }
+        })
+        .await;
         match result {
-            Ok(report) => {
+            Ok(Ok(report)) => {
                 state.store_metrics.record_gc(&report);
                 tracing::info!(
                     expired_files = report.expired_files,
@@ -246,7 +255,8 @@ pub async fn gc_loop(state: Librarian, interval: Duration) {
                     "GC pass"
                 );
             }
-            Err(error) => tracing::error!(%error, "GC pass failed"),
+            Ok(Err(error)) => tracing::error!(%error, "GC pass failed"),
+            Err(error) => tracing::error!(%error, "GC pass panicked"),
         }
     }
 }

@@ -617,10 +617,11 @@ async fn librarian_bad_input_table() {
 #[tokio::test]
 async fn directory_bad_input_table() {
     let engine = engine::EngineConfig::memory()
-        .open(graphdb::KEYSPACES)
+        .open(&servers::directory::config::keyspaces())
         .unwrap();
-    let store = graphdb::GraphStore::open(engine).unwrap();
-    let state = servers::directory::Directory::new(store, &config()).unwrap();
+    let store = graphdb::GraphStore::open(Arc::clone(&engine)).unwrap();
+    let commits = graphdb::commits::CommitGraphs::open(engine).unwrap();
+    let state = servers::directory::Directory::new(store, commits, &config()).unwrap();
     let router = servers::directory::router(state.clone());
     use Method as M;
     let member = |role: &str| format!("{{\"role\": \"{role}\", \"expires\": null}}");
@@ -639,6 +640,24 @@ async fn directory_bad_input_table() {
         sets.export_tsv(&mut out).unwrap();
         String::from_utf8(out).unwrap()
     };
+    let (a, b, c, d) = (
+        "a".repeat(40),
+        "b".repeat(40),
+        "c".repeat(40),
+        "d".repeat(40),
+    );
+    let (status, _, json) = send(
+        &router,
+        req(M::POST, "/repos/r/commits").body(format!("{a}\n{b} {a}\n")),
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
+    let (status, _, json) = send(
+        &router,
+        req(M::PUT, "/repos/r/branches/main").json(&format!("{{\"tip\": \"{b}\"}}")),
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
     let before = export();
     let tsv = |rows: &str| format!("team\tmember\trole\texpires\n{rows}");
     let truncated = || {
@@ -747,6 +766,78 @@ async fn directory_bad_input_table() {
             req(M::POST, "/import/teams").body(tsv(&"x\ty\tmember\t\n".repeat(7000))),
             413,
             "too_large",
+        ),
+        (
+            "bad hex in a pushed commit",
+            req(M::POST, "/repos/r/commits").body("zz\n"),
+            400,
+            "bad_import",
+        ),
+        (
+            "an unknown parent commit",
+            req(M::POST, "/repos/r/commits").body(format!("{d} {c}\n")),
+            400,
+            "bad_import",
+        ),
+        (
+            "a commit cycle",
+            req(M::POST, "/repos/r/commits").body(format!("{c} {d}\n{d} {c}\n")),
+            400,
+            "bad_import",
+        ),
+        (
+            "a known commit with other parents",
+            req(M::POST, "/repos/r/commits").body(format!("{c}\n{b} {c}\n")),
+            409,
+            "conflicting_parents",
+        ),
+        (
+            "pushed commits not UTF-8",
+            req(M::POST, "/repos/r/commits").body(vec![0xff, b'\n']),
+            400,
+            "bad_body",
+        ),
+        (
+            "repository import truncated, client gone",
+            req(M::POST, "/import/repos/r").body(truncated()),
+            400,
+            "bad_body",
+        ),
+        (
+            "bad hex in a branch tip",
+            req(M::PUT, "/repos/r/branches/main").json("{\"tip\": \"xyz\"}"),
+            400,
+            "bad_hex",
+        ),
+        (
+            "a branch to an unknown commit",
+            req(M::PUT, "/repos/r/branches/topic").json(&format!("{{\"tip\": \"{c}\"}}")),
+            404,
+            "not_found",
+        ),
+        (
+            "an unknown branch to delete",
+            req(M::DELETE, "/repos/r/branches/nope"),
+            404,
+            "not_found",
+        ),
+        (
+            "bad hex in an ancestry query",
+            req(
+                M::GET,
+                format!("/repos/r/ancestry?ancestor=zz&descendant={b}"),
+            ),
+            400,
+            "bad_hex",
+        ),
+        (
+            "an unknown commit in an ancestry query",
+            req(
+                M::GET,
+                format!("/repos/r/ancestry?ancestor={c}&descendant={b}"),
+            ),
+            404,
+            "not_found",
         ),
         (
             "unknown team",
@@ -867,6 +958,30 @@ async fn directory_bad_input_table() {
     let tried = table(&router, rows).await;
 
     assert_eq!(export(), before, "a refused request changed the graph");
+    // Nor the commit graph: the branch and the commits are as pushed, nothing more.
+    let (status, _, json) = send(
+        &router,
+        req(
+            M::GET,
+            format!("/repos/r/ancestry?ancestor={a}&descendant={b}"),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["ancestor"], true, "{json}");
+    for unknown in [&c, &d] {
+        let (status, _, _) = send(
+            &router,
+            req(
+                M::GET,
+                format!("/repos/r/ancestry?ancestor={unknown}&descendant={unknown}"),
+            ),
+        )
+        .await;
+        assert_eq!(status, 404, "{unknown} was stored by a refused push");
+    }
+    let (_, _, json) = send(&router, req(M::GET, "/repos/r/branches/main/merged")).await;
+    assert_eq!(json["merged"], serde_json::json!([]), "{json}");
     let teams = state.store().teams().unwrap();
     assert!(teams.check().is_clean());
     assert!(state.store().package_sets().unwrap().check().is_clean());

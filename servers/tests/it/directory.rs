@@ -41,10 +41,11 @@ impl Default for Access {
 impl Dir {
     async fn start(engine: Arc<dyn Engine>, access: Access) -> Dir {
         let clock = Arc::new(ManualClock::new(NOW));
-        let store = GraphStore::builder(engine)
+        let store = GraphStore::builder(Arc::clone(&engine))
             .clock(clock.clone())
             .open()
             .unwrap();
+        let commits = graphdb::commits::CommitGraphs::open(engine).unwrap();
         let config = ServerConfig {
             credentials: vec![Credential {
                 user: USER.into(),
@@ -54,7 +55,7 @@ impl Dir {
             allowed_cidrs: access.allowed,
             ..ServerConfig::default()
         };
-        let state = Directory::new(store, &config).unwrap();
+        let state = Directory::new(store, commits, &config).unwrap();
         let app = directory::router(state);
         let listener = serve::bind("127.0.0.1:0".parse().unwrap(), true)
             .await
@@ -75,7 +76,7 @@ impl Dir {
     async fn memory(access: Access) -> Dir {
         Dir::start(
             engine::EngineConfig::memory()
-                .open(graphdb::KEYSPACES)
+                .open(&directory::config::keyspaces())
                 .unwrap(),
             access,
         )
@@ -631,7 +632,7 @@ async fn a_restart_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     let open = || {
         engine::EngineConfig::rocksdb(dir.path())
-            .open(graphdb::KEYSPACES)
+            .open(&directory::config::keyspaces())
             .unwrap()
     };
     {
@@ -659,6 +660,25 @@ async fn a_restart_keeps_everything() {
             200
         );
         assert_eq!(d.put("/packagesets/s/items/pkg", None).await.status(), 200);
+        let r = post_text(
+            &d,
+            "/repos/r/commits",
+            format!("{} {}\n{}\n", c(2), c(1), c(1)),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            d.put("/repos/r/branches/main", Some(json!({"tip": c(2)})))
+                .await
+                .status(),
+            200
+        );
+        assert_eq!(
+            d.put("/repos/r/branches/old", Some(json!({"tip": c(1)})))
+                .await
+                .status(),
+            200
+        );
         d.stop().await;
     }
     let d = Dir::start(open(), Access::default()).await;
@@ -746,10 +766,174 @@ async fn curl_and_the_openapi_document() {
             .replace("{relation}", "audits")
             .replace("{set}", "s")
             .replace("{item}", "i")
-            .replace("{package}", "i");
+            .replace("{package}", "i")
+            .replace("{repo}", "r")
+            .replace("{branch}", "main")
+            .replace("{target}", "main");
         let (status, code) = d.status(method.parse().unwrap(), &concrete).await;
         assert_ne!(status, 405, "{method} {path}");
         assert_ne!(code, "no_route", "{method} {path}");
     }
+    d.stop().await;
+}
+
+/// The 40-hex id of commit `n`.
+fn c(n: u8) -> String {
+    format!("{n:02x}").repeat(20)
+}
+
+async fn post_text(d: &Dir, path: &str, body: String) -> reqwest::Response {
+    client()
+        .post(d.url(path))
+        .basic_auth(USER, Some(PASSWORD))
+        .header("content-type", "text/plain")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn repositories_and_merged_status() {
+    let d = Dir::memory(Access::default()).await;
+    // rev-list order: children first. 4 merges 2 and 3, both children of 1.
+    let rev_list = format!(
+        "{} {} {}\n{} {}\n{} {}\n{}\n",
+        c(4),
+        c(2),
+        c(3),
+        c(3),
+        c(1),
+        c(2),
+        c(1),
+        c(1)
+    );
+    // A malformed line is refused whole.
+    let bad = format!("{}\n{} zz\n", c(1), c(2));
+    let r = post_text(&d, "/repos/lp/commits", bad).await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_import");
+    assert_eq!(body["error"]["line"], 2);
+    let r = post_text(&d, "/repos/lp/commits", format!("{} {}\n", c(9), c(8))).await;
+    assert_eq!(r.status(), 400);
+    let r = post_text(&d, "/repos/lp/commits", rev_list.clone()).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["added"], 4);
+
+    assert_eq!(
+        d.put("/repos/lp/branches/main", Some(json!({"tip": c(2)})))
+            .await
+            .status(),
+        200
+    );
+    let r = d
+        .put("/repos/lp/branches/topic", Some(json!({"tip": c(3)})))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        d.get("/repos/lp/branches/topic/merged-into/main").await["merged"],
+        false
+    );
+    assert_eq!(
+        names(&d.get("/repos/lp/branches/main/merged").await["merged"]),
+        Vec::<String>::new()
+    );
+    // Moving main to the merge reports that topic became merged.
+    let r = d
+        .put("/repos/lp/branches/main", Some(json!({"tip": c(4)})))
+        .await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["changes"],
+        json!([{"branch": "topic", "target": "main", "merged": true}])
+    );
+    assert_eq!(
+        d.get("/repos/lp/branches/topic/merged-into/main").await["merged"],
+        true
+    );
+    assert_eq!(
+        d.get("/repos/lp/branches/main/merged-into/topic").await["merged"],
+        false
+    );
+    assert_eq!(
+        names(&d.get("/repos/lp/branches/main/merged").await["merged"]),
+        ["topic"]
+    );
+    let q = |a: u8, b: u8| format!("/repos/lp/ancestry?ancestor={}&descendant={}", c(a), c(b));
+    assert_eq!(d.get(&q(3, 4)).await["ancestor"], true);
+    assert_eq!(d.get(&q(4, 3)).await["ancestor"], false);
+    assert_eq!(d.get(&q(2, 3)).await["ancestor"], false);
+    // Errors.
+    assert_eq!(
+        d.status(reqwest::Method::GET, &q(7, 4)).await,
+        (404, "not_found".into())
+    );
+    assert_eq!(
+        d.status(
+            reqwest::Method::GET,
+            "/repos/lp/ancestry?ancestor=xyz&descendant=abc"
+        )
+        .await,
+        (400, "bad_hex".into())
+    );
+    assert_eq!(
+        d.status(reqwest::Method::GET, "/repos/lp/ancestry").await.0,
+        400
+    );
+    assert_eq!(
+        d.status(reqwest::Method::GET, "/repos/lp/branches/nope/merged")
+            .await
+            .0,
+        404
+    );
+    let r = d
+        .put("/repos/lp/branches/x", Some(json!({"tip": c(7)})))
+        .await;
+    assert_eq!(r.status(), 404);
+    let r = d
+        .put("/repos/lp/branches/x", Some(json!({"tip": "nothex"})))
+        .await;
+    assert_eq!(r.status(), 400);
+    // Deleting.
+    let r = client()
+        .delete(d.url("/repos/lp/branches/topic"))
+        .basic_auth(USER, Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        names(&d.get("/repos/lp/branches/main/merged").await["merged"]),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        d.status(reqwest::Method::DELETE, "/repos/lp/branches/topic")
+            .await
+            .0,
+        404
+    );
+
+    // A bulk import: rev-list, an empty line, refs.
+    let body = format!(
+        "{rev_list}\nrefs/heads/main {}\nrefs/heads/feature {}\nrefs/tags/v1 {}\n",
+        c(4),
+        c(3),
+        c(1)
+    );
+    let r = post_text(&d, "/import/repos/other", body).await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    assert_eq!(
+        names(&d.get("/repos/other/branches/main/merged").await["merged"]),
+        ["feature"]
+    );
+    // Repositories are apart.
+    assert_eq!(
+        d.status(reqwest::Method::GET, "/repos/third/branches/main/merged")
+            .await
+            .0,
+        404
+    );
     d.stop().await;
 }

@@ -1,6 +1,7 @@
 //! The integration tests of the servers crate: one binary (see STYLE.md).
 
 mod badinput;
+mod binaries;
 mod directory;
 mod infra;
 mod librarian;

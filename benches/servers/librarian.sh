@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# The librarian's performance figures of issue 6, side by side with nginx in one run:
+#   1. small uploads: 4 KiB distinct bodies from 64 connections (wrk), durable;
+#   2. small downloads: 4 KiB files, random among 10,000, 32 connections (wrk), against nginx
+#      serving the same 10,000 files from a directory with as many workers as the
+#      librarian has runtime threads;
+#   3. a large download: one 256 MiB file to curl and to wrk (1 connection), both servers;
+#   4. memory: UPLOADS concurrent uploads of UPLOAD_MIB MiB each; the librarian's peak RSS.
+# Installs wrk and nginx with apt-get when missing. Everything listens on 127.0.0.1 only and
+# every load is bounded in time. Figures go to stdout; keep them with the command line.
+#
+#   benches/servers/librarian.sh
+#   THREADS=2 DURATION=10 UPLOADS=200 UPLOAD_MIB=100 benches/servers/librarian.sh
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+THREADS="${THREADS:-2}"
+DURATION="${DURATION:-10}"
+FILES="${FILES:-10000}"
+UPLOADS="${UPLOADS:-200}"
+UPLOAD_MIB="${UPLOAD_MIB:-100}"
+LARGE_MIB="${LARGE_MIB:-256}"
+LPORT="${LPORT:-28081}"
+BACKEND="${BACKEND:-rocksdb}"   # the librarian's metadata engine: rocksdb, sled or memory
+NPORT="${NPORT:-28080}"
+
+need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2"; }; }
+need wrk wrk
+need nginx nginx-light || need nginx nginx
+need python3 python3
+
+cargo build --release -p servers --bin librarian
+target="${CARGO_TARGET_DIR:-target}/release"
+work="$(mktemp -d)"
+chmod 755 "$work"  # nginx workers run as an unprivileged user
+librarian_pid=""
+nginx_pid=""
+cleanup() {
+    [ -n "$librarian_pid" ] && kill -TERM "$librarian_pid" 2>/dev/null && wait "$librarian_pid" 2>/dev/null || true
+    [ -n "$nginx_pid" ] && kill -QUIT "$nginx_pid" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "# $(date -u +%FT%TZ) $(uname -m), $(nproc) cores; librarian ($BACKEND) with $THREADS runtime threads, nginx with $THREADS workers"
+
+TOKIO_WORKER_THREADS="$THREADS" RUST_LOG=warn "$target/librarian" --data-dir "$work/librarian" --backend "$BACKEND" \
+    serve --dev --listen "127.0.0.1:$LPORT" --max-concurrency 100000 &
+librarian_pid=$!
+for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$LPORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
+
+# 1. Small uploads.
+cat > "$work/upload.lua" <<'LUA'
+local threads = 0
+function setup(thread) thread:set("tid", threads); threads = threads + 1 end
+function init(args) counter = 0; pad = string.rep("u", 4096 - 24) end
+request = function()
+    counter = counter + 1
+    local name = string.format("t%02d-%09d", tid, counter)
+    return wrk.format("POST", "/buckets/bench/files?filename=" .. name,
+        {["Content-Type"] = "application/octet-stream"}, string.format("%-24s", name) .. pad)
+end
+LUA
+echo "## small uploads: 4 KiB, 64 connections, ${DURATION}s"
+wrk -t "$THREADS" -c 64 -d "${DURATION}s" -s "$work/upload.lua" "http://127.0.0.1:$LPORT" | grep -E "Requests/sec|Latency|Non-2xx|requests in"
+
+# 2. Small downloads: the first $FILES uploaded files, and the same bytes under nginx.
+python3 - "$LPORT" "$FILES" "$work" <<'PY'
+import json, os, sys, urllib.request
+port, want, work = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+paths, after = [], None
+os.makedirs(f"{work}/www", exist_ok=True)
+while len(paths) < want:
+    url = f"http://127.0.0.1:{port}/buckets/bench/files?limit=1000" + (f"&after={after}" if after else "")
+    page = json.load(urllib.request.urlopen(url))
+    paths += [f["url"] for f in page["files"]]
+    after = page["next"]
+    if after is None:
+        break
+paths = paths[:want]
+if len(paths) < want:
+    sys.exit(f"only {len(paths)} files were uploaded; raise DURATION")
+with open(f"{work}/librarian.paths", "w") as out:
+    out.write("\n".join(paths) + "\n")
+with open(f"{work}/nginx.paths", "w") as out:
+    for i, p in enumerate(paths):
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}{p}").read() if i < 3 else None
+        name = f"/f{i}"
+        with open(f"{work}/www{name}", "wb") as f:
+            f.write(body if body is not None else (p.split("/")[-1].ljust(24) + "u" * (4096 - 24)).encode())
+        out.write(name + "\n")
+PY
+cat > "$work/nginx.conf" <<CONF
+worker_processes $THREADS;
+pid $work/nginx.pid;
+error_log $work/nginx.err warn;
+daemon off;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    open_file_cache max=20000 inactive=60s;
+    server { listen 127.0.0.1:$NPORT; root $work/www; }
+}
+CONF
+nginx -c "$work/nginx.conf" -p "$work" &
+nginx_pid=$!
+for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$NPORT/f0" 2>/dev/null && break; sleep 0.1; done
+curl -fsS -o /dev/null "http://127.0.0.1:$NPORT/f0" || { echo "nginx did not start" >&2; exit 1; }
+
+cat > "$work/download.lua" <<'LUA'
+function init(args)
+    paths = {}
+    for line in io.lines(args[1]) do paths[#paths + 1] = line end
+    math.randomseed(os.time() + #args[1])
+end
+request = function() return wrk.format("GET", paths[math.random(#paths)]) end
+LUA
+echo "## small downloads: 4 KiB, random among $FILES files, 32 connections, ${DURATION}s"
+for side in nginx librarian; do
+    port=$([ $side = nginx ] && echo "$NPORT" || echo "$LPORT")
+    echo "### $side"
+    wrk -t "$THREADS" -c 32 -d "${DURATION}s" -s "$work/download.lua" "http://127.0.0.1:$port" -- "$work/$side.paths" \
+        | grep -E "Requests/sec|Latency|Non-2xx|requests in"
+done
+
+# 3. A large download.
+head -c "$((LARGE_MIB << 20))" /dev/urandom > "$work/www/large"
+large=$(curl -fsS -T "$work/www/large" -X POST "http://127.0.0.1:$LPORT/buckets/bench/files?filename=large" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')
+echo "## large download: $LARGE_MIB MiB"
+for side in nginx librarian; do
+    url=$([ $side = nginx ] && echo "http://127.0.0.1:$NPORT/large" || echo "http://127.0.0.1:$LPORT$large")
+    curl -fsS -o /dev/null "$url"
+    speed=$(curl -fsS -o /dev/null -w '%{speed_download}' "$url")
+    echo "### $side: curl $(python3 -c "print(f'{$speed/1e9:.2f}')") GB/s"
+    wrk -t 1 -c 1 -d "${DURATION}s" "$url" | grep -E "Transfer/sec|requests in"
+done
+
+# 4. Memory under concurrent large uploads (UPLOADS=0 skips it).
+[ "$UPLOADS" -gt 0 ] || exit 0
+head -c "$((UPLOAD_MIB << 20))" /dev/urandom > "$work/upload.bin"
+rm -f "$work/www/large"
+echo "## memory: $UPLOADS concurrent uploads of $UPLOAD_MIB MiB"
+pids=()
+for i in $(seq "$UPLOADS"); do
+    curl -fsS -o /dev/null -T "$work/upload.bin" -X POST \
+        "http://127.0.0.1:$LPORT/buckets/memory/files?filename=m$i" &
+    pids+=($!)
+done
+failed=0
+for pid in "${pids[@]}"; do wait "$pid" || failed=$((failed + 1)); done
+grep -E "VmHWM|VmRSS" "/proc/$librarian_pid/status" | tr -s ' \t' ' '
+echo "failed uploads: $failed"
+curl -fsS "http://127.0.0.1:$LPORT/buckets/memory" | python3 -c 'import json,sys; print("bucket memory:", json.load(sys.stdin))'

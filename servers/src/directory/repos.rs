@@ -1,0 +1,267 @@
+//! The repository routes: commit graphs and branch merged-status over `graphdb::commits`.
+//!
+//! A repository is named in the URL; its [`RepoId`] is the first eight bytes of the BLAKE3
+//! hash of the name (big-endian), so any name of up to 255 bytes works without a registry.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use graphdb::commits::{CommitError, CommitId, MergedChange, RepoId};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::handlers::check_names;
+use super::Directory;
+use crate::common::error::{BodyBytes, Json, Path, Query};
+use crate::common::ApiError;
+
+/// The id of the repository named `name`.
+pub fn repo_id(name: &str) -> RepoId {
+    let hash = blake3::hash(name.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    RepoId(u64::from_be_bytes(first))
+}
+
+/// Maps a commit-graph error to the client's answer.
+pub(crate) fn commit_error(error: CommitError) -> ApiError {
+    match error {
+        CommitError::UnknownCommit { commit, .. } => {
+            ApiError::not_found(format!("no such commit: {commit}"))
+        }
+        CommitError::UnknownBranch { branch, .. } => {
+            ApiError::not_found(format!("no such branch: {branch:?}"))
+        }
+        CommitError::InvalidBranchName { .. } => {
+            ApiError::bad_request("bad_name", "invalid branch name")
+        }
+        CommitError::UnknownParent { index, parent, .. } => ApiError::bad_request(
+            "bad_commits",
+            format!("commit #{index} names parent {parent}, which is unknown; nothing was written"),
+        ),
+        CommitError::ConflictingParents { index, commit, .. } => ApiError::conflict(
+            "conflicting_parents",
+            format!("commit #{index} ({commit}) is already known with other parents; nothing was written"),
+        ),
+        CommitError::Import { input, line, error } => {
+            ApiError::bad_request("bad_import", format!("{input} line {line}: {error}"))
+                .with_detail("line", json!(line))
+        }
+        CommitError::TooManyCommits { .. } => ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "the repository cannot hold that many commits",
+        )
+        .with_cause(error),
+        other => ApiError::internal(other),
+    }
+}
+
+fn parse_commit(hex: &str, what: &str) -> Result<CommitId, ApiError> {
+    CommitId::parse_hex(hex.trim()).map_err(|_| {
+        ApiError::bad_request("bad_hex", format!("{what} must be 40 or 64 hex digits"))
+    })
+}
+
+fn changes_json(changes: &[MergedChange]) -> Value {
+    Value::Array(
+        changes
+            .iter()
+            .map(|c| json!({"branch": c.branch, "target": c.target, "merged": c.merged}))
+            .collect(),
+    )
+}
+
+fn body_text(body: &Bytes) -> Result<&str, ApiError> {
+    std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("bad_body", "the body is not UTF-8"))
+}
+
+/// `POST /repos/{repo}/commits`: `git rev-list --parents` output, all or nothing.
+pub(crate) async fn post_commits(
+    State(state): State<Directory>,
+    Path(repo): Path<String>,
+    BodyBytes(body): BodyBytes,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_names(&[&repo])?;
+    body_text(&body)?;
+    state
+        .blocking_long(move |d| {
+            let text = std::str::from_utf8(&body).unwrap_or_default();
+            let summary = d
+                .commits
+                .import(repo_id(&repo), text, "")
+                .map_err(commit_error)?;
+            Ok(axum::Json(json!({
+                "repo": repo,
+                "added": summary.appended.added,
+                "known": summary.appended.known,
+            })))
+        })
+        .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TipBody {
+    tip: String,
+}
+
+/// `PUT /repos/{repo}/branches/{branch}` with `{"tip": HEX}`.
+pub(crate) async fn put_branch(
+    State(state): State<Directory>,
+    Path((repo, branch)): Path<(String, String)>,
+    Json(body): Json<TipBody>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_names(&[&repo, &branch])?;
+    let tip = parse_commit(&body.tip, "tip")?;
+    state
+        .blocking(move |d| {
+            let changes = d
+                .commits
+                .set_branch(repo_id(&repo), &branch, tip)
+                .map_err(commit_error)?;
+            Ok(axum::Json(json!({
+                "branch": branch,
+                "tip": tip.to_string(),
+                "changes": changes_json(&changes),
+            })))
+        })
+        .await
+}
+
+/// `DELETE /repos/{repo}/branches/{branch}`.
+pub(crate) async fn delete_branch(
+    State(state): State<Directory>,
+    Path((repo, branch)): Path<(String, String)>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_names(&[&repo, &branch])?;
+    state
+        .blocking(move |d| {
+            let changes = d
+                .commits
+                .delete_branch(repo_id(&repo), &branch)
+                .map_err(commit_error)?;
+            Ok(axum::Json(
+                json!({ "branch": branch, "changes": changes_json(&changes) }),
+            ))
+        })
+        .await
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct AncestryQuery {
+    ancestor: String,
+    descendant: String,
+}
+
+/// `GET /repos/{repo}/ancestry?ancestor=A&descendant=B`.
+pub(crate) async fn ancestry(
+    State(state): State<Directory>,
+    Path(repo): Path<String>,
+    Query(query): Query<AncestryQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_names(&[&repo])?;
+    let a = parse_commit(&query.ancestor, "ancestor")?;
+    let b = parse_commit(&query.descendant, "descendant")?;
+    state
+        .blocking(move |d| {
+            let answer = d
+                .commits
+                .is_ancestor(repo_id(&repo), &a, &b)
+                .map_err(commit_error)?;
+            Ok(axum::Json(json!({ "ancestor": answer })))
+        })
+        .await
+}
+
+/// `GET /repos/{repo}/branches/{branch}/merged`: the branches merged into it.
+pub(crate) async fn merged(
+    State(state): State<Directory>,
+    Path((repo, branch)): Path<(String, String)>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_names(&[&repo, &branch])?;
+    state
+        .blocking(move |d| {
+            let merged = d
+                .commits
+                .merged_into(repo_id(&repo), &branch)
+                .map_err(commit_error)?;
+            Ok(axum::Json(json!({ "branch": branch, "merged": merged })))
+        })
+        .await
+}
+
+/// `GET /repos/{repo}/branches/{x}/merged-into/{y}`.
+pub(crate) async fn merged_into(
+    State(state): State<Directory>,
+    Path((repo, x, y)): Path<(String, String, String)>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_names(&[&repo, &x, &y])?;
+    state
+        .blocking(move |d| {
+            let merged = d
+                .commits
+                .is_merged(repo_id(&repo), &x, &y)
+                .map_err(commit_error)?;
+            Ok(axum::Json(json!({ "merged": merged })))
+        })
+        .await
+}
+
+/// `POST /import/repos/{repo}`: `git rev-list --all --parents` output, an empty line, then
+/// `git for-each-ref --format='%(refname) %(objectname)'` output; all or nothing.
+pub(crate) async fn import_repo(
+    State(state): State<Directory>,
+    Path(repo): Path<String>,
+    BodyBytes(body): BodyBytes,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_names(&[&repo])?;
+    body_text(&body)?;
+    state
+        .blocking_long(move |d| {
+            let text = std::str::from_utf8(&body).unwrap_or_default();
+            let (rev_list, refs) = split_import(text);
+            let summary = d
+                .commits
+                .import(repo_id(&repo), rev_list, refs)
+                .map_err(commit_error)?;
+            Ok(axum::Json(json!({
+                "repo": repo,
+                "added": summary.appended.added,
+                "known": summary.appended.known,
+                "branches": summary.branches,
+                "other_refs": summary.other_refs,
+            })))
+        })
+        .await
+}
+
+/// Splits an import body at its first empty line: the rev-list before, the refs after.
+pub fn split_import(text: &str) -> (&str, &str) {
+    for separator in ["\n\n", "\r\n\r\n"] {
+        if let Some(at) = text.find(separator) {
+            return (&text[..at + 1], &text[at + separator.len()..]);
+        }
+    }
+    (text, "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_ids_are_stable_and_distinct() {
+        assert_eq!(repo_id("launchpad"), repo_id("launchpad"));
+        assert_ne!(repo_id("launchpad"), repo_id("launchpad2"));
+    }
+
+    #[test]
+    fn import_bodies_split_at_the_first_empty_line() {
+        assert_eq!(
+            split_import("a b\nb\n\nrefs/heads/main a\n"),
+            ("a b\nb\n", "refs/heads/main a\n")
+        );
+        assert_eq!(split_import("a b\n"), ("a b\n", ""));
+    }
+}

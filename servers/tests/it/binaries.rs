@@ -1,0 +1,297 @@
+//! The binaries themselves: subcommands against a local store, `--help`, refusing unsafe
+//! configurations, and a clean exit on SIGTERM.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+const LIBRARIAN: &str = env!("CARGO_BIN_EXE_librarian");
+const DIRECTORY: &str = env!("CARGO_BIN_EXE_directory");
+
+fn run(bin: &str, args: &[&str]) -> std::process::Output {
+    Command::new(bin)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in [
+        "serve",
+        "gc",
+        "verify",
+        "stats",
+        "put",
+        "get",
+        "hash-password",
+    ] {
+        let out = run(LIBRARIAN, &[sub, "--help"]);
+        assert!(out.status.success(), "librarian {sub} --help");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage: librarian"),
+            "{sub}"
+        );
+    }
+    for sub in ["serve", "import", "check", "hash-password"] {
+        let out = run(DIRECTORY, &[sub, "--help"]);
+        assert!(out.status.success(), "directory {sub} --help");
+    }
+}
+
+#[test]
+fn librarian_subcommands_on_a_local_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let source = dir.path().join("hello.txt");
+    std::fs::write(&source, b"hello from put").unwrap();
+    let out = run(
+        LIBRARIAN,
+        &[
+            "--data-dir",
+            data,
+            "put",
+            "--bucket",
+            "b",
+            source.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["filename"], "hello.txt");
+    assert_eq!(record["size"], 14);
+    let id = record["id"].to_string();
+    let out = run(LIBRARIAN, &["--data-dir", data, "get", &id]);
+    assert_eq!(out.stdout, b"hello from put");
+    let out = run(LIBRARIAN, &["--data-dir", data, "stats", "--bucket", "b"]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["files"], 1);
+    assert_eq!(stats["logical_bytes"], 14);
+    let out = run(LIBRARIAN, &["--data-dir", data, "verify"]);
+    assert!(out.status.success());
+    let out = run(LIBRARIAN, &["--data-dir", data, "gc"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["collected_blobs"], 0);
+    let out = run(LIBRARIAN, &["--data-dir", data, "get", "999"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn serving_needs_credentials_or_loopback_dev_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let out = run(
+        LIBRARIAN,
+        &["--data-dir", data, "serve", "--listen", "127.0.0.1:0"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no credentials"));
+    let out = run(
+        LIBRARIAN,
+        &[
+            "--data-dir",
+            data,
+            "serve",
+            "--dev",
+            "--listen",
+            "0.0.0.0:0",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    let out = run(
+        DIRECTORY,
+        &[
+            "--data-dir",
+            data,
+            "serve",
+            "--dev",
+            "--listen",
+            "0.0.0.0:0",
+        ],
+    );
+    assert!(!out.status.success());
+}
+
+#[test]
+fn hash_password_output_is_accepted_by_a_config() {
+    let mut child = Command::new(LIBRARIAN)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let config = servers::common::ServerConfig {
+        credentials: vec![servers::common::Credential {
+            user: "u".into(),
+            hash,
+        }],
+        ..Default::default()
+    };
+    let policy = servers::common::AccessPolicy::from_config(&config, "t").unwrap();
+    use base64::Engine as _;
+    let header = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("u:s3cret")
+    );
+    assert!(policy.credentials_valid(Some(header.as_bytes())));
+}
+
+/// Starts `bin serve --dev` on an ephemeral port and returns the child and its address.
+fn serve(bin: &str, data: &str) -> (std::process::Child, String) {
+    let mut child = Command::new(bin)
+        .args([
+            "--data-dir",
+            data,
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the server exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("address=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+#[test]
+fn servers_exit_cleanly_on_sigterm_and_keep_their_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("lib");
+    let data = data.to_str().unwrap();
+    let (child, addr) = serve(LIBRARIAN, data);
+    let out = Command::new("curl")
+        .args([
+            "-fsS",
+            "--data-binary",
+            "kept",
+            &format!("http://{addr}/buckets/b/files?filename=k"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the librarian exited with {:?}",
+        out.status
+    );
+    let out = run(LIBRARIAN, &["--data-dir", data, "stats"]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["files"], 1);
+
+    let data = dir.path().join("dir");
+    let data = data.to_str().unwrap();
+    let (child, addr) = serve(DIRECTORY, data);
+    let out = Command::new("curl")
+        .args([
+            "-fsS",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"role":"member"}"#,
+        ])
+        .arg(format!("http://{addr}/teams/t/members/p"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the directory exited with {:?}",
+        out.status
+    );
+    let out = run(DIRECTORY, &["--data-dir", data, "check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nodes: 2"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn directory_imports_a_repository_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let rev_list = dir.path().join("rev-list");
+    let refs = dir.path().join("refs");
+    let id = |n: u8| format!("{n:02x}").repeat(20);
+    std::fs::write(&rev_list, format!("{} {}\n{}\n", id(2), id(1), id(1))).unwrap();
+    std::fs::write(
+        &refs,
+        format!("refs/heads/main {}\nrefs/heads/old {}\n", id(2), id(1)),
+    )
+    .unwrap();
+    let out = run(
+        DIRECTORY,
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "import",
+            "repo",
+            "lp",
+            rev_list.to_str().unwrap(),
+            "--refs",
+            refs.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["added"], 2);
+    assert_eq!(summary["branches"], 2);
+}
