@@ -11,6 +11,11 @@
 //! may be either way), and every team's transitive members equal a BFS over the direct edges
 //! the server reports.
 //!
+//! It also pushes commits (one or two parents among the acknowledged ones, so merges too) to
+//! one repository and moves four branches to them; after each restart every acknowledged
+//! commit is there, and sampled ancestry answers and the merged-status of every pair of
+//! branches whose last move was acknowledged agree with a BFS over the acknowledged pushes.
+//!
 //! `SOAK_KILLS` sets the number of kills of each soak (default 5, CI); the documented long run
 //! uses 50 or more (docs/RELIABILITY.md).
 
@@ -435,6 +440,144 @@ async fn verify_directory(server: &Server, model: &BTreeMap<(String, String), Ed
     checked
 }
 
+/// The commits and branches of the soak's repository as acknowledged pushes left them.
+#[derive(Debug, Default, Clone)]
+struct Pushes {
+    /// Acknowledged commits and their parents, in push order.
+    commits: Vec<(String, Vec<String>)>,
+    /// Branch tips: known when the last move was acknowledged, `None` when it was cut.
+    branches: BTreeMap<String, Option<String>>,
+}
+
+impl Pushes {
+    fn is_ancestor(&self, a: &str, b: &str) -> bool {
+        let parents: HashMap<&str, &Vec<String>> =
+            self.commits.iter().map(|(c, p)| (c.as_str(), p)).collect();
+        let mut seen = BTreeSet::from([b]);
+        let mut todo = vec![b];
+        while let Some(x) = todo.pop() {
+            for p in parents.get(x).into_iter().flat_map(|p| p.iter()) {
+                if seen.insert(p.as_str()) {
+                    todo.push(p.as_str());
+                }
+            }
+        }
+        seen.contains(a)
+    }
+}
+
+/// Pushes commits (one or two parents among the acknowledged ones) and moves branches to
+/// them until the server dies.
+async fn push_load(base: String, seed: u64, model: Arc<Mutex<Pushes>>) -> u64 {
+    let client = reqwest::Client::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut pushes = 0;
+    loop {
+        let id: String = (0..40)
+            .map(|_| char::from_digit(rng.gen_range(0..16), 16).unwrap())
+            .collect();
+        let parents: Vec<String> = {
+            let m = model.lock().unwrap();
+            let n = if m.commits.is_empty() {
+                0
+            } else {
+                rng.gen_range(1..=2)
+            };
+            let mut parents: Vec<String> = (0..n)
+                .map(|_| m.commits[rng.gen_range(0..m.commits.len())].0.clone())
+                .collect();
+            parents.dedup();
+            parents
+        };
+        let line = std::iter::once(id.clone())
+            .chain(parents.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        match client
+            .post(format!("{base}/repos/soak/commits"))
+            .body(format!("{line}\n"))
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 200 => model.lock().unwrap().commits.push((id.clone(), parents)),
+            Ok(r) => {
+                assert!(r.status().is_server_error(), "push: {}", r.status());
+                return pushes;
+            }
+            Err(_) => return pushes,
+        }
+        pushes += 1;
+        let branch = format!("b{}", rng.gen_range(0..4));
+        model.lock().unwrap().branches.insert(branch.clone(), None);
+        match client
+            .put(format!("{base}/repos/soak/branches/{branch}"))
+            .json(&serde_json::json!({ "tip": id }))
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 200 => {
+                model.lock().unwrap().branches.insert(branch, Some(id));
+            }
+            Ok(r) => {
+                assert!(r.status().is_server_error(), "branch: {}", r.status());
+                return pushes;
+            }
+            Err(_) => return pushes,
+        }
+    }
+}
+
+/// Every acknowledged commit is there; ancestry of sampled pairs and the merged-status of
+/// every pair of branches whose last move was acknowledged agree with a BFS over the pushes.
+async fn verify_pushes(server: &Server, model: &Pushes, rng: &mut impl Rng) -> usize {
+    let client = reqwest::Client::new();
+    let ancestry = |a: &str, b: &str| {
+        client
+            .get(server.url(&format!("/repos/soak/ancestry?ancestor={a}&descendant={b}")))
+            .send()
+    };
+    let mut checked = 0;
+    for (commit, _) in &model.commits {
+        let r = ancestry(commit, commit).await.unwrap();
+        assert_eq!(r.status(), 200, "acknowledged commit {commit} after a kill");
+    }
+    for _ in 0..model.commits.len().min(200) {
+        let a = &model.commits[rng.gen_range(0..model.commits.len())].0;
+        let b = &model.commits[rng.gen_range(0..model.commits.len())].0;
+        let json: serde_json::Value = ancestry(a, b).await.unwrap().json().await.unwrap();
+        assert_eq!(
+            json["ancestor"],
+            model.is_ancestor(a, b),
+            "{a} ancestor of {b}"
+        );
+        checked += 1;
+    }
+    let known: Vec<(&String, &String)> = model
+        .branches
+        .iter()
+        .filter_map(|(b, tip)| tip.as_ref().map(|t| (b, t)))
+        .collect();
+    for (x, tip_x) in &known {
+        for (y, tip_y) in &known {
+            let json: serde_json::Value = client
+                .get(server.url(&format!("/repos/soak/branches/{x}/merged-into/{y}")))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(
+                json["merged"],
+                model.is_ancestor(tip_x, tip_y),
+                "{x} merged into {y}: {json}"
+            );
+            checked += 1;
+        }
+    }
+    checked
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_survives_sigkill_under_load() {
     let dir = tempfile::tempdir().unwrap();
@@ -445,6 +588,8 @@ async fn directory_survives_sigkill_under_load() {
     let rounds = kills();
     let writers = 6;
     let mut writes = 0;
+    let pushes = Arc::new(Mutex::new(Pushes::default()));
+    let mut pushed = 0;
     {
         // Every node exists before the load, so that a write never creates one of the
         // wrong kind.
@@ -465,6 +610,12 @@ async fn directory_survives_sigkill_under_load() {
     for round in 0..rounds {
         let mut server = Server::start(binary, &data).await;
         verify_directory(&server, &model.lock().unwrap().clone()).await;
+        verify_pushes(&server, &pushes.lock().unwrap().clone(), &mut rng).await;
+        let pusher = tokio::spawn(push_load(
+            server.base.clone(),
+            round as u64,
+            Arc::clone(&pushes),
+        ));
         let tasks: Vec<_> = (0..writers)
             .map(|w| {
                 tokio::spawn(directory_load(
@@ -480,10 +631,16 @@ async fn directory_survives_sigkill_under_load() {
         for task in tasks {
             writes += task.await.unwrap();
         }
+        pushed += pusher.await.unwrap();
     }
     let server = Server::start(binary, &data).await;
     let checked = verify_directory(&server, &model.lock().unwrap().clone()).await;
-    eprintln!("directory soak: {rounds} kills survived, {writes} acknowledged writes, {checked} edges checked");
+    let answers = verify_pushes(&server, &pushes.lock().unwrap().clone(), &mut rng).await;
+    eprintln!(
+        "directory soak: {rounds} kills survived, {writes} acknowledged membership writes \
+         ({checked} edges checked), {pushed} acknowledged pushes ({answers} answers checked)"
+    );
     assert!(writes >= rounds as u64, "too little load: {writes}");
     assert!(checked > 0);
+    assert!(pushed > 0 && answers > 0);
 }
