@@ -1,6 +1,6 @@
 //! The blob store against a plain model: random uploads, deletes, content cuts, clock
-//! advances, GC passes and crashes (a [`FaultyEngine`] keeping only what was synced, the blob
-//! files staying on disk), checking after every step the bucket statistics, reference counts,
+//! advances, GC passes and crashes (a [`FaultyEngine`] keeping only what was synced; the blob
+//! bytes, in memory here, staying as files would), checking after every step the bucket statistics, reference counts,
 //! zero-reference times, every file's content, and the store's own `check`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -15,6 +15,7 @@ use blobstore::{
 use engine::FaultyEngine;
 
 use crate::bytes::Bytes;
+use crate::mem_backend::MemBackend;
 
 const HOUR: Duration = Duration::from_secs(3600);
 /// Around the inline threshold of 64 used here, so both inline and file blobs occur.
@@ -123,8 +124,14 @@ fn check_against(store: &Store, model: &Model) {
     assert!(report.is_ok(), "{:#?}", report.problems);
 }
 
-fn open(engine: &Arc<FaultyEngine>, dir: &std::path::Path, clock: &Arc<ManualClock>) -> Store {
+fn open(
+    engine: &Arc<FaultyEngine>,
+    dir: &std::path::Path,
+    blobs: &MemBackend,
+    clock: &Arc<ManualClock>,
+) -> Store {
     StoreBuilder::with_engine(Arc::clone(engine) as Arc<dyn engine::Engine>, dir)
+        .backend(Arc::new(blobs.clone()))
         .inline_threshold(64)
         .clock(Arc::clone(clock) as Arc<dyn blobstore::Clock>)
         .open()
@@ -139,7 +146,8 @@ pub fn blob_model(input: &[u8]) {
         1_700_000_000_000,
     )));
     let mut engine = Arc::new(FaultyEngine::new(blobstore::KEYSPACES));
-    let mut store = open(&engine, dir.path(), &clock);
+    let blobs = MemBackend::default();
+    let mut store = open(&engine, dir.path(), &blobs, &clock);
     let mut model = Model::default();
     let mut ops = 0;
     while !bytes.is_empty() && ops < MAX_OPS {
@@ -213,7 +221,7 @@ pub fn blob_model(input: &[u8]) {
                 let crashed = Arc::new(engine.crash());
                 drop(store);
                 engine = crashed;
-                store = open(&engine, dir.path(), &clock);
+                store = open(&engine, dir.path(), &blobs, &clock);
             }
         }
         check_against(&store, &model);

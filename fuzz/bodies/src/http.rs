@@ -191,13 +191,14 @@ fn remember(json: &serde_json::Value, url: &mut String, id: &mut String) {
     }
 }
 
-/// The librarian's router over a memory store and a temporary data directory.
+/// The librarian's router over a memory engine and blob bytes in memory.
 pub fn librarian_http(data: &[u8]) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let engine = engine::EngineConfig::memory()
         .open(blobstore::KEYSPACES)
         .expect("memory engine");
     let store = StoreBuilder::with_engine(engine, dir.path())
+        .backend(Arc::new(crate::mem_backend::MemBackend::default()))
         .inline_threshold(64)
         .token_secrets([9; 32], None)
         .open()
