@@ -249,7 +249,8 @@ async fn librarian_survives_sigkill_under_load() {
     let rounds = kills();
     for round in 0..rounds {
         let mut server = Server::start(binary, &data).await;
-        verify_librarian(&server, &acked.lock().unwrap().clone()).await;
+        let so_far = acked.lock().unwrap().clone();
+        verify_librarian(&server, &so_far).await;
         let writers: Vec<_> = (0..8)
             .map(|w| {
                 tokio::spawn(librarian_load(
@@ -424,7 +425,7 @@ async fn verify_directory(server: &Server, model: &BTreeMap<(String, String), Ed
         }
     }
     // Transitive members: a BFS over the direct edges the server reports.
-    for (t, _) in &direct {
+    for t in direct.keys() {
         let mut seen = BTreeSet::new();
         let mut todo = vec![t.clone()];
         while let Some(x) = todo.pop() {
@@ -609,8 +610,12 @@ async fn directory_survives_sigkill_under_load() {
     }
     for round in 0..rounds {
         let mut server = Server::start(binary, &data).await;
-        verify_directory(&server, &model.lock().unwrap().clone()).await;
-        verify_pushes(&server, &pushes.lock().unwrap().clone(), &mut rng).await;
+        let (edges, pushed_so_far) = (
+            model.lock().unwrap().clone(),
+            pushes.lock().unwrap().clone(),
+        );
+        verify_directory(&server, &edges).await;
+        verify_pushes(&server, &pushed_so_far, &mut rng).await;
         let pusher = tokio::spawn(push_load(
             server.base.clone(),
             round as u64,
@@ -634,8 +639,12 @@ async fn directory_survives_sigkill_under_load() {
         pushed += pusher.await.unwrap();
     }
     let server = Server::start(binary, &data).await;
-    let checked = verify_directory(&server, &model.lock().unwrap().clone()).await;
-    let answers = verify_pushes(&server, &pushes.lock().unwrap().clone(), &mut rng).await;
+    let (edges, pushed_so_far) = (
+        model.lock().unwrap().clone(),
+        pushes.lock().unwrap().clone(),
+    );
+    let checked = verify_directory(&server, &edges).await;
+    let answers = verify_pushes(&server, &pushed_so_far, &mut rng).await;
     eprintln!(
         "directory soak: {rounds} kills survived, {writes} acknowledged membership writes \
          ({checked} edges checked), {pushed} acknowledged pushes ({answers} answers checked)"
