@@ -72,7 +72,7 @@ done | sed -n 's/.*"url":"\([^"]*\)".*/\1/p' > "$work/urls"
     for t in $(seq 1 99); do printf 't%d\tt%d\tmember\t\n' $(((t - 1) / 3)) "$t"; done
     for p in $(seq 0 $((persons - 1))); do
         printf 't%d\tp%d\tmember\t\n' $((p % 100)) "$p"
-        [ $((p % 7)) -eq 0 ] && printf 't%d\tp%d\tadmin\t\n' $(((p / 7) % 100)) "$p"
+        if [ $((p % 7)) -eq 0 ]; then printf 't%d\tp%d\tadmin\t\n' $(((p / 7) % 100)) "$p"; fi
     done
 } | awk '!seen[$1 FS $2]++' > "$work/teams.tsv"
 curl -fsS --data-binary @"$work/teams.tsv" "http://$dir/import/teams" >/dev/null
