@@ -363,4 +363,64 @@ mod tests {
         assert!(!config.store.keep_sha1_md5);
         assert_eq!(LibrarianConfig::default().server.listen.port(), 8081);
     }
+
+    #[test]
+    fn the_object_store_section_is_optional_and_its_secret_can_come_from_a_flag() {
+        assert!(LibrarianConfig::default().object_store.is_none());
+        let mut plain = LibrarianConfig::default();
+        let secret = StoreFlags {
+            object_store_secret: Some("from-env".into()),
+            ..StoreFlags::default()
+        };
+        assert!(plain.apply_flags(&secret).is_err(), "no [object_store]");
+
+        let mut config: LibrarianConfig = toml::from_str(
+            r#"
+            [store]
+            data_dir = "/srv/librarian"
+            [object_store]
+            protocol = { type = "swift", auth_url = "http://127.0.0.1:8080/auth/v1.0", user = "a:b", key = "in-file" }
+            container_prefix = "librarian"
+            [object_store.cache]
+            dir = "/srv/cache"
+            capacity_bytes = 1000
+            "#,
+        )
+        .unwrap();
+        let object_store = config.object_store.as_ref().unwrap();
+        assert_eq!(object_store.container_prefix, "librarian");
+        assert_eq!(
+            object_store.cache.as_ref().map(|c| c.capacity_bytes),
+            Some(1000)
+        );
+        config.apply_flags(&secret).unwrap();
+        assert!(matches!(
+            &config.object_store.as_ref().unwrap().protocol,
+            Protocol::Swift { key, .. } if key == "from-env"
+        ));
+        assert!(toml::from_str::<LibrarianConfig>("[object_store]\nbogus = 1").is_err());
+    }
+
+    #[test]
+    fn opens_a_local_store_without_an_object_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LibrarianConfig {
+            store: StoreConfig {
+                backend: Backend::Memory,
+                data_dir: dir.path().join("d"),
+                ..StoreConfig::default()
+            },
+            ..LibrarianConfig::default()
+        };
+        let opened = config.open_store().unwrap();
+        assert!(opened.object_store.is_none());
+        let bucket = blobstore::BucketName::new("b").unwrap();
+        let bytes = vec![7u8; 100_000];
+        let record = opened
+            .store
+            .upload_bytes(blobstore::UploadRequest::new(bucket, "f"), &bytes)
+            .unwrap();
+        let local = LocalFsBackend::open(dir.path().join("d")).unwrap();
+        assert!(local.blob_path(&record.blake3).is_file());
+    }
 }

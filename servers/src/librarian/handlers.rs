@@ -909,4 +909,40 @@ mod tests {
         });
         assert_eq!(internal.status(), 503);
     }
+
+    #[tokio::test]
+    async fn an_unavailable_object_store_is_503_with_retry_after_and_no_detail() {
+        let backend = |source: objectstore::Error| blobstore::Error::Backend {
+            backend: "swift",
+            operation: "persist",
+            source: Box::new(source),
+        };
+        let down = store_error(backend(objectstore::Error::Unavailable {
+            operation: "put",
+            container: "secret-container".into(),
+            key: "k".into(),
+            attempts: 3,
+            elapsed: Duration::from_secs(1),
+            cause: "connection refused at 10.1.2.3".into(),
+        }));
+        assert_eq!(down.status(), 503);
+        assert_eq!(down.code(), "unavailable");
+        let response = down.into_response();
+        assert_eq!(
+            response.headers()[header::RETRY_AFTER],
+            BACKEND_RETRY_AFTER_SECS.to_string().as_str()
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let text = std::str::from_utf8(&body).unwrap();
+        assert!(!text.contains("secret") && !text.contains("10.1.2.3"), "{text}");
+        // A permanent refusal is not the client's to retry: 500, still without detail.
+        let refused = store_error(backend(objectstore::Error::Refused {
+            operation: "put",
+            container: "secret-container".into(),
+            key: "k".into(),
+            status: 403,
+            body: "denied".into(),
+        }));
+        assert_eq!(refused.status(), 500);
+    }
 }
