@@ -934,7 +934,10 @@ mod tests {
         );
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let text = std::str::from_utf8(&body).unwrap();
-        assert!(!text.contains("secret") && !text.contains("10.1.2.3"), "{text}");
+        assert!(
+            !text.contains("secret") && !text.contains("10.1.2.3"),
+            "{text}"
+        );
         // A permanent refusal is not the client's to retry: 500, still without detail.
         let refused = store_error(backend(objectstore::Error::Refused {
             operation: "put",

@@ -170,7 +170,7 @@ pub fn migrate_blobs(
             while let Err(mpsc::RecvTimeoutError::Timeout) =
                 done_rx.recv_timeout(options.progress_every)
             {
-                progress(&snapshot(&counting));
+                progress(&snapshot(counting));
             }
         });
         let report = objectstore::migrate(

@@ -247,7 +247,12 @@ fn dead_port() -> u16 {
 #[test]
 fn a_dead_object_store_answers_503_records_nothing_and_fails_health() {
     let dir = tempfile::tempdir().unwrap();
-    let live = config(dir.path(), "rocksdb", &protocol_toml(Protocol::Swift), RETRY);
+    let live = config(
+        dir.path(),
+        "rocksdb",
+        &protocol_toml(Protocol::Swift),
+        RETRY,
+    );
     // A blob stored while the object store was up.
     let stored = content(50_000, 5);
     let stored_id = {
@@ -469,8 +474,10 @@ fn migrate_blobs_moves_file_blobs_and_downloads_still_match() {
     );
 
     // Served from the object store, every file downloads as uploaded.
-    let mut flags = servers::librarian::config::StoreFlags::default();
-    flags.object_store_secret = Some(key.clone());
+    let flags = servers::librarian::config::StoreFlags {
+        object_store_secret: Some(key.clone()),
+        ..Default::default()
+    };
     config.apply_flags(&flags).unwrap();
     let opened = config.open_store().unwrap();
     let object_store = opened.object_store.as_ref().unwrap().object_store.clone();
@@ -487,6 +494,11 @@ fn migrate_blobs_moves_file_blobs_and_downloads_still_match() {
     });
     for (record, bytes) in &files {
         let remote = object_store.container_of(&record.blake3).unwrap();
-        assert_eq!(remote.is_some(), bytes.len() > threshold, "{}", record.filename);
+        assert_eq!(
+            remote.is_some(),
+            bytes.len() > threshold,
+            "{}",
+            record.filename
+        );
     }
 }
