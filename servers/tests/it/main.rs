@@ -4,4 +4,5 @@ mod binaries;
 mod directory;
 mod infra;
 mod librarian;
+mod object_store;
 mod support;
