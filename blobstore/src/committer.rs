@@ -97,3 +97,91 @@ impl GroupSync {
         self.sync(written)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use engine::{Backend, Direction, Keyspace, KvIter, MemEngine, ReadView, Result, ScanRange};
+
+    use super::*;
+
+    /// A memory engine whose flush is slow and counted, like an fsync.
+    #[derive(Debug)]
+    struct SlowFlush {
+        inner: MemEngine,
+        flushes: AtomicUsize,
+    }
+
+    impl ReadView for SlowFlush {
+        fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            self.inner.get(keyspace, key)
+        }
+
+        fn scan(
+            &self,
+            keyspace: Keyspace,
+            range: ScanRange,
+            direction: Direction,
+        ) -> Result<KvIter<'_>> {
+            self.inner.scan(keyspace, range, direction)
+        }
+    }
+
+    impl Engine for SlowFlush {
+        fn backend(&self) -> Backend {
+            Backend::Memory
+        }
+
+        fn keyspace(&self, name: &str) -> Result<Keyspace> {
+            self.inner.keyspace(name)
+        }
+
+        fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
+            self.inner.write(batch, durability)
+        }
+
+        fn snapshot(&self) -> Result<Box<dyn ReadView + '_>> {
+            self.inner.snapshot()
+        }
+
+        fn flush(&self) -> Result<()> {
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            self.inner.flush()
+        }
+    }
+
+    #[test]
+    fn concurrent_writers_share_syncs() {
+        let engine = Arc::new(SlowFlush {
+            inner: MemEngine::new(&["k"]),
+            flushes: AtomicUsize::new(0),
+        });
+        let keyspace = engine.keyspace("k").unwrap();
+        let sync = GroupSync::new(engine.clone());
+        const THREADS: u64 = 16;
+        const WRITES: u64 = 20;
+        std::thread::scope(|scope| {
+            for t in 0..THREADS {
+                let sync = &sync;
+                scope.spawn(move || {
+                    for i in 0..WRITES {
+                        let mut batch = WriteBatch::new();
+                        batch.put(keyspace, (t * WRITES + i).to_be_bytes(), b"v");
+                        batch.counter_add(keyspace, b"count", 1);
+                        sync.commit(batch).unwrap();
+                    }
+                });
+            }
+        });
+        let total = THREADS * WRITES;
+        assert_eq!(engine.counter(keyspace, b"count").unwrap(), total as i64);
+        let flushes = engine.flushes.load(Ordering::SeqCst) as u64;
+        assert!(flushes >= 1);
+        assert!(
+            flushes < total,
+            "{flushes} syncs for {total} writes: nothing was shared"
+        );
+    }
+}

@@ -17,7 +17,7 @@ use crate::types::Blake3Hash;
 
 /// The digests of one piece of content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Digests {
+pub(crate) struct Digests {
     /// BLAKE3, the blob's address.
     pub blake3: Blake3Hash,
     /// SHA-256.

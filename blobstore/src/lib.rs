@@ -44,11 +44,11 @@ mod records;
 mod store;
 pub mod token;
 mod types;
+mod writer;
 
 pub use backend::{BlobBackend, LocalFsBackend, StoredBlob, TempBlob};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BoxError, Error, Result};
-pub use hashing::Digests;
 pub use keys::KEYSPACES;
 pub use records::{BlobInfo, ContentState, FileRecord};
 pub use store::{

@@ -2,10 +2,11 @@
 //!
 //! Counters make every statistic exact without locking, but some decisions need the current
 //! value: whether a blob goes from 0 to 1 reference (create or revive it) or from 1 to 0
-//! (enter the zero-ref index), whether a bucket starts or stops referencing a blob (its
-//! unique bytes), and whether an upload fits the quota. Those are taken under a lock of the
-//! blob's stripe and then of the bucket's stripe, always in that order, and held until the
-//! batch that carries the decision has been written.
+//! (enter the zero-ref index) — under the lock of the blob's stripe; whether a bucket starts
+//! or stops linking to a blob (its unique bytes) — under the lock of the (bucket, blob) pair's
+//! stripe; and whether an upload fits the bucket's quota — under the bucket's lock, taken
+//! only when the bucket has a quota. They are taken in that order (blob, pair, bucket), each
+//! from its own array, and held until the batch carrying the decision has been applied.
 
 use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, MutexGuard};

@@ -21,6 +21,7 @@ use crate::locks::Stripes;
 use crate::records::{BlobInfo, BlobMeta, ContentState, FileRecord};
 use crate::token::{TokenError, TokenSigner, DEFAULT_TOKEN_LIFETIME};
 use crate::types::{validate_filename, Blake3Hash, BucketName, Day, Digest, FileId, Timestamp};
+use crate::writer::BackgroundWriter;
 
 /// The size of the chunks an upload is hashed and written in, and the largest inline
 /// threshold accepted.
@@ -180,6 +181,7 @@ impl StoreBuilder {
                 ks,
                 backend,
                 blob_locks: Stripes::new(LOCK_STRIPES),
+                pair_locks: Stripes::new(LOCK_STRIPES),
                 bucket_locks: Stripes::new(LOCK_STRIPES),
                 ids: Mutex::new(Ids {
                     next,
@@ -250,6 +252,9 @@ struct Inner {
     backend: Arc<dyn BlobBackend>,
     committer: GroupSync,
     blob_locks: Stripes,
+    /// Per (bucket, blob): the bucket's first and last link to a blob (unique bytes).
+    pair_locks: Stripes,
+    /// Per bucket: the quota (only uploads into a bucket with a quota, and `set_quota`).
     bucket_locks: Stripes,
     ids: Mutex<Ids>,
     clock: Arc<dyn Clock>,
@@ -490,6 +495,8 @@ pub struct Upload {
     size: u64,
     hashing: Hashing,
     temp: Option<Box<dyn TempBlob>>,
+    /// Owns the temporary blob while chunks are written in the background.
+    writer: Option<BackgroundWriter>,
     failed: Option<Error>,
     /// Chunk buffers sent to the hashing threads, reused once they are done with them.
     spare: Vec<Arc<Vec<u8>>>,
@@ -517,8 +524,16 @@ impl Upload {
     /// The last chunk of an upload that never filled one is hashed on this thread: a
     /// hashing thread would cost more than it saves.
     fn flush_chunk(&mut self, last: bool) -> Result<()> {
-        if self.temp.is_none() {
+        if self.temp.is_none() && self.writer.is_none() {
             self.temp = Some(self.store.inner.backend.create_temp()?);
+        }
+        if !last && self.writer.is_none() {
+            if let Some(temp) = self.temp.take() {
+                match BackgroundWriter::start(temp) {
+                    Ok(writer) => self.writer = Some(writer),
+                    Err(temp) => self.temp = Some(temp),
+                }
+            }
         }
         let chunk = if last && !self.hashing.is_shared() {
             self.hashing.update_local(&self.chunk);
@@ -529,12 +544,27 @@ impl Upload {
             self.hashing.update_shared(chunk.clone());
             chunk
         };
-        if let Some(temp) = &mut self.temp {
+        if let Some(writer) = &self.writer {
+            if !writer.send(chunk.clone()) {
+                // The writer stopped on an error: collect it.
+                self.finish_writer()?;
+            }
+        } else if let Some(temp) = &mut self.temp {
             temp.write_all(&chunk)
                 .map_err(|e| Error::io("writing", "temporary blob", e))?;
         }
         if self.spare.len() < MAX_SPARE_CHUNKS {
             self.spare.push(chunk);
+        }
+        Ok(())
+    }
+
+    /// Waits for the background writer and takes the temporary blob back.
+    fn finish_writer(&mut self) -> Result<()> {
+        if let Some(writer) = self.writer.take() {
+            let (temp, result) = writer.finish();
+            self.temp = temp;
+            result.map_err(|e| Error::io("writing", "temporary blob", e))?;
         }
         Ok(())
     }
@@ -561,7 +591,9 @@ impl Upload {
         if let Some(error) = self.failed.take() {
             return Err(error);
         }
-        let inline = self.temp.is_none() && self.chunk.len() <= self.store.inner.inline_threshold;
+        let inline = self.temp.is_none()
+            && self.writer.is_none()
+            && self.chunk.len() <= self.store.inner.inline_threshold;
         let content = if inline {
             self.hashing.update_local(&self.chunk);
             Content::Inline(std::mem::take(&mut self.chunk))
@@ -569,6 +601,7 @@ impl Upload {
             if !self.chunk.is_empty() {
                 self.flush_chunk(true)?;
             }
+            self.finish_writer()?;
             Content::Temp(self.temp.take().expect("flush_chunk created the temporary"))
         };
         let digests = std::mem::replace(&mut self.hashing, Hashing::new(false)).finish();
@@ -711,10 +744,6 @@ impl Store {
 
     /// The inline threshold in bytes.
     pub fn inline_threshold(&self) -> usize {
-        self.inline_threshold_value()
-    }
-
-    fn inline_threshold_value(&self) -> usize {
         self.inner.inline_threshold
     }
 
@@ -763,6 +792,7 @@ impl Store {
             chunk: Vec::new(),
             size: 0,
             temp: None,
+            writer: None,
             failed: None,
             spare: Vec::new(),
         })
@@ -885,7 +915,12 @@ impl Store {
             }
         }
 
-        let bucket_guard = self.inner.bucket_locks.lock(bucket.as_str());
+        let pair_guard = self.inner.pair_locks.lock(&(bucket.as_str(), &hash.0));
+        // The quota is a decision about the whole bucket: uploads into a bucket that has one
+        // serialise on its lock; the others do not need it.
+        let quota_guard = self
+            .quota(bucket)?
+            .map(|_| self.inner.bucket_locks.lock(bucket.as_str()));
         if let Err(error) = self.check_quota(bucket, size) {
             if persisted_now {
                 // No record points to the new file and the blob lock is held.
@@ -978,7 +1013,8 @@ impl Store {
         );
         let written = self.inner.committer.write(batch)?;
         // The decisions are visible; the locks need not wait for the disk.
-        drop(bucket_guard);
+        drop(quota_guard);
+        drop(pair_guard);
         drop(blob_guard);
         self.inner.committer.sync(written)?;
         Ok(record)
@@ -1389,7 +1425,10 @@ impl Store {
         let ks = self.inner.ks;
         let first = self.file(id)?;
         let blob_guard = self.inner.blob_locks.lock(&first.blake3.0);
-        let bucket_guard = self.inner.bucket_locks.lock(first.bucket.as_str());
+        let pair_guard = self
+            .inner
+            .pair_locks
+            .lock(&(first.bucket.as_str(), &first.blake3.0));
         // Re-read under the locks: a concurrent delete or expiry may have won.
         let record = self.file(id)?;
         let mut batch = WriteBatch::new();
@@ -1424,7 +1463,7 @@ impl Store {
             }
         };
         let written = self.inner.committer.write(batch)?;
-        drop(bucket_guard);
+        drop(pair_guard);
         drop(blob_guard);
         self.inner.committer.sync(written)?;
         Ok(updated)
@@ -1528,7 +1567,10 @@ impl Store {
                 continue;
             };
             let blob_guard = self.inner.blob_locks.lock(&first.blake3.0);
-            let bucket_guard = self.inner.bucket_locks.lock(first.bucket.as_str());
+            let pair_guard = self
+                .inner
+                .pair_locks
+                .lock(&(first.bucket.as_str(), &first.blake3.0));
             let mut batch = WriteBatch::new();
             batch.delete(ks.expiry, keys::expiry(at, id));
             match self.file(id) {
@@ -1545,7 +1587,7 @@ impl Store {
                 Err(error) => return Err(error),
             }
             let written = self.inner.committer.write(batch)?;
-            drop(bucket_guard);
+            drop(pair_guard);
             drop(blob_guard);
             self.inner.committer.sync(written)?;
         }

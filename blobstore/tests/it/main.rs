@@ -24,6 +24,7 @@ common::backend_tests!(suite:
     reopen_keeps_everything_and_ids_stay_unique,
     orphans_are_swept,
     concurrent_uploads_and_deletes_stay_exact,
+    quota_holds_under_concurrent_uploads,
 );
 
 mod fault_tests {

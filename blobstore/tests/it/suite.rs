@@ -740,3 +740,39 @@ pub fn concurrent_uploads_and_deletes_stay_exact(backend: Backend) {
     assert_eq!(total, store.summary().unwrap().files);
     assert_eq!(total, 6 * 40 - 6 * 14 / 2);
 }
+
+pub fn quota_holds_under_concurrent_uploads(backend: Backend) {
+    let h = Harness::new(backend);
+    let store = h.open();
+    let b = bucket("contended");
+    store.set_quota(&b, Some(50 * 1000)).unwrap();
+    let accepted = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for t in 0..8u64 {
+            let (store, b, accepted) = (&store, &b, &accepted);
+            scope.spawn(move || {
+                for i in 0..20u64 {
+                    // Half the uploads repeat content, so dedup and the quota interact.
+                    let seed = if i % 2 == 0 { i } else { t * 100 + i };
+                    match store
+                        .upload_bytes(UploadRequest::new(b.clone(), "q"), &content(seed, 1000))
+                    {
+                        Ok(_) => {
+                            accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Err(Error::QuotaExceeded { .. }) => {}
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+            });
+        }
+    });
+    let stats = store.bucket_stats(&b).unwrap();
+    assert_eq!(
+        stats.files, 50,
+        "exactly the quota's worth of 1000-byte files"
+    );
+    assert_eq!(accepted.into_inner(), 50);
+    assert_eq!(stats.logical_bytes, 50 * 1000);
+    assert_consistent(&store);
+}

@@ -5,5 +5,6 @@ mod binaries;
 mod directory;
 mod infra;
 mod librarian;
+mod object_store;
 mod soak;
 mod support;
