@@ -1,5 +1,5 @@
-//! Injected engine faults: a small script of uploads, deletes, content cuts, a quota, a clock advance
-//! and a GC pass runs over a [`FaultyEngine`] that fails its Nth write (or the sync of it), for
+//! Injected engine faults: a small script of uploads, deletes, content cuts, a quota, a clock
+//! advance and a GC pass runs over a [`FaultyEngine`] that fails its Nth write (or the sync of it), for
 //! every N the script reaches, then the process "crashes" (only what was synced survives) and
 //! the store reopens. Every step acknowledged before the fault must survive; the failed step
 //! must leave no trace (a failed GC pass, which commits in bounded batches, must finish

@@ -1,7 +1,8 @@
 //! The blob store against a plain model: random uploads, deletes, content cuts, clock
 //! advances, GC passes and crashes (a [`FaultyEngine`] keeping only what was synced; the blob
-//! bytes, in memory here, staying as files would), checking after every step the bucket statistics, reference counts,
-//! zero-reference times, every file's content, and the store's own `check`.
+//! bytes, in memory here, staying as files would), checking after every step the bucket
+//! statistics, reference counts, zero-reference times, every file's content, and the store's
+//! own `check`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
