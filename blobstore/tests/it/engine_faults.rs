@@ -1,7 +1,7 @@
 //! Injected engine faults: a small script of uploads, deletes, content cuts, a quota, a clock
-//! advance and a GC pass runs over a [`FaultyEngine`] that fails its Nth write (or the sync of it), for
-//! every N the script reaches, then the process "crashes" (only what was synced survives) and
-//! the store reopens. Every step acknowledged before the fault must survive; the failed step
+//! advance and a GC pass runs over a [`FaultyEngine`] that fails its Nth write (or the sync of
+//! it), for every N the script reaches, then the process "crashes" (only what was synced
+//! survives) and the store reopens. Every step acknowledged before the fault must survive; the failed step
 //! must leave no trace (a failed GC pass, which commits in bounded batches, must finish
 //! cleanly when run again); every step after it must fail with the engine's error, not panic;
 //! and `check` and `verify` find nothing wrong.
