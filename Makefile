@@ -18,7 +18,7 @@ export CARGO_TERM_COLOR ?= never
 DEBIAN_PACKAGES := librocksdb-dev clang libclang-dev git curl pkg-config
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test bench build fuzz soak load
+.PHONY: setup run test bench build fuzz soak load capacity
 
 setup:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -45,6 +45,12 @@ run: setup
 
 bench: setup
 	cargo bench -p benches
+
+# The capacity-planning run: installs its peers (postgresql, nginx, wrk, git) from Debian,
+# measures both stores at several scales and the peers on the same data, and writes
+# docs/CAPACITY.md and docs/capacity/*.svg (under 30 minutes on 2 cores).
+capacity: setup
+	bash scripts/capacity.sh
 
 # Runs every cargo-fuzz target for FUZZ_SECONDS each (libFuzzer; RUSTC_BOOTSTRAP lets the
 # stable toolchain take the sanitizer flags). New inputs that reach new code are added to

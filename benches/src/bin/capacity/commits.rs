@@ -1,0 +1,138 @@
+//! The commit graph at one scale: import, index bytes, is-ancestor, is-merged; optionally a
+//! `git fast-import` stream of the same graph and the pairs git answers.
+
+use std::hint::black_box;
+use std::io::{BufWriter, Write as _};
+use std::time::Instant;
+
+use anyhow::Result;
+use engine::EngineConfig;
+use graphdb::commits::gen::{DagParams, GeneratedDag};
+use graphdb::commits::{CommitGraphs, RepoId, KEYSPACES};
+
+use crate::common::{dir_size, micros, rss, Flags, Lcg};
+
+/// `capacity commits --commits N`.
+pub fn run(flags: &Flags) -> Result<()> {
+    let n = flags.number("commits", 10_000)?;
+    let tmp = tempfile::tempdir_in(flags.path("dir")?)?;
+    let mut out = flags.results()?;
+    let scale = n as u64;
+    let dag = GeneratedDag::generate(&DagParams {
+        commits: n,
+        branches: (n / 1_000).clamp(10, 1_000),
+        seed: 2024,
+        ..DagParams::default()
+    });
+    let ids = dag.synthetic_ids(3);
+    let (rev_list, refs) = (dag.rev_list(&ids), dag.refs(&ids));
+
+    let engine = EngineConfig::rocksdb(tmp.path().join("graph")).open(KEYSPACES)?;
+    let graphs = CommitGraphs::open(engine)?;
+    let repo = RepoId(1);
+    let started = Instant::now();
+    graphs.import(repo, &rev_list, &refs)?;
+    out.row(
+        "commits/import (rev-list text) + index build",
+        scale,
+        started.elapsed().as_secs_f64(),
+        "s",
+    )?;
+    drop((rev_list, refs));
+    let stats = graphs.stats(repo)?;
+    out.row(
+        "commits/index bytes per commit (in memory)",
+        scale,
+        stats.bytes as f64 / stats.commits as f64,
+        "B",
+    )?;
+
+    let mut rng = Lcg(11);
+    let pairs: Vec<(usize, usize)> = (0..200_000).map(|_| (rng.below(n), rng.below(n))).collect();
+    let mut samples = Vec::with_capacity(pairs.len());
+    let mut yes = 0usize;
+    let started = Instant::now();
+    for &(a, b) in &pairs {
+        let s = Instant::now();
+        yes += usize::from(graphs.is_ancestor(repo, &ids[a], &ids[b])?);
+        samples.push(s.elapsed());
+    }
+    out.row(
+        "commits/is-ancestor, 1 thread",
+        scale,
+        pairs.len() as f64 / started.elapsed().as_secs_f64(),
+        "queries/s",
+    )?;
+    out.latencies("commits/is-ancestor", scale, samples)?;
+    println!("{yes} of {} pairs are ancestors", pairs.len());
+
+    let names: Vec<&str> = dag.branches.iter().map(|(n, _)| n.as_str()).collect();
+    let started = Instant::now();
+    for name in &names {
+        black_box(graphs.merged_into(repo, name)?);
+    }
+    out.row(
+        "commits/merged-into cold, per target branch",
+        scale,
+        micros(started.elapsed()) / names.len() as f64,
+        "µs",
+    )?;
+    let mut samples = Vec::new();
+    for _ in 0..100_000 {
+        let (x, y) = (names[rng.below(names.len())], names[rng.below(names.len())]);
+        let s = Instant::now();
+        black_box(graphs.is_merged(repo, x, y)?);
+        samples.push(s.elapsed());
+    }
+    out.latencies("commits/is-merged warm", scale, samples)?;
+    let stats = graphs.stats(repo)?;
+    out.row(
+        "commits/index bytes per commit with cached reach vectors",
+        scale,
+        stats.bytes as f64 / stats.commits as f64,
+        "B",
+    )?;
+    let (_, peak) = rss();
+    out.row(
+        "commits/process peak RSS",
+        scale,
+        peak as f64 / 1048576.0,
+        "MiB",
+    )?;
+    drop(graphs);
+    let bytes = dir_size(&tmp.path().join("graph"));
+    out.row(
+        "commits/engine bytes per commit",
+        scale,
+        bytes as f64 / n as f64,
+        "B",
+    )?;
+
+    if let Some(export) = flags.get("export") {
+        // The same graph for git: commit k is mark k + 1; the pairs git is asked about, and
+        // graphdb's answer time on exactly those pairs.
+        let export = std::path::Path::new(export);
+        std::fs::create_dir_all(export)?;
+        std::fs::write(export.join("stream.fi"), dag.fast_import_stream())?;
+        let k = flags.number("pairs", 200)?;
+        let mut file = BufWriter::new(std::fs::File::create(export.join("pairs.marks"))?);
+        for &(a, b) in pairs.iter().take(k) {
+            writeln!(file, ":{} :{}", a + 1, b + 1)?;
+        }
+        file.flush()?;
+        let engine = EngineConfig::rocksdb(tmp.path().join("graph")).open(KEYSPACES)?;
+        let graphs = CommitGraphs::open(engine)?;
+        graphs.stats(repo)?;
+        let started = Instant::now();
+        for &(a, b) in pairs.iter().take(k) {
+            black_box(graphs.is_ancestor(repo, &ids[a], &ids[b])?);
+        }
+        out.row(
+            "commits/is-ancestor on the git pairs mean",
+            scale,
+            micros(started.elapsed()) / k as f64,
+            "µs",
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! `capacity`: the measuring half of the capacity-planning tool (`make capacity`,
+//! `scripts/capacity.sh`).
+//!
+//! Each subcommand measures one kind of work at one scale in a fresh process (so that its
+//! resident memory is its own) and appends rows `name\tscale\tvalue\tunit\tcommand` to the
+//! results file; `report` turns the rows of one run into `docs/CAPACITY.md` and the charts
+//! under `docs/capacity/`. The peers (PostgreSQL, git, nginx, wrk) are driven by the script,
+//! which appends its rows to the same file.
+//!
+//! ```text
+//! capacity blobs   --files N   --dir TMP --results R
+//! capacity sizes               --dir TMP --results R
+//! capacity teams   --persons P --dir TMP --results R [--export DIR]
+//! capacity commits --commits N --dir TMP --results R [--export DIR --pairs K]
+//! capacity report  --results R --machine FILE --out docs
+//! ```
+
+mod blobs;
+mod commits;
+mod common;
+mod report;
+mod teams;
+
+use anyhow::{bail, Result};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        bail!("usage: capacity blobs|sizes|teams|commits|report [--key value]...");
+    };
+    let flags = common::Flags::parse(rest)?;
+    match command.as_str() {
+        "blobs" => blobs::scale(&flags),
+        "sizes" => blobs::sizes(&flags),
+        "teams" => teams::run(&flags),
+        "commits" => commits::run(&flags),
+        "report" => report::run(&flags),
+        other => bail!("unknown subcommand {other}"),
+    }
+}
