@@ -41,12 +41,36 @@ impl std::fmt::Debug for SledEngine {
 /// The final value (or deletion) of each (keyspace index, key) a batch touches.
 type Overlay = BTreeMap<(usize, Vec<u8>), Option<Vec<u8>>>;
 
+/// How long [`SledEngine::open`] waits for a lock still held by a store being closed.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens the sled database, waiting a bounded time for its file lock: sled's background
+/// flusher keeps the previous handle (and its lock) alive for a moment after the last
+/// `SledEngine` in this process is dropped, so an immediate reopen would otherwise fail.
+/// A lock held by another process is still reported, after the wait.
+fn open_waiting_for_lock(path: &Path) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(path).open() {
+            // sled reports the lock as an `Other` error whose text names it.
+            Err(sled::Error::Io(e))
+                if (e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("could not acquire lock"))
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            result => return result,
+        }
+    }
+}
+
 impl SledEngine {
     /// Opens or creates the store at `path` with the given keyspaces.
     ///
     /// # Errors
-    /// [`Error::Backend`] when sled cannot open the store (for example, another process holds
-    /// it).
+    /// [`Error::Backend`] when sled cannot open the store (for example, another process has
+    /// held it for longer than 5 seconds).
     pub fn open(path: &Path, keyspaces: &[&str]) -> Result<Self> {
         let fail = |source: sled::Error| Error::Backend {
             backend: Backend::Sled,
@@ -54,7 +78,7 @@ impl SledEngine {
             path: path.to_path_buf(),
             source: source.into(),
         };
-        let db = sled::Config::new().path(path).open().map_err(fail)?;
+        let db = open_waiting_for_lock(path).map_err(fail)?;
         let trees = keyspaces
             .iter()
             .map(|name| db.open_tree(name.as_bytes()))

@@ -54,8 +54,8 @@ mod teams;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use graph::{
-    CheckReport, Depth, Difference, EdgeKind, EdgeRecord, Filter, GraphStore, GraphStoreBuilder,
-    IndexStats, Namespace, NamespaceKind, NodeId, NodeKind, Page, Role, View,
+    validate_relation, CheckReport, Depth, Difference, EdgeKind, EdgeRecord, Filter, GraphStore,
+    GraphStoreBuilder, IndexStats, Namespace, NamespaceKind, NodeId, NodeKind, Page, Role, View,
 };
 pub use packagesets::{PackageSets, SetFilter, SetItem};
 pub use teams::{TeamFilter, Teams};

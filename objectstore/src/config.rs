@@ -22,7 +22,7 @@ pub const S3_MAX_PART_IN_MEMORY: u64 = 64 << 20;
 /// In the server's TOML:
 ///
 /// ```toml
-/// [blobs.object_store]
+/// [object_store]
 /// protocol = { type = "swift", auth_url = "https://swift.example/auth/v1.0", user = "librarian:blobs", key = "..." }
 /// # or: protocol = { type = "s3", endpoint = "https://s3.example", region = "us-east-1", access_key = "...", secret_key = "..." }
 /// container_prefix = "librarian"
@@ -32,7 +32,7 @@ pub const S3_MAX_PART_IN_MEMORY: u64 = 64 << 20;
 /// segment_size = 1073741824             # default: 1 GiB
 /// retry = { initial_backoff_ms = 50, max_backoff_ms = 2000, budget_ms = 10000 }
 /// request_timeout_ms = 30000
-/// [blobs.object_store.cache]
+/// [object_store.cache]
 /// dir = "/srv/librarian/cache"
 /// capacity_bytes = 107374182400
 /// ```

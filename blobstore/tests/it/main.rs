@@ -2,6 +2,7 @@
 
 mod common;
 mod crash;
+mod engine_faults;
 mod faults;
 mod model;
 mod suite;

@@ -19,10 +19,54 @@ fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     inputs
 }
 
+/// One test per target, each replaying every file of `fuzz/corpus/<target>/`.
+macro_rules! corpus_tests {
+    ($($target:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $target() {
+                for (path, input) in corpus(stringify!($target)) {
+                    eprintln!("{}", path.display());
+                    fuzz_bodies::$target(&input);
+                }
+            }
+        )*
+    };
+}
+
+corpus_tests!(
+    key_encoding,
+    team_tsv,
+    package_set_tsv,
+    rev_list,
+    token,
+    librarian_http,
+    directory_http,
+    blob_model,
+    graph_model,
+);
+
+/// Every target in `fuzz/fuzz_targets/` has a corpus replayed above.
 #[test]
-fn key_encoding_corpus() {
-    for (path, input) in corpus("key_encoding") {
-        eprintln!("{}", path.display());
-        fuzz_bodies::key_encoding(&input);
+fn every_target_is_replayed() {
+    let targets = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz_targets");
+    let replayed = [
+        "key_encoding",
+        "team_tsv",
+        "package_set_tsv",
+        "rev_list",
+        "token",
+        "librarian_http",
+        "directory_http",
+        "blob_model",
+        "graph_model",
+    ];
+    for entry in std::fs::read_dir(targets).unwrap() {
+        let name = entry.unwrap().path();
+        let stem = name.file_stem().unwrap().to_str().unwrap().to_string();
+        assert!(
+            replayed.contains(&stem.as_str()),
+            "{stem} has no corpus test"
+        );
     }
 }

@@ -392,7 +392,10 @@ pub(crate) fn validate_name(name: &str) -> Result<()> {
 }
 
 /// Checks a relation name: 1 to 64 bytes of `[a-z0-9_-]`, and not a role.
-pub(crate) fn validate_relation(name: &str) -> Result<()> {
+///
+/// # Errors
+/// [`Error::InvalidRelation`] with the reason.
+pub fn validate_relation(name: &str) -> Result<()> {
     let reason = if name.is_empty() || name.len() > 64 {
         "must be 1 to 64 bytes long"
     } else if !name

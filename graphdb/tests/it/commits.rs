@@ -34,23 +34,9 @@ impl Store {
     fn engine(&self) -> Arc<dyn Engine> {
         match self.backend {
             Backend::Memory => Arc::new(self.mem.reopen(KEYSPACES)),
-            other => {
-                // sled releases its file lock from a background thread shortly after the
-                // last handle is dropped: retry the open (bounded) instead of failing.
-                let config = EngineConfig::new(other, self.dir.path());
-                let mut attempts = 0;
-                loop {
-                    match config.open(KEYSPACES) {
-                        Ok(engine) => break engine,
-                        Err(e) if attempts < 500 && other == Backend::Sled => {
-                            let _ = e;
-                            attempts += 1;
-                            std::thread::sleep(std::time::Duration::from_millis(10));
-                        }
-                        Err(e) => panic!("open {other} engine: {e}"),
-                    }
-                }
-            }
+            other => EngineConfig::new(other, self.dir.path())
+                .open(KEYSPACES)
+                .unwrap_or_else(|e| panic!("open {other} engine: {e}")),
         }
     }
 
@@ -668,7 +654,13 @@ fn git(dir: &std::path::Path, args: &[&str]) -> String {
 ///
 /// `GRAPHDB_GIT_COMMITS` sets the size (default 6,000); for the 100,000-commit run:
 /// `GRAPHDB_GIT_COMMITS=100000 cargo test -p graphdb --release --test it agrees_with_git`.
-fn agree_with_git(commits: usize, object_format: &str, seed: u64, checkpoint_every: usize) {
+fn agree_with_git(
+    backend: Backend,
+    commits: usize,
+    object_format: &str,
+    seed: u64,
+    checkpoint_every: usize,
+) {
     use std::io::Write as _;
     let dag = GeneratedDag::generate(&DagParams {
         commits,
@@ -706,10 +698,13 @@ fn agree_with_git(commits: usize, object_format: &str, seed: u64, checkpoint_eve
     let rev_list = git(path, &["rev-list", "--all", "--parents"]);
     let refs = git(path, &["for-each-ref", "--format=%(refname) %(objectname)"]);
 
-    let engine = EngineConfig::memory().open(KEYSPACES).unwrap();
-    let graphs = CommitGraphs::with_checkpoint_interval(engine, checkpoint_every).unwrap();
+    // Import, then answer from a reopened store: what is compared with git is what the
+    // backend kept, loaded back with its stored labels.
+    let mut store = Store::new(backend);
+    store.checkpoint_every = checkpoint_every;
     let repo = RepoId(1);
-    let summary = graphs.import(repo, &rev_list, &refs).unwrap();
+    let summary = store.open().import(repo, &rev_list, &refs).unwrap();
+    let graphs = store.open();
     // Commits left behind by branch resets are not reachable, so git does not list them.
     let mut reachable = vec![false; commits];
     let mut queue: Vec<u32> = dag.branches.iter().map(|(_, tip)| *tip).collect();
@@ -812,12 +807,30 @@ fn agrees_with_git() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(6_000);
-    agree_with_git(commits, "sha1", 4242, graphdb::commits::CHECKPOINT_EVERY);
+    agree_with_git(
+        Backend::Memory,
+        commits,
+        "sha1",
+        4242,
+        graphdb::commits::CHECKPOINT_EVERY,
+    );
 }
 
 #[test]
 fn agrees_with_git_sha256() {
-    agree_with_git(1_500, "sha256", 77, 16);
+    agree_with_git(Backend::Memory, 1_500, "sha256", 77, 16);
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn agrees_with_git_on_rocksdb() {
+    agree_with_git(Backend::Rocksdb, 3_000, "sha1", 99, 16);
+}
+
+#[cfg(feature = "sled")]
+#[test]
+fn agrees_with_git_on_sled() {
+    agree_with_git(Backend::Sled, 3_000, "sha256", 7, 16);
 }
 
 proptest! {

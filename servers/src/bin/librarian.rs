@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use blobstore::{Access, BucketName, FileId, UploadRequest};
+use blobstore::{Access, BlobBackend, BucketName, FileId, UploadRequest};
 use clap::{Parser, Subcommand};
 use servers::common::{self, serve, ServerFlags};
+use servers::librarian::migrate::{local_blobs, MigrationOptions};
 use servers::librarian::{self, config::StoreFlags, Librarian, LibrarianConfig};
 
 /// An HTTP blob service over blobstore: uploads into buckets, downloads by id and filename,
@@ -15,7 +16,8 @@ use servers::librarian::{self, config::StoreFlags, Librarian, LibrarianConfig};
 #[derive(Debug, Parser)]
 #[command(name = "librarian", version)]
 struct Cli {
-    /// The TOML configuration file (tables `[server]` and `[store]`; see docs/API.md).
+    /// The TOML configuration file (tables `[server]`, `[store]` and `[object_store]`; see
+    /// docs/API.md).
     #[arg(long, short, global = true, env = "LIBRARIAN_CONFIG")]
     config: Option<PathBuf>,
     #[command(flatten)]
@@ -74,6 +76,18 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Move the blob files of the data directory to the object store of `[object_store]`:
+    /// each is uploaded, read back and checked, and only then removed locally. Resumable: run
+    /// it again to finish an interrupted run or retry failures. Stop the server first (the
+    /// engine is locked); exits 1 when a blob could not be moved.
+    MigrateBlobs {
+        /// Blobs moved at once.
+        #[arg(long, default_value_t = 4)]
+        parallelism: usize,
+        /// Seconds between progress lines on standard error.
+        #[arg(long, default_value_t = 5)]
+        progress_secs: u64,
+    },
     /// Hash a password for `[[server.credentials]]`: reads it from standard input, or makes
     /// a random one and prints it.
     HashPassword {
@@ -87,7 +101,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     common::init_logs(cli.log_json);
     let mut config = LibrarianConfig::load(cli.config.as_deref())?;
-    config.store.apply_flags(&cli.store);
+    config.apply_flags(&cli.store)?;
     match cli.command {
         Command::Serve(flags) => {
             config.server.apply_flags(&flags);
@@ -95,7 +109,7 @@ fn main() -> anyhow::Result<()> {
             run_server(config)
         }
         Command::Gc { batch } => {
-            let store = config.store.open()?;
+            let store = config.open_store()?.store;
             let mut total = blobstore::GcReport::default();
             loop {
                 let report = store.gc(batch.max(1))?;
@@ -121,7 +135,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify { batch } => {
-            let store = config.store.open()?;
+            let store = config.open_store()?.store;
             let mut after = None;
             let mut checked = 0;
             let mut problems = 0;
@@ -147,7 +161,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Stats { bucket } => {
-            let store = config.store.open()?;
+            let store = config.open_store()?.store;
             let json = match bucket {
                 Some(bucket) => {
                     let name = BucketName::new(bucket)?;
@@ -175,7 +189,7 @@ fn main() -> anyhow::Result<()> {
             restricted,
             path,
         } => {
-            let store = config.store.open()?;
+            let store = config.open_store()?.store;
             let filename = match filename {
                 Some(name) => name,
                 None if path.as_os_str() == "-" => {
@@ -216,7 +230,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Get { id, output } => {
-            let store = config.store.open()?;
+            let store = config.open_store()?.store;
             let mut reader = store.read(FileId(id), Access::Trusted, None)?;
             let mut out: Box<dyn Write> = match &output {
                 Some(path) => Box::new(std::fs::File::create(path)?),
@@ -226,6 +240,10 @@ fn main() -> anyhow::Result<()> {
             out.flush()?;
             Ok(())
         }
+        Command::MigrateBlobs {
+            parallelism,
+            progress_secs,
+        } => migrate_blobs(&config, parallelism, progress_secs),
         Command::HashPassword { generate } => {
             let password = if generate {
                 let bytes: [u8; 24] = rand::random();
@@ -246,18 +264,70 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+fn migrate_blobs(
+    config: &LibrarianConfig,
+    parallelism: usize,
+    progress_secs: u64,
+) -> anyhow::Result<()> {
+    let options = MigrationOptions::default()
+        .parallelism(parallelism)
+        .progress_every(Duration::from_secs(progress_secs.max(1)));
+    let pending = local_blobs(&config.store.data_dir)
+        .with_context(|| format!("listing {}", config.store.data_dir.display()))?;
+    eprintln!(
+        "migrate-blobs: {} blob files ({} bytes) to move from {}",
+        pending.blobs,
+        pending.bytes,
+        config.store.data_dir.display()
+    );
+    let summary = librarian::migrate::migrate_blobs(config, options, &|p| {
+        eprintln!(
+            "migrate-blobs: uploaded {} of {} blobs ({} of {} bytes)",
+            p.uploaded.blobs, p.pending.blobs, p.uploaded.bytes, p.pending.bytes
+        );
+    })?;
+    for (hash, reason) in &summary.failed {
+        eprintln!("migrate-blobs: {hash} not moved: {reason}");
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "pending": summary.pending.blobs,
+            "moved": summary.moved.blobs,
+            "moved_bytes": summary.moved.bytes,
+            "failed": summary.failed.len(),
+            "remaining": summary.remaining.blobs,
+        })
+    );
+    if !summary.failed.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 fn run_server(config: LibrarianConfig) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let store = config.store.open()?;
-    let state = Librarian::new(store.clone(), &config.server).map_err(anyhow::Error::msg)?;
+    // Opened (and dropped, at the end) outside the runtime: the object store's clients run
+    // runtimes of their own, which cannot be dropped from async code.
+    let opened = config.open_store()?;
+    let store = opened.store.clone();
+    let mut state = Librarian::new(store.clone(), &config.server).map_err(anyhow::Error::msg)?;
+    if let Some(backends) = &opened.object_store {
+        state = state.with_object_store(backends.object_store.clone());
+    }
+    let blobs = opened
+        .object_store
+        .as_ref()
+        .map_or("local", |b| b.object_store.name());
     runtime.block_on(async move {
         let listener = serve::bind(config.server.listen, config.server.dev).await?;
         tracing::info!(
             address = %listener.local_addr()?,
             data_dir = %config.store.data_dir.display(),
             backend = %config.store.backend,
+            blobs,
             dev = config.server.dev,
             "librarian listening"
         );
@@ -279,6 +349,7 @@ fn run_server(config: LibrarianConfig) -> anyhow::Result<()> {
     })?;
     runtime.shutdown_timeout(Duration::from_secs(5));
     store.flush()?;
+    drop(opened);
     tracing::info!("librarian stopped");
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
@@ -199,10 +199,69 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // axum decodes percent-escapes lossily (invalid UTF-8 becomes U+FFFD), which would
+        // store a name other than the one sent: refuse it instead.
+        if let Some(query) = parts.uri.query() {
+            if std::str::from_utf8(&percent_decode(query.as_bytes())).is_err() {
+                return Err(ApiError::bad_request(
+                    "bad_query",
+                    "the query string is not valid UTF-8 once decoded",
+                ));
+            }
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Query(q.0))
             .map_err(|e: QueryRejection| ApiError::bad_request("bad_query", e.body_text()))
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding of `%XX` escapes and `+`; a malformed escape
+/// stays as it is, as the form decoder leaves it.
+fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'%' if i + 2 < input.len() => match (hex(input[i + 1]), hex(input[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A whole request body as bytes, rejecting with an [`ApiError`]: 413 (`too_large`) past the
+/// route's body limit, 400 (`bad_body`) when the body cannot be read (the client went away).
+#[derive(Debug, Clone, Default)]
+pub struct BodyBytes(pub bytes::Bytes);
+
+impl<S> FromRequest<S> for BodyBytes
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        bytes::Bytes::from_request(req, state)
+            .await
+            .map(BodyBytes)
+            .map_err(|e: BytesRejection| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.body_text())
+                } else {
+                    ApiError::bad_request("bad_body", "the request body could not be read")
+                }
+            })
     }
 }
 

@@ -2,7 +2,6 @@
 
 use std::io::BufReader;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -11,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::Directory;
-use crate::common::error::{Json, Path, Query};
+use crate::common::error::{BodyBytes, Json, Path, Query};
 use crate::common::ApiError;
 
 /// The longest name accepted.
@@ -129,6 +128,18 @@ pub(crate) async fn put_member(
     Json(body): Json<MemberBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_names(&[&team, &member])?;
+    // Everything that can refuse the request is checked before the first write, so that a
+    // refused request creates no node.
+    if body.role.parse::<Role>().is_err() {
+        graphdb::validate_relation(&body.role).map_err(graph_error)?;
+    }
+    if team == member {
+        return Err(ApiError::conflict(
+            "cycle",
+            format!("making {member:?} a member of {team:?} would close a cycle"),
+        )
+        .with_detail("cycle", json!([team, team])));
+    }
     state
         .blocking(move |d| {
             // Look both names up in one view, released before any write.
@@ -450,7 +461,7 @@ pub(crate) async fn packagesets_of(
 /// `POST /import/teams`: the TSV of graphdb's import, all or nothing.
 pub(crate) async fn import_teams(
     State(state): State<Directory>,
-    body: Bytes,
+    BodyBytes(body): BodyBytes,
 ) -> Result<axum::Json<Value>, ApiError> {
     state
         .blocking_long(move |d| {
@@ -468,7 +479,7 @@ pub(crate) async fn import_teams(
 /// `POST /import/packagesets`.
 pub(crate) async fn import_packagesets(
     State(state): State<Directory>,
-    body: Bytes,
+    BodyBytes(body): BodyBytes,
 ) -> Result<axum::Json<Value>, ApiError> {
     state
         .blocking_long(move |d| {

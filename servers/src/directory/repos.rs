@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::handlers::check_names;
 use super::Directory;
-use crate::common::error::{Json, Path, Query};
+use crate::common::error::{BodyBytes, Json, Path, Query};
 use crate::common::ApiError;
 
 /// The id of the repository named `name`.
@@ -80,7 +80,7 @@ fn body_text(body: &Bytes) -> Result<&str, ApiError> {
 pub(crate) async fn post_commits(
     State(state): State<Directory>,
     Path(repo): Path<String>,
-    body: Bytes,
+    BodyBytes(body): BodyBytes,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_names(&[&repo])?;
     body_text(&body)?;
@@ -213,7 +213,7 @@ pub(crate) async fn merged_into(
 pub(crate) async fn import_repo(
     State(state): State<Directory>,
     Path(repo): Path<String>,
-    body: Bytes,
+    BodyBytes(body): BodyBytes,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_names(&[&repo])?;
     body_text(&body)?;

@@ -2,22 +2,30 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use blobstore::{BlobBackend, LocalFsBackend};
 use engine::Backend;
+use objectstore::{Backends, MigratingBackend, ObjectStoreConfig, Protocol};
 use serde::{Deserialize, Serialize};
 
 use crate::common::config::ConfigError;
 use crate::common::ServerConfig;
 
-/// The librarian's TOML file: `[server]` (see [`ServerConfig`]) and `[store]`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The librarian's TOML file: `[server]` (see [`ServerConfig`]), `[store]` and, when blob
+/// bytes live on an object store, `[object_store]`.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LibrarianConfig {
     /// Listening, access and limits. The default address is `127.0.0.1:8081`.
     pub server: ServerConfig,
     /// The blob store.
     pub store: StoreConfig,
+    /// Where blob bytes above the inline threshold go: an OpenStack Swift or S3-compatible
+    /// object store (see [`ObjectStoreConfig`] for its fields). Default: none, the blob files
+    /// stay under `store.data_dir` on the local filesystem.
+    pub object_store: Option<ObjectStoreConfig>,
 }
 
 impl Default for LibrarianConfig {
@@ -28,6 +36,7 @@ impl Default for LibrarianConfig {
                 ..ServerConfig::default()
             },
             store: StoreConfig::default(),
+            object_store: None,
         }
     }
 }
@@ -81,6 +90,59 @@ pub struct StoreFlags {
     /// The metadata engine: rocksdb, sled or memory (overrides `store.backend`).
     #[arg(long, global = true)]
     pub backend: Option<Backend>,
+    /// The object store's secret: the Swift key or the S3 secret key (overrides the one in
+    /// `[object_store]`, so that the file need not hold it).
+    #[arg(
+        long,
+        global = true,
+        env = "LIBRARIAN_OBJECT_STORE_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub object_store_secret: Option<String>,
+}
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The metadata engine could not be opened (another process holds its lock, say).
+    #[error("cannot open the metadata engine under {path}: {source}")]
+    Engine {
+        /// The engine's directory.
+        path: PathBuf,
+        /// The cause.
+        source: engine::Error,
+    },
+    /// The object-store backend could not be set up (invalid settings, spool or cache
+    /// directory).
+    #[error("cannot set up the object store: {0}")]
+    ObjectStore(#[from] objectstore::Error),
+    /// The blob store could not be opened.
+    #[error("cannot open the blob store: {0}")]
+    Store(#[from] blobstore::Error),
+    /// A directory could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A store opened from a [`LibrarianConfig`], with handles on its object store if any.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct OpenedStore {
+    /// The blob store.
+    pub store: blobstore::Store,
+    /// The object-store backend and its read cache, when `[object_store]` is configured:
+    /// `/health` probes it.
+    pub object_store: Option<Backends>,
 }
 
 fn parse_secret(hex_text: &str, what: &str) -> Result<[u8; 32], ConfigError> {
@@ -137,21 +199,34 @@ impl StoreConfig {
         Ok((secret, previous))
     }
 
-    /// Opens the store these settings describe.
-    ///
-    /// # Errors
-    /// A configuration error, or the store's error (another process holds its lock, say).
-    pub fn open(&self) -> anyhow::Result<blobstore::Store> {
-        let (current, previous) = self.token_secrets()?;
-        let engine = engine::EngineConfig::new(self.backend, self.data_dir.join("meta"));
-        let store = blobstore::StoreBuilder::new(engine, &self.data_dir)
-            .keep_sha1_md5(self.keep_sha1_md5)
-            .grace(Duration::from_secs(self.grace_secs))
-            .expiry_grace(Duration::from_secs(self.expiry_grace_secs))
-            .token_secrets(current, previous)
-            .open()?;
-        Ok(store)
+    fn engine_config(&self) -> engine::EngineConfig {
+        engine::EngineConfig::new(self.backend, self.data_dir.join("meta"))
     }
+
+    fn open_engine(&self, keyspaces: &[&str]) -> Result<Arc<dyn engine::Engine>, OpenError> {
+        self.engine_config()
+            .open(keyspaces)
+            .map_err(|source| OpenError::Engine {
+                path: self.data_dir.join("meta"),
+                source,
+            })
+    }
+
+    /// The engine with the blob store's and the object store's keyspaces.
+    pub(crate) fn open_engine_for_object_store(
+        &self,
+    ) -> Result<Arc<dyn engine::Engine>, OpenError> {
+        self.open_engine(&object_store_keyspaces())
+    }
+}
+
+/// The keyspaces of a store whose blobs live on an object store.
+fn object_store_keyspaces() -> Vec<&'static str> {
+    blobstore::KEYSPACES
+        .iter()
+        .chain(objectstore::KEYSPACES)
+        .copied()
+        .collect()
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -175,6 +250,77 @@ impl LibrarianConfig {
     /// As for [`crate::common::config::load_toml`].
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         crate::common::config::load_toml(path)
+    }
+
+    /// Applies the store flags over the file's settings.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when `--object-store-secret` is given without an
+    /// `[object_store]` section.
+    pub fn apply_flags(&mut self, flags: &StoreFlags) -> Result<(), ConfigError> {
+        self.store.apply_flags(flags);
+        if let Some(secret) = &flags.object_store_secret {
+            let Some(object_store) = &mut self.object_store else {
+                return Err(ConfigError::Invalid {
+                    reason: "--object-store-secret needs an [object_store] section".to_string(),
+                });
+            };
+            match &mut object_store.protocol {
+                Protocol::Swift { key, .. } => key.clone_from(secret),
+                Protocol::S3 { secret_key, .. } => secret_key.clone_from(secret),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        reason: "--object-store-secret does not apply to this protocol".to_string(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the store these settings describe.
+    ///
+    /// Without `[object_store]` blob files live under `store.data_dir` (the default). With
+    /// it, the engine also holds the object store's keyspaces, and new blobs above the inline
+    /// threshold go to the object store (through its read cache when one is configured);
+    /// blob files written before it was configured stay readable from the data directory
+    /// until `librarian migrate-blobs` moves them ([`MigratingBackend`]: the local copy is
+    /// tried first, then the object store).
+    ///
+    /// Open and drop it outside async code: the object store's clients run small runtimes
+    /// of their own.
+    ///
+    /// # Errors
+    /// A configuration error, the engine's (another process holds its lock, say), the object
+    /// store's set-up error, or the store's.
+    pub fn open_store(&self) -> Result<OpenedStore, OpenError> {
+        let store = &self.store;
+        let (current, previous) = store.token_secrets()?;
+        let (engine, backend, object_store) = match &self.object_store {
+            None => (store.open_engine(blobstore::KEYSPACES)?, None, None),
+            Some(config) => {
+                let engine = store.open_engine_for_object_store()?;
+                let backends = objectstore::open_backend(config, Arc::clone(&engine))?;
+                let local = Arc::new(LocalFsBackend::open(&store.data_dir)?);
+                let backend: Arc<dyn BlobBackend> = Arc::new(MigratingBackend::new(
+                    Arc::clone(&backends.blob_backend),
+                    local,
+                ));
+                (engine, Some(backend), Some(backends))
+            }
+        };
+        let mut builder = blobstore::StoreBuilder::with_engine(engine, &store.data_dir)
+            .keep_sha1_md5(store.keep_sha1_md5)
+            .grace(Duration::from_secs(store.grace_secs))
+            .expiry_grace(Duration::from_secs(store.expiry_grace_secs))
+            .token_secrets(current, previous);
+        if let Some(backend) = backend {
+            builder = builder.backend(backend);
+        }
+        Ok(OpenedStore {
+            store: builder.open()?,
+            object_store,
+        })
     }
 }
 
@@ -216,5 +362,65 @@ mod tests {
         assert_eq!(config.store.backend, Backend::Memory);
         assert!(!config.store.keep_sha1_md5);
         assert_eq!(LibrarianConfig::default().server.listen.port(), 8081);
+    }
+
+    #[test]
+    fn the_object_store_section_is_optional_and_its_secret_can_come_from_a_flag() {
+        assert!(LibrarianConfig::default().object_store.is_none());
+        let mut plain = LibrarianConfig::default();
+        let secret = StoreFlags {
+            object_store_secret: Some("from-env".into()),
+            ..StoreFlags::default()
+        };
+        assert!(plain.apply_flags(&secret).is_err(), "no [object_store]");
+
+        let mut config: LibrarianConfig = toml::from_str(
+            r#"
+            [store]
+            data_dir = "/srv/librarian"
+            [object_store]
+            protocol = { type = "swift", auth_url = "http://127.0.0.1:8080/auth/v1.0", user = "a:b", key = "in-file" }
+            container_prefix = "librarian"
+            [object_store.cache]
+            dir = "/srv/cache"
+            capacity_bytes = 1000
+            "#,
+        )
+        .unwrap();
+        let object_store = config.object_store.as_ref().unwrap();
+        assert_eq!(object_store.container_prefix, "librarian");
+        assert_eq!(
+            object_store.cache.as_ref().map(|c| c.capacity_bytes),
+            Some(1000)
+        );
+        config.apply_flags(&secret).unwrap();
+        assert!(matches!(
+            &config.object_store.as_ref().unwrap().protocol,
+            Protocol::Swift { key, .. } if key == "from-env"
+        ));
+        assert!(toml::from_str::<LibrarianConfig>("[object_store]\nbogus = 1").is_err());
+    }
+
+    #[test]
+    fn opens_a_local_store_without_an_object_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LibrarianConfig {
+            store: StoreConfig {
+                backend: Backend::Memory,
+                data_dir: dir.path().join("d"),
+                ..StoreConfig::default()
+            },
+            ..LibrarianConfig::default()
+        };
+        let opened = config.open_store().unwrap();
+        assert!(opened.object_store.is_none());
+        let bucket = blobstore::BucketName::new("b").unwrap();
+        let bytes = vec![7u8; 100_000];
+        let record = opened
+            .store
+            .upload_bytes(blobstore::UploadRequest::new(bucket, "f"), &bytes)
+            .unwrap();
+        let local = LocalFsBackend::open(dir.path().join("d")).unwrap();
+        assert!(local.blob_path(&record.blake3).is_file());
     }
 }

@@ -36,9 +36,26 @@ const UPLOAD_BUFFER: usize = 8;
 /// The most files a listing page or a search returns.
 const MAX_PAGE: usize = 1000;
 
+/// The `Retry-After` of a 503 for an object store that is unavailable, in seconds.
+pub(crate) const BACKEND_RETRY_AFTER_SECS: u32 = 10;
+
 /// Maps a store error to the client's answer; internal causes are logged, never sent.
 pub(crate) fn store_error(error: blobstore::Error) -> ApiError {
     use blobstore::Error as E;
+    if objectstore::is_unavailable(&error) {
+        // Down, timing out, overloaded or refusing our credentials after the backend's
+        // retries: the request recorded nothing and may be repeated later.
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "blob storage is unavailable; retry later",
+        )
+        .with_cause(error)
+        .with_header(
+            header::RETRY_AFTER,
+            HeaderValue::from(BACKEND_RETRY_AFTER_SECS),
+        );
+    }
     match error {
         E::NotFound { .. } => ApiError::not_found("no such file"),
         E::Forbidden { .. } => ApiError::not_found("no such file"),
@@ -566,14 +583,41 @@ pub(crate) async fn stats(State(state): State<Librarian>) -> Result<axum::Json<V
         .await
 }
 
-/// `GET /health`: 200 when the store answers, 503 when not.
-pub(crate) async fn health(State(state): State<Librarian>) -> Result<axum::Json<Value>, ApiError> {
-    state
-        .blocking(|store| {
-            store.summary().map_err(ApiError::unavailable)?;
-            Ok(axum::Json(json!({ "status": "ok" })))
-        })
-        .await
+/// `GET /health`: 200 `{"status":"ok"}` when the store's dependencies answer; 503
+/// `{"status":"degraded","failing":[...]}` naming those that do not (`engine`, the metadata
+/// engine; `object_store`, when blob bytes live on one).
+pub(crate) async fn health(State(state): State<Librarian>) -> Response {
+    let store = state.store.clone();
+    let engine = async {
+        match state.pool.run(move || store.summary().map(|_| ())).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(error) => Err(error.to_string()),
+        }
+    };
+    let object_store = async {
+        match &state.object_store {
+            Some(probe) => probe.check().await,
+            None => Ok(()),
+        }
+    };
+    let (engine, object_store) = tokio::join!(engine, object_store);
+    let mut failing = Vec::new();
+    for (name, result) in [("engine", engine), ("object_store", object_store)] {
+        if let Err(cause) = result {
+            tracing::error!(dependency = name, %cause, "health check failing");
+            failing.push(name);
+        }
+    }
+    if failing.is_empty() {
+        axum::Json(json!({ "status": "ok" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "degraded", "failing": failing })),
+        )
+            .into_response()
+    }
 }
 
 /// `GET /metrics`: the Prometheus text format.
@@ -864,5 +908,44 @@ mod tests {
             cause: "fsync".into(),
         });
         assert_eq!(internal.status(), 503);
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_object_store_is_503_with_retry_after_and_no_detail() {
+        let backend = |source: objectstore::Error| blobstore::Error::Backend {
+            backend: "swift",
+            operation: "persist",
+            source: Box::new(source),
+        };
+        let down = store_error(backend(objectstore::Error::Unavailable {
+            operation: "put",
+            container: "secret-container".into(),
+            key: "k".into(),
+            attempts: 3,
+            elapsed: Duration::from_secs(1),
+            cause: "connection refused at 10.1.2.3".into(),
+        }));
+        assert_eq!(down.status(), 503);
+        assert_eq!(down.code(), "unavailable");
+        let response = down.into_response();
+        assert_eq!(
+            response.headers()[header::RETRY_AFTER],
+            BACKEND_RETRY_AFTER_SECS.to_string().as_str()
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let text = std::str::from_utf8(&body).unwrap();
+        assert!(
+            !text.contains("secret") && !text.contains("10.1.2.3"),
+            "{text}"
+        );
+        // A permanent refusal is not the client's to retry: 500, still without detail.
+        let refused = store_error(backend(objectstore::Error::Refused {
+            operation: "put",
+            container: "secret-container".into(),
+            key: "k".into(),
+            status: 403,
+            body: "denied".into(),
+        }));
+        assert_eq!(refused.status(), 500);
     }
 }

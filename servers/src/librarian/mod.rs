@@ -8,6 +8,7 @@
 pub mod config;
 mod handlers;
 pub mod http;
+pub mod migrate;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,7 +26,11 @@ use crate::common::metrics::{HttpMetrics, Tracker};
 use crate::common::pool::BlockingPool;
 use crate::common::{finish, ApiError, Limits, ServerConfig};
 
-pub use config::{LibrarianConfig, StoreConfig};
+pub use config::{LibrarianConfig, OpenError, OpenedStore, StoreConfig};
+
+/// The longest `/health` waits for the object store's answer; a slower one counts as
+/// failing (a load balancer's check must not hang for the whole retry budget).
+pub const OBJECT_STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The OpenAPI document served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../openapi/librarian.json");
@@ -90,6 +95,38 @@ pub struct Librarian {
     pub(crate) store_metrics: Arc<StoreMetrics>,
     pub(crate) uploads_aborted: Arc<AtomicU64>,
     pub(crate) pool: BlockingPool,
+    pub(crate) object_store: Option<ObjectStoreProbe>,
+}
+
+/// The object store as `/health` sees it: one probe at a time (a probe that outlives its
+/// health check keeps the lock until it ends, so slow probes never pile up), answered
+/// within [`OBJECT_STORE_PROBE_TIMEOUT`].
+#[derive(Debug, Clone)]
+pub(crate) struct ObjectStoreProbe {
+    backend: objectstore::ObjectStoreBackend,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    timeout: Duration,
+}
+
+impl ObjectStoreProbe {
+    /// Whether the object store answers; `Err` says why not (for the log).
+    pub(crate) async fn check(&self) -> Result<(), String> {
+        let attempt = async {
+            let guard = Arc::clone(&self.lock).lock_owned().await;
+            let backend = self.backend.clone();
+            tokio::task::spawn_blocking(move || {
+                let _guard = guard;
+                backend.probe()
+            })
+            .await
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(error))) => Err(error.to_string()),
+            Ok(Err(panic)) => Err(format!("the probe panicked: {panic}")),
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        }
+    }
 }
 
 impl Librarian {
@@ -148,7 +185,20 @@ impl Librarian {
                 server.limits.store_threads,
                 server.limits.max_concurrency,
             ),
+            object_store: None,
         })
+    }
+
+    /// Names `backend` as a dependency of the store: `/health` probes it (within
+    /// [`OBJECT_STORE_PROBE_TIMEOUT`]) and reports `object_store` failing when it does not
+    /// answer.
+    pub fn with_object_store(mut self, backend: objectstore::ObjectStoreBackend) -> Self {
+        self.object_store = Some(ObjectStoreProbe {
+            backend,
+            lock: Arc::new(tokio::sync::Mutex::new(())),
+            timeout: OBJECT_STORE_PROBE_TIMEOUT,
+        });
+        self
     }
 
     /// The store.

@@ -24,6 +24,7 @@ fn every_subcommand_has_help() {
         "stats",
         "put",
         "get",
+        "migrate-blobs",
         "hash-password",
     ] {
         let out = run(LIBRARIAN, &[sub, "--help"]);

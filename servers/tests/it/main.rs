@@ -1,7 +1,10 @@
 //! The integration tests of the servers crate: one binary (see STYLE.md).
 
+mod badinput;
 mod binaries;
 mod directory;
 mod infra;
 mod librarian;
+mod object_store;
+mod soak;
 mod support;

@@ -1,0 +1,186 @@
+//! The team graph against a plain BFS model: random node and membership writes (with
+//! expiries), clock advances and crashes (a [`FaultyEngine`] keeping only what was synced),
+//! checking after every step each write's outcome, every is-member answer, every transitive
+//! member list, and the store's own `check`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use engine::FaultyEngine;
+use graphdb::{Clock, Depth, Error, GraphStore, ManualClock, Role, TeamFilter, Teams};
+
+use crate::bytes::Bytes;
+
+/// Names 0-3 are persons, 4-8 teams.
+const NAMES: [&str; 9] = ["p0", "p1", "p2", "p3", "t0", "t1", "t2", "t3", "t4"];
+const FIRST_TEAM: usize = 4;
+const MAX_OPS: usize = 64;
+
+#[derive(Default, Debug)]
+struct Model {
+    nodes: BTreeSet<usize>,
+    /// (member, team) -> expiry.
+    edges: BTreeMap<(usize, usize), Option<i64>>,
+}
+
+impl Model {
+    fn active(expires: Option<i64>, now: i64) -> bool {
+        expires.is_none_or(|e| e > now)
+    }
+
+    /// The teams `member` reaches over active edges (not itself).
+    fn reach(&self, member: usize, now: i64) -> BTreeSet<usize> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![member];
+        while let Some(x) = todo.pop() {
+            for (&(m, t), &e) in &self.edges {
+                if m == x && Self::active(e, now) && seen.insert(t) {
+                    todo.push(t);
+                }
+            }
+        }
+        seen
+    }
+}
+
+fn open(engine: &Arc<FaultyEngine>, clock: &Arc<ManualClock>) -> (GraphStore, Teams) {
+    let store = GraphStore::builder(Arc::clone(engine) as Arc<dyn engine::Engine>)
+        .clock(Arc::clone(clock) as Arc<dyn graphdb::Clock>)
+        .open()
+        .expect("open graph store");
+    let teams = store.teams().expect("teams");
+    (store, teams)
+}
+
+fn check_against(teams: &Teams, model: &Model, now: i64) {
+    for &m in &model.nodes {
+        let reach = model.reach(m, now);
+        for &t in model.nodes.iter().filter(|&&t| t >= FIRST_TEAM && t != m) {
+            assert_eq!(
+                teams.is_member(NAMES[m], NAMES[t]).unwrap(),
+                reach.contains(&t),
+                "is {} in {} at {now}: {model:?}",
+                NAMES[m],
+                NAMES[t]
+            );
+        }
+    }
+    for &t in model.nodes.iter().filter(|&&t| t >= FIRST_TEAM) {
+        let expected: BTreeSet<&str> = model
+            .nodes
+            .iter()
+            .filter(|&&m| m != t && model.reach(m, now).contains(&t))
+            .map(|&m| NAMES[m])
+            .collect();
+        let page = teams
+            .members(NAMES[t], Depth::Transitive, TeamFilter::All, None, 100)
+            .unwrap();
+        let found: BTreeSet<&str> = page.items.iter().map(String::as_str).collect();
+        assert_eq!(found, expected, "members of {}", NAMES[t]);
+        assert_eq!(
+            found.len(),
+            page.items.len(),
+            "duplicates in {:?}",
+            page.items
+        );
+    }
+    for name in NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !model.nodes.contains(i))
+    {
+        assert!(matches!(
+            teams.is_member(name.1, "t0"),
+            Err(Error::UnknownNode { .. })
+        ));
+    }
+    let report = teams.check();
+    assert!(report.is_clean(), "{report:?}");
+}
+
+/// Ops: add or remove a node, set or remove a membership (expiring or not), advance the
+/// clock, crash and reopen.
+pub fn graph_model(input: &[u8]) {
+    let mut bytes = Bytes::new(input);
+    let clock = Arc::new(ManualClock::new(1_000));
+    let mut engine = Arc::new(FaultyEngine::new(graphdb::KEYSPACES));
+    let (mut store, mut teams) = open(&engine, &clock);
+    let mut model = Model::default();
+    let mut ops = 0;
+    while !bytes.is_empty() && ops < MAX_OPS {
+        ops += 1;
+        let now = clock.now();
+        match bytes.below(10) {
+            0 | 1 => {
+                let n = bytes.below(NAMES.len());
+                if n < FIRST_TEAM {
+                    teams.add_person(NAMES[n]).unwrap();
+                } else {
+                    teams.add_team(NAMES[n]).unwrap();
+                }
+                model.nodes.insert(n);
+            }
+            2..=4 => {
+                let (m, t) = (bytes.below(NAMES.len()), bytes.below(NAMES.len()));
+                let role = if bytes.bool() {
+                    Role::Admin
+                } else {
+                    Role::Member
+                };
+                let expires = match bytes.below(4) {
+                    0 => Some(now + i64::from(bytes.u8()) - 50),
+                    _ => None,
+                };
+                let result = teams.set_membership(NAMES[t], NAMES[m], role, expires);
+                let known = model.nodes.contains(&m) && model.nodes.contains(&t);
+                let was_active = model
+                    .edges
+                    .get(&(m, t))
+                    .is_some_and(|&e| Model::active(e, now));
+                let cycle = Model::active(expires, now)
+                    && !was_active
+                    && (m == t || model.reach(t, now).contains(&m));
+                match result {
+                    Ok(()) => {
+                        assert!(known && t >= FIRST_TEAM && !cycle, "accepted {m}->{t}");
+                        model.edges.insert((m, t), expires);
+                    }
+                    Err(Error::UnknownNode { .. }) => assert!(!known),
+                    Err(Error::WrongKind { .. }) => assert!(known && t < FIRST_TEAM),
+                    Err(Error::Cycle { cycle: names, .. }) => {
+                        assert!(known && cycle, "refused {m}->{t} as a cycle {names:?}");
+                        assert!(names.len() >= 2 && names.first() == names.last());
+                    }
+                    Err(other) => panic!("set {m}->{t}: {other}"),
+                }
+            }
+            5 | 6 => {
+                let (m, t) = (bytes.below(NAMES.len()), bytes.below(NAMES.len()));
+                let known = model.nodes.contains(&m) && model.nodes.contains(&t);
+                match teams.remove_membership(NAMES[t], NAMES[m]) {
+                    Ok(existed) => {
+                        assert!(known);
+                        assert_eq!(existed, model.edges.remove(&(m, t)).is_some());
+                    }
+                    Err(Error::UnknownNode { .. }) => assert!(!known),
+                    Err(other) => panic!("remove {m}->{t}: {other}"),
+                }
+            }
+            7 => {
+                let n = bytes.below(NAMES.len());
+                assert_eq!(teams.remove(NAMES[n]).unwrap(), model.nodes.remove(&n));
+                model.edges.retain(|&(m, t), _| m != n && t != n);
+            }
+            8 => clock.advance(i64::from(bytes.u8())),
+            _ => {
+                let crashed = Arc::new(engine.crash());
+                drop(teams);
+                drop(store);
+                engine = crashed;
+                (store, teams) = open(&engine, &clock);
+            }
+        }
+        check_against(&teams, &model, clock.now());
+    }
+    drop(store);
+}
