@@ -1532,6 +1532,30 @@ impl Store {
         Ok(report)
     }
 
+    /// Up to `limit` entries of a time-keyed index (expiry, zero-ref) in `range`, oldest
+    /// first, parsed by `parse`; and whether more are due past them.
+    fn due_entries<T>(
+        &self,
+        index: Keyspace,
+        range: ScanRange,
+        limit: usize,
+        what: &'static str,
+        parse: fn(&[u8]) -> Option<T>,
+    ) -> Result<(Vec<T>, bool)> {
+        let mut due = Vec::new();
+        for kv in self.inner.engine.scan(index, range, Direction::Forward)? {
+            let (key, _) = kv?;
+            if due.len() == limit {
+                return Ok((due, true));
+            }
+            due.push(parse(&key).ok_or_else(|| Error::CorruptRecord {
+                what,
+                key: key.clone(),
+            })?);
+        }
+        Ok((due, false))
+    }
+
     fn expire_files(&self, limit: usize) -> Result<(u64, bool)> {
         let ks = self.inner.ks;
         let cutoff = self.now().minus(self.inner.expiry_grace);
@@ -1539,25 +1563,8 @@ impl Store {
             start: Vec::new(),
             end: Some(keys::time_bound(Timestamp(cutoff.0.saturating_add(1)))),
         };
-        let mut due = Vec::new();
-        let mut more = false;
-        for kv in self
-            .inner
-            .engine
-            .scan(ks.expiry, range, Direction::Forward)?
-        {
-            let (key, _) = kv?;
-            if due.len() == limit {
-                more = true;
-                break;
-            }
-            due.push(
-                keys::parse_expiry(&key).ok_or_else(|| Error::CorruptRecord {
-                    what: "expiry index",
-                    key: key.clone(),
-                })?,
-            );
-        }
+        let (due, more) =
+            self.due_entries(ks.expiry, range, limit, "expiry index", keys::parse_expiry)?;
         let mut expired = 0;
         for (at, id) in due {
             let Ok(first) = self.file(id) else {
@@ -1602,25 +1609,13 @@ impl Store {
             start: Vec::new(),
             end: Some(keys::time_bound(cutoff)),
         };
-        let mut due = Vec::new();
-        let mut more = false;
-        for kv in self
-            .inner
-            .engine
-            .scan(ks.zero_refs, range, Direction::Forward)?
-        {
-            let (key, _) = kv?;
-            if due.len() == limit {
-                more = true;
-                break;
-            }
-            due.push(
-                keys::parse_zero_ref(&key).ok_or_else(|| Error::CorruptRecord {
-                    what: "zero-ref index",
-                    key: key.clone(),
-                })?,
-            );
-        }
+        let (due, more) = self.due_entries(
+            ks.zero_refs,
+            range,
+            limit,
+            "zero-ref index",
+            keys::parse_zero_ref,
+        )?;
         let (mut blobs, mut bytes) = (0, 0);
         for (since, hash) in due {
             let _guard = self.inner.blob_locks.lock(&hash.0);

@@ -80,20 +80,8 @@ impl Harness {
 
     /// Opens the store (drop the previous one first: RocksDB and sled lock their directory).
     pub fn open(&self) -> Store {
-        // sled releases its directory lock from a background thread after the last handle
-        // is dropped: an immediate reopen may find it still held for a moment.
-        let mut attempts = 0;
-        loop {
-            match self.try_open() {
-                Ok(store) => return store,
-                Err(error) if attempts < 50 && self.backend == Backend::Sled => {
-                    attempts += 1;
-                    eprintln!("reopen attempt {attempts} failed: {error}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(error) => panic!("open store: {error}"),
-            }
-        }
+        self.try_open()
+            .unwrap_or_else(|error| panic!("open store: {error}"))
     }
 
     fn try_open(&self) -> blobstore::Result<Store> {

@@ -27,21 +27,9 @@ impl Fixture {
     pub fn engine(&self) -> Arc<dyn Engine> {
         match self.backend {
             Backend::Memory => Arc::new(self.mem.reopen(graphdb::KEYSPACES)),
-            other => {
-                // sled's background flusher can hold the file lock for a moment after the
-                // previous engine is dropped: retry a bounded number of times.
-                let mut attempts = 0;
-                loop {
-                    match EngineConfig::new(other, self.dir.path()).open(graphdb::KEYSPACES) {
-                        Ok(engine) => break engine,
-                        Err(_) if attempts < 200 => {
-                            attempts += 1;
-                            std::thread::sleep(std::time::Duration::from_millis(25));
-                        }
-                        Err(e) => panic!("open engine: {e}"),
-                    }
-                }
-            }
+            other => EngineConfig::new(other, self.dir.path())
+                .open(graphdb::KEYSPACES)
+                .unwrap_or_else(|e| panic!("open engine: {e}")),
         }
     }
 
