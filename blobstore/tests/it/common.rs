@@ -1,11 +1,20 @@
 //! The test harness: a store on a chosen engine backend, in a temporary directory, with a
-//! manual clock, that can be reopened.
+//! manual clock, that can be reopened; its blob bytes are files under `data/blobs/`.
+//!
+//! The suite (`suite.rs`) is also run over Swift and S3 by the object-store crate, whose
+//! harness has the same methods; what does not depend on where the bytes live is in
+//! `support.rs`, shared by both.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use blobstore::{BucketName, ManualClock, Store, StoreBuilder, Timestamp, KEYSPACES};
+use blobstore::{
+    BlobBackend, LocalFsBackend, ManualClock, Store, StoreBuilder, Timestamp, KEYSPACES,
+};
 use engine::{Backend, EngineConfig, MemEngine};
+
+pub use crate::support::{assert_consistent, bucket, content, read_all, Settings};
 
 /// Stamps out one `#[test]` per engine backend for each named function of `suite`.
 macro_rules! backend_tests {
@@ -32,28 +41,6 @@ macro_rules! backend_tests {
     };
 }
 pub(crate) use backend_tests;
-
-/// The settings a test may change before (re)opening.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub keep_sha1_md5: bool,
-    pub grace: Duration,
-    pub expiry_grace: Duration,
-    pub inline_threshold: usize,
-    pub secrets: ([u8; 32], Option<[u8; 32]>),
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            keep_sha1_md5: false,
-            grace: blobstore::DEFAULT_GRACE,
-            expiry_grace: blobstore::DEFAULT_EXPIRY_GRACE,
-            inline_threshold: blobstore::DEFAULT_INLINE_THRESHOLD,
-            secrets: ([7; 32], None),
-        }
-    }
-}
 
 pub struct Harness {
     pub backend: Backend,
@@ -103,8 +90,30 @@ impl Harness {
             .open()
     }
 
-    pub fn data_dir(&self) -> std::path::PathBuf {
+    pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// The backend that holds the blob bytes, for planting or damaging blobs behind the
+    /// store's back.
+    pub fn blob_backend(&self) -> Arc<dyn BlobBackend> {
+        Arc::new(LocalFsBackend::open(self.data_dir()).expect("open the blob directory"))
+    }
+
+    /// How many blobs the backend holds: files under `blobs/`.
+    pub fn stored_blobs(&self) -> usize {
+        count_files(&self.data_dir().join("blobs"))
+    }
+
+    /// How many temporaries of unfinished uploads are left: files under `tmp/`.
+    pub fn temporaries(&self) -> usize {
+        count_files(&self.data_dir().join("tmp"))
+    }
+
+    /// Leaves a temporary as an upload that crashed midway does.
+    pub fn plant_temporary(&self) {
+        std::fs::write(self.data_dir().join("tmp").join("leftover.tmp"), b"partial")
+            .expect("write a temporary");
     }
 
     pub fn advance(&self, by: Duration) {
@@ -112,34 +121,11 @@ impl Harness {
     }
 }
 
-pub fn bucket(name: &str) -> BucketName {
-    BucketName::new(name).expect("valid bucket name")
-}
-
-/// Deterministic pseudo-random bytes.
-pub fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
+fn count_files(dir: &Path) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).expect("list a directory") {
+        let path = entry.expect("list a directory").path();
+        n += if path.is_dir() { count_files(&path) } else { 1 };
     }
-    out.truncate(len);
-    out
-}
-
-pub fn assert_consistent(store: &Store) {
-    let report = store.check().expect("check");
-    assert!(report.is_ok(), "check found drift: {:#?}", report.problems);
-    let mut after = None;
-    loop {
-        let verify = store.verify(after, 1000).expect("verify");
-        assert!(verify.problems.is_empty(), "verify: {:?}", verify.problems);
-        match verify.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
+    n
 }

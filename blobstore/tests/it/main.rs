@@ -6,6 +6,7 @@ mod engine_faults;
 mod faults;
 mod model;
 mod suite;
+mod support;
 
 common::backend_tests!(suite:
     boundary_sizes,

@@ -1,4 +1,7 @@
-//! The store's behaviour, run on every engine backend.
+//! The store's behaviour, run on every engine backend here and over Swift and S3 by the
+//! object-store crate. Whatever looks at the blob bytes themselves goes through the harness
+//! (`stored_blobs`, `temporaries`, `blob_backend`), so that no function here assumes where
+//! they live.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -10,7 +13,8 @@ use blobstore::{
 };
 use engine::Backend;
 
-use crate::common::{assert_consistent, bucket, content, Harness, Settings};
+use crate::common::{assert_consistent, bucket, content, read_all, Harness, Settings};
+use crate::support::{corrupt_blob, plant_orphan};
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
@@ -19,16 +23,6 @@ fn upload(store: &Store, bucket: &BucketName, name: &str, bytes: &[u8]) -> blobs
     store
         .upload_bytes(UploadRequest::new(bucket.clone(), name), bytes)
         .expect("upload")
-}
-
-fn read_all(store: &Store, id: FileId) -> Vec<u8> {
-    let mut out = Vec::new();
-    store
-        .read(id, Access::Trusted, None)
-        .expect("open for reading")
-        .read_to_end(&mut out)
-        .expect("read");
-    out
 }
 
 pub fn boundary_sizes(backend: Backend) {
@@ -117,9 +111,8 @@ pub fn dedup_and_stats(backend: Backend) {
         (1, 300_000, 300_000)
     );
     assert_eq!(store.blob_info(&f1.blake3).unwrap().unwrap().refcount, 1);
-    // The large blob is stored once on disk.
-    let blob_files = walk_files(&h.data_dir().join("blobs"));
-    assert_eq!(blob_files, 1);
+    // The large blob is stored once.
+    assert_eq!(h.stored_blobs(), 1);
     store.delete_file(f4.id).unwrap();
     store.delete_file(f5.id).unwrap();
     store.delete_file(f3.id).unwrap();
@@ -130,19 +123,6 @@ pub fn dedup_and_stats(backend: Backend) {
     );
     assert!(matches!(store.file(f3.id), Err(Error::NotFound { .. })));
     assert_consistent(&store);
-}
-
-fn walk_files(dir: &std::path::Path) -> usize {
-    let mut n = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        if entry.path().is_dir() {
-            n += walk_files(&entry.path());
-        } else {
-            n += 1;
-        }
-    }
-    n
 }
 
 pub fn empty_file_exists_once(backend: Backend) {
@@ -184,8 +164,8 @@ pub fn quota_is_enforced(backend: Backend) {
     upload(&store, &b, "four", &content(4, 50_000));
     store.set_quota(&b, None).unwrap();
     upload(&store, &b, "five", &content(5, 500_000));
-    // Nothing of the refused upload is on disk: only blobs 3, 4, 5 and the zero-ref blob 1.
-    assert_eq!(walk_files(&h.data_dir().join("blobs")), 4);
+    // Nothing of the refused upload is stored: only blobs 3, 4, 5 and the zero-ref blob 1.
+    assert_eq!(h.stored_blobs(), 4);
     assert_consistent(&store);
 }
 
@@ -274,7 +254,7 @@ pub fn expiry_with_clock(backend: Backend) {
     let report = store.gc(100).unwrap();
     assert_eq!((report.collected_blobs, report.freed_bytes), (1, 40_000));
     assert!(store.blob_info(&f.blake3).unwrap().is_none());
-    assert_eq!(walk_files(&h.data_dir().join("blobs")), 0);
+    assert_eq!(h.stored_blobs(), 0);
     assert!(matches!(
         store.read(f.id, Access::Anonymous, None),
         Err(Error::ContentGone { .. })
@@ -469,15 +449,15 @@ pub fn bad_input(backend: Backend) {
     req.expected_blake3 = Some(Blake3Hash::of(&data));
     store.upload_bytes(req, &data).unwrap();
     assert_eq!(store.bucket_stats(&b).unwrap().files, 2);
-    assert_eq!(walk_files(&h.data_dir().join("tmp")), 0);
-    assert_eq!(walk_files(&h.data_dir().join("blobs")), 1);
+    assert_eq!(h.temporaries(), 0);
+    assert_eq!(h.stored_blobs(), 1);
     // An upload dropped without commit leaves nothing either.
     let mut up = store
         .begin_upload(UploadRequest::new(b.clone(), "dropped"))
         .unwrap();
     up.write_all(&content(4, 600_000)).unwrap();
     drop(up);
-    assert_eq!(walk_files(&h.data_dir().join("tmp")), 0);
+    assert_eq!(h.temporaries(), 0);
     assert_eq!(store.bucket_stats(&b).unwrap().files, 2);
     assert_consistent(&store);
 }
@@ -597,12 +577,10 @@ pub fn verify_finds_corruption(backend: Backend) {
     let two = upload(&store, &b, "two", &content(2, 100_000));
     let three = upload(&store, &b, "three", &content(3, 100_000));
     upload(&store, &b, "inline", b"small");
-    let backend_fs = blobstore::LocalFsBackend::open(h.data_dir()).unwrap();
-    let path = backend_fs.blob_path(&one.blake3);
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[500] ^= 1;
-    std::fs::write(&path, &bytes).unwrap();
-    std::fs::remove_file(backend_fs.blob_path(&two.blake3)).unwrap();
+    // Behind the store's back: one blob damaged, another lost.
+    let blobs = h.blob_backend();
+    corrupt_blob(blobs.as_ref(), &one.blake3, 500);
+    blobs.delete(&two.blake3).unwrap();
     // Resumable: one blob per batch.
     let mut problems = Vec::new();
     let mut after = None;
@@ -685,19 +663,15 @@ pub fn orphans_are_swept(backend: Backend) {
     let b = bucket("orphans");
     let kept = upload(&store, &b, "kept", &content(1, 100_000));
     // Bytes that no record points to, as a crash between the rename and the batch leaves.
-    let fs = blobstore::LocalFsBackend::open(h.data_dir()).unwrap();
-    use blobstore::BlobBackend;
-    let orphan = content(2, 70_000);
-    let mut temp = fs.create_temp().unwrap();
-    temp.write_all(&orphan).unwrap();
-    temp.persist(&Blake3Hash::of(&orphan)).unwrap();
-    std::fs::write(h.data_dir().join("tmp").join("leftover.tmp"), b"partial").unwrap();
+    plant_orphan(h.blob_backend().as_ref(), &content(2, 70_000));
+    h.plant_temporary();
     let young = store.sweep_orphans().unwrap();
     assert_eq!((young.orphan_blobs, young.temp_files), (0, 0));
     h.advance(DAY + HOUR);
     let report = store.sweep_orphans().unwrap();
     assert_eq!((report.orphan_blobs, report.temp_files), (1, 1));
-    assert_eq!(walk_files(&h.data_dir().join("blobs")), 1);
+    assert_eq!(h.stored_blobs(), 1);
+    assert_eq!(h.temporaries(), 0);
     assert_eq!(read_all(&store, kept.id), content(1, 100_000));
     assert_consistent(&store);
 }

@@ -1,18 +1,21 @@
 //! The harness: stores whose blob bytes live on the real Swift named by the environment,
 //! through its native API or its S3 API.
 //!
-//! `Harness`, `Settings`, `bucket`, `content` and `assert_consistent` have the shapes the blob
-//! store's own suite (`blobstore/tests/it/suite.rs`, compiled into this binary) expects; the
-//! protocol comes from [`with_protocol`], since the suite's functions take an engine backend.
+//! `Harness` has the methods the blob store's own suite (`blobstore/tests/it/suite.rs`,
+//! compiled into this binary) expects of a harness; what does not depend on where the bytes
+//! live comes from the blob store's `support.rs`, also compiled in. The protocol comes from
+//! [`with_protocol`], since the suite's functions take an engine backend.
 
 use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blobstore::{BucketName, ManualClock, Store, StoreBuilder, Timestamp};
+use blobstore::{ManualClock, Store, StoreBuilder, Timestamp};
 use engine::{Backend, Engine, MemEngine};
 use objectstore::{ObjectStoreBackend, ObjectStoreConfig, RetryConfig};
+
+pub use crate::support::{assert_consistent, bucket, content, read_all, Settings};
 
 /// Which API of the Swift cluster a test talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,28 +107,6 @@ pub fn keyspaces() -> Vec<&'static str> {
         .collect()
 }
 
-/// The settings a test may change before (re)opening.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub keep_sha1_md5: bool,
-    pub grace: Duration,
-    pub expiry_grace: Duration,
-    pub inline_threshold: usize,
-    pub secrets: ([u8; 32], Option<[u8; 32]>),
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            keep_sha1_md5: false,
-            grace: blobstore::DEFAULT_GRACE,
-            expiry_grace: blobstore::DEFAULT_EXPIRY_GRACE,
-            inline_threshold: blobstore::DEFAULT_INLINE_THRESHOLD,
-            secrets: ([7; 32], None),
-        }
-    }
-}
-
 pub struct Harness {
     #[allow(dead_code)]
     pub backend: Backend,
@@ -190,51 +171,37 @@ impl Harness {
         self.dir.path().join("data")
     }
 
+    /// The backend that holds the blob bytes, for planting or damaging blobs behind the
+    /// store's back.
+    pub fn blob_backend(&self) -> Arc<dyn blobstore::BlobBackend> {
+        Arc::new(self.object_backend())
+    }
+
+    /// How many blobs the object store holds: the objects listed in every container started.
+    pub fn stored_blobs(&self) -> usize {
+        let remote = self.object_backend();
+        (0..remote.containers())
+            .map(|index| remote.objects(index).expect("list a container").len())
+            .sum()
+    }
+
+    /// How many temporaries of unfinished uploads are left: files in the spool directory.
+    pub fn temporaries(&self) -> usize {
+        std::fs::read_dir(&self.config.spool_dir)
+            .expect("list the spool directory")
+            .count()
+    }
+
+    /// Leaves a spool file as an upload that crashed midway does.
+    pub fn plant_temporary(&self) {
+        std::fs::write(
+            self.config.spool_dir.join("objectstore-spool-crashed"),
+            b"partial",
+        )
+        .expect("write a spool file");
+    }
+
     pub fn advance(&self, by: Duration) {
         self.clock.advance(by);
     }
-}
-
-pub fn bucket(name: &str) -> BucketName {
-    BucketName::new(name).expect("valid bucket name")
-}
-
-/// Deterministic pseudo-random bytes.
-pub fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-pub fn assert_consistent(store: &Store) {
-    let report = store.check().expect("check");
-    assert!(report.is_ok(), "check found drift: {:#?}", report.problems);
-    let mut after = None;
-    loop {
-        let verify = store.verify(after, 1000).expect("verify");
-        assert!(verify.problems.is_empty(), "verify: {:?}", verify.problems);
-        match verify.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
-}
-
-/// Reads a whole file of the store.
-pub fn read_all(store: &Store, id: blobstore::FileId) -> Vec<u8> {
-    use std::io::Read;
-    let mut out = Vec::new();
-    store
-        .read(id, blobstore::Access::Trusted, None)
-        .expect("open for reading")
-        .read_to_end(&mut out)
-        .expect("read");
-    out
 }

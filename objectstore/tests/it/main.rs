@@ -10,23 +10,30 @@ mod common;
 mod fault;
 mod migrate;
 mod objects;
-// The blob store's own suite, run here over Swift and S3. The functions that inspect the local
-// blob directory do not apply to a remote backend and are not stamped out.
-#[allow(dead_code, unused_imports)]
+// The blob store's own suite, every function of it, run here over Swift and S3.
 #[path = "../../../blobstore/tests/it/suite.rs"]
 mod suite;
+#[path = "../../../blobstore/tests/it/support.rs"]
+mod support;
 
 common::protocol_tests!(suite as blobstore_suite:
     boundary_sizes,
+    dedup_and_stats,
     empty_file_exists_once,
+    quota_is_enforced,
     weak_links,
+    expiry_with_clock,
     gc_grace_and_revival,
     restricted_tokens,
+    bad_input,
     digests_and_lookups,
     pagination_under_concurrent_inserts,
+    verify_finds_corruption,
     downloads_are_counted,
     reopen_keeps_everything_and_ids_stay_unique,
+    orphans_are_swept,
     concurrent_uploads_and_deletes_stay_exact,
+    quota_holds_under_concurrent_uploads,
 );
 
 common::protocol_tests!(objects as object_store:

@@ -1,0 +1,101 @@
+//! What every harness of the blob store's suite shares, whatever holds the blob bytes: the
+//! settings a test may change, test data, and the consistency check. The object-store crate
+//! compiles this file into its own test binary (by path) beside its own `Harness`.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use blobstore::{Access, Blake3Hash, BlobBackend, BucketName, FileId, Store};
+
+/// The settings a test may change before (re)opening.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub keep_sha1_md5: bool,
+    pub grace: Duration,
+    pub expiry_grace: Duration,
+    pub inline_threshold: usize,
+    pub secrets: ([u8; 32], Option<[u8; 32]>),
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            keep_sha1_md5: false,
+            grace: blobstore::DEFAULT_GRACE,
+            expiry_grace: blobstore::DEFAULT_EXPIRY_GRACE,
+            inline_threshold: blobstore::DEFAULT_INLINE_THRESHOLD,
+            secrets: ([7; 32], None),
+        }
+    }
+}
+
+pub fn bucket(name: &str) -> BucketName {
+    BucketName::new(name).expect("valid bucket name")
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Reads a whole file of the store.
+pub fn read_all(store: &Store, id: FileId) -> Vec<u8> {
+    let mut out = Vec::new();
+    store
+        .read(id, Access::Trusted, None)
+        .expect("open for reading")
+        .read_to_end(&mut out)
+        .expect("read");
+    out
+}
+
+/// The store's own checks find nothing: the statistics match the records (`check`) and every
+/// blob is present with the bytes its hash names (`verify`, page by page).
+pub fn assert_consistent(store: &Store) {
+    let report = store.check().expect("check");
+    assert!(report.is_ok(), "check found drift: {:#?}", report.problems);
+    let mut after = None;
+    loop {
+        let verify = store.verify(after, 1000).expect("verify");
+        assert!(verify.problems.is_empty(), "verify: {:?}", verify.problems);
+        match verify.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+}
+
+/// Stores `bytes` in `backend` as a blob that no record points to, as a crash between the
+/// backend's `persist` and the store's batch leaves. Returns its hash.
+pub fn plant_orphan(backend: &dyn BlobBackend, bytes: &[u8]) -> Blake3Hash {
+    let hash = Blake3Hash::of(bytes);
+    let mut temp = backend.create_temp().expect("create a temporary blob");
+    temp.write_all(bytes).expect("write a temporary blob");
+    temp.persist(&hash).expect("persist a blob");
+    hash
+}
+
+/// Flips one bit of byte `at` of the stored blob `hash` behind the store's back (bit rot, or
+/// a bad disk under the object store), keeping its size.
+pub fn corrupt_blob(backend: &dyn BlobBackend, hash: &Blake3Hash, at: usize) {
+    let mut bytes = Vec::new();
+    backend
+        .open_range(hash, 0, u64::MAX)
+        .expect("open a stored blob")
+        .expect("the blob is stored")
+        .read_to_end(&mut bytes)
+        .expect("read a stored blob");
+    bytes[at] ^= 1;
+    let mut temp = backend.create_temp().expect("create a temporary blob");
+    temp.write_all(&bytes).expect("write a temporary blob");
+    temp.persist(hash).expect("persist the damaged blob");
+}
