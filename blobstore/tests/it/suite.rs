@@ -16,6 +16,34 @@ use engine::Backend;
 use crate::common::{assert_consistent, bucket, content, read_all, Harness, Settings};
 use crate::support::{corrupt_blob, plant_orphan};
 
+/// Hands the name of every function of the suite to a harness's macro that stamps out one
+/// `#[test]` per backend, so that a new function runs everywhere the suite runs:
+/// `every_suite_function!(common::backend_tests!(suite:))`.
+macro_rules! every_suite_function {
+    ($($stamp:ident)::+ !($($head:tt)*)) => {
+        $($stamp)::+!($($head)*
+            boundary_sizes,
+            dedup_and_stats,
+            empty_file_exists_once,
+            quota_is_enforced,
+            weak_links,
+            expiry_with_clock,
+            gc_grace_and_revival,
+            restricted_tokens,
+            bad_input,
+            digests_and_lookups,
+            pagination_under_concurrent_inserts,
+            verify_finds_corruption,
+            downloads_are_counted,
+            reopen_keeps_everything_and_ids_stay_unique,
+            orphans_are_swept,
+            concurrent_uploads_and_deletes_stay_exact,
+            quota_holds_under_concurrent_uploads,
+        );
+    };
+}
+pub(crate) use every_suite_function;
+
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 

@@ -1,128 +1,34 @@
 //! The blob store against a plain model: random uploads, deletes, content cuts, clock
 //! advances, GC passes and crashes (a [`FaultyEngine`] keeping only what was synced; the blob
-//! bytes, in memory here, staying as files would), checking after every step the bucket
-//! statistics, reference counts, zero-reference times, every file's content, and the store's
-//! own `check`.
+//! bytes, in memory here, staying as files would). The model and its checks are the blob
+//! store's own (`blobstore/tests/it/reference_model.rs`, compiled in by path); this file
+//! decodes the fuzzer's bytes into its operations and restarts the store through a crash.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blobstore::{
-    Access, Blake3Hash, BucketName, Error, FileId, ManualClock, Store, StoreBuilder, Timestamp,
-    UploadRequest,
-};
+use blobstore::{ManualClock, Store, StoreBuilder, Timestamp};
 use engine::FaultyEngine;
 
 use crate::bytes::Bytes;
 use crate::mem_backend::MemBackend;
 
-const HOUR: Duration = Duration::from_secs(3600);
+#[path = "../../../blobstore/tests/it/reference_model.rs"]
+mod reference_model;
+
+use reference_model::{run_against_model, Op, Subject, BUCKETS};
+
 /// Around the inline threshold of 64 used here, so both inline and file blobs occur.
 const SIZES: [usize; 6] = [0, 10, 63, 64, 65, 5000];
-const BUCKETS: [&str; 3] = ["m0", "m1", "m2"];
 const MAX_OPS: usize = 64;
 
-fn data(content: usize) -> Vec<u8> {
-    let mut state = (content as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (0..SIZES[content])
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
-fn bucket(i: usize) -> BucketName {
-    BucketName::new(BUCKETS[i]).expect("valid bucket")
-}
-
-#[derive(Clone, Debug)]
-struct MFile {
-    bucket: usize,
-    content: usize,
-    expires: Option<Timestamp>,
-    present: bool,
-}
-
-#[derive(Default, Debug)]
-struct Model {
-    files: BTreeMap<FileId, MFile>,
-    /// Stored blobs by content index, with their zero-reference time.
-    blobs: HashMap<usize, Option<Timestamp>>,
-}
-
-impl Model {
-    fn refs(&self, content: usize) -> usize {
-        self.files
-            .values()
-            .filter(|f| f.present && f.content == content)
-            .count()
-    }
-
-    fn unlinked(&mut self, content: usize, now: Timestamp) {
-        if self.refs(content) == 0 {
-            self.blobs.insert(content, Some(now));
-        }
-    }
-
-    fn nth(&self, n: usize) -> Option<FileId> {
-        if self.files.is_empty() {
-            return None;
-        }
-        self.files.keys().nth(n % self.files.len()).copied()
-    }
-}
-
-fn check_against(store: &Store, model: &Model) {
-    let now = store.now();
-    for (i, name) in BUCKETS.iter().enumerate() {
-        let stats = store.bucket_stats(&bucket(i)).unwrap();
-        let files: Vec<&MFile> = model.files.values().filter(|f| f.bucket == i).collect();
-        let present = || files.iter().filter(|f| f.present);
-        let logical: usize = present().map(|f| SIZES[f.content]).sum();
-        let distinct: HashSet<usize> = present().map(|f| f.content).collect();
-        let unique: usize = distinct.iter().map(|&c| SIZES[c]).sum();
-        assert_eq!(stats.files, files.len() as u64, "files of {name}");
-        assert_eq!(
-            stats.logical_bytes, logical as u64,
-            "logical bytes of {name}"
-        );
-        assert_eq!(stats.unique_bytes, unique as u64, "unique bytes of {name}");
-    }
-    for c in 0..SIZES.len() {
-        let info = store.blob_info(&Blake3Hash::of(&data(c))).unwrap();
-        match model.blobs.get(&c) {
-            Some(zero_since) => {
-                let info = info.unwrap_or_else(|| panic!("blob {c} was collected"));
-                assert_eq!(info.refcount, model.refs(c) as u64, "refcount of {c}");
-                assert_eq!(info.zero_ref_since, *zero_since, "zero-ref time of {c}");
-            }
-            None => assert!(info.is_none(), "blob {c} should be gone"),
-        }
-    }
-    for (id, file) in &model.files {
-        let result = store.read(*id, Access::Trusted, None);
-        let live = file.present && file.expires.is_none_or(|e| now < e);
-        if live {
-            let mut out = Vec::new();
-            result.unwrap().read_to_end(&mut out).unwrap();
-            assert!(out == data(file.content), "content of {id}");
-        } else {
-            assert!(
-                matches!(result, Err(Error::ContentGone { .. })),
-                "{id}: {result:?}"
-            );
-        }
-    }
-    let summary = store.summary().unwrap();
-    assert_eq!(summary.files, model.files.len() as u64);
-    assert_eq!(summary.blobs, model.blobs.len() as u64);
-    let report = store.check().unwrap();
-    assert!(report.is_ok(), "{:#?}", report.problems);
+/// A store on a [`FaultyEngine`] with blob bytes in memory, restarted by a crash.
+struct Crashing {
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    engine: Arc<FaultyEngine>,
+    blobs: MemBackend,
+    store: Store,
 }
 
 fn open(
@@ -139,101 +45,68 @@ fn open(
         .expect("open store")
 }
 
+impl Subject for Crashing {
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    fn restart(&mut self) {
+        // A crash: only what was synced survives; blob bytes stay, as files on disk would.
+        self.engine = Arc::new(self.engine.crash());
+        self.store = open(&self.engine, self.dir.path(), &self.blobs, &self.clock);
+    }
+}
+
+fn decode(bytes: &mut Bytes<'_>) -> Op {
+    match bytes.below(12) {
+        0..=4 => {
+            let (bucket, content) = (bytes.below(BUCKETS.len()), bytes.below(SIZES.len()));
+            let expiry = bytes.u8();
+            Op::Upload {
+                bucket,
+                content,
+                expires_in_hours: (expiry < 128).then_some(u64::from(expiry)),
+                restricted: bytes.bool(),
+            }
+        }
+        5 | 6 => Op::DeleteFile(bytes.below(256)),
+        7 => Op::DeleteContent(bytes.below(256)),
+        8 => Op::Advance {
+            hours: u64::from(bytes.u8()),
+        },
+        9 | 10 => Op::Gc,
+        _ => Op::Restart,
+    }
+}
+
 /// Ops: upload, delete a file, cut its content, advance the clock, GC, crash and reopen.
 pub fn blob_model(input: &[u8]) {
     let mut bytes = Bytes::new(input);
+    let engine = Arc::new(FaultyEngine::new(blobstore::KEYSPACES));
+    let blobs = MemBackend::default();
     let dir = tempfile::tempdir().expect("temporary directory");
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(
         1_700_000_000_000,
     )));
-    let mut engine = Arc::new(FaultyEngine::new(blobstore::KEYSPACES));
-    let blobs = MemBackend::default();
-    let mut store = open(&engine, dir.path(), &blobs, &clock);
-    let mut model = Model::default();
-    let mut ops = 0;
-    while !bytes.is_empty() && ops < MAX_OPS {
-        ops += 1;
-        let now = store.now();
-        match bytes.below(12) {
-            0..=4 => {
-                let (b, c) = (bytes.below(BUCKETS.len()), bytes.below(SIZES.len()));
-                let expiry = bytes.u8();
-                let mut request = UploadRequest::new(bucket(b), format!("c{c}"));
-                request.expires = (expiry < 128).then(|| now.plus(HOUR * u32::from(expiry)));
-                request.restricted = bytes.bool();
-                let file = store.upload_bytes(request.clone(), &data(c)).unwrap();
-                model.files.insert(
-                    file.id,
-                    MFile {
-                        bucket: b,
-                        content: c,
-                        expires: request.expires,
-                        present: true,
-                    },
-                );
-                model.blobs.insert(c, None);
-            }
-            5 | 6 => {
-                if let Some(id) = model.nth(bytes.below(256)) {
-                    store.delete_file(id).unwrap();
-                    let file = model.files.remove(&id).unwrap();
-                    if file.present {
-                        model.unlinked(file.content, now);
-                    }
-                }
-            }
-            7 => {
-                if let Some(id) = model.nth(bytes.below(256)) {
-                    store.delete_content(id).unwrap();
-                    let file = model.files.get_mut(&id).unwrap();
-                    if file.present {
-                        file.present = false;
-                        let c = file.content;
-                        model.unlinked(c, now);
-                    }
-                }
-            }
-            8 => clock.advance(HOUR * u32::from(bytes.u8())),
-            9 | 10 => {
-                let report = store.gc(10_000).unwrap();
-                let cutoff = now.minus(blobstore::DEFAULT_EXPIRY_GRACE);
-                let due: Vec<FileId> = model
-                    .files
-                    .iter()
-                    .filter(|(_, f)| f.present && f.expires.is_some_and(|e| e <= cutoff))
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in &due {
-                    let file = model.files.get_mut(id).unwrap();
-                    file.present = false;
-                    let c = file.content;
-                    model.unlinked(c, now);
-                }
-                let grace_cutoff = now.minus(blobstore::DEFAULT_GRACE);
-                let before = model.blobs.len();
-                model
-                    .blobs
-                    .retain(|_, zero| !zero.is_some_and(|z| z < grace_cutoff));
-                assert_eq!(report.expired_files, due.len() as u64);
-                assert_eq!(report.collected_blobs, (before - model.blobs.len()) as u64);
-            }
-            _ => {
-                // A crash: only what was synced survives; blob files stay on disk.
-                let crashed = Arc::new(engine.crash());
-                drop(store);
-                engine = crashed;
-                store = open(&engine, dir.path(), &blobs, &clock);
-            }
+    let store = open(&engine, dir.path(), &blobs, &clock);
+    let mut subject = Crashing {
+        dir,
+        clock,
+        engine,
+        blobs,
+        store,
+    };
+    let mut decoded = 0;
+    let ops = std::iter::from_fn(|| {
+        if bytes.is_empty() || decoded == MAX_OPS {
+            return None;
         }
-        check_against(&store, &model);
-    }
-    let mut after = None;
-    loop {
-        let report = store.verify(after, 100).unwrap();
-        assert!(report.problems.is_empty(), "{:?}", report.problems);
-        match report.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
+        decoded += 1;
+        Some(decode(&mut bytes))
+    });
+    run_against_model(&mut subject, &SIZES, ops);
 }

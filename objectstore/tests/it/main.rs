@@ -16,25 +16,7 @@ mod suite;
 #[path = "../../../blobstore/tests/it/support.rs"]
 mod support;
 
-common::protocol_tests!(suite as blobstore_suite:
-    boundary_sizes,
-    dedup_and_stats,
-    empty_file_exists_once,
-    quota_is_enforced,
-    weak_links,
-    expiry_with_clock,
-    gc_grace_and_revival,
-    restricted_tokens,
-    bad_input,
-    digests_and_lookups,
-    pagination_under_concurrent_inserts,
-    verify_finds_corruption,
-    downloads_are_counted,
-    reopen_keeps_everything_and_ids_stay_unique,
-    orphans_are_swept,
-    concurrent_uploads_and_deletes_stay_exact,
-    quota_holds_under_concurrent_uploads,
-);
+suite::every_suite_function!(common::protocol_tests!(suite as blobstore_suite:));
 
 common::protocol_tests!(objects as object_store:
     large_objects_are_segmented_and_read_back_as_one,

@@ -1,0 +1,256 @@
+//! The blob store against a plain model: the operations, the model's idea of their effect,
+//! and the check of a store against it after every step (bucket statistics, reference counts,
+//! zero-reference times, every file's content, `summary` and the store's own `check`).
+//!
+//! Two drivers share it: the property test in `model.rs` (random operations, engine reopens)
+//! and the fuzz target `blob_model` in `fuzz/bodies`, which compiles this file by path and
+//! restarts through a crash of a `FaultyEngine`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::time::Duration;
+
+use blobstore::{Access, Blake3Hash, BucketName, Error, FileId, Store, Timestamp, UploadRequest};
+
+const HOUR: Duration = Duration::from_secs(3600);
+/// The buckets the operations spread files over.
+pub const BUCKETS: [&str; 3] = ["m0", "m1", "m2"];
+
+/// One step of a run.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Uploads content number `content` (of the driver's sizes) to bucket number `bucket`.
+    Upload {
+        bucket: usize,
+        content: usize,
+        expires_in_hours: Option<u64>,
+        restricted: bool,
+    },
+    /// Deletes the file at this position (modulo the number of files), if there is one.
+    DeleteFile(usize),
+    /// Cuts the content of the file at this position, keeping its record.
+    DeleteContent(usize),
+    /// Moves the store's clock.
+    Advance { hours: u64 },
+    /// One GC pass.
+    Gc,
+    /// Closes and reopens the store (the driver says how: a clean reopen or a crash).
+    Restart,
+}
+
+/// What the model needs of the store under test.
+pub trait Subject {
+    fn store(&self) -> &Store;
+    fn advance(&mut self, by: Duration);
+    fn restart(&mut self);
+}
+
+/// Content number `index` of a run whose contents have `sizes`: distinct bytes per index.
+pub fn model_content(sizes: &[usize], index: usize) -> Vec<u8> {
+    let mut state = (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (0..sizes[index])
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+fn bucket(index: usize) -> BucketName {
+    BucketName::new(BUCKETS[index]).expect("valid bucket name")
+}
+
+#[derive(Clone, Debug)]
+struct ModelFile {
+    bucket: usize,
+    content: usize,
+    expires: Option<Timestamp>,
+    present: bool,
+}
+
+#[derive(Debug)]
+struct Model<'a> {
+    sizes: &'a [usize],
+    files: BTreeMap<FileId, ModelFile>,
+    /// Stored blobs by content index, with their zero-reference time.
+    blobs: HashMap<usize, Option<Timestamp>>,
+}
+
+impl Model<'_> {
+    fn refs(&self, content: usize) -> usize {
+        self.files
+            .values()
+            .filter(|f| f.present && f.content == content)
+            .count()
+    }
+
+    fn unlinked(&mut self, content: usize, now: Timestamp) {
+        if self.refs(content) == 0 {
+            self.blobs.insert(content, Some(now));
+        }
+    }
+
+    fn nth(&self, n: usize) -> Option<FileId> {
+        if self.files.is_empty() {
+            return None;
+        }
+        self.files.keys().nth(n % self.files.len()).copied()
+    }
+
+    /// Applies `op` to the store and to the model.
+    fn apply(&mut self, subject: &mut impl Subject, op: Op) {
+        let now = subject.store().now();
+        match op {
+            Op::Upload {
+                bucket: b,
+                content: c,
+                expires_in_hours,
+                restricted,
+            } => {
+                let mut request = UploadRequest::new(bucket(b), format!("c{c}"));
+                request.expires = expires_in_hours.map(|h| now.plus(HOUR * h as u32));
+                request.restricted = restricted;
+                let file = subject
+                    .store()
+                    .upload_bytes(request.clone(), &model_content(self.sizes, c))
+                    .unwrap();
+                self.files.insert(
+                    file.id,
+                    ModelFile {
+                        bucket: b,
+                        content: c,
+                        expires: request.expires,
+                        present: true,
+                    },
+                );
+                self.blobs.insert(c, None);
+            }
+            Op::DeleteFile(n) => {
+                if let Some(id) = self.nth(n) {
+                    subject.store().delete_file(id).unwrap();
+                    let file = self.files.remove(&id).unwrap();
+                    if file.present {
+                        self.unlinked(file.content, now);
+                    }
+                }
+            }
+            Op::DeleteContent(n) => {
+                if let Some(id) = self.nth(n) {
+                    subject.store().delete_content(id).unwrap();
+                    let file = self.files.get_mut(&id).unwrap();
+                    if file.present {
+                        file.present = false;
+                        let c = file.content;
+                        self.unlinked(c, now);
+                    }
+                }
+            }
+            Op::Advance { hours } => subject.advance(HOUR * hours as u32),
+            Op::Gc => {
+                let report = subject.store().gc(10_000).unwrap();
+                let cutoff = now.minus(blobstore::DEFAULT_EXPIRY_GRACE);
+                let due: Vec<FileId> = self
+                    .files
+                    .iter()
+                    .filter(|(_, f)| f.present && f.expires.is_some_and(|e| e <= cutoff))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in &due {
+                    let file = self.files.get_mut(id).unwrap();
+                    file.present = false;
+                    let c = file.content;
+                    self.unlinked(c, now);
+                }
+                let grace_cutoff = now.minus(blobstore::DEFAULT_GRACE);
+                let before = self.blobs.len();
+                self.blobs
+                    .retain(|_, zero| !zero.is_some_and(|z| z < grace_cutoff));
+                assert_eq!(report.expired_files, due.len() as u64);
+                assert_eq!(report.collected_blobs, (before - self.blobs.len()) as u64);
+            }
+            Op::Restart => subject.restart(),
+        }
+    }
+
+    fn check(&self, store: &Store) {
+        let now = store.now();
+        for (i, name) in BUCKETS.iter().enumerate() {
+            let stats = store.bucket_stats(&bucket(i)).unwrap();
+            let files: Vec<&ModelFile> = self.files.values().filter(|f| f.bucket == i).collect();
+            let present = || files.iter().filter(|f| f.present);
+            let logical: usize = present().map(|f| self.sizes[f.content]).sum();
+            let distinct: HashSet<usize> = present().map(|f| f.content).collect();
+            let unique: usize = distinct.iter().map(|&c| self.sizes[c]).sum();
+            assert_eq!(stats.files, files.len() as u64, "files of {name}");
+            assert_eq!(
+                stats.logical_bytes, logical as u64,
+                "logical bytes of {name}"
+            );
+            assert_eq!(stats.unique_bytes, unique as u64, "unique bytes of {name}");
+        }
+        for c in 0..self.sizes.len() {
+            let info = store
+                .blob_info(&Blake3Hash::of(&model_content(self.sizes, c)))
+                .unwrap();
+            match self.blobs.get(&c) {
+                Some(zero_since) => {
+                    let info = info.unwrap_or_else(|| panic!("blob {c} was collected"));
+                    assert_eq!(info.refcount, self.refs(c) as u64, "refcount of {c}");
+                    assert_eq!(info.zero_ref_since, *zero_since, "zero-ref time of {c}");
+                }
+                None => assert!(info.is_none(), "blob {c} should be gone"),
+            }
+        }
+        for (id, file) in &self.files {
+            let result = store.read(*id, Access::Trusted, None);
+            let live = file.present && file.expires.is_none_or(|e| now < e);
+            if live {
+                let mut out = Vec::new();
+                result.unwrap().read_to_end(&mut out).unwrap();
+                assert!(
+                    out == model_content(self.sizes, file.content),
+                    "content of {id}"
+                );
+            } else {
+                assert!(
+                    matches!(result, Err(Error::ContentGone { .. })),
+                    "{id}: {result:?}"
+                );
+            }
+        }
+        let summary = store.summary().unwrap();
+        assert_eq!(summary.files, self.files.len() as u64);
+        assert_eq!(summary.blobs, self.blobs.len() as u64);
+        let report = store.check().unwrap();
+        assert!(report.is_ok(), "{:#?}", report.problems);
+    }
+}
+
+/// Runs `ops` on `subject` and on the model (contents of `sizes`), checking the store against
+/// the model after every step and verifying every blob at the end.
+pub fn run_against_model(
+    subject: &mut impl Subject,
+    sizes: &[usize],
+    ops: impl IntoIterator<Item = Op>,
+) {
+    let mut model = Model {
+        sizes,
+        files: BTreeMap::new(),
+        blobs: HashMap::new(),
+    };
+    for op in ops {
+        model.apply(subject, op);
+        model.check(subject.store());
+    }
+    let mut after = None;
+    loop {
+        let report = subject.store().verify(after, 100).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        match report.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+}
