@@ -37,7 +37,7 @@ build: setup
 test: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
-	bash scripts/with-swift.sh cargo test --workspace --all-features --no-fail-fast
+	bash scripts/with-swift.sh bash scripts/with-seaweedfs.sh cargo test --workspace --all-features --no-fail-fast
 	cargo build --manifest-path fuzz/Cargo.toml
 
 run: setup

@@ -17,44 +17,70 @@ use objectstore::{ObjectStoreBackend, ObjectStoreConfig, RetryConfig};
 
 pub use crate::support::{assert_consistent, bucket, content, read_all, Settings};
 
-/// Which API of the Swift cluster a test talks to.
+/// Which API a test talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
     Swift,
     S3,
 }
 
-thread_local! {
-    static PROTOCOL: Cell<Protocol> = const { Cell::new(Protocol::Swift) };
+/// Which object store, through which API: the Swift cluster of `scripts/swift-saio.sh` over
+/// its native API or its s3api middleware, or the SeaweedFS of `scripts/seaweedfs.sh` over
+/// S3 (a second, independent S3 implementation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Swift,
+    SwiftS3,
+    SeaweedfsS3,
 }
 
-/// Runs `f` with harnesses created on this thread using `protocol`.
-pub fn with_protocol(protocol: Protocol, f: impl FnOnce()) {
-    PROTOCOL.with(|p| p.set(protocol));
+impl Target {
+    pub fn protocol(self) -> Protocol {
+        match self {
+            Target::Swift => Protocol::Swift,
+            Target::SwiftS3 | Target::SeaweedfsS3 => Protocol::S3,
+        }
+    }
+}
+
+thread_local! {
+    static TARGET: Cell<Target> = const { Cell::new(Target::Swift) };
+}
+
+/// Runs `f` with harnesses created on this thread using `target`.
+pub fn with_target(target: Target, f: impl FnOnce()) {
+    TARGET.with(|t| t.set(target));
     f();
 }
 
-/// Stamps out one `#[test]` per protocol for each named function of `$module` (each takes an
-/// engine backend, as the blob store's suite does; the memory engine is used).
+/// Runs `f` with harnesses created on this thread using `protocol` on the Swift cluster.
+pub fn with_protocol(protocol: Protocol, f: impl FnOnce()) {
+    let target = match protocol {
+        Protocol::Swift => Target::Swift,
+        Protocol::S3 => Target::SwiftS3,
+    };
+    with_target(target, f);
+}
+
+/// Stamps out one `#[test]` per target for each named function of `$module` (each takes an
+/// engine backend, as the blob store's suite does; the memory engine is used): `swift` and
+/// `s3` on the Swift cluster, `seaweedfs_s3` on SeaweedFS.
 macro_rules! protocol_tests {
     ($module:ident as $tests:ident: $($name:ident),* $(,)?) => {
         mod $tests {
-            mod swift {
-                $(#[test]
-                fn $name() {
-                    crate::common::with_protocol(crate::common::Protocol::Swift, || {
-                        crate::$module::$name(engine::Backend::Memory)
-                    });
-                })*
-            }
-            mod s3 {
-                $(#[test]
-                fn $name() {
-                    crate::common::with_protocol(crate::common::Protocol::S3, || {
-                        crate::$module::$name(engine::Backend::Memory)
-                    });
-                })*
-            }
+            crate::common::protocol_tests!(@target swift, Swift, $module: $($name),*);
+            crate::common::protocol_tests!(@target s3, SwiftS3, $module: $($name),*);
+            crate::common::protocol_tests!(@target seaweedfs_s3, SeaweedfsS3, $module: $($name),*);
+        }
+    };
+    (@target $target_module:ident, $target:ident, $module:ident: $($name:ident),*) => {
+        mod $target_module {
+            $(#[test]
+            fn $name() {
+                crate::common::with_target(crate::common::Target::$target, || {
+                    crate::$module::$name(engine::Backend::Memory)
+                });
+            })*
         }
     };
 }
@@ -63,9 +89,10 @@ pub(crate) use protocol_tests;
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!(
-            "{name} is not set: these tests need a real Swift. Start it with \
-             `scripts/swift-saio.sh start DIR` and `source DIR/env`, run the tests under \
-             `scripts/with-swift.sh cargo test -p objectstore`, or run `make test`"
+            "{name} is not set: these tests need a real Swift and a real SeaweedFS. Start them \
+             with `scripts/swift-saio.sh start DIR` and `scripts/seaweedfs.sh start DIR` and \
+             `source DIR/env`, run the tests under `scripts/with-swift.sh \
+             scripts/with-seaweedfs.sh cargo test -p objectstore`, or run `make test`"
         )
     })
 }
@@ -75,17 +102,23 @@ pub fn unique_prefix() -> String {
     format!("t{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
 }
 
-/// The configuration of the environment's Swift for `protocol`, with a fresh prefix.
-pub fn config(protocol: Protocol, spool: PathBuf) -> ObjectStoreConfig {
-    let config = match protocol {
-        Protocol::Swift => {
+/// The configuration of the environment's object store `target`, with a fresh prefix.
+pub fn config(target: Target, spool: PathBuf) -> ObjectStoreConfig {
+    let config = match target {
+        Target::Swift => {
             ObjectStoreConfig::swift(env("SWIFT_AUTH_URL"), env("SWIFT_USER"), env("SWIFT_KEY"))
         }
-        Protocol::S3 => ObjectStoreConfig::s3(
+        Target::SwiftS3 => ObjectStoreConfig::s3(
             env("S3_ENDPOINT"),
             env("S3_REGION"),
             env("S3_ACCESS_KEY"),
             env("S3_SECRET_KEY"),
+        ),
+        Target::SeaweedfsS3 => ObjectStoreConfig::s3(
+            env("SEAWEEDFS_S3_ENDPOINT"),
+            env("SEAWEEDFS_S3_REGION"),
+            env("SEAWEEDFS_S3_ACCESS_KEY"),
+            env("SEAWEEDFS_S3_SECRET_KEY"),
         ),
     };
     config
@@ -124,9 +157,10 @@ impl Harness {
     }
 
     pub fn with_settings(backend: Backend, settings: Settings) -> Self {
-        let protocol = PROTOCOL.with(Cell::get);
+        let target = TARGET.with(Cell::get);
+        let protocol = target.protocol();
         let dir = tempfile::tempdir().expect("temporary directory");
-        let config = config(protocol, dir.path().join("spool"));
+        let config = config(target, dir.path().join("spool"));
         Harness {
             backend,
             protocol,
