@@ -17,7 +17,7 @@ use crate::committer::GroupSync;
 use crate::error::{Error, Result};
 use crate::hashing::{Digests, Hashing};
 use crate::keys::{self, KEYSPACES};
-use crate::locks::Stripes;
+use crate::locks::{SharedStripes, Stripes};
 use crate::records::{BlobInfo, BlobMeta, ContentState, FileRecord};
 use crate::token::{TokenError, TokenSigner, DEFAULT_TOKEN_LIFETIME};
 use crate::types::{validate_filename, Blake3Hash, BucketName, Day, Digest, FileId, Timestamp};
@@ -182,7 +182,7 @@ impl StoreBuilder {
                 backend,
                 blob_locks: Stripes::new(LOCK_STRIPES),
                 pair_locks: Stripes::new(LOCK_STRIPES),
-                bucket_locks: Stripes::new(LOCK_STRIPES),
+                bucket_locks: SharedStripes::new(LOCK_STRIPES),
                 ids: Mutex::new(Ids {
                     next,
                     high_water: next,
@@ -254,8 +254,9 @@ struct Inner {
     blob_locks: Stripes,
     /// Per (bucket, blob): the bucket's first and last link to a blob (unique bytes).
     pair_locks: Stripes,
-    /// Per bucket: the quota (only uploads into a bucket with a quota, and `set_quota`).
-    bucket_locks: Stripes,
+    /// Per bucket: the quota (shared by uploads into a bucket without a quota; exclusive for
+    /// uploads into a bucket with one, and for `set_quota`).
+    bucket_locks: SharedStripes,
     ids: Mutex<Ids>,
     clock: Arc<dyn Clock>,
     signer: TokenSigner,
@@ -916,11 +917,19 @@ impl Store {
         }
 
         let pair_guard = self.inner.pair_locks.lock(&(bucket.as_str(), &hash.0));
-        // The quota is a decision about the whole bucket: uploads into a bucket that has one
-        // serialise on its lock; the others do not need it.
-        let quota_guard = self
-            .quota(bucket)?
-            .map(|_| self.inner.bucket_locks.lock(bucket.as_str()));
+        // The quota is a decision about the whole bucket. Uploads share the bucket's lock, so
+        // that `set_quota` (exclusive) waits for those that decided "no quota" and the later
+        // ones see it; uploads into a bucket with a quota hold it alone, since each decision
+        // depends on the others'.
+        let quota_guard = {
+            let shared = self.inner.bucket_locks.shared(bucket.as_str());
+            if self.quota(bucket)?.is_none() {
+                shared
+            } else {
+                drop(shared);
+                self.inner.bucket_locks.exclusive(bucket.as_str())
+            }
+        };
         if let Err(error) = self.check_quota(bucket, size) {
             if persisted_now {
                 // No record points to the new file and the blob lock is held.
@@ -1163,7 +1172,7 @@ impl Store {
     /// The engine's error.
     pub fn set_quota(&self, bucket: &BucketName, quota: Option<u64>) -> Result<()> {
         self.check_writable()?;
-        let _guard = self.inner.bucket_locks.lock(bucket.as_str());
+        let _guard = self.inner.bucket_locks.exclusive(bucket.as_str());
         let mut batch = WriteBatch::new();
         match quota {
             Some(q) => batch.put(self.inner.ks.buckets, bucket.as_str(), q.to_be_bytes()),

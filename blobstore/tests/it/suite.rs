@@ -39,6 +39,7 @@ macro_rules! every_suite_function {
             orphans_are_swept,
             concurrent_uploads_and_deletes_stay_exact,
             quota_holds_under_concurrent_uploads,
+            a_quota_binds_every_upload_after_it_is_set,
         );
     };
 }
@@ -776,5 +777,52 @@ pub fn quota_holds_under_concurrent_uploads(backend: Backend) {
     );
     assert_eq!(accepted.into_inner(), 50);
     assert_eq!(stats.logical_bytes, 50 * 1000);
+    assert_consistent(&store);
+}
+
+/// `set_quota` returns only when the uploads that decided "no quota" have landed, and every
+/// upload after it is judged by the new quota: with a quota of zero set while uploads run, the
+/// bucket never grows past what it held when `set_quota` returned.
+pub fn a_quota_binds_every_upload_after_it_is_set(backend: Backend) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let h = Harness::new(backend);
+    let store = h.open();
+    for round in 0..20u64 {
+        let b = bucket(&format!("race{round}"));
+        let stop = AtomicBool::new(false);
+        let at_quota = std::thread::scope(|scope| {
+            for t in 0..4u64 {
+                let (store, b, stop) = (&store, &b, &stop);
+                scope.spawn(move || {
+                    let mut i = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        let data = content(round << 40 | t << 32 | i, 100);
+                        match store.upload_bytes(UploadRequest::new(b.clone(), "f"), &data) {
+                            Ok(_) | Err(Error::QuotaExceeded { .. }) => {}
+                            Err(other) => panic!("{other}"),
+                        }
+                        i += 1;
+                    }
+                });
+            }
+            // Close the bucket while the uploads run.
+            while store.bucket_stats(&b).unwrap().files < 3 {
+                std::thread::yield_now();
+            }
+            store.set_quota(&b, Some(0)).unwrap();
+            let at_quota = store.bucket_stats(&b).unwrap();
+            // Uploads keep trying for a moment; every one of them must be refused.
+            std::thread::sleep(Duration::from_millis(2));
+            stop.store(true, Ordering::SeqCst);
+            at_quota
+        });
+        let after = store.bucket_stats(&b).unwrap();
+        assert!(at_quota.files >= 3);
+        assert_eq!(
+            (after.files, after.logical_bytes),
+            (at_quota.files, at_quota.logical_bytes),
+            "round {round}: uploads landed after set_quota returned"
+        );
+    }
     assert_consistent(&store);
 }
