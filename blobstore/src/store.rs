@@ -1428,6 +1428,42 @@ impl Store {
         self.cut(id, Some(ContentState::Deleted))
     }
 
+    /// Sets (or, with `None`, clears) file `id`'s expiry and returns the updated record. Reads
+    /// refuse the content from `expires` on; GC cuts it once the expiry grace has passed too.
+    /// Moving the time later revives reads of a file that expired but was not cut yet; a file
+    /// whose content is already gone keeps the new time on its record only.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or the engine's error.
+    pub fn set_expiry(&self, id: FileId, expires: Option<Timestamp>) -> Result<FileRecord> {
+        self.check_writable()?;
+        let ks = self.inner.ks;
+        let first = self.file(id)?;
+        // The same locks as a cut or an expiry, so that neither can interleave with this.
+        let blob_guard = self.inner.blob_locks.lock(&first.blake3.0);
+        let pair_guard = self
+            .inner
+            .pair_locks
+            .lock(&(first.bucket.as_str(), &first.blake3.0));
+        let mut record = self.file(id)?;
+        let mut batch = WriteBatch::new();
+        if record.content == ContentState::Present {
+            if let Some(old) = record.expires {
+                batch.delete(ks.expiry, keys::expiry(old, id));
+            }
+            if let Some(new) = expires {
+                batch.put(ks.expiry, keys::expiry(new, id), []);
+            }
+        }
+        record.expires = expires;
+        batch.put(ks.files, keys::file(id), record.encode());
+        let written = self.inner.committer.write(batch)?;
+        drop(pair_guard);
+        drop(blob_guard);
+        self.inner.committer.sync(written)?;
+        Ok(record)
+    }
+
     /// Removes the record (`new_state` = `None`) or marks its content gone.
     fn cut(&self, id: FileId, new_state: Option<ContentState>) -> Result<FileRecord> {
         self.check_writable()?;

@@ -1,5 +1,5 @@
-//! Property test: random sequences of upload, delete, cut, clock advance, GC and reopen
-//! against the plain model of `reference_model.rs`, on every engine backend.
+//! Property test: random sequences of upload, delete, cut, expiry change, clock advance, GC
+//! and reopen against the plain model of `reference_model.rs`, on every engine backend.
 
 use std::time::Duration;
 
@@ -24,6 +24,8 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         2 => any::<usize>().prop_map(Op::DeleteFile),
         1 => any::<usize>().prop_map(Op::DeleteContent),
+        1 => (any::<usize>(), proptest::option::of(0u64..300))
+            .prop_map(|(file, expires_in_hours)| Op::SetExpiry { file, expires_in_hours }),
         2 => prop_oneof![0u64..30, 0u64..400].prop_map(|hours| Op::Advance { hours }),
         2 => Just(Op::Gc),
         1 => Just(Op::Restart),

@@ -30,6 +30,11 @@ pub enum Op {
     DeleteFile(usize),
     /// Cuts the content of the file at this position, keeping its record.
     DeleteContent(usize),
+    /// Sets (or clears) the expiry of the file at this position, hours from now.
+    SetExpiry {
+        file: usize,
+        expires_in_hours: Option<u64>,
+    },
     /// Moves the store's clock.
     Advance { hours: u64 },
     /// One GC pass.
@@ -145,6 +150,17 @@ impl Model<'_> {
                         let c = file.content;
                         self.unlinked(c, now);
                     }
+                }
+            }
+            Op::SetExpiry {
+                file: n,
+                expires_in_hours,
+            } => {
+                if let Some(id) = self.nth(n) {
+                    let expires = expires_in_hours.map(|h| now.plus(HOUR * h as u32));
+                    let record = subject.store().set_expiry(id, expires).unwrap();
+                    assert_eq!(record.expires, expires);
+                    self.files.get_mut(&id).unwrap().expires = expires;
                 }
             }
             Op::Advance { hours } => subject.advance(HOUR * hours as u32),

@@ -40,6 +40,7 @@ macro_rules! every_suite_function {
             concurrent_uploads_and_deletes_stay_exact,
             quota_holds_under_concurrent_uploads,
             a_quota_binds_every_upload_after_it_is_set,
+            expiry_can_be_moved_or_cleared,
         );
     };
 }
@@ -825,4 +826,67 @@ pub fn a_quota_binds_every_upload_after_it_is_set(backend: Backend) {
         );
     }
     assert_consistent(&store);
+}
+
+pub fn expiry_can_be_moved_or_cleared(backend: Backend) {
+    let h = Harness::new(backend);
+    let store = h.open();
+    let b = bucket("moving");
+    let data = content(21, 40_000);
+    let mut req = UploadRequest::new(b.clone(), "build.log");
+    req.expires = Some(store.now().plus(HOUR));
+    let f = store.upload_bytes(req, &data).unwrap();
+
+    // Cleared: the file outlives its first expiry and the grace.
+    let cleared = store.set_expiry(f.id, None).unwrap();
+    assert_eq!(cleared.expires, None);
+    assert_eq!(store.file(f.id).unwrap().expires, None);
+    h.advance(10 * DAY);
+    assert_eq!(store.gc(100).unwrap().expired_files, 0);
+    assert_eq!(read_all(&store, f.id), data);
+    assert_consistent(&store);
+
+    // Set again: reads stop at the new time, and moving it later revives them.
+    let soon = store.now().plus(HOUR);
+    assert_eq!(
+        store.set_expiry(f.id, Some(soon)).unwrap().expires,
+        Some(soon)
+    );
+    h.advance(2 * HOUR);
+    assert!(matches!(
+        store.read(f.id, Access::Anonymous, None),
+        Err(Error::ContentGone {
+            reason: "expired",
+            ..
+        })
+    ));
+    store.set_expiry(f.id, Some(store.now().plus(DAY))).unwrap();
+    assert_eq!(read_all(&store, f.id), data);
+    // The earlier time no longer counts: GC cuts only after the new one plus the grace.
+    h.advance(3 * DAY);
+    assert_eq!(store.gc(100).unwrap().expired_files, 0);
+    h.advance(6 * DAY);
+    assert_eq!(store.gc(100).unwrap().expired_files, 1);
+    assert_eq!(store.file(f.id).unwrap().content, ContentState::Expired);
+    assert_consistent(&store);
+
+    // A file whose content is gone keeps the new time on its record only.
+    let later = store.now().plus(DAY);
+    let record = store.set_expiry(f.id, Some(later)).unwrap();
+    assert_eq!(
+        (record.expires, record.content),
+        (Some(later), ContentState::Expired)
+    );
+    assert!(matches!(
+        store.read(f.id, Access::Anonymous, None),
+        Err(Error::ContentGone { .. })
+    ));
+    assert_consistent(&store);
+    assert!(matches!(
+        store.set_expiry(FileId(987_654), None),
+        Err(Error::NotFound { .. })
+    ));
+    drop(store);
+    let store = h.open();
+    assert_eq!(store.file(f.id).unwrap().expires, Some(later));
 }

@@ -73,7 +73,15 @@ fn decode(bytes: &mut Bytes<'_>) -> Op {
                 restricted: bytes.bool(),
             }
         }
-        5 | 6 => Op::DeleteFile(bytes.below(256)),
+        5 => Op::DeleteFile(bytes.below(256)),
+        6 => {
+            let file = bytes.below(256);
+            let expiry = bytes.u8();
+            Op::SetExpiry {
+                file,
+                expires_in_hours: (expiry < 128).then_some(u64::from(expiry)),
+            }
+        }
         7 => Op::DeleteContent(bytes.below(256)),
         8 => Op::Advance {
             hours: u64::from(bytes.u8()),
@@ -83,7 +91,8 @@ fn decode(bytes: &mut Bytes<'_>) -> Op {
     }
 }
 
-/// Ops: upload, delete a file, cut its content, advance the clock, GC, crash and reopen.
+/// Ops: upload, delete a file, cut its content, change its expiry, advance the clock, GC,
+/// crash and reopen.
 pub fn blob_model(input: &[u8]) {
     let mut bytes = Bytes::new(input);
     let engine = Arc::new(FaultyEngine::new(blobstore::KEYSPACES));
