@@ -56,6 +56,11 @@ impl Teams {
         self.ns.view()
     }
 
+    /// A view at "now" if one is available without waiting; see [`Namespace::try_view`].
+    pub fn try_view(&self) -> Option<View<'_>> {
+        self.ns.try_view()
+    }
+
     /// Adds a person (idempotent).
     ///
     /// # Errors

@@ -482,6 +482,28 @@ impl Namespace {
         }
     }
 
+    /// A view at "now" if one is available without waiting: `None` while a writer holds or
+    /// awaits the index, or when expiries are due (applying them is a write). For callers
+    /// that must not block (an async handler), which then fall back to [`Namespace::view`] on
+    /// a thread that may.
+    pub fn try_view(&self) -> Option<View<'_>> {
+        let now = self.clock.now();
+        let state = match self.state.try_read() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        if state.needs_advance(now) {
+            return None;
+        }
+        let now = now.max(state.applied);
+        Some(View {
+            ns: self,
+            state,
+            now,
+        })
+    }
+
     /// Runs a write: `f` validates, then mutates the state and adds its records to the batch;
     /// the changed closures and the index time are added, and the batch is written.
     fn write<T>(&self, f: impl FnOnce(&mut State, &mut WriteBatch) -> Result<T>) -> Result<T> {

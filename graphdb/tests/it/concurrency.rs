@@ -66,3 +66,70 @@ fn readers_see_whole_writes() {
     assert!(total > 0);
     assert!(teams.check().is_clean());
 }
+
+/// `try_view` answers as `view` does when the index is free, and never waits: not while a
+/// reader-writer lock has a writer, and not when expiries are due (applying them is a write),
+/// which `view` then applies.
+#[test]
+fn try_view_answers_without_waiting_or_defers() {
+    let fx = crate::support::Fixture::new(engine::Backend::Memory);
+    let teams = fx.open().teams().unwrap();
+    let now = 1_000_000;
+    fx.clock.set(now);
+    teams.add_team("t").unwrap();
+    teams.add_person("p").unwrap();
+    teams
+        .set_membership("t", "p", Role::Member, Some(now + 10))
+        .unwrap();
+    {
+        let view = teams.try_view().expect("the index is free");
+        assert!(view.is_member("p", "t").unwrap());
+        assert_eq!(
+            view.path("p", "t").unwrap(),
+            Some(vec!["p".into(), "t".into()])
+        );
+        // A view is a read lock; another reader still gets one at once.
+        assert!(teams.try_view().is_some());
+    }
+    // The membership is due to expire: only a view that may write answers.
+    fx.clock.set(now + 10);
+    assert!(teams.try_view().is_none());
+    assert!(!teams.view().is_member("p", "t").unwrap());
+    let view = teams.try_view().expect("expiries applied");
+    assert!(!view.is_member("p", "t").unwrap());
+    drop(view);
+    // While a writer waits for the index (held here by a reader on another thread),
+    // try_view steps aside instead of queueing behind it.
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let reader = teams.clone();
+        scope.spawn(move || {
+            let _view = reader.view();
+            held_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+        });
+        held_rx.recv().unwrap();
+        let writer = teams.clone();
+        let write = scope.spawn(move || writer.set_membership("t", "p", Role::Member, None));
+        // The writer is blocked behind the reader; wait (a bounded while, on a slow machine)
+        // until try_view sees it waiting. Linux's std RwLock lets no new reader pass a
+        // waiting writer, so a blocking read here would queue until the reader lets go.
+        let mut stepped_aside = false;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            match teams.try_view() {
+                None => {
+                    stepped_aside = true;
+                    break;
+                }
+                Some(view) => drop(view),
+            }
+            std::thread::yield_now();
+        }
+        release_tx.send(()).unwrap();
+        write.join().unwrap().unwrap();
+        assert!(stepped_aside, "try_view queued behind a waiting writer");
+    });
+    assert!(teams.try_view().unwrap().is_member("p", "t").unwrap());
+}

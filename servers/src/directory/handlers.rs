@@ -1,4 +1,5 @@
-//! The directory's handlers. Store calls run on the blocking pool.
+//! The directory's handlers. Store calls run on the blocking pool, except point lookups in the
+//! in-memory team index, answered in place when the index is free (`Directory::team_lookup`).
 
 use std::io::BufReader;
 
@@ -293,8 +294,8 @@ pub(crate) async fn is_member(
 ) -> Result<axum::Json<Value>, ApiError> {
     check_names(&[&team, &member])?;
     state
-        .blocking(move |d| {
-            let path = d.teams.path(&member, &team).map_err(graph_error)?;
+        .team_lookup(move |view| {
+            let path = view.path(&member, &team).map_err(graph_error)?;
             Ok(axum::Json(json!({
                 "member": path.is_some(),
                 "path": path.unwrap_or_default(),
@@ -352,9 +353,8 @@ pub(crate) async fn is_holder(
 ) -> Result<axum::Json<Value>, ApiError> {
     check_names(&[&team, &relation, &person])?;
     state
-        .blocking(move |d| {
-            let holder = d
-                .teams
+        .team_lookup(move |view| {
+            let holder = view
                 .is_holder(&person, &relation, &team)
                 .map_err(graph_error)?;
             Ok(axum::Json(json!({ "holder": holder })))

@@ -141,6 +141,21 @@ impl Directory {
         &self.metrics
     }
 
+    /// Answers `f` from the in-memory team index: on this async thread when the index is free
+    /// (a lookup takes microseconds, less than a handoff to the store threads), else on the
+    /// store threads, so that a long write (an import, nesting a large team) or due expiries
+    /// never stall the runtime.
+    pub(crate) async fn team_lookup<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&graphdb::View<'_>) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        if let Some(view) = self.teams.try_view() {
+            return f(&view);
+        }
+        self.blocking(move |d| f(&d.teams.view())).await
+    }
+
     /// Runs a short store call `f` on the store threads, mapping a panic to a 500.
     pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
     where
