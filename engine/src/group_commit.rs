@@ -311,11 +311,17 @@ mod tests {
         let second = committer.write(batch).unwrap();
         // Not yet synced: a crash now loses `b` but keeps `a`.
         let crashed = engine.crash();
-        assert_eq!(crashed.get(keyspace, b"a").unwrap().as_deref(), Some(&b"v"[..]));
+        assert_eq!(
+            crashed.get(keyspace, b"a").unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
         assert_eq!(crashed.get(keyspace, b"b").unwrap(), None);
         committer.sync(second).unwrap();
         assert_eq!(committer.syncs(), 2);
         let crashed = engine.crash();
-        assert_eq!(crashed.get(keyspace, b"b").unwrap().as_deref(), Some(&b"v"[..]));
+        assert_eq!(
+            crashed.get(keyspace, b"b").unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
     }
 }

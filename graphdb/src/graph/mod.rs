@@ -286,6 +286,12 @@ impl GraphStore {
         &self.engine
     }
 
+    /// The group commit shared by the namespaces' synced writes (its counters show how many
+    /// batches each fsync covered).
+    pub fn committer(&self) -> &GroupCommit {
+        &self.committer
+    }
+
     /// The namespace `name`, created empty if absent and loaded on first use (nodes, edges and
     /// the persisted closure: no index rebuild).
     ///
@@ -516,7 +522,10 @@ impl Namespace {
             };
             let written = match self.durability {
                 Durability::Sync => self.committer.write(batch).map(Some),
-                Durability::Buffered => self.engine.write(batch, Durability::Buffered).map(|()| None),
+                Durability::Buffered => self
+                    .engine
+                    .write(batch, Durability::Buffered)
+                    .map(|()| None),
             };
             match written {
                 Ok(written) => (out, written),
