@@ -9,6 +9,10 @@
 //! it, so many concurrent writers pay for one fsync, and a writer that arrives while a sync is
 //! running waits for it and then leads (or joins) the next one: at most two syncs' time.
 //!
+//! A caller that keeps its locks until the batch is durable anyway (or holds none) calls
+//! [`GroupCommit::commit`] instead: alone, it writes its batch synced in one engine call (which
+//! covers every batch written before it); while a sync runs, it joins the next group.
+//!
 //! Because the log is ordered, a batch that depends on an earlier decision is never durable
 //! without it, and nothing is acknowledged before it is durable. Locks need not be held across
 //! an fsync, so the writers of one store overlap.
@@ -52,8 +56,10 @@ struct State {
     syncing: bool,
     /// The message of the sync that failed: every later call fails with it.
     failed: Option<String>,
-    /// Syncs completed, for tests and statistics.
+    /// Syncs completed (flushes and synced writes), for tests and statistics.
     syncs: u64,
+    /// Batches written (buffered or synced), for statistics.
+    batches: u64,
 }
 
 /// The group fsync of one store over one engine.
@@ -107,6 +113,7 @@ impl GroupCommit {
         self.engine.write(batch, Durability::Buffered)?;
         let mut state = self.lock();
         state.written += 1;
+        state.batches += 1;
         Ok(Written(state.written))
     }
 
@@ -149,13 +156,44 @@ impl GroupCommit {
         }
     }
 
-    /// Writes `batch` and waits until it is durable (for callers without locks to release).
+    /// Writes `batch` and waits until it is durable: for callers that need not release locks
+    /// between the write and the sync (they hold them across it, or hold none).
+    ///
+    /// When no sync is running, the caller leads with a synced write of its own batch, which
+    /// also makes every batch written before it durable (the [`Durability::Buffered`]
+    /// contract): one engine call instead of a write and a flush, which for large batches is
+    /// measurably cheaper on RocksDB. Otherwise the batch is written buffered at once and
+    /// waits for the next group sync, like [`GroupCommit::write`] + [`GroupCommit::sync`].
     ///
     /// # Errors
     /// As for [`GroupCommit::write`] and [`GroupCommit::sync`].
     pub fn commit(&self, batch: WriteBatch) -> Result<()> {
-        let written = self.write(batch)?;
-        self.sync(written)
+        let mut state = self.lock();
+        if state.syncing || state.failed.is_some() {
+            drop(state);
+            let written = self.write(batch)?;
+            return self.sync(written);
+        }
+        state.syncing = true;
+        let covered = state.written;
+        drop(state);
+        let result = self.engine.write(batch, Durability::Sync);
+        let mut state = self.lock();
+        state.syncing = false;
+        match &result {
+            Ok(()) => {
+                state.synced = state.synced.max(covered);
+                state.syncs += 1;
+                state.batches += 1;
+            }
+            // Batches written before this one counted on it: they cannot be confirmed now.
+            // Without such batches this is one failed write, as with `Engine::write` (a real
+            // backend is poisoned by it and refuses the next one itself).
+            Err(error) if covered > state.synced => state.failed = Some(error.to_string()),
+            Err(_) => {}
+        }
+        self.wake.notify_all();
+        result
     }
 
     /// The number of successful syncs so far (each may have covered many batches).
@@ -165,7 +203,7 @@ impl GroupCommit {
 
     /// The number of batches written so far.
     pub fn batches(&self) -> u64 {
-        self.lock().written
+        self.lock().batches
     }
 
     fn poisoned(&self, cause: String) -> Error {
@@ -224,6 +262,9 @@ mod tests {
         }
 
         fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
+            if durability == Durability::Sync {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
             self.inner.write(batch, durability)
         }
 
@@ -265,11 +306,13 @@ mod tests {
         assert_eq!(engine.counter(keyspace, b"count").unwrap(), total as i64);
         assert_eq!(committer.batches(), total);
         let flushes = engine.flushes.load(Ordering::SeqCst) as u64;
-        assert_eq!(committer.syncs(), flushes);
-        assert!(flushes >= 1);
+        let syncs = committer.syncs();
+        // Each sync is a flush or a caller's own synced write.
+        assert!(syncs >= flushes);
+        assert!(syncs >= 1);
         assert!(
-            flushes < total,
-            "{flushes} syncs for {total} writes: nothing was shared"
+            syncs < total,
+            "{syncs} syncs for {total} writes: nothing was shared"
         );
     }
 
@@ -295,6 +338,48 @@ mod tests {
         let after_crash = engine.crash();
         assert_eq!(after_crash.get(keyspace, b"a").unwrap(), None);
         assert_eq!(after_crash.get(keyspace, b"b").unwrap(), None);
+    }
+
+    #[test]
+    fn a_leading_commit_is_one_synced_write_that_covers_earlier_batches() {
+        let engine = Arc::new(FaultyEngine::new(&["k"]));
+        let keyspace = engine.keyspace("k").unwrap();
+        let committer = GroupCommit::new(engine.clone());
+        let put = |key: &[u8]| {
+            let mut batch = WriteBatch::new();
+            batch.put(keyspace, key, b"v");
+            batch
+        };
+        let earlier = committer.write(put(b"a")).unwrap();
+        committer.commit(put(b"b")).unwrap();
+        // One write each, no flush: the synced write of `b` made `a` durable as well.
+        assert_eq!(engine.operations(), 2);
+        let crashed = engine.crash();
+        assert!(crashed.get(keyspace, b"a").unwrap().is_some());
+        assert!(crashed.get(keyspace, b"b").unwrap().is_some());
+        committer.sync(earlier).unwrap();
+        assert_eq!(
+            engine.operations(),
+            2,
+            "the earlier batch needed no flush of its own"
+        );
+        assert_eq!((committer.batches(), committer.syncs()), (2, 1));
+    }
+
+    #[test]
+    fn a_failed_leading_commit_fails_the_batches_it_was_to_cover() {
+        let engine = Arc::new(FaultyEngine::new(&["k"]).fail_at(2, Fault::Sync));
+        let keyspace = engine.keyspace("k").unwrap();
+        let committer = GroupCommit::new(engine.clone());
+        let mut batch = WriteBatch::new();
+        batch.put(keyspace, b"a", b"v");
+        let earlier = committer.write(batch).unwrap();
+        let mut batch = WriteBatch::new();
+        batch.put(keyspace, b"b", b"v");
+        assert!(committer.commit(batch).is_err());
+        let err = committer.sync(earlier).unwrap_err();
+        assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+        assert_eq!(engine.crash().get(keyspace, b"a").unwrap(), None);
     }
 
     #[test]

@@ -399,8 +399,7 @@ impl CommitGraphs {
             // Written under the repository's write lock, so its pushes reach the log in order;
             // the index is applied only once the batch is durable, so no reader sees a push
             // that a crash could take back. Pushes to other repositories share the fsync.
-            let written = self.committer.write(node_batch)?;
-            self.committer.sync(written)?;
+            self.committer.commit(node_batch)?;
         }
         let appended = AppendSummary {
             added: plan.nodes.len(),
