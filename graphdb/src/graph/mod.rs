@@ -429,9 +429,11 @@ pub fn validate_relation(name: &str) -> Result<()> {
 /// Reads take a shared lock and never touch the engine. Writes are serialised by a writer
 /// mutex; each takes the exclusive lock only to validate and update the in-memory state and
 /// index, then writes the edge, the changed closures and the index time in one atomic batch
-/// after releasing it, so readers never wait for an fsync. A reader may therefore see a
-/// write shortly before it is durable (and, if the engine write fails, a write that is then
-/// rolled back); a writer's `Ok` always means durable as configured.
+/// (buffered, in order) and, for synced writes, releases the writer mutex and waits for a group
+/// sync shared with concurrent writers. Readers never wait for an fsync, so a reader may see a
+/// write shortly before it is durable (and, if the engine write or sync fails, a write that is
+/// then rolled back to what the engine holds); a writer's `Ok` always means durable as
+/// configured.
 #[derive(Debug)]
 pub struct Namespace {
     name: String,
