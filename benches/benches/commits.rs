@@ -5,7 +5,8 @@
 //! latency percentiles measured call by call (`p50`, `p99`), the index build time and the
 //! index bytes per commit. `COMMITS_BENCH_COMMITS` changes the size (default 1,000,000);
 //! with `COMMITS_BENCH_ROCKSDB=1` the setup also imports the graph into RocksDB and prints
-//! synced 1,000-commit appends and the load time after a reopen.
+//! synced 1,000-commit appends (alone and from concurrent pushers) and the load time after a
+//! reopen; `COMMITS_BENCH_ROCKSDB_ONLY=1` stops there.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -123,6 +124,9 @@ fn fixture(engine: Arc<dyn Engine>) -> Fixture {
 fn bench_commits(c: &mut Criterion) {
     if std::env::var_os("COMMITS_BENCH_ROCKSDB").is_some() {
         rocksdb_figures();
+        if std::env::var_os("COMMITS_BENCH_ROCKSDB_ONLY").is_some() {
+            return;
+        }
     }
     let mut f = fixture(EngineConfig::memory().open(KEYSPACES).unwrap());
     let mut index = std::mem::replace(&mut f.index, CommitIndex::new(RepoId(0)));
@@ -289,37 +293,161 @@ fn bench_commits(c: &mut Criterion) {
     });
 }
 
-/// The same graph in RocksDB: synced pushes of 1,000 commits, and loading the repository's
-/// stored labels after a reopen.
+/// A push of 1,000 commits continuing `*tip`, about 10% of them merging a tip from `others`.
+fn thousand_commits(
+    tag: u64,
+    push: u64,
+    tip: &mut CommitId,
+    others: &[CommitId],
+    rng: &mut SplitMix,
+) -> Vec<NewCommit> {
+    let mut batch = Vec::with_capacity(1_000);
+    for k in 0..1_000u64 {
+        let mut bytes = [0xDD; 20];
+        bytes[..8].copy_from_slice(&(push * 1_000 + k).to_be_bytes());
+        bytes[8..16].copy_from_slice(&tag.to_be_bytes());
+        let id = CommitId::from_bytes(&bytes).unwrap();
+        let mut parents = vec![*tip];
+        if !others.is_empty() && rng.chance(0.1) {
+            let other = others[rng.below(others.len())];
+            if other != *tip {
+                parents.push(other);
+            }
+        }
+        batch.push(NewCommit { id, parents });
+        *tip = id;
+    }
+    batch
+}
+
+fn env_list(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_owned())
+        .split(',')
+        .map(|n| n.trim().parse().expect("a comma-separated list of counts"))
+        .collect()
+}
+
+/// The same graph in RocksDB: synced pushes of 1,000 commits (`COMMITS_BENCH_PUSHES`, default
+/// 200), the same from several concurrent pushers (`COMMITS_BENCH_PUSHERS`, default `4`: the
+/// first pushes to the big repository, the others each to a repository of their own, so that
+/// their pushes share group fsyncs), and loading the repository's stored labels after a reopen.
 fn rocksdb_figures() {
     let dir = tempfile::tempdir().unwrap();
     let open = || EngineConfig::rocksdb(dir.path()).open(KEYSPACES).unwrap();
     let f = fixture(open());
     let (graphs, repo) = (&f.graphs, f.repo);
+    let others: Vec<CommitId> = f
+        .branches
+        .iter()
+        .map(|(_, tip)| f.ids[*tip as usize])
+        .collect();
     let mut rng = SplitMix::new(5);
     let mut tip = f.ids[f.branches[0].1 as usize];
+    let pushes = env_list("COMMITS_BENCH_PUSHES", "200")[0] as u64;
+    let mut next_push = 0;
     let mut samples = Vec::new();
-    for push in 0..50u64 {
-        let mut batch = Vec::with_capacity(1_000);
-        for k in 0..1_000u64 {
-            let mut bytes = [0xDD; 20];
-            bytes[..8].copy_from_slice(&(push * 1_000 + k).to_be_bytes());
-            let id = CommitId::from_bytes(&bytes).unwrap();
-            let mut parents = vec![tip];
-            if rng.chance(0.1) {
-                let other = f.ids[f.branches[rng.below(f.branches.len())].1 as usize];
-                if other != tip {
-                    parents.push(other);
-                }
-            }
-            batch.push(NewCommit { id, parents });
-            tip = id;
-        }
+    for _ in 0..pushes {
+        let batch = thousand_commits(0, next_push, &mut tip, &others, &mut rng);
+        next_push += 1;
         let t = Instant::now();
         graphs.append(repo, &batch).unwrap();
         samples.push(t.elapsed());
     }
     percentiles("append 1000 commits (RocksDB, synced)", samples);
+
+    for pushers in env_list("COMMITS_BENCH_PUSHERS", "4") {
+        let per_pusher = (pushes / pushers as u64).max(20);
+        // Each side repository (new for each count) starts with a root commit.
+        let side_repo = |s: usize| RepoId((1_000 * pushers + s) as u64);
+        let mut side_tips: Vec<CommitId> = (1..pushers)
+            .map(|s| {
+                let root = CommitId::from_bytes(&[s as u8; 20]).unwrap();
+                graphs
+                    .append(
+                        side_repo(s),
+                        &[NewCommit {
+                            id: root,
+                            parents: vec![],
+                        }],
+                    )
+                    .unwrap();
+                root
+            })
+            .collect();
+        let first_push = next_push;
+        next_push += per_pusher;
+        let start = Instant::now();
+        let mut main_tip = tip;
+        let results: Vec<(usize, Vec<Duration>)> = std::thread::scope(|scope| {
+            let main = {
+                let (others, main_tip) = (&others, &mut main_tip);
+                scope.spawn(move || {
+                    let mut rng = SplitMix::new(17);
+                    (0..per_pusher)
+                        .map(|i| {
+                            let batch =
+                                thousand_commits(0, first_push + i, main_tip, others, &mut rng);
+                            let t = Instant::now();
+                            graphs.append(repo, &batch).unwrap();
+                            t.elapsed()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            };
+            let sides: Vec<_> = side_tips
+                .iter_mut()
+                .enumerate()
+                .map(|(s, side_tip)| {
+                    scope.spawn(move || {
+                        let side = side_repo(s + 1);
+                        let mut rng = SplitMix::new(s as u64);
+                        (0..per_pusher)
+                            .map(|i| {
+                                let batch = thousand_commits(
+                                    s as u64 + 1,
+                                    first_push + i,
+                                    side_tip,
+                                    &[],
+                                    &mut rng,
+                                );
+                                let t = Instant::now();
+                                graphs.append(side, &batch).unwrap();
+                                t.elapsed()
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            std::iter::once((0, main.join().unwrap()))
+                .chain(sides.into_iter().map(|h| (1, h.join().unwrap())))
+                .collect()
+        });
+        tip = main_tip;
+        let elapsed = start.elapsed();
+        let all: Vec<Duration> = results.iter().flat_map(|(_, s)| s.clone()).collect();
+        let n = all.len();
+        percentiles(
+            &format!(
+                "append 1000 commits (RocksDB, synced), {pushers} concurrent pushers, \
+                 all pushes ({:.0} pushes/s)",
+                n as f64 / elapsed.as_secs_f64()
+            ),
+            all,
+        );
+        let main: Vec<Duration> = results
+            .into_iter()
+            .filter(|(k, _)| *k == 0)
+            .flat_map(|(_, s)| s)
+            .collect();
+        percentiles(
+            &format!(
+                "append 1000 commits (RocksDB, synced), {pushers} concurrent pushers, \
+                 the 1M-commit repository's"
+            ),
+            main,
+        );
+    }
     let commits = graphs.stats(repo).unwrap().commits;
     drop(f);
     let graphs = CommitGraphs::open(open()).unwrap();

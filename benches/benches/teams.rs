@@ -3,6 +3,9 @@
 //!
 //! Besides criterion's means, it prints one-shot timings (bulk import, reopen) and per-call
 //! percentiles measured with `Instant` around each call (timer overhead included).
+//!
+//! `TEAMS_BENCH_WRITERS=1,4,16` (the default) chooses the numbers of concurrent synced
+//! writers measured; `TEAMS_BENCH_WRITES_ONLY=1` stops after the write measurements.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -159,8 +162,73 @@ fn main() {
         reads,
     );
     percentiles("add/remove membership, Durability::Sync, RocksDB", samples);
+
+    // Concurrent synced writers (a service has many clients): each writer adds and removes
+    // memberships of its own persons; their writes share group fsyncs.
+    let writer_counts: Vec<usize> = std::env::var("TEAMS_BENCH_WRITERS")
+        .unwrap_or_else(|_| "1,4,16".to_owned())
+        .split(',')
+        .map(|n| {
+            n.trim()
+                .parse()
+                .expect("TEAMS_BENCH_WRITERS: comma-separated counts")
+        })
+        .collect();
+    for writers in writer_counts {
+        let ops_per_writer = (3_200 / writers).clamp(200, 1_000);
+        let (batches, syncs) = (store.committer().batches(), store.committer().syncs());
+        let start = Instant::now();
+        let samples: Vec<Duration> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..writers)
+                .map(|w| {
+                    let (teams, g) = (&teams, &g);
+                    scope.spawn(move || {
+                        let mut rng = Lcg(1_000 + w as u64);
+                        let mut samples = Vec::with_capacity(ops_per_writer);
+                        for _ in 0..ops_per_writer / 2 {
+                            // Persons are split between writers, so no two touch one pair.
+                            let n = rng.below((g.persons.len() - 1) / writers);
+                            let p = &g.persons[n * writers + w];
+                            let team = &g.teams[g.teams.len() - 1 - rng.below(20_000)];
+                            let t = Instant::now();
+                            teams
+                                .set_membership(team, p, Role::Member, None)
+                                .expect("add");
+                            samples.push(t.elapsed());
+                            let t = Instant::now();
+                            teams.remove_membership(team, p).expect("remove");
+                            samples.push(t.elapsed());
+                        }
+                        samples
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("writer"))
+                .collect()
+        });
+        let elapsed = start.elapsed();
+        let (batches, syncs) = (
+            store.committer().batches() - batches,
+            store.committer().syncs() - syncs,
+        );
+        let n = samples.len();
+        percentiles(
+            &format!(
+                "add/remove membership, Durability::Sync, RocksDB, {writers} concurrent writers \
+                 ({:.0} writes/s, {:.1} writes per fsync)",
+                n as f64 / elapsed.as_secs_f64(),
+                batches as f64 / syncs.max(1) as f64
+            ),
+            samples,
+        );
+    }
     drop(teams);
     drop(store);
+    if std::env::var_os("TEAMS_BENCH_WRITES_ONLY").is_some() {
+        return;
+    }
 
     // Reopen: RocksDB replays its log, then the namespace loads nodes, edges and the
     // persisted closure (no rebuild).

@@ -35,7 +35,6 @@
 
 mod backend;
 mod clock;
-mod committer;
 mod error;
 mod hashing;
 mod keys;

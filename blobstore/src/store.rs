@@ -9,11 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use engine::{keys as ekeys, Direction, Durability, Engine, EngineConfig, Keyspace, ReadView};
-use engine::{ScanRange, WriteBatch};
+use engine::{GroupCommit, ScanRange, WriteBatch};
 
 use crate::backend::{BlobBackend, LocalFsBackend, TempBlob};
 use crate::clock::{Clock, SystemClock};
-use crate::committer::GroupSync;
 use crate::error::{Error, Result};
 use crate::hashing::{Digests, Hashing};
 use crate::keys::{self, KEYSPACES};
@@ -176,7 +175,7 @@ impl StoreBuilder {
         let next = high_water.max(max_id + 1).max(1);
         Ok(Store {
             inner: Arc::new(Inner {
-                committer: GroupSync::new(engine.clone()),
+                committer: GroupCommit::new(engine.clone()),
                 engine,
                 ks,
                 backend,
@@ -250,7 +249,7 @@ struct Inner {
     engine: Arc<dyn Engine>,
     ks: Keyspaces,
     backend: Arc<dyn BlobBackend>,
-    committer: GroupSync,
+    committer: GroupCommit,
     blob_locks: Stripes,
     /// Per (bucket, blob): the bucket's first and last link to a blob (unique bytes).
     pair_locks: Stripes,

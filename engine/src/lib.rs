@@ -14,6 +14,8 @@
 //! - [`FaultyEngine`], an in-memory engine that fails the Nth write or sync on command and, on
 //!   a simulated crash, forgets what was not synced: for the stores' fault-tolerance tests.
 //!
+//! Stores that write synced batches from many threads share fsyncs through [`GroupCommit`].
+//!
 //! A program picks one at run time with [`EngineConfig`]. Keys should be built with the helpers
 //! in [`keys`], whose byte order equals the logical order.
 //!
@@ -47,6 +49,7 @@ mod config;
 pub mod counter;
 mod error;
 mod faulty;
+mod group_commit;
 pub mod keys;
 mod mem;
 #[cfg(feature = "rocksdb")]
@@ -60,6 +63,7 @@ pub use batch::{BatchOp, WriteBatch};
 pub use config::{Backend, EngineConfig};
 pub use error::{Error, Result};
 pub use faulty::{Fault, FaultyEngine};
+pub use group_commit::{GroupCommit, Written};
 pub use mem::MemEngine;
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksEngine;

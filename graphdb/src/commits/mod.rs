@@ -51,7 +51,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex, RwLock};
 
-use engine::{Direction, Durability, Engine, Keyspace, ScanRange, WriteBatch};
+use engine::{Direction, Engine, GroupCommit, Keyspace, ScanRange, WriteBatch};
 
 pub use error::{CommitError, ImportInput, LineError};
 pub use id::{CommitId, ParseIdError, RepoId};
@@ -135,6 +135,8 @@ pub struct ImportSummary {
 #[derive(Debug)]
 pub struct CommitGraphs {
     engine: Arc<dyn Engine>,
+    /// Pushes to different repositories share fsyncs.
+    committer: GroupCommit,
     nodes: Keyspace,
     branches: Keyspace,
     repos: Mutex<HashMap<RepoId, Arc<Repo>>>,
@@ -180,6 +182,7 @@ impl CommitGraphs {
             checkpoint_every: every,
             nodes: engine.keyspace(KEYSPACES[0])?,
             branches: engine.keyspace(KEYSPACES[1])?,
+            committer: GroupCommit::new(Arc::clone(&engine)),
             engine,
             repos: Mutex::new(HashMap::new()),
         })
@@ -393,7 +396,10 @@ impl CommitGraphs {
         }
         node_batch.extend(batch);
         if !node_batch.is_empty() {
-            self.engine.write(node_batch, Durability::Sync)?;
+            // Written under the repository's write lock, so its pushes reach the log in order;
+            // the index is applied only once the batch is durable, so no reader sees a push
+            // that a crash could take back. Pushes to other repositories share the fsync.
+            self.committer.commit(node_batch)?;
         }
         let appended = AppendSummary {
             added: plan.nodes.len(),

@@ -15,7 +15,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use engine::{Durability, Engine, WriteBatch};
+use engine::{Durability, Engine, GroupCommit, WriteBatch};
 use roaring::RoaringBitmap;
 
 use state::active_at;
@@ -241,6 +241,7 @@ impl GraphStoreBuilder {
     pub fn open(self) -> Result<GraphStore> {
         let ks = storage::Keyspaces::of(&*self.engine)?;
         Ok(GraphStore {
+            committer: Arc::new(GroupCommit::new(Arc::clone(&self.engine))),
             engine: self.engine,
             ks,
             clock: self.clock,
@@ -254,6 +255,8 @@ impl GraphStoreBuilder {
 #[derive(Debug)]
 pub struct GraphStore {
     engine: Arc<dyn Engine>,
+    /// Shared by every namespace: concurrent synced writes share fsyncs.
+    committer: Arc<GroupCommit>,
     ks: storage::Keyspaces,
     clock: Arc<dyn Clock>,
     durability: Durability,
@@ -283,6 +286,12 @@ impl GraphStore {
         &self.engine
     }
 
+    /// The group commit shared by the namespaces' synced writes (its counters show how many
+    /// batches each fsync covered).
+    pub fn committer(&self) -> &GroupCommit {
+        &self.committer
+    }
+
     /// The namespace `name`, created empty if absent and loaded on first use (nodes, edges and
     /// the persisted closure: no index rebuild).
     ///
@@ -308,7 +317,7 @@ impl GraphStore {
                 let mut batch = WriteBatch::new();
                 batch.put(self.ks.meta, &key, storage::encode_namespace(id, kind));
                 batch.counter_add(self.ks.meta, counter, 1);
-                self.engine.write(batch, Durability::Sync)?;
+                self.committer.commit(batch)?;
                 (id, kind)
             }
         };
@@ -321,6 +330,7 @@ impl GraphStore {
             id,
             kind: found,
             engine: Arc::clone(&self.engine),
+            committer: Arc::clone(&self.committer),
             ks: self.ks,
             clock: Arc::clone(&self.clock),
             durability: self.durability,
@@ -419,15 +429,18 @@ pub fn validate_relation(name: &str) -> Result<()> {
 /// Reads take a shared lock and never touch the engine. Writes are serialised by a writer
 /// mutex; each takes the exclusive lock only to validate and update the in-memory state and
 /// index, then writes the edge, the changed closures and the index time in one atomic batch
-/// after releasing it, so readers never wait for an fsync. A reader may therefore see a
-/// write shortly before it is durable (and, if the engine write fails, a write that is then
-/// rolled back); a writer's `Ok` always means durable as configured.
+/// (buffered, in order) and, for synced writes, releases the writer mutex and waits for a group
+/// sync shared with concurrent writers. Readers never wait for an fsync, so a reader may see a
+/// write shortly before it is durable (and, if the engine write or sync fails, a write that is
+/// then rolled back to what the engine holds); a writer's `Ok` always means durable as
+/// configured.
 #[derive(Debug)]
 pub struct Namespace {
     name: String,
     id: u32,
     kind: NamespaceKind,
     engine: Arc<dyn Engine>,
+    committer: Arc<GroupCommit>,
     ks: storage::Keyspaces,
     clock: Arc<dyn Clock>,
     durability: Durability,
@@ -506,42 +519,71 @@ impl Namespace {
 
     /// Runs a write: `f` validates, then mutates the state and adds its records to the batch;
     /// the changed closures and the index time are added, and the batch is written.
+    ///
+    /// With [`Durability::Sync`] the batch is written buffered under the writer mutex (so
+    /// batches reach the engine's log in the order their changes were applied in memory), and
+    /// the writer waits for a group sync after releasing it: concurrent writers, of this
+    /// namespace or of others, share one fsync instead of queueing for one each.
     fn write<T>(&self, f: impl FnOnce(&mut State, &mut WriteBatch) -> Result<T>) -> Result<T> {
-        // Writers queue here, so their batches reach the engine in the order their changes
-        // were applied in memory; readers only wait for the in-memory part below.
-        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(cause) = &*self.poisoned.lock().unwrap_or_else(|e| e.into_inner()) {
-            return Err(Error::Poisoned {
-                namespace: self.name.clone(),
-                cause: cause.clone(),
-            });
-        }
-        let now = self.clock.now();
-        let (out, batch) = {
-            let mut state = self.write_state();
-            state.advance(now);
-            let mut batch = WriteBatch::new();
-            let out = f(&mut state, &mut batch)?;
-            storage::persist_dirty(&self.ks, self.id, &mut state, &mut batch);
-            (out, batch)
-        };
-        match self.engine.write(batch, self.durability) {
-            Ok(()) => Ok(out),
-            Err(error) => {
-                // Memory is ahead of the engine: go back to what the engine holds.
-                *self.poisoned.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
-                let mut state = self.write_state();
-                if let Ok(fresh) = self
-                    .engine
-                    .snapshot()
-                    .map_err(Error::from)
-                    .and_then(|view| storage::load(&*view, &self.ks, self.id))
-                {
-                    *state = fresh;
-                }
-                Err(error.into())
+        let (out, written) = {
+            // Writers queue here only for the in-memory change and a buffered engine write;
+            // readers only wait for the in-memory part.
+            let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(cause) = &*self.poisoned.lock().unwrap_or_else(|e| e.into_inner()) {
+                return Err(Error::Poisoned {
+                    namespace: self.name.clone(),
+                    cause: cause.clone(),
+                });
             }
+            let now = self.clock.now();
+            let (out, batch) = {
+                let mut state = self.write_state();
+                state.advance(now);
+                let mut batch = WriteBatch::new();
+                let out = f(&mut state, &mut batch)?;
+                storage::persist_dirty(&self.ks, self.id, &mut state, &mut batch);
+                (out, batch)
+            };
+            let written = match self.durability {
+                Durability::Sync => self.committer.write(batch).map(Some),
+                Durability::Buffered => self
+                    .engine
+                    .write(batch, Durability::Buffered)
+                    .map(|()| None),
+            };
+            match written {
+                Ok(written) => (out, written),
+                Err(error) => return Err(self.fail(error)),
+            }
+        };
+        match written {
+            None => Ok(out),
+            Some(written) => match self.committer.sync(written) {
+                Ok(()) => Ok(out),
+                Err(error) => {
+                    let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+                    Err(self.fail(error))
+                }
+            },
         }
+    }
+
+    /// After a failed engine write or sync (call it holding the writer mutex): memory is ahead
+    /// of the engine, so go back to what the engine holds and refuse further writes. Every
+    /// writer whose change was in memory when the failure struck fails too and comes here
+    /// after its own change, so the last reload follows every change that was not acknowledged.
+    fn fail(&self, error: engine::Error) -> Error {
+        *self.poisoned.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
+        let mut state = self.write_state();
+        if let Ok(fresh) = self
+            .engine
+            .snapshot()
+            .map_err(Error::from)
+            .and_then(|view| storage::load(&*view, &self.ks, self.id))
+        {
+            *state = fresh;
+        }
+        error.into()
     }
 
     fn unknown(&self, name: &str) -> Error {

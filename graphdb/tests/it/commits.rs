@@ -156,6 +156,71 @@ fn check_all(
     assert_eq!(stored, model);
 }
 
+/// Several threads push synced batches at once (each to its own repository, and two of them
+/// to a shared one), so the pushes share group syncs; every acknowledged push is visible at
+/// once to its pusher and after a reopen.
+fn concurrent_pushes_all_land(store: Store) {
+    const PUSHERS: u32 = 6;
+    const PUSHES: u32 = 8;
+    const PER_PUSH: u32 = 5;
+    // Pusher t's commit number k in its own repository (ids are per repository).
+    let shared = RepoId(100);
+    {
+        let graphs = store.open();
+        std::thread::scope(|scope| {
+            for t in 0..PUSHERS {
+                let graphs = &graphs;
+                scope.spawn(move || {
+                    let repo = RepoId(u64::from(t));
+                    for p in 0..PUSHES {
+                        let batch: Vec<NewCommit> = (0..PER_PUSH)
+                            .map(|k| {
+                                let n = p * PER_PUSH + k;
+                                let parents: Vec<u32> = n.checked_sub(1).into_iter().collect();
+                                commit(n, &parents)
+                            })
+                            .collect();
+                        let tip = batch[batch.len() - 1].id;
+                        graphs
+                            .push(repo, &batch, &[BranchUpdate::set("main", tip)])
+                            .unwrap();
+                        assert_eq!(graphs.branch(repo, "main").unwrap(), Some(tip));
+                        // The shared repository: each pusher adds a root commit of its own and
+                        // a branch to it, concurrently with the others.
+                        let own = 10_000 + t * PUSHES + p;
+                        graphs
+                            .push(
+                                shared,
+                                &[commit(own, &[])],
+                                &[BranchUpdate::set(format!("b{own}"), id(own))],
+                            )
+                            .unwrap();
+                    }
+                });
+            }
+        });
+    }
+    let graphs = store.open();
+    for t in 0..PUSHERS {
+        let repo = RepoId(u64::from(t));
+        let last = PUSHES * PER_PUSH - 1;
+        assert_eq!(graphs.stats(repo).unwrap().commits, (last + 1) as usize);
+        assert_eq!(graphs.branch(repo, "main").unwrap(), Some(id(last)));
+        assert!(graphs.is_ancestor(repo, &id(0), &id(last)).unwrap());
+        for p in 0..PUSHES {
+            let own = 10_000 + t * PUSHES + p;
+            assert_eq!(
+                graphs.branch(shared, &format!("b{own}")).unwrap(),
+                Some(id(own))
+            );
+        }
+    }
+    assert_eq!(
+        graphs.stats(shared).unwrap().commits,
+        (PUSHERS * PUSHES) as usize
+    );
+}
+
 macro_rules! backend_suite {
     ($($(#[$meta:meta])* $backend:ident => $value:expr),* $(,)?) => {
         $(
@@ -190,6 +255,11 @@ macro_rules! backend_suite {
                 #[test]
                 fn fixed_octopus_and_roots() {
                     super::fixed_octopus_and_roots(store());
+                }
+
+                #[test]
+                fn concurrent_pushes_all_land() {
+                    super::concurrent_pushes_all_land(store());
                 }
 
                 proptest! {

@@ -1,7 +1,8 @@
-//! Crash recovery: the test re-runs itself as a child process that writes memberships with
-//! synced durability and reports each acknowledged write; the parent kills it with SIGKILL
-//! in the middle, reopens the RocksDB store and checks that every acknowledged write is there
-//! and that the persisted index agrees with a fresh BFS.
+//! Crash recovery: the test re-runs itself as a child process whose threads write memberships
+//! concurrently with synced durability (so the writes share group syncs) and report each
+//! acknowledged write; the parent kills it with SIGKILL in the middle, reopens the RocksDB
+//! store and checks that every acknowledged write is there and that the persisted index agrees
+//! with a fresh BFS.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -13,6 +14,8 @@ use graphdb::{GraphStore, ManualClock, Role};
 
 const DIR_VAR: &str = "GRAPHDB_CRASH_CHILD_DIR";
 const TEAMS: usize = 8;
+/// Concurrent writers in the child; each owns its persons, so their writes never conflict.
+const WRITERS: u64 = 4;
 
 fn open(dir: &str) -> GraphStore {
     let engine = EngineConfig::rocksdb(dir)
@@ -25,8 +28,9 @@ fn open(dir: &str) -> GraphStore {
         .expect("open store")
 }
 
-/// The child: nests teams in a chain, then adds, changes and removes memberships forever,
-/// printing "ack <team> <person> <present>" after each acknowledged write.
+/// The child: nests teams in a chain, then its writers add, change and remove memberships
+/// forever, each printing "ack <writer> <team> <person> <present>" after each acknowledged
+/// write.
 fn child(dir: &str) -> ! {
     let store = open(dir);
     let teams = store.teams().expect("teams");
@@ -39,28 +43,36 @@ fn child(dir: &str) -> ! {
         }
     }
     println!("ready");
-    let mut i: u64 = 0;
-    loop {
-        let person = format!("p{}", i % 50);
-        let team = format!("t{}", (i * 7) % TEAMS as u64);
-        teams.add_person(&person).expect("person");
-        let present = if i % 3 == 2 {
-            teams.remove_membership(&team, &person).expect("remove");
-            false
-        } else {
-            let role = if i % 2 == 0 {
-                Role::Member
-            } else {
-                Role::Admin
-            };
-            teams
-                .set_membership(&team, &person, role, None)
-                .expect("set");
-            true
-        };
-        println!("ack {team} {person} {present}");
-        i += 1;
-    }
+    std::thread::scope(|scope| {
+        for writer in 0..WRITERS {
+            let teams = teams.clone();
+            scope.spawn(move || {
+                let mut i: u64 = 0;
+                loop {
+                    let (team, person) = op(writer, i);
+                    teams.add_person(&person).expect("person");
+                    let present = if i % 3 == 2 {
+                        teams.remove_membership(&team, &person).expect("remove");
+                        false
+                    } else {
+                        let role = if i % 2 == 0 {
+                            Role::Member
+                        } else {
+                            Role::Admin
+                        };
+                        teams
+                            .set_membership(&team, &person, role, None)
+                            .expect("set");
+                        true
+                    };
+                    // One `println!` locks stdout for the whole line.
+                    println!("ack {writer} {team} {person} {present}");
+                    i += 1;
+                }
+            });
+        }
+    });
+    unreachable!("the writers never stop")
 }
 
 /// Kills the child if the parent panics before it does.
@@ -73,11 +85,11 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// The (team, person) pair of the child's write number `i`.
-fn op(i: u64) -> (String, String) {
+/// The (team, person) pair of write number `i` of the child's writer `writer`.
+fn op(writer: u64, i: u64) -> (String, String) {
     (
-        format!("t{}", (i * 7) % TEAMS as u64),
-        format!("p{}", i % 50),
+        format!("t{}", (i * 7 + writer) % TEAMS as u64),
+        format!("w{writer}-p{}", i % 50),
     )
 }
 
@@ -103,11 +115,13 @@ fn sigkill_during_synced_writes_loses_nothing_acknowledged() {
             .expect("spawn child"),
     );
     let stdout = child.0.stdout.take().expect("stdout");
-    // The last acknowledged state of each pair, and how many writes were acknowledged.
+    // The last acknowledged state of each pair, and how many writes each writer and all of
+    // them had acknowledged.
     let mut acked: HashMap<(String, String), bool> = HashMap::new();
+    let mut per_writer = vec![0u64; WRITERS as usize];
     let mut count: u64 = 0;
     // Kill after a number of acknowledged writes that varies from run to run.
-    let kill_after = 40 + u64::from(std::process::id() % 60);
+    let kill_after = 80 + u64::from(std::process::id() % 120);
     let mut killed = false;
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
@@ -115,11 +129,19 @@ fn sigkill_during_synced_writes_loses_nothing_acknowledged() {
         if words.next() != Some("ack") {
             continue;
         }
-        let (Some(team), Some(person), Some(present)) = (words.next(), words.next(), words.next())
+        let (Some(writer), Some(team), Some(person), Some(present)) =
+            (words.next(), words.next(), words.next(), words.next())
         else {
             break; // a line cut by the kill
         };
-        assert_eq!(op(count), (team.to_owned(), person.to_owned()));
+        let Ok(writer) = writer.parse::<usize>() else {
+            break;
+        };
+        assert_eq!(
+            op(writer as u64, per_writer[writer]),
+            (team.to_owned(), person.to_owned())
+        );
+        per_writer[writer] += 1;
         acked.insert((team.to_owned(), person.to_owned()), present == "true");
         count += 1;
         if count == kill_after && !killed {
@@ -130,8 +152,14 @@ fn sigkill_during_synced_writes_loses_nothing_acknowledged() {
     child.0.wait().expect("reap child");
     assert!(killed, "the child stopped early after {count} writes");
 
-    // Write number `count` was in flight: it may or may not have reached the disk.
-    let in_flight = op(count);
+    // Each writer's next write was in flight: it may or may not have reached the disk.
+    let in_flight: Vec<(String, String)> = (0..WRITERS)
+        .map(|w| op(w, per_writer[w as usize]))
+        .collect();
+    assert!(
+        per_writer.iter().filter(|&&n| n > 0).count() > 1,
+        "only one writer acknowledged anything: {per_writer:?}"
+    );
     let store = open(&path);
     let teams = store.teams().expect("teams");
     let view = teams.view();
@@ -139,7 +167,7 @@ fn sigkill_during_synced_writes_loses_nothing_acknowledged() {
         let stored = view
             .membership(person, team)
             .expect("acknowledged person exists");
-        if (team.clone(), person.clone()) != in_flight {
+        if !in_flight.contains(&(team.clone(), person.clone())) {
             assert_eq!(
                 stored.is_some(),
                 *present,

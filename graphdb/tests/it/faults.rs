@@ -343,3 +343,91 @@ fn every_injected_fault_keeps_acknowledged_pushes_and_nothing_else() {
     eprintln!("graphdb commits: {injected} faults injected");
     assert!(injected >= 2 * COMMIT_STEPS as u64);
 }
+
+/// Concurrent synced writers share group syncs; when the Nth engine operation fails (a write,
+/// or the sync a group is waiting on), every writer not covered by an earlier successful sync
+/// gets an error, later writes are refused, memory goes back to what the engine holds, and
+/// after a crash every acknowledged write is there.
+#[test]
+fn a_failed_group_sync_fails_its_writers_and_keeps_every_acknowledged_write() {
+    const WRITERS: usize = 4;
+    const WRITES: usize = 15;
+    let person = |w: usize, i: usize| format!("w{w}-p{i}");
+    // The persons and teams, synced; then a fresh engine over that image, with the fault.
+    let setup = Arc::new(FaultyEngine::new(graphdb::KEYSPACES));
+    {
+        let store = GraphStore::open(Arc::clone(&setup) as Arc<dyn Engine>).unwrap();
+        let teams = store.teams().unwrap();
+        teams.add_team("t").unwrap();
+        for w in 0..WRITERS {
+            for i in 0..WRITES {
+                teams.add_person(&person(w, i)).unwrap();
+            }
+        }
+    }
+    let mut failures = 0;
+    for fault in [Fault::Write, Fault::Sync] {
+        for n in [1, 2, 7, 20, 45] {
+            let engine = Arc::new(setup.crash().fail_at(n, fault));
+            let store = GraphStore::open(Arc::clone(&engine) as Arc<dyn Engine>).unwrap();
+            let teams = store.teams().unwrap();
+            let acknowledged: Vec<Vec<usize>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..WRITERS)
+                    .map(|w| {
+                        let teams = teams.clone();
+                        scope.spawn(move || {
+                            let mut acked = Vec::new();
+                            let mut failed = false;
+                            for i in 0..WRITES {
+                                match teams.set_membership("t", &person(w, i), Role::Member, None) {
+                                    Ok(()) => {
+                                        assert!(!failed, "a write succeeded after a failure");
+                                        acked.push(i);
+                                    }
+                                    Err(_) => failed = true,
+                                }
+                            }
+                            acked
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let acked: usize = acknowledged.iter().map(Vec::len).sum();
+            assert!(
+                acked < WRITERS * WRITES,
+                "{fault:?} at {n}: every write was acknowledged"
+            );
+            failures += 1;
+            // Refused from now on; memory is what the engine holds, and consistent.
+            let err = teams.add_person("late").unwrap_err();
+            assert!(
+                matches!(err, Error::Poisoned { .. } | Error::Engine(_)),
+                "{err}"
+            );
+            assert!(teams.check().is_clean(), "{:?}", teams.check());
+            for (w, acked) in acknowledged.iter().enumerate() {
+                for &i in acked {
+                    assert!(teams.is_member(&person(w, i), "t").unwrap());
+                }
+            }
+            drop(teams);
+            drop(store);
+            // After a crash: exactly the synced image, which holds every acknowledged write.
+            let crashed = Arc::new(engine.crash());
+            let store = GraphStore::open(crashed as Arc<dyn Engine>).unwrap();
+            let teams = store.teams().unwrap();
+            assert!(teams.check().is_clean(), "{:?}", teams.check());
+            for (w, acked) in acknowledged.iter().enumerate() {
+                for &i in acked {
+                    assert!(
+                        teams.is_member(&person(w, i), "t").unwrap(),
+                        "{fault:?} at {n}: acknowledged {} lost",
+                        person(w, i)
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(failures, 10);
+}

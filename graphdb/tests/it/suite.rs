@@ -20,6 +20,7 @@ crate::backend_tests!(suite:
     package_sets,
     general_namespace_accepts_cycles,
     rebuild_and_check,
+    concurrent_synced_writers_all_land,
 );
 
 fn people(fx: &Fixture) -> graphdb::Teams {
@@ -633,4 +634,76 @@ pub fn rebuild_and_check(fx: Fixture) {
     assert!(report.is_clean());
     assert_eq!(report.pairs, 3);
     assert_eq!(report.nodes, 3);
+}
+
+/// Many threads write memberships (teams) and insertions (package sets) with synced
+/// durability at once, so their writes share group syncs; each writer checks its own writes as
+/// soon as they are acknowledged, and after a reopen every acknowledged write is there.
+pub fn concurrent_synced_writers_all_land(fx: Fixture) {
+    const WRITERS: usize = 8;
+    const WRITES: usize = 12;
+    let person = |w: usize, i: usize| format!("w{w}-p{i}");
+    let team = |w: usize, i: usize| format!("t{}", (w + i) % 4);
+    {
+        let store = fx.open();
+        let teams = store.teams().unwrap();
+        let sets = store.package_sets().unwrap();
+        for t in 0..4 {
+            teams.add_team(&format!("t{t}")).unwrap();
+        }
+        teams
+            .set_membership("t0", "t1", Role::Member, None)
+            .unwrap();
+        sets.add_set("all").unwrap();
+        std::thread::scope(|scope| {
+            for w in 0..WRITERS {
+                let (teams, sets) = (teams.clone(), sets.clone());
+                scope.spawn(move || {
+                    for i in 0..WRITES {
+                        let p = person(w, i);
+                        if w % 4 == 3 {
+                            sets.add_package(&p).unwrap();
+                            sets.insert("all", &p).unwrap();
+                            assert!(sets.is_in(&p, "all").unwrap());
+                        } else {
+                            teams.add_person(&p).unwrap();
+                            let role = if i % 2 == 0 {
+                                Role::Member
+                            } else {
+                                Role::Admin
+                            };
+                            teams.set_membership(&team(w, i), &p, role, None).unwrap();
+                            assert!(teams.is_member(&p, &team(w, i)).unwrap());
+                            // Every third membership is removed again: removals land too.
+                            if i % 3 == 2 {
+                                assert!(teams.remove_membership(&team(w, i), &p).unwrap());
+                            }
+                        }
+                    }
+                });
+            }
+        });
+    }
+    let store = fx.open();
+    let teams = store.teams().unwrap();
+    let sets = store.package_sets().unwrap();
+    for w in 0..WRITERS {
+        for i in 0..WRITES {
+            let p = person(w, i);
+            if w % 4 == 3 {
+                assert!(sets.is_in(&p, "all").unwrap(), "{p} in all");
+            } else {
+                let t = team(w, i);
+                assert_eq!(teams.is_member(&p, &t).unwrap(), i % 3 != 2, "{p} in {t}");
+                // t1 is nested in t0, so members of t1 are members of t0.
+                assert_eq!(
+                    teams.is_member(&p, "t0").unwrap(),
+                    i % 3 != 2 && (t == "t0" || t == "t1"),
+                    "{p} in t0 (directly in {t})"
+                );
+            }
+        }
+    }
+    assert!(teams.check().is_clean(), "{:?}", teams.check());
+    assert!(sets.check().is_clean(), "{:?}", sets.check());
 }
