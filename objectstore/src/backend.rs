@@ -5,7 +5,7 @@ use std::fs;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Instant, UNIX_EPOCH};
 
 use blobstore::{Blake3Hash, BlobBackend, StoredBlob, TempBlob, Timestamp};
 use engine::{Durability, Engine, Keyspace, WriteBatch};
@@ -120,7 +120,6 @@ impl ObjectStoreBackend {
     pub fn open(config: &ObjectStoreConfig, engine: Arc<dyn Engine>) -> Result<Self> {
         config.validate()?;
         let retry = Retry::new(&config.retry);
-        let timeout = Duration::from_millis(config.request_timeout_ms);
         let (name, client): (&'static str, Box<dyn ObjectClient>) = match &config.protocol {
             Protocol::Swift {
                 auth_url,
@@ -128,14 +127,7 @@ impl ObjectStoreBackend {
                 key,
             } => (
                 "swift",
-                Box::new(SwiftClient::new(
-                    auth_url,
-                    user,
-                    key,
-                    retry,
-                    timeout,
-                    config.segment_size,
-                )?),
+                Box::new(SwiftClient::new(config, auth_url, user, key, retry)?),
             ),
             Protocol::S3 { .. } => ("s3", Box::new(S3Client::new(config, retry)?)),
         };

@@ -1,0 +1,386 @@
+//! The HTTP layer both protocols share: one reqwest client over rustls (the system's roots plus
+//! an optional extra CA), a small tokio runtime that the blocking callers drive, and the time
+//! limits.
+//!
+//! Three limits, because one overall timeout cannot tell a stalled transfer from a long one:
+//! - a *connect* timeout (`request_timeout_ms`) on every connection;
+//! - a *whole-request* timeout (`request_timeout_ms`) on requests without a large body (HEAD,
+//!   DELETE, listings, manifests, authentication), body included;
+//! - an *idle* timeout (`idle_timeout_ms`) on transfers of blob bytes: an upload fails when the
+//!   server has taken no body bytes (and not answered) for that long, a download when no body
+//!   byte has arrived for that long, however long the whole transfer takes. The attempt then
+//!   fails as transient: the caller retries (uploads) or resumes (downloads) within the retry
+//!   budget.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use reqwest::{Body, Client, Request};
+use tokio::io::AsyncReadExt;
+use tokio::runtime::Runtime;
+
+use crate::client::{Attempt, AttemptResult};
+use crate::config::ObjectStoreConfig;
+use crate::error::Error;
+
+/// Bytes of the spool file read per body chunk of an upload.
+const UPLOAD_CHUNK: u64 = 1 << 20;
+
+/// A client, its runtime and its time limits; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Http {
+    runtime: Arc<Runtime>,
+    client: Client,
+    request_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http")
+            .field("request_timeout", &self.request_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Http {
+    /// The client of `config`, its runtime's threads named `thread_name`.
+    pub(crate) fn new(config: &ObjectStoreConfig, thread_name: &str) -> Result<Self, Error> {
+        let request_timeout = Duration::from_millis(config.request_timeout_ms.max(1));
+        let idle_timeout = Duration::from_millis(config.idle_timeout_ms.max(1));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(thread_name)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("starting the HTTP client's runtime", "", e))?;
+        let mut builder = Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(request_timeout)
+            .pool_idle_timeout(Duration::from_secs(30));
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| Error::io("reading the CA certificate file", path, e))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Error::Config(format!("ca_file {}: {}", path.display(), error_chain(&e)))
+            })?;
+            if certificates.is_empty() {
+                return Err(Error::Config(format!(
+                    "ca_file {}: no PEM certificate in it",
+                    path.display()
+                )));
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| Error::Config(format!("HTTP client: {}", error_chain(&e))))?;
+        Ok(Http {
+            runtime: Arc::new(runtime),
+            client,
+            request_timeout,
+            idle_timeout,
+        })
+    }
+
+    /// A request builder on this client.
+    pub(crate) fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, url)
+    }
+
+    /// Sends a request without a large body; the whole exchange, the answer's body included,
+    /// must end within the request timeout.
+    pub(crate) fn send_small(&self, mut request: Request) -> AttemptResult<Response> {
+        *request.timeout_mut() = Some(self.request_timeout);
+        let client = self.client.clone();
+        let response = self
+            .runtime
+            .block_on(async move { client.execute(request).await })
+            .map_err(|e| send_error(&e))?;
+        Ok(self.response(response))
+    }
+
+    /// Sends a request whose answer may carry a large body (a GET of blob bytes): its headers
+    /// must come within the idle timeout, then each piece of the body (see [`StreamRead`]).
+    pub(crate) fn send_download(&self, request: Request) -> AttemptResult<Response> {
+        let client = self.client.clone();
+        let url = request.url().clone();
+        let idle = self.idle_timeout;
+        let response = self
+            .runtime
+            .block_on(async move { tokio::time::timeout(idle, client.execute(request)).await })
+            .map_err(|_| {
+                Attempt::Transient(format!(
+                    "no answer from {} for {idle:?} (idle timeout)",
+                    redacted(&url)
+                ))
+            })?
+            .map_err(|e| send_error(&e))?;
+        Ok(self.response(response))
+    }
+
+    /// Sends `request` with `len` bytes of `file` (from its current position) as the body,
+    /// streamed in 1 MiB chunks. The attempt fails as transient when the server takes no body
+    /// bytes, and does not answer, for the idle timeout: a stalled server cannot hold an
+    /// upload forever, while a slow one that keeps taking bytes is never cut off.
+    pub(crate) fn send_upload(
+        &self,
+        mut request: Request,
+        file: File,
+        len: u64,
+    ) -> AttemptResult<Response> {
+        let progress = Arc::new(Progress::new());
+        *request.body_mut() = Some(file_body(file, len, progress.clone()));
+        let url = request.url().clone();
+        let idle = self.idle_timeout;
+        let client = self.client.clone();
+        let watched = progress.clone();
+        let outcome = self.runtime.block_on(async move {
+            let send = client.execute(request);
+            tokio::pin!(send);
+            loop {
+                let wait = idle.saturating_sub(watched.idle());
+                tokio::select! {
+                    result = &mut send => return Some(result),
+                    () = tokio::time::sleep(wait) => {
+                        if watched.idle() >= idle {
+                            // Dropping `send` closes the connection.
+                            return None;
+                        }
+                    }
+                }
+            }
+        });
+        match outcome {
+            Some(Ok(response)) => Ok(self.response(response)),
+            Some(Err(e)) => Err(send_error(&e)),
+            None => Err(Attempt::Transient(format!(
+                "upload to {} stalled: no progress for {idle:?} (idle timeout) after {} of {len} \
+                 bytes were taken",
+                redacted(&url),
+                progress.sent.load(Ordering::Relaxed)
+            ))),
+        }
+    }
+
+    fn response(&self, inner: reqwest::Response) -> Response {
+        Response {
+            inner,
+            runtime: self.runtime.clone(),
+            request_timeout: self.request_timeout,
+            idle_timeout: self.idle_timeout,
+        }
+    }
+}
+
+/// The URL without its query (S3 upload ids, listing markers): for messages.
+fn redacted(url: &reqwest::Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    url.to_string()
+}
+
+/// An error and its causes, `outer: inner: innermost`: reqwest's own message ("error sending
+/// request") does not say what went wrong.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether a TLS handshake failed (an untrusted or mismatched certificate, a protocol
+/// mismatch): retrying will not help.
+fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        // io::Error's `source` skips the error it wraps: look inside.
+        if let Some(inner) = e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            if inner.is::<rustls::Error>() {
+                return true;
+            }
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// Classifies a failure to send a request or to receive its answer.
+fn send_error(error: &reqwest::Error) -> Attempt {
+    let detail = error_chain(error);
+    if is_tls_failure(error) {
+        return Attempt::Permanent(Error::Tls {
+            url: error.url().map(redacted).unwrap_or_default(),
+            detail,
+        });
+    }
+    Attempt::Transient(detail)
+}
+
+/// When an upload body last moved.
+#[derive(Debug)]
+struct Progress {
+    start: Instant,
+    /// Milliseconds from `start` to the last chunk the client took.
+    last: AtomicU64,
+    /// Body bytes taken so far.
+    sent: AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+        }
+    }
+
+    fn moved(&self, bytes: u64) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(now, Ordering::Relaxed);
+        self.sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        self.start
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last.load(Ordering::Relaxed)))
+    }
+}
+
+/// `len` bytes of `file` from its position, as a body streamed in 1 MiB chunks. The client
+/// takes the next chunk only when the previous one went into the socket, so each chunk taken
+/// is progress.
+fn file_body(file: File, len: u64, progress: Arc<Progress>) -> Body {
+    let file = tokio::fs::File::from_std(file);
+    let chunks = futures::stream::try_unfold(
+        (file, len, progress),
+        |(mut file, remaining, progress)| async move {
+            if remaining == 0 {
+                return Ok(None);
+            }
+            let n = usize::try_from(remaining.min(UPLOAD_CHUNK)).unwrap_or(1 << 20);
+            let mut buf = vec![0u8; n];
+            file.read_exact(&mut buf).await?;
+            progress.moved(n as u64);
+            Ok::<_, io::Error>(Some((
+                Bytes::from(buf),
+                (file, remaining - n as u64, progress),
+            )))
+        },
+    );
+    Body::wrap_stream(chunks)
+}
+
+/// An answer whose body is read by blocking on the client's runtime.
+pub(crate) struct Response {
+    inner: reqwest::Response,
+    runtime: Arc<Runtime>,
+    request_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Response {
+    pub(crate) fn status(&self) -> u16 {
+        self.inner.status().as_u16()
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.inner.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The whole (small) body, within the request timeout.
+    pub(crate) fn bytes(self) -> Result<Bytes, String> {
+        let limit = self.request_timeout;
+        let inner = self.inner;
+        match self
+            .runtime
+            .block_on(async move { tokio::time::timeout(limit, inner.bytes()).await })
+        {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(e)) => Err(error_chain(&e)),
+            Err(_) => Err(format!("the body did not arrive within {limit:?}")),
+        }
+    }
+
+    /// The start of the body, for error messages.
+    pub(crate) fn text(self) -> String {
+        match self.bytes() {
+            Ok(bytes) => String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned(),
+            Err(e) => format!("(body unreadable: {e})"),
+        }
+    }
+
+    /// The body as a blocking reader with the idle timeout.
+    pub(crate) fn into_reader(self) -> StreamRead {
+        StreamRead {
+            url: redacted(self.inner.url()),
+            runtime: self.runtime,
+            idle_timeout: self.idle_timeout,
+            stream: Box::pin(self.inner.bytes_stream()),
+            current: Bytes::new(),
+        }
+    }
+}
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// A blocking `Read` over an answer's body. A read that gets no byte for the idle timeout
+/// fails with [`io::ErrorKind::TimedOut`] (the backend's reader then resumes with a new ranged
+/// request, within the retry budget).
+pub(crate) struct StreamRead {
+    url: String,
+    runtime: Arc<Runtime>,
+    idle_timeout: Duration,
+    stream: ByteStream,
+    current: Bytes,
+}
+
+impl Read for StreamRead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            let idle = self.idle_timeout;
+            let stream = &mut self.stream;
+            match self
+                .runtime
+                .block_on(async move { tokio::time::timeout(idle, stream.next()).await })
+            {
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "download from {} stalled: no bytes for {idle:?} (idle timeout)",
+                            self.url
+                        ),
+                    ))
+                }
+                Ok(None) => return Ok(0),
+                Ok(Some(Ok(bytes))) => self.current = bytes,
+                Ok(Some(Err(e))) => return Err(io::Error::other(error_chain(&e))),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
