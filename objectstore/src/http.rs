@@ -206,22 +206,18 @@ pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Whether a TLS handshake failed (an untrusted or mismatched certificate, a protocol
-/// mismatch): retrying will not help.
+/// mismatch): retrying will not help. The rustls error sits deep in reqwest's chain, inside an
+/// `io::Error` and boxed errors whose `source` skips the error they wrap, so each is opened.
 fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if e.is::<rustls::Error>() {
+    if error.is::<rustls::Error>() {
+        return true;
+    }
+    if let Some(inner) = error.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+        if is_tls_failure(inner) {
             return true;
         }
-        // io::Error's `source` skips the error it wraps: look inside.
-        if let Some(inner) = e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
-            if inner.is::<rustls::Error>() {
-                return true;
-            }
-        }
-        current = e.source();
     }
-    false
+    error.source().is_some_and(is_tls_failure)
 }
 
 /// Classifies a failure to send a request or to receive its answer.
