@@ -10,7 +10,7 @@ use std::time::{Instant, UNIX_EPOCH};
 use blobstore::{Blake3Hash, BlobBackend, StoredBlob, TempBlob, Timestamp};
 use engine::{Durability, Engine, Keyspace, WriteBatch};
 
-use crate::client::{ObjectClient, Retry};
+use crate::client::{ObjectClient, Retry, Verified};
 use crate::config::{ObjectStoreConfig, Protocol};
 use crate::error::{Error, Result};
 use crate::s3::S3Client;
@@ -292,15 +292,19 @@ impl Shared {
         self.ensure_container(container)?;
         let name = self.container_name(container);
         let segmented = size > self.threshold;
-        self.client.put(&name, &key, path, size, segmented)?;
-        match self.client.head(&name, &key)? {
-            Some(stored) if stored == size => {}
-            other => {
-                return Err(Error::Verify {
-                    container: name,
-                    key,
-                    detail: format!("expected {size} bytes, HEAD says {other:?}"),
-                })
+        // Verified when the server's ETag is the MD5 of the bytes sent (a single PUT to Swift
+        // or to most S3 stores); otherwise a HEAD checks the size (one more round trip, which
+        // for small blobs costs the server about as much as the upload).
+        if self.client.put(&name, &key, path, size, segmented)? == Verified::Nothing {
+            match self.client.head(&name, &key)? {
+                Some(stored) if stored == size => {}
+                other => {
+                    return Err(Error::Verify {
+                        container: name,
+                        key,
+                        detail: format!("expected {size} bytes, HEAD says {other:?}"),
+                    })
+                }
             }
         }
         let mut batch = WriteBatch::new();

@@ -21,6 +21,15 @@ pub(crate) enum Attempt {
 
 pub(crate) type AttemptResult<T> = std::result::Result<T, Attempt>;
 
+/// What an upload's answer proved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verified {
+    /// The server's ETag is the MD5 of the bytes sent: stored whole and intact.
+    Content,
+    /// Nothing beyond success (segmented objects, ETags that are not an MD5).
+    Nothing,
+}
+
 /// One object as listed.
 #[derive(Debug, Clone)]
 pub(crate) struct Listed {
@@ -34,7 +43,9 @@ pub(crate) trait ObjectClient: Send + Sync + fmt::Debug {
     /// Creates the container (bucket) if missing.
     fn ensure_container(&self, container: &str) -> Result<(), Error>;
     /// Uploads `size` bytes of the file at `path` as `container/key`; in segments when
-    /// `segmented` (read back as one object).
+    /// `segmented` (read back as one object). Returns [`Verified::Content`] when the server's
+    /// answer proved it stored exactly the bytes sent (its ETag is their MD5); otherwise the
+    /// caller checks with a HEAD.
     fn put(
         &self,
         container: &str,
@@ -42,7 +53,7 @@ pub(crate) trait ObjectClient: Send + Sync + fmt::Debug {
         path: &Path,
         size: u64,
         segmented: bool,
-    ) -> Result<(), Error>;
+    ) -> Result<Verified, Error>;
     /// The object's size, or `None` when missing.
     fn head(&self, container: &str, key: &str) -> Result<Option<u64>, Error>;
     /// `len` bytes from `offset` (`u64::MAX` for "to the end"), or `None` when missing.

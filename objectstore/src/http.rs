@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use md5::{Digest as _, Md5};
 use reqwest::{Body, Client, Request};
 use tokio::io::AsyncReadExt;
 use tokio::runtime::Runtime;
@@ -129,15 +130,17 @@ impl Http {
     }
 
     /// Sends `request` with `len` bytes of `file` (from its current position) as the body,
-    /// streamed in 1 MiB chunks. The attempt fails as transient when the server takes no body
-    /// bytes, and does not answer, for the idle timeout: a stalled server cannot hold an
-    /// upload forever, while a slow one that keeps taking bytes is never cut off.
+    /// streamed in 1 MiB chunks, and returns the answer with the MD5 of the bytes sent
+    /// (computed on the way, as the `swift` client does, to check the server's ETag). The
+    /// attempt fails as transient when the server takes no body bytes, and does not answer,
+    /// for the idle timeout: a stalled server cannot hold an upload forever, while a slow one
+    /// that keeps taking bytes is never cut off.
     pub(crate) fn send_upload(
         &self,
         mut request: Request,
         file: File,
         len: u64,
-    ) -> AttemptResult<Response> {
+    ) -> AttemptResult<(Response, [u8; 16])> {
         let progress = Arc::new(Progress::new());
         *request.body_mut() = Some(file_body(file, len, progress.clone()));
         let url = request.url().clone();
@@ -161,7 +164,7 @@ impl Http {
             }
         });
         match outcome {
-            Some(Ok(response)) => Ok(self.response(response)),
+            Some(Ok(response)) => Ok((self.response(response), progress.md5())),
             Some(Err(e)) => Err(send_error(&e)),
             None => Err(Attempt::Transient(format!(
                 "upload to {} stalled: no progress for {idle:?} (idle timeout) after {} of {len} \
@@ -232,7 +235,7 @@ fn send_error(error: &reqwest::Error) -> Attempt {
     Attempt::Transient(detail)
 }
 
-/// When an upload body last moved.
+/// When an upload body last moved, and the MD5 of what it sent.
 #[derive(Debug)]
 struct Progress {
     start: Instant,
@@ -240,6 +243,7 @@ struct Progress {
     last: AtomicU64,
     /// Body bytes taken so far.
     sent: AtomicU64,
+    md5: std::sync::Mutex<Md5>,
 }
 
 impl Progress {
@@ -248,13 +252,19 @@ impl Progress {
             start: Instant::now(),
             last: AtomicU64::new(0),
             sent: AtomicU64::new(0),
+            md5: std::sync::Mutex::new(Md5::new()),
         }
     }
 
-    fn moved(&self, bytes: u64) {
+    fn moved(&self, chunk: &[u8]) {
+        self.md5.lock().expect("md5 lock").update(chunk);
         let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last.store(now, Ordering::Relaxed);
-        self.sent.fetch_add(bytes, Ordering::Relaxed);
+        self.sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    }
+
+    fn md5(&self) -> [u8; 16] {
+        self.md5.lock().expect("md5 lock").clone().finalize().into()
     }
 
     fn idle(&self) -> Duration {
@@ -278,7 +288,7 @@ fn file_body(file: File, len: u64, progress: Arc<Progress>) -> Body {
             let n = usize::try_from(remaining.min(UPLOAD_CHUNK)).unwrap_or(1 << 20);
             let mut buf = vec![0u8; n];
             file.read_exact(&mut buf).await?;
-            progress.moved(n as u64);
+            progress.moved(&buf);
             Ok::<_, io::Error>(Some((
                 Bytes::from(buf),
                 (file, remaining - n as u64, progress),
@@ -286,6 +296,19 @@ fn file_body(file: File, len: u64, progress: Arc<Progress>) -> Body {
         },
     );
     Body::wrap_stream(chunks)
+}
+
+/// Whether an upload's answer confirms what was sent: `Some(true)` when its ETag is the MD5 of
+/// the bytes sent, `Some(false)` when it is an MD5 but another one (the bytes were damaged on
+/// the way), `None` when the ETag is no plain MD5 (S3 with server-side encryption, some
+/// S3-compatible stores): then only a HEAD can check the size.
+pub(crate) fn etag_matches(etag: Option<&str>, md5: &[u8; 16]) -> Option<bool> {
+    let etag = etag?.trim().trim_matches('"');
+    if etag.len() != 32 || !etag.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let sent: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+    Some(etag.eq_ignore_ascii_case(&sent))
 }
 
 /// An answer whose body is read by blocking on the client's runtime.
@@ -378,5 +401,41 @@ impl Read for StreamRead {
         let n = buf.len().min(self.current.len());
         buf[..n].copy_from_slice(&self.current.split_to(n));
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_etag_proves_the_content_only_when_it_is_the_md5_sent() {
+        let md5: [u8; 16] = Md5::digest(b"hello").into();
+        let hex = "5d41402abc4b2a76b9719d911017c592";
+        assert_eq!(etag_matches(Some(hex), &md5), Some(true));
+        // S3 quotes it; some servers use upper case.
+        assert_eq!(etag_matches(Some(&format!("\"{hex}\"")), &md5), Some(true));
+        assert_eq!(etag_matches(Some(&hex.to_uppercase()), &md5), Some(true));
+        assert_eq!(
+            etag_matches(Some("00000000000000000000000000000000"), &md5),
+            Some(false)
+        );
+        // A multipart ETag, an encrypted object's ETag, none: only a HEAD can tell.
+        assert_eq!(etag_matches(Some(&format!("\"{hex}-3\"")), &md5), None);
+        assert_eq!(etag_matches(Some("opaque"), &md5), None);
+        assert_eq!(etag_matches(None, &md5), None);
+    }
+
+    #[test]
+    fn error_chains_show_every_cause_once() {
+        let inner = io::Error::new(io::ErrorKind::InvalidData, "invalid peer certificate");
+        let outer = io::Error::other(inner);
+        assert_eq!(error_chain(&outer), "invalid peer certificate");
+        assert!(!is_tls_failure(&outer));
+        let tls = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        assert!(is_tls_failure(&io::Error::other(tls)), "found inside two io::Errors");
     }
 }

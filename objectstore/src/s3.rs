@@ -20,11 +20,11 @@ use serde::Deserialize;
 
 use crate::client::{
     parse_utc_millis, plan_segments, run_parallel, status_attempt, Attempt, AttemptResult, Listed,
-    ObjectClient, Retry,
+    ObjectClient, Retry, Verified,
 };
 use crate::config::{ObjectStoreConfig, Protocol};
 use crate::error::Error;
-use crate::http::{Http, Response};
+use crate::http::{etag_matches, Http, Response};
 
 /// S3's limits on multipart uploads: parts of 5 MiB to 5 GiB (the last may be smaller), at
 /// most 10,000 of them.
@@ -202,8 +202,9 @@ impl S3Client {
         status_attempt(status, body, operation, bucket, key)
     }
 
-    /// Uploads `len` bytes of `path` from `offset` with the request `build` makes; the answer
-    /// is returned when it is a success.
+    /// Uploads `len` bytes of `path` from `offset` with the request `build` makes; returns the
+    /// successful answer and whether its ETag proved the content (an ETag that is the MD5 of
+    /// other bytes makes the attempt fail as transient: the bytes were damaged on the way).
     fn upload(
         &self,
         operation: &'static str,
@@ -212,7 +213,7 @@ impl S3Client {
         path: &Path,
         (offset, len): (u64, u64),
         build: &dyn Fn(RequestBuilder) -> RequestBuilder,
-    ) -> Result<Response, Error> {
+    ) -> Result<(Response, Verified), Error> {
         self.run(operation, bucket, key, || {
             let mut file =
                 File::open(path).map_err(|e| Attempt::Permanent(Error::io("opening", path, e)))?;
@@ -221,10 +222,18 @@ impl S3Client {
             let request = self.build(Method::PUT, bucket, key, |r| {
                 build(r.header("Content-Length", len))
             })?;
-            let response = self.http.send_upload(request, file, len)?;
-            match response.status() {
-                200..=204 => Ok(response),
-                _ => Err(self.failure(response, operation, bucket, key)),
+            let (response, md5) = self.http.send_upload(request, file, len)?;
+            if !(200..=204).contains(&response.status()) {
+                return Err(self.failure(response, operation, bucket, key));
+            }
+            match etag_matches(response.header("etag"), &md5) {
+                Some(true) => Ok((response, Verified::Content)),
+                None => Ok((response, Verified::Nothing)),
+                Some(false) => Err(Attempt::Transient(format!(
+                    "the ETag of {bucket}/{key}, {:?}, is not the MD5 of the bytes sent: \
+                     damaged on the way",
+                    response.header("etag")
+                ))),
             }
         })
     }
@@ -265,7 +274,7 @@ impl S3Client {
         let plan = plan_segments(size, self.part_size, MIN_PART, MAX_PART, MAX_PARTS);
         let etags = run_parallel(plan.len(), self.part_concurrency, |index| {
             let number = (index + 1).to_string();
-            let response = self.upload("put part", bucket, key, path, plan[index], &|r| {
+            let (response, _) = self.upload("put part", bucket, key, path, plan[index], &|r| {
                 r.query(&[("partNumber", number.as_str()), ("uploadId", upload_id)])
             })?;
             response
@@ -332,12 +341,14 @@ impl ObjectClient for S3Client {
         path: &Path,
         size: u64,
         segmented: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<Verified, Error> {
         if segmented {
+            // Each part's ETag is checked on the way; the whole is checked by the caller's HEAD.
             self.put_multipart(bucket, key, path, size)
+                .map(|()| Verified::Nothing)
         } else {
             self.upload("put", bucket, key, path, (0, size), &|r| r)
-                .map(|_| ())
+                .map(|(_, verified)| verified)
         }
     }
 

@@ -19,11 +19,11 @@ use serde::Deserialize;
 
 use crate::client::{
     parse_utc_millis, plan_segments, run_parallel, status_attempt, Attempt, AttemptResult, Listed,
-    ObjectClient, Retry,
+    ObjectClient, Retry, Verified,
 };
 use crate::config::ObjectStoreConfig;
 use crate::error::Error;
-use crate::http::{Http, Response};
+use crate::http::{etag_matches, Http, Response};
 
 /// Swift's default limit on the segments of one static large object (`max_manifest_segments`).
 const MAX_SLO_SEGMENTS: u64 = 1000;
@@ -196,7 +196,7 @@ impl SwiftClient {
         path: &Path,
         offset: u64,
         len: u64,
-    ) -> Result<(), Error> {
+    ) -> Result<Verified, Error> {
         self.run("put", container, key, || {
             let mut file =
                 File::open(path).map_err(|e| Attempt::Permanent(Error::io("opening", path, e)))?;
@@ -204,9 +204,17 @@ impl SwiftClient {
                 .map_err(|e| Attempt::Permanent(Error::io("seeking in", path, e)))?;
             let request =
                 self.build(Method::PUT, container, key, |r| r.header("Content-Length", len))?;
-            let response = self.http.send_upload(request, file, len)?;
+            let (response, md5) = self.http.send_upload(request, file, len)?;
             match response.status() {
-                200..=202 => Ok(()),
+                200..=202 => match etag_matches(response.header("etag"), &md5) {
+                    Some(true) => Ok(Verified::Content),
+                    None => Ok(Verified::Nothing),
+                    Some(false) => Err(Attempt::Transient(format!(
+                        "the ETag of {container}/{key}, {:?}, is not the MD5 of the bytes sent: \
+                         damaged on the way",
+                        response.header("etag")
+                    ))),
+                },
                 status => Err(status_attempt(
                     status,
                     response.text(),
@@ -243,7 +251,7 @@ impl ObjectClient for SwiftClient {
         path: &Path,
         size: u64,
         segmented: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<Verified, Error> {
         if !segmented {
             return self.put_file_range(container, key, path, 0, size);
         }
@@ -258,6 +266,8 @@ impl ObjectClient for SwiftClient {
         let manifest = run_parallel(plan.len(), self.segment_concurrency, |index| {
             let (offset, len) = plan[index];
             let name = format!("{key}/{size}/{index:08}");
+            // Each segment's ETag is checked on the way (a damaged one is sent again); the
+            // manifest is checked by the caller's HEAD.
             self.put_file_range(&segments, &name, path, offset, len)?;
             Ok(serde_json::json!({
                 "path": format!("/{segments}/{name}"),
@@ -281,7 +291,8 @@ impl ObjectClient for SwiftClient {
                     key,
                 )),
             }
-        })
+        })?;
+        Ok(Verified::Nothing)
     }
 
     fn head(&self, container: &str, key: &str) -> Result<Option<u64>, Error> {
