@@ -70,7 +70,7 @@ for round in $(seq 1 "$rounds"); do
         rm -rf "$work/swift-out"
         for dir in upload download; do
             if [ $dir = upload ]; then a=$swift_up; b=$store_up; else a=$swift_down; b=$store_down; fi
-            note=""; [ $dir = upload ] && note=$store_spooled
+            note=""; [ $dir = upload ] && [ $set = large ] && note=$store_spooled
             printf '%-6s %-6s %-9s %10s %10s %7s  %s\n' "$round" "$set" "$dir" "$a" "$b" \
                 "$(python3 -c "print(f'{$b / $a:.2f}')")" "$note" | tee -a "$work/table"
         done
