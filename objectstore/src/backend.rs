@@ -292,9 +292,10 @@ impl Shared {
         self.ensure_container(container)?;
         let name = self.container_name(container);
         let segmented = size > self.threshold;
-        // Verified when the server's ETag is the MD5 of the bytes sent (a single PUT to Swift
-        // or to most S3 stores); otherwise a HEAD checks the size (one more round trip, which
-        // for small blobs costs the server about as much as the upload).
+        // Verified when the server's ETag is the MD5 of the bytes sent (a single PUT of up to
+        // 4 MiB to Swift or to most S3 stores); otherwise a HEAD checks the size (one more
+        // round trip: for small blobs it costs the servers about as much as the upload, for
+        // large ones less than an MD5 costs the client).
         if self.client.put(&name, &key, path, size, segmented)? == Verified::Nothing {
             match self.client.head(&name, &key)? {
                 Some(stored) if stored == size => {}

@@ -33,6 +33,12 @@ use crate::error::Error;
 /// Bytes of the spool file read per body chunk of an upload.
 const UPLOAD_CHUNK: u64 = 1 << 20;
 
+/// Uploads up to this size are checked by the MD5 of their bytes against the server's ETag
+/// instead of by a HEAD. Below it the HEAD's round trip costs the servers more than the MD5
+/// costs the client (a HEAD is about as much work for Swift as a small PUT); above it the MD5
+/// (about 1.5 ms of CPU a MiB) costs more than one HEAD, and a HEAD is used.
+pub(crate) const ETAG_CHECK_MAX: u64 = 4 << 20;
+
 /// A client, its runtime and its time limits; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Http {
@@ -130,18 +136,18 @@ impl Http {
     }
 
     /// Sends `request` with `len` bytes of `file` (from its current position) as the body,
-    /// streamed in 1 MiB chunks, and returns the answer with the MD5 of the bytes sent
-    /// (computed on the way, as the `swift` client does, to check the server's ETag). The
-    /// attempt fails as transient when the server takes no body bytes, and does not answer,
-    /// for the idle timeout: a stalled server cannot hold an upload forever, while a slow one
-    /// that keeps taking bytes is never cut off.
+    /// streamed in 1 MiB chunks, and returns the answer with, for uploads up to
+    /// [`ETAG_CHECK_MAX`], the MD5 of the bytes sent (computed on the way, to check the
+    /// server's ETag). The attempt fails as transient when the server takes no body bytes, and
+    /// does not answer, for the idle timeout: a stalled server cannot hold an upload forever,
+    /// while a slow one that keeps taking bytes is never cut off.
     pub(crate) fn send_upload(
         &self,
         mut request: Request,
         file: File,
         len: u64,
-    ) -> AttemptResult<(Response, [u8; 16])> {
-        let progress = Arc::new(Progress::new());
+    ) -> AttemptResult<(Response, Option<[u8; 16]>)> {
+        let progress = Arc::new(Progress::new(len <= ETAG_CHECK_MAX));
         *request.body_mut() = Some(file_body(file, len, progress.clone()));
         let url = request.url().clone();
         let idle = self.idle_timeout;
@@ -243,28 +249,31 @@ struct Progress {
     last: AtomicU64,
     /// Body bytes taken so far.
     sent: AtomicU64,
-    md5: std::sync::Mutex<Md5>,
+    md5: Option<std::sync::Mutex<Md5>>,
 }
 
 impl Progress {
-    fn new() -> Self {
+    fn new(with_md5: bool) -> Self {
         Progress {
             start: Instant::now(),
             last: AtomicU64::new(0),
             sent: AtomicU64::new(0),
-            md5: std::sync::Mutex::new(Md5::new()),
+            md5: with_md5.then(|| std::sync::Mutex::new(Md5::new())),
         }
     }
 
     fn moved(&self, chunk: &[u8]) {
-        self.md5.lock().expect("md5 lock").update(chunk);
+        if let Some(md5) = &self.md5 {
+            md5.lock().expect("md5 lock").update(chunk);
+        }
         let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last.store(now, Ordering::Relaxed);
         self.sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
     }
 
-    fn md5(&self) -> [u8; 16] {
-        self.md5.lock().expect("md5 lock").clone().finalize().into()
+    fn md5(&self) -> Option<[u8; 16]> {
+        let md5 = self.md5.as_ref()?;
+        Some(md5.lock().expect("md5 lock").clone().finalize().into())
     }
 
     fn idle(&self) -> Duration {
@@ -300,9 +309,10 @@ fn file_body(file: File, len: u64, progress: Arc<Progress>) -> Body {
 
 /// Whether an upload's answer confirms what was sent: `Some(true)` when its ETag is the MD5 of
 /// the bytes sent, `Some(false)` when it is an MD5 but another one (the bytes were damaged on
-/// the way), `None` when the ETag is no plain MD5 (S3 with server-side encryption, some
-/// S3-compatible stores): then only a HEAD can check the size.
-pub(crate) fn etag_matches(etag: Option<&str>, md5: &[u8; 16]) -> Option<bool> {
+/// the way), `None` when no MD5 was computed (a large upload) or the ETag is no plain MD5 (S3
+/// with server-side encryption, some S3-compatible stores): then a HEAD checks the size.
+pub(crate) fn etag_matches(etag: Option<&str>, md5: Option<&[u8; 16]>) -> Option<bool> {
+    let md5 = md5?;
     let etag = etag?.trim().trim_matches('"');
     if etag.len() != 32 || !etag.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
@@ -412,18 +422,19 @@ mod tests {
     fn an_etag_proves_the_content_only_when_it_is_the_md5_sent() {
         let md5: [u8; 16] = Md5::digest(b"hello").into();
         let hex = "5d41402abc4b2a76b9719d911017c592";
-        assert_eq!(etag_matches(Some(hex), &md5), Some(true));
+        assert_eq!(etag_matches(Some(hex), Some(&md5)), Some(true));
         // S3 quotes it; some servers use upper case.
-        assert_eq!(etag_matches(Some(&format!("\"{hex}\"")), &md5), Some(true));
-        assert_eq!(etag_matches(Some(&hex.to_uppercase()), &md5), Some(true));
+        assert_eq!(etag_matches(Some(&format!("\"{hex}\"")), Some(&md5)), Some(true));
+        assert_eq!(etag_matches(Some(&hex.to_uppercase()), Some(&md5)), Some(true));
         assert_eq!(
-            etag_matches(Some("00000000000000000000000000000000"), &md5),
+            etag_matches(Some("00000000000000000000000000000000"), Some(&md5)),
             Some(false)
         );
         // A multipart ETag, an encrypted object's ETag, none: only a HEAD can tell.
-        assert_eq!(etag_matches(Some(&format!("\"{hex}-3\"")), &md5), None);
-        assert_eq!(etag_matches(Some("opaque"), &md5), None);
-        assert_eq!(etag_matches(None, &md5), None);
+        assert_eq!(etag_matches(Some(&format!("\"{hex}-3\"")), Some(&md5)), None);
+        assert_eq!(etag_matches(Some("opaque"), Some(&md5)), None);
+        assert_eq!(etag_matches(None, Some(&md5)), None);
+        assert_eq!(etag_matches(Some(hex), None), None, "no MD5 computed");
     }
 
     #[test]

@@ -226,7 +226,7 @@ impl S3Client {
             if !(200..=204).contains(&response.status()) {
                 return Err(self.failure(response, operation, bucket, key));
             }
-            match etag_matches(response.header("etag"), &md5) {
+            match etag_matches(response.header("etag"), md5.as_ref()) {
                 Some(true) => Ok((response, Verified::Content)),
                 None => Ok((response, Verified::Nothing)),
                 Some(false) => Err(Attempt::Transient(format!(
@@ -343,7 +343,7 @@ impl ObjectClient for S3Client {
         segmented: bool,
     ) -> Result<Verified, Error> {
         if segmented {
-            // Each part's ETag is checked on the way; the whole is checked by the caller's HEAD.
+            // The whole is checked by the caller's HEAD.
             self.put_multipart(bucket, key, path, size)
                 .map(|()| Verified::Nothing)
         } else {
