@@ -96,13 +96,14 @@ struct Shared {
 ///
 /// **Uploads.** [`BlobBackend::create_temp`] spools to a local file while the store hashes;
 /// `persist` uploads it (in segments above `large_object_threshold`: Swift static large
-/// objects in `<container>-segments`, S3 multipart), checks with a HEAD that the object has
-/// the size written, and only then records the location (a synced engine write) and returns
+/// objects in `<container>-segments`, S3 multipart), checks that the object is what was
+/// written (up to 4 MiB: the answer's ETag is the MD5 of the bytes sent; above: a HEAD finds
+/// the size written), and only then records the location (a synced engine write) and returns
 /// `Ok`. A failure leaves no location, so nothing half-written is referenced; what reached the
 /// store is an orphan that [`BlobBackend::sweep`] removes after the grace period.
 ///
 /// **Failures.** Transient errors (connection refused or reset, 5xx, 408, 429, an expired
-/// token) are retried with exponential backoff within `retry.budget_ms`; then the call fails
+/// token, a transfer that stalls for `idle_timeout_ms`) are retried with exponential backoff within `retry.budget_ms`; then the call fails
 /// with [`Error::Unavailable`] inside [`blobstore::Error::Backend`] (see
 /// [`crate::is_unavailable`]). Reads that fail mid-stream resume from the byte they reached.
 #[derive(Debug, Clone)]

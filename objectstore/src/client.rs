@@ -332,7 +332,10 @@ mod tests {
             }
         })
         .unwrap_err();
-        assert!(matches!(error, Error::Config(ref m) if m == "job 3"), "{error}");
+        assert!(
+            matches!(error, Error::Config(ref m) if m == "job 3"),
+            "{error}"
+        );
         assert!(
             started.load(std::sync::atomic::Ordering::Relaxed) < 1000,
             "jobs went on after the error"

@@ -221,7 +221,10 @@ fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
     if error.is::<rustls::Error>() {
         return true;
     }
-    if let Some(inner) = error.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+    if let Some(inner) = error
+        .downcast_ref::<io::Error>()
+        .and_then(io::Error::get_ref)
+    {
         if is_tls_failure(inner) {
             return true;
         }
@@ -424,14 +427,23 @@ mod tests {
         let hex = "5d41402abc4b2a76b9719d911017c592";
         assert_eq!(etag_matches(Some(hex), Some(&md5)), Some(true));
         // S3 quotes it; some servers use upper case.
-        assert_eq!(etag_matches(Some(&format!("\"{hex}\"")), Some(&md5)), Some(true));
-        assert_eq!(etag_matches(Some(&hex.to_uppercase()), Some(&md5)), Some(true));
+        assert_eq!(
+            etag_matches(Some(&format!("\"{hex}\"")), Some(&md5)),
+            Some(true)
+        );
+        assert_eq!(
+            etag_matches(Some(&hex.to_uppercase()), Some(&md5)),
+            Some(true)
+        );
         assert_eq!(
             etag_matches(Some("00000000000000000000000000000000"), Some(&md5)),
             Some(false)
         );
         // A multipart ETag, an encrypted object's ETag, none: only a HEAD can tell.
-        assert_eq!(etag_matches(Some(&format!("\"{hex}-3\"")), Some(&md5)), None);
+        assert_eq!(
+            etag_matches(Some(&format!("\"{hex}-3\"")), Some(&md5)),
+            None
+        );
         assert_eq!(etag_matches(Some("opaque"), Some(&md5)), None);
         assert_eq!(etag_matches(None, Some(&md5)), None);
         assert_eq!(etag_matches(Some(hex), None), None, "no MD5 computed");
@@ -447,6 +459,9 @@ mod tests {
             io::ErrorKind::InvalidData,
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
         );
-        assert!(is_tls_failure(&io::Error::other(tls)), "found inside two io::Errors");
+        assert!(
+            is_tls_failure(&io::Error::other(tls)),
+            "found inside two io::Errors"
+        );
     }
 }

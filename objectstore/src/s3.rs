@@ -482,7 +482,10 @@ mod tests {
         assert_eq!(page.next_continuation_token.as_deref(), Some("abc"));
         let keys: Vec<_> = page.contents.iter().map(|c| c.key.as_str()).collect();
         assert_eq!(keys, ["k1", "k2"]);
-        assert_eq!(parse_utc_millis(&page.contents[1].last_modified), Some(1000));
+        assert_eq!(
+            parse_utc_millis(&page.contents[1].last_modified),
+            Some(1000)
+        );
 
         let empty: ListBucketResult = quick_xml::de::from_str(
             "<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>",

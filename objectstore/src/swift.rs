@@ -202,8 +202,9 @@ impl SwiftClient {
                 File::open(path).map_err(|e| Attempt::Permanent(Error::io("opening", path, e)))?;
             file.seek(SeekFrom::Start(offset))
                 .map_err(|e| Attempt::Permanent(Error::io("seeking in", path, e)))?;
-            let request =
-                self.build(Method::PUT, container, key, |r| r.header("Content-Length", len))?;
+            let request = self.build(Method::PUT, container, key, |r| {
+                r.header("Content-Length", len)
+            })?;
             let (response, md5) = self.http.send_upload(request, file, len)?;
             match response.status() {
                 200..=202 => match etag_matches(response.header("etag"), md5.as_ref()) {

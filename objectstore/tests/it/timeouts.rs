@@ -57,7 +57,9 @@ struct StallingRelay {
 impl StallingRelay {
     fn start(target: u16) -> StallingRelay {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
-        listener.set_nonblocking(true).expect("non-blocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
         let port = listener.local_addr().expect("relay address").port();
         let state = Arc::new(RelayState {
             shutdown: AtomicBool::new(false),
@@ -142,7 +144,9 @@ fn pump(mut from: TcpStream, mut to: TcpStream, direction: Direction, state: &Re
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
-        let want = buf.len().min(usize::try_from(allowed).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(allowed).unwrap_or(usize::MAX));
         match from.read(&mut buf[..want]) {
             Ok(0) => break,
             Ok(n) => {
@@ -167,7 +171,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, direction: Direction, state: &Re
                     }
                 }
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => break,
         }
     }
@@ -315,7 +323,10 @@ fn stalled_download(protocol: Protocol) {
     let hash = upload(&backend, &data).expect("an upload through the relay");
 
     // A stall that outlasts the budget: the read fails, with the reason.
-    let mut reader = backend.open_range(&hash, 0, u64::MAX).unwrap().expect("stored");
+    let mut reader = backend
+        .open_range(&hash, 0, u64::MAX)
+        .unwrap()
+        .expect("stored");
     let mut first = vec![0u8; 1 << 20];
     reader.read_exact(&mut first).expect("the first MiB");
     relay.stall_after(Direction::Down, 2 << 20);
@@ -332,7 +343,10 @@ fn stalled_download(protocol: Protocol) {
     // A stall shorter than the budget but longer than the idle timeout: the read resumes
     // from the byte it reached and returns the whole blob.
     relay.resume();
-    let mut reader = backend.open_range(&hash, 0, u64::MAX).unwrap().expect("stored");
+    let mut reader = backend
+        .open_range(&hash, 0, u64::MAX)
+        .unwrap()
+        .expect("stored");
     let mut back = vec![0u8; 1 << 20];
     reader.read_exact(&mut back).expect("the first MiB");
     relay.stall_after(Direction::Down, 2 << 20);
