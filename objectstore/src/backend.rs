@@ -103,9 +103,11 @@ struct Shared {
 /// store is an orphan that [`BlobBackend::sweep`] removes after the grace period.
 ///
 /// **Failures.** Transient errors (connection refused or reset, 5xx, 408, 429, an expired
-/// token, a transfer that stalls for `idle_timeout_ms`) are retried with exponential backoff within `retry.budget_ms`; then the call fails
-/// with [`Error::Unavailable`] inside [`blobstore::Error::Backend`] (see
-/// [`crate::is_unavailable`]). Reads that fail mid-stream resume from the byte they reached.
+/// token, a transfer that stalls for `idle_timeout_ms`) are retried with exponential backoff
+/// within `retry.budget_ms`; then the call fails with [`Error::Unavailable`] inside
+/// [`blobstore::Error::Backend`] (see [`crate::is_unavailable`]). Reads that fail mid-stream
+/// resume from the byte they reached. A certificate that does not verify is [`Error::Tls`],
+/// not retried.
 #[derive(Debug, Clone)]
 pub struct ObjectStoreBackend {
     shared: Arc<Shared>,
