@@ -3,6 +3,11 @@
 # client (`swift upload` / `swift download` from python3-swiftclient), same files, same
 # cluster, same parallelism (10 objects at a time, swiftclient's default), in one run.
 #
+# Every timed phase starts from a settled machine (`sync`, then a second's pause), so that no
+# phase pays for the disk writeback of the one before it, and the order alternates (odd rounds
+# run the swift client's upload first, even rounds the store's), so that neither side always
+# follows the other. The ratio is store / swift: above 1, the store is faster.
+#
 #   cargo build --release -p objectstore --example bench
 #   scripts/with-swift.sh scripts/bench-objectstore.sh [ROUNDS] [LARGE_COUNT LARGE_MIB] [SMALL_COUNT SMALL_KIB]
 #
@@ -34,27 +39,47 @@ t0=$(now); swift_cmd stat >/dev/null; t1=$(now)
 echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); protocol ${BENCH_PROTOCOL:-swift}; MB/s (10^6 bytes/s)"
 echo "# sets: large = $large_count x $large_mib MiB, small = $small_count x $small_kib KiB; 10 objects at a time"
 echo "# the swift timings include the client's start-up and authentication: $(python3 -c "print(f'{$t1 - $t0:.2f}')") s for 'swift stat'"
-printf '%-6s %-6s %-9s %10s %10s %7s\n' round set direction swift store ratio
+settle() { sync; sleep 1; }
+printf '%-6s %-6s %-9s %10s %10s %7s  %s\n' round set direction swift store ratio \
+    "store: hashed and spooled after" | tee "$work/table"
 for round in $(seq 1 "$rounds"); do
     for set in large small; do
         bytes=$(du -sb "$work/$set" | cut -f1)
         container="plain-$set-$round-$RANDOM"
-        t0=$(now); (cd "$work/$set" && swift_cmd upload --object-threads 10 "$container" .); t1=$(now)
-        swift_up=$(mbps "$bytes" "$t0" "$t1")
-        rm -rf "$work/out"
-        out=$("$bin" "$work/$set" "$work/out" 10)
-        store_up=$(echo "$out" | awk '$2 == "upload" {print $5}')
-        store_down=$(echo "$out" | awk '$2 == "download" {print $5}')
+        swift_upload() {
+            settle
+            t0=$(now); (cd "$work/$set" && swift_cmd upload --object-threads 10 "$container" .); t1=$(now)
+            swift_up=$(mbps "$bytes" "$t0" "$t1")
+        }
+        store_both() {
+            rm -rf "$work/out"
+            settle
+            out=$("$bin" "$work/$set" "$work/out" 10)
+            store_up=$(echo "$out" | awk '$2 == "upload" {print $5}')
+            store_down=$(echo "$out" | awk '$2 == "download" {print $5}')
+            store_spooled=$(echo "$out" | awk '$2 == "spooled" {print $3 " of " $4 " s"}')
+            cmp -s "$work/$set/$(ls "$work/$set" | head -1)" "$work/out/downloaded/$(ls "$work/$set" | head -1)" \
+                || { echo "store download differs" >&2; exit 1; }
+            rm -rf "$work/out"
+        }
+        if [ $((round % 2)) = 1 ]; then swift_upload; store_both; else store_both; swift_upload; fi
         rm -rf "$work/swift-out"; mkdir -p "$work/swift-out"
+        settle
         t0=$(now); swift_cmd download --object-threads 10 -D "$work/swift-out" "$container"; t1=$(now)
         swift_down=$(mbps "$bytes" "$t0" "$t1")
-        cmp -s "$work/$set/$(ls "$work/$set" | head -1)" "$work/out/downloaded/$(ls "$work/$set" | head -1)" \
-            || { echo "store download differs" >&2; exit 1; }
+        rm -rf "$work/swift-out"
         for dir in upload download; do
             if [ $dir = upload ]; then a=$swift_up; b=$store_up; else a=$swift_down; b=$store_down; fi
-            printf '%-6s %-6s %-9s %10s %10s %7s\n' "$round" "$set" "$dir" "$a" "$b" \
-                "$(python3 -c "print(f'{$b / $a:.2f}')")"
+            note=""; [ $dir = upload ] && [ $set = large ] && note=$store_spooled
+            printf '%-6s %-6s %-9s %10s %10s %7s  %s\n' "$round" "$set" "$dir" "$a" "$b" \
+                "$(python3 -c "print(f'{$b / $a:.2f}')")" "$note" | tee -a "$work/table"
         done
-        rm -rf "$work/out" "$work/swift-out"
+    done
+done
+echo "# median ratio over the rounds (store / swift):"
+for set in large small; do
+    for dir in upload download; do
+        awk -v s=$set -v d=$dir '$2 == s && $3 == d {print $6}' "$work/table" | sort -n \
+            | awk -v s=$set -v d=$dir '{r[NR] = $1} END {m = (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2; printf "#   %-6s %-9s %.2f\n", s, d, m}'
     done
 done

@@ -9,6 +9,10 @@
 # Endpoints once started (printed, and written to DIR/env for `source`):
 #   Swift: http://127.0.0.1:$SWIFT_PORT/auth/v1.0 with user test:tester, key testing
 #   S3:    http://127.0.0.1:$SWIFT_PORT with access key test:tester, secret testing, region us-east-1
+#
+# TLS: with SWIFT_TLS_CERT and SWIFT_TLS_KEY (PEM files: the server's certificate chain and
+# key) the proxy itself serves https (Swift's `cert_file`/`key_file`), and the endpoints are
+# https; SWIFT_TLS_CA names the CA that the readiness check trusts (default: the cert itself).
 set -euo pipefail
 
 command=${1:?usage: swift-saio.sh start|stop DIR}
@@ -18,6 +22,16 @@ object_port=$((proxy_port + 10))
 container_port=$((proxy_port + 11))
 account_port=$((proxy_port + 12))
 memcache_port=$((proxy_port + 13))
+tls_cert=${SWIFT_TLS_CERT:-}
+tls_key=${SWIFT_TLS_KEY:-}
+tls_ca=${SWIFT_TLS_CA:-$tls_cert}
+scheme=http
+curl_tls=()
+if [ -n "$tls_cert" ]; then
+    [ -n "$tls_key" ] || { echo "SWIFT_TLS_CERT needs SWIFT_TLS_KEY" >&2; exit 2; }
+    scheme=https
+    curl_tls=(--cacert "$tls_ca")
+fi
 SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
 
 stop() {
@@ -81,6 +95,9 @@ CONF
     done
     {
         sed "s/^workers = 1/workers = 1\nbind_port = $proxy_port/" "$dir/common.conf"
+        if [ -n "$tls_cert" ]; then
+            printf 'cert_file = %s\nkey_file = %s\n' "$tls_cert" "$tls_key"
+        fi
         cat <<CONF
 
 [pipeline:main]
@@ -152,19 +169,19 @@ start() {
         echo $! >> "$dir/pids"
     done
     for _ in $(seq 1 100); do
-        if curl -fsS -o /dev/null "http://127.0.0.1:$proxy_port/healthcheck" 2>/dev/null \
-            && curl -fsS -o /dev/null -H "X-Auth-User: test:tester" -H "X-Auth-Key: testing" \
-                "http://127.0.0.1:$proxy_port/auth/v1.0" 2>/dev/null; then
+        if curl -fsS "${curl_tls[@]}" -o /dev/null "$scheme://127.0.0.1:$proxy_port/healthcheck" 2>/dev/null \
+            && curl -fsS "${curl_tls[@]}" -o /dev/null -H "X-Auth-User: test:tester" -H "X-Auth-Key: testing" \
+                "$scheme://127.0.0.1:$proxy_port/auth/v1.0" 2>/dev/null; then
             cat > "$dir/env" <<ENV
-export SWIFT_AUTH_URL=http://127.0.0.1:$proxy_port/auth/v1.0
+export SWIFT_AUTH_URL=$scheme://127.0.0.1:$proxy_port/auth/v1.0
 export SWIFT_USER=test:tester
 export SWIFT_KEY=testing
-export S3_ENDPOINT=http://127.0.0.1:$proxy_port
+export S3_ENDPOINT=$scheme://127.0.0.1:$proxy_port
 export S3_ACCESS_KEY=test:tester
 export S3_SECRET_KEY=testing
 export S3_REGION=us-east-1
 ENV
-            echo "swift running on http://127.0.0.1:$proxy_port (auth /auth/v1.0, user test:tester, key testing; S3 on the same port); source $dir/env"
+            echo "swift running on $scheme://127.0.0.1:$proxy_port (auth /auth/v1.0, user test:tester, key testing; S3 on the same port); source $dir/env"
             return 0
         fi
         sleep 0.2

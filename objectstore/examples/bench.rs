@@ -5,7 +5,11 @@
 //! (streaming from disk, hashed, spooled, uploaded, verified, recorded), then downloads each
 //! into OUT_DIR, THREADS at a time (default 10, as `swift upload`/`download` use). The Swift
 //! comes from the environment of `scripts/swift-saio.sh`; `BENCH_PROTOCOL=s3` uses its S3 API.
-//! Prints one line per phase: `store upload|download BYTES SECONDS MB/s`.
+//! Prints one line per phase: `store upload|download BYTES SECONDS MB/s`, and `store spooled
+//! SECONDS TOTAL`: when the last upload had been read, hashed and spooled, of the upload's
+//! total seconds. Between the phases it
+//! runs `sync` and pauses a second, so that the download does not pay for the disk writeback
+//! of the upload (the script does the same before the swift client's phases).
 
 use std::fs::File;
 use std::io::{self, BufWriter};
@@ -103,9 +107,14 @@ fn main() -> Result<()> {
 
     let ids = Mutex::new(Vec::new());
     let start = Instant::now();
+    let spooled = Mutex::new(0f64);
     parallel(files.clone(), threads, |(name, path, _)| {
         let mut upload = store.begin_upload(UploadRequest::new(bucket.clone(), name.clone()))?;
         io::copy(&mut File::open(&path)?, &mut upload)?;
+        {
+            let mut last = spooled.lock().expect("spooled");
+            *last = last.max(start.elapsed().as_secs_f64());
+        }
         let record = upload.commit()?;
         ids.lock().expect("ids").push((name, record.id));
         Ok(())
@@ -115,6 +124,16 @@ fn main() -> Result<()> {
         "store upload {total} {secs:.3} {:.1}",
         total as f64 / secs / 1e6
     );
+    // How much of the upload went to reading, hashing and spooling before the first bytes
+    // could go to the object store (whose object name is the hash).
+    println!(
+        "store spooled {:.3} {secs:.3}",
+        spooled.into_inner().expect("spooled")
+    );
+
+    // Settle: see the module comment.
+    std::process::Command::new("sync").status()?;
+    std::thread::sleep(std::time::Duration::from_secs(1));
 
     let downloads = out_dir.join("downloaded");
     std::fs::create_dir_all(&downloads)?;

@@ -5,12 +5,12 @@ use std::fs;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Instant, UNIX_EPOCH};
 
 use blobstore::{Blake3Hash, BlobBackend, StoredBlob, TempBlob, Timestamp};
 use engine::{Durability, Engine, Keyspace, WriteBatch};
 
-use crate::client::{ObjectClient, Retry};
+use crate::client::{ObjectClient, Retry, Verified};
 use crate::config::{ObjectStoreConfig, Protocol};
 use crate::error::{Error, Result};
 use crate::s3::S3Client;
@@ -96,15 +96,18 @@ struct Shared {
 ///
 /// **Uploads.** [`BlobBackend::create_temp`] spools to a local file while the store hashes;
 /// `persist` uploads it (in segments above `large_object_threshold`: Swift static large
-/// objects in `<container>-segments`, S3 multipart), checks with a HEAD that the object has
-/// the size written, and only then records the location (a synced engine write) and returns
+/// objects in `<container>-segments`, S3 multipart), checks that the object is what was
+/// written (up to 4 MiB: the answer's ETag is the MD5 of the bytes sent; above: a HEAD finds
+/// the size written), and only then records the location (a synced engine write) and returns
 /// `Ok`. A failure leaves no location, so nothing half-written is referenced; what reached the
 /// store is an orphan that [`BlobBackend::sweep`] removes after the grace period.
 ///
 /// **Failures.** Transient errors (connection refused or reset, 5xx, 408, 429, an expired
-/// token) are retried with exponential backoff within `retry.budget_ms`; then the call fails
-/// with [`Error::Unavailable`] inside [`blobstore::Error::Backend`] (see
-/// [`crate::is_unavailable`]). Reads that fail mid-stream resume from the byte they reached.
+/// token, a transfer that stalls for `idle_timeout_ms`) are retried with exponential backoff
+/// within `retry.budget_ms`; then the call fails with [`Error::Unavailable`] inside
+/// [`blobstore::Error::Backend`] (see [`crate::is_unavailable`]). Reads that fail mid-stream
+/// resume from the byte they reached. A certificate that does not verify is [`Error::Tls`],
+/// not retried.
 #[derive(Debug, Clone)]
 pub struct ObjectStoreBackend {
     shared: Arc<Shared>,
@@ -120,7 +123,6 @@ impl ObjectStoreBackend {
     pub fn open(config: &ObjectStoreConfig, engine: Arc<dyn Engine>) -> Result<Self> {
         config.validate()?;
         let retry = Retry::new(&config.retry);
-        let timeout = Duration::from_millis(config.request_timeout_ms);
         let (name, client): (&'static str, Box<dyn ObjectClient>) = match &config.protocol {
             Protocol::Swift {
                 auth_url,
@@ -128,14 +130,7 @@ impl ObjectStoreBackend {
                 key,
             } => (
                 "swift",
-                Box::new(SwiftClient::new(
-                    auth_url,
-                    user,
-                    key,
-                    retry,
-                    timeout,
-                    config.segment_size,
-                )?),
+                Box::new(SwiftClient::new(config, auth_url, user, key, retry)?),
             ),
             Protocol::S3 { .. } => ("s3", Box::new(S3Client::new(config, retry)?)),
         };
@@ -300,15 +295,20 @@ impl Shared {
         self.ensure_container(container)?;
         let name = self.container_name(container);
         let segmented = size > self.threshold;
-        self.client.put(&name, &key, path, size, segmented)?;
-        match self.client.head(&name, &key)? {
-            Some(stored) if stored == size => {}
-            other => {
-                return Err(Error::Verify {
-                    container: name,
-                    key,
-                    detail: format!("expected {size} bytes, HEAD says {other:?}"),
-                })
+        // Verified when the server's ETag is the MD5 of the bytes sent (a single PUT of up to
+        // 4 MiB to Swift or to most S3 stores); otherwise a HEAD checks the size (one more
+        // round trip: for small blobs it costs the servers about as much as the upload, for
+        // large ones less than an MD5 costs the client).
+        if self.client.put(&name, &key, path, size, segmented)? == Verified::Nothing {
+            match self.client.head(&name, &key)? {
+                Some(stored) if stored == size => {}
+                other => {
+                    return Err(Error::Verify {
+                        container: name,
+                        key,
+                        detail: format!("expected {size} bytes, HEAD says {other:?}"),
+                    })
+                }
             }
         }
         let mut batch = WriteBatch::new();

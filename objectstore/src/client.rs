@@ -21,6 +21,15 @@ pub(crate) enum Attempt {
 
 pub(crate) type AttemptResult<T> = std::result::Result<T, Attempt>;
 
+/// What an upload's answer proved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verified {
+    /// The server's ETag is the MD5 of the bytes sent: stored whole and intact.
+    Content,
+    /// Nothing beyond success (segmented objects, ETags that are not an MD5).
+    Nothing,
+}
+
 /// One object as listed.
 #[derive(Debug, Clone)]
 pub(crate) struct Listed {
@@ -34,7 +43,9 @@ pub(crate) trait ObjectClient: Send + Sync + fmt::Debug {
     /// Creates the container (bucket) if missing.
     fn ensure_container(&self, container: &str) -> Result<(), Error>;
     /// Uploads `size` bytes of the file at `path` as `container/key`; in segments when
-    /// `segmented` (read back as one object).
+    /// `segmented` (read back as one object). Returns [`Verified::Content`] when the server's
+    /// answer proved it stored exactly the bytes sent (its ETag is their MD5); otherwise the
+    /// caller checks with a HEAD.
     fn put(
         &self,
         container: &str,
@@ -42,7 +53,7 @@ pub(crate) trait ObjectClient: Send + Sync + fmt::Debug {
         path: &Path,
         size: u64,
         segmented: bool,
-    ) -> Result<(), Error>;
+    ) -> Result<Verified, Error>;
     /// The object's size, or `None` when missing.
     fn head(&self, container: &str, key: &str) -> Result<Option<u64>, Error>;
     /// `len` bytes from `offset` (`u64::MAX` for "to the end"), or `None` when missing.
@@ -140,6 +151,86 @@ impl Retry {
     }
 }
 
+/// The `(offset, len)` pieces of an object of `size` bytes uploaded in segments (parts):
+/// `segment_size` each, clamped to the protocol's `min..=max`, and larger when `size` would
+/// need more than `max_count` pieces. The last piece may be shorter.
+pub(crate) fn plan_segments(
+    size: u64,
+    segment_size: u64,
+    min: u64,
+    max: u64,
+    max_count: u64,
+) -> Vec<(u64, u64)> {
+    let piece = segment_size
+        .max(size.div_ceil(max_count.max(1)))
+        .clamp(min.max(1), max.max(1));
+    let mut plan = Vec::new();
+    let mut offset = 0;
+    while offset < size {
+        let len = piece.min(size - offset);
+        plan.push((offset, len));
+        offset += len;
+    }
+    if plan.is_empty() {
+        plan.push((0, 0));
+    }
+    plan
+}
+
+/// Runs `job(0)`, ..., `job(count - 1)` on at most `concurrency` threads and returns their
+/// results in order. After the first error no further job starts, and that error is returned.
+/// (The segments of one large object go up several at a time: one TCP stream through a busy
+/// proxy rarely fills the link.)
+pub(crate) fn run_parallel<T: Send>(
+    count: usize,
+    concurrency: usize,
+    job: impl Fn(usize) -> Result<T, Error> + Sync,
+) -> Result<Vec<T>, Error> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let results: Vec<std::sync::Mutex<Option<Result<T, Error>>>> =
+        (0..count).map(|_| std::sync::Mutex::new(None)).collect();
+    let worker = || loop {
+        if failed.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if index >= count {
+            return;
+        }
+        let result = job(index);
+        if result.is_err() {
+            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        *results[index].lock().expect("result slot") = Some(result);
+    };
+    let threads = concurrency.clamp(1, count.max(1));
+    if threads == 1 {
+        worker();
+    } else {
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(worker);
+            }
+        });
+    }
+    let mut out = Vec::with_capacity(count);
+    let mut first_error = None;
+    for slot in results {
+        match slot.into_inner().expect("result slot") {
+            Some(Ok(value)) => out.push(value),
+            Some(Err(error)) => {
+                first_error.get_or_insert(error);
+            }
+            None => {}
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(out),
+    }
+}
+
 /// Classifies an HTTP status that is not a success.
 pub(crate) fn status_attempt(
     status: u16,
@@ -203,6 +294,52 @@ mod tests {
             Some(951_868_799_500)
         );
         assert_eq!(parse_utc_millis("yesterday"), None);
+    }
+
+    #[test]
+    fn segments_cover_the_object_within_the_protocol_limits() {
+        let covers = |plan: &[(u64, u64)], size: u64| {
+            let mut offset = 0;
+            for &(o, len) in plan {
+                assert_eq!(o, offset);
+                offset += len;
+            }
+            assert_eq!(offset, size);
+        };
+        let plan = plan_segments(10, 4, 1, u64::MAX, 1000);
+        assert_eq!(plan, vec![(0, 4), (4, 4), (8, 2)]);
+        // S3: parts of at least 5 MiB, at most 10,000 of them.
+        let plan = plan_segments(100 << 20, 1 << 20, 5 << 20, 5 << 30, 10_000);
+        assert_eq!(plan.len(), 20);
+        covers(&plan, 100 << 20);
+        let huge = 5u64 << 40;
+        let plan = plan_segments(huge, 64 << 20, 5 << 20, 5 << 30, 10_000);
+        assert!(plan.len() <= 10_000, "{} parts", plan.len());
+        covers(&plan, huge);
+    }
+
+    #[test]
+    fn parallel_jobs_keep_their_order_and_stop_at_an_error() {
+        let squares = run_parallel(50, 4, |i| Ok(i * i)).unwrap();
+        assert_eq!(squares, (0..50).map(|i| i * i).collect::<Vec<_>>());
+        let started = std::sync::atomic::AtomicUsize::new(0);
+        let error = run_parallel(1000, 2, |i| {
+            started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i == 3 {
+                Err(Error::Config("job 3".into()))
+            } else {
+                Ok(i)
+            }
+        })
+        .unwrap_err();
+        assert!(
+            matches!(error, Error::Config(ref m) if m == "job 3"),
+            "{error}"
+        );
+        assert!(
+            started.load(std::sync::atomic::Ordering::Relaxed) < 1000,
+            "jobs went on after the error"
+        );
     }
 
     #[test]

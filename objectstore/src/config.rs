@@ -13,9 +13,10 @@ pub const DEFAULT_OBJECTS_PER_CONTAINER: u64 = 500_000;
 pub const DEFAULT_LARGE_OBJECT_THRESHOLD: u64 = 5 << 30;
 /// The size of one segment of a large object (Swift SLO segment, S3 multipart part).
 pub const DEFAULT_SEGMENT_SIZE: u64 = 1 << 30;
-/// The largest S3 part: OpenDAL holds one part in memory while uploading it, so S3 objects
-/// larger than this are always uploaded in parts of this size (then read back as one).
-pub const S3_MAX_PART_IN_MEMORY: u64 = 64 << 20;
+/// How many segments (parts) of one large object are uploaded at a time.
+pub const DEFAULT_SEGMENT_CONCURRENCY: usize = 4;
+/// How long a transfer of blob bytes may make no progress before the attempt fails.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where blob bytes go and how to reach it.
 ///
@@ -30,8 +31,11 @@ pub const S3_MAX_PART_IN_MEMORY: u64 = 64 << 20;
 /// objects_per_container = 500000        # default
 /// large_object_threshold = 5368709120   # default: 5 GiB
 /// segment_size = 1073741824             # default: 1 GiB
+/// segment_concurrency = 4               # default
 /// retry = { initial_backoff_ms = 50, max_backoff_ms = 2000, budget_ms = 10000 }
-/// request_timeout_ms = 30000
+/// request_timeout_ms = 30000            # default
+/// idle_timeout_ms = 30000               # default
+/// ca_file = "/etc/librarian/swift-ca.pem"  # none by default: the system's roots
 /// [object_store.cache]
 /// dir = "/srv/librarian/cache"
 /// capacity_bytes = 107374182400
@@ -55,18 +59,38 @@ pub struct ObjectStoreConfig {
     /// Objects larger than this are uploaded in segments. Default 5 GiB.
     #[serde(default = "default_threshold")]
     pub large_object_threshold: u64,
-    /// The segment size of large objects. Default 1 GiB (S3: at most 64 MiB, see
-    /// [`S3_MAX_PART_IN_MEMORY`]).
+    /// The segment size of large objects. Default 1 GiB. Raised when an object would need
+    /// more segments than the protocol allows (1,000 in a Swift static large object, 10,000
+    /// parts in an S3 multipart upload); S3 parts are kept between 5 MiB and 5 GiB. Segments
+    /// stream from the spool file: none is held in memory.
     #[serde(default = "default_segment")]
     pub segment_size: u64,
+    /// How many segments of one large object are uploaded at a time. Default 4.
+    #[serde(default = "default_segment_concurrency")]
+    pub segment_concurrency: usize,
     /// Retries of transient failures.
     #[serde(default)]
     pub retry: RetryConfig,
     /// The time limit of requests without a large body (HEAD, DELETE, listings, manifests,
-    /// authentication), in milliseconds. Default 30,000. Requests that carry a blob have no
-    /// overall limit, only a connect timeout of the same value.
+    /// authentication), in milliseconds, and the connect timeout of every request. Default
+    /// 30,000. Transfers of blob bytes have no overall limit (a 5 GiB upload takes as long as
+    /// it takes); `idle_timeout_ms` catches the stalled ones.
     #[serde(default = "default_timeout")]
     pub request_timeout_ms: u64,
+    /// How long a transfer of blob bytes may make no progress, in milliseconds: an upload
+    /// whose body the server stops taking (and that it does not answer), a download whose
+    /// answer stops arriving, or a download whose headers do not come. The attempt then fails
+    /// as transient: uploads are retried and downloads resume from the byte they reached,
+    /// within the retry budget, after which the call fails with [`crate::Error::Unavailable`]
+    /// (a read with an I/O error of kind `TimedOut`). Default 30,000.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// A PEM file of extra CA certificates to trust for `https` endpoints, besides the
+    /// system's roots (for a private cluster's own CA). Default none. TLS is rustls; a
+    /// certificate that does not verify fails at once with [`crate::Error::Tls`] (not
+    /// retried).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// The local read cache in front of the store; none by default.
     #[serde(default)]
     pub cache: Option<CacheConfig>,
@@ -218,6 +242,12 @@ fn default_segment() -> u64 {
 fn default_timeout() -> u64 {
     30_000
 }
+fn default_idle_timeout() -> u64 {
+    u64::try_from(DEFAULT_IDLE_TIMEOUT.as_millis()).unwrap_or(u64::MAX)
+}
+fn default_segment_concurrency() -> usize {
+    DEFAULT_SEGMENT_CONCURRENCY
+}
 fn default_initial_backoff() -> u64 {
     50
 }
@@ -269,8 +299,11 @@ impl ObjectStoreConfig {
             objects_per_container: DEFAULT_OBJECTS_PER_CONTAINER,
             large_object_threshold: DEFAULT_LARGE_OBJECT_THRESHOLD,
             segment_size: DEFAULT_SEGMENT_SIZE,
+            segment_concurrency: DEFAULT_SEGMENT_CONCURRENCY,
             retry: RetryConfig::default(),
             request_timeout_ms: default_timeout(),
+            idle_timeout_ms: default_idle_timeout(),
+            ca_file: None,
             cache: None,
         }
     }
@@ -307,9 +340,28 @@ impl ObjectStoreConfig {
         self
     }
 
-    /// The time limit of small requests. Default 30 s.
+    /// Segments of one large object uploaded at a time. Default 4.
+    pub fn segment_concurrency(mut self, n: usize) -> Self {
+        self.segment_concurrency = n;
+        self
+    }
+
+    /// The time limit of small requests, and the connect timeout. Default 30 s.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// How long a transfer of blob bytes may make no progress. Default 30 s.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Trust the CA certificates of this PEM file too (for `https` endpoints of a private
+    /// cluster). Default: the system's roots only.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
         self
     }
 
@@ -335,6 +387,12 @@ impl ObjectStoreConfig {
         }
         if self.segment_size == 0 || self.large_object_threshold == 0 {
             return bad("segment_size and large_object_threshold must be positive");
+        }
+        if self.segment_concurrency == 0 {
+            return bad("segment_concurrency must be at least 1");
+        }
+        if self.idle_timeout_ms == 0 || self.request_timeout_ms == 0 {
+            return bad("idle_timeout_ms and request_timeout_ms must be positive");
         }
         Ok(())
     }
@@ -363,6 +421,9 @@ mod tests {
         assert_eq!(config.large_object_threshold, 5 << 30);
         assert_eq!(config.retry.budget_ms, 5000);
         assert_eq!(config.retry.initial_backoff_ms, 50);
+        assert_eq!(config.idle_timeout_ms, 30_000);
+        assert_eq!(config.segment_concurrency, DEFAULT_SEGMENT_CONCURRENCY);
+        assert_eq!(config.ca_file, None);
         assert_eq!(config.cache.as_ref().map(|c| c.capacity_bytes), Some(1000));
         config.validate().unwrap();
         assert!(
@@ -383,6 +444,21 @@ mod tests {
         ));
         assert!(toml::from_str::<ObjectStoreConfig>(r#"protocol = { type = "ftp" }"#).is_err());
         assert!(s3.clone().container_prefix("Bad_Name").validate().is_err());
-        assert!(s3.objects_per_container(0).validate().is_err());
+        assert!(s3.clone().objects_per_container(0).validate().is_err());
+        assert!(s3.clone().segment_concurrency(0).validate().is_err());
+        assert!(s3.idle_timeout(Duration::ZERO).validate().is_err());
+
+        let tls: ObjectStoreConfig = toml::from_str(
+            r#"
+            protocol = { type = "s3", endpoint = "https://h", region = "r", access_key = "a", secret_key = "s" }
+            idle_timeout_ms = 5000
+            ca_file = "/etc/ca.pem"
+            segment_concurrency = 2
+            "#,
+        )
+        .unwrap();
+        assert_eq!(tls.idle_timeout_ms, 5000);
+        assert_eq!(tls.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(tls.segment_concurrency, 2);
     }
 }

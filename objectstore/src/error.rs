@@ -49,6 +49,15 @@ pub enum Error {
         /// What went wrong.
         detail: String,
     },
+    /// The TLS handshake with the object store failed: its certificate is not trusted (set
+    /// `ca_file` for a private CA), names another host, or has expired. Not retried.
+    #[error("TLS with the object store failed at {url}: {detail}")]
+    Tls {
+        /// The URL being reached.
+        url: String,
+        /// What the TLS layer said (for example `invalid peer certificate: UnknownIssuer`).
+        detail: String,
+    },
     /// An uploaded object does not read back as written.
     #[error("object {container}/{key} did not verify after upload: {detail}")]
     Verify {
@@ -100,9 +109,13 @@ impl Error {
     }
 
     /// Whether the object store (or the way to it) is down or overloaded, as opposed to a
-    /// permanent refusal or a local problem: the HTTP layer answers 503 for these.
+    /// permanent refusal or a local problem: the HTTP layer answers 503 for these. Failed
+    /// authentication and failed TLS count: the object store cannot be used until fixed.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Error::Unavailable { .. } | Error::Auth { .. })
+        matches!(
+            self,
+            Error::Unavailable { .. } | Error::Auth { .. } | Error::Tls { .. }
+        )
     }
 
     /// Wraps this error for the blob store's trait.

@@ -42,6 +42,7 @@ mod cache;
 mod client;
 mod config;
 mod error;
+mod http;
 mod migrate;
 mod s3;
 mod swift;
@@ -51,8 +52,9 @@ use std::sync::Arc;
 pub use backend::{ObjectStoreBackend, KEYSPACES};
 pub use cache::{CacheStats, CachedBackend};
 pub use config::{
-    CacheConfig, ObjectStoreConfig, Protocol, RetryConfig, DEFAULT_LARGE_OBJECT_THRESHOLD,
-    DEFAULT_OBJECTS_PER_CONTAINER, DEFAULT_SEGMENT_SIZE, S3_MAX_PART_IN_MEMORY,
+    CacheConfig, ObjectStoreConfig, Protocol, RetryConfig, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_LARGE_OBJECT_THRESHOLD, DEFAULT_OBJECTS_PER_CONTAINER, DEFAULT_SEGMENT_CONCURRENCY,
+    DEFAULT_SEGMENT_SIZE,
 };
 pub use error::{is_unavailable, Error, Result};
 pub use migrate::{migrate, MigrateOptions, MigrateReport, MigratingBackend};

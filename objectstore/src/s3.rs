@@ -1,91 +1,90 @@
-//! S3-compatible endpoints through OpenDAL (request signing, multipart uploads, listings), on
-//! a small tokio runtime owned by the client. Bucket creation, which OpenDAL does not offer,
-//! is one request signed by `reqsign` (the signer OpenDAL itself uses).
+//! S3-compatible endpoints: requests signed by `reqsign` (AWS SigV4, the signer OpenDAL itself
+//! uses) and sent over the shared HTTP layer ([`crate::http`]), answers read with quick-xml.
+//!
+//! Not OpenDAL, which this used before: OpenDAL 0.54's writer gathers each part (or a whole
+//! small object) in memory before it sends a byte, so an upload was read from the spool file,
+//! copied, and only then sent, one part at a time; large uploads reached 0.63-0.69 of the
+//! `swift` client where the Swift API, which streams, reached 0.95 and more. Here the body of a
+//! PUT (or of each multipart part) streams from the spool file as the Swift client does, the
+//! parts go up several at a time, and both protocols share one HTTP client, so the TLS roots
+//! and the idle timeout are the same. The payload is sent as `UNSIGNED-PAYLOAD` (the signature
+//! covers the headers; TLS protects the body in transit, and the backend verifies the stored
+//! size).
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use bytes::Bytes;
-use futures::StreamExt;
-use opendal::services::S3;
-use opendal::{ErrorKind, Operator};
-use tokio::runtime::Runtime;
+use reqwest::{Method, RequestBuilder};
+use serde::Deserialize;
 
-use crate::client::{status_attempt, Attempt, AttemptResult, Listed, ObjectClient, Retry};
-use crate::config::{ObjectStoreConfig, Protocol, S3_MAX_PART_IN_MEMORY};
+use crate::client::{
+    parse_utc_millis, plan_segments, run_parallel, status_attempt, Attempt, AttemptResult, Listed,
+    ObjectClient, Retry, Verified,
+};
+use crate::config::{ObjectStoreConfig, Protocol};
 use crate::error::Error;
+use crate::http::{etag_matches, Http, Response};
 
-/// An S3 account; one OpenDAL operator per bucket.
+/// S3's limits on multipart uploads: parts of 5 MiB to 5 GiB (the last may be smaller), at
+/// most 10,000 of them.
+const MIN_PART: u64 = 5 << 20;
+const MAX_PART: u64 = 5 << 30;
+const MAX_PARTS: u64 = 10_000;
+
+/// An S3 account.
 pub(crate) struct S3Client {
-    runtime: Arc<Runtime>,
+    http: Http,
     endpoint: String,
-    region: String,
     access_key: String,
-    secret_key: String,
     virtual_host_style: bool,
-    operators: Mutex<HashMap<String, Operator>>,
-    http: reqwest::blocking::Client,
+    signer: reqsign::AwsV4Signer,
+    credential: reqsign::AwsCredential,
     retry: Retry,
-    timeout: Duration,
     part_size: u64,
+    part_concurrency: usize,
 }
 
 impl std::fmt::Debug for S3Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("S3Client")
             .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
+            .field("access_key", &self.access_key)
             .finish_non_exhaustive()
     }
 }
 
-fn attempt(error: opendal::Error, operation: &'static str, bucket: &str, key: &str) -> Attempt {
-    if error.is_temporary() {
-        return Attempt::Transient(error.to_string());
-    }
-    match error.kind() {
-        // OpenDAL reports a refused or reset connection as Unexpected (temporary when it
-        // knows); a closed proxy shows up here, so treat it as transient too.
-        ErrorKind::Unexpected => Attempt::Transient(error.to_string()),
-        ErrorKind::PermissionDenied => Attempt::Permanent(Error::Auth {
-            url: format!("{bucket}/{key}"),
-            detail: error.to_string(),
-        }),
-        ErrorKind::RateLimited => Attempt::Transient(error.to_string()),
-        _ => Attempt::Permanent(Error::Refused {
-            operation,
-            container: bucket.to_string(),
-            key: key.to_string(),
-            status: 0,
-            body: error.to_string(),
-        }),
-    }
+/// How a request's answer is awaited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// No large body either way: the whole exchange within the request timeout.
+    Small,
+    /// The answer carries blob bytes: the idle timeout applies.
+    Download,
 }
 
-/// A blocking `Read` over OpenDAL's byte stream.
-struct StreamRead {
-    runtime: Arc<Runtime>,
-    stream: opendal::FuturesBytesStream,
-    current: Bytes,
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InitiateMultipartUploadResult {
+    upload_id: String,
 }
 
-impl Read for StreamRead {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.runtime.block_on(self.stream.next()) {
-                None => return Ok(0),
-                Some(Ok(bytes)) => self.current = bytes,
-                Some(Err(e)) => return Err(e),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListBucketResult {
+    #[serde(default)]
+    contents: Vec<ListedObject>,
+    #[serde(default)]
+    is_truncated: bool,
+    #[serde(default)]
+    next_continuation_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListedObject {
+    key: String,
+    last_modified: String,
 }
 
 impl S3Client {
@@ -101,56 +100,22 @@ impl S3Client {
         else {
             return Err(Error::Config("not an S3 configuration".into()));
         };
-        let virtual_host_style = *virtual_host_style;
-        let timeout = Duration::from_millis(config.request_timeout_ms);
-        let segment_size = config.segment_size;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("objectstore-s3")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("starting the S3 runtime", "", e))?;
-        let http = reqwest::blocking::Client::builder()
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .build()
-            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
         Ok(S3Client {
-            runtime: Arc::new(runtime),
+            http: Http::new(config, "objectstore-s3")?,
             endpoint: endpoint.trim_end_matches('/').to_string(),
-            region: region.to_string(),
-            access_key: access_key.to_string(),
-            secret_key: secret_key.to_string(),
-            virtual_host_style,
-            operators: Mutex::new(HashMap::new()),
-            http,
+            access_key: access_key.clone(),
+            virtual_host_style: *virtual_host_style,
+            signer: reqsign::AwsV4Signer::new("s3", region),
+            credential: reqsign::AwsCredential {
+                access_key_id: access_key.clone(),
+                secret_access_key: secret_key.clone(),
+                session_token: None,
+                expires_in: None,
+            },
             retry,
-            timeout,
-            part_size: segment_size.clamp(5 << 20, S3_MAX_PART_IN_MEMORY),
+            part_size: config.segment_size,
+            part_concurrency: config.segment_concurrency.max(1),
         })
-    }
-
-    fn operator(&self, bucket: &str) -> Result<Operator, Error> {
-        let mut operators = self.operators.lock().expect("operators lock");
-        if let Some(op) = operators.get(bucket) {
-            return Ok(op.clone());
-        }
-        let mut builder = S3::default()
-            .endpoint(&self.endpoint)
-            .region(&self.region)
-            .bucket(bucket)
-            .access_key_id(&self.access_key)
-            .secret_access_key(&self.secret_key)
-            .disable_config_load()
-            .disable_ec2_metadata();
-        if self.virtual_host_style {
-            builder = builder.enable_virtual_host_style();
-        }
-        let op = Operator::new(builder)
-            .map_err(|e| Error::Config(format!("S3 bucket {bucket}: {e}")))?
-            .finish();
-        operators.insert(bucket.to_string(), op.clone());
-        Ok(op)
     }
 
     fn run<T>(
@@ -163,50 +128,207 @@ impl S3Client {
         self.retry.run(operation, bucket, key, attempt, &|| {})
     }
 
-    fn bucket_url(&self, bucket: &str) -> String {
+    fn url(&self, bucket: &str, key: &str) -> String {
         if self.virtual_host_style {
             match self.endpoint.split_once("://") {
-                Some((scheme, host)) => format!("{scheme}://{bucket}.{host}/"),
-                None => format!("{bucket}.{}/", self.endpoint),
+                Some((scheme, host)) => format!("{scheme}://{bucket}.{host}/{key}"),
+                None => format!("{bucket}.{}/{key}", self.endpoint),
             }
-        } else {
+        } else if key.is_empty() {
             format!("{}/{bucket}", self.endpoint)
+        } else {
+            format!("{}/{bucket}/{key}", self.endpoint)
         }
+    }
+
+    /// The signed request `build` makes.
+    fn build(
+        &self,
+        method: Method,
+        bucket: &str,
+        key: &str,
+        build: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> AttemptResult<reqwest::Request> {
+        let request = self
+            .http
+            .request(method, &self.url(bucket, key))
+            .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD");
+        let mut request = build(request)
+            .build()
+            .map_err(|e| Attempt::Permanent(Error::Config(format!("S3 endpoint: {e}"))))?;
+        self.signer
+            .sign(&mut request, &self.credential)
+            .map_err(|e| {
+                Attempt::Permanent(Error::Auth {
+                    url: self.endpoint.clone(),
+                    detail: format!("signing: {e}"),
+                })
+            })?;
+        Ok(request)
+    }
+
+    /// One attempt of a request without a request body of blob bytes.
+    fn send(
+        &self,
+        method: Method,
+        bucket: &str,
+        key: &str,
+        kind: Kind,
+        build: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> AttemptResult<Response> {
+        let request = self.build(method, bucket, key, build)?;
+        match kind {
+            Kind::Small => self.http.send_small(request),
+            Kind::Download => self.http.send_download(request),
+        }
+    }
+
+    /// An answer that is not a success, classified: 403 is a credential or signature problem.
+    fn failure(
+        &self,
+        response: Response,
+        operation: &'static str,
+        bucket: &str,
+        key: &str,
+    ) -> Attempt {
+        let status = response.status();
+        let body = response.text();
+        if status == 403 {
+            return Attempt::Permanent(Error::Auth {
+                url: self.url(bucket, key),
+                detail: format!("HTTP 403: {body}"),
+            });
+        }
+        status_attempt(status, body, operation, bucket, key)
+    }
+
+    /// Uploads `len` bytes of `path` from `offset` with the request `build` makes; returns the
+    /// successful answer and whether its ETag proved the content (an ETag that is the MD5 of
+    /// other bytes makes the attempt fail as transient: the bytes were damaged on the way).
+    fn upload(
+        &self,
+        operation: &'static str,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        (offset, len): (u64, u64),
+        build: &dyn Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<(Response, Verified), Error> {
+        self.run(operation, bucket, key, || {
+            let mut file =
+                File::open(path).map_err(|e| Attempt::Permanent(Error::io("opening", path, e)))?;
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| Attempt::Permanent(Error::io("seeking in", path, e)))?;
+            let request = self.build(Method::PUT, bucket, key, |r| {
+                build(r.header("Content-Length", len))
+            })?;
+            let (response, md5) = self.http.send_upload(request, file, len)?;
+            if !(200..=204).contains(&response.status()) {
+                return Err(self.failure(response, operation, bucket, key));
+            }
+            match etag_matches(response.header("etag"), md5.as_ref()) {
+                Some(true) => Ok((response, Verified::Content)),
+                None => Ok((response, Verified::Nothing)),
+                Some(false) => Err(Attempt::Transient(format!(
+                    "the ETag of {bucket}/{key}, {:?}, is not the MD5 of the bytes sent: \
+                     damaged on the way",
+                    response.header("etag")
+                ))),
+            }
+        })
+    }
+
+    fn put_multipart(&self, bucket: &str, key: &str, path: &Path, size: u64) -> Result<(), Error> {
+        let upload_id = self.run("start multipart upload", bucket, key, || {
+            let response = self.send(Method::POST, bucket, key, Kind::Small, |r| {
+                r.query(&[("uploads", "")])
+            })?;
+            if response.status() != 200 {
+                return Err(self.failure(response, "start multipart upload", bucket, key));
+            }
+            let body = response
+                .bytes()
+                .map_err(|e| Attempt::Transient(format!("starting a multipart upload: {e}")))?;
+            quick_xml::de::from_reader::<_, InitiateMultipartUploadResult>(&body[..])
+                .map(|r| r.upload_id)
+                .map_err(|e| Attempt::Transient(format!("starting a multipart upload: {e}")))
+        })?;
+        let result = self.put_parts(bucket, key, path, size, &upload_id);
+        if result.is_err() {
+            // Best effort: a bucket lifecycle rule removes what this leaves.
+            let _ = self.send(Method::DELETE, bucket, key, Kind::Small, |r| {
+                r.query(&[("uploadId", upload_id.as_str())])
+            });
+        }
+        result
+    }
+
+    fn put_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        size: u64,
+        upload_id: &str,
+    ) -> Result<(), Error> {
+        let plan = plan_segments(size, self.part_size, MIN_PART, MAX_PART, MAX_PARTS);
+        let etags = run_parallel(plan.len(), self.part_concurrency, |index| {
+            let number = (index + 1).to_string();
+            let (response, _) = self.upload("put part", bucket, key, path, plan[index], &|r| {
+                r.query(&[("partNumber", number.as_str()), ("uploadId", upload_id)])
+            })?;
+            response
+                .header("etag")
+                .map(str::to_string)
+                .ok_or_else(|| Error::Refused {
+                    operation: "put part",
+                    container: bucket.to_string(),
+                    key: key.to_string(),
+                    status: response.status(),
+                    body: "no ETag in the answer".to_string(),
+                })
+        })?;
+        let mut body = String::from("<CompleteMultipartUpload>");
+        for (index, etag) in etags.iter().enumerate() {
+            let etag = quick_xml::escape::escape(etag.as_str());
+            body.push_str(&format!(
+                "<Part><PartNumber>{}</PartNumber><ETag>{etag}</ETag></Part>",
+                index + 1
+            ));
+        }
+        body.push_str("</CompleteMultipartUpload>");
+        self.run("complete multipart upload", bucket, key, || {
+            let response = self.send(Method::POST, bucket, key, Kind::Small, |r| {
+                r.query(&[("uploadId", upload_id)]).body(body.clone())
+            })?;
+            if response.status() != 200 {
+                return Err(self.failure(response, "complete multipart upload", bucket, key));
+            }
+            // S3 may answer 200 and report the failure in the body.
+            let text = response.text();
+            if text.contains("<Error>") {
+                return Err(Attempt::Transient(format!(
+                    "completing a multipart upload: {text}"
+                )));
+            }
+            Ok(())
+        })
     }
 }
 
 impl ObjectClient for S3Client {
     fn ensure_container(&self, bucket: &str) -> Result<(), Error> {
-        let signer = reqsign::AwsV4Signer::new("s3", &self.region);
-        let credential = reqsign::AwsCredential {
-            access_key_id: self.access_key.clone(),
-            secret_access_key: self.secret_key.clone(),
-            session_token: None,
-            expires_in: None,
-        };
         self.run("create bucket", bucket, "", || {
-            let mut request = self
-                .http
-                .put(self.bucket_url(bucket))
-                .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
-                .build()
-                .map_err(|e| Attempt::Permanent(Error::Config(e.to_string())))?;
-            signer.sign(&mut request, &credential).map_err(|e| {
-                Attempt::Permanent(Error::Auth {
-                    url: self.endpoint.clone(),
-                    detail: e.to_string(),
-                })
-            })?;
-            let response = self
-                .http
-                .execute(request)
-                .map_err(|e| Attempt::Transient(e.to_string()))?;
-            let status = response.status().as_u16();
-            let mut body = String::new();
-            let _ = response.take(1024).read_to_string(&mut body);
+            let response = self.send(Method::PUT, bucket, "", Kind::Small, |r| r)?;
+            let status = response.status();
+            let body = response.text();
             match status {
                 200 | 204 => Ok(()),
                 409 if body.contains("BucketAlreadyOwnedByYou") => Ok(()),
+                403 => Err(Attempt::Permanent(Error::Auth {
+                    url: self.url(bucket, ""),
+                    detail: format!("HTTP 403: {body}"),
+                })),
                 _ => Err(status_attempt(status, body, "create bucket", bucket, "")),
             }
         })
@@ -219,61 +341,29 @@ impl ObjectClient for S3Client {
         path: &Path,
         size: u64,
         segmented: bool,
-    ) -> Result<(), Error> {
-        let op = self.operator(bucket)?;
-        // OpenDAL holds a part in memory: anything larger than a part goes multipart.
-        let chunk = if segmented {
-            self.part_size
+    ) -> Result<Verified, Error> {
+        if segmented {
+            // The whole is checked by the caller's HEAD.
+            self.put_multipart(bucket, key, path, size)
+                .map(|()| Verified::Nothing)
         } else {
-            self.part_size.max(1)
-        };
-        self.run("put", bucket, key, || {
-            let mut file =
-                File::open(path).map_err(|e| Attempt::Permanent(Error::io("opening", path, e)))?;
-            file.seek(SeekFrom::Start(0))
-                .map_err(|e| Attempt::Permanent(Error::io("seeking in", path, e)))?;
-            self.runtime.block_on(async {
-                let chunk_len = usize::try_from(chunk).unwrap_or(usize::MAX);
-                let mut writer = op
-                    .writer_with(key)
-                    .chunk(chunk_len)
-                    .concurrent(1)
-                    .await
-                    .map_err(|e| attempt(e, "put", bucket, key))?;
-                let mut remaining = size;
-                while remaining > 0 {
-                    let n = usize::try_from(remaining.min(8 << 20)).unwrap_or(8 << 20);
-                    let mut buf = vec![0u8; n];
-                    // A blocking read of the local spool file inside the runtime: short, and
-                    // this runtime is ours alone (no other task waits on this thread).
-                    file.read_exact(&mut buf)
-                        .map_err(|e| Attempt::Permanent(Error::io("reading", path, e)))?;
-                    if let Err(e) = writer.write(buf).await {
-                        let _ = writer.abort().await;
-                        return Err(attempt(e, "put", bucket, key));
-                    }
-                    remaining -= n as u64;
-                }
-                writer
-                    .close()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| attempt(e, "put", bucket, key))
-            })
-        })
+            self.upload("put", bucket, key, path, (0, size), &|r| r)
+                .map(|(_, verified)| verified)
+        }
     }
 
     fn head(&self, bucket: &str, key: &str) -> Result<Option<u64>, Error> {
-        let op = self.operator(bucket)?;
         self.run("head", bucket, key, || {
-            match self
-                .runtime
-                .block_on(async { tokio::time::timeout(self.timeout, op.stat(key)).await })
-            {
-                Err(_) => Err(Attempt::Transient("timed out".into())),
-                Ok(Ok(meta)) => Ok(Some(meta.content_length())),
-                Ok(Err(e)) if e.kind() == ErrorKind::NotFound => Ok(None),
-                Ok(Err(e)) => Err(attempt(e, "head", bucket, key)),
+            let response = self.send(Method::HEAD, bucket, key, Kind::Small, |r| r)?;
+            match response.status() {
+                200 => Ok(Some(
+                    response
+                        .header("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                )),
+                404 => Ok(None),
+                _ => Err(self.failure(response, "head", bucket, key)),
             }
         })
     }
@@ -290,53 +380,31 @@ impl ObjectClient for S3Client {
                 .head(bucket, key)?
                 .map(|_| Box::new(io::empty()) as Box<dyn Read + Send>));
         }
-        let op = self.operator(bucket)?;
+        let range = match offset.checked_add(len) {
+            Some(end) if len != u64::MAX => format!("bytes={offset}-{}", end - 1),
+            _ => format!("bytes={offset}-"),
+        };
         self.run("get", bucket, key, || {
-            self.runtime.block_on(async {
-                let reader = op
-                    .reader_with(key)
-                    .chunk(8 << 20)
-                    .await
-                    .map_err(|e| attempt(e, "get", bucket, key))?;
-                let stream = match offset.checked_add(len) {
-                    Some(end) if len != u64::MAX => reader.into_bytes_stream(offset..end).await,
-                    _ => reader.into_bytes_stream(offset..).await,
-                };
-                let mut stream = match stream {
-                    Ok(stream) => stream,
-                    Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(attempt(e, "get", bucket, key)),
-                };
-                // The first chunk now, so that a missing object is `None` rather than an
-                // error on the first read.
-                let current = match stream.next().await {
-                    None => Bytes::new(),
-                    Some(Ok(bytes)) => bytes,
-                    Some(Err(e)) => {
-                        let kind = e.kind();
-                        let text = e.to_string();
-                        if kind == io::ErrorKind::NotFound || text.contains("NotFound") {
-                            return Ok(None);
-                        }
-                        return Err(Attempt::Transient(text));
-                    }
-                };
-                Ok(Some(Box::new(StreamRead {
-                    runtime: self.runtime.clone(),
-                    stream,
-                    current,
-                }) as Box<dyn Read + Send>))
-            })
+            let response = self.send(Method::GET, bucket, key, Kind::Download, |r| {
+                r.header("Range", range.as_str())
+            })?;
+            match response.status() {
+                200 | 206 => Ok(Some(
+                    Box::new(response.into_reader()) as Box<dyn Read + Send>
+                )),
+                404 => Ok(None),
+                416 => Ok(Some(Box::new(io::empty()) as Box<dyn Read + Send>)),
+                _ => Err(self.failure(response, "get", bucket, key)),
+            }
         })
     }
 
     fn delete(&self, bucket: &str, key: &str, _segmented: bool) -> Result<(), Error> {
-        let op = self.operator(bucket)?;
         self.run("delete", bucket, key, || {
-            match self.runtime.block_on(op.delete(key)) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(attempt(e, "delete", bucket, key)),
+            let response = self.send(Method::DELETE, bucket, key, Kind::Small, |r| r)?;
+            match response.status() {
+                200 | 204 | 404 => Ok(()),
+                _ => Err(self.failure(response, "delete", bucket, key)),
             }
         })
     }
@@ -347,37 +415,42 @@ impl ObjectClient for S3Client {
         prefix: &str,
         visit: &mut dyn FnMut(Listed) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let op = self.operator(bucket)?;
-        let entries = self.run("list", bucket, prefix, || {
-            match self
-                .runtime
-                .block_on(async { op.list_with(prefix).recursive(true).await })
-            {
-                Ok(entries) => Ok(entries),
-                // A bucket not created yet lists nothing, as a missing Swift container does.
-                Err(e)
-                    if e.kind() == ErrorKind::NotFound
-                        || e.to_string().contains("NoSuchBucket") =>
-                {
-                    Ok(Vec::new())
+        let mut token: Option<String> = None;
+        loop {
+            let page = self.run("list", bucket, prefix, || {
+                let response = self.send(Method::GET, bucket, "", Kind::Small, |r| {
+                    let r = r.query(&[("list-type", "2"), ("prefix", prefix)]);
+                    match &token {
+                        Some(token) => r.query(&[("continuation-token", token.as_str())]),
+                        None => r,
+                    }
+                })?;
+                match response.status() {
+                    200 => {
+                        let body = response
+                            .bytes()
+                            .map_err(|e| Attempt::Transient(format!("listing: {e}")))?;
+                        quick_xml::de::from_reader::<_, ListBucketResult>(&body[..])
+                            .map(Some)
+                            .map_err(|e| Attempt::Transient(format!("listing: {e}")))
+                    }
+                    // A bucket not created yet lists nothing, as a missing Swift container does.
+                    404 => Ok(None),
+                    _ => Err(self.failure(response, "list", bucket, prefix)),
                 }
-                Err(e) => Err(attempt(e, "list", bucket, prefix)),
-            }
-        })?;
-        for entry in entries {
-            if entry.metadata().is_dir() {
-                continue;
-            }
-            let modified = entry
-                .metadata()
-                .last_modified()
-                .map_or(i64::MAX, |t| t.timestamp_millis());
-            visit(Listed {
-                name: entry.path().to_string(),
-                modified,
             })?;
+            let Some(page) = page else { return Ok(()) };
+            for object in page.contents {
+                visit(Listed {
+                    modified: parse_utc_millis(&object.last_modified).unwrap_or(i64::MAX),
+                    name: object.key,
+                })?;
+            }
+            match page.next_continuation_token {
+                Some(next) if page.is_truncated => token = Some(next),
+                _ => return Ok(()),
+            }
         }
-        Ok(())
     }
 
     fn segments_container(&self, _bucket: &str) -> Option<String> {
@@ -386,5 +459,45 @@ impl ObjectClient for S3Client {
 
     fn delete_segment(&self, bucket: &str, name: &str) -> Result<(), Error> {
         self.delete(bucket, name, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_answers_parse() {
+        let listing = r#"<?xml version="1.0" encoding="UTF-8"?>
+            <ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+              <Name>b</Name><Prefix></Prefix><KeyCount>2</KeyCount><MaxKeys>1000</MaxKeys>
+              <IsTruncated>true</IsTruncated><NextContinuationToken>abc</NextContinuationToken>
+              <Contents><Key>k1</Key><LastModified>2026-11-28T17:14:30.375Z</LastModified>
+                <ETag>"e"</ETag><Size>3</Size><StorageClass>STANDARD</StorageClass></Contents>
+              <Contents><Key>k2</Key><LastModified>1970-01-01T00:00:01.000Z</LastModified>
+                <ETag>"e"</ETag><Size>3</Size><StorageClass>STANDARD</StorageClass></Contents>
+            </ListBucketResult>"#;
+        let page: ListBucketResult = quick_xml::de::from_str(listing).unwrap();
+        assert!(page.is_truncated);
+        assert_eq!(page.next_continuation_token.as_deref(), Some("abc"));
+        let keys: Vec<_> = page.contents.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys, ["k1", "k2"]);
+        assert_eq!(
+            parse_utc_millis(&page.contents[1].last_modified),
+            Some(1000)
+        );
+
+        let empty: ListBucketResult = quick_xml::de::from_str(
+            "<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>",
+        )
+        .unwrap();
+        assert!(empty.contents.is_empty() && !empty.is_truncated);
+
+        let started: InitiateMultipartUploadResult = quick_xml::de::from_str(
+            "<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key>\
+             <UploadId>MjAx/Nz+g=</UploadId></InitiateMultipartUploadResult>",
+        )
+        .unwrap();
+        assert_eq!(started.upload_id, "MjAx/Nz+g=");
     }
 }

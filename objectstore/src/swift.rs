@@ -1,32 +1,32 @@
-//! OpenStack Swift's native API over reqwest, on a small tokio runtime owned by the client.
+//! OpenStack Swift's native API over the shared HTTP layer ([`crate::http`]).
 //!
 //! Swift needs no request signing: a token from the auth endpoint goes in `X-Auth-Token`. So
 //! this talks HTTP directly (reqwest) rather than through OpenDAL, whose Swift service buffers
 //! a whole object in memory before a one-shot PUT, has no static large objects, cannot create
 //! containers and takes a fixed token (no tempauth, no renewal). Bodies stream from the spool
-//! file in 1 MiB chunks and responses stream to the reader. (reqwest's blocking client was
-//! tried first: it moves bodies in 8 KiB pieces through one background thread shared by all
-//! requests, which capped uploads at about 60% of the `swift` command line client.)
+//! file in 1 MiB chunks and responses stream to the reader; the segments of a large object go
+//! up several at a time. (reqwest's blocking client was tried first: it moves bodies in 8 KiB
+//! pieces through one background thread shared by all requests, which capped uploads at about
+//! 60% of the `swift` command line client.)
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::RwLock;
-use std::time::Duration;
 
-use std::sync::Arc;
-
-use bytes::Bytes;
-use futures::{Stream, StreamExt};
-use reqwest::{Body, Client, Method, RequestBuilder};
+use reqwest::{Method, RequestBuilder};
 use serde::Deserialize;
-use tokio::io::AsyncReadExt;
-use tokio::runtime::Runtime;
 
 use crate::client::{
-    parse_utc_millis, status_attempt, Attempt, AttemptResult, Listed, ObjectClient, Retry,
+    parse_utc_millis, plan_segments, run_parallel, status_attempt, Attempt, AttemptResult, Listed,
+    ObjectClient, Retry, Verified,
 };
+use crate::config::ObjectStoreConfig;
 use crate::error::Error;
+use crate::http::{etag_matches, Http, Response};
+
+/// Swift's default limit on the segments of one static large object (`max_manifest_segments`).
+const MAX_SLO_SEGMENTS: u64 = 1000;
 
 #[derive(Clone, Debug)]
 struct Session {
@@ -36,15 +36,14 @@ struct Session {
 
 /// A Swift account reached with tempauth / v1 auth.
 pub(crate) struct SwiftClient {
-    runtime: Arc<Runtime>,
-    http: Client,
+    http: Http,
     auth_url: String,
     user: String,
     key: String,
     session: RwLock<Option<Session>>,
     retry: Retry,
-    timeout: Duration,
     segment_size: u64,
+    segment_concurrency: usize,
 }
 
 impl std::fmt::Debug for SwiftClient {
@@ -56,83 +55,13 @@ impl std::fmt::Debug for SwiftClient {
     }
 }
 
-fn transient(error: &reqwest::Error) -> Attempt {
-    Attempt::Transient(error.to_string())
-}
-
-/// A response whose body is read by blocking on the client's runtime.
-struct Response {
-    inner: reqwest::Response,
-    runtime: Arc<Runtime>,
-}
-
-impl Response {
-    fn status(&self) -> reqwest::StatusCode {
-        self.inner.status()
-    }
-
-    fn headers(&self) -> &reqwest::header::HeaderMap {
-        self.inner.headers()
-    }
-
-    fn bytes(self) -> reqwest::Result<Bytes> {
-        self.runtime
-            .block_on(async move { self.inner.bytes().await })
-    }
-
-    fn into_reader(self) -> StreamRead {
-        StreamRead {
-            runtime: self.runtime,
-            stream: Box::pin(self.inner.bytes_stream()),
-            current: Bytes::new(),
-        }
-    }
-}
-
-fn body_text(response: Response) -> String {
-    match response.bytes() {
-        Ok(bytes) => String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned(),
-        Err(e) => format!("(body unreadable: {e})"),
-    }
-}
-
-type ByteStream = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
-
-/// A blocking `Read` over a response body.
-struct StreamRead {
-    runtime: Arc<Runtime>,
-    stream: ByteStream,
-    current: Bytes,
-}
-
-impl Read for StreamRead {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.runtime.block_on(self.stream.next()) {
-                None => return Ok(0),
-                Some(Ok(bytes)) => self.current = bytes,
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
-}
-
-/// `len` bytes of the file from `offset`, as a body streamed in 1 MiB chunks.
-fn file_body(file: std::fs::File, len: u64) -> Body {
-    let file = tokio::fs::File::from_std(file);
-    let chunks = futures::stream::try_unfold((file, len), |(mut file, remaining)| async move {
-        if remaining == 0 {
-            return Ok(None);
-        }
-        let n = usize::try_from(remaining.min(1 << 20)).unwrap_or(1 << 20);
-        let mut buf = vec![0u8; n];
-        file.read_exact(&mut buf).await?;
-        Ok::<_, std::io::Error>(Some((Bytes::from(buf), (file, remaining - n as u64))))
-    });
-    Body::wrap_stream(chunks)
+/// How a request's answer is awaited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// No large body either way: the whole exchange within the request timeout.
+    Small,
+    /// The answer carries blob bytes: the idle timeout applies.
+    Download,
 }
 
 #[derive(Deserialize)]
@@ -143,68 +72,44 @@ struct ListEntry {
 
 impl SwiftClient {
     pub(crate) fn new(
+        config: &ObjectStoreConfig,
         auth_url: &str,
         user: &str,
         key: &str,
         retry: Retry,
-        timeout: Duration,
-        segment_size: u64,
     ) -> Result<Self, Error> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("objectstore-swift")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("starting the Swift client's runtime", "", e))?;
-        let http = Client::builder()
-            .connect_timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
         Ok(SwiftClient {
-            runtime: Arc::new(runtime),
-            http,
+            http: Http::new(config, "objectstore-swift")?,
             auth_url: auth_url.to_string(),
             user: user.to_string(),
             key: key.to_string(),
             session: RwLock::new(None),
             retry,
-            timeout,
-            segment_size,
+            segment_size: config.segment_size,
+            segment_concurrency: config.segment_concurrency.max(1),
         })
     }
 
     fn authenticate(&self) -> AttemptResult<Session> {
-        let response = self
+        let request = self
             .http
-            .get(&self.auth_url)
+            .request(Method::GET, &self.auth_url)
             .header("X-Auth-User", &self.user)
             .header("X-Auth-Key", &self.key)
-            .timeout(self.timeout);
-        let response = Response {
-            inner: self
-                .runtime
-                .block_on(async move { response.send().await })
-                .map_err(|e| transient(&e))?,
-            runtime: self.runtime.clone(),
-        };
-        let status = response.status().as_u16();
+            .build()
+            .map_err(|e| Attempt::Permanent(Error::Config(format!("auth_url: {e}"))))?;
+        let response = self.http.send_small(request)?;
+        let status = response.status();
         if !(200..300).contains(&status) {
             return Err(match status {
                 401 | 403 => Attempt::Permanent(Error::Auth {
                     url: self.auth_url.clone(),
                     detail: format!("HTTP {status}"),
                 }),
-                _ => status_attempt(status, body_text(response), "authenticate", "", ""),
+                _ => status_attempt(status, response.text(), "authenticate", "", ""),
             });
         }
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
+        let header = |name: &str| response.header(name).map(str::to_string);
         match (header("x-storage-url"), header("x-auth-token")) {
             (Some(storage_url), Some(token)) => Ok(Session {
                 storage_url: storage_url.trim_end_matches('/').to_string(),
@@ -238,27 +143,38 @@ impl SwiftClient {
         }
     }
 
-    /// One attempt of a request: the session, the request built by `build`, sent.
+    /// The request `build` makes, with the session's token.
+    fn build(
+        &self,
+        method: Method,
+        container: &str,
+        key: &str,
+        build: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> AttemptResult<reqwest::Request> {
+        let session = self.session()?;
+        let request = self
+            .http
+            .request(method, &Self::url(&session, container, key))
+            .header("X-Auth-Token", &session.token);
+        build(request)
+            .build()
+            .map_err(|e| Attempt::Permanent(Error::Config(format!("storage URL: {e}"))))
+    }
+
+    /// One attempt of a request without a request body of blob bytes.
     fn send(
         &self,
         method: Method,
         container: &str,
         key: &str,
-        build: impl FnOnce(RequestBuilder) -> AttemptResult<RequestBuilder>,
+        kind: Kind,
+        build: impl FnOnce(RequestBuilder) -> RequestBuilder,
     ) -> AttemptResult<Response> {
-        let session = self.session()?;
-        let request = self
-            .http
-            .request(method, Self::url(&session, container, key))
-            .header("X-Auth-Token", &session.token);
-        let request = build(request)?;
-        Ok(Response {
-            inner: self
-                .runtime
-                .block_on(async move { request.send().await })
-                .map_err(|e| transient(&e))?,
-            runtime: self.runtime.clone(),
-        })
+        let request = self.build(method, container, key, build)?;
+        match kind {
+            Kind::Small => self.http.send_small(request),
+            Kind::Download => self.http.send_download(request),
+        }
     }
 
     fn run<T>(
@@ -280,20 +196,29 @@ impl SwiftClient {
         path: &Path,
         offset: u64,
         len: u64,
-    ) -> Result<(), Error> {
+    ) -> Result<Verified, Error> {
         self.run("put", container, key, || {
             let mut file =
                 File::open(path).map_err(|e| Attempt::Permanent(Error::io("opening", path, e)))?;
             file.seek(SeekFrom::Start(offset))
                 .map_err(|e| Attempt::Permanent(Error::io("seeking in", path, e)))?;
-            let response = self.send(Method::PUT, container, key, |r| {
-                Ok(r.header("Content-Length", len).body(file_body(file, len)))
+            let request = self.build(Method::PUT, container, key, |r| {
+                r.header("Content-Length", len)
             })?;
-            match response.status().as_u16() {
-                200..=202 => Ok(()),
+            let (response, md5) = self.http.send_upload(request, file, len)?;
+            match response.status() {
+                200..=202 => match etag_matches(response.header("etag"), md5.as_ref()) {
+                    Some(true) => Ok(Verified::Content),
+                    None => Ok(Verified::Nothing),
+                    Some(false) => Err(Attempt::Transient(format!(
+                        "the ETag of {container}/{key}, {:?}, is not the MD5 of the bytes sent: \
+                         damaged on the way",
+                        response.header("etag")
+                    ))),
+                },
                 status => Err(status_attempt(
                     status,
-                    body_text(response),
+                    response.text(),
                     "put",
                     container,
                     key,
@@ -306,13 +231,12 @@ impl SwiftClient {
 impl ObjectClient for SwiftClient {
     fn ensure_container(&self, container: &str) -> Result<(), Error> {
         self.run("create container", container, "", || {
-            let response =
-                self.send(Method::PUT, container, "", |r| Ok(r.timeout(self.timeout)))?;
-            match response.status().as_u16() {
+            let response = self.send(Method::PUT, container, "", Kind::Small, |r| r)?;
+            match response.status() {
                 201 | 202 | 204 => Ok(()),
                 status => Err(status_attempt(
                     status,
-                    body_text(response),
+                    response.text(),
                     "create container",
                     container,
                     "",
@@ -328,7 +252,7 @@ impl ObjectClient for SwiftClient {
         path: &Path,
         size: u64,
         segmented: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<Verified, Error> {
         if !segmented {
             return self.put_file_range(container, key, path, 0, size);
         }
@@ -339,55 +263,45 @@ impl ObjectClient for SwiftClient {
             .segments_container(container)
             .expect("Swift keeps segments apart");
         self.ensure_container(&segments)?;
-        let mut manifest = Vec::new();
-        let mut offset = 0;
-        let mut index = 0u32;
-        while offset < size {
-            let len = self.segment_size.min(size - offset);
+        let plan = plan_segments(size, self.segment_size, 1, u64::MAX, MAX_SLO_SEGMENTS);
+        let manifest = run_parallel(plan.len(), self.segment_concurrency, |index| {
+            let (offset, len) = plan[index];
             let name = format!("{key}/{size}/{index:08}");
+            // The manifest is checked by the caller's HEAD (Swift checks each segment's size).
             self.put_file_range(&segments, &name, path, offset, len)?;
-            manifest.push(serde_json::json!({
+            Ok(serde_json::json!({
                 "path": format!("/{segments}/{name}"),
                 "etag": null,
                 "size_bytes": len,
-            }));
-            offset += len;
-            index += 1;
-        }
+            }))
+        })?;
         let body = serde_json::to_vec(&manifest).expect("a JSON array");
         let manifest_key = format!("{key}?multipart-manifest=put");
         self.run("put manifest", container, key, || {
-            let response = self.send(Method::PUT, container, &manifest_key, |r| {
-                Ok(r.timeout(self.timeout).body(body.clone()))
+            let response = self.send(Method::PUT, container, &manifest_key, Kind::Small, |r| {
+                r.body(body.clone())
             })?;
-            match response.status().as_u16() {
+            match response.status() {
                 200..=202 => Ok(()),
                 status => Err(status_attempt(
                     status,
-                    body_text(response),
+                    response.text(),
                     "put manifest",
                     container,
                     key,
                 )),
             }
-        })
+        })?;
+        Ok(Verified::Nothing)
     }
 
     fn head(&self, container: &str, key: &str) -> Result<Option<u64>, Error> {
         self.run("head", container, key, || {
-            let response =
-                self.send(
-                    Method::HEAD,
-                    container,
-                    key,
-                    |r| Ok(r.timeout(self.timeout)),
-                )?;
-            match response.status().as_u16() {
+            let response = self.send(Method::HEAD, container, key, Kind::Small, |r| r)?;
+            match response.status() {
                 200 | 204 => Ok(Some(
                     response
-                        .headers()
-                        .get("content-length")
-                        .and_then(|v| v.to_str().ok())
+                        .header("content-length")
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(0),
                 )),
@@ -420,10 +334,10 @@ impl ObjectClient for SwiftClient {
             _ => format!("bytes={offset}-"),
         };
         self.run("get", container, key, || {
-            let response = self.send(Method::GET, container, key, |r| {
-                Ok(r.header("Range", range.as_str()))
+            let response = self.send(Method::GET, container, key, Kind::Download, |r| {
+                r.header("Range", range.as_str())
             })?;
-            match response.status().as_u16() {
+            match response.status() {
                 200 | 206 => Ok(Some(
                     Box::new(response.into_reader()) as Box<dyn Read + Send>
                 )),
@@ -431,7 +345,7 @@ impl ObjectClient for SwiftClient {
                 416 => Ok(Some(Box::new(std::io::empty()) as Box<dyn Read + Send>)),
                 status => Err(status_attempt(
                     status,
-                    body_text(response),
+                    response.text(),
                     "get",
                     container,
                     key,
@@ -447,16 +361,16 @@ impl ObjectClient for SwiftClient {
             key.to_string()
         };
         self.run("delete", container, key, || {
-            let response = self.send(Method::DELETE, container, &target, |r| {
-                Ok(r.timeout(self.timeout).header("Accept", "application/json"))
+            let response = self.send(Method::DELETE, container, &target, Kind::Small, |r| {
+                r.header("Accept", "application/json")
             })?;
-            match response.status().as_u16() {
+            match response.status() {
                 200 | 204 | 404 if !segmented => Ok(()),
                 404 => Ok(()),
                 200 | 204 => {
                     // The bulk-delete answer of an SLO: status 200 with the real outcome in
                     // the body.
-                    let text = body_text(response);
+                    let text = response.text();
                     let parsed: serde_json::Value =
                         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
                     let status = parsed
@@ -479,7 +393,7 @@ impl ObjectClient for SwiftClient {
                 }
                 status => Err(status_attempt(
                     status,
-                    body_text(response),
+                    response.text(),
                     "delete",
                     container,
                     key,
@@ -497,15 +411,15 @@ impl ObjectClient for SwiftClient {
         let mut marker = String::new();
         loop {
             let page: Option<Vec<ListEntry>> = self.run("list", container, prefix, || {
-                let response = self.send(Method::GET, container, "", |r| {
-                    Ok(r.timeout(self.timeout).query(&[
+                let response = self.send(Method::GET, container, "", Kind::Small, |r| {
+                    r.query(&[
                         ("format", "json"),
                         ("limit", "10000"),
                         ("prefix", prefix),
                         ("marker", marker.as_str()),
-                    ]))
+                    ])
                 })?;
-                match response.status().as_u16() {
+                match response.status() {
                     200 => response
                         .bytes()
                         .map_err(|e| Attempt::Transient(format!("listing: {e}")))
@@ -518,7 +432,7 @@ impl ObjectClient for SwiftClient {
                     404 => Ok(None),
                     status => Err(status_attempt(
                         status,
-                        body_text(response),
+                        response.text(),
                         "list",
                         container,
                         prefix,

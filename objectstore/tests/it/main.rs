@@ -32,3 +32,7 @@ common::protocol_tests!(cache as cache_over:
 common::protocol_tests!(migrate as migration:
     local_blobs_move_to_the_object_store_while_reads_continue,
 );
+
+// Stalled transfers (through a relay that goes silent) and https with a private CA.
+mod timeouts;
+mod tls;
