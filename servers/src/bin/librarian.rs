@@ -306,9 +306,13 @@ fn migrate_blobs(
 }
 
 fn run_server(config: LibrarianConfig) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let threads = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     // Opened (and dropped, at the end) outside the runtime: the object store's clients run
     // runtimes of their own, which cannot be dropped from async code.
     let opened = config.open_store()?;
@@ -337,9 +341,11 @@ fn run_server(config: LibrarianConfig) -> anyhow::Result<()> {
                 Duration::from_secs(config.store.gc_interval_secs),
             ));
         }
+        tokio::spawn(librarian::flush_downloads_loop(state.clone()));
         let app = librarian::router(state);
-        serve::serve(
+        serve::serve_threads(
             listener,
+            threads,
             app,
             config.server.limits.clone(),
             serve::shutdown_signal(),

@@ -25,6 +25,7 @@ use crate::common::access::{self, AccessPolicy};
 use crate::common::metrics::{HttpMetrics, Tracker};
 use crate::common::pool::BlockingPool;
 use crate::common::{finish, ApiError, Limits, ServerConfig};
+use handlers::store_error;
 
 pub use config::{LibrarianConfig, OpenError, OpenedStore, StoreConfig};
 
@@ -271,6 +272,23 @@ pub fn router(state: Librarian) -> Router {
         .route("/metrics", get(handlers::metrics))
         .route("/openapi.json", get(handlers::openapi));
     finish(writers.merge(readers).with_state(state), tracker)
+}
+
+/// Writes the download counts the store gathers in memory every [`blobstore::FLUSH_INTERVAL`]
+/// until the process ends (downloads answered from the hot-file cache count only in memory;
+/// `DESIGN.md` of blobstore says what a crash may lose).
+pub async fn flush_downloads_loop(state: Librarian) {
+    let mut ticker = tokio::time::interval(blobstore::FLUSH_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let flushed = state
+            .blocking(|store| store.flush_downloads().map_err(store_error))
+            .await;
+        if let Err(error) = flushed {
+            tracing::warn!(?error, "could not write download counts");
+        }
+    }
 }
 
 /// Runs GC passes every `interval` until the process ends: each pass repeats bounded
