@@ -50,7 +50,7 @@ mod writer;
 
 pub use backend::{BlobBackend, LocalFsBackend, StoredBlob, TempBlob};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use downloads::FLUSH_INTERVAL;
+pub use downloads::DOWNLOADS_FLUSH_INTERVAL;
 pub use error::{BoxError, Error, Result};
 pub use hot::SmallFile;
 pub use keys::KEYSPACES;

@@ -1457,8 +1457,8 @@ impl Store {
     }
 
     /// Writes the download counts gathered in memory to the engine, as one buffered batch.
-    /// Call it every second or so when downloads are counted with [`Store::count_download`]
-    /// only; [`Store::read`] calls it when counts have waited [`crate::FLUSH_INTERVAL`], and
+    /// Call it every [`crate::DOWNLOADS_FLUSH_INTERVAL`] when downloads are counted with
+    /// [`Store::count_download`] only; [`Store::read`] calls it when counts have waited [`crate::DOWNLOADS_FLUSH_INTERVAL`], and
     /// [`Store::flush`] and closing the store call it too.
     ///
     /// # Errors
@@ -1575,6 +1575,53 @@ impl Store {
     /// [`Error::NotFound`], or the engine's error.
     pub fn delete_content(&self, id: FileId) -> Result<FileRecord> {
         self.cut(id, Some(ContentState::Deleted))
+    }
+
+    /// Makes file `id` restricted (readable only with a token) or public. Its digest index
+    /// entries move to the matching visibility in the same batch, and a copy in the hot-file
+    /// cache is dropped before this returns, so no reader is served by the old rule after.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or the engine's error.
+    pub fn set_restricted(&self, id: FileId, restricted: bool) -> Result<FileRecord> {
+        self.check_writable()?;
+        let ks = self.inner.ks;
+        let first = self.file(id)?;
+        // The blob lock orders this against a cut of the same file (both rewrite the record
+        // and its digest entries).
+        let blob_guard = self.inner.blob_locks.lock(&first.blake3.0);
+        let pair_guard = self
+            .inner
+            .pair_locks
+            .lock(&(first.bucket.as_str(), &first.blake3.0));
+        let record = self.file(id)?;
+        if record.restricted == restricted {
+            return Ok(record);
+        }
+        let mut batch = WriteBatch::new();
+        if record.content == ContentState::Present {
+            let hash = record.blake3;
+            let meta = self.blob_meta(&hash)?.ok_or_else(|| Error::Corrupt {
+                hash,
+                detail: format!("file {id} links to a blob that has no record"),
+            })?;
+            for key in Self::digest_keys(&meta, &hash, record.restricted, id) {
+                batch.delete(ks.digests, key);
+            }
+            for key in Self::digest_keys(&meta, &hash, restricted, id) {
+                batch.put(ks.digests, key, []);
+            }
+        }
+        let mut updated = record;
+        updated.restricted = restricted;
+        batch.put(ks.files, keys::file(id), updated.encode());
+        let written = self.inner.committer.write(batch);
+        self.invalidate_cached(id);
+        let written = written?;
+        drop(pair_guard);
+        drop(blob_guard);
+        self.inner.committer.sync(written)?;
+        Ok(updated)
     }
 
     /// Removes the record (`new_state` = `None`) or marks its content gone.

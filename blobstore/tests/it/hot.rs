@@ -162,6 +162,38 @@ fn restricted_files_need_their_token_even_from_memory() {
 }
 
 #[test]
+fn a_file_made_restricted_is_no_longer_served_without_a_token() {
+    each_backend(|fixture| {
+        let store = fixture.open();
+        let id = upload(&store, "public", b"was public", None);
+        assert_eq!(serve(&store, id).unwrap(), b"was public");
+        assert!(store.cached_file(id).is_some());
+        let record = store.set_restricted(id, true).unwrap();
+        assert!(record.restricted);
+        assert!(store.cached_file(id).is_none());
+        assert!(matches!(serve(&store, id), Err(Error::Forbidden { .. })));
+        // The digest index follows: the file is no longer found among public content.
+        let hash = blobstore::Digest::Blake3(record.blake3);
+        let public = store
+            .files_by_digest(&hash, blobstore::Visibility::Public, 10)
+            .unwrap();
+        let restricted = store
+            .files_by_digest(&hash, blobstore::Visibility::Restricted, 10)
+            .unwrap();
+        assert!(!public.contains(&id) && restricted.contains(&id));
+        let token = store.issue_token(id, None).unwrap();
+        let file = store.small_file(id).unwrap().unwrap();
+        store
+            .check_readable(file.record(), Access::Token(&token))
+            .unwrap();
+        // And back: public again, for anyone.
+        store.set_restricted(id, false).unwrap();
+        assert_eq!(serve(&store, id).unwrap(), b"was public");
+        assert!(store.check().unwrap().is_ok());
+    });
+}
+
+#[test]
 fn a_cache_disabled_store_reads_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let store = StoreBuilder::new(EngineConfig::memory(), dir.path())
@@ -259,7 +291,7 @@ fn reads_write_pending_counts_once_they_are_due() {
     let id = upload(&store, "a", b"abc", None);
     let today = START.day();
     store.count_download(id);
-    fixture.clock.advance(blobstore::FLUSH_INTERVAL);
+    fixture.clock.advance(blobstore::DOWNLOADS_FLUSH_INTERVAL);
     store.read(id, Access::Anonymous, None).unwrap();
     // The read found the counts due and wrote them: the engine's counter alone has both.
     let engine = store.engine();

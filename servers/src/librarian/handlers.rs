@@ -910,7 +910,9 @@ pub(crate) async fn download(
     method: Method,
     Path((id, filename)): Path<(String, String)>,
     Query(query): Query<DownloadQuery>,
-    headers: HeaderMap,
+    // The whole request rather than a `HeaderMap` extractor, which would copy the headers
+    // for every request; they move to the store thread only on a cache miss.
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     if let Some(token) = &query.token {
@@ -925,10 +927,11 @@ pub(crate) async fn download(
             &file,
             Some(&filename),
             query.token.as_deref(),
-            &headers,
+            request.headers(),
             with_body,
         );
     }
+    let headers = request.into_parts().0.headers;
     let found = state
         .blocking(move |store| {
             find(

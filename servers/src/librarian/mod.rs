@@ -86,9 +86,24 @@ impl StoreMetrics {
     }
 }
 
-/// The shared state of the librarian's handlers.
+/// The shared state of the librarian's handlers. Cheap to clone (one reference count: axum
+/// clones the state for every extractor of every request).
 #[derive(Debug, Clone)]
 pub struct Librarian {
+    shared: Arc<Shared>,
+}
+
+impl std::ops::Deref for Librarian {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+/// What [`Librarian`] shares between its clones.
+#[derive(Debug, Clone)]
+pub struct Shared {
     pub(crate) store: Store,
     pub(crate) limits: Arc<Limits>,
     pub(crate) policy: Arc<AccessPolicy>,
@@ -175,6 +190,7 @@ impl Librarian {
             sm.gc_last_success.clone(),
         );
         Ok(Librarian {
+            shared: Arc::new(Shared {
             store,
             limits: Arc::new(server.limits.clone()),
             policy,
@@ -187,6 +203,7 @@ impl Librarian {
                 server.limits.max_concurrency,
             ),
             object_store: None,
+            }),
         })
     }
 
@@ -194,7 +211,7 @@ impl Librarian {
     /// [`OBJECT_STORE_PROBE_TIMEOUT`]) and reports `object_store` failing when it does not
     /// answer.
     pub fn with_object_store(mut self, backend: objectstore::ObjectStoreBackend) -> Self {
-        self.object_store = Some(ObjectStoreProbe {
+        Arc::make_mut(&mut self.shared).object_store = Some(ObjectStoreProbe {
             backend,
             lock: Arc::new(tokio::sync::Mutex::new(())),
             timeout: OBJECT_STORE_PROBE_TIMEOUT,
@@ -274,11 +291,11 @@ pub fn router(state: Librarian) -> Router {
     finish(writers.merge(readers).with_state(state), tracker)
 }
 
-/// Writes the download counts the store gathers in memory every [`blobstore::FLUSH_INTERVAL`]
+/// Writes the download counts the store gathers in memory every [`blobstore::DOWNLOADS_FLUSH_INTERVAL`]
 /// until the process ends (downloads answered from the hot-file cache count only in memory;
 /// `DESIGN.md` of blobstore says what a crash may lose).
 pub async fn flush_downloads_loop(state: Librarian) {
-    let mut ticker = tokio::time::interval(blobstore::FLUSH_INTERVAL);
+    let mut ticker = tokio::time::interval(blobstore::DOWNLOADS_FLUSH_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
