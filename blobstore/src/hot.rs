@@ -10,7 +10,8 @@
 //! generation moved (then the fill is dropped). Fill and invalidation take the stripe's mutex;
 //! hits take only the cache's shard lock.
 
-use std::sync::{Arc, Mutex};
+use std::any::Any;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use quick_cache::sync::Cache;
@@ -27,37 +28,71 @@ const STRIPES: usize = 256;
 const ENTRY_OVERHEAD: u64 = 192;
 
 /// A small file: its record and its whole content, checked against its BLAKE3 hash when it
-/// was read from the engine. Cheap to clone (reference-counted).
-#[derive(Clone, Debug)]
+/// was read from the engine. Cheap to clone (one reference count).
+#[derive(Clone)]
 pub struct SmallFile {
-    record: Arc<FileRecord>,
+    inner: Arc<SmallFileInner>,
+}
+
+struct SmallFileInner {
+    record: FileRecord,
     content: Bytes,
+    /// What the embedding service derives from the record once (see [`SmallFile::derived`]).
+    derived: OnceLock<Box<dyn Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for SmallFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmallFile")
+            .field("record", &self.inner.record)
+            .field("content_len", &self.inner.content.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SmallFile {
     pub(crate) fn new(record: FileRecord, content: Bytes) -> Self {
         SmallFile {
-            record: Arc::new(record),
-            content,
+            inner: Arc::new(SmallFileInner {
+                record,
+                content,
+                derived: OnceLock::new(),
+            }),
         }
     }
 
     /// The file's record as it was when the content was read.
     pub fn record(&self) -> &FileRecord {
-        &self.record
+        &self.inner.record
     }
 
     /// The whole content (`record().size` bytes).
     pub fn content(&self) -> &Bytes {
-        &self.content
+        &self.inner.content
+    }
+
+    /// A value derived from this copy of the record, computed by `derive` on first use and
+    /// kept with the cached file (an HTTP server keeps its response headers here, so a hit
+    /// formats nothing). It lives as long as this copy: a change to the file invalidates the
+    /// copy, so derived values never outlive the record they came from. `None` when a value
+    /// of another type was kept first (one embedding service should use one type).
+    pub fn derived<T: Any + Send + Sync>(
+        &self,
+        derive: impl FnOnce(&FileRecord) -> T,
+    ) -> Option<&T> {
+        self.inner
+            .derived
+            .get_or_init(|| Box::new(derive(&self.inner.record)))
+            .downcast_ref::<T>()
     }
 
     fn weight(&self) -> u64 {
+        let record = &self.inner.record;
         ENTRY_OVERHEAD
-            + self.content.len() as u64
-            + self.record.filename.len() as u64
-            + self.record.content_type.len() as u64
-            + self.record.bucket.as_str().len() as u64
+            + self.inner.content.len() as u64
+            + record.filename.len() as u64
+            + record.content_type.len() as u64
+            + record.bucket.as_str().len() as u64
     }
 }
 
@@ -113,7 +148,7 @@ impl HotCache {
 
     /// Caches `file` unless an invalidation of its stripe happened since `generation`.
     pub(crate) fn fill(&self, generation: u64, file: SmallFile) {
-        let id = file.record.id;
+        let id = file.record().id;
         let current = self.stripe(id).lock().unwrap_or_else(|e| e.into_inner());
         if *current == generation {
             self.files.insert(id, file);

@@ -687,8 +687,20 @@ fn answer_small(
     store
         .check_readable(record, access)
         .map_err(store_error)?;
-    let tag = etag(&record.blake3.to_hex());
-    let decision = decide(headers, &tag, record.created.as_unix_secs(), record.size);
+    let formatted;
+    let file_headers = match file.derived(FileHeaders::of) {
+        Some(kept) => kept,
+        None => {
+            formatted = FileHeaders::of(record);
+            &formatted
+        }
+    };
+    let decision = decide(
+        headers,
+        &file_headers.etag,
+        record.created.as_unix_secs(),
+        record.size,
+    );
     let content = match decision {
         Decision::Full if with_body => Some(file.content().clone()),
         Decision::Partial { start, end } if with_body => {
@@ -701,7 +713,12 @@ fn answer_small(
     if content.is_some() && matches!(decision, Decision::Full | Decision::Partial { start: 0, .. }) {
         store.count_download(record.id);
     }
-    Ok(respond_with(record, &tag, decision, content.map(Content::Whole)))
+    Ok(respond_with(
+        record,
+        file_headers,
+        decision,
+        content.map(Content::Whole),
+    ))
 }
 
 /// A download looked up on a store thread: answered already (a small file), or prepared
@@ -837,24 +854,45 @@ fn stream_body(mut reader: blobstore::ContentReader) -> Body {
 }
 
 fn respond(prepared: Prepared) -> Response {
-    let tag = etag(&prepared.record.blake3.to_hex());
-    respond_with(&prepared.record, &tag, prepared.decision, prepared.content)
+    let headers = FileHeaders::of(&prepared.record);
+    respond_with(&prepared.record, &headers, prepared.decision, prepared.content)
+}
+
+/// The response headers that depend only on a file's immutable fields (hash, upload time,
+/// type), formatted once per cached copy of a small file (see [`SmallFile::derived`]).
+struct FileHeaders {
+    /// The strong entity tag, quoted, for the conditionals.
+    etag: String,
+    etag_value: HeaderValue,
+    last_modified: HeaderValue,
+    content_type: HeaderValue,
+}
+
+impl FileHeaders {
+    fn of(record: &FileRecord) -> Self {
+        let etag = etag(&record.blake3.to_hex());
+        let modified = std::time::UNIX_EPOCH
+            + Duration::from_secs(u64::try_from(record.created.as_unix_secs()).unwrap_or(0));
+        FileHeaders {
+            etag_value: HeaderValue::from_str(&etag).expect("hex"),
+            etag,
+            last_modified: HeaderValue::from_str(&httpdate::fmt_http_date(modified))
+                .expect("ASCII"),
+            content_type: HeaderValue::from_str(&record.content_type)
+                .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream")),
+        }
+    }
 }
 
 fn respond_with(
     record: &FileRecord,
-    tag: &str,
+    file_headers: &FileHeaders,
     decision: Decision,
     content: Option<Content>,
 ) -> Response {
-    let mut headers = HeaderMap::new();
-    headers.insert(header::ETAG, HeaderValue::from_str(tag).expect("hex"));
-    let modified = std::time::UNIX_EPOCH
-        + Duration::from_secs(u64::try_from(record.created.as_unix_secs()).unwrap_or(0));
-    headers.insert(
-        header::LAST_MODIFIED,
-        HeaderValue::from_str(&httpdate::fmt_http_date(modified)).expect("ASCII"),
-    );
+    let mut headers = HeaderMap::with_capacity(8);
+    headers.insert(header::ETAG, file_headers.etag_value.clone());
+    headers.insert(header::LAST_MODIFIED, file_headers.last_modified.clone());
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static(if record.restricted {
@@ -890,18 +928,17 @@ fn respond_with(
             (StatusCode::PARTIAL_CONTENT, end - start + 1)
         }
     };
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(&record.content_type)
-            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream")),
-    );
+    headers.insert(header::CONTENT_TYPE, file_headers.content_type.clone());
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     let body = match content {
         None => Body::empty(),
         Some(Content::Whole(bytes)) => Body::from(bytes),
         Some(Content::Stream(reader)) => stream_body(reader),
     };
-    (status, headers, body).into_response()
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
 }
 
 /// `GET` and `HEAD /{id}/{filename}`.
