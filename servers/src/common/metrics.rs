@@ -272,6 +272,50 @@ pub async fn track(State(tracker): State<Tracker>, request: Request, next: Next)
     response.map(|body| Body::new(Counted::new(body, bytes_out, permit)))
 }
 
+/// A request answered outside the router (a fast path), tracked as [`track`] tracks the
+/// router's: in the concurrency limit, in flight, counted by route, method and status, timed,
+/// its body bytes counted as sent.
+#[derive(Debug)]
+pub struct RequestGuard {
+    tracker: Tracker,
+    series: Arc<RouteSeries>,
+    method: Method,
+    start: Instant,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Tracker {
+    /// Starts tracking a request for `route` (a route template of the router) answered
+    /// without the router. `None` when the concurrency limit is reached: leave that request
+    /// to the router, which refuses it with a 503.
+    pub fn begin(&self, route: &str, method: &Method) -> Option<RequestGuard> {
+        let start = Instant::now();
+        let permit = Arc::clone(&self.limit).try_acquire_owned().ok()?;
+        self.metrics.in_flight.inc();
+        Some(RequestGuard {
+            tracker: self.clone(),
+            series: self.series(route),
+            method: method.clone(),
+            start,
+            permit,
+        })
+    }
+}
+
+impl RequestGuard {
+    /// Records `response` and returns it, holding the permit until its body is sent.
+    pub fn finish(self, response: Response) -> Response {
+        let metrics = &self.tracker.metrics;
+        metrics.in_flight.dec();
+        let status = response.status().as_u16();
+        record(metrics, &self.series, &self.method, status, self.start);
+        tracing::debug!(method = %self.method, route = self.series.route, status, micros = self.start.elapsed().as_micros() as u64, "request");
+        let bytes_out = self.series.bytes_out.clone();
+        let permit = Some(self.permit);
+        response.map(|body| Body::new(Counted::new(body, bytes_out, permit)))
+    }
+}
+
 fn record(
     metrics: &HttpMetrics,
     series: &RouteSeries,

@@ -671,7 +671,7 @@ enum Content {
 /// (filename, token, deleted or expired content, conditionals, ranges) without any I/O, so
 /// it may run on an async thread. Counts the download when the content is sent from byte 0,
 /// as [`Store::read`] does.
-fn answer_small(
+pub(crate) fn answer_small(
     store: &Store,
     file: &SmallFile,
     filename: Option<&str>,

@@ -6,6 +6,7 @@
 //! from a [`Librarian`]; `docs/API.md` and `/openapi.json` describe the routes.
 
 pub mod config;
+mod fast;
 mod handlers;
 pub mod http;
 pub mod migrate;
@@ -283,12 +284,18 @@ pub fn router(state: Librarian) -> Router {
             access::require_writer,
         ));
     let readers = Router::new()
-        .route("/{id}/{filename}", get(handlers::download))
+        .route(fast::DOWNLOAD_ROUTE, get(handlers::download))
         .route("/blobs/{blake3}", get(handlers::download_blob))
         .route("/health", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
         .route("/openapi.json", get(handlers::openapi));
-    finish(writers.merge(readers).with_state(state), tracker)
+    let router = finish(writers.merge(readers).with_state(state.clone()), tracker.clone());
+    // Every request meets the fast path first: a router without routes hands all to it.
+    Router::new().fallback_service(fast::FastPath {
+        state,
+        tracker,
+        router,
+    })
 }
 
 /// Writes the download counts the store gathers in memory every [`blobstore::DOWNLOADS_FLUSH_INTERVAL`]

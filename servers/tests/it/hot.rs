@@ -75,9 +75,20 @@ async fn cached_downloads_match_and_are_counted() {
             &content(4096, 11)[4000..]
         );
     }
+    // HEAD: the headers without the body.
+    let head = client().head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], "4096");
+    assert!(head.bytes().await.unwrap().is_empty());
     // A wrong filename is still 404, from the cache as from the store.
     let wrong = server.url(&format!("/{}/other.bin", id.0));
     assert_eq!(get(&wrong).await.status(), 404);
+    // Answers from memory are in the metrics like any other.
+    let metrics = server.state.metrics();
+    assert_eq!(metrics.requests("/{id}/{filename}", "GET", 200), 4);
+    assert_eq!(metrics.requests("/{id}/{filename}", "GET", 304), 3);
+    assert_eq!(metrics.requests("/{id}/{filename}", "GET", 206), 3);
+    assert_eq!(metrics.requests("/{id}/{filename}", "HEAD", 200), 1);
     // Whole downloads count (the first one and three more); 304s and ranges do not.
     let today = blobstore::Timestamp::from_unix_millis(START_SECS * 1000).day();
     assert_eq!(server.state.store().downloads(id, today).unwrap(), 4);
