@@ -24,10 +24,13 @@ pub const DOWNLOADS_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
 const SHARDS: usize = 16;
 
+/// Counts not written yet, by (file, day).
+type Counts = HashMap<(FileId, Day), u64>;
+
 /// Pending counts per (file, day).
 #[derive(Debug)]
 pub(crate) struct PendingDownloads {
-    shards: Box<[Mutex<HashMap<(FileId, Day), u64>>]>,
+    shards: Box<[Mutex<Counts>]>,
     /// When pending counts were last taken, in Unix milliseconds.
     last_taken_millis: AtomicI64,
     /// Serialises a flush against the deletion of a file's counters (see `Store::cut`).
@@ -43,7 +46,7 @@ impl PendingDownloads {
         }
     }
 
-    fn shard(&self, id: FileId) -> &Mutex<HashMap<(FileId, Day), u64>> {
+    fn shard(&self, id: FileId) -> &Mutex<Counts> {
         &self.shards[(id.0 % SHARDS as u64) as usize]
     }
 
@@ -68,7 +71,9 @@ impl PendingDownloads {
     /// Whether counts have been pending for longer than [`DOWNLOADS_FLUSH_INTERVAL`].
     pub(crate) fn due(&self, now: Timestamp) -> bool {
         let interval = i64::try_from(DOWNLOADS_FLUSH_INTERVAL.as_millis()).unwrap_or(i64::MAX);
-        now.0.saturating_sub(self.last_taken_millis.load(Ordering::Relaxed)) >= interval
+        now.0
+            .saturating_sub(self.last_taken_millis.load(Ordering::Relaxed))
+            >= interval
     }
 
     /// Takes every pending count, leaving none.

@@ -107,7 +107,10 @@ fn deleted_files_are_not_served_from_memory() {
         assert_eq!(record.content, ContentState::Deleted);
         assert!(matches!(
             store.check_readable(&record, Access::Anonymous),
-            Err(Error::ContentGone { reason: "deleted", .. })
+            Err(Error::ContentGone {
+                reason: "deleted",
+                ..
+            })
         ));
     });
 }
@@ -124,7 +127,10 @@ fn expiry_is_checked_on_every_cached_answer_and_gc_invalidates() {
         // Still cached, but past its expiry: the check refuses it.
         assert!(matches!(
             serve(&store, id),
-            Err(Error::ContentGone { reason: "expired", .. })
+            Err(Error::ContentGone {
+                reason: "expired",
+                ..
+            })
         ));
         // GC cuts the link after the expiry grace and drops the cached copy.
         fixture.clock.advance(blobstore::DEFAULT_EXPIRY_GRACE);
@@ -143,7 +149,9 @@ fn restricted_files_need_their_token_even_from_memory() {
         let id = store.upload_bytes(request, b"classified").unwrap().id;
         let token = store.issue_token(id, None).unwrap();
         let file = store.small_file(id).unwrap().unwrap();
-        let cached = store.cached_file(id).expect("restricted files are cached too");
+        let cached = store
+            .cached_file(id)
+            .expect("restricted files are cached too");
         assert!(cached.record().restricted && file.record().restricted);
         assert!(matches!(
             store.check_readable(cached.record(), Access::Anonymous),
@@ -213,7 +221,14 @@ fn concurrent_fills_never_resurrect_a_deleted_file() {
     each_backend(|fixture| {
         let store = fixture.open();
         let ids: Vec<FileId> = (0..200)
-            .map(|i| upload(&store, &format!("f{i}"), format!("content {i}").as_bytes(), None))
+            .map(|i| {
+                upload(
+                    &store,
+                    &format!("f{i}"),
+                    format!("content {i}").as_bytes(),
+                    None,
+                )
+            })
             .collect();
         std::thread::scope(|scope| {
             for _ in 0..3 {
@@ -229,11 +244,17 @@ fn concurrent_fills_never_resurrect_a_deleted_file() {
             }
             for &id in &ids {
                 store.delete_file(id).unwrap();
-                assert!(store.cached_file(id).is_none(), "file {id} served after delete");
+                assert!(
+                    store.cached_file(id).is_none(),
+                    "file {id} served after delete"
+                );
             }
         });
         for &id in &ids {
-            assert!(store.cached_file(id).is_none(), "file {id} cached after delete");
+            assert!(
+                store.cached_file(id).is_none(),
+                "file {id} cached after delete"
+            );
             assert!(matches!(store.small_file(id), Err(Error::NotFound { .. })));
         }
     });

@@ -160,10 +160,7 @@ impl RouteSeries {
 
     fn requests(&self, metrics: &HttpMetrics, method: &Method, status: u16) -> Counter {
         let known = self.requests.read().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, _, counter)) = known
-            .iter()
-            .find(|(m, s, _)| *s == status && m == method)
-        {
+        if let Some((_, _, counter)) = known.iter().find(|(m, s, _)| *s == status && m == method) {
             return counter.clone();
         }
         drop(known);

@@ -13,8 +13,8 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use blobstore::{
-    Access, Blake3Hash, BlobInfo, BucketName, ContentState, Digest, FileId, FileRecord,
-    SmallFile, Store, Timestamp, UploadRequest, Visibility,
+    Access, Blake3Hash, BlobInfo, BucketName, ContentState, Digest, FileId, FileRecord, SmallFile,
+    Store, Timestamp, UploadRequest, Visibility,
 };
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -684,9 +684,7 @@ pub(crate) fn answer_small(
         return Err(ApiError::not_found("no such file"));
     }
     let access = token.map_or(Access::Anonymous, Access::Token);
-    store
-        .check_readable(record, access)
-        .map_err(store_error)?;
+    store.check_readable(record, access).map_err(store_error)?;
     let formatted;
     let file_headers = match file.derived(FileHeaders::of) {
         Some(kept) => kept,
@@ -710,7 +708,12 @@ pub(crate) fn answer_small(
         }
         _ => None,
     };
-    if content.is_some() && matches!(decision, Decision::Full | Decision::Partial { start: 0, .. }) {
+    if content.is_some()
+        && matches!(
+            decision,
+            Decision::Full | Decision::Partial { start: 0, .. }
+        )
+    {
         store.count_download(record.id);
     }
     Ok(respond_with(
@@ -725,7 +728,7 @@ pub(crate) fn answer_small(
 /// for [`respond`], which must run on the runtime (a stream starts a blocking task).
 enum Found {
     Answered(Response),
-    Prepared(Prepared),
+    Prepared(Box<Prepared>),
 }
 
 /// Looks file `id` up on a store thread: one store call for a small file (record and
@@ -745,7 +748,8 @@ fn find(
         // Not inline or not present; or corrupt, which `prepare` reports only after the
         // filename and token checks (a restricted file's existence is never disclosed).
         Ok(None) | Err(blobstore::Error::Corrupt { .. }) => {
-            prepare(store, id, filename, token, headers, with_body).map(Found::Prepared)
+            prepare(store, id, filename, token, headers, with_body)
+                .map(|prepared| Found::Prepared(Box::new(prepared)))
         }
         Err(error) => Err(store_error(error)),
     }
@@ -754,7 +758,7 @@ fn find(
 fn finish_found(found: Found) -> Response {
     match found {
         Found::Answered(response) => response,
-        Found::Prepared(prepared) => respond(prepared),
+        Found::Prepared(prepared) => respond(*prepared),
     }
 }
 
@@ -855,7 +859,12 @@ fn stream_body(mut reader: blobstore::ContentReader) -> Body {
 
 fn respond(prepared: Prepared) -> Response {
     let headers = FileHeaders::of(&prepared.record);
-    respond_with(&prepared.record, &headers, prepared.decision, prepared.content)
+    respond_with(
+        &prepared.record,
+        &headers,
+        prepared.decision,
+        prepared.content,
+    )
 }
 
 /// The response headers that depend only on a file's immutable fields (hash, upload time,

@@ -192,18 +192,18 @@ impl Librarian {
         );
         Ok(Librarian {
             shared: Arc::new(Shared {
-            store,
-            limits: Arc::new(server.limits.clone()),
-            policy,
-            metrics: Arc::new(metrics),
-            store_metrics,
-            uploads_aborted: Arc::new(AtomicU64::new(0)),
-            pool: BlockingPool::new(
-                "librarian-store",
-                server.limits.store_threads,
-                server.limits.max_concurrency,
-            ),
-            object_store: None,
+                store,
+                limits: Arc::new(server.limits.clone()),
+                policy,
+                metrics: Arc::new(metrics),
+                store_metrics,
+                uploads_aborted: Arc::new(AtomicU64::new(0)),
+                pool: BlockingPool::new(
+                    "librarian-store",
+                    server.limits.store_threads,
+                    server.limits.max_concurrency,
+                ),
+                object_store: None,
             }),
         })
     }
@@ -289,7 +289,10 @@ pub fn router(state: Librarian) -> Router {
         .route("/health", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
         .route("/openapi.json", get(handlers::openapi));
-    let router = finish(writers.merge(readers).with_state(state.clone()), tracker.clone());
+    let router = finish(
+        writers.merge(readers).with_state(state.clone()),
+        tracker.clone(),
+    );
     // Every request meets the fast path first: a router without routes hands all to it.
     Router::new().fallback_service(fast::FastPath {
         state,

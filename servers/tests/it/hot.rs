@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use blobstore::FileId;
 
-use crate::support::{client, content, TestServer, Options, PASSWORD, START_SECS, USER};
+use crate::support::{client, content, Options, TestServer, PASSWORD, START_SECS, USER};
 
 fn auth(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     request.basic_auth(USER, Some(PASSWORD))
@@ -18,13 +18,12 @@ async fn get(url: &str) -> reqwest::Response {
 /// Uploads a small file, downloads it once (which fills the cache) and returns its id and
 /// download URL.
 async fn cached_upload(server: &TestServer, name: &str, query: &str) -> (FileId, String) {
-    let response = auth(client().post(server.url(&format!(
-        "/buckets/hot/files?filename={name}{query}"
-    ))))
-    .body(content(4096, name.len() as u64))
-    .send()
-    .await
-    .unwrap();
+    let response =
+        auth(client().post(server.url(&format!("/buckets/hot/files?filename={name}{query}"))))
+            .body(content(4096, name.len() as u64))
+            .send()
+            .await
+            .unwrap();
     assert_eq!(response.status(), 201);
     let file: serde_json::Value = response.json().await.unwrap();
     let id = FileId(file["id"].as_u64().unwrap());
@@ -50,10 +49,7 @@ async fn cached_downloads_match_and_are_counted() {
         assert_eq!(response.headers()["content-length"], "4096");
         assert_eq!(response.headers()["accept-ranges"], "bytes");
         let etag = response.headers()["etag"].to_str().unwrap().to_string();
-        assert_eq!(
-            response.bytes().await.unwrap().as_ref(),
-            content(4096, 11)
-        );
+        assert_eq!(response.bytes().await.unwrap().as_ref(), content(4096, 11));
         // Conditionals and ranges are answered from the cache too.
         let response = client()
             .get(&url)
@@ -204,7 +200,11 @@ async fn no_download_succeeds_after_the_delete_was_answered() {
             .unwrap();
         assert_eq!(response.status(), 204);
         for _ in 0..5 {
-            assert_eq!(get(&url).await.status(), 404, "file {id} served after its delete");
+            assert_eq!(
+                get(&url).await.status(),
+                404,
+                "file {id} served after its delete"
+            );
         }
         for reader in readers {
             reader.await.unwrap();
