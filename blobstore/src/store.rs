@@ -338,8 +338,10 @@ impl Drop for Inner {
 }
 
 /// A content-addressed blob store with buckets, weak links, grace-period GC and restricted
-/// access. Cheap to clone; every method is blocking (call it from `spawn_blocking` or a
-/// dedicated thread in async code).
+/// access. Cheap to clone. Every method may block on the engine or the disk (call it from
+/// `spawn_blocking` or a dedicated thread in async code), except the memory-only ones that
+/// say so: [`Store::cached_file`], [`Store::check_readable`], [`Store::count_download`],
+/// [`Store::now`].
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -1359,7 +1361,8 @@ impl Store {
 
     /// Checks that `access` may read the content of `record` now: the file's restriction
     /// (its token), its content state and its expiry. [`Store::read`] applies exactly these
-    /// checks; a reader answering from [`Store::cached_file`] must apply them too.
+    /// checks; a reader answering from [`Store::cached_file`] must apply them too. Touches
+    /// neither the engine nor the disk.
     ///
     /// # Errors
     /// [`Error::Forbidden`], or [`Error::ContentGone`] (deleted, or past its expiry).
