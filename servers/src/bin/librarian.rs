@@ -11,11 +11,6 @@ use servers::common::{self, serve, ServerFlags};
 use servers::librarian::migrate::{local_blobs, MigrationOptions};
 use servers::librarian::{self, config::StoreFlags, Librarian, LibrarianConfig};
 
-/// mimalloc rather than glibc's allocator: a small download allocates a few dozen short-lived
-/// blocks across two or more threads, where glibc's arenas spent measurably more.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// An HTTP blob service over blobstore: uploads into buckets, downloads by id and filename,
 /// restricted files with tokens.
 #[derive(Debug, Parser)]
