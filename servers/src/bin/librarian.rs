@@ -11,6 +11,12 @@ use servers::common::{self, serve, ServerFlags};
 use servers::librarian::migrate::{local_blobs, MigrationOptions};
 use servers::librarian::{self, config::StoreFlags, Librarian, LibrarianConfig};
 
+/// jemalloc rather than glibc's allocator: 6% less CPU per small download (glibc's arenas cost
+/// `malloc_consolidate` and `_int_free`), with background threads returning freed pages, so
+/// 200 concurrent uploads stay at 234 MB resident (mimalloc, tried first, kept 1.34 GB).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// An HTTP blob service over blobstore: uploads into buckets, downloads by id and filename,
 /// restricted files with tokens.
 #[derive(Debug, Parser)]
