@@ -10,7 +10,7 @@
 # every load is bounded in time. Figures go to stdout; keep them with the command line.
 #
 #   benches/servers/librarian.sh
-#   THREADS=2 DURATION=10 UPLOADS=200 UPLOAD_MIB=100 benches/servers/librarian.sh
+#   THREADS=2 DURATION=10 ROUNDS=2 UPLOADS=200 UPLOAD_MIB=100 benches/servers/librarian.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -21,6 +21,7 @@ UPLOADS="${UPLOADS:-200}"
 UPLOAD_MIB="${UPLOAD_MIB:-100}"
 LARGE_MIB="${LARGE_MIB:-256}"
 LPORT="${LPORT:-28081}"
+ROUNDS="${ROUNDS:-2}"
 BACKEND="${BACKEND:-rocksdb}"   # the librarian's metadata engine: rocksdb, sled or memory
 NPORT="${NPORT:-28080}"
 
@@ -41,6 +42,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+# Clock ticks of user + system time used so far by the given processes (all their threads).
+cpu_ticks() { local total=0 p; for p in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$total"; }
 
 echo "# $(date -u +%FT%TZ) $(uname -m), $(nproc) cores; librarian ($BACKEND) with $THREADS runtime threads, nginx with $THREADS workers"
 
@@ -118,12 +121,34 @@ function init(args)
 end
 request = function() return wrk.format("GET", paths[math.random(#paths)]) end
 LUA
-echo "## small downloads: 4 KiB, random among $FILES files, 32 connections, ${DURATION}s"
-for side in nginx librarian; do
-    port=$([ $side = nginx ] && echo "$NPORT" || echo "$LPORT")
-    echo "### $side"
-    wrk -t "$THREADS" -c 32 -d "${DURATION}s" -s "$work/download.lua" "http://127.0.0.1:$port" -- "$work/$side.paths" \
-        | grep -E "Requests/sec|Latency|Non-2xx|requests in"
+# ROUNDS alternate runs of both sides: the first librarian run follows the uploads closely
+# (RocksDB may still be flushing and compacting them) and starts with an empty hot-file cache.
+echo "## small downloads: 4 KiB, random among $FILES files, 32 connections, ${DURATION}s, $ROUNDS rounds"
+for round in $(seq "$ROUNDS"); do
+    for side in nginx librarian; do
+        port=$([ $side = nginx ] && echo "$NPORT" || echo "$LPORT")
+        pids=$([ $side = nginx ] && echo "$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')" || echo "$librarian_pid")
+        before=$(cpu_ticks $pids)
+        echo "### round $round: $side (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+        wrk -t "$THREADS" -c 32 -d "${DURATION}s" -s "$work/download.lua" "http://127.0.0.1:$port" -- "$work/$side.paths" \
+            | grep -E "Requests/sec|Latency|Non-2xx|requests in" | tee "$work/$side.wrk"
+        echo "server CPU ticks: $(( $(cpu_ticks $pids) - before ))" | tee -a "$work/$side.wrk"
+    done
+    # The ratio of rates, and each server's CPU time per request (user + system, all its
+    # threads or processes): the second depends less on how much CPU the machine's other
+    # work left to each side.
+    python3 - "$work/nginx.wrk" "$work/librarian.wrk" "$(getconf CLK_TCK)" <<'PY'
+import re, sys
+def figures(path):
+    text = open(path).read()
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    requests = int(re.search(r"(\d+) requests in", text).group(1))
+    ticks = int(re.search(r"server CPU ticks: (\d+)", text).group(1))
+    return rate, ticks / int(sys.argv[3]) / requests * 1e6
+(nginx_rate, nginx_us), (lib_rate, lib_us) = figures(sys.argv[1]), figures(sys.argv[2])
+print(f"### round ratio librarian/nginx: {lib_rate / nginx_rate:.2f} (req/s); "
+      f"server CPU per request: nginx {nginx_us:.1f} us, librarian {lib_us:.1f} us")
+PY
 done
 
 # 3. A large download.

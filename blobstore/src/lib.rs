@@ -35,8 +35,10 @@
 
 mod backend;
 mod clock;
+mod downloads;
 mod error;
 mod hashing;
+mod hot;
 mod keys;
 mod locks;
 mod records;
@@ -47,13 +49,16 @@ mod writer;
 
 pub use backend::{BlobBackend, LocalFsBackend, StoredBlob, TempBlob};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use downloads::DOWNLOADS_FLUSH_INTERVAL;
 pub use error::{BoxError, Error, Result};
+pub use hot::SmallFile;
 pub use keys::KEYSPACES;
 pub use records::{BlobInfo, ContentState, FileRecord};
 pub use store::{
     Access, BlobProblem, BucketStats, CheckReport, ContentReader, GcReport, Inconsistency, Page,
     Store, StoreBuilder, StoreSummary, SweepReport, Upload, UploadRequest, VerifyReport,
-    Visibility, CHUNK_SIZE, DEFAULT_EXPIRY_GRACE, DEFAULT_GRACE, DEFAULT_INLINE_THRESHOLD,
+    Visibility, CHUNK_SIZE, DEFAULT_EXPIRY_GRACE, DEFAULT_GRACE, DEFAULT_HOT_CACHE_BYTES,
+    DEFAULT_INLINE_THRESHOLD,
 };
 pub use token::{Token, TokenError, TokenSigner, DEFAULT_TOKEN_LIFETIME};
 pub use types::{

@@ -13,8 +13,10 @@ use engine::{GroupCommit, ScanRange, WriteBatch};
 
 use crate::backend::{BlobBackend, LocalFsBackend, TempBlob};
 use crate::clock::{Clock, SystemClock};
+use crate::downloads::PendingDownloads;
 use crate::error::{Error, Result};
 use crate::hashing::{Digests, Hashing};
+use crate::hot::{HotCache, SmallFile};
 use crate::keys::{self, KEYSPACES};
 use crate::locks::{SharedStripes, Stripes};
 use crate::records::{BlobInfo, BlobMeta, ContentState, FileRecord};
@@ -28,6 +30,9 @@ pub const CHUNK_SIZE: usize = 256 * 1024;
 
 /// The default inline threshold (see `DESIGN.md` for the measurement behind it).
 pub const DEFAULT_INLINE_THRESHOLD: usize = 16 * 1024;
+
+/// The default size of the hot-file cache: 64 MiB (about 15,000 files of 4 KiB).
+pub const DEFAULT_HOT_CACHE_BYTES: u64 = 64 << 20;
 
 /// The default grace period of unreferenced blobs: 1 day.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(86_400);
@@ -59,6 +64,7 @@ pub struct StoreBuilder {
     clock: Arc<dyn Clock>,
     signer: Option<TokenSigner>,
     backend: Option<Arc<dyn BlobBackend>>,
+    hot_cache_bytes: u64,
 }
 
 impl fmt::Debug for StoreBuilder {
@@ -69,6 +75,7 @@ impl fmt::Debug for StoreBuilder {
             .field("grace", &self.grace)
             .field("expiry_grace", &self.expiry_grace)
             .field("inline_threshold", &self.inline_threshold)
+            .field("hot_cache_bytes", &self.hot_cache_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -97,6 +104,7 @@ impl StoreBuilder {
             clock: Arc::new(SystemClock),
             signer: None,
             backend: None,
+            hot_cache_bytes: DEFAULT_HOT_CACHE_BYTES,
         }
     }
 
@@ -138,6 +146,14 @@ impl StoreBuilder {
         self
     }
 
+    /// The memory the hot-file cache may hold: records and content of inline files that were
+    /// read, answered by [`Store::cached_file`] without touching the engine. Default:
+    /// [`DEFAULT_HOT_CACHE_BYTES`]; 0 disables the cache.
+    pub fn hot_cache_bytes(mut self, bytes: u64) -> Self {
+        self.hot_cache_bytes = bytes;
+        self
+    }
+
     /// Where blob bytes go. Default: [`LocalFsBackend`] under the data directory.
     pub fn backend(mut self, backend: Arc<dyn BlobBackend>) -> Self {
         self.backend = Some(backend);
@@ -173,6 +189,7 @@ impl StoreBuilder {
             None => 0,
         };
         let next = high_water.max(max_id + 1).max(1);
+        let now = self.clock.now();
         Ok(Store {
             inner: Arc::new(Inner {
                 committer: GroupCommit::new(engine.clone()),
@@ -193,6 +210,8 @@ impl StoreBuilder {
                 expiry_grace: self.expiry_grace,
                 inline_threshold: self.inline_threshold,
                 poison: Mutex::new(None),
+                hot: (self.hot_cache_bytes > 0).then(|| HotCache::new(self.hot_cache_bytes)),
+                downloads: PendingDownloads::new(now),
             }),
         })
     }
@@ -264,11 +283,65 @@ struct Inner {
     expiry_grace: Duration,
     inline_threshold: usize,
     poison: Mutex<Option<String>>,
+    /// Small files answered from memory; `None` when disabled.
+    hot: Option<HotCache>,
+    /// Download counts not written yet.
+    downloads: PendingDownloads,
+}
+
+impl Inner {
+    /// Writes the pending download counts as one buffered batch of counter adds, leaving
+    /// out files deleted meanwhile (their counters went with them). Holds the flush lock,
+    /// which `cut` holds too while it deletes a file's counters, so a count can never
+    /// re-create the counter of a deleted file.
+    fn flush_downloads(&self) -> Result<()> {
+        let _flushing = self
+            .downloads
+            .flush_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let counts = self.downloads.take(self.clock.now());
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let file_keys: Vec<[u8; 8]> = counts.iter().map(|((id, _), _)| keys::file(*id)).collect();
+        let refs: Vec<&[u8]> = file_keys.iter().map(|k| k.as_slice()).collect();
+        let exists = match self.engine.multi_get(self.ks.files, &refs) {
+            Ok(values) => values,
+            Err(error) => {
+                self.downloads.restore(counts);
+                return Err(error.into());
+            }
+        };
+        let mut batch = WriteBatch::new();
+        for (((id, day), n), record) in counts.iter().zip(exists) {
+            if record.is_some() {
+                batch.counter_add(self.ks.downloads, keys::download(*id, *day), as_i64(*n));
+            }
+        }
+        if let Err(error) = self.engine.write(batch, Durability::Buffered) {
+            // A failed write poisons the engine, so a retry will fail too; the counts stay
+            // pending anyway, to be reported (and dropped) by the flush at close.
+            self.downloads.restore(counts);
+            return Err(error.into());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(error) = self.flush_downloads() {
+            tracing::warn!(%error, "download counts lost at close");
+        }
+    }
 }
 
 /// A content-addressed blob store with buckets, weak links, grace-period GC and restricted
-/// access. Cheap to clone; every method is blocking (call it from `spawn_blocking` or a
-/// dedicated thread in async code).
+/// access. Cheap to clone. Every method may block on the engine or the disk (call it from
+/// `spawn_blocking` or a dedicated thread in async code), except the memory-only ones that
+/// say so: [`Store::cached_file`], [`Store::check_readable`], [`Store::count_download`],
+/// [`Store::now`].
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -1294,6 +1367,117 @@ impl Store {
         })
     }
 
+    /// Checks that `access` may read the content of `record` now: the file's restriction
+    /// (its token), its content state and its expiry. [`Store::read`] applies exactly these
+    /// checks; a reader answering from [`Store::cached_file`] must apply them too. Touches
+    /// neither the engine nor the disk.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`], or [`Error::ContentGone`] (deleted, or past its expiry).
+    pub fn check_readable(&self, record: &FileRecord, access: Access<'_>) -> Result<()> {
+        self.authorize(record, access)?;
+        let id = record.id;
+        match record.content {
+            ContentState::Present => {}
+            ContentState::Deleted => {
+                return Err(Error::ContentGone {
+                    id,
+                    reason: "deleted",
+                })
+            }
+            ContentState::Expired => {
+                return Err(Error::ContentGone {
+                    id,
+                    reason: "expired",
+                })
+            }
+        }
+        if record.expires.is_some_and(|expires| self.now() >= expires) {
+            return Err(Error::ContentGone {
+                id,
+                reason: "expired",
+            });
+        }
+        Ok(())
+    }
+
+    /// File `id` with its whole content if the hot-file cache holds it. Never touches the
+    /// engine or the disk, so async code may call it on its own threads; the record has not
+    /// been checked: apply [`Store::check_readable`] before serving it.
+    pub fn cached_file(&self, id: FileId) -> Option<SmallFile> {
+        self.inner.hot.as_ref()?.get(id)
+    }
+
+    /// File `id` with its whole content, when its content is present and inline (at most the
+    /// inline threshold): from the hot-file cache, else with one read of the record and one
+    /// of the content, checked against its BLAKE3 hash and then cached. `Ok(None)` when the
+    /// content is not inline or not present: [`Store::read`] handles those. The record has
+    /// not been checked: apply [`Store::check_readable`] before serving it. Counts nothing.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Corrupt`], or the engine's error.
+    pub fn small_file(&self, id: FileId) -> Result<Option<SmallFile>> {
+        if let Some(file) = self.cached_file(id) {
+            return Ok(Some(file));
+        }
+        // Noted before the engine is read: an invalidation from here on voids the fill.
+        let generation = self.inner.hot.as_ref().map(|hot| hot.generation(id));
+        let record = self.file(id)?;
+        if record.content != ContentState::Present
+            || record.size > self.inner.inline_threshold as u64
+        {
+            return Ok(None);
+        }
+        let hash = record.blake3;
+        let Some(bytes) = self.inner.engine.get(self.inner.ks.inline, &hash.0)? else {
+            // Not inline: stored before a change of the threshold, or in a backend.
+            return Ok(None);
+        };
+        if Blake3Hash::of(&bytes) != hash {
+            return Err(Error::Corrupt {
+                hash,
+                detail: "inline content does not match its hash".to_string(),
+            });
+        }
+        if bytes.len() as u64 != record.size {
+            return Err(Error::Corrupt {
+                hash,
+                detail: format!(
+                    "inline content is {} bytes, not the file's {}",
+                    bytes.len(),
+                    record.size
+                ),
+            });
+        }
+        let file = SmallFile::new(record, bytes::Bytes::from(bytes));
+        if let (Some(hot), Some(generation)) = (&self.inner.hot, generation) {
+            hot.fill(generation, file.clone());
+        }
+        Ok(Some(file))
+    }
+
+    /// The number of files in the hot-file cache.
+    pub fn cached_files(&self) -> usize {
+        self.inner.hot.as_ref().map_or(0, HotCache::len)
+    }
+
+    /// Counts one download of file `id` today, in memory: it reaches the engine with the
+    /// next [`Store::flush_downloads`]. Never touches the engine (async code may call it).
+    pub fn count_download(&self, id: FileId) {
+        self.inner.downloads.add(id, self.now().day());
+    }
+
+    /// Writes the download counts gathered in memory to the engine, as one buffered batch.
+    /// Call it every [`crate::DOWNLOADS_FLUSH_INTERVAL`] when downloads are counted with
+    /// [`Store::count_download`] only; [`Store::read`] calls it when counts have waited [`crate::DOWNLOADS_FLUSH_INTERVAL`], and
+    /// [`Store::flush`] and closing the store call it too.
+    ///
+    /// # Errors
+    /// The engine's error (the counts stay pending).
+    pub fn flush_downloads(&self) -> Result<()> {
+        self.inner.flush_downloads()
+    }
+
     /// Opens file `id` for reading, whole or the byte range `range` (`start..end`, end
     /// exclusive). Reading from byte 0 counts a download for today.
     ///
@@ -1310,29 +1494,7 @@ impl Store {
         range: Option<Range<u64>>,
     ) -> Result<ContentReader> {
         let record = self.file(id)?;
-        self.authorize(&record, access)?;
-        match record.content {
-            ContentState::Present => {}
-            ContentState::Deleted => {
-                return Err(Error::ContentGone {
-                    id,
-                    reason: "deleted",
-                })
-            }
-            ContentState::Expired => {
-                return Err(Error::ContentGone {
-                    id,
-                    reason: "expired",
-                })
-            }
-        }
-        let now = self.now();
-        if record.expires.is_some_and(|expires| now >= expires) {
-            return Err(Error::ContentGone {
-                id,
-                reason: "expired",
-            });
-        }
+        self.check_readable(&record, access)?;
         let range = range.unwrap_or(0..record.size);
         if range.start > range.end || range.end > record.size {
             return Err(Error::InvalidRange {
@@ -1383,11 +1545,12 @@ impl Store {
                 })?
         };
         if range.start == 0 {
-            let mut batch = WriteBatch::new();
-            batch.counter_add(self.inner.ks.downloads, keys::download(id, now.day()), 1);
-            if let Err(error) = self.inner.engine.write(batch, Durability::Buffered) {
-                // A lost download count must not fail the download.
-                tracing::warn!(%id, %error, "could not count a download");
+            self.count_download(id);
+            if self.inner.downloads.due(self.now()) {
+                if let Err(error) = self.flush_downloads() {
+                    // A lost download count must not fail the download.
+                    tracing::warn!(%id, %error, "could not write download counts");
+                }
             }
         }
         Ok(ContentReader {
@@ -1403,10 +1566,8 @@ impl Store {
     /// # Errors
     /// The engine's error.
     pub fn downloads(&self, id: FileId, day: Day) -> Result<u64> {
-        Ok(as_u64(self.counter(
-            self.inner.ks.downloads,
-            &keys::download(id, day),
-        )?))
+        let written = as_u64(self.counter(self.inner.ks.downloads, &keys::download(id, day))?);
+        Ok(written + self.inner.downloads.pending(id, day))
     }
 
     /// Removes file `id` entirely: its record, its place in its bucket and its link to its
@@ -1430,7 +1591,8 @@ impl Store {
     /// Sets (or, with `None`, clears) file `id`'s expiry and returns the updated record. Reads
     /// refuse the content from `expires` on; GC cuts it once the expiry grace has passed too.
     /// Moving the time later revives reads of a file that expired but was not cut yet; a file
-    /// whose content is already gone keeps the new time on its record only.
+    /// whose content is already gone keeps the new time on its record only. A copy in the
+    /// hot-file cache is dropped before this returns.
     ///
     /// # Errors
     /// [`Error::NotFound`], or the engine's error.
@@ -1456,11 +1618,60 @@ impl Store {
         }
         record.expires = expires;
         batch.put(ks.files, keys::file(id), record.encode());
-        let written = self.inner.committer.write(batch)?;
+        let written = self.inner.committer.write(batch);
+        self.invalidate_cached(id);
+        let written = written?;
         drop(pair_guard);
         drop(blob_guard);
         self.inner.committer.sync(written)?;
         Ok(record)
+    }
+
+    /// Makes file `id` restricted (readable only with a token) or public. Its digest index
+    /// entries move to the matching visibility in the same batch, and a copy in the hot-file
+    /// cache is dropped before this returns, so no reader is served by the old rule after.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or the engine's error.
+    pub fn set_restricted(&self, id: FileId, restricted: bool) -> Result<FileRecord> {
+        self.check_writable()?;
+        let ks = self.inner.ks;
+        let first = self.file(id)?;
+        // The blob lock orders this against a cut of the same file (both rewrite the record
+        // and its digest entries).
+        let blob_guard = self.inner.blob_locks.lock(&first.blake3.0);
+        let pair_guard = self
+            .inner
+            .pair_locks
+            .lock(&(first.bucket.as_str(), &first.blake3.0));
+        let record = self.file(id)?;
+        if record.restricted == restricted {
+            return Ok(record);
+        }
+        let mut batch = WriteBatch::new();
+        if record.content == ContentState::Present {
+            let hash = record.blake3;
+            let meta = self.blob_meta(&hash)?.ok_or_else(|| Error::Corrupt {
+                hash,
+                detail: format!("file {id} links to a blob that has no record"),
+            })?;
+            for key in Self::digest_keys(&meta, &hash, record.restricted, id) {
+                batch.delete(ks.digests, key);
+            }
+            for key in Self::digest_keys(&meta, &hash, restricted, id) {
+                batch.put(ks.digests, key, []);
+            }
+        }
+        let mut updated = record;
+        updated.restricted = restricted;
+        batch.put(ks.files, keys::file(id), updated.encode());
+        let written = self.inner.committer.write(batch);
+        self.invalidate_cached(id);
+        let written = written?;
+        drop(pair_guard);
+        drop(blob_guard);
+        self.inner.committer.sync(written)?;
+        Ok(updated)
     }
 
     /// Removes the record (`new_state` = `None`) or marks its content gone.
@@ -1506,7 +1717,23 @@ impl Store {
                 updated
             }
         };
-        let written = self.inner.committer.write(batch)?;
+        let written = if new_state.is_none() {
+            // The file's counters go with it: no flush may write pending counts of it from
+            // here on (the flush skips files whose record is gone).
+            let _flushing = self
+                .inner
+                .downloads
+                .flush_lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            self.inner.downloads.forget(id);
+            self.inner.committer.write(batch)
+        } else {
+            self.inner.committer.write(batch)
+        };
+        // Applied (or failed as a whole): no reader may be answered from memory any more.
+        self.invalidate_cached(id);
+        let written = written?;
         drop(pair_guard);
         drop(blob_guard);
         self.inner.committer.sync(written)?;
@@ -1637,7 +1864,9 @@ impl Store {
                 Ok(_) | Err(Error::NotFound { .. }) => {}
                 Err(error) => return Err(error),
             }
-            let written = self.inner.committer.write(batch)?;
+            let written = self.inner.committer.write(batch);
+            self.invalidate_cached(id);
+            let written = written?;
             drop(pair_guard);
             drop(blob_guard);
             self.inner.committer.sync(written)?;
@@ -2074,11 +2303,20 @@ impl Store {
         Ok(report)
     }
 
-    /// Makes every acknowledged write durable (download counts included).
+    /// Makes every acknowledged write durable, download counts gathered in memory included.
     ///
     /// # Errors
     /// The engine's error.
     pub fn flush(&self) -> Result<()> {
+        self.flush_downloads()?;
         Ok(self.inner.engine.flush()?)
+    }
+
+    /// Forgets file `id` in the hot-file cache. Every change to a file record calls it after
+    /// its batch is applied and before the change is acknowledged.
+    fn invalidate_cached(&self, id: FileId) {
+        if let Some(hot) = &self.inner.hot {
+            hot.invalidate(id);
+        }
     }
 }

@@ -4,6 +4,7 @@ mod common;
 mod crash;
 mod engine_faults;
 mod faults;
+mod hot;
 mod model;
 mod reference_model;
 mod suite;

@@ -11,6 +11,12 @@ use servers::common::{self, serve, ServerFlags};
 use servers::librarian::migrate::{local_blobs, MigrationOptions};
 use servers::librarian::{self, config::StoreFlags, Librarian, LibrarianConfig};
 
+/// jemalloc rather than glibc's allocator: 6% less CPU per small download (glibc's arenas cost
+/// `malloc_consolidate` and `_int_free`), with background threads returning freed pages, so
+/// 200 concurrent uploads stay at 234 MB resident (mimalloc, tried first, kept 1.34 GB).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// An HTTP blob service over blobstore: uploads into buckets, downloads by id and filename,
 /// restricted files with tokens.
 #[derive(Debug, Parser)]
@@ -306,9 +312,13 @@ fn migrate_blobs(
 }
 
 fn run_server(config: LibrarianConfig) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let threads = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     // Opened (and dropped, at the end) outside the runtime: the object store's clients run
     // runtimes of their own, which cannot be dropped from async code.
     let opened = config.open_store()?;
@@ -337,9 +347,11 @@ fn run_server(config: LibrarianConfig) -> anyhow::Result<()> {
                 Duration::from_secs(config.store.gc_interval_secs),
             ));
         }
+        tokio::spawn(librarian::flush_downloads_loop(state.clone()));
         let app = librarian::router(state);
-        serve::serve(
+        serve::serve_threads(
             listener,
+            threads,
             app,
             config.server.limits.clone(),
             serve::shutdown_signal(),

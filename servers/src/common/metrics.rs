@@ -1,17 +1,19 @@
 //! Request metrics in Prometheus text format, the concurrency limit, and the middleware that
 //! records both around every request.
 
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body::{Frame, SizeHint};
+use http_body::{Body as _, Frame, SizeHint};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -130,12 +132,62 @@ impl HttpMetrics {
     }
 }
 
+/// The series of one route, taken from the families once: a request then costs no label
+/// allocation and no family lookup, only a read lock on the route table and atomic adds.
+#[derive(Debug)]
+struct RouteSeries {
+    route: String,
+    latency: Histogram,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    /// The request counters by method and status seen so far (a handful per route).
+    requests: RwLock<Vec<(Method, u16, Counter)>>,
+}
+
+impl RouteSeries {
+    fn new(metrics: &HttpMetrics, route: &str) -> Self {
+        let labels = RouteLabels {
+            route: route.to_string(),
+        };
+        RouteSeries {
+            route: route.to_string(),
+            latency: metrics.latency.get_or_create(&labels).clone(),
+            bytes_in: metrics.bytes_in.get_or_create(&labels).clone(),
+            bytes_out: metrics.bytes_out.get_or_create(&labels).clone(),
+            requests: RwLock::new(Vec::new()),
+        }
+    }
+
+    fn requests(&self, metrics: &HttpMetrics, method: &Method, status: u16) -> Counter {
+        let known = self.requests.read().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, counter)) = known.iter().find(|(m, s, _)| *s == status && m == method) {
+            return counter.clone();
+        }
+        drop(known);
+        let counter = metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                route: self.route.clone(),
+                method: method.as_str().to_string(),
+                status,
+            })
+            .clone();
+        let mut known = self.requests.write().unwrap_or_else(|e| e.into_inner());
+        if !known.iter().any(|(m, s, _)| *s == status && m == method) {
+            known.push((method.clone(), status, counter.clone()));
+        }
+        counter
+    }
+}
+
 /// The state of [`track`]: the metrics and the concurrency limit.
 #[derive(Debug, Clone)]
 pub struct Tracker {
     /// The metrics.
     pub metrics: Arc<HttpMetrics>,
     limit: Arc<Semaphore>,
+    /// The series of each route template (and `unmatched`) seen so far.
+    routes: Arc<RwLock<HashMap<String, Arc<RouteSeries>>>>,
 }
 
 impl Tracker {
@@ -144,7 +196,25 @@ impl Tracker {
         Tracker {
             metrics,
             limit: Arc::new(Semaphore::new(max_concurrency)),
+            routes: Arc::new(RwLock::new(HashMap::new())),
         }
+    }
+
+    fn series(&self, route: &str) -> Arc<RouteSeries> {
+        if let Some(series) = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(route)
+        {
+            return Arc::clone(series);
+        }
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(
+            routes
+                .entry(route.to_string())
+                .or_insert_with(|| Arc::new(RouteSeries::new(&self.metrics, route))),
+        )
     }
 }
 
@@ -159,16 +229,14 @@ fn exempt(path: &str) -> bool {
 /// permit is held until the response body has been sent.
 pub async fn track(State(tracker): State<Tracker>, request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = request.method().as_str().to_string();
+    let series = tracker.series(
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", |p| p.as_str()),
+    );
+    let method = request.method().clone();
     let metrics = &tracker.metrics;
-    let labels = RouteLabels {
-        route: route.clone(),
-    };
 
     let permit = if exempt(request.uri().path()) {
         None
@@ -178,39 +246,82 @@ pub async fn track(State(tracker): State<Tracker>, request: Request, next: Next)
             Err(_) => {
                 metrics.rejected.inc();
                 let response = ApiError::overloaded(1).into_response();
-                record(metrics, &route, &method, response.status().as_u16(), start);
+                record(metrics, &series, &method, response.status().as_u16(), start);
                 return response;
             }
         }
     };
 
     metrics.in_flight.inc();
-    let bytes_in = metrics.bytes_in.get_or_create(&labels).clone();
-    let request = request.map(|body| Body::new(Counted::new(body, bytes_in, None)));
+    // A request without a body (most downloads) needs no counting wrapper.
+    let request = if request.body().is_end_stream() {
+        request
+    } else {
+        let bytes_in = series.bytes_in.clone();
+        request.map(|body| Body::new(Counted::new(body, bytes_in, None)))
+    };
     let response = next.run(request).await;
     metrics.in_flight.dec();
     let status = response.status().as_u16();
-    record(metrics, &route, &method, status, start);
-    tracing::debug!(%method, route, status, micros = start.elapsed().as_micros() as u64, "request");
-    let bytes_out = metrics.bytes_out.get_or_create(&labels).clone();
+    record(metrics, &series, &method, status, start);
+    tracing::debug!(%method, route = series.route, status, micros = start.elapsed().as_micros() as u64, "request");
+    let bytes_out = series.bytes_out.clone();
     response.map(|body| Body::new(Counted::new(body, bytes_out, permit)))
 }
 
-fn record(metrics: &HttpMetrics, route: &str, method: &str, status: u16, start: Instant) {
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route: route.to_string(),
-            method: method.to_string(),
-            status,
+/// A request answered outside the router (a fast path), tracked as [`track`] tracks the
+/// router's: in the concurrency limit, in flight, counted by route, method and status, timed,
+/// its body bytes counted as sent.
+#[derive(Debug)]
+pub struct RequestGuard {
+    tracker: Tracker,
+    series: Arc<RouteSeries>,
+    method: Method,
+    start: Instant,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Tracker {
+    /// Starts tracking a request for `route` (a route template of the router) answered
+    /// without the router. `None` when the concurrency limit is reached: leave that request
+    /// to the router, which refuses it with a 503.
+    pub fn begin(&self, route: &str, method: &Method) -> Option<RequestGuard> {
+        let start = Instant::now();
+        let permit = Arc::clone(&self.limit).try_acquire_owned().ok()?;
+        self.metrics.in_flight.inc();
+        Some(RequestGuard {
+            tracker: self.clone(),
+            series: self.series(route),
+            method: method.clone(),
+            start,
+            permit,
         })
-        .inc();
-    metrics
-        .latency
-        .get_or_create(&RouteLabels {
-            route: route.to_string(),
-        })
-        .observe(start.elapsed().as_secs_f64());
+    }
+}
+
+impl RequestGuard {
+    /// Records `response` and returns it, holding the permit until its body is sent.
+    pub fn finish(self, response: Response) -> Response {
+        let metrics = &self.tracker.metrics;
+        metrics.in_flight.dec();
+        let status = response.status().as_u16();
+        record(metrics, &self.series, &self.method, status, self.start);
+        tracing::debug!(method = %self.method, route = self.series.route, status, micros = self.start.elapsed().as_micros() as u64, "request");
+        let bytes_out = self.series.bytes_out.clone();
+        let permit = Some(self.permit);
+        response.map(|body| Body::new(Counted::new(body, bytes_out, permit)))
+    }
+}
+
+fn record(
+    metrics: &HttpMetrics,
+    series: &RouteSeries,
+    method: &Method,
+    status: u16,
+    start: Instant,
+) {
+    series.requests(metrics, method, status).inc();
+    series.latency.observe(start.elapsed().as_secs_f64());
 }
 
 /// A body that counts its data bytes and holds an optional concurrency permit until dropped.

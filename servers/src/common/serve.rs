@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
@@ -35,6 +35,71 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
+    let source = Source::Listener {
+        listener,
+        others: Vec::new(),
+        next: 0,
+    };
+    serve_from(source, app, limits, shutdown).await
+}
+
+/// Where a serving loop gets its connections.
+enum Source {
+    /// Accepts from the socket, keeping every `others.len() + 1`-th connection and handing
+    /// the rest round-robin to the other threads.
+    Listener {
+        listener: TcpListener,
+        others: Vec<mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
+        next: usize,
+    },
+    /// Takes connections handed over by the accepting thread; ends when it stops.
+    Handed(mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>),
+}
+
+impl Source {
+    /// The next connection of this thread; `None` once the accepting thread has stopped.
+    async fn next(&mut self) -> Option<io::Result<(TcpStream, SocketAddr)>> {
+        match self {
+            Source::Listener {
+                listener,
+                others,
+                next,
+            } => loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(pair) => pair,
+                    Err(error) => return Some(Err(error)),
+                };
+                let turn = *next;
+                *next = (turn + 1) % (others.len() + 1);
+                if turn == 0 {
+                    return Some(Ok((stream, peer)));
+                }
+                let handed = stream
+                    .into_std()
+                    .map(|stream| others[turn - 1].send((stream, peer)));
+                match handed {
+                    Ok(Ok(())) => {}
+                    // That thread is gone (it failed): serve the connection here.
+                    Ok(Err(mpsc::error::SendError((stream, peer)))) => {
+                        return Some(TcpStream::from_std(stream).map(|s| (s, peer)))
+                    }
+                    Err(error) => return Some(Err(error)),
+                }
+            },
+            Source::Handed(receiver) => {
+                let (stream, peer) = receiver.recv().await?;
+                Some(TcpStream::from_std(stream).map(|s| (s, peer)))
+            }
+        }
+    }
+}
+
+async fn serve_from(
+    mut source: Source,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let limits = Arc::new(limits);
@@ -42,12 +107,14 @@ pub async fn serve(
     loop {
         let accepted = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
+            accepted = source.next() => accepted,
         };
         while connections.try_join_next().is_some() {}
         let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(error) => {
+            // The accepting thread stopped.
+            None => break,
+            Some(Ok(pair)) => pair,
+            Some(Err(error)) => {
                 tracing::warn!(%error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
@@ -62,7 +129,8 @@ pub async fn serve(
             stop_rx.clone(),
         ));
     }
-    drop(listener);
+    // Stops accepting, and ends the threads' sources that this one fed.
+    drop(source);
     tracing::info!(
         connections = connections.len(),
         "shutting down: no longer accepting"
@@ -219,6 +287,68 @@ impl AsyncWrite for IdleIo {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+/// Serves `app` on `threads` threads, each running its own single-threaded Tokio runtime,
+/// until `shutdown` completes; then each stops as [`serve`] does. The calling thread (its
+/// runtime should be a current-thread one) accepts and hands connections round-robin to the
+/// others, keeping its share; a connection stays on its thread for its whole life.
+///
+/// Why: with Tokio's work-stealing runtime a small download cost more in wake-ups of the
+/// other worker (a context switch per request at 2 workers) than in HTTP; here a thread
+/// sleeps only when none of its connections has work, as nginx's workers do. Handing
+/// connections out (rather than letting every thread accept) keeps the threads evenly
+/// loaded: the first thread to wake would otherwise take a whole burst of connections.
+/// Blocking work still goes to each runtime's blocking pool and to the store threads.
+///
+/// # Errors
+/// A runtime or a thread cannot be started.
+pub async fn serve_threads(
+    listener: TcpListener,
+    threads: usize,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
+    let mut others = Vec::new();
+    let mut workers = Vec::new();
+    for n in 1..threads.max(1) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        others.push(sender);
+        let app = app.clone();
+        let limits = limits.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("http-{n}"))
+                .spawn(move || {
+                    let source = Source::Handed(receiver);
+                    runtime.block_on(serve_from(source, app, limits, std::future::pending()))
+                })?,
+        );
+    }
+    let source = Source::Listener {
+        listener,
+        others,
+        next: 0,
+    };
+    let result = serve_from(source, app, limits, shutdown).await;
+    let joined = tokio::task::spawn_blocking(move || {
+        for worker in workers {
+            match worker.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "an HTTP thread failed"),
+                Err(_) => tracing::error!("an HTTP thread panicked"),
+            }
+        }
+    })
+    .await;
+    if joined.is_err() {
+        tracing::error!("waiting for the HTTP threads failed");
+    }
+    result
 }
 
 /// Completes on SIGTERM or SIGINT.

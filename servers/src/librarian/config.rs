@@ -64,6 +64,9 @@ pub struct StoreConfig {
     pub previous_token_secret: Option<String>,
     /// Seconds between background GC passes of `serve` (0 disables). Default: 300.
     pub gc_interval_secs: u64,
+    /// Memory for the hot-file cache: records and content of small (inline) files that were
+    /// downloaded, answered without a store call (0 disables). Default: 64 MiB.
+    pub hot_cache_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -77,6 +80,7 @@ impl Default for StoreConfig {
             token_secret: None,
             previous_token_secret: None,
             gc_interval_secs: 300,
+            hot_cache_bytes: blobstore::DEFAULT_HOT_CACHE_BYTES,
         }
     }
 }
@@ -313,6 +317,7 @@ impl LibrarianConfig {
             .keep_sha1_md5(store.keep_sha1_md5)
             .grace(Duration::from_secs(store.grace_secs))
             .expiry_grace(Duration::from_secs(store.expiry_grace_secs))
+            .hot_cache_bytes(store.hot_cache_bytes)
             .token_secrets(current, previous);
         if let Some(backend) = backend {
             builder = builder.backend(backend);

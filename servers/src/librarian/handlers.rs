@@ -1,4 +1,6 @@
-//! The librarian's handlers. Every store call runs on the blocking pool.
+//! The librarian's handlers. Every store call runs on the blocking pool; a download of a
+//! small file the store holds in memory (its hot-file cache) is answered on the async thread,
+//! since that answer touches neither the engine nor the disk.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -11,8 +13,8 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use blobstore::{
-    Access, Blake3Hash, BlobInfo, BucketName, ContentState, Digest, FileId, FileRecord, Store,
-    Timestamp, UploadRequest, Visibility,
+    Access, Blake3Hash, BlobInfo, BucketName, ContentState, Digest, FileId, FileRecord, SmallFile,
+    Store, Timestamp, UploadRequest, Visibility,
 };
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -660,8 +662,104 @@ struct Prepared {
 }
 
 enum Content {
-    Whole(Vec<u8>),
+    Whole(Bytes),
     Stream(blobstore::ContentReader),
+}
+
+/// What a download answers from a small file with its content in memory (from the store's
+/// hot-file cache, or just read with [`Store::small_file`]): the same rules as [`prepare`]
+/// (filename, token, deleted or expired content, conditionals, ranges) without any I/O, so
+/// it may run on an async thread. Counts the download when the content is sent from byte 0,
+/// as [`Store::read`] does.
+pub(crate) fn answer_small(
+    store: &Store,
+    file: &SmallFile,
+    filename: Option<&str>,
+    token: Option<&str>,
+    headers: &HeaderMap,
+    with_body: bool,
+) -> Result<Response, ApiError> {
+    let record = file.record();
+    if filename.is_some_and(|name| name != record.filename) {
+        return Err(ApiError::not_found("no such file"));
+    }
+    let access = token.map_or(Access::Anonymous, Access::Token);
+    store.check_readable(record, access).map_err(store_error)?;
+    let formatted;
+    let file_headers = match file.derived(FileHeaders::of) {
+        Some(kept) => kept,
+        None => {
+            formatted = FileHeaders::of(record);
+            &formatted
+        }
+    };
+    let decision = decide(
+        headers,
+        &file_headers.etag,
+        record.created.as_unix_secs(),
+        record.size,
+    );
+    let content = match decision {
+        Decision::Full if with_body => Some(file.content().clone()),
+        Decision::Partial { start, end } if with_body => {
+            // `decide` keeps ranges within the size, which is the content's length.
+            let (start, end) = (start as usize, end as usize);
+            Some(file.content().slice(start..=end))
+        }
+        _ => None,
+    };
+    if content.is_some()
+        && matches!(
+            decision,
+            Decision::Full | Decision::Partial { start: 0, .. }
+        )
+    {
+        store.count_download(record.id);
+    }
+    Ok(respond_with(
+        record,
+        file_headers,
+        decision,
+        content.map(Content::Whole),
+    ))
+}
+
+/// A download looked up on a store thread: answered already (a small file), or prepared
+/// for [`respond`], which must run on the runtime (a stream starts a blocking task).
+enum Found {
+    Answered(Response),
+    Prepared(Box<Prepared>),
+}
+
+/// Looks file `id` up on a store thread: one store call for a small file (record and
+/// content, then cached by the store), else [`prepare`].
+fn find(
+    store: &Store,
+    id: FileId,
+    filename: Option<&str>,
+    token: Option<&str>,
+    headers: &HeaderMap,
+    with_body: bool,
+) -> Result<Found, ApiError> {
+    match store.small_file(id) {
+        Ok(Some(file)) => {
+            answer_small(store, &file, filename, token, headers, with_body).map(Found::Answered)
+        }
+        // Not inline or not present; or corrupt, which `prepare` reports only after the
+        // filename and token checks (a restricted file's existence is never disclosed).
+        Ok(None) | Err(blobstore::Error::Corrupt { .. }) => {
+            prepare(store, id, filename, token, headers, with_body)
+                .map(|prepared| Found::Prepared(Box::new(prepared)))
+        }
+        Err(error) => Err(store_error(error)),
+    }
+}
+
+fn finish_found(found: Found) -> Response {
+    match found {
+        Found::Answered(response) => response,
+        Found::Prepared(prepared) => respond(*prepared),
+    }
 }
 
 /// Looks the file up and checks it may be read: `filename` must match when given, a
@@ -717,7 +815,7 @@ fn prepare(
         reader
             .read_to_end(&mut bytes)
             .map_err(|e| ApiError::internal(format!("reading file {id}: {e}")))?;
-        Content::Whole(bytes)
+        Content::Whole(Bytes::from(bytes))
     } else {
         Content::Stream(reader)
     };
@@ -760,16 +858,50 @@ fn stream_body(mut reader: blobstore::ContentReader) -> Body {
 }
 
 fn respond(prepared: Prepared) -> Response {
-    let record = &prepared.record;
-    let mut headers = HeaderMap::new();
-    let tag = etag(&record.blake3.to_hex());
-    headers.insert(header::ETAG, HeaderValue::from_str(&tag).expect("hex"));
-    let modified = std::time::UNIX_EPOCH
-        + Duration::from_secs(u64::try_from(record.created.as_unix_secs()).unwrap_or(0));
-    headers.insert(
-        header::LAST_MODIFIED,
-        HeaderValue::from_str(&httpdate::fmt_http_date(modified)).expect("ASCII"),
-    );
+    let headers = FileHeaders::of(&prepared.record);
+    respond_with(
+        &prepared.record,
+        &headers,
+        prepared.decision,
+        prepared.content,
+    )
+}
+
+/// The response headers that depend only on a file's immutable fields (hash, upload time,
+/// type), formatted once per cached copy of a small file (see [`SmallFile::derived`]).
+struct FileHeaders {
+    /// The strong entity tag, quoted, for the conditionals.
+    etag: String,
+    etag_value: HeaderValue,
+    last_modified: HeaderValue,
+    content_type: HeaderValue,
+}
+
+impl FileHeaders {
+    fn of(record: &FileRecord) -> Self {
+        let etag = etag(&record.blake3.to_hex());
+        let modified = std::time::UNIX_EPOCH
+            + Duration::from_secs(u64::try_from(record.created.as_unix_secs()).unwrap_or(0));
+        FileHeaders {
+            etag_value: HeaderValue::from_str(&etag).expect("hex"),
+            etag,
+            last_modified: HeaderValue::from_str(&httpdate::fmt_http_date(modified))
+                .expect("ASCII"),
+            content_type: HeaderValue::from_str(&record.content_type)
+                .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream")),
+        }
+    }
+}
+
+fn respond_with(
+    record: &FileRecord,
+    file_headers: &FileHeaders,
+    decision: Decision,
+    content: Option<Content>,
+) -> Response {
+    let mut headers = HeaderMap::with_capacity(8);
+    headers.insert(header::ETAG, file_headers.etag_value.clone());
+    headers.insert(header::LAST_MODIFIED, file_headers.last_modified.clone());
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static(if record.restricted {
@@ -779,7 +911,7 @@ fn respond(prepared: Prepared) -> Response {
         }),
     );
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    let (status, len) = match prepared.decision {
+    let (status, len) = match decision {
         Decision::NotModified => return (StatusCode::NOT_MODIFIED, headers).into_response(),
         Decision::Unsatisfiable => {
             let mut response = ApiError::new(
@@ -805,18 +937,17 @@ fn respond(prepared: Prepared) -> Response {
             (StatusCode::PARTIAL_CONTENT, end - start + 1)
         }
     };
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(&record.content_type)
-            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream")),
-    );
+    headers.insert(header::CONTENT_TYPE, file_headers.content_type.clone());
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    let body = match prepared.content {
+    let body = match content {
         None => Body::empty(),
         Some(Content::Whole(bytes)) => Body::from(bytes),
         Some(Content::Stream(reader)) => stream_body(reader),
     };
-    (status, headers, body).into_response()
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
 }
 
 /// `GET` and `HEAD /{id}/{filename}`.
@@ -825,7 +956,9 @@ pub(crate) async fn download(
     method: Method,
     Path((id, filename)): Path<(String, String)>,
     Query(query): Query<DownloadQuery>,
-    headers: HeaderMap,
+    // The whole request rather than a `HeaderMap` extractor, which would copy the headers
+    // for every request; they move to the store thread only on a cache miss.
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     if let Some(token) = &query.token {
@@ -834,9 +967,20 @@ pub(crate) async fn download(
         }
     }
     let with_body = method != Method::HEAD;
-    let prepared = state
+    if let Some(file) = state.store.cached_file(id) {
+        return answer_small(
+            &state.store,
+            &file,
+            Some(&filename),
+            query.token.as_deref(),
+            request.headers(),
+            with_body,
+        );
+    }
+    let headers = request.into_parts().0.headers;
+    let found = state
         .blocking(move |store| {
-            prepare(
+            find(
                 store,
                 id,
                 Some(&filename),
@@ -846,7 +990,7 @@ pub(crate) async fn download(
             )
         })
         .await?;
-    Ok(respond(prepared))
+    Ok(finish_found(found))
 }
 
 /// `GET` and `HEAD /blobs/{blake3}`: public content by hash.
@@ -868,10 +1012,10 @@ pub(crate) async fn download_blob(
                 .first()
                 .copied()
                 .ok_or_else(|| ApiError::not_found("no public file has this content"))?;
-            prepare(store, id, None, None, &headers, with_body)
+            find(store, id, None, None, &headers, with_body)
         })
         .await?;
-    Ok(respond(prepared))
+    Ok(finish_found(prepared))
 }
 
 #[cfg(test)]

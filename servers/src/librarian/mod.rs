@@ -6,6 +6,7 @@
 //! from a [`Librarian`]; `docs/API.md` and `/openapi.json` describe the routes.
 
 pub mod config;
+mod fast;
 mod handlers;
 pub mod http;
 pub mod migrate;
@@ -25,6 +26,7 @@ use crate::common::access::{self, AccessPolicy};
 use crate::common::metrics::{HttpMetrics, Tracker};
 use crate::common::pool::BlockingPool;
 use crate::common::{finish, ApiError, Limits, ServerConfig};
+use handlers::store_error;
 
 pub use config::{LibrarianConfig, OpenError, OpenedStore, StoreConfig};
 
@@ -85,9 +87,24 @@ impl StoreMetrics {
     }
 }
 
-/// The shared state of the librarian's handlers.
+/// The shared state of the librarian's handlers. Cheap to clone (one reference count: axum
+/// clones the state for every extractor of every request).
 #[derive(Debug, Clone)]
 pub struct Librarian {
+    shared: Arc<Shared>,
+}
+
+impl std::ops::Deref for Librarian {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+/// What [`Librarian`] shares between its clones.
+#[derive(Debug, Clone)]
+pub struct Shared {
     pub(crate) store: Store,
     pub(crate) limits: Arc<Limits>,
     pub(crate) policy: Arc<AccessPolicy>,
@@ -174,18 +191,20 @@ impl Librarian {
             sm.gc_last_success.clone(),
         );
         Ok(Librarian {
-            store,
-            limits: Arc::new(server.limits.clone()),
-            policy,
-            metrics: Arc::new(metrics),
-            store_metrics,
-            uploads_aborted: Arc::new(AtomicU64::new(0)),
-            pool: BlockingPool::new(
-                "librarian-store",
-                server.limits.store_threads,
-                server.limits.max_concurrency,
-            ),
-            object_store: None,
+            shared: Arc::new(Shared {
+                store,
+                limits: Arc::new(server.limits.clone()),
+                policy,
+                metrics: Arc::new(metrics),
+                store_metrics,
+                uploads_aborted: Arc::new(AtomicU64::new(0)),
+                pool: BlockingPool::new(
+                    "librarian-store",
+                    server.limits.store_threads,
+                    server.limits.max_concurrency,
+                ),
+                object_store: None,
+            }),
         })
     }
 
@@ -193,7 +212,7 @@ impl Librarian {
     /// [`OBJECT_STORE_PROBE_TIMEOUT`]) and reports `object_store` failing when it does not
     /// answer.
     pub fn with_object_store(mut self, backend: objectstore::ObjectStoreBackend) -> Self {
-        self.object_store = Some(ObjectStoreProbe {
+        Arc::make_mut(&mut self.shared).object_store = Some(ObjectStoreProbe {
             backend,
             lock: Arc::new(tokio::sync::Mutex::new(())),
             timeout: OBJECT_STORE_PROBE_TIMEOUT,
@@ -265,12 +284,38 @@ pub fn router(state: Librarian) -> Router {
             access::require_writer,
         ));
     let readers = Router::new()
-        .route("/{id}/{filename}", get(handlers::download))
+        .route(fast::DOWNLOAD_ROUTE, get(handlers::download))
         .route("/blobs/{blake3}", get(handlers::download_blob))
         .route("/health", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
         .route("/openapi.json", get(handlers::openapi));
-    finish(writers.merge(readers).with_state(state), tracker)
+    let router = finish(
+        writers.merge(readers).with_state(state.clone()),
+        tracker.clone(),
+    );
+    // Every request meets the fast path first: a router without routes hands all to it.
+    Router::new().fallback_service(fast::FastPath {
+        state,
+        tracker,
+        router,
+    })
+}
+
+/// Writes the download counts the store gathers in memory every [`blobstore::DOWNLOADS_FLUSH_INTERVAL`]
+/// until the process ends (downloads answered from the hot-file cache count only in memory;
+/// `DESIGN.md` of blobstore says what a crash may lose).
+pub async fn flush_downloads_loop(state: Librarian) {
+    let mut ticker = tokio::time::interval(blobstore::DOWNLOADS_FLUSH_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let flushed = state
+            .blocking(|store| store.flush_downloads().map_err(store_error))
+            .await;
+        if let Err(error) = flushed {
+            tracing::warn!(?error, "could not write download counts");
+        }
+    }
 }
 
 /// Runs GC passes every `interval` until the process ends: each pass repeats bounded

@@ -3,6 +3,7 @@
 mod badinput;
 mod binaries;
 mod directory;
+mod hot;
 mod infra;
 mod librarian;
 mod object_store;
