@@ -55,10 +55,10 @@ pub use hot::SmallFile;
 pub use keys::KEYSPACES;
 pub use records::{BlobInfo, ContentState, FileRecord};
 pub use store::{
-    Access, BlobProblem, BucketStats, CheckReport, ContentReader, GcReport, Inconsistency, Page,
-    Store, StoreBuilder, StoreSummary, SweepReport, Upload, UploadRequest, VerifyReport,
-    Visibility, CHUNK_SIZE, DEFAULT_EXPIRY_GRACE, DEFAULT_GRACE, DEFAULT_HOT_CACHE_BYTES,
-    DEFAULT_INLINE_THRESHOLD,
+    Access, BlobProblem, BucketStats, CheckReport, ContentReader, FileUpdate, GcReport,
+    Inconsistency, Page, Store, StoreBuilder, StoreSummary, SweepReport, Upload, UploadRequest,
+    VerifyReport, Visibility, CHUNK_SIZE, DEFAULT_EXPIRY_GRACE, DEFAULT_GRACE,
+    DEFAULT_HOT_CACHE_BYTES, DEFAULT_INLINE_THRESHOLD,
 };
 pub use token::{Token, TokenError, TokenSigner, DEFAULT_TOKEN_LIFETIME};
 pub use types::{

@@ -391,6 +391,15 @@ impl UploadRequest {
     }
 }
 
+/// Changes to a file's record for [`Store::update_file`]; `None` leaves a field as it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileUpdate {
+    /// The new expiry (`Some(None)`: never expires).
+    pub expires: Option<Option<Timestamp>>,
+    /// Whether reads need a token.
+    pub restricted: Option<bool>,
+}
+
 /// The statistics of one bucket, read in constant time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BucketStats {
@@ -1591,79 +1600,89 @@ impl Store {
     /// Sets (or, with `None`, clears) file `id`'s expiry and returns the updated record. Reads
     /// refuse the content from `expires` on; GC cuts it once the expiry grace has passed too.
     /// Moving the time later revives reads of a file that expired but was not cut yet; a file
-    /// whose content is already gone keeps the new time on its record only. A copy in the
-    /// hot-file cache is dropped before this returns.
+    /// whose content is already gone keeps the new time on its record only.
     ///
     /// # Errors
     /// [`Error::NotFound`], or the engine's error.
     pub fn set_expiry(&self, id: FileId, expires: Option<Timestamp>) -> Result<FileRecord> {
-        self.check_writable()?;
-        let ks = self.inner.ks;
-        let first = self.file(id)?;
-        // The same locks as a cut or an expiry, so that neither can interleave with this.
-        let blob_guard = self.inner.blob_locks.lock(&first.blake3.0);
-        let pair_guard = self
-            .inner
-            .pair_locks
-            .lock(&(first.bucket.as_str(), &first.blake3.0));
-        let mut record = self.file(id)?;
-        let mut batch = WriteBatch::new();
-        if record.content == ContentState::Present {
-            if let Some(old) = record.expires {
-                batch.delete(ks.expiry, keys::expiry(old, id));
-            }
-            if let Some(new) = expires {
-                batch.put(ks.expiry, keys::expiry(new, id), []);
-            }
-        }
-        record.expires = expires;
-        batch.put(ks.files, keys::file(id), record.encode());
-        let written = self.inner.committer.write(batch);
-        self.invalidate_cached(id);
-        let written = written?;
-        drop(pair_guard);
-        drop(blob_guard);
-        self.inner.committer.sync(written)?;
-        Ok(record)
+        self.update_file(
+            id,
+            FileUpdate {
+                expires: Some(expires),
+                restricted: None,
+            },
+        )
     }
 
     /// Makes file `id` restricted (readable only with a token) or public. Its digest index
-    /// entries move to the matching visibility in the same batch, and a copy in the hot-file
-    /// cache is dropped before this returns, so no reader is served by the old rule after.
+    /// entries move to the matching visibility in the same batch.
     ///
     /// # Errors
     /// [`Error::NotFound`], or the engine's error.
     pub fn set_restricted(&self, id: FileId, restricted: bool) -> Result<FileRecord> {
+        self.update_file(
+            id,
+            FileUpdate {
+                expires: None,
+                restricted: Some(restricted),
+            },
+        )
+    }
+
+    /// Applies `update` to file `id`'s record in one batch (all of it or nothing) and returns
+    /// the updated record; see [`Store::set_expiry`] and [`Store::set_restricted`]. A copy in
+    /// the hot-file cache is dropped before this returns, so no reader is served by the old
+    /// record after.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or the engine's error.
+    pub fn update_file(&self, id: FileId, update: FileUpdate) -> Result<FileRecord> {
         self.check_writable()?;
         let ks = self.inner.ks;
         let first = self.file(id)?;
-        // The blob lock orders this against a cut of the same file (both rewrite the record
-        // and its digest entries).
+        // The same locks as a cut or an expiry (which rewrite the record, its expiry entry
+        // and its digest entries), so that neither can interleave with this.
         let blob_guard = self.inner.blob_locks.lock(&first.blake3.0);
         let pair_guard = self
             .inner
             .pair_locks
             .lock(&(first.bucket.as_str(), &first.blake3.0));
         let record = self.file(id)?;
-        if record.restricted == restricted {
+        let mut updated = record.clone();
+        if let Some(expires) = update.expires {
+            updated.expires = expires;
+        }
+        if let Some(restricted) = update.restricted {
+            updated.restricted = restricted;
+        }
+        if updated == record {
             return Ok(record);
         }
         let mut batch = WriteBatch::new();
+        // Only a file whose content is present has expiry and digest index entries.
         if record.content == ContentState::Present {
-            let hash = record.blake3;
-            let meta = self.blob_meta(&hash)?.ok_or_else(|| Error::Corrupt {
-                hash,
-                detail: format!("file {id} links to a blob that has no record"),
-            })?;
-            for key in Self::digest_keys(&meta, &hash, record.restricted, id) {
-                batch.delete(ks.digests, key);
+            if updated.expires != record.expires {
+                if let Some(old) = record.expires {
+                    batch.delete(ks.expiry, keys::expiry(old, id));
+                }
+                if let Some(new) = updated.expires {
+                    batch.put(ks.expiry, keys::expiry(new, id), []);
+                }
             }
-            for key in Self::digest_keys(&meta, &hash, restricted, id) {
-                batch.put(ks.digests, key, []);
+            if updated.restricted != record.restricted {
+                let hash = record.blake3;
+                let meta = self.blob_meta(&hash)?.ok_or_else(|| Error::Corrupt {
+                    hash,
+                    detail: format!("file {id} links to a blob that has no record"),
+                })?;
+                for key in Self::digest_keys(&meta, &hash, record.restricted, id) {
+                    batch.delete(ks.digests, key);
+                }
+                for key in Self::digest_keys(&meta, &hash, updated.restricted, id) {
+                    batch.put(ks.digests, key, []);
+                }
             }
         }
-        let mut updated = record;
-        updated.restricted = restricted;
         batch.put(ks.files, keys::file(id), updated.encode());
         let written = self.inner.committer.write(batch);
         self.invalidate_cached(id);

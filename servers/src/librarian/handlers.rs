@@ -478,6 +478,63 @@ pub(crate) async fn delete_file(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The body of `PATCH /files/{id}`: the fields to change, each optional.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileChanges {
+    /// Absent: unchanged; `null`: never expires; a number: Unix seconds.
+    #[serde(default, deserialize_with = "present")]
+    expires: Option<Option<i64>>,
+    restricted: Option<bool>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// `PATCH /files/{id}`: changes a file's expiry and/or restricted flag, both in one batch;
+/// answers the record.
+pub(crate) async fn update_file(
+    State(state): State<Librarian>,
+    Path(id): Path<String>,
+    Json(changes): Json<FileChanges>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    if changes.expires.is_none() && changes.restricted.is_none() {
+        return Err(ApiError::bad_request(
+            "bad_body",
+            "nothing to change: give expires (Unix seconds or null) and/or restricted",
+        ));
+    }
+    let expires = changes
+        .expires
+        .map(|expires| {
+            expires
+                .map(|secs| {
+                    secs.checked_mul(1000)
+                        .map(Timestamp::from_unix_millis)
+                        .ok_or_else(|| ApiError::bad_request("bad_body", "expires is out of range"))
+                })
+                .transpose()
+        })
+        .transpose()?;
+    let update = blobstore::FileUpdate {
+        expires,
+        restricted: changes.restricted,
+    };
+    state
+        .blocking(move |store| {
+            let record = store.update_file(id, update).map_err(store_error)?;
+            Ok(axum::Json(describe(store, &record)?))
+        })
+        .await
+}
+
 /// `DELETE /files/{id}/content`.
 pub(crate) async fn delete_content(
     State(state): State<Librarian>,

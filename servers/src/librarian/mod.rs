@@ -45,6 +45,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/buckets/{bucket}"),
     ("GET", "/files/{id}"),
     ("DELETE", "/files/{id}"),
+    ("PATCH", "/files/{id}"),
     ("DELETE", "/files/{id}/content"),
     ("POST", "/files/{id}/token"),
     ("GET", "/search"),
@@ -273,7 +274,10 @@ pub fn router(state: Librarian) -> Router {
         )
         .route(
             "/files/{id}",
-            get(handlers::file_metadata).delete(handlers::delete_file),
+            get(handlers::file_metadata)
+                .delete(handlers::delete_file)
+                .patch(handlers::update_file)
+                .layer(json_limit),
         )
         .route("/files/{id}/content", delete(handlers::delete_content))
         .route("/files/{id}/token", post(handlers::issue_token))

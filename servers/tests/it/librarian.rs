@@ -1007,3 +1007,110 @@ async fn gc_collects_after_the_grace() {
     );
     server.stop().await;
 }
+
+/// `PATCH /files/{id}` moves or clears the expiry and flips the restricted flag, and the
+/// downloads follow at once (the hot-file cache included); bad bodies are 400 and change
+/// nothing.
+#[tokio::test]
+async fn files_can_be_given_a_new_expiry_or_restricted() {
+    let server = TestServer::start(Options::default()).await;
+    let c = client();
+    let patch = |id: u64, body: serde_json::Value| {
+        c.patch(server.url(&format!("/files/{id}")))
+            .basic_auth(USER, Some(PASSWORD))
+            .json(&body)
+    };
+    let file = server.upload("b", "notes.txt", content(31, 100)).await;
+    let id = file["id"].as_u64().unwrap();
+    let url = server.url(&format!("/{id}/notes.txt"));
+    // Read once, so that the small file is served from memory afterwards.
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+
+    // An expiry in the past: downloads are 410 at once.
+    let past = START_SECS - 1;
+    let response = patch(id, serde_json::json!({ "expires": past }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let record: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(record["expires"], past);
+    assert_eq!(record["restricted"], false);
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 410);
+
+    // Cleared: downloadable again.
+    let response = patch(id, serde_json::json!({ "expires": null }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.json::<serde_json::Value>().await.unwrap()["expires"].is_null());
+    let body = c.get(&url).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(body.as_ref(), content(31, 100).as_slice());
+
+    // Restricted: anonymous downloads are 404, a token opens it; both fields in one call.
+    let later = START_SECS + 86_400;
+    let response = patch(
+        id,
+        serde_json::json!({ "restricted": true, "expires": later }),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let record: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        (record["restricted"].clone(), record["expires"].clone()),
+        (true.into(), later.into())
+    );
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 404);
+    let token: serde_json::Value = c
+        .post(server.url(&format!("/files/{id}/token")))
+        .basic_auth(USER, Some(PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let with_token = server.url(token["url"].as_str().unwrap());
+    assert_eq!(c.get(&with_token).send().await.unwrap().status(), 200);
+
+    // Bad bodies change nothing.
+    for (body, code) in [
+        (serde_json::json!({}), "bad_body"),
+        (serde_json::json!({ "expire": 5 }), "bad_json"),
+        (serde_json::json!({ "restricted": "yes" }), "bad_json"),
+        (serde_json::json!({ "expires": i64::MAX }), "bad_body"),
+    ] {
+        let response = patch(id, body.clone()).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        assert_eq!(error_code(response).await, code, "{body}");
+    }
+    let response = patch(99_999, serde_json::json!({ "restricted": false }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let record: serde_json::Value = c
+        .get(server.url(&format!("/files/{id}")))
+        .basic_auth(USER, Some(PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (record["restricted"].clone(), record["expires"].clone()),
+        (true.into(), later.into())
+    );
+    // Writers only: an anonymous PATCH is refused.
+    let response = c
+        .patch(server.url(&format!("/files/{id}")))
+        .json(&serde_json::json!({ "restricted": false }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
