@@ -35,6 +35,7 @@
 
 mod backend;
 mod clock;
+mod direct_io;
 mod error;
 mod hashing;
 mod keys;
