@@ -114,6 +114,8 @@ fn ensure_dir(dir: &Path) -> Result<()> {
 }
 
 /// Whether `path` is on tmpfs (the magic number of `statfs(2)`).
+// `f_type` is an `i64` on x86_64 but narrower on some targets.
+#[allow(clippy::useless_conversion)]
 fn is_tmpfs(path: &Path) -> bool {
     const TMPFS_MAGIC: i64 = 0x0102_1994;
     rustix::fs::statfs(path).is_ok_and(|stat| i64::from(stat.f_type) == TMPFS_MAGIC)
