@@ -35,6 +35,7 @@
 
 mod backend;
 mod clock;
+mod direct_io;
 mod downloads;
 mod error;
 mod hashing;
