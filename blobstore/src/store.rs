@@ -5,7 +5,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use engine::{keys as ekeys, Direction, Durability, Engine, EngineConfig, Keyspace, ReadView};
@@ -1642,11 +1642,7 @@ impl Store {
         let first = self.file(id)?;
         // The same locks as a cut or an expiry (which rewrite the record, its expiry entry
         // and its digest entries), so that neither can interleave with this.
-        let blob_guard = self.inner.blob_locks.lock(&first.blake3.0);
-        let pair_guard = self
-            .inner
-            .pair_locks
-            .lock(&(first.bucket.as_str(), &first.blake3.0));
+        let (blob_guard, pair_guard) = self.lock_file(&first);
         let record = self.file(id)?;
         let mut updated = record.clone();
         if let Some(expires) = update.expires {
@@ -1698,11 +1694,7 @@ impl Store {
         self.check_writable()?;
         let ks = self.inner.ks;
         let first = self.file(id)?;
-        let blob_guard = self.inner.blob_locks.lock(&first.blake3.0);
-        let pair_guard = self
-            .inner
-            .pair_locks
-            .lock(&(first.bucket.as_str(), &first.blake3.0));
+        let (blob_guard, pair_guard) = self.lock_file(&first);
         // Re-read under the locks: a concurrent delete or expiry may have won.
         let record = self.file(id)?;
         let mut batch = WriteBatch::new();
@@ -1757,6 +1749,17 @@ impl Store {
         drop(blob_guard);
         self.inner.committer.sync(written)?;
         Ok(updated)
+    }
+
+    /// Takes the locks that order changes to one file's record (a cut, an expiry, an update):
+    /// its blob's, then its (bucket, blob) pair's. Callers re-read the record under them.
+    fn lock_file(&self, record: &FileRecord) -> (MutexGuard<'_, ()>, MutexGuard<'_, ()>) {
+        let blob_guard = self.inner.blob_locks.lock(&record.blake3.0);
+        let pair_guard = self
+            .inner
+            .pair_locks
+            .lock(&(record.bucket.as_str(), &record.blake3.0));
+        (blob_guard, pair_guard)
     }
 
     /// Adds to `batch` the removal of `record`'s link to its blob. The caller holds the locks
@@ -1863,11 +1866,7 @@ impl Store {
                 self.inner.committer.commit(batch)?;
                 continue;
             };
-            let blob_guard = self.inner.blob_locks.lock(&first.blake3.0);
-            let pair_guard = self
-                .inner
-                .pair_locks
-                .lock(&(first.bucket.as_str(), &first.blake3.0));
+            let (blob_guard, pair_guard) = self.lock_file(&first);
             let mut batch = WriteBatch::new();
             batch.delete(ks.expiry, keys::expiry(at, id));
             match self.file(id) {
