@@ -138,42 +138,18 @@ async fn dedup_is_visible_in_statistics() {
     server.upload("other", "c.deb", body.clone()).await;
     assert_ne!(a["id"], b["id"]);
     assert_eq!(a["blake3"], b["blake3"]);
-    let stats: serde_json::Value = client()
-        .get(server.url("/buckets/ppa"))
-        .basic_auth(USER, Some(PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: serde_json::Value = server.get_json("/buckets/ppa").await;
     assert_eq!(stats["files"], 2);
     assert_eq!(stats["logical_bytes"], 200_000);
     assert_eq!(stats["unique_bytes"], 100_000);
-    let summary: serde_json::Value = client()
-        .get(server.url("/stats"))
-        .basic_auth(USER, Some(PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let summary: serde_json::Value = server.get_json("/stats").await;
     assert_eq!(summary["blobs"], 1);
     assert_eq!(summary["stored_bytes"], 100_000);
     assert_eq!(summary["logical_bytes"], 300_000);
     assert_eq!(summary["dedup_ratio"], 3.0);
     // Search by SHA-256 finds all three.
     let sha = hex::encode(sha2::Sha256::digest(&body));
-    let found: serde_json::Value = client()
-        .get(server.url(&format!("/search?sha256={sha}")))
-        .basic_auth(USER, Some(PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let found: serde_json::Value = server.get_json(&format!("/search?sha256={sha}")).await;
     assert_eq!(found["files"].as_array().unwrap().len(), 3);
     let response = client()
         .get(server.url("/search?sha256=zz"))
@@ -1092,15 +1068,7 @@ async fn files_can_be_given_a_new_expiry_or_restricted() {
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
-    let record: serde_json::Value = c
-        .get(server.url(&format!("/files/{id}")))
-        .basic_auth(USER, Some(PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let record: serde_json::Value = server.get_json(&format!("/files/{id}")).await;
     assert_eq!(
         (record["restricted"].clone(), record["expires"].clone()),
         (true.into(), later.into())

@@ -109,6 +109,18 @@ impl TestServer {
         }
     }
 
+    /// GETs `path` as a writer and returns the JSON answer (of a 200).
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let response = reqwest::Client::new()
+            .get(self.url(path))
+            .basic_auth(USER, Some(PASSWORD))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
     /// Uploads `body` as a writer and returns the JSON record.
     pub async fn upload(&self, bucket: &str, filename: &str, body: Vec<u8>) -> serde_json::Value {
         let response = reqwest::Client::new()
