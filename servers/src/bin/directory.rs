@@ -160,9 +160,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn run_server(config: DirectoryConfig) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The librarian's arrangement: one single-threaded runtime per HTTP thread, connections
+    // handed round-robin (see `serve::serve_threads`), so a point lookup answered in place
+    // costs no wake-up of another worker.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let threads = serve::http_threads();
     let (store, commits) = config.store.open()?;
     let state = Directory::new(store, commits, &config.server).map_err(anyhow::Error::msg)?;
     let engine = state.store().engine().clone();
@@ -176,8 +180,9 @@ fn run_server(config: DirectoryConfig) -> anyhow::Result<()> {
             "directory listening"
         );
         let app = directory::router(state);
-        serve::serve(
+        serve::serve_threads(
             listener,
+            threads,
             app,
             config.server.limits.clone(),
             serve::shutdown_signal(),

@@ -315,10 +315,7 @@ fn run_server(config: LibrarianConfig) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let threads = std::env::var("TOKIO_WORKER_THREADS")
-        .ok()
-        .and_then(|n| n.parse::<usize>().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = serve::http_threads();
     // Opened (and dropped, at the end) outside the runtime: the object store's clients run
     // runtimes of their own, which cannot be dropped from async code.
     let opened = config.open_store()?;

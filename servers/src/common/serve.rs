@@ -289,6 +289,16 @@ impl AsyncWrite for IdleIo {
     }
 }
 
+/// How many HTTP threads [`serve_threads`] should run: `TOKIO_WORKER_THREADS` if set (as for
+/// a Tokio multi-thread runtime), else one per available core.
+pub fn http_threads() -> usize {
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Serves `app` on `threads` threads, each running its own single-threaded Tokio runtime,
 /// until `shutdown` completes; then each stops as [`serve`] does. The calling thread (its
 /// runtime should be a current-thread one) accepts and hands connections round-robin to the
