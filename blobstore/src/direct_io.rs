@@ -23,8 +23,10 @@ use std::path::{Path, PathBuf};
 pub(crate) const ALIGN: usize = 4096;
 
 /// The bytes gathered before one `O_DIRECT` write. Larger writes cost fewer system calls and
-/// keep the device busier; the uploader's chunks are 256 KiB.
-pub(crate) const STAGING_SIZE: usize = 1 << 20;
+/// keep the device busier, but every upload in flight holds one such buffer: at 1 MiB, 200
+/// concurrent uploads kept the librarian above its 512 MiB budget (621 MiB peak); the
+/// uploader's chunks are 256 KiB.
+pub(crate) const STAGING_SIZE: usize = 512 << 10;
 
 /// A zeroed buffer of `len` bytes whose start is aligned to [`ALIGN`], cut out of a `Vec`
 /// that is [`ALIGN`] bytes longer (no `unsafe` allocation with a layout needed).

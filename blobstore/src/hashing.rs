@@ -66,7 +66,8 @@ struct Worker {
 
 /// Starts a thread for `side`; gives `side` back when the OS refuses a thread.
 fn spawn(side: Side) -> Result<Worker, Side> {
-    let (sender, receiver): (_, Receiver<Arc<Vec<u8>>>) = sync_channel(4);
+    // Two chunks queued keep the digest busy; each one more is 256 KiB per upload in flight.
+    let (sender, receiver): (_, Receiver<Arc<Vec<u8>>>) = sync_channel(2);
     let (side_sender, side_receiver) = sync_channel::<Side>(1);
     let spawned = std::thread::Builder::new()
         .name("blobstore-hash".into())

@@ -21,7 +21,8 @@ pub(crate) struct BackgroundWriter {
 impl BackgroundWriter {
     /// Starts the thread; gives `temp` back when the OS refuses a thread.
     pub(crate) fn start(temp: Box<dyn TempBlob>) -> Result<Self, Box<dyn TempBlob>> {
-        let (sender, receiver) = sync_channel::<Arc<Vec<u8>>>(4);
+        // Two chunks queued keep the writer busy; each one more is 256 KiB per upload in flight.
+        let (sender, receiver) = sync_channel::<Arc<Vec<u8>>>(2);
         let (handoff, handed) = sync_channel::<Box<dyn TempBlob>>(1);
         let spawned = std::thread::Builder::new()
             .name("blobstore-write".into())

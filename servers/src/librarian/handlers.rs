@@ -33,8 +33,11 @@ const WHOLE_READ_MAX: u64 = 256 << 10;
 const STREAM_CHUNK: usize = 256 << 10;
 /// Chunks buffered between the reading thread and the connection.
 const STREAM_BUFFER: usize = 4;
-/// Chunks buffered between the connection and the uploading thread.
-const UPLOAD_BUFFER: usize = 8;
+/// Body frames buffered between the connection and the uploading thread. hyper's frames grow
+/// with its read buffer (up to hundreds of KiB on a fast connection), and every upload in
+/// flight holds this many: 2 keep the thread fed while 200 concurrent uploads stay within the
+/// memory budget (benches/servers/RESULTS.md).
+const UPLOAD_BUFFER: usize = 2;
 /// The most files a listing page or a search returns.
 const MAX_PAGE: usize = 1000;
 
