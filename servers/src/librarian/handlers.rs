@@ -232,11 +232,7 @@ pub(crate) async fn upload(
     }
     request.expires = query
         .expires
-        .map(|secs| {
-            secs.checked_mul(1000)
-                .map(Timestamp::from_unix_millis)
-                .ok_or_else(|| ApiError::bad_request("bad_query", "expires is out of range"))
-        })
+        .map(|secs| expiry_from_secs(secs, "bad_query"))
         .transpose()?;
     request.restricted = query.restricted.unwrap_or(false);
     for expected in expected_digests(&headers)? {
@@ -481,6 +477,13 @@ pub(crate) async fn delete_file(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// An expiry given in Unix seconds, or a 400 with `code` when it does not fit a timestamp.
+fn expiry_from_secs(secs: i64, code: &'static str) -> Result<Timestamp, ApiError> {
+    secs.checked_mul(1000)
+        .map(Timestamp::from_unix_millis)
+        .ok_or_else(|| ApiError::bad_request(code, "expires is out of range"))
+}
+
 /// The body of `PATCH /files/{id}`: the fields to change, each optional.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -518,11 +521,7 @@ pub(crate) async fn update_file(
         .expires
         .map(|expires| {
             expires
-                .map(|secs| {
-                    secs.checked_mul(1000)
-                        .map(Timestamp::from_unix_millis)
-                        .ok_or_else(|| ApiError::bad_request("bad_body", "expires is out of range"))
-                })
+                .map(|secs| expiry_from_secs(secs, "bad_body"))
                 .transpose()
         })
         .transpose()?;

@@ -1,0 +1,15 @@
+# Sourced by the scripts that start a service on fixed loopback ports.
+
+# check_ports_free VARIABLE PORT...: refuses ports something already listens on, naming the
+# environment variable that chooses others. The start scripts' readiness checks would
+# otherwise be answered by another instance, and their tests would run against it.
+check_ports_free() {
+    local variable=$1 port
+    shift
+    for port in "$@"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "port $port on 127.0.0.1 is in use; choose other ports with $variable" >&2
+            return 1
+        fi
+    done
+}
