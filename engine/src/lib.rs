@@ -14,7 +14,8 @@
 //! - [`FaultyEngine`], an in-memory engine that fails the Nth write or sync on command and, on
 //!   a simulated crash, forgets what was not synced: for the stores' fault-tolerance tests.
 //!
-//! Stores that write synced batches from many threads share fsyncs through [`GroupCommit`].
+//! Stores that write synced batches from many threads share fsyncs through [`GroupCommit`];
+//! a store with a change feed writes every change with its event through a [`ChangeLog`].
 //!
 //! A program picks one at run time with [`EngineConfig`]. Keys should be built with the helpers
 //! in [`keys`], whose byte order equals the logical order.
@@ -45,6 +46,7 @@
 //! ```
 
 mod batch;
+mod changelog;
 mod config;
 pub mod counter;
 mod error;
@@ -60,6 +62,7 @@ mod sled_engine;
 use std::fmt;
 
 pub use batch::{BatchOp, WriteBatch};
+pub use changelog::{Appended, ChangeLog, FeedError, LogEntry};
 pub use config::{Backend, EngineConfig};
 pub use error::{Error, Result};
 pub use faulty::{Fault, FaultyEngine};

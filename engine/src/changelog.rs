@@ -1,0 +1,711 @@
+//! The change log: every change of a store gets a revision, written in the same batch.
+//!
+//! A store that keeps a change feed (the librarian's files, the directory's teams and
+//! repositories) owns one [`ChangeLog`]. Every write of the store goes through it: under the
+//! store's own locks the store hands its batch and the batch's events to
+//! [`ChangeLog::append`], which gives each event the next revision and writes events and batch
+//! as **one** engine batch (buffered, through the store's [`GroupCommit`]); after releasing its
+//! locks the store calls [`ChangeLog::sync`], which waits for a group sync covering the batch
+//! and only then moves the durable *head* forward. So:
+//!
+//! - no change without its event and no event without its change, across any crash: they are
+//!   one atomic batch;
+//! - revisions are strictly increasing in log order: they are taken and the batch is written
+//!   under one sequencer mutex, so the batch with revision `r` reaches the engine's log before
+//!   the one with `r + 1` (a group's events take consecutive revisions in commit order);
+//! - readers never observe a gap or an event a crash could still undo: [`ChangeLog::read`]
+//!   stops at the head, and the head only covers batches that a completed sync made durable.
+//!   On open the engine is flushed first, so every event visible after a restart is durable.
+//!
+//! An event's key is its revision, 8 bytes big-endian, in the log's keyspace. Its value is the
+//! list of history-index keys written with it (so pruning can remove them) followed by the
+//! store's payload, which the log does not interpret. A history index is a key
+//! `prefix ++ revision` with an empty value, in a keyspace of the store's choosing, so "every
+//! event of this file" is one range scan ([`ChangeLog::read_index`]).
+//!
+//! Retention: [`ChangeLog::prune_through`] deletes old events but never the newest one, so the
+//! head found on reopen is never lower than a revision already handed out. A reader asking for
+//! events after a pruned revision gets [`FeedError::Compacted`] (etcd's `ErrCompacted`, HTTP
+//! 410), never silence.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use engine::{ChangeLog, EngineConfig, GroupCommit, LogEntry, WriteBatch};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = EngineConfig::memory().open(&["data", "changes", "history"])?;
+//! let data = engine.keyspace("data")?;
+//! let history = engine.keyspace("history")?;
+//! let log = ChangeLog::open(Arc::new(GroupCommit::new(engine.clone())), engine.keyspace("changes")?)?;
+//!
+//! let mut batch = WriteBatch::new();
+//! batch.put(data, b"file/1", b"hello");
+//! let entry = LogEntry::new(b"created file 1".to_vec()).index(history, b"file/1/".to_vec());
+//! let revision = log.commit(batch, vec![entry])?;
+//! assert_eq!(revision, 1);
+//! assert_eq!(log.head(), 1);
+//! assert_eq!(log.read(0, 10)?, vec![(1, b"created file 1".to_vec())]);
+//! assert_eq!(log.read_index(history, b"file/1/", 0, 10, engine::Direction::Forward)?.len(), 1);
+//! assert_eq!(log.wait(0, Duration::ZERO), 1);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::{Direction, GroupCommit, Keyspace, ScanRange, WriteBatch, Written};
+
+/// One event to append: the store's payload and the history indexes it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The store's encoded event. The revision is the key, so the payload need not hold it.
+    pub payload: Vec<u8>,
+    /// For each `(keyspace, prefix)`, the key `prefix ++ revision` (8 bytes big-endian) is
+    /// written with an empty value, for [`ChangeLog::read_index`]. A prefix must not be a
+    /// prefix of another object's prefix: build it with [`crate::keys`] (terminated strings).
+    pub indexes: Vec<(Keyspace, Vec<u8>)>,
+}
+
+impl LogEntry {
+    /// An entry with no history index.
+    pub fn new(payload: Vec<u8>) -> Self {
+        LogEntry {
+            payload,
+            indexes: Vec::new(),
+        }
+    }
+
+    /// Adds a history index under `prefix` in `keyspace`.
+    #[must_use]
+    pub fn index(mut self, keyspace: Keyspace, prefix: Vec<u8>) -> Self {
+        self.indexes.push((keyspace, prefix));
+        self
+    }
+}
+
+/// A batch written with its events but perhaps not durable yet: hand it to
+/// [`ChangeLog::sync`].
+#[derive(Debug)]
+#[must_use = "an appended batch is acknowledged only after ChangeLog::sync"]
+pub struct Appended {
+    written: Written,
+    /// The last revision the batch took, or `None` when it carried no event.
+    last: Option<u64>,
+}
+
+impl Appended {
+    /// The last revision the batch took (`None` when it had no events).
+    pub fn last_revision(&self) -> Option<u64> {
+        self.last
+    }
+}
+
+/// Why a read of the log was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FeedError {
+    /// Events after the revision asked for were pruned; the reader must resynchronise from a
+    /// snapshot and read on from `oldest - 1` or later.
+    #[error("revisions after {after} were pruned; the oldest kept is {oldest}")]
+    Compacted {
+        /// The revision asked for.
+        after: u64,
+        /// The oldest revision still kept.
+        oldest: u64,
+    },
+    /// The revision asked for is newer than the newest durable one.
+    #[error("revision {after} is beyond the newest revision {head}")]
+    BeyondHead {
+        /// The revision asked for.
+        after: u64,
+        /// The newest durable revision.
+        head: u64,
+    },
+    /// A stored event could not be decoded (the log's own framing, not the payload).
+    #[error("event {revision} in the change log is malformed")]
+    Corrupt {
+        /// Its revision.
+        revision: u64,
+    },
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] crate::Error),
+}
+
+type Listener = Box<dyn Fn(u64) + Send + Sync>;
+
+#[derive(Debug, Default)]
+struct Sequencer {
+    /// The last revision handed out (durable or not).
+    last: u64,
+}
+
+#[derive(Debug, Default)]
+struct Head {
+    /// The newest revision that a completed sync made durable.
+    durable: u64,
+}
+
+/// The change log of one store. See the [module documentation](self).
+pub struct ChangeLog {
+    committer: Arc<GroupCommit>,
+    keyspace: Keyspace,
+    sequencer: Mutex<Sequencer>,
+    head: Mutex<Head>,
+    advanced: Condvar,
+    listeners: Mutex<Vec<Listener>>,
+}
+
+impl fmt::Debug for ChangeLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChangeLog")
+            .field("keyspace", &self.keyspace)
+            .field("head", &self.head())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn revision_key(revision: u64) -> [u8; 8] {
+    revision.to_be_bytes()
+}
+
+fn decode_revision(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+/// An event's stored value: `count: u32`, then per index `keyspace: u32, len: u32, prefix`,
+/// then the payload (all integers big-endian).
+fn encode_value(entry: &LogEntry) -> Vec<u8> {
+    let index_bytes: usize = entry.indexes.iter().map(|(_, p)| 8 + p.len()).sum();
+    let mut value = Vec::with_capacity(4 + index_bytes + entry.payload.len());
+    value.extend_from_slice(&len_u32(entry.indexes.len()).to_be_bytes());
+    for (keyspace, prefix) in &entry.indexes {
+        value.extend_from_slice(&len_u32(keyspace.index()).to_be_bytes());
+        value.extend_from_slice(&len_u32(prefix.len()).to_be_bytes());
+        value.extend_from_slice(prefix);
+    }
+    value.extend_from_slice(&entry.payload);
+    value
+}
+
+fn len_u32(len: usize) -> u32 {
+    // Index counts, keyspace numbers and key prefixes are far below 4 GiB.
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+struct DecodedValue<'a> {
+    indexes: Vec<(Keyspace, &'a [u8])>,
+    payload: &'a [u8],
+}
+
+fn decode_value(value: &[u8]) -> Option<DecodedValue<'_>> {
+    fn take_u32(bytes: &mut &[u8]) -> Option<usize> {
+        let (head, rest) = bytes.split_at_checked(4)?;
+        *bytes = rest;
+        usize::try_from(u32::from_be_bytes(head.try_into().ok()?)).ok()
+    }
+    let mut rest = value;
+    let count = take_u32(&mut rest)?;
+    let mut indexes = Vec::with_capacity(count.min(16));
+    for _ in 0..count {
+        let keyspace = Keyspace::from_index(take_u32(&mut rest)?);
+        let len = take_u32(&mut rest)?;
+        let (prefix, tail) = rest.split_at_checked(len)?;
+        indexes.push((keyspace, prefix));
+        rest = tail;
+    }
+    Some(DecodedValue {
+        indexes,
+        payload: rest,
+    })
+}
+
+impl ChangeLog {
+    /// Opens the log kept in `keyspace` of `committer`'s engine.
+    ///
+    /// The engine is flushed first, so that every event visible now is durable: the head is
+    /// the newest revision present.
+    ///
+    /// # Errors
+    /// The engine's flush or scan error.
+    pub fn open(committer: Arc<GroupCommit>, keyspace: Keyspace) -> crate::Result<Arc<ChangeLog>> {
+        committer.engine().flush()?;
+        let newest = committer
+            .engine()
+            .scan(keyspace, ScanRange::all(), Direction::Reverse)?
+            .next()
+            .transpose()?;
+        let last = match newest {
+            None => 0,
+            Some((key, _)) => decode_revision(&key).ok_or_else(|| crate::Error::Config {
+                reason: format!("change-log key {key:02x?} is not an 8-byte revision"),
+            })?,
+        };
+        Ok(Arc::new(ChangeLog {
+            committer,
+            keyspace,
+            sequencer: Mutex::new(Sequencer { last }),
+            head: Mutex::new(Head { durable: last }),
+            advanced: Condvar::new(),
+            listeners: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// The keyspace holding the events.
+    pub fn keyspace(&self) -> Keyspace {
+        self.keyspace
+    }
+
+    /// The group commit the log writes through.
+    pub fn committer(&self) -> &Arc<GroupCommit> {
+        &self.committer
+    }
+
+    /// Gives each entry the next revision, adds the events and their history keys to `batch`,
+    /// and writes the batch buffered, all under the log's sequencer, so revision order is log
+    /// order. Call it under the store's locks; call [`ChangeLog::sync`] after releasing them.
+    /// An empty `entries` takes no revision.
+    ///
+    /// # Errors
+    /// The engine's write error (the engine is poisoned then); no revision is taken.
+    pub fn append(&self, mut batch: WriteBatch, entries: Vec<LogEntry>) -> crate::Result<Appended> {
+        let mut sequencer = lock(&self.sequencer);
+        let first = sequencer.last + 1;
+        for (offset, entry) in (0u64..).zip(&entries) {
+            let revision = first + offset;
+            let key = revision_key(revision);
+            for (keyspace, prefix) in &entry.indexes {
+                let mut index_key = Vec::with_capacity(prefix.len() + 8);
+                index_key.extend_from_slice(prefix);
+                index_key.extend_from_slice(&key);
+                batch.put(*keyspace, &index_key, b"");
+            }
+            batch.put(self.keyspace, key, encode_value(entry));
+        }
+        let written = self.committer.write(batch)?;
+        let count = entries.len() as u64;
+        sequencer.last += count;
+        Ok(Appended {
+            written,
+            last: (count > 0).then_some(sequencer.last),
+        })
+    }
+
+    /// Waits until a sync covers `appended`, then moves the durable head to (at least) its last
+    /// revision and wakes watchers. Returns that revision, or the head when it had no events.
+    ///
+    /// # Errors
+    /// The sync's error: the batch must not be acknowledged.
+    pub fn sync(&self, appended: Appended) -> crate::Result<u64> {
+        self.committer.sync(appended.written)?;
+        let Some(last) = appended.last else {
+            return Ok(self.head());
+        };
+        let advanced = {
+            let mut head = lock(&self.head);
+            if last > head.durable {
+                // Every batch with a lower revision was written before this one, so the sync
+                // that covered this one covered them too.
+                head.durable = last;
+                true
+            } else {
+                false
+            }
+        };
+        if advanced {
+            self.advanced.notify_all();
+            for listener in lock(&self.listeners).iter() {
+                listener(last);
+            }
+        }
+        Ok(last)
+    }
+
+    /// [`ChangeLog::append`] then [`ChangeLog::sync`], for a caller that holds no locks.
+    ///
+    /// # Errors
+    /// As for those two.
+    pub fn commit(&self, batch: WriteBatch, entries: Vec<LogEntry>) -> crate::Result<u64> {
+        let appended = self.append(batch, entries)?;
+        self.sync(appended)
+    }
+
+    /// The newest durable revision (0 before the first event).
+    pub fn head(&self) -> u64 {
+        lock(&self.head).durable
+    }
+
+    /// The oldest revision still kept, or `None` when the log is empty.
+    ///
+    /// # Errors
+    /// The engine's scan error, or [`crate::Error::Config`] for a malformed key.
+    pub fn oldest(&self) -> crate::Result<Option<u64>> {
+        let first = self
+            .committer
+            .engine()
+            .scan(self.keyspace, ScanRange::all(), Direction::Forward)?
+            .next()
+            .transpose()?;
+        first
+            .map(|(key, _)| {
+                decode_revision(&key).ok_or_else(|| crate::Error::Config {
+                    reason: format!("change-log key {key:02x?} is not an 8-byte revision"),
+                })
+            })
+            .transpose()
+    }
+
+    fn check_after(&self, after: u64) -> Result<u64, FeedError> {
+        let head = self.head();
+        if after > head {
+            return Err(FeedError::BeyondHead { after, head });
+        }
+        if let Some(oldest) = self.oldest()? {
+            if after + 1 < oldest {
+                return Err(FeedError::Compacted { after, oldest });
+            }
+        }
+        Ok(head)
+    }
+
+    /// Up to `limit` events with a revision above `after` and at most the head, oldest first,
+    /// as `(revision, payload)`.
+    ///
+    /// # Errors
+    /// [`FeedError::BeyondHead`] when `after` is newer than the head, [`FeedError::Compacted`]
+    /// when events after it were pruned, or the engine's error.
+    pub fn read(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, FeedError> {
+        let head = self.check_after(after)?;
+        if after == head || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let range = ScanRange::between(&revision_key(after + 1), &revision_key(head + 1));
+        let mut events = Vec::new();
+        for item in self
+            .committer
+            .engine()
+            .scan(self.keyspace, range, Direction::Forward)?
+            .take(limit)
+        {
+            let (key, value) = item?;
+            let revision = decode_revision(&key).ok_or(FeedError::Corrupt { revision: 0 })?;
+            let decoded = decode_value(&value).ok_or(FeedError::Corrupt { revision })?;
+            events.push((revision, decoded.payload.to_vec()));
+        }
+        Ok(events)
+    }
+
+    /// Up to `limit` events recorded under the history index `prefix` in `keyspace`, with a
+    /// revision above `after` (forward) or below it (reverse; `after = u64::MAX` starts at the
+    /// newest), never past the head.
+    ///
+    /// # Errors
+    /// The engine's error, or [`FeedError::Corrupt`] for an index key without its event.
+    pub fn read_index(
+        &self,
+        keyspace: Keyspace,
+        prefix: &[u8],
+        after: u64,
+        limit: usize,
+        direction: Direction,
+    ) -> Result<Vec<(u64, Vec<u8>)>, FeedError> {
+        let head = self.head();
+        let bound = |revision: u64| {
+            let mut key = prefix.to_vec();
+            key.extend_from_slice(&revision_key(revision));
+            key
+        };
+        let range = match direction {
+            Direction::Forward if after >= head => return Ok(Vec::new()),
+            Direction::Forward => ScanRange::between(&bound(after + 1), &bound(head + 1)),
+            Direction::Reverse if after == 0 => return Ok(Vec::new()),
+            Direction::Reverse => ScanRange::between(&bound(0), &bound(after.min(head + 1))),
+        };
+        let engine = self.committer.engine();
+        let mut revisions = Vec::new();
+        for item in engine.scan(keyspace, range, direction)?.take(limit) {
+            let (key, _) = item?;
+            let tail = key.get(prefix.len()..).unwrap_or_default();
+            revisions.push(decode_revision(tail).ok_or(FeedError::Corrupt { revision: 0 })?);
+        }
+        let keys: Vec<[u8; 8]> = revisions.iter().map(|&r| revision_key(r)).collect();
+        let key_refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+        let values = engine.multi_get(self.keyspace, &key_refs)?;
+        revisions
+            .into_iter()
+            .zip(values)
+            .map(|(revision, value)| {
+                let value = value.ok_or(FeedError::Corrupt { revision })?;
+                let decoded = decode_value(&value).ok_or(FeedError::Corrupt { revision })?;
+                Ok((revision, decoded.payload.to_vec()))
+            })
+            .collect()
+    }
+
+    /// Blocks until the head is above `after` or `timeout` has passed; returns the head.
+    pub fn wait(&self, after: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut head = lock(&self.head);
+        while head.durable <= after {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            head = self
+                .advanced
+                .wait_timeout(head, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        head.durable
+    }
+
+    /// Calls `listener` with the new head after each advance, outside the log's locks. Keep it
+    /// cheap (it runs on the writer's thread): a `tokio::sync::watch::Sender::send_replace`.
+    pub fn subscribe(&self, listener: Box<dyn Fn(u64) + Send + Sync>) {
+        lock(&self.listeners).push(listener);
+    }
+
+    /// Deletes every event with a revision up to `through`, and their history keys, in one
+    /// synced batch, but never the newest event. Returns how many were deleted.
+    ///
+    /// # Errors
+    /// The engine's error, or [`FeedError::Corrupt`] for an undecodable event.
+    pub fn prune_through(&self, through: u64) -> Result<u64, FeedError> {
+        // Hold the sequencer so no revision is taken while the newest is decided.
+        let sequencer = lock(&self.sequencer);
+        let through = through
+            .min(sequencer.last.saturating_sub(1))
+            .min(self.head());
+        if through == 0 {
+            return Ok(0);
+        }
+        let engine = self.committer.engine();
+        let mut batch = WriteBatch::new();
+        let mut deleted = 0;
+        let range = ScanRange::between(&revision_key(0), &revision_key(through + 1));
+        for item in engine.scan(self.keyspace, range, Direction::Forward)? {
+            let (key, value) = item?;
+            let revision = decode_revision(&key).ok_or(FeedError::Corrupt { revision: 0 })?;
+            let decoded = decode_value(&value).ok_or(FeedError::Corrupt { revision })?;
+            for (keyspace, prefix) in decoded.indexes {
+                let mut index_key = prefix.to_vec();
+                index_key.extend_from_slice(&key);
+                batch.delete(keyspace, &index_key);
+            }
+            batch.delete(self.keyspace, &key);
+            deleted += 1;
+        }
+        let written = self.committer.write(batch)?;
+        drop(sequencer);
+        self.committer.sync(written)?;
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use crate::{Engine, EngineConfig, Fault, FaultyEngine};
+
+    use super::*;
+
+    fn open_memory() -> (Arc<dyn crate::Engine>, Arc<ChangeLog>, Keyspace, Keyspace) {
+        let engine = EngineConfig::memory()
+            .open(&["data", "changes", "history"])
+            .unwrap();
+        let data = engine.keyspace("data").unwrap();
+        let history = engine.keyspace("history").unwrap();
+        let log = ChangeLog::open(
+            Arc::new(GroupCommit::new(engine.clone())),
+            engine.keyspace("changes").unwrap(),
+        )
+        .unwrap();
+        (engine, log, data, history)
+    }
+
+    #[test]
+    fn concurrent_writers_get_gapless_revisions_in_log_order() {
+        let (engine, log, data, _) = open_memory();
+        const THREADS: u64 = 8;
+        const WRITES: u64 = 50;
+        std::thread::scope(|scope| {
+            for t in 0..THREADS {
+                let log = &log;
+                scope.spawn(move || {
+                    for i in 0..WRITES {
+                        let mut batch = WriteBatch::new();
+                        let key = format!("{t}/{i}");
+                        batch.put(data, key.as_bytes(), b"v");
+                        let entries = vec![LogEntry::new(key.into_bytes())];
+                        log.commit(batch, entries).unwrap();
+                    }
+                });
+            }
+        });
+        let events = log.read(0, usize::MAX).unwrap();
+        assert_eq!(events.len() as u64, THREADS * WRITES);
+        for (expected, (revision, payload)) in (1..).zip(&events) {
+            assert_eq!(*revision, expected);
+            // Each event's change is in the store.
+            assert!(engine.get(data, payload).unwrap().is_some());
+        }
+        // Per writer, its events are in its own order.
+        for t in 0..THREADS {
+            let mine: Vec<String> = events
+                .iter()
+                .map(|(_, p)| String::from_utf8(p.clone()).unwrap())
+                .filter(|p| p.starts_with(&format!("{t}/")))
+                .collect();
+            let expected: Vec<String> = (0..WRITES).map(|i| format!("{t}/{i}")).collect();
+            assert_eq!(mine, expected);
+        }
+    }
+
+    #[test]
+    fn a_batch_of_several_events_takes_consecutive_revisions() {
+        let (_, log, data, _) = open_memory();
+        let mut batch = WriteBatch::new();
+        batch.put(data, b"a", b"1");
+        let entries = (0..3).map(|i| LogEntry::new(vec![i])).collect();
+        assert_eq!(log.commit(batch, entries).unwrap(), 3);
+        assert_eq!(log.commit(WriteBatch::new(), Vec::new()).unwrap(), 3);
+        let revisions: Vec<u64> = log.read(0, 10).unwrap().iter().map(|e| e.0).collect();
+        assert_eq!(revisions, vec![1, 2, 3]);
+        assert_eq!(log.read(1, 1).unwrap(), vec![(2, vec![1])]);
+    }
+
+    #[test]
+    fn readers_stop_at_the_durable_head() {
+        let (_, log, data, _) = open_memory();
+        let mut batch = WriteBatch::new();
+        batch.put(data, b"a", b"1");
+        let appended = log
+            .append(batch, vec![LogEntry::new(b"e".to_vec())])
+            .unwrap();
+        assert_eq!(appended.last_revision(), Some(1));
+        // Written, visible in the engine, but not yet synced: not in the feed.
+        assert_eq!(log.head(), 0);
+        assert!(log.read(0, 10).unwrap().is_empty());
+        assert!(matches!(
+            log.read(1, 10),
+            Err(FeedError::BeyondHead { after: 1, head: 0 })
+        ));
+        assert_eq!(log.sync(appended).unwrap(), 1);
+        assert_eq!(log.read(0, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn history_indexes_read_both_ways_and_are_pruned_with_their_events() {
+        let (engine, log, data, history) = open_memory();
+        for i in 0..5u8 {
+            let mut batch = WriteBatch::new();
+            batch.put(data, [i], b"v");
+            let object = if i % 2 == 0 { b"even/" } else { b"odd_/" };
+            let entry = LogEntry::new(vec![i]).index(history, object.to_vec());
+            log.commit(batch, vec![entry]).unwrap();
+        }
+        let even = log
+            .read_index(history, b"even/", 0, 10, Direction::Forward)
+            .unwrap();
+        assert_eq!(even, vec![(1, vec![0]), (3, vec![2]), (5, vec![4])]);
+        let newest_first = log
+            .read_index(history, b"even/", u64::MAX, 2, Direction::Reverse)
+            .unwrap();
+        assert_eq!(newest_first, vec![(5, vec![4]), (3, vec![2])]);
+        let page_two = log
+            .read_index(history, b"even/", 3, 2, Direction::Reverse)
+            .unwrap();
+        assert_eq!(page_two, vec![(1, vec![0])]);
+
+        // Pruning everything keeps the newest event, and removes the index keys of the rest.
+        assert_eq!(log.prune_through(u64::MAX).unwrap(), 4);
+        assert_eq!(log.oldest().unwrap(), Some(5));
+        let remaining: usize = engine
+            .scan(history, ScanRange::all(), Direction::Forward)
+            .unwrap()
+            .count();
+        assert_eq!(remaining, 1);
+        assert!(matches!(
+            log.read(3, 10),
+            Err(FeedError::Compacted {
+                after: 3,
+                oldest: 5
+            })
+        ));
+        assert_eq!(log.read(4, 10).unwrap(), vec![(5, vec![4])]);
+    }
+
+    #[test]
+    fn reopening_continues_after_the_newest_revision() {
+        let engine = EngineConfig::memory().open(&["changes"]).unwrap();
+        let keyspace = engine.keyspace("changes").unwrap();
+        let committer = Arc::new(GroupCommit::new(engine.clone()));
+        let log = ChangeLog::open(committer.clone(), keyspace).unwrap();
+        for _ in 0..3 {
+            log.commit(WriteBatch::new(), vec![LogEntry::new(Vec::new())])
+                .unwrap();
+        }
+        log.prune_through(3).unwrap();
+        drop(log);
+        let log = ChangeLog::open(committer, keyspace).unwrap();
+        assert_eq!(log.head(), 3);
+        assert_eq!(
+            log.commit(WriteBatch::new(), vec![LogEntry::new(Vec::new())])
+                .unwrap(),
+            4
+        );
+    }
+
+    #[test]
+    fn watchers_wake_on_durable_events_only() {
+        let (_, log, _, _) = open_memory();
+        let heard = Arc::new(AtomicU64::new(0));
+        let heard_by_listener = Arc::clone(&heard);
+        log.subscribe(Box::new(move |head| {
+            heard_by_listener.store(head, Ordering::SeqCst);
+        }));
+        assert_eq!(log.wait(0, Duration::from_millis(10)), 0);
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| log.wait(0, Duration::from_secs(30)));
+            std::thread::sleep(Duration::from_millis(20));
+            log.commit(WriteBatch::new(), vec![LogEntry::new(Vec::new())])
+                .unwrap();
+            assert_eq!(waiter.join().unwrap(), 1);
+        });
+        assert_eq!(heard.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_failed_sync_takes_no_head_and_a_crash_loses_change_and_event_together() {
+        // Operations: the open's flush (1), the first commit's write (2) and flush (3), the
+        // second commit's write (4) and its failing flush (5).
+        let engine = Arc::new(FaultyEngine::new(&["data", "changes"]).fail_at(5, Fault::Sync));
+        let data = engine.keyspace("data").unwrap();
+        let keyspace = engine.keyspace("changes").unwrap();
+        let shared: Arc<dyn crate::Engine> = engine.clone();
+        let log = ChangeLog::open(Arc::new(GroupCommit::new(shared)), keyspace).unwrap();
+        for key in [b"a", b"b"] {
+            let mut batch = WriteBatch::new();
+            batch.put(data, key, b"v");
+            let result = log.commit(batch, vec![LogEntry::new(key.to_vec())]);
+            assert_eq!(result.is_ok(), key == b"a", "{result:?}");
+        }
+        assert_eq!(log.head(), 1);
+        assert_eq!(log.read(0, 10).unwrap(), vec![(1, b"a".to_vec())]);
+
+        let restarted: Arc<dyn crate::Engine> = Arc::new(engine.crash());
+        assert_eq!(restarted.get(data, b"b").unwrap(), None);
+        let log = ChangeLog::open(Arc::new(GroupCommit::new(restarted)), keyspace).unwrap();
+        assert_eq!(log.head(), 1);
+        assert_eq!(log.read(0, 10).unwrap(), vec![(1, b"a".to_vec())]);
+    }
+}
