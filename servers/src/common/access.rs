@@ -22,6 +22,7 @@ use subtle::ConstantTimeEq;
 
 use super::config::ServerConfig;
 use super::error::ApiError;
+use super::feed::{parse_on_behalf_of, Actor, ON_BEHALF_OF};
 
 /// A user name and its salted password hash, as written in the configuration.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +111,7 @@ pub struct AccessPolicy {
     verifiers: Vec<Verifier>,
     require_credentials: bool,
     open_reads: bool,
+    trusted_callers: Vec<Vec<u8>>,
     realm: &'static str,
 }
 
@@ -130,6 +132,11 @@ impl AccessPolicy {
             verifiers,
             require_credentials: !config.dev,
             open_reads: config.open_reads,
+            trusted_callers: config
+                .trusted_callers
+                .iter()
+                .map(|user| user.as_bytes().to_vec())
+                .collect(),
             realm,
         })
     }
@@ -176,6 +183,39 @@ impl AccessPolicy {
         Ok(())
     }
 
+    /// Who a checked writer's change is recorded as: the Basic user, or the person named by
+    /// `X-On-Behalf-Of` when the user is a trusted caller with valid credentials, or
+    /// [`Actor::ANONYMOUS`] without credentials (development mode).
+    ///
+    /// # Errors
+    /// 403 `forbidden_on_behalf_of` when an untrusted caller sends `X-On-Behalf-Of`; 400
+    /// `bad_on_behalf_of` for a malformed name.
+    pub fn actor(
+        &self,
+        authorization: Option<&[u8]>,
+        on_behalf_of: Option<&axum::http::HeaderValue>,
+    ) -> Result<Actor, ApiError> {
+        let user = authorization.and_then(parse_basic).map(|(user, _)| user);
+        let Some(on_behalf_of) = on_behalf_of else {
+            return Ok(Actor(match user {
+                Some(user) => String::from_utf8_lossy(&user).into_owned(),
+                None => Actor::ANONYMOUS.to_owned(),
+            }));
+        };
+        let trusted = user
+            .as_ref()
+            .is_some_and(|user| self.trusted_callers.contains(user))
+            && self.credentials_valid(authorization);
+        if !trusted {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "forbidden_on_behalf_of",
+                "only a trusted caller may act on behalf of someone (X-On-Behalf-Of)",
+            ));
+        }
+        Ok(Actor(parse_on_behalf_of(on_behalf_of)?))
+    }
+
     /// Checks a reader of a service whose reads are guarded (the directory): an allowed
     /// address and, unless reads are open or in development mode, credentials.
     ///
@@ -219,7 +259,8 @@ pub fn client_ip(request: &Request) -> IpAddr {
         .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 
-/// Middleware for writer routes: [`AccessPolicy::check_writer`].
+/// Middleware for writer routes: [`AccessPolicy::check_writer`], then the request's
+/// [`Actor`] ([`AccessPolicy::actor`]) into its extensions for the handler.
 pub async fn require_writer(
     State(policy): State<Arc<AccessPolicy>>,
     request: Request,
@@ -230,6 +271,9 @@ pub async fn require_writer(
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
     policy.check_writer(client_ip(&request), auth)?;
+    let actor = policy.actor(auth, request.headers().get(ON_BEHALF_OF))?;
+    let mut request = request;
+    request.extensions_mut().insert(actor);
     Ok(next.run(request).await)
 }
 
@@ -304,6 +348,42 @@ mod tests {
         };
         assert!(bad.verifier().is_err());
         assert!(!format!("{bad:?}").contains("sha1"));
+    }
+
+    #[test]
+    fn actors_are_the_basic_user_or_whom_a_trusted_caller_names() {
+        let mut config = ServerConfig {
+            credentials: vec![
+                Credential {
+                    user: "sso".into(),
+                    hash: hash_password("pw1"),
+                },
+                Credential {
+                    user: "uploader".into(),
+                    hash: hash_password("pw2"),
+                },
+            ],
+            ..ServerConfig::default()
+        };
+        config.trusted_callers = vec!["sso".into()];
+        let p = AccessPolicy::from_config(&config, "test").unwrap();
+        let sso = basic("sso", "pw1");
+        let uploader = basic("uploader", "pw2");
+        let alice = axum::http::HeaderValue::from_static("alice");
+        assert_eq!(p.actor(Some(&uploader), None).unwrap().as_str(), "uploader");
+        assert_eq!(p.actor(None, None).unwrap().as_str(), Actor::ANONYMOUS);
+        assert_eq!(p.actor(Some(&sso), Some(&alice)).unwrap().as_str(), "alice");
+        let refused = p.actor(Some(&uploader), Some(&alice)).unwrap_err();
+        assert_eq!(refused.status(), axum::http::StatusCode::FORBIDDEN);
+        assert_eq!(refused.code(), "forbidden_on_behalf_of");
+        // A trusted name with a wrong password is not trusted.
+        let forged = basic("sso", "wrong");
+        assert!(p.actor(Some(&forged), Some(&alice)).is_err());
+        let too_long = axum::http::HeaderValue::from_str(&"a".repeat(256)).unwrap();
+        assert_eq!(
+            p.actor(Some(&sso), Some(&too_long)).unwrap_err().code(),
+            "bad_on_behalf_of"
+        );
     }
 
     #[test]

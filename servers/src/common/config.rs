@@ -123,6 +123,10 @@ pub struct ServerConfig {
     /// Whether read routes are open without credentials (the directory's reads; the
     /// librarian's reader routes are always open). Default: false.
     pub open_reads: bool,
+    /// The users (of `credentials`) trusted to name the person they act for with
+    /// `X-On-Behalf-Of`; the change feed records that person as the actor. Anyone else
+    /// sending the header gets 403. Default: none.
+    pub trusted_callers: Vec<String>,
     /// The limits.
     pub limits: Limits,
 }
@@ -135,6 +139,7 @@ impl Default for ServerConfig {
             allowed_cidrs: loopback_cidrs(),
             credentials: Vec::new(),
             open_reads: false,
+            trusted_callers: Vec::new(),
             limits: Limits::default(),
         }
     }

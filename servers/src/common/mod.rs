@@ -4,6 +4,7 @@
 pub mod access;
 pub mod config;
 pub mod error;
+pub mod feed;
 pub mod metrics;
 pub mod pool;
 pub mod serve;
@@ -11,6 +12,7 @@ pub mod serve;
 pub use access::{AccessPolicy, Credential};
 pub use config::{Limits, ServerConfig, ServerFlags};
 pub use error::ApiError;
+pub use feed::{Actor, Revision};
 
 use std::sync::Arc;
 
