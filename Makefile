@@ -1,6 +1,6 @@
 # The two commands of the README, for a fresh Debian machine with only the Rust toolchain:
 #   make run    installs what it needs, builds, and starts the services on 127.0.0.1
-#   make test   installs what it needs, then fmt, clippy and every test of every backend,
+#   make test   installs what it needs, then fmt, clippy, cargo doc and every test of every backend,
 #               with a real single-node Swift started for the object-store tests
 # Build output is kept under the user's cache directory between runs.
 
@@ -37,6 +37,7 @@ build: setup
 test: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
 	bash scripts/with-swift.sh bash scripts/with-seaweedfs.sh cargo test --workspace --all-features --no-fail-fast
 	cargo build --manifest-path fuzz/Cargo.toml
 

@@ -8,6 +8,11 @@
 //! - `large_store`: a store of `BLOBSTORE_BENCH_FILES` files (default 1,000,000): bucket
 //!   statistics of a 10-file vs the large bucket, open time, metadata bytes per file.
 
+// Benchmark code: a failed unwrap stops a measurement, which must not carry on past a broken setup.
+#![allow(clippy::unwrap_used)]
+// criterion_group! makes public functions that need no documentation.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::io::Write;
 use std::path::Path;

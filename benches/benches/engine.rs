@@ -1,6 +1,11 @@
 //! Engine micro-benchmarks, per backend: point put (synced and buffered), point get, a prefix
 //! scan of 1,000 keys, and a counter add.
 
+// Benchmark code: a failed unwrap stops a measurement, which must not carry on past a broken setup.
+#![allow(clippy::unwrap_used)]
+// criterion_group! makes public functions that need no documentation.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 
 use benches::open_engine;

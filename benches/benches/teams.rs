@@ -7,6 +7,11 @@
 //! `TEAMS_BENCH_WRITERS=1,4,16` (the default) chooses the numbers of concurrent synced
 //! writers measured; `TEAMS_BENCH_WRITES_ONLY=1` stops after the write measurements.
 
+// Benchmark code: a failed unwrap stops a measurement, which must not carry on past a broken setup.
+#![allow(clippy::unwrap_used)]
+// criterion_group! makes public functions that need no documentation.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

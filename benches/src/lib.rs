@@ -3,6 +3,9 @@
 //! Run them with `make bench` (or `cargo bench -p benches`); the figures of the last recorded
 //! run are in the README and the stores' `DESIGN.md` files.
 
+// Benchmark code: a failed unwrap stops a measurement, which must not carry on past a broken setup.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use engine::{Backend, Engine, EngineConfig};

@@ -149,7 +149,7 @@ struct Head {
     durable: u64,
 }
 
-/// The change log of one store. See the [module documentation](self).
+/// The change log of one store: revisions, events and history written with the changes.
 pub struct ChangeLog {
     committer: Arc<GroupCommit>,
     keyspace: Keyspace,

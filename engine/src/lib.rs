@@ -73,7 +73,7 @@ pub use rocks::RocksEngine;
 #[cfg(feature = "sled")]
 pub use sled_engine::SledEngine;
 
-/// A handle to a keyspace, obtained from [`ReadView::keyspace`] on the engine that declared it.
+/// A handle to a keyspace, obtained from [`Engine::keyspace`] on the engine that declared it.
 ///
 /// Handles are small and `Copy`; using a handle with an engine other than the one that issued
 /// it is a programming error that the engine reports as [`Error::UnknownKeyspace`] when the

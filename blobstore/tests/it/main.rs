@@ -1,5 +1,8 @@
 //! The blob store's integration tests: one binary, every engine backend.
 
+// Test code: a failed unwrap is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 mod crash;
 mod engine_faults;

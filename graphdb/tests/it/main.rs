@@ -1,5 +1,8 @@
 //! The integration tests of `graphdb`: one binary, one suite stamped out per engine backend.
 
+// Test code: a failed unwrap is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used)]
+
 mod commits;
 mod concurrency;
 mod crash;

@@ -5,6 +5,9 @@
 //! objectstore` provides it. The fault test starts a Swift of its own so that it can stop the
 //! proxy without disturbing the others.
 
+// Test code: a failed unwrap is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used)]
+
 mod cache;
 mod common;
 mod fault;

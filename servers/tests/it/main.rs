@@ -1,5 +1,8 @@
 //! The integration tests of the servers crate: one binary (see STYLE.md).
 
+// Test code: a failed unwrap is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used)]
+
 mod badinput;
 mod binaries;
 mod directory;
