@@ -48,6 +48,7 @@
 mod batch;
 mod changelog;
 mod config;
+mod consumers;
 pub mod counter;
 mod error;
 mod faulty;
@@ -64,6 +65,7 @@ use std::fmt;
 pub use batch::{BatchOp, WriteBatch};
 pub use changelog::{Appended, ChangeLog, FeedError, LogEntry};
 pub use config::{Backend, EngineConfig};
+pub use consumers::{Consumer, Consumers};
 pub use error::{Error, Result};
 pub use faulty::{Fault, FaultyEngine};
 pub use group_commit::{GroupCommit, Written};

@@ -127,6 +127,9 @@ pub struct ServerConfig {
     /// `X-On-Behalf-Of`; the change feed records that person as the actor. Anyone else
     /// sending the header gets 403. Default: none.
     pub trusted_callers: Vec<String>,
+    /// The hosts (`host` or `host:port`) that change-feed subscriptions may call back.
+    /// Default: none (no subscription can be created).
+    pub callback_hosts: Vec<String>,
     /// The limits.
     pub limits: Limits,
 }
@@ -140,6 +143,7 @@ impl Default for ServerConfig {
             credentials: Vec::new(),
             open_reads: false,
             trusted_callers: Vec::new(),
+            callback_hosts: Vec::new(),
             limits: Limits::default(),
         }
     }

@@ -282,7 +282,8 @@ pub struct ChangesPage<E> {
     pub head: u64,
 }
 
-async fn read_page<S: ChangeSource>(
+/// One page of the feed after `after`, read on a blocking thread.
+pub(crate) async fn read_page<S: ChangeSource>(
     source: &Arc<S>,
     query: &ChangesQuery,
     after: u64,
@@ -448,3 +449,7 @@ fn event_stream<S: ChangeSource>(source: Arc<S>, query: ChangesQuery) -> Respons
 #[cfg(test)]
 #[path = "feed_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "test_source.rs"]
+pub(crate) mod test_source;

@@ -4,91 +4,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::test_source::LogSource;
+use super::*;
+use crate::common::error::Query;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use engine::{ChangeLog, EngineConfig, GroupCommit, LogEntry, WriteBatch};
-use serde::{Deserialize, Serialize};
-
-use super::*;
-use crate::common::error::Query;
-
-#[derive(Debug, Serialize, Deserialize)]
-struct TestEvent {
-    #[serde(default)]
-    revision: u64,
-    kind: String,
-    bucket: String,
-}
-
-struct LogSource {
-    log: Arc<ChangeLog>,
-    head: watch::Receiver<u64>,
-}
-
-impl LogSource {
-    fn new() -> Arc<Self> {
-        let engine = EngineConfig::memory().open(&["changes"]).unwrap();
-        let keyspace = engine.keyspace("changes").unwrap();
-        let log = ChangeLog::open(Arc::new(GroupCommit::new(engine)), keyspace).unwrap();
-        let (listener, head) = head_channel(log.head());
-        log.subscribe(listener);
-        Arc::new(LogSource { log, head })
-    }
-
-    fn record(&self, kind: &str, bucket: &str) -> u64 {
-        let event = TestEvent {
-            revision: 0,
-            kind: kind.into(),
-            bucket: bucket.into(),
-        };
-        let payload = serde_json::to_vec(&event).unwrap();
-        self.log
-            .commit(WriteBatch::new(), vec![LogEntry::new(payload)])
-            .unwrap()
-    }
-}
-
-impl ChangeSource for LogSource {
-    type Event = TestEvent;
-
-    fn filters(&self) -> &'static [&'static str] {
-        &["bucket"]
-    }
-
-    fn kinds(&self) -> &'static [&'static str] {
-        &["file.created", "file.deleted"]
-    }
-
-    fn read(&self, after: u64, limit: usize) -> Result<Vec<TestEvent>, ApiError> {
-        let events = self.log.read(after, limit).map_err(feed_error)?;
-        Ok(events
-            .into_iter()
-            .map(|(revision, payload)| TestEvent {
-                revision,
-                ..serde_json::from_slice(&payload).unwrap()
-            })
-            .collect())
-    }
-
-    fn revision(event: &TestEvent) -> u64 {
-        event.revision
-    }
-
-    fn kind(event: &TestEvent) -> &str {
-        &event.kind
-    }
-
-    fn matches(event: &TestEvent, name: &str, value: &str) -> bool {
-        name == "bucket" && event.bucket == value
-    }
-
-    fn head(&self) -> watch::Receiver<u64> {
-        self.head.clone()
-    }
-}
 
 fn pairs(query: &[(&str, &str)]) -> Vec<(String, String)> {
     query

@@ -8,6 +8,7 @@ pub mod feed;
 pub mod metrics;
 pub mod pool;
 pub mod serve;
+pub mod subscriptions;
 
 pub use access::{AccessPolicy, Credential};
 pub use config::{Limits, ServerConfig, ServerFlags};

@@ -1,0 +1,506 @@
+//! Callbacks on changes (the roadmap's subscriptions): `POST /subscriptions` names a filter of
+//! the change feed, a callback URL and an expiry; the service then POSTs every matching event
+//! to the callback, in revision order, at least once.
+//!
+//! This is the outbox pattern over the store's [`engine::ChangeLog`]: the events are already
+//! durable with the changes, so delivery only reads the log. Each subscription is an
+//! [`engine::Consumer`] (its record and the revision its receiver acknowledged, in the
+//! store's engine), and one task per subscription, on a runtime of its own thread, reads a
+//! page after the acknowledged revision, POSTs it as
+//! `{"subscription": ID, "changes": [...], "next": REV}`, and on a 2xx answer records `next`
+//! as acknowledged (durably) before reading on. A failure or a timeout is retried with
+//! exponential backoff ([`Delivery`]: 0.5 s doubling to 60 s by default) until the subscription expires. After a
+//! restart delivery resumes after the last acknowledged revision, so a receiver may see a
+//! page again (it was delivered but its acknowledgement was not recorded) but never misses
+//! one.
+//!
+//! A slow or dead receiver never slows writes: a subscription holds one page in memory, and
+//! its backlog is the part of the log it has not acknowledged (its *lag*, in revisions,
+//! reported by `GET /subscriptions/{id}` and in `/metrics` as `feed_subscription_lag`). When
+//! its backlog is pruned by retention before it was delivered the subscription stops with the
+//! state `compacted`, and its record says so.
+//!
+//! Callbacks may only go to the hosts of the server's `callback_hosts` (`host` or
+//! `host:port`): a subscription must not turn the service into a proxy for reaching
+//! arbitrary addresses.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use engine::{Consumer, Consumers};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::error::ApiError;
+use super::feed::{read_page, ChangeSource, ChangesQuery, DEFAULT_LIMIT};
+
+/// How deliveries are timed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// How long a callback may take to answer. Default: 10 s.
+    pub timeout: Duration,
+    /// The first pause after a failed delivery; it doubles up to `max_backoff`.
+    /// Default: 0.5 s.
+    pub first_backoff: Duration,
+    /// The longest pause between attempts. Default: 60 s.
+    pub max_backoff: Duration,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            timeout: Duration::from_secs(10),
+            first_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+/// How often a subscription whose filter matched nothing records how far it read.
+const IDLE_ACK_EVERY: Duration = Duration::from_secs(5);
+
+/// What `POST /subscriptions` takes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSubscription {
+    /// Filters of the change feed (`kind` and the service's own), all of which must match.
+    #[serde(default)]
+    pub filter: BTreeMap<String, String>,
+    /// Where to POST the events: `http://` or `https://`, a host of `callback_hosts`.
+    pub callback: String,
+    /// When the subscription ends: Unix seconds, in the future.
+    pub expires: i64,
+    /// Deliver the events after this revision (default: the head, i.e. from now on).
+    pub after: Option<u64>,
+}
+
+/// A subscription as stored in its consumer record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Record {
+    filter: BTreeMap<String, String>,
+    callback: String,
+    expires: i64,
+    created_by: String,
+}
+
+/// A subscription as `GET /subscriptions/{id}` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SubscriptionView {
+    /// Its id.
+    pub id: u64,
+    /// Its filter.
+    pub filter: BTreeMap<String, String>,
+    /// Its callback URL.
+    pub callback: String,
+    /// When it ends (Unix seconds).
+    pub expires: i64,
+    /// Who created it.
+    pub created_by: String,
+    /// Every event up to this revision was delivered and acknowledged (or did not match).
+    pub acked: u64,
+    /// Revisions not yet acknowledged: the head minus `acked`.
+    pub lag: u64,
+    /// `delivering`, `retrying` (the last attempt failed), `compacted` (its backlog was
+    /// pruned) or `expired`.
+    pub state: &'static str,
+    /// The last delivery failure, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Status {
+    state: &'static str,
+    last_error: Option<String>,
+}
+
+/// A running delivery: the switch that stops it, and its status.
+type Running = (watch::Sender<bool>, Arc<Mutex<Status>>);
+
+/// The subscriptions of one service. See the [module documentation](self).
+pub struct Subscriptions<S: ChangeSource> {
+    source: Arc<S>,
+    consumers: Arc<Consumers>,
+    callback_hosts: Vec<String>,
+    delivery: Delivery,
+    runtime: tokio::runtime::Handle,
+    client: reqwest::Client,
+    /// Per running subscription: a sender whose drop (or `true`) stops its task, and its status.
+    running: Mutex<HashMap<u64, Running>>,
+}
+
+impl<S: ChangeSource> std::fmt::Debug for Subscriptions<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriptions")
+            .field("callback_hosts", &self.callback_hosts)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn store_error(error: engine::Error) -> ApiError {
+    ApiError::internal(error)
+}
+
+fn decode(consumer: &Consumer) -> Result<Record, ApiError> {
+    serde_json::from_slice(&consumer.record).map_err(ApiError::internal)
+}
+
+impl<S: ChangeSource> Subscriptions<S> {
+    /// Starts delivery for every stored subscription, on a thread of its own (named
+    /// `subscriptions`) running a single-threaded runtime, so deliveries never compete with
+    /// the HTTP threads' runtimes.
+    ///
+    /// # Errors
+    /// The thread or runtime could not be started, or the consumers could not be read.
+    pub fn start(
+        source: Arc<S>,
+        consumers: Arc<Consumers>,
+        callback_hosts: Vec<String>,
+        delivery: Delivery,
+    ) -> std::io::Result<Arc<Self>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("subscriptions".into())
+            .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+        let client = reqwest::Client::builder()
+            .timeout(delivery.timeout)
+            .build()
+            .map_err(std::io::Error::other)?;
+        let subscriptions = Arc::new(Subscriptions {
+            source,
+            consumers,
+            callback_hosts,
+            delivery,
+            runtime: handle,
+            client,
+            running: Mutex::new(HashMap::new()),
+        });
+        for consumer in subscriptions
+            .consumers
+            .list()
+            .map_err(std::io::Error::other)?
+        {
+            if let Ok(record) = decode(&consumer) {
+                subscriptions.spawn(consumer.id, record);
+            }
+        }
+        Ok(subscriptions)
+    }
+
+    fn check_callback(&self, callback: &str) -> Result<(), ApiError> {
+        let bad = |why: &str| ApiError::bad_request("bad_callback", why.to_owned());
+        let url = reqwest::Url::parse(callback).map_err(|_| bad("callback is not a URL"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("callback must be an http:// or https:// URL"));
+        }
+        let host = url.host_str().ok_or_else(|| bad("callback has no host"))?;
+        let with_port = url
+            .port_or_known_default()
+            .map(|port| format!("{host}:{port}"));
+        let allowed = self
+            .callback_hosts
+            .iter()
+            .any(|h| h == host || Some(h) == with_port.as_ref());
+        if !allowed {
+            return Err(bad(
+                "callback host is not in the server's callback_hosts allowlist",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Validates and stores a subscription, and starts its delivery. Blocking (it writes the
+    /// engine): call it off the async threads.
+    ///
+    /// # Errors
+    /// 400 for an unknown filter or kind (`bad_query`), a callback outside the allowlist
+    /// (`bad_callback`), an expiry not in the future (`bad_expires`), an `after` beyond the
+    /// head (`beyond_head`); 410 `compacted` for an `after` older than the log keeps.
+    pub fn create(
+        self: &Arc<Self>,
+        new: NewSubscription,
+        actor: &str,
+    ) -> Result<SubscriptionView, ApiError> {
+        let pairs: Vec<(String, String)> = new.filter.clone().into_iter().collect();
+        ChangesQuery::parse(self.source.as_ref(), &pairs)?;
+        if new
+            .filter
+            .keys()
+            .any(|k| matches!(k.as_str(), "after" | "limit" | "wait"))
+        {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                "a subscription's filter takes kind and the feed's filters only",
+            ));
+        }
+        self.check_callback(&new.callback)?;
+        if new.expires <= unix_now() {
+            return Err(ApiError::bad_request(
+                "bad_expires",
+                "expires must be in the future (Unix seconds)",
+            ));
+        }
+        let head = *self.source.head().borrow();
+        let after = new.after.unwrap_or(head);
+        // The same checks as a read of the feed: beyond the head, or already pruned.
+        self.source.read(after, 1)?;
+        let record = Record {
+            filter: new.filter,
+            callback: new.callback,
+            expires: new.expires,
+            created_by: actor.to_owned(),
+        };
+        let bytes = serde_json::to_vec(&record).map_err(ApiError::internal)?;
+        let id = self.consumers.create(&bytes, after).map_err(store_error)?;
+        self.spawn(id, record);
+        self.get(id)
+    }
+
+    /// The subscription `id`, with its progress.
+    ///
+    /// # Errors
+    /// 404 when there is none.
+    pub fn get(&self, id: u64) -> Result<SubscriptionView, ApiError> {
+        let consumer = self
+            .consumers
+            .get(id)
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::not_found(format!("no subscription {id}")))?;
+        let record = decode(&consumer)?;
+        let status = lock(&self.running)
+            .get(&id)
+            .map(|(_, status)| lock(status).clone())
+            .unwrap_or(Status {
+                state: "expired",
+                last_error: None,
+            });
+        let head = *self.source.head().borrow();
+        Ok(SubscriptionView {
+            id,
+            filter: record.filter,
+            callback: record.callback,
+            expires: record.expires,
+            created_by: record.created_by,
+            acked: consumer.acked,
+            lag: head.saturating_sub(consumer.acked),
+            state: status.state,
+            last_error: status.last_error,
+        })
+    }
+
+    /// Stops and removes the subscription `id`.
+    ///
+    /// # Errors
+    /// 404 when there is none.
+    pub fn delete(&self, id: u64) -> Result<(), ApiError> {
+        if let Some((stop, _)) = lock(&self.running).remove(&id) {
+            stop.send_replace(true);
+        }
+        if self.consumers.remove(id).map_err(store_error)? {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!("no subscription {id}")))
+        }
+    }
+
+    /// Stops every delivery (for a shutdown; the records stay, and a new
+    /// [`Subscriptions::start`] resumes them after their acknowledged revisions).
+    pub fn stop(&self) {
+        for (_, (stop, _)) in lock(&self.running).drain() {
+            stop.send_replace(true);
+        }
+    }
+
+    /// The lag of every subscription in the Prometheus text format, for `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        let head = *self.source.head().borrow();
+        let mut text = String::from(
+            "# HELP feed_subscription_lag Revisions a subscription has not acknowledged.\n\
+             # TYPE feed_subscription_lag gauge\n",
+        );
+        for consumer in self.consumers.list().unwrap_or_default() {
+            let _ = writeln!(
+                text,
+                "feed_subscription_lag{{subscription=\"{}\"}} {}",
+                consumer.id,
+                head.saturating_sub(consumer.acked)
+            );
+        }
+        text
+    }
+
+    fn spawn(self: &Arc<Self>, id: u64, record: Record) {
+        let (stop, stopped) = watch::channel(false);
+        let status = Arc::new(Mutex::new(Status {
+            state: "delivering",
+            last_error: None,
+        }));
+        lock(&self.running).insert(id, (stop, Arc::clone(&status)));
+        let this = Arc::clone(self);
+        self.runtime
+            .spawn(async move { this.deliver(id, record, status, stopped).await });
+    }
+
+    async fn blocking<T: Send + 'static>(
+        f: impl FnOnce() -> Result<T, engine::Error> + Send + 'static,
+    ) -> Result<T, String> {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    async fn deliver(
+        self: Arc<Self>,
+        id: u64,
+        record: Record,
+        status: Arc<Mutex<Status>>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        let set = |state: &'static str, error: Option<String>| {
+            *lock(&status) = Status {
+                state,
+                last_error: error,
+            };
+        };
+        let consumers = Arc::clone(&self.consumers);
+        let Ok(Some(consumer)) = Self::blocking(move || consumers.get(id)).await else {
+            return;
+        };
+        let query = ChangesQuery {
+            after: consumer.acked,
+            limit: DEFAULT_LIMIT,
+            wait: Duration::ZERO,
+            filters: record.filter.clone(),
+        };
+        // At most ten years ahead, so the deadline cannot overflow the clock.
+        let remaining = u64::try_from(record.expires.saturating_sub(unix_now())).unwrap_or(0);
+        let expires =
+            tokio::time::Instant::now() + Duration::from_secs(remaining.min(10 * 365 * 24 * 3600));
+        let mut head = self.source.head();
+        let mut cursor = consumer.acked;
+        let mut acked = consumer.acked;
+        let mut last_idle_ack = tokio::time::Instant::now();
+        let Delivery {
+            first_backoff,
+            max_backoff,
+            ..
+        } = self.delivery;
+        let mut backoff = first_backoff;
+        loop {
+            // Stopped, or the service (holder of the stop switch) is gone.
+            if *stopped.borrow() || stopped.has_changed().is_err() {
+                return;
+            }
+            if tokio::time::Instant::now() >= expires {
+                set("expired", None);
+                let consumers = Arc::clone(&self.consumers);
+                let _ = Self::blocking(move || consumers.remove(id)).await;
+                lock(&self.running).remove(&id);
+                return;
+            }
+            let page = match read_page(&self.source, &query, cursor).await {
+                Ok(page) => page,
+                Err(error) if error.status() == StatusCode::GONE => {
+                    set("compacted", Some(error.code().to_owned()));
+                    return;
+                }
+                Err(error) => {
+                    set("retrying", Some(error.code().to_owned()));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(max_backoff);
+                    continue;
+                }
+            };
+            if page.changes.is_empty() {
+                cursor = page.next;
+                let idle_for = last_idle_ack.elapsed();
+                if cursor > acked && idle_for >= IDLE_ACK_EVERY {
+                    let consumers = Arc::clone(&self.consumers);
+                    if Self::blocking(move || consumers.ack(id, cursor))
+                        .await
+                        .is_ok()
+                    {
+                        acked = cursor;
+                        last_idle_ack = tokio::time::Instant::now();
+                    }
+                }
+                if page.next < page.head {
+                    continue;
+                }
+                head.mark_unchanged();
+                if *head.borrow() > cursor {
+                    continue;
+                }
+                tokio::select! {
+                    _ = head.changed() => {}
+                    _ = stopped.changed() => {}
+                    () = tokio::time::sleep_until(expires) => {}
+                    () = tokio::time::sleep(IDLE_ACK_EVERY) => {}
+                }
+                continue;
+            }
+            let body = serde_json::json!({
+                "subscription": id,
+                "changes": page.changes,
+                "next": page.next,
+            });
+            let answer = self.client.post(&record.callback).json(&body).send().await;
+            match answer {
+                Ok(response) if response.status().is_success() => {
+                    let next = page.next;
+                    let consumers = Arc::clone(&self.consumers);
+                    match Self::blocking(move || consumers.ack(id, next)).await {
+                        Ok(true) => {
+                            cursor = next;
+                            acked = next;
+                            backoff = first_backoff;
+                            set("delivering", None);
+                        }
+                        // Deleted meanwhile.
+                        Ok(false) => return,
+                        Err(error) => set("retrying", Some(error)),
+                    }
+                }
+                Ok(response) => {
+                    set(
+                        "retrying",
+                        Some(format!("callback answered {}", response.status())),
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = stopped.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(max_backoff);
+                }
+                Err(error) => {
+                    set("retrying", Some(format!("callback failed: {error}")));
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = stopped.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(max_backoff);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "subscriptions_tests.rs"]
+mod tests;
