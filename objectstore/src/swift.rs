@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-use std::sync::RwLock;
+use std::sync::{PoisonError, RwLock};
 
 use reqwest::{Method, RequestBuilder};
 use serde::Deserialize;
@@ -114,16 +114,21 @@ impl SwiftClient {
     }
 
     fn session(&self) -> AttemptResult<Session> {
-        if let Some(session) = self.session.read().expect("session lock").clone() {
+        if let Some(session) = self
+            .session
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        {
             return Ok(session);
         }
         let session = self.authenticate()?;
-        *self.session.write().expect("session lock") = Some(session.clone());
+        *self.session.write().unwrap_or_else(PoisonError::into_inner) = Some(session.clone());
         Ok(session)
     }
 
     fn forget_session(&self) {
-        *self.session.write().expect("session lock") = None;
+        *self.session.write().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     fn url(session: &Session, container: &str, key: &str) -> String {
