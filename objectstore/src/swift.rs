@@ -23,7 +23,7 @@ use crate::client::{
 };
 use crate::config::ObjectStoreConfig;
 use crate::error::Error;
-use crate::http::{etag_matches, Http, Kind, Response};
+use crate::transport::{etag_matches, Http, Kind, Response};
 
 /// Swift's default limit on the segments of one static large object (`max_manifest_segments`).
 const MAX_SLO_SEGMENTS: u64 = 1000;
