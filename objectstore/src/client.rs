@@ -84,7 +84,7 @@ pub(crate) trait ObjectClient: Send + Sync + fmt::Debug {
 
 /// Exponential backoff within a bounded total time.
 ///
-/// Hand-written on purpose (issue 14 asked to weigh `backon`): the loop is a few lines, and
+/// Hand-written on purpose (`backon` was weighed): the loop is a few lines, and
 /// what it does beyond doubling a pause — re-authenticating at once on a 401, giving up when
 /// the *next* pause would overrun the budget, and reporting attempts and elapsed time in
 /// [`Error::Unavailable`] — would sit outside a backoff crate anyway; the crate would replace
