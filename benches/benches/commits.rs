@@ -1,5 +1,5 @@
 //! Commit-graph benchmarks on a generated 1,000,000-commit graph with about 10% merge commits
-//! and 1,000 branches (`graphdb::commits::gen`).
+//! and 1,000 branches (`commitgraph::gen`).
 //!
 //! Run: `cargo bench -p benches --bench commits`. Besides criterion's means, the setup prints
 //! latency percentiles measured call by call (`p50`, `p99`), the index build time and the
@@ -17,12 +17,12 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use engine::{Engine, EngineConfig};
-use graphdb::commits::gen::{DagParams, GeneratedDag, SplitMix};
-use graphdb::commits::{
+use commitgraph::gen::{DagParams, GeneratedDag, SplitMix};
+use commitgraph::{
     BranchUpdate, CommitGraphs, CommitId, CommitIndex, NewCommit, RepoId, KEYSPACES,
 };
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use engine::{Engine, EngineConfig};
 
 struct Fixture {
     ids: Vec<CommitId>,
@@ -67,12 +67,12 @@ fn fixture(engine: Arc<dyn Engine>) -> Fixture {
     // The order an import gives (default branch's first-parent history first), so that the
     // bare index below is the same as the store's.
     let (rev_list, refs) = (dag.rev_list(&ids), dag.refs(&ids));
-    let entries = graphdb::commits::import::parse_rev_list(&rev_list).unwrap();
+    let entries = commitgraph::import::parse_rev_list(&rev_list).unwrap();
     let tips: Vec<CommitId> = std::iter::once(&dag.branches[0])
         .chain(&dag.branches[1..])
         .map(|(_, tip)| ids[*tip as usize])
         .collect();
-    let commits = graphdb::commits::import::order_commits(&entries, |_| false, &tips).unwrap();
+    let commits = commitgraph::import::order_commits(&entries, |_| false, &tips).unwrap();
     drop(entries);
     let merges = dag.parents.iter().filter(|p| p.len() > 1).count();
     println!(

@@ -6,7 +6,7 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use blobstore::{FileId, Timestamp, Token, TokenError, TokenSigner};
-use graphdb::commits::{CommitGraphs, CommitId, RepoId};
+use commitgraph::{CommitGraphs, CommitId, RepoId};
 use graphdb::{import, GraphStore};
 
 fn graph_store() -> GraphStore {
@@ -106,8 +106,8 @@ pub fn package_set_tsv(data: &[u8]) {
 pub fn rev_list(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let (rev_list, refs) = text.split_once('\0').unwrap_or((&text, ""));
-    let entries = graphdb::commits::import::parse_rev_list(rev_list);
-    let parsed_refs = graphdb::commits::import::parse_refs(refs);
+    let entries = commitgraph::import::parse_rev_list(rev_list);
+    let parsed_refs = commitgraph::import::parse_refs(refs);
     if let Ok(entries) = &entries {
         // A parsed line prints back to a line that parses to the same ids.
         for entry in entries {
@@ -116,7 +116,7 @@ pub fn rev_list(data: &[u8]) {
                 .map(|id| id.to_string())
                 .collect::<Vec<_>>()
                 .join(" ");
-            let again = graphdb::commits::import::parse_rev_list(&line).unwrap();
+            let again = commitgraph::import::parse_rev_list(&line).unwrap();
             assert_eq!(again.len(), 1);
             assert_eq!(
                 (again[0].commit, &again[0].parents),
@@ -125,7 +125,7 @@ pub fn rev_list(data: &[u8]) {
         }
     }
     let engine = engine::EngineConfig::memory()
-        .open(graphdb::commits::KEYSPACES)
+        .open(commitgraph::KEYSPACES)
         .expect("memory engine");
     let graphs = CommitGraphs::open(Arc::clone(&engine)).expect("commit graphs");
     let repo = RepoId(1);

@@ -87,12 +87,12 @@ impl GraphConfig {
     ///
     /// # Errors
     /// The engine's or the stores' error.
-    pub fn open(&self) -> anyhow::Result<(graphdb::GraphStore, graphdb::commits::CommitGraphs)> {
+    pub fn open(&self) -> anyhow::Result<(graphdb::GraphStore, commitgraph::CommitGraphs)> {
         let engine = engine::EngineConfig::new(self.backend, &self.data_dir).open(&keyspaces())?;
         let graph = graphdb::GraphStore::builder(Arc::clone(&engine))
             .clock(Arc::new(graphdb::SystemClock))
             .open()?;
-        let commits = graphdb::commits::CommitGraphs::open(engine)?;
+        let commits = commitgraph::CommitGraphs::open(engine)?;
         Ok((graph, commits))
     }
 }
@@ -100,6 +100,6 @@ impl GraphConfig {
 /// The keyspaces of the directory's engine: the graph store's and the commit graphs'.
 pub fn keyspaces() -> Vec<&'static str> {
     let mut all = graphdb::KEYSPACES.to_vec();
-    all.extend_from_slice(graphdb::commits::KEYSPACES);
+    all.extend_from_slice(commitgraph::KEYSPACES);
     all
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use axum::Router;
-use graphdb::commits::CommitGraphs;
+use commitgraph::CommitGraphs;
 use graphdb::{GraphStore, PackageSets, Teams};
 use prometheus_client::metrics::gauge::Gauge;
 

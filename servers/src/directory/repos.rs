@@ -1,11 +1,11 @@
-//! The repository routes: commit graphs and branch merged-status over `graphdb::commits`.
+//! The repository routes: commit graphs and branch merged-status over `commitgraph`.
 //!
 //! A repository is named in the URL; its [`RepoId`] is the first eight bytes of the BLAKE3
 //! hash of the name (big-endian), so any name of up to 255 bytes works without a registry.
 
 use axum::body::Bytes;
 use axum::extract::State;
-use graphdb::commits::{CommitError, CommitId, MergedChange, RepoId};
+use commitgraph::{CommitError, CommitId, MergedChange, RepoId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 

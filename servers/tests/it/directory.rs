@@ -45,7 +45,7 @@ impl Dir {
             .clock(clock.clone())
             .open()
             .unwrap();
-        let commits = graphdb::commits::CommitGraphs::open(engine).unwrap();
+        let commits = commitgraph::CommitGraphs::open(engine).unwrap();
         let config = ServerConfig {
             credentials: vec![Credential {
                 user: USER.into(),

@@ -6,9 +6,9 @@ use std::io::{BufWriter, Write as _};
 use std::time::Instant;
 
 use anyhow::Result;
+use commitgraph::gen::{DagParams, GeneratedDag};
+use commitgraph::{CommitGraphs, RepoId, KEYSPACES};
 use engine::EngineConfig;
-use graphdb::commits::gen::{DagParams, GeneratedDag};
-use graphdb::commits::{CommitGraphs, RepoId, KEYSPACES};
 
 use crate::common::{dir_size, micros, rss, Flags, Lcg};
 
@@ -110,7 +110,7 @@ pub fn run(flags: &Flags) -> Result<()> {
 
     if let Some(export) = flags.get("export") {
         // The same graph for git: commit k is mark k + 1; the pairs git is asked about, and
-        // graphdb's answer time on exactly those pairs.
+        // commitgraph's answer time on exactly those pairs.
         let export = std::path::Path::new(export);
         std::fs::create_dir_all(export)?;
         std::fs::write(export.join("stream.fi"), dag.fast_import_stream())?;

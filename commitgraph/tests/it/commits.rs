@@ -4,12 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use engine::{Backend, Engine, EngineConfig, MemEngine};
-use graphdb::commits::gen::{DagParams, GeneratedDag, SplitMix};
-use graphdb::commits::{
+use commitgraph::gen::{DagParams, GeneratedDag, SplitMix};
+use commitgraph::{
     BranchUpdate, CommitError, CommitGraphs, CommitId, ImportInput, LineError, MergedChange,
     NewCommit, RepoId, KEYSPACES,
 };
+use engine::{Backend, Engine, EngineConfig, MemEngine};
 use proptest::prelude::*;
 
 /// A store on one backend that can be closed and reopened as after a restart.
@@ -722,8 +722,8 @@ fn git(dir: &std::path::Path, args: &[&str]) -> String {
 /// `git for-each-ref --merged` for every branch (200 sampled ones above 200), `is_ancestor` with `git rev-list <B>` for
 /// every commit against sampled `B`s, and with `git merge-base --is-ancestor` on sampled pairs.
 ///
-/// `GRAPHDB_GIT_COMMITS` sets the size (default 6,000); for the 100,000-commit run:
-/// `GRAPHDB_GIT_COMMITS=100000 cargo test -p graphdb --release --test it agrees_with_git`.
+/// `COMMITGRAPH_GIT_COMMITS` sets the size (default 6,000); for the 100,000-commit run:
+/// `COMMITGRAPH_GIT_COMMITS=100000 cargo test -p commitgraph --release --test it agrees_with_git`.
 fn agree_with_git(
     backend: Backend,
     commits: usize,
@@ -873,7 +873,7 @@ fn agree_with_git(
 
 #[test]
 fn agrees_with_git() {
-    let commits = std::env::var("GRAPHDB_GIT_COMMITS")
+    let commits = std::env::var("COMMITGRAPH_GIT_COMMITS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(6_000);
@@ -882,7 +882,7 @@ fn agrees_with_git() {
         commits,
         "sha1",
         4242,
-        graphdb::commits::CHECKPOINT_EVERY,
+        commitgraph::CHECKPOINT_EVERY,
     );
 }
 
@@ -907,14 +907,14 @@ proptest! {
     /// The import parsers never panic, on text made of what their inputs are made of.
     #[test]
     fn parsers_never_panic(text in "([0-9a-fA-Fg /\\r\\n\u{e9}]|refs/heads/x |[0-9a]{40}|[0-9a]{64}){0,40}") {
-        let entries = graphdb::commits::import::parse_rev_list(&text);
+        let entries = commitgraph::import::parse_rev_list(&text);
         if let Ok(entries) = &entries {
-            let ordered = graphdb::commits::import::order_commits(entries, |_| false, &[]);
+            let ordered = commitgraph::import::order_commits(entries, |_| false, &[]);
             if let Ok(ordered) = ordered {
                 prop_assert!(ordered.len() <= entries.len());
             }
         }
-        let _ = graphdb::commits::import::parse_refs(&text);
+        let _ = commitgraph::import::parse_refs(&text);
     }
 
     /// Valid rev-list text in any line order imports to the same graph.
@@ -937,10 +937,10 @@ proptest! {
         for i in (1..lines.len()).rev() {
             lines.swap(i, rng.below(i + 1));
         }
-        let entries = graphdb::commits::import::parse_rev_list(&lines.join("\n")).unwrap();
-        let ordered = graphdb::commits::import::order_commits(&entries, |_| false, &[]).unwrap();
+        let entries = commitgraph::import::parse_rev_list(&lines.join("\n")).unwrap();
+        let ordered = commitgraph::import::order_commits(&entries, |_| false, &[]).unwrap();
         prop_assert_eq!(ordered.len(), parents.len());
-        let mut index = graphdb::commits::CommitIndex::with_checkpoint_interval(RepoId(0), 2);
+        let mut index = commitgraph::CommitIndex::with_checkpoint_interval(RepoId(0), 2);
         index.append(&ordered).unwrap();
         let anc = ancestors(&parents);
         for a in 0..parents.len() as u32 {
@@ -1114,7 +1114,7 @@ fn crash_batch(i: u32) -> Vec<NewCommit> {
 #[test]
 fn crash_recovery_after_sigkill() {
     use std::io::{BufRead, Write as _};
-    if let Some(dir) = std::env::var_os("GRAPHDB_COMMITS_CRASH_CHILD") {
+    if let Some(dir) = std::env::var_os("COMMITGRAPH_CRASH_CHILD") {
         let engine = EngineConfig::rocksdb(dir).open(KEYSPACES).unwrap();
         let graphs = CommitGraphs::open(engine).unwrap();
         let mut out = std::io::stdout();
@@ -1137,7 +1137,7 @@ fn crash_recovery_after_sigkill() {
             "commits::crash_recovery_after_sigkill",
             "--nocapture",
         ])
-        .env("GRAPHDB_COMMITS_CRASH_CHILD", dir.path())
+        .env("COMMITGRAPH_CRASH_CHILD", dir.path())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

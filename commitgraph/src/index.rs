@@ -115,7 +115,7 @@ pub struct AppendSummary {
 
 /// Sizes of an index, as reported by [`CommitIndex::stats`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IndexStats {
+pub struct CommitIndexStats {
     /// Commits held.
     pub commits: usize,
     /// First-parent chains.
@@ -240,7 +240,7 @@ impl CommitIndex {
     }
 
     /// Sizes of the index.
-    pub fn stats(&self) -> IndexStats {
+    pub fn stats(&self) -> CommitIndexStats {
         use std::mem::size_of;
         let chain_bytes: usize = self
             .chains
@@ -259,7 +259,7 @@ impl CommitIndex {
             })
             .sum();
         let map_bytes = self.by_id.capacity() * (size_of::<(CommitId, u32)>() + 1);
-        IndexStats {
+        CommitIndexStats {
             commits: self.len(),
             chains: self.chains.len(),
             merges: self.chains.iter().map(|c| c.merges.len()).sum(),

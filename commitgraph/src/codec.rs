@@ -1,4 +1,4 @@
-//! The on-disk records of the commit graph (see `graphdb/DESIGN.md`, "Commit graphs").
+//! The on-disk records of the commit graph (see `commitgraph/DESIGN.md`).
 //!
 //! - `commits.nodes`: key `repo (u64 BE) ++ node (u32 BE)`, value
 //!   `id_len (u8) ++ id ++ generation ++ chain ++ position ++ rank ++ parents*` (all `u32 BE`;

@@ -9,10 +9,10 @@
 //! then written as one atomic engine batch with its labels, so opening a repository loads the
 //! labels instead of recomputing them. How the index works (generation numbers, first-parent
 //! chains, a second topological rank, reach vectors and checkpoints, a walk over chain segments
-//! as the exact fallback) is described in `graphdb/DESIGN.md`, section "Commit graphs".
+//! as the exact fallback) is described in `commitgraph/DESIGN.md`.
 //!
 //! ```
-//! use graphdb::commits::{BranchUpdate, CommitGraphs, CommitId, NewCommit, RepoId, KEYSPACES};
+//! use commitgraph::{BranchUpdate, CommitGraphs, CommitId, NewCommit, RepoId, KEYSPACES};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let engine = engine::EngineConfig::memory().open(KEYSPACES)?;
@@ -48,14 +48,16 @@ pub mod import;
 mod index;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::IsTerminal;
+use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 
 use engine::{Direction, Engine, GroupCommit, Keyspace, ScanRange, WriteBatch};
 
 pub use error::{CommitError, ImportInput, LineError};
 pub use id::{CommitId, ParseIdError, RepoId};
-pub use index::{AppendSummary, CommitIndex, IndexStats, NewCommit, ReachVector, CHECKPOINT_EVERY};
+pub use index::{
+    AppendSummary, CommitIndex, CommitIndexStats, NewCommit, ReachVector, CHECKPOINT_EVERY,
+};
 
 /// The engine keyspaces of commit graphs; open the engine with them (and any others).
 pub const KEYSPACES: &[&str] = &["commits.nodes", "commits.branches"];
@@ -122,6 +124,46 @@ pub struct ImportSummary {
     pub branches: usize,
     /// Other refs (tags, remotes, ...), ignored.
     pub other_refs: usize,
+}
+
+/// A step of an import, reported to the callback of [`CommitGraphs::import_with_progress`]
+/// (a binary may show it as a spinner's message: its `Display` is a short phrase).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ImportProgress {
+    /// Parsing the rev-list text.
+    ParsingRevList,
+    /// Parsing the refs text; the rev-list held `commits` lines.
+    ParsingRefs {
+        /// Commits parsed.
+        commits: usize,
+    },
+    /// Ordering the commits parents first.
+    Ordering {
+        /// Commits parsed.
+        commits: usize,
+    },
+    /// Writing the commits not stored yet.
+    Writing {
+        /// Commits to write.
+        commits: usize,
+    },
+    /// The import is durable and applied.
+    Done,
+}
+
+impl fmt::Display for ImportProgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImportProgress::ParsingRevList => f.write_str("parsing rev-list"),
+            ImportProgress::ParsingRefs { commits } => {
+                write!(f, "parsing refs ({commits} commits)")
+            }
+            ImportProgress::Ordering { commits } => write!(f, "ordering {commits} commits"),
+            ImportProgress::Writing { commits } => write!(f, "writing {commits} commits"),
+            ImportProgress::Done => f.write_str("imported"),
+        }
+    }
 }
 
 /// The commit graphs of every repository, over one engine. Cheap to share behind an `Arc`;
@@ -419,9 +461,9 @@ impl CommitGraphs {
     /// `git for-each-ref --format='%(refname) %(objectname)'` in one atomic push: every commit
     /// (ordered parents first, whatever the input order), and every `refs/heads/*` ref as a
     /// branch (other refs are counted and ignored; stored branches that the input does not
-    /// name are kept). A progress bar is drawn when stderr is a terminal. Unlike
-    /// [`CommitGraphs::push`], an import does not compute merged-status changes (an initial
-    /// import would otherwise compare every pair of branches).
+    /// name are kept). Unlike [`CommitGraphs::push`], an import does not compute
+    /// merged-status changes (an initial import would otherwise compare every pair of
+    /// branches). [`CommitGraphs::import_with_progress`] reports its steps.
     ///
     /// # Errors
     /// [`CommitError::Import`] naming the input and line of the first problem; as for
@@ -432,16 +474,30 @@ impl CommitGraphs {
         rev_list: &str,
         refs: &str,
     ) -> Result<ImportSummary, CommitError> {
-        let bar = if std::io::stderr().is_terminal() {
-            indicatif::ProgressBar::new_spinner()
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        bar.set_message("parsing rev-list");
+        self.import_with_progress(repo, rev_list, refs, &mut |_| {})
+    }
+
+    /// As [`CommitGraphs::import`], calling `progress` at the start of each step (on the
+    /// caller's thread; the library draws nothing).
+    ///
+    /// # Errors
+    /// As for [`CommitGraphs::import`].
+    pub fn import_with_progress(
+        &self,
+        repo: RepoId,
+        rev_list: &str,
+        refs: &str,
+        progress: &mut dyn FnMut(ImportProgress),
+    ) -> Result<ImportSummary, CommitError> {
+        progress(ImportProgress::ParsingRevList);
         let entries = import::parse_rev_list(rev_list)?;
-        bar.set_message(format!("parsing refs ({} commits)", entries.len()));
+        progress(ImportProgress::ParsingRefs {
+            commits: entries.len(),
+        });
         let ref_entries = import::parse_refs(refs)?;
-        bar.set_message(format!("ordering {} commits", entries.len()));
+        progress(ImportProgress::Ordering {
+            commits: entries.len(),
+        });
         let handle = self.repo(repo)?;
         let (commits, updates, other_refs) = {
             let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
@@ -451,9 +507,11 @@ impl CommitGraphs {
             let commits = import::order_commits(&entries, known, &tips)?;
             (commits, updates, other_refs)
         };
-        bar.set_message(format!("writing {} commits", commits.len()));
+        progress(ImportProgress::Writing {
+            commits: commits.len(),
+        });
         let outcome = self.push_inner(repo, &commits, &updates, false)?;
-        bar.finish_and_clear();
+        progress(ImportProgress::Done);
         Ok(ImportSummary {
             appended: outcome.appended,
             branches: updates.len(),
@@ -579,7 +637,7 @@ impl CommitGraphs {
     ///
     /// # Errors
     /// [`CommitError::Engine`] when loading the repository fails.
-    pub fn stats(&self, repo: RepoId) -> Result<IndexStats, CommitError> {
+    pub fn stats(&self, repo: RepoId) -> Result<CommitIndexStats, CommitError> {
         let handle = self.repo(repo)?;
         let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
         let mut stats = state.index.stats();
