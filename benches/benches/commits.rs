@@ -19,10 +19,16 @@ use std::time::{Duration, Instant};
 
 use commitgraph::gen::{DagParams, GeneratedDag, SplitMix};
 use commitgraph::{
-    BranchUpdate, CommitGraphs, CommitId, CommitIndex, NewCommit, RepoId, KEYSPACES,
+    BranchUpdate, CommitGraphs, CommitId, CommitIndex, NewCommit, RepoId, STANDALONE_KEYSPACES,
 };
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use engine::{Engine, EngineConfig};
+
+/// The writer these writes are recorded as in the change feed.
+const BY: commitgraph::Writer<'static> = commitgraph::Writer {
+    actor: "bench",
+    repo: "bench",
+};
 
 struct Fixture {
     ids: Vec<CommitId>,
@@ -98,10 +104,10 @@ fn fixture(engine: Arc<dyn Engine>) -> Fixture {
         stats.bytes as f64 / stats.commits as f64
     );
 
-    let graphs = CommitGraphs::open(engine).unwrap();
+    let graphs = CommitGraphs::open_standalone(engine).unwrap();
     let repo = RepoId(1);
     let started = Instant::now();
-    let summary = graphs.import(repo, &rev_list, &refs).unwrap();
+    let summary = graphs.import(repo, &rev_list, &refs, BY).unwrap();
     let took = started.elapsed();
     let stats = graphs.stats(repo).unwrap();
     println!(
@@ -133,7 +139,7 @@ fn bench_commits(c: &mut Criterion) {
             return;
         }
     }
-    let mut f = fixture(EngineConfig::memory().open(KEYSPACES).unwrap());
+    let mut f = fixture(EngineConfig::memory().open(STANDALONE_KEYSPACES).unwrap());
     let mut index = std::mem::replace(&mut f.index, CommitIndex::new(RepoId(0)));
     let (graphs, repo) = (&f.graphs, f.repo);
     let mut rng = SplitMix::new(11);
@@ -273,12 +279,12 @@ fn bench_commits(c: &mut Criterion) {
         index_only.push(t.elapsed());
         let t = Instant::now();
         if i % 2 == 0 {
-            graphs.append(repo, &batch).unwrap();
+            graphs.append(repo, &batch, BY).unwrap();
             appends.push(t.elapsed());
-            graphs.set_branch(repo, &name, tip).unwrap();
+            graphs.set_branch(repo, &name, tip, BY).unwrap();
         } else {
             graphs
-                .push(repo, &batch, &[BranchUpdate::set(name, tip)])
+                .push(repo, &batch, &[BranchUpdate::set(name, tip)], BY)
                 .unwrap();
             pushes.push(t.elapsed());
         }
@@ -292,7 +298,7 @@ fn bench_commits(c: &mut Criterion) {
     c.bench_function("commits/append 1000 commits (memory engine)", |b| {
         b.iter_batched(
             || make_push(&mut rng).1,
-            |batch| graphs.append(repo, &batch).unwrap(),
+            |batch| graphs.append(repo, &batch, BY).unwrap(),
             BatchSize::PerIteration,
         )
     });
@@ -339,7 +345,11 @@ fn env_list(name: &str, default: &str) -> Vec<usize> {
 /// their pushes share group fsyncs), and loading the repository's stored labels after a reopen.
 fn rocksdb_figures() {
     let dir = tempfile::tempdir().unwrap();
-    let open = || EngineConfig::rocksdb(dir.path()).open(KEYSPACES).unwrap();
+    let open = || {
+        EngineConfig::rocksdb(dir.path())
+            .open(STANDALONE_KEYSPACES)
+            .unwrap()
+    };
     let f = fixture(open());
     let (graphs, repo) = (&f.graphs, f.repo);
     let others: Vec<CommitId> = f
@@ -356,7 +366,7 @@ fn rocksdb_figures() {
         let batch = thousand_commits(0, next_push, &mut tip, &others, &mut rng);
         next_push += 1;
         let t = Instant::now();
-        graphs.append(repo, &batch).unwrap();
+        graphs.append(repo, &batch, BY).unwrap();
         samples.push(t.elapsed());
     }
     percentiles("append 1000 commits (RocksDB, synced)", samples);
@@ -375,6 +385,7 @@ fn rocksdb_figures() {
                             id: root,
                             parents: vec![],
                         }],
+                        BY,
                     )
                     .unwrap();
                 root
@@ -394,7 +405,7 @@ fn rocksdb_figures() {
                             let batch =
                                 thousand_commits(0, first_push + i, main_tip, others, &mut rng);
                             let t = Instant::now();
-                            graphs.append(repo, &batch).unwrap();
+                            graphs.append(repo, &batch, BY).unwrap();
                             t.elapsed()
                         })
                         .collect::<Vec<_>>()
@@ -417,7 +428,7 @@ fn rocksdb_figures() {
                                     &mut rng,
                                 );
                                 let t = Instant::now();
-                                graphs.append(side, &batch).unwrap();
+                                graphs.append(side, &batch, BY).unwrap();
                                 t.elapsed()
                             })
                             .collect::<Vec<_>>()
@@ -455,7 +466,7 @@ fn rocksdb_figures() {
     }
     let commits = graphs.stats(repo).unwrap().commits;
     drop(f);
-    let graphs = CommitGraphs::open(open()).unwrap();
+    let graphs = CommitGraphs::open_standalone(open()).unwrap();
     let t = Instant::now();
     let stats = graphs.stats(repo).unwrap();
     println!(

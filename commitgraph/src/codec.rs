@@ -78,6 +78,25 @@ pub(crate) fn branch_key(repo: RepoId, name: &str) -> Vec<u8> {
     key
 }
 
+/// The history-index prefix of every event of a repository in `commits.history`:
+/// `b'r' ++ repo u64 BE` (fixed length, so no repository's prefix starts another's).
+pub(crate) fn history_repo_prefix(repo: RepoId) -> Vec<u8> {
+    engine::keys::KeyBuilder::new()
+        .u8(b'r')
+        .u64(repo.0)
+        .finish()
+}
+
+/// The history-index prefix of a branch's events: `b'b' ++ repo u64 BE ++ name` with the name
+/// escaped and terminated ([`engine::keys`]), so no branch's prefix starts another's.
+pub(crate) fn history_branch_prefix(repo: RepoId, name: &str) -> Vec<u8> {
+    engine::keys::KeyBuilder::new()
+        .u8(b'b')
+        .u64(repo.0)
+        .str(name)
+        .finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

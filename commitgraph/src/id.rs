@@ -191,6 +191,21 @@ impl FromStr for CommitId {
     }
 }
 
+/// As its hex form.
+impl serde::Serialize for CommitId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// From its hex form (40 or 64 digits).
+impl<'de> serde::Deserialize<'de> for CommitId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        CommitId::parse_hex(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A repository, as numbered by the directory service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RepoId(pub u64);

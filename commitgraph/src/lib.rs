@@ -11,13 +11,24 @@
 //! chains, a second topological rank, reach vectors and checkpoints, a walk over chain segments
 //! as the exact fallback) is described in `commitgraph/DESIGN.md`.
 //!
+//! Every write also appends its events to a change feed ([`engine::ChangeLog`]) in the same
+//! engine batch: `commits.pushed`, `branch.set`, `branch.deleted` and `import.repo`, JSON
+//! payloads described in [`RepoEvent`], recorded as made by the [`Writer`] the caller names.
+//! [`CommitGraphs::branch_history`] and [`CommitGraphs::repo_history`] page through a branch's
+//! or a repository's events; [`CommitGraphs::replay`] applies an event as its write.
+//!
 //! ```
-//! use commitgraph::{BranchUpdate, CommitGraphs, CommitId, NewCommit, RepoId, KEYSPACES};
+//! use std::sync::Arc;
+//! use commitgraph::{BranchUpdate, CommitGraphs, CommitId, NewCommit, RepoId, Writer, KEYSPACES};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let engine = engine::EngineConfig::memory().open(KEYSPACES)?;
-//! let graphs = CommitGraphs::open(engine)?;
+//! let keyspaces = [KEYSPACES, &["changes"]].concat();
+//! let engine = engine::EngineConfig::memory().open(&keyspaces)?;
+//! let committer = Arc::new(engine::GroupCommit::new(engine.clone()));
+//! let log = engine::ChangeLog::open(committer, engine.keyspace("changes")?)?;
+//! let graphs = CommitGraphs::open(engine, log)?;
 //! let repo = RepoId(1);
+//! let by = Writer::new("alice", "hello");
 //! let id = |n: u8| CommitId::from_bytes(&[n; 20]).unwrap();
 //! let commit = |n: u8, parents: &[u8]| NewCommit {
 //!     id: id(n),
@@ -27,13 +38,15 @@
 //!     repo,
 //!     &[commit(1, &[]), commit(2, &[1]), commit(3, &[1])],
 //!     &[BranchUpdate::set("main", id(2)), BranchUpdate::set("topic", id(3))],
+//!     by,
 //! )?;
 //! assert!(!graphs.is_merged(repo, "topic", "main")?);
 //!
-//! // Merging topic into main reports the change.
-//! let outcome = graphs.push(repo, &[commit(4, &[2, 3])], &[BranchUpdate::set("main", id(4))])?;
+//! // Merging topic into main reports the change, and records it in the feed.
+//! let outcome = graphs.push(repo, &[commit(4, &[2, 3])], &[BranchUpdate::set("main", id(4))], by)?;
 //! assert_eq!(outcome.changes.len(), 1);
 //! assert!(outcome.changes[0].merged);
+//! assert_eq!(outcome.revision, 5); // pushed, set, set; pushed, set
 //! assert_eq!(graphs.merged_into(repo, "main")?, vec!["topic".to_string()]);
 //! assert!(graphs.is_ancestor(repo, &id(3), &id(4))?);
 //! # Ok(())
@@ -42,6 +55,7 @@
 
 mod codec;
 mod error;
+mod event;
 pub mod gen;
 mod id;
 pub mod import;
@@ -51,16 +65,29 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 
-use engine::{Direction, Engine, GroupCommit, Keyspace, ScanRange, WriteBatch};
+use engine::{ChangeLog, Direction, Engine, Keyspace, LogEntry, ScanRange, WriteBatch};
 
 pub use error::{CommitError, ImportInput, LineError};
+pub use event::{RepoChange, RepoEvent, Writer, EVENT_KINDS};
 pub use id::{CommitId, ParseIdError, RepoId};
 pub use index::{
     AppendSummary, CommitIndex, CommitIndexStats, NewCommit, ReachVector, CHECKPOINT_EVERY,
 };
 
-/// The engine keyspaces of commit graphs; open the engine with them (and any others).
-pub const KEYSPACES: &[&str] = &["commits.nodes", "commits.branches"];
+/// The engine keyspaces of commit graphs; open the engine with them (and any others, such as
+/// the change log's): the commits, the branches, and the history indexes into the change log.
+pub const KEYSPACES: &[&str] = &["commits.nodes", "commits.branches", "commits.history"];
+
+/// The keyspace of the change log that [`CommitGraphs::open_standalone`] opens.
+pub const STANDALONE_LOG: &str = "commits.changes";
+
+/// [`KEYSPACES`] and [`STANDALONE_LOG`]: the keyspaces of commit graphs used alone.
+pub const STANDALONE_KEYSPACES: &[&str] = &[
+    "commits.nodes",
+    "commits.branches",
+    "commits.history",
+    STANDALONE_LOG,
+];
 
 /// How many reach vectors (one per branch tip asked about as a target) a repository keeps.
 pub const REACH_CACHE_ENTRIES: usize = 2048;
@@ -94,7 +121,7 @@ impl BranchUpdate {
 
 /// A change of merged-status caused by a push: `branch` became merged into `target`
 /// (`merged == true`) or stopped being merged into it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct MergedChange {
     /// The branch whose tip is (or was) an ancestor of the target's tip.
     pub branch: String,
@@ -113,6 +140,9 @@ pub struct PushOutcome {
     /// merged-status changed, sorted. A branch that does not exist counts as merged into
     /// nothing and as having nothing merged into it.
     pub changes: Vec<MergedChange>,
+    /// The revision of the push's last event in the change feed (the feed's head when the
+    /// push changed nothing and wrote no event).
+    pub revision: u64,
 }
 
 /// What an import did.
@@ -124,6 +154,8 @@ pub struct ImportSummary {
     pub branches: usize,
     /// Other refs (tags, remotes, ...), ignored.
     pub other_refs: usize,
+    /// The revision of the import's event in the change feed.
+    pub revision: u64,
 }
 
 /// A step of an import, reported to the callback of [`CommitGraphs::import_with_progress`]
@@ -177,10 +209,13 @@ impl fmt::Display for ImportProgress {
 #[derive(Debug)]
 pub struct CommitGraphs {
     engine: Arc<dyn Engine>,
-    /// Pushes to different repositories share fsyncs.
-    committer: GroupCommit,
+    /// The change feed every write appends its events to, in the write's own batch; its group
+    /// commit lets pushes to different repositories (and the other writers of the log) share
+    /// fsyncs.
+    log: Arc<ChangeLog>,
     nodes: Keyspace,
     branches: Keyspace,
+    history: Keyspace,
     repos: Mutex<HashMap<RepoId, Arc<Repo>>>,
     checkpoint_every: usize,
 }
@@ -200,14 +235,65 @@ struct RepoState {
     branches: HashMap<String, u32>,
 }
 
+/// One branch update of a write: the tip before it and after it (`None`: absent, deleted).
+#[derive(Clone, Copy, Debug)]
+struct BranchMove<'a> {
+    name: &'a str,
+    before: Option<CommitId>,
+    after: Option<CommitId>,
+}
+
+/// The id of `node`, stored or planned.
+fn id_of(index: &CommitIndex, plan: &index::Plan, node: u32) -> CommitId {
+    match node.checked_sub(plan.first) {
+        Some(i) => plan.nodes[i as usize].id,
+        None => index.commit_id(node),
+    }
+}
+
+/// What a write records besides its commits and branch moves.
+#[derive(Clone, Copy, Debug)]
+enum WriteKind {
+    /// A push: merged-status changes are computed; `commits.pushed` and branch events.
+    Push,
+    /// An import: one `import.repo` event with counts, no merged-status changes.
+    Import { other_refs: usize },
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 impl CommitGraphs {
-    /// Commit graphs over `engine`, which must have been opened with [`KEYSPACES`].
-    /// Repositories are loaded on first use.
+    /// Commit graphs over `engine`, which must have been opened with [`KEYSPACES`], writing
+    /// their events into `log` (a change log over the same engine, usually shared with the
+    /// other stores of the service). Repositories are loaded on first use.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use commitgraph::{CommitGraphs, KEYSPACES};
+    /// use engine::{ChangeLog, GroupCommit};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut keyspaces = KEYSPACES.to_vec();
+    /// keyspaces.push("changes");
+    /// let engine = engine::EngineConfig::memory().open(&keyspaces)?;
+    /// let log = ChangeLog::open(
+    ///     Arc::new(GroupCommit::new(engine.clone())),
+    ///     engine.keyspace("changes")?,
+    /// )?;
+    /// let graphs = CommitGraphs::open(engine, log)?;
+    /// assert_eq!(graphs.change_log().head(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// [`CommitError::Engine`] when a keyspace is missing.
-    pub fn open(engine: Arc<dyn Engine>) -> Result<Self, CommitError> {
-        Self::with_checkpoint_interval(engine, CHECKPOINT_EVERY)
+    pub fn open(engine: Arc<dyn Engine>, log: Arc<ChangeLog>) -> Result<Self, CommitError> {
+        Self::with_checkpoint_interval(engine, log, CHECKPOINT_EVERY)
     }
 
     /// As [`CommitGraphs::open`], with in-memory checkpoints every `every` positions of a chain
@@ -218,16 +304,37 @@ impl CommitGraphs {
     /// As for [`CommitGraphs::open`].
     pub fn with_checkpoint_interval(
         engine: Arc<dyn Engine>,
+        log: Arc<ChangeLog>,
         every: usize,
     ) -> Result<Self, CommitError> {
         Ok(CommitGraphs {
             checkpoint_every: every,
             nodes: engine.keyspace(KEYSPACES[0])?,
             branches: engine.keyspace(KEYSPACES[1])?,
-            committer: GroupCommit::new(Arc::clone(&engine)),
+            history: engine.keyspace(KEYSPACES[2])?,
+            log,
             engine,
             repos: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Commit graphs used alone (tools, benchmarks, tests), with a change log of their own in
+    /// [`STANDALONE_LOG`]; `engine` must have been opened with [`STANDALONE_KEYSPACES`]. A
+    /// service whose stores share one change log uses [`CommitGraphs::open`].
+    ///
+    /// # Errors
+    /// [`CommitError::Engine`] when a keyspace is missing or the log's opening flush fails.
+    pub fn open_standalone(engine: Arc<dyn Engine>) -> Result<Self, CommitError> {
+        let log = ChangeLog::open(
+            Arc::new(engine::GroupCommit::new(Arc::clone(&engine))),
+            engine.keyspace(STANDALONE_LOG)?,
+        )?;
+        Self::open(engine, log)
+    }
+
+    /// The change log the graphs write their events into.
+    pub fn change_log(&self) -> &Arc<ChangeLog> {
+        &self.log
     }
 
     /// The engine.
@@ -310,11 +417,13 @@ impl CommitGraphs {
         &self,
         repo: RepoId,
         commits: &[NewCommit],
-    ) -> Result<AppendSummary, CommitError> {
-        Ok(self.push(repo, commits, &[])?.appended)
+        by: Writer<'_>,
+    ) -> Result<PushOutcome, CommitError> {
+        self.push(repo, commits, &[], by)
     }
 
-    /// Creates or moves a branch; returns the merged-status changes (see [`PushOutcome`]).
+    /// Creates or moves a branch; the outcome lists the merged-status changes (see
+    /// [`PushOutcome`]).
     ///
     /// # Errors
     /// As for [`CommitGraphs::push`].
@@ -323,13 +432,12 @@ impl CommitGraphs {
         repo: RepoId,
         name: &str,
         tip: CommitId,
-    ) -> Result<Vec<MergedChange>, CommitError> {
-        Ok(self
-            .push(repo, &[], &[BranchUpdate::set(name, tip)])?
-            .changes)
+        by: Writer<'_>,
+    ) -> Result<PushOutcome, CommitError> {
+        self.push(repo, &[], &[BranchUpdate::set(name, tip)], by)
     }
 
-    /// Deletes a branch; returns the merged-status changes (see [`PushOutcome`]).
+    /// Deletes a branch; the outcome lists the merged-status changes (see [`PushOutcome`]).
     ///
     /// # Errors
     /// [`CommitError::UnknownBranch`] when there is no such branch; as for
@@ -338,14 +446,18 @@ impl CommitGraphs {
         &self,
         repo: RepoId,
         name: &str,
-    ) -> Result<Vec<MergedChange>, CommitError> {
-        Ok(self.push(repo, &[], &[BranchUpdate::delete(name)])?.changes)
+        by: Writer<'_>,
+    ) -> Result<PushOutcome, CommitError> {
+        self.push(repo, &[], &[BranchUpdate::delete(name)], by)
     }
 
     /// Applies a push atomically: adds `commits` (parents before children; a commit already
     /// stored with the same parents is skipped), then applies `updates` in order (a target may
     /// be one of `commits`). Everything is checked before anything is written, then written as
-    /// one synced engine batch and applied to the in-memory index incrementally.
+    /// one engine batch together with the push's events (`commits.pushed` when it added
+    /// commits, then one `branch.set` or `branch.deleted` per update, recorded as made `by`),
+    /// and acknowledged once a group sync made it durable. The outcome carries the revision of
+    /// the last event.
     ///
     /// # Errors
     /// [`CommitError::UnknownParent`] (naming the commit's position in the batch),
@@ -353,22 +465,24 @@ impl CommitGraphs {
     /// that is neither stored nor in the batch, [`CommitError::UnknownBranch`] for deleting a
     /// branch that does not exist, [`CommitError::InvalidBranchName`] for an empty name,
     /// [`CommitError::TooManyCommits`]; nothing was written then. [`CommitError::Engine`] when
-    /// the write fails; the in-memory index is unchanged then too.
+    /// the write or its sync fails; the in-memory index is unchanged then too.
     pub fn push(
         &self,
         repo: RepoId,
         commits: &[NewCommit],
         updates: &[BranchUpdate],
+        by: Writer<'_>,
     ) -> Result<PushOutcome, CommitError> {
-        self.push_inner(repo, commits, updates, true)
+        self.write(repo, commits, updates, by, WriteKind::Push)
     }
 
-    fn push_inner(
+    fn write(
         &self,
         repo: RepoId,
         commits: &[NewCommit],
         updates: &[BranchUpdate],
-        report_changes: bool,
+        by: Writer<'_>,
+        kind: WriteKind,
     ) -> Result<PushOutcome, CommitError> {
         let handle = self.repo(repo)?;
         let mut state = handle.state.write().unwrap_or_else(|e| e.into_inner());
@@ -396,6 +510,8 @@ impl CommitGraphs {
             .collect();
         let mut after = state.branches.clone();
         let mut batch = WriteBatch::new();
+        // Each update's tip before it and after it, in order.
+        let mut moves: Vec<BranchMove<'_>> = Vec::new();
         for update in updates {
             if update.name.is_empty() {
                 return Err(CommitError::InvalidBranchName {
@@ -404,6 +520,9 @@ impl CommitGraphs {
                 });
             }
             let key = codec::branch_key(repo, &update.name);
+            let before = after
+                .get(&update.name)
+                .map(|&node| id_of(&state.index, &plan, node));
             match update.target {
                 Some(target) => {
                     let node = state
@@ -427,6 +546,11 @@ impl CommitGraphs {
                     batch.delete(self.branches, key);
                 }
             }
+            moves.push(BranchMove {
+                name: &update.name,
+                before,
+                after: update.target,
+            });
         }
         let mut node_batch = WriteBatch::new();
         for (i, node) in plan.nodes.iter().enumerate() {
@@ -437,24 +561,259 @@ impl CommitGraphs {
             );
         }
         node_batch.extend(batch);
-        if !node_batch.is_empty() {
-            // Written under the repository's write lock, so its pushes reach the log in order;
-            // the index is applied only once the batch is durable, so no reader sees a push
-            // that a crash could take back. Pushes to other repositories share the fsync.
-            self.committer.commit(node_batch)?;
-        }
         let appended = AppendSummary {
             added: plan.nodes.len(),
             known: plan.known,
         };
+        if node_batch.is_empty() && matches!(kind, WriteKind::Push) {
+            // Nothing new (a re-push of stored commits): nothing written, no event.
+            return Ok(PushOutcome {
+                appended,
+                changes: Vec::new(),
+                revision: self.log.head(),
+            });
+        }
+        let pushed: Vec<NewCommit> = match kind {
+            WriteKind::Push => plan
+                .nodes
+                .iter()
+                .map(|node| NewCommit {
+                    id: node.id,
+                    parents: node
+                        .parents
+                        .iter()
+                        .map(|&p| id_of(&state.index, &plan, p))
+                        .collect(),
+                })
+                .collect(),
+            WriteKind::Import { .. } => Vec::new(),
+        };
+        // The index is applied before the write (the events carry the merged-status changes,
+        // computed on it), under the repository's write lock, which is held until the batch is
+        // durable: no reader sees a push that a crash could take back, and a failed write or
+        // sync rolls the index back. Pushes to other repositories share the group sync.
+        let mark = state.index.mark();
         state.index.apply(plan);
         let before = std::mem::replace(&mut state.branches, after);
-        let changes = if report_changes {
-            handle.changes(&state, &before)
-        } else {
-            Vec::new()
+        let changes = match kind {
+            WriteKind::Push => handle.changes(&state, &before),
+            WriteKind::Import { .. } => Vec::new(),
         };
-        Ok(PushOutcome { appended, changes })
+        let entries = self.entries(repo, by, kind, appended, pushed, &moves, &changes);
+        let result = self
+            .log
+            .append(node_batch, entries)
+            .and_then(|appended| self.log.sync(appended));
+        match result {
+            Ok(revision) => Ok(PushOutcome {
+                appended,
+                changes,
+                revision,
+            }),
+            Err(error) => {
+                state.index.rollback(mark);
+                state.branches = before;
+                handle
+                    .reach
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|&tip, _| (tip as usize) < mark.len);
+                Err(error.into())
+            }
+        }
+    }
+
+    /// The change-feed entries of a write, with their history indexes: the repository's for
+    /// every event, and each branch's for its own events (and for an import that set it).
+    #[allow(clippy::too_many_arguments)]
+    fn entries(
+        &self,
+        repo: RepoId,
+        by: Writer<'_>,
+        kind: WriteKind,
+        appended: AppendSummary,
+        pushed: Vec<NewCommit>,
+        moves: &[BranchMove<'_>],
+        changes: &[MergedChange],
+    ) -> Vec<LogEntry> {
+        let time_us = now_us();
+        let event = |change: RepoChange| {
+            RepoEvent {
+                time_us,
+                actor: by.actor.to_string(),
+                repo: by.repo.to_string(),
+                repo_id: repo.0,
+                change,
+            }
+            .encode()
+        };
+        let repo_prefix = codec::history_repo_prefix(repo);
+        if let WriteKind::Import { other_refs } = kind {
+            let mut entry = LogEntry::new(event(RepoChange::ImportRepo {
+                added: appended.added,
+                known: appended.known,
+                branches: moves.len(),
+                other_refs,
+            }))
+            .index(self.history, repo_prefix);
+            let names: BTreeSet<&str> = moves.iter().map(|m| m.name).collect();
+            for name in names {
+                entry = entry.index(self.history, codec::history_branch_prefix(repo, name));
+            }
+            return vec![entry];
+        }
+        let mut entries = Vec::new();
+        if !pushed.is_empty() {
+            let change = RepoChange::CommitsPushed {
+                count: pushed.len(),
+                commits: pushed,
+            };
+            entries.push(LogEntry::new(event(change)).index(self.history, repo_prefix.clone()));
+        }
+        for (i, m) in moves.iter().enumerate() {
+            // The push's changed pairs involving this branch go with its last move.
+            let last = !moves[i + 1..].iter().any(|later| later.name == m.name);
+            let mine: Vec<MergedChange> = changes
+                .iter()
+                .filter(|c| last && (c.branch == m.name || c.target == m.name))
+                .cloned()
+                .collect();
+            let change = match (m.after, m.before) {
+                (Some(after), before) => RepoChange::BranchSet {
+                    branch: m.name.to_string(),
+                    before,
+                    after,
+                    changes: mine,
+                },
+                (None, Some(before)) => RepoChange::BranchDeleted {
+                    branch: m.name.to_string(),
+                    before,
+                    changes: mine,
+                },
+                // Deleting a missing branch was refused before.
+                (None, None) => continue,
+            };
+            entries.push(
+                LogEntry::new(event(change))
+                    .index(self.history, repo_prefix.clone())
+                    .index(self.history, codec::history_branch_prefix(repo, m.name)),
+            );
+        }
+        entries
+    }
+
+    /// The events of branch `branch` of `repo` (its moves and deletions, and the imports that
+    /// set it), oldest first: up to `limit` with a revision above `after` (0 for the first
+    /// page; the last revision of a page for the next). A page never reaches past the feed's
+    /// durable head.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use commitgraph::{CommitGraphs, CommitId, NewCommit, RepoChange, RepoId, Writer, KEYSPACES};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut keyspaces = KEYSPACES.to_vec();
+    /// # keyspaces.push("changes");
+    /// # let engine = engine::EngineConfig::memory().open(&keyspaces)?;
+    /// # let log = engine::ChangeLog::open(
+    /// #     Arc::new(engine::GroupCommit::new(engine.clone())),
+    /// #     engine.keyspace("changes")?,
+    /// # )?;
+    /// let graphs = CommitGraphs::open(engine, log)?;
+    /// let (repo, by) = (RepoId(1), Writer::new("alice", "hello"));
+    /// let id = |n: u8| CommitId::from_bytes(&[n; 20]).unwrap();
+    /// graphs.append(repo, &[NewCommit { id: id(1), parents: vec![] }], by)?;
+    /// graphs.set_branch(repo, "main", id(1), by)?;
+    /// let moved = graphs.delete_branch(repo, "main", by)?;
+    ///
+    /// let page = graphs.branch_history(repo, "main", 0, 10)?;
+    /// assert_eq!(page.len(), 2);
+    /// assert_eq!(page[0].0, 2); // revision 1 is the commits.pushed event
+    /// assert!(matches!(page[0].1.change, RepoChange::BranchSet { .. }));
+    /// assert_eq!(page[1].0, moved.revision);
+    /// assert_eq!(page[1].1.actor, "alice");
+    /// assert!(graphs.branch_history(repo, "main", moved.revision, 10)?.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`CommitError::Feed`] when the change feed cannot be read, [`CommitError::CorruptEvent`]
+    /// for an indexed event that is not a repository event.
+    pub fn branch_history(
+        &self,
+        repo: RepoId,
+        branch: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, RepoEvent)>, CommitError> {
+        self.history_page(
+            repo,
+            &codec::history_branch_prefix(repo, branch),
+            after,
+            limit,
+        )
+    }
+
+    /// Every event of `repo` (pushes, branch moves and deletions, imports), oldest first,
+    /// paged as [`CommitGraphs::branch_history`].
+    ///
+    /// # Errors
+    /// As for [`CommitGraphs::branch_history`].
+    pub fn repo_history(
+        &self,
+        repo: RepoId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, RepoEvent)>, CommitError> {
+        self.history_page(repo, &codec::history_repo_prefix(repo), after, limit)
+    }
+
+    fn history_page(
+        &self,
+        repo: RepoId,
+        prefix: &[u8],
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, RepoEvent)>, CommitError> {
+        self.log
+            .read_index(self.history, prefix, after, limit, Direction::Forward)?
+            .into_iter()
+            .map(|(revision, payload)| {
+                let corrupt = |reason: String| CommitError::CorruptEvent {
+                    repo,
+                    revision,
+                    reason,
+                };
+                match RepoEvent::decode(&payload) {
+                    Ok(Some(event)) => Ok((revision, event)),
+                    Ok(None) => Err(corrupt("another store's event".to_string())),
+                    Err(error) => Err(corrupt(error.to_string())),
+                }
+            })
+            .collect()
+    }
+
+    /// Applies one event of a change feed as the write it records, recorded as made by the
+    /// event's actor: how a replica (or a rebuild from the log) follows the feed. Replaying a
+    /// feed from revision 0 onto empty graphs, in revision order, reproduces the commits,
+    /// branches and merged-status of the graphs that wrote it. Returns `None` for an
+    /// `import.repo` event, which records counts only: a replica must import the same input
+    /// itself (or be reloaded from a snapshot) before replaying the events after it.
+    ///
+    /// # Errors
+    /// As for [`CommitGraphs::push`] (an event out of order names unknown commits).
+    pub fn replay(&self, event: &RepoEvent) -> Result<Option<PushOutcome>, CommitError> {
+        let by = Writer::new(&event.actor, &event.repo);
+        let repo = event.repo_id();
+        let outcome = match &event.change {
+            RepoChange::CommitsPushed { commits, .. } => self.push(repo, commits, &[], by)?,
+            RepoChange::BranchSet { branch, after, .. } => {
+                self.set_branch(repo, branch, *after, by)?
+            }
+            RepoChange::BranchDeleted { branch, .. } => self.delete_branch(repo, branch, by)?,
+            RepoChange::ImportRepo { .. } => return Ok(None),
+        };
+        Ok(Some(outcome))
     }
 
     /// Imports the output of `git rev-list --all --parents` and of
@@ -463,7 +822,9 @@ impl CommitGraphs {
     /// branch (other refs are counted and ignored; stored branches that the input does not
     /// name are kept). Unlike [`CommitGraphs::push`], an import does not compute
     /// merged-status changes (an initial import would otherwise compare every pair of
-    /// branches). [`CommitGraphs::import_with_progress`] reports its steps.
+    /// branches). It writes one `import.repo` event with the counts (not one per commit), so
+    /// a replica following the feed must import the same input itself
+    /// ([`CommitGraphs::replay`]). [`CommitGraphs::import_with_progress`] reports its steps.
     ///
     /// # Errors
     /// [`CommitError::Import`] naming the input and line of the first problem; as for
@@ -473,8 +834,9 @@ impl CommitGraphs {
         repo: RepoId,
         rev_list: &str,
         refs: &str,
+        by: Writer<'_>,
     ) -> Result<ImportSummary, CommitError> {
-        self.import_with_progress(repo, rev_list, refs, &mut |_| {})
+        self.import_with_progress(repo, rev_list, refs, by, &mut |_| {})
     }
 
     /// As [`CommitGraphs::import`], calling `progress` at the start of each step (on the
@@ -487,6 +849,7 @@ impl CommitGraphs {
         repo: RepoId,
         rev_list: &str,
         refs: &str,
+        by: Writer<'_>,
         progress: &mut dyn FnMut(ImportProgress),
     ) -> Result<ImportSummary, CommitError> {
         progress(ImportProgress::ParsingRevList);
@@ -510,12 +873,19 @@ impl CommitGraphs {
         progress(ImportProgress::Writing {
             commits: commits.len(),
         });
-        let outcome = self.push_inner(repo, &commits, &updates, false)?;
+        let outcome = self.write(
+            repo,
+            &commits,
+            &updates,
+            by,
+            WriteKind::Import { other_refs },
+        )?;
         progress(ImportProgress::Done);
         Ok(ImportSummary {
             appended: outcome.appended,
             branches: updates.len(),
             other_refs,
+            revision: outcome.revision,
         })
     }
 

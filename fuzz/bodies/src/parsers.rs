@@ -9,6 +9,12 @@ use blobstore::{FileId, Timestamp, Token, TokenError, TokenSigner};
 use commitgraph::{CommitGraphs, CommitId, RepoId};
 use graphdb::{import, GraphStore};
 
+/// The writer these writes are recorded as in the change feed.
+const BY: commitgraph::Writer<'static> = commitgraph::Writer {
+    actor: "fuzz",
+    repo: "fuzz",
+};
+
 fn graph_store() -> GraphStore {
     let engine = engine::EngineConfig::memory()
         .open(graphdb::KEYSPACES)
@@ -125,11 +131,11 @@ pub fn rev_list(data: &[u8]) {
         }
     }
     let engine = engine::EngineConfig::memory()
-        .open(commitgraph::KEYSPACES)
+        .open(commitgraph::STANDALONE_KEYSPACES)
         .expect("memory engine");
-    let graphs = CommitGraphs::open(Arc::clone(&engine)).expect("commit graphs");
+    let graphs = CommitGraphs::open_standalone(Arc::clone(&engine)).expect("commit graphs");
     let repo = RepoId(1);
-    match graphs.import(repo, rev_list, refs) {
+    match graphs.import(repo, rev_list, refs, BY) {
         Err(_) => {
             assert!(
                 graphs.branches(repo).unwrap().is_empty(),
@@ -181,7 +187,7 @@ pub fn rev_list(data: &[u8]) {
                 .count();
             assert!(summary.branches <= heads);
             // A reopen finds the same commits.
-            let reopened = CommitGraphs::open(engine).expect("reopen");
+            let reopened = CommitGraphs::open_standalone(engine).expect("reopen");
             for id in ids.iter().take(16) {
                 assert!(reopened.contains(repo, id).unwrap(), "{id} lost on reopen");
             }

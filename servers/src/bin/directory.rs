@@ -97,11 +97,14 @@ fn main() -> anyhow::Result<()> {
             } else {
                 indicatif::ProgressBar::hidden()
             };
+            // The change feed records a command-line import as made by the local user.
+            let actor = std::env::var("USER").map_or_else(|_| "cli".into(), |u| format!("cli:{u}"));
             let summary = commits.import_with_progress(
                 directory::repos::repo_id(&repo),
                 &rev_list,
                 &refs,
-                &mut |step| spinner.set_message(step.to_string()),
+                commitgraph::Writer::new(&actor, &repo),
+                &mut |step: commitgraph::ImportProgress| spinner.set_message(step.to_string()),
             )?;
             spinner.finish_and_clear();
             println!(
@@ -111,6 +114,7 @@ fn main() -> anyhow::Result<()> {
                     "added": summary.appended.added,
                     "known": summary.appended.known,
                     "branches": summary.branches,
+                    "revision": summary.revision,
                 })
             );
             Ok(())

@@ -5,13 +5,14 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use commitgraph::{CommitError, CommitId, MergedChange, RepoId};
+use commitgraph::{CommitError, CommitId, MergedChange, RepoId, Writer};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::handlers::check_names;
 use super::Directory;
 use crate::common::error::{BodyBytes, Json, Path, Query};
+use crate::common::feed::{Actor, Revision};
 use crate::common::ApiError;
 
 /// The id of the repository named `name`.
@@ -76,26 +77,35 @@ fn body_text(body: &Bytes) -> Result<&str, ApiError> {
         .map_err(|_| ApiError::bad_request("bad_body", "the body is not UTF-8"))
 }
 
+/// A write's answer: `X-Revision` and the JSON body (which carries `revision` too).
+type Written = (Revision, axum::Json<Value>);
+
 /// `POST /repos/{repo}/commits`: `git rev-list --parents` output, all or nothing.
 pub(crate) async fn post_commits(
     State(state): State<Directory>,
+    actor: Actor,
     Path(repo): Path<String>,
     BodyBytes(body): BodyBytes,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Written, ApiError> {
     check_names(&[&repo])?;
     body_text(&body)?;
     state
         .blocking_long(move |d| {
             let text = std::str::from_utf8(&body).unwrap_or_default();
+            let by = Writer::new(actor.as_str(), &repo);
             let summary = d
                 .commits
-                .import(repo_id(&repo), text, "")
+                .import(repo_id(&repo), text, "", by)
                 .map_err(commit_error)?;
-            Ok(axum::Json(json!({
-                "repo": repo,
-                "added": summary.appended.added,
-                "known": summary.appended.known,
-            })))
+            Ok((
+                Revision(summary.revision),
+                axum::Json(json!({
+                    "repo": repo,
+                    "added": summary.appended.added,
+                    "known": summary.appended.known,
+                    "revision": summary.revision,
+                })),
+            ))
         })
         .await
 }
@@ -109,22 +119,28 @@ pub(crate) struct TipBody {
 /// `PUT /repos/{repo}/branches/{branch}` with `{"tip": HEX}`.
 pub(crate) async fn put_branch(
     State(state): State<Directory>,
+    actor: Actor,
     Path((repo, branch)): Path<(String, String)>,
     Json(body): Json<TipBody>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Written, ApiError> {
     check_names(&[&repo, &branch])?;
     let tip = parse_commit(&body.tip, "tip")?;
     state
         .blocking(move |d| {
-            let changes = d
+            let by = Writer::new(actor.as_str(), &repo);
+            let outcome = d
                 .commits
-                .set_branch(repo_id(&repo), &branch, tip)
+                .set_branch(repo_id(&repo), &branch, tip, by)
                 .map_err(commit_error)?;
-            Ok(axum::Json(json!({
-                "branch": branch,
-                "tip": tip.to_string(),
-                "changes": changes_json(&changes),
-            })))
+            Ok((
+                Revision(outcome.revision),
+                axum::Json(json!({
+                    "branch": branch,
+                    "tip": tip.to_string(),
+                    "changes": changes_json(&outcome.changes),
+                    "revision": outcome.revision,
+                })),
+            ))
         })
         .await
 }
@@ -132,17 +148,24 @@ pub(crate) async fn put_branch(
 /// `DELETE /repos/{repo}/branches/{branch}`.
 pub(crate) async fn delete_branch(
     State(state): State<Directory>,
+    actor: Actor,
     Path((repo, branch)): Path<(String, String)>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Written, ApiError> {
     check_names(&[&repo, &branch])?;
     state
         .blocking(move |d| {
-            let changes = d
+            let by = Writer::new(actor.as_str(), &repo);
+            let outcome = d
                 .commits
-                .delete_branch(repo_id(&repo), &branch)
+                .delete_branch(repo_id(&repo), &branch, by)
                 .map_err(commit_error)?;
-            Ok(axum::Json(
-                json!({ "branch": branch, "changes": changes_json(&changes) }),
+            Ok((
+                Revision(outcome.revision),
+                axum::Json(json!({
+                    "branch": branch,
+                    "changes": changes_json(&outcome.changes),
+                    "revision": outcome.revision,
+                })),
             ))
         })
         .await
@@ -212,26 +235,32 @@ pub(crate) async fn merged_into(
 /// `git for-each-ref --format='%(refname) %(objectname)'` output; all or nothing.
 pub(crate) async fn import_repo(
     State(state): State<Directory>,
+    actor: Actor,
     Path(repo): Path<String>,
     BodyBytes(body): BodyBytes,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Written, ApiError> {
     check_names(&[&repo])?;
     body_text(&body)?;
     state
         .blocking_long(move |d| {
             let text = std::str::from_utf8(&body).unwrap_or_default();
             let (rev_list, refs) = split_import(text);
+            let by = Writer::new(actor.as_str(), &repo);
             let summary = d
                 .commits
-                .import(repo_id(&repo), rev_list, refs)
+                .import(repo_id(&repo), rev_list, refs, by)
                 .map_err(commit_error)?;
-            Ok(axum::Json(json!({
-                "repo": repo,
-                "added": summary.appended.added,
-                "known": summary.appended.known,
-                "branches": summary.branches,
-                "other_refs": summary.other_refs,
-            })))
+            Ok((
+                Revision(summary.revision),
+                axum::Json(json!({
+                    "repo": repo,
+                    "added": summary.appended.added,
+                    "known": summary.appended.known,
+                    "branches": summary.branches,
+                    "other_refs": summary.other_refs,
+                    "revision": summary.revision,
+                })),
+            ))
         })
         .await
 }

@@ -45,7 +45,7 @@ impl Dir {
             .clock(clock.clone())
             .open()
             .unwrap();
-        let commits = commitgraph::CommitGraphs::open(engine).unwrap();
+        let commits = servers::directory::config::open_commit_graphs(&store, engine).unwrap();
         let config = ServerConfig {
             credentials: vec![Credential {
                 user: USER.into(),

@@ -7,10 +7,16 @@ use std::time::Instant;
 
 use anyhow::Result;
 use commitgraph::gen::{DagParams, GeneratedDag};
-use commitgraph::{CommitGraphs, RepoId, KEYSPACES};
+use commitgraph::{CommitGraphs, RepoId, STANDALONE_KEYSPACES};
 use engine::EngineConfig;
 
 use crate::common::{dir_size, micros, rss, Flags, Lcg};
+
+/// The writer these writes are recorded as in the change feed.
+const BY: commitgraph::Writer<'static> = commitgraph::Writer {
+    actor: "bench",
+    repo: "bench",
+};
 
 /// `capacity commits --commits N`.
 pub fn run(flags: &Flags) -> Result<()> {
@@ -27,11 +33,11 @@ pub fn run(flags: &Flags) -> Result<()> {
     let ids = dag.synthetic_ids(3);
     let (rev_list, refs) = (dag.rev_list(&ids), dag.refs(&ids));
 
-    let engine = EngineConfig::rocksdb(tmp.path().join("graph")).open(KEYSPACES)?;
-    let graphs = CommitGraphs::open(engine)?;
+    let engine = EngineConfig::rocksdb(tmp.path().join("graph")).open(STANDALONE_KEYSPACES)?;
+    let graphs = CommitGraphs::open_standalone(engine)?;
     let repo = RepoId(1);
     let started = Instant::now();
-    graphs.import(repo, &rev_list, &refs)?;
+    graphs.import(repo, &rev_list, &refs, BY)?;
     out.row(
         "commits/import (rev-list text) + index build",
         scale,
@@ -120,8 +126,8 @@ pub fn run(flags: &Flags) -> Result<()> {
             writeln!(file, ":{} :{}", a + 1, b + 1)?;
         }
         file.flush()?;
-        let engine = EngineConfig::rocksdb(tmp.path().join("graph")).open(KEYSPACES)?;
-        let graphs = CommitGraphs::open(engine)?;
+        let engine = EngineConfig::rocksdb(tmp.path().join("graph")).open(STANDALONE_KEYSPACES)?;
+        let graphs = CommitGraphs::open_standalone(engine)?;
         graphs.stats(repo)?;
         let started = Instant::now();
         for &(a, b) in pairs.iter().take(k) {
