@@ -889,6 +889,29 @@ impl CommitGraphs {
         })
     }
 
+    /// Pushes the commits of `git rev-list --parents` output (in any order: they are ordered
+    /// parents first), as [`CommitGraphs::push`] without branch updates: recorded as one
+    /// `commits.pushed` event with the commits it added (none when all were stored), which a
+    /// replica replays. [`CommitGraphs::import`] records a whole history as counts instead.
+    ///
+    /// # Errors
+    /// [`CommitError::Import`] naming the line of the first problem (a malformed line, an
+    /// unknown parent, a cycle); as for [`CommitGraphs::push`]. Nothing is written then.
+    pub fn push_rev_list(
+        &self,
+        repo: RepoId,
+        rev_list: &str,
+        by: Writer<'_>,
+    ) -> Result<PushOutcome, CommitError> {
+        let entries = import::parse_rev_list(rev_list)?;
+        let commits = {
+            let handle = self.repo(repo)?;
+            let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
+            import::order_commits(&entries, |id| state.index.contains(id), &[])?
+        };
+        self.push(repo, &commits, &[], by)
+    }
+
     /// Whether commit `a` is an ancestor of commit `b` (`a == b` counts).
     ///
     /// # Errors

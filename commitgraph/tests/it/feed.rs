@@ -202,6 +202,19 @@ fn an_import_is_one_event_with_counts() {
     assert_eq!(graphs.branch_history(repo, "old", 0, 10).unwrap().len(), 1);
     // Replaying it applies nothing: imports need a reload.
     assert_eq!(fresh(3).replay(&all[2].1).unwrap(), None);
+    // Rev-list text pushed (children first, as git prints it) is recorded parents first.
+    let text = format!("{} {}\n{} {}\n", id(4), id(3), id(3), id(2));
+    let out = graphs.push_rev_list(repo, &text, BY).unwrap();
+    assert_eq!((out.appended.added, out.revision), (2, 4));
+    assert_eq!(
+        events(&graphs)[3].1.change,
+        RepoChange::CommitsPushed {
+            count: 2,
+            commits: vec![commit(3, &[2]), commit(4, &[3])],
+        }
+    );
+    let again = graphs.push_rev_list(repo, &text, BY).unwrap();
+    assert_eq!((again.appended.known, again.revision), (2, 4));
 }
 
 #[test]

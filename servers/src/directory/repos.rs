@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::handlers::check_names;
 use super::Directory;
 use crate::common::error::{BodyBytes, Json, Path, Query};
-use crate::common::feed::{Actor, Revision};
+use crate::common::feed::{Actor, Revision, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::common::ApiError;
 
 /// The id of the repository named `name`.
@@ -95,7 +95,7 @@ pub(crate) async fn post_commits(
             let by = Writer::new(actor.as_str(), &repo);
             let summary = d
                 .commits
-                .import(repo_id(&repo), text, "", by)
+                .push_rev_list(repo_id(&repo), text, by)
                 .map_err(commit_error)?;
             Ok((
                 Revision(summary.revision),
@@ -167,6 +167,63 @@ pub(crate) async fn delete_branch(
                     "revision": outcome.revision,
                 })),
             ))
+        })
+        .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistoryQuery {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /repos/{repo}/branches/{branch}/history?after=REV&limit=N`: the branch's events
+/// (moves, deletion, imports that set it), oldest first, with their revisions; `next` is the
+/// revision to pass as `after` for the next page, `null` on the last one. A branch that never
+/// existed has an empty history (a deleted one keeps its own).
+pub(crate) async fn branch_history(
+    State(state): State<Directory>,
+    Path((repo, branch)): Path<(String, String)>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_names(&[&repo, &branch])?;
+    let bad = |message: String| ApiError::bad_request("bad_query", message);
+    let after = match query.after.as_deref() {
+        None => 0,
+        Some(text) => text
+            .parse::<u64>()
+            .map_err(|_| bad("after must be a revision number".into()))?,
+    };
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| bad(format!("limit must be 1 to {MAX_LIMIT}")))?,
+    };
+    state
+        .blocking(move |d| {
+            let page = d
+                .commits
+                .branch_history(repo_id(&repo), &branch, after, limit)
+                .map_err(commit_error)?;
+            let next = page.last().map(|e| e.0).filter(|_| page.len() == limit);
+            let mut history = Vec::with_capacity(page.len());
+            for (revision, event) in page {
+                let mut value = serde_json::to_value(&event).map_err(ApiError::internal)?;
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("revision".into(), json!(revision));
+                }
+                history.push(value);
+            }
+            Ok(axum::Json(json!({
+                "repo": repo,
+                "branch": branch,
+                "history": history,
+                "next": next,
+            })))
         })
         .await
 }
