@@ -179,6 +179,6 @@ fn every_injected_fault_keeps_acknowledged_pushes_and_nothing_else() {
         commit_step,
         commit_fingerprint,
     );
-    eprintln!("graphdb commits: {injected} faults injected");
+    eprintln!("commitgraph: {injected} faults injected");
     assert!(injected >= 2 * COMMIT_STEPS as u64);
 }
