@@ -1230,3 +1230,76 @@ fn crash_recovery_after_sigkill() {
         )
         .unwrap();
 }
+
+/// A push whose engine write fails after the index was applied (with its merged-status
+/// changes computed, so walks ran over the new commits and filled checkpoints and reach
+/// vectors) rolls the index back: every answer is the model's without the push, the same push
+/// then succeeds, and a reopen agrees.
+fn rollback_case(case: DagCase) {
+    let parents = case.parents();
+    let n = parents.len();
+    let commits: Vec<NewCommit> = parents
+        .iter()
+        .enumerate()
+        .map(|(k, ps)| commit(k as u32, ps))
+        .collect();
+    let cut = case.splits.first().map_or(n / 2, |s| s.index(n + 1));
+    let shared = MemEngine::new(STANDALONE_KEYSPACES);
+    let failing = Arc::new(FailingEngine {
+        inner: shared.reopen(STANDALONE_KEYSPACES),
+        fail: std::sync::atomic::AtomicBool::new(false),
+    });
+    let graphs = crate::open_graphs(failing.clone(), case.checkpoint_every);
+    let repo = RepoId(11);
+    let mut branches: BTreeMap<String, u32> = BTreeMap::new();
+    let mut first = Vec::new();
+    if cut > 0 {
+        branches.insert("main".into(), cut as u32 - 1);
+        first.push(BranchUpdate::set("main", id(cut as u32 - 1)));
+    }
+    graphs.push(repo, &commits[..cut], &first, BY).unwrap();
+    // Warm the caches on the old tips.
+    for name in branches.keys() {
+        graphs.merged_into(repo, name).unwrap();
+    }
+    let mut after = branches.clone();
+    let updates: Vec<BranchUpdate> = case
+        .moves
+        .iter()
+        .map(|(branch, target)| {
+            let tip = target.index(n) as u32;
+            after.insert(format!("br{branch}"), tip);
+            BranchUpdate::set(format!("br{branch}"), id(tip))
+        })
+        .collect();
+    failing
+        .fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = graphs
+        .push(repo, &commits[cut..], &updates, BY)
+        .unwrap_err();
+    assert!(matches!(err, CommitError::Engine(_)), "{err}");
+    failing
+        .fail
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    check_all(&graphs, repo, &parents[..cut], &branches);
+    for k in cut..n {
+        assert!(!graphs.contains(repo, &id(k as u32)).unwrap());
+    }
+    assert_eq!(graphs.stats(repo).unwrap().commits, cut);
+    graphs.push(repo, &commits[cut..], &updates, BY).unwrap();
+    check_all(&graphs, repo, &parents, &after);
+    let reopened = crate::open_graphs(
+        Arc::new(shared.reopen(STANDALONE_KEYSPACES)),
+        case.checkpoint_every,
+    );
+    check_all(&reopened, repo, &parents, &after);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn a_failed_push_rolls_the_index_back(case in dag_case()) {
+        rollback_case(case);
+    }
+}
