@@ -9,9 +9,6 @@
 //! loads it instead of rebuilding it. Expired edges leave the index at the second they expire,
 //! as told by a [`Clock`]. [`Teams`] and [`PackageSets`] are the two typed façades.
 //!
-//! [`commits`] holds per-repository commit graphs and branches, answering ancestry and branch
-//! merged-status questions with its own labels (see `DESIGN.md`, "Commit graphs").
-//!
 //! Every call blocks (on a lock, on the CPU, or on the engine for writes): call it from
 //! `spawn_blocking` or a dedicated thread in async code. `graphdb/DESIGN.md` describes the
 //! layout, the index and its update rules.
@@ -43,7 +40,6 @@
 //! ```
 
 mod clock;
-pub mod commits;
 mod error;
 pub mod generate;
 mod graph;

@@ -3,7 +3,6 @@
 // Test code: a failed unwrap is a failed test, which is what it should be.
 #![allow(clippy::unwrap_used)]
 
-mod commits;
 mod concurrency;
 mod crash;
 mod faults;

@@ -87,19 +87,48 @@ impl GraphConfig {
     ///
     /// # Errors
     /// The engine's or the stores' error.
-    pub fn open(&self) -> anyhow::Result<(graphdb::GraphStore, graphdb::commits::CommitGraphs)> {
+    pub fn open(&self) -> anyhow::Result<(graphdb::GraphStore, commitgraph::CommitGraphs)> {
         let engine = engine::EngineConfig::new(self.backend, &self.data_dir).open(&keyspaces())?;
         let graph = graphdb::GraphStore::builder(Arc::clone(&engine))
             .clock(Arc::new(graphdb::SystemClock))
             .open()?;
-        let commits = graphdb::commits::CommitGraphs::open(engine)?;
+        let commits = open_commit_graphs(&graph, engine)?;
         Ok((graph, commits))
     }
 }
 
-/// The keyspaces of the directory's engine: the graph store's and the commit graphs'.
+/// The keyspace of the directory's change log.
+// merge: once the graph store owns the directory's change log (`GraphStore::change_log()`,
+// its keyspace in `graphdb::KEYSPACES`), this constant and its entry in `keyspaces()` go.
+pub const CHANGES_KEYSPACE: &str = "changes";
+
+/// The directory's commit graphs over `engine` (opened with [`keyspaces`]), writing their
+/// events into the directory's change log. Call it once per engine: a change log keeps its
+/// revision sequencer in memory.
+///
+/// # Errors
+/// The engine's error (a missing keyspace, a failed flush).
+pub fn open_commit_graphs(
+    graph: &graphdb::GraphStore,
+    engine: Arc<dyn engine::Engine>,
+) -> Result<commitgraph::CommitGraphs, commitgraph::CommitError> {
+    // merge: replace the next two statements by `let log = Arc::clone(graph.change_log());`
+    // once the graph store owns the log, so teams, package sets and repositories share it.
+    let _ = graph;
+    let log = engine::ChangeLog::open(
+        Arc::new(engine::GroupCommit::new(Arc::clone(&engine))),
+        engine.keyspace(CHANGES_KEYSPACE)?,
+    )?;
+    commitgraph::CommitGraphs::open(engine, log)
+}
+
+/// The keyspaces of the directory's engine: the graph store's, the commit graphs' and the
+/// change log's.
 pub fn keyspaces() -> Vec<&'static str> {
     let mut all = graphdb::KEYSPACES.to_vec();
-    all.extend_from_slice(graphdb::commits::KEYSPACES);
+    all.extend_from_slice(commitgraph::KEYSPACES);
+    if !all.contains(&CHANGES_KEYSPACE) {
+        all.push(CHANGES_KEYSPACE);
+    }
     all
 }
