@@ -13,3 +13,13 @@ check_ports_free() {
         fi
     done
 }
+
+# free_port: prints a port of 127.0.0.1 that nothing listens on now (for scripts that choose
+# their own port rather than a fixed one).
+free_port() {
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 20000))
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+    done
+}
