@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use engine::{Backend, Direction, Durability, Engine, Error, ScanRange, WriteBatch};
 
-use crate::backend_tests;
 use crate::harness::TestStore;
 
-backend_tests!(
+engine::backend_tests!(
     point_reads_and_writes,
     keyspaces_are_independent,
     unknown_keyspace_is_an_error,

@@ -13,6 +13,8 @@ pub struct TestStore {
     pub backend: Backend,
     dir: TempDir,
     memory: Option<MemEngine>,
+    #[cfg(feature = "postgres")]
+    postgres: Option<engine::testing::PgScratch>,
 }
 
 impl TestStore {
@@ -21,7 +23,15 @@ impl TestStore {
             backend,
             dir: tempfile::tempdir().expect("create a temporary directory"),
             memory: None,
+            #[cfg(feature = "postgres")]
+            postgres: None,
         }
+    }
+
+    /// The PostgreSQL schema of the store, once opened on PostgreSQL.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(&self) -> Option<&engine::testing::PgScratch> {
+        self.postgres.as_ref()
     }
 
     /// Opens the store (reopens it if it was opened before). The caller must have dropped the
@@ -32,28 +42,16 @@ impl TestStore {
                 let root = self.memory.get_or_insert_with(|| MemEngine::new(KEYSPACES));
                 Arc::new(root.reopen(KEYSPACES))
             }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => self
+                .postgres
+                .get_or_insert_with(engine::testing::PgScratch::new)
+                .config()
+                .open(KEYSPACES)
+                .unwrap_or_else(|e| panic!("open postgres: {e}")),
             backend => EngineConfig::new(backend, self.dir.path().join("db"))
                 .open(KEYSPACES)
                 .unwrap_or_else(|e| panic!("open {backend}: {e}")),
         }
     }
-}
-
-/// Stamps out one `#[test]` per compiled backend for each named generic test function, which
-/// takes a `Backend`.
-#[macro_export]
-macro_rules! backend_tests {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $( #[test] fn $name() { super::$name(engine::Backend::Memory) } )*
-        }
-        #[cfg(feature = "rocksdb")]
-        mod rocksdb {
-            $( #[test] fn $name() { super::$name(engine::Backend::Rocksdb) } )*
-        }
-        #[cfg(feature = "sled")]
-        mod sled {
-            $( #[test] fn $name() { super::$name(engine::Backend::Sled) } )*
-        }
-    };
 }

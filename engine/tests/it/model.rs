@@ -7,7 +7,6 @@ use std::sync::Arc;
 use engine::{Backend, Direction, Durability, Engine, MemEngine, ReadView, ScanRange, WriteBatch};
 use proptest::prelude::*;
 
-use crate::backend_tests;
 use crate::harness::{TestStore, KEYSPACES};
 
 #[derive(Clone, Debug)]
@@ -176,4 +175,4 @@ fn matches_the_model(backend: Backend) {
     });
 }
 
-backend_tests!(matches_the_model);
+engine::backend_tests!(matches_the_model);
