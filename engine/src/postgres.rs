@@ -20,10 +20,6 @@ use crate::{
     ReadView, Result, ScanRange, WriteBatch,
 };
 
-/// The version of the tables' layout this build writes. A database at a newer version is
-/// refused at open; an older one would be migrated here (there is none yet).
-pub const SCHEMA_VERSION: i64 = 1;
-
 /// Rows fetched per query of a scan: scans page through the range in key order.
 const SCAN_PAGE_ROWS: i64 = 256;
 
@@ -337,6 +333,10 @@ fn label(config: &postgres::Config, schema: &str) -> PathBuf {
 }
 
 impl PgEngine {
+    /// The version of the tables' layout this build writes. A database at a newer version is
+    /// refused at open; an older one would be migrated here (there is none yet).
+    pub const SCHEMA_VERSION: i64 = 1;
+
     /// Connects, creates the schema and the tables that are missing, and checks the schema
     /// version.
     ///
@@ -401,8 +401,9 @@ impl PgEngine {
                 "CREATE TABLE IF NOT EXISTS {meta} (name VARCHAR(64) PRIMARY KEY, value BIGINT NOT NULL)"
             ),
             format!(
-                "INSERT INTO {meta} (name, value) VALUES ('schema_version', {SCHEMA_VERSION}) \
-                 ON CONFLICT (name) DO NOTHING"
+                "INSERT INTO {meta} (name, value) VALUES ('schema_version', {}) \
+                 ON CONFLICT (name) DO NOTHING",
+                Self::SCHEMA_VERSION
             ),
             format!(
                 "CREATE TABLE IF NOT EXISTS {schema}.{BATCHES_TABLE} (token BYTEA PRIMARY KEY, \
@@ -443,13 +444,14 @@ impl PgEngine {
                 ))
             }
         };
-        if version > SCHEMA_VERSION {
+        if version > Self::SCHEMA_VERSION {
             return Err(Error::Config {
                 reason: format!(
                     "the PostgreSQL store {} is at schema version {version}, newer than this \
-                     build's {SCHEMA_VERSION}: run a newer build (or point postgres.schema \
+                     build's {}: run a newer build (or point postgres.schema \
                      elsewhere)",
-                    self.label.display()
+                    self.label.display(),
+                    Self::SCHEMA_VERSION
                 ),
             });
         }
@@ -986,10 +988,12 @@ impl Engine for PgEngine {
             };
             resolved.push((self.table(keyspace)?, op));
         }
-        self.verify_pending()?;
         let token: [u8; 16] = rand::random();
         let mut backoff = Backoff::new(self.retry);
         loop {
+            // After a lost connection (this attempt's or any other), the buffered batches
+            // still pending are looked for before anything more is committed.
+            self.verify_pending()?;
             // Synced commits flush the WAL up to themselves, so they cover every buffered
             // commit acknowledged before they started.
             let watermark = self.acknowledged.load(Ordering::SeqCst);

@@ -1,0 +1,403 @@
+//! PostgreSQL faults: backends killed with `pg_terminate_backend` between and during batches,
+//! a COMMIT whose answer never comes back (through a loopback proxy that drops the
+//! connection right before or right after forwarding it), buffered batches lost by the
+//! server, and a schema from a newer build. Each test skips itself (and says so) without
+//! `LPSTORE_TEST_POSTGRES`.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use engine::testing::{skip, PgScratch};
+use engine::{Backend, Durability, Engine, Error, PostgresConfig, ReadView, ScanRange, WriteBatch};
+
+use crate::harness::{TestStore, KEYSPACES};
+
+const KEYS_PER_BATCH: u32 = 8;
+
+/// A batch of `KEYS_PER_BATCH` keys in `alpha` and a count in `beta`.
+fn numbered_batch(engine: &dyn Engine, number: u32) -> WriteBatch {
+    let alpha = engine.keyspace("alpha").unwrap();
+    let beta = engine.keyspace("beta").unwrap();
+    let mut batch = WriteBatch::new();
+    for part in 0..KEYS_PER_BATCH {
+        let key = [number.to_be_bytes(), part.to_be_bytes()].concat();
+        batch.put(alpha, key, number.to_be_bytes());
+    }
+    batch.counter_add(beta, b"batches", 1);
+    batch
+}
+
+/// How many keys of batch `number` are present.
+fn keys_of(engine: &dyn Engine, number: u32) -> usize {
+    let alpha = engine.keyspace("alpha").unwrap();
+    engine
+        .scan(
+            alpha,
+            ScanRange::prefix(&number.to_be_bytes()),
+            engine::Direction::Forward,
+        )
+        .unwrap()
+        .count()
+}
+
+fn open(store: &mut TestStore) -> Arc<dyn Engine> {
+    store.open()
+}
+
+fn scratch(store: &TestStore) -> &PgScratch {
+    store.postgres().expect("opened on PostgreSQL")
+}
+
+#[test]
+fn killed_connections_are_replaced_between_batches() {
+    if skip(Backend::Postgres) {
+        return;
+    }
+    let mut store = TestStore::new(Backend::Postgres);
+    let engine = open(&mut store);
+    engine
+        .write(numbered_batch(&*engine, 0), Durability::Sync)
+        .unwrap();
+    assert!(scratch(&store).kill_connections() >= 1);
+    engine
+        .write(numbered_batch(&*engine, 1), Durability::Sync)
+        .unwrap();
+    scratch(&store).kill_connections();
+    assert_eq!(keys_of(&*engine, 1), KEYS_PER_BATCH as usize);
+    // A buffered batch, the connections killed, then a flush: the batch is found again on a
+    // new connection (the server did not lose it), and the engine carries on.
+    engine
+        .write(numbered_batch(&*engine, 2), Durability::Buffered)
+        .unwrap();
+    scratch(&store).kill_connections();
+    engine.flush().unwrap();
+    scratch(&store).kill_connections();
+    let snapshot = engine.snapshot().unwrap();
+    let beta = engine.keyspace("beta").unwrap();
+    assert_eq!(snapshot.counter(beta, b"batches").unwrap(), 3);
+    drop(snapshot);
+    engine
+        .write(numbered_batch(&*engine, 3), Durability::Sync)
+        .unwrap();
+    assert_eq!(engine.counter(beta, b"batches").unwrap(), 4);
+}
+
+#[test]
+fn killing_connections_during_batches_never_half_applies_one() {
+    if skip(Backend::Postgres) {
+        return;
+    }
+    let mut store = TestStore::new(Backend::Postgres);
+    let engine = open(&mut store);
+    let stop = AtomicBool::new(false);
+    const WRITERS: u32 = 3;
+    let mut outcomes: Vec<(u32, bool)> = Vec::new();
+    let mut kills = 0;
+    thread::scope(|scope| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|writer| {
+                let engine = Arc::clone(&engine);
+                let stop = &stop;
+                scope.spawn(move || {
+                    let mut outcomes = Vec::new();
+                    let mut number = writer;
+                    while !stop.load(Ordering::Relaxed) {
+                        let durability = if number % 2 == 0 {
+                            Durability::Sync
+                        } else {
+                            Durability::Buffered
+                        };
+                        let result = engine.write(numbered_batch(&*engine, number), durability);
+                        if let Err(error) = &result {
+                            // Refused after resolution, or the retries ran out: never an
+                            // unresolved outcome, never a poisoned engine.
+                            let text = error.to_string();
+                            assert!(
+                                !text.contains("may or may not") && !text.contains("refuses"),
+                                "{text}"
+                            );
+                        }
+                        outcomes.push((number, result.is_ok()));
+                        number += WRITERS;
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(3) {
+            kills += scratch(&store).kill_connections();
+            thread::sleep(Duration::from_millis(7));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for writer in writers {
+            outcomes.extend(writer.join().unwrap());
+        }
+    });
+    eprintln!(
+        "{} batches, {} acknowledged, {kills} backends killed",
+        outcomes.len(),
+        outcomes.iter().filter(|(_, ok)| *ok).count()
+    );
+    assert!(kills > 10, "only {kills} backends were killed");
+    let acknowledged = outcomes.iter().filter(|(_, ok)| *ok).count();
+    assert!(acknowledged > 10, "only {acknowledged} batches got through");
+    let mut present = 0;
+    for (number, ok) in &outcomes {
+        let keys = keys_of(&*engine, *number);
+        if *ok {
+            assert_eq!(keys, KEYS_PER_BATCH as usize, "acknowledged batch {number}");
+            present += 1;
+        } else {
+            assert_eq!(keys, 0, "refused batch {number} is there in part or whole");
+        }
+    }
+    let beta = engine.keyspace("beta").unwrap();
+    assert_eq!(engine.counter(beta, b"batches").unwrap(), present);
+    engine.flush().unwrap();
+}
+
+/// What the proxy does to the next `COMMIT` a client sends.
+const PASS: u8 = 0;
+const DROP_BEFORE_COMMIT: u8 = 1;
+const DROP_AFTER_COMMIT: u8 = 2;
+
+/// A loopback TCP proxy in front of the test server that can cut a connection at its next
+/// `COMMIT` (a simple-query message, as the engine sends it): before forwarding it (the
+/// server never commits) or right after (the server commits, its answer is lost).
+struct Proxy {
+    port: u16,
+    mode: Arc<AtomicU8>,
+}
+
+/// The simple-query message `COMMIT`: 'Q', the length (4 + 7), the text and its NUL.
+const COMMIT_MESSAGE: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
+
+impl Proxy {
+    fn start(upstream: (String, u16)) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mode = Arc::new(AtomicU8::new(PASS));
+        let shared = Arc::clone(&mode);
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect((upstream.0.as_str(), upstream.1)) else {
+                    continue;
+                };
+                let mode = Arc::clone(&shared);
+                let (client2, server2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                thread::spawn(move || to_server(client, server, &mode));
+                thread::spawn(move || to_client(server2, client2));
+            }
+        });
+        Proxy { port, mode }
+    }
+
+    /// Cuts the next connection that sends `COMMIT`, as `mode` says.
+    fn arm(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+    }
+}
+
+fn to_server(mut client: TcpStream, mut server: TcpStream, mode: &AtomicU8) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = match client.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = &buffer[..n];
+        if chunk
+            .windows(COMMIT_MESSAGE.len())
+            .any(|w| w == COMMIT_MESSAGE)
+        {
+            match mode.swap(PASS, Ordering::SeqCst) {
+                DROP_BEFORE_COMMIT => break,
+                DROP_AFTER_COMMIT => {
+                    // The client loses the connection first, so no answer can reach it;
+                    // then the server gets the COMMIT and, a moment later, the end.
+                    let _ = client.shutdown(Shutdown::Both);
+                    let _ = server.write_all(chunk);
+                    thread::sleep(Duration::from_millis(200));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if server.write_all(chunk).is_err() {
+            break;
+        }
+    }
+    let _ = client.shutdown(Shutdown::Both);
+    let _ = server.shutdown(Shutdown::Both);
+}
+
+fn to_client(mut server: TcpStream, mut client: TcpStream) {
+    let _ = std::io::copy(&mut server, &mut client);
+    let _ = client.shutdown(Shutdown::Both);
+    let _ = server.shutdown(Shutdown::Both);
+}
+
+/// The test server's connection string with host and port replaced by the proxy's.
+fn through(url: &str, port: u16) -> String {
+    url.split_whitespace()
+        .filter(|pair| !pair.starts_with("host=") && !pair.starts_with("port="))
+        .chain(
+            ["host=127.0.0.1".to_string(), format!("port={port}")]
+                .iter()
+                .map(String::as_str),
+        )
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The test server's host and port, from a key-value connection string.
+fn upstream(url: &str) -> (String, u16) {
+    let value = |key: &str| {
+        url.split_whitespace()
+            .find_map(|pair| pair.strip_prefix(key))
+            .map(str::to_string)
+    };
+    (
+        value("host=").unwrap_or_else(|| "127.0.0.1".to_string()),
+        value("port=").map_or(5432, |p| p.parse().unwrap()),
+    )
+}
+
+#[test]
+fn a_commit_whose_answer_is_lost_is_resolved_on_a_new_connection() {
+    if skip(Backend::Postgres) {
+        return;
+    }
+    let scratch = PgScratch::new();
+    let url = std::env::var(engine::testing::POSTGRES_ENV).unwrap();
+    let proxy = Proxy::start(upstream(&url));
+    let settings = PostgresConfig::new(format!(
+        "{} application_name={}",
+        through(&url, proxy.port),
+        scratch.schema()
+    ))
+    .schema(scratch.schema());
+    let engine = engine::PgEngine::open(&settings, KEYSPACES).unwrap();
+    engine
+        .write(numbered_batch(&engine, 0), Durability::Sync)
+        .unwrap();
+
+    // The server committed, the answer was lost: the batch landed, and the writer is told so.
+    proxy.arm(DROP_AFTER_COMMIT);
+    engine
+        .write(numbered_batch(&engine, 1), Durability::Sync)
+        .unwrap();
+    assert_eq!(
+        proxy.mode.load(Ordering::SeqCst),
+        PASS,
+        "the proxy did not cut"
+    );
+    assert_eq!(keys_of(&engine, 1), KEYS_PER_BATCH as usize);
+
+    // The COMMIT never reached the server: the batch is refused, and cannot land later.
+    proxy.arm(DROP_BEFORE_COMMIT);
+    let error = engine
+        .write(numbered_batch(&engine, 2), Durability::Buffered)
+        .unwrap_err();
+    assert_eq!(
+        proxy.mode.load(Ordering::SeqCst),
+        PASS,
+        "the proxy did not cut"
+    );
+    assert!(
+        matches!(
+            error,
+            Error::Backend {
+                operation: "write",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("not to have landed"), "{error}");
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(keys_of(&engine, 2), 0);
+
+    // Neither poisons the engine: nothing acknowledged is in doubt.
+    engine
+        .write(numbered_batch(&engine, 3), Durability::Sync)
+        .unwrap();
+    let beta = engine.keyspace("beta").unwrap();
+    assert_eq!(engine.counter(beta, b"batches").unwrap(), 3);
+    engine.flush().unwrap();
+}
+
+#[test]
+fn buffered_batches_lost_by_the_server_poison_the_engine() {
+    if skip(Backend::Postgres) {
+        return;
+    }
+    let mut store = TestStore::new(Backend::Postgres);
+    let engine = open(&mut store);
+    engine
+        .write(numbered_batch(&*engine, 0), Durability::Sync)
+        .unwrap();
+    engine
+        .write(numbered_batch(&*engine, 1), Durability::Buffered)
+        .unwrap();
+    // What a server crash before the WAL flush would leave: the buffered batch's token gone
+    // (its rows with it, in a real crash), and every connection lost.
+    let schema = scratch(&store).schema().to_string();
+    scratch(&store).admin(&format!(
+        "DELETE FROM \"{schema}\".lpstore_batches WHERE fence = FALSE"
+    ));
+    scratch(&store).kill_connections();
+    let error = engine.flush().unwrap_err();
+    assert!(
+        error.to_string().contains("missing after a reconnection"),
+        "{error}"
+    );
+    assert!(matches!(
+        engine.write(numbered_batch(&*engine, 2), Durability::Sync),
+        Err(Error::Poisoned { .. })
+    ));
+    // Reads still work, and a reopened engine starts clean.
+    assert_eq!(keys_of(&*engine, 0), KEYS_PER_BATCH as usize);
+    drop(engine);
+    let engine = open(&mut store);
+    engine
+        .write(numbered_batch(&*engine, 2), Durability::Sync)
+        .unwrap();
+}
+
+#[test]
+fn a_schema_of_a_newer_build_is_refused() {
+    if skip(Backend::Postgres) {
+        return;
+    }
+    let mut store = TestStore::new(Backend::Postgres);
+    drop(open(&mut store));
+    let schema = scratch(&store).schema().to_string();
+    scratch(&store).admin(&format!(
+        "UPDATE \"{schema}\".lpstore_meta SET value = {} WHERE name = 'schema_version'",
+        engine::PgEngine::SCHEMA_VERSION + 1
+    ));
+    let error = scratch(&store).config().open(KEYSPACES).unwrap_err();
+    assert!(matches!(error, Error::Config { .. }), "{error}");
+    assert!(
+        error.to_string().contains(&format!(
+            "schema version {}",
+            engine::PgEngine::SCHEMA_VERSION + 1
+        )),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_bad_connection_string_is_a_configuration_error() {
+    let error = engine::EngineConfig::postgres(PostgresConfig::new("host=127.0.0.1 port=notaport"))
+        .open(KEYSPACES)
+        .unwrap_err();
+    assert!(matches!(error, Error::Config { .. }), "{error}");
+}
