@@ -11,6 +11,10 @@
 //!
 //! // Or with a fixture built from the backend for each test:
 //! engine::backend_tests!(with crate::support::Fixture::new; joins, leaves);
+//!
+//! // From elsewhere than the functions' module (calls crate::suite::joins, ...), on some
+//! // backends only:
+//! engine::backend_tests!(backends [memory, rocksdb, sled]; in suite; joins, leaves);
 //! ```
 //!
 //! The macro writes a module per backend compiled into `engine` (`memory`, `rocksdb`, `sled`,
@@ -45,37 +49,89 @@ pub fn skip(backend: crate::Backend) -> bool {
 }
 
 /// Stamps out one `#[test]` per backend compiled into `engine` for each named generic test
-/// function, which takes a [`Backend`](crate::Backend) (or, in the `with` form, what the
-/// given function or closure makes of one). See the [module documentation](crate::testing).
+/// function. See the [module documentation](crate::testing) for the forms:
+///
+/// - `backend_tests!(a, b)` calls `super::a(backend)`;
+/// - `backend_tests!(with MAKE; a, b)` calls `super::a(MAKE(backend))`;
+/// - `backend_tests!(in MODULE; ...)` calls `crate::MODULE::a(...)` instead;
+/// - `backend_tests!(backends [memory, rocksdb, sled]; ...)` stamps out only those backends
+///   (of the ones compiled in), for a fixture that cannot open the others.
 #[macro_export]
 macro_rules! backend_tests {
-    (with $make:expr; $($name:ident),* $(,)?) => {
+    (backends [$($backend:ident),* $(,)?]; $($rest:tt)*) => {
+        $crate::backend_tests!(@parse [$($backend),*] $($rest)*);
+    };
+    (@parse $backends:tt in $module:ident; with $make:expr; $($name:ident),* $(,)?) => {
+        $crate::backend_tests!(@each $backends [in $module] ($make) [$($name),*]);
+    };
+    (@parse $backends:tt in $module:ident; $($name:ident),* $(,)?) => {
+        $crate::backend_tests!(@each $backends [in $module] (|b: $crate::Backend| b) [$($name),*]);
+    };
+    (@parse $backends:tt with $make:expr; $($name:ident),* $(,)?) => {
+        $crate::backend_tests!(@each $backends [super] ($make) [$($name),*]);
+    };
+    (@parse $backends:tt $($name:ident),* $(,)?) => {
+        $crate::backend_tests!(@each $backends [super] (|b: $crate::Backend| b) [$($name),*]);
+    };
+    (@each [$($backend:ident),*] $caller:tt $make:tt $names:tt) => {
+        $( $crate::backend_tests!(@one $backend $caller $make $names); )*
+    };
+    (@one memory $caller:tt ($make:expr) [$($name:ident),*]) => {
         mod memory {
-            $( #[test] fn $name() { super::$name(($make)($crate::Backend::Memory)) } )*
+            $( #[test] fn $name() {
+                ($crate::__test_fn!($caller $name))(($make)($crate::Backend::Memory))
+            } )*
         }
+    };
+    (@one rocksdb $caller:tt ($make:expr) [$($name:ident),*]) => {
         $crate::__if_rocksdb! {
             mod rocksdb {
-                $( #[test] fn $name() { super::$name(($make)($crate::Backend::Rocksdb)) } )*
+                $( #[test] fn $name() {
+                    ($crate::__test_fn!($caller $name))(($make)($crate::Backend::Rocksdb))
+                } )*
             }
         }
+    };
+    (@one sled $caller:tt ($make:expr) [$($name:ident),*]) => {
         $crate::__if_sled! {
             mod sled {
-                $( #[test] fn $name() { super::$name(($make)($crate::Backend::Sled)) } )*
+                $( #[test] fn $name() {
+                    ($crate::__test_fn!($caller $name))(($make)($crate::Backend::Sled))
+                } )*
             }
         }
+    };
+    (@one postgres $caller:tt ($make:expr) [$($name:ident),*]) => {
         $crate::__if_postgres! {
             mod postgres {
                 $( #[test] fn $name() {
                     if $crate::testing::skip($crate::Backend::Postgres) {
                         return;
                     }
-                    super::$name(($make)($crate::Backend::Postgres))
+                    ($crate::__test_fn!($caller $name))(($make)($crate::Backend::Postgres))
                 } )*
             }
         }
     };
-    ($($name:ident),* $(,)?) => {
-        $crate::backend_tests!(with |backend: $crate::Backend| backend; $($name),*);
+    (@parse $($rest:tt)*) => {
+        compile_error!("engine::backend_tests!: expected `[backends [..];] [in MODULE;] [with MAKE;] name, ...`");
+    };
+    ($($rest:tt)*) => {
+        $crate::backend_tests!(@parse [memory, rocksdb, sled, postgres] $($rest)*);
+    };
+}
+
+/// The generic test function a stamped-out test calls.
+#[doc(hidden)]
+#[macro_export]
+// `crate::MODULE` is the calling crate's module on purpose.
+#[allow(clippy::crate_in_macro_def)]
+macro_rules! __test_fn {
+    ([super] $name:ident) => {
+        super::$name
+    };
+    ([in $module:ident] $name:ident) => {
+        crate::$module::$name
     };
 }
 
@@ -124,6 +180,83 @@ macro_rules! __if_postgres {
 
 #[cfg(feature = "postgres")]
 pub use pg::PgScratch;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::{Backend, Engine, EngineConfig, MemEngine};
+
+/// A store of any backend for a test, that can be closed and reopened at the same place: a
+/// temporary directory (RocksDB, sled), a kept map (memory), a schema of its own
+/// (PostgreSQL, see [`PgScratch`](crate::testing)). Everything goes when it is dropped.
+#[derive(Debug)]
+pub struct TestStore {
+    backend: Backend,
+    keyspaces: Vec<String>,
+    dir: tempfile::TempDir,
+    memory: MemEngine,
+    #[cfg(feature = "postgres")]
+    postgres: Option<PgScratch>,
+}
+
+impl TestStore {
+    /// A new, empty store of `backend` with these keyspaces.
+    ///
+    /// # Panics
+    /// When no temporary directory can be made, or for PostgreSQL when
+    /// [`POSTGRES_ENV`] is unset (check [`skip`] first).
+    pub fn new(backend: Backend, keyspaces: &[&str]) -> Self {
+        TestStore {
+            backend,
+            keyspaces: keyspaces.iter().map(|s| s.to_string()).collect(),
+            dir: tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}")),
+            memory: MemEngine::new(keyspaces),
+            #[cfg(feature = "postgres")]
+            postgres: (backend == Backend::Postgres).then(PgScratch::new),
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The temporary directory, for a test's other files (the store is in `db/` under it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// How to open the store, for backends opened from a configuration (not memory).
+    pub fn config(&self) -> EngineConfig {
+        #[cfg(feature = "postgres")]
+        if let Some(scratch) = &self.postgres {
+            return scratch.config();
+        }
+        EngineConfig::new(self.backend, self.dir.path().join("db"))
+    }
+
+    /// The PostgreSQL schema of the store, on PostgreSQL.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(&self) -> Option<&PgScratch> {
+        self.postgres.as_ref()
+    }
+
+    /// Opens the store, or reopens it with everything durable kept. Drop the previous engine
+    /// first: RocksDB and sled lock their directory.
+    ///
+    /// # Panics
+    /// When the store cannot be opened: a failed test.
+    pub fn open(&self) -> Arc<dyn Engine> {
+        let keyspaces: Vec<&str> = self.keyspaces.iter().map(String::as_str).collect();
+        match self.backend {
+            Backend::Memory => Arc::new(self.memory.reopen(&keyspaces)),
+            backend => self
+                .config()
+                .open(&keyspaces)
+                .unwrap_or_else(|e| panic!("open {backend}: {e}")),
+        }
+    }
+}
 
 #[cfg(feature = "postgres")]
 mod pg {

@@ -113,7 +113,7 @@ fn assert_same_contents(engine: &dyn Engine, model: &MemEngine) {
 }
 
 fn run(backend: Backend, ops: &[Op]) {
-    let mut store = TestStore::new(backend);
+    let store = TestStore::new(backend, KEYSPACES);
     let mut engine: Arc<dyn Engine> = store.open();
     let model = MemEngine::new(KEYSPACES);
     for op in ops {

@@ -44,10 +44,6 @@ fn keys_of(engine: &dyn Engine, number: u32) -> usize {
         .count()
 }
 
-fn open(store: &mut TestStore) -> Arc<dyn Engine> {
-    store.open()
-}
-
 fn scratch(store: &TestStore) -> &PgScratch {
     store.postgres().expect("opened on PostgreSQL")
 }
@@ -57,8 +53,8 @@ fn killed_connections_are_replaced_between_batches() {
     if skip(Backend::Postgres) {
         return;
     }
-    let mut store = TestStore::new(Backend::Postgres);
-    let engine = open(&mut store);
+    let store = TestStore::new(Backend::Postgres, KEYSPACES);
+    let engine = store.open();
     engine
         .write(numbered_batch(&*engine, 0), Durability::Sync)
         .unwrap();
@@ -91,8 +87,8 @@ fn killing_connections_during_batches_never_half_applies_one() {
     if skip(Backend::Postgres) {
         return;
     }
-    let mut store = TestStore::new(Backend::Postgres);
-    let engine = open(&mut store);
+    let store = TestStore::new(Backend::Postgres, KEYSPACES);
+    let engine = store.open();
     let stop = AtomicBool::new(false);
     const WRITERS: u32 = 3;
     let mut outcomes: Vec<(u32, bool)> = Vec::new();
@@ -338,8 +334,8 @@ fn buffered_batches_lost_by_the_server_poison_the_engine() {
     if skip(Backend::Postgres) {
         return;
     }
-    let mut store = TestStore::new(Backend::Postgres);
-    let engine = open(&mut store);
+    let store = TestStore::new(Backend::Postgres, KEYSPACES);
+    let engine = store.open();
     engine
         .write(numbered_batch(&*engine, 0), Durability::Sync)
         .unwrap();
@@ -365,7 +361,7 @@ fn buffered_batches_lost_by_the_server_poison_the_engine() {
     // Reads still work, and a reopened engine starts clean.
     assert_eq!(keys_of(&*engine, 0), KEYS_PER_BATCH as usize);
     drop(engine);
-    let engine = open(&mut store);
+    let engine = store.open();
     engine
         .write(numbered_batch(&*engine, 2), Durability::Sync)
         .unwrap();
@@ -376,8 +372,8 @@ fn a_schema_of_a_newer_build_is_refused() {
     if skip(Backend::Postgres) {
         return;
     }
-    let mut store = TestStore::new(Backend::Postgres);
-    drop(open(&mut store));
+    let store = TestStore::new(Backend::Postgres, KEYSPACES);
+    drop(store.open());
     let schema = scratch(&store).schema().to_string();
     scratch(&store).admin(&format!(
         "UPDATE \"{schema}\".lpstore_meta SET value = {} WHERE name = 'schema_version'",
