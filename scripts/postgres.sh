@@ -68,14 +68,8 @@ stop() {
 start() {
     install
     stop
-    local bin port
+    local bin port attempt
     bin=$(pg_bin)
-    if [ -n "${POSTGRES_PORT:-}" ]; then
-        port=$POSTGRES_PORT
-        check_ports_free POSTGRES_PORT "$port"
-    else
-        port=$(free_port)
-    fi
     mkdir -p "$data"
     if [ "$(id -u)" = 0 ]; then
         chmod 711 "$dir"
@@ -84,13 +78,27 @@ start() {
     chmod 700 "$data"
     "${as_owner[@]}" "$bin/initdb" -D "$data" -A trust -U lpstore -E UTF8 --locale=C --no-sync >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; return 1; }
-    # No Unix socket (nothing to clean up, nothing shared): TCP on loopback only.
-    "${as_owner[@]}" "$bin/pg_ctl" -D "$data" -w -t 60 -l "$data/server.log" -o "-p $port \
-        -c listen_addresses=127.0.0.1 -c unix_socket_directories= \
-        -c fsync=off -c full_page_writes=off -c synchronous_commit=on \
-        -c max_connections=300 -c shared_buffers=32MB -c max_wal_size=256MB \
-        -c log_min_messages=warning -c log_min_error_statement=panic" start >/dev/null \
-        || { cat "$data/server.log" >&2; return 1; }
+    # A port chosen here can be taken between the check and the server's bind: then another.
+    for attempt in 1 2 3 4 5; do
+        if [ -n "${POSTGRES_PORT:-}" ]; then
+            port=$POSTGRES_PORT
+            check_ports_free POSTGRES_PORT "$port"
+        else
+            port=$(free_port)
+        fi
+        # No Unix socket (nothing to clean up, nothing shared): TCP on loopback only.
+        if "${as_owner[@]}" "$bin/pg_ctl" -D "$data" -w -t 60 -l "$data/server.log" -o "-p $port \
+            -c listen_addresses=127.0.0.1 -c unix_socket_directories= \
+            -c fsync=off -c full_page_writes=off -c synchronous_commit=on \
+            -c max_connections=300 -c shared_buffers=32MB -c max_wal_size=256MB \
+            -c log_min_messages=warning -c log_min_error_statement=panic" start >/dev/null; then
+            break
+        fi
+        if [ -n "${POSTGRES_PORT:-}" ] || [ "$attempt" = 5 ]; then
+            cat "$data/server.log" >&2
+            return 1
+        fi
+    done
     head -n 1 "$data/postmaster.pid" >"$dir/pid"
     for _ in $(seq 1 100); do
         if "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" -d postgres -U lpstore; then

@@ -98,17 +98,29 @@ impl Conn {
 }
 
 /// Whether an error means the connection (or the server behind it) is gone or unusable for
-/// writes, so that the operation may be retried on a new connection.
+/// writes, so that the operation may be retried on a new connection: an I/O error, a closed
+/// connection, a timeout or a garbled exchange on our side; on the server's, the connection
+/// exception class, a shutdown or a terminated backend (`pg_terminate_backend`), or a
+/// read-only server (a standby, during a failover). Not: bad parameters, bad rows, bad
+/// configuration, authentication.
 fn is_connection_error(error: &postgres::Error) -> bool {
-    match error.code() {
-        None => true,
-        Some(code) => {
-            code.code().starts_with("08")
-                || *code == SqlState::ADMIN_SHUTDOWN
-                || *code == SqlState::CRASH_SHUTDOWN
-                || *code == SqlState::CANNOT_CONNECT_NOW
-                || *code == SqlState::READ_ONLY_SQL_TRANSACTION
-                || *code == SqlState::IDLE_SESSION_TIMEOUT
+    if let Some(code) = error.code() {
+        return code.code().starts_with("08")
+            || *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CRASH_SHUTDOWN
+            || *code == SqlState::CANNOT_CONNECT_NOW
+            || *code == SqlState::READ_ONLY_SQL_TRANSACTION
+            || *code == SqlState::IDLE_SESSION_TIMEOUT;
+    }
+    if error.is_closed() {
+        return true;
+    }
+    match std::error::Error::source(error) {
+        Some(source) => source.is::<std::io::Error>(),
+        // The client's own timeout, or a message it did not expect (the exchange is lost).
+        None => {
+            let text = error.to_string();
+            text.starts_with("timeout") || text.starts_with("unexpected message")
         }
     }
 }

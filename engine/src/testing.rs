@@ -285,6 +285,12 @@ mod pg {
         pub fn new() -> Self {
             let url = std::env::var(super::POSTGRES_ENV)
                 .unwrap_or_else(|_| panic!("{} is unset", super::POSTGRES_ENV));
+            Self::on(url)
+        }
+
+        /// A fresh schema name on the server of `url`, a libpq connection string.
+        pub fn on(url: impl Into<String>) -> Self {
+            let url = url.into();
             let schema = format!(
                 "t{}_{}_{:08x}",
                 std::process::id(),

@@ -397,3 +397,141 @@ fn a_bad_connection_string_is_a_configuration_error() {
         .unwrap_err();
     assert!(matches!(error, Error::Config { .. }), "{error}");
 }
+
+#[test]
+fn an_unreachable_server_fails_the_open_after_retry_ms() {
+    // Port 1 on loopback: nothing listens there.
+    let mut settings = PostgresConfig::new("host=127.0.0.1 port=1 user=lpstore dbname=postgres");
+    settings.retry_ms = 300;
+    let started = Instant::now();
+    let error = engine::PgEngine::open(&settings, KEYSPACES).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Backend {
+                operation: "open",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("gave up after"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A PostgreSQL of this test's own (scripts/postgres.sh in a temporary directory), to crash.
+struct PrivateServer {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+const POSTGRES_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/postgres.sh");
+
+impl PrivateServer {
+    fn start() -> PrivateServer {
+        let dir = tempfile::tempdir().unwrap();
+        let output = std::process::Command::new("bash")
+            .arg(POSTGRES_SCRIPT)
+            .arg("start")
+            .arg(dir.path())
+            .env_remove("POSTGRES_PORT")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "scripts/postgres.sh start: {}\n{}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let env = std::fs::read_to_string(dir.path().join("env")).unwrap();
+        let url = env
+            .lines()
+            .find_map(|line| line.strip_prefix("export LPSTORE_TEST_POSTGRES='"))
+            .and_then(|rest| rest.strip_suffix('\''))
+            .unwrap()
+            .to_string();
+        PrivateServer { dir, url }
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(POSTGRES_SCRIPT)
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// The server crashes (a backend killed with SIGKILL makes PostgreSQL reset shared memory and
+/// replay its WAL, as after a power cut of the server, less the disk's own cache): synced
+/// batches survive, a buffered one not yet written out is lost whole, and the engine notices
+/// at reconnection and poisons itself rather than flush over the hole.
+#[test]
+fn a_server_crash_keeps_synced_batches_and_the_engine_notices_lost_buffered_ones() {
+    if skip(Backend::Postgres) {
+        return;
+    }
+    let server = PrivateServer::start();
+    let scratch = PgScratch::on(&server.url);
+    // The WAL writer then leaves buffered commits in shared memory for 10 s.
+    scratch.admin("ALTER SYSTEM SET wal_writer_delay = '10s'");
+    scratch.admin("SELECT pg_reload_conf()");
+    let engine = scratch.config().open(KEYSPACES).unwrap();
+    engine
+        .write(numbered_batch(&*engine, 0), Durability::Sync)
+        .unwrap();
+    engine
+        .write(numbered_batch(&*engine, 1), Durability::Buffered)
+        .unwrap();
+    let pids = scratch.admin(&format!(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = '{}'",
+        scratch.schema()
+    ));
+    let pid = pids[0][0].clone().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The flush reconnects once the server has recovered, and looks for the buffered batch.
+    let flushed = engine.flush();
+    let beta = engine.keyspace("beta").unwrap();
+    assert_eq!(
+        keys_of(&*engine, 0),
+        KEYS_PER_BATCH as usize,
+        "a synced batch was lost"
+    );
+    match flushed {
+        Err(error) => {
+            assert!(
+                error.to_string().contains("missing after a reconnection"),
+                "{error}"
+            );
+            assert_eq!(keys_of(&*engine, 1), 0, "a buffered batch is there in part");
+            assert_eq!(engine.counter(beta, b"batches").unwrap(), 1);
+            assert!(matches!(
+                engine.write(numbered_batch(&*engine, 2), Durability::Sync),
+                Err(Error::Poisoned { .. })
+            ));
+            eprintln!("the server crash lost the buffered batch; the engine is poisoned");
+        }
+        Ok(()) => {
+            // The WAL holding it was written out before the crash after all.
+            assert_eq!(keys_of(&*engine, 1), KEYS_PER_BATCH as usize);
+            assert_eq!(engine.counter(beta, b"batches").unwrap(), 2);
+            eprintln!("the buffered batch survived the server crash");
+        }
+    }
+    // A new engine (a restarted service) carries on from what the server kept.
+    drop(engine);
+    let engine = scratch.config().open(KEYSPACES).unwrap();
+    engine
+        .write(numbered_batch(&*engine, 3), Durability::Sync)
+        .unwrap();
+    drop(engine);
+    drop(scratch);
+    drop(server);
+}
