@@ -125,6 +125,20 @@ fn is_connection_error(error: &postgres::Error) -> bool {
     }
 }
 
+/// Whether creating the tables failed because another process created the same objects at
+/// the same moment.
+fn is_catalog_race(source: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    let Some(error) = source.downcast_ref::<postgres::Error>() else {
+        return false;
+    };
+    matches!(
+        error.code(),
+        Some(code) if *code == SqlState::UNIQUE_VIOLATION
+            || *code == SqlState::DUPLICATE_TABLE
+            || *code == SqlState::DUPLICATE_SCHEMA
+    )
+}
+
 /// Whether PostgreSQL rolled the transaction back for a conflict with another one, so that
 /// running it again is right.
 fn is_conflict(error: &postgres::Error) -> bool {
@@ -404,57 +418,27 @@ impl PgEngine {
         Ok(engine)
     }
 
+    /// Creates what is missing and reads the schema version. Existing objects are found in
+    /// `information_schema` first, so that a role without CREATE privileges can open a store
+    /// that its administrator created; two processes creating the same objects at once
+    /// collide in PostgreSQL's catalog, and the loser looks again.
     fn create_tables(&self) -> Result<()> {
-        let schema = quote(&self.schema);
-        let meta = format!("{schema}.{META_TABLE}");
-        let mut ddl = vec![
-            format!("CREATE SCHEMA IF NOT EXISTS {schema}"),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {meta} (name VARCHAR(64) PRIMARY KEY, value BIGINT NOT NULL)"
-            ),
-            format!(
-                "INSERT INTO {meta} (name, value) VALUES ('schema_version', {}) \
-                 ON CONFLICT (name) DO NOTHING",
-                Self::SCHEMA_VERSION
-            ),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {schema}.{BATCHES_TABLE} (token BYTEA PRIMARY KEY, \
-                 fence BOOLEAN NOT NULL, \
-                 written_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP)"
-            ),
-        ];
-        for name in &self.names {
-            ddl.push(format!(
-                "CREATE TABLE IF NOT EXISTS {schema}.{} (k BYTEA PRIMARY KEY, v BYTEA NOT NULL)",
-                quote(&format!("kv_{name}"))
-            ));
-        }
-        let version_sql = format!("SELECT value FROM {meta} WHERE name = 'schema_version'");
-        let version = self.with_retry("open", |conn| {
-            // Two processes creating the same tables at once can collide in PostgreSQL's
-            // catalog (a unique violation): that is a conflict, retried.
-            conn.client.batch_execute("BEGIN")?;
-            let result = (|| {
-                for statement in &ddl {
-                    conn.client.batch_execute(statement)?;
+        let mut attempts = 0;
+        let version = loop {
+            match self.with_retry("open", |conn| self.create_tables_on(conn)) {
+                Err(Error::Backend { ref source, .. })
+                    if attempts < 5 && is_catalog_race(source.as_ref()) =>
+                {
+                    attempts += 1;
                 }
-                let rows = conn.query(&version_sql, &[])?;
-                conn.client.batch_execute("COMMIT")?;
-                Ok(rows)
-            })();
-            if result.is_err() {
-                let _ = conn.client.batch_execute("ROLLBACK");
+                other => break other?,
             }
-            result
-        })?;
-        let version: i64 = match version.first() {
-            Some(row) => row.try_get(0).map_err(|e| self.error("open", e))?,
-            None => {
-                return Err(self.error(
-                    "open",
-                    PgFailure::BadRow("no schema_version row in lpstore_meta".into()),
-                ))
-            }
+        };
+        let Some(version) = version else {
+            return Err(self.error(
+                "open",
+                PgFailure::BadRow("no schema_version row in lpstore_meta".into()),
+            ));
         };
         if version > Self::SCHEMA_VERSION {
             return Err(Error::Config {
@@ -468,6 +452,85 @@ impl PgEngine {
             });
         }
         Ok(())
+    }
+
+    fn create_tables_on(&self, conn: &mut Conn) -> Result<Option<i64>, postgres::Error> {
+        conn.client.batch_execute("BEGIN")?;
+        let result = self.create_tables_in_transaction(conn);
+        match &result {
+            Ok(_) => conn.client.batch_execute("COMMIT")?,
+            Err(_) => {
+                let _ = conn.client.batch_execute("ROLLBACK");
+            }
+        }
+        result
+    }
+
+    fn create_tables_in_transaction(
+        &self,
+        conn: &mut Conn,
+    ) -> Result<Option<i64>, postgres::Error> {
+        let schema = quote(&self.schema);
+        let meta = format!("{schema}.{META_TABLE}");
+        let schema_exists = !conn
+            .query(
+                "SELECT 1 FROM information_schema.schemata \
+                 WHERE schema_name = CAST($1 AS VARCHAR(128))",
+                &[&self.schema],
+            )?
+            .is_empty();
+        if !schema_exists {
+            conn.client
+                .batch_execute(&format!("CREATE SCHEMA {schema}"))?;
+        }
+        let existing: Vec<String> = conn
+            .query(
+                "SELECT CAST(table_name AS VARCHAR(128)) FROM information_schema.tables \
+                 WHERE table_schema = CAST($1 AS VARCHAR(128))",
+                &[&self.schema],
+            )?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
+        let mut wanted = vec![
+            (
+                META_TABLE.to_string(),
+                "(name VARCHAR(64) PRIMARY KEY, value BIGINT NOT NULL)",
+            ),
+            (
+                BATCHES_TABLE.to_string(),
+                "(token BYTEA PRIMARY KEY, fence BOOLEAN NOT NULL, \
+                 written_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+            ),
+        ];
+        for name in &self.names {
+            wanted.push((
+                format!("kv_{name}"),
+                "(k BYTEA PRIMARY KEY, v BYTEA NOT NULL)",
+            ));
+        }
+        for (table, columns) in wanted {
+            if !existing.contains(&table) {
+                conn.client.batch_execute(&format!(
+                    "CREATE TABLE {schema}.{} {columns}",
+                    quote(&table)
+                ))?;
+            }
+        }
+        let version_sql = format!("SELECT value FROM {meta} WHERE name = 'schema_version'");
+        let mut rows = conn.query(&version_sql, &[])?;
+        if rows.is_empty() {
+            conn.execute(
+                &format!(
+                    "INSERT INTO {meta} (name, value) VALUES ('schema_version', {}) \
+                     ON CONFLICT (name) DO NOTHING",
+                    Self::SCHEMA_VERSION
+                ),
+                &[],
+            )?;
+            rows = conn.query(&version_sql, &[])?;
+        }
+        rows.first().map(|row| row.try_get(0)).transpose()
     }
 
     fn error(&self, operation: &'static str, source: impl Into<BoxError>) -> Error {
@@ -630,7 +693,7 @@ impl PgEngine {
         let mut pause = Duration::from_millis(5);
         let token_ref: &[u8] = token;
         loop {
-            let outcome = (|| -> Result<bool, postgres::Error> {
+            let outcome = (|| -> Result<Option<bool>, postgres::Error> {
                 let mut conn = self.connect()?;
                 // Wait for the original transaction, if it still runs, no longer than the
                 // whole resolution may take.
@@ -641,16 +704,18 @@ impl PgEngine {
                 conn.execute(&self.batches_sql.fence, &[&token_ref])?;
                 let rows = conn.query(&self.batches_sql.lookup, &[&token_ref])?;
                 conn.client.batch_execute("COMMIT")?;
-                let fence: bool = match rows.first() {
-                    Some(row) => row.try_get(0)?,
-                    // Impossible: the fence or the batch's token is there.
-                    None => true,
-                };
+                // The fence or the batch's token is there (if neither were, the next round
+                // would find out: never guess).
+                let fence: Option<bool> = rows.first().map(|row| row.try_get(0)).transpose()?;
                 self.checkin(conn);
-                Ok(!fence)
+                Ok(fence.map(|fence| !fence))
             })();
             match outcome {
-                Ok(landed) => return Ok(landed),
+                Ok(Some(landed)) => return Ok(landed),
+                Ok(None) if started.elapsed() >= self.retry => {
+                    return Err("the batch's token vanished".to_string())
+                }
+                Ok(None) => std::thread::sleep(pause),
                 Err(error) if started.elapsed() >= self.retry => return Err(error.to_string()),
                 Err(_) => {
                     std::thread::sleep(pause);

@@ -535,3 +535,59 @@ fn a_server_crash_keeps_synced_batches_and_the_engine_notices_lost_buffered_ones
     drop(scratch);
     drop(server);
 }
+
+#[test]
+fn concurrent_opens_of_a_new_store_agree() {
+    if skip(Backend::Postgres) {
+        return;
+    }
+    let scratch = PgScratch::new();
+    thread::scope(|scope| {
+        let openers: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| scratch.config().open(KEYSPACES).map(|_| ())))
+            .collect();
+        for opener in openers {
+            opener.join().unwrap().unwrap();
+        }
+    });
+    let engine = scratch.config().open(KEYSPACES).unwrap();
+    engine
+        .write(numbered_batch(&*engine, 0), Durability::Sync)
+        .unwrap();
+}
+
+/// A service may run with a role that can read and write the tables but not create them,
+/// once its administrator created them.
+#[test]
+fn a_role_without_create_privileges_opens_an_existing_store() {
+    if skip(Backend::Postgres) {
+        return;
+    }
+    let scratch = PgScratch::new();
+    drop(scratch.config().open(KEYSPACES).unwrap());
+    let role = format!("{}_dml", scratch.schema());
+    let schema = scratch.schema();
+    scratch.admin(&format!(
+        "CREATE ROLE {role} LOGIN; \
+         GRANT USAGE ON SCHEMA \"{schema}\" TO {role}; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{schema}\" TO {role}"
+    ));
+    let url = std::env::var(engine::testing::POSTGRES_ENV).unwrap();
+    let url = url
+        .split_whitespace()
+        .filter(|pair| !pair.starts_with("user="))
+        .chain([format!("user={role}").as_str()])
+        .collect::<Vec<_>>()
+        .join(" ");
+    let result = engine::PgEngine::open(&PostgresConfig::new(url).schema(schema), KEYSPACES)
+        .and_then(|engine| {
+            engine.write(numbered_batch(&engine, 0), Durability::Sync)?;
+            engine.flush()?;
+            Ok(keys_of(&engine, 0))
+        });
+    scratch.admin(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'; \
+         DROP OWNED BY {role}; DROP ROLE {role}"
+    ));
+    assert_eq!(result.unwrap(), KEYS_PER_BATCH as usize);
+}
