@@ -381,6 +381,22 @@ impl PgEngine {
         if config.get_application_name().is_none() {
             config.application_name("lpstore");
         }
+        // A server or network that goes silent must not hold a writer for hours (TCP's
+        // defaults): keepalives find an idle connection dead within about 25 s, and sent data
+        // left unacknowledged for 30 s (a COMMIT to a vanished server) ends the connection.
+        // Values set in the connection string are kept.
+        if config.get_keepalives() && config.get_keepalives_idle() == Duration::from_secs(7200) {
+            config.keepalives_idle(Duration::from_secs(10));
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(Duration::from_secs(5));
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(3);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(Duration::from_secs(30));
+        }
         let schema = settings.schema.clone();
         let mut tables = Vec::with_capacity(keyspaces.len());
         for name in keyspaces {
