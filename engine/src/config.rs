@@ -80,7 +80,8 @@ impl FromStr for Backend {
 pub struct EngineConfig {
     /// The backend. Default: RocksDB.
     pub backend: Backend,
-    /// The directory of the store (ignored by the memory backend).
+    /// The directory of the store (ignored by the memory and PostgreSQL backends).
+    #[serde(default)]
     pub path: PathBuf,
     /// RocksDB's block cache in bytes. Default: 256 MiB.
     #[serde(default = "default_block_cache_bytes")]
@@ -248,5 +249,29 @@ impl Poison {
         if slot.is_none() {
             *slot = Some(cause.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_is_named_and_needs_its_settings() {
+        assert_eq!("postgres".parse::<Backend>().unwrap(), Backend::Postgres);
+        assert_eq!(Backend::Postgres.to_string(), "postgres");
+        let error = EngineConfig::new(Backend::Postgres, "ignored")
+            .open(&["a"])
+            .unwrap_err();
+        let expected = if cfg!(feature = "postgres") {
+            "needs its settings"
+        } else {
+            "not compiled into this build"
+        };
+        assert!(error.to_string().contains(expected), "{error}");
+        assert_eq!(
+            Backend::compiled().contains(&Backend::Postgres),
+            cfg!(feature = "postgres")
+        );
     }
 }
