@@ -792,9 +792,14 @@ impl PgEngine {
         if self.written.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY != PRUNE_EVERY - 1 {
             return;
         }
-        // Housekeeping: a failure here loses nothing and is tried again later.
-        let sql = &self.batches_sql.prune;
-        let _ = self.with_retry("prune", |conn| conn.execute(sql, &[]));
+        // Housekeeping, tried once: a failure here loses nothing and is tried again later,
+        // and the write that triggered it is not held up by a server gone meanwhile.
+        if let Ok(mut conn) = self.checkout() {
+            match conn.execute(&self.batches_sql.prune, &[]) {
+                Ok(_) => self.checkin(conn),
+                Err(error) => self.release(conn, &error),
+            }
+        }
     }
 }
 
@@ -1167,6 +1172,18 @@ impl Engine for PgEngine {
     }
 
     fn flush(&self) -> Result<()> {
+        self.poison.check(Backend::Postgres, &self.label)?;
+        self.verify_pending()?;
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .batches
+            .len();
+        if pending == 0 {
+            // Every batch this engine acknowledged was synced, or covered by a synced commit.
+            return Ok(());
+        }
         // A synced commit of an (otherwise empty) batch: PostgreSQL flushes the WAL up to its
         // commit record, which covers every commit acknowledged before it.
         self.write(WriteBatch::new(), Durability::Sync)
