@@ -60,6 +60,8 @@ enum PgFailure {
     BufferedUnverifiable(Duration),
     #[error("unexpected row from PostgreSQL: {0}")]
     BadRow(String),
+    #[error("the snapshot's connection was lost; take a new snapshot")]
+    SnapshotLost,
 }
 
 /// One connection and the statements prepared on it.
@@ -1017,18 +1019,20 @@ impl Runner for PgSnapshot<'_> {
 
     fn run(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let conn = guard.as_mut().ok_or_else(|| {
-            self.engine.error(
-                "read",
-                PgFailure::BadRow("the snapshot's connection was lost".into()),
-            )
-        })?;
-        conn.query(sql, params).map_err(|error| {
-            if is_connection_error(&error) {
-                self.engine.suspect.store(true, Ordering::SeqCst);
+        let conn = guard
+            .as_mut()
+            .ok_or_else(|| self.engine.error("read", PgFailure::SnapshotLost))?;
+        match conn.query(sql, params) {
+            Ok(rows) => Ok(rows),
+            Err(error) => {
+                // A snapshot cannot move to another connection: its transaction is gone.
+                if is_connection_error(&error) {
+                    self.engine.suspect.store(true, Ordering::SeqCst);
+                    *guard = None;
+                }
+                Err(self.engine.error("read", error))
             }
-            self.engine.error("read", error)
-        })
+        }
     }
 }
 

@@ -75,6 +75,11 @@ fn killed_connections_are_replaced_between_batches() {
     let snapshot = engine.snapshot().unwrap();
     let beta = engine.keyspace("beta").unwrap();
     assert_eq!(snapshot.counter(beta, b"batches").unwrap(), 3);
+    // A snapshot whose connection dies fails its reads (it cannot move to another one).
+    scratch(&store).kill_connections();
+    assert!(snapshot.counter(beta, b"batches").is_err());
+    let error = snapshot.counter(beta, b"batches").unwrap_err();
+    assert!(error.to_string().contains("take a new snapshot"), "{error}");
     drop(snapshot);
     engine
         .write(numbered_batch(&*engine, 3), Durability::Sync)
