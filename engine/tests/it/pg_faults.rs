@@ -596,3 +596,40 @@ fn a_role_without_create_privileges_opens_an_existing_store() {
     ));
     assert_eq!(result.unwrap(), KEYS_PER_BATCH as usize);
 }
+
+/// Several hosts in the connection string, as for a primary and its standby: the first one
+/// is down, and the engine works on the next that accepts writes.
+#[test]
+fn a_multi_host_connection_string_finds_the_host_that_accepts_writes() {
+    if skip(Backend::Postgres) {
+        return;
+    }
+    let scratch = PgScratch::new();
+    let url = std::env::var(engine::testing::POSTGRES_ENV).unwrap();
+    let (host, port) = upstream(&url);
+    let multi = url
+        .split_whitespace()
+        .filter(|pair| !pair.starts_with("host=") && !pair.starts_with("port="))
+        .map(str::to_string)
+        .chain([
+            format!("host=127.0.0.1,{host}"),
+            format!("port=1,{port}"),
+            "target_session_attrs=read-write".to_string(),
+            format!("application_name={}", scratch.schema()),
+        ])
+        .collect::<Vec<_>>()
+        .join(" ");
+    let engine = engine::PgEngine::open(
+        &PostgresConfig::new(multi).schema(scratch.schema()),
+        KEYSPACES,
+    )
+    .unwrap();
+    engine
+        .write(numbered_batch(&engine, 0), Durability::Sync)
+        .unwrap();
+    scratch.kill_connections();
+    engine
+        .write(numbered_batch(&engine, 1), Durability::Sync)
+        .unwrap();
+    assert_eq!(keys_of(&engine, 1), KEYS_PER_BATCH as usize);
+}
