@@ -15,10 +15,10 @@ export ROCKSDB_LIB_DIR ?= /usr/lib/$(shell gcc -print-multiarch 2>/dev/null || e
 export CARGO_TERM_COLOR ?= never
 
 # Debian packages the build and the tests need: RocksDB and bindgen's libclang for the
-# `rocksdb` crate, git for the commit-graph agreement tests, curl for the HTTP tests,
-# postgresql for the engine's PostgreSQL backend (scripts/with-postgres.sh starts a cluster of
-# its own; the package's service is not used).
-DEBIAN_PACKAGES := librocksdb-dev clang libclang-dev git curl pkg-config postgresql
+# `rocksdb` crate, git for the commit-graph agreement tests, curl for the HTTP tests, haproxy
+# for the trusted-proxy tests, postgresql for the engine's PostgreSQL backend
+# (scripts/with-postgres.sh starts a cluster of its own; the package's service is not used).
+DEBIAN_PACKAGES := librocksdb-dev clang libclang-dev git curl pkg-config haproxy postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup run test bench build fuzz soak load capacity

@@ -23,6 +23,7 @@ use subtle::ConstantTimeEq;
 use super::config::ServerConfig;
 use super::error::ApiError;
 use super::feed::{parse_on_behalf_of, Actor, ON_BEHALF_OF};
+use super::proxy::{self, ProxiedPeer};
 
 /// A user name and its salted password hash, as written in the configuration.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,25 +78,47 @@ pub fn hash_password(password: &str) -> String {
     )
 }
 
+/// A configured credential that cannot be used; names the user and the part that is wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialError {
+    /// The stored hash is not `blake3:SALT_HEX:DIGEST_HEX`.
+    #[error("the hash of user {user:?} is not of the form blake3:SALT_HEX:DIGEST_HEX")]
+    Form {
+        /// The credential's user.
+        user: String,
+    },
+    /// The salt is not 16 bytes of hex.
+    #[error("the salt of user {user:?} is not 16 hex bytes")]
+    Salt {
+        /// The credential's user.
+        user: String,
+    },
+    /// The digest is not 32 bytes of hex.
+    #[error("the digest of user {user:?} is not 32 hex bytes")]
+    Digest {
+        /// The credential's user.
+        user: String,
+    },
+}
+
 impl Credential {
-    fn verifier(&self) -> Result<Verifier, String> {
+    fn verifier(&self) -> Result<Verifier, CredentialError> {
+        let user = || self.user.clone();
         let mut parts = self.hash.split(':');
         let (Some("blake3"), Some(salt), Some(hash), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(format!(
-                "the hash of user {:?} is not of the form blake3:SALT_HEX:DIGEST_HEX",
-                self.user
-            ));
+            return Err(CredentialError::Form { user: user() });
         };
         let salt = hex::decode(salt)
             .ok()
             .and_then(|s| <[u8; 16]>::try_from(s).ok())
-            .ok_or_else(|| format!("the salt of user {:?} is not 16 hex bytes", self.user))?;
+            .ok_or_else(|| CredentialError::Salt { user: user() })?;
         let digest = hex::decode(hash)
             .ok()
             .and_then(|s| <[u8; 32]>::try_from(s).ok())
-            .ok_or_else(|| format!("the digest of user {:?} is not 32 hex bytes", self.user))?;
+            .ok_or_else(|| CredentialError::Digest { user: user() })?;
         Ok(Verifier {
             user: self.user.as_bytes().to_vec(),
             salt,
@@ -112,6 +135,7 @@ pub struct AccessPolicy {
     require_credentials: bool,
     open_reads: bool,
     trusted_callers: Vec<Vec<u8>>,
+    trusted_proxies: Vec<IpNet>,
     realm: &'static str,
 }
 
@@ -120,8 +144,11 @@ impl AccessPolicy {
     /// for (the configuration only validates with a loopback address then).
     ///
     /// # Errors
-    /// A message naming the credential whose hash is malformed.
-    pub fn from_config(config: &ServerConfig, realm: &'static str) -> Result<Self, String> {
+    /// [`CredentialError`] naming the credential whose hash is malformed.
+    pub fn from_config(
+        config: &ServerConfig,
+        realm: &'static str,
+    ) -> Result<Self, CredentialError> {
         let verifiers = config
             .credentials
             .iter()
@@ -137,17 +164,31 @@ impl AccessPolicy {
                 .iter()
                 .map(|user| user.as_bytes().to_vec())
                 .collect(),
+            trusted_proxies: config.trusted_proxies.clone(),
             realm,
         })
     }
 
     /// Whether `ip` lies in an allowed network (an IPv4-mapped IPv6 address counts as IPv4).
     pub fn address_allowed(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
+        proxy::in_networks(&self.allowed, ip)
+    }
+
+    /// The client's address of a request: the peer of its connection, or, when that is a
+    /// trusted proxy, the client the proxy names ([`proxy::client_address`]). A request
+    /// without a peer (built in-process without `ConnectInfo`) comes from nowhere allowed.
+    ///
+    /// # Errors
+    /// 400 `bad_forwarded_for` for a malformed `X-Forwarded-For` from a trusted proxy.
+    pub fn client_ip(&self, request: &Request) -> Result<IpAddr, ApiError> {
+        let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
+            return Ok(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         };
-        self.allowed.iter().any(|net| net.contains(&ip))
+        let proxied = request
+            .extensions()
+            .get::<ProxiedPeer>()
+            .map(|ProxiedPeer(addr)| addr.ip());
+        proxy::client_address(&self.trusted_proxies, peer.ip(), proxied, request.headers())
     }
 
     /// Whether an `Authorization` header value carries valid credentials. Every configured
@@ -249,16 +290,6 @@ fn parse_basic(value: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     Some((decoded[..colon].to_vec(), decoded[colon + 1..].to_vec()))
 }
 
-/// The client's address of a request: the peer of its connection. A request without one
-/// (built in-process without `ConnectInfo`) is treated as coming from nowhere allowed.
-pub fn client_ip(request: &Request) -> IpAddr {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
-        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
-}
-
 /// Middleware for writer routes: [`AccessPolicy::check_writer`], then the request's
 /// [`Actor`] ([`AccessPolicy::actor`]) into its extensions for the handler.
 pub async fn require_writer(
@@ -270,7 +301,7 @@ pub async fn require_writer(
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    policy.check_writer(client_ip(&request), auth)?;
+    policy.check_writer(policy.client_ip(&request)?, auth)?;
     let actor = policy.actor(auth, request.headers().get(ON_BEHALF_OF))?;
     let mut request = request;
     request.extensions_mut().insert(actor);
@@ -283,7 +314,7 @@ pub async fn require_address(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if !policy.address_allowed(client_ip(&request)) {
+    if !policy.address_allowed(policy.client_ip(&request)?) {
         return Err(ApiError::forbidden_address());
     }
     Ok(next.run(request).await)
@@ -299,7 +330,7 @@ pub async fn require_reader(
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    policy.check_reader(client_ip(&request), auth)?;
+    policy.check_reader(policy.client_ip(&request)?, auth)?;
     Ok(next.run(request).await)
 }
 
