@@ -115,7 +115,7 @@ fn ingest(c: &mut Criterion) {
                     for chunk in buf.chunks(1 << 20) {
                         upload.write_all(chunk).unwrap();
                     }
-                    let file = upload.commit().unwrap();
+                    let file = upload.commit().unwrap().record;
                     total += start.elapsed();
                     store.delete_file(file.id).unwrap();
                     store.gc(100).unwrap();
@@ -202,6 +202,7 @@ fn inline_threshold(c: &mut Criterion) {
                     store
                         .upload_bytes(UploadRequest::new(bucket("t"), "f"), &data)
                         .unwrap()
+                        .record
                 })
             });
         }

@@ -23,7 +23,7 @@
 //! let mut upload = store.begin_upload(UploadRequest::new(bucket.clone(), "log.txt"))?;
 //! upload.write_all(b"hello, ").unwrap();
 //! upload.write_all(b"world").unwrap();
-//! let file = upload.commit()?;
+//! let file = upload.commit()?.record;
 //!
 //! let mut content = String::new();
 //! store.read(file.id, Access::Anonymous, None)?.read_to_string(&mut content).unwrap();
@@ -58,7 +58,7 @@ pub use records::{BlobInfo, ContentState, FileRecord};
 pub use store::{
     Access, BlobProblem, BucketStats, CheckReport, ContentReader, FileUpdate, GcReport,
     Inconsistency, Page, Store, StoreBuilder, StoreSummary, SweepReport, Upload, UploadRequest,
-    VerifyReport, Visibility, CHUNK_SIZE, DEFAULT_EXPIRY_GRACE, DEFAULT_GRACE,
+    Uploaded, VerifyReport, Visibility, CHUNK_SIZE, DEFAULT_EXPIRY_GRACE, DEFAULT_GRACE,
     DEFAULT_HOT_CACHE_BYTES, DEFAULT_INLINE_THRESHOLD,
 };
 pub use token::{Token, TokenError, TokenSigner, DEFAULT_TOKEN_LIFETIME};

@@ -115,7 +115,7 @@ fn main() -> Result<()> {
             let mut last = spooled.lock().expect("spooled");
             *last = last.max(start.elapsed().as_secs_f64());
         }
-        let record = upload.commit()?;
+        let record = upload.commit()?.record;
         ids.lock().expect("ids").push((name, record.id));
         Ok(())
     })?;

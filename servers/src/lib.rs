@@ -25,7 +25,8 @@
 //! let bucket = blobstore::BucketName::new("docs").unwrap();
 //! let file = store
 //!     .upload_bytes(blobstore::UploadRequest::new(bucket, "hello.txt"), b"hello")
-//!     .unwrap();
+//!     .unwrap()
+//!     .record;
 //! let request = Request::get(format!("/{}/hello.txt", file.id)).body(Body::empty()).unwrap();
 //! let response = app.oneshot(request).await.unwrap();
 //! assert_eq!(response.status(), StatusCode::OK);

@@ -36,7 +36,7 @@ pub use builder::StoreBuilder;
 pub use files::FileUpdate;
 pub use gc::{GcReport, SweepReport};
 pub use read::{Access, ContentReader, Visibility};
-pub use upload::{Upload, UploadRequest};
+pub use upload::{Upload, UploadRequest, Uploaded};
 
 /// The size of the chunks an upload is hashed and written in, and the largest inline
 /// threshold accepted.

@@ -10,7 +10,7 @@ use crate::backend::TempBlob;
 use crate::error::{Error, Result};
 use crate::hashing::{Digests, Hashing};
 use crate::keys;
-use crate::records::{BlobMeta, ContentState, FileRecord};
+use crate::records::{BlobInfo, BlobMeta, ContentState, FileRecord};
 use crate::types::{validate_filename, Blake3Hash, BucketName, FileId, Timestamp};
 use crate::writer::BackgroundWriter;
 
@@ -33,6 +33,10 @@ pub struct UploadRequest {
     pub expected_blake3: Option<Blake3Hash>,
     /// The SHA-256 the client announced: the upload fails if the content differs.
     pub expected_sha256: Option<[u8; 32]>,
+    /// The length the client announced (an HTTP `Content-Length`), if any: an upload that
+    /// would take the bucket past its quota is refused by [`Store::begin_upload`], before a
+    /// byte is read. The quota is checked again at commit against the real size.
+    pub declared_length: Option<u64>,
 }
 
 impl UploadRequest {
@@ -46,8 +50,19 @@ impl UploadRequest {
             restricted: false,
             expected_blake3: None,
             expected_sha256: None,
+            declared_length: None,
         }
     }
+}
+
+/// A committed upload: the file's record and what the store knows of its blob, so that a
+/// caller can describe the file without reading it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uploaded {
+    /// The new file.
+    pub record: FileRecord,
+    /// Its blob as the upload left it (`refcount` counts the new file).
+    pub blob: BlobInfo,
 }
 
 /// The bytes of an upload that reached commit.
@@ -152,13 +167,14 @@ impl Upload {
         Vec::with_capacity(CHUNK_SIZE)
     }
 
-    /// Finishes the upload: checks the announced digests, deduplicates, stores the blob and
-    /// the file record durably. When this returns `Ok` the upload survives a crash.
+    /// Finishes the upload: checks the announced digests and the quota, deduplicates, stores
+    /// the blob and the file record durably, and returns the record with its blob's
+    /// information. When this returns `Ok` the upload survives a crash.
     ///
     /// # Errors
     /// [`Error::DigestMismatch`], [`Error::QuotaExceeded`], [`Error::DiskFull`], [`Error::Io`],
     /// [`Error::Engine`]; in every case nothing of the upload is visible.
-    pub fn commit(mut self) -> Result<FileRecord> {
+    pub fn commit(mut self) -> Result<Uploaded> {
         if let Some(error) = self.failed.take() {
             return Err(error);
         }
@@ -225,11 +241,12 @@ impl Write for Upload {
 }
 
 impl Store {
-    /// Starts a streaming upload.
+    /// Starts a streaming upload. With a [`UploadRequest::declared_length`], an upload that
+    /// would exceed the bucket's quota is refused here, before any byte is sent.
     ///
     /// # Errors
-    /// [`Error::InvalidFilename`] (and an over-long content type as the same error), or
-    /// [`Error::Poisoned`].
+    /// [`Error::InvalidFilename`] (and an over-long content type as the same error),
+    /// [`Error::QuotaExceeded`], [`Error::Poisoned`], or the engine's error.
     pub fn begin_upload(&self, request: UploadRequest) -> Result<Upload> {
         validate_filename(&request.filename)?;
         if request.content_type.len() > 1024 || request.content_type.chars().any(char::is_control) {
@@ -239,6 +256,9 @@ impl Store {
             });
         }
         self.check_writable()?;
+        if let Some(length) = request.declared_length {
+            self.check_quota(&request.bucket, length)?;
+        }
         Ok(Upload {
             store: self.clone(),
             hashing: Hashing::new(self.inner.keep_sha1_md5),
@@ -256,7 +276,7 @@ impl Store {
     ///
     /// # Errors
     /// As for [`Store::begin_upload`] and [`Upload::commit`].
-    pub fn upload_bytes(&self, request: UploadRequest, bytes: &[u8]) -> Result<FileRecord> {
+    pub fn upload_bytes(&self, request: UploadRequest, bytes: &[u8]) -> Result<Uploaded> {
         let mut upload = self.begin_upload(request)?;
         if let Err(error) = upload.write_all(bytes) {
             // The typed cause (a full disk, say) was kept by the upload.
@@ -312,7 +332,7 @@ impl Store {
         size: u64,
         digests: Digests,
         content: Content,
-    ) -> Result<FileRecord> {
+    ) -> Result<Uploaded> {
         self.check_writable()?;
         let ks = self.inner.ks;
         let hash = digests.blake3;
@@ -375,6 +395,11 @@ impl Store {
         };
 
         let mut batch = WriteBatch::new();
+        // Counted under the blob lock, which every change of the count holds.
+        let earlier_refs = match &existing {
+            Some(meta) if meta.zero_since.is_none() => as_u64(self.counter(ks.refs, &hash.0)?),
+            _ => 0,
+        };
         let meta = match existing {
             None => {
                 let meta = BlobMeta {
@@ -448,6 +473,17 @@ impl Store {
         drop(pair_guard);
         drop(blob_guard);
         self.inner.committer.sync(written)?;
-        Ok(record)
+        let blob = BlobInfo {
+            hash,
+            size: meta.size,
+            sha256: meta.sha256,
+            sha1: meta.sha1,
+            md5: meta.md5,
+            created: meta.created,
+            inline: meta.inline,
+            refcount: earlier_refs + 1,
+            zero_ref_since: None,
+        };
+        Ok(Uploaded { record, blob })
     }
 }

@@ -66,7 +66,8 @@ fn crash_child() {
                     let b = bucket(&format!("crash{}", (t + i) % 3));
                     let file = store
                         .upload_bytes(UploadRequest::new(b, format!("f{t}-{i}")), &data)
-                        .expect("upload");
+                        .expect("upload")
+                        .record;
                     {
                         let mut out = stdout.lock().unwrap();
                         writeln!(out, "ACK {} {} {}", file.id, file.blake3, file.size).unwrap();

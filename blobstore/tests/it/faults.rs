@@ -131,7 +131,8 @@ pub fn disk_full_and_failed_fsync(backend: Backend) {
     let b = bucket("faults");
     let kept = store
         .upload_bytes(UploadRequest::new(b.clone(), "kept"), &content(1, 400_000))
-        .unwrap();
+        .unwrap()
+        .record;
 
     mode.store(DISK_FULL, Ordering::SeqCst);
     let result = store.upload_bytes(UploadRequest::new(b.clone(), "big"), &content(2, 900_000));

@@ -45,7 +45,7 @@ impl Fixture {
 fn upload(store: &Store, name: &str, content: &[u8], expires: Option<Timestamp>) -> FileId {
     let mut request = UploadRequest::new(BucketName::new("hot").unwrap(), name);
     request.expires = expires;
-    store.upload_bytes(request, content).unwrap().id
+    store.upload_bytes(request, content).unwrap().record.id
 }
 
 /// Reads `id` the way the librarian does: from the cache, else through `small_file`, and
@@ -146,7 +146,11 @@ fn restricted_files_need_their_token_even_from_memory() {
         let store = fixture.open();
         let mut request = UploadRequest::new(BucketName::new("hot").unwrap(), "secret");
         request.restricted = true;
-        let id = store.upload_bytes(request, b"classified").unwrap().id;
+        let id = store
+            .upload_bytes(request, b"classified")
+            .unwrap()
+            .record
+            .id;
         let token = store.issue_token(id, None).unwrap();
         let file = store.small_file(id).unwrap().unwrap();
         let cached = store

@@ -120,7 +120,8 @@ impl Model<'_> {
                 let file = subject
                     .store()
                     .upload_bytes(request.clone(), &model_content(self.sizes, c))
-                    .unwrap();
+                    .unwrap()
+                    .record;
                 self.files.insert(
                     file.id,
                     ModelFile {

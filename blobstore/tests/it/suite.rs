@@ -41,6 +41,7 @@ macro_rules! every_suite_function {
             quota_holds_under_concurrent_uploads,
             a_quota_binds_every_upload_after_it_is_set,
             expiry_can_be_moved_or_cleared,
+            an_over_quota_declared_length_is_refused_at_once,
         );
     };
 }
@@ -53,6 +54,7 @@ fn upload(store: &Store, bucket: &BucketName, name: &str, bytes: &[u8]) -> blobs
     store
         .upload_bytes(UploadRequest::new(bucket.clone(), name), bytes)
         .expect("upload")
+        .record
 }
 
 pub fn boundary_sizes(backend: Backend) {
@@ -77,7 +79,7 @@ pub fn boundary_sizes(backend: Backend) {
             step = step * 3 + 7;
         }
         assert_eq!(up.size(), size as u64);
-        let file = up.commit().unwrap();
+        let file = up.commit().unwrap().record;
         assert_eq!(file.size, size as u64);
         assert_eq!(file.blake3, Blake3Hash::of(&data));
         let info = store.blob_info(&file.blake3).unwrap().unwrap();
@@ -164,6 +166,47 @@ pub fn empty_file_exists_once(backend: Backend) {
     assert_eq!(f1.blake3, f2.blake3);
     assert_eq!(store.summary().unwrap().blobs, 1);
     assert!(read_all(&store, f1.id).is_empty());
+    assert_consistent(&store);
+}
+
+/// `begin_upload` refuses a declared length over the quota before any byte, and `commit`
+/// describes the blob exactly as `blob_info` would (so a caller need not read it again).
+pub fn an_over_quota_declared_length_is_refused_at_once(backend: Backend) {
+    let h = Harness::new(backend);
+    let store = h.open();
+    let b = bucket("declared");
+    store.set_quota(&b, Some(1_000)).unwrap();
+    let mut request = UploadRequest::new(b.clone(), "big");
+    request.declared_length = Some(1_001);
+    match store.begin_upload(request) {
+        Err(Error::QuotaExceeded {
+            quota, requested, ..
+        }) => assert_eq!((quota, requested), (1_000, 1_001)),
+        other => panic!("expected QuotaExceeded, got {other:?}"),
+    }
+    let mut request = UploadRequest::new(b.clone(), "fits");
+    request.declared_length = Some(600);
+    let mut upload = store.begin_upload(request).unwrap();
+    upload.write_all(&content(1, 600)).unwrap();
+    let first = upload.commit().unwrap();
+    let blob_info = store.blob_info(&first.record.blake3).unwrap();
+    assert_eq!(Some(&first.blob), blob_info.as_ref());
+    // A duplicate counts the earlier link, and a second declared 600 no longer fits.
+    let again = store
+        .upload_bytes(UploadRequest::new(bucket("other"), "dup"), &content(1, 600))
+        .unwrap();
+    assert_eq!(again.blob.refcount, 2);
+    assert_eq!(
+        Some(again.blob),
+        store.blob_info(&first.record.blake3).unwrap()
+    );
+    let mut request = UploadRequest::new(b.clone(), "second");
+    request.declared_length = Some(600);
+    assert!(matches!(
+        store.begin_upload(request),
+        Err(Error::QuotaExceeded { .. })
+    ));
+    assert_eq!(store.bucket_stats(&b).unwrap().files, 1);
     assert_consistent(&store);
 }
 
@@ -259,7 +302,7 @@ pub fn expiry_with_clock(backend: Backend) {
     let data = content(5, 40_000);
     let mut req = UploadRequest::new(b.clone(), "tmp.log");
     req.expires = Some(store.now().plus(HOUR));
-    let f = store.upload_bytes(req, &data).unwrap();
+    let f = store.upload_bytes(req, &data).unwrap().record;
     assert_eq!(read_all(&store, f.id), data);
     h.advance(2 * HOUR);
     assert!(matches!(
@@ -334,9 +377,12 @@ pub fn restricted_tokens(backend: Backend) {
     let b = bucket("private");
     let mut req = UploadRequest::new(b.clone(), "secret.txt");
     req.restricted = true;
-    let f = store.upload_bytes(req.clone(), b"top secret").unwrap();
+    let f = store
+        .upload_bytes(req.clone(), b"top secret")
+        .unwrap()
+        .record;
     req.filename = "other.txt".into();
-    let g = store.upload_bytes(req, b"also secret").unwrap();
+    let g = store.upload_bytes(req, b"also secret").unwrap().record;
     let public = upload(&store, &b, "public.txt", b"top secret");
     assert!(matches!(
         store.read(f.id, Access::Anonymous, None),
@@ -835,7 +881,7 @@ pub fn expiry_can_be_moved_or_cleared(backend: Backend) {
     let data = content(21, 40_000);
     let mut req = UploadRequest::new(b.clone(), "build.log");
     req.expires = Some(store.now().plus(HOUR));
-    let f = store.upload_bytes(req, &data).unwrap();
+    let f = store.upload_bytes(req, &data).unwrap().record;
 
     // Cleared: the file outlives its first expiry and the grace.
     let cleared = store.set_expiry(f.id, None).unwrap();

@@ -175,7 +175,8 @@ fn stopping_the_proxy_mid_transfer_loses_no_acknowledged_upload() {
                 UploadRequest::new(bucket("fault"), format!("pre{i}")),
                 &bytes,
             )
-            .unwrap();
+            .unwrap()
+            .record;
         acked.lock().unwrap().push((file.id, file.blake3));
     }
     let hot: Vec<_> = acked.lock().unwrap()[..2].to_vec();
@@ -199,7 +200,7 @@ fn stopping_the_proxy_mid_transfer_loses_no_acknowledged_upload() {
                         UploadRequest::new(bucket("fault"), format!("f{seed}")),
                         &bytes,
                     ) {
-                        Ok(file) => {
+                        Ok(blobstore::Uploaded { record: file, .. }) => {
                             assert_eq!(file.blake3, Blake3Hash::of(&bytes));
                             acked.lock().unwrap().push((file.id, file.blake3));
                         }

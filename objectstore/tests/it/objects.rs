@@ -27,7 +27,7 @@ fn upload_streaming(store: &Store, name: &str, bytes: &[u8]) -> blobstore::FileR
     for piece in bytes.chunks(100_003) {
         upload.write_all(piece).expect("write");
     }
-    upload.commit().expect("commit")
+    upload.commit().expect("commit").record
 }
 
 pub fn large_objects_are_segmented_and_read_back_as_one(backend: Backend) {
@@ -242,7 +242,8 @@ pub fn unreachable_store_fails_fast_and_records_nothing(protocol: Protocol) {
         // Small files live in the engine and do not need the object store.
         let small = store
             .upload_bytes(UploadRequest::new(bucket("down"), "small"), b"tiny")
-            .unwrap();
+            .unwrap()
+            .record;
         assert_eq!(read_all(&store, small.id), b"tiny");
         assert_eq!(
             std::fs::read_dir(&h.config.spool_dir).unwrap().count(),

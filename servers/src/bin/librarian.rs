@@ -220,8 +220,7 @@ fn main() -> anyhow::Result<()> {
                 )
             };
             std::io::copy(&mut input, &mut upload).context("reading the input")?;
-            let record = upload.commit()?;
-            let blob = store.blob_info(&record.blake3)?;
+            let blobstore::Uploaded { record, blob } = upload.commit()?;
             println!(
                 "{}",
                 serde_json::json!({
@@ -230,7 +229,7 @@ fn main() -> anyhow::Result<()> {
                     "filename": record.filename,
                     "size": record.size,
                     "blake3": record.blake3.to_hex(),
-                    "sha256": blob.map(|b| blobstore::to_hex(&b.sha256)),
+                    "sha256": blobstore::to_hex(&blob.sha256),
                 })
             );
             Ok(())

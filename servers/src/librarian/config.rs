@@ -424,7 +424,8 @@ mod tests {
         let record = opened
             .store
             .upload_bytes(blobstore::UploadRequest::new(bucket, "f"), &bytes)
-            .unwrap();
+            .unwrap()
+            .record;
         let local = LocalFsBackend::open(dir.path().join("d")).unwrap();
         assert!(local.blob_path(&record.blake3).is_file());
     }

@@ -235,6 +235,8 @@ pub(crate) async fn upload(
         .map(|secs| expiry_from_secs(secs, "bad_query"))
         .transpose()?;
     request.restricted = query.restricted.unwrap_or(false);
+    // The store refuses an over-quota upload before the body is read.
+    request.declared_length = content_length;
     for expected in expected_digests(&headers)? {
         match expected {
             Expected::Blake3(hash) => request.expected_blake3 = Some(Blake3Hash(hash)),
@@ -250,29 +252,6 @@ pub(crate) async fn upload(
             let _ = ready_tx.send(Err(error));
             Err(ApiError::internal("refused before the body was read"))
         };
-        if let Some(len) = content_length {
-            let quota = match store.quota(&bucket) {
-                Ok(quota) => quota,
-                Err(error) => return refuse(ready_tx, store_error(error)),
-            };
-            if let Some(quota) = quota {
-                match store.bucket_stats(&bucket) {
-                    Ok(stats) if stats.logical_bytes.saturating_add(len) > quota => {
-                        return refuse(
-                            ready_tx,
-                            store_error(blobstore::Error::QuotaExceeded {
-                                bucket,
-                                quota,
-                                used: stats.logical_bytes,
-                                requested: len,
-                            }),
-                        );
-                    }
-                    Ok(_) => {}
-                    Err(error) => return refuse(ready_tx, store_error(error)),
-                }
-            }
-        }
         let mut upload = match store.begin_upload(request) {
             Ok(upload) => upload,
             Err(error) => return refuse(ready_tx, store_error(error)),
@@ -293,8 +272,8 @@ pub(crate) async fn upload(
                 }
             }
         }
-        let record = upload.commit().map_err(store_error)?;
-        describe(&store, &record)
+        let uploaded = upload.commit().map_err(store_error)?;
+        Ok(file_json(&uploaded.record, Some(&uploaded.blob)))
     });
     match ready_rx.await {
         Ok(Ok(())) => {}

@@ -731,7 +731,8 @@ async fn writers_are_checked_by_address_and_credentials() {
             blobstore::UploadRequest::new(blobstore::BucketName::new("a").unwrap(), "f"),
             b"hello",
         )
-        .unwrap();
+        .unwrap()
+        .record;
     let response = c
         .get(server.url(&format!("/{}/f", record.id)))
         .send()

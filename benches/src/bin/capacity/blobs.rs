@@ -65,7 +65,7 @@ pub fn scale(flags: &Flags) -> Result<()> {
     let started = Instant::now();
     let mut ids = parallel(n, |i| {
         let request = UploadRequest::new(bucket.clone(), "f");
-        Ok(store.upload_bytes(request, &tiny(i))?.id)
+        Ok(store.upload_bytes(request, &tiny(i))?.record.id)
     })?;
     let took = started.elapsed();
     ids.sort_unstable();
@@ -82,7 +82,10 @@ pub fn scale(flags: &Flags) -> Result<()> {
     let started = Instant::now();
     let dup_ids = parallel(dups, |i| {
         let request = UploadRequest::new(bucket.clone(), "dup");
-        Ok(store.upload_bytes(request, &tiny((i * 7919) % n))?.id)
+        Ok(store
+            .upload_bytes(request, &tiny((i * 7919) % n))?
+            .record
+            .id)
     })?;
     let took = started.elapsed();
     let summary = store.summary()?;
@@ -218,7 +221,7 @@ pub fn sizes(flags: &Flags) -> Result<()> {
             for piece in content.chunks(1 << 20) {
                 upload.write_all(piece)?;
             }
-            ids.push(upload.commit()?.id);
+            ids.push(upload.commit()?.record.id);
         }
         let took = started.elapsed().as_secs_f64();
         let kib = (size >> 10) as u64;
