@@ -110,14 +110,14 @@ fn ingest(c: &mut Criterion) {
                     buf[..8].copy_from_slice(&n.to_le_bytes());
                     let start = Instant::now();
                     let mut upload = store
-                        .begin_upload(UploadRequest::new(bucket("ingest"), "big.bin"))
+                        .begin_upload(UploadRequest::new(bucket("ingest"), "big.bin"), "bench")
                         .unwrap();
                     for chunk in buf.chunks(1 << 20) {
                         upload.write_all(chunk).unwrap();
                     }
                     let file = upload.commit().unwrap().record;
                     total += start.elapsed();
-                    store.delete_file(file.id).unwrap();
+                    store.delete_file(file.id, "bench").unwrap();
                     store.gc(100).unwrap();
                 }
                 total
@@ -149,7 +149,11 @@ fn durable_4k(c: &mut Criterion) {
                                 let n = seq.fetch_add(1, Ordering::Relaxed);
                                 let data = pseudo_random(4096, n + 1);
                                 store
-                                    .upload_bytes(UploadRequest::new(bucket("small"), "f"), &data)
+                                    .upload_bytes(
+                                        UploadRequest::new(bucket("small"), "f"),
+                                        &data,
+                                        "bench",
+                                    )
                                     .unwrap();
                             }
                         });
@@ -200,7 +204,7 @@ fn inline_threshold(c: &mut Criterion) {
                     let n = seq.fetch_add(1, Ordering::Relaxed);
                     let data = pseudo_random(size, n);
                     store
-                        .upload_bytes(UploadRequest::new(bucket("t"), "f"), &data)
+                        .upload_bytes(UploadRequest::new(bucket("t"), "f"), &data, "bench")
                         .unwrap()
                         .record
                 })
@@ -234,7 +238,11 @@ fn large_store(c: &mut Criterion) {
     let small = bucket("small");
     for i in 0..10u64 {
         store
-            .upload_bytes(UploadRequest::new(small.clone(), "f"), &i.to_le_bytes())
+            .upload_bytes(
+                UploadRequest::new(small.clone(), "f"),
+                &i.to_le_bytes(),
+                "bench",
+            )
             .unwrap();
     }
     let start = Instant::now();
@@ -251,7 +259,7 @@ fn large_store(c: &mut Criterion) {
                 data[..8].copy_from_slice(&n.to_le_bytes());
                 let name = format!("package_{n}_1.0-1_amd64.deb");
                 store
-                    .upload_bytes(UploadRequest::new(large.clone(), name), &data)
+                    .upload_bytes(UploadRequest::new(large.clone(), name), &data, "bench")
                     .unwrap();
             });
         }

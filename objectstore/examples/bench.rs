@@ -109,7 +109,8 @@ fn main() -> Result<()> {
     let start = Instant::now();
     let spooled = Mutex::new(0f64);
     parallel(files.clone(), threads, |(name, path, _)| {
-        let mut upload = store.begin_upload(UploadRequest::new(bucket.clone(), name.clone()))?;
+        let mut upload =
+            store.begin_upload(UploadRequest::new(bucket.clone(), name.clone()), "bench")?;
         io::copy(&mut File::open(&path)?, &mut upload)?;
         {
             let mut last = spooled.lock().expect("spooled");

@@ -2,6 +2,7 @@
 
 use engine::{keys as ekeys, Direction, ScanRange, WriteBatch};
 
+use crate::changes::{ChangeKind, Origin};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::records::FileRecord;
@@ -109,20 +110,41 @@ impl Store {
         Ok(Page { files, next })
     }
 
-    /// Sets or clears the quota of `bucket` on logical bytes.
+    /// Sets or clears the quota of `bucket` on logical bytes, recording `bucket.quota_set` by
+    /// `actor` (nothing when the quota stays the same), and returns the revision.
     ///
     /// # Errors
     /// The engine's error.
-    pub fn set_quota(&self, bucket: &BucketName, quota: Option<u64>) -> Result<()> {
+    pub fn set_quota(&self, bucket: &BucketName, quota: Option<u64>, actor: &str) -> Result<u64> {
+        self.set_quota_as(bucket, quota, self.origin(actor))
+    }
+
+    pub(super) fn set_quota_as(
+        &self,
+        bucket: &BucketName,
+        quota: Option<u64>,
+        origin: Origin<'_>,
+    ) -> Result<u64> {
         self.check_writable()?;
-        let _guard = self.inner.bucket_locks.exclusive(bucket.as_str());
+        let guard = self.inner.bucket_locks.exclusive(bucket.as_str());
+        let before = self.quota(bucket)?;
+        if before == quota {
+            return Ok(self.inner.log.head());
+        }
         let mut batch = WriteBatch::new();
         match quota {
             Some(q) => batch.put(self.inner.ks.buckets, bucket.as_str(), q.to_be_bytes()),
             None => batch.delete(self.inner.ks.buckets, bucket.as_str()),
         }
-        self.inner.committer.commit(batch)?;
-        Ok(())
+        let event = origin.change(ChangeKind::QuotaSet {
+            bucket: bucket.as_str().to_owned(),
+            before,
+            after: quota,
+        });
+        let appended = self.append(batch, &[event])?;
+        // Applied under the lock, so every upload after it sees the new quota.
+        drop(guard);
+        self.sync(appended)
     }
 
     /// The quota of `bucket`, if any.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use engine::{Direction, Engine, EngineConfig, GroupCommit, ScanRange};
+use engine::{ChangeLog, Direction, Engine, EngineConfig, GroupCommit, ScanRange};
 
 use crate::backend::{BlobBackend, LocalFsBackend};
 use crate::clock::{Clock, SystemClock};
@@ -19,6 +19,9 @@ use crate::token::TokenSigner;
 use super::{decode_u64, Ids, Inner, Keyspaces, Store, LOCK_STRIPES};
 use super::{CHUNK_SIZE, DEFAULT_EXPIRY_GRACE, DEFAULT_GRACE};
 use super::{DEFAULT_HOT_CACHE_BYTES, DEFAULT_INLINE_THRESHOLD};
+
+/// The default retention of change-feed events: 400 days (a year and a season of audit).
+pub const DEFAULT_CHANGE_RETENTION: Duration = Duration::from_secs(400 * 86_400);
 
 enum EngineSource {
     Config(EngineConfig),
@@ -37,6 +40,8 @@ pub struct StoreBuilder {
     signer: Option<TokenSigner>,
     backend: Option<Arc<dyn BlobBackend>>,
     hot_cache_bytes: u64,
+    change_feed: bool,
+    change_retention: Duration,
 }
 
 impl fmt::Debug for StoreBuilder {
@@ -48,6 +53,8 @@ impl fmt::Debug for StoreBuilder {
             .field("expiry_grace", &self.expiry_grace)
             .field("inline_threshold", &self.inline_threshold)
             .field("hot_cache_bytes", &self.hot_cache_bytes)
+            .field("change_feed", &self.change_feed)
+            .field("change_retention", &self.change_retention)
             .finish_non_exhaustive()
     }
 }
@@ -77,6 +84,8 @@ impl StoreBuilder {
             signer: None,
             backend: None,
             hot_cache_bytes: DEFAULT_HOT_CACHE_BYTES,
+            change_feed: true,
+            change_retention: DEFAULT_CHANGE_RETENTION,
         }
     }
 
@@ -126,13 +135,29 @@ impl StoreBuilder {
         self
     }
 
+    /// Whether writes record their events in the change feed. Default: `true`. Turning it
+    /// off is for measuring what the feed costs (`benches`): a store without it leaves gaps
+    /// that no follower or audit can fill, and its writes answer revision 0.
+    pub fn change_feed(mut self, on: bool) -> Self {
+        self.change_feed = on;
+        self
+    }
+
+    /// How long events of the change feed are kept: [`Store::gc`] prunes older ones.
+    /// Default: [`DEFAULT_CHANGE_RETENTION`] (400 days).
+    pub fn change_retention(mut self, retention: Duration) -> Self {
+        self.change_retention = retention;
+        self
+    }
+
     /// Where blob bytes go. Default: [`LocalFsBackend`] under the data directory.
     pub fn backend(mut self, backend: Arc<dyn BlobBackend>) -> Self {
         self.backend = Some(backend);
         self
     }
 
-    /// Opens the store. Nothing is scanned: opening reads two keys.
+    /// Opens the store. Nothing is scanned: opening reads two keys and the newest event of
+    /// the change feed (after a flush of the engine, so that every event seen is durable).
     ///
     /// # Errors
     /// The engine's error, or [`Error::Io`] when the data directory cannot be prepared.
@@ -162,9 +187,14 @@ impl StoreBuilder {
         };
         let next = high_water.max(max_id + 1).max(1);
         let now = self.clock.now();
+        let committer = Arc::new(GroupCommit::new(engine.clone()));
+        let log = ChangeLog::open(committer.clone(), engine.keyspace(keys::CHANGES)?)?;
         Ok(Store {
             inner: Arc::new(Inner {
-                committer: GroupCommit::new(engine.clone()),
+                committer,
+                log,
+                feed: self.change_feed,
+                change_retention: self.change_retention,
                 engine,
                 ks,
                 backend,

@@ -4,6 +4,7 @@ use std::sync::MutexGuard;
 
 use engine::{keys as ekeys, WriteBatch};
 
+use crate::changes::{Change, ChangeKind, Origin};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::records::{ContentState, FileRecord};
@@ -20,55 +21,76 @@ pub struct FileUpdate {
     pub restricted: Option<bool>,
 }
 
+/// What a write returns: its result and the revision of the change feed it was recorded at
+/// (the last of its events; when it changed nothing, the newest revision at the time).
+/// A client that reads later may ask to be at least as fresh as `revision`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revised<T> {
+    /// The write's result (for a file, its record after the change).
+    pub value: T,
+    /// The revision the change was recorded at.
+    pub revision: u64,
+}
+
 impl Store {
     /// Removes file `id` entirely: its record, its place in its bucket and its link to its
     /// blob (the blob is collected after the grace period if nothing else links to it).
+    /// Records `file.deleted` by `actor`; returns the record as it was.
     ///
     /// # Errors
     /// [`Error::NotFound`], or the engine's error.
-    pub fn delete_file(&self, id: FileId) -> Result<FileRecord> {
-        self.cut(id, None)
+    pub fn delete_file(&self, id: FileId, actor: &str) -> Result<Revised<FileRecord>> {
+        self.cut(id, None, self.origin(actor))
     }
 
     /// Cuts file `id`'s link to its content but keeps its record: reads then give
-    /// [`Error::ContentGone`].
+    /// [`Error::ContentGone`]. Records `file.content_deleted` by `actor` (nothing, when the
+    /// content was already gone).
     ///
     /// # Errors
     /// [`Error::NotFound`], or the engine's error.
-    pub fn delete_content(&self, id: FileId) -> Result<FileRecord> {
-        self.cut(id, Some(ContentState::Deleted))
+    pub fn delete_content(&self, id: FileId, actor: &str) -> Result<Revised<FileRecord>> {
+        self.cut(id, Some(ContentState::Deleted), self.origin(actor))
     }
 
     /// Sets (or, with `None`, clears) file `id`'s expiry and returns the updated record. Reads
     /// refuse the content from `expires` on; GC cuts it once the expiry grace has passed too.
     /// Moving the time later revives reads of a file that expired but was not cut yet; a file
-    /// whose content is already gone keeps the new time on its record only.
+    /// whose content is already gone keeps the new time on its record only. Records
+    /// `file.expiry_changed` by `actor` when the time changed.
     ///
     /// # Errors
     /// [`Error::NotFound`], or the engine's error.
-    pub fn set_expiry(&self, id: FileId, expires: Option<Timestamp>) -> Result<FileRecord> {
-        self.update_file(
-            id,
-            FileUpdate {
-                expires: Some(expires),
-                restricted: None,
-            },
-        )
+    pub fn set_expiry(
+        &self,
+        id: FileId,
+        expires: Option<Timestamp>,
+        actor: &str,
+    ) -> Result<Revised<FileRecord>> {
+        let update = FileUpdate {
+            expires: Some(expires),
+            restricted: None,
+        };
+        self.update_file(id, update, actor)
     }
 
     /// Makes file `id` restricted (readable only with a token) or public. Its digest index
-    /// entries move to the matching visibility in the same batch.
+    /// entries move to the matching visibility in the same batch. Records
+    /// `file.restricted_changed` by `actor` when the flag changed.
     ///
     /// # Errors
     /// [`Error::NotFound`], or the engine's error.
-    pub fn set_restricted(&self, id: FileId, restricted: bool) -> Result<FileRecord> {
-        self.update_file(
-            id,
-            FileUpdate {
-                expires: None,
-                restricted: Some(restricted),
-            },
-        )
+    pub fn set_restricted(
+        &self,
+        id: FileId,
+        restricted: bool,
+        actor: &str,
+    ) -> Result<Revised<FileRecord>> {
+        let update = FileUpdate {
+            expires: None,
+            restricted: Some(restricted),
+        };
+        self.update_file(id, update, actor)
     }
 
     /// Applies `update` to file `id`'s record in one batch (all of it or nothing) and returns
@@ -76,9 +98,27 @@ impl Store {
     /// the hot-file cache is dropped before this returns, so no reader is served by the old
     /// record after.
     ///
+    /// Records one event per field that changed, in the same batch (consecutive revisions):
+    /// `file.expiry_changed`, then `file.restricted_changed`. A follower filtering on one kind
+    /// sees exactly the changes of that field; the returned revision is the last one.
+    ///
     /// # Errors
     /// [`Error::NotFound`], or the engine's error.
-    pub fn update_file(&self, id: FileId, update: FileUpdate) -> Result<FileRecord> {
+    pub fn update_file(
+        &self,
+        id: FileId,
+        update: FileUpdate,
+        actor: &str,
+    ) -> Result<Revised<FileRecord>> {
+        self.update_file_as(id, update, self.origin(actor))
+    }
+
+    pub(super) fn update_file_as(
+        &self,
+        id: FileId,
+        update: FileUpdate,
+        origin: Origin<'_>,
+    ) -> Result<Revised<FileRecord>> {
         self.check_writable()?;
         let ks = self.inner.ks;
         let first = self.file(id)?;
@@ -94,7 +134,10 @@ impl Store {
             updated.restricted = restricted;
         }
         if updated == record {
-            return Ok(record);
+            return Ok(Revised {
+                value: record,
+                revision: self.inner.log.head(),
+            });
         }
         let mut batch = WriteBatch::new();
         // Only a file whose content is present has expiry and digest index entries.
@@ -122,17 +165,27 @@ impl Store {
             }
         }
         batch.put(ks.files, keys::file(id), updated.encode());
-        let written = self.inner.committer.write(batch);
+        let events = update_events(&record, &updated, origin);
+        let appended = self.append(batch, &events);
         self.invalidate_cached(id);
-        let written = written?;
+        let appended = appended?;
         drop(pair_guard);
         drop(blob_guard);
-        self.inner.committer.sync(written)?;
-        Ok(updated)
+        let revision = self.sync(appended)?;
+        Ok(Revised {
+            value: updated,
+            revision,
+        })
     }
 
-    /// Removes the record (`new_state` = `None`) or marks its content gone.
-    fn cut(&self, id: FileId, new_state: Option<ContentState>) -> Result<FileRecord> {
+    /// Removes the record (`new_state` = `None`) or marks its content gone (`Deleted` by its
+    /// owner, `Expired` by the GC), recording the matching event.
+    pub(super) fn cut(
+        &self,
+        id: FileId,
+        new_state: Option<ContentState>,
+        origin: Origin<'_>,
+    ) -> Result<Revised<FileRecord>> {
         self.check_writable()?;
         let ks = self.inner.ks;
         let first = self.file(id)?;
@@ -140,13 +193,16 @@ impl Store {
         // Re-read under the locks: a concurrent delete or expiry may have won.
         let record = self.file(id)?;
         let mut batch = WriteBatch::new();
-        if record.content == ContentState::Present {
-            self.unlink(&mut batch, &record)?;
+        let present = record.content == ContentState::Present;
+        if present {
+            self.unlink(&mut batch, &record, origin.time)?;
         }
         if let Some(expires) = record.expires {
             batch.delete(ks.expiry, keys::expiry(expires, id));
         }
-        let updated = match new_state {
+        let bucket = record.bucket.as_str().to_owned();
+        let (size, blake3) = (record.size, record.blake3.to_hex());
+        let (updated, event) = match new_state {
             None => {
                 batch.delete(ks.files, keys::file(id));
                 batch.delete(ks.bucket_files, keys::bucket_file(&record.bucket, id));
@@ -159,18 +215,42 @@ impl Store {
                     -1,
                 );
                 batch.counter_add(ks.stats, keys::global_stat(keys::STAT_FILES), -1);
-                record.clone()
+                let event = ChangeKind::FileDeleted {
+                    bucket,
+                    file: id.0,
+                    size,
+                    blake3,
+                    had_content: present,
+                };
+                (record.clone(), Some(event))
             }
             Some(state) => {
                 let mut updated = record.clone();
-                if record.content == ContentState::Present {
+                let mut event = None;
+                if present {
                     updated.content = state;
+                    event = Some(if state == ContentState::Expired {
+                        ChangeKind::FileCollected {
+                            bucket,
+                            file: id.0,
+                            size,
+                            blake3,
+                        }
+                    } else {
+                        ChangeKind::ContentDeleted {
+                            bucket,
+                            file: id.0,
+                            size,
+                            blake3,
+                        }
+                    });
                 }
                 batch.put(ks.files, keys::file(id), updated.encode());
-                updated
+                (updated, event)
             }
         };
-        let written = if new_state.is_none() {
+        let events: Vec<Change> = event.into_iter().map(|kind| origin.change(kind)).collect();
+        let appended = if new_state.is_none() {
             // The file's counters go with it: no flush may write pending counts of it from
             // here on (the flush skips files whose record is gone).
             let _flushing = self
@@ -180,17 +260,28 @@ impl Store {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             self.inner.downloads.forget(id);
-            self.inner.committer.write(batch)
+            self.append(batch, &events)
         } else {
-            self.inner.committer.write(batch)
+            self.append(batch, &events)
         };
         // Applied (or failed as a whole): no reader may be answered from memory any more.
         self.invalidate_cached(id);
-        let written = written?;
+        let appended = appended?;
         drop(pair_guard);
         drop(blob_guard);
-        self.inner.committer.sync(written)?;
-        Ok(updated)
+        let revision = self.sync(appended)?;
+        Ok(Revised {
+            value: updated,
+            revision,
+        })
+    }
+
+    /// Who is writing now: `actor`, at the store clock's time.
+    pub(super) fn origin<'a>(&self, actor: &'a str) -> Origin<'a> {
+        Origin {
+            actor,
+            time: self.now(),
+        }
     }
 
     /// Takes the locks that order changes to one file's record (a cut, an expiry, an update):
@@ -209,7 +300,12 @@ impl Store {
 
     /// Adds to `batch` the removal of `record`'s link to its blob. The caller holds the locks
     /// of the blob and of the bucket.
-    pub(super) fn unlink(&self, batch: &mut WriteBatch, record: &FileRecord) -> Result<()> {
+    pub(super) fn unlink(
+        &self,
+        batch: &mut WriteBatch,
+        record: &FileRecord,
+        now: Timestamp,
+    ) -> Result<()> {
         let ks = self.inner.ks;
         let hash = record.blake3;
         let meta = self.blob_meta(&hash)?.ok_or_else(|| Error::Corrupt {
@@ -218,7 +314,6 @@ impl Store {
         })?;
         let refs = self.counter(ks.refs, &hash.0)?;
         if refs <= 1 {
-            let now = self.now();
             let mut zeroed = meta.clone();
             zeroed.zero_since = Some(now);
             batch.put(ks.blobs, hash.0, zeroed.encode());
@@ -251,4 +346,27 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The events of an update: one per field changed, expiry first.
+fn update_events(before: &FileRecord, after: &FileRecord, origin: Origin<'_>) -> Vec<Change> {
+    let (bucket, file) = (before.bucket.as_str(), before.id.0);
+    let mut events = Vec::new();
+    if before.expires != after.expires {
+        events.push(origin.change(ChangeKind::ExpiryChanged {
+            bucket: bucket.to_owned(),
+            file,
+            before: before.expires.map(Timestamp::as_unix_millis),
+            after: after.expires.map(Timestamp::as_unix_millis),
+        }));
+    }
+    if before.restricted != after.restricted {
+        events.push(origin.change(ChangeKind::RestrictedChanged {
+            bucket: bucket.to_owned(),
+            file,
+            before: before.restricted,
+            after: after.restricted,
+        }));
+    }
+    events
 }

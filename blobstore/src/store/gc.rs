@@ -2,10 +2,11 @@
 
 use engine::{Direction, Keyspace, ScanRange, WriteBatch};
 
+use crate::changes::{ChangeKind, Origin, GC_ACTOR};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::records::ContentState;
-use crate::types::Timestamp;
+use crate::types::{Blake3Hash, Timestamp};
 
 use super::{as_i64, Store};
 
@@ -18,6 +19,8 @@ pub struct GcReport {
     pub collected_blobs: u64,
     /// The bytes of the collected blobs.
     pub freed_bytes: u64,
+    /// Events of the change feed pruned because they were older than the retention.
+    pub pruned_changes: u64,
     /// Whether more work was left for another pass.
     pub more: bool,
 }
@@ -34,7 +37,10 @@ pub struct SweepReport {
 impl Store {
     /// One bounded pass of garbage collection: cuts the content link of up to `limit` files
     /// whose expiry plus the expiry grace has passed, then collects up to `limit` blobs that
-    /// have had no reference for longer than the grace. Safe to run while uploads run.
+    /// have had no reference for longer than the grace, then prunes up to `limit` events of
+    /// the change feed older than the retention (the newest event is always kept). Safe to
+    /// run while uploads run. Its changes are recorded under the actor [`GC_ACTOR`]
+    /// (`file.collected`, `blob.collected`).
     ///
     /// # Errors
     /// The engine's or the backend's error.
@@ -46,7 +52,9 @@ impl Store {
         let (blobs, bytes, more_blobs) = self.collect_blobs(limit)?;
         report.collected_blobs = blobs;
         report.freed_bytes = bytes;
-        report.more = more_expired || more_blobs;
+        let (pruned, more_changes) = self.prune_changes(limit)?;
+        report.pruned_changes = pruned;
+        report.more = more_expired || more_blobs || more_changes;
         Ok(report)
     }
 
@@ -94,11 +102,22 @@ impl Store {
             let (blob_guard, pair_guard) = self.lock_file(&first);
             let mut batch = WriteBatch::new();
             batch.delete(ks.expiry, keys::expiry(at, id));
+            let origin = Origin {
+                actor: GC_ACTOR,
+                time: self.now(),
+            };
+            let mut events = Vec::new();
             match self.file(id) {
                 Ok(record)
                     if record.content == ContentState::Present && record.expires == Some(at) =>
                 {
-                    self.unlink(&mut batch, &record)?;
+                    self.unlink(&mut batch, &record, origin.time)?;
+                    events.push(origin.change(ChangeKind::FileCollected {
+                        bucket: record.bucket.as_str().to_owned(),
+                        file: id.0,
+                        size: record.size,
+                        blake3: record.blake3.to_hex(),
+                    }));
                     let mut updated = record;
                     updated.content = ContentState::Expired;
                     batch.put(ks.files, keys::file(id), updated.encode());
@@ -107,12 +126,12 @@ impl Store {
                 Ok(_) | Err(Error::NotFound { .. }) => {}
                 Err(error) => return Err(error),
             }
-            let written = self.inner.committer.write(batch);
+            let appended = self.append(batch, &events);
             self.invalidate_cached(id);
-            let written = written?;
+            let appended = appended?;
             drop(pair_guard);
             drop(blob_guard);
-            self.inner.committer.sync(written)?;
+            self.sync(appended)?;
         }
         Ok((expired, more))
     }
@@ -134,41 +153,71 @@ impl Store {
         )?;
         let (mut blobs, mut bytes) = (0, 0);
         for (since, hash) in due {
-            let _guard = self.inner.blob_locks.lock(&hash.0);
-            let mut batch = WriteBatch::new();
-            batch.delete(ks.zero_refs, keys::zero_ref(since, &hash));
-            let meta = self.blob_meta(&hash)?;
-            let refs = self.counter(ks.refs, &hash.0)?;
-            let collect = match &meta {
-                Some(meta) => meta.zero_since == Some(since) && refs <= 0,
-                None => false,
+            let origin = Origin {
+                actor: GC_ACTOR,
+                time: self.now(),
             };
-            if let (true, Some(meta)) = (collect, meta) {
-                batch.delete(ks.blobs, hash.0);
-                batch.delete(ks.refs, hash.0);
-                if meta.inline {
-                    batch.delete(ks.inline, hash.0);
-                }
-                batch.counter_add(ks.stats, keys::global_stat(keys::STAT_BLOBS), -1);
-                batch.counter_add(
-                    ks.stats,
-                    keys::global_stat(keys::STAT_STORED),
-                    -as_i64(meta.size),
-                );
-                // The record goes first; a crash before the bytes are removed leaves an
-                // orphan file that the sweep removes.
-                self.inner.committer.commit(batch)?;
-                if !meta.inline {
-                    self.inner.backend.delete(&hash)?;
-                }
+            if let Some(size) = self.collect_blob(&hash, Some(since), origin)? {
                 blobs += 1;
-                bytes += meta.size;
-            } else {
-                // Revived (or re-zeroed under a newer time): the entry is stale.
-                self.inner.committer.commit(batch)?;
+                bytes += size;
             }
         }
         Ok((blobs, bytes, more))
+    }
+
+    /// Collects blob `hash` when no file links to it and it has been waiting since `since`
+    /// (or since any time, for a replayed `blob.collected`), recording `blob.collected`;
+    /// returns its size, or `None` when it was revived meanwhile (a stale zero-ref entry is
+    /// removed then). Holds the blob lock across the durable batch and the removal of the
+    /// bytes, so an upload of the same content either revives the record or stores its bytes
+    /// anew after they are gone.
+    pub(super) fn collect_blob(
+        &self,
+        hash: &Blake3Hash,
+        since: Option<Timestamp>,
+        origin: Origin<'_>,
+    ) -> Result<Option<u64>> {
+        let ks = self.inner.ks;
+        let _guard = self.inner.blob_locks.lock(&hash.0);
+        let mut batch = WriteBatch::new();
+        if let Some(since) = since {
+            batch.delete(ks.zero_refs, keys::zero_ref(since, hash));
+        }
+        let meta = self.blob_meta(hash)?;
+        let refs = self.counter(ks.refs, &hash.0)?;
+        let waiting = meta.as_ref().and_then(|meta| meta.zero_since);
+        let collect = waiting.is_some() && since.is_none_or(|since| waiting == Some(since));
+        let (Some(meta), Some(waiting), true) = (meta, waiting, collect && refs <= 0) else {
+            if since.is_some() {
+                // Revived (or re-zeroed under a newer time): the entry is stale.
+                self.inner.committer.commit(batch)?;
+            }
+            return Ok(None);
+        };
+        batch.delete(ks.zero_refs, keys::zero_ref(waiting, hash));
+        batch.delete(ks.blobs, hash.0);
+        batch.delete(ks.refs, hash.0);
+        if meta.inline {
+            batch.delete(ks.inline, hash.0);
+        }
+        batch.counter_add(ks.stats, keys::global_stat(keys::STAT_BLOBS), -1);
+        batch.counter_add(
+            ks.stats,
+            keys::global_stat(keys::STAT_STORED),
+            -as_i64(meta.size),
+        );
+        let event = origin.change(ChangeKind::BlobCollected {
+            blake3: hash.to_hex(),
+            size: meta.size,
+        });
+        // The record goes first; a crash before the bytes are removed leaves an orphan file
+        // that the sweep removes.
+        let appended = self.append(batch, &[event])?;
+        self.sync(appended)?;
+        if !meta.inline {
+            self.inner.backend.delete(hash)?;
+        }
+        Ok(Some(meta.size))
     }
 
     /// Removes blob files that no record points to and temporaries of unfinished uploads,

@@ -9,9 +9,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use engine::{Durability, Engine, GroupCommit, Keyspace, WriteBatch};
+use engine::WriteBatch;
+use engine::{Appended, ChangeLog, Durability, Engine, GroupCommit, Keyspace, LogEntry};
 
 use crate::backend::BlobBackend;
+use crate::changes::{self, Change};
 use crate::clock::Clock;
 use crate::downloads::PendingDownloads;
 use crate::error::{Error, Result};
@@ -25,15 +27,18 @@ use crate::types::{Blake3Hash, FileId, Timestamp};
 mod audit;
 mod buckets;
 mod builder;
+mod feed;
 mod files;
 mod gc;
 mod read;
+mod replay;
 mod upload;
 
 pub use audit::{BlobProblem, CheckReport, Inconsistency, VerifyReport};
 pub use buckets::{BucketStats, Page, StoreSummary};
-pub use builder::StoreBuilder;
+pub use builder::{StoreBuilder, DEFAULT_CHANGE_RETENTION};
 pub use files::FileUpdate;
+pub use files::Revised;
 pub use gc::{GcReport, SweepReport};
 pub use read::{Access, ContentReader, Visibility};
 pub use upload::{Upload, UploadRequest, Uploaded};
@@ -81,6 +86,8 @@ struct Keyspaces {
     expiry: Keyspace,
     downloads: Keyspace,
     meta: Keyspace,
+    history: Keyspace,
+    consumers: Keyspace,
 }
 
 impl Keyspaces {
@@ -99,6 +106,8 @@ impl Keyspaces {
             expiry: engine.keyspace(keys::EXPIRY)?,
             downloads: engine.keyspace(keys::DOWNLOADS)?,
             meta: engine.keyspace(keys::META)?,
+            history: engine.keyspace(keys::HISTORY)?,
+            consumers: engine.keyspace(keys::CONSUMERS)?,
         })
     }
 }
@@ -113,7 +122,13 @@ struct Inner {
     engine: Arc<dyn Engine>,
     ks: Keyspaces,
     backend: Arc<dyn BlobBackend>,
-    committer: GroupCommit,
+    committer: Arc<GroupCommit>,
+    /// The change feed: every write appends its events in its own batch.
+    log: Arc<ChangeLog>,
+    /// Whether writes record events (off only to measure what the feed costs).
+    feed: bool,
+    /// How long events are kept before the GC prunes them.
+    change_retention: Duration,
     blob_locks: Stripes,
     /// Per (bucket, blob): the bucket's first and last link to a blob (unique bytes).
     pair_locks: Stripes,
@@ -304,5 +319,41 @@ impl Store {
         if let Some(hot) = &self.inner.hot {
             hot.invalidate(id);
         }
+    }
+
+    /// Adds `changes` to `batch` as events of the change feed and writes it buffered (under
+    /// the caller's locks), all under the log's sequencer: revision order is log order. With
+    /// the feed off, only the batch is written.
+    fn append(&self, batch: WriteBatch, changes: &[Change]) -> Result<Appended> {
+        let entries = if self.inner.feed {
+            changes
+                .iter()
+                .map(|change| self.log_entry(change))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(self.inner.log.append(batch, entries)?)
+    }
+
+    /// Waits (after the caller released its locks) for a group sync covering `appended`, and
+    /// returns the revision of its last event (or the head, when it had none).
+    fn sync(&self, appended: Appended) -> Result<u64> {
+        Ok(self.inner.log.sync(appended)?)
+    }
+
+    fn log_entry(&self, change: &Change) -> LogEntry {
+        let history = self.inner.ks.history;
+        // A `Change` has only strings, integers and booleans: serialising cannot fail.
+        let payload = serde_json::to_vec(change).unwrap_or_default();
+        let mut entry =
+            LogEntry::new(payload).index(history, changes::actor_history(&change.actor));
+        if let Some(bucket) = change.kind.bucket() {
+            entry = entry.index(history, changes::bucket_history(bucket));
+        }
+        if let Some(file) = change.kind.file() {
+            entry = entry.index(history, changes::file_history(file));
+        }
+        entry
     }
 }

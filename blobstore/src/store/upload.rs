@@ -7,6 +7,7 @@ use std::sync::Arc;
 use engine::{Durability, WriteBatch};
 
 use crate::backend::TempBlob;
+use crate::changes::{ChangeKind, Origin};
 use crate::error::{Error, Result};
 use crate::hashing::{Digests, Hashing};
 use crate::keys;
@@ -63,6 +64,15 @@ pub struct Uploaded {
     pub record: FileRecord,
     /// Its blob as the upload left it (`refcount` counts the new file).
     pub blob: BlobInfo,
+    /// The revision of its `file.created` event.
+    pub revision: u64,
+}
+
+/// The id and time a replayed upload takes from its event instead of the store.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Replayed {
+    pub id: FileId,
+    pub time: Timestamp,
 }
 
 /// The bytes of an upload that reached commit.
@@ -77,6 +87,8 @@ enum Content {
 pub struct Upload {
     store: Store,
     request: UploadRequest,
+    actor: String,
+    replayed: Option<Replayed>,
     chunk: Vec<u8>,
     size: u64,
     hashing: Hashing,
@@ -95,6 +107,7 @@ impl fmt::Debug for Upload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Upload")
             .field("request", &self.request)
+            .field("actor", &self.actor)
             .field("size", &self.size)
             .finish_non_exhaustive()
     }
@@ -211,8 +224,13 @@ impl Upload {
             }
         }
         let request = self.request.clone();
+        let origin = Origin {
+            actor: &self.actor,
+            time: self.replayed.map_or_else(|| self.store.now(), |r| r.time),
+        };
+        let replayed = self.replayed.map(|r| r.id);
         self.store
-            .commit_upload(&request, self.size, digests, content)
+            .commit_upload(&request, origin, replayed, self.size, digests, content)
     }
 }
 
@@ -241,13 +259,24 @@ impl Write for Upload {
 }
 
 impl Store {
-    /// Starts a streaming upload. With a [`UploadRequest::declared_length`], an upload that
+    /// Starts a streaming upload by `actor` (recorded in its `file.created` event). With a [`UploadRequest::declared_length`], an upload that
     /// would exceed the bucket's quota is refused here, before any byte is sent.
     ///
     /// # Errors
     /// [`Error::InvalidFilename`] (and an over-long content type as the same error),
     /// [`Error::QuotaExceeded`], [`Error::Poisoned`], or the engine's error.
-    pub fn begin_upload(&self, request: UploadRequest) -> Result<Upload> {
+    pub fn begin_upload(&self, request: UploadRequest, actor: &str) -> Result<Upload> {
+        self.start_upload(request, actor, None)
+    }
+
+    /// Starts an upload by `actor`; a replayed one takes its id and time from its event and
+    /// is not held to the quota (the source store already was).
+    pub(super) fn start_upload(
+        &self,
+        request: UploadRequest,
+        actor: &str,
+        replayed: Option<Replayed>,
+    ) -> Result<Upload> {
         validate_filename(&request.filename)?;
         if request.content_type.len() > 1024 || request.content_type.chars().any(char::is_control) {
             return Err(Error::InvalidFilename {
@@ -256,11 +285,13 @@ impl Store {
             });
         }
         self.check_writable()?;
-        if let Some(length) = request.declared_length {
+        if let (Some(length), None) = (request.declared_length, replayed) {
             self.check_quota(&request.bucket, length)?;
         }
         Ok(Upload {
             store: self.clone(),
+            actor: actor.to_owned(),
+            replayed,
             hashing: Hashing::new(self.inner.keep_sha1_md5),
             request,
             chunk: Vec::new(),
@@ -272,12 +303,17 @@ impl Store {
         })
     }
 
-    /// Uploads `bytes` in one call (a convenience over [`Store::begin_upload`]).
+    /// Uploads `bytes` in one call by `actor` (a convenience over [`Store::begin_upload`]).
     ///
     /// # Errors
     /// As for [`Store::begin_upload`] and [`Upload::commit`].
-    pub fn upload_bytes(&self, request: UploadRequest, bytes: &[u8]) -> Result<Uploaded> {
-        let mut upload = self.begin_upload(request)?;
+    pub fn upload_bytes(
+        &self,
+        request: UploadRequest,
+        bytes: &[u8],
+        actor: &str,
+    ) -> Result<Uploaded> {
+        let mut upload = self.begin_upload(request, actor)?;
         if let Err(error) = upload.write_all(bytes) {
             // The typed cause (a full disk, say) was kept by the upload.
             return Err(upload
@@ -288,8 +324,12 @@ impl Store {
         upload.commit()
     }
 
-    fn allocate_id(&self) -> Result<FileId> {
+    /// The next file id, or `replayed` (which later ids then stay above).
+    fn allocate_id(&self, replayed: Option<FileId>) -> Result<FileId> {
         let mut ids = self.inner.ids.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = replayed {
+            ids.next = ids.next.max(id.0);
+        }
         if ids.next >= ids.high_water {
             let high_water = ids.next + ID_BLOCK;
             let mut batch = WriteBatch::new();
@@ -329,6 +369,8 @@ impl Store {
     fn commit_upload(
         &self,
         request: &UploadRequest,
+        origin: Origin<'_>,
+        replayed: Option<FileId>,
         size: u64,
         digests: Digests,
         content: Content,
@@ -337,8 +379,12 @@ impl Store {
         let ks = self.inner.ks;
         let hash = digests.blake3;
         let bucket = &request.bucket;
-        // Fail early without touching the disk; re-checked under the lock below.
-        self.check_quota(bucket, size)?;
+        // A replayed upload was held to the quota by its source store.
+        let quota_applies = replayed.is_none();
+        if quota_applies {
+            // Fail early without touching the disk; re-checked under the lock below.
+            self.check_quota(bucket, size)?;
+        }
 
         let blob_guard = self.inner.blob_locks.lock(&hash.0);
         let existing = self.blob_meta(&hash)?;
@@ -372,15 +418,20 @@ impl Store {
                 self.inner.bucket_locks.exclusive(bucket.as_str())
             }
         };
-        if let Err(error) = self.check_quota(bucket, size) {
+        let quota_check = if quota_applies {
+            self.check_quota(bucket, size)
+        } else {
+            Ok(())
+        };
+        if let Err(error) = quota_check {
             if persisted_now {
                 // No record points to the new file and the blob lock is held.
                 self.inner.backend.delete(&hash)?;
             }
             return Err(error);
         }
-        let now = self.now();
-        let id = self.allocate_id()?;
+        let now = origin.time;
+        let id = self.allocate_id(replayed)?;
         let record = FileRecord {
             id,
             bucket: bucket.clone(),
@@ -395,6 +446,7 @@ impl Store {
         };
 
         let mut batch = WriteBatch::new();
+        let deduplicated = existing.is_some();
         // Counted under the blob lock, which every change of the count holds.
         let earlier_refs = match &existing {
             Some(meta) if meta.zero_since.is_none() => as_u64(self.counter(ks.refs, &hash.0)?),
@@ -467,12 +519,13 @@ impl Store {
             keys::global_stat(keys::STAT_LOGICAL),
             as_i64(size),
         );
-        let written = self.inner.committer.write(batch)?;
+        let event = origin.change(ChangeKind::file_created(&record, deduplicated));
+        let appended = self.append(batch, &[event])?;
         // The decisions are visible; the locks need not wait for the disk.
         drop(quota_guard);
         drop(pair_guard);
         drop(blob_guard);
-        self.inner.committer.sync(written)?;
+        let revision = self.sync(appended)?;
         let blob = BlobInfo {
             hash,
             size: meta.size,
@@ -484,6 +537,10 @@ impl Store {
             refcount: earlier_refs + 1,
             zero_ref_since: None,
         };
-        Ok(Uploaded { record, blob })
+        Ok(Uploaded {
+            record,
+            blob,
+            revision,
+        })
     }
 }

@@ -65,7 +65,7 @@ fn crash_child() {
                     let data = content(seed, size);
                     let b = bucket(&format!("crash{}", (t + i) % 3));
                     let file = store
-                        .upload_bytes(UploadRequest::new(b, format!("f{t}-{i}")), &data)
+                        .upload_bytes(UploadRequest::new(b, format!("f{t}-{i}")), &data, "tester")
                         .expect("upload")
                         .record;
                     {
@@ -81,7 +81,7 @@ fn crash_child() {
                             writeln!(out, "DEL {victim}").unwrap();
                             out.flush().unwrap();
                         }
-                        store.delete_file(victim).expect("delete");
+                        store.delete_file(victim, "tester").expect("delete");
                     }
                 }
             });

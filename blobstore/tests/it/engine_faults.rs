@@ -116,11 +116,15 @@ fn run(store: &Store, clock: &ManualClock, step: Step) -> blobstore::Result<()> 
         } => {
             let mut request = UploadRequest::new(bucket(name), format!("f{content}"));
             request.expires = expires_in.map(|d| store.now().plus(d));
-            store.upload_bytes(request, &data(content)).map(drop)
+            store
+                .upload_bytes(request, &data(content), "tester")
+                .map(drop)
         }
-        Step::DeleteFile(id) => store.delete_file(FileId(id)).map(drop),
-        Step::DeleteContent(id) => store.delete_content(FileId(id)).map(drop),
-        Step::Quota(name, quota) => store.set_quota(&bucket(name), Some(quota)),
+        Step::DeleteFile(id) => store.delete_file(FileId(id), "tester").map(drop),
+        Step::DeleteContent(id) => store.delete_content(FileId(id), "tester").map(drop),
+        Step::Quota(name, quota) => store
+            .set_quota(&bucket(name), Some(quota), "tester")
+            .map(drop),
         Step::Advance(by) => {
             clock.advance(by);
             Ok(())

@@ -119,7 +119,7 @@ impl Model<'_> {
                 request.restricted = restricted;
                 let file = subject
                     .store()
-                    .upload_bytes(request.clone(), &model_content(self.sizes, c))
+                    .upload_bytes(request.clone(), &model_content(self.sizes, c), "tester")
                     .unwrap()
                     .record;
                 self.files.insert(
@@ -135,7 +135,7 @@ impl Model<'_> {
             }
             Op::DeleteFile(n) => {
                 if let Some(id) = self.nth(n) {
-                    subject.store().delete_file(id).unwrap();
+                    subject.store().delete_file(id, "tester").unwrap();
                     let file = self.files.remove(&id).unwrap();
                     if file.present {
                         self.unlinked(file.content, now);
@@ -144,7 +144,7 @@ impl Model<'_> {
             }
             Op::DeleteContent(n) => {
                 if let Some(id) = self.nth(n) {
-                    subject.store().delete_content(id).unwrap();
+                    subject.store().delete_content(id, "tester").unwrap();
                     let file = self.files.get_mut(&id).unwrap();
                     if file.present {
                         file.present = false;
@@ -159,7 +159,11 @@ impl Model<'_> {
             } => {
                 if let Some(id) = self.nth(n) {
                     let expires = expires_in_hours.map(|h| now.plus(HOUR * h as u32));
-                    let record = subject.store().set_expiry(id, expires).unwrap();
+                    let record = subject
+                        .store()
+                        .set_expiry(id, expires, "tester")
+                        .unwrap()
+                        .value;
                     assert_eq!(record.expires, expires);
                     self.files.get_mut(&id).unwrap().expires = expires;
                 }

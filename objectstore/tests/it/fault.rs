@@ -174,6 +174,7 @@ fn stopping_the_proxy_mid_transfer_loses_no_acknowledged_upload() {
             .upload_bytes(
                 UploadRequest::new(bucket("fault"), format!("pre{i}")),
                 &bytes,
+                "tester",
             )
             .unwrap()
             .record;
@@ -199,6 +200,7 @@ fn stopping_the_proxy_mid_transfer_loses_no_acknowledged_upload() {
                     match store.upload_bytes(
                         UploadRequest::new(bucket("fault"), format!("f{seed}")),
                         &bytes,
+                        "tester",
                     ) {
                         Ok(blobstore::Uploaded { record: file, .. }) => {
                             assert_eq!(file.blake3, Blake3Hash::of(&bytes));

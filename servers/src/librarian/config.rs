@@ -423,7 +423,7 @@ mod tests {
         let bytes = vec![7u8; 100_000];
         let record = opened
             .store
-            .upload_bytes(blobstore::UploadRequest::new(bucket, "f"), &bytes)
+            .upload_bytes(blobstore::UploadRequest::new(bucket, "f"), &bytes, "tester")
             .unwrap()
             .record;
         let local = LocalFsBackend::open(dir.path().join("d")).unwrap();

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::http::{decide, etag, expected_digests, Decision, Expected};
 use super::Librarian;
 use crate::common::error::{Json, Path, Query};
+use crate::common::feed::{Actor, Revision};
 use crate::common::ApiError;
 
 /// Content up to this size is read in one piece; larger content is streamed in chunks.
@@ -202,6 +203,7 @@ enum Chunk {
 /// `POST /buckets/{bucket}/files`: a streamed upload.
 pub(crate) async fn upload(
     State(state): State<Librarian>,
+    actor: Actor,
     Path(bucket): Path<String>,
     Query(query): Query<UploadQuery>,
     headers: HeaderMap,
@@ -252,7 +254,7 @@ pub(crate) async fn upload(
             let _ = ready_tx.send(Err(error));
             Err(ApiError::internal("refused before the body was read"))
         };
-        let mut upload = match store.begin_upload(request) {
+        let mut upload = match store.begin_upload(request, actor.as_str()) {
             Ok(upload) => upload,
             Err(error) => return refuse(ready_tx, store_error(error)),
         };
@@ -273,7 +275,9 @@ pub(crate) async fn upload(
             }
         }
         let uploaded = upload.commit().map_err(store_error)?;
-        Ok(file_json(&uploaded.record, Some(&uploaded.blob)))
+        let mut file = file_json(&uploaded.record, Some(&uploaded.blob));
+        file["revision"] = uploaded.revision.into();
+        Ok(file)
     });
     match ready_rx.await {
         Ok(Ok(())) => {}
@@ -336,7 +340,8 @@ pub(crate) async fn upload(
     drop(tx);
     let file = writer.await.map_err(ApiError::internal)??;
     let location = file["url"].as_str().unwrap_or("/").to_string();
-    let mut response = (StatusCode::CREATED, axum::Json(file)).into_response();
+    let revision = Revision(file["revision"].as_u64().unwrap_or(0));
+    let mut response = (StatusCode::CREATED, revision, axum::Json(file)).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
@@ -415,17 +420,20 @@ pub(crate) struct QuotaBody {
 /// `PUT /buckets/{bucket}`: sets (or with `null` removes) the quota.
 pub(crate) async fn set_quota(
     State(state): State<Librarian>,
+    actor: Actor,
     Path(bucket): Path<String>,
     Json(body): Json<QuotaBody>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<(Revision, axum::Json<Value>), ApiError> {
     let bucket = parse_bucket(&bucket)?;
     state
         .blocking(move |store| {
-            store
-                .set_quota(&bucket, body.quota_bytes)
+            let revision = store
+                .set_quota(&bucket, body.quota_bytes, actor.as_str())
                 .map_err(store_error)?;
             let stats = store.bucket_stats(&bucket).map_err(store_error)?;
-            Ok(axum::Json(bucket_json(&bucket, &stats)))
+            let mut answer = bucket_json(&bucket, &stats);
+            answer["revision"] = revision.into();
+            Ok((Revision(revision), axum::Json(answer)))
         })
         .await
 }
@@ -447,13 +455,14 @@ pub(crate) async fn file_metadata(
 /// `DELETE /files/{id}`.
 pub(crate) async fn delete_file(
     State(state): State<Librarian>,
+    actor: Actor,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<(Revision, StatusCode), ApiError> {
     let id = parse_id(&id)?;
-    state
-        .blocking(move |store| store.delete_file(id).map_err(store_error))
+    let deleted = state
+        .blocking(move |store| store.delete_file(id, actor.as_str()).map_err(store_error))
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok((Revision(deleted.revision), StatusCode::NO_CONTENT))
 }
 
 /// An expiry given in Unix seconds, or a 400 with `code` when it does not fit a timestamp.
@@ -486,9 +495,10 @@ where
 /// answers the record.
 pub(crate) async fn update_file(
     State(state): State<Librarian>,
+    actor: Actor,
     Path(id): Path<String>,
     Json(changes): Json<FileChanges>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<(Revision, axum::Json<Value>), ApiError> {
     let id = parse_id(&id)?;
     if changes.expires.is_none() && changes.restricted.is_none() {
         return Err(ApiError::bad_request(
@@ -510,8 +520,12 @@ pub(crate) async fn update_file(
     };
     state
         .blocking(move |store| {
-            let record = store.update_file(id, update).map_err(store_error)?;
-            Ok(axum::Json(describe(store, &record)?))
+            let updated = store
+                .update_file(id, update, actor.as_str())
+                .map_err(store_error)?;
+            let mut answer = describe(store, &updated.value)?;
+            answer["revision"] = updated.revision.into();
+            Ok((Revision(updated.revision), axum::Json(answer)))
         })
         .await
 }
@@ -519,13 +533,18 @@ pub(crate) async fn update_file(
 /// `DELETE /files/{id}/content`.
 pub(crate) async fn delete_content(
     State(state): State<Librarian>,
+    actor: Actor,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<(Revision, StatusCode), ApiError> {
     let id = parse_id(&id)?;
-    state
-        .blocking(move |store| store.delete_content(id).map_err(store_error))
+    let cut = state
+        .blocking(move |store| {
+            store
+                .delete_content(id, actor.as_str())
+                .map_err(store_error)
+        })
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok((Revision(cut.revision), StatusCode::NO_CONTENT))
 }
 
 #[derive(Debug, Deserialize)]

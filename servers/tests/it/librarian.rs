@@ -730,6 +730,7 @@ async fn writers_are_checked_by_address_and_credentials() {
         .upload_bytes(
             blobstore::UploadRequest::new(blobstore::BucketName::new("a").unwrap(), "f"),
             b"hello",
+            "tester",
         )
         .unwrap()
         .record;

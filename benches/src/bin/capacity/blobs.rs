@@ -65,7 +65,7 @@ pub fn scale(flags: &Flags) -> Result<()> {
     let started = Instant::now();
     let mut ids = parallel(n, |i| {
         let request = UploadRequest::new(bucket.clone(), "f");
-        Ok(store.upload_bytes(request, &tiny(i))?.record.id)
+        Ok(store.upload_bytes(request, &tiny(i), "bench")?.record.id)
     })?;
     let took = started.elapsed();
     ids.sort_unstable();
@@ -83,7 +83,7 @@ pub fn scale(flags: &Flags) -> Result<()> {
     let dup_ids = parallel(dups, |i| {
         let request = UploadRequest::new(bucket.clone(), "dup");
         Ok(store
-            .upload_bytes(request, &tiny((i * 7919) % n))?
+            .upload_bytes(request, &tiny((i * 7919) % n), "bench")?
             .record
             .id)
     })?;
@@ -155,7 +155,9 @@ pub fn scale(flags: &Flags) -> Result<()> {
     // Deletes: the duplicates, then a slice of the originals, whose blobs GC then collects
     // (grace 0).
     let started = Instant::now();
-    parallel(dup_ids.len(), |i| Ok(store.delete_file(dup_ids[i])?))?;
+    parallel(dup_ids.len(), |i| {
+        Ok(store.delete_file(dup_ids[i], "bench")?)
+    })?;
     out.row(
         "blobs/delete files, 32 writers, synced",
         scale,
@@ -163,7 +165,9 @@ pub fn scale(flags: &Flags) -> Result<()> {
         "files/s",
     )?;
     let doomed = (n / 10).clamp(1, 2_000);
-    parallel(doomed, |k| Ok(store.delete_file(ids[(k * 10) % n])?))?;
+    parallel(doomed, |k| {
+        Ok(store.delete_file(ids[(k * 10) % n], "bench")?)
+    })?;
     std::thread::sleep(Duration::from_millis(1100));
     let started = Instant::now();
     let mut collected = 0;
@@ -217,7 +221,8 @@ pub fn sizes(flags: &Flags) -> Result<()> {
         let started = Instant::now();
         for _ in 0..count {
             rng.fill(&mut content);
-            let mut upload = store.begin_upload(UploadRequest::new(bucket.clone(), "s"))?;
+            let mut upload =
+                store.begin_upload(UploadRequest::new(bucket.clone(), "s"), "bench")?;
             for piece in content.chunks(1 << 20) {
                 upload.write_all(piece)?;
             }
