@@ -934,7 +934,8 @@ async fn health_metrics_and_openapi() {
             .replace("{bucket}", "m")
             .replace("{id}", "1")
             .replace("{filename}", "f")
-            .replace("{blake3}", &"0".repeat(64));
+            .replace("{blake3}", &"0".repeat(64))
+            .replace("{person}", "p");
         let response = c
             .request(method.parse().unwrap(), server.url(&concrete))
             .basic_auth(USER, Some(PASSWORD))

@@ -11,11 +11,16 @@ use serde_json::{json, Value};
 use crate::common::ApiError;
 
 mod download;
+mod feed;
 mod files;
 mod ops;
 mod upload;
 
 pub(crate) use download::{answer_small, download, download_blob};
+pub(crate) use feed::{
+    bucket_history, changes, create_subscription, delete_subscription, file_history,
+    get_subscription, person_history,
+};
 pub(crate) use files::{
     bucket_stats, delete_content, delete_file, file_metadata, issue_token, list_bucket, search,
     set_quota, update_file,

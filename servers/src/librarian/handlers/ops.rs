@@ -74,7 +74,16 @@ pub(crate) async fn metrics(State(state): State<Librarian>) -> Result<Response, 
     sm.blobs.set(gauge(summary.blobs));
     sm.stored_bytes.set(gauge(summary.stored_bytes));
     sm.logical_bytes.set(gauge(summary.logical_bytes));
-    let text = state.metrics.encode();
+    let subscriptions = state.subscriptions.clone();
+    let lag = state
+        .blocking(move |_| Ok(subscriptions.metrics_text()))
+        .await?;
+    let mut text = state.metrics.encode();
+    // The subscriptions' lag goes before OpenMetrics' closing `# EOF`.
+    match text.strip_suffix("# EOF\n") {
+        Some(body) => text = format!("{body}{lag}# EOF\n"),
+        None => text.push_str(&lag),
+    }
     Ok((
         [(
             header::CONTENT_TYPE,
