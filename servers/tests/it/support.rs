@@ -19,6 +19,8 @@ pub struct Options {
     pub limits: Limits,
     pub allowed: Vec<ipnet::IpNet>,
     pub secrets: ([u8; 32], Option<[u8; 32]>),
+    /// Hosts subscriptions may call back (`host:port`).
+    pub callback_hosts: Vec<String>,
 }
 
 impl Default for Options {
@@ -27,6 +29,7 @@ impl Default for Options {
             limits: Limits::default(),
             allowed: servers::common::config::loopback_cidrs(),
             secrets: ([1; 32], None),
+            callback_hosts: Vec::new(),
         }
     }
 }
@@ -73,6 +76,7 @@ impl TestServer {
             }],
             allowed_cidrs: options.allowed,
             limits: options.limits.clone(),
+            callback_hosts: options.callback_hosts.clone(),
             ..ServerConfig::default()
         };
         let state = Librarian::new(store, &config).unwrap();

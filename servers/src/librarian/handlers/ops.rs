@@ -79,11 +79,7 @@ pub(crate) async fn metrics(State(state): State<Librarian>) -> Result<Response, 
         .blocking(move |_| Ok(subscriptions.metrics_text()))
         .await?;
     let mut text = state.metrics.encode();
-    // The subscriptions' lag goes before OpenMetrics' closing `# EOF`.
-    match text.strip_suffix("# EOF\n") {
-        Some(body) => text = format!("{body}{lag}# EOF\n"),
-        None => text.push_str(&lag),
-    }
+    text.push_str(&lag);
     Ok((
         [(
             header::CONTENT_TYPE,
