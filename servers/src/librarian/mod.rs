@@ -378,6 +378,7 @@ pub async fn gc_loop(state: Librarian, interval: Duration) {
                 total.expired_files += report.expired_files;
                 total.collected_blobs += report.collected_blobs;
                 total.freed_bytes += report.freed_bytes;
+                total.pruned_changes += report.pruned_changes;
                 if !report.more {
                     return Ok::<_, blobstore::Error>(total);
                 }
@@ -391,6 +392,7 @@ pub async fn gc_loop(state: Librarian, interval: Duration) {
                     expired_files = report.expired_files,
                     collected_blobs = report.collected_blobs,
                     freed_bytes = report.freed_bytes,
+                    pruned_changes = report.pruned_changes,
                     "GC pass"
                 );
             }
