@@ -99,6 +99,17 @@ impl Keyspace {
     pub(crate) fn from_index(index: usize) -> Self {
         Keyspace(u32::try_from(index).expect("fewer than 2^32 keyspaces"))
     }
+
+    /// The handle of `name` among the keyspaces a backend declared, in declaration order.
+    pub(crate) fn lookup(declared: &[String], name: &str) -> Result<Self> {
+        declared
+            .iter()
+            .position(|n| n == name)
+            .map(Keyspace::from_index)
+            .ok_or_else(|| Error::UnknownKeyspace {
+                name: name.to_string(),
+            })
+    }
 }
 
 /// How durable a write must be before [`Engine::write`] returns.

@@ -192,13 +192,7 @@ impl Engine for MemEngine {
     }
 
     fn keyspace(&self, name: &str) -> Result<Keyspace> {
-        self.names
-            .iter()
-            .position(|n| n == name)
-            .map(Keyspace::from_index)
-            .ok_or_else(|| Error::UnknownKeyspace {
-                name: name.to_string(),
-            })
+        Keyspace::lookup(&self.names, name)
     }
 
     fn write(&self, batch: WriteBatch, _durability: Durability) -> Result<()> {

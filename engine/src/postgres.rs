@@ -1068,13 +1068,7 @@ impl Engine for PgEngine {
     }
 
     fn keyspace(&self, name: &str) -> Result<Keyspace> {
-        self.names
-            .iter()
-            .position(|n| n == name)
-            .map(Keyspace::from_index)
-            .ok_or_else(|| Error::UnknownKeyspace {
-                name: name.to_string(),
-            })
+        Keyspace::lookup(&self.names, name)
     }
 
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {

@@ -1,7 +1,7 @@
 //! The testing kit (cargo feature `testing`, for dev-dependencies): one macro that stamps a
 //! list of generic test functions out per compiled backend, and throwaway PostgreSQL stores.
 //!
-//! ```ignore
+//! ```text
 //! // In a crate's tests/it/some_suite.rs, with `engine = { ..., features = ["testing"] }`
 //! // among its dev-dependencies:
 //! engine::backend_tests!(writes_and_reads, scans_in_order);
