@@ -14,8 +14,9 @@ export ROCKSDB_LIB_DIR ?= /usr/lib/$(shell gcc -print-multiarch 2>/dev/null || e
 export CARGO_TERM_COLOR ?= never
 
 # Debian packages the build and the tests need: RocksDB and bindgen's libclang for the
-# `rocksdb` crate, git for the commit-graph agreement tests, curl for the HTTP tests.
-DEBIAN_PACKAGES := librocksdb-dev clang libclang-dev git curl pkg-config
+# `rocksdb` crate, git for the commit-graph agreement tests, curl for the HTTP tests, strace
+# for the crash-state test (blobstore/tests/it/crash_states.rs).
+DEBIAN_PACKAGES := librocksdb-dev clang libclang-dev git curl pkg-config strace
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup run test bench build fuzz soak load capacity
