@@ -113,10 +113,12 @@ fn ensure_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Whether `path` is on tmpfs (the magic number of `statfs(2)`).
+/// Whether `path` is on tmpfs (the magic number of `statfs(2)`): there an fsync costs nothing
+/// and nothing reaches a device. `false` when `statfs` fails. Benchmarks of durable writes use
+/// it to refuse a directory in memory.
 // `f_type` is an `i64` on x86_64 but narrower on some targets.
 #[allow(clippy::useless_conversion)]
-fn is_tmpfs(path: &Path) -> bool {
+pub fn is_tmpfs(path: &Path) -> bool {
     const TMPFS_MAGIC: i64 = 0x0102_1994;
     rustix::fs::statfs(path).is_ok_and(|stat| i64::from(stat.f_type) == TMPFS_MAGIC)
 }

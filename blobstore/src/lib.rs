@@ -48,7 +48,7 @@ pub mod token;
 mod types;
 mod writer;
 
-pub use backend::{BlobBackend, LocalFsBackend, StoredBlob, TempBlob};
+pub use backend::{is_tmpfs, BlobBackend, LocalFsBackend, StoredBlob, TempBlob};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use downloads::DOWNLOADS_FLUSH_INTERVAL;
 pub use error::{BoxError, Error, Result};
