@@ -97,8 +97,16 @@ fn sync_dir(path: &Path) -> Result<()> {
         .map_err(|e| Error::io("fsyncing directory", path, e))
 }
 
+/// Held by [`ensure_dir`] from its check to its parent's fsync. Without it, an upload that finds
+/// a shard directory another upload has just created (whose parent is not fsynced yet) would
+/// rename its blob into it and be acknowledged while a power loss could still drop the
+/// directory, blob and all; under it, a directory that exists has had its entry synced. (ext4
+/// happens to commit the two together; POSIX, and the crash-state test's model, do not.)
+static CREATING_DIRS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Creates `dir` if missing, making the new entry durable in its parent.
 fn ensure_dir(dir: &Path) -> Result<()> {
+    let _creating = CREATING_DIRS.lock().unwrap_or_else(|e| e.into_inner());
     if dir.is_dir() {
         return Ok(());
     }

@@ -24,7 +24,7 @@
 //! synced write is checked apart). CI checks every crash point when there are at most 48
 //! (synced) and 24 (partial), evenly spread ones beyond (about 40 s for the four children in a
 //! debug build on a busy 2-core machine); `CRASH_STATES_ALL=1` checks all of them (518 states,
-//! 56 s). `CRASH_STATES_KEEP_TRACE=FILE` keeps a copy of the trace. Needs Debian's `strace`.
+//! 56 s). `CRASH_STATES_KEEP_TRACE=PREFIX` keeps a copy of each trace (`PREFIX.<test name>`). Needs Debian's `strace`.
 //!
 //! # Each fsync removed, once (2026-12-05)
 //!
@@ -158,6 +158,8 @@ fn trace_child(test_name: &str, role: &str, root: &Path, work: &Path) -> Trace {
     );
     let text = std::fs::read(&trace_path).unwrap();
     if let Some(keep) = std::env::var_os("CRASH_STATES_KEEP_TRACE") {
+        let mut keep = keep;
+        keep.push(format!(".{}", test_name.replace("::", ".")));
         std::fs::copy(&trace_path, keep).unwrap();
     }
     let trace = Trace::parse(&text);
@@ -186,7 +188,12 @@ fn crash_points(trace: &Trace) -> Vec<(usize, Mode)> {
             .map(|i| points[i * (points.len() - 1) / (max - 1)])
             .collect()
     };
-    let seed: u64 = rand::thread_rng().gen();
+    // The partial states' choices; `CRASH_STATES_SEED` repeats a run's.
+    let seed: u64 = std::env::var("CRASH_STATES_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("crash states: CRASH_STATES_SEED={seed}");
     let mut out: Vec<(usize, Mode)> = sample(&points, MAX_STATES)
         .into_iter()
         .map(|p| (p, Mode::Synced))

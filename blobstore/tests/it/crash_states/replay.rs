@@ -332,8 +332,18 @@ impl Trace {
                 head.extend_from_slice(&rest[resumed + 9..]);
                 (start, head)
             } else if let Some(head) = body.strip_suffix(b" <unfinished ...>") {
-                unfinished.insert(pid, (line_number, head.to_vec()));
-                continue;
+                if head.starts_with(b"close(") {
+                    // The descriptor's number is free as soon as `close` starts: another
+                    // thread's `open` may get it back before this `close` is seen to return, so
+                    // the close takes effect here (its resumption is skipped as unknown).
+                    let mut full = head.to_vec();
+                    full.extend_from_slice(b") = 0");
+                    unfinished.insert(pid, (line_number, b"closed(".to_vec()));
+                    (line_number, full)
+                } else {
+                    unfinished.insert(pid, (line_number, head.to_vec()));
+                    continue;
+                }
             } else {
                 (line_number, body.to_vec())
             };
@@ -341,7 +351,7 @@ impl Trace {
                 continue;
             };
             let name = String::from_utf8_lossy(&full[..open]).into_owned();
-            if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            if name == "closed" || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 continue;
             }
             let mut parser = Parser {
