@@ -65,7 +65,7 @@ fn open(dir: &std::path::Path, now: i64, durability: Durability) -> (GraphStore,
         .durability(durability)
         .open()
         .expect("open store");
-    let teams = store.teams().expect("teams");
+    let teams = graphdb::Teams::open(&store).expect("teams");
     (store, teams)
 }
 
@@ -93,7 +93,7 @@ fn main() {
     // Bulk import and index build, RocksDB, one synced batch.
     let (store, teams) = open(dir.path(), g.now, Durability::Sync);
     let t = Instant::now();
-    teams.import_tsv(tsv.as_bytes(), false).expect("import");
+    teams.import_tsv(tsv.as_bytes(), None).expect("import");
     println!("bulk import + index build: {:?}", t.elapsed());
     drop(tsv);
     let stats = teams.stats();
@@ -248,7 +248,7 @@ fn main() {
         .open()
         .expect("open store");
     let t = Instant::now();
-    let teams = store.teams().expect("teams");
+    let teams = graphdb::Teams::open(&store).expect("teams");
     println!(
         "reopen: RocksDB open {engine_open:?}, namespace load {:?}; {}",
         t.elapsed(),

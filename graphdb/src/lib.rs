@@ -24,7 +24,7 @@
 //! let engine = engine::EngineConfig::memory().open(graphdb::KEYSPACES)?;
 //! let clock = Arc::new(ManualClock::new(1_000));
 //! let store = GraphStore::builder(engine).clock(clock.clone()).open()?;
-//! let teams = store.teams()?;
+//! let teams = graphdb::Teams::open(&store)?;
 //! teams.add_person("alice")?;
 //! teams.add_team("ubuntu-dev")?;
 //! teams.add_team("core-dev")?;

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use roaring::RoaringBitmap;
 
-use crate::graph::{Depth, Filter, Namespace, NodeId, NodeKind, Page, Role, View};
+use crate::graph::{
+    Depth, Filter, GraphStore, Namespace, NamespaceKind, NodeId, NodeKind, Page, Role, View,
+};
 use crate::import::{self, ImportSummary};
 use crate::{CheckReport, Result};
 
@@ -59,15 +61,22 @@ impl From<SetFilter> for Filter {
     }
 }
 
-/// The package-set namespace. Obtained from [`crate::GraphStore::package_sets`].
+/// The package-set namespace. Obtained from [`PackageSets::open`].
 #[derive(Clone, Debug)]
 pub struct PackageSets {
     ns: Arc<Namespace>,
 }
 
 impl PackageSets {
-    pub(crate) fn new(ns: Arc<Namespace>) -> Self {
-        PackageSets { ns }
+    /// The package-set namespace of `store` (`"packagesets"`, acyclic), created empty if
+    /// absent.
+    ///
+    /// # Errors
+    /// As for [`GraphStore::namespace`].
+    pub fn open(store: &GraphStore) -> Result<PackageSets> {
+        Ok(PackageSets {
+            ns: store.namespace(NAMESPACE, NamespaceKind::Acyclic)?,
+        })
     }
 
     /// The underlying namespace.
@@ -182,7 +191,11 @@ impl PackageSets {
     ///
     /// # Errors
     /// As for [`crate::Teams::import_tsv`].
-    pub fn import_tsv(&self, reader: impl BufRead, progress: bool) -> Result<ImportSummary> {
+    pub fn import_tsv(
+        &self,
+        reader: impl BufRead,
+        progress: Option<&dyn Fn(u64, u64)>,
+    ) -> Result<ImportSummary> {
         let rows = import::parse_package_sets(reader)?;
         import::load_package_sets(&self.ns, &rows, progress)
     }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use roaring::RoaringBitmap;
 
-use crate::graph::{Depth, Filter, Namespace, NodeId, NodeKind, Page, Role, View};
+use crate::graph::{
+    Depth, Filter, GraphStore, Namespace, NamespaceKind, NodeId, NodeKind, Page, Role, View,
+};
 use crate::import::{self, ImportSummary};
 use crate::{CheckReport, IndexStats, Result};
 
@@ -35,15 +37,21 @@ impl From<TeamFilter> for Filter {
 
 /// The team namespace: persons are leaves, teams are groups; `member` and `admin` confer
 /// membership, relations (`audits`, `administers`, ...) do not. Obtained from
-/// [`crate::GraphStore::teams`]; cheap to clone.
+/// [`Teams::open`]; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Teams {
     ns: Arc<Namespace>,
 }
 
 impl Teams {
-    pub(crate) fn new(ns: Arc<Namespace>) -> Self {
-        Teams { ns }
+    /// The team namespace of `store` (`"teams"`, acyclic), created empty if absent.
+    ///
+    /// # Errors
+    /// As for [`GraphStore::namespace`].
+    pub fn open(store: &GraphStore) -> Result<Teams> {
+        Ok(Teams {
+            ns: store.namespace(NAMESPACE, NamespaceKind::Acyclic)?,
+        })
     }
 
     /// The underlying namespace.
@@ -261,13 +269,17 @@ impl Teams {
     }
 
     /// Imports a TSV file (`team\tmember\trole\texpires`), all or nothing; see
-    /// [`crate::import`]. With `progress`, a bar is drawn on standard error when it is a
-    /// terminal.
+    /// [`crate::import`]. `progress`, when given, is called with `(edges applied, edges in
+    /// the file)` every few thousand edges and at the end (a binary draws its bar with it).
     ///
     /// # Errors
     /// [`crate::Error::Import`] naming the line of a malformed row, [`crate::Error::Cycle`],
     /// [`crate::Error::WrongKind`], engine errors; nothing is written then.
-    pub fn import_tsv(&self, reader: impl BufRead, progress: bool) -> Result<ImportSummary> {
+    pub fn import_tsv(
+        &self,
+        reader: impl BufRead,
+        progress: Option<&dyn Fn(u64, u64)>,
+    ) -> Result<ImportSummary> {
         let rows = import::parse_teams(reader)?;
         import::load_teams(&self.ns, &rows, progress)
     }

@@ -48,7 +48,7 @@ fn open(engine: &Arc<FaultyEngine>, clock: &Arc<ManualClock>) -> (GraphStore, Te
         .clock(Arc::clone(clock) as Arc<dyn graphdb::Clock>)
         .open()
         .expect("open graph store");
-    let teams = store.teams().expect("teams");
+    let teams = graphdb::Teams::open(&store).expect("teams");
     (store, teams)
 }
 

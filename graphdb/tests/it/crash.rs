@@ -33,7 +33,7 @@ fn open(dir: &str) -> GraphStore {
 /// write.
 fn child(dir: &str) -> ! {
     let store = open(dir);
-    let teams = store.teams().expect("teams");
+    let teams = graphdb::Teams::open(&store).expect("teams");
     for t in 0..TEAMS {
         teams.add_team(&format!("t{t}")).expect("team");
         if t > 0 {
@@ -161,7 +161,7 @@ fn sigkill_during_synced_writes_loses_nothing_acknowledged() {
         "only one writer acknowledged anything: {per_writer:?}"
     );
     let store = open(&path);
-    let teams = store.teams().expect("teams");
+    let teams = graphdb::Teams::open(&store).expect("teams");
     let view = teams.view();
     for ((team, person), present) in &acked {
         let stored = view

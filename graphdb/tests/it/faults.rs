@@ -76,7 +76,7 @@ fn failed_write_leaves_memory_as_the_engine() {
         fail_at: 6,
     });
     let store = GraphStore::open(engine).unwrap();
-    let teams = store.teams().unwrap();
+    let teams = graphdb::Teams::open(&store).unwrap();
     teams.add_person("p").unwrap();
     teams.add_team("a").unwrap();
     teams.add_team("b").unwrap();
@@ -94,7 +94,7 @@ fn failed_write_leaves_memory_as_the_engine() {
     drop(store);
 
     let store = GraphStore::open(Arc::new(root.reopen(graphdb::KEYSPACES))).unwrap();
-    let teams = store.teams().unwrap();
+    let teams = graphdb::Teams::open(&store).unwrap();
     assert!(teams.is_member("p", "a").unwrap());
     assert!(teams.remove_membership("a", "b").unwrap());
     assert!(!teams.is_member("p", "a").unwrap());
@@ -178,8 +178,8 @@ fn graph_step(engine: &Arc<FaultyEngine>, step: usize) -> Result<(), String> {
         .clock(clock)
         .open()
         .map_err(|e| e.to_string())?;
-    let teams = store.teams().map_err(|e| e.to_string())?;
-    let sets = store.package_sets().map_err(|e| e.to_string())?;
+    let teams = graphdb::Teams::open(&store).map_err(|e| e.to_string())?;
+    let sets = graphdb::PackageSets::open(&store).map_err(|e| e.to_string())?;
     let result = match step {
         0 => teams.add_person("p").map(drop),
         1 => teams.add_team("a").map(drop),
@@ -192,7 +192,7 @@ fn graph_step(engine: &Arc<FaultyEngine>, step: usize) -> Result<(), String> {
         8 => teams
             .import_tsv(
                 "team\tmember\trole\texpires\nc\ta\tmember\t\nc\tq\tadmin\t900\n".as_bytes(),
-                false,
+                None,
             )
             .map(drop),
         9 => teams.remove("b").map(drop),
@@ -202,7 +202,7 @@ fn graph_step(engine: &Arc<FaultyEngine>, step: usize) -> Result<(), String> {
         13 => sets
             .import_tsv(
                 "set\titem\ttype\nall\ts\tset\nall\tcore\tpackage\n".as_bytes(),
-                false,
+                None,
             )
             .map(drop),
         14 => sets.take("all", "s").map(drop),
@@ -219,8 +219,8 @@ fn graph_fingerprint(engine: &Arc<FaultyEngine>) -> String {
         .clock(clock)
         .open()
         .expect("reopen after the crash");
-    let teams = store.teams().unwrap();
-    let sets = store.package_sets().unwrap();
+    let teams = graphdb::Teams::open(&store).unwrap();
+    let sets = graphdb::PackageSets::open(&store).unwrap();
     assert!(teams.check().is_clean(), "{:?}", teams.check());
     assert!(sets.check().is_clean(), "{:?}", sets.check());
     let mut out = Vec::new();
@@ -357,7 +357,7 @@ fn a_failed_group_sync_fails_its_writers_and_keeps_every_acknowledged_write() {
     let setup = Arc::new(FaultyEngine::new(graphdb::KEYSPACES));
     {
         let store = GraphStore::open(Arc::clone(&setup) as Arc<dyn Engine>).unwrap();
-        let teams = store.teams().unwrap();
+        let teams = graphdb::Teams::open(&store).unwrap();
         teams.add_team("t").unwrap();
         for w in 0..WRITERS {
             for i in 0..WRITES {
@@ -370,7 +370,7 @@ fn a_failed_group_sync_fails_its_writers_and_keeps_every_acknowledged_write() {
         for n in [1, 2, 7, 20, 45] {
             let engine = Arc::new(setup.crash().fail_at(n, fault));
             let store = GraphStore::open(Arc::clone(&engine) as Arc<dyn Engine>).unwrap();
-            let teams = store.teams().unwrap();
+            let teams = graphdb::Teams::open(&store).unwrap();
             let acknowledged: Vec<Vec<usize>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = (0..WRITERS)
                     .map(|w| {
@@ -416,7 +416,7 @@ fn a_failed_group_sync_fails_its_writers_and_keeps_every_acknowledged_write() {
             // After a crash: exactly the synced image, which holds every acknowledged write.
             let crashed = Arc::new(engine.crash());
             let store = GraphStore::open(crashed as Arc<dyn Engine>).unwrap();
-            let teams = store.teams().unwrap();
+            let teams = graphdb::Teams::open(&store).unwrap();
             assert!(teams.check().is_clean(), "{:?}", teams.check());
             for (w, acked) in acknowledged.iter().enumerate() {
                 for &i in acked {

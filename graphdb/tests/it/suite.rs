@@ -25,7 +25,7 @@ crate::backend_tests!(suite:
 
 fn people(fx: &Fixture) -> graphdb::Teams {
     let store = fx.open();
-    store.teams().expect("teams")
+    graphdb::Teams::open(&store).expect("teams")
 }
 
 pub fn nested_membership_and_queries(fx: Fixture) {
@@ -470,7 +470,7 @@ pub fn import_export_round_trip(fx: Fixture) {
                empty\t\t\t\n\
                \tloner\t\t\n";
     let teams = people(&fx);
-    let summary = teams.import_tsv(tsv.as_bytes(), false).unwrap();
+    let summary = teams.import_tsv(tsv.as_bytes(), None).unwrap();
     assert_eq!(summary.edges, 4);
     assert!(teams.is_member("alice", "ubuntu").unwrap());
     assert!(!teams.is_member("bob", "core").unwrap()); // expired long ago
@@ -491,7 +491,7 @@ pub fn import_export_round_trip(fx: Fixture) {
     // Into a fresh store, and out again: the same file.
     let fx2 = Fixture::new(fx.backend);
     let teams2 = people(&fx2);
-    teams2.import_tsv(out.as_bytes(), false).unwrap();
+    teams2.import_tsv(out.as_bytes(), None).unwrap();
     let mut again = Vec::new();
     teams2.export_tsv(&mut again).unwrap();
     assert_eq!(String::from_utf8(again).unwrap(), out);
@@ -503,7 +503,7 @@ pub fn import_is_all_or_nothing(fx: Fixture) {
     let bad = "team\tmember\trole\texpires\n\
                a\tp\tmember\t\n\
                b\tq\tmember\tsoon\n";
-    let err = teams.import_tsv(bad.as_bytes(), false).unwrap_err();
+    let err = teams.import_tsv(bad.as_bytes(), None).unwrap_err();
     assert!(
         matches!(
             err,
@@ -520,7 +520,7 @@ pub fn import_is_all_or_nothing(fx: Fixture) {
                   b\tc\tmember\t\n\
                   c\ta\tmember\t\n\
                   a\tp\tmember\t\n";
-    let err = teams.import_tsv(cyclic.as_bytes(), false).unwrap_err();
+    let err = teams.import_tsv(cyclic.as_bytes(), None).unwrap_err();
     match &err {
         Error::Cycle { cycle, .. } => {
             assert_eq!(cycle.len(), 4);
@@ -537,7 +537,7 @@ pub fn import_is_all_or_nothing(fx: Fixture) {
 
 pub fn package_sets(fx: Fixture) {
     let store = fx.open();
-    let sets = store.package_sets().unwrap();
+    let sets = graphdb::PackageSets::open(&store).unwrap();
     let tsv = "set\titem\ttype\n\
                desktop\tgnome\tset\n\
                gnome\tgedit\tpackage\n\
@@ -545,7 +545,7 @@ pub fn package_sets(fx: Fixture) {
                desktop\tfirefox\tpackage\n\
                server\t\t\n\
                \tlonely\tpackage\n";
-    sets.import_tsv(tsv.as_bytes(), false).unwrap();
+    sets.import_tsv(tsv.as_bytes(), None).unwrap();
     assert!(sets.is_in("gedit", "desktop").unwrap());
     assert!(!sets.is_in("gedit", "server").unwrap());
     assert_eq!(
@@ -580,7 +580,7 @@ pub fn package_sets(fx: Fixture) {
     assert!(out.contains("desktop\tgnome\tset\n"), "{out}");
     assert!(sets.check().is_clean());
     // The two namespaces do not see each other.
-    let teams = store.teams().unwrap();
+    let teams = graphdb::Teams::open(&store).unwrap();
     assert!(matches!(
         teams.is_member("gedit", "gnome"),
         Err(Error::UnknownNode { .. })
@@ -646,8 +646,8 @@ pub fn concurrent_synced_writers_all_land(fx: Fixture) {
     let team = |w: usize, i: usize| format!("t{}", (w + i) % 4);
     {
         let store = fx.open();
-        let teams = store.teams().unwrap();
-        let sets = store.package_sets().unwrap();
+        let teams = graphdb::Teams::open(&store).unwrap();
+        let sets = graphdb::PackageSets::open(&store).unwrap();
         for t in 0..4 {
             teams.add_team(&format!("t{t}")).unwrap();
         }
@@ -685,8 +685,8 @@ pub fn concurrent_synced_writers_all_land(fx: Fixture) {
         });
     }
     let store = fx.open();
-    let teams = store.teams().unwrap();
-    let sets = store.package_sets().unwrap();
+    let teams = graphdb::Teams::open(&store).unwrap();
+    let sets = graphdb::PackageSets::open(&store).unwrap();
     for w in 0..WRITERS {
         for i in 0..WRITES {
             let p = person(w, i);

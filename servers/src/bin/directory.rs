@@ -10,6 +10,38 @@ use clap::{Parser, Subcommand};
 use servers::common::{self, serve, ServerFlags};
 use servers::directory::{self, config::GraphFlags, Directory, DirectoryConfig};
 
+/// The progress bar of an import, drawn on standard error when it is a terminal.
+struct ImportBar(indicatif::ProgressBar);
+
+impl ImportBar {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return ImportBar(indicatif::ProgressBar::hidden());
+        }
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} edges ({per_sec}, eta {eta})",
+        ) {
+            bar.set_style(style);
+        }
+        bar.set_message("importing");
+        ImportBar(bar)
+    }
+
+    fn show(&self, done: u64, total: u64) {
+        self.0.set_length(total);
+        self.0.set_position(done);
+    }
+}
+
+impl Drop for ImportBar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
 /// An HTTP service for team participation and package sets over graphdb.
 #[derive(Debug, Parser)]
 #[command(name = "directory", version)]
@@ -109,15 +141,21 @@ fn main() -> anyhow::Result<()> {
                 ImportKind::Teams { path } => {
                     let file = std::fs::File::open(&path)
                         .with_context(|| format!("opening {}", path.display()))?;
-                    let summary = store.teams()?.import_tsv(BufReader::new(file), true)?;
+                    let bar = ImportBar::new();
+                    let summary = graphdb::Teams::open(&store)?.import_tsv(
+                        BufReader::new(file),
+                        Some(&|done, total| bar.show(done, total)),
+                    )?;
                     (path, summary)
                 }
                 ImportKind::Packagesets { path } => {
                     let file = std::fs::File::open(&path)
                         .with_context(|| format!("opening {}", path.display()))?;
-                    let summary = store
-                        .package_sets()?
-                        .import_tsv(BufReader::new(file), true)?;
+                    let bar = ImportBar::new();
+                    let summary = graphdb::PackageSets::open(&store)?.import_tsv(
+                        BufReader::new(file),
+                        Some(&|done, total| bar.show(done, total)),
+                    )?;
                     (path, summary)
                 }
                 ImportKind::Repo { .. } => {
@@ -136,12 +174,12 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Check => {
             let (store, _) = config.store.open()?;
-            let teams = store.teams()?;
+            let teams = graphdb::Teams::open(&store)?;
             let report = teams.check();
             let stats = teams.stats();
             println!("teams: {stats:?}");
             println!("teams check: {report:?}");
-            let sets = store.package_sets()?.check();
+            let sets = graphdb::PackageSets::open(&store)?.check();
             println!("packagesets check: {sets:?}");
             if !report.is_clean() || !sets.is_clean() {
                 std::process::exit(1);

@@ -467,7 +467,7 @@ pub(crate) async fn import_teams(
         .blocking_long(move |d| {
             let summary = d
                 .teams
-                .import_tsv(BufReader::new(body.as_ref()), false)
+                .import_tsv(BufReader::new(body.as_ref()), None)
                 .map_err(graph_error)?;
             Ok(axum::Json(
                 json!({ "nodes": summary.nodes, "edges": summary.edges }),
@@ -485,7 +485,7 @@ pub(crate) async fn import_packagesets(
         .blocking_long(move |d| {
             let summary = d
                 .sets
-                .import_tsv(BufReader::new(body.as_ref()), false)
+                .import_tsv(BufReader::new(body.as_ref()), None)
                 .map_err(graph_error)?;
             Ok(axum::Json(
                 json!({ "nodes": summary.nodes, "edges": summary.edges }),

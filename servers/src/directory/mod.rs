@@ -94,8 +94,8 @@ impl Directory {
         server: &ServerConfig,
     ) -> Result<Self, String> {
         let policy = Arc::new(AccessPolicy::from_config(server, "directory")?);
-        let teams = store.teams().map_err(|e| e.to_string())?;
-        let sets = store.package_sets().map_err(|e| e.to_string())?;
+        let teams = graphdb::Teams::open(&store).map_err(|e| e.to_string())?;
+        let sets = graphdb::PackageSets::open(&store).map_err(|e| e.to_string())?;
         let mut metrics = HttpMetrics::new("directory");
         let graph_metrics = Arc::new(GraphMetrics::default());
         let registry = metrics.registry_mut();

@@ -1,0 +1,549 @@
+//! One namespace: writes (validated, applied in memory, one atomic batch), checks, listings.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use engine::{Durability, Engine, GroupCommit, WriteBatch};
+use roaring::RoaringBitmap;
+
+use super::state::{self, active_at, State};
+use super::storage;
+use super::types::{
+    validate_name, validate_relation, CheckReport, Difference, EdgeKind, EdgeRecord, IndexStats,
+    NamespaceKind, NodeId, NodeKind, Role,
+};
+use super::view::View;
+use crate::clock::Clock;
+use crate::{Error, Result};
+
+/// One namespace: its nodes, edges and index, in memory and in the engine.
+///
+/// Reads take a shared lock and never touch the engine. Writes are serialised by a writer
+/// mutex; each takes the exclusive lock only to validate and update the in-memory state and
+/// index, then writes the edge, the changed closures and the index time in one atomic batch
+/// (buffered, in order) and, for synced writes, releases the writer mutex and waits for a group
+/// sync shared with concurrent writers. Readers never wait for an fsync, so a reader may see a
+/// write shortly before it is durable (and, if the engine write or sync fails, a write that is
+/// then rolled back to what the engine holds); a writer's `Ok` always means durable as
+/// configured.
+#[derive(Debug)]
+pub struct Namespace {
+    pub(super) name: String,
+    pub(super) id: u32,
+    pub(super) kind: NamespaceKind,
+    pub(super) engine: Arc<dyn Engine>,
+    pub(super) committer: Arc<GroupCommit>,
+    pub(super) ks: storage::Keyspaces,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) durability: Durability,
+    pub(super) state: RwLock<State>,
+    pub(super) writer: Mutex<()>,
+    pub(super) poisoned: Mutex<Option<String>>,
+}
+
+impl Namespace {
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether it rejects cycles.
+    pub fn kind(&self) -> NamespaceKind {
+        self.kind
+    }
+
+    pub(super) fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A consistent view at the clock's "now": expiries up to now are applied first (in
+    /// memory; the next write persists them).
+    pub fn view(&self) -> View<'_> {
+        let now = self.clock.now();
+        loop {
+            let state = self.read_state();
+            if !state.needs_advance(now) {
+                let now = now.max(state.applied);
+                return View {
+                    ns: self,
+                    state,
+                    now,
+                };
+            }
+            drop(state);
+            self.write_state().advance(now);
+        }
+    }
+
+    /// A view at "now" if one is available without waiting: `None` while a writer holds or
+    /// awaits the index, or when expiries are due (applying them is a write). For callers
+    /// that must not block (an async handler), which then fall back to [`Namespace::view`] on
+    /// a thread that may.
+    pub fn try_view(&self) -> Option<View<'_>> {
+        let now = self.clock.now();
+        let state = match self.state.try_read() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        if state.needs_advance(now) {
+            return None;
+        }
+        let now = now.max(state.applied);
+        Some(View {
+            ns: self,
+            state,
+            now,
+        })
+    }
+
+    /// Runs a write: `f` validates, then mutates the state and adds its records to the batch;
+    /// the changed closures and the index time are added, and the batch is written.
+    ///
+    /// With [`Durability::Sync`] the batch is written buffered under the writer mutex (so
+    /// batches reach the engine's log in the order their changes were applied in memory), and
+    /// the writer waits for a group sync after releasing it: concurrent writers, of this
+    /// namespace or of others, share one fsync instead of queueing for one each.
+    pub(super) fn write<T>(
+        &self,
+        f: impl FnOnce(&mut State, &mut WriteBatch) -> Result<T>,
+    ) -> Result<T> {
+        let (out, written) = {
+            // Writers queue here only for the in-memory change and a buffered engine write;
+            // readers only wait for the in-memory part.
+            let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(cause) = &*self.poisoned.lock().unwrap_or_else(|e| e.into_inner()) {
+                return Err(Error::Poisoned {
+                    namespace: self.name.clone(),
+                    cause: cause.clone(),
+                });
+            }
+            let now = self.clock.now();
+            let (out, batch) = {
+                let mut state = self.write_state();
+                state.advance(now);
+                let mut batch = WriteBatch::new();
+                let out = f(&mut state, &mut batch)?;
+                storage::persist_dirty(&self.ks, self.id, &mut state, &mut batch);
+                (out, batch)
+            };
+            let written = match self.durability {
+                Durability::Sync => self.committer.write(batch).map(Some),
+                Durability::Buffered => self
+                    .engine
+                    .write(batch, Durability::Buffered)
+                    .map(|()| None),
+            };
+            match written {
+                Ok(written) => (out, written),
+                Err(error) => return Err(self.fail(error)),
+            }
+        };
+        match written {
+            None => Ok(out),
+            Some(written) => match self.committer.sync(written) {
+                Ok(()) => Ok(out),
+                Err(error) => {
+                    let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+                    Err(self.fail(error))
+                }
+            },
+        }
+    }
+
+    /// After a failed engine write or sync (call it holding the writer mutex): memory is ahead
+    /// of the engine, so go back to what the engine holds and refuse further writes. Every
+    /// writer whose change was in memory when the failure struck fails too and comes here
+    /// after its own change, so the last reload follows every change that was not acknowledged.
+    pub(super) fn fail(&self, error: engine::Error) -> Error {
+        *self.poisoned.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
+        let mut state = self.write_state();
+        if let Ok(fresh) = self
+            .engine
+            .snapshot()
+            .map_err(Error::from)
+            .and_then(|view| storage::load(&*view, &self.ks, self.id))
+        {
+            *state = fresh;
+        }
+        error.into()
+    }
+
+    pub(super) fn unknown(&self, name: &str) -> Error {
+        Error::UnknownNode {
+            namespace: self.name.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub(super) fn wrong_kind(&self, name: &str, found: NodeKind, expected: NodeKind) -> Error {
+        Error::WrongKind {
+            namespace: self.name.clone(),
+            name: name.to_owned(),
+            found,
+            expected,
+        }
+    }
+
+    pub(super) fn resolve(&self, state: &State, name: &str) -> Result<u32> {
+        state
+            .ids
+            .get(name)
+            .copied()
+            .ok_or_else(|| self.unknown(name))
+    }
+
+    pub(super) fn resolve_group(&self, state: &State, name: &str) -> Result<u32> {
+        let id = self.resolve(state, name)?;
+        match state.node(id).map(|n| n.kind) {
+            Some(NodeKind::Group) => Ok(id),
+            Some(found) => Err(self.wrong_kind(name, found, NodeKind::Group)),
+            None => Err(self.unknown(name)),
+        }
+    }
+
+    /// Adds a node; adding one that exists with the same kind returns its id.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::WrongKind`] when it exists with the other kind,
+    /// [`Error::IdsExhausted`], engine errors.
+    pub fn add_node(&self, name: &str, kind: NodeKind) -> Result<NodeId> {
+        validate_name(name)?;
+        self.write(|state, batch| {
+            if let Some(&id) = state.ids.get(name) {
+                let found = state.node(id).map_or(kind, |n| n.kind);
+                return if found == kind {
+                    Ok(NodeId(id))
+                } else {
+                    Err(self.wrong_kind(name, found, kind))
+                };
+            }
+            let id = state.next_id().ok_or_else(|| Error::IdsExhausted {
+                namespace: self.name.clone(),
+            })?;
+            state.insert_node(id, name, kind);
+            batch.put(
+                self.ks.nodes,
+                storage::node_key(self.id, id),
+                storage::node_value(kind, name),
+            );
+            Ok(NodeId(id))
+        })
+    }
+
+    /// Removes a node with every edge at either end; the pairs it supported leave the index.
+    /// Returns whether it existed.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub fn remove_node(&self, name: &str) -> Result<bool> {
+        self.write(|state, batch| {
+            let Some(&x) = state.ids.get(name) else {
+                return Ok(false);
+            };
+            let node = state.node(x).expect("named nodes are live").clone();
+            let ns = self.id;
+            batch.delete(self.ks.nodes, storage::node_key(ns, x));
+            let prefix = storage::edges_of_key(ns, x);
+            let end = engine::keys::prefix_successor(&prefix).expect("prefix has a successor");
+            batch.delete_range(self.ks.edges, prefix, end);
+            for l in &node.down {
+                batch.delete(self.ks.edges, storage::membership_key(ns, l.other, x));
+            }
+            for (relation, _, holder) in state.relations.keys().filter(|(_, t, _)| *t == x) {
+                batch.delete(
+                    self.ks.edges,
+                    storage::relation_key(ns, *holder, x, relation),
+                );
+            }
+            state.remove_node(x);
+            Ok(true)
+        })
+    }
+
+    /// The id of a node.
+    pub fn id(&self, name: &str) -> Option<NodeId> {
+        self.read_state().ids.get(name).copied().map(NodeId)
+    }
+
+    /// The name and kind of a node.
+    pub fn node(&self, id: NodeId) -> Option<(String, NodeKind)> {
+        let state = self.read_state();
+        state.node(id.0).map(|n| (n.name.to_string(), n.kind))
+    }
+
+    /// Adds the membership edge `member -> group`, or changes its role and expiry. An expiry
+    /// at or before now stores the edge without counting it.
+    ///
+    /// # Errors
+    /// [`Error::UnknownNode`], [`Error::WrongKind`] when `group` is a leaf, [`Error::Cycle`] in
+    /// an acyclic namespace, engine errors.
+    pub fn set_membership(
+        &self,
+        member: &str,
+        group: &str,
+        role: Role,
+        expires: Option<i64>,
+    ) -> Result<()> {
+        self.write(|state, batch| {
+            let m = self.resolve(state, member)?;
+            let g = self.resolve_group(state, group)?;
+            let old = state.link(m, g);
+            let was_active = old.is_some_and(|l| state.active(&l));
+            let now_active = active_at(expires, state.applied);
+            if now_active && !was_active && self.kind == NamespaceKind::Acyclic {
+                self.check_no_cycle(state, m, g)?;
+            }
+            let affected = (was_active && !now_active).then(|| state.self_and_desc(m));
+            if old.is_some() {
+                state.remove_link(m, g);
+            }
+            state.insert_link(m, g, role, expires);
+            if let Some(affected) = affected {
+                state.recompute(&affected);
+            } else if now_active && !was_active {
+                state.add_active(m, g);
+            }
+            batch.put(
+                self.ks.edges,
+                storage::membership_key(self.id, m, g),
+                storage::edge_value(Some(role), expires),
+            );
+            Ok(())
+        })
+    }
+
+    fn check_no_cycle(&self, state: &State, member: u32, group: u32) -> Result<()> {
+        if member != group && !state.anc[group as usize].contains(member) {
+            return Ok(());
+        }
+        let mut cycle: Vec<String> = if member == group {
+            vec![state.name(group).to_owned()]
+        } else {
+            state
+                .path(group, member)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|x| state.name(x).to_owned())
+                .collect()
+        };
+        cycle.push(state.name(group).to_owned());
+        Err(Error::Cycle {
+            namespace: self.name.clone(),
+            member: state.name(member).to_owned(),
+            group: state.name(group).to_owned(),
+            cycle,
+        })
+    }
+
+    /// Removes the membership edge `member -> group`; pairs that other paths support stay.
+    /// Returns whether it existed.
+    ///
+    /// # Errors
+    /// [`Error::UnknownNode`], engine errors.
+    pub fn remove_membership(&self, member: &str, group: &str) -> Result<bool> {
+        self.write(|state, batch| {
+            let m = self.resolve(state, member)?;
+            let g = self.resolve(state, group)?;
+            let Some(old) = state.link(m, g) else {
+                return Ok(false);
+            };
+            let affected = state.active(&old).then(|| state.self_and_desc(m));
+            state.remove_link(m, g);
+            if let Some(affected) = affected {
+                state.recompute(&affected);
+            }
+            batch.delete(self.ks.edges, storage::membership_key(self.id, m, g));
+            Ok(true)
+        })
+    }
+
+    /// Grants `relation` on `target` to `holder` (adds or changes the expiry).
+    ///
+    /// # Errors
+    /// [`Error::InvalidRelation`], [`Error::UnknownNode`], engine errors.
+    pub fn grant(
+        &self,
+        holder: &str,
+        relation: &str,
+        target: &str,
+        expires: Option<i64>,
+    ) -> Result<()> {
+        validate_relation(relation)?;
+        self.write(|state, batch| {
+            let h = self.resolve(state, holder)?;
+            let t = self.resolve(state, target)?;
+            state.relations.insert((relation.into(), t, h), expires);
+            batch.put(
+                self.ks.edges,
+                storage::relation_key(self.id, h, t, relation),
+                storage::edge_value(None, expires),
+            );
+            Ok(())
+        })
+    }
+
+    /// Revokes a relation; returns whether it was stored.
+    ///
+    /// # Errors
+    /// [`Error::UnknownNode`], engine errors.
+    pub fn revoke(&self, holder: &str, relation: &str, target: &str) -> Result<bool> {
+        self.write(|state, batch| {
+            let h = self.resolve(state, holder)?;
+            let t = self.resolve(state, target)?;
+            let existed = state.relations.remove(&(relation.into(), t, h)).is_some();
+            if existed {
+                batch.delete(
+                    self.ks.edges,
+                    storage::relation_key(self.id, h, t, relation),
+                );
+            }
+            Ok(existed)
+        })
+    }
+
+    /// Recomputes the whole index from the edges and persists it.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub fn rebuild(&self) -> Result<()> {
+        self.write(|state, _| {
+            state.rebuild();
+            Ok(())
+        })
+    }
+
+    /// Compares the index with a fresh BFS from every node over the active edges. It holds a
+    /// read lock throughout (writers wait), for a time proportional to the closure's size.
+    pub fn check(&self) -> CheckReport {
+        let view = self.view();
+        let state = &view.state;
+        let mut report = CheckReport::default();
+        let mut transpose: HashMap<u32, RoaringBitmap> = HashMap::new();
+        for x in 0..state.nodes.len() as u32 {
+            if state.node(x).is_none() {
+                continue;
+            }
+            report.nodes += 1;
+            let expected = state.bfs_up(x);
+            report.pairs += expected.len();
+            let actual = &state.anc[x as usize];
+            if state.probe[x as usize] != state::Probe::of(actual) {
+                report.differences.push(Difference {
+                    member: state.name(x).to_owned(),
+                    group: "(probe differs from closure)".to_owned(),
+                    in_index: true,
+                });
+            }
+            for (set, in_index) in [(actual - &expected, true), (&expected - actual, false)] {
+                for g in set {
+                    report.differences.push(Difference {
+                        member: state.name(x).to_owned(),
+                        group: state.name(g).to_owned(),
+                        in_index,
+                    });
+                }
+            }
+            for g in &expected {
+                transpose.entry(g).or_default().insert(x);
+            }
+        }
+        for (g, expected) in &transpose {
+            let actual = state.desc.get(g).cloned().unwrap_or_default();
+            for (set, in_index) in [(&actual - expected, true), (expected - &actual, false)] {
+                for x in set {
+                    report.differences.push(Difference {
+                        member: state.name(x).to_owned(),
+                        group: state.name(*g).to_owned(),
+                        in_index,
+                    });
+                }
+            }
+        }
+        for (g, actual) in &state.desc {
+            if !transpose.contains_key(g) {
+                for x in actual {
+                    report.differences.push(Difference {
+                        member: state.name(x).to_owned(),
+                        group: state.name(*g).to_owned(),
+                        in_index: true,
+                    });
+                }
+            }
+        }
+        report
+    }
+
+    /// Sizes of the index.
+    pub fn stats(&self) -> IndexStats {
+        let state = self.read_state();
+        let mut stats = IndexStats {
+            nodes: state.leaves.len() + state.groups.len(),
+            ..IndexStats::default()
+        };
+        for (x, anc) in state.anc.iter().enumerate() {
+            let Some(node) = state.node(x as u32) else {
+                continue;
+            };
+            if !anc.is_empty() {
+                let bytes = anc.serialized_size() as u64;
+                stats.pairs += anc.len();
+                stats.full_closure_bytes += bytes;
+                if node.kind == NodeKind::Group {
+                    stats.group_pairs += anc.len();
+                    stats.closure_bytes += bytes;
+                }
+            }
+        }
+        stats.membership_edges = state
+            .nodes
+            .iter()
+            .flatten()
+            .map(|n| n.up.len() as u64)
+            .sum();
+        stats
+    }
+
+    /// Every stored edge, expired ones included, sorted by (group, member, kind).
+    pub fn edges(&self) -> Vec<EdgeRecord> {
+        let state = self.read_state();
+        let mut out = Vec::new();
+        for node in state.nodes.iter().flatten() {
+            for l in &node.up {
+                out.push(EdgeRecord {
+                    group: state.name(l.other).to_owned(),
+                    member: node.name.to_string(),
+                    kind: EdgeKind::Membership(l.role),
+                    expires: l.expires,
+                });
+            }
+        }
+        for ((relation, target, holder), expires) in &state.relations {
+            out.push(EdgeRecord {
+                group: state.name(*target).to_owned(),
+                member: state.name(*holder).to_owned(),
+                kind: EdgeKind::Relation(relation.to_string()),
+                expires: *expires,
+            });
+        }
+        out.sort();
+        out
+    }
+
+    /// Every live node's name and kind, sorted by name.
+    pub fn nodes(&self) -> Vec<(String, NodeKind)> {
+        let state = self.read_state();
+        let mut out: Vec<(String, NodeKind)> = state
+            .nodes
+            .iter()
+            .flatten()
+            .map(|n| (n.name.to_string(), n.kind))
+            .collect();
+        out.sort();
+        out
+    }
+}
