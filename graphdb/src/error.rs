@@ -29,6 +29,14 @@ pub enum Error {
         /// The kind the operation needs.
         expected: NodeKind,
     },
+    /// A leaf (a person, a package) was given members.
+    #[error("node {name:?} in namespace {namespace:?} is a leaf and has no members")]
+    HasNoMembers {
+        /// The namespace.
+        namespace: String,
+        /// The leaf.
+        name: String,
+    },
     /// A membership edge would close a cycle in a namespace that must stay acyclic.
     #[error("in namespace {namespace:?}, making {member:?} a member of {group:?} would close the cycle {}", cycle.join(" -> "))]
     Cycle {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use roaring::RoaringBitmap;
 
 use crate::graph::{
-    Depth, Filter, GraphStore, Namespace, NamespaceKind, NodeId, NodeKind, Page, Role, View,
+    Depth, EdgeKind, Filter, GraphStore, Namespace, NamespaceKind, NodeId, NodeKind, Page, Role,
+    View,
 };
 use crate::import::{self, ImportSummary};
 use crate::{CheckReport, Result};
@@ -119,6 +120,24 @@ impl PackageSets {
     /// [`crate::Error::UnknownNode`], [`crate::Error::WrongKind`], [`crate::Error::Cycle`].
     pub fn insert(&self, set: &str, item: &str) -> Result<()> {
         self.ns.set_membership(item, set, Role::Member, None)
+    }
+
+    /// `PUT /packagesets/{set}/items/{item}` as one store command: puts `item` (a package or
+    /// a set, as `item_type` says) into `set`, creating whichever is missing, validated first
+    /// and written as one atomic batch.
+    ///
+    /// # Errors
+    /// [`crate::Error::HasNoMembers`] when `set` is a package, [`crate::Error::WrongKind`]
+    /// when `item` exists with the other type, [`crate::Error::Cycle`], name and engine
+    /// errors; nothing is written then.
+    pub fn put_item(&self, set: &str, item: &str, item_type: SetItem) -> Result<()> {
+        self.ns.put_edge(
+            item,
+            Some(item_type.kind()),
+            set,
+            &EdgeKind::Membership(Role::Member),
+            None,
+        )
     }
 
     /// Takes `item` out of `set`; returns whether it was there directly.

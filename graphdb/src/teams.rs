@@ -6,7 +6,8 @@ use std::sync::Arc;
 use roaring::RoaringBitmap;
 
 use crate::graph::{
-    Depth, Filter, GraphStore, Namespace, NamespaceKind, NodeId, NodeKind, Page, Role, View,
+    Depth, EdgeKind, Filter, GraphStore, Namespace, NamespaceKind, NodeId, NodeKind, Page, Role,
+    View,
 };
 use crate::import::{self, ImportSummary};
 use crate::{CheckReport, IndexStats, Result};
@@ -107,6 +108,26 @@ impl Teams {
         expires: Option<i64>,
     ) -> Result<()> {
         self.ns.set_membership(member, team, role, expires)
+    }
+
+    /// `PUT /teams/{team}/members/{member}` as one store command: makes `member` a member of
+    /// `team` with the role of `kind`, or grants it the relation of `kind` on `team`, creating
+    /// the team and (as a person) the member when they do not exist, all validated first and
+    /// written as **one** atomic batch (one group sync).
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidName`], [`crate::Error::InvalidRelation`],
+    /// [`crate::Error::HasNoMembers`] when `team` is a person, [`crate::Error::Cycle`] when
+    /// `member == team` or `team` is (transitively) a member of `member`, engine errors;
+    /// nothing is written then.
+    pub fn put_member(
+        &self,
+        team: &str,
+        member: &str,
+        kind: &EdgeKind,
+        expires: Option<i64>,
+    ) -> Result<()> {
+        self.ns.put_edge(member, None, team, kind, expires)
     }
 
     /// Ends a membership; returns whether it was stored.

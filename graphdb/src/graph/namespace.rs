@@ -222,17 +222,28 @@ impl Namespace {
                     Err(self.wrong_kind(name, found, kind))
                 };
             }
-            let id = state.next_id().ok_or_else(|| Error::IdsExhausted {
-                namespace: self.name.clone(),
-            })?;
-            state.insert_node(id, name, kind);
-            batch.put(
-                self.ks.nodes,
-                storage::node_key(self.id, id),
-                storage::node_value(kind, name),
-            );
-            Ok(NodeId(id))
+            self.create_node(state, batch, name, kind).map(NodeId)
         })
+    }
+
+    /// Creates the node `name` (the caller checked that the name is free and valid).
+    fn create_node(
+        &self,
+        state: &mut State,
+        batch: &mut WriteBatch,
+        name: &str,
+        kind: NodeKind,
+    ) -> Result<u32> {
+        let id = state.next_id().ok_or_else(|| Error::IdsExhausted {
+            namespace: self.name.clone(),
+        })?;
+        state.insert_node(id, name, kind);
+        batch.put(
+            self.ks.nodes,
+            storage::node_key(self.id, id),
+            storage::node_value(kind, name),
+        );
+        Ok(id)
     }
 
     /// Removes a node with every edge at either end; the pairs it supported leave the index.
@@ -292,28 +303,130 @@ impl Namespace {
         self.write(|state, batch| {
             let m = self.resolve(state, member)?;
             let g = self.resolve_group(state, group)?;
-            let old = state.link(m, g);
-            let was_active = old.is_some_and(|l| state.active(&l));
-            let now_active = active_at(expires, state.applied);
-            if now_active && !was_active && self.kind == NamespaceKind::Acyclic {
-                self.check_no_cycle(state, m, g)?;
+            self.apply_membership(state, batch, m, g, role, expires)
+        })
+    }
+
+    /// Sets the membership edge `m -> g` (both exist, `g` is a group), refusing a cycle before
+    /// changing anything.
+    fn apply_membership(
+        &self,
+        state: &mut State,
+        batch: &mut WriteBatch,
+        m: u32,
+        g: u32,
+        role: Role,
+        expires: Option<i64>,
+    ) -> Result<()> {
+        let old = state.link(m, g);
+        let was_active = old.is_some_and(|l| state.active(&l));
+        let now_active = active_at(expires, state.applied);
+        if now_active && !was_active && self.kind == NamespaceKind::Acyclic {
+            self.check_no_cycle(state, m, g)?;
+        }
+        let affected = (was_active && !now_active).then(|| state.self_and_desc(m));
+        if old.is_some() {
+            state.remove_link(m, g);
+        }
+        state.insert_link(m, g, role, expires);
+        if let Some(affected) = affected {
+            state.recompute(&affected);
+        } else if now_active && !was_active {
+            state.add_active(m, g);
+        }
+        batch.put(
+            self.ks.edges,
+            storage::membership_key(self.id, m, g),
+            storage::edge_value(Some(role), expires),
+        );
+        Ok(())
+    }
+
+    /// Puts the edge `member -> group` (a membership with its role, or a relation) and creates
+    /// whichever of the two nodes is missing, all in **one** batch: after a crash either the
+    /// nodes it created and the edge are there, or none of them. `group` must be a group (it
+    /// is created as one); `member_kind` is the kind `member` must have (`None`: any, and a
+    /// new member is a leaf). Everything is validated before anything changes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::InvalidRelation`], [`Error::HasNoMembers`] when
+    /// `group` is a leaf, [`Error::WrongKind`] when `member` has the other kind,
+    /// [`Error::Cycle`] when `member == group` (even for a relation; [`Error::WrongKind`] when
+    /// `member_kind` is a leaf then) or the edge would close a
+    /// cycle in an acyclic namespace, [`Error::IdsExhausted`], engine errors.
+    pub fn put_edge(
+        &self,
+        member: &str,
+        member_kind: Option<NodeKind>,
+        group: &str,
+        kind: &EdgeKind,
+        expires: Option<i64>,
+    ) -> Result<()> {
+        validate_name(member)?;
+        validate_name(group)?;
+        if let EdgeKind::Relation(relation) = kind {
+            validate_relation(relation)?;
+        }
+        if member == group {
+            // One node cannot be both a new leaf and the group.
+            if member_kind == Some(NodeKind::Leaf) {
+                return Err(self.wrong_kind(member, NodeKind::Group, NodeKind::Leaf));
             }
-            let affected = (was_active && !now_active).then(|| state.self_and_desc(m));
-            if old.is_some() {
-                state.remove_link(m, g);
+            return Err(Error::Cycle {
+                namespace: self.name.clone(),
+                member: member.to_owned(),
+                group: group.to_owned(),
+                cycle: vec![group.to_owned(), group.to_owned()],
+            });
+        }
+        self.write(|state, batch| {
+            let g = state.ids.get(group).copied();
+            if let Some(g) = g {
+                if state.node(g).map(|n| n.kind) == Some(NodeKind::Leaf) {
+                    return Err(Error::HasNoMembers {
+                        namespace: self.name.clone(),
+                        name: group.to_owned(),
+                    });
+                }
             }
-            state.insert_link(m, g, role, expires);
-            if let Some(affected) = affected {
-                state.recompute(&affected);
-            } else if now_active && !was_active {
-                state.add_active(m, g);
+            let m = state.ids.get(member).copied();
+            if let (Some(m), Some(expected)) = (m, member_kind) {
+                let found = state.node(m).map_or(expected, |n| n.kind);
+                if found != expected {
+                    return Err(self.wrong_kind(member, found, expected));
+                }
             }
-            batch.put(
-                self.ks.edges,
-                storage::membership_key(self.id, m, g),
-                storage::edge_value(Some(role), expires),
-            );
-            Ok(())
+            let new = u32::from(g.is_none()) + u32::from(m.is_none());
+            if state
+                .next_id()
+                .is_none_or(|next| next.checked_add(new).is_none())
+            {
+                return Err(Error::IdsExhausted {
+                    namespace: self.name.clone(),
+                });
+            }
+            // Only an edge between two existing nodes can close a cycle (checked before any
+            // change by `apply_membership`), so creating the missing nodes first is safe.
+            let g = match g {
+                Some(g) => g,
+                None => self.create_node(state, batch, group, NodeKind::Group)?,
+            };
+            let m = match m {
+                Some(m) => m,
+                None => {
+                    let kind = member_kind.unwrap_or(NodeKind::Leaf);
+                    self.create_node(state, batch, member, kind)?
+                }
+            };
+            match kind {
+                EdgeKind::Membership(role) => {
+                    self.apply_membership(state, batch, m, g, *role, expires)
+                }
+                EdgeKind::Relation(relation) => {
+                    self.apply_grant(state, batch, m, g, relation, expires);
+                    Ok(())
+                }
+            }
         })
     }
 
@@ -377,14 +490,26 @@ impl Namespace {
         self.write(|state, batch| {
             let h = self.resolve(state, holder)?;
             let t = self.resolve(state, target)?;
-            state.relations.insert((relation.into(), t, h), expires);
-            batch.put(
-                self.ks.edges,
-                storage::relation_key(self.id, h, t, relation),
-                storage::edge_value(None, expires),
-            );
+            self.apply_grant(state, batch, h, t, relation, expires);
             Ok(())
         })
+    }
+
+    fn apply_grant(
+        &self,
+        state: &mut State,
+        batch: &mut WriteBatch,
+        h: u32,
+        t: u32,
+        relation: &str,
+        expires: Option<i64>,
+    ) {
+        state.relations.insert((relation.into(), t, h), expires);
+        batch.put(
+            self.ks.edges,
+            storage::relation_key(self.id, h, t, relation),
+            storage::edge_value(None, expires),
+        );
     }
 
     /// Revokes a relation; returns whether it was stored.

@@ -130,6 +130,17 @@ pub enum EdgeKind {
     Relation(String),
 }
 
+impl EdgeKind {
+    /// `member` and `admin` name a membership role; any other name a relation (checked when
+    /// the edge is written, see [`validate_relation`]).
+    pub fn named(name: &str) -> EdgeKind {
+        match name.parse::<Role>() {
+            Ok(role) => EdgeKind::Membership(role),
+            Err(()) => EdgeKind::Relation(name.to_owned()),
+        }
+    }
+}
+
 impl fmt::Display for EdgeKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

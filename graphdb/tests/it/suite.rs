@@ -21,6 +21,7 @@ crate::backend_tests!(suite:
     general_namespace_accepts_cycles,
     rebuild_and_check,
     concurrent_synced_writers_all_land,
+    put_member_and_put_item_are_one_command,
 );
 
 fn people(fx: &Fixture) -> graphdb::Teams {
@@ -706,4 +707,83 @@ pub fn concurrent_synced_writers_all_land(fx: Fixture) {
     }
     assert!(teams.check().is_clean(), "{:?}", teams.check());
     assert!(sets.check().is_clean(), "{:?}", sets.check());
+}
+
+pub fn put_member_and_put_item_are_one_command(fx: Fixture) {
+    use graphdb::{EdgeKind, SetItem};
+    let store = fx.open();
+    let teams = graphdb::Teams::open(&store).unwrap();
+    let member = EdgeKind::Membership(Role::Admin);
+    // Both ends are created with the membership.
+    teams
+        .put_member("ubuntu", "alice", &member, Some(5_000_000))
+        .unwrap();
+    assert_eq!(teams.kind("ubuntu"), Some(NodeKind::Group));
+    assert_eq!(teams.kind("alice"), Some(NodeKind::Leaf));
+    assert_eq!(
+        teams.membership("ubuntu", "alice").unwrap(),
+        Some((Role::Admin, Some(5_000_000)))
+    );
+    // An existing team as the member, a relation, a changed role.
+    teams
+        .put_member("distro", "ubuntu", &EdgeKind::named("member"), None)
+        .unwrap();
+    assert!(teams.is_member("alice", "distro").unwrap());
+    teams
+        .put_member("distro", "bob", &EdgeKind::named("audits"), None)
+        .unwrap();
+    assert!(teams.is_holder("bob", "audits", "distro").unwrap());
+    assert!(!teams.is_member("bob", "distro").unwrap());
+
+    // Refusals create nothing.
+    let refused = [
+        ("alice", "carol", EdgeKind::named("member")),
+        ("newteam", "newteam", EdgeKind::named("member")),
+        ("newteam", "newteam", EdgeKind::named("audits")),
+        ("ubuntu", "distro", EdgeKind::named("member")),
+        ("newteam", "carol", EdgeKind::named("Bad relation")),
+        ("newteam", "", EdgeKind::named("member")),
+    ];
+    for (team, member, kind) in &refused {
+        let err = teams.put_member(team, member, kind, None).unwrap_err();
+        match (*team, &err) {
+            ("alice", Error::HasNoMembers { name, .. }) => assert_eq!(name, "alice"),
+            ("newteam" | "ubuntu", Error::Cycle { .. }) => {}
+            ("newteam", Error::InvalidRelation { .. } | Error::InvalidName { .. }) => {}
+            other => panic!("unexpected refusal {other:?}"),
+        }
+    }
+    assert_eq!(teams.kind("carol"), None);
+    assert_eq!(teams.kind("newteam"), None);
+    assert_eq!(
+        teams.membership("distro", "ubuntu").unwrap(),
+        Some((Role::Member, None))
+    );
+    assert!(teams.check().is_clean());
+
+    let sets = graphdb::PackageSets::open(&store).unwrap();
+    sets.put_item("desktop", "gnome", SetItem::Set).unwrap();
+    sets.put_item("gnome", "gedit", SetItem::Package).unwrap();
+    assert!(sets.is_in("gedit", "desktop").unwrap());
+    assert!(matches!(
+        sets.put_item("gedit", "x", SetItem::Package).unwrap_err(),
+        Error::HasNoMembers { .. }
+    ));
+    assert!(matches!(
+        sets.put_item("desktop", "gedit", SetItem::Set).unwrap_err(),
+        Error::WrongKind { .. }
+    ));
+    assert!(matches!(
+        sets.put_item("s", "s", SetItem::Package).unwrap_err(),
+        Error::WrongKind { .. }
+    ));
+    assert!(matches!(
+        sets.put_item("gnome", "desktop", SetItem::Set).unwrap_err(),
+        Error::Cycle { .. }
+    ));
+    assert_eq!(
+        sets.view().id("x").or(sets.view().id("s")),
+        None,
+        "a refused put created a node"
+    );
 }

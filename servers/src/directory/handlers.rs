@@ -6,7 +6,7 @@ use std::io::BufReader;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use graphdb::{Depth, Role, SetFilter, TeamFilter};
+use graphdb::{Depth, SetFilter, SetItem, TeamFilter};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -31,6 +31,13 @@ pub(crate) fn graph_error(error: graphdb::Error) -> ApiError {
             "wrong_kind",
             format!("{name:?} is a {found}, not a {expected}"),
         ),
+        E::HasNoMembers { namespace, name } if namespace == "teams" => ApiError::bad_request(
+            "person_has_no_members",
+            format!("{name:?} is a person; a person cannot have members"),
+        ),
+        E::HasNoMembers { name, .. } => {
+            ApiError::bad_request("wrong_kind", format!("{name:?} is a leaf, not a group"))
+        }
         E::Cycle {
             member,
             group,
@@ -129,51 +136,12 @@ pub(crate) async fn put_member(
     Json(body): Json<MemberBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_names(&[&team, &member])?;
-    // Everything that can refuse the request is checked before the first write, so that a
-    // refused request creates no node.
-    if body.role.parse::<Role>().is_err() {
-        graphdb::validate_relation(&body.role).map_err(graph_error)?;
-    }
-    if team == member {
-        return Err(ApiError::conflict(
-            "cycle",
-            format!("making {member:?} a member of {team:?} would close a cycle"),
-        )
-        .with_detail("cycle", json!([team, team])));
-    }
     state
         .blocking(move |d| {
-            // Look both names up in one view, released before any write.
-            let (team_kind, member_known) = {
-                let view = d.teams.view();
-                let team_kind = view.id(&team).and_then(|id| view.kind(id));
-                (team_kind, view.id(&member).is_some())
-            };
-            match team_kind {
-                None => {
-                    d.teams.add_team(&team).map_err(graph_error)?;
-                }
-                Some(graphdb::NodeKind::Leaf) => {
-                    return Err(ApiError::bad_request(
-                        "person_has_no_members",
-                        format!("{team:?} is a person; a person cannot have members"),
-                    ));
-                }
-                Some(_) => {}
-            }
-            if !member_known {
-                d.teams.add_person(&member).map_err(graph_error)?;
-            }
-            match body.role.parse::<Role>() {
-                Ok(role) => d
-                    .teams
-                    .set_membership(&team, &member, role, body.expires)
-                    .map_err(graph_error)?,
-                Err(()) => d
-                    .teams
-                    .grant(&member, &body.role, &team, body.expires)
-                    .map_err(graph_error)?,
-            }
+            let kind = graphdb::EdgeKind::named(&body.role);
+            d.teams
+                .put_member(&team, &member, &kind, body.expires)
+                .map_err(graph_error)?;
             Ok(axum::Json(json!({
                 "team": team,
                 "member": member,
@@ -376,18 +344,16 @@ pub(crate) async fn put_item(
 ) -> Result<axum::Json<Value>, ApiError> {
     check_names(&[&set, &item])?;
     let kind = query.kind.unwrap_or_else(|| "package".to_string());
-    if kind != "package" && kind != "set" {
-        return Err(ApiError::bad_request("bad_query", "type is package or set"));
-    }
+    let item_type = match kind.as_str() {
+        "package" => SetItem::Package,
+        "set" => SetItem::Set,
+        _ => return Err(ApiError::bad_request("bad_query", "type is package or set")),
+    };
     state
         .blocking(move |d| {
-            d.sets.add_set(&set).map_err(graph_error)?;
-            if kind == "set" {
-                d.sets.add_set(&item).map_err(graph_error)?;
-            } else {
-                d.sets.add_package(&item).map_err(graph_error)?;
-            }
-            d.sets.insert(&set, &item).map_err(graph_error)?;
+            d.sets
+                .put_item(&set, &item, item_type)
+                .map_err(graph_error)?;
             Ok(axum::Json(
                 json!({ "set": set, "item": item, "type": kind }),
             ))
