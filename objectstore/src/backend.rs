@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, UNIX_EPOCH};
 
 use blobstore::{Blake3Hash, BlobBackend, StoredBlob, TempBlob, Timestamp};
@@ -184,7 +184,12 @@ impl ObjectStoreBackend {
 
     /// How many containers have been started.
     pub fn containers(&self) -> u32 {
-        self.shared.alloc.lock().expect("alloc lock").current + 1
+        self.shared
+            .alloc
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .current
+            + 1
     }
 
     /// Whether the object of `hash` is recorded and present in the store with its size (a
@@ -206,7 +211,12 @@ impl ObjectStoreBackend {
     /// # Errors
     /// The object store's error.
     pub fn probe(&self) -> Result<()> {
-        let current = self.shared.alloc.lock().expect("alloc lock").current;
+        let current = self
+            .shared
+            .alloc
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .current;
         self.shared.client.list(
             &self.shared.container_name(current),
             "health-probe/",
@@ -262,7 +272,7 @@ impl Shared {
 
     /// Picks the container for a new object, starting the next one when full.
     fn allocate(&self) -> Result<u32> {
-        let mut alloc = self.alloc.lock().expect("alloc lock");
+        let mut alloc = self.alloc.lock().unwrap_or_else(PoisonError::into_inner);
         if alloc.allocated >= self.per_container {
             let next = alloc.current + 1;
             let mut batch = WriteBatch::new();
@@ -276,11 +286,19 @@ impl Shared {
     }
 
     fn ensure_container(&self, index: u32) -> Result<()> {
-        if self.created.lock().expect("created lock").contains(&index) {
+        if self
+            .created
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&index)
+        {
             return Ok(());
         }
         self.client.ensure_container(&self.container_name(index))?;
-        self.created.lock().expect("created lock").insert(index);
+        self.created
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(index);
         Ok(())
     }
 
@@ -378,7 +396,11 @@ impl Shared {
         let mut removed = self
             .sweep_spool(older_than)
             .map_err(|e| e.into_store(backend, "sweep the spool"))?;
-        let current = self.alloc.lock().expect("alloc lock").current;
+        let current = self
+            .alloc
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .current;
         let cutoff = older_than.as_unix_millis();
         for index in 0..=current {
             let container = self.container_name(index);

@@ -4,7 +4,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use blobstore::{Blake3Hash, BlobBackend, StoredBlob, TempBlob, Timestamp};
 use engine::{Direction, Durability, Engine, EngineConfig, Keyspace, ScanRange, WriteBatch};
@@ -213,7 +213,7 @@ impl Cache {
         file.seek(SeekFrom::Start(offset))
             .map_err(|e| Error::io("seeking in", &path, e))?;
         {
-            let mut seq = self.seq.lock().expect("cache lock");
+            let mut seq = self.seq.lock().unwrap_or_else(PoisonError::into_inner);
             // Re-read under the lock: an eviction may have raced.
             if let Some((size, old)) = self.entry(hash)? {
                 let mut batch = WriteBatch::new();
@@ -230,7 +230,7 @@ impl Cache {
     }
 
     fn insert(&self, hash: &Blake3Hash, temp: tempfile::NamedTempFile, size: u64) -> Result<()> {
-        let mut seq = self.seq.lock().expect("cache lock");
+        let mut seq = self.seq.lock().unwrap_or_else(PoisonError::into_inner);
         if self.entry(hash)?.is_some() {
             return Ok(());
         }
@@ -279,7 +279,7 @@ impl Cache {
     }
 
     fn remove(&self, hash: &Blake3Hash) -> Result<()> {
-        let _guard = self.seq.lock().expect("cache lock");
+        let _guard = self.seq.lock().unwrap_or_else(PoisonError::into_inner);
         self.remove_locked(hash, None)
     }
 

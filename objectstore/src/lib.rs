@@ -42,10 +42,10 @@ mod cache;
 mod client;
 mod config;
 mod error;
-mod http;
-mod migrate;
+mod migration;
 mod s3;
 mod swift;
+mod transport;
 
 use std::sync::Arc;
 
@@ -57,7 +57,7 @@ pub use config::{
     DEFAULT_SEGMENT_SIZE,
 };
 pub use error::{is_unavailable, Error, Result};
-pub use migrate::{migrate, MigrateOptions, MigrateReport, MigratingBackend};
+pub use migration::{migrate, MigrateOptions, MigrateReport, MigratingBackend};
 
 /// What [`open_backend`] builds: the backend to give the store, and handles on its parts for
 /// `/health` and statistics.

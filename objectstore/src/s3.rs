@@ -24,7 +24,7 @@ use crate::client::{
 };
 use crate::config::{ObjectStoreConfig, Protocol};
 use crate::error::Error;
-use crate::http::{etag_matches, Http, Kind, Response};
+use crate::transport::{etag_matches, Http, Kind, Response};
 
 /// S3's limits on multipart uploads: parts of 5 MiB to 5 GiB (the last may be smaller), at
 /// most 10,000 of them.

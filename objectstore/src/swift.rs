@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-use std::sync::RwLock;
+use std::sync::{PoisonError, RwLock};
 
 use reqwest::{Method, RequestBuilder};
 use serde::Deserialize;
@@ -23,7 +23,7 @@ use crate::client::{
 };
 use crate::config::ObjectStoreConfig;
 use crate::error::Error;
-use crate::http::{etag_matches, Http, Kind, Response};
+use crate::transport::{etag_matches, Http, Kind, Response};
 
 /// Swift's default limit on the segments of one static large object (`max_manifest_segments`).
 const MAX_SLO_SEGMENTS: u64 = 1000;
@@ -114,16 +114,21 @@ impl SwiftClient {
     }
 
     fn session(&self) -> AttemptResult<Session> {
-        if let Some(session) = self.session.read().expect("session lock").clone() {
+        if let Some(session) = self
+            .session
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        {
             return Ok(session);
         }
         let session = self.authenticate()?;
-        *self.session.write().expect("session lock") = Some(session.clone());
+        *self.session.write().unwrap_or_else(PoisonError::into_inner) = Some(session.clone());
         Ok(session)
     }
 
     fn forget_session(&self) {
-        *self.session.write().expect("session lock") = None;
+        *self.session.write().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     fn url(session: &Session, container: &str, key: &str) -> String {

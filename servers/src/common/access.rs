@@ -77,25 +77,47 @@ pub fn hash_password(password: &str) -> String {
     )
 }
 
+/// A configured credential that cannot be used; names the user and the part that is wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialError {
+    /// The stored hash is not `blake3:SALT_HEX:DIGEST_HEX`.
+    #[error("the hash of user {user:?} is not of the form blake3:SALT_HEX:DIGEST_HEX")]
+    Form {
+        /// The credential's user.
+        user: String,
+    },
+    /// The salt is not 16 bytes of hex.
+    #[error("the salt of user {user:?} is not 16 hex bytes")]
+    Salt {
+        /// The credential's user.
+        user: String,
+    },
+    /// The digest is not 32 bytes of hex.
+    #[error("the digest of user {user:?} is not 32 hex bytes")]
+    Digest {
+        /// The credential's user.
+        user: String,
+    },
+}
+
 impl Credential {
-    fn verifier(&self) -> Result<Verifier, String> {
+    fn verifier(&self) -> Result<Verifier, CredentialError> {
+        let user = || self.user.clone();
         let mut parts = self.hash.split(':');
         let (Some("blake3"), Some(salt), Some(hash), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(format!(
-                "the hash of user {:?} is not of the form blake3:SALT_HEX:DIGEST_HEX",
-                self.user
-            ));
+            return Err(CredentialError::Form { user: user() });
         };
         let salt = hex::decode(salt)
             .ok()
             .and_then(|s| <[u8; 16]>::try_from(s).ok())
-            .ok_or_else(|| format!("the salt of user {:?} is not 16 hex bytes", self.user))?;
+            .ok_or_else(|| CredentialError::Salt { user: user() })?;
         let digest = hex::decode(hash)
             .ok()
             .and_then(|s| <[u8; 32]>::try_from(s).ok())
-            .ok_or_else(|| format!("the digest of user {:?} is not 32 hex bytes", self.user))?;
+            .ok_or_else(|| CredentialError::Digest { user: user() })?;
         Ok(Verifier {
             user: self.user.as_bytes().to_vec(),
             salt,
@@ -120,8 +142,11 @@ impl AccessPolicy {
     /// for (the configuration only validates with a loopback address then).
     ///
     /// # Errors
-    /// A message naming the credential whose hash is malformed.
-    pub fn from_config(config: &ServerConfig, realm: &'static str) -> Result<Self, String> {
+    /// [`CredentialError`] naming the credential whose hash is malformed.
+    pub fn from_config(
+        config: &ServerConfig,
+        realm: &'static str,
+    ) -> Result<Self, CredentialError> {
         let verifiers = config
             .credentials
             .iter()

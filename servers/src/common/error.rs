@@ -202,7 +202,11 @@ where
         // axum decodes percent-escapes lossily (invalid UTF-8 becomes U+FFFD), which would
         // store a name other than the one sent: refuse it instead.
         if let Some(query) = parts.uri.query() {
-            if std::str::from_utf8(&percent_decode(query.as_bytes())).is_err() {
+            // `+` decodes to a space, which cannot make the bytes invalid UTF-8: the escapes decide.
+            if percent_encoding::percent_decode(query.as_bytes())
+                .decode_utf8()
+                .is_err()
+            {
                 return Err(ApiError::bad_request(
                     "bad_query",
                     "the query string is not valid UTF-8 once decoded",
@@ -214,30 +218,6 @@ where
             .map(|q| Query(q.0))
             .map_err(|e: QueryRejection| ApiError::bad_request("bad_query", e.body_text()))
     }
-}
-
-/// `application/x-www-form-urlencoded` decoding of `%XX` escapes and `+`; a malformed escape
-/// stays as it is, as the form decoder leaves it.
-fn percent_decode(input: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'%' if i + 2 < input.len() => match (hex(input[i + 1]), hex(input[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    out
 }
 
 /// A whole request body as bytes, rejecting with an [`ApiError`]: 413 (`too_large`) past the

@@ -18,7 +18,7 @@ use graphdb::commits::CommitGraphs;
 use graphdb::{GraphStore, PackageSets, Teams};
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::common::access::{self, AccessPolicy};
+use crate::common::access::{self, AccessPolicy, CredentialError};
 use crate::common::metrics::{HttpMetrics, Tracker};
 use crate::common::pool::BlockingPool;
 use crate::common::{finish, ApiError, Limits, ServerConfig};
@@ -60,6 +60,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
 ];
 
+/// Why the directory's state could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// A configured credential is malformed.
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    /// The graph store could not open a namespace.
+    #[error("opening the graph namespaces: {0}")]
+    Graph(#[from] graphdb::Error),
+}
+
 /// The shared state of the directory's handlers.
 #[derive(Debug, Clone)]
 pub struct Directory {
@@ -92,10 +104,10 @@ impl Directory {
         store: GraphStore,
         commits: CommitGraphs,
         server: &ServerConfig,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SetupError> {
         let policy = Arc::new(AccessPolicy::from_config(server, "directory")?);
-        let teams = graphdb::Teams::open(&store).map_err(|e| e.to_string())?;
-        let sets = graphdb::PackageSets::open(&store).map_err(|e| e.to_string())?;
+        let teams = graphdb::Teams::open(&store)?;
+        let sets = graphdb::PackageSets::open(&store)?;
         let mut metrics = HttpMetrics::new("directory");
         let graph_metrics = Arc::new(GraphMetrics::default());
         let registry = metrics.registry_mut();
@@ -183,8 +195,7 @@ impl Directory {
     }
 }
 
-/// The directory's router: the team and package-set routes of issue 7 with their access
-/// rules and limits.
+/// The directory's router: every route of `docs/API.md` with its access rules and limits.
 pub fn router(state: Directory) -> Router {
     let tracker = Tracker::new(Arc::clone(&state.metrics), state.limits.max_concurrency);
     let json_limit = DefaultBodyLimit::max(state.limits.max_json_bytes);

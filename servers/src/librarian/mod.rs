@@ -22,7 +22,7 @@ use blobstore::Store;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::common::access::{self, AccessPolicy};
+use crate::common::access::{self, AccessPolicy, CredentialError};
 use crate::common::metrics::{HttpMetrics, Tracker};
 use crate::common::pool::BlockingPool;
 use crate::common::{finish, ApiError, Limits, ServerConfig};
@@ -152,7 +152,7 @@ impl Librarian {
     ///
     /// # Errors
     /// A malformed credential hash in the configuration.
-    pub fn new(store: Store, server: &ServerConfig) -> Result<Self, String> {
+    pub fn new(store: Store, server: &ServerConfig) -> Result<Self, CredentialError> {
         let policy = Arc::new(AccessPolicy::from_config(server, "librarian")?);
         let mut metrics = HttpMetrics::new("librarian");
         let store_metrics = Arc::new(StoreMetrics::default());
@@ -255,7 +255,7 @@ impl Librarian {
     }
 }
 
-/// The librarian's router: every route of issue 6 with its access rules and limits.
+/// The librarian's router: every route of `docs/API.md` with its access rules and limits.
 pub fn router(state: Librarian) -> Router {
     let tracker = Tracker::new(Arc::clone(&state.metrics), state.limits.max_concurrency);
     let json_limit = DefaultBodyLimit::max(state.limits.max_json_bytes);

@@ -16,7 +16,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -284,7 +284,9 @@ impl Progress {
 
     fn moved(&self, chunk: &[u8]) {
         if let Some(md5) = &self.md5 {
-            md5.lock().expect("md5 lock").update(chunk);
+            md5.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .update(chunk);
         }
         let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last.store(now, Ordering::Relaxed);
@@ -293,7 +295,13 @@ impl Progress {
 
     fn md5(&self) -> Option<[u8; 16]> {
         let md5 = self.md5.as_ref()?;
-        Some(md5.lock().expect("md5 lock").clone().finalize().into())
+        Some(
+            md5.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .finalize()
+                .into(),
+        )
     }
 
     fn idle(&self) -> Duration {

@@ -4,7 +4,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use blobstore::{Blake3Hash, BlobBackend, LocalFsBackend, StoredBlob, TempBlob, Timestamp};
 
@@ -129,11 +129,14 @@ pub fn migrate(
     std::thread::scope(|scope| -> Result<()> {
         for _ in 0..options.parallelism.max(1) {
             scope.spawn(|| loop {
-                let next = receiver.lock().expect("receiver lock").recv();
+                let next = receiver
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .recv();
                 let Ok((hash, path)) = next else { break };
                 match move_one(&hash, &path, local, remote) {
                     Ok(Some(size)) => {
-                        let mut report = report.lock().expect("report lock");
+                        let mut report = report.lock().unwrap_or_else(PoisonError::into_inner);
                         report.moved += 1;
                         report.bytes += size;
                     }
@@ -142,7 +145,7 @@ pub fn migrate(
                         tracing::warn!(%hash, %error, "could not migrate a blob");
                         report
                             .lock()
-                            .expect("report lock")
+                            .unwrap_or_else(PoisonError::into_inner)
                             .failed
                             .push((hash, error));
                     }
@@ -156,7 +159,7 @@ pub fn migrate(
         drop(sender);
         walked
     })?;
-    Ok(report.into_inner().expect("report lock"))
+    Ok(report.into_inner().unwrap_or_else(PoisonError::into_inner))
 }
 
 fn walk(blobs: &Path, send: &mut dyn FnMut(Blake3Hash, PathBuf)) -> Result<()> {
