@@ -9,6 +9,9 @@ pub enum Error {
     /// The engine failed a read or a write.
     #[error(transparent)]
     Engine(#[from] engine::Error),
+    /// A read of the change feed was refused (pruned, or beyond the head).
+    #[error(transparent)]
+    Feed(engine::FeedError),
     /// A node name that the namespace does not hold.
     #[error("namespace {namespace:?} has no node named {name:?}")]
     UnknownNode {
@@ -112,6 +115,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<engine::FeedError> for Error {
+    fn from(error: engine::FeedError) -> Self {
+        match error {
+            engine::FeedError::Engine(error) => Error::Engine(error),
+            other => Error::Feed(other),
+        }
+    }
 }
 
 /// The crate's result type.

@@ -475,15 +475,18 @@ pub struct ImportSummary {
     pub nodes: u64,
     /// Edges written (added or changed).
     pub edges: u64,
+    /// The revision of the import's one event.
+    pub revision: u64,
 }
 
 fn apply(
     ns: &Namespace,
+    actor: &str,
     load: &BulkLoad,
     progress: Option<&dyn Fn(u64, u64)>,
 ) -> Result<ImportSummary> {
     let total = load.edges.len() as u64;
-    ns.bulk(load, &|done| {
+    let revision = ns.bulk(actor, load, &|done| {
         if let Some(progress) = progress {
             progress(done, total);
         }
@@ -491,12 +494,14 @@ fn apply(
     Ok(ImportSummary {
         nodes: load.nodes.len() as u64,
         edges: load.edges.len() as u64,
+        revision,
     })
 }
 
 /// Loads parsed team rows into `ns`.
 pub(crate) fn load_teams(
     ns: &Namespace,
+    actor: &str,
     rows: &[TeamRow],
     progress: Option<&dyn Fn(u64, u64)>,
 ) -> Result<ImportSummary> {
@@ -572,7 +577,7 @@ pub(crate) fn load_teams(
                 .push((member.clone(), team.clone(), kind.clone(), *expires));
         }
     }
-    apply(ns, &load, progress)
+    apply(ns, actor, &load, progress)
 }
 
 fn team_line(rows: &[TeamRow], name: &str) -> usize {
@@ -597,6 +602,7 @@ fn team_line(rows: &[TeamRow], name: &str) -> usize {
 /// Loads parsed package-set rows into `ns`.
 pub(crate) fn load_package_sets(
     ns: &Namespace,
+    actor: &str,
     rows: &[SetRow],
     progress: Option<&dyn Fn(u64, u64)>,
 ) -> Result<ImportSummary> {
@@ -629,7 +635,7 @@ pub(crate) fn load_package_sets(
             } => push(&mut load, name, *item_type),
         }
     }
-    apply(ns, &load, progress)
+    apply(ns, actor, &load, progress)
 }
 
 fn io(source: std::io::Error) -> Error {

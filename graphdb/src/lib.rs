@@ -9,6 +9,10 @@
 //! loads it instead of rebuilding it. Expired edges leave the index at the second they expire,
 //! as told by a [`Clock`]. [`Teams`] and [`PackageSets`] are the two typed façades.
 //!
+//! Every write records its [`Change`] in the store's change feed in the same engine batch and
+//! returns its revision; [`GraphStore::changes`], [`GraphStore::team_history`] and
+//! [`GraphStore::person_history`] read it (see [`changes`]).
+//!
 //! [`commits`] holds per-repository commit graphs and branches, answering ancestry and branch
 //! merged-status questions with its own labels (see `DESIGN.md`, "Commit graphs").
 //!
@@ -42,6 +46,7 @@
 //! # }
 //! ```
 
+pub mod changes;
 mod clock;
 pub mod commits;
 mod error;
@@ -51,11 +56,13 @@ pub mod import;
 mod packagesets;
 mod teams;
 
+pub use changes::{Change, ChangeKind, EdgeState, SYSTEM_ACTOR};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use graph::{
-    validate_relation, CheckReport, Depth, Difference, EdgeKind, EdgeRecord, Filter, GraphStore,
-    GraphStoreBuilder, IndexStats, Namespace, NamespaceKind, NodeId, NodeKind, Page, Role, View,
+    validate_relation, ChangesPage, CheckReport, Depth, Difference, EdgeKind, EdgeRecord, Filter,
+    GraphStore, GraphStoreBuilder, HistoryPage, IndexStats, Namespace, NamespaceKind, NodeId,
+    NodeKind, Page, Role, View, DEFAULT_RETENTION,
 };
 pub use packagesets::{PackageSets, SetFilter, SetItem};
 pub use teams::{TeamFilter, Teams};

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use roaring::RoaringBitmap;
 
 use crate::graph::{
-    Depth, EdgeKind, Filter, GraphStore, Namespace, NamespaceKind, NodeId, NodeKind, Page, Role,
-    View,
+    Depth, EdgeKind, Filter, GraphStore, Namespace, NamespaceKind, NodeKind, Page, Role, View,
 };
 use crate::import::{self, ImportSummary};
 use crate::{CheckReport, Result};
@@ -62,10 +61,12 @@ impl From<SetFilter> for Filter {
     }
 }
 
-/// The package-set namespace. Obtained from [`PackageSets::open`].
+/// The package-set namespace. Obtained from [`PackageSets::open`]; every write records its
+/// event with the handle's actor ([`PackageSets::acting_as`]) and returns its revision.
 #[derive(Clone, Debug)]
 pub struct PackageSets {
     ns: Arc<Namespace>,
+    actor: Arc<str>,
 }
 
 impl PackageSets {
@@ -77,7 +78,17 @@ impl PackageSets {
     pub fn open(store: &GraphStore) -> Result<PackageSets> {
         Ok(PackageSets {
             ns: store.namespace(NAMESPACE, NamespaceKind::Acyclic)?,
+            actor: Arc::from(crate::SYSTEM_ACTOR),
         })
+    }
+
+    /// The same namespace, writing as `actor`: a cheap clone, made per request.
+    #[must_use]
+    pub fn acting_as(&self, actor: &str) -> PackageSets {
+        PackageSets {
+            ns: Arc::clone(&self.ns),
+            actor: Arc::from(actor),
+        }
     }
 
     /// The underlying namespace.
@@ -90,36 +101,38 @@ impl PackageSets {
         self.ns.view()
     }
 
-    /// Adds a package (idempotent).
+    /// Adds a package (idempotent); returns the revision.
     ///
     /// # Errors
     /// See [`Namespace::add_node`].
-    pub fn add_package(&self, name: &str) -> Result<NodeId> {
-        self.ns.add_node(name, NodeKind::Leaf)
+    pub fn add_package(&self, name: &str) -> Result<u64> {
+        Ok(self.ns.add_node(&self.actor, name, NodeKind::Leaf)?.1)
     }
 
-    /// Adds a set (idempotent).
+    /// Adds a set (idempotent); returns the revision.
     ///
     /// # Errors
     /// See [`Namespace::add_node`].
-    pub fn add_set(&self, name: &str) -> Result<NodeId> {
-        self.ns.add_node(name, NodeKind::Group)
+    pub fn add_set(&self, name: &str) -> Result<u64> {
+        Ok(self.ns.add_node(&self.actor, name, NodeKind::Group)?.1)
     }
 
-    /// Removes a package or a set with its edges.
+    /// Removes a package or a set with its edges; returns the revision, or `None` when there
+    /// was no such name.
     ///
     /// # Errors
     /// Engine errors.
-    pub fn remove(&self, name: &str) -> Result<bool> {
-        self.ns.remove_node(name)
+    pub fn remove(&self, name: &str) -> Result<Option<u64>> {
+        self.ns.remove_node(&self.actor, name)
     }
 
-    /// Puts `item` (a package or a set) into `set`.
+    /// Puts `item` (a package or a set) into `set`; returns the revision.
     ///
     /// # Errors
     /// [`crate::Error::UnknownNode`], [`crate::Error::WrongKind`], [`crate::Error::Cycle`].
-    pub fn insert(&self, set: &str, item: &str) -> Result<()> {
-        self.ns.set_membership(item, set, Role::Member, None)
+    pub fn insert(&self, set: &str, item: &str) -> Result<u64> {
+        self.ns
+            .set_membership(&self.actor, item, set, Role::Member, None)
     }
 
     /// `PUT /packagesets/{set}/items/{item}` as one store command: puts `item` (a package or
@@ -130,8 +143,9 @@ impl PackageSets {
     /// [`crate::Error::HasNoMembers`] when `set` is a package, [`crate::Error::WrongKind`]
     /// when `item` exists with the other type, [`crate::Error::Cycle`], name and engine
     /// errors; nothing is written then.
-    pub fn put_item(&self, set: &str, item: &str, item_type: SetItem) -> Result<()> {
+    pub fn put_item(&self, set: &str, item: &str, item_type: SetItem) -> Result<u64> {
         self.ns.put_edge(
+            &self.actor,
             item,
             Some(item_type.kind()),
             set,
@@ -140,12 +154,13 @@ impl PackageSets {
         )
     }
 
-    /// Takes `item` out of `set`; returns whether it was there directly.
+    /// Takes `item` out of `set`; returns the revision, or `None` when it was not there
+    /// directly.
     ///
     /// # Errors
     /// [`crate::Error::UnknownNode`], engine errors.
-    pub fn take(&self, set: &str, item: &str) -> Result<bool> {
-        self.ns.remove_membership(item, set)
+    pub fn take(&self, set: &str, item: &str) -> Result<Option<u64>> {
+        self.ns.remove_membership(&self.actor, item, set)
     }
 
     /// Whether `item` is in `set`, directly or through nested sets.
@@ -216,7 +231,7 @@ impl PackageSets {
         progress: Option<&dyn Fn(u64, u64)>,
     ) -> Result<ImportSummary> {
         let rows = import::parse_package_sets(reader)?;
-        import::load_package_sets(&self.ns, &rows, progress)
+        import::load_package_sets(&self.ns, &self.actor, &rows, progress)
     }
 
     /// Writes every set, package and edge as TSV.

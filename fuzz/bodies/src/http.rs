@@ -260,8 +260,8 @@ pub fn directory_http(data: &[u8]) {
             }
         }
     });
-    let teams = graphdb::Teams::open(&state.store()).expect("teams");
+    let teams = graphdb::Teams::open(state.store()).expect("teams");
     assert!(teams.check().is_clean(), "{:?}", teams.check());
-    let sets = graphdb::PackageSets::open(&state.store()).expect("package sets");
+    let sets = graphdb::PackageSets::open(state.store()).expect("package sets");
     assert!(sets.check().is_clean(), "{:?}", sets.check());
 }

@@ -14,7 +14,9 @@ impl Namespace {
     /// Applies a bulk load: nodes first, then membership and relation edges (added or
     /// changed), validated entirely before anything changes, then one index update over
     /// everything below the new edges and one atomic batch. `progress` is told of each edge.
-    pub(crate) fn bulk(&self, load: &BulkLoad, progress: &dyn Fn(u64)) -> Result<()> {
+    ///
+    /// It records **one** event with the counts, not one per row; returns its revision.
+    pub(crate) fn bulk(&self, actor: &str, load: &BulkLoad, progress: &dyn Fn(u64)) -> Result<u64> {
         for (name, _) in &load.nodes {
             validate_name(name)?;
         }
@@ -23,7 +25,7 @@ impl Namespace {
                 validate_relation(r)?;
             }
         }
-        self.write(|state, batch| {
+        self.write(actor, |state, batch, events| {
             // Validation: kinds of existing nodes, edge ends, cycles.
             let mut new_nodes: HashMap<&str, NodeKind> = HashMap::new();
             for (name, kind) in &load.nodes {
@@ -116,8 +118,10 @@ impl Namespace {
             if !affected.is_empty() {
                 state.recompute(&affected);
             }
+            events.import(load.nodes.len() as u64, load.edges.len() as u64);
             Ok(())
         })
+        .map(|((), revision)| revision)
     }
 
     /// Rejects a bulk load whose active membership edges, with the active edges already

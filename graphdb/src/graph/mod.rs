@@ -17,7 +17,7 @@ mod view;
 
 pub(crate) use bulk::BulkLoad;
 pub use namespace::Namespace;
-pub use store::{GraphStore, GraphStoreBuilder};
+pub use store::{ChangesPage, GraphStore, GraphStoreBuilder, HistoryPage, DEFAULT_RETENTION};
 pub(crate) use types::validate_name;
 pub use types::{
     validate_relation, CheckReport, Depth, Difference, EdgeKind, EdgeRecord, Filter, IndexStats,
@@ -31,4 +31,7 @@ pub const KEYSPACES: &[&str] = &[
     storage::NODES,
     storage::EDGES,
     storage::CLOSURE,
+    storage::CHANGES,
+    storage::HISTORY,
+    storage::CONSUMERS,
 ];

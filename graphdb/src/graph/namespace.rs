@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use engine::{Durability, Engine, GroupCommit, WriteBatch};
+use engine::{ChangeLog, Durability, Engine, WriteBatch};
 use roaring::RoaringBitmap;
 
 use super::state::{self, active_at, State};
@@ -13,6 +13,7 @@ use super::types::{
     NamespaceKind, NodeId, NodeKind, Role,
 };
 use super::view::View;
+use crate::changes::Recorder;
 use crate::clock::Clock;
 use crate::{Error, Result};
 
@@ -32,7 +33,8 @@ pub struct Namespace {
     pub(super) id: u32,
     pub(super) kind: NamespaceKind,
     pub(super) engine: Arc<dyn Engine>,
-    pub(super) committer: Arc<GroupCommit>,
+    /// The directory's change log: every write appends its events through it, in its batch.
+    pub(super) log: Arc<ChangeLog>,
     pub(super) ks: storage::Keyspaces,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) durability: Durability,
@@ -101,18 +103,24 @@ impl Namespace {
         })
     }
 
-    /// Runs a write: `f` validates, then mutates the state and adds its records to the batch;
-    /// the changed closures and the index time are added, and the batch is written.
+    /// Runs a write: `f` validates, then mutates the state, adds its records to the batch and
+    /// its events to the recorder; the changed closures and the index time are added, and the
+    /// batch is appended to the change log with the events (one engine batch). Returns `f`'s
+    /// value and the revision of the write's last event (the log's durable head when it
+    /// recorded none).
     ///
     /// With [`Durability::Sync`] the batch is written buffered under the writer mutex (so
-    /// batches reach the engine's log in the order their changes were applied in memory), and
-    /// the writer waits for a group sync after releasing it: concurrent writers, of this
-    /// namespace or of others, share one fsync instead of queueing for one each.
+    /// batches reach the engine's log in the order their changes were applied in memory, and
+    /// revisions follow that order), and the writer waits for a group sync after releasing
+    /// it: concurrent writers, of this namespace or of others, share one fsync instead of
+    /// queueing for one each. With [`Durability::Buffered`] nothing waits, and the feed shows
+    /// the events once a later synced write of the store made them durable.
     pub(super) fn write<T>(
         &self,
-        f: impl FnOnce(&mut State, &mut WriteBatch) -> Result<T>,
-    ) -> Result<T> {
-        let (out, written) = {
+        actor: &str,
+        f: impl FnOnce(&mut State, &mut WriteBatch, &mut Recorder<'_>) -> Result<T>,
+    ) -> Result<(T, u64)> {
+        let (out, appended) = {
             // Writers queue here only for the in-memory change and a buffered engine write;
             // readers only wait for the in-memory part.
             let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
@@ -123,35 +131,34 @@ impl Namespace {
                 });
             }
             let now = self.clock.now();
+            let mut recorder = Recorder::new(&self.name, actor);
             let (out, batch) = {
                 let mut state = self.write_state();
                 state.advance(now);
                 let mut batch = WriteBatch::new();
-                let out = f(&mut state, &mut batch)?;
+                let out = f(&mut state, &mut batch, &mut recorder)?;
                 storage::persist_dirty(&self.ks, self.id, &mut state, &mut batch);
                 (out, batch)
             };
-            let written = match self.durability {
-                Durability::Sync => self.committer.write(batch).map(Some),
-                Durability::Buffered => self
-                    .engine
-                    .write(batch, Durability::Buffered)
-                    .map(|()| None),
-            };
-            match written {
-                Ok(written) => (out, written),
+            match self
+                .log
+                .append(batch, recorder.into_entries(self.ks.history))
+            {
+                Ok(appended) => (out, appended),
                 Err(error) => return Err(self.fail(error)),
             }
         };
-        match written {
-            None => Ok(out),
-            Some(written) => match self.committer.sync(written) {
-                Ok(()) => Ok(out),
-                Err(error) => {
-                    let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-                    Err(self.fail(error))
-                }
-            },
+        if self.durability == Durability::Buffered {
+            let revision = appended.last_revision().unwrap_or_else(|| self.log.head());
+            drop(appended);
+            return Ok((out, revision));
+        }
+        match self.log.sync(appended) {
+            Ok(revision) => Ok((out, revision)),
+            Err(error) => {
+                let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+                Err(self.fail(error))
+            }
         }
     }
 
@@ -206,14 +213,15 @@ impl Namespace {
         }
     }
 
-    /// Adds a node; adding one that exists with the same kind returns its id.
+    /// Adds a node; adding one that exists with the same kind returns its id (and records no
+    /// event). Returns the id and the revision.
     ///
     /// # Errors
-    /// [`Error::InvalidName`], [`Error::WrongKind`] when it exists with the other kind,
-    /// [`Error::IdsExhausted`], engine errors.
-    pub fn add_node(&self, name: &str, kind: NodeKind) -> Result<NodeId> {
+    /// [`crate::Error::InvalidName`], [`crate::Error::WrongKind`] when it exists with the other kind,
+    /// [`crate::Error::IdsExhausted`], engine errors.
+    pub fn add_node(&self, actor: &str, name: &str, kind: NodeKind) -> Result<(NodeId, u64)> {
         validate_name(name)?;
-        self.write(|state, batch| {
+        self.write(actor, |state, batch, events| {
             if let Some(&id) = state.ids.get(name) {
                 let found = state.node(id).map_or(kind, |n| n.kind);
                 return if found == kind {
@@ -222,7 +230,8 @@ impl Namespace {
                     Err(self.wrong_kind(name, found, kind))
                 };
             }
-            self.create_node(state, batch, name, kind).map(NodeId)
+            self.create_node(state, batch, events, name, kind)
+                .map(NodeId)
         })
     }
 
@@ -231,6 +240,7 @@ impl Namespace {
         &self,
         state: &mut State,
         batch: &mut WriteBatch,
+        events: &mut Recorder<'_>,
         name: &str,
         kind: NodeKind,
     ) -> Result<u32> {
@@ -238,6 +248,7 @@ impl Namespace {
             namespace: self.name.clone(),
         })?;
         state.insert_node(id, name, kind);
+        events.node_created(name, kind);
         batch.put(
             self.ks.nodes,
             storage::node_key(self.id, id),
@@ -247,12 +258,12 @@ impl Namespace {
     }
 
     /// Removes a node with every edge at either end; the pairs it supported leave the index.
-    /// Returns whether it existed.
+    /// Returns the revision of its event, or `None` when it did not exist.
     ///
     /// # Errors
     /// Engine errors.
-    pub fn remove_node(&self, name: &str) -> Result<bool> {
-        self.write(|state, batch| {
+    pub fn remove_node(&self, actor: &str, name: &str) -> Result<Option<u64>> {
+        let (existed, revision) = self.write(actor, |state, batch, events| {
             let Some(&x) = state.ids.get(name) else {
                 return Ok(false);
             };
@@ -271,9 +282,16 @@ impl Namespace {
                     storage::relation_key(ns, *holder, x, relation),
                 );
             }
+            let relations = state
+                .relations
+                .keys()
+                .filter(|(_, t, h)| *t == x || *h == x);
+            let edges = (node.up.len() + node.down.len() + relations.count()) as u64;
+            events.node_removed(name, node.kind, edges);
             state.remove_node(x);
             Ok(true)
-        })
+        })?;
+        Ok(existed.then_some(revision))
     }
 
     /// The id of a node.
@@ -288,23 +306,26 @@ impl Namespace {
     }
 
     /// Adds the membership edge `member -> group`, or changes its role and expiry. An expiry
-    /// at or before now stores the edge without counting it.
+    /// at or before now stores the edge without counting it. Returns the revision (setting
+    /// what is stored already records no event and returns the head).
     ///
     /// # Errors
-    /// [`Error::UnknownNode`], [`Error::WrongKind`] when `group` is a leaf, [`Error::Cycle`] in
+    /// [`crate::Error::UnknownNode`], [`crate::Error::WrongKind`] when `group` is a leaf, [`crate::Error::Cycle`] in
     /// an acyclic namespace, engine errors.
     pub fn set_membership(
         &self,
+        actor: &str,
         member: &str,
         group: &str,
         role: Role,
         expires: Option<i64>,
-    ) -> Result<()> {
-        self.write(|state, batch| {
+    ) -> Result<u64> {
+        self.write(actor, |state, batch, events| {
             let m = self.resolve(state, member)?;
             let g = self.resolve_group(state, group)?;
-            self.apply_membership(state, batch, m, g, role, expires)
+            self.apply_membership(state, batch, events, (m, g), (role, expires))
         })
+        .map(|((), revision)| revision)
     }
 
     /// Sets the membership edge `m -> g` (both exist, `g` is a group), refusing a cycle before
@@ -313,12 +334,17 @@ impl Namespace {
         &self,
         state: &mut State,
         batch: &mut WriteBatch,
-        m: u32,
-        g: u32,
-        role: Role,
-        expires: Option<i64>,
+        events: &mut Recorder<'_>,
+        (m, g): (u32, u32),
+        (role, expires): (Role, Option<i64>),
     ) -> Result<()> {
         let old = state.link(m, g);
+        events.membership(
+            state.name(g),
+            state.name(m),
+            old.map(|l| (l.role, l.expires)),
+            Some((role, expires)),
+        );
         let was_active = old.is_some_and(|l| state.active(&l));
         let now_active = active_at(expires, state.applied);
         if now_active && !was_active && self.kind == NamespaceKind::Acyclic {
@@ -346,22 +372,24 @@ impl Namespace {
     /// whichever of the two nodes is missing, all in **one** batch: after a crash either the
     /// nodes it created and the edge are there, or none of them. `group` must be a group (it
     /// is created as one); `member_kind` is the kind `member` must have (`None`: any, and a
-    /// new member is a leaf). Everything is validated before anything changes.
+    /// new member is a leaf). Everything is validated before anything changes. Each created
+    /// node and the edge get an event; returns the revision of the last.
     ///
     /// # Errors
-    /// [`Error::InvalidName`], [`Error::InvalidRelation`], [`Error::HasNoMembers`] when
-    /// `group` is a leaf, [`Error::WrongKind`] when `member` has the other kind,
-    /// [`Error::Cycle`] when `member == group` (even for a relation; [`Error::WrongKind`] when
+    /// [`crate::Error::InvalidName`], [`crate::Error::InvalidRelation`], [`crate::Error::HasNoMembers`] when
+    /// `group` is a leaf, [`crate::Error::WrongKind`] when `member` has the other kind,
+    /// [`crate::Error::Cycle`] when `member == group` (even for a relation; [`crate::Error::WrongKind`] when
     /// `member_kind` is a leaf then) or the edge would close a
-    /// cycle in an acyclic namespace, [`Error::IdsExhausted`], engine errors.
+    /// cycle in an acyclic namespace, [`crate::Error::IdsExhausted`], engine errors.
     pub fn put_edge(
         &self,
+        actor: &str,
         member: &str,
         member_kind: Option<NodeKind>,
         group: &str,
         kind: &EdgeKind,
         expires: Option<i64>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         validate_name(member)?;
         validate_name(group)?;
         if let EdgeKind::Relation(relation) = kind {
@@ -379,7 +407,7 @@ impl Namespace {
                 cycle: vec![group.to_owned(), group.to_owned()],
             });
         }
-        self.write(|state, batch| {
+        self.write(actor, |state, batch, events| {
             let g = state.ids.get(group).copied();
             if let Some(g) = g {
                 if state.node(g).map(|n| n.kind) == Some(NodeKind::Leaf) {
@@ -409,25 +437,26 @@ impl Namespace {
             // change by `apply_membership`), so creating the missing nodes first is safe.
             let g = match g {
                 Some(g) => g,
-                None => self.create_node(state, batch, group, NodeKind::Group)?,
+                None => self.create_node(state, batch, events, group, NodeKind::Group)?,
             };
             let m = match m {
                 Some(m) => m,
                 None => {
                     let kind = member_kind.unwrap_or(NodeKind::Leaf);
-                    self.create_node(state, batch, member, kind)?
+                    self.create_node(state, batch, events, member, kind)?
                 }
             };
             match kind {
                 EdgeKind::Membership(role) => {
-                    self.apply_membership(state, batch, m, g, *role, expires)
+                    self.apply_membership(state, batch, events, (m, g), (*role, expires))
                 }
                 EdgeKind::Relation(relation) => {
-                    self.apply_grant(state, batch, m, g, relation, expires);
+                    self.apply_grant(state, batch, events, (m, g), relation, expires);
                     Ok(())
                 }
             }
         })
+        .map(|((), revision)| revision)
     }
 
     fn check_no_cycle(&self, state: &State, member: u32, group: u32) -> Result<()> {
@@ -454,17 +483,18 @@ impl Namespace {
     }
 
     /// Removes the membership edge `member -> group`; pairs that other paths support stay.
-    /// Returns whether it existed.
+    /// Returns the revision of its event, or `None` when it did not exist.
     ///
     /// # Errors
-    /// [`Error::UnknownNode`], engine errors.
-    pub fn remove_membership(&self, member: &str, group: &str) -> Result<bool> {
-        self.write(|state, batch| {
+    /// [`crate::Error::UnknownNode`], engine errors.
+    pub fn remove_membership(&self, actor: &str, member: &str, group: &str) -> Result<Option<u64>> {
+        let (existed, revision) = self.write(actor, |state, batch, events| {
             let m = self.resolve(state, member)?;
             let g = self.resolve(state, group)?;
             let Some(old) = state.link(m, g) else {
                 return Ok(false);
             };
+            events.membership(group, member, Some((old.role, old.expires)), None);
             let affected = state.active(&old).then(|| state.self_and_desc(m));
             state.remove_link(m, g);
             if let Some(affected) = affected {
@@ -472,39 +502,49 @@ impl Namespace {
             }
             batch.delete(self.ks.edges, storage::membership_key(self.id, m, g));
             Ok(true)
-        })
+        })?;
+        Ok(existed.then_some(revision))
     }
 
     /// Grants `relation` on `target` to `holder` (adds or changes the expiry).
     ///
     /// # Errors
-    /// [`Error::InvalidRelation`], [`Error::UnknownNode`], engine errors.
+    /// [`crate::Error::InvalidRelation`], [`crate::Error::UnknownNode`], engine errors.
     pub fn grant(
         &self,
+        actor: &str,
         holder: &str,
         relation: &str,
         target: &str,
         expires: Option<i64>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         validate_relation(relation)?;
-        self.write(|state, batch| {
+        self.write(actor, |state, batch, events| {
             let h = self.resolve(state, holder)?;
             let t = self.resolve(state, target)?;
-            self.apply_grant(state, batch, h, t, relation, expires);
+            self.apply_grant(state, batch, events, (h, t), relation, expires);
             Ok(())
         })
+        .map(|((), revision)| revision)
     }
 
     fn apply_grant(
         &self,
         state: &mut State,
         batch: &mut WriteBatch,
-        h: u32,
-        t: u32,
+        events: &mut Recorder<'_>,
+        (h, t): (u32, u32),
         relation: &str,
         expires: Option<i64>,
     ) {
-        state.relations.insert((relation.into(), t, h), expires);
+        let before = state.relations.insert((relation.into(), t, h), expires);
+        events.relation(
+            state.name(t),
+            state.name(h),
+            relation,
+            before,
+            Some(expires),
+        );
         batch.put(
             self.ks.edges,
             storage::relation_key(self.id, h, t, relation),
@@ -512,15 +552,24 @@ impl Namespace {
         );
     }
 
-    /// Revokes a relation; returns whether it was stored.
+    /// Revokes a relation; returns the revision of its event, or `None` when it was not
+    /// stored.
     ///
     /// # Errors
-    /// [`Error::UnknownNode`], engine errors.
-    pub fn revoke(&self, holder: &str, relation: &str, target: &str) -> Result<bool> {
-        self.write(|state, batch| {
+    /// [`crate::Error::UnknownNode`], engine errors.
+    pub fn revoke(
+        &self,
+        actor: &str,
+        holder: &str,
+        relation: &str,
+        target: &str,
+    ) -> Result<Option<u64>> {
+        let (existed, revision) = self.write(actor, |state, batch, events| {
             let h = self.resolve(state, holder)?;
             let t = self.resolve(state, target)?;
-            let existed = state.relations.remove(&(relation.into(), t, h)).is_some();
+            let before = state.relations.remove(&(relation.into(), t, h));
+            events.relation(target, holder, relation, before, None);
+            let existed = before.is_some();
             if existed {
                 batch.delete(
                     self.ks.edges,
@@ -528,7 +577,8 @@ impl Namespace {
                 );
             }
             Ok(existed)
-        })
+        })?;
+        Ok(existed.then_some(revision))
     }
 
     /// Recomputes the whole index from the edges and persists it.
@@ -536,10 +586,11 @@ impl Namespace {
     /// # Errors
     /// Engine errors.
     pub fn rebuild(&self) -> Result<()> {
-        self.write(|state, _| {
+        self.write(crate::changes::SYSTEM_ACTOR, |state, _, _| {
             state.rebuild();
             Ok(())
         })
+        .map(drop)
     }
 
     /// Compares the index with a fresh BFS from every node over the active edges. It holds a

@@ -1,13 +1,15 @@
-//! The store: an engine, its group commit, and the namespaces opened on it.
+//! The store: an engine, its group commit and change log, and the namespaces opened on it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
-use engine::{Durability, Engine, GroupCommit, WriteBatch};
+use engine::{ChangeLog, Direction, Durability, Engine, GroupCommit, WriteBatch};
 
 use super::namespace::Namespace;
 use super::storage;
 use super::types::NamespaceKind;
+use crate::changes::{actor_history_key, object_history_key, Change, ChangeKind};
 use crate::clock::{Clock, SystemClock};
 use crate::{Error, Result};
 
@@ -17,9 +19,20 @@ pub struct GraphStoreBuilder {
     engine: Arc<dyn Engine>,
     clock: Arc<dyn Clock>,
     durability: Durability,
+    retention: Duration,
 }
 
+/// How long events are kept by default: 400 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(400 * 24 * 3600);
+
 impl GraphStoreBuilder {
+    /// How long [`GraphStore::prune_changes`] keeps events. Default: [`DEFAULT_RETENTION`]
+    /// (400 days).
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
     /// The clock used for expiry. Default: [`SystemClock`].
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -35,15 +48,20 @@ impl GraphStoreBuilder {
     /// Opens the store. Namespaces are loaded when first asked for.
     ///
     /// # Errors
-    /// [`Error::Engine`] when the engine lacks one of [`crate::KEYSPACES`].
+    /// [`crate::Error::Engine`] when the engine lacks one of [`crate::KEYSPACES`], or the change
+    /// log's open error (it flushes the engine first, so every event visible is durable).
     pub fn open(self) -> Result<GraphStore> {
         let ks = storage::Keyspaces::of(&*self.engine)?;
+        let committer = Arc::new(GroupCommit::new(Arc::clone(&self.engine)));
+        let log = ChangeLog::open(Arc::clone(&committer), ks.changes)?;
         Ok(GraphStore {
-            committer: Arc::new(GroupCommit::new(Arc::clone(&self.engine))),
+            committer,
+            log,
             engine: self.engine,
             ks,
             clock: self.clock,
             durability: self.durability,
+            retention: self.retention,
             namespaces: Mutex::new(HashMap::new()),
         })
     }
@@ -55,10 +73,32 @@ pub struct GraphStore {
     engine: Arc<dyn Engine>,
     /// Shared by every namespace: concurrent synced writes share fsyncs.
     committer: Arc<GroupCommit>,
+    /// The directory's one change log (teams, package sets, repositories).
+    log: Arc<ChangeLog>,
     ks: storage::Keyspaces,
     clock: Arc<dyn Clock>,
     durability: Durability,
+    retention: Duration,
     namespaces: Mutex<HashMap<String, Arc<Namespace>>>,
+}
+
+/// A page of [`GraphStore::changes`].
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ChangesPage {
+    /// The graph's events, oldest first, with their revisions.
+    pub changes: Vec<(u64, Change)>,
+    /// The last revision read (events of the log's other writers, the repositories, are read
+    /// and skipped): continue with `after = next`.
+    pub next: u64,
+}
+
+/// A page of a history, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct HistoryPage {
+    /// The events with their revisions, newest first.
+    pub changes: Vec<(u64, Change)>,
+    /// Pass as `before` for the next (older) page; `None` on the last page.
+    pub next: Option<u64>,
 }
 
 impl GraphStore {
@@ -68,6 +108,7 @@ impl GraphStore {
             engine,
             clock: Arc::new(SystemClock),
             durability: Durability::Sync,
+            retention: DEFAULT_RETENTION,
         }
     }
 
@@ -94,7 +135,7 @@ impl GraphStore {
     /// the persisted closure: no index rebuild).
     ///
     /// # Errors
-    /// [`Error::NamespaceKind`] when it exists with the other kind; engine and corruption
+    /// [`crate::Error::NamespaceKind`] when it exists with the other kind; engine and corruption
     /// errors while loading.
     pub fn namespace(&self, name: &str, kind: NamespaceKind) -> Result<Arc<Namespace>> {
         let mut open = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
@@ -128,7 +169,7 @@ impl GraphStore {
             id,
             kind: found,
             engine: Arc::clone(&self.engine),
-            committer: Arc::clone(&self.committer),
+            log: Arc::clone(&self.log),
             ks: self.ks,
             clock: Arc::clone(&self.clock),
             durability: self.durability,
@@ -139,6 +180,254 @@ impl GraphStore {
         check_kind(&ns, kind)?;
         open.insert(name.to_owned(), Arc::clone(&ns));
         Ok(ns)
+    }
+}
+
+/// The change feed: reading, history, retention, replay.
+impl GraphStore {
+    /// The directory's change log, which every write of the store appends its events to in
+    /// the same batch. The directory's other writers (the commit graphs) open on the same log,
+    /// so revisions are strictly increasing across teams, package sets and repositories.
+    pub fn change_log(&self) -> &Arc<ChangeLog> {
+        &self.log
+    }
+
+    /// Up to `limit` events after revision `after`, oldest first, never past the durable
+    /// head.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), graphdb::Error> {
+    /// let engine = engine::EngineConfig::memory().open(graphdb::KEYSPACES)?;
+    /// let store = graphdb::GraphStore::open(engine)?;
+    /// let teams = graphdb::Teams::open(&store)?.acting_as("alice");
+    /// let revision = teams.put_member("ubuntu-dev", "bob", &graphdb::EdgeKind::named("admin"), None)?;
+    /// let page = store.changes(0, 100)?;
+    /// let kinds: Vec<&str> = page.changes.iter().map(|(_, c)| c.kind.as_str()).collect();
+    /// assert_eq!(kinds, ["team.created", "person.created", "membership.added"]);
+    /// assert_eq!(page.next, revision);
+    /// assert_eq!(page.changes[2].1.actor, "alice");
+    /// let history = store.person_history("bob", u64::MAX, 10)?;
+    /// assert_eq!(history.changes.len(), 2); // created, then made an admin
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`crate::Error::Feed`] with [`engine::FeedError::Compacted`] when events after `after` were
+    /// pruned (resynchronise from a snapshot), [`engine::FeedError::BeyondHead`] when `after`
+    /// is newer than the head; engine errors.
+    pub fn changes(&self, after: u64, limit: usize) -> Result<ChangesPage> {
+        let events = self.log.read(after, limit)?;
+        let next = events.last().map_or(after, |(revision, _)| *revision);
+        Ok(ChangesPage {
+            changes: decode_graph_events(events),
+            next,
+        })
+    }
+
+    /// What was done to `team` (created, removed, its memberships and relations in either
+    /// direction), newest first, with revisions below `before` (`u64::MAX`: the newest).
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub fn team_history(&self, team: &str, before: u64, limit: usize) -> Result<HistoryPage> {
+        let events = self.log.read_index(
+            self.ks.history,
+            &object_history_key("teams", team),
+            before,
+            limit,
+            Direction::Reverse,
+        )?;
+        Ok(history_page(events, limit))
+    }
+
+    /// What was done to `person` (created, removed, their memberships and relations) and what
+    /// they did as an actor, newest first, with revisions below `before`.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub fn person_history(&self, person: &str, before: u64, limit: usize) -> Result<HistoryPage> {
+        let mut events = self.log.read_index(
+            self.ks.history,
+            &object_history_key("teams", person),
+            before,
+            limit,
+            Direction::Reverse,
+        )?;
+        events.extend(self.log.read_index(
+            self.ks.history,
+            &actor_history_key(person),
+            before,
+            limit,
+            Direction::Reverse,
+        )?);
+        events.sort_by_key(|(revision, _)| std::cmp::Reverse(*revision));
+        events.dedup_by_key(|(revision, _)| *revision);
+        events.truncate(limit);
+        Ok(history_page(events, limit))
+    }
+
+    /// Deletes the events older than the retention ([`GraphStoreBuilder::retention`]), never
+    /// the newest; for the server's periodic task. Returns how many were deleted.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub fn prune_changes(&self) -> Result<u64> {
+        let retention = i64::try_from(self.retention.as_micros()).unwrap_or(i64::MAX);
+        self.prune_changes_before(crate::changes::now_us().saturating_sub(retention))
+    }
+
+    /// Deletes every event recorded before `time_us` (microseconds since the epoch), oldest
+    /// first, but never the newest event. Returns how many were deleted.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub fn prune_changes_before(&self, time_us: i64) -> Result<u64> {
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            time_us: i64,
+        }
+        let Some(oldest) = self.log.oldest()? else {
+            return Ok(0);
+        };
+        let mut after = oldest - 1;
+        let mut through = 0;
+        'scan: loop {
+            let events = self.log.read(after, 1024)?;
+            let Some(&(last, _)) = events.last() else {
+                break;
+            };
+            for (revision, payload) in events {
+                // An event without a readable time is kept, and so is everything after it.
+                match serde_json::from_slice::<Envelope>(&payload) {
+                    Ok(envelope) if envelope.time_us < time_us => through = revision,
+                    _ => break 'scan,
+                }
+            }
+            after = last;
+        }
+        Ok(self.log.prune_through(through)?)
+    }
+
+    /// Applies an event of another store's feed to this one, with the event's actor, so that
+    /// a follower replaying the feed from revision 0 holds the same namespaces. Returns
+    /// `false` for an import, whose event carries counts only: a follower reloads that
+    /// namespace from an export instead. A namespace not yet in this store is created acyclic.
+    ///
+    /// # Errors
+    /// [`crate::Error::Corrupt`] for an event that lacks a field its kind needs; the errors of the
+    /// write it replays.
+    pub fn replay(&self, change: &Change) -> Result<bool> {
+        use ChangeKind as K;
+        let kind = self
+            .stored_kind(&change.namespace)?
+            .unwrap_or(NamespaceKind::Acyclic);
+        let ns = self.namespace(&change.namespace, kind)?;
+        let actor = change.actor.as_str();
+        let missing = |reason| Error::Corrupt {
+            keyspace: storage::CHANGES,
+            key: Vec::new(),
+            reason,
+        };
+        if let Some((name, kind)) = change.node() {
+            match change.kind {
+                K::TeamRemoved
+                | K::PersonRemoved
+                | K::SetRemoved
+                | K::PackageRemoved
+                | K::GroupRemoved
+                | K::LeafRemoved => ns.remove_node(actor, name).map(drop)?,
+                _ => ns.add_node(actor, name, kind).map(drop)?,
+            }
+            return Ok(true);
+        }
+        let edge = || -> Result<(&str, &str)> {
+            Ok((
+                change
+                    .group_name()
+                    .ok_or_else(|| missing("event without its group"))?,
+                change
+                    .member_name()
+                    .ok_or_else(|| missing("event without its member"))?,
+            ))
+        };
+        match change.kind {
+            K::MembershipAdded | K::MembershipChanged | K::ItemAdded => {
+                let (group, member) = edge()?;
+                let after = change
+                    .after
+                    .ok_or_else(|| missing("membership without after"))?;
+                let role = after.role.unwrap_or(super::types::Role::Member);
+                ns.set_membership(actor, member, group, role, after.expires)?;
+            }
+            K::MembershipRemoved | K::ItemRemoved => {
+                let (group, member) = edge()?;
+                ns.remove_membership(actor, member, group)?;
+            }
+            K::RelationGranted | K::RelationChanged => {
+                let (target, holder) = edge()?;
+                let relation = change
+                    .relation
+                    .as_deref()
+                    .ok_or_else(|| missing("no relation"))?;
+                let after = change
+                    .after
+                    .ok_or_else(|| missing("relation without after"))?;
+                ns.grant(actor, holder, relation, target, after.expires)?;
+            }
+            K::RelationRevoked => {
+                let (target, holder) = edge()?;
+                let relation = change
+                    .relation
+                    .as_deref()
+                    .ok_or_else(|| missing("no relation"))?;
+                ns.revoke(actor, holder, relation, target)?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The kind a namespace is stored with, if it exists.
+    fn stored_kind(&self, name: &str) -> Result<Option<NamespaceKind>> {
+        if let Some(ns) = self
+            .namespaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Ok(Some(ns.kind()));
+        }
+        let key = storage::namespace_key(name);
+        match self.engine.get(self.ks.meta, &key)? {
+            Some(value) => Ok(Some(storage::decode_namespace(&key, &value)?.1)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The graph's events among `events`; the payloads of the log's other writers (which are
+/// not [`Change`]s) are skipped.
+fn decode_graph_events(events: Vec<(u64, Vec<u8>)>) -> Vec<(u64, Change)> {
+    events
+        .into_iter()
+        .filter_map(|(revision, payload)| {
+            serde_json::from_slice::<Change>(&payload)
+                .ok()
+                .map(|change| (revision, change))
+        })
+        .collect()
+}
+
+fn history_page(events: Vec<(u64, Vec<u8>)>, limit: usize) -> HistoryPage {
+    let next = if events.len() >= limit.max(1) {
+        events.last().map(|(revision, _)| *revision)
+    } else {
+        None
+    };
+    HistoryPage {
+        changes: decode_graph_events(events),
+        next,
     }
 }
 

@@ -36,14 +36,17 @@ impl fmt::Display for NodeKind {
 /// Whether a namespace rejects cycles of membership edges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NamespaceKind {
-    /// A membership edge that would close a cycle is rejected with [`Error::Cycle`].
+    /// A membership edge that would close a cycle is rejected with [`crate::Error::Cycle`].
     Acyclic,
     /// Cycles are accepted; the index treats a strongly connected component as one group.
     General,
 }
 
 /// The role of a membership edge; both confer membership.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// An ordinary member.
     Member,
@@ -161,7 +164,7 @@ pub struct Difference {
     pub in_index: bool,
 }
 
-/// What [`Namespace::check`] found.
+/// What [`crate::Namespace::check`] found.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct CheckReport {
     /// Nodes checked.
@@ -223,7 +226,7 @@ pub(crate) fn validate_name(name: &str) -> Result<()> {
 /// Checks a relation name: 1 to 64 bytes of `[a-z0-9_-]`, and not a role.
 ///
 /// # Errors
-/// [`Error::InvalidRelation`] with the reason.
+/// [`crate::Error::InvalidRelation`] with the reason.
 pub fn validate_relation(name: &str) -> Result<()> {
     let reason = if name.is_empty() || name.len() > 64 {
         "must be 1 to 64 bytes long"

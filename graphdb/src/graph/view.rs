@@ -78,7 +78,7 @@ impl View<'_> {
     /// [`View::is_member_id`] by names.
     ///
     /// # Errors
-    /// [`Error::UnknownNode`].
+    /// [`crate::Error::UnknownNode`].
     pub fn is_member(&self, member: &str, group: &str) -> Result<bool> {
         let m = self.resolve(member)?;
         let g = self.resolve(group)?;
@@ -88,7 +88,7 @@ impl View<'_> {
     /// The stored membership edge `member -> group` (expired or not): role and expiry.
     ///
     /// # Errors
-    /// [`Error::UnknownNode`].
+    /// [`crate::Error::UnknownNode`].
     pub fn membership(&self, member: &str, group: &str) -> Result<Option<(Role, Option<i64>)>> {
         let m = self.resolve(member)?;
         let g = self.resolve(group)?;
@@ -107,7 +107,7 @@ impl View<'_> {
     /// The members of `group` as a bitmap of ids (sorted by id).
     ///
     /// # Errors
-    /// [`Error::UnknownNode`].
+    /// [`crate::Error::UnknownNode`].
     pub fn member_ids(&self, group: &str, depth: Depth, filter: Filter) -> Result<RoaringBitmap> {
         let g = self.resolve(group)?;
         Ok(self.member_ids_of(NodeId(g), depth, filter))
@@ -133,7 +133,7 @@ impl View<'_> {
     /// `after` (exclusive), at most `limit` (at least 1) long.
     ///
     /// # Errors
-    /// [`Error::UnknownNode`].
+    /// [`crate::Error::UnknownNode`].
     pub fn members(
         &self,
         group: &str,
@@ -167,7 +167,7 @@ impl View<'_> {
     /// One page of the groups `member` belongs to, sorted by name.
     ///
     /// # Errors
-    /// [`Error::UnknownNode`].
+    /// [`crate::Error::UnknownNode`].
     pub fn groups_of(
         &self,
         member: &str,
@@ -183,7 +183,7 @@ impl View<'_> {
     /// g1, ..., group]`, each a member of the next; `None` when `member` is not in `group`.
     ///
     /// # Errors
-    /// [`Error::UnknownNode`].
+    /// [`crate::Error::UnknownNode`].
     pub fn path(&self, member: &str, group: &str) -> Result<Option<Vec<String>>> {
         let m = self.resolve(member)?;
         let g = self.resolve(group)?;
@@ -209,7 +209,7 @@ impl View<'_> {
     /// holder, all its transitive members.
     ///
     /// # Errors
-    /// [`Error::UnknownNode`].
+    /// [`crate::Error::UnknownNode`].
     pub fn holder_ids(
         &self,
         relation: &str,
@@ -230,7 +230,7 @@ impl View<'_> {
     /// One page of [`View::holder_ids`], sorted by name.
     ///
     /// # Errors
-    /// [`Error::UnknownNode`].
+    /// [`crate::Error::UnknownNode`].
     pub fn holders(
         &self,
         relation: &str,
@@ -247,7 +247,7 @@ impl View<'_> {
     /// group that holds it.
     ///
     /// # Errors
-    /// [`Error::UnknownNode`].
+    /// [`crate::Error::UnknownNode`].
     pub fn is_holder(&self, holder: &str, relation: &str, target: &str) -> Result<bool> {
         let h = self.resolve(holder)?;
         let t = self.resolve(target)?;

@@ -7,6 +7,7 @@ mod commits;
 mod concurrency;
 mod crash;
 mod faults;
+mod feed;
 mod generated;
 mod model;
 mod parse;

@@ -5,6 +5,8 @@ use graphdb::{Depth, Error, NamespaceKind, NodeKind, Role, SetFilter, TeamFilter
 
 use crate::support::Fixture;
 
+const ACTOR: &str = graphdb::SYSTEM_ACTOR;
+
 crate::backend_tests!(suite:
     nested_membership_and_queries,
     expiry_at_now,
@@ -290,14 +292,14 @@ pub fn removal_keeps_other_paths(fx: Fixture) {
     teams
         .set_membership("top", "p", Role::Member, None)
         .unwrap();
-    assert!(teams.remove_membership("left", "p").unwrap());
+    assert!(teams.remove_membership("left", "p").unwrap().is_some());
     assert!(teams.is_member("p", "top").unwrap());
-    assert!(teams.remove_membership("top", "p").unwrap());
+    assert!(teams.remove_membership("top", "p").unwrap().is_some());
     assert!(teams.is_member("p", "top").unwrap());
-    assert!(teams.remove_membership("top", "right").unwrap());
+    assert!(teams.remove_membership("top", "right").unwrap().is_some());
     assert!(!teams.is_member("p", "top").unwrap());
     assert!(teams.is_member("p", "right").unwrap());
-    assert!(!teams.remove_membership("top", "right").unwrap());
+    assert!(teams.remove_membership("top", "right").unwrap().is_none());
     assert!(teams.check().is_clean());
 }
 
@@ -340,7 +342,10 @@ pub fn relations_reach_team_members(fx: Fixture) {
     );
     fx.clock.set(1_000_010);
     assert!(!teams.is_holder("bob", "audits", "project").unwrap());
-    assert!(teams.revoke("auditors", "audits", "project").unwrap());
+    assert!(teams
+        .revoke("auditors", "audits", "project")
+        .unwrap()
+        .is_some());
     assert!(!teams.is_holder("alice", "audits", "project").unwrap());
     let err = teams.grant("eve", "member", "project", None).unwrap_err();
     assert!(matches!(err, Error::InvalidRelation { .. }), "{err}");
@@ -410,7 +415,7 @@ pub fn node_removal(fx: Fixture) {
     teams.set_membership("a", "b", Role::Member, None).unwrap();
     teams.set_membership("b", "p", Role::Member, None).unwrap();
     teams.grant("b", "audits", "a", None).unwrap();
-    assert!(teams.remove("b").unwrap());
+    assert!(teams.remove("b").unwrap().is_some());
     assert!(!teams.is_member("p", "a").unwrap());
     assert!(teams
         .teams_of("p", Depth::Transitive, None, 10)
@@ -422,7 +427,7 @@ pub fn node_removal(fx: Fixture) {
         teams.is_member("p", "b"),
         Err(Error::UnknownNode { .. })
     ));
-    assert!(!teams.remove("b").unwrap());
+    assert!(teams.remove("b").unwrap().is_none());
     // The name can be used again, as a person this time.
     teams.add_person("b").unwrap();
     assert!(!teams.is_member("b", "a").unwrap());
@@ -572,7 +577,7 @@ pub fn package_sets(fx: Fixture) {
     assert!(sets.is_in("gedit", "server").unwrap());
     let err = sets.insert("gnome", "desktop").unwrap_err();
     assert!(matches!(err, Error::Cycle { .. }), "{err}");
-    assert!(sets.take("gnome", "gedit").unwrap());
+    assert!(sets.take("gnome", "gedit").unwrap().is_some());
     assert!(!sets.is_in("gedit", "desktop").unwrap());
     let mut out = Vec::new();
     sets.export_tsv(&mut out).unwrap();
@@ -592,14 +597,19 @@ pub fn general_namespace_accepts_cycles(fx: Fixture) {
     let store = fx.open();
     let ns = store.namespace("links", NamespaceKind::General).unwrap();
     for g in ["a", "b", "c", "d"] {
-        ns.add_node(g, NodeKind::Group).unwrap();
+        ns.add_node(ACTOR, g, NodeKind::Group).unwrap();
     }
-    ns.add_node("x", NodeKind::Leaf).unwrap();
-    ns.set_membership("a", "b", Role::Member, None).unwrap();
-    ns.set_membership("b", "c", Role::Member, None).unwrap();
-    ns.set_membership("c", "a", Role::Member, None).unwrap();
-    ns.set_membership("x", "a", Role::Member, None).unwrap();
-    ns.set_membership("c", "d", Role::Member, None).unwrap();
+    ns.add_node(ACTOR, "x", NodeKind::Leaf).unwrap();
+    ns.set_membership(ACTOR, "a", "b", Role::Member, None)
+        .unwrap();
+    ns.set_membership(ACTOR, "b", "c", Role::Member, None)
+        .unwrap();
+    ns.set_membership(ACTOR, "c", "a", Role::Member, None)
+        .unwrap();
+    ns.set_membership(ACTOR, "x", "a", Role::Member, None)
+        .unwrap();
+    ns.set_membership(ACTOR, "c", "d", Role::Member, None)
+        .unwrap();
     let view = ns.view();
     for g in ["a", "b", "c", "d"] {
         assert!(view.is_member("x", g).unwrap(), "x in {g}");
@@ -608,7 +618,7 @@ pub fn general_namespace_accepts_cycles(fx: Fixture) {
     assert!(!view.is_member("d", "a").unwrap());
     assert_eq!(view.path("a", "a").unwrap().unwrap(), ["a", "b", "c", "a"]);
     drop(view);
-    ns.remove_membership("b", "c").unwrap();
+    ns.remove_membership(ACTOR, "b", "c").unwrap();
     let view = ns.view();
     assert!(!view.is_member("a", "a").unwrap());
     assert!(view.is_member("x", "b").unwrap());
@@ -677,7 +687,10 @@ pub fn concurrent_synced_writers_all_land(fx: Fixture) {
                             assert!(teams.is_member(&p, &team(w, i)).unwrap());
                             // Every third membership is removed again: removals land too.
                             if i % 3 == 2 {
-                                assert!(teams.remove_membership(&team(w, i), &p).unwrap());
+                                assert!(teams
+                                    .remove_membership(&team(w, i), &p)
+                                    .unwrap()
+                                    .is_some());
                             }
                         }
                     }

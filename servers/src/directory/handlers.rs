@@ -176,7 +176,7 @@ pub(crate) async fn delete_member(
                 .map_err(graph_error),
         })
         .await?;
-    if removed {
+    if removed.is_some() {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("no such membership or relation"))
@@ -370,7 +370,7 @@ pub(crate) async fn delete_item(
     let removed = state
         .blocking(move |d| d.sets.take(&set, &item).map_err(graph_error))
         .await?;
-    if removed {
+    if removed.is_some() {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("the item is not in the set"))
