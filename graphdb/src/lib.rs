@@ -61,8 +61,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use graph::{
     validate_relation, ChangesPage, CheckReport, Depth, Difference, EdgeKind, EdgeRecord, Filter,
-    GraphStore, GraphStoreBuilder, HistoryPage, IndexStats, Namespace, NamespaceKind, NodeId,
-    NodeKind, Page, Role, View, DEFAULT_RETENTION,
+    GraphStore, GraphStoreBuilder, HistoryOf, HistoryPage, IndexStats, Namespace, NamespaceKind,
+    NodeId, NodeKind, Page, RawHistoryPage, Role, View, DEFAULT_RETENTION,
 };
 pub use packagesets::{PackageSets, SetFilter, SetItem};
 pub use teams::{TeamFilter, Teams};

@@ -17,7 +17,10 @@ mod view;
 
 pub(crate) use bulk::BulkLoad;
 pub use namespace::Namespace;
-pub use store::{ChangesPage, GraphStore, GraphStoreBuilder, HistoryPage, DEFAULT_RETENTION};
+pub use store::{
+    ChangesPage, GraphStore, GraphStoreBuilder, HistoryOf, HistoryPage, RawHistoryPage,
+    DEFAULT_RETENTION,
+};
 pub(crate) use types::validate_name;
 pub use types::{
     validate_relation, CheckReport, Depth, Difference, EdgeKind, EdgeRecord, Filter, IndexStats,

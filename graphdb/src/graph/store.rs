@@ -92,6 +92,33 @@ pub struct ChangesPage {
     pub next: u64,
 }
 
+/// Whose history: [`GraphStore::history_events`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistoryOf<'a> {
+    /// What was done to a team.
+    Team(&'a str),
+    /// What was done to a person and what the person did.
+    Person(&'a str),
+}
+
+/// A page of a history as stored payloads (JSON), newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RawHistoryPage {
+    /// `(revision, payload)`, newest first.
+    pub events: Vec<(u64, Vec<u8>)>,
+    /// Pass as `before` for the next (older) page; `None` on the last page.
+    pub next: Option<u64>,
+}
+
+impl RawHistoryPage {
+    fn decode(self) -> HistoryPage {
+        HistoryPage {
+            changes: decode_graph_events(self.events),
+            next: self.next,
+        }
+    }
+}
+
 /// A page of a history, newest first.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct HistoryPage {
@@ -231,14 +258,8 @@ impl GraphStore {
     /// # Errors
     /// Engine errors.
     pub fn team_history(&self, team: &str, before: u64, limit: usize) -> Result<HistoryPage> {
-        let events = self.log.read_index(
-            self.ks.history,
-            &object_history_key("teams", team),
-            before,
-            limit,
-            Direction::Reverse,
-        )?;
-        Ok(history_page(events, limit))
+        self.history_events(HistoryOf::Team(team), before, limit)
+            .map(RawHistoryPage::decode)
     }
 
     /// What was done to `person` (created, removed, their memberships and relations) and what
@@ -247,24 +268,49 @@ impl GraphStore {
     /// # Errors
     /// Engine errors.
     pub fn person_history(&self, person: &str, before: u64, limit: usize) -> Result<HistoryPage> {
-        let mut events = self.log.read_index(
-            self.ks.history,
-            &object_history_key("teams", person),
-            before,
-            limit,
-            Direction::Reverse,
-        )?;
-        events.extend(self.log.read_index(
-            self.ks.history,
-            &actor_history_key(person),
-            before,
-            limit,
-            Direction::Reverse,
-        )?);
+        self.history_events(HistoryOf::Person(person), before, limit)
+            .map(RawHistoryPage::decode)
+    }
+
+    /// A history as the stored payloads, including the events of the log's other writers
+    /// indexed under the same keys (a person's pushes, when the commit graphs index their
+    /// actor with [`crate::changes::actor_history_key`]): for a server that passes events on
+    /// as JSON.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub fn history_events(
+        &self,
+        of: HistoryOf<'_>,
+        before: u64,
+        limit: usize,
+    ) -> Result<RawHistoryPage> {
+        let prefixes = match of {
+            HistoryOf::Team(team) => vec![object_history_key("teams", team)],
+            HistoryOf::Person(person) => vec![
+                object_history_key("teams", person),
+                actor_history_key(person),
+            ],
+        };
+        let mut events = Vec::new();
+        for prefix in prefixes {
+            events.extend(self.log.read_index(
+                self.ks.history,
+                &prefix,
+                before,
+                limit,
+                Direction::Reverse,
+            )?);
+        }
         events.sort_by_key(|(revision, _)| std::cmp::Reverse(*revision));
         events.dedup_by_key(|(revision, _)| *revision);
         events.truncate(limit);
-        Ok(history_page(events, limit))
+        let next = if events.len() >= limit.max(1) {
+            events.last().map(|(revision, _)| *revision)
+        } else {
+            None
+        };
+        Ok(RawHistoryPage { events, next })
     }
 
     /// Deletes the events older than the retention ([`GraphStoreBuilder::retention`]), never
@@ -417,18 +463,6 @@ fn decode_graph_events(events: Vec<(u64, Vec<u8>)>) -> Vec<(u64, Change)> {
                 .map(|change| (revision, change))
         })
         .collect()
-}
-
-fn history_page(events: Vec<(u64, Vec<u8>)>, limit: usize) -> HistoryPage {
-    let next = if events.len() >= limit.max(1) {
-        events.last().map(|(revision, _)| *revision)
-    } else {
-        None
-    };
-    HistoryPage {
-        changes: decode_graph_events(events),
-        next,
-    }
 }
 
 fn check_kind(ns: &Namespace, requested: NamespaceKind) -> Result<()> {

@@ -208,6 +208,18 @@ fn run_server(config: DirectoryConfig) -> anyhow::Result<()> {
     let (store, commits) = config.store.open()?;
     let state = Directory::new(store, commits, &config.server).map_err(anyhow::Error::msg)?;
     let engine = state.store().engine().clone();
+    // The change feed's retention: prune once an hour, on a thread of its own.
+    let pruner = state.clone();
+    std::thread::Builder::new()
+        .name("feed-retention".into())
+        .spawn(move || loop {
+            match pruner.prune_changes() {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "change feed pruned"),
+                Err(error) => tracing::warn!(%error, "pruning the change feed failed"),
+            }
+            std::thread::sleep(Duration::from_secs(3600));
+        })?;
     runtime.block_on(async move {
         let listener = serve::bind(config.server.listen, config.server.dev).await?;
         tracing::info!(

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use engine::Backend;
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,9 @@ pub struct GraphConfig {
     pub backend: Backend,
     /// The data directory. Default: `data/directory`.
     pub data_dir: PathBuf,
+    /// How long the change feed keeps events, in days; older ones are pruned every hour.
+    /// Default: 400.
+    pub feed_retention_days: u64,
 }
 
 impl Default for GraphConfig {
@@ -57,6 +61,7 @@ impl Default for GraphConfig {
         GraphConfig {
             backend: Backend::Rocksdb,
             data_dir: PathBuf::from("data/directory"),
+            feed_retention_days: 400,
         }
     }
 }
@@ -91,6 +96,9 @@ impl GraphConfig {
         let engine = engine::EngineConfig::new(self.backend, &self.data_dir).open(&keyspaces())?;
         let graph = graphdb::GraphStore::builder(Arc::clone(&engine))
             .clock(Arc::new(graphdb::SystemClock))
+            .retention(Duration::from_secs(
+                self.feed_retention_days.saturating_mul(86_400),
+            ))
             .open()?;
         let commits = graphdb::commits::CommitGraphs::open(engine)?;
         Ok((graph, commits))

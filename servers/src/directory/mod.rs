@@ -6,13 +6,14 @@
 //! [`Directory`]; `docs/API.md` and `/openapi.json` describe the routes.
 
 pub mod config;
+pub mod feed;
 mod handlers;
 pub mod repos;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use graphdb::commits::CommitGraphs;
 use graphdb::{GraphStore, PackageSets, Teams};
@@ -21,9 +22,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::common::access::{self, AccessPolicy, CredentialError};
 use crate::common::metrics::{HttpMetrics, Tracker};
 use crate::common::pool::BlockingPool;
+use crate::common::subscriptions::{Delivery, Subscriptions};
 use crate::common::{finish, ApiError, Limits, ServerConfig};
 
 pub use config::{DirectoryConfig, GraphConfig};
+pub use feed::DirectoryFeed;
 
 /// The OpenAPI document served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../openapi/directory.json");
@@ -55,6 +58,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/import/teams"),
     ("POST", "/import/packagesets"),
     ("POST", "/import/repos/{repo}"),
+    ("GET", "/changes"),
+    ("GET", "/teams/{team}/history"),
+    ("GET", "/persons/{person}/history"),
+    ("POST", "/subscriptions"),
+    ("GET", "/subscriptions/{id}"),
+    ("DELETE", "/subscriptions/{id}"),
     ("GET", "/health"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
@@ -70,6 +79,9 @@ pub enum SetupError {
     /// The graph store could not open a namespace.
     #[error("opening the graph namespaces: {0}")]
     Graph(#[from] graphdb::Error),
+    /// The subscriptions' records could not be read or their thread started.
+    #[error("starting the change feed's subscriptions: {0}")]
+    Subscriptions(#[source] std::io::Error),
 }
 
 /// The shared state of the directory's handlers.
@@ -84,6 +96,10 @@ pub struct Directory {
     pub(crate) metrics: Arc<HttpMetrics>,
     pub(crate) graph_metrics: Arc<GraphMetrics>,
     pub(crate) pool: BlockingPool,
+    /// `GET /changes` and the subscriptions read the store's change log through it.
+    pub(crate) feed: Arc<DirectoryFeed>,
+    /// Callbacks on changes; `None` only if they could not start.
+    pub(crate) subscriptions: Option<Arc<Subscriptions<DirectoryFeed>>>,
 }
 
 /// Index sizes exported beside the HTTP metrics.
@@ -99,7 +115,8 @@ impl Directory {
     /// access rules and limits.
     ///
     /// # Errors
-    /// A malformed credential hash, or the store's error opening its namespaces.
+    /// A malformed credential hash, the store's error opening its namespaces, or the
+    /// subscriptions' (their records, their delivery thread).
     pub fn new(
         store: GraphStore,
         commits: CommitGraphs,
@@ -126,8 +143,20 @@ impl Directory {
             "(member, team) pairs in the closure",
             graph_metrics.team_pairs.clone(),
         );
+        let store = Arc::new(store);
+        let feed = DirectoryFeed::new(Arc::clone(&store));
+        let consumers = feed::consumers(&store).map_err(graphdb::Error::from)?;
+        let subscriptions = Subscriptions::start(
+            Arc::clone(&feed),
+            consumers,
+            server.callback_hosts.clone(),
+            Delivery::default(),
+        )
+        .map_err(SetupError::Subscriptions)?;
         Ok(Directory {
-            store: Arc::new(store),
+            store,
+            feed,
+            subscriptions: Some(subscriptions),
             commits: Arc::new(commits),
             teams,
             sets,
@@ -146,6 +175,15 @@ impl Directory {
     /// The graph store.
     pub fn store(&self) -> &Arc<GraphStore> {
         &self.store
+    }
+
+    /// Deletes the change feed's events older than the store's retention
+    /// (`graphdb::GraphStoreBuilder::retention`); for the binary's periodic task. Blocking.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub fn prune_changes(&self) -> Result<u64, graphdb::Error> {
+        self.store.prune_changes()
     }
 
     /// The HTTP metrics.
@@ -226,6 +264,8 @@ pub fn router(state: Directory) -> Router {
                 .route("/repos/{repo}/commits", post(repos::post_commits))
                 .layer(import_limit),
         )
+        .route("/subscriptions", post(feed::create_subscription))
+        .route("/subscriptions/{id}", delete(feed::delete_subscription))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&policy),
             access::require_writer,
@@ -244,6 +284,10 @@ pub fn router(state: Directory) -> Router {
             "/packages/{package}/packagesets",
             get(handlers::packagesets_of),
         )
+        .route("/changes", get(feed::changes))
+        .route("/teams/{team}/history", get(feed::team_history))
+        .route("/persons/{person}/history", get(feed::person_history))
+        .route("/subscriptions/{id}", get(feed::get_subscription))
         .route("/repos/{repo}/ancestry", get(repos::ancestry))
         .route("/repos/{repo}/branches/{branch}/merged", get(repos::merged))
         .route(
