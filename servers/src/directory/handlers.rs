@@ -522,7 +522,7 @@ pub(crate) async fn metrics(State(state): State<Directory>) -> Response {
         .into_response()
 }
 
-/// Adds the subscriptions' lag to the OpenMetrics text, before its `# EOF` line.
+/// Adds the subscriptions' lag to the metrics text (before a `# EOF` line, if there is one).
 fn with_subscriptions(mut text: String, state: &Directory) -> String {
     let Some(subscriptions) = &state.subscriptions else {
         return text;
