@@ -224,8 +224,8 @@ async fn a_long_poll_and_an_event_stream_see_a_later_write() {
     assert!(text.contains("event: membership.added\n"), "{text}");
     let data = text
         .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("data: "))
         .unwrap();
     let event: Value = serde_json::from_str(data).unwrap();
     assert_eq!(
