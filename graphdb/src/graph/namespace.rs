@@ -38,6 +38,8 @@ pub struct Namespace {
     pub(super) ks: storage::Keyspaces,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) durability: Durability,
+    /// Whether writes record their events ([`crate::GraphStoreBuilder::record_changes`]).
+    pub(super) record_changes: bool,
     pub(super) state: RwLock<State>,
     pub(super) writer: Mutex<()>,
     pub(super) poisoned: Mutex<Option<String>>,
@@ -140,10 +142,12 @@ impl Namespace {
                 storage::persist_dirty(&self.ks, self.id, &mut state, &mut batch);
                 (out, batch)
             };
-            match self
-                .log
-                .append(batch, recorder.into_entries(self.ks.history))
-            {
+            let entries = if self.record_changes {
+                recorder.into_entries(self.ks.history)
+            } else {
+                Vec::new()
+            };
+            match self.log.append(batch, entries) {
                 Ok(appended) => (out, appended),
                 Err(error) => return Err(self.fail(error)),
             }

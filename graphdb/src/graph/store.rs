@@ -20,6 +20,7 @@ pub struct GraphStoreBuilder {
     clock: Arc<dyn Clock>,
     durability: Durability,
     retention: Duration,
+    record_changes: bool,
 }
 
 /// How long events are kept by default: 400 days.
@@ -30,6 +31,14 @@ impl GraphStoreBuilder {
     /// (400 days).
     pub fn retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
+        self
+    }
+
+    /// Whether writes record their events in the change feed. Default: `true`. Turning it
+    /// off exists only to measure what the feed costs (benchmarks): a store that does not
+    /// record its changes cannot be followed, audited or replayed, so never in a service.
+    pub fn record_changes(mut self, record: bool) -> Self {
+        self.record_changes = record;
         self
     }
 
@@ -62,6 +71,7 @@ impl GraphStoreBuilder {
             clock: self.clock,
             durability: self.durability,
             retention: self.retention,
+            record_changes: self.record_changes,
             namespaces: Mutex::new(HashMap::new()),
         })
     }
@@ -79,6 +89,7 @@ pub struct GraphStore {
     clock: Arc<dyn Clock>,
     durability: Durability,
     retention: Duration,
+    record_changes: bool,
     namespaces: Mutex<HashMap<String, Arc<Namespace>>>,
 }
 
@@ -136,6 +147,7 @@ impl GraphStore {
             clock: Arc::new(SystemClock),
             durability: Durability::Sync,
             retention: DEFAULT_RETENTION,
+            record_changes: true,
         }
     }
 
@@ -200,6 +212,7 @@ impl GraphStore {
             ks: self.ks,
             clock: Arc::clone(&self.clock),
             durability: self.durability,
+            record_changes: self.record_changes,
             state: RwLock::new(state),
             writer: Mutex::new(()),
             poisoned: Mutex::new(None),

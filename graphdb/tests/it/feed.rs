@@ -435,3 +435,26 @@ proptest! {
         replay_property(&ops)?;
     }
 }
+
+/// `record_changes(false)` (for measuring the feed's cost only): writes work and record
+/// nothing; they answer the head.
+#[test]
+fn a_store_without_its_feed_records_nothing() {
+    let engine = engine::EngineConfig::memory()
+        .open(graphdb::KEYSPACES)
+        .unwrap();
+    let store = GraphStore::builder(engine)
+        .record_changes(false)
+        .open()
+        .unwrap();
+    let teams = Teams::open(&store).unwrap();
+    assert_eq!(
+        teams
+            .put_member("t", "p", &EdgeKind::named("member"), None)
+            .unwrap(),
+        0
+    );
+    assert!(teams.is_member("p", "t").unwrap());
+    assert_eq!(store.change_log().head(), 0);
+    assert!(store.changes(0, 10).unwrap().changes.is_empty());
+}
