@@ -1,5 +1,5 @@
 //! Commit-graph benchmarks on a generated 1,000,000-commit graph with about 10% merge commits
-//! and 1,000 branches (`graphdb::commits::gen`).
+//! and 1,000 branches (`commitgraph::gen`).
 //!
 //! Run: `cargo bench -p benches --bench commits`. Besides criterion's means, the setup prints
 //! latency percentiles measured call by call (`p50`, `p99`), the index build time and the
@@ -17,11 +17,17 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use commitgraph::gen::{DagParams, GeneratedDag, SplitMix};
+use commitgraph::{
+    BranchUpdate, CommitGraphs, CommitId, CommitIndex, NewCommit, RepoId, STANDALONE_KEYSPACES,
+};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use engine::{Engine, EngineConfig};
-use graphdb::commits::gen::{DagParams, GeneratedDag, SplitMix};
-use graphdb::commits::{
-    BranchUpdate, CommitGraphs, CommitId, CommitIndex, NewCommit, RepoId, KEYSPACES,
+
+/// The writer these writes are recorded as in the change feed.
+const BY: commitgraph::Writer<'static> = commitgraph::Writer {
+    actor: "bench",
+    repo: "bench",
 };
 
 struct Fixture {
@@ -67,12 +73,12 @@ fn fixture(engine: Arc<dyn Engine>) -> Fixture {
     // The order an import gives (default branch's first-parent history first), so that the
     // bare index below is the same as the store's.
     let (rev_list, refs) = (dag.rev_list(&ids), dag.refs(&ids));
-    let entries = graphdb::commits::import::parse_rev_list(&rev_list).unwrap();
+    let entries = commitgraph::import::parse_rev_list(&rev_list).unwrap();
     let tips: Vec<CommitId> = std::iter::once(&dag.branches[0])
         .chain(&dag.branches[1..])
         .map(|(_, tip)| ids[*tip as usize])
         .collect();
-    let commits = graphdb::commits::import::order_commits(&entries, |_| false, &tips).unwrap();
+    let commits = commitgraph::import::order_commits(&entries, |_| false, &tips).unwrap();
     drop(entries);
     let merges = dag.parents.iter().filter(|p| p.len() > 1).count();
     println!(
@@ -98,10 +104,10 @@ fn fixture(engine: Arc<dyn Engine>) -> Fixture {
         stats.bytes as f64 / stats.commits as f64
     );
 
-    let graphs = CommitGraphs::open(engine).unwrap();
+    let graphs = CommitGraphs::open_standalone(engine).unwrap();
     let repo = RepoId(1);
     let started = Instant::now();
-    let summary = graphs.import(repo, &rev_list, &refs).unwrap();
+    let summary = graphs.import(repo, &rev_list, &refs, BY).unwrap();
     let took = started.elapsed();
     let stats = graphs.stats(repo).unwrap();
     println!(
@@ -133,7 +139,7 @@ fn bench_commits(c: &mut Criterion) {
             return;
         }
     }
-    let mut f = fixture(EngineConfig::memory().open(KEYSPACES).unwrap());
+    let mut f = fixture(EngineConfig::memory().open(STANDALONE_KEYSPACES).unwrap());
     let mut index = std::mem::replace(&mut f.index, CommitIndex::new(RepoId(0)));
     let (graphs, repo) = (&f.graphs, f.repo);
     let mut rng = SplitMix::new(11);
@@ -273,12 +279,12 @@ fn bench_commits(c: &mut Criterion) {
         index_only.push(t.elapsed());
         let t = Instant::now();
         if i % 2 == 0 {
-            graphs.append(repo, &batch).unwrap();
+            graphs.append(repo, &batch, BY).unwrap();
             appends.push(t.elapsed());
-            graphs.set_branch(repo, &name, tip).unwrap();
+            graphs.set_branch(repo, &name, tip, BY).unwrap();
         } else {
             graphs
-                .push(repo, &batch, &[BranchUpdate::set(name, tip)])
+                .push(repo, &batch, &[BranchUpdate::set(name, tip)], BY)
                 .unwrap();
             pushes.push(t.elapsed());
         }
@@ -292,7 +298,7 @@ fn bench_commits(c: &mut Criterion) {
     c.bench_function("commits/append 1000 commits (memory engine)", |b| {
         b.iter_batched(
             || make_push(&mut rng).1,
-            |batch| graphs.append(repo, &batch).unwrap(),
+            |batch| graphs.append(repo, &batch, BY).unwrap(),
             BatchSize::PerIteration,
         )
     });
@@ -339,7 +345,11 @@ fn env_list(name: &str, default: &str) -> Vec<usize> {
 /// their pushes share group fsyncs), and loading the repository's stored labels after a reopen.
 fn rocksdb_figures() {
     let dir = tempfile::tempdir().unwrap();
-    let open = || EngineConfig::rocksdb(dir.path()).open(KEYSPACES).unwrap();
+    let open = || {
+        EngineConfig::rocksdb(dir.path())
+            .open(STANDALONE_KEYSPACES)
+            .unwrap()
+    };
     let f = fixture(open());
     let (graphs, repo) = (&f.graphs, f.repo);
     let others: Vec<CommitId> = f
@@ -356,7 +366,7 @@ fn rocksdb_figures() {
         let batch = thousand_commits(0, next_push, &mut tip, &others, &mut rng);
         next_push += 1;
         let t = Instant::now();
-        graphs.append(repo, &batch).unwrap();
+        graphs.append(repo, &batch, BY).unwrap();
         samples.push(t.elapsed());
     }
     percentiles("append 1000 commits (RocksDB, synced)", samples);
@@ -375,6 +385,7 @@ fn rocksdb_figures() {
                             id: root,
                             parents: vec![],
                         }],
+                        BY,
                     )
                     .unwrap();
                 root
@@ -394,7 +405,7 @@ fn rocksdb_figures() {
                             let batch =
                                 thousand_commits(0, first_push + i, main_tip, others, &mut rng);
                             let t = Instant::now();
-                            graphs.append(repo, &batch).unwrap();
+                            graphs.append(repo, &batch, BY).unwrap();
                             t.elapsed()
                         })
                         .collect::<Vec<_>>()
@@ -417,7 +428,7 @@ fn rocksdb_figures() {
                                     &mut rng,
                                 );
                                 let t = Instant::now();
-                                graphs.append(side, &batch).unwrap();
+                                graphs.append(side, &batch, BY).unwrap();
                                 t.elapsed()
                             })
                             .collect::<Vec<_>>()
@@ -455,7 +466,7 @@ fn rocksdb_figures() {
     }
     let commits = graphs.stats(repo).unwrap().commits;
     drop(f);
-    let graphs = CommitGraphs::open(open()).unwrap();
+    let graphs = CommitGraphs::open_standalone(open()).unwrap();
     let t = Instant::now();
     let stats = graphs.stats(repo).unwrap();
     println!(

@@ -13,9 +13,6 @@
 //! returns its revision; [`GraphStore::changes`], [`GraphStore::team_history`] and
 //! [`GraphStore::person_history`] read it (see [`changes`]).
 //!
-//! [`commits`] holds per-repository commit graphs and branches, answering ancestry and branch
-//! merged-status questions with its own labels (see `DESIGN.md`, "Commit graphs").
-//!
 //! Every call blocks (on a lock, on the CPU, or on the engine for writes): call it from
 //! `spawn_blocking` or a dedicated thread in async code. `graphdb/DESIGN.md` describes the
 //! layout, the index and its update rules.
@@ -48,7 +45,6 @@
 
 pub mod changes;
 mod clock;
-pub mod commits;
 mod error;
 pub mod generate;
 mod graph;

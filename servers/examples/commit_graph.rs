@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use graphdb::commits::gen::{DagParams, GeneratedDag};
+use commitgraph::gen::{DagParams, GeneratedDag};
 
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);

@@ -245,7 +245,8 @@ pub fn directory_http(data: &[u8]) {
         .open(&servers::directory::config::keyspaces())
         .expect("memory engine");
     let store = graphdb::GraphStore::open(Arc::clone(&engine)).expect("graph store");
-    let commits = graphdb::commits::CommitGraphs::open(engine).expect("commit graphs");
+    let commits =
+        servers::directory::config::open_commit_graphs(&store, engine).expect("commit graphs");
     let state = servers::directory::Directory::new(store, commits, &config()).expect("state");
     let router = servers::directory::router(state.clone());
     let (mut url, mut id) = ("/".to_string(), "1".to_string());

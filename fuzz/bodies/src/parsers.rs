@@ -6,8 +6,14 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use blobstore::{FileId, Timestamp, Token, TokenError, TokenSigner};
-use graphdb::commits::{CommitGraphs, CommitId, RepoId};
+use commitgraph::{CommitGraphs, CommitId, RepoId};
 use graphdb::{import, GraphStore};
+
+/// The writer these writes are recorded as in the change feed.
+const BY: commitgraph::Writer<'static> = commitgraph::Writer {
+    actor: "fuzz",
+    repo: "fuzz",
+};
 
 fn graph_store() -> GraphStore {
     let engine = engine::EngineConfig::memory()
@@ -106,8 +112,8 @@ pub fn package_set_tsv(data: &[u8]) {
 pub fn rev_list(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let (rev_list, refs) = text.split_once('\0').unwrap_or((&text, ""));
-    let entries = graphdb::commits::import::parse_rev_list(rev_list);
-    let parsed_refs = graphdb::commits::import::parse_refs(refs);
+    let entries = commitgraph::import::parse_rev_list(rev_list);
+    let parsed_refs = commitgraph::import::parse_refs(refs);
     if let Ok(entries) = &entries {
         // A parsed line prints back to a line that parses to the same ids.
         for entry in entries {
@@ -116,7 +122,7 @@ pub fn rev_list(data: &[u8]) {
                 .map(|id| id.to_string())
                 .collect::<Vec<_>>()
                 .join(" ");
-            let again = graphdb::commits::import::parse_rev_list(&line).unwrap();
+            let again = commitgraph::import::parse_rev_list(&line).unwrap();
             assert_eq!(again.len(), 1);
             assert_eq!(
                 (again[0].commit, &again[0].parents),
@@ -125,11 +131,11 @@ pub fn rev_list(data: &[u8]) {
         }
     }
     let engine = engine::EngineConfig::memory()
-        .open(graphdb::commits::KEYSPACES)
+        .open(commitgraph::STANDALONE_KEYSPACES)
         .expect("memory engine");
-    let graphs = CommitGraphs::open(Arc::clone(&engine)).expect("commit graphs");
+    let graphs = CommitGraphs::open_standalone(Arc::clone(&engine)).expect("commit graphs");
     let repo = RepoId(1);
-    match graphs.import(repo, rev_list, refs) {
+    match graphs.import(repo, rev_list, refs, BY) {
         Err(_) => {
             assert!(
                 graphs.branches(repo).unwrap().is_empty(),
@@ -181,7 +187,7 @@ pub fn rev_list(data: &[u8]) {
                 .count();
             assert!(summary.branches <= heads);
             // A reopen finds the same commits.
-            let reopened = CommitGraphs::open(engine).expect("reopen");
+            let reopened = CommitGraphs::open_standalone(engine).expect("reopen");
             for id in ids.iter().take(16) {
                 assert!(reopened.contains(repo, id).unwrap(), "{id} lost on reopen");
             }

@@ -1,7 +1,7 @@
 //! A failed engine write: the namespace goes back to what the engine holds and refuses
 //! further writes; reopening recovers a consistent index.
 //!
-//! Then the same at every N: small scripts of team, package-set and commit-graph writes run
+//! Then the same at every N: small scripts of team and package-set writes run
 //! over a [`FaultyEngine`] that fails its Nth write or the sync of it; after a simulated crash
 //! (only what was synced survives) every acknowledged write is there, the failed one left no
 //! trace, and `check` finds the index equal to a fresh BFS.
@@ -13,7 +13,6 @@ use engine::{
     Backend, Direction, Durability, Engine, Fault, FaultyEngine, Keyspace, KvIter, MemEngine,
     ReadView, ScanRange, WriteBatch,
 };
-use graphdb::commits::{BranchUpdate, CommitGraphs, CommitId, NewCommit, RepoId};
 use graphdb::{Error, GraphStore, Role};
 
 /// Delegates to a `MemEngine` and fails the write numbered `fail_at` (0-based).
@@ -256,101 +255,6 @@ fn every_injected_fault_keeps_acknowledged_graph_writes_and_nothing_else() {
     );
     eprintln!("graphdb teams and package sets: {injected} faults injected");
     assert!(injected >= 2 * GRAPH_STEPS as u64);
-}
-
-fn commit_id(n: u8) -> CommitId {
-    CommitId::from_bytes(&[n; 20]).unwrap()
-}
-
-fn new_commit(n: u8, parents: &[u8]) -> NewCommit {
-    NewCommit {
-        id: commit_id(n),
-        parents: parents.iter().map(|&p| commit_id(p)).collect(),
-    }
-}
-
-const REPO: RepoId = RepoId(7);
-const COMMIT_STEPS: usize = 8;
-
-fn commit_step(engine: &Arc<FaultyEngine>, step: usize) -> Result<(), String> {
-    let graphs =
-        CommitGraphs::open(Arc::clone(engine) as Arc<dyn Engine>).map_err(|e| e.to_string())?;
-    let result = match step {
-        0 => graphs
-            .append(REPO, &[new_commit(1, &[]), new_commit(2, &[1])])
-            .map(drop),
-        1 => graphs.set_branch(REPO, "main", commit_id(2)).map(drop),
-        2 => graphs
-            .push(
-                REPO,
-                &[new_commit(3, &[1]), new_commit(4, &[3])],
-                &[BranchUpdate::set("topic", commit_id(4))],
-            )
-            .map(drop),
-        3 => graphs
-            .push(
-                REPO,
-                &[new_commit(5, &[2, 4])],
-                &[BranchUpdate::set("main", commit_id(5))],
-            )
-            .map(drop),
-        4 => graphs.delete_branch(REPO, "topic").map(drop),
-        5 => graphs
-            .import(RepoId(8), &format!("{}\n", commit_id(5)), "")
-            .map(drop),
-        6 => graphs
-            .import(
-                REPO,
-                &format!("{} {}\n", commit_id(6), commit_id(5)),
-                &format!("refs/heads/release {}\n", commit_id(6)),
-            )
-            .map(drop),
-        7 => graphs.set_branch(REPO, "old", commit_id(1)).map(drop),
-        _ => unreachable!(),
-    };
-    result.map_err(|e| e.to_string())
-}
-
-fn commit_fingerprint(engine: &Arc<FaultyEngine>) -> String {
-    let graphs = CommitGraphs::open(Arc::clone(engine) as Arc<dyn Engine>).expect("reopen");
-    let mut text = String::new();
-    for repo in [REPO, RepoId(8)] {
-        text += &format!("{repo:?} branches {:?}\n", graphs.branches(repo).unwrap());
-        let known: Vec<u8> = (1..=6)
-            .filter(|&n| graphs.contains(repo, &commit_id(n)).unwrap())
-            .collect();
-        text += &format!("commits {known:?}\n");
-        for &a in &known {
-            for &b in &known {
-                if graphs
-                    .is_ancestor(repo, &commit_id(a), &commit_id(b))
-                    .unwrap()
-                {
-                    text += &format!("{a}<={b} ");
-                }
-            }
-        }
-        for (branch, _) in graphs.branches(repo).unwrap() {
-            text += &format!(
-                "\nmerged into {branch}: {:?}",
-                graphs.merged_into(repo, &branch).unwrap()
-            );
-        }
-        text += "\n";
-    }
-    text
-}
-
-#[test]
-fn every_injected_fault_keeps_acknowledged_pushes_and_nothing_else() {
-    let injected = every_fault(
-        graphdb::commits::KEYSPACES,
-        COMMIT_STEPS,
-        commit_step,
-        commit_fingerprint,
-    );
-    eprintln!("graphdb commits: {injected} faults injected");
-    assert!(injected >= 2 * COMMIT_STEPS as u64);
 }
 
 /// Concurrent synced writers share group syncs; when the Nth engine operation fails (a write,

@@ -1,7 +1,7 @@
 //! `directory`: the HTTP service for team participation and package sets, and its import
 //! commands.
 
-use std::io::BufReader;
+use std::io::{BufReader, IsTerminal};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -123,7 +123,22 @@ fn main() -> anyhow::Result<()> {
             };
             let rev_list = read(&rev_list)?;
             let refs = refs.as_ref().map(read).transpose()?.unwrap_or_default();
-            let summary = commits.import(directory::repos::repo_id(&repo), &rev_list, &refs)?;
+            // The library reports its steps; the spinner is drawn only on a terminal.
+            let spinner = if std::io::stderr().is_terminal() {
+                indicatif::ProgressBar::new_spinner()
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+            // The change feed records a command-line import as made by the local user.
+            let actor = std::env::var("USER").map_or_else(|_| "cli".into(), |u| format!("cli:{u}"));
+            let summary = commits.import_with_progress(
+                directory::repos::repo_id(&repo),
+                &rev_list,
+                &refs,
+                commitgraph::Writer::new(&actor, &repo),
+                &mut |step: commitgraph::ImportProgress| spinner.set_message(step.to_string()),
+            )?;
+            spinner.finish_and_clear();
             println!(
                 "{}",
                 serde_json::json!({
@@ -131,6 +146,7 @@ fn main() -> anyhow::Result<()> {
                     "added": summary.appended.added,
                     "known": summary.appended.known,
                     "branches": summary.branches,
+                    "revision": summary.revision,
                 })
             );
             Ok(())

@@ -23,6 +23,7 @@ use subtle::ConstantTimeEq;
 use super::config::ServerConfig;
 use super::error::ApiError;
 use super::feed::{parse_on_behalf_of, Actor, ON_BEHALF_OF};
+use super::proxy::{self, ProxiedPeer};
 
 /// A user name and its salted password hash, as written in the configuration.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +135,7 @@ pub struct AccessPolicy {
     require_credentials: bool,
     open_reads: bool,
     trusted_callers: Vec<Vec<u8>>,
+    trusted_proxies: Vec<IpNet>,
     realm: &'static str,
 }
 
@@ -162,17 +164,31 @@ impl AccessPolicy {
                 .iter()
                 .map(|user| user.as_bytes().to_vec())
                 .collect(),
+            trusted_proxies: config.trusted_proxies.clone(),
             realm,
         })
     }
 
     /// Whether `ip` lies in an allowed network (an IPv4-mapped IPv6 address counts as IPv4).
     pub fn address_allowed(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
+        proxy::in_networks(&self.allowed, ip)
+    }
+
+    /// The client's address of a request: the peer of its connection, or, when that is a
+    /// trusted proxy, the client the proxy names ([`proxy::client_address`]). A request
+    /// without a peer (built in-process without `ConnectInfo`) comes from nowhere allowed.
+    ///
+    /// # Errors
+    /// 400 `bad_forwarded_for` for a malformed `X-Forwarded-For` from a trusted proxy.
+    pub fn client_ip(&self, request: &Request) -> Result<IpAddr, ApiError> {
+        let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
+            return Ok(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         };
-        self.allowed.iter().any(|net| net.contains(&ip))
+        let proxied = request
+            .extensions()
+            .get::<ProxiedPeer>()
+            .map(|ProxiedPeer(addr)| addr.ip());
+        proxy::client_address(&self.trusted_proxies, peer.ip(), proxied, request.headers())
     }
 
     /// Whether an `Authorization` header value carries valid credentials. Every configured
@@ -274,16 +290,6 @@ fn parse_basic(value: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     Some((decoded[..colon].to_vec(), decoded[colon + 1..].to_vec()))
 }
 
-/// The client's address of a request: the peer of its connection. A request without one
-/// (built in-process without `ConnectInfo`) is treated as coming from nowhere allowed.
-pub fn client_ip(request: &Request) -> IpAddr {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
-        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
-}
-
 /// Middleware for writer routes: [`AccessPolicy::check_writer`], then the request's
 /// [`Actor`] ([`AccessPolicy::actor`]) into its extensions for the handler.
 pub async fn require_writer(
@@ -295,7 +301,7 @@ pub async fn require_writer(
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    policy.check_writer(client_ip(&request), auth)?;
+    policy.check_writer(policy.client_ip(&request)?, auth)?;
     let actor = policy.actor(auth, request.headers().get(ON_BEHALF_OF))?;
     let mut request = request;
     request.extensions_mut().insert(actor);
@@ -308,7 +314,7 @@ pub async fn require_address(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if !policy.address_allowed(client_ip(&request)) {
+    if !policy.address_allowed(policy.client_ip(&request)?) {
         return Err(ApiError::forbidden_address());
     }
     Ok(next.run(request).await)
@@ -324,7 +330,7 @@ pub async fn require_reader(
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    policy.check_reader(client_ip(&request), auth)?;
+    policy.check_reader(policy.client_ip(&request)?, auth)?;
     Ok(next.run(request).await)
 }
 

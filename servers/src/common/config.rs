@@ -130,6 +130,10 @@ pub struct ServerConfig {
     /// The hosts (`host` or `host:port`) that change-feed subscriptions may call back.
     /// Default: none (no subscription can be created).
     pub callback_hosts: Vec<String>,
+    /// The proxies (CIDRs) whose word on the client's address is taken: the PROXY protocol
+    /// v2 header on their connections and `X-Forwarded-For` on their requests
+    /// ([`super::proxy`]). From anyone else both are ignored. Default: none.
+    pub trusted_proxies: Vec<IpNet>,
     /// The limits.
     pub limits: Limits,
 }
@@ -144,6 +148,7 @@ impl Default for ServerConfig {
             open_reads: false,
             trusted_callers: Vec::new(),
             callback_hosts: Vec::new(),
+            trusted_proxies: Vec::new(),
             limits: Limits::default(),
         }
     }

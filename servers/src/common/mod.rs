@@ -7,6 +7,7 @@ pub mod error;
 pub mod feed;
 pub mod metrics;
 pub mod pool;
+pub mod proxy;
 pub mod serve;
 pub mod subscriptions;
 

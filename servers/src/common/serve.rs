@@ -16,13 +16,14 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use super::config::Limits;
+use super::proxy::{self, ProxiedPeer};
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting, lets
 /// in-flight requests finish for up to [`Limits::shutdown_grace`], and returns.
@@ -150,13 +151,36 @@ async fn serve_from(
     Ok(())
 }
 
+/// The answer to a connection whose PROXY header cannot be used (the JSON error of
+/// [`super::ApiError`]): after it there is no telling where the HTTP request begins, so the
+/// connection is closed.
+fn bad_proxy_header_response(error: &proxy::ProxyHeaderError) -> Vec<u8> {
+    let body =
+        serde_json::json!({"error": {"code": "bad_proxy_header", "message": error.to_string()}})
+            .to_string();
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 async fn connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     app: Router,
     limits: Arc<Limits>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let proxied = match proxy::read_header(&mut stream, limits.header_read_timeout()).await {
+        Ok(proxied) => proxied,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "refusing a connection's PROXY header");
+            let _ = stream.write_all(&bad_proxy_header_response(&error)).await;
+            return;
+        }
+    };
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(IdleIo {
         inner: stream,
@@ -165,6 +189,9 @@ async fn connection(
     let service = app.map_request(
         move |mut request: axum::extract::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
+            if let Some(client) = proxied {
+                request.extensions_mut().insert(ProxiedPeer(client));
+            }
             request
         },
     );

@@ -92,7 +92,7 @@ impl GraphConfig {
     ///
     /// # Errors
     /// The engine's or the stores' error.
-    pub fn open(&self) -> anyhow::Result<(graphdb::GraphStore, graphdb::commits::CommitGraphs)> {
+    pub fn open(&self) -> anyhow::Result<(graphdb::GraphStore, commitgraph::CommitGraphs)> {
         let engine = engine::EngineConfig::new(self.backend, &self.data_dir).open(&keyspaces())?;
         let graph = graphdb::GraphStore::builder(Arc::clone(&engine))
             .clock(Arc::new(graphdb::SystemClock))
@@ -100,14 +100,30 @@ impl GraphConfig {
                 self.feed_retention_days.saturating_mul(86_400),
             ))
             .open()?;
-        let commits = graphdb::commits::CommitGraphs::open(engine)?;
+        let commits = open_commit_graphs(&graph, engine)?;
         Ok((graph, commits))
     }
 }
 
-/// The keyspaces of the directory's engine: the graph store's and the commit graphs'.
+/// The directory's commit graphs over `engine` (opened with [`keyspaces`]), writing their
+/// events into the directory's change log. Call it once per engine: a change log keeps its
+/// revision sequencer in memory.
+///
+/// # Errors
+/// The engine's error (a missing keyspace, a failed flush).
+pub fn open_commit_graphs(
+    graph: &graphdb::GraphStore,
+    engine: Arc<dyn engine::Engine>,
+) -> Result<commitgraph::CommitGraphs, commitgraph::CommitError> {
+    // The graph store owns the directory's one change log: teams, package sets and
+    // repositories take their revisions from the same sequencer.
+    commitgraph::CommitGraphs::open(engine, Arc::clone(graph.change_log()))
+}
+
+/// The keyspaces of the directory's engine: the graph store's (with the change log's) and
+/// the commit graphs'.
 pub fn keyspaces() -> Vec<&'static str> {
     let mut all = graphdb::KEYSPACES.to_vec();
-    all.extend_from_slice(graphdb::commits::KEYSPACES);
+    all.extend_from_slice(commitgraph::KEYSPACES);
     all
 }

@@ -1,5 +1,5 @@
-//! The directory: an HTTP service for team participation, package sets and branch
-//! merged-status over `graphdb`.
+//! The directory: an HTTP service for team participation and package sets over `graphdb`,
+//! and branch merged-status over `commitgraph`.
 //!
 //! Every request must come from an allowed network; writes need HTTP Basic credentials, and
 //! reads too unless `server.open_reads` is set. [`router`] builds the service from a
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
-use graphdb::commits::CommitGraphs;
+use commitgraph::CommitGraphs;
 use graphdb::{GraphStore, PackageSets, Teams};
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -55,6 +55,7 @@ pub const ROUTES: &[(&str, &str)] = &[
         "GET",
         "/repos/{repo}/branches/{branch}/merged-into/{target}",
     ),
+    ("GET", "/repos/{repo}/branches/{branch}/history"),
     ("POST", "/import/teams"),
     ("POST", "/import/packagesets"),
     ("POST", "/import/repos/{repo}"),
@@ -293,6 +294,10 @@ pub fn router(state: Directory) -> Router {
         .route(
             "/repos/{repo}/branches/{branch}/merged-into/{target}",
             get(repos::merged_into),
+        )
+        .route(
+            "/repos/{repo}/branches/{branch}/history",
+            get(repos::branch_history),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&policy),

@@ -1,17 +1,18 @@
-//! The repository routes: commit graphs and branch merged-status over `graphdb::commits`.
+//! The repository routes: commit graphs and branch merged-status over `commitgraph`.
 //!
 //! A repository is named in the URL; its [`RepoId`] is the first eight bytes of the BLAKE3
 //! hash of the name (big-endian), so any name of up to 255 bytes works without a registry.
 
 use axum::body::Bytes;
 use axum::extract::State;
-use graphdb::commits::{CommitError, CommitId, MergedChange, RepoId};
+use commitgraph::{CommitError, CommitId, MergedChange, RepoId, Writer};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::handlers::check_names;
 use super::Directory;
 use crate::common::error::{BodyBytes, Json, Path, Query};
+use crate::common::feed::{Actor, Revision, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::common::ApiError;
 
 /// The id of the repository named `name`.
@@ -76,26 +77,35 @@ fn body_text(body: &Bytes) -> Result<&str, ApiError> {
         .map_err(|_| ApiError::bad_request("bad_body", "the body is not UTF-8"))
 }
 
+/// A write's answer: `X-Revision` and the JSON body (which carries `revision` too).
+type Written = (Revision, axum::Json<Value>);
+
 /// `POST /repos/{repo}/commits`: `git rev-list --parents` output, all or nothing.
 pub(crate) async fn post_commits(
     State(state): State<Directory>,
+    actor: Actor,
     Path(repo): Path<String>,
     BodyBytes(body): BodyBytes,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Written, ApiError> {
     check_names(&[&repo])?;
     body_text(&body)?;
     state
         .blocking_long(move |d| {
             let text = std::str::from_utf8(&body).unwrap_or_default();
+            let by = Writer::new(actor.as_str(), &repo);
             let summary = d
                 .commits
-                .import(repo_id(&repo), text, "")
+                .push_rev_list(repo_id(&repo), text, by)
                 .map_err(commit_error)?;
-            Ok(axum::Json(json!({
-                "repo": repo,
-                "added": summary.appended.added,
-                "known": summary.appended.known,
-            })))
+            Ok((
+                Revision(summary.revision),
+                axum::Json(json!({
+                    "repo": repo,
+                    "added": summary.appended.added,
+                    "known": summary.appended.known,
+                    "revision": summary.revision,
+                })),
+            ))
         })
         .await
 }
@@ -109,22 +119,28 @@ pub(crate) struct TipBody {
 /// `PUT /repos/{repo}/branches/{branch}` with `{"tip": HEX}`.
 pub(crate) async fn put_branch(
     State(state): State<Directory>,
+    actor: Actor,
     Path((repo, branch)): Path<(String, String)>,
     Json(body): Json<TipBody>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Written, ApiError> {
     check_names(&[&repo, &branch])?;
     let tip = parse_commit(&body.tip, "tip")?;
     state
         .blocking(move |d| {
-            let changes = d
+            let by = Writer::new(actor.as_str(), &repo);
+            let outcome = d
                 .commits
-                .set_branch(repo_id(&repo), &branch, tip)
+                .set_branch(repo_id(&repo), &branch, tip, by)
                 .map_err(commit_error)?;
-            Ok(axum::Json(json!({
-                "branch": branch,
-                "tip": tip.to_string(),
-                "changes": changes_json(&changes),
-            })))
+            Ok((
+                Revision(outcome.revision),
+                axum::Json(json!({
+                    "branch": branch,
+                    "tip": tip.to_string(),
+                    "changes": changes_json(&outcome.changes),
+                    "revision": outcome.revision,
+                })),
+            ))
         })
         .await
 }
@@ -132,18 +148,82 @@ pub(crate) async fn put_branch(
 /// `DELETE /repos/{repo}/branches/{branch}`.
 pub(crate) async fn delete_branch(
     State(state): State<Directory>,
+    actor: Actor,
     Path((repo, branch)): Path<(String, String)>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Written, ApiError> {
     check_names(&[&repo, &branch])?;
     state
         .blocking(move |d| {
-            let changes = d
+            let by = Writer::new(actor.as_str(), &repo);
+            let outcome = d
                 .commits
-                .delete_branch(repo_id(&repo), &branch)
+                .delete_branch(repo_id(&repo), &branch, by)
                 .map_err(commit_error)?;
-            Ok(axum::Json(
-                json!({ "branch": branch, "changes": changes_json(&changes) }),
+            Ok((
+                Revision(outcome.revision),
+                axum::Json(json!({
+                    "branch": branch,
+                    "changes": changes_json(&outcome.changes),
+                    "revision": outcome.revision,
+                })),
             ))
+        })
+        .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistoryQuery {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /repos/{repo}/branches/{branch}/history?after=REV&limit=N`: the branch's events
+/// (moves, deletion, imports that set it), oldest first, with their revisions; `next` is the
+/// revision to pass as `after` for the next page, `null` on the last one. A branch that never
+/// existed has an empty history (a deleted one keeps its own).
+pub(crate) async fn branch_history(
+    State(state): State<Directory>,
+    Path((repo, branch)): Path<(String, String)>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_names(&[&repo, &branch])?;
+    let bad = |message: String| ApiError::bad_request("bad_query", message);
+    let after = match query.after.as_deref() {
+        None => 0,
+        Some(text) => text
+            .parse::<u64>()
+            .map_err(|_| bad("after must be a revision number".into()))?,
+    };
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| bad(format!("limit must be 1 to {MAX_LIMIT}")))?,
+    };
+    state
+        .blocking(move |d| {
+            let page = d
+                .commits
+                .branch_history(repo_id(&repo), &branch, after, limit)
+                .map_err(commit_error)?;
+            let next = page.last().map(|e| e.0).filter(|_| page.len() == limit);
+            let mut history = Vec::with_capacity(page.len());
+            for (revision, event) in page {
+                let mut value = serde_json::to_value(&event).map_err(ApiError::internal)?;
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("revision".into(), json!(revision));
+                }
+                history.push(value);
+            }
+            Ok(axum::Json(json!({
+                "repo": repo,
+                "branch": branch,
+                "history": history,
+                "next": next,
+            })))
         })
         .await
 }
@@ -212,26 +292,32 @@ pub(crate) async fn merged_into(
 /// `git for-each-ref --format='%(refname) %(objectname)'` output; all or nothing.
 pub(crate) async fn import_repo(
     State(state): State<Directory>,
+    actor: Actor,
     Path(repo): Path<String>,
     BodyBytes(body): BodyBytes,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Written, ApiError> {
     check_names(&[&repo])?;
     body_text(&body)?;
     state
         .blocking_long(move |d| {
             let text = std::str::from_utf8(&body).unwrap_or_default();
             let (rev_list, refs) = split_import(text);
+            let by = Writer::new(actor.as_str(), &repo);
             let summary = d
                 .commits
-                .import(repo_id(&repo), rev_list, refs)
+                .import(repo_id(&repo), rev_list, refs, by)
                 .map_err(commit_error)?;
-            Ok(axum::Json(json!({
-                "repo": repo,
-                "added": summary.appended.added,
-                "known": summary.appended.known,
-                "branches": summary.branches,
-                "other_refs": summary.other_refs,
-            })))
+            Ok((
+                Revision(summary.revision),
+                axum::Json(json!({
+                    "repo": repo,
+                    "added": summary.appended.added,
+                    "known": summary.appended.known,
+                    "branches": summary.branches,
+                    "other_refs": summary.other_refs,
+                    "revision": summary.revision,
+                })),
+            ))
         })
         .await
 }

@@ -620,7 +620,7 @@ async fn directory_bad_input_table() {
         .open(&servers::directory::config::keyspaces())
         .unwrap();
     let store = graphdb::GraphStore::open(Arc::clone(&engine)).unwrap();
-    let commits = graphdb::commits::CommitGraphs::open(engine).unwrap();
+    let commits = servers::directory::config::open_commit_graphs(&store, engine).unwrap();
     let state = servers::directory::Directory::new(store, commits, &config()).unwrap();
     let router = servers::directory::router(state.clone());
     use Method as M;

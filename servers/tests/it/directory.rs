@@ -48,7 +48,7 @@ impl Dir {
             .clock(clock.clone())
             .open()
             .unwrap();
-        let commits = graphdb::commits::CommitGraphs::open(engine).unwrap();
+        let commits = servers::directory::config::open_commit_graphs(&store, engine).unwrap();
         let config = ServerConfig {
             credentials: vec![Credential {
                 user: USER.into(),
@@ -939,5 +939,111 @@ async fn repositories_and_merged_status() {
             .0,
         404
     );
+    d.stop().await;
+}
+
+/// The revision of a write's answer: `X-Revision` and `revision` in the JSON, equal.
+async fn revision_of(response: reqwest::Response) -> u64 {
+    assert_eq!(response.status(), 200);
+    let header: u64 = response.headers()["x-revision"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["revision"], header, "{body}");
+    header
+}
+
+#[tokio::test]
+async fn repository_writes_answer_revisions_and_branch_history_pages() {
+    let d = Dir::memory(Access::default()).await;
+    let rev_list = format!("{} {}\n{} {}\n{}\n", c(3), c(1), c(2), c(1), c(1));
+    let pushed = revision_of(post_text(&d, "/repos/hist/commits", rev_list).await).await;
+    assert_eq!(pushed, 1);
+    let main = revision_of(
+        d.put("/repos/hist/branches/main", Some(json!({"tip": c(2)})))
+            .await,
+    )
+    .await;
+    let topic = revision_of(
+        d.put("/repos/hist/branches/topic", Some(json!({"tip": c(3)})))
+            .await,
+    )
+    .await;
+    let moved = revision_of(
+        d.put("/repos/hist/branches/topic", Some(json!({"tip": c(1)})))
+            .await,
+    )
+    .await;
+    assert_eq!((main, topic, moved), (2, 3, 4));
+    let deleted = client()
+        .delete(d.url("/repos/hist/branches/topic"))
+        .basic_auth(USER, Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revision_of(deleted).await, 5);
+    // A re-push of known commits records nothing and answers the head.
+    let again = post_text(&d, "/repos/hist/commits", format!("{}\n", c(1))).await;
+    assert_eq!(revision_of(again).await, 5);
+
+    // The whole history of topic, then page by page.
+    let page = d.get("/repos/hist/branches/topic/history").await;
+    let kinds: Vec<(u64, String)> = page["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["revision"].as_u64().unwrap(),
+                e["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (3, "branch.set".to_string()),
+            (4, "branch.set".to_string()),
+            (5, "branch.deleted".to_string())
+        ]
+    );
+    assert_eq!(page["next"], Value::Null);
+    let first = &page["history"][0];
+    assert_eq!(first["actor"], USER);
+    assert_eq!(first["repo"], "hist");
+    assert_eq!(first["branch"], "topic");
+    assert_eq!(first["before"], Value::Null);
+    assert_eq!(first["after"], c(3));
+    assert_eq!(page["history"][1]["before"], c(3));
+    // topic moved onto main's ancestor: merged into main now.
+    assert_eq!(
+        page["history"][1]["changes"],
+        json!([{"branch": "topic", "target": "main", "merged": true}])
+    );
+    let one = d.get("/repos/hist/branches/topic/history?limit=2").await;
+    assert_eq!(one["history"].as_array().unwrap().len(), 2);
+    assert_eq!(one["next"], 4);
+    let two = d
+        .get("/repos/hist/branches/topic/history?after=4&limit=2")
+        .await;
+    assert_eq!(two["history"][0]["revision"], 5);
+    assert_eq!(two["next"], Value::Null);
+    // main's history has only its own move; a branch that never existed has none.
+    let main_history = d.get("/repos/hist/branches/main/history").await;
+    assert_eq!(main_history["history"].as_array().unwrap().len(), 1);
+    let none = d.get("/repos/hist/branches/nothing/history").await;
+    assert!(none["history"].as_array().unwrap().is_empty());
+    // Bad queries.
+    for query in ["after=x", "limit=0", "limit=1001", "color=red"] {
+        let (status, code) = d
+            .status(
+                reqwest::Method::GET,
+                &format!("/repos/hist/branches/topic/history?{query}"),
+            )
+            .await;
+        assert_eq!((status, code.as_str()), (400, "bad_query"), "{query}");
+    }
     d.stop().await;
 }

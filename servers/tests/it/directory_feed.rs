@@ -342,3 +342,32 @@ async fn a_subscription_delivers_matching_events_and_reports_its_lag() {
     d.stop().await;
     receiver_task.abort();
 }
+
+/// Teams and repositories write into one log: one sequence of revisions, one feed, filters
+/// across both kinds of event.
+#[tokio::test]
+async fn teams_and_repositories_share_one_feed() {
+    let d = Dir::memory(Access::default()).await;
+    assert_eq!(put_member(&d, "ubuntu", "alice", "member").await, 3);
+    let commit = |n: u8| format!("{n:02x}").repeat(20);
+    let pushed = client()
+        .post(d.url("/repos/launchpad/commits"))
+        .basic_auth(USER, Some(PASSWORD))
+        .header("content-type", "text/plain")
+        .body(format!("{}\n", commit(1)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pushed.status(), 200);
+    assert_eq!(revision_header(&pushed), 4);
+    assert_eq!(put_member(&d, "ubuntu", "bob", "member").await, 6);
+
+    let page = d.get("/changes").await;
+    assert_eq!(revisions(&page), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(kinds(&page)[3], "commits.pushed");
+    assert_eq!(page["changes"][3]["repo"], "launchpad");
+    assert_eq!(revisions(&d.get("/changes?repo=launchpad").await), [4]);
+    assert_eq!(revisions(&d.get("/changes?kind=commits.pushed").await), [4]);
+    assert_eq!(revisions(&d.get("/changes?team=ubuntu").await), [1, 3, 6]);
+    d.stop().await;
+}

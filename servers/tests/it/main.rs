@@ -11,5 +11,6 @@ mod hot;
 mod infra;
 mod librarian;
 mod object_store;
+mod proxies;
 mod soak;
 mod support;

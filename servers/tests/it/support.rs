@@ -18,6 +18,7 @@ pub const START_SECS: i64 = 1_700_000_000;
 pub struct Options {
     pub limits: Limits,
     pub allowed: Vec<ipnet::IpNet>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub secrets: ([u8; 32], Option<[u8; 32]>),
 }
 
@@ -26,6 +27,7 @@ impl Default for Options {
         Options {
             limits: Limits::default(),
             allowed: servers::common::config::loopback_cidrs(),
+            trusted_proxies: Vec::new(),
             secrets: ([1; 32], None),
         }
     }
@@ -72,6 +74,7 @@ impl TestServer {
                 hash: hash_password(PASSWORD),
             }],
             allowed_cidrs: options.allowed,
+            trusted_proxies: options.trusted_proxies,
             limits: options.limits.clone(),
             ..ServerConfig::default()
         };

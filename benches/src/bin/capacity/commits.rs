@@ -6,11 +6,17 @@ use std::io::{BufWriter, Write as _};
 use std::time::Instant;
 
 use anyhow::Result;
+use commitgraph::gen::{DagParams, GeneratedDag};
+use commitgraph::{CommitGraphs, RepoId, STANDALONE_KEYSPACES};
 use engine::EngineConfig;
-use graphdb::commits::gen::{DagParams, GeneratedDag};
-use graphdb::commits::{CommitGraphs, RepoId, KEYSPACES};
 
 use crate::common::{dir_size, micros, rss, Flags, Lcg};
+
+/// The writer these writes are recorded as in the change feed.
+const BY: commitgraph::Writer<'static> = commitgraph::Writer {
+    actor: "bench",
+    repo: "bench",
+};
 
 /// `capacity commits --commits N`.
 pub fn run(flags: &Flags) -> Result<()> {
@@ -27,11 +33,11 @@ pub fn run(flags: &Flags) -> Result<()> {
     let ids = dag.synthetic_ids(3);
     let (rev_list, refs) = (dag.rev_list(&ids), dag.refs(&ids));
 
-    let engine = EngineConfig::rocksdb(tmp.path().join("graph")).open(KEYSPACES)?;
-    let graphs = CommitGraphs::open(engine)?;
+    let engine = EngineConfig::rocksdb(tmp.path().join("graph")).open(STANDALONE_KEYSPACES)?;
+    let graphs = CommitGraphs::open_standalone(engine)?;
     let repo = RepoId(1);
     let started = Instant::now();
-    graphs.import(repo, &rev_list, &refs)?;
+    graphs.import(repo, &rev_list, &refs, BY)?;
     out.row(
         "commits/import (rev-list text) + index build",
         scale,
@@ -110,7 +116,7 @@ pub fn run(flags: &Flags) -> Result<()> {
 
     if let Some(export) = flags.get("export") {
         // The same graph for git: commit k is mark k + 1; the pairs git is asked about, and
-        // graphdb's answer time on exactly those pairs.
+        // commitgraph's answer time on exactly those pairs.
         let export = std::path::Path::new(export);
         std::fs::create_dir_all(export)?;
         std::fs::write(export.join("stream.fi"), dag.fast_import_stream())?;
@@ -120,8 +126,8 @@ pub fn run(flags: &Flags) -> Result<()> {
             writeln!(file, ":{} :{}", a + 1, b + 1)?;
         }
         file.flush()?;
-        let engine = EngineConfig::rocksdb(tmp.path().join("graph")).open(KEYSPACES)?;
-        let graphs = CommitGraphs::open(engine)?;
+        let engine = EngineConfig::rocksdb(tmp.path().join("graph")).open(STANDALONE_KEYSPACES)?;
+        let graphs = CommitGraphs::open_standalone(engine)?;
         graphs.stats(repo)?;
         let started = Instant::now();
         for &(a, b) in pairs.iter().take(k) {

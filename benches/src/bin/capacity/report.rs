@@ -424,9 +424,9 @@ pub fn run(flags: &Flags) -> Result<()> {
     md.push_str(&std::mem::take(&mut charts.md));
 
     // Commits.
-    md.push_str("## Commit graph (`graphdb::commits`, RocksDB)\n\n");
+    md.push_str("## Commit graph (`commitgraph`, RocksDB)\n\n");
     md.push_str(
-        "`graphdb::commits::gen` DAGs (10% merges, N/1,000 branches between 10 and 1,000); \
+        "`commitgraph::gen` DAGs (10% merges, N/1,000 branches between 10 and 1,000); \
          is-ancestor on random pairs, is-merged on random branch pairs with the targets' \
          reach vectors cached.\n\n",
     );

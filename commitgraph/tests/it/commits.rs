@@ -4,13 +4,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use engine::{Backend, Engine, EngineConfig, MemEngine};
-use graphdb::commits::gen::{DagParams, GeneratedDag, SplitMix};
-use graphdb::commits::{
+use commitgraph::gen::{DagParams, GeneratedDag, SplitMix};
+use commitgraph::{
     BranchUpdate, CommitError, CommitGraphs, CommitId, ImportInput, LineError, MergedChange,
-    NewCommit, RepoId, KEYSPACES,
+    NewCommit, RepoId, STANDALONE_KEYSPACES,
 };
+use engine::{Backend, Engine, EngineConfig, MemEngine};
 use proptest::prelude::*;
+
+use crate::BY;
 
 /// A store on one backend that can be closed and reopened as after a restart.
 struct Store {
@@ -26,23 +28,22 @@ impl Store {
         Store {
             backend,
             dir: tempfile::tempdir().expect("tempdir"),
-            mem: MemEngine::new(KEYSPACES),
+            mem: MemEngine::new(STANDALONE_KEYSPACES),
             checkpoint_every: 3,
         }
     }
 
     fn engine(&self) -> Arc<dyn Engine> {
         match self.backend {
-            Backend::Memory => Arc::new(self.mem.reopen(KEYSPACES)),
+            Backend::Memory => Arc::new(self.mem.reopen(STANDALONE_KEYSPACES)),
             other => EngineConfig::new(other, self.dir.path())
-                .open(KEYSPACES)
+                .open(STANDALONE_KEYSPACES)
                 .unwrap_or_else(|e| panic!("open {other} engine: {e}")),
         }
     }
 
     fn open(&self) -> CommitGraphs {
-        CommitGraphs::with_checkpoint_interval(self.engine(), self.checkpoint_every)
-            .expect("open graphs")
+        crate::open_graphs(self.engine(), self.checkpoint_every)
     }
 
     /// Closes `graphs` (releasing the engine's lock) and opens the store again.
@@ -52,13 +53,13 @@ impl Store {
     }
 }
 
-fn id(n: u32) -> CommitId {
+pub(crate) fn id(n: u32) -> CommitId {
     let mut bytes = [0x5a; 20];
     bytes[..4].copy_from_slice(&n.to_be_bytes());
     CommitId::from_bytes(&bytes).unwrap()
 }
 
-fn commit(n: u32, parents: &[u32]) -> NewCommit {
+pub(crate) fn commit(n: u32, parents: &[u32]) -> NewCommit {
     NewCommit {
         id: id(n),
         parents: parents.iter().map(|&p| id(p)).collect(),
@@ -182,7 +183,7 @@ fn concurrent_pushes_all_land(store: Store) {
                             .collect();
                         let tip = batch[batch.len() - 1].id;
                         graphs
-                            .push(repo, &batch, &[BranchUpdate::set("main", tip)])
+                            .push(repo, &batch, &[BranchUpdate::set("main", tip)], BY)
                             .unwrap();
                         assert_eq!(graphs.branch(repo, "main").unwrap(), Some(tip));
                         // The shared repository: each pusher adds a root commit of its own and
@@ -193,6 +194,7 @@ fn concurrent_pushes_all_land(store: Store) {
                                 shared,
                                 &[commit(own, &[])],
                                 &[BranchUpdate::set(format!("b{own}"), id(own))],
+                                BY,
                             )
                             .unwrap();
                     }
@@ -297,10 +299,10 @@ fn model_and_persistence(store: Store) {
         .enumerate()
         .map(|(k, ps)| commit(k as u32, ps))
         .collect();
-    let summary = graphs.append(repo, &commits[..4]).unwrap();
+    let summary = graphs.append(repo, &commits[..4], BY).unwrap().appended;
     assert_eq!((summary.added, summary.known), (4, 0));
     // Duplicates are idempotent.
-    let summary = graphs.append(repo, &commits).unwrap();
+    let summary = graphs.append(repo, &commits, BY).unwrap().appended;
     assert_eq!((summary.added, summary.known), (2, 4));
     graphs
         .push(
@@ -310,6 +312,7 @@ fn model_and_persistence(store: Store) {
                 BranchUpdate::set("main", id(5)),
                 BranchUpdate::set("topic", id(4)),
             ],
+            BY,
         )
         .unwrap();
     let branches: BTreeMap<String, u32> =
@@ -335,7 +338,7 @@ fn model_and_persistence(store: Store) {
     assert_eq!(graphs.stats(repo).unwrap().commits, 6);
     // Appending after a reopen continues the labels.
     graphs
-        .append(repo, &[commit(6, &[5]), commit(7, &[3])])
+        .append(repo, &[commit(6, &[5]), commit(7, &[3])], BY)
         .unwrap();
     let mut parents = parents;
     parents.push(vec![5]);
@@ -353,6 +356,7 @@ fn model_and_persistence(store: Store) {
                 parents: vec![],
             }],
             &[BranchUpdate::set("main", long)],
+            BY,
         )
         .unwrap();
     let graphs = store.reopen(graphs);
@@ -362,12 +366,13 @@ fn model_and_persistence(store: Store) {
 fn rejected_batches_change_nothing(store: Store) {
     let graphs = store.open();
     let repo = RepoId(1);
-    graphs.append(repo, &[commit(0, &[])]).unwrap();
+    graphs.append(repo, &[commit(0, &[])], BY).unwrap();
     let err = graphs
         .push(
             repo,
             &[commit(1, &[0]), commit(2, &[1]), commit(3, &[99])],
             &[BranchUpdate::set("main", id(2))],
+            BY,
         )
         .unwrap_err();
     match &err {
@@ -384,25 +389,40 @@ fn rejected_batches_change_nothing(store: Store) {
     assert!(err.to_string().contains(&id(99).to_string()));
     // A child listed before its parent is rejected too.
     assert!(matches!(
-        graphs.append(repo, &[commit(2, &[1]), commit(1, &[0])]),
+        graphs.append(repo, &[commit(2, &[1]), commit(1, &[0])], BY),
         Err(CommitError::UnknownParent { index: 0, .. })
     ));
     // A good batch with a bad branch target is rejected whole.
     assert!(matches!(
-        graphs.push(repo, &[commit(1, &[0])], &[BranchUpdate::set("x", id(42))]),
+        graphs.push(
+            repo,
+            &[commit(1, &[0])],
+            &[BranchUpdate::set("x", id(42))],
+            BY
+        ),
         Err(CommitError::UnknownCommit { .. })
     ));
     assert!(matches!(
-        graphs.push(repo, &[commit(1, &[0])], &[BranchUpdate::delete("absent")]),
+        graphs.push(
+            repo,
+            &[commit(1, &[0])],
+            &[BranchUpdate::delete("absent")],
+            BY
+        ),
         Err(CommitError::UnknownBranch { .. })
     ));
     assert!(matches!(
-        graphs.push(repo, &[commit(1, &[0])], &[BranchUpdate::set("", id(0))]),
+        graphs.push(
+            repo,
+            &[commit(1, &[0])],
+            &[BranchUpdate::set("", id(0))],
+            BY
+        ),
         Err(CommitError::InvalidBranchName { .. })
     ));
     // Conflicting parents for a stored commit.
     assert!(matches!(
-        graphs.append(repo, &[commit(0, &[0])]),
+        graphs.append(repo, &[commit(0, &[0])], BY),
         Err(CommitError::ConflictingParents { .. }) | Err(CommitError::UnknownParent { .. })
     ));
     let unchanged = |graphs: &CommitGraphs| {
@@ -431,26 +451,37 @@ fn branch_moves_report_changes(store: Store) {
                 BranchUpdate::set("main", id(1)),
                 BranchUpdate::set("topic", id(2)),
             ],
+            BY,
         )
         .unwrap();
     assert_eq!(out.changes, vec![change("main", "topic", true)]);
     // Fast-forward main to topic: each is merged into the other.
-    let changes = graphs.set_branch(repo, "main", id(2)).unwrap();
+    let changes = graphs.set_branch(repo, "main", id(2), BY).unwrap().changes;
     assert_eq!(changes, vec![change("topic", "main", true)]);
     // Moving to the same tip changes nothing.
-    assert!(graphs.set_branch(repo, "main", id(2)).unwrap().is_empty());
+    assert!(graphs
+        .set_branch(repo, "main", id(2), BY)
+        .unwrap()
+        .changes
+        .is_empty());
     // topic moves on: main stays merged into topic, topic is no longer merged into main.
     let out = graphs
         .push(
             repo,
             &[commit(3, &[2])],
             &[BranchUpdate::set("topic", id(3))],
+            BY,
         )
         .unwrap();
     assert_eq!(out.changes, vec![change("topic", "main", false)]);
     // Force-push main to an unrelated root: main is no longer merged into topic.
     let out = graphs
-        .push(repo, &[commit(4, &[])], &[BranchUpdate::set("main", id(4))])
+        .push(
+            repo,
+            &[commit(4, &[])],
+            &[BranchUpdate::set("main", id(4))],
+            BY,
+        )
         .unwrap();
     assert_eq!(out.changes, vec![change("main", "topic", false)]);
     // Merge topic into main.
@@ -459,6 +490,7 @@ fn branch_moves_report_changes(store: Store) {
             repo,
             &[commit(5, &[4, 3])],
             &[BranchUpdate::set("main", id(5))],
+            BY,
         )
         .unwrap();
     assert_eq!(out.changes, vec![change("topic", "main", true)]);
@@ -468,7 +500,7 @@ fn branch_moves_report_changes(store: Store) {
         vec!["topic".to_string()]
     );
     // Deleting topic ends its status.
-    let changes = graphs.delete_branch(repo, "topic").unwrap();
+    let changes = graphs.delete_branch(repo, "topic", BY).unwrap().changes;
     assert_eq!(changes, vec![change("topic", "main", false)]);
     assert!(graphs.merged_into(repo, "main").unwrap().is_empty());
 }
@@ -490,7 +522,7 @@ fn fixed_octopus_and_roots(store: Store) {
         vec![4],
     ];
     for (k, ps) in parents.iter().enumerate() {
-        graphs.append(repo, &[commit(k as u32, ps)]).unwrap();
+        graphs.append(repo, &[commit(k as u32, ps)], BY).unwrap();
     }
     let branches: BTreeMap<String, u32> = [("a", 8), ("b", 6), ("c", 9), ("d", 3), ("e", 7)]
         .into_iter()
@@ -500,7 +532,7 @@ fn fixed_octopus_and_roots(store: Store) {
         .iter()
         .map(|(k, &v)| BranchUpdate::set(k.clone(), id(v)))
         .collect();
-    graphs.push(repo, &[], &updates).unwrap();
+    graphs.push(repo, &[], &updates, BY).unwrap();
     check_all(&graphs, repo, &parents, &branches);
     let graphs = store.reopen(graphs);
     check_all(&graphs, repo, &parents, &branches);
@@ -534,10 +566,11 @@ fn import_generated_history(mut store: Store) {
             repo,
             &older,
             &format!("refs/heads/main {}\n", ids[half - 1]),
+            BY,
         )
         .unwrap();
     assert_eq!((first.appended.added, first.branches), (half, 1));
-    let summary = graphs.import(repo, &rev_list, &refs).unwrap();
+    let summary = graphs.import(repo, &rev_list, &refs, BY).unwrap();
     assert_eq!(summary.appended.added, 1_500 - half);
     assert_eq!(summary.appended.known, half);
     assert_eq!((summary.branches, summary.other_refs), (20, 1));
@@ -570,7 +603,7 @@ fn import_generated_history(mut store: Store) {
     check(&graphs);
     // A malformed line names its number and imports nothing.
     let bad = format!("{}\n{} zz\n", ids[0], ids[1]);
-    match graphs.import(RepoId(9), &bad, "") {
+    match graphs.import(RepoId(9), &bad, "", BY) {
         Err(CommitError::Import {
             input: ImportInput::RevList,
             line: 2,
@@ -580,7 +613,7 @@ fn import_generated_history(mut store: Store) {
     }
     let missing = format!("{} {}\n", ids[1], ids[0]);
     assert!(matches!(
-        graphs.import(RepoId(9), &missing, ""),
+        graphs.import(RepoId(9), &missing, "", BY),
         Err(CommitError::Import {
             line: 1,
             error: LineError::UnknownParent { .. },
@@ -591,7 +624,8 @@ fn import_generated_history(mut store: Store) {
         graphs.import(
             RepoId(9),
             &format!("{}\n", ids[0]),
-            &format!("refs/heads/x {}\n", ids[5])
+            &format!("refs/heads/x {}\n", ids[5]),
+            BY
         ),
         Err(CommitError::Import {
             input: ImportInput::Refs,
@@ -605,14 +639,14 @@ fn import_generated_history(mut store: Store) {
 /// A random DAG case: per commit a kind (root, 1 parent, merge, octopus) and parent picks;
 /// batch split points; branch moves.
 #[derive(Clone, Debug)]
-struct DagCase {
-    checkpoint_every: usize,
+pub(crate) struct DagCase {
+    pub(crate) checkpoint_every: usize,
     commits: Vec<(u8, Vec<prop::sample::Index>)>,
-    splits: Vec<prop::sample::Index>,
-    moves: Vec<(u8, prop::sample::Index)>,
+    pub(crate) splits: Vec<prop::sample::Index>,
+    pub(crate) moves: Vec<(u8, prop::sample::Index)>,
 }
 
-fn dag_case() -> impl Strategy<Value = DagCase> {
+pub(crate) fn dag_case() -> impl Strategy<Value = DagCase> {
     (
         proptest::collection::vec(
             (
@@ -634,7 +668,7 @@ fn dag_case() -> impl Strategy<Value = DagCase> {
 }
 
 impl DagCase {
-    fn parents(&self) -> Vec<Vec<u32>> {
+    pub(crate) fn parents(&self) -> Vec<Vec<u32>> {
         self.commits
             .iter()
             .enumerate()
@@ -676,7 +710,7 @@ fn random_dag(mut store: Store, case: DagCase) {
     let graphs = store.open();
     let repo = RepoId(4);
     for pair in cuts.windows(2) {
-        graphs.append(repo, &commits[pair[0]..pair[1]]).unwrap();
+        graphs.append(repo, &commits[pair[0]..pair[1]], BY).unwrap();
     }
     let mut branches: BTreeMap<String, u32> = BTreeMap::new();
     for (branch, target) in &case.moves {
@@ -684,7 +718,7 @@ fn random_dag(mut store: Store, case: DagCase) {
         let before = branches.clone();
         let tip = target.index(n) as u32;
         branches.insert(name.clone(), tip);
-        let changes = graphs.set_branch(repo, &name, id(tip)).unwrap();
+        let changes = graphs.set_branch(repo, &name, id(tip), BY).unwrap().changes;
         assert_eq!(changes, expected_changes(&anc, &before, &branches));
     }
     check_all(&graphs, repo, &parents, &branches);
@@ -694,7 +728,7 @@ fn random_dag(mut store: Store, case: DagCase) {
     if let Some(name) = branches.keys().next().cloned() {
         let before = branches.clone();
         branches.remove(&name);
-        let changes = graphs.delete_branch(repo, &name).unwrap();
+        let changes = graphs.delete_branch(repo, &name, BY).unwrap().changes;
         assert_eq!(changes, expected_changes(&anc, &before, &branches));
     }
 }
@@ -722,8 +756,8 @@ fn git(dir: &std::path::Path, args: &[&str]) -> String {
 /// `git for-each-ref --merged` for every branch (200 sampled ones above 200), `is_ancestor` with `git rev-list <B>` for
 /// every commit against sampled `B`s, and with `git merge-base --is-ancestor` on sampled pairs.
 ///
-/// `GRAPHDB_GIT_COMMITS` sets the size (default 6,000); for the 100,000-commit run:
-/// `GRAPHDB_GIT_COMMITS=100000 cargo test -p graphdb --release --test it agrees_with_git`.
+/// `COMMITGRAPH_GIT_COMMITS` sets the size (default 6,000); for the 100,000-commit run:
+/// `COMMITGRAPH_GIT_COMMITS=100000 cargo test -p commitgraph --release --test it agrees_with_git`.
 fn agree_with_git(
     backend: Backend,
     commits: usize,
@@ -773,7 +807,7 @@ fn agree_with_git(
     let mut store = Store::new(backend);
     store.checkpoint_every = checkpoint_every;
     let repo = RepoId(1);
-    let summary = store.open().import(repo, &rev_list, &refs).unwrap();
+    let summary = store.open().import(repo, &rev_list, &refs, BY).unwrap();
     let graphs = store.open();
     // Commits left behind by branch resets are not reachable, so git does not list them.
     let mut reachable = vec![false; commits];
@@ -873,7 +907,7 @@ fn agree_with_git(
 
 #[test]
 fn agrees_with_git() {
-    let commits = std::env::var("GRAPHDB_GIT_COMMITS")
+    let commits = std::env::var("COMMITGRAPH_GIT_COMMITS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(6_000);
@@ -882,7 +916,7 @@ fn agrees_with_git() {
         commits,
         "sha1",
         4242,
-        graphdb::commits::CHECKPOINT_EVERY,
+        commitgraph::CHECKPOINT_EVERY,
     );
 }
 
@@ -907,14 +941,14 @@ proptest! {
     /// The import parsers never panic, on text made of what their inputs are made of.
     #[test]
     fn parsers_never_panic(text in "([0-9a-fA-Fg /\\r\\n\u{e9}]|refs/heads/x |[0-9a]{40}|[0-9a]{64}){0,40}") {
-        let entries = graphdb::commits::import::parse_rev_list(&text);
+        let entries = commitgraph::import::parse_rev_list(&text);
         if let Ok(entries) = &entries {
-            let ordered = graphdb::commits::import::order_commits(entries, |_| false, &[]);
+            let ordered = commitgraph::import::order_commits(entries, |_| false, &[]);
             if let Ok(ordered) = ordered {
                 prop_assert!(ordered.len() <= entries.len());
             }
         }
-        let _ = graphdb::commits::import::parse_refs(&text);
+        let _ = commitgraph::import::parse_refs(&text);
     }
 
     /// Valid rev-list text in any line order imports to the same graph.
@@ -937,10 +971,10 @@ proptest! {
         for i in (1..lines.len()).rev() {
             lines.swap(i, rng.below(i + 1));
         }
-        let entries = graphdb::commits::import::parse_rev_list(&lines.join("\n")).unwrap();
-        let ordered = graphdb::commits::import::order_commits(&entries, |_| false, &[]).unwrap();
+        let entries = commitgraph::import::parse_rev_list(&lines.join("\n")).unwrap();
+        let ordered = commitgraph::import::order_commits(&entries, |_| false, &[]).unwrap();
         prop_assert_eq!(ordered.len(), parents.len());
-        let mut index = graphdb::commits::CommitIndex::with_checkpoint_interval(RepoId(0), 2);
+        let mut index = commitgraph::CommitIndex::with_checkpoint_interval(RepoId(0), 2);
         index.append(&ordered).unwrap();
         let anc = ancestors(&parents);
         for a in 0..parents.len() as u32 {
@@ -1009,15 +1043,20 @@ impl Engine for FailingEngine {
 
 #[test]
 fn failed_engine_write_leaves_index_and_store_unchanged() {
-    let shared = MemEngine::new(KEYSPACES);
+    let shared = MemEngine::new(STANDALONE_KEYSPACES);
     let failing = Arc::new(FailingEngine {
-        inner: shared.reopen(KEYSPACES),
+        inner: shared.reopen(STANDALONE_KEYSPACES),
         fail: std::sync::atomic::AtomicBool::new(false),
     });
-    let graphs = CommitGraphs::open(failing.clone()).unwrap();
+    let graphs = CommitGraphs::open_standalone(failing.clone()).unwrap();
     let repo = RepoId(5);
     graphs
-        .push(repo, &[commit(0, &[])], &[BranchUpdate::set("main", id(0))])
+        .push(
+            repo,
+            &[commit(0, &[])],
+            &[BranchUpdate::set("main", id(0))],
+            BY,
+        )
         .unwrap();
     failing
         .fail
@@ -1027,6 +1066,7 @@ fn failed_engine_write_leaves_index_and_store_unchanged() {
             repo,
             &[commit(1, &[0]), commit(2, &[1, 0])],
             &[BranchUpdate::set("main", id(2))],
+            BY,
         )
         .unwrap_err();
     assert!(matches!(err, CommitError::Engine(_)));
@@ -1041,16 +1081,20 @@ fn failed_engine_write_leaves_index_and_store_unchanged() {
             repo,
             &[commit(1, &[0]), commit(2, &[1, 0])],
             &[BranchUpdate::set("main", id(2))],
+            BY,
         )
         .unwrap();
-    let reopened = CommitGraphs::open(Arc::new(shared.reopen(KEYSPACES))).unwrap();
+    let reopened =
+        CommitGraphs::open_standalone(Arc::new(shared.reopen(STANDALONE_KEYSPACES))).unwrap();
     assert!(reopened.is_ancestor(repo, &id(0), &id(2)).unwrap());
     assert_eq!(reopened.stats(repo).unwrap().commits, 3);
 }
 
 #[test]
 fn push_moving_several_branches_reports_every_pair() {
-    let graphs = CommitGraphs::open(EngineConfig::memory().open(KEYSPACES).unwrap()).unwrap();
+    let graphs =
+        CommitGraphs::open_standalone(EngineConfig::memory().open(STANDALONE_KEYSPACES).unwrap())
+            .unwrap();
     let repo = RepoId(6);
     let parents: Vec<Vec<u32>> = vec![vec![], vec![0], vec![0], vec![1, 2], vec![2]];
     let commits: Vec<NewCommit> = parents
@@ -1066,7 +1110,7 @@ fn push_moving_several_branches_reports_every_pair() {
         .iter()
         .map(|(k, &v)| BranchUpdate::set(k.clone(), id(v)))
         .collect();
-    let out = graphs.push(repo, &commits[..3], &updates).unwrap();
+    let out = graphs.push(repo, &commits[..3], &updates, BY).unwrap();
     assert_eq!(
         out.changes,
         expected_changes(&anc, &BTreeMap::new(), &branches)
@@ -1084,6 +1128,7 @@ fn push_moving_several_branches_reports_every_pair() {
                 BranchUpdate::set("b", id(4)),
                 BranchUpdate::delete("c"),
             ],
+            BY,
         )
         .unwrap();
     assert!(!out.changes.is_empty());
@@ -1114,15 +1159,17 @@ fn crash_batch(i: u32) -> Vec<NewCommit> {
 #[test]
 fn crash_recovery_after_sigkill() {
     use std::io::{BufRead, Write as _};
-    if let Some(dir) = std::env::var_os("GRAPHDB_COMMITS_CRASH_CHILD") {
-        let engine = EngineConfig::rocksdb(dir).open(KEYSPACES).unwrap();
-        let graphs = CommitGraphs::open(engine).unwrap();
+    if let Some(dir) = std::env::var_os("COMMITGRAPH_CRASH_CHILD") {
+        let engine = EngineConfig::rocksdb(dir)
+            .open(STANDALONE_KEYSPACES)
+            .unwrap();
+        let graphs = CommitGraphs::open_standalone(engine).unwrap();
         let mut out = std::io::stdout();
         for i in 0.. {
             let batch = crash_batch(i);
             let tip = batch[49].id;
             graphs
-                .push(RepoId(1), &batch, &[BranchUpdate::set("main", tip)])
+                .push(RepoId(1), &batch, &[BranchUpdate::set("main", tip)], BY)
                 .unwrap();
             writeln!(out, "acked {i}").unwrap();
             out.flush().unwrap();
@@ -1137,7 +1184,7 @@ fn crash_recovery_after_sigkill() {
             "commits::crash_recovery_after_sigkill",
             "--nocapture",
         ])
-        .env("GRAPHDB_COMMITS_CRASH_CHILD", dir.path())
+        .env("COMMITGRAPH_CRASH_CHILD", dir.path())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -1155,8 +1202,12 @@ fn crash_recovery_after_sigkill() {
     }
     child.wait().unwrap();
     let acked = acked.expect("the child acknowledged batches");
-    let graphs =
-        CommitGraphs::open(EngineConfig::rocksdb(dir.path()).open(KEYSPACES).unwrap()).unwrap();
+    let graphs = CommitGraphs::open_standalone(
+        EngineConfig::rocksdb(dir.path())
+            .open(STANDALONE_KEYSPACES)
+            .unwrap(),
+    )
+    .unwrap();
     let repo = RepoId(1);
     let count = graphs.stats(repo).unwrap().commits as u32;
     assert_eq!(count % 50, 0, "a batch was torn: {count} commits");
@@ -1175,6 +1226,80 @@ fn crash_recovery_after_sigkill() {
             repo,
             &crash_batch(count / 50),
             &[BranchUpdate::set("main", id(count + 49))],
+            BY,
         )
         .unwrap();
+}
+
+/// A push whose engine write fails after the index was applied (with its merged-status
+/// changes computed, so walks ran over the new commits and filled checkpoints and reach
+/// vectors) rolls the index back: every answer is the model's without the push, the same push
+/// then succeeds, and a reopen agrees.
+fn rollback_case(case: DagCase) {
+    let parents = case.parents();
+    let n = parents.len();
+    let commits: Vec<NewCommit> = parents
+        .iter()
+        .enumerate()
+        .map(|(k, ps)| commit(k as u32, ps))
+        .collect();
+    let cut = case.splits.first().map_or(n / 2, |s| s.index(n + 1));
+    let shared = MemEngine::new(STANDALONE_KEYSPACES);
+    let failing = Arc::new(FailingEngine {
+        inner: shared.reopen(STANDALONE_KEYSPACES),
+        fail: std::sync::atomic::AtomicBool::new(false),
+    });
+    let graphs = crate::open_graphs(failing.clone(), case.checkpoint_every);
+    let repo = RepoId(11);
+    let mut branches: BTreeMap<String, u32> = BTreeMap::new();
+    let mut first = Vec::new();
+    if cut > 0 {
+        branches.insert("main".into(), cut as u32 - 1);
+        first.push(BranchUpdate::set("main", id(cut as u32 - 1)));
+    }
+    graphs.push(repo, &commits[..cut], &first, BY).unwrap();
+    // Warm the caches on the old tips.
+    for name in branches.keys() {
+        graphs.merged_into(repo, name).unwrap();
+    }
+    let mut after = branches.clone();
+    let updates: Vec<BranchUpdate> = case
+        .moves
+        .iter()
+        .map(|(branch, target)| {
+            let tip = target.index(n) as u32;
+            after.insert(format!("br{branch}"), tip);
+            BranchUpdate::set(format!("br{branch}"), id(tip))
+        })
+        .collect();
+    failing
+        .fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = graphs
+        .push(repo, &commits[cut..], &updates, BY)
+        .unwrap_err();
+    assert!(matches!(err, CommitError::Engine(_)), "{err}");
+    failing
+        .fail
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    check_all(&graphs, repo, &parents[..cut], &branches);
+    for k in cut..n {
+        assert!(!graphs.contains(repo, &id(k as u32)).unwrap());
+    }
+    assert_eq!(graphs.stats(repo).unwrap().commits, cut);
+    graphs.push(repo, &commits[cut..], &updates, BY).unwrap();
+    check_all(&graphs, repo, &parents, &after);
+    let reopened = crate::open_graphs(
+        Arc::new(shared.reopen(STANDALONE_KEYSPACES)),
+        case.checkpoint_every,
+    );
+    check_all(&reopened, repo, &parents, &after);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn a_failed_push_rolls_the_index_back(case in dag_case()) {
+        rollback_case(case);
+    }
 }

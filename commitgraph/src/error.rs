@@ -175,4 +175,18 @@ pub enum CommitError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The change feed refused a read (a pruned or future revision) or its engine failed.
+    #[error("commit-graph history: {0}")]
+    Feed(#[from] engine::FeedError),
+    /// An event of the change feed under a repository's history index is not a repository
+    /// event.
+    #[error("{repo}: event {revision} in the change feed is not a repository event: {reason}")]
+    CorruptEvent {
+        /// The repository whose history was read.
+        repo: RepoId,
+        /// The event's revision.
+        revision: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
 }

@@ -64,17 +64,17 @@ impl CommitId {
             len: (raw.len() / 2) as u8,
             bytes: [0; 32],
         };
-        for (i, pair) in raw.chunks_exact(2).enumerate() {
-            let hi = hex_value(pair[0]).ok_or(ParseIdError::NotHex {
-                byte: pair[0],
-                offset: 2 * i,
-            })?;
-            let lo = hex_value(pair[1]).ok_or(ParseIdError::NotHex {
-                byte: pair[1],
-                offset: 2 * i + 1,
-            })?;
-            id.bytes[i] = hi << 4 | lo;
-        }
+        hex::decode_to_slice(raw, &mut id.bytes[..raw.len() / 2]).map_err(|error| match error {
+            // The hex crate names the offending byte as a char (`byte as char`): undo that.
+            hex::FromHexError::InvalidHexCharacter { c, index } => ParseIdError::NotHex {
+                byte: u8::try_from(u32::from(c)).unwrap_or(u8::MAX),
+                offset: index,
+            },
+            // The length was checked above.
+            hex::FromHexError::OddLength | hex::FromHexError::InvalidStringLength => {
+                ParseIdError::Length { len: raw.len() }
+            }
+        })?;
         Ok(id)
     }
 
@@ -167,21 +167,13 @@ impl Hasher for IdHasher {
 /// A map keyed by commit ids.
 pub(crate) type IdMap<V> = HashMap<CommitId, V, IdHashBuilder>;
 
-fn hex_value(byte: u8) -> Option<u8> {
-    match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        b'A'..=b'F' => Some(byte - b'A' + 10),
-        _ => None,
-    }
-}
-
 impl fmt::Display for CommitId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.as_bytes() {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
+        let mut digits = [0u8; 64];
+        let digits = &mut digits[..2 * self.as_bytes().len()];
+        // Cannot fail: the buffer is exactly twice the id's length.
+        hex::encode_to_slice(self.as_bytes(), digits).map_err(|_| fmt::Error)?;
+        f.write_str(std::str::from_utf8(digits).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -196,6 +188,21 @@ impl FromStr for CommitId {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         CommitId::parse_hex(s)
+    }
+}
+
+/// As its hex form.
+impl serde::Serialize for CommitId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// From its hex form (40 or 64 digits).
+impl<'de> serde::Deserialize<'de> for CommitId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        CommitId::parse_hex(&text).map_err(serde::de::Error::custom)
     }
 }
 

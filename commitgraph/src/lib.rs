@@ -9,15 +9,26 @@
 //! then written as one atomic engine batch with its labels, so opening a repository loads the
 //! labels instead of recomputing them. How the index works (generation numbers, first-parent
 //! chains, a second topological rank, reach vectors and checkpoints, a walk over chain segments
-//! as the exact fallback) is described in `graphdb/DESIGN.md`, section "Commit graphs".
+//! as the exact fallback) is described in `commitgraph/DESIGN.md`.
+//!
+//! Every write also appends its events to a change feed ([`engine::ChangeLog`]) in the same
+//! engine batch: `commits.pushed`, `branch.set`, `branch.deleted` and `import.repo`, JSON
+//! payloads described in [`RepoEvent`], recorded as made by the [`Writer`] the caller names.
+//! [`CommitGraphs::branch_history`] and [`CommitGraphs::repo_history`] page through a branch's
+//! or a repository's events; [`CommitGraphs::replay`] applies an event as its write.
 //!
 //! ```
-//! use graphdb::commits::{BranchUpdate, CommitGraphs, CommitId, NewCommit, RepoId, KEYSPACES};
+//! use std::sync::Arc;
+//! use commitgraph::{BranchUpdate, CommitGraphs, CommitId, NewCommit, RepoId, Writer, KEYSPACES};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let engine = engine::EngineConfig::memory().open(KEYSPACES)?;
-//! let graphs = CommitGraphs::open(engine)?;
+//! let keyspaces = [KEYSPACES, &["changes"]].concat();
+//! let engine = engine::EngineConfig::memory().open(&keyspaces)?;
+//! let committer = Arc::new(engine::GroupCommit::new(engine.clone()));
+//! let log = engine::ChangeLog::open(committer, engine.keyspace("changes")?)?;
+//! let graphs = CommitGraphs::open(engine, log)?;
 //! let repo = RepoId(1);
+//! let by = Writer::new("alice", "hello");
 //! let id = |n: u8| CommitId::from_bytes(&[n; 20]).unwrap();
 //! let commit = |n: u8, parents: &[u8]| NewCommit {
 //!     id: id(n),
@@ -27,13 +38,15 @@
 //!     repo,
 //!     &[commit(1, &[]), commit(2, &[1]), commit(3, &[1])],
 //!     &[BranchUpdate::set("main", id(2)), BranchUpdate::set("topic", id(3))],
+//!     by,
 //! )?;
 //! assert!(!graphs.is_merged(repo, "topic", "main")?);
 //!
-//! // Merging topic into main reports the change.
-//! let outcome = graphs.push(repo, &[commit(4, &[2, 3])], &[BranchUpdate::set("main", id(4))])?;
+//! // Merging topic into main reports the change, and records it in the feed.
+//! let outcome = graphs.push(repo, &[commit(4, &[2, 3])], &[BranchUpdate::set("main", id(4))], by)?;
 //! assert_eq!(outcome.changes.len(), 1);
 //! assert!(outcome.changes[0].merged);
+//! assert_eq!(outcome.revision, 5); // pushed, set, set; pushed, set
 //! assert_eq!(graphs.merged_into(repo, "main")?, vec!["topic".to_string()]);
 //! assert!(graphs.is_ancestor(repo, &id(3), &id(4))?);
 //! # Ok(())
@@ -42,23 +55,41 @@
 
 mod codec;
 mod error;
+mod event;
 pub mod gen;
+mod history;
 mod id;
 pub mod import;
 mod index;
+mod write;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::IsTerminal;
+use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 
-use engine::{Direction, Engine, GroupCommit, Keyspace, ScanRange, WriteBatch};
+use engine::{ChangeLog, Direction, Engine, Keyspace, LogEntry, ScanRange, WriteBatch};
 
 pub use error::{CommitError, ImportInput, LineError};
+pub use event::{RepoChange, RepoEvent, Writer, EVENT_KINDS};
 pub use id::{CommitId, ParseIdError, RepoId};
-pub use index::{AppendSummary, CommitIndex, IndexStats, NewCommit, ReachVector, CHECKPOINT_EVERY};
+pub use index::{
+    AppendSummary, CommitIndex, CommitIndexStats, NewCommit, ReachVector, CHECKPOINT_EVERY,
+};
 
-/// The engine keyspaces of commit graphs; open the engine with them (and any others).
-pub const KEYSPACES: &[&str] = &["commits.nodes", "commits.branches"];
+/// The engine keyspaces of commit graphs; open the engine with them (and any others, such as
+/// the change log's): the commits, the branches, and the history indexes into the change log.
+pub const KEYSPACES: &[&str] = &["commits.nodes", "commits.branches", "commits.history"];
+
+/// The keyspace of the change log that [`CommitGraphs::open_standalone`] opens.
+pub const STANDALONE_LOG: &str = "commits.changes";
+
+/// [`KEYSPACES`] and [`STANDALONE_LOG`]: the keyspaces of commit graphs used alone.
+pub const STANDALONE_KEYSPACES: &[&str] = &[
+    "commits.nodes",
+    "commits.branches",
+    "commits.history",
+    STANDALONE_LOG,
+];
 
 /// How many reach vectors (one per branch tip asked about as a target) a repository keeps.
 pub const REACH_CACHE_ENTRIES: usize = 2048;
@@ -92,7 +123,7 @@ impl BranchUpdate {
 
 /// A change of merged-status caused by a push: `branch` became merged into `target`
 /// (`merged == true`) or stopped being merged into it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct MergedChange {
     /// The branch whose tip is (or was) an ancestor of the target's tip.
     pub branch: String,
@@ -111,6 +142,9 @@ pub struct PushOutcome {
     /// merged-status changed, sorted. A branch that does not exist counts as merged into
     /// nothing and as having nothing merged into it.
     pub changes: Vec<MergedChange>,
+    /// The revision of the push's last event in the change feed (the feed's head when the
+    /// push changed nothing and wrote no event).
+    pub revision: u64,
 }
 
 /// What an import did.
@@ -122,6 +156,48 @@ pub struct ImportSummary {
     pub branches: usize,
     /// Other refs (tags, remotes, ...), ignored.
     pub other_refs: usize,
+    /// The revision of the import's event in the change feed.
+    pub revision: u64,
+}
+
+/// A step of an import, reported to the callback of [`CommitGraphs::import_with_progress`]
+/// (a binary may show it as a spinner's message: its `Display` is a short phrase).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ImportProgress {
+    /// Parsing the rev-list text.
+    ParsingRevList,
+    /// Parsing the refs text; the rev-list held `commits` lines.
+    ParsingRefs {
+        /// Commits parsed.
+        commits: usize,
+    },
+    /// Ordering the commits parents first.
+    Ordering {
+        /// Commits parsed.
+        commits: usize,
+    },
+    /// Writing the commits not stored yet.
+    Writing {
+        /// Commits to write.
+        commits: usize,
+    },
+    /// The import is durable and applied.
+    Done,
+}
+
+impl fmt::Display for ImportProgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImportProgress::ParsingRevList => f.write_str("parsing rev-list"),
+            ImportProgress::ParsingRefs { commits } => {
+                write!(f, "parsing refs ({commits} commits)")
+            }
+            ImportProgress::Ordering { commits } => write!(f, "ordering {commits} commits"),
+            ImportProgress::Writing { commits } => write!(f, "writing {commits} commits"),
+            ImportProgress::Done => f.write_str("imported"),
+        }
+    }
 }
 
 /// The commit graphs of every repository, over one engine. Cheap to share behind an `Arc`;
@@ -135,10 +211,13 @@ pub struct ImportSummary {
 #[derive(Debug)]
 pub struct CommitGraphs {
     engine: Arc<dyn Engine>,
-    /// Pushes to different repositories share fsyncs.
-    committer: GroupCommit,
+    /// The change feed every write appends its events to, in the write's own batch; its group
+    /// commit lets pushes to different repositories (and the other writers of the log) share
+    /// fsyncs.
+    log: Arc<ChangeLog>,
     nodes: Keyspace,
     branches: Keyspace,
+    history: Keyspace,
     repos: Mutex<HashMap<RepoId, Arc<Repo>>>,
     checkpoint_every: usize,
 }
@@ -159,13 +238,33 @@ struct RepoState {
 }
 
 impl CommitGraphs {
-    /// Commit graphs over `engine`, which must have been opened with [`KEYSPACES`].
-    /// Repositories are loaded on first use.
+    /// Commit graphs over `engine`, which must have been opened with [`KEYSPACES`], writing
+    /// their events into `log` (a change log over the same engine, usually shared with the
+    /// other stores of the service). Repositories are loaded on first use.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use commitgraph::{CommitGraphs, KEYSPACES};
+    /// use engine::{ChangeLog, GroupCommit};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut keyspaces = KEYSPACES.to_vec();
+    /// keyspaces.push("changes");
+    /// let engine = engine::EngineConfig::memory().open(&keyspaces)?;
+    /// let log = ChangeLog::open(
+    ///     Arc::new(GroupCommit::new(engine.clone())),
+    ///     engine.keyspace("changes")?,
+    /// )?;
+    /// let graphs = CommitGraphs::open(engine, log)?;
+    /// assert_eq!(graphs.change_log().head(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// [`CommitError::Engine`] when a keyspace is missing.
-    pub fn open(engine: Arc<dyn Engine>) -> Result<Self, CommitError> {
-        Self::with_checkpoint_interval(engine, CHECKPOINT_EVERY)
+    pub fn open(engine: Arc<dyn Engine>, log: Arc<ChangeLog>) -> Result<Self, CommitError> {
+        Self::with_checkpoint_interval(engine, log, CHECKPOINT_EVERY)
     }
 
     /// As [`CommitGraphs::open`], with in-memory checkpoints every `every` positions of a chain
@@ -176,16 +275,37 @@ impl CommitGraphs {
     /// As for [`CommitGraphs::open`].
     pub fn with_checkpoint_interval(
         engine: Arc<dyn Engine>,
+        log: Arc<ChangeLog>,
         every: usize,
     ) -> Result<Self, CommitError> {
         Ok(CommitGraphs {
             checkpoint_every: every,
             nodes: engine.keyspace(KEYSPACES[0])?,
             branches: engine.keyspace(KEYSPACES[1])?,
-            committer: GroupCommit::new(Arc::clone(&engine)),
+            history: engine.keyspace(KEYSPACES[2])?,
+            log,
             engine,
             repos: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Commit graphs used alone (tools, benchmarks, tests), with a change log of their own in
+    /// [`STANDALONE_LOG`]; `engine` must have been opened with [`STANDALONE_KEYSPACES`]. A
+    /// service whose stores share one change log uses [`CommitGraphs::open`].
+    ///
+    /// # Errors
+    /// [`CommitError::Engine`] when a keyspace is missing or the log's opening flush fails.
+    pub fn open_standalone(engine: Arc<dyn Engine>) -> Result<Self, CommitError> {
+        let log = ChangeLog::open(
+            Arc::new(engine::GroupCommit::new(Arc::clone(&engine))),
+            engine.keyspace(STANDALONE_LOG)?,
+        )?;
+        Self::open(engine, log)
+    }
+
+    /// The change log the graphs write their events into.
+    pub fn change_log(&self) -> &Arc<ChangeLog> {
+        &self.log
     }
 
     /// The engine.
@@ -256,209 +376,6 @@ impl CommitGraphs {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&repo);
-    }
-
-    /// Adds commits, parents before children (a parent must be stored or earlier in the
-    /// batch). A commit already stored with the same parents is skipped. See
-    /// [`CommitGraphs::push`].
-    ///
-    /// # Errors
-    /// As for [`CommitGraphs::push`].
-    pub fn append(
-        &self,
-        repo: RepoId,
-        commits: &[NewCommit],
-    ) -> Result<AppendSummary, CommitError> {
-        Ok(self.push(repo, commits, &[])?.appended)
-    }
-
-    /// Creates or moves a branch; returns the merged-status changes (see [`PushOutcome`]).
-    ///
-    /// # Errors
-    /// As for [`CommitGraphs::push`].
-    pub fn set_branch(
-        &self,
-        repo: RepoId,
-        name: &str,
-        tip: CommitId,
-    ) -> Result<Vec<MergedChange>, CommitError> {
-        Ok(self
-            .push(repo, &[], &[BranchUpdate::set(name, tip)])?
-            .changes)
-    }
-
-    /// Deletes a branch; returns the merged-status changes (see [`PushOutcome`]).
-    ///
-    /// # Errors
-    /// [`CommitError::UnknownBranch`] when there is no such branch; as for
-    /// [`CommitGraphs::push`].
-    pub fn delete_branch(
-        &self,
-        repo: RepoId,
-        name: &str,
-    ) -> Result<Vec<MergedChange>, CommitError> {
-        Ok(self.push(repo, &[], &[BranchUpdate::delete(name)])?.changes)
-    }
-
-    /// Applies a push atomically: adds `commits` (parents before children; a commit already
-    /// stored with the same parents is skipped), then applies `updates` in order (a target may
-    /// be one of `commits`). Everything is checked before anything is written, then written as
-    /// one synced engine batch and applied to the in-memory index incrementally.
-    ///
-    /// # Errors
-    /// [`CommitError::UnknownParent`] (naming the commit's position in the batch),
-    /// [`CommitError::ConflictingParents`], [`CommitError::UnknownCommit`] for a branch target
-    /// that is neither stored nor in the batch, [`CommitError::UnknownBranch`] for deleting a
-    /// branch that does not exist, [`CommitError::InvalidBranchName`] for an empty name,
-    /// [`CommitError::TooManyCommits`]; nothing was written then. [`CommitError::Engine`] when
-    /// the write fails; the in-memory index is unchanged then too.
-    pub fn push(
-        &self,
-        repo: RepoId,
-        commits: &[NewCommit],
-        updates: &[BranchUpdate],
-    ) -> Result<PushOutcome, CommitError> {
-        self.push_inner(repo, commits, updates, true)
-    }
-
-    fn push_inner(
-        &self,
-        repo: RepoId,
-        commits: &[NewCommit],
-        updates: &[BranchUpdate],
-        report_changes: bool,
-    ) -> Result<PushOutcome, CommitError> {
-        let handle = self.repo(repo)?;
-        let mut state = handle.state.write().unwrap_or_else(|e| e.into_inner());
-        // A branch created from (or a commit made on) the tip of a branch that this push does
-        // not move must not take over that branch's first-parent chain; when the default branch
-        // (`main` or `master`) moves, its old tip stays free for it.
-        let moved: BTreeSet<&str> = updates.iter().map(|u| u.name.as_str()).collect();
-        let default_tips: BTreeSet<u32> = ["main", "master"]
-            .iter()
-            .filter(|name| moved.contains(*name))
-            .filter_map(|name| state.branches.get(*name).copied())
-            .collect();
-        let protected: std::collections::HashSet<u32> = state
-            .branches
-            .iter()
-            .filter(|(name, tip)| !moved.contains(name.as_str()) && !default_tips.contains(tip))
-            .map(|(_, &tip)| tip)
-            .collect();
-        let plan = state.index.plan(commits, &protected)?;
-        let planned: HashMap<CommitId, u32> = plan
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.id, plan.first + i as u32))
-            .collect();
-        let mut after = state.branches.clone();
-        let mut batch = WriteBatch::new();
-        for update in updates {
-            if update.name.is_empty() {
-                return Err(CommitError::InvalidBranchName {
-                    repo,
-                    branch: update.name.clone(),
-                });
-            }
-            let key = codec::branch_key(repo, &update.name);
-            match update.target {
-                Some(target) => {
-                    let node = state
-                        .index
-                        .node(&target)
-                        .or_else(|| planned.get(&target).copied())
-                        .ok_or(CommitError::UnknownCommit {
-                            repo,
-                            commit: target,
-                        })?;
-                    after.insert(update.name.clone(), node);
-                    batch.put(self.branches, key, node.to_be_bytes());
-                }
-                None => {
-                    if after.remove(&update.name).is_none() {
-                        return Err(CommitError::UnknownBranch {
-                            repo,
-                            branch: update.name.clone(),
-                        });
-                    }
-                    batch.delete(self.branches, key);
-                }
-            }
-        }
-        let mut node_batch = WriteBatch::new();
-        for (i, node) in plan.nodes.iter().enumerate() {
-            node_batch.put(
-                self.nodes,
-                codec::node_key(repo, plan.first + i as u32),
-                codec::encode_node(&node.id, &node.parents, node.labels),
-            );
-        }
-        node_batch.extend(batch);
-        if !node_batch.is_empty() {
-            // Written under the repository's write lock, so its pushes reach the log in order;
-            // the index is applied only once the batch is durable, so no reader sees a push
-            // that a crash could take back. Pushes to other repositories share the fsync.
-            self.committer.commit(node_batch)?;
-        }
-        let appended = AppendSummary {
-            added: plan.nodes.len(),
-            known: plan.known,
-        };
-        state.index.apply(plan);
-        let before = std::mem::replace(&mut state.branches, after);
-        let changes = if report_changes {
-            handle.changes(&state, &before)
-        } else {
-            Vec::new()
-        };
-        Ok(PushOutcome { appended, changes })
-    }
-
-    /// Imports the output of `git rev-list --all --parents` and of
-    /// `git for-each-ref --format='%(refname) %(objectname)'` in one atomic push: every commit
-    /// (ordered parents first, whatever the input order), and every `refs/heads/*` ref as a
-    /// branch (other refs are counted and ignored; stored branches that the input does not
-    /// name are kept). A progress bar is drawn when stderr is a terminal. Unlike
-    /// [`CommitGraphs::push`], an import does not compute merged-status changes (an initial
-    /// import would otherwise compare every pair of branches).
-    ///
-    /// # Errors
-    /// [`CommitError::Import`] naming the input and line of the first problem; as for
-    /// [`CommitGraphs::push`]. Nothing is imported then.
-    pub fn import(
-        &self,
-        repo: RepoId,
-        rev_list: &str,
-        refs: &str,
-    ) -> Result<ImportSummary, CommitError> {
-        let bar = if std::io::stderr().is_terminal() {
-            indicatif::ProgressBar::new_spinner()
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        bar.set_message("parsing rev-list");
-        let entries = import::parse_rev_list(rev_list)?;
-        bar.set_message(format!("parsing refs ({} commits)", entries.len()));
-        let ref_entries = import::parse_refs(refs)?;
-        bar.set_message(format!("ordering {} commits", entries.len()));
-        let handle = self.repo(repo)?;
-        let (commits, updates, other_refs) = {
-            let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
-            let known = |id: &CommitId| state.index.contains(id);
-            let (updates, other_refs) = import::branch_updates(&ref_entries, &entries, known)?;
-            let tips: Vec<CommitId> = updates.iter().filter_map(|u| u.target).collect();
-            let commits = import::order_commits(&entries, known, &tips)?;
-            (commits, updates, other_refs)
-        };
-        bar.set_message(format!("writing {} commits", commits.len()));
-        let outcome = self.push_inner(repo, &commits, &updates, false)?;
-        bar.finish_and_clear();
-        Ok(ImportSummary {
-            appended: outcome.appended,
-            branches: updates.len(),
-            other_refs,
-        })
     }
 
     /// Whether commit `a` is an ancestor of commit `b` (`a == b` counts).
@@ -579,7 +496,7 @@ impl CommitGraphs {
     ///
     /// # Errors
     /// [`CommitError::Engine`] when loading the repository fails.
-    pub fn stats(&self, repo: RepoId) -> Result<IndexStats, CommitError> {
+    pub fn stats(&self, repo: RepoId) -> Result<CommitIndexStats, CommitError> {
         let handle = self.repo(repo)?;
         let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
         let mut stats = state.index.stats();

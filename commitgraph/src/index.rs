@@ -50,7 +50,7 @@ impl ReachVector {
 }
 
 /// A commit to add: its id and its parents, first parent first.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NewCommit {
     /// The commit.
     pub id: CommitId,
@@ -86,6 +86,13 @@ struct Chain {
     checkpoints: Vec<OnceLock<Vec<u32>>>,
 }
 
+/// The size of an index at one moment, to roll back to ([`CommitIndex::rollback`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Mark {
+    pub(crate) len: usize,
+    next_rank: u32,
+}
+
 /// A commit of a [`Plan`].
 #[derive(Clone, Debug)]
 pub(crate) struct PlannedNode {
@@ -115,7 +122,7 @@ pub struct AppendSummary {
 
 /// Sizes of an index, as reported by [`CommitIndex::stats`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IndexStats {
+pub struct CommitIndexStats {
     /// Commits held.
     pub commits: usize,
     /// First-parent chains.
@@ -240,7 +247,7 @@ impl CommitIndex {
     }
 
     /// Sizes of the index.
-    pub fn stats(&self) -> IndexStats {
+    pub fn stats(&self) -> CommitIndexStats {
         use std::mem::size_of;
         let chain_bytes: usize = self
             .chains
@@ -259,7 +266,7 @@ impl CommitIndex {
             })
             .sum();
         let map_bytes = self.by_id.capacity() * (size_of::<(CommitId, u32)>() + 1);
-        IndexStats {
+        CommitIndexStats {
             commits: self.len(),
             chains: self.chains.len(),
             merges: self.chains.iter().map(|c| c.merges.len()).sum(),
@@ -449,6 +456,48 @@ impl CommitIndex {
                 }
             }
         }
+    }
+
+    /// Where the index stands now, for [`CommitIndex::rollback`].
+    pub(crate) fn mark(&self) -> Mark {
+        Mark {
+            len: self.ids.len(),
+            next_rank: self.next_rank,
+        }
+    }
+
+    /// Removes every commit applied since `mark` (the index must only have grown since), as
+    /// if they had never been applied: the rollback of a push whose write or sync failed.
+    /// Checkpoints of the remaining commits stay (their ancestry did not change; entries for
+    /// removed chains are 0, as for a chain made later).
+    pub(crate) fn rollback(&mut self, mark: Mark) {
+        let len = mark.len;
+        if len >= self.ids.len() {
+            return;
+        }
+        // Newest first, so each removed commit is the last of its chain.
+        for node in (len..self.ids.len()).rev() {
+            let labels = self.labels[node];
+            self.by_id.remove(&self.ids[node]);
+            let every = self.checkpoint_every;
+            if let Some(chain) = self.chains.get_mut(labels.chain as usize) {
+                chain.nodes.pop();
+                if chain.merges.last() == Some(&labels.position) {
+                    chain.merges.pop();
+                }
+                chain.checkpoints.truncate(chain.nodes.len() / every);
+            }
+        }
+        while self.chains.last().is_some_and(|c| c.nodes.is_empty()) {
+            self.chains.pop();
+        }
+        self.ids.truncate(len);
+        self.labels.truncate(len);
+        self.first_parent.truncate(len);
+        self.extra_start.truncate(len + 1);
+        let extras = self.extra_start.last().map_or(0, |&e| e as usize);
+        self.extras.truncate(extras);
+        self.next_rank = mark.next_rank;
     }
 
     /// Applies a plan made by [`CommitIndex::plan`] on this index, unchanged since.

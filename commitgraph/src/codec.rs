@@ -1,4 +1,4 @@
-//! The on-disk records of the commit graph (see `graphdb/DESIGN.md`, "Commit graphs").
+//! The on-disk records of the commit graph (see `commitgraph/DESIGN.md`).
 //!
 //! - `commits.nodes`: key `repo (u64 BE) ++ node (u32 BE)`, value
 //!   `id_len (u8) ++ id ++ generation ++ chain ++ position ++ rank ++ parents*` (all `u32 BE`;
@@ -76,6 +76,25 @@ pub(crate) fn branch_key(repo: RepoId, name: &str) -> Vec<u8> {
     key.extend_from_slice(&repo.0.to_be_bytes());
     key.extend_from_slice(name.as_bytes());
     key
+}
+
+/// The history-index prefix of every event of a repository in `commits.history`:
+/// `b'r' ++ repo u64 BE` (fixed length, so no repository's prefix starts another's).
+pub(crate) fn history_repo_prefix(repo: RepoId) -> Vec<u8> {
+    engine::keys::KeyBuilder::new()
+        .u8(b'r')
+        .u64(repo.0)
+        .finish()
+}
+
+/// The history-index prefix of a branch's events: `b'b' ++ repo u64 BE ++ name` with the name
+/// escaped and terminated ([`engine::keys`]), so no branch's prefix starts another's.
+pub(crate) fn history_branch_prefix(repo: RepoId, name: &str) -> Vec<u8> {
+    engine::keys::KeyBuilder::new()
+        .u8(b'b')
+        .u64(repo.0)
+        .str(name)
+        .finish()
 }
 
 #[cfg(test)]
