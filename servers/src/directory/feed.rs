@@ -7,7 +7,7 @@
 //! `kind`, `time_us`, `actor`, and the filters look at top-level fields only, so this module
 //! needs no knowledge of each kind's shape.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -22,7 +22,7 @@ use super::handlers::{check_names, graph_error};
 use super::Directory;
 use crate::common::error::{Json, Path, Query};
 use crate::common::feed::{self, feed_error, head_channel, ChangeSource};
-use crate::common::subscriptions::{NewSubscription, Subscriptions};
+use crate::common::subscriptions::{Delivery, NewSubscription, Subscriptions};
 use crate::common::{Actor, ApiError};
 
 /// The kinds the commit graphs record in the same log.
@@ -132,15 +132,78 @@ impl ChangeSource for DirectoryFeed {
     }
 }
 
-/// The subscriptions' durable records, in the `consumers` keyspace of the store's engine,
-/// written through the store's group commit.
-///
-/// # Errors
-/// The engine's error.
-pub(crate) fn consumers(store: &GraphStore) -> Result<Arc<Consumers>, engine::Error> {
-    let committer = Arc::clone(store.change_log().committer());
-    let keyspace = store.engine().keyspace("consumers")?;
-    Ok(Arc::new(Consumers::open(committer, keyspace)?))
+/// The directory's subscriptions, started when first needed: at open when stored
+/// subscriptions must be resumed, else at the first `POST /subscriptions`. Delivery runs on a
+/// thread of its own, which a directory without subscriptions (most tests, every fuzz input)
+/// does not need.
+pub struct FeedSubscriptions {
+    feed: Arc<DirectoryFeed>,
+    consumers: Arc<Consumers>,
+    callback_hosts: Vec<String>,
+    started: OnceLock<Arc<Subscriptions<DirectoryFeed>>>,
+    starting: Mutex<()>,
+}
+
+impl std::fmt::Debug for FeedSubscriptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedSubscriptions")
+            .field("callback_hosts", &self.callback_hosts)
+            .field("started", &self.started.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FeedSubscriptions {
+    /// The subscriptions of `store`'s feed: their durable records are in the `consumers`
+    /// keyspace of its engine, written through its group commit. Stored ones start delivering
+    /// at once.
+    ///
+    /// # Errors
+    /// The engine's error reading the records, or the delivery thread's.
+    pub(crate) fn open(
+        store: &GraphStore,
+        feed: Arc<DirectoryFeed>,
+        callback_hosts: Vec<String>,
+    ) -> std::io::Result<Arc<Self>> {
+        let committer = Arc::clone(store.change_log().committer());
+        let keyspace = store
+            .engine()
+            .keyspace("consumers")
+            .map_err(std::io::Error::other)?;
+        let consumers =
+            Arc::new(Consumers::open(committer, keyspace).map_err(std::io::Error::other)?);
+        let stored = !consumers.list().map_err(std::io::Error::other)?.is_empty();
+        let subscriptions = Arc::new(FeedSubscriptions {
+            feed,
+            consumers,
+            callback_hosts,
+            started: OnceLock::new(),
+            starting: Mutex::new(()),
+        });
+        if stored {
+            subscriptions.start()?;
+        }
+        Ok(subscriptions)
+    }
+
+    fn start(&self) -> std::io::Result<&Arc<Subscriptions<DirectoryFeed>>> {
+        let _starting = self.starting.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(started) = self.started.get() {
+            return Ok(started);
+        }
+        let started = Subscriptions::start(
+            Arc::clone(&self.feed),
+            Arc::clone(&self.consumers),
+            self.callback_hosts.clone(),
+            Delivery::default(),
+        )?;
+        Ok(self.started.get_or_init(|| started))
+    }
+
+    /// The running subscriptions, if they started.
+    pub(crate) fn started(&self) -> Option<&Arc<Subscriptions<DirectoryFeed>>> {
+        self.started.get()
+    }
 }
 
 /// `GET /changes`: pages, long polls (`wait=`) and `text/event-stream`; filters `team`,
@@ -223,11 +286,8 @@ pub(crate) async fn person_history(
     history(state, Whose::Person, person, query).await
 }
 
-fn subscriptions(state: &Directory) -> Result<&Arc<Subscriptions<DirectoryFeed>>, ApiError> {
-    state
-        .subscriptions
-        .as_ref()
-        .ok_or_else(|| ApiError::unavailable("the subscriptions did not start"))
+fn not_found(id: u64) -> ApiError {
+    ApiError::not_found(format!("no subscription {id}"))
 }
 
 /// `POST /subscriptions`.
@@ -236,9 +296,17 @@ pub(crate) async fn create_subscription(
     actor: Actor,
     Json(new): Json<NewSubscription>,
 ) -> Result<Response, ApiError> {
-    let subscriptions = Arc::clone(subscriptions(&state)?);
+    if state.subscriptions.callback_hosts.is_empty() {
+        return Err(ApiError::bad_request(
+            "bad_callback",
+            "the server has no callback_hosts: subscriptions are off",
+        ));
+    }
     let view = state
-        .blocking(move |_| subscriptions.create(new, actor.as_str()))
+        .blocking(move |d| {
+            let subscriptions = d.subscriptions.start().map_err(ApiError::internal)?;
+            subscriptions.create(new, actor.as_str())
+        })
         .await?;
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
@@ -248,7 +316,8 @@ pub(crate) async fn get_subscription(
     State(state): State<Directory>,
     Path(id): Path<u64>,
 ) -> Result<Response, ApiError> {
-    let subscriptions = Arc::clone(subscriptions(&state)?);
+    // Not started: none was stored at open and none was created since.
+    let subscriptions = Arc::clone(state.subscriptions.started().ok_or_else(|| not_found(id))?);
     let view = state.blocking(move |_| subscriptions.get(id)).await?;
     Ok(axum::Json(view).into_response())
 }
@@ -258,7 +327,7 @@ pub(crate) async fn delete_subscription(
     State(state): State<Directory>,
     Path(id): Path<u64>,
 ) -> Result<StatusCode, ApiError> {
-    let subscriptions = Arc::clone(subscriptions(&state)?);
+    let subscriptions = Arc::clone(state.subscriptions.started().ok_or_else(|| not_found(id))?);
     state.blocking(move |_| subscriptions.delete(id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

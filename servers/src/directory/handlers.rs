@@ -524,7 +524,7 @@ pub(crate) async fn metrics(State(state): State<Directory>) -> Response {
 
 /// Adds the subscriptions' lag to the metrics text (before a `# EOF` line, if there is one).
 fn with_subscriptions(mut text: String, state: &Directory) -> String {
-    let Some(subscriptions) = &state.subscriptions else {
+    let Some(subscriptions) = state.subscriptions.started() else {
         return text;
     };
     let eof = text.rfind("# EOF").unwrap_or(text.len());

@@ -22,11 +22,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::common::access::{self, AccessPolicy, CredentialError};
 use crate::common::metrics::{HttpMetrics, Tracker};
 use crate::common::pool::BlockingPool;
-use crate::common::subscriptions::{Delivery, Subscriptions};
 use crate::common::{finish, ApiError, Limits, ServerConfig};
 
 pub use config::{DirectoryConfig, GraphConfig};
-pub use feed::DirectoryFeed;
+pub use feed::{DirectoryFeed, FeedSubscriptions};
 
 /// The OpenAPI document served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../openapi/directory.json");
@@ -99,8 +98,8 @@ pub struct Directory {
     pub(crate) pool: BlockingPool,
     /// `GET /changes` and the subscriptions read the store's change log through it.
     pub(crate) feed: Arc<DirectoryFeed>,
-    /// Callbacks on changes; `None` only if they could not start.
-    pub(crate) subscriptions: Option<Arc<Subscriptions<DirectoryFeed>>>,
+    /// Callbacks on changes, started when first needed.
+    pub(crate) subscriptions: Arc<FeedSubscriptions>,
 }
 
 /// Index sizes exported beside the HTTP metrics.
@@ -146,18 +145,13 @@ impl Directory {
         );
         let store = Arc::new(store);
         let feed = DirectoryFeed::new(Arc::clone(&store));
-        let consumers = feed::consumers(&store).map_err(graphdb::Error::from)?;
-        let subscriptions = Subscriptions::start(
-            Arc::clone(&feed),
-            consumers,
-            server.callback_hosts.clone(),
-            Delivery::default(),
-        )
-        .map_err(SetupError::Subscriptions)?;
+        let subscriptions =
+            FeedSubscriptions::open(&store, Arc::clone(&feed), server.callback_hosts.clone())
+                .map_err(SetupError::Subscriptions)?;
         Ok(Directory {
             store,
             feed,
-            subscriptions: Some(subscriptions),
+            subscriptions,
             commits: Arc::new(commits),
             teams,
             sets,

@@ -42,7 +42,7 @@ impl Default for Access {
 }
 
 impl Dir {
-    async fn start(engine: Arc<dyn Engine>, access: Access) -> Dir {
+    pub(crate) async fn start(engine: Arc<dyn Engine>, access: Access) -> Dir {
         let clock = Arc::new(ManualClock::new(NOW));
         let store = GraphStore::builder(Arc::clone(&engine))
             .clock(clock.clone())

@@ -118,6 +118,19 @@ async fn writes_answer_their_revision_and_the_feed_pages_and_filters() {
     assert_eq!(revisions(&page), [8], "the actor matches person=");
     assert!(revisions(&d.get("/changes?repo=launchpad").await).is_empty());
 
+    // Without callback_hosts, subscriptions are off (and no delivery thread starts).
+    let refused = client()
+        .post(d.url("/subscriptions"))
+        .basic_auth(USER, Some(PASSWORD))
+        .json(&json!({"callback": "http://127.0.0.1:9/hook", "expires": 4_000_000_000i64}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert_eq!(
+        d.status(reqwest::Method::GET, "/subscriptions/1").await.0,
+        404
+    );
     for (query, code) in [
         ("/changes?colour=red", "bad_query"),
         ("/changes?kind=file.created", "bad_query"),
@@ -369,5 +382,32 @@ async fn teams_and_repositories_share_one_feed() {
     assert_eq!(revisions(&d.get("/changes?repo=launchpad").await), [4]);
     assert_eq!(revisions(&d.get("/changes?kind=commits.pushed").await), [4]);
     assert_eq!(revisions(&d.get("/changes?team=ubuntu").await), [1, 3, 6]);
+    d.stop().await;
+}
+
+/// A stored subscription starts delivering again when the directory opens.
+#[tokio::test]
+async fn a_stored_subscription_resumes_when_the_directory_opens() {
+    let engine = engine::EngineConfig::memory()
+        .open(&servers::directory::config::keyspaces())
+        .unwrap();
+    let access = || Access {
+        callback_hosts: vec!["127.0.0.1:9".to_owned()],
+        ..Access::default()
+    };
+    let d = Dir::start(Arc::clone(&engine), access()).await;
+    let created = client()
+        .post(d.url("/subscriptions"))
+        .basic_auth(USER, Some(PASSWORD))
+        .json(&json!({"callback": "http://127.0.0.1:9/hook", "expires": 4_000_000_000i64}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    d.stop().await;
+    let d = Dir::start(engine, access()).await;
+    let view = d.get("/subscriptions/1").await;
+    assert_eq!(view["callback"], "http://127.0.0.1:9/hook");
+    assert_ne!(view["state"], "expired", "{view}");
     d.stop().await;
 }
