@@ -23,7 +23,7 @@ use super::Directory;
 use crate::common::error::{Json, Path, Query};
 use crate::common::feed::{self, feed_error, head_channel, ChangeSource};
 use crate::common::subscriptions::{Delivery, NewSubscription, Subscriptions};
-use crate::common::{Actor, ApiError};
+use crate::common::{Actor, ApiError, SetupError};
 
 /// The kinds the commit graphs record in the same log.
 const COMMIT_KINDS: &[&str] = &[
@@ -164,15 +164,15 @@ impl FeedSubscriptions {
         store: &GraphStore,
         feed: Arc<DirectoryFeed>,
         callback_hosts: Vec<String>,
-    ) -> std::io::Result<Arc<Self>> {
+    ) -> Result<Arc<Self>, SetupError> {
         let committer = Arc::clone(store.change_log().committer());
         let keyspace = store
             .engine()
             .keyspace("consumers")
-            .map_err(std::io::Error::other)?;
+            .map_err(SetupError::Consumers)?;
         let consumers =
-            Arc::new(Consumers::open(committer, keyspace).map_err(std::io::Error::other)?);
-        let stored = !consumers.list().map_err(std::io::Error::other)?.is_empty();
+            Arc::new(Consumers::open(committer, keyspace).map_err(SetupError::Consumers)?);
+        let stored = !consumers.list().map_err(SetupError::Consumers)?.is_empty();
         let subscriptions = Arc::new(FeedSubscriptions {
             feed,
             consumers,
@@ -181,7 +181,7 @@ impl FeedSubscriptions {
             starting: Mutex::new(()),
         });
         if stored {
-            subscriptions.start()?;
+            subscriptions.start().map_err(SetupError::Delivery)?;
         }
         Ok(subscriptions)
     }

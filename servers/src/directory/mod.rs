@@ -19,9 +19,10 @@ use commitgraph::CommitGraphs;
 use graphdb::{GraphStore, PackageSets, Teams};
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::common::access::{self, AccessPolicy, CredentialError};
+use crate::common::access::{self, AccessPolicy};
 use crate::common::metrics::{HttpMetrics, Tracker};
 use crate::common::pool::BlockingPool;
+use crate::common::SetupError;
 use crate::common::{finish, ApiError, Limits, ServerConfig};
 
 pub use config::{DirectoryConfig, GraphConfig};
@@ -68,21 +69,6 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
 ];
-
-/// Why the directory's state could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SetupError {
-    /// A configured credential is malformed.
-    #[error(transparent)]
-    Credentials(#[from] CredentialError),
-    /// The graph store could not open a namespace.
-    #[error("opening the graph namespaces: {0}")]
-    Graph(#[from] graphdb::Error),
-    /// The subscriptions' records could not be read or their thread started.
-    #[error("starting the change feed's subscriptions: {0}")]
-    Subscriptions(#[source] std::io::Error),
-}
 
 /// The shared state of the directory's handlers.
 #[derive(Debug, Clone)]
@@ -146,8 +132,7 @@ impl Directory {
         let store = Arc::new(store);
         let feed = DirectoryFeed::new(Arc::clone(&store));
         let subscriptions =
-            FeedSubscriptions::open(&store, Arc::clone(&feed), server.callback_hosts.clone())
-                .map_err(SetupError::Subscriptions)?;
+            FeedSubscriptions::open(&store, Arc::clone(&feed), server.callback_hosts.clone())?;
         Ok(Directory {
             store,
             feed,
