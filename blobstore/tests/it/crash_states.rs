@@ -290,14 +290,16 @@ fn blob_child(root: &Path, backend: Backend) {
                         .upload_bytes(
                             UploadRequest::new(bucket(&format!("b{t}")), format!("f{i}")),
                             &data,
+                            "tester",
                         )
-                        .unwrap();
+                        .unwrap()
+                        .record;
                     say(format!("ACK {} {} {}", file.id, file.blake3, file.size));
                     mine.push(file.id);
                     if i == 4 || i == 8 {
                         let victim = mine.remove(1);
                         say(format!("DELETING {victim}"));
-                        store.delete_file(victim).unwrap();
+                        store.delete_file(victim, "tester").unwrap();
                         say(format!("DEL {victim}"));
                     }
                 }
@@ -411,8 +413,10 @@ fn blob_crash_states(backend: Backend, test_name: &str) {
                 .upload_bytes(
                     UploadRequest::new(bucket("b0"), format!("before{i}")),
                     &content(1000 + i as u64, size),
+                    "tester",
                 )
-                .unwrap();
+                .unwrap()
+                .record;
             before.push((file.id, file.blake3, file.size));
         }
     }
