@@ -17,8 +17,9 @@ export CARGO_TERM_COLOR ?= never
 # Debian packages the build and the tests need: RocksDB and bindgen's libclang for the
 # `rocksdb` crate, git for the commit-graph agreement tests, curl for the HTTP tests, haproxy
 # for the trusted-proxy tests, postgresql for the engine's PostgreSQL backend
-# (scripts/with-postgres.sh starts a cluster of its own; the package's service is not used).
-DEBIAN_PACKAGES := librocksdb-dev clang libclang-dev git curl pkg-config haproxy postgresql
+# (scripts/with-postgres.sh starts a cluster of its own; the package's service is not used),
+# strace for the crash-state test (blobstore/tests/it/crash_states.rs).
+DEBIAN_PACKAGES := librocksdb-dev clang libclang-dev git curl pkg-config haproxy postgresql strace
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup run test bench build fuzz soak load capacity

@@ -8,6 +8,11 @@
 //! - `inline_threshold`: one durable upload of 4, 16 and 64 KiB stored inline vs as a file.
 //! - `large_store`: a store of `BLOBSTORE_BENCH_FILES` files (default 1,000,000): bucket
 //!   statistics of a 10-file vs the large bucket, open time, metadata bytes per file.
+//!
+//! Everything "on the disk" goes under `BLOBSTORE_BENCH_DIR` (default: the project's cache,
+//! `~/.cache/lpstore/bench`), never `$TMPDIR`: on a machine whose `/tmp` is tmpfs the durable
+//! figures would measure memory. A directory on tmpfs is refused; the `_tmpfs` variants use
+//! `/dev/shm` on purpose, labelled as such.
 
 // Benchmark code: a failed unwrap stops a measurement, which must not carry on past a broken setup.
 #![allow(clippy::unwrap_used)]
@@ -24,6 +29,24 @@ use blobstore::{BucketName, Store, StoreBuilder, UploadRequest};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use engine::EngineConfig;
 use sha2::Digest as _;
+
+/// A new directory for a benchmark's files on a real disk: under `BLOBSTORE_BENCH_DIR`, or
+/// `~/.cache/lpstore/bench`. Panics when that is on tmpfs.
+fn disk_dir() -> tempfile::TempDir {
+    let base = std::env::var_os("BLOBSTORE_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect("HOME or BLOBSTORE_BENCH_DIR");
+            Path::new(&home).join(".cache/lpstore/bench")
+        });
+    std::fs::create_dir_all(&base).unwrap();
+    assert!(
+        !blobstore::is_tmpfs(&base),
+        "{} is on tmpfs: durable figures need a real disk (set BLOBSTORE_BENCH_DIR)",
+        base.display()
+    );
+    tempfile::tempdir_in(&base).unwrap()
+}
 
 fn open(dir: &Path, inline_threshold: usize) -> Store {
     StoreBuilder::new(EngineConfig::rocksdb(dir.join("meta")), dir.join("data"))
@@ -65,7 +88,7 @@ fn ingest(c: &mut Criterion) {
     });
     // The cost of writing the bytes at all: write(2) into a file (its copy into the page
     // cache) with an fsync, on the disk and on tmpfs (where the fsync is free).
-    let plain_disk = tempfile::tempdir().unwrap();
+    let plain_disk = disk_dir();
     let plain_shm = tempfile::tempdir_in("/dev/shm").ok();
     let mut plain = vec![("reference_write_fsync_disk", plain_disk.path())];
     if let Some(dir) = &plain_shm {
@@ -88,14 +111,14 @@ fn ingest(c: &mut Criterion) {
     let counter = AtomicU64::new(0);
     // On the disk (durable: the file's fsync waits for the disk), and with the blob
     // directory on tmpfs (fsync is free there: the rate of the hashing pipeline itself).
-    let disk_dir = tempfile::tempdir().unwrap();
+    let disk = disk_dir();
     let shm = Path::new("/dev/shm");
     let shm_dir = if shm.is_dir() {
         tempfile::tempdir_in(shm).ok()
     } else {
         None
     };
-    let mut targets = vec![("store_upload_durable_disk", disk_dir.path())];
+    let mut targets = vec![("store_upload_durable_disk", disk.path())];
     if let Some(dir) = &shm_dir {
         targets.push(("store_upload_tmpfs", dir.path()));
     }
@@ -142,7 +165,7 @@ fn durable_4k(c: &mut Criterion) {
         ("store_64_writers", true),
         ("store_64_writers_feed_off", false),
     ] {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = disk_dir();
         let store = StoreBuilder::new(
             EngineConfig::rocksdb(dir.path().join("meta")),
             dir.path().join("data"),
@@ -176,7 +199,7 @@ fn durable_4k(c: &mut Criterion) {
             })
         });
     }
-    let naive_dir = tempfile::tempdir().unwrap();
+    let naive_dir = disk_dir();
     group.bench_function("naive_write_fsync_64_writers", |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();
@@ -208,7 +231,7 @@ fn inline_threshold(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     let seq = AtomicU64::new(1 << 40);
     for (label, threshold) in [("inline", blobstore::CHUNK_SIZE), ("file", 0)] {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = disk_dir();
         let store = open(dir.path(), threshold);
         for size in [4096usize, 16384, 65536] {
             group.throughput(Throughput::Bytes(size as u64));
@@ -245,7 +268,7 @@ fn large_store(c: &mut Criterion) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = disk_dir();
     let store = open(dir.path(), blobstore::DEFAULT_INLINE_THRESHOLD);
     let large = bucket("large");
     let small = bucket("small");

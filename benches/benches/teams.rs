@@ -6,6 +6,11 @@
 //!
 //! `TEAMS_BENCH_WRITERS=1,4,16` (the default) chooses the numbers of concurrent synced
 //! writers measured; `TEAMS_BENCH_WRITES_ONLY=1` stops after the write measurements.
+//! `TEAMS_BENCH_NEST_SAMPLES` (default 200) sets how many times the 2,022-member team is
+//! nested and un-nested for their percentiles (the count is printed beside them).
+//! The concurrent writes are measured with the change feed on, then (after a reopen with
+//! `GraphStoreBuilder::record_changes(false)`) off, for the feed's cost in the same run;
+//! `TEAMS_BENCH_FEED=on` measures them with the feed on only.
 
 // Benchmark code: a failed unwrap stops a measurement, which must not carry on past a broken setup.
 #![allow(clippy::unwrap_used)]
@@ -57,15 +62,25 @@ fn rss() -> String {
 }
 
 fn open(dir: &std::path::Path, now: i64, durability: Durability) -> (GraphStore, Teams) {
+    open_with_feed(dir, now, durability, true)
+}
+
+fn open_with_feed(
+    dir: &std::path::Path,
+    now: i64,
+    durability: Durability,
+    feed: bool,
+) -> (GraphStore, Teams) {
     let engine = EngineConfig::rocksdb(dir)
         .open(graphdb::KEYSPACES)
         .expect("open rocksdb");
     let store = GraphStore::builder(engine)
         .clock(Arc::new(ManualClock::new(now)))
         .durability(durability)
+        .record_changes(feed)
         .open()
         .expect("open store");
-    let teams = store.teams().expect("teams");
+    let teams = graphdb::Teams::open(&store).expect("teams");
     (store, teams)
 }
 
@@ -93,7 +108,7 @@ fn main() {
     // Bulk import and index build, RocksDB, one synced batch.
     let (store, teams) = open(dir.path(), g.now, Durability::Sync);
     let t = Instant::now();
-    teams.import_tsv(tsv.as_bytes(), false).expect("import");
+    teams.import_tsv(tsv.as_bytes(), None).expect("import");
     println!("bulk import + index build: {:?}", t.elapsed());
     drop(tsv);
     let stats = teams.stats();
@@ -168,8 +183,7 @@ fn main() {
     );
     percentiles("add/remove membership, Durability::Sync, RocksDB", samples);
 
-    // Concurrent synced writers (a service has many clients): each writer adds and removes
-    // memberships of its own persons; their writes share group fsyncs.
+    // Concurrent synced writers, with the change feed on and off.
     let writer_counts: Vec<usize> = std::env::var("TEAMS_BENCH_WRITERS")
         .unwrap_or_else(|_| "1,4,16".to_owned())
         .split(',')
@@ -179,58 +193,13 @@ fn main() {
                 .expect("TEAMS_BENCH_WRITERS: comma-separated counts")
         })
         .collect();
-    for writers in writer_counts {
-        let ops_per_writer = (3_200 / writers).clamp(200, 1_000);
-        let (batches, syncs) = (store.committer().batches(), store.committer().syncs());
-        let start = Instant::now();
-        let samples: Vec<Duration> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..writers)
-                .map(|w| {
-                    let (teams, g) = (&teams, &g);
-                    scope.spawn(move || {
-                        let mut rng = Lcg(1_000 + w as u64);
-                        let mut samples = Vec::with_capacity(ops_per_writer);
-                        for _ in 0..ops_per_writer / 2 {
-                            // Persons are split between writers, so no two touch one pair.
-                            let n = rng.below((g.persons.len() - 1) / writers);
-                            let p = &g.persons[n * writers + w];
-                            let team = &g.teams[g.teams.len() - 1 - rng.below(20_000)];
-                            let t = Instant::now();
-                            teams
-                                .set_membership(team, p, Role::Member, None)
-                                .expect("add");
-                            samples.push(t.elapsed());
-                            let t = Instant::now();
-                            teams.remove_membership(team, p).expect("remove");
-                            samples.push(t.elapsed());
-                        }
-                        samples
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("writer"))
-                .collect()
-        });
-        let elapsed = start.elapsed();
-        let (batches, syncs) = (
-            store.committer().batches() - batches,
-            store.committer().syncs() - syncs,
-        );
-        let n = samples.len();
-        percentiles(
-            &format!(
-                "add/remove membership, Durability::Sync, RocksDB, {writers} concurrent writers \
-                 ({:.0} writes/s, {:.1} writes per fsync)",
-                n as f64 / elapsed.as_secs_f64(),
-                batches as f64 / syncs.max(1) as f64
-            ),
-            samples,
-        );
-    }
+    concurrent_writers(&store, &teams, &g, &writer_counts, "feed on");
     drop(teams);
     drop(store);
+    if std::env::var("TEAMS_BENCH_FEED").as_deref() != Ok("on") {
+        let (store, teams) = open_with_feed(dir.path(), g.now, Durability::Sync, false);
+        concurrent_writers(&store, &teams, &g, &writer_counts, "feed off");
+    }
     if std::env::var_os("TEAMS_BENCH_WRITES_ONLY").is_some() {
         return;
     }
@@ -248,7 +217,7 @@ fn main() {
         .open()
         .expect("open store");
     let t = Instant::now();
-    let teams = store.teams().expect("teams");
+    let teams = graphdb::Teams::open(&store).expect("teams");
     println!(
         "reopen: RocksDB open {engine_open:?}, namespace load {:?}; {}",
         t.elapsed(),
@@ -451,7 +420,12 @@ fn main() {
     drop(view);
     let mut add = Vec::new();
     let mut remove = Vec::new();
-    for _ in 0..20 {
+    // Enough samples for the p99 quoted (at 20 it is the second largest).
+    let nest_samples: usize = std::env::var("TEAMS_BENCH_NEST_SAMPLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    for _ in 0..nest_samples {
         let t = Instant::now();
         teams
             .set_membership(&parent, &two_k, Role::Member, None)
@@ -467,4 +441,65 @@ fn main() {
     );
     percentiles("un-nest it again (buffered)", remove);
     c.final_summary();
+}
+
+/// Concurrent synced writers (a service has many clients): each writer adds and removes
+/// memberships of its own persons; their writes share group fsyncs.
+fn concurrent_writers(
+    store: &GraphStore,
+    teams: &Teams,
+    g: &Generated,
+    writer_counts: &[usize],
+    feed: &str,
+) {
+    for &writers in writer_counts {
+        let ops_per_writer = (3_200 / writers).clamp(200, 1_000);
+        let (batches, syncs) = (store.committer().batches(), store.committer().syncs());
+        let start = Instant::now();
+        let samples: Vec<Duration> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..writers)
+                .map(|w| {
+                    let (teams, g) = (&teams, &g);
+                    scope.spawn(move || {
+                        let mut rng = Lcg(1_000 + w as u64);
+                        let mut samples = Vec::with_capacity(ops_per_writer);
+                        for _ in 0..ops_per_writer / 2 {
+                            // Persons are split between writers, so no two touch one pair.
+                            let n = rng.below((g.persons.len() - 1) / writers);
+                            let p = &g.persons[n * writers + w];
+                            let team = &g.teams[g.teams.len() - 1 - rng.below(20_000)];
+                            let t = Instant::now();
+                            teams
+                                .set_membership(team, p, Role::Member, None)
+                                .expect("add");
+                            samples.push(t.elapsed());
+                            let t = Instant::now();
+                            teams.remove_membership(team, p).expect("remove");
+                            samples.push(t.elapsed());
+                        }
+                        samples
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("writer"))
+                .collect()
+        });
+        let elapsed = start.elapsed();
+        let (batches, syncs) = (
+            store.committer().batches() - batches,
+            store.committer().syncs() - syncs,
+        );
+        let n = samples.len();
+        percentiles(
+            &format!(
+                "add/remove membership, Durability::Sync, RocksDB, {writers} concurrent writers, \
+                 {feed} ({:.0} writes/s, {:.1} writes per fsync)",
+                n as f64 / elapsed.as_secs_f64(),
+                batches as f64 / syncs.max(1) as f64
+            ),
+            samples,
+        );
+    }
 }

@@ -9,8 +9,15 @@
 # Installs wrk and nginx with apt-get when missing. Everything listens on 127.0.0.1 only and
 # every load is bounded in time. Figures go to stdout; keep them with the command line.
 #
+# The librarian's data (blob files and its engine: what the durable uploads fsync) goes under
+# BENCH_DIR (default: the project's cache, ~/.cache/lpstore/bench), which must be on a real
+# disk: the script refuses tmpfs, where an fsync costs nothing and the figures would measure
+# memory. nginx's copies of the files and the scripts stay in a temporary directory (nginx's
+# workers must be able to read them; both servers answer the downloads from the page cache).
+#
 #   benches/servers/librarian.sh
 #   THREADS=2 DURATION=10 ROUNDS=2 UPLOADS=200 UPLOAD_MIB=100 benches/servers/librarian.sh
+#   BENCH_DIR=/srv/bench benches/servers/librarian.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -24,6 +31,12 @@ LPORT="${LPORT:-28081}"
 ROUNDS="${ROUNDS:-2}"
 BACKEND="${BACKEND:-rocksdb}"   # the librarian's metadata engine: rocksdb, sled or memory
 NPORT="${NPORT:-28080}"
+BENCH_DIR="${BENCH_DIR:-$HOME/.cache/lpstore/bench}"
+mkdir -p "$BENCH_DIR"
+if [ "$(stat -f -c %T "$BENCH_DIR")" = tmpfs ]; then
+    echo "BENCH_DIR=$BENCH_DIR is on tmpfs: durable figures need a real disk (set BENCH_DIR)" >&2
+    exit 1
+fi
 
 need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2"; }; }
 need wrk wrk
@@ -34,20 +47,22 @@ cargo build --release -p servers --bin librarian
 target="${CARGO_TARGET_DIR:-target}/release"
 work="$(mktemp -d)"
 chmod 755 "$work"  # nginx workers run as an unprivileged user
+data="$(mktemp -d "$BENCH_DIR/librarian.XXXXXX")"
 librarian_pid=""
 nginx_pid=""
 cleanup() {
     [ -n "$librarian_pid" ] && kill -TERM "$librarian_pid" 2>/dev/null && wait "$librarian_pid" 2>/dev/null || true
     [ -n "$nginx_pid" ] && kill -QUIT "$nginx_pid" 2>/dev/null || true
-    rm -rf "$work"
+    rm -rf "$work" "$data"
 }
 trap cleanup EXIT
 # Clock ticks of user + system time used so far by the given processes (all their threads).
 cpu_ticks() { local total=0 p; for p in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$total"; }
 
 echo "# $(date -u +%FT%TZ) $(uname -m), $(nproc) cores; librarian ($BACKEND) with $THREADS runtime threads, nginx with $THREADS workers"
+echo "# librarian data in $data ($(stat -f -c %T "$data"), $(df --output=source "$data" | tail -1))"
 
-TOKIO_WORKER_THREADS="$THREADS" RUST_LOG=warn "$target/librarian" --data-dir "$work/librarian" --backend "$BACKEND" \
+TOKIO_WORKER_THREADS="$THREADS" RUST_LOG=warn "$target/librarian" --data-dir "$data" --backend "$BACKEND" \
     serve --dev --listen "127.0.0.1:$LPORT" --max-concurrency 100000 &
 librarian_pid=$!
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$LPORT/health" >/dev/null 2>&1 && break; sleep 0.1; done

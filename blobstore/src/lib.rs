@@ -49,7 +49,7 @@ pub mod token;
 mod types;
 mod writer;
 
-pub use backend::{BlobBackend, LocalFsBackend, StoredBlob, TempBlob};
+pub use backend::{is_tmpfs, BlobBackend, LocalFsBackend, StoredBlob, TempBlob};
 pub use changes::{Change, ChangeKind, CHANGE_KINDS, GC_ACTOR};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use downloads::DOWNLOADS_FLUSH_INTERVAL;

@@ -37,6 +37,8 @@ pub struct FaultyEngine {
     live: MemEngine,
     durable: Mutex<MemEngine>,
     operations: AtomicU64,
+    /// How many of the operations were `flush` calls.
+    flushes: AtomicU64,
     fail_at: Option<(u64, Fault)>,
     /// Serialises writes so that the durable image is always a prefix of the live history.
     writer: Mutex<()>,
@@ -55,6 +57,7 @@ impl FaultyEngine {
             live: image.fork(keyspaces),
             durable: Mutex::new(image),
             operations: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
             fail_at,
             writer: Mutex::new(()),
             poison: Poison::default(),
@@ -71,6 +74,12 @@ impl FaultyEngine {
     /// The number of `write` and `flush` calls so far.
     pub fn operations(&self) -> u64 {
         self.operations.load(Ordering::SeqCst)
+    }
+
+    /// How many of the [`operations`](Self::operations) were `flush` calls (a planned fault
+    /// strikes a flush the same way whatever its kind, so tests count such a fault once).
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::SeqCst)
     }
 
     /// The store as a process restarted after a crash now would find it: only what was synced.
@@ -161,6 +170,7 @@ impl Engine for FaultyEngine {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         self.poison
             .check(Backend::Memory, Path::new("faulty-engine"))?;
+        self.flushes.fetch_add(1, Ordering::SeqCst);
         match self.next_fault() {
             Some(fault) => Err(self.injected("flush", fault)),
             None => {

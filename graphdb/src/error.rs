@@ -9,6 +9,9 @@ pub enum Error {
     /// The engine failed a read or a write.
     #[error(transparent)]
     Engine(#[from] engine::Error),
+    /// A read of the change feed was refused (pruned, or beyond the head).
+    #[error(transparent)]
+    Feed(engine::FeedError),
     /// A node name that the namespace does not hold.
     #[error("namespace {namespace:?} has no node named {name:?}")]
     UnknownNode {
@@ -28,6 +31,14 @@ pub enum Error {
         found: NodeKind,
         /// The kind the operation needs.
         expected: NodeKind,
+    },
+    /// A leaf (a person, a package) was given members.
+    #[error("node {name:?} in namespace {namespace:?} is a leaf and has no members")]
+    HasNoMembers {
+        /// The namespace.
+        namespace: String,
+        /// The leaf.
+        name: String,
     },
     /// A membership edge would close a cycle in a namespace that must stay acyclic.
     #[error("in namespace {namespace:?}, making {member:?} a member of {group:?} would close the cycle {}", cycle.join(" -> "))]
@@ -104,6 +115,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<engine::FeedError> for Error {
+    fn from(error: engine::FeedError) -> Self {
+        match error {
+            engine::FeedError::Engine(error) => Error::Engine(error),
+            other => Error::Feed(other),
+        }
+    }
 }
 
 /// The crate's result type.

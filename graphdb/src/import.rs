@@ -19,9 +19,7 @@
 //! and adds or changes edges, and removes nothing that the file does not mention.
 
 use std::collections::HashMap;
-use std::io::{BufRead, IsTerminal, Write};
-
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::{BufRead, Write};
 
 use crate::graph::{
     validate_name, validate_relation, BulkLoad, EdgeKind, Namespace, NodeKind, Role,
@@ -477,38 +475,35 @@ pub struct ImportSummary {
     pub nodes: u64,
     /// Edges written (added or changed).
     pub edges: u64,
+    /// The revision of the import's one event.
+    pub revision: u64,
 }
 
-fn progress_bar(enabled: bool, len: u64) -> ProgressBar {
-    if !enabled || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} edges ({per_sec}, eta {eta})")
-    {
-        bar.set_style(style);
-    }
-    bar.set_message("importing");
-    bar
-}
-
-fn apply(ns: &Namespace, load: &BulkLoad, progress: bool) -> Result<ImportSummary> {
-    let bar = progress_bar(progress, load.edges.len() as u64);
-    let result = ns.bulk(load, &|done| bar.set_position(done));
-    bar.finish_and_clear();
-    result?;
+fn apply(
+    ns: &Namespace,
+    actor: &str,
+    load: &BulkLoad,
+    progress: Option<&dyn Fn(u64, u64)>,
+) -> Result<ImportSummary> {
+    let total = load.edges.len() as u64;
+    let revision = ns.bulk(actor, load, &|done| {
+        if let Some(progress) = progress {
+            progress(done, total);
+        }
+    })?;
     Ok(ImportSummary {
         nodes: load.nodes.len() as u64,
         edges: load.edges.len() as u64,
+        revision,
     })
 }
 
 /// Loads parsed team rows into `ns`.
 pub(crate) fn load_teams(
     ns: &Namespace,
+    actor: &str,
     rows: &[TeamRow],
-    progress: bool,
+    progress: Option<&dyn Fn(u64, u64)>,
 ) -> Result<ImportSummary> {
     let mut teams: HashMap<&str, ()> = HashMap::new();
     for row in rows {
@@ -582,7 +577,7 @@ pub(crate) fn load_teams(
                 .push((member.clone(), team.clone(), kind.clone(), *expires));
         }
     }
-    apply(ns, &load, progress)
+    apply(ns, actor, &load, progress)
 }
 
 fn team_line(rows: &[TeamRow], name: &str) -> usize {
@@ -607,8 +602,9 @@ fn team_line(rows: &[TeamRow], name: &str) -> usize {
 /// Loads parsed package-set rows into `ns`.
 pub(crate) fn load_package_sets(
     ns: &Namespace,
+    actor: &str,
     rows: &[SetRow],
-    progress: bool,
+    progress: Option<&dyn Fn(u64, u64)>,
 ) -> Result<ImportSummary> {
     let mut load = BulkLoad::default();
     let mut named: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -639,7 +635,7 @@ pub(crate) fn load_package_sets(
             } => push(&mut load, name, *item_type),
         }
     }
-    apply(ns, &load, progress)
+    apply(ns, actor, &load, progress)
 }
 
 fn io(source: std::io::Error) -> Error {

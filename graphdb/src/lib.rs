@@ -9,6 +9,10 @@
 //! loads it instead of rebuilding it. Expired edges leave the index at the second they expire,
 //! as told by a [`Clock`]. [`Teams`] and [`PackageSets`] are the two typed façades.
 //!
+//! Every write records its [`Change`] in the store's change feed in the same engine batch and
+//! returns its revision; [`GraphStore::changes`], [`GraphStore::team_history`] and
+//! [`GraphStore::person_history`] read it (see [`changes`]).
+//!
 //! Every call blocks (on a lock, on the CPU, or on the engine for writes): call it from
 //! `spawn_blocking` or a dedicated thread in async code. `graphdb/DESIGN.md` describes the
 //! layout, the index and its update rules.
@@ -21,7 +25,7 @@
 //! let engine = engine::EngineConfig::memory().open(graphdb::KEYSPACES)?;
 //! let clock = Arc::new(ManualClock::new(1_000));
 //! let store = GraphStore::builder(engine).clock(clock.clone()).open()?;
-//! let teams = store.teams()?;
+//! let teams = graphdb::Teams::open(&store)?;
 //! teams.add_person("alice")?;
 //! teams.add_team("ubuntu-dev")?;
 //! teams.add_team("core-dev")?;
@@ -39,6 +43,7 @@
 //! # }
 //! ```
 
+pub mod changes;
 mod clock;
 mod error;
 pub mod generate;
@@ -47,11 +52,13 @@ pub mod import;
 mod packagesets;
 mod teams;
 
+pub use changes::{Change, ChangeKind, EdgeState, SYSTEM_ACTOR};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use graph::{
-    validate_relation, CheckReport, Depth, Difference, EdgeKind, EdgeRecord, Filter, GraphStore,
-    GraphStoreBuilder, IndexStats, Namespace, NamespaceKind, NodeId, NodeKind, Page, Role, View,
+    validate_relation, ChangesPage, CheckReport, Depth, Difference, EdgeKind, EdgeRecord, Filter,
+    GraphStore, GraphStoreBuilder, HistoryOf, HistoryPage, IndexStats, Namespace, NamespaceKind,
+    NodeId, NodeKind, Page, RawHistoryPage, Role, View, DEFAULT_RETENTION,
 };
 pub use packagesets::{PackageSets, SetFilter, SetItem};
 pub use teams::{TeamFilter, Teams};

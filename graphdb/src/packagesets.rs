@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use roaring::RoaringBitmap;
 
-use crate::graph::{Depth, Filter, Namespace, NodeId, NodeKind, Page, Role, View};
+use crate::graph::{
+    Depth, EdgeKind, Filter, GraphStore, Namespace, NamespaceKind, NodeKind, Page, Role, View,
+};
 use crate::import::{self, ImportSummary};
 use crate::{CheckReport, Result};
 
@@ -59,15 +61,34 @@ impl From<SetFilter> for Filter {
     }
 }
 
-/// The package-set namespace. Obtained from [`crate::GraphStore::package_sets`].
+/// The package-set namespace. Obtained from [`PackageSets::open`]; every write records its
+/// event with the handle's actor ([`PackageSets::acting_as`]) and returns its revision.
 #[derive(Clone, Debug)]
 pub struct PackageSets {
     ns: Arc<Namespace>,
+    actor: Arc<str>,
 }
 
 impl PackageSets {
-    pub(crate) fn new(ns: Arc<Namespace>) -> Self {
-        PackageSets { ns }
+    /// The package-set namespace of `store` (`"packagesets"`, acyclic), created empty if
+    /// absent.
+    ///
+    /// # Errors
+    /// As for [`GraphStore::namespace`].
+    pub fn open(store: &GraphStore) -> Result<PackageSets> {
+        Ok(PackageSets {
+            ns: store.namespace(NAMESPACE, NamespaceKind::Acyclic)?,
+            actor: Arc::from(crate::SYSTEM_ACTOR),
+        })
+    }
+
+    /// The same namespace, writing as `actor`: a cheap clone, made per request.
+    #[must_use]
+    pub fn acting_as(&self, actor: &str) -> PackageSets {
+        PackageSets {
+            ns: Arc::clone(&self.ns),
+            actor: Arc::from(actor),
+        }
     }
 
     /// The underlying namespace.
@@ -80,44 +101,66 @@ impl PackageSets {
         self.ns.view()
     }
 
-    /// Adds a package (idempotent).
+    /// Adds a package (idempotent); returns the revision.
     ///
     /// # Errors
     /// See [`Namespace::add_node`].
-    pub fn add_package(&self, name: &str) -> Result<NodeId> {
-        self.ns.add_node(name, NodeKind::Leaf)
+    pub fn add_package(&self, name: &str) -> Result<u64> {
+        Ok(self.ns.add_node(&self.actor, name, NodeKind::Leaf)?.1)
     }
 
-    /// Adds a set (idempotent).
+    /// Adds a set (idempotent); returns the revision.
     ///
     /// # Errors
     /// See [`Namespace::add_node`].
-    pub fn add_set(&self, name: &str) -> Result<NodeId> {
-        self.ns.add_node(name, NodeKind::Group)
+    pub fn add_set(&self, name: &str) -> Result<u64> {
+        Ok(self.ns.add_node(&self.actor, name, NodeKind::Group)?.1)
     }
 
-    /// Removes a package or a set with its edges.
+    /// Removes a package or a set with its edges; returns the revision, or `None` when there
+    /// was no such name.
     ///
     /// # Errors
     /// Engine errors.
-    pub fn remove(&self, name: &str) -> Result<bool> {
-        self.ns.remove_node(name)
+    pub fn remove(&self, name: &str) -> Result<Option<u64>> {
+        self.ns.remove_node(&self.actor, name)
     }
 
-    /// Puts `item` (a package or a set) into `set`.
+    /// Puts `item` (a package or a set) into `set`; returns the revision.
     ///
     /// # Errors
     /// [`crate::Error::UnknownNode`], [`crate::Error::WrongKind`], [`crate::Error::Cycle`].
-    pub fn insert(&self, set: &str, item: &str) -> Result<()> {
-        self.ns.set_membership(item, set, Role::Member, None)
+    pub fn insert(&self, set: &str, item: &str) -> Result<u64> {
+        self.ns
+            .set_membership(&self.actor, item, set, Role::Member, None)
     }
 
-    /// Takes `item` out of `set`; returns whether it was there directly.
+    /// `PUT /packagesets/{set}/items/{item}` as one store command: puts `item` (a package or
+    /// a set, as `item_type` says) into `set`, creating whichever is missing, validated first
+    /// and written as one atomic batch.
+    ///
+    /// # Errors
+    /// [`crate::Error::HasNoMembers`] when `set` is a package, [`crate::Error::WrongKind`]
+    /// when `item` exists with the other type, [`crate::Error::Cycle`], name and engine
+    /// errors; nothing is written then.
+    pub fn put_item(&self, set: &str, item: &str, item_type: SetItem) -> Result<u64> {
+        self.ns.put_edge(
+            &self.actor,
+            item,
+            Some(item_type.kind()),
+            set,
+            &EdgeKind::Membership(Role::Member),
+            None,
+        )
+    }
+
+    /// Takes `item` out of `set`; returns the revision, or `None` when it was not there
+    /// directly.
     ///
     /// # Errors
     /// [`crate::Error::UnknownNode`], engine errors.
-    pub fn take(&self, set: &str, item: &str) -> Result<bool> {
-        self.ns.remove_membership(item, set)
+    pub fn take(&self, set: &str, item: &str) -> Result<Option<u64>> {
+        self.ns.remove_membership(&self.actor, item, set)
     }
 
     /// Whether `item` is in `set`, directly or through nested sets.
@@ -182,9 +225,13 @@ impl PackageSets {
     ///
     /// # Errors
     /// As for [`crate::Teams::import_tsv`].
-    pub fn import_tsv(&self, reader: impl BufRead, progress: bool) -> Result<ImportSummary> {
+    pub fn import_tsv(
+        &self,
+        reader: impl BufRead,
+        progress: Option<&dyn Fn(u64, u64)>,
+    ) -> Result<ImportSummary> {
         let rows = import::parse_package_sets(reader)?;
-        import::load_package_sets(&self.ns, &rows, progress)
+        import::load_package_sets(&self.ns, &self.actor, &rows, progress)
     }
 
     /// Writes every set, package and edge as TSV.

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use roaring::RoaringBitmap;
 
-use crate::graph::{Depth, Filter, Namespace, NodeId, NodeKind, Page, Role, View};
+use crate::graph::{
+    Depth, EdgeKind, Filter, GraphStore, Namespace, NamespaceKind, NodeKind, Page, Role, View,
+};
 use crate::import::{self, ImportSummary};
 use crate::{CheckReport, IndexStats, Result};
 
@@ -35,15 +37,41 @@ impl From<TeamFilter> for Filter {
 
 /// The team namespace: persons are leaves, teams are groups; `member` and `admin` confer
 /// membership, relations (`audits`, `administers`, ...) do not. Obtained from
-/// [`crate::GraphStore::teams`]; cheap to clone.
+/// [`Teams::open`]; cheap to clone.
+///
+/// Every write records its event in the change feed with the handle's actor
+/// ([`Teams::acting_as`]; [`crate::SYSTEM_ACTOR`] until set) and returns its revision.
 #[derive(Clone, Debug)]
 pub struct Teams {
     ns: Arc<Namespace>,
+    actor: Arc<str>,
 }
 
 impl Teams {
-    pub(crate) fn new(ns: Arc<Namespace>) -> Self {
-        Teams { ns }
+    /// The team namespace of `store` (`"teams"`, acyclic), created empty if absent.
+    ///
+    /// # Errors
+    /// As for [`GraphStore::namespace`].
+    pub fn open(store: &GraphStore) -> Result<Teams> {
+        Ok(Teams {
+            ns: store.namespace(NAMESPACE, NamespaceKind::Acyclic)?,
+            actor: Arc::from(crate::SYSTEM_ACTOR),
+        })
+    }
+
+    /// The same namespace, writing as `actor` (the person a request acts for): a cheap clone,
+    /// made per request.
+    #[must_use]
+    pub fn acting_as(&self, actor: &str) -> Teams {
+        Teams {
+            ns: Arc::clone(&self.ns),
+            actor: Arc::from(actor),
+        }
+    }
+
+    /// The actor this handle's writes are recorded with.
+    pub fn actor(&self) -> &str {
+        &self.actor
     }
 
     /// The underlying namespace.
@@ -61,32 +89,33 @@ impl Teams {
         self.ns.try_view()
     }
 
-    /// Adds a person (idempotent).
+    /// Adds a person (idempotent); returns the revision.
     ///
     /// # Errors
     /// [`crate::Error::WrongKind`] when a team has the name; see [`Namespace::add_node`].
-    pub fn add_person(&self, name: &str) -> Result<NodeId> {
-        self.ns.add_node(name, NodeKind::Leaf)
+    pub fn add_person(&self, name: &str) -> Result<u64> {
+        Ok(self.ns.add_node(&self.actor, name, NodeKind::Leaf)?.1)
     }
 
-    /// Adds a team (idempotent).
+    /// Adds a team (idempotent); returns the revision.
     ///
     /// # Errors
     /// [`crate::Error::WrongKind`] when a person has the name; see [`Namespace::add_node`].
-    pub fn add_team(&self, name: &str) -> Result<NodeId> {
-        self.ns.add_node(name, NodeKind::Group)
+    pub fn add_team(&self, name: &str) -> Result<u64> {
+        Ok(self.ns.add_node(&self.actor, name, NodeKind::Group)?.1)
     }
 
-    /// Removes a person or a team with all its memberships and relations.
+    /// Removes a person or a team with all its memberships and relations (one event); returns
+    /// its revision, or `None` when there was no such name.
     ///
     /// # Errors
     /// Engine errors.
-    pub fn remove(&self, name: &str) -> Result<bool> {
-        self.ns.remove_node(name)
+    pub fn remove(&self, name: &str) -> Result<Option<u64>> {
+        self.ns.remove_node(&self.actor, name)
     }
 
     /// Makes `member` (a person or a team) a member of `team` with `role` until `expires`, or
-    /// changes the role and expiry of an existing membership.
+    /// changes the role and expiry of an existing membership. Returns the revision.
     ///
     /// # Errors
     /// [`crate::Error::UnknownNode`], [`crate::Error::WrongKind`] when `team` is a person,
@@ -97,19 +126,43 @@ impl Teams {
         member: &str,
         role: Role,
         expires: Option<i64>,
-    ) -> Result<()> {
-        self.ns.set_membership(member, team, role, expires)
+    ) -> Result<u64> {
+        self.ns
+            .set_membership(&self.actor, member, team, role, expires)
     }
 
-    /// Ends a membership; returns whether it was stored.
+    /// `PUT /teams/{team}/members/{member}` as one store command: makes `member` a member of
+    /// `team` with the role of `kind`, or grants it the relation of `kind` on `team`, creating
+    /// the team and (as a person) the member when they do not exist, all validated first and
+    /// written as **one** atomic batch (one group sync) with its events (the team and person
+    /// created, the membership or relation). Returns the revision of the last.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidName`], [`crate::Error::InvalidRelation`],
+    /// [`crate::Error::HasNoMembers`] when `team` is a person, [`crate::Error::Cycle`] when
+    /// `member == team` or `team` is (transitively) a member of `member`, engine errors;
+    /// nothing is written then.
+    pub fn put_member(
+        &self,
+        team: &str,
+        member: &str,
+        kind: &EdgeKind,
+        expires: Option<i64>,
+    ) -> Result<u64> {
+        self.ns
+            .put_edge(&self.actor, member, None, team, kind, expires)
+    }
+
+    /// Ends a membership; returns the revision, or `None` when it was not stored.
     ///
     /// # Errors
     /// [`crate::Error::UnknownNode`], engine errors.
-    pub fn remove_membership(&self, team: &str, member: &str) -> Result<bool> {
-        self.ns.remove_membership(member, team)
+    pub fn remove_membership(&self, team: &str, member: &str) -> Result<Option<u64>> {
+        self.ns.remove_membership(&self.actor, member, team)
     }
 
-    /// Grants `relation` (e.g. `audits`) on `target` to `holder` (a person or a team).
+    /// Grants `relation` (e.g. `audits`) on `target` to `holder` (a person or a team); returns
+    /// the revision.
     ///
     /// # Errors
     /// [`crate::Error::InvalidRelation`], [`crate::Error::UnknownNode`], engine errors.
@@ -119,16 +172,17 @@ impl Teams {
         relation: &str,
         target: &str,
         expires: Option<i64>,
-    ) -> Result<()> {
-        self.ns.grant(holder, relation, target, expires)
+    ) -> Result<u64> {
+        self.ns
+            .grant(&self.actor, holder, relation, target, expires)
     }
 
-    /// Revokes a relation; returns whether it was stored.
+    /// Revokes a relation; returns the revision, or `None` when it was not stored.
     ///
     /// # Errors
     /// [`crate::Error::UnknownNode`], engine errors.
-    pub fn revoke(&self, holder: &str, relation: &str, target: &str) -> Result<bool> {
-        self.ns.revoke(holder, relation, target)
+    pub fn revoke(&self, holder: &str, relation: &str, target: &str) -> Result<Option<u64>> {
+        self.ns.revoke(&self.actor, holder, relation, target)
     }
 
     /// Whether `person` (or a team) is a member of `team`, directly or through nested teams.
@@ -260,16 +314,21 @@ impl Teams {
         self.ns.stats()
     }
 
-    /// Imports a TSV file (`team\tmember\trole\texpires`), all or nothing; see
-    /// [`crate::import`]. With `progress`, a bar is drawn on standard error when it is a
-    /// terminal.
+    /// Imports a TSV file (`team\tmember\trole\texpires`), all or nothing, recorded as one
+    /// `import.teams` event with the counts; see
+    /// [`crate::import`]. `progress`, when given, is called with `(edges applied, edges in
+    /// the file)` every few thousand edges and at the end (a binary draws its bar with it).
     ///
     /// # Errors
     /// [`crate::Error::Import`] naming the line of a malformed row, [`crate::Error::Cycle`],
     /// [`crate::Error::WrongKind`], engine errors; nothing is written then.
-    pub fn import_tsv(&self, reader: impl BufRead, progress: bool) -> Result<ImportSummary> {
+    pub fn import_tsv(
+        &self,
+        reader: impl BufRead,
+        progress: Option<&dyn Fn(u64, u64)>,
+    ) -> Result<ImportSummary> {
         let rows = import::parse_teams(reader)?;
-        import::load_teams(&self.ns, &rows, progress)
+        import::load_teams(&self.ns, &self.actor, &rows, progress)
     }
 
     /// Writes every person, team and edge (expired ones included) as TSV that

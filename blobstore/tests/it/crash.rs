@@ -1,7 +1,10 @@
 //! Crash test: the test binary re-runs itself as a child process that uploads (and deletes)
-//! concurrently and prints each acknowledged upload; the parent kills it with SIGKILL at a
-//! random moment, reopens the store, and checks that every acknowledged upload reads back,
-//! that `check` finds no drift and that `verify` finds no partial or corrupt blob.
+//! concurrently and prints each acknowledged upload and delete; once the first upload is
+//! acknowledged the parent kills it with SIGKILL at a random moment, reopens the store, and
+//! checks that every acknowledged upload reads back, that every acknowledged delete stayed
+//! deleted, that `check` finds no drift and that `verify` finds no partial or corrupt blob.
+//! A SIGKILL leaves the page cache intact: this shows what a process crash leaves; what a
+//! power loss may leave is `crash_states.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -78,10 +81,14 @@ fn crash_child() {
                         let victim = mine.swap_remove(rng.gen_range(0..mine.len()));
                         {
                             let mut out = stdout.lock().unwrap();
-                            writeln!(out, "DEL {victim}").unwrap();
+                            writeln!(out, "DELETING {victim}").unwrap();
                             out.flush().unwrap();
                         }
                         store.delete_file(victim, "tester").expect("delete");
+                        // Only now is the delete acknowledged.
+                        let mut out = stdout.lock().unwrap();
+                        writeln!(out, "DEL {victim}").unwrap();
+                        out.flush().unwrap();
                     }
                 }
             });
@@ -92,6 +99,8 @@ fn crash_child() {
 fn crash_and_recover(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let mut acked: HashMap<FileId, (Blake3Hash, u64)> = HashMap::new();
+    // Deletes under way when the child died: the file may be there or not.
+    let mut deleting: HashSet<FileId> = HashSet::new();
     let mut deleted: HashSet<FileId> = HashSet::new();
     let mut rng = rand::thread_rng();
     for round in 0..3 {
@@ -109,26 +118,47 @@ fn crash_and_recover(backend: Backend) {
             .spawn()
             .expect("spawn child");
         let stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
             for line in BufReader::new(stdout).lines() {
-                match line {
-                    Ok(line) => lines.push(line),
-                    Err(_) => break,
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
                 }
             }
-            lines
         });
-        // Let it start (open the store) and work for a random while, then SIGKILL it.
-        std::thread::sleep(Duration::from_millis(rng.gen_range(300..1500)));
+        // Wait for the first acknowledged upload (the store is open and writing), so that no
+        // round is killed before it did anything, then kill at a random moment.
+        let mut lines = Vec::new();
+        loop {
+            let line = receiver
+                .recv_timeout(Duration::from_secs(120))
+                .expect("the child acknowledged an upload");
+            let first_ack = line.contains("ACK ");
+            lines.push(line);
+            if first_ack {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..700)));
         child.kill().expect("SIGKILL the child");
         let status = child.wait().unwrap();
         assert!(!status.success(), "the child was expected to die");
-        let lines = reader.join().unwrap();
+        reader.join().unwrap();
+        lines.extend(receiver.try_iter());
         let mut acks_this_round = 0;
+        let mut deletes_this_round = 0;
         for line in lines {
+            // The harness may have printed part of a line before the child's first one.
             let parts: Vec<&str> = line.split_whitespace().collect();
-            match parts.as_slice() {
+            let parts = match parts
+                .iter()
+                .position(|p| matches!(*p, "ACK" | "DEL" | "DELETING"))
+            {
+                Some(start) => &parts[start..],
+                None => continue,
+            };
+            match parts {
                 ["ACK", id, hash, size] => {
                     acks_this_round += 1;
                     acked.insert(
@@ -136,16 +166,29 @@ fn crash_and_recover(backend: Backend) {
                         (hash.parse().unwrap(), size.parse().unwrap()),
                     );
                 }
+                ["DELETING", id] => {
+                    deleting.insert(FileId(id.parse().unwrap()));
+                }
                 ["DEL", id] => {
-                    deleted.insert(FileId(id.parse().unwrap()));
+                    deletes_this_round += 1;
+                    let id = FileId(id.parse().unwrap());
+                    deleting.remove(&id);
+                    deleted.insert(id);
                 }
                 _ => {}
             }
         }
+        assert!(acks_this_round > 0, "round {round} acknowledged nothing");
         // Reopen and check.
         let store = open(dir.path(), backend, Duration::ZERO);
+        for id in &deleted {
+            assert!(
+                matches!(store.file(*id), Err(blobstore::Error::NotFound { .. })),
+                "round {round}: file {id} was deleted (acknowledged) but is back"
+            );
+        }
         for (id, (hash, size)) in &acked {
-            if deleted.contains(id) {
+            if deleted.contains(id) || deleting.contains(id) {
                 continue;
             }
             let mut reader = store
@@ -180,7 +223,12 @@ fn crash_and_recover(backend: Backend) {
             "after sweep: {:?}",
             verify.problems
         );
-        eprintln!("{backend} round {round}: {acks_this_round} acknowledged uploads checked");
+        eprintln!(
+            "{backend} round {round}: {acks_this_round} acknowledged uploads and \
+             {deletes_this_round} deletes this round; {} files and {} deletes checked",
+            acked.len(),
+            deleted.len()
+        );
     }
     assert!(!acked.is_empty(), "the child never acknowledged an upload");
 }

@@ -257,9 +257,11 @@ fn a_cache_disabled_store_reads_the_same() {
 }
 
 /// Deletes race with readers that fill the cache: after each delete returns, no reader may
-/// find the file, in memory or in the engine.
+/// find the file, in memory or in the engine. Each reader notes, before every read, whether
+/// the delete of that file had already returned; every such read must answer `NotFound`.
 #[test]
 fn concurrent_fills_never_resurrect_a_deleted_file() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     each_backend(|fixture| {
         let store = fixture.open();
         let ids: Vec<FileId> = (0..200)
@@ -272,26 +274,52 @@ fn concurrent_fills_never_resurrect_a_deleted_file() {
                 )
             })
             .collect();
+        // Set once `delete_file` of that file returned.
+        let gone: Vec<AtomicBool> = ids.iter().map(|_| AtomicBool::new(false)).collect();
+        let reads_after_delete = AtomicU64::new(0);
+        let resurrected = std::sync::Mutex::new(Vec::new());
         std::thread::scope(|scope| {
             for _ in 0..3 {
                 let store = store.clone();
-                let ids = ids.clone();
+                let (ids, gone) = (&ids, &gone);
+                let (reads_after_delete, resurrected) = (&reads_after_delete, &resurrected);
                 scope.spawn(move || {
                     for _ in 0..20 {
-                        for &id in &ids {
-                            let _ = store.small_file(id);
+                        for (i, &id) in ids.iter().enumerate() {
+                            let deleted_before = gone[i].load(Ordering::SeqCst);
+                            let answer = store.small_file(id);
+                            if deleted_before {
+                                reads_after_delete.fetch_add(1, Ordering::Relaxed);
+                                if !matches!(answer, Err(Error::NotFound { .. })) {
+                                    resurrected
+                                        .lock()
+                                        .unwrap()
+                                        .push(format!("file {id}: {answer:?}"));
+                                }
+                            }
                         }
                     }
                 });
             }
-            for &id in &ids {
+            for (i, &id) in ids.iter().enumerate() {
                 store.delete_file(id, "tester").unwrap();
+                gone[i].store(true, Ordering::SeqCst);
                 assert!(
                     store.cached_file(id).is_none(),
                     "file {id} served after delete"
                 );
             }
         });
+        let resurrected = resurrected.into_inner().unwrap();
+        assert!(
+            resurrected.is_empty(),
+            "reads that began after the delete returned found the file: {:?}",
+            &resurrected[..resurrected.len().min(5)]
+        );
+        assert!(
+            reads_after_delete.load(Ordering::Relaxed) > 0,
+            "no reader read a file after its delete: the race was not exercised"
+        );
         for &id in &ids {
             assert!(
                 store.cached_file(id).is_none(),

@@ -5,6 +5,7 @@
 
 mod common;
 mod crash;
+mod crash_states;
 mod engine_faults;
 mod faults;
 mod feed;

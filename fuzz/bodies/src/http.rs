@@ -261,8 +261,8 @@ pub fn directory_http(data: &[u8]) {
             }
         }
     });
-    let teams = state.store().teams().expect("teams");
+    let teams = graphdb::Teams::open(state.store()).expect("teams");
     assert!(teams.check().is_clean(), "{:?}", teams.check());
-    let sets = state.store().package_sets().expect("package sets");
+    let sets = graphdb::PackageSets::open(state.store()).expect("package sets");
     assert!(sets.check().is_clean(), "{:?}", sets.check());
 }

@@ -34,10 +34,10 @@ pub fn team_tsv(data: &[u8]) {
         );
     }
     let store = graph_store();
-    let teams = store.teams().unwrap();
+    let teams = graphdb::Teams::open(&store).unwrap();
     let mut empty = Vec::new();
     teams.export_tsv(&mut empty).unwrap();
-    match teams.import_tsv(Cursor::new(data), false) {
+    match teams.import_tsv(Cursor::new(data), None) {
         Err(error) => {
             // All or nothing: a refused import leaves the namespace as it was.
             let mut after = Vec::new();
@@ -51,9 +51,9 @@ pub fn team_tsv(data: &[u8]) {
             let mut exported = Vec::new();
             teams.export_tsv(&mut exported).unwrap();
             let again = graph_store();
-            let again_teams = again.teams().unwrap();
+            let again_teams = graphdb::Teams::open(&again).unwrap();
             again_teams
-                .import_tsv(Cursor::new(&exported), false)
+                .import_tsv(Cursor::new(&exported), None)
                 .unwrap_or_else(|e| panic!("the export does not import: {e}"));
             let mut re_exported = Vec::new();
             again_teams.export_tsv(&mut re_exported).unwrap();
@@ -76,10 +76,10 @@ pub fn package_set_tsv(data: &[u8]) {
         );
     }
     let store = graph_store();
-    let sets = store.package_sets().unwrap();
+    let sets = graphdb::PackageSets::open(&store).unwrap();
     let mut empty = Vec::new();
     sets.export_tsv(&mut empty).unwrap();
-    match sets.import_tsv(Cursor::new(data), false) {
+    match sets.import_tsv(Cursor::new(data), None) {
         Err(error) => {
             let mut after = Vec::new();
             sets.export_tsv(&mut after).unwrap();
@@ -91,9 +91,9 @@ pub fn package_set_tsv(data: &[u8]) {
             let mut exported = Vec::new();
             sets.export_tsv(&mut exported).unwrap();
             let again = graph_store();
-            let again_sets = again.package_sets().unwrap();
+            let again_sets = graphdb::PackageSets::open(&again).unwrap();
             again_sets
-                .import_tsv(Cursor::new(&exported), false)
+                .import_tsv(Cursor::new(&exported), None)
                 .unwrap_or_else(|e| panic!("the export does not import: {e}"));
             let mut re_exported = Vec::new();
             again_sets.export_tsv(&mut re_exported).unwrap();

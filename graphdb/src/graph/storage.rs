@@ -17,6 +17,12 @@ pub const EDGES: &str = "graph.edges";
 /// `ns u32 | id u32 -> roaring bitmap of the groups the group belongs to (transitively)`;
 /// groups only: a leaf's closure is derived at load from its direct groups' closures.
 pub const CLOSURE: &str = "graph.closure";
+/// The change log of the directory (`engine::ChangeLog`): revision -> event.
+pub const CHANGES: &str = "changes";
+/// The change log's history indexes: `object`/`actor` prefix ++ revision -> empty.
+pub const HISTORY: &str = "history";
+/// The change feed's durable consumers (`engine::Consumers`, the server's subscriptions).
+pub const CONSUMERS: &str = "consumers";
 
 const TAG_MEMBERSHIP: u8 = 0;
 const TAG_RELATION: u8 = 1;
@@ -29,6 +35,8 @@ pub(crate) struct Keyspaces {
     pub nodes: Keyspace,
     pub edges: Keyspace,
     pub closure: Keyspace,
+    pub changes: Keyspace,
+    pub history: Keyspace,
 }
 
 impl Keyspaces {
@@ -38,6 +46,8 @@ impl Keyspaces {
             nodes: engine.keyspace(NODES)?,
             edges: engine.keyspace(EDGES)?,
             closure: engine.keyspace(CLOSURE)?,
+            changes: engine.keyspace(CHANGES)?,
+            history: engine.keyspace(HISTORY)?,
         })
     }
 }

@@ -11,7 +11,7 @@ fn readers_see_whole_writes() {
         .open(graphdb::KEYSPACES)
         .unwrap();
     let store = GraphStore::open(engine).unwrap();
-    let teams = store.teams().unwrap();
+    let teams = graphdb::Teams::open(&store).unwrap();
     // top > mid > leaf-team, persons in leaf-team; the writer moves mid in and out of top.
     for t in ["top", "mid", "low"] {
         teams.add_team(t).unwrap();
@@ -73,7 +73,7 @@ fn readers_see_whole_writes() {
 #[test]
 fn try_view_answers_without_waiting_or_defers() {
     let fx = crate::support::Fixture::new(engine::Backend::Memory);
-    let teams = fx.open().teams().unwrap();
+    let teams = graphdb::Teams::open(&fx.open()).unwrap();
     let now = 1_000_000;
     fx.clock.set(now);
     teams.add_team("t").unwrap();

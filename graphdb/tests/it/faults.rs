@@ -75,7 +75,7 @@ fn failed_write_leaves_memory_as_the_engine() {
         fail_at: 6,
     });
     let store = GraphStore::open(engine).unwrap();
-    let teams = store.teams().unwrap();
+    let teams = graphdb::Teams::open(&store).unwrap();
     teams.add_person("p").unwrap();
     teams.add_team("a").unwrap();
     teams.add_team("b").unwrap();
@@ -93,50 +93,66 @@ fn failed_write_leaves_memory_as_the_engine() {
     drop(store);
 
     let store = GraphStore::open(Arc::new(root.reopen(graphdb::KEYSPACES))).unwrap();
-    let teams = store.teams().unwrap();
+    let teams = graphdb::Teams::open(&store).unwrap();
     assert!(teams.is_member("p", "a").unwrap());
-    assert!(teams.remove_membership("a", "b").unwrap());
+    assert!(teams.remove_membership("a", "b").unwrap().is_some());
     assert!(!teams.is_member("p", "a").unwrap());
     assert!(teams.check().is_clean());
 }
 
-/// The engine operations of a fault-free run of `script` over a fresh [`FaultyEngine`], and
-/// what `fingerprint` saw after 0, 1, ... steps.
+/// A fault-free run of `script` over a fresh [`FaultyEngine`]: what `fingerprint` saw after
+/// 0, 1, ... steps, the engine operations made by the end of each step, and of them the
+/// flushes.
 fn reference<S, F>(
     keyspaces: &[&str],
     steps: usize,
     script: S,
     fingerprint: F,
-) -> (Vec<String>, u64)
+) -> (Vec<String>, Vec<u64>, u64)
 where
     S: Fn(&Arc<FaultyEngine>, usize) -> Result<(), String>,
     F: Fn(&Arc<FaultyEngine>) -> String,
 {
     let engine = Arc::new(FaultyEngine::new(keyspaces));
     let mut prints = vec![fingerprint(&engine)];
-    let mut operations = engine.operations();
     for step in 0..steps {
-        let before = engine.operations();
         script(&engine, step).unwrap_or_else(|e| panic!("step {step}: {e}"));
-        operations += engine.operations() - before;
         prints.push(fingerprint(&engine));
     }
-    (prints, operations)
+    // The operations of the script alone (a fingerprint's own, such as the flush a store's
+    // open makes, are not the script's).
+    let alone = Arc::new(FaultyEngine::new(keyspaces));
+    let mut ends = Vec::new();
+    for step in 0..steps {
+        script(&alone, step).unwrap_or_else(|e| panic!("step {step}: {e}"));
+        ends.push(alone.operations());
+    }
+    (prints, ends, alone.flushes())
 }
 
-/// Runs `script` with `fault` at every operation N; after the first failure every later step
-/// must fail too, and after a crash the fingerprint must be that of the acknowledged steps.
-/// Returns the faults injected.
+/// Runs `script` with `fault` at every operation N; the steps acknowledged must be exactly
+/// those whose operations all came before N, every later step must fail, and after a crash
+/// the fingerprint must be that of the acknowledged steps. A fault planned on a `flush`
+/// strikes the same way as a write fault or a sync fault, so it is run once. Returns the
+/// distinct faults that struck.
 fn every_fault<S, F>(keyspaces: &[&str], steps: usize, script: S, fingerprint: F) -> u64
 where
     S: Fn(&Arc<FaultyEngine>, usize) -> Result<(), String>,
     F: Fn(&Arc<FaultyEngine>) -> String,
 {
-    let (prints, operations) = reference(keyspaces, steps, &script, &fingerprint);
+    let (prints, ends, flushes) = reference(keyspaces, steps, &script, &fingerprint);
+    let operations = *ends.last().expect("a script has steps");
     assert!(operations >= steps as u64, "{operations} operations");
-    let mut injected = 0;
+    // Which operations are flushes, as the write-fault runs find out: the engine counts the
+    // flushes among operations 1..=N and, poisoned by the fault, no later one.
+    let mut flushes_up_to = vec![0u64; operations as usize + 1];
+    let mut is_flush = vec![false; operations as usize + 1];
+    let mut struck = 0;
     for fault in [Fault::Write, Fault::Sync] {
         for n in 1..=operations {
+            if fault == Fault::Sync && is_flush[n as usize] {
+                continue;
+            }
             let engine = Arc::new(FaultyEngine::new(keyspaces).fail_at(n, fault));
             let mut done = 0;
             let mut failed = false;
@@ -156,7 +172,24 @@ where
                 }
             }
             assert!(failed, "{fault:?} at {n}: nothing failed");
-            injected += 1;
+            // The engine, not this loop, says the fault struck: it counted operation N.
+            assert!(
+                engine.operations() >= n,
+                "{fault:?} at {n}: the engine made only {} operations",
+                engine.operations()
+            );
+            let expected = ends.iter().filter(|&&end| end < n).count();
+            assert_eq!(
+                done, expected,
+                "{fault:?} at {n}: the store acknowledged {done} steps, but {expected} ended \
+                 before the failed operation"
+            );
+            if fault == Fault::Write {
+                let n = n as usize;
+                flushes_up_to[n] = engine.flushes();
+                is_flush[n] = flushes_up_to[n] > flushes_up_to[n - 1];
+            }
+            struck += 1;
             let crashed = Arc::new(engine.crash());
             assert_eq!(
                 fingerprint(&crashed),
@@ -165,7 +198,11 @@ where
             );
         }
     }
-    injected
+    let found = is_flush.iter().filter(|&&f| f).count() as u64;
+    assert_eq!(found, flushes, "flushes told apart from writes");
+    assert_eq!(struck, 2 * operations - flushes);
+    eprintln!("{steps} steps, {operations} engine operations of which {flushes} flushes");
+    struck
 }
 
 /// The teams and package-set script: each step opens the store afresh over the engine (as a
@@ -177,31 +214,33 @@ fn graph_step(engine: &Arc<FaultyEngine>, step: usize) -> Result<(), String> {
         .clock(clock)
         .open()
         .map_err(|e| e.to_string())?;
-    let teams = store.teams().map_err(|e| e.to_string())?;
-    let sets = store.package_sets().map_err(|e| e.to_string())?;
+    let teams = graphdb::Teams::open(&store).map_err(|e| e.to_string())?;
+    let sets = graphdb::PackageSets::open(&store).map_err(|e| e.to_string())?;
     let result = match step {
         0 => teams.add_person("p").map(drop),
         1 => teams.add_team("a").map(drop),
         2 => teams.add_team("b").map(drop),
-        3 => teams.set_membership("b", "p", Role::Member, None),
-        4 => teams.set_membership("a", "b", Role::Admin, Some(5_000)),
-        5 => teams.grant("p", "audits", "a", None),
+        3 => teams.set_membership("b", "p", Role::Member, None).map(drop),
+        4 => teams
+            .set_membership("a", "b", Role::Admin, Some(5_000))
+            .map(drop),
+        5 => teams.grant("p", "audits", "a", None).map(drop),
         6 => teams.remove_membership("a", "b").map(drop),
-        7 => teams.set_membership("a", "p", Role::Member, None),
+        7 => teams.set_membership("a", "p", Role::Member, None).map(drop),
         8 => teams
             .import_tsv(
                 "team\tmember\trole\texpires\nc\ta\tmember\t\nc\tq\tadmin\t900\n".as_bytes(),
-                false,
+                None,
             )
             .map(drop),
         9 => teams.remove("b").map(drop),
         10 => sets.add_set("s").map(drop),
         11 => sets.add_package("bash").map(drop),
-        12 => sets.insert("s", "bash"),
+        12 => sets.insert("s", "bash").map(drop),
         13 => sets
             .import_tsv(
                 "set\titem\ttype\nall\ts\tset\nall\tcore\tpackage\n".as_bytes(),
-                false,
+                None,
             )
             .map(drop),
         14 => sets.take("all", "s").map(drop),
@@ -218,8 +257,8 @@ fn graph_fingerprint(engine: &Arc<FaultyEngine>) -> String {
         .clock(clock)
         .open()
         .expect("reopen after the crash");
-    let teams = store.teams().unwrap();
-    let sets = store.package_sets().unwrap();
+    let teams = graphdb::Teams::open(&store).unwrap();
+    let sets = graphdb::PackageSets::open(&store).unwrap();
     assert!(teams.check().is_clean(), "{:?}", teams.check());
     assert!(sets.check().is_clean(), "{:?}", sets.check());
     let mut out = Vec::new();
@@ -233,6 +272,10 @@ fn graph_fingerprint(engine: &Arc<FaultyEngine>) -> String {
         );
     }
     text += &format!("holds: {:?}\n", teams.is_holder("p", "audits", "a").ok());
+    // The change feed: exactly the events of the acknowledged steps, in order.
+    for (revision, change) in store.changes(0, 1000).unwrap().changes {
+        text += &format!("{revision} {}\n", change.kind.as_str());
+    }
     text
 }
 
@@ -244,8 +287,8 @@ fn every_injected_fault_keeps_acknowledged_graph_writes_and_nothing_else() {
         graph_step,
         graph_fingerprint,
     );
-    eprintln!("graphdb teams and package sets: {injected} faults injected");
-    assert!(injected >= 2 * GRAPH_STEPS as u64);
+    eprintln!("graphdb teams and package sets: {injected} distinct faults injected");
+    assert!(injected > GRAPH_STEPS as u64);
 }
 
 /// Concurrent synced writers share group syncs; when the Nth engine operation fails (a write,
@@ -261,7 +304,7 @@ fn a_failed_group_sync_fails_its_writers_and_keeps_every_acknowledged_write() {
     let setup = Arc::new(FaultyEngine::new(graphdb::KEYSPACES));
     {
         let store = GraphStore::open(Arc::clone(&setup) as Arc<dyn Engine>).unwrap();
-        let teams = store.teams().unwrap();
+        let teams = graphdb::Teams::open(&store).unwrap();
         teams.add_team("t").unwrap();
         for w in 0..WRITERS {
             for i in 0..WRITES {
@@ -269,12 +312,12 @@ fn a_failed_group_sync_fails_its_writers_and_keeps_every_acknowledged_write() {
             }
         }
     }
-    let mut failures = 0;
     for fault in [Fault::Write, Fault::Sync] {
         for n in [1, 2, 7, 20, 45] {
-            let engine = Arc::new(setup.crash().fail_at(n, fault));
+            // Operation 1 is the open's flush (the change log's): count the writers' from 2.
+            let engine = Arc::new(setup.crash().fail_at(n + 1, fault));
             let store = GraphStore::open(Arc::clone(&engine) as Arc<dyn Engine>).unwrap();
-            let teams = store.teams().unwrap();
+            let teams = graphdb::Teams::open(&store).unwrap();
             let acknowledged: Vec<Vec<usize>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = (0..WRITERS)
                     .map(|w| {
@@ -284,7 +327,7 @@ fn a_failed_group_sync_fails_its_writers_and_keeps_every_acknowledged_write() {
                             let mut failed = false;
                             for i in 0..WRITES {
                                 match teams.set_membership("t", &person(w, i), Role::Member, None) {
-                                    Ok(()) => {
+                                    Ok(_) => {
                                         assert!(!failed, "a write succeeded after a failure");
                                         acked.push(i);
                                     }
@@ -302,7 +345,11 @@ fn a_failed_group_sync_fails_its_writers_and_keeps_every_acknowledged_write() {
                 acked < WRITERS * WRITES,
                 "{fault:?} at {n}: every write was acknowledged"
             );
-            failures += 1;
+            assert!(
+                engine.operations() >= n,
+                "{fault:?} at {n}: the engine made only {} operations",
+                engine.operations()
+            );
             // Refused from now on; memory is what the engine holds, and consistent.
             let err = teams.add_person("late").unwrap_err();
             assert!(
@@ -320,7 +367,7 @@ fn a_failed_group_sync_fails_its_writers_and_keeps_every_acknowledged_write() {
             // After a crash: exactly the synced image, which holds every acknowledged write.
             let crashed = Arc::new(engine.crash());
             let store = GraphStore::open(crashed as Arc<dyn Engine>).unwrap();
-            let teams = store.teams().unwrap();
+            let teams = graphdb::Teams::open(&store).unwrap();
             assert!(teams.check().is_clean(), "{:?}", teams.check());
             for (w, acked) in acknowledged.iter().enumerate() {
                 for &i in acked {
@@ -331,7 +378,10 @@ fn a_failed_group_sync_fails_its_writers_and_keeps_every_acknowledged_write() {
                     );
                 }
             }
+            // The surviving feed rebuilds exactly the surviving store (no expiries here, so
+            // any clock will do).
+            let clock = Arc::new(graphdb::ManualClock::new(1_000));
+            crate::feed::assert_replay_reproduces(&store, clock);
         }
     }
-    assert_eq!(failures, 10);
 }

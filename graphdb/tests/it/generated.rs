@@ -46,8 +46,8 @@ fn generated_graph_matches_bfs() {
         .clock(clock)
         .open()
         .unwrap();
-    let teams = store.teams().unwrap();
-    let summary = teams.import_tsv(g.to_tsv().as_bytes(), false).unwrap();
+    let teams = graphdb::Teams::open(&store).unwrap();
+    let summary = teams.import_tsv(g.to_tsv().as_bytes(), None).unwrap();
     assert_eq!(summary.edges as usize, g.edges.len() + g.audits.len());
 
     let up = up_index(&g);
@@ -134,8 +134,8 @@ fn generated_graph_matches_bfs() {
     .clock(Arc::new(ManualClock::new(g.now)))
     .open()
     .unwrap();
-    let copy = copy_store.teams().unwrap();
-    copy.import_tsv(exported.as_slice(), false).unwrap();
+    let copy = graphdb::Teams::open(&copy_store).unwrap();
+    copy.import_tsv(exported.as_slice(), None).unwrap();
     let mut again = Vec::new();
     copy.export_tsv(&mut again).unwrap();
     assert!(exported == again, "export of the re-import differs");
@@ -151,7 +151,7 @@ fn generated_graph_matches_bfs() {
         .clock(Arc::new(ManualClock::new(g.now)))
         .open()
         .unwrap();
-    let teams = store.teams().unwrap();
+    let teams = graphdb::Teams::open(&store).unwrap();
     assert_eq!(teams.stats(), stats);
     assert!(teams.check().is_clean());
 }

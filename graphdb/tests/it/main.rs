@@ -6,6 +6,7 @@
 mod concurrency;
 mod crash;
 mod faults;
+mod feed;
 mod generated;
 mod model;
 mod parse;

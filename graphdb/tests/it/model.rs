@@ -8,6 +8,7 @@ use proptest::prelude::*;
 
 use crate::support::Fixture;
 
+const ACTOR: &str = graphdb::SYSTEM_ACTOR;
 const PERSONS: usize = 4;
 const GROUPS: usize = 5;
 
@@ -218,7 +219,7 @@ fn run(fx: &Fixture, kind: NamespaceKind, ops: &[Op]) -> Result<(), TestCaseErro
                 } else {
                     NodeKind::Group
                 };
-                let r = ns.add_node(&n, kind);
+                let r = ns.add_node(ACTOR, &n, kind);
                 match model.nodes.get(&n) {
                     Some(k) if *k != kind => {
                         prop_assert!(matches!(r, Err(Error::WrongKind { .. })), "{:?}", r)
@@ -234,13 +235,13 @@ fn run(fx: &Fixture, kind: NamespaceKind, ops: &[Op]) -> Result<(), TestCaseErro
                 let existed = model.nodes.remove(&n).is_some();
                 model.edges.retain(|(m, g), _| *m != n && *g != n);
                 model.audits.retain(|(h, t), _| *h != n && *t != n);
-                prop_assert_eq!(ns.remove_node(&n).unwrap(), existed);
+                prop_assert_eq!(ns.remove_node(ACTOR, &n).unwrap().is_some(), existed);
             }
             Op::Set(is_person, m, g, admin, offset) => {
                 let (m, g) = (name(is_person, m), group(g));
                 let role = if admin { Role::Admin } else { Role::Member };
                 let expires = offset.map(|o| now + o);
-                let r = ns.set_membership(&m, &g, role, expires);
+                let r = ns.set_membership(ACTOR, &m, &g, role, expires);
                 if !model.nodes.contains_key(&m) || !model.nodes.contains_key(&g) {
                     prop_assert!(matches!(r, Err(Error::UnknownNode { .. })), "{:?}", r);
                 } else if model.nodes[&g] != NodeKind::Group {
@@ -264,17 +265,17 @@ fn run(fx: &Fixture, kind: NamespaceKind, ops: &[Op]) -> Result<(), TestCaseErro
             }
             Op::Unset(is_person, m, g) => {
                 let (m, g) = (name(is_person, m), group(g));
-                let r = ns.remove_membership(&m, &g);
+                let r = ns.remove_membership(ACTOR, &m, &g);
                 if !model.nodes.contains_key(&m) || !model.nodes.contains_key(&g) {
                     prop_assert!(matches!(r, Err(Error::UnknownNode { .. })), "{:?}", r);
                 } else {
-                    prop_assert_eq!(r.unwrap(), model.edges.remove(&(m, g)).is_some());
+                    prop_assert_eq!(r.unwrap().is_some(), model.edges.remove(&(m, g)).is_some());
                 }
             }
             Op::Grant(is_person, h, t, offset) => {
                 let (h, t) = (name(is_person, h), group(t));
                 let expires = offset.map(|o| now + o);
-                let r = ns.grant(&h, "audits", &t, expires);
+                let r = ns.grant(ACTOR, &h, "audits", &t, expires);
                 if !model.nodes.contains_key(&h) || !model.nodes.contains_key(&t) {
                     prop_assert!(matches!(r, Err(Error::UnknownNode { .. })), "{:?}", r);
                 } else {
@@ -284,11 +285,11 @@ fn run(fx: &Fixture, kind: NamespaceKind, ops: &[Op]) -> Result<(), TestCaseErro
             }
             Op::Revoke(is_person, h, t) => {
                 let (h, t) = (name(is_person, h), group(t));
-                let r = ns.revoke(&h, "audits", &t);
+                let r = ns.revoke(ACTOR, &h, "audits", &t);
                 if !model.nodes.contains_key(&h) || !model.nodes.contains_key(&t) {
                     prop_assert!(matches!(r, Err(Error::UnknownNode { .. })), "{:?}", r);
                 } else {
-                    prop_assert_eq!(r.unwrap(), model.audits.remove(&(h, t)).is_some());
+                    prop_assert_eq!(r.unwrap().is_some(), model.audits.remove(&(h, t)).is_some());
                 }
             }
             Op::Advance(s) => {

@@ -5,6 +5,8 @@ use graphdb::{Depth, Error, NamespaceKind, NodeKind, Role, SetFilter, TeamFilter
 
 use crate::support::Fixture;
 
+const ACTOR: &str = graphdb::SYSTEM_ACTOR;
+
 crate::backend_tests!(suite:
     nested_membership_and_queries,
     expiry_at_now,
@@ -21,11 +23,12 @@ crate::backend_tests!(suite:
     general_namespace_accepts_cycles,
     rebuild_and_check,
     concurrent_synced_writers_all_land,
+    put_member_and_put_item_are_one_command,
 );
 
 fn people(fx: &Fixture) -> graphdb::Teams {
     let store = fx.open();
-    store.teams().expect("teams")
+    graphdb::Teams::open(&store).expect("teams")
 }
 
 pub fn nested_membership_and_queries(fx: Fixture) {
@@ -289,14 +292,14 @@ pub fn removal_keeps_other_paths(fx: Fixture) {
     teams
         .set_membership("top", "p", Role::Member, None)
         .unwrap();
-    assert!(teams.remove_membership("left", "p").unwrap());
+    assert!(teams.remove_membership("left", "p").unwrap().is_some());
     assert!(teams.is_member("p", "top").unwrap());
-    assert!(teams.remove_membership("top", "p").unwrap());
+    assert!(teams.remove_membership("top", "p").unwrap().is_some());
     assert!(teams.is_member("p", "top").unwrap());
-    assert!(teams.remove_membership("top", "right").unwrap());
+    assert!(teams.remove_membership("top", "right").unwrap().is_some());
     assert!(!teams.is_member("p", "top").unwrap());
     assert!(teams.is_member("p", "right").unwrap());
-    assert!(!teams.remove_membership("top", "right").unwrap());
+    assert!(teams.remove_membership("top", "right").unwrap().is_none());
     assert!(teams.check().is_clean());
 }
 
@@ -339,7 +342,10 @@ pub fn relations_reach_team_members(fx: Fixture) {
     );
     fx.clock.set(1_000_010);
     assert!(!teams.is_holder("bob", "audits", "project").unwrap());
-    assert!(teams.revoke("auditors", "audits", "project").unwrap());
+    assert!(teams
+        .revoke("auditors", "audits", "project")
+        .unwrap()
+        .is_some());
     assert!(!teams.is_holder("alice", "audits", "project").unwrap());
     let err = teams.grant("eve", "member", "project", None).unwrap_err();
     assert!(matches!(err, Error::InvalidRelation { .. }), "{err}");
@@ -409,7 +415,7 @@ pub fn node_removal(fx: Fixture) {
     teams.set_membership("a", "b", Role::Member, None).unwrap();
     teams.set_membership("b", "p", Role::Member, None).unwrap();
     teams.grant("b", "audits", "a", None).unwrap();
-    assert!(teams.remove("b").unwrap());
+    assert!(teams.remove("b").unwrap().is_some());
     assert!(!teams.is_member("p", "a").unwrap());
     assert!(teams
         .teams_of("p", Depth::Transitive, None, 10)
@@ -421,7 +427,7 @@ pub fn node_removal(fx: Fixture) {
         teams.is_member("p", "b"),
         Err(Error::UnknownNode { .. })
     ));
-    assert!(!teams.remove("b").unwrap());
+    assert!(teams.remove("b").unwrap().is_none());
     // The name can be used again, as a person this time.
     teams.add_person("b").unwrap();
     assert!(!teams.is_member("b", "a").unwrap());
@@ -470,7 +476,7 @@ pub fn import_export_round_trip(fx: Fixture) {
                empty\t\t\t\n\
                \tloner\t\t\n";
     let teams = people(&fx);
-    let summary = teams.import_tsv(tsv.as_bytes(), false).unwrap();
+    let summary = teams.import_tsv(tsv.as_bytes(), None).unwrap();
     assert_eq!(summary.edges, 4);
     assert!(teams.is_member("alice", "ubuntu").unwrap());
     assert!(!teams.is_member("bob", "core").unwrap()); // expired long ago
@@ -491,7 +497,7 @@ pub fn import_export_round_trip(fx: Fixture) {
     // Into a fresh store, and out again: the same file.
     let fx2 = Fixture::new(fx.backend);
     let teams2 = people(&fx2);
-    teams2.import_tsv(out.as_bytes(), false).unwrap();
+    teams2.import_tsv(out.as_bytes(), None).unwrap();
     let mut again = Vec::new();
     teams2.export_tsv(&mut again).unwrap();
     assert_eq!(String::from_utf8(again).unwrap(), out);
@@ -503,7 +509,7 @@ pub fn import_is_all_or_nothing(fx: Fixture) {
     let bad = "team\tmember\trole\texpires\n\
                a\tp\tmember\t\n\
                b\tq\tmember\tsoon\n";
-    let err = teams.import_tsv(bad.as_bytes(), false).unwrap_err();
+    let err = teams.import_tsv(bad.as_bytes(), None).unwrap_err();
     assert!(
         matches!(
             err,
@@ -520,7 +526,7 @@ pub fn import_is_all_or_nothing(fx: Fixture) {
                   b\tc\tmember\t\n\
                   c\ta\tmember\t\n\
                   a\tp\tmember\t\n";
-    let err = teams.import_tsv(cyclic.as_bytes(), false).unwrap_err();
+    let err = teams.import_tsv(cyclic.as_bytes(), None).unwrap_err();
     match &err {
         Error::Cycle { cycle, .. } => {
             assert_eq!(cycle.len(), 4);
@@ -537,7 +543,7 @@ pub fn import_is_all_or_nothing(fx: Fixture) {
 
 pub fn package_sets(fx: Fixture) {
     let store = fx.open();
-    let sets = store.package_sets().unwrap();
+    let sets = graphdb::PackageSets::open(&store).unwrap();
     let tsv = "set\titem\ttype\n\
                desktop\tgnome\tset\n\
                gnome\tgedit\tpackage\n\
@@ -545,7 +551,7 @@ pub fn package_sets(fx: Fixture) {
                desktop\tfirefox\tpackage\n\
                server\t\t\n\
                \tlonely\tpackage\n";
-    sets.import_tsv(tsv.as_bytes(), false).unwrap();
+    sets.import_tsv(tsv.as_bytes(), None).unwrap();
     assert!(sets.is_in("gedit", "desktop").unwrap());
     assert!(!sets.is_in("gedit", "server").unwrap());
     assert_eq!(
@@ -571,7 +577,7 @@ pub fn package_sets(fx: Fixture) {
     assert!(sets.is_in("gedit", "server").unwrap());
     let err = sets.insert("gnome", "desktop").unwrap_err();
     assert!(matches!(err, Error::Cycle { .. }), "{err}");
-    assert!(sets.take("gnome", "gedit").unwrap());
+    assert!(sets.take("gnome", "gedit").unwrap().is_some());
     assert!(!sets.is_in("gedit", "desktop").unwrap());
     let mut out = Vec::new();
     sets.export_tsv(&mut out).unwrap();
@@ -580,7 +586,7 @@ pub fn package_sets(fx: Fixture) {
     assert!(out.contains("desktop\tgnome\tset\n"), "{out}");
     assert!(sets.check().is_clean());
     // The two namespaces do not see each other.
-    let teams = store.teams().unwrap();
+    let teams = graphdb::Teams::open(&store).unwrap();
     assert!(matches!(
         teams.is_member("gedit", "gnome"),
         Err(Error::UnknownNode { .. })
@@ -591,14 +597,19 @@ pub fn general_namespace_accepts_cycles(fx: Fixture) {
     let store = fx.open();
     let ns = store.namespace("links", NamespaceKind::General).unwrap();
     for g in ["a", "b", "c", "d"] {
-        ns.add_node(g, NodeKind::Group).unwrap();
+        ns.add_node(ACTOR, g, NodeKind::Group).unwrap();
     }
-    ns.add_node("x", NodeKind::Leaf).unwrap();
-    ns.set_membership("a", "b", Role::Member, None).unwrap();
-    ns.set_membership("b", "c", Role::Member, None).unwrap();
-    ns.set_membership("c", "a", Role::Member, None).unwrap();
-    ns.set_membership("x", "a", Role::Member, None).unwrap();
-    ns.set_membership("c", "d", Role::Member, None).unwrap();
+    ns.add_node(ACTOR, "x", NodeKind::Leaf).unwrap();
+    ns.set_membership(ACTOR, "a", "b", Role::Member, None)
+        .unwrap();
+    ns.set_membership(ACTOR, "b", "c", Role::Member, None)
+        .unwrap();
+    ns.set_membership(ACTOR, "c", "a", Role::Member, None)
+        .unwrap();
+    ns.set_membership(ACTOR, "x", "a", Role::Member, None)
+        .unwrap();
+    ns.set_membership(ACTOR, "c", "d", Role::Member, None)
+        .unwrap();
     let view = ns.view();
     for g in ["a", "b", "c", "d"] {
         assert!(view.is_member("x", g).unwrap(), "x in {g}");
@@ -607,7 +618,7 @@ pub fn general_namespace_accepts_cycles(fx: Fixture) {
     assert!(!view.is_member("d", "a").unwrap());
     assert_eq!(view.path("a", "a").unwrap().unwrap(), ["a", "b", "c", "a"]);
     drop(view);
-    ns.remove_membership("b", "c").unwrap();
+    ns.remove_membership(ACTOR, "b", "c").unwrap();
     let view = ns.view();
     assert!(!view.is_member("a", "a").unwrap());
     assert!(view.is_member("x", "b").unwrap());
@@ -646,8 +657,8 @@ pub fn concurrent_synced_writers_all_land(fx: Fixture) {
     let team = |w: usize, i: usize| format!("t{}", (w + i) % 4);
     {
         let store = fx.open();
-        let teams = store.teams().unwrap();
-        let sets = store.package_sets().unwrap();
+        let teams = graphdb::Teams::open(&store).unwrap();
+        let sets = graphdb::PackageSets::open(&store).unwrap();
         for t in 0..4 {
             teams.add_team(&format!("t{t}")).unwrap();
         }
@@ -676,7 +687,10 @@ pub fn concurrent_synced_writers_all_land(fx: Fixture) {
                             assert!(teams.is_member(&p, &team(w, i)).unwrap());
                             // Every third membership is removed again: removals land too.
                             if i % 3 == 2 {
-                                assert!(teams.remove_membership(&team(w, i), &p).unwrap());
+                                assert!(teams
+                                    .remove_membership(&team(w, i), &p)
+                                    .unwrap()
+                                    .is_some());
                             }
                         }
                     }
@@ -685,8 +699,8 @@ pub fn concurrent_synced_writers_all_land(fx: Fixture) {
         });
     }
     let store = fx.open();
-    let teams = store.teams().unwrap();
-    let sets = store.package_sets().unwrap();
+    let teams = graphdb::Teams::open(&store).unwrap();
+    let sets = graphdb::PackageSets::open(&store).unwrap();
     for w in 0..WRITERS {
         for i in 0..WRITES {
             let p = person(w, i);
@@ -706,4 +720,83 @@ pub fn concurrent_synced_writers_all_land(fx: Fixture) {
     }
     assert!(teams.check().is_clean(), "{:?}", teams.check());
     assert!(sets.check().is_clean(), "{:?}", sets.check());
+}
+
+pub fn put_member_and_put_item_are_one_command(fx: Fixture) {
+    use graphdb::{EdgeKind, SetItem};
+    let store = fx.open();
+    let teams = graphdb::Teams::open(&store).unwrap();
+    let member = EdgeKind::Membership(Role::Admin);
+    // Both ends are created with the membership.
+    teams
+        .put_member("ubuntu", "alice", &member, Some(5_000_000))
+        .unwrap();
+    assert_eq!(teams.kind("ubuntu"), Some(NodeKind::Group));
+    assert_eq!(teams.kind("alice"), Some(NodeKind::Leaf));
+    assert_eq!(
+        teams.membership("ubuntu", "alice").unwrap(),
+        Some((Role::Admin, Some(5_000_000)))
+    );
+    // An existing team as the member, a relation, a changed role.
+    teams
+        .put_member("distro", "ubuntu", &EdgeKind::named("member"), None)
+        .unwrap();
+    assert!(teams.is_member("alice", "distro").unwrap());
+    teams
+        .put_member("distro", "bob", &EdgeKind::named("audits"), None)
+        .unwrap();
+    assert!(teams.is_holder("bob", "audits", "distro").unwrap());
+    assert!(!teams.is_member("bob", "distro").unwrap());
+
+    // Refusals create nothing.
+    let refused = [
+        ("alice", "carol", EdgeKind::named("member")),
+        ("newteam", "newteam", EdgeKind::named("member")),
+        ("newteam", "newteam", EdgeKind::named("audits")),
+        ("ubuntu", "distro", EdgeKind::named("member")),
+        ("newteam", "carol", EdgeKind::named("Bad relation")),
+        ("newteam", "", EdgeKind::named("member")),
+    ];
+    for (team, member, kind) in &refused {
+        let err = teams.put_member(team, member, kind, None).unwrap_err();
+        match (*team, &err) {
+            ("alice", Error::HasNoMembers { name, .. }) => assert_eq!(name, "alice"),
+            ("newteam" | "ubuntu", Error::Cycle { .. }) => {}
+            ("newteam", Error::InvalidRelation { .. } | Error::InvalidName { .. }) => {}
+            other => panic!("unexpected refusal {other:?}"),
+        }
+    }
+    assert_eq!(teams.kind("carol"), None);
+    assert_eq!(teams.kind("newteam"), None);
+    assert_eq!(
+        teams.membership("distro", "ubuntu").unwrap(),
+        Some((Role::Member, None))
+    );
+    assert!(teams.check().is_clean());
+
+    let sets = graphdb::PackageSets::open(&store).unwrap();
+    sets.put_item("desktop", "gnome", SetItem::Set).unwrap();
+    sets.put_item("gnome", "gedit", SetItem::Package).unwrap();
+    assert!(sets.is_in("gedit", "desktop").unwrap());
+    assert!(matches!(
+        sets.put_item("gedit", "x", SetItem::Package).unwrap_err(),
+        Error::HasNoMembers { .. }
+    ));
+    assert!(matches!(
+        sets.put_item("desktop", "gedit", SetItem::Set).unwrap_err(),
+        Error::WrongKind { .. }
+    ));
+    assert!(matches!(
+        sets.put_item("s", "s", SetItem::Package).unwrap_err(),
+        Error::WrongKind { .. }
+    ));
+    assert!(matches!(
+        sets.put_item("gnome", "desktop", SetItem::Set).unwrap_err(),
+        Error::Cycle { .. }
+    ));
+    assert_eq!(
+        sets.view().id("x").or(sets.view().id("s")),
+        None,
+        "a refused put created a node"
+    );
 }

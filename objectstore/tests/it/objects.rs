@@ -220,14 +220,26 @@ pub fn unreachable_store_fails_fast_and_records_nothing(protocol: Protocol) {
             Protocol::S3 => ObjectStoreConfig::s3("http://127.0.0.1:9", "us-east-1", "a", "b"),
         };
         h.config.protocol = dead.protocol;
+        // The retry budget: a refused connection costs nothing itself, the pauses between the
+        // attempts (10 ms doubling up to 50 ms) use the budget up. The 2 s of slack past it
+        // cover a loaded 2-core machine (stated, not measured).
+        let budget = Duration::from_millis(300);
         h.config.retry = objectstore::RetryConfig::new(
             Duration::from_millis(10),
             Duration::from_millis(50),
-            Duration::from_millis(300),
+            budget,
         );
+        let bound = budget + Duration::from_secs(2);
+        let started = std::time::Instant::now();
         let probe = h.object_backend().probe().unwrap_err();
         assert!(probe.is_unavailable(), "{probe}");
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < bound,
+            "the probe took {elapsed:?}, past {bound:?}"
+        );
         let store = h.open();
+        let started = std::time::Instant::now();
         let error = store
             .upload_bytes(
                 UploadRequest::new(bucket("down"), "big"),
@@ -235,6 +247,11 @@ pub fn unreachable_store_fails_fast_and_records_nothing(protocol: Protocol) {
                 "tester",
             )
             .unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < bound,
+            "the upload took {elapsed:?}, past {bound:?}"
+        );
         assert!(objectstore::is_unavailable(&error), "{error}");
         assert!(matches!(error, blobstore::Error::Backend { .. }), "{error}");
         let summary = store.summary().unwrap();

@@ -11,7 +11,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use blobstore::{Blake3Hash, BlobBackend};
 use engine::MemEngine;
@@ -263,14 +263,28 @@ fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'st
 
 const GENEROUS: Duration = Duration::from_secs(120);
 
+/// The idle timeout and the retry budget of these tests.
+const IDLE: Duration = Duration::from_millis(500);
+const BUDGET: Duration = Duration::from_secs(3);
+/// What a call may take beyond what the budget allows (the budget stops new attempts; the last
+/// attempt still runs until its idle timeout): copying 40 MiB into the spool file and hashing,
+/// in a debug build on a loaded 2-core machine, and scheduling delays. Measured well under 1 s
+/// on that machine; 4 s is the stated slack, not a measurement.
+const SLACK: Duration = Duration::from_secs(4);
+
+/// Fails the test when `elapsed` is past `limit`.
+fn assert_within(what: &str, elapsed: Duration, limit: Duration) {
+    assert!(
+        elapsed < limit,
+        "{what} took {elapsed:?}, past its bound of {limit:?} (budget {BUDGET:?}, idle timeout \
+         {IDLE:?}, slack {SLACK:?})"
+    );
+    eprintln!("{what}: {elapsed:?} (bound {limit:?})");
+}
+
 fn stalled_upload(protocol: Protocol) {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let (relay, config) = relayed(
-        protocol,
-        &dir.path().join("spool"),
-        Duration::from_millis(500),
-        Duration::from_secs(3),
-    );
+    let (relay, config) = relayed(protocol, &dir.path().join("spool"), IDLE, BUDGET);
     let backend = ObjectStoreBackend::open(&config, Arc::new(MemEngine::new(&keyspaces())))
         .expect("open the object store");
     // Through the relay, untouched, uploads work (and the container exists).
@@ -282,8 +296,15 @@ fn stalled_upload(protocol: Protocol) {
     relay.stall_after(Direction::Up, 4 << 20);
     let stalled = backend.clone();
     let payload = data.clone();
+    let started = Instant::now();
     let error = within(GENEROUS, move || upload(&stalled, &payload))
         .expect_err("an upload to a stalled server must fail");
+    // Attempts start until the budget is spent; the last one fails after its idle timeout.
+    assert_within(
+        "the stalled upload",
+        started.elapsed(),
+        BUDGET + IDLE + SLACK,
+    );
     let text = error.to_string();
     assert!(
         objectstore::is_unavailable(&error),
@@ -311,12 +332,7 @@ fn stalled_upload(protocol: Protocol) {
 
 fn stalled_download(protocol: Protocol) {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let (relay, config) = relayed(
-        protocol,
-        &dir.path().join("spool"),
-        Duration::from_millis(500),
-        Duration::from_secs(3),
-    );
+    let (relay, config) = relayed(protocol, &dir.path().join("spool"), IDLE, BUDGET);
     let backend = ObjectStoreBackend::open(&config, Arc::new(MemEngine::new(&keyspaces())))
         .expect("open the object store");
     let data = Arc::new(content(3, 40 << 20));
@@ -330,6 +346,7 @@ fn stalled_download(protocol: Protocol) {
     let mut first = vec![0u8; 1 << 20];
     reader.read_exact(&mut first).expect("the first MiB");
     relay.stall_after(Direction::Down, 2 << 20);
+    let started = Instant::now();
     let error = within(GENEROUS, move || {
         let mut rest = Vec::new();
         reader.read_to_end(&mut rest)
@@ -338,6 +355,13 @@ fn stalled_download(protocol: Protocol) {
     assert!(
         error.to_string().contains("idle timeout"),
         "the error says why: {error}"
+    );
+    // The reader stops re-requesting once the budget is spent: at most one idle timeout of the
+    // read that noticed the stall, then one of the last re-request, past it.
+    assert_within(
+        "the stalled download",
+        started.elapsed(),
+        BUDGET + 2 * IDLE + SLACK,
     );
 
     // A stall shorter than the budget but longer than the idle timeout: the read resumes
@@ -359,10 +383,12 @@ fn stalled_download(protocol: Protocol) {
             relay.resume();
         })
     };
+    let started = Instant::now();
     let back = within(GENEROUS, move || {
         reader.read_to_end(&mut back).map(|_| back)
     })
     .expect("a download resumes once the server answers again");
+    assert_within("the resumed download", started.elapsed(), BUDGET + SLACK);
     resumer.join().expect("resumer");
     assert_eq!(back.len(), data.len());
     assert!(back == *data, "the resumed read returns the blob as stored");

@@ -10,6 +10,38 @@ use clap::{Parser, Subcommand};
 use servers::common::{self, serve, ServerFlags};
 use servers::directory::{self, config::GraphFlags, Directory, DirectoryConfig};
 
+/// The progress bar of an import, drawn on standard error when it is a terminal.
+struct ImportBar(indicatif::ProgressBar);
+
+impl ImportBar {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return ImportBar(indicatif::ProgressBar::hidden());
+        }
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} edges ({per_sec}, eta {eta})",
+        ) {
+            bar.set_style(style);
+        }
+        bar.set_message("importing");
+        ImportBar(bar)
+    }
+
+    fn show(&self, done: u64, total: u64) {
+        self.0.set_length(total);
+        self.0.set_position(done);
+    }
+}
+
+impl Drop for ImportBar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
 /// An HTTP service for team participation and package sets over graphdb.
 #[derive(Debug, Parser)]
 #[command(name = "directory", version)]
@@ -125,15 +157,21 @@ fn main() -> anyhow::Result<()> {
                 ImportKind::Teams { path } => {
                     let file = std::fs::File::open(&path)
                         .with_context(|| format!("opening {}", path.display()))?;
-                    let summary = store.teams()?.import_tsv(BufReader::new(file), true)?;
+                    let bar = ImportBar::new();
+                    let summary = graphdb::Teams::open(&store)?.import_tsv(
+                        BufReader::new(file),
+                        Some(&|done, total| bar.show(done, total)),
+                    )?;
                     (path, summary)
                 }
                 ImportKind::Packagesets { path } => {
                     let file = std::fs::File::open(&path)
                         .with_context(|| format!("opening {}", path.display()))?;
-                    let summary = store
-                        .package_sets()?
-                        .import_tsv(BufReader::new(file), true)?;
+                    let bar = ImportBar::new();
+                    let summary = graphdb::PackageSets::open(&store)?.import_tsv(
+                        BufReader::new(file),
+                        Some(&|done, total| bar.show(done, total)),
+                    )?;
                     (path, summary)
                 }
                 ImportKind::Repo { .. } => {
@@ -152,12 +190,12 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Check => {
             let (store, _) = config.store.open()?;
-            let teams = store.teams()?;
+            let teams = graphdb::Teams::open(&store)?;
             let report = teams.check();
             let stats = teams.stats();
             println!("teams: {stats:?}");
             println!("teams check: {report:?}");
-            let sets = store.package_sets()?.check();
+            let sets = graphdb::PackageSets::open(&store)?.check();
             println!("packagesets check: {sets:?}");
             if !report.is_clean() || !sets.is_clean() {
                 std::process::exit(1);
@@ -186,6 +224,18 @@ fn run_server(config: DirectoryConfig) -> anyhow::Result<()> {
     let (store, commits) = config.store.open()?;
     let state = Directory::new(store, commits, &config.server).map_err(anyhow::Error::msg)?;
     let engine = state.store().engine().clone();
+    // The change feed's retention: prune once an hour, on a thread of its own.
+    let pruner = state.clone();
+    std::thread::Builder::new()
+        .name("feed-retention".into())
+        .spawn(move || loop {
+            match pruner.prune_changes() {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "change feed pruned"),
+                Err(error) => tracing::warn!(%error, "pruning the change feed failed"),
+            }
+            std::thread::sleep(Duration::from_secs(3600));
+        })?;
     runtime.block_on(async move {
         let listener = serve::bind(config.server.listen, config.server.dev).await?;
         tracing::info!(

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use engine::Backend;
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,9 @@ pub struct GraphConfig {
     pub backend: Backend,
     /// The data directory. Default: `data/directory`.
     pub data_dir: PathBuf,
+    /// How long the change feed keeps events, in days; older ones are pruned every hour.
+    /// Default: 400.
+    pub feed_retention_days: u64,
 }
 
 impl Default for GraphConfig {
@@ -57,6 +61,7 @@ impl Default for GraphConfig {
         GraphConfig {
             backend: Backend::Rocksdb,
             data_dir: PathBuf::from("data/directory"),
+            feed_retention_days: 400,
         }
     }
 }
@@ -91,16 +96,14 @@ impl GraphConfig {
         let engine = engine::EngineConfig::new(self.backend, &self.data_dir).open(&keyspaces())?;
         let graph = graphdb::GraphStore::builder(Arc::clone(&engine))
             .clock(Arc::new(graphdb::SystemClock))
+            .retention(Duration::from_secs(
+                self.feed_retention_days.saturating_mul(86_400),
+            ))
             .open()?;
         let commits = open_commit_graphs(&graph, engine)?;
         Ok((graph, commits))
     }
 }
-
-/// The keyspace of the directory's change log.
-// merge: once the graph store owns the directory's change log (`GraphStore::change_log()`,
-// its keyspace in `graphdb::KEYSPACES`), this constant and its entry in `keyspaces()` go.
-pub const CHANGES_KEYSPACE: &str = "changes";
 
 /// The directory's commit graphs over `engine` (opened with [`keyspaces`]), writing their
 /// events into the directory's change log. Call it once per engine: a change log keeps its
@@ -112,23 +115,15 @@ pub fn open_commit_graphs(
     graph: &graphdb::GraphStore,
     engine: Arc<dyn engine::Engine>,
 ) -> Result<commitgraph::CommitGraphs, commitgraph::CommitError> {
-    // merge: replace the next two statements by `let log = Arc::clone(graph.change_log());`
-    // once the graph store owns the log, so teams, package sets and repositories share it.
-    let _ = graph;
-    let log = engine::ChangeLog::open(
-        Arc::new(engine::GroupCommit::new(Arc::clone(&engine))),
-        engine.keyspace(CHANGES_KEYSPACE)?,
-    )?;
-    commitgraph::CommitGraphs::open(engine, log)
+    // The graph store owns the directory's one change log: teams, package sets and
+    // repositories take their revisions from the same sequencer.
+    commitgraph::CommitGraphs::open(engine, Arc::clone(graph.change_log()))
 }
 
-/// The keyspaces of the directory's engine: the graph store's, the commit graphs' and the
-/// change log's.
+/// The keyspaces of the directory's engine: the graph store's (with the change log's) and
+/// the commit graphs'.
 pub fn keyspaces() -> Vec<&'static str> {
     let mut all = graphdb::KEYSPACES.to_vec();
     all.extend_from_slice(commitgraph::KEYSPACES);
-    if !all.contains(&CHANGES_KEYSPACE) {
-        all.push(CHANGES_KEYSPACE);
-    }
     all
 }

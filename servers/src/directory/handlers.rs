@@ -6,13 +6,19 @@ use std::io::BufReader;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use graphdb::{Depth, Role, SetFilter, TeamFilter};
+use graphdb::{Depth, SetFilter, SetItem, TeamFilter};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::Directory;
 use crate::common::error::{BodyBytes, Json, Path, Query};
-use crate::common::ApiError;
+use crate::common::{Actor, ApiError, Revision};
+
+/// A write's answer: `X-Revision` and `"revision"` in the JSON body.
+fn written(revision: u64, mut body: Value) -> (Revision, axum::Json<Value>) {
+    body["revision"] = revision.into();
+    (Revision(revision), axum::Json(body))
+}
 
 /// The longest name accepted.
 const MAX_NAME: usize = 255;
@@ -31,6 +37,13 @@ pub(crate) fn graph_error(error: graphdb::Error) -> ApiError {
             "wrong_kind",
             format!("{name:?} is a {found}, not a {expected}"),
         ),
+        E::HasNoMembers { namespace, name } if namespace == "teams" => ApiError::bad_request(
+            "person_has_no_members",
+            format!("{name:?} is a person; a person cannot have members"),
+        ),
+        E::HasNoMembers { name, .. } => {
+            ApiError::bad_request("wrong_kind", format!("{name:?} is a leaf, not a group"))
+        }
         E::Cycle {
             member,
             group,
@@ -89,13 +102,15 @@ fn depth(transitive: Option<bool>) -> Depth {
 /// `PUT /teams/{team}`.
 pub(crate) async fn put_team(
     State(state): State<Directory>,
+    actor: Actor,
     Path(team): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<(Revision, axum::Json<Value>), ApiError> {
     check_name(&team)?;
     state
         .blocking(move |d| {
-            d.teams.add_team(&team).map_err(graph_error)?;
-            Ok(axum::Json(json!({ "team": team })))
+            let teams = d.teams.acting_as(actor.as_str());
+            let revision = teams.add_team(&team).map_err(graph_error)?;
+            Ok(written(revision, json!({ "team": team })))
         })
         .await
 }
@@ -103,13 +118,15 @@ pub(crate) async fn put_team(
 /// `PUT /persons/{person}`.
 pub(crate) async fn put_person(
     State(state): State<Directory>,
+    actor: Actor,
     Path(person): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<(Revision, axum::Json<Value>), ApiError> {
     check_name(&person)?;
     state
         .blocking(move |d| {
-            d.teams.add_person(&person).map_err(graph_error)?;
-            Ok(axum::Json(json!({ "person": person })))
+            let teams = d.teams.acting_as(actor.as_str());
+            let revision = teams.add_person(&person).map_err(graph_error)?;
+            Ok(written(revision, json!({ "person": person })))
         })
         .await
 }
@@ -125,61 +142,28 @@ pub(crate) struct MemberBody {
 /// `PUT /teams/{team}/members/{member}`: a membership (`member`, `admin`) or a relation.
 pub(crate) async fn put_member(
     State(state): State<Directory>,
+    actor: Actor,
     Path((team, member)): Path<(String, String)>,
     Json(body): Json<MemberBody>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<(Revision, axum::Json<Value>), ApiError> {
     check_names(&[&team, &member])?;
-    // Everything that can refuse the request is checked before the first write, so that a
-    // refused request creates no node.
-    if body.role.parse::<Role>().is_err() {
-        graphdb::validate_relation(&body.role).map_err(graph_error)?;
-    }
-    if team == member {
-        return Err(ApiError::conflict(
-            "cycle",
-            format!("making {member:?} a member of {team:?} would close a cycle"),
-        )
-        .with_detail("cycle", json!([team, team])));
-    }
     state
         .blocking(move |d| {
-            // Look both names up in one view, released before any write.
-            let (team_kind, member_known) = {
-                let view = d.teams.view();
-                let team_kind = view.id(&team).and_then(|id| view.kind(id));
-                (team_kind, view.id(&member).is_some())
-            };
-            match team_kind {
-                None => {
-                    d.teams.add_team(&team).map_err(graph_error)?;
-                }
-                Some(graphdb::NodeKind::Leaf) => {
-                    return Err(ApiError::bad_request(
-                        "person_has_no_members",
-                        format!("{team:?} is a person; a person cannot have members"),
-                    ));
-                }
-                Some(_) => {}
-            }
-            if !member_known {
-                d.teams.add_person(&member).map_err(graph_error)?;
-            }
-            match body.role.parse::<Role>() {
-                Ok(role) => d
-                    .teams
-                    .set_membership(&team, &member, role, body.expires)
-                    .map_err(graph_error)?,
-                Err(()) => d
-                    .teams
-                    .grant(&member, &body.role, &team, body.expires)
-                    .map_err(graph_error)?,
-            }
-            Ok(axum::Json(json!({
-                "team": team,
-                "member": member,
-                "role": body.role,
-                "expires": body.expires,
-            })))
+            let kind = graphdb::EdgeKind::named(&body.role);
+            let revision = d
+                .teams
+                .acting_as(actor.as_str())
+                .put_member(&team, &member, &kind, body.expires)
+                .map_err(graph_error)?;
+            Ok(written(
+                revision,
+                json!({
+                    "team": team,
+                    "member": member,
+                    "role": body.role,
+                    "expires": body.expires,
+                }),
+            ))
         })
         .await
 }
@@ -192,26 +176,24 @@ pub(crate) struct DeleteMemberQuery {
 /// `DELETE /teams/{team}/members/{member}[?relation=NAME]`.
 pub(crate) async fn delete_member(
     State(state): State<Directory>,
+    actor: Actor,
     Path((team, member)): Path<(String, String)>,
     Query(query): Query<DeleteMemberQuery>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<(Revision, StatusCode), ApiError> {
     check_names(&[&team, &member])?;
     let removed = state
-        .blocking(move |d| match &query.relation {
-            None => d
-                .teams
-                .remove_membership(&team, &member)
-                .map_err(graph_error),
-            Some(relation) => d
-                .teams
-                .revoke(&member, relation, &team)
-                .map_err(graph_error),
+        .blocking(move |d| {
+            let teams = d.teams.acting_as(actor.as_str());
+            match &query.relation {
+                None => teams.remove_membership(&team, &member),
+                Some(relation) => teams.revoke(&member, relation, &team),
+            }
+            .map_err(graph_error)
         })
         .await?;
-    if removed {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("no such membership or relation"))
+    match removed {
+        Some(revision) => Ok((Revision(revision), StatusCode::NO_CONTENT)),
+        None => Err(ApiError::not_found("no such membership or relation")),
     }
 }
 
@@ -371,24 +353,26 @@ pub(crate) struct ItemQuery {
 /// `PUT /packagesets/{set}/items/{item}?type=package|set`.
 pub(crate) async fn put_item(
     State(state): State<Directory>,
+    actor: Actor,
     Path((set, item)): Path<(String, String)>,
     Query(query): Query<ItemQuery>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<(Revision, axum::Json<Value>), ApiError> {
     check_names(&[&set, &item])?;
     let kind = query.kind.unwrap_or_else(|| "package".to_string());
-    if kind != "package" && kind != "set" {
-        return Err(ApiError::bad_request("bad_query", "type is package or set"));
-    }
+    let item_type = match kind.as_str() {
+        "package" => SetItem::Package,
+        "set" => SetItem::Set,
+        _ => return Err(ApiError::bad_request("bad_query", "type is package or set")),
+    };
     state
         .blocking(move |d| {
-            d.sets.add_set(&set).map_err(graph_error)?;
-            if kind == "set" {
-                d.sets.add_set(&item).map_err(graph_error)?;
-            } else {
-                d.sets.add_package(&item).map_err(graph_error)?;
-            }
-            d.sets.insert(&set, &item).map_err(graph_error)?;
-            Ok(axum::Json(
+            let revision = d
+                .sets
+                .acting_as(actor.as_str())
+                .put_item(&set, &item, item_type)
+                .map_err(graph_error)?;
+            Ok(written(
+                revision,
                 json!({ "set": set, "item": item, "type": kind }),
             ))
         })
@@ -398,16 +382,21 @@ pub(crate) async fn put_item(
 /// `DELETE /packagesets/{set}/items/{item}`.
 pub(crate) async fn delete_item(
     State(state): State<Directory>,
+    actor: Actor,
     Path((set, item)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<(Revision, StatusCode), ApiError> {
     check_names(&[&set, &item])?;
     let removed = state
-        .blocking(move |d| d.sets.take(&set, &item).map_err(graph_error))
+        .blocking(move |d| {
+            d.sets
+                .acting_as(actor.as_str())
+                .take(&set, &item)
+                .map_err(graph_error)
+        })
         .await?;
-    if removed {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("the item is not in the set"))
+    match removed {
+        Some(revision) => Ok((Revision(revision), StatusCode::NO_CONTENT)),
+        None => Err(ApiError::not_found("the item is not in the set")),
     }
 }
 
@@ -461,15 +450,18 @@ pub(crate) async fn packagesets_of(
 /// `POST /import/teams`: the TSV of graphdb's import, all or nothing.
 pub(crate) async fn import_teams(
     State(state): State<Directory>,
+    actor: Actor,
     BodyBytes(body): BodyBytes,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<(Revision, axum::Json<Value>), ApiError> {
     state
         .blocking_long(move |d| {
             let summary = d
                 .teams
-                .import_tsv(BufReader::new(body.as_ref()), false)
+                .acting_as(actor.as_str())
+                .import_tsv(BufReader::new(body.as_ref()), None)
                 .map_err(graph_error)?;
-            Ok(axum::Json(
+            Ok(written(
+                summary.revision,
                 json!({ "nodes": summary.nodes, "edges": summary.edges }),
             ))
         })
@@ -479,15 +471,18 @@ pub(crate) async fn import_teams(
 /// `POST /import/packagesets`.
 pub(crate) async fn import_packagesets(
     State(state): State<Directory>,
+    actor: Actor,
     BodyBytes(body): BodyBytes,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<(Revision, axum::Json<Value>), ApiError> {
     state
         .blocking_long(move |d| {
             let summary = d
                 .sets
-                .import_tsv(BufReader::new(body.as_ref()), false)
+                .acting_as(actor.as_str())
+                .import_tsv(BufReader::new(body.as_ref()), None)
                 .map_err(graph_error)?;
-            Ok(axum::Json(
+            Ok(written(
+                summary.revision,
                 json!({ "nodes": summary.nodes, "edges": summary.edges }),
             ))
         })
@@ -522,9 +517,21 @@ pub(crate) async fn metrics(State(state): State<Directory>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.encode(),
+        with_subscriptions(state.metrics.encode(), &state),
     )
         .into_response()
+}
+
+/// Adds the subscriptions' lag to the metrics text (before a `# EOF` line, if there is one).
+fn with_subscriptions(mut text: String, state: &Directory) -> String {
+    let Some(subscriptions) = state.subscriptions.started() else {
+        return text;
+    };
+    let eof = text.rfind("# EOF").unwrap_or(text.len());
+    let tail = text.split_off(eof);
+    text.push_str(&subscriptions.metrics_text());
+    text.push_str(&tail);
+    text
 }
 
 /// `GET /openapi.json`.

@@ -6,13 +6,14 @@
 //! [`Directory`]; `docs/API.md` and `/openapi.json` describe the routes.
 
 pub mod config;
+pub mod feed;
 mod handlers;
 pub mod repos;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use commitgraph::CommitGraphs;
 use graphdb::{GraphStore, PackageSets, Teams};
@@ -25,6 +26,7 @@ use crate::common::SetupError;
 use crate::common::{finish, ApiError, Limits, ServerConfig};
 
 pub use config::{DirectoryConfig, GraphConfig};
+pub use feed::{DirectoryFeed, FeedSubscriptions};
 
 /// The OpenAPI document served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../openapi/directory.json");
@@ -57,6 +59,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/import/teams"),
     ("POST", "/import/packagesets"),
     ("POST", "/import/repos/{repo}"),
+    ("GET", "/changes"),
+    ("GET", "/teams/{team}/history"),
+    ("GET", "/persons/{person}/history"),
+    ("POST", "/subscriptions"),
+    ("GET", "/subscriptions/{id}"),
+    ("DELETE", "/subscriptions/{id}"),
     ("GET", "/health"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
@@ -74,6 +82,10 @@ pub struct Directory {
     pub(crate) metrics: Arc<HttpMetrics>,
     pub(crate) graph_metrics: Arc<GraphMetrics>,
     pub(crate) pool: BlockingPool,
+    /// `GET /changes` and the subscriptions read the store's change log through it.
+    pub(crate) feed: Arc<DirectoryFeed>,
+    /// Callbacks on changes, started when first needed.
+    pub(crate) subscriptions: Arc<FeedSubscriptions>,
 }
 
 /// Index sizes exported beside the HTTP metrics.
@@ -89,15 +101,16 @@ impl Directory {
     /// access rules and limits.
     ///
     /// # Errors
-    /// A malformed credential hash, or the store's error opening its namespaces.
+    /// A malformed credential hash, the store's error opening its namespaces, or the
+    /// subscriptions' (their records, their delivery thread).
     pub fn new(
         store: GraphStore,
         commits: CommitGraphs,
         server: &ServerConfig,
     ) -> Result<Self, SetupError> {
         let policy = Arc::new(AccessPolicy::from_config(server, "directory")?);
-        let teams = store.teams()?;
-        let sets = store.package_sets()?;
+        let teams = graphdb::Teams::open(&store)?;
+        let sets = graphdb::PackageSets::open(&store)?;
         let mut metrics = HttpMetrics::new("directory");
         let graph_metrics = Arc::new(GraphMetrics::default());
         let registry = metrics.registry_mut();
@@ -116,8 +129,14 @@ impl Directory {
             "(member, team) pairs in the closure",
             graph_metrics.team_pairs.clone(),
         );
+        let store = Arc::new(store);
+        let feed = DirectoryFeed::new(Arc::clone(&store));
+        let subscriptions =
+            FeedSubscriptions::open(&store, Arc::clone(&feed), server.callback_hosts.clone())?;
         Ok(Directory {
-            store: Arc::new(store),
+            store,
+            feed,
+            subscriptions,
             commits: Arc::new(commits),
             teams,
             sets,
@@ -136,6 +155,15 @@ impl Directory {
     /// The graph store.
     pub fn store(&self) -> &Arc<GraphStore> {
         &self.store
+    }
+
+    /// Deletes the change feed's events older than the store's retention
+    /// (`graphdb::GraphStoreBuilder::retention`); for the binary's periodic task. Blocking.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub fn prune_changes(&self) -> Result<u64, graphdb::Error> {
+        self.store.prune_changes()
     }
 
     /// The HTTP metrics.
@@ -216,6 +244,8 @@ pub fn router(state: Directory) -> Router {
                 .route("/repos/{repo}/commits", post(repos::post_commits))
                 .layer(import_limit),
         )
+        .route("/subscriptions", post(feed::create_subscription))
+        .route("/subscriptions/{id}", delete(feed::delete_subscription))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&policy),
             access::require_writer,
@@ -234,6 +264,10 @@ pub fn router(state: Directory) -> Router {
             "/packages/{package}/packagesets",
             get(handlers::packagesets_of),
         )
+        .route("/changes", get(feed::changes))
+        .route("/teams/{team}/history", get(feed::team_history))
+        .route("/persons/{person}/history", get(feed::person_history))
+        .route("/subscriptions/{id}", get(feed::get_subscription))
         .route("/repos/{repo}/ancestry", get(repos::ancestry))
         .route("/repos/{repo}/branches/{branch}/merged", get(repos::merged))
         .route(

@@ -633,8 +633,8 @@ async fn directory_bad_input_table() {
         assert_eq!(status, 200, "{json}");
     }
     let export = || {
-        let teams = state.store().teams().unwrap();
-        let sets = state.store().package_sets().unwrap();
+        let teams = graphdb::Teams::open(state.store()).unwrap();
+        let sets = graphdb::PackageSets::open(state.store()).unwrap();
         let mut out = Vec::new();
         teams.export_tsv(&mut out).unwrap();
         sets.export_tsv(&mut out).unwrap();
@@ -982,9 +982,12 @@ async fn directory_bad_input_table() {
     }
     let (_, _, json) = send(&router, req(M::GET, "/repos/r/branches/main/merged")).await;
     assert_eq!(json["merged"], serde_json::json!([]), "{json}");
-    let teams = state.store().teams().unwrap();
+    let teams = graphdb::Teams::open(state.store()).unwrap();
     assert!(teams.check().is_clean());
-    assert!(state.store().package_sets().unwrap().check().is_clean());
+    assert!(graphdb::PackageSets::open(state.store())
+        .unwrap()
+        .check()
+        .is_clean());
     let (status, _, json) = send(
         &router,
         req(M::GET, "/teams/ubuntu/members/alice").peer(LOCAL),

@@ -17,16 +17,18 @@ use crate::support::{client, error_code, PASSWORD, USER};
 
 const NOW: i64 = 1_800_000_000;
 
-struct Dir {
-    addr: SocketAddr,
+pub(crate) struct Dir {
+    pub(crate) addr: SocketAddr,
     clock: Arc<ManualClock>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-struct Access {
-    open_reads: bool,
-    allowed: Vec<ipnet::IpNet>,
+pub(crate) struct Access {
+    pub(crate) open_reads: bool,
+    pub(crate) allowed: Vec<ipnet::IpNet>,
+    /// `server.callback_hosts`, for subscriptions.
+    pub(crate) callback_hosts: Vec<String>,
 }
 
 impl Default for Access {
@@ -34,12 +36,13 @@ impl Default for Access {
         Access {
             open_reads: false,
             allowed: servers::common::config::loopback_cidrs(),
+            callback_hosts: Vec::new(),
         }
     }
 }
 
 impl Dir {
-    async fn start(engine: Arc<dyn Engine>, access: Access) -> Dir {
+    pub(crate) async fn start(engine: Arc<dyn Engine>, access: Access) -> Dir {
         let clock = Arc::new(ManualClock::new(NOW));
         let store = GraphStore::builder(Arc::clone(&engine))
             .clock(clock.clone())
@@ -53,6 +56,7 @@ impl Dir {
             }],
             open_reads: access.open_reads,
             allowed_cidrs: access.allowed,
+            callback_hosts: access.callback_hosts,
             ..ServerConfig::default()
         };
         let state = Directory::new(store, commits, &config).unwrap();
@@ -73,7 +77,7 @@ impl Dir {
         }
     }
 
-    async fn memory(access: Access) -> Dir {
+    pub(crate) async fn memory(access: Access) -> Dir {
         Dir::start(
             engine::EngineConfig::memory()
                 .open(&directory::config::keyspaces())
@@ -83,16 +87,16 @@ impl Dir {
         .await
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.task.take().unwrap().await.unwrap().unwrap();
     }
 
-    async fn put(&self, path: &str, body: Option<Value>) -> reqwest::Response {
+    pub(crate) async fn put(&self, path: &str, body: Option<Value>) -> reqwest::Response {
         let mut request = client()
             .put(self.url(path))
             .basic_auth(USER, Some(PASSWORD));
@@ -102,7 +106,7 @@ impl Dir {
         request.send().await.unwrap()
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         let response = client()
             .get(self.url(path))
             .basic_auth(USER, Some(PASSWORD))
@@ -113,7 +117,7 @@ impl Dir {
         response.json().await.unwrap()
     }
 
-    async fn status(&self, method: reqwest::Method, path: &str) -> (u16, String) {
+    pub(crate) async fn status(&self, method: reqwest::Method, path: &str) -> (u16, String) {
         let response = client()
             .request(method, self.url(path))
             .basic_auth(USER, Some(PASSWORD))

@@ -1,6 +1,7 @@
 //! Small downloads answered from the store's hot-file cache, over real sockets: once a file
 //! is deleted, cut, expired or made restricted, no answer may come from a stale copy.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use blobstore::FileId;
@@ -178,19 +179,32 @@ async fn a_file_made_restricted_is_not_served_from_the_cache_without_its_token()
 }
 
 /// Readers keep downloading while a writer deletes: once the DELETE has been answered,
-/// every later GET is a 404.
+/// every later GET is a 404 (or a 410). Each reader notes, before every request, whether the
+/// DELETE had been answered, and keeps going until it made 5 requests after that; every one
+/// of those must be refused.
 #[tokio::test]
 async fn no_download_succeeds_after_the_delete_was_answered() {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let server = TestServer::start(Options::default()).await;
     for round in 0..10 {
         let (id, url) = cached_upload(&server, &format!("race-{round}.bin"), "").await;
+        let answered = Arc::new(AtomicBool::new(false));
         let readers: Vec<_> = (0..4)
             .map(|_| {
                 let url = url.clone();
+                let answered = answered.clone();
                 tokio::spawn(async move {
-                    for _ in 0..20 {
-                        let _ = client().get(&url).send().await;
+                    let mut after = Vec::new();
+                    let mut sent = 0;
+                    while after.len() < 5 && sent < 2_000 {
+                        let deleted_before = answered.load(Ordering::SeqCst);
+                        let status = client().get(&url).send().await.map(|r| r.status());
+                        sent += 1;
+                        if deleted_before {
+                            after.push(status.map(|s| s.as_u16()).map_err(|e| e.to_string()));
+                        }
                     }
+                    after
                 })
             })
             .collect();
@@ -199,6 +213,7 @@ async fn no_download_succeeds_after_the_delete_was_answered() {
             .await
             .unwrap();
         assert_eq!(response.status(), 204);
+        answered.store(true, Ordering::SeqCst);
         for _ in 0..5 {
             assert_eq!(
                 get(&url).await.status(),
@@ -207,7 +222,14 @@ async fn no_download_succeeds_after_the_delete_was_answered() {
             );
         }
         for reader in readers {
-            reader.await.unwrap();
+            let after = reader.await.unwrap();
+            assert_eq!(after.len(), 5, "a reader made no request after the DELETE");
+            for answer in after {
+                assert!(
+                    matches!(answer, Ok(404 | 410)),
+                    "round {round}: a GET sent after the DELETE was answered got {answer:?}"
+                );
+            }
         }
         assert_eq!(get(&url).await.status(), 404);
     }

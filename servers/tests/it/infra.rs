@@ -19,6 +19,32 @@ struct Running {
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     metrics: Arc<HttpMetrics>,
+    gate: Arc<Gate>,
+}
+
+/// Holds `/slow` requests inside their handler until the test lets them go, so that "in
+/// flight" is a fact the test waits for, not a sleep it hopes is long enough.
+#[derive(Debug)]
+struct Gate {
+    /// One permit per request that entered the handler.
+    entered: tokio::sync::Semaphore,
+    /// One permit per request allowed to answer.
+    release: tokio::sync::Semaphore,
+}
+
+impl Gate {
+    /// Waits until a `/slow` request is inside its handler (at most a minute).
+    async fn wait_entered(&self) {
+        tokio::time::timeout(Duration::from_secs(60), self.entered.acquire())
+            .await
+            .expect("the slow request reached its handler within a minute")
+            .unwrap()
+            .forget();
+    }
+
+    fn release_one(&self) {
+        self.release.add_permits(1);
+    }
 }
 
 async fn start(limits: Limits) -> Running {
@@ -43,11 +69,17 @@ async fn start(limits: Limits) -> Running {
             access::require_writer,
         ));
     let metrics_for_route = Arc::clone(&metrics);
+    let gate = Arc::new(Gate {
+        entered: tokio::sync::Semaphore::new(0),
+        release: tokio::sync::Semaphore::new(0),
+    });
+    let gate_for_route = Arc::clone(&gate);
     let app = Router::new()
         .route(
             "/slow",
-            get(|| async {
-                tokio::time::sleep(Duration::from_millis(600)).await;
+            get(move || async move {
+                gate_for_route.entered.add_permits(1);
+                gate_for_route.release.acquire().await.unwrap().forget();
                 "slow done"
             }),
         )
@@ -71,6 +103,7 @@ async fn start(limits: Limits) -> Running {
         stop: Some(tx),
         task,
         metrics,
+        gate,
     }
 }
 
@@ -146,20 +179,16 @@ async fn overload_answers_503_with_retry_after_and_health_stays_up() {
         let request = client.get(url(&server, "/slow"));
         async move { request.send().await.unwrap().status() }
     });
-    // Wait until the slow request holds the only permit.
-    let mut in_flight = false;
-    for _ in 0..200 {
-        if server
+    // Wait until the slow request is inside its handler: it holds the only permit until the
+    // test releases it.
+    server.gate.wait_entered().await;
+    assert!(
+        server
             .metrics
             .encode()
-            .contains("test_http_requests_in_flight 1")
-        {
-            in_flight = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(in_flight, "the slow request never started");
+            .contains("test_http_requests_in_flight 1"),
+        "the slow request is counted in flight"
+    );
     let response = client.get(url(&server, "/slow")).send().await.unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
@@ -167,6 +196,11 @@ async fn overload_answers_503_with_retry_after_and_health_stays_up() {
     assert_eq!(body["error"]["code"], "overloaded");
     let health = client.get(url(&server, "/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
+    assert!(
+        !slow.is_finished(),
+        "the slow request answered before it was released"
+    );
+    server.gate.release_one();
     assert_eq!(slow.await.unwrap(), 200);
     assert_eq!(server.metrics.requests("/slow", "GET", 503), 1);
     assert_eq!(server.metrics.requests("/slow", "GET", 200), 1);
@@ -252,17 +286,26 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         let request = client.get(url(&server, "/slow"));
         async move { request.send().await.unwrap().text().await.unwrap() }
     });
-    for _ in 0..200 {
-        if server
+    server.gate.wait_entered().await;
+    assert!(
+        server
             .metrics
             .encode()
-            .contains("test_http_requests_in_flight 1")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+            .contains("test_http_requests_in_flight 1"),
+        "the slow request is counted in flight"
+    );
     server.stop.take().unwrap().send(()).unwrap();
+    // The shutdown waits for the request it holds: neither ends while the handler does not.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !slow.is_finished(),
+        "the in-flight request was cut or answered early"
+    );
+    assert!(
+        !server.task.is_finished(),
+        "the server stopped with a request in flight"
+    );
+    server.gate.release_one();
     assert_eq!(slow.await.unwrap(), "slow done");
     server.task.await.unwrap().unwrap();
     assert!(

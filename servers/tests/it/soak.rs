@@ -478,6 +478,7 @@ async fn verify_directory(server: &Server, model: &BTreeMap<(String, String), Ed
             checked += 1;
         }
     }
+    verify_feed(&client, server, &direct).await;
     // Transitive members: a BFS over the direct edges the server reports.
     for t in direct.keys() {
         let mut seen = BTreeSet::new();
@@ -493,6 +494,66 @@ async fn verify_directory(server: &Server, model: &BTreeMap<(String, String), Ed
         assert_eq!(found, seen, "transitive members of {t}");
     }
     checked
+}
+
+/// The change feed after a kill: revisions 1, 2, 3, ... without a gap, and replaying the
+/// teams' membership events gives exactly the direct memberships the server holds (no change
+/// without its event, no event without its change).
+async fn verify_feed(
+    client: &reqwest::Client,
+    server: &Server,
+    direct: &BTreeMap<String, BTreeSet<String>>,
+) {
+    let mut replayed: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut after = 0;
+    loop {
+        let page: serde_json::Value = client
+            .get(server.url(&format!("/changes?after={after}&limit=1000")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for event in page["changes"].as_array().unwrap() {
+            let revision = event["revision"].as_u64().unwrap();
+            assert_eq!(revision, after + 1, "a gap in the feed before {event}");
+            after = revision;
+            if event["namespace"] != "teams" {
+                continue;
+            }
+            let edge = || {
+                (
+                    event["member"].as_str().unwrap().to_owned(),
+                    event["team"].as_str().unwrap().to_owned(),
+                )
+            };
+            match event["kind"].as_str().unwrap() {
+                "membership.added" | "membership.changed" => {
+                    replayed.insert(edge());
+                }
+                "membership.removed" => {
+                    assert!(
+                        replayed.remove(&edge()),
+                        "removal of an absent edge: {event}"
+                    );
+                }
+                _ => {}
+            }
+        }
+        if page["next"].as_u64().unwrap() == page["head"].as_u64().unwrap() {
+            break;
+        }
+        after = page["next"].as_u64().unwrap();
+    }
+    let held: BTreeSet<(String, String)> = direct
+        .iter()
+        .flat_map(|(team, members)| members.iter().map(|m| (m.clone(), team.clone())))
+        .collect();
+    assert_eq!(
+        replayed, held,
+        "the feed replayed differs from the memberships"
+    );
 }
 
 /// The commits and branches of the soak's repository as acknowledged pushes left them.

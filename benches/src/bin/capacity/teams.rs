@@ -35,7 +35,7 @@ fn open(dir: &std::path::Path, now: i64, durability: Durability) -> Result<(Grap
         .clock(Arc::new(ManualClock::new(now)))
         .durability(durability)
         .open()?;
-    let teams = store.teams()?;
+    let teams = graphdb::Teams::open(&store)?;
     Ok((store, teams))
 }
 
@@ -51,7 +51,7 @@ pub fn run(flags: &Flags) -> Result<()> {
 
     let (store, teams) = open(&dir, g.now, Durability::Sync)?;
     let started = Instant::now();
-    teams.import_tsv(tsv.as_bytes(), false)?;
+    teams.import_tsv(tsv.as_bytes(), None)?;
     out.row(
         "teams/bulk import + index build",
         scale,

@@ -1,0 +1,259 @@
+//! Read-only views of a namespace: every query of the index.
+
+use std::sync::RwLockReadGuard;
+
+use roaring::RoaringBitmap;
+
+use super::namespace::Namespace;
+use super::state::{active_at, State};
+use super::types::{Depth, Filter, NodeId, NodeKind, Page, Role};
+use crate::Result;
+
+/// A read-only view of a namespace at one instant, for several queries under one lock.
+#[derive(Debug)]
+pub struct View<'a> {
+    pub(super) ns: &'a Namespace,
+    pub(super) state: RwLockReadGuard<'a, State>,
+    pub(super) now: i64,
+}
+
+/// Sorts the names of `ids` after `after` and cuts one page of at most `limit` (a limit of 0
+/// counts as 1, so that a page always makes progress).
+fn page(state: &State, ids: &RoaringBitmap, after: Option<&str>, limit: usize) -> Page {
+    let limit = limit.max(1);
+    let mut names: Vec<&str> = ids
+        .iter()
+        .map(|x| state.name(x))
+        .filter(|n| after.is_none_or(|a| *n > a))
+        .collect();
+    let more = names.len() > limit;
+    if more {
+        names.select_nth_unstable(limit);
+        names.truncate(limit);
+    }
+    names.sort_unstable();
+    Page {
+        next: if more {
+            names.last().map(|n| (*n).to_owned())
+        } else {
+            None
+        },
+        items: names.into_iter().map(str::to_owned).collect(),
+    }
+}
+
+impl View<'_> {
+    /// The instant the view answers for (Unix seconds).
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    /// The id of a node.
+    pub fn id(&self, name: &str) -> Option<NodeId> {
+        self.state.ids.get(name).copied().map(NodeId)
+    }
+
+    /// The name of a node.
+    pub fn name(&self, id: NodeId) -> Option<&str> {
+        self.state.node(id.0).map(|n| &*n.name)
+    }
+
+    /// The kind of a node.
+    pub fn kind(&self, id: NodeId) -> Option<NodeKind> {
+        self.state.node(id.0).map(|n| n.kind)
+    }
+
+    fn resolve(&self, name: &str) -> Result<u32> {
+        self.ns.resolve(&self.state, name)
+    }
+
+    /// Whether `member` belongs to `group` through active membership edges: one bitmap probe.
+    pub fn is_member_id(&self, member: NodeId, group: NodeId) -> bool {
+        self.state
+            .probe
+            .get(member.0 as usize)
+            .is_some_and(|probe| probe.contains(group.0))
+    }
+
+    /// [`View::is_member_id`] by names.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn is_member(&self, member: &str, group: &str) -> Result<bool> {
+        let m = self.resolve(member)?;
+        let g = self.resolve(group)?;
+        Ok(self.is_member_id(NodeId(m), NodeId(g)))
+    }
+
+    /// The stored membership edge `member -> group` (expired or not): role and expiry.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn membership(&self, member: &str, group: &str) -> Result<Option<(Role, Option<i64>)>> {
+        let m = self.resolve(member)?;
+        let g = self.resolve(group)?;
+        Ok(self.state.link(m, g).map(|l| (l.role, l.expires)))
+    }
+
+    fn filter(&self, mut ids: RoaringBitmap, filter: Filter) -> RoaringBitmap {
+        match filter {
+            Filter::All => {}
+            Filter::Leaves => ids &= &self.state.leaves,
+            Filter::Groups => ids &= &self.state.groups,
+        }
+        ids
+    }
+
+    /// The members of `group` as a bitmap of ids (sorted by id).
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn member_ids(&self, group: &str, depth: Depth, filter: Filter) -> Result<RoaringBitmap> {
+        let g = self.resolve(group)?;
+        Ok(self.member_ids_of(NodeId(g), depth, filter))
+    }
+
+    /// [`View::member_ids`] by id.
+    pub fn member_ids_of(&self, group: NodeId, depth: Depth, filter: Filter) -> RoaringBitmap {
+        let state = &self.state;
+        let ids = match depth {
+            Depth::Transitive => state.desc.get(&group.0).cloned().unwrap_or_default(),
+            Depth::Direct => state.node(group.0).map_or_else(RoaringBitmap::new, |n| {
+                n.down
+                    .iter()
+                    .filter(|l| state.active(l))
+                    .map(|l| l.other)
+                    .collect()
+            }),
+        };
+        self.filter(ids, filter)
+    }
+
+    /// One page of the members of `group`, sorted by name (byte order), after the cursor
+    /// `after` (exclusive), at most `limit` (at least 1) long.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn members(
+        &self,
+        group: &str,
+        depth: Depth,
+        filter: Filter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page> {
+        let ids = self.member_ids(group, depth, filter)?;
+        Ok(page(&self.state, &ids, after, limit))
+    }
+
+    /// The groups `member` belongs to, as a bitmap of ids.
+    pub fn group_ids_of(&self, member: NodeId, depth: Depth) -> RoaringBitmap {
+        let state = &self.state;
+        match depth {
+            Depth::Transitive => state
+                .anc
+                .get(member.0 as usize)
+                .cloned()
+                .unwrap_or_default(),
+            Depth::Direct => state.node(member.0).map_or_else(RoaringBitmap::new, |n| {
+                n.up.iter()
+                    .filter(|l| state.active(l))
+                    .map(|l| l.other)
+                    .collect()
+            }),
+        }
+    }
+
+    /// One page of the groups `member` belongs to, sorted by name.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn groups_of(
+        &self,
+        member: &str,
+        depth: Depth,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page> {
+        let ids = self.group_ids_of(NodeId(self.resolve(member)?), depth);
+        Ok(page(&self.state, &ids, after, limit))
+    }
+
+    /// A shortest chain of active membership edges from `member` up to `group`: `[member,
+    /// g1, ..., group]`, each a member of the next; `None` when `member` is not in `group`.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn path(&self, member: &str, group: &str) -> Result<Option<Vec<String>>> {
+        let m = self.resolve(member)?;
+        let g = self.resolve(group)?;
+        Ok(self.state.path(m, g).map(|chain| {
+            chain
+                .into_iter()
+                .map(|x| self.state.name(x).to_owned())
+                .collect()
+        }))
+    }
+
+    fn direct_holders(&self, relation: &str, target: u32) -> impl Iterator<Item = u32> + '_ {
+        let relation: Box<str> = relation.into();
+        let now = self.now;
+        self.state
+            .relations
+            .range((relation.clone(), target, 0)..=(relation, target, u32::MAX))
+            .filter(move |(_, expires)| active_at(**expires, now))
+            .map(|((_, _, holder), _)| *holder)
+    }
+
+    /// Who holds `relation` on `target`: the holders of unexpired grants and, for a group
+    /// holder, all its transitive members.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn holder_ids(
+        &self,
+        relation: &str,
+        target: &str,
+        filter: Filter,
+    ) -> Result<RoaringBitmap> {
+        let t = self.resolve(target)?;
+        let mut ids = RoaringBitmap::new();
+        for h in self.direct_holders(relation, t) {
+            ids.insert(h);
+            if let Some(desc) = self.state.desc.get(&h) {
+                ids |= desc;
+            }
+        }
+        Ok(self.filter(ids, filter))
+    }
+
+    /// One page of [`View::holder_ids`], sorted by name.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn holders(
+        &self,
+        relation: &str,
+        target: &str,
+        filter: Filter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page> {
+        let ids = self.holder_ids(relation, target, filter)?;
+        Ok(page(&self.state, &ids, after, limit))
+    }
+
+    /// Whether `holder` holds `relation` on `target`, directly or as a transitive member of a
+    /// group that holds it.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn is_holder(&self, holder: &str, relation: &str, target: &str) -> Result<bool> {
+        let h = self.resolve(holder)?;
+        let t = self.resolve(target)?;
+        let anc = &self.state.anc[h as usize];
+        Ok(self
+            .direct_holders(relation, t)
+            .any(|d| d == h || anc.contains(d)))
+    }
+}

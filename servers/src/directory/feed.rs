@@ -1,0 +1,333 @@
+//! The directory's change feed over HTTP: `GET /changes`, the team and person histories, and
+//! the subscriptions, over the graph store's one change log (teams, package sets and
+//! repositories write into it).
+//!
+//! Every payload of the log is decoded as a `serde_json::Value`, whichever store wrote it
+//! (graphdb's `Change`, the commit graphs' push and branch events): they share the envelope
+//! `kind`, `time_us`, `actor`, and the filters look at top-level fields only, so this module
+//! needs no knowledge of each kind's shape.
+
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use engine::Consumers;
+use graphdb::{GraphStore, HistoryOf};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::handlers::{check_names, graph_error};
+use super::Directory;
+use crate::common::error::{Json, Path, Query};
+use crate::common::feed::{self, feed_error, head_channel, ChangeSource};
+use crate::common::subscriptions::{Delivery, NewSubscription, Subscriptions};
+use crate::common::{Actor, ApiError, SetupError};
+
+/// The kinds the commit graphs record in the same log.
+const COMMIT_KINDS: &[&str] = &[
+    "commits.pushed",
+    "branch.set",
+    "branch.deleted",
+    "import.repo",
+];
+
+/// Every kind of the directory's feed: graphdb's and the commit graphs'.
+static KINDS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    graphdb::ChangeKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .chain(COMMIT_KINDS.iter().copied())
+        .collect()
+});
+
+/// The directory's [`ChangeSource`]: the graph store's log, events as JSON values with their
+/// `revision`.
+pub struct DirectoryFeed {
+    store: Arc<GraphStore>,
+    head: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for DirectoryFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectoryFeed")
+            .field("head", &*self.head.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DirectoryFeed {
+    /// The feed of `store`'s change log, following its durable head.
+    pub fn new(store: Arc<GraphStore>) -> Arc<Self> {
+        let log = store.change_log();
+        let (listener, head) = head_channel(log.head());
+        log.subscribe(listener);
+        Arc::new(DirectoryFeed { store, head })
+    }
+}
+
+/// An event as the feed shows it: its payload's fields and its `revision`. A payload that is
+/// not a JSON object (no writer of the log makes one) is shown as `kind: "unknown"`.
+fn event(revision: u64, payload: &[u8]) -> Value {
+    let mut value = match serde_json::from_slice::<Value>(payload) {
+        Ok(Value::Object(map)) => Value::Object(map),
+        _ => json!({ "kind": "unknown" }),
+    };
+    value["revision"] = revision.into();
+    value
+}
+
+fn field_is(event: &Value, field: &str, value: &str) -> bool {
+    event.get(field).and_then(Value::as_str) == Some(value)
+}
+
+impl ChangeSource for DirectoryFeed {
+    type Event = Value;
+
+    fn filters(&self) -> &'static [&'static str] {
+        &["team", "person", "repo"]
+    }
+
+    fn kinds(&self) -> &'static [&'static str] {
+        &KINDS
+    }
+
+    fn read(&self, after: u64, limit: usize) -> Result<Vec<Value>, ApiError> {
+        let events = self
+            .store
+            .change_log()
+            .read(after, limit)
+            .map_err(feed_error)?;
+        Ok(events
+            .iter()
+            .map(|(r, payload)| event(*r, payload))
+            .collect())
+    }
+
+    fn revision(event: &Value) -> u64 {
+        event["revision"].as_u64().unwrap_or(0)
+    }
+
+    fn kind(event: &Value) -> &str {
+        event["kind"].as_str().unwrap_or("unknown")
+    }
+
+    /// `team`: the event's team (a team's own events and its memberships), or the team as a
+    /// member of another; `person`: the member, the person created or removed, or the actor;
+    /// `repo`: the repository.
+    fn matches(event: &Value, name: &str, value: &str) -> bool {
+        match name {
+            "team" => field_is(event, "team", value) || field_is(event, "member", value),
+            "person" => ["member", "person", "actor"]
+                .iter()
+                .any(|field| field_is(event, field, value)),
+            "repo" => field_is(event, "repo", value),
+            _ => false,
+        }
+    }
+
+    fn head(&self) -> watch::Receiver<u64> {
+        self.head.clone()
+    }
+}
+
+/// The directory's subscriptions, started when first needed: at open when stored
+/// subscriptions must be resumed, else at the first `POST /subscriptions`. Delivery runs on a
+/// thread of its own, which a directory without subscriptions (most tests, every fuzz input)
+/// does not need.
+pub struct FeedSubscriptions {
+    feed: Arc<DirectoryFeed>,
+    consumers: Arc<Consumers>,
+    callback_hosts: Vec<String>,
+    started: OnceLock<Arc<Subscriptions<DirectoryFeed>>>,
+    starting: Mutex<()>,
+}
+
+impl std::fmt::Debug for FeedSubscriptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedSubscriptions")
+            .field("callback_hosts", &self.callback_hosts)
+            .field("started", &self.started.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FeedSubscriptions {
+    /// The subscriptions of `store`'s feed: their durable records are in the `consumers`
+    /// keyspace of its engine, written through its group commit. Stored ones start delivering
+    /// at once.
+    ///
+    /// # Errors
+    /// The engine's error reading the records, or the delivery thread's.
+    pub(crate) fn open(
+        store: &GraphStore,
+        feed: Arc<DirectoryFeed>,
+        callback_hosts: Vec<String>,
+    ) -> Result<Arc<Self>, SetupError> {
+        let committer = Arc::clone(store.change_log().committer());
+        let keyspace = store
+            .engine()
+            .keyspace("consumers")
+            .map_err(SetupError::Consumers)?;
+        let consumers =
+            Arc::new(Consumers::open(committer, keyspace).map_err(SetupError::Consumers)?);
+        let stored = !consumers.list().map_err(SetupError::Consumers)?.is_empty();
+        let subscriptions = Arc::new(FeedSubscriptions {
+            feed,
+            consumers,
+            callback_hosts,
+            started: OnceLock::new(),
+            starting: Mutex::new(()),
+        });
+        if stored {
+            subscriptions.start().map_err(SetupError::Delivery)?;
+        }
+        Ok(subscriptions)
+    }
+
+    fn start(&self) -> std::io::Result<&Arc<Subscriptions<DirectoryFeed>>> {
+        let _starting = self.starting.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(started) = self.started.get() {
+            return Ok(started);
+        }
+        let started = Subscriptions::start(
+            Arc::clone(&self.feed),
+            Arc::clone(&self.consumers),
+            self.callback_hosts.clone(),
+            Delivery::default(),
+        )?;
+        Ok(self.started.get_or_init(|| started))
+    }
+
+    /// The running subscriptions, if they started.
+    pub(crate) fn started(&self) -> Option<&Arc<Subscriptions<DirectoryFeed>>> {
+        self.started.get()
+    }
+}
+
+/// `GET /changes`: pages, long polls (`wait=`) and `text/event-stream`; filters `team`,
+/// `person`, `repo`, `kind`.
+pub(crate) async fn changes(
+    State(state): State<Directory>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    feed::changes(Arc::clone(&state.feed), &pairs, &headers).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistoryQuery {
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Whose {
+    Team,
+    Person,
+}
+
+async fn history(
+    state: Directory,
+    whose: Whose,
+    name: String,
+    query: HistoryQuery,
+) -> Result<Response, ApiError> {
+    let limit = match query.limit {
+        None => feed::DEFAULT_LIMIT,
+        Some(n) if (1..=feed::MAX_LIMIT).contains(&n) => n,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                format!("limit must be 1 to {}", feed::MAX_LIMIT),
+            ))
+        }
+    };
+    let before = query.before.unwrap_or(u64::MAX);
+    let page = state
+        .blocking(move |d| {
+            let of = match whose {
+                Whose::Team => HistoryOf::Team(&name),
+                Whose::Person => HistoryOf::Person(&name),
+            };
+            d.store
+                .history_events(of, before, limit)
+                .map_err(graph_error)
+        })
+        .await?;
+    let changes: Vec<Value> = page
+        .events
+        .iter()
+        .map(|(revision, payload)| event(*revision, payload))
+        .collect();
+    Ok(axum::Json(json!({ "changes": changes, "next": page.next })).into_response())
+}
+
+/// `GET /teams/{team}/history?before=REV&limit=N`: newest first.
+pub(crate) async fn team_history(
+    State(state): State<Directory>,
+    Path(team): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    check_names(&[&team])?;
+    history(state, Whose::Team, team, query).await
+}
+
+/// `GET /persons/{person}/history?before=REV&limit=N`: what was done to the person and what
+/// they did, newest first.
+pub(crate) async fn person_history(
+    State(state): State<Directory>,
+    Path(person): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    check_names(&[&person])?;
+    history(state, Whose::Person, person, query).await
+}
+
+fn not_found(id: u64) -> ApiError {
+    ApiError::not_found(format!("no subscription {id}"))
+}
+
+/// `POST /subscriptions`.
+pub(crate) async fn create_subscription(
+    State(state): State<Directory>,
+    actor: Actor,
+    Json(new): Json<NewSubscription>,
+) -> Result<Response, ApiError> {
+    if state.subscriptions.callback_hosts.is_empty() {
+        return Err(ApiError::bad_request(
+            "bad_callback",
+            "the server has no callback_hosts: subscriptions are off",
+        ));
+    }
+    let view = state
+        .blocking(move |d| {
+            let subscriptions = d.subscriptions.start().map_err(ApiError::internal)?;
+            subscriptions.create(new, actor.as_str())
+        })
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(view)).into_response())
+}
+
+/// `GET /subscriptions/{id}`.
+pub(crate) async fn get_subscription(
+    State(state): State<Directory>,
+    Path(id): Path<u64>,
+) -> Result<Response, ApiError> {
+    // Not started: none was stored at open and none was created since.
+    let subscriptions = Arc::clone(state.subscriptions.started().ok_or_else(|| not_found(id))?);
+    let view = state.blocking(move |_| subscriptions.get(id)).await?;
+    Ok(axum::Json(view).into_response())
+}
+
+/// `DELETE /subscriptions/{id}`.
+pub(crate) async fn delete_subscription(
+    State(state): State<Directory>,
+    Path(id): Path<u64>,
+) -> Result<StatusCode, ApiError> {
+    let subscriptions = Arc::clone(state.subscriptions.started().ok_or_else(|| not_found(id))?);
+    state.blocking(move |_| subscriptions.delete(id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
