@@ -31,8 +31,10 @@ use std::cell::RefCell;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::OnceLock;
 
+use super::checkpoint::Checkpoint;
 use super::error::CommitError;
 use super::id::{CommitId, IdMap, RepoId};
+use super::idtable::{reserve_gently, IdTable};
 
 /// No commit: the first parent of a root.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -74,22 +76,42 @@ pub const CHECKPOINT_EVERY: usize = 1024;
 /// At most this many checkpoints serve as negative covers in one walk.
 const MAX_COVERS: usize = 16;
 
-#[derive(Clone, Debug, Default)]
-struct Chain {
-    /// The commits of the chain by position.
-    nodes: Vec<u32>,
+#[derive(Debug)]
+pub(crate) struct Chain {
+    /// The first parent of the chain's first commit ([`NONE`] for a root): with `nodes`, every
+    /// commit's first parent, which the index therefore does not keep per commit.
+    pub(crate) base: u32,
+    /// The commits of the chain by position (ascending dense ids).
+    pub(crate) nodes: Vec<u32>,
     /// The positions of the commits that have more than one parent, ascending.
-    merges: Vec<u32>,
-    /// `checkpoints[i]` is the reach vector of the commit at position
-    /// `(i + 1) * checkpoint_every - 1`, computed when the slot is made (bulk loads) or by the
-    /// first walk that wants it (small pushes), so that a push never waits for one.
-    checkpoints: Vec<OnceLock<Vec<u32>>>,
+    pub(crate) merges: Vec<u32>,
+    /// For each of `merges`, where its other parents are in [`CommitIndex`]'s `extras`: the
+    /// count there, then the parents.
+    pub(crate) merge_extras: Vec<u32>,
+    /// `checkpoints[i]` holds the reach vector of the commit at position
+    /// `(i + 1) * checkpoint_every - 1` (as a delta from the one before: see `checkpoint.rs`),
+    /// computed when the slot is made (bulk loads) or by the first walk that wants it (small
+    /// pushes), so that a push never waits for one.
+    pub(crate) checkpoints: Vec<OnceLock<Checkpoint>>,
+}
+
+impl Chain {
+    fn new(base: u32) -> Self {
+        Chain {
+            base,
+            nodes: Vec::new(),
+            merges: Vec::new(),
+            merge_extras: Vec::new(),
+            checkpoints: Vec::new(),
+        }
+    }
 }
 
 /// The size of an index at one moment, to roll back to ([`CommitIndex::rollback`]).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Mark {
     pub(crate) len: usize,
+    extras: usize,
     next_rank: u32,
 }
 
@@ -134,8 +156,35 @@ pub struct CommitIndexStats {
     /// Checkpoints computed so far (reach vectors kept along long chains).
     pub checkpoints: usize,
     /// Heap bytes held by the index, ids and id map included (from capacities, an estimate of
-    /// the allocator's view).
+    /// the allocator's view): `memory.total()`.
     pub bytes: usize,
+    /// The same bytes per part.
+    pub memory: IndexMemory,
+}
+
+/// The heap bytes of a [`CommitIndex`] per part, counted from the capacities of its arrays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IndexMemory {
+    /// The commit ids.
+    pub ids: usize,
+    /// The table from commit id to dense id.
+    pub id_map: usize,
+    /// Generation, chain, position and rank.
+    pub labels: usize,
+    /// The parents beyond the first (first parents are implied by the chains): merge
+    /// positions and the extra parents.
+    pub parents: usize,
+    /// The chains: their commits by position.
+    pub chains: usize,
+    /// The checkpoints' reach vectors.
+    pub checkpoints: usize,
+}
+
+impl IndexMemory {
+    /// All parts.
+    pub fn total(&self) -> usize {
+        self.ids + self.id_map + self.labels + self.parents + self.chains + self.checkpoints
+    }
 }
 
 /// The reachability index of one repository's commit graph, in memory. [`super::CommitGraphs`]
@@ -144,16 +193,15 @@ pub struct CommitIndexStats {
 #[derive(Debug)]
 pub struct CommitIndex {
     repo: RepoId,
-    ids: Vec<CommitId>,
-    by_id: IdMap<u32>,
-    labels: Vec<Labels>,
-    first_parent: Vec<u32>,
-    /// Node `v`'s other parents are `extras[extra_start[v]..extra_start[v + 1]]`.
-    extra_start: Vec<u32>,
+    /// The ids in dense-id order and the table from id to dense id.
+    ids: IdTable,
+    pub(crate) labels: Vec<Labels>,
+    /// The parents of merge commits after the first, each merge's run led by its count (see
+    /// [`Chain::merge_extras`]); first parents are implied by the chains.
     extras: Vec<u32>,
-    chains: Vec<Chain>,
+    pub(crate) chains: Vec<Chain>,
     next_rank: u32,
-    checkpoint_every: usize,
+    pub(crate) checkpoint_every: usize,
 }
 
 #[derive(Debug, Default)]
@@ -182,11 +230,8 @@ impl CommitIndex {
         CommitIndex {
             checkpoint_every: every.max(2),
             repo,
-            ids: Vec::new(),
-            by_id: IdMap::default(),
+            ids: IdTable::default(),
             labels: Vec::new(),
-            first_parent: Vec::new(),
-            extra_start: vec![0],
             extras: Vec::new(),
             chains: Vec::new(),
             next_rank: 0,
@@ -200,22 +245,32 @@ impl CommitIndex {
 
     /// Whether the index holds no commit.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.ids.len() == 0
     }
 
     /// Whether the index holds `id`.
     pub fn contains(&self, id: &CommitId) -> bool {
-        self.by_id.contains_key(id)
+        self.ids.find(id).is_some()
     }
 
     /// The dense id of a commit.
     pub(crate) fn node(&self, id: &CommitId) -> Option<u32> {
-        self.by_id.get(id).copied()
+        self.ids.find(id)
     }
 
     /// The commit id of a dense id.
     pub(crate) fn commit_id(&self, node: u32) -> CommitId {
-        self.ids[node as usize]
+        self.ids.get(node)
+    }
+
+    /// The raw bytes of a dense id's commit id.
+    pub(crate) fn raw_id(&self, node: u32) -> &[u8] {
+        self.ids.raw(node)
+    }
+
+    /// The rank label of a dense id.
+    pub(crate) fn rank_of(&self, node: u32) -> u32 {
+        self.labels[node as usize].rank
     }
 
     /// The parents of a commit in order, or `None` when unknown.
@@ -223,7 +278,7 @@ impl CommitIndex {
         let node = self.node(id)?;
         Some(
             self.parent_nodes(node)
-                .map(|p| self.ids[p as usize])
+                .map(|p| self.ids.get(p))
                 .collect(),
         )
     }
@@ -233,39 +288,67 @@ impl CommitIndex {
         self.node(id).map(|n| self.labels[n as usize].generation)
     }
 
-    fn extra_parents(&self, node: u32) -> &[u32] {
-        let v = node as usize;
-        &self.extras[self.extra_start[v] as usize..self.extra_start[v + 1] as usize]
+    /// The other parents of the `i`th merge commit of `chain`.
+    #[inline]
+    pub(crate) fn merge_parents(&self, chain: &Chain, i: usize) -> &[u32] {
+        let at = chain.merge_extras[i] as usize;
+        &self.extras[at + 1..at + 1 + self.extras[at] as usize]
     }
 
+    /// The first parent of a commit, or [`NONE`] for a root.
+    pub(crate) fn first_parent(&self, node: u32) -> u32 {
+        let l = self.labels[node as usize];
+        let chain = &self.chains[l.chain as usize];
+        match l.position.checked_sub(1) {
+            Some(p) => chain.nodes[p as usize],
+            None => chain.base,
+        }
+    }
+
+    /// The parents of a stored commit in order.
     pub(crate) fn parent_nodes(&self, node: u32) -> impl Iterator<Item = u32> + '_ {
-        let first = self.first_parent[node as usize];
+        let l = self.labels[node as usize];
+        let chain = &self.chains[l.chain as usize];
+        let first = self.first_parent(node);
+        let extras = match chain.merges.binary_search(&l.position) {
+            Ok(i) => self.merge_parents(chain, i),
+            Err(_) => &[],
+        };
         (first != NONE)
             .then_some(first)
             .into_iter()
-            .chain(self.extra_parents(node).iter().copied())
+            .chain(extras.iter().copied())
+    }
+
+    /// The heap bytes the index holds, per part (from capacities: what is allocated, not
+    /// only what is used).
+    pub fn memory(&self) -> IndexMemory {
+        use std::mem::size_of;
+        let (ids, id_map) = self.ids.memory();
+        let mut memory = IndexMemory {
+            ids,
+            id_map,
+            labels: self.labels.capacity() * size_of::<Labels>(),
+            parents: self.extras.capacity() * 4,
+            chains: self.chains.capacity() * size_of::<Chain>(),
+            ..IndexMemory::default()
+        };
+        for c in &self.chains {
+            memory.chains += c.nodes.capacity() * 4;
+            memory.parents += (c.merges.capacity() + c.merge_extras.capacity()) * 4;
+            memory.checkpoints += c.checkpoints.capacity() * size_of::<OnceLock<Checkpoint>>()
+                + c.checkpoints
+                    .iter()
+                    .filter_map(OnceLock::get)
+                    .map(Checkpoint::heap_bytes)
+                    .sum::<usize>();
+        }
+        memory
     }
 
     /// Sizes of the index.
     pub fn stats(&self) -> CommitIndexStats {
-        use std::mem::size_of;
-        let chain_bytes: usize = self
-            .chains
-            .iter()
-            .map(|c| {
-                (c.nodes.capacity()
-                    + c.merges.capacity()
-                    + c.checkpoints
-                        .iter()
-                        .filter_map(OnceLock::get)
-                        .map(Vec::capacity)
-                        .sum::<usize>())
-                    * 4
-                    + c.checkpoints.capacity() * size_of::<OnceLock<Vec<u32>>>()
-                    + size_of::<Chain>()
-            })
-            .sum();
-        let map_bytes = self.by_id.capacity() * (size_of::<(CommitId, u32)>() + 1);
+        let memory = self.memory();
         CommitIndexStats {
             commits: self.len(),
             chains: self.chains.len(),
@@ -276,14 +359,8 @@ impl CommitIndex {
                 .iter()
                 .map(|c| c.checkpoints.iter().filter(|v| v.get().is_some()).count())
                 .sum(),
-            bytes: self.ids.capacity() * size_of::<CommitId>()
-                + map_bytes
-                + self.labels.capacity() * size_of::<Labels>()
-                + (self.first_parent.capacity()
-                    + self.extra_start.capacity()
-                    + self.extras.capacity())
-                    * 4
-                + chain_bytes,
+            bytes: memory.total(),
+            memory,
         }
     }
 
@@ -320,6 +397,10 @@ impl CommitIndex {
         protected: &HashSet<u32>,
     ) -> Result<Plan, CommitError> {
         let first = self.ids.len() as u32;
+        let id_len = self
+            .ids
+            .id_len()
+            .or_else(|| commits.first().map(|c| c.id.as_bytes().len()));
         let mut nodes: Vec<PlannedNode> = Vec::with_capacity(commits.len());
         let mut batch_ids: IdMap<u32> =
             IdMap::with_capacity_and_hasher(commits.len(), Default::default());
@@ -328,13 +409,20 @@ impl CommitIndex {
         let mut next_chain = self.chains.len() as u32;
         let mut known = 0;
         for (index, commit) in commits.iter().enumerate() {
+            if Some(commit.id.as_bytes().len()) != id_len {
+                return Err(CommitError::IdLength {
+                    repo: self.repo,
+                    index,
+                    commit: commit.id,
+                    expected: id_len.unwrap_or_default(),
+                });
+            }
             let mut parents = Vec::with_capacity(commit.parents.len());
             for parent in &commit.parents {
                 let node = self
-                    .by_id
-                    .get(parent)
-                    .or_else(|| batch_ids.get(parent))
-                    .copied()
+                    .ids
+                    .find(parent)
+                    .or_else(|| batch_ids.get(parent).copied())
                     .ok_or(CommitError::UnknownParent {
                         repo: self.repo,
                         index,
@@ -344,9 +432,8 @@ impl CommitIndex {
                 parents.push(node);
             }
             let existing = self
-                .by_id
-                .get(&commit.id)
-                .copied()
+                .ids
+                .find(&commit.id)
                 .map(|n| self.parent_nodes(n).eq(parents.iter().copied()));
             let existing = existing.or_else(|| {
                 batch_ids
@@ -462,6 +549,7 @@ impl CommitIndex {
     pub(crate) fn mark(&self) -> Mark {
         Mark {
             len: self.ids.len(),
+            extras: self.extras.len(),
             next_rank: self.next_rank,
         }
     }
@@ -478,12 +566,12 @@ impl CommitIndex {
         // Newest first, so each removed commit is the last of its chain.
         for node in (len..self.ids.len()).rev() {
             let labels = self.labels[node];
-            self.by_id.remove(&self.ids[node]);
             let every = self.checkpoint_every;
             if let Some(chain) = self.chains.get_mut(labels.chain as usize) {
                 chain.nodes.pop();
                 if chain.merges.last() == Some(&labels.position) {
                     chain.merges.pop();
+                    chain.merge_extras.pop();
                 }
                 chain.checkpoints.truncate(chain.nodes.len() / every);
             }
@@ -493,10 +581,7 @@ impl CommitIndex {
         }
         self.ids.truncate(len);
         self.labels.truncate(len);
-        self.first_parent.truncate(len);
-        self.extra_start.truncate(len + 1);
-        let extras = self.extra_start.last().map_or(0, |&e| e as usize);
-        self.extras.truncate(extras);
+        self.extras.truncate(mark.extras);
         self.next_rank = mark.next_rank;
     }
 
@@ -504,11 +589,10 @@ impl CommitIndex {
     pub(crate) fn apply(&mut self, plan: Plan) {
         debug_assert_eq!(plan.first as usize, self.ids.len());
         let n = plan.nodes.len();
-        self.ids.reserve(n);
-        self.by_id.reserve(n);
-        self.labels.reserve(n);
-        self.first_parent.reserve(n);
-        self.extra_start.reserve(n);
+        if let Some(node) = plan.nodes.first() {
+            self.ids.reserve(n, node.id.as_bytes().len());
+        }
+        reserve_gently(&mut self.labels, n);
         // A bulk load computes its checkpoints now; a small push leaves them to the first walk.
         let eager = n >= 4 * self.checkpoint_every;
         for node in plan.nodes {
@@ -517,21 +601,28 @@ impl CommitIndex {
     }
 
     fn push_node(&mut self, id: CommitId, parents: &[u32], labels: Labels, eager: bool) {
-        let node = self.ids.len() as u32;
-        self.ids.push(id);
-        self.by_id.insert(id, node);
+        let node = self.ids.push(&id);
+        reserve_gently(&mut self.labels, 1);
         self.labels.push(labels);
-        self.first_parent
-            .push(parents.first().copied().unwrap_or(NONE));
-        self.extras.extend(parents.iter().skip(1));
-        self.extra_start.push(self.extras.len() as u32);
         if labels.chain as usize == self.chains.len() {
-            self.chains.push(Chain::default());
+            reserve_gently(&mut self.chains, 1);
+            self.chains
+                .push(Chain::new(parents.first().copied().unwrap_or(NONE)));
+        }
+        let extras_at = self.extras.len() as u32;
+        if parents.len() > 1 {
+            reserve_gently(&mut self.extras, parents.len());
+            self.extras.push(parents.len() as u32 - 1);
+            self.extras.extend(&parents[1..]);
         }
         let chain = &mut self.chains[labels.chain as usize];
+        reserve_gently(&mut chain.nodes, 1);
         chain.nodes.push(node);
         if parents.len() > 1 {
+            reserve_gently(&mut chain.merges, 1);
             chain.merges.push(labels.position);
+            reserve_gently(&mut chain.merge_extras, 1);
+            chain.merge_extras.push(extras_at);
         }
         self.next_rank = self.next_rank.max(labels.rank + 1);
         if chain.nodes.len() % self.checkpoint_every == 0 {
@@ -543,20 +634,25 @@ impl CommitIndex {
         }
     }
 
-    /// Adds a stored commit with its stored labels, checking them against the commits before
-    /// it; `Err` names the first inconsistency.
+    /// Adds a stored commit: its parents, whether it starts a first-parent chain and its rank
+    /// (the generation, chain and position follow from those), checking them against the
+    /// commits before it; `Err` names the first inconsistency.
     pub(crate) fn load_node(
         &mut self,
         id: CommitId,
         parents: &[u32],
-        labels: Labels,
+        starts_chain: bool,
+        rank: u32,
     ) -> Result<(), &'static str> {
         let node = self.ids.len() as u32;
         if node >= NONE - 1 {
             return Err("more commits than dense ids");
         }
-        if self.by_id.contains_key(&id) {
+        if self.ids.find(&id).is_some() {
             return Err("commit id stored twice");
+        }
+        if self.ids.id_len().is_some_and(|len| len != id.as_bytes().len()) {
+            return Err("commit ids of two lengths");
         }
         let mut generation = 1;
         for &p in parents {
@@ -565,28 +661,26 @@ impl CommitIndex {
                 .get(p as usize)
                 .ok_or("parent id not below the commit's")?;
             generation = generation.max(parent.generation + 1);
-            if parent.rank >= labels.rank {
+            if parent.rank >= rank {
                 return Err("rank not above a parent's rank");
             }
         }
-        if generation != labels.generation {
-            return Err("generation is not 1 + the parents' largest");
-        }
-        match self.chains.get(labels.chain as usize) {
-            None if labels.chain as usize == self.chains.len() => {
-                if labels.position != 0 {
-                    return Err("new chain not started at position 0");
-                }
+        let (chain, position) = if starts_chain {
+            (self.chains.len() as u32, 0)
+        } else {
+            let fp = *parents.first().ok_or("a root does not start a chain")?;
+            let l = self.labels[fp as usize];
+            if self.chains[l.chain as usize].nodes.len() != l.position as usize + 1 {
+                return Err("commit extends a chain whose last commit is not its first parent");
             }
-            None => return Err("chain number skips ahead"),
-            Some(chain) => {
-                if labels.position as usize != chain.nodes.len()
-                    || parents.first() != chain.nodes.last()
-                {
-                    return Err("chain position does not extend its chain by the first parent");
-                }
-            }
-        }
+            (l.chain, l.position + 1)
+        };
+        let labels = Labels {
+            generation,
+            chain,
+            position,
+            rank,
+        };
         self.push_node(id, parents, labels, true);
         Ok(())
     }
@@ -646,33 +740,9 @@ impl CommitIndex {
         None
     }
 
-    /// Checkpoint `i` of chain `c`, computing it (and any missing one below it, each extending
-    /// the previous) on first use.
-    fn checkpoint(&self, c: u32, i: usize) -> &[u32] {
-        let chain = &self.chains[c as usize];
-        if let Some(vector) = chain.checkpoints[i].get() {
-            return vector;
-        }
-        let mut first = i;
-        while first > 0 && chain.checkpoints[first - 1].get().is_none() {
-            first -= 1;
-        }
-        for j in first..=i {
-            let base = j
-                .checked_sub(1)
-                .and_then(|below| chain.checkpoints[below].get())
-                .map(Vec::as_slice);
-            let node = chain.nodes[(j + 1) * self.checkpoint_every - 1];
-            let vector = self.reach(node, base);
-            // Another thread may have set it meanwhile: to the same vector.
-            let _ = chain.checkpoints[j].set(vector);
-        }
-        chain.checkpoints[i].get().map_or(&[], Vec::as_slice)
-    }
-
     /// The index of the highest checkpoint of `chain` strictly below position `end - 1` (so
     /// that a checkpoint is never used while it is being computed), if any.
-    fn checkpoint_below(&self, chain: &Chain, end: u32) -> Option<usize> {
+    pub(crate) fn checkpoint_below(&self, chain: &Chain, end: u32) -> Option<usize> {
         let count =
             ((end as usize).saturating_sub(1) / self.checkpoint_every).min(chain.checkpoints.len());
         count.checked_sub(1)
@@ -690,11 +760,11 @@ impl CommitIndex {
                 continue;
             }
             // Inside a checkpoint that does not reach `a`: nothing below reaches it either.
-            if scratch.covers.iter().any(|&(cc, i)| {
-                self.checkpoint(cc, i as usize)
-                    .get(c as usize)
-                    .is_some_and(|&r| r >= end)
-            }) {
+            if scratch
+                .covers
+                .iter()
+                .any(|&(cc, i)| self.checkpoint_value(cc, i as usize, c) >= end)
+            {
                 continue;
             }
             if old == 0 {
@@ -708,7 +778,7 @@ impl CommitIndex {
             // The highest checkpoint below `end - 1` settles everything up to it.
             let mut floor = 0;
             if let Some(index) = self.checkpoint_below(chain, end) {
-                if self.reached(self.checkpoint(c, index), a) {
+                if self.checkpoint_value(c, index, la.chain) > la.position {
                     return true;
                 }
                 let index = index as u32;
@@ -727,8 +797,8 @@ impl CommitIndex {
             }
             let from = chain.merges.partition_point(|&p| p < start);
             let to = chain.merges.partition_point(|&p| p < end);
-            for &position in chain.merges[from..to].iter().rev() {
-                for &e in self.extra_parents(chain.nodes[position as usize]) {
+            for i in (from..to).rev() {
+                for &e in self.merge_parents(chain, i) {
                     match self.triage(e, a, la) {
                         Some(true) => return true,
                         Some(false) => {}
@@ -740,7 +810,7 @@ impl CommitIndex {
                 }
             }
             if start == 0 {
-                let base = self.first_parent[chain.nodes[0] as usize];
+                let base = chain.base;
                 if base != NONE {
                     match self.triage(base, a, la) {
                         Some(true) => return true,
@@ -774,9 +844,7 @@ impl CommitIndex {
             let index = self.checkpoint_below(chain, end);
             let worth = |i: usize| i * self.checkpoint_every > old as usize;
             if let Some(index) = index.filter(|&i| worth(i)) {
-                for (r, &x) in reach.iter_mut().zip(self.checkpoint(c, index)) {
-                    *r = (*r).max(x);
-                }
+                self.merge_checkpoint(c, index, &mut reach);
                 old = reach[c as usize];
                 if end <= old {
                     continue;
@@ -785,8 +853,8 @@ impl CommitIndex {
             reach[c as usize] = end;
             let from = chain.merges.partition_point(|&p| p < old);
             let to = chain.merges.partition_point(|&p| p < end);
-            for &position in &chain.merges[from..to] {
-                for &e in self.extra_parents(chain.nodes[position as usize]) {
+            for i in from..to {
+                for &e in self.merge_parents(chain, i) {
                     let le = self.labels[e as usize];
                     if reach[le.chain as usize] <= le.position {
                         stack.push((le.chain, le.position + 1));
@@ -794,7 +862,7 @@ impl CommitIndex {
                 }
             }
             if old == 0 {
-                let base = self.first_parent[chain.nodes[0] as usize];
+                let base = chain.base;
                 if base != NONE {
                     let lbase = self.labels[base as usize];
                     stack.push((lbase.chain, lbase.position + 1));

@@ -57,8 +57,10 @@ mod codec;
 mod error;
 mod event;
 pub mod gen;
+mod checkpoint;
 mod history;
 mod id;
+mod idtable;
 pub mod import;
 mod index;
 mod write;
@@ -73,7 +75,8 @@ pub use error::{CommitError, ImportInput, LineError};
 pub use event::{RepoChange, RepoEvent, Writer, EVENT_KINDS};
 pub use id::{CommitId, ParseIdError, RepoId};
 pub use index::{
-    AppendSummary, CommitIndex, CommitIndexStats, NewCommit, ReachVector, CHECKPOINT_EVERY,
+    AppendSummary, CommitIndex, CommitIndexStats, IndexMemory, NewCommit, ReachVector,
+    CHECKPOINT_EVERY,
 };
 
 /// The engine keyspaces of commit graphs; open the engine with them (and any others, such as
@@ -328,6 +331,7 @@ impl CommitGraphs {
         let prefix = codec::repo_prefix(repo);
         let mut index = CommitIndex::with_checkpoint_interval(repo, self.checkpoint_every);
         let snapshot = self.engine.snapshot()?;
+        let mut id_len = None;
         for entry in snapshot.scan(self.nodes, ScanRange::prefix(&prefix), Direction::Forward)? {
             let (key, value) = entry?;
             let corrupt = |reason| CommitError::Corrupt {
@@ -335,11 +339,39 @@ impl CommitGraphs {
                 key: key.clone(),
                 reason,
             };
-            if codec::node_of_key(&key) != Some(index.len() as u32) || key.len() != 12 {
-                return Err(corrupt("node ids are not dense"));
+            let Some(len) = id_len else {
+                // The format record comes first; format 1 had none (one key per commit).
+                let found = if key.len() == prefix.len() {
+                    codec::decode_header(&value)
+                } else {
+                    Err(1)
+                };
+                match found {
+                    Ok(len) => id_len = Some(len),
+                    Err(found) => {
+                        return Err(CommitError::UnsupportedFormat {
+                            repo,
+                            found,
+                            expected: codec::FORMAT,
+                        })
+                    }
+                }
+                continue;
+            };
+            let first = index.len() as u32;
+            if key.len() != 12
+                || first % codec::BLOCK != 0
+                || codec::block_of_key(&key) != Some(first / codec::BLOCK)
+            {
+                return Err(corrupt("blocks are not dense"));
             }
-            let (id, labels, parents) = codec::decode_node(&value).map_err(corrupt)?;
-            index.load_node(id, &parents, labels).map_err(corrupt)?;
+            codec::decode_block(&value, first, len, |c| {
+                index.load_node(c.id, &c.parents, c.starts_chain, c.rank)
+            })
+            .map_err(corrupt)?;
+            if index.len() as u32 - first > codec::BLOCK {
+                return Err(corrupt("block holds too many commits"));
+            }
         }
         let mut branches = HashMap::new();
         for entry in snapshot.scan(
