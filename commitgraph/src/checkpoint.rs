@@ -28,6 +28,11 @@ pub(crate) struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Whether it keeps only a delta.
+    pub(crate) fn is_delta(&self) -> bool {
+        self.full.is_none()
+    }
+
     /// Heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
         self.delta.capacity() * 8 + self.full.as_ref().map_or(0, |f| f.capacity() * 4)

@@ -585,6 +585,14 @@ impl CommitIndex {
         self.next_rank = mark.next_rank;
     }
 
+    /// Makes room for about `commits` commits in all (a load that knows how many are stored),
+    /// at most a block of commits more than needed.
+    pub(crate) fn reserve(&mut self, commits: usize, id_len: usize) {
+        let more = commits.saturating_sub(self.len());
+        self.ids.reserve(more, id_len);
+        self.labels.reserve_exact(more);
+    }
+
     /// Applies a plan made by [`CommitIndex::plan`] on this index, unchanged since.
     pub(crate) fn apply(&mut self, plan: Plan) {
         debug_assert_eq!(plan.first as usize, self.ids.len());
@@ -964,5 +972,71 @@ mod tests {
         // A commit naming itself as parent is unknown (or conflicting), never a cycle.
         assert!(index.append(&[commit(8, &[8])]).is_err());
         assert_eq!(index.len(), 2);
+    }
+
+    /// Many chains and a long main line merging them, with checkpoints every 4 positions: most
+    /// checkpoints are deltas, and every answer still agrees with a plain closure.
+    #[test]
+    fn delta_checkpoints_agree_with_closure() {
+        let mut seed = 7u64;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 33) as usize) % n
+        };
+        let n = 3_000u32;
+        let mut parents: Vec<Vec<u32>> = vec![vec![]];
+        let mut tips = vec![0u32; 300]; // tips[0] is main
+        for v in 1..n {
+            let branch = if next(3) == 0 { 0 } else { next(tips.len()) };
+            let mut ps = vec![tips[branch]];
+            if branch == 0 && next(2) == 0 {
+                let other = tips[next(tips.len())];
+                if other != ps[0] {
+                    ps.push(other);
+                }
+            }
+            tips[branch] = v;
+            parents.push(ps);
+        }
+        let commits: Vec<NewCommit> = (0..n)
+            .map(|v| commit(v, &parents[v as usize]))
+            .collect();
+        let mut index = CommitIndex::with_checkpoint_interval(RepoId(1), 4);
+        for batch in commits.chunks(97) {
+            index.append(batch).unwrap();
+        }
+        // The closure, as bit sets.
+        let words = (n as usize).div_ceil(64);
+        let mut anc = vec![0u64; words * n as usize];
+        for v in 0..n as usize {
+            anc[v * words + v / 64] |= 1 << (v % 64);
+            for &p in &parents[v] {
+                for w in 0..words {
+                    let bits = anc[p as usize * words + w];
+                    anc[v * words + w] |= bits;
+                }
+            }
+        }
+        let is_anc = |a: usize, b: usize| anc[b * words + a / 64] & (1 << (a % 64)) != 0;
+        for _ in 0..30_000 {
+            let (a, b) = (next(n as usize), next(n as usize));
+            assert_eq!(
+                index.is_ancestor(&id(a as u32), &id(b as u32)),
+                Some(is_anc(a, b)),
+                "{a} -> {b}"
+            );
+        }
+        for tip in (0..n).step_by(97) {
+            let reach = index.reach(tip, None);
+            assert!((0..n).all(|v| index.reached(&reach, v) == is_anc(v as usize, tip as usize)));
+        }
+        let (mut deltas, mut all) = (0, 0);
+        for chain in &index.chains {
+            for cp in chain.checkpoints.iter().filter_map(OnceLock::get) {
+                all += 1;
+                deltas += usize::from(cp.is_delta());
+            }
+        }
+        assert!(all > 100 && deltas * 2 > all, "{deltas} deltas of {all} checkpoints");
     }
 }

@@ -331,6 +331,15 @@ impl CommitGraphs {
         let prefix = codec::repo_prefix(repo);
         let mut index = CommitIndex::with_checkpoint_interval(repo, self.checkpoint_every);
         let snapshot = self.engine.snapshot()?;
+        // Size the arrays once from the last block's number: growing them on the way would
+        // rehash the id table a few dozen times.
+        let last = snapshot
+            .scan(self.nodes, ScanRange::prefix(&prefix), Direction::Reverse)?
+            .next()
+            .transpose()?;
+        let stored = last
+            .and_then(|(key, _)| codec::block_of_key(&key))
+            .map_or(0, |block| (block as usize + 1) * codec::BLOCK as usize);
         let mut id_len = None;
         for entry in snapshot.scan(self.nodes, ScanRange::prefix(&prefix), Direction::Forward)? {
             let (key, value) = entry?;
@@ -347,7 +356,10 @@ impl CommitGraphs {
                     Err(1)
                 };
                 match found {
-                    Ok(len) => id_len = Some(len),
+                    Ok(len) => {
+                        id_len = Some(len);
+                        index.reserve(stored, len);
+                    }
                     Err(found) => {
                         return Err(CommitError::UnsupportedFormat {
                             repo,

@@ -1,4 +1,6 @@
-//! The commit graph at one scale: import, index bytes, is-ancestor, is-merged; optionally a
+//! The commit graph at one scale: import, index bytes (resident per part, stored per keyspace),
+//! is-ancestor, is-merged; with `--git-graph 1`, git's own commit-graph file for the same graph
+//! (`git fast-import`, `git commit-graph write --reachable`) in the same run; optionally a
 //! `git fast-import` stream of the same graph and the pairs git answers.
 
 use std::hint::black_box;
@@ -20,7 +22,12 @@ const BY: commitgraph::Writer<'static> = commitgraph::Writer {
 
 /// `capacity commits --commits N`.
 pub fn run(flags: &Flags) -> Result<()> {
-    let n = flags.number("commits", 10_000)?;
+    // `COMMITS_SCALE` sets the default size (`COMMITS_SCALE=10000000` for the 10^7 run).
+    let default = std::env::var("COMMITS_SCALE")
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(10_000);
+    let n = flags.number("commits", default)?;
     let tmp = tempfile::tempdir_in(flags.path("dir")?)?;
     let mut out = flags.results()?;
     let scale = n as u64;
