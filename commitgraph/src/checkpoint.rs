@@ -29,6 +29,7 @@ pub(crate) struct Checkpoint {
 
 impl Checkpoint {
     /// Whether it keeps only a delta.
+    #[cfg(test)]
     pub(crate) fn is_delta(&self) -> bool {
         self.full.is_none()
     }
