@@ -53,7 +53,9 @@ impl CommitIndex {
             first -= 1;
         }
         for j in first..=i {
-            let base = j.checked_sub(1).map(|below| self.checkpoint_vector(c, below));
+            let base = j
+                .checked_sub(1)
+                .map(|below| self.checkpoint_vector(c, below));
             let node = chain.nodes[(j + 1) * self.checkpoint_every - 1];
             let vector = self.reach(node, base.as_deref());
             let base = base.unwrap_or_default();
@@ -90,7 +92,9 @@ impl CommitIndex {
             let _ = chain.checkpoints[j].set(checkpoint);
         }
         // Set just above, by this thread or another.
-        chain.checkpoints[i].get().unwrap_or_else(|| unreachable_checkpoint())
+        chain.checkpoints[i]
+            .get()
+            .unwrap_or_else(|| unreachable_checkpoint())
     }
 
     /// Entry `x` of checkpoint `i` of chain `c`: how many positions of chain `x` it reaches.

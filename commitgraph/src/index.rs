@@ -1,8 +1,9 @@
 //! The in-memory reachability index of one repository's commit graph.
 //!
 //! Every commit gets a dense id in insertion order (parents before children, so the id order is
-//! a topological order) and four `u32` labels, which are persisted with the commit so that
-//! opening a repository loads them instead of recomputing them:
+//! a topological order) and four `u32` labels. What cannot be recomputed from the parents is
+//! persisted with the commit (whether it starts a chain, and its rank), so that opening a
+//! repository derives the rest in one pass instead of re-running the batches:
 //!
 //! - `generation`: 1 + the largest generation of its parents (1 for a root). A commit can reach
 //!   (have as ancestor) only commits of a smaller generation.
@@ -276,11 +277,7 @@ impl CommitIndex {
     /// The parents of a commit in order, or `None` when unknown.
     pub fn parents(&self, id: &CommitId) -> Option<Vec<CommitId>> {
         let node = self.node(id)?;
-        Some(
-            self.parent_nodes(node)
-                .map(|p| self.ids.get(p))
-                .collect(),
-        )
+        Some(self.parent_nodes(node).map(|p| self.ids.get(p)).collect())
     }
 
     /// The generation number of a commit (1 for a root), or `None` when unknown.
@@ -659,7 +656,11 @@ impl CommitIndex {
         if self.ids.find(&id).is_some() {
             return Err("commit id stored twice");
         }
-        if self.ids.id_len().is_some_and(|len| len != id.as_bytes().len()) {
+        if self
+            .ids
+            .id_len()
+            .is_some_and(|len| len != id.as_bytes().len())
+        {
             return Err("commit ids of two lengths");
         }
         let mut generation = 1;
@@ -980,7 +981,9 @@ mod tests {
     fn delta_checkpoints_agree_with_closure() {
         let mut seed = 7u64;
         let mut next = |n: usize| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((seed >> 33) as usize) % n
         };
         let n = 3_000u32;
@@ -998,9 +1001,7 @@ mod tests {
             tips[branch] = v;
             parents.push(ps);
         }
-        let commits: Vec<NewCommit> = (0..n)
-            .map(|v| commit(v, &parents[v as usize]))
-            .collect();
+        let commits: Vec<NewCommit> = (0..n).map(|v| commit(v, &parents[v as usize])).collect();
         let mut index = CommitIndex::with_checkpoint_interval(RepoId(1), 4);
         for batch in commits.chunks(97) {
             index.append(batch).unwrap();
@@ -1037,6 +1038,9 @@ mod tests {
                 deltas += usize::from(cp.is_delta());
             }
         }
-        assert!(all > 100 && deltas * 2 > all, "{deltas} deltas of {all} checkpoints");
+        assert!(
+            all > 100 && deltas * 2 > all,
+            "{deltas} deltas of {all} checkpoints"
+        );
     }
 }
