@@ -10,8 +10,6 @@
 //! one hold a quarter as many entries as a vector (so whole vectors cost at most twice the
 //! deltas) or after [`MAX_RUN`] checkpoints (so a lookup reads at most that many deltas).
 
-use std::sync::OnceLock;
-
 use super::index::CommitIndex;
 
 /// At most this many deltas are read back to find one entry.
@@ -44,20 +42,19 @@ impl CommitIndex {
     /// Checkpoint `i` of chain `c`, computing it (and any missing one below it, each extending
     /// the previous) on first use.
     pub(crate) fn checkpoint(&self, c: u32, i: usize) -> &Checkpoint {
-        let chain = &self.chains[c as usize];
-        if let Some(checkpoint) = chain.checkpoints[i].get() {
+        let slots = self.chains[c as usize].slots();
+        if let Some(checkpoint) = slots[i].checkpoint.get() {
             return checkpoint;
         }
         let mut first = i;
-        while first > 0 && chain.checkpoints[first - 1].get().is_none() {
+        while first > 0 && slots[first - 1].checkpoint.get().is_none() {
             first -= 1;
         }
         for j in first..=i {
             let base = j
                 .checked_sub(1)
                 .map(|below| self.checkpoint_vector(c, below));
-            let node = chain.nodes[(j + 1) * self.checkpoint_every - 1];
-            let vector = self.reach(node, base.as_deref());
+            let vector = self.reach(slots[j].node, base.as_deref());
             let base = base.unwrap_or_default();
             let delta: Vec<(u32, u32)> = vector
                 .iter()
@@ -67,8 +64,8 @@ impl CommitIndex {
                 .collect();
             // The deltas a lookup would read back to the last whole vector.
             let (mut entries, mut run) = (delta.len(), 1);
-            for below in chain.checkpoints[..j].iter().rev() {
-                match below.get() {
+            for below in slots[..j].iter().rev() {
+                match below.checkpoint.get() {
                     Some(cp) if cp.full.is_none() => {
                         entries += cp.delta.len();
                         run += 1;
@@ -89,10 +86,11 @@ impl CommitIndex {
                 Checkpoint { delta, full: None }
             };
             // Another thread may have set it meanwhile: to the same vector.
-            let _ = chain.checkpoints[j].set(checkpoint);
+            let _ = slots[j].checkpoint.set(checkpoint);
         }
         // Set just above, by this thread or another.
-        chain.checkpoints[i]
+        slots[i]
+            .checkpoint
             .get()
             .unwrap_or_else(|| unreachable_checkpoint())
     }
@@ -100,8 +98,8 @@ impl CommitIndex {
     /// Entry `x` of checkpoint `i` of chain `c`: how many positions of chain `x` it reaches.
     pub(crate) fn checkpoint_value(&self, c: u32, i: usize, x: u32) -> u32 {
         self.checkpoint(c, i);
-        let checkpoints = &self.chains[c as usize].checkpoints[..=i];
-        for cp in checkpoints.iter().rev().filter_map(OnceLock::get) {
+        let slots = &self.chains[c as usize].slots()[..=i];
+        for cp in slots.iter().rev().filter_map(|s| s.checkpoint.get()) {
             if let Some(full) = &cp.full {
                 return full.get(x as usize).copied().unwrap_or(0);
             }
@@ -116,13 +114,13 @@ impl CommitIndex {
     /// every chain).
     pub(crate) fn merge_checkpoint(&self, c: u32, i: usize, reach: &mut [u32]) {
         self.checkpoint(c, i);
-        let checkpoints = &self.chains[c as usize].checkpoints[..=i];
-        let start = checkpoints
+        let slots = &self.chains[c as usize].slots()[..=i];
+        let start = slots
             .iter()
-            .rposition(|cp| cp.get().is_some_and(|cp| cp.full.is_some()));
-        for cp in checkpoints[start.unwrap_or(0)..]
+            .rposition(|s| s.checkpoint.get().is_some_and(|cp| cp.full.is_some()));
+        for cp in slots[start.unwrap_or(0)..]
             .iter()
-            .filter_map(OnceLock::get)
+            .filter_map(|s| s.checkpoint.get())
         {
             if let Some(full) = &cp.full {
                 for (r, &v) in reach.iter_mut().zip(full.iter()) {

@@ -77,34 +77,45 @@ pub const CHECKPOINT_EVERY: usize = 1024;
 /// At most this many checkpoints serve as negative covers in one walk.
 const MAX_COVERS: usize = 16;
 
+/// One first-parent chain. Most chains are short (a topic branch), so a chain holds no array
+/// of its commits (each commit's first parent is the commit below it on its chain, kept per
+/// commit) and allocates only for its merge commits and, once at least K long, checkpoints:
+/// 40 bytes for a chain without merges.
 #[derive(Debug)]
 pub(crate) struct Chain {
-    /// The first parent of the chain's first commit ([`NONE`] for a root): with `nodes`, every
-    /// commit's first parent, which the index therefore does not keep per commit.
-    pub(crate) base: u32,
-    /// The commits of the chain by position (ascending dense ids).
-    pub(crate) nodes: Vec<u32>,
-    /// The positions of the commits that have more than one parent, ascending.
-    pub(crate) merges: Vec<u32>,
-    /// For each of `merges`, where its other parents are in [`CommitIndex`]'s `extras`: the
-    /// count there, then the parents.
-    pub(crate) merge_extras: Vec<u32>,
-    /// `checkpoints[i]` holds the reach vector of the commit at position
-    /// `(i + 1) * checkpoint_every - 1` (as a delta from the one before: see `checkpoint.rs`),
-    /// computed when the slot is made (bulk loads) or by the first walk that wants it (small
-    /// pushes), so that a push never waits for one.
-    pub(crate) checkpoints: Vec<OnceLock<Checkpoint>>,
+    /// The chain's first commit.
+    pub(crate) first: u32,
+    /// How many commits the chain has.
+    pub(crate) len: u32,
+    /// The commits of the chain that have more than one parent, by position.
+    pub(crate) merges: Vec<Merge>,
+    /// The checkpoints, when the chain has any (see [`Chain::slots`]).
+    checkpoints: Option<Box<Vec<Slot>>>,
+}
+
+/// A merge commit of a chain.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Merge {
+    pub(crate) position: u32,
+    pub(crate) node: u32,
+    /// Where its parents after the first are in [`CommitIndex`]'s `extras`: their count there,
+    /// then the parents.
+    extras: u32,
+}
+
+/// A checkpoint slot: the commit at position `(i + 1) * K - 1` and its reach vector (as a delta
+/// from the one before: see `checkpoint.rs`), computed when the slot is made (bulk loads) or by
+/// the first walk that wants it (small pushes), so that a push never waits for one.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) node: u32,
+    pub(crate) checkpoint: OnceLock<Checkpoint>,
 }
 
 impl Chain {
-    fn new(base: u32) -> Self {
-        Chain {
-            base,
-            nodes: Vec::new(),
-            merges: Vec::new(),
-            merge_extras: Vec::new(),
-            checkpoints: Vec::new(),
-        }
+    /// The checkpoint slots, lowest first.
+    pub(crate) fn slots(&self) -> &[Slot] {
+        self.checkpoints.as_deref().map_or(&[], Vec::as_slice)
     }
 }
 
@@ -197,8 +208,10 @@ pub struct CommitIndex {
     /// The ids in dense-id order and the table from id to dense id.
     ids: IdTable,
     pub(crate) labels: Vec<Labels>,
+    /// Each commit's first parent ([`NONE`] for a root).
+    first_parent: Vec<u32>,
     /// The parents of merge commits after the first, each merge's run led by its count (see
-    /// [`Chain::merge_extras`]); first parents are implied by the chains.
+    /// [`Merge`]).
     extras: Vec<u32>,
     pub(crate) chains: Vec<Chain>,
     next_rank: u32,
@@ -233,6 +246,7 @@ impl CommitIndex {
             repo,
             ids: IdTable::default(),
             labels: Vec::new(),
+            first_parent: Vec::new(),
             extras: Vec::new(),
             chains: Vec::new(),
             next_rank: 0,
@@ -285,30 +299,23 @@ impl CommitIndex {
         self.node(id).map(|n| self.labels[n as usize].generation)
     }
 
-    /// The other parents of the `i`th merge commit of `chain`.
+    /// The parents after the first of a merge commit.
     #[inline]
-    pub(crate) fn merge_parents(&self, chain: &Chain, i: usize) -> &[u32] {
-        let at = chain.merge_extras[i] as usize;
+    pub(crate) fn merge_parents(&self, merge: &Merge) -> &[u32] {
+        let at = merge.extras as usize;
         &self.extras[at + 1..at + 1 + self.extras[at] as usize]
-    }
-
-    /// The first parent of a commit, or [`NONE`] for a root.
-    pub(crate) fn first_parent(&self, node: u32) -> u32 {
-        let l = self.labels[node as usize];
-        let chain = &self.chains[l.chain as usize];
-        match l.position.checked_sub(1) {
-            Some(p) => chain.nodes[p as usize],
-            None => chain.base,
-        }
     }
 
     /// The parents of a stored commit in order.
     pub(crate) fn parent_nodes(&self, node: u32) -> impl Iterator<Item = u32> + '_ {
         let l = self.labels[node as usize];
         let chain = &self.chains[l.chain as usize];
-        let first = self.first_parent(node);
-        let extras = match chain.merges.binary_search(&l.position) {
-            Ok(i) => self.merge_parents(chain, i),
+        let first = self.first_parent[node as usize];
+        let extras = match chain
+            .merges
+            .binary_search_by_key(&l.position, |m| m.position)
+        {
+            Ok(i) => self.merge_parents(&chain.merges[i]),
             Err(_) => &[],
         };
         (first != NONE)
@@ -326,19 +333,21 @@ impl CommitIndex {
             ids,
             id_map,
             labels: self.labels.capacity() * size_of::<Labels>(),
-            parents: self.extras.capacity() * 4,
+            parents: (self.first_parent.capacity() + self.extras.capacity()) * 4,
             chains: self.chains.capacity() * size_of::<Chain>(),
             ..IndexMemory::default()
         };
         for c in &self.chains {
-            memory.chains += c.nodes.capacity() * 4;
-            memory.parents += (c.merges.capacity() + c.merge_extras.capacity()) * 4;
-            memory.checkpoints += c.checkpoints.capacity() * size_of::<OnceLock<Checkpoint>>()
-                + c.checkpoints
-                    .iter()
-                    .filter_map(OnceLock::get)
-                    .map(Checkpoint::heap_bytes)
-                    .sum::<usize>();
+            memory.parents += c.merges.capacity() * size_of::<Merge>();
+            if let Some(slots) = &c.checkpoints {
+                memory.checkpoints += size_of::<Vec<Slot>>()
+                    + slots.capacity() * size_of::<Slot>()
+                    + slots
+                        .iter()
+                        .filter_map(|s| s.checkpoint.get())
+                        .map(Checkpoint::heap_bytes)
+                        .sum::<usize>();
+            }
         }
         memory
     }
@@ -350,11 +359,21 @@ impl CommitIndex {
             commits: self.len(),
             chains: self.chains.len(),
             merges: self.chains.iter().map(|c| c.merges.len()).sum(),
-            longest_chain: self.chains.iter().map(|c| c.nodes.len()).max().unwrap_or(0),
+            longest_chain: self
+                .chains
+                .iter()
+                .map(|c| c.len as usize)
+                .max()
+                .unwrap_or(0),
             checkpoints: self
                 .chains
                 .iter()
-                .map(|c| c.checkpoints.iter().filter(|v| v.get().is_some()).count())
+                .map(|c| {
+                    c.slots()
+                        .iter()
+                        .filter(|s| s.checkpoint.get().is_some())
+                        .count()
+                })
                 .sum(),
             bytes: memory.total(),
             memory,
@@ -465,11 +484,10 @@ impl CommitIndex {
                 .filter(|fp| !protected.contains(fp))
                 .and_then(|&fp| {
                     let l = self.labels_of(&nodes, first, fp);
-                    let len = chain_len.get(&l.chain).copied().unwrap_or_else(|| {
-                        self.chains
-                            .get(l.chain as usize)
-                            .map_or(0, |c| c.nodes.len() as u32)
-                    });
+                    let len = chain_len
+                        .get(&l.chain)
+                        .copied()
+                        .unwrap_or_else(|| self.chains.get(l.chain as usize).map_or(0, |c| c.len));
                     (l.position + 1 == len).then_some((l.chain, len))
                 });
             let (chain, position) = extended.unwrap_or_else(|| {
@@ -565,19 +583,21 @@ impl CommitIndex {
             let labels = self.labels[node];
             let every = self.checkpoint_every;
             if let Some(chain) = self.chains.get_mut(labels.chain as usize) {
-                chain.nodes.pop();
-                if chain.merges.last() == Some(&labels.position) {
+                chain.len -= 1;
+                if chain.merges.last().map(|m| m.position) == Some(labels.position) {
                     chain.merges.pop();
-                    chain.merge_extras.pop();
                 }
-                chain.checkpoints.truncate(chain.nodes.len() / every);
+                if let Some(slots) = &mut chain.checkpoints {
+                    slots.truncate(chain.len as usize / every);
+                }
             }
         }
-        while self.chains.last().is_some_and(|c| c.nodes.is_empty()) {
+        while self.chains.last().is_some_and(|c| c.len == 0) {
             self.chains.pop();
         }
         self.ids.truncate(len);
         self.labels.truncate(len);
+        self.first_parent.truncate(len);
         self.extras.truncate(mark.extras);
         self.next_rank = mark.next_rank;
     }
@@ -588,6 +608,7 @@ impl CommitIndex {
         let more = commits.saturating_sub(self.len());
         self.ids.reserve(more, id_len);
         self.labels.reserve_exact(more);
+        self.first_parent.reserve_exact(more);
     }
 
     /// Applies a plan made by [`CommitIndex::plan`] on this index, unchanged since.
@@ -598,6 +619,7 @@ impl CommitIndex {
             self.ids.reserve(n, node.id.as_bytes().len());
         }
         reserve_gently(&mut self.labels, n);
+        reserve_gently(&mut self.first_parent, n);
         // A bulk load computes its checkpoints now; a small push leaves them to the first walk.
         let eager = n >= 4 * self.checkpoint_every;
         for node in plan.nodes {
@@ -609,10 +631,17 @@ impl CommitIndex {
         let node = self.ids.push(&id);
         reserve_gently(&mut self.labels, 1);
         self.labels.push(labels);
+        reserve_gently(&mut self.first_parent, 1);
+        self.first_parent
+            .push(parents.first().copied().unwrap_or(NONE));
         if labels.chain as usize == self.chains.len() {
             reserve_gently(&mut self.chains, 1);
-            self.chains
-                .push(Chain::new(parents.first().copied().unwrap_or(NONE)));
+            self.chains.push(Chain {
+                first: node,
+                len: 0,
+                merges: Vec::new(),
+                checkpoints: None,
+            });
         }
         let extras_at = self.extras.len() as u32;
         if parents.len() > 1 {
@@ -621,18 +650,23 @@ impl CommitIndex {
             self.extras.extend(&parents[1..]);
         }
         let chain = &mut self.chains[labels.chain as usize];
-        reserve_gently(&mut chain.nodes, 1);
-        chain.nodes.push(node);
+        chain.len += 1;
         if parents.len() > 1 {
             reserve_gently(&mut chain.merges, 1);
-            chain.merges.push(labels.position);
-            reserve_gently(&mut chain.merge_extras, 1);
-            chain.merge_extras.push(extras_at);
+            chain.merges.push(Merge {
+                position: labels.position,
+                node,
+                extras: extras_at,
+            });
         }
         self.next_rank = self.next_rank.max(labels.rank + 1);
-        if chain.nodes.len() % self.checkpoint_every == 0 {
-            chain.checkpoints.push(OnceLock::new());
-            let index = chain.checkpoints.len() - 1;
+        if chain.len as usize % self.checkpoint_every == 0 {
+            let slots = chain.checkpoints.get_or_insert_with(Box::default);
+            slots.push(Slot {
+                node,
+                checkpoint: OnceLock::new(),
+            });
+            let index = slots.len() - 1;
             if eager {
                 self.checkpoint(labels.chain, index);
             }
@@ -679,7 +713,7 @@ impl CommitIndex {
         } else {
             let fp = *parents.first().ok_or("a root does not start a chain")?;
             let l = self.labels[fp as usize];
-            if self.chains[l.chain as usize].nodes.len() != l.position as usize + 1 {
+            if self.chains[l.chain as usize].len != l.position + 1 {
                 return Err("commit extends a chain whose last commit is not its first parent");
             }
             (l.chain, l.position + 1)
@@ -753,7 +787,7 @@ impl CommitIndex {
     /// that a checkpoint is never used while it is being computed), if any.
     pub(crate) fn checkpoint_below(&self, chain: &Chain, end: u32) -> Option<usize> {
         let count =
-            ((end as usize).saturating_sub(1) / self.checkpoint_every).min(chain.checkpoints.len());
+            ((end as usize).saturating_sub(1) / self.checkpoint_every).min(chain.slots().len());
         count.checked_sub(1)
     }
 
@@ -796,18 +830,16 @@ impl CommitIndex {
                 }
                 floor = (index + 1) * self.checkpoint_every as u32;
             }
-            // Commits at or below `a`'s generation cannot reach it, nor can their parents.
-            let low = chain.nodes[..end as usize]
-                .partition_point(|&n| self.labels[n as usize].generation <= la.generation)
-                as u32;
-            let start = old.max(low).max(floor);
-            if start >= end {
-                continue;
-            }
-            let from = chain.merges.partition_point(|&p| p < start);
-            let to = chain.merges.partition_point(|&p| p < end);
-            for i in (from..to).rev() {
-                for &e in self.merge_parents(chain, i) {
+            // Commits at or below `a`'s generation cannot reach it, nor can their parents; the
+            // generation grows along the chain, so those are the lowest merges.
+            let start = old.max(floor);
+            let low = |m: &Merge| self.labels[m.node as usize].generation <= la.generation;
+            let from = chain
+                .merges
+                .partition_point(|m| m.position < start || low(m));
+            let to = chain.merges.partition_point(|m| m.position < end);
+            for merge in chain.merges[from.min(to)..to].iter().rev() {
+                for &e in self.merge_parents(merge) {
                     match self.triage(e, a, la) {
                         Some(true) => return true,
                         Some(false) => {}
@@ -818,8 +850,8 @@ impl CommitIndex {
                     }
                 }
             }
-            if start == 0 {
-                let base = chain.base;
+            if start == 0 && self.labels[chain.first as usize].generation > la.generation {
+                let base = self.first_parent[chain.first as usize];
                 if base != NONE {
                     match self.triage(base, a, la) {
                         Some(true) => return true,
@@ -860,10 +892,10 @@ impl CommitIndex {
                 }
             }
             reach[c as usize] = end;
-            let from = chain.merges.partition_point(|&p| p < old);
-            let to = chain.merges.partition_point(|&p| p < end);
-            for i in from..to {
-                for &e in self.merge_parents(chain, i) {
+            let from = chain.merges.partition_point(|m| m.position < old);
+            let to = chain.merges.partition_point(|m| m.position < end);
+            for merge in &chain.merges[from..to] {
+                for &e in self.merge_parents(merge) {
                     let le = self.labels[e as usize];
                     if reach[le.chain as usize] <= le.position {
                         stack.push((le.chain, le.position + 1));
@@ -871,7 +903,7 @@ impl CommitIndex {
                 }
             }
             if old == 0 {
-                let base = chain.base;
+                let base = self.first_parent[chain.first as usize];
                 if base != NONE {
                     let lbase = self.labels[base as usize];
                     stack.push((lbase.chain, lbase.position + 1));
@@ -1033,7 +1065,7 @@ mod tests {
         }
         let (mut deltas, mut all) = (0, 0);
         for chain in &index.chains {
-            for cp in chain.checkpoints.iter().filter_map(OnceLock::get) {
+            for cp in chain.slots().iter().filter_map(|s| s.checkpoint.get()) {
                 all += 1;
                 deltas += usize::from(cp.is_delta());
             }
