@@ -17,11 +17,13 @@ const MAX_LOAD_NUM: usize = 4;
 const MAX_LOAD_DEN: usize = 5;
 
 /// Reserves room for `additional` more elements with at most an eighth of the length as
-/// headroom, rather than `Vec`'s doubling: a per-commit array at 10^7 commits would otherwise
-/// hold up to twice its bytes. Growth stays geometric, so pushes stay amortised O(1).
+/// headroom, rather than `Vec`'s doubling (which starts at 4 elements): a per-commit array at
+/// 10^7 commits would otherwise hold up to twice its bytes, and the merges of 100,000 short
+/// chains four times theirs. Growth is geometric from 8 elements on, so pushes stay amortised
+/// O(1).
 pub(crate) fn reserve_gently<T>(vec: &mut Vec<T>, additional: usize) {
     if vec.capacity() - vec.len() < additional {
-        vec.reserve_exact(additional.max(vec.len() / 8).max(4));
+        vec.reserve_exact(additional.max(vec.len() / 8));
     }
 }
 
