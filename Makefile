@@ -1,7 +1,8 @@
 # The two commands of the README, for a fresh Debian machine with only the Rust toolchain:
 #   make run    installs what it needs, builds, and starts the services on 127.0.0.1
 #   make test   installs what it needs, then fmt, clippy, cargo doc and every test of every backend,
-#               with a real single-node Swift started for the object-store tests
+#               with a real single-node Swift and SeaweedFS started for the object-store tests
+#               and a throwaway PostgreSQL for the engine's PostgreSQL backend
 # Build output is kept under the user's cache directory between runs.
 
 SHELL := /bin/bash
@@ -15,8 +16,9 @@ export CARGO_TERM_COLOR ?= never
 
 # Debian packages the build and the tests need: RocksDB and bindgen's libclang for the
 # `rocksdb` crate, git for the commit-graph agreement tests, curl for the HTTP tests, haproxy
-# for the trusted-proxy tests.
-DEBIAN_PACKAGES := librocksdb-dev clang libclang-dev git curl pkg-config haproxy
+# for the trusted-proxy tests, postgresql for the engine's PostgreSQL backend
+# (scripts/with-postgres.sh starts a cluster of its own; the package's service is not used).
+DEBIAN_PACKAGES := librocksdb-dev clang libclang-dev git curl pkg-config haproxy postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup run test bench build fuzz soak load capacity
@@ -39,7 +41,7 @@ test: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
-	bash scripts/with-swift.sh bash scripts/with-seaweedfs.sh cargo test --workspace --all-features --no-fail-fast
+	bash scripts/with-swift.sh bash scripts/with-seaweedfs.sh bash scripts/with-postgres.sh cargo test --workspace --all-features --no-fail-fast
 	cargo build --manifest-path fuzz/Cargo.toml
 
 run: setup

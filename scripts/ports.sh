@@ -13,3 +13,14 @@ check_ports_free() {
         fi
     done
 }
+
+# free_port: prints a port of 127.0.0.1 that nothing listens on now (for scripts that choose
+# their own port rather than a fixed one), below Linux's ephemeral range (32768 and up), so
+# that the outgoing connections of tests running meanwhile do not take it first.
+free_port() {
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 12000))
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+    done
+}

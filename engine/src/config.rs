@@ -19,6 +19,8 @@ pub enum Backend {
     Sled,
     /// In memory; nothing survives the process.
     Memory,
+    /// PostgreSQL over the network (cargo feature `postgres`); see [`PostgresConfig`].
+    Postgres,
 }
 
 impl Backend {
@@ -32,6 +34,9 @@ impl Backend {
             backends.push(Backend::Sled);
         }
         backends.push(Backend::Memory);
+        if cfg!(feature = "postgres") {
+            backends.push(Backend::Postgres);
+        }
         backends
     }
 
@@ -41,6 +46,7 @@ impl Backend {
             Backend::Rocksdb => "rocksdb",
             Backend::Sled => "sled",
             Backend::Memory => "memory",
+            Backend::Postgres => "postgres",
         }
     }
 }
@@ -59,8 +65,11 @@ impl FromStr for Backend {
             "rocksdb" => Ok(Backend::Rocksdb),
             "sled" => Ok(Backend::Sled),
             "memory" => Ok(Backend::Memory),
+            "postgres" => Ok(Backend::Postgres),
             other => Err(Error::Config {
-                reason: format!("unknown backend {other:?}; expected rocksdb, sled or memory"),
+                reason: format!(
+                    "unknown backend {other:?}; expected rocksdb, sled, memory or postgres"
+                ),
             }),
         }
     }
@@ -71,11 +80,69 @@ impl FromStr for Backend {
 pub struct EngineConfig {
     /// The backend. Default: RocksDB.
     pub backend: Backend,
-    /// The directory of the store (ignored by the memory backend).
+    /// The directory of the store (ignored by the memory and PostgreSQL backends).
+    #[serde(default)]
     pub path: PathBuf,
     /// RocksDB's block cache in bytes. Default: 256 MiB.
     #[serde(default = "default_block_cache_bytes")]
     pub block_cache_bytes: usize,
+    /// Where the PostgreSQL backend keeps the store (required by it, ignored by the others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresConfig>,
+}
+
+/// The PostgreSQL backend's settings (configuration table `[postgres]` beside `backend =
+/// "postgres"`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostgresConfig {
+    /// A libpq connection string, key-value (`host=db1,db2 port=5432 user=lpstore
+    /// dbname=lpstore target_session_attrs=read-write`) or URL form. Several hosts are tried
+    /// in turn; with `target_session_attrs=read-write` only a primary is accepted, so that
+    /// after a failover the engine reconnects to the promoted standby.
+    pub url: String,
+    /// The SQL schema that holds the store's tables, created when missing; several stores
+    /// can share a database under different schemas. Default: `lpstore`.
+    #[serde(default = "default_schema")]
+    pub schema: String,
+    /// Idle connections kept for reuse; more are opened while more threads need one.
+    /// Default: 8.
+    #[serde(default = "default_pool_idle")]
+    pub pool_idle: usize,
+    /// How long a write, read or flush keeps reconnecting and retrying after the connection
+    /// was lost (a server restart, a failover, a killed backend) before it fails, in
+    /// milliseconds. Default: 15,000.
+    #[serde(default = "default_retry_ms")]
+    pub retry_ms: u64,
+}
+
+fn default_schema() -> String {
+    "lpstore".to_string()
+}
+
+fn default_pool_idle() -> usize {
+    8
+}
+
+fn default_retry_ms() -> u64 {
+    15_000
+}
+
+impl PostgresConfig {
+    /// The store in schema `lpstore` of the database that `url` names, with the defaults.
+    pub fn new(url: impl Into<String>) -> Self {
+        PostgresConfig {
+            url: url.into(),
+            schema: default_schema(),
+            pool_idle: default_pool_idle(),
+            retry_ms: default_retry_ms(),
+        }
+    }
+
+    /// The same store under another schema.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
 }
 
 fn default_block_cache_bytes() -> usize {
@@ -89,6 +156,16 @@ impl EngineConfig {
             backend: Backend::Rocksdb,
             path: path.into(),
             block_cache_bytes: default_block_cache_bytes(),
+            postgres: None,
+        }
+    }
+
+    /// PostgreSQL with the given settings.
+    pub fn postgres(postgres: PostgresConfig) -> Self {
+        EngineConfig {
+            backend: Backend::Postgres,
+            postgres: Some(postgres),
+            ..EngineConfig::rocksdb(PathBuf::new())
         }
     }
 
@@ -117,7 +194,7 @@ impl EngineConfig {
     }
 
     /// Opens (creating if needed) the store with the given keyspaces. Keyspaces that exist on
-    /// disk but are not named stay untouched.
+    /// disk (or in the database) but are not named stay untouched.
     ///
     /// # Errors
     /// [`Error::Config`] when the backend was not compiled in; the backend's error when the
@@ -129,6 +206,14 @@ impl EngineConfig {
             Backend::Rocksdb => Ok(Arc::new(crate::RocksEngine::open(self, keyspaces)?)),
             #[cfg(feature = "sled")]
             Backend::Sled => Ok(Arc::new(crate::SledEngine::open(&self.path, keyspaces)?)),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => match &self.postgres {
+                Some(postgres) => Ok(Arc::new(crate::PgEngine::open(postgres, keyspaces)?)),
+                None => Err(Error::Config {
+                    reason: "backend postgres needs its settings ([postgres] url = ...)"
+                        .to_string(),
+                }),
+            },
             #[allow(unreachable_patterns)]
             other => Err(Error::Config {
                 reason: format!(
@@ -164,5 +249,29 @@ impl Poison {
         if slot.is_none() {
             *slot = Some(cause.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_is_named_and_needs_its_settings() {
+        assert_eq!("postgres".parse::<Backend>().unwrap(), Backend::Postgres);
+        assert_eq!(Backend::Postgres.to_string(), "postgres");
+        let error = EngineConfig::new(Backend::Postgres, "ignored")
+            .open(&["a"])
+            .unwrap_err();
+        let expected = if cfg!(feature = "postgres") {
+            "needs its settings"
+        } else {
+            "not compiled into this build"
+        };
+        assert!(error.to_string().contains(expected), "{error}");
+        assert_eq!(
+            Backend::compiled().contains(&Backend::Postgres),
+            cfg!(feature = "postgres")
+        );
     }
 }

@@ -6,9 +6,11 @@
 //! read-modify-write by the caller), consistent snapshots across keyspaces, a durability choice
 //! per write, and an explicit flush.
 //!
-//! Three backends implement the [`Engine`] trait:
+//! These backends implement the [`Engine`] trait:
 //! - [`RocksEngine`] over RocksDB, the default (cargo feature `rocksdb`, on by default);
 //! - [`SledEngine`] over sled 0.34 (cargo feature `sled`);
+//! - `PgEngine` over PostgreSQL (cargo feature `postgres`), for several instances of a
+//!   service on one replicated database (`engine/DESIGN.md`, "The PostgreSQL backend");
 //! - [`MemEngine`] over `BTreeMap`s, always built: the model for tests and the template for a
 //!   new backend;
 //! - [`FaultyEngine`], an in-memory engine that fails the Nth write or sync on command and, on
@@ -55,21 +57,27 @@ mod faulty;
 mod group_commit;
 pub mod keys;
 mod mem;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 #[cfg(feature = "sled")]
 mod sled_engine;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::fmt;
 
 pub use batch::{BatchOp, WriteBatch};
 pub use changelog::{Appended, ChangeLog, FeedError, LogEntry};
-pub use config::{Backend, EngineConfig};
+pub use config::{Backend, EngineConfig, PostgresConfig};
 pub use consumers::{Consumer, Consumers};
 pub use error::{Error, Result};
 pub use faulty::{Fault, FaultyEngine};
 pub use group_commit::{GroupCommit, Written};
 pub use mem::MemEngine;
+#[cfg(feature = "postgres")]
+pub use postgres::PgEngine;
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksEngine;
 #[cfg(feature = "sled")]
@@ -213,8 +221,8 @@ pub trait ReadView {
     }
 }
 
-/// An ordered, durable key-value store. Implemented by [`RocksEngine`], [`SledEngine`] and
-/// [`MemEngine`]; the stores hold it as `Arc<dyn Engine>` so that the backend is chosen at run
+/// An ordered, durable key-value store. Implemented by [`RocksEngine`], [`SledEngine`],
+/// `PgEngine` and [`MemEngine`]; the stores hold it as `Arc<dyn Engine>` so that the backend is chosen at run
 /// time.
 pub trait Engine: ReadView + Send + Sync + fmt::Debug {
     /// Which backend this is.

@@ -16,28 +16,12 @@ use engine::{Backend, EngineConfig, MemEngine};
 
 pub use crate::support::{assert_consistent, bucket, content, read_all, Settings};
 
-/// Stamps out one `#[test]` per engine backend for each named function of `suite`.
+/// Stamps out one `#[test]` per engine backend for each named function of `suite`, with
+/// engine's testing kit (which guards each backend by engine's own features). Not
+/// PostgreSQL yet: `Harness` opens the others only.
 macro_rules! backend_tests {
     ($module:ident: $($name:ident),* $(,)?) => {
-        mod rocksdb {
-            $(#[test]
-            fn $name() {
-                crate::$module::$name(engine::Backend::Rocksdb);
-            })*
-        }
-        #[cfg(feature = "sled")]
-        mod sled {
-            $(#[test]
-            fn $name() {
-                crate::$module::$name(engine::Backend::Sled);
-            })*
-        }
-        mod memory {
-            $(#[test]
-            fn $name() {
-                crate::$module::$name(engine::Backend::Memory);
-            })*
-        }
+        engine::backend_tests!(backends [memory, rocksdb, sled]; in $module; $($name),*);
     };
 }
 pub(crate) use backend_tests;
@@ -85,6 +69,7 @@ impl Harness {
             .grace(self.settings.grace)
             .expiry_grace(self.settings.expiry_grace)
             .inline_threshold(self.settings.inline_threshold)
+            .change_retention(self.settings.change_retention)
             .token_secrets(self.settings.secrets.0, self.settings.secrets.1)
             .clock(self.clock.clone())
             .open()

@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use engine::{Backend, Direction, Durability, Engine, Error, ScanRange, WriteBatch};
 
-use crate::backend_tests;
-use crate::harness::TestStore;
+use crate::harness::{TestStore, KEYSPACES};
 
-backend_tests!(
+engine::backend_tests!(
     point_reads_and_writes,
     keyspaces_are_independent,
     unknown_keyspace_is_an_error,
@@ -48,7 +47,7 @@ fn keys(
 }
 
 fn point_reads_and_writes(backend: Backend) {
-    let mut store = TestStore::new(backend);
+    let store = TestStore::new(backend, KEYSPACES);
     let engine = store.open();
     let alpha = engine.keyspace("alpha").unwrap();
     assert_eq!(engine.get(alpha, b"k").unwrap(), None);
@@ -71,7 +70,7 @@ fn point_reads_and_writes(backend: Backend) {
 }
 
 fn keyspaces_are_independent(backend: Backend) {
-    let mut store = TestStore::new(backend);
+    let store = TestStore::new(backend, KEYSPACES);
     let engine = store.open();
     put(&*engine, "alpha", b"same", b"in alpha");
     put(&*engine, "beta", b"same", b"in beta");
@@ -96,7 +95,7 @@ fn keyspaces_are_independent(backend: Backend) {
 }
 
 fn unknown_keyspace_is_an_error(backend: Backend) {
-    let mut store = TestStore::new(backend);
+    let store = TestStore::new(backend, KEYSPACES);
     let engine = store.open();
     let error = engine.keyspace("gamma").unwrap_err();
     assert!(matches!(error, Error::UnknownKeyspace { ref name } if name == "gamma"));
@@ -104,7 +103,7 @@ fn unknown_keyspace_is_an_error(backend: Backend) {
 }
 
 fn multi_get_keeps_order(backend: Backend) {
-    let mut store = TestStore::new(backend);
+    let store = TestStore::new(backend, KEYSPACES);
     let engine = store.open();
     put(&*engine, "alpha", b"a", b"1");
     put(&*engine, "alpha", b"c", b"3");
@@ -122,7 +121,7 @@ fn multi_get_keeps_order(backend: Backend) {
 }
 
 fn scans_respect_bounds_and_direction(backend: Backend) {
-    let mut store = TestStore::new(backend);
+    let store = TestStore::new(backend, KEYSPACES);
     let engine = store.open();
     for key in [&b"a"[..], b"ab", b"abc", b"b", b"b\x00", b"c"] {
         put(&*engine, "alpha", key, b"x");
@@ -214,7 +213,7 @@ fn scans_respect_bounds_and_direction(backend: Backend) {
 }
 
 fn prefix_scan_at_the_top_of_the_byte_range(backend: Backend) {
-    let mut store = TestStore::new(backend);
+    let store = TestStore::new(backend, KEYSPACES);
     let engine = store.open();
     for key in [
         &b"\xfe\xff"[..],
@@ -251,7 +250,7 @@ fn prefix_scan_at_the_top_of_the_byte_range(backend: Backend) {
 }
 
 fn delete_range_removes_exactly_the_range(backend: Backend) {
-    let mut store = TestStore::new(backend);
+    let store = TestStore::new(backend, KEYSPACES);
     let engine = store.open();
     for key in [&b"a"[..], b"b", b"ba", b"bz", b"c"] {
         put(&*engine, "alpha", key, b"x");
@@ -270,7 +269,7 @@ fn delete_range_removes_exactly_the_range(backend: Backend) {
 }
 
 fn batch_applies_in_order(backend: Backend) {
-    let mut store = TestStore::new(backend);
+    let store = TestStore::new(backend, KEYSPACES);
     let engine = store.open();
     let alpha = engine.keyspace("alpha").unwrap();
     let beta = engine.keyspace("beta").unwrap();
@@ -299,7 +298,7 @@ fn batch_applies_in_order(backend: Backend) {
 }
 
 fn counters_add_signed_deltas(backend: Backend) {
-    let mut store = TestStore::new(backend);
+    let store = TestStore::new(backend, KEYSPACES);
     let engine = store.open();
     let beta = engine.keyspace("beta").unwrap();
     assert_eq!(engine.counter(beta, b"bytes").unwrap(), 0);
@@ -324,7 +323,7 @@ fn counters_add_signed_deltas(backend: Backend) {
 }
 
 fn concurrent_counter_adds_are_exact(backend: Backend) {
-    let mut store = TestStore::new(backend);
+    let store = TestStore::new(backend, KEYSPACES);
     let engine = store.open();
     let beta = engine.keyspace("beta").unwrap();
     const THREADS: i64 = 8;
@@ -350,7 +349,7 @@ fn concurrent_counter_adds_are_exact(backend: Backend) {
 }
 
 fn snapshot_is_isolated_from_later_writes(backend: Backend) {
-    let mut store = TestStore::new(backend);
+    let store = TestStore::new(backend, KEYSPACES);
     let engine = store.open();
     let alpha = engine.keyspace("alpha").unwrap();
     let beta = engine.keyspace("beta").unwrap();
@@ -400,7 +399,7 @@ fn snapshot_is_isolated_from_later_writes(backend: Backend) {
 }
 
 fn synced_writes_survive_reopen(backend: Backend) {
-    let mut store = TestStore::new(backend);
+    let store = TestStore::new(backend, KEYSPACES);
     {
         let engine = store.open();
         let alpha = engine.keyspace("alpha").unwrap();
@@ -425,7 +424,7 @@ fn synced_writes_survive_reopen(backend: Backend) {
 }
 
 fn buffered_writes_survive_flush_and_reopen(backend: Backend) {
-    let mut store = TestStore::new(backend);
+    let store = TestStore::new(backend, KEYSPACES);
     {
         let engine = store.open();
         let alpha = engine.keyspace("alpha").unwrap();
@@ -443,7 +442,7 @@ fn buffered_writes_survive_flush_and_reopen(backend: Backend) {
 }
 
 fn large_values_and_empty_keys(backend: Backend) {
-    let mut store = TestStore::new(backend);
+    let store = TestStore::new(backend, KEYSPACES);
     let engine = store.open();
     let big: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect();
     put(&*engine, "alpha", b"big", &big);
@@ -466,7 +465,7 @@ fn large_values_and_empty_keys(backend: Backend) {
 }
 
 fn empty_batch_is_accepted(backend: Backend) {
-    let mut store = TestStore::new(backend);
+    let store = TestStore::new(backend, KEYSPACES);
     let engine = store.open();
     engine.write(WriteBatch::new(), Durability::Sync).unwrap();
     engine.flush().unwrap();

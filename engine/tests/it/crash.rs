@@ -27,9 +27,20 @@ fn batch_key(batch: u64, part: u64) -> Vec<u8> {
         .finish()
 }
 
+/// How parent and child open the store: `store` is the directory, or on PostgreSQL the schema
+/// (on the server of `LPSTORE_TEST_POSTGRES`).
+fn config(backend: Backend, store: &str) -> EngineConfig {
+    #[cfg(feature = "postgres")]
+    if backend == Backend::Postgres {
+        let url = std::env::var(engine::testing::POSTGRES_ENV).unwrap();
+        return EngineConfig::postgres(engine::PostgresConfig::new(url).schema(store));
+    }
+    EngineConfig::new(backend, store)
+}
+
 /// The child: writes synced batches forever, printing `ack N` after batch N is acknowledged.
-fn write_batches_until_killed(path: &Path, backend: Backend) -> ! {
-    let engine = EngineConfig::new(backend, path).open(KEYSPACES).unwrap();
+fn write_batches_until_killed(store: &str, backend: Backend) -> ! {
+    let engine = config(backend, store).open(KEYSPACES).unwrap();
     let alpha = engine.keyspace("alpha").unwrap();
     let beta = engine.keyspace("beta").unwrap();
     let mut next = engine.counter(beta, b"batches").unwrap() as u64;
@@ -85,11 +96,15 @@ fn check_whole_batches(engine: &dyn Engine, acknowledged: Option<u64>) -> u64 {
 
 fn synced_batches_survive_sigkill(backend: Backend, test_name: &str) {
     if std::env::var(CHILD_ROLE).as_deref() == Ok("crash") {
-        let path = std::env::var(CHILD_STORE).unwrap();
-        write_batches_until_killed(Path::new(&path), backend);
+        let store = std::env::var(CHILD_STORE).unwrap();
+        write_batches_until_killed(&store, backend);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
+    // A temporary directory, or a schema of its own on PostgreSQL (dropped at the end).
+    let scratch = engine::testing::TestStore::new(backend, KEYSPACES);
+    let path = match scratch.config().postgres {
+        Some(postgres) => postgres.schema,
+        None => scratch.config().path.display().to_string(),
+    };
     let mut rng = rand::thread_rng();
     let mut survived = 0;
     for round in 0..6 {
@@ -122,7 +137,7 @@ fn synced_batches_survive_sigkill(backend: Backend, test_name: &str) {
         child.wait().unwrap();
         reader.join().unwrap();
         let last = receiver.try_iter().last().unwrap_or(first);
-        let engine = EngineConfig::new(backend, &path).open(KEYSPACES).unwrap();
+        let engine = config(backend, &path).open(KEYSPACES).unwrap();
         let present = check_whole_batches(&*engine, Some(last));
         assert!(
             present >= survived,
@@ -212,6 +227,20 @@ fn rocksdb_synced_batches_survive_sigkill() {
 #[test]
 fn sled_synced_batches_survive_sigkill() {
     synced_batches_survive_sigkill(Backend::Sled, "crash::sled_synced_batches_survive_sigkill");
+}
+
+/// A client killed mid-batch: PostgreSQL keeps every acknowledged batch and rolls back the
+/// one in flight whole (or has committed it whole).
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_synced_batches_survive_sigkill() {
+    if engine::testing::skip(Backend::Postgres) {
+        return;
+    }
+    synced_batches_survive_sigkill(
+        Backend::Postgres,
+        "crash::postgres_synced_batches_survive_sigkill",
+    );
 }
 
 #[cfg(feature = "rocksdb")]

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use engine::{Backend, Direction, Durability, Engine, MemEngine, ReadView, ScanRange, WriteBatch};
 use proptest::prelude::*;
 
-use crate::backend_tests;
 use crate::harness::{TestStore, KEYSPACES};
 
 #[derive(Clone, Debug)]
@@ -114,7 +113,7 @@ fn assert_same_contents(engine: &dyn Engine, model: &MemEngine) {
 }
 
 fn run(backend: Backend, ops: &[Op]) {
-    let mut store = TestStore::new(backend);
+    let store = TestStore::new(backend, KEYSPACES);
     let mut engine: Arc<dyn Engine> = store.open();
     let model = MemEngine::new(KEYSPACES);
     for op in ops {
@@ -176,4 +175,4 @@ fn matches_the_model(backend: Backend) {
     });
 }
 
-backend_tests!(matches_the_model);
+engine::backend_tests!(matches_the_model);

@@ -12,19 +12,13 @@ mod parse;
 mod suite;
 mod support;
 
-/// Stamps out a test per backend for each generic test function of a module.
+/// Stamps out a test per backend for each generic test function of a module, with engine's
+/// testing kit (which guards each backend by engine's own features). Not PostgreSQL yet:
+/// `support::Fixture` opens the others only.
 macro_rules! backend_tests {
     ($module:ident: $($name:ident),* $(,)?) => {
-        mod rocksdb {
-            $( #[test] fn $name() { crate::$module::$name(crate::support::Fixture::new(engine::Backend::Rocksdb)) } )*
-        }
-        #[cfg(feature = "sled")]
-        mod sled {
-            $( #[test] fn $name() { crate::$module::$name(crate::support::Fixture::new(engine::Backend::Sled)) } )*
-        }
-        mod memory {
-            $( #[test] fn $name() { crate::$module::$name(crate::support::Fixture::new(engine::Backend::Memory)) } )*
-        }
+        engine::backend_tests!(backends [memory, rocksdb, sled]; in $module;
+            with crate::support::Fixture::new; $($name),*);
     };
 }
 pub(crate) use backend_tests;

@@ -7,6 +7,7 @@
 
 pub mod config;
 mod fast;
+pub mod feed;
 mod handlers;
 pub mod http;
 pub mod migrate;
@@ -22,10 +23,13 @@ use blobstore::Store;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::common::access::{self, AccessPolicy, CredentialError};
+use crate::common::access::{self, AccessPolicy};
 use crate::common::metrics::{HttpMetrics, Tracker};
 use crate::common::pool::BlockingPool;
+use crate::common::subscriptions::{Delivery, Subscriptions};
+use crate::common::SetupError;
 use crate::common::{finish, ApiError, Limits, ServerConfig};
+use feed::BlobFeed;
 use handlers::store_error;
 
 pub use config::{LibrarianConfig, OpenError, OpenedStore, StoreConfig};
@@ -49,6 +53,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/files/{id}/content"),
     ("POST", "/files/{id}/token"),
     ("GET", "/search"),
+    ("GET", "/changes"),
+    ("GET", "/files/{id}/history"),
+    ("GET", "/buckets/{bucket}/history"),
+    ("GET", "/persons/{person}/history"),
+    ("POST", "/subscriptions"),
+    ("GET", "/subscriptions/{id}"),
+    ("DELETE", "/subscriptions/{id}"),
     ("GET", "/stats"),
     ("GET", "/{id}/{filename}"),
     ("HEAD", "/{id}/{filename}"),
@@ -114,6 +125,8 @@ pub struct Shared {
     pub(crate) uploads_aborted: Arc<AtomicU64>,
     pub(crate) pool: BlockingPool,
     pub(crate) object_store: Option<ObjectStoreProbe>,
+    pub(crate) feed: Arc<BlobFeed>,
+    pub(crate) subscriptions: Arc<Subscriptions<BlobFeed>>,
 }
 
 /// The object store as `/health` sees it: one probe at a time (a probe that outlives its
@@ -148,12 +161,26 @@ impl ObjectStoreProbe {
 }
 
 impl Librarian {
-    /// The state for `store` served with `server`'s access rules and limits.
+    /// The state for `store` served with `server`'s access rules and limits. Starts the
+    /// delivery of the stored subscriptions (callbacks) on a thread of their own.
     ///
     /// # Errors
-    /// A malformed credential hash in the configuration.
-    pub fn new(store: Store, server: &ServerConfig) -> Result<Self, CredentialError> {
+    /// A malformed credential hash in the configuration, or subscriptions that cannot start.
+    pub fn new(store: Store, server: &ServerConfig) -> Result<Self, SetupError> {
         let policy = Arc::new(AccessPolicy::from_config(server, "librarian")?);
+        let feed = BlobFeed::new(store.clone());
+        let consumers = engine::Consumers::open(
+            store.change_log().committer().clone(),
+            store.consumers_keyspace(),
+        )
+        .map_err(SetupError::Consumers)?;
+        let subscriptions = Subscriptions::start(
+            Arc::clone(&feed),
+            Arc::new(consumers),
+            server.callback_hosts.clone(),
+            Delivery::default(),
+        )
+        .map_err(SetupError::Delivery)?;
         let mut metrics = HttpMetrics::new("librarian");
         let store_metrics = Arc::new(StoreMetrics::default());
         let registry = metrics.registry_mut();
@@ -205,6 +232,8 @@ impl Librarian {
                     server.limits.max_concurrency,
                 ),
                 object_store: None,
+                feed,
+                subscriptions,
             }),
         })
     }
@@ -283,6 +312,18 @@ pub fn router(state: Librarian) -> Router {
         .route("/files/{id}/token", post(handlers::issue_token))
         .route("/search", get(handlers::search))
         .route("/stats", get(handlers::stats))
+        .route("/changes", get(handlers::changes))
+        .route("/files/{id}/history", get(handlers::file_history))
+        .route("/buckets/{bucket}/history", get(handlers::bucket_history))
+        .route("/persons/{person}/history", get(handlers::person_history))
+        .route(
+            "/subscriptions",
+            post(handlers::create_subscription).layer(json_limit),
+        )
+        .route(
+            "/subscriptions/{id}",
+            get(handlers::get_subscription).delete(handlers::delete_subscription),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state.policy),
             access::require_writer,
@@ -338,6 +379,7 @@ pub async fn gc_loop(state: Librarian, interval: Duration) {
                 total.expired_files += report.expired_files;
                 total.collected_blobs += report.collected_blobs;
                 total.freed_bytes += report.freed_bytes;
+                total.pruned_changes += report.pruned_changes;
                 if !report.more {
                     return Ok::<_, blobstore::Error>(total);
                 }
@@ -351,6 +393,7 @@ pub async fn gc_loop(state: Librarian, interval: Duration) {
                     expired_files = report.expired_files,
                     collected_blobs = report.collected_blobs,
                     freed_bytes = report.freed_bytes,
+                    pruned_changes = report.pruned_changes,
                     "GC pass"
                 );
             }
