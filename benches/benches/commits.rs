@@ -3,7 +3,9 @@
 //!
 //! Run: `cargo bench -p benches --bench commits`. Besides criterion's means, the setup prints
 //! latency percentiles measured call by call (`p50`, `p99`), the index build time and the
-//! index bytes per commit. `COMMITS_BENCH_COMMITS` changes the size (default 1,000,000);
+//! index bytes per commit (per part). `COMMITS_BENCH_COMMITS` (or `COMMITS_SCALE`) changes the
+//! size (default 1,000,000); the stored bytes per commit and git's commit-graph file for the
+//! same graph are printed by `capacity commits --commits N --git-graph 1`;
 //! with `COMMITS_BENCH_ROCKSDB=1` the setup also imports the graph into RocksDB and prints
 //! synced 1,000-commit appends (alone and from concurrent pushers) and the load time after a
 //! reopen; `COMMITS_BENCH_ROCKSDB_ONLY=1` stops there.
@@ -41,10 +43,28 @@ struct Fixture {
 }
 
 fn size() -> usize {
-    std::env::var("COMMITS_BENCH_COMMITS")
-        .ok()
-        .and_then(|v| v.parse().ok())
+    ["COMMITS_BENCH_COMMITS", "COMMITS_SCALE"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok())
+        .and_then(|v| v.replace('_', "").parse().ok())
         .unwrap_or(1_000_000)
+}
+
+/// The index's resident bytes per commit, per part (`CommitIndex::memory`).
+fn print_memory(stats: &commitgraph::CommitIndexStats) {
+    let m = stats.memory;
+    let per = |bytes: usize| bytes as f64 / stats.commits.max(1) as f64;
+    println!(
+        "resident bytes per commit: ids {:.1}, id table {:.1}, labels {:.1}, parents {:.1}, \
+         chains {:.1}, checkpoints {:.1}: total {:.1}",
+        per(m.ids),
+        per(m.id_map),
+        per(m.labels),
+        per(m.parents),
+        per(m.chains),
+        per(m.checkpoints),
+        per(m.total())
+    );
 }
 
 fn percentiles(name: &str, mut samples: Vec<Duration>) {
@@ -103,6 +123,7 @@ fn fixture(engine: Arc<dyn Engine>) -> Fixture {
         stats.bytes,
         stats.bytes as f64 / stats.commits as f64
     );
+    print_memory(&stats);
 
     let graphs = CommitGraphs::open_standalone(engine).unwrap();
     let repo = RepoId(1);

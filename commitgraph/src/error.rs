@@ -159,6 +159,36 @@ pub enum CommitError {
         #[source]
         error: LineError,
     },
+    /// A commit of a batch has an id of another length than the repository's (SHA-1 and
+    /// SHA-256 ids do not mix in one repository). The batch changed nothing.
+    #[error(
+        "{repo}: commit #{index} of the batch ({commit}) is not a {expected}-byte id like the \
+         repository's; nothing was written"
+    )]
+    IdLength {
+        /// The repository.
+        repo: RepoId,
+        /// The 0-based position of the commit in the batch.
+        index: usize,
+        /// The commit.
+        commit: CommitId,
+        /// The byte length of the repository's ids.
+        expected: usize,
+    },
+    /// The repository's commits are stored in a format this build does not read (format 1
+    /// kept one key per commit; there is no migration: import the repository again).
+    #[error(
+        "{repo}: commits stored in format {found}, this build reads format {expected} only; \
+         re-import the repository (there is no migration)"
+    )]
+    UnsupportedFormat {
+        /// The repository.
+        repo: RepoId,
+        /// The format found.
+        found: u8,
+        /// The format this build reads.
+        expected: u8,
+    },
     /// The repository would hold more than `u32::MAX - 1` commits.
     #[error("{repo}: more than {max} commits", max = u32::MAX - 1)]
     TooManyCommits {

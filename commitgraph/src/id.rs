@@ -51,6 +51,18 @@ impl CommitId {
         Some(id)
     }
 
+    /// The id of bytes that were a valid id when stored (20 or 32 of them, as the crate's
+    /// own tables hold them); other lengths are cut or padded, never a panic.
+    pub(crate) fn from_stored(bytes: &[u8]) -> Self {
+        let len = bytes.len().min(32);
+        let mut id = CommitId {
+            len: len as u8,
+            bytes: [0; 32],
+        };
+        id.bytes[..len].copy_from_slice(&bytes[..len]);
+        id
+    }
+
     /// Parses 40 or 64 hex digits (either case).
     ///
     /// # Errors

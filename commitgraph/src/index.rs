@@ -1,8 +1,9 @@
 //! The in-memory reachability index of one repository's commit graph.
 //!
 //! Every commit gets a dense id in insertion order (parents before children, so the id order is
-//! a topological order) and four `u32` labels, which are persisted with the commit so that
-//! opening a repository loads them instead of recomputing them:
+//! a topological order) and four `u32` labels. What cannot be recomputed from the parents is
+//! persisted with the commit (whether it starts a chain, and its rank), so that opening a
+//! repository derives the rest in one pass instead of re-running the batches:
 //!
 //! - `generation`: 1 + the largest generation of its parents (1 for a root). A commit can reach
 //!   (have as ancestor) only commits of a smaller generation.
@@ -31,8 +32,10 @@ use std::cell::RefCell;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::OnceLock;
 
+use super::checkpoint::Checkpoint;
 use super::error::CommitError;
 use super::id::{CommitId, IdMap, RepoId};
+use super::idtable::{reserve_gently, IdTable};
 
 /// No commit: the first parent of a root.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -74,22 +77,56 @@ pub const CHECKPOINT_EVERY: usize = 1024;
 /// At most this many checkpoints serve as negative covers in one walk.
 const MAX_COVERS: usize = 16;
 
-#[derive(Clone, Debug, Default)]
-struct Chain {
-    /// The commits of the chain by position.
-    nodes: Vec<u32>,
-    /// The positions of the commits that have more than one parent, ascending.
-    merges: Vec<u32>,
-    /// `checkpoints[i]` is the reach vector of the commit at position
-    /// `(i + 1) * checkpoint_every - 1`, computed when the slot is made (bulk loads) or by the
-    /// first walk that wants it (small pushes), so that a push never waits for one.
-    checkpoints: Vec<OnceLock<Vec<u32>>>,
+/// One first-parent chain. Most chains are short (a topic branch), so a chain holds no array
+/// of its commits (each commit's first parent is the commit below it on its chain, kept per
+/// commit) and allocates only for its merge commits and, once at least K long, checkpoints:
+/// 40 bytes for a chain without merges.
+#[derive(Debug)]
+pub(crate) struct Chain {
+    /// The chain's first commit.
+    pub(crate) first: u32,
+    /// How many commits the chain has.
+    pub(crate) len: u32,
+    /// The commits of the chain that have more than one parent, by position.
+    pub(crate) merges: Vec<Merge>,
+    /// The checkpoints, when the chain has any (see [`Chain::slots`]). Boxed on purpose: 8
+    /// bytes in every chain instead of a 24-byte `Vec`, where only chains at least K long have
+    /// checkpoints (and the extra allocation is one per such chain).
+    #[allow(clippy::box_collection)]
+    checkpoints: Option<Box<Vec<Slot>>>,
+}
+
+/// A merge commit of a chain.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Merge {
+    pub(crate) position: u32,
+    pub(crate) node: u32,
+    /// Where its parents after the first are in [`CommitIndex`]'s `extras`: their count there,
+    /// then the parents.
+    extras: u32,
+}
+
+/// A checkpoint slot: the commit at position `(i + 1) * K - 1` and its reach vector (as a delta
+/// from the one before: see `checkpoint.rs`), computed when the slot is made (bulk loads) or by
+/// the first walk that wants it (small pushes), so that a push never waits for one.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) node: u32,
+    pub(crate) checkpoint: OnceLock<Checkpoint>,
+}
+
+impl Chain {
+    /// The checkpoint slots, lowest first.
+    pub(crate) fn slots(&self) -> &[Slot] {
+        self.checkpoints.as_deref().map_or(&[], Vec::as_slice)
+    }
 }
 
 /// The size of an index at one moment, to roll back to ([`CommitIndex::rollback`]).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Mark {
     pub(crate) len: usize,
+    extras: usize,
     next_rank: u32,
 }
 
@@ -134,8 +171,35 @@ pub struct CommitIndexStats {
     /// Checkpoints computed so far (reach vectors kept along long chains).
     pub checkpoints: usize,
     /// Heap bytes held by the index, ids and id map included (from capacities, an estimate of
-    /// the allocator's view).
+    /// the allocator's view): `memory.total()`.
     pub bytes: usize,
+    /// The same bytes per part.
+    pub memory: IndexMemory,
+}
+
+/// The heap bytes of a [`CommitIndex`] per part, counted from the capacities of its arrays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IndexMemory {
+    /// The commit ids.
+    pub ids: usize,
+    /// The table from commit id to dense id.
+    pub id_map: usize,
+    /// Generation, chain, position and rank.
+    pub labels: usize,
+    /// The parents beyond the first (first parents are implied by the chains): merge
+    /// positions and the extra parents.
+    pub parents: usize,
+    /// The chains: their commits by position.
+    pub chains: usize,
+    /// The checkpoints' reach vectors.
+    pub checkpoints: usize,
+}
+
+impl IndexMemory {
+    /// All parts.
+    pub fn total(&self) -> usize {
+        self.ids + self.id_map + self.labels + self.parents + self.chains + self.checkpoints
+    }
 }
 
 /// The reachability index of one repository's commit graph, in memory. [`super::CommitGraphs`]
@@ -144,16 +208,17 @@ pub struct CommitIndexStats {
 #[derive(Debug)]
 pub struct CommitIndex {
     repo: RepoId,
-    ids: Vec<CommitId>,
-    by_id: IdMap<u32>,
-    labels: Vec<Labels>,
+    /// The ids in dense-id order and the table from id to dense id.
+    ids: IdTable,
+    pub(crate) labels: Vec<Labels>,
+    /// Each commit's first parent ([`NONE`] for a root).
     first_parent: Vec<u32>,
-    /// Node `v`'s other parents are `extras[extra_start[v]..extra_start[v + 1]]`.
-    extra_start: Vec<u32>,
+    /// The parents of merge commits after the first, each merge's run led by its count (see
+    /// [`Merge`]).
     extras: Vec<u32>,
-    chains: Vec<Chain>,
+    pub(crate) chains: Vec<Chain>,
     next_rank: u32,
-    checkpoint_every: usize,
+    pub(crate) checkpoint_every: usize,
 }
 
 #[derive(Debug, Default)]
@@ -182,11 +247,9 @@ impl CommitIndex {
         CommitIndex {
             checkpoint_every: every.max(2),
             repo,
-            ids: Vec::new(),
-            by_id: IdMap::default(),
+            ids: IdTable::default(),
             labels: Vec::new(),
             first_parent: Vec::new(),
-            extra_start: vec![0],
             extras: Vec::new(),
             chains: Vec::new(),
             next_rank: 0,
@@ -200,32 +263,38 @@ impl CommitIndex {
 
     /// Whether the index holds no commit.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.ids.len() == 0
     }
 
     /// Whether the index holds `id`.
     pub fn contains(&self, id: &CommitId) -> bool {
-        self.by_id.contains_key(id)
+        self.ids.find(id).is_some()
     }
 
     /// The dense id of a commit.
     pub(crate) fn node(&self, id: &CommitId) -> Option<u32> {
-        self.by_id.get(id).copied()
+        self.ids.find(id)
     }
 
     /// The commit id of a dense id.
     pub(crate) fn commit_id(&self, node: u32) -> CommitId {
-        self.ids[node as usize]
+        self.ids.get(node)
+    }
+
+    /// The raw bytes of a dense id's commit id.
+    pub(crate) fn raw_id(&self, node: u32) -> &[u8] {
+        self.ids.raw(node)
+    }
+
+    /// The rank label of a dense id.
+    pub(crate) fn rank_of(&self, node: u32) -> u32 {
+        self.labels[node as usize].rank
     }
 
     /// The parents of a commit in order, or `None` when unknown.
     pub fn parents(&self, id: &CommitId) -> Option<Vec<CommitId>> {
         let node = self.node(id)?;
-        Some(
-            self.parent_nodes(node)
-                .map(|p| self.ids[p as usize])
-                .collect(),
-        )
+        Some(self.parent_nodes(node).map(|p| self.ids.get(p)).collect())
     }
 
     /// The generation number of a commit (1 for a root), or `None` when unknown.
@@ -233,57 +302,84 @@ impl CommitIndex {
         self.node(id).map(|n| self.labels[n as usize].generation)
     }
 
-    fn extra_parents(&self, node: u32) -> &[u32] {
-        let v = node as usize;
-        &self.extras[self.extra_start[v] as usize..self.extra_start[v + 1] as usize]
+    /// The parents after the first of a merge commit.
+    #[inline]
+    pub(crate) fn merge_parents(&self, merge: &Merge) -> &[u32] {
+        let at = merge.extras as usize;
+        &self.extras[at + 1..at + 1 + self.extras[at] as usize]
     }
 
+    /// The parents of a stored commit in order.
     pub(crate) fn parent_nodes(&self, node: u32) -> impl Iterator<Item = u32> + '_ {
+        let l = self.labels[node as usize];
+        let chain = &self.chains[l.chain as usize];
         let first = self.first_parent[node as usize];
+        let extras = match chain
+            .merges
+            .binary_search_by_key(&l.position, |m| m.position)
+        {
+            Ok(i) => self.merge_parents(&chain.merges[i]),
+            Err(_) => &[],
+        };
         (first != NONE)
             .then_some(first)
             .into_iter()
-            .chain(self.extra_parents(node).iter().copied())
+            .chain(extras.iter().copied())
+    }
+
+    /// The heap bytes the index holds, per part (from capacities: what is allocated, not
+    /// only what is used).
+    pub fn memory(&self) -> IndexMemory {
+        use std::mem::size_of;
+        let (ids, id_map) = self.ids.memory();
+        let mut memory = IndexMemory {
+            ids,
+            id_map,
+            labels: self.labels.capacity() * size_of::<Labels>(),
+            parents: (self.first_parent.capacity() + self.extras.capacity()) * 4,
+            chains: self.chains.capacity() * size_of::<Chain>(),
+            ..IndexMemory::default()
+        };
+        for c in &self.chains {
+            memory.parents += c.merges.capacity() * size_of::<Merge>();
+            if let Some(slots) = &c.checkpoints {
+                memory.checkpoints += size_of::<Vec<Slot>>()
+                    + slots.capacity() * size_of::<Slot>()
+                    + slots
+                        .iter()
+                        .filter_map(|s| s.checkpoint.get())
+                        .map(Checkpoint::heap_bytes)
+                        .sum::<usize>();
+            }
+        }
+        memory
     }
 
     /// Sizes of the index.
     pub fn stats(&self) -> CommitIndexStats {
-        use std::mem::size_of;
-        let chain_bytes: usize = self
-            .chains
-            .iter()
-            .map(|c| {
-                (c.nodes.capacity()
-                    + c.merges.capacity()
-                    + c.checkpoints
-                        .iter()
-                        .filter_map(OnceLock::get)
-                        .map(Vec::capacity)
-                        .sum::<usize>())
-                    * 4
-                    + c.checkpoints.capacity() * size_of::<OnceLock<Vec<u32>>>()
-                    + size_of::<Chain>()
-            })
-            .sum();
-        let map_bytes = self.by_id.capacity() * (size_of::<(CommitId, u32)>() + 1);
+        let memory = self.memory();
         CommitIndexStats {
             commits: self.len(),
             chains: self.chains.len(),
             merges: self.chains.iter().map(|c| c.merges.len()).sum(),
-            longest_chain: self.chains.iter().map(|c| c.nodes.len()).max().unwrap_or(0),
+            longest_chain: self
+                .chains
+                .iter()
+                .map(|c| c.len as usize)
+                .max()
+                .unwrap_or(0),
             checkpoints: self
                 .chains
                 .iter()
-                .map(|c| c.checkpoints.iter().filter(|v| v.get().is_some()).count())
+                .map(|c| {
+                    c.slots()
+                        .iter()
+                        .filter(|s| s.checkpoint.get().is_some())
+                        .count()
+                })
                 .sum(),
-            bytes: self.ids.capacity() * size_of::<CommitId>()
-                + map_bytes
-                + self.labels.capacity() * size_of::<Labels>()
-                + (self.first_parent.capacity()
-                    + self.extra_start.capacity()
-                    + self.extras.capacity())
-                    * 4
-                + chain_bytes,
+            bytes: memory.total(),
+            memory,
         }
     }
 
@@ -320,6 +416,10 @@ impl CommitIndex {
         protected: &HashSet<u32>,
     ) -> Result<Plan, CommitError> {
         let first = self.ids.len() as u32;
+        let id_len = self
+            .ids
+            .id_len()
+            .or_else(|| commits.first().map(|c| c.id.as_bytes().len()));
         let mut nodes: Vec<PlannedNode> = Vec::with_capacity(commits.len());
         let mut batch_ids: IdMap<u32> =
             IdMap::with_capacity_and_hasher(commits.len(), Default::default());
@@ -328,13 +428,20 @@ impl CommitIndex {
         let mut next_chain = self.chains.len() as u32;
         let mut known = 0;
         for (index, commit) in commits.iter().enumerate() {
+            if Some(commit.id.as_bytes().len()) != id_len {
+                return Err(CommitError::IdLength {
+                    repo: self.repo,
+                    index,
+                    commit: commit.id,
+                    expected: id_len.unwrap_or_default(),
+                });
+            }
             let mut parents = Vec::with_capacity(commit.parents.len());
             for parent in &commit.parents {
                 let node = self
-                    .by_id
-                    .get(parent)
-                    .or_else(|| batch_ids.get(parent))
-                    .copied()
+                    .ids
+                    .find(parent)
+                    .or_else(|| batch_ids.get(parent).copied())
                     .ok_or(CommitError::UnknownParent {
                         repo: self.repo,
                         index,
@@ -344,9 +451,8 @@ impl CommitIndex {
                 parents.push(node);
             }
             let existing = self
-                .by_id
-                .get(&commit.id)
-                .copied()
+                .ids
+                .find(&commit.id)
                 .map(|n| self.parent_nodes(n).eq(parents.iter().copied()));
             let existing = existing.or_else(|| {
                 batch_ids
@@ -381,11 +487,10 @@ impl CommitIndex {
                 .filter(|fp| !protected.contains(fp))
                 .and_then(|&fp| {
                     let l = self.labels_of(&nodes, first, fp);
-                    let len = chain_len.get(&l.chain).copied().unwrap_or_else(|| {
-                        self.chains
-                            .get(l.chain as usize)
-                            .map_or(0, |c| c.nodes.len() as u32)
-                    });
+                    let len = chain_len
+                        .get(&l.chain)
+                        .copied()
+                        .unwrap_or_else(|| self.chains.get(l.chain as usize).map_or(0, |c| c.len));
                     (l.position + 1 == len).then_some((l.chain, len))
                 });
             let (chain, position) = extended.unwrap_or_else(|| {
@@ -462,6 +567,7 @@ impl CommitIndex {
     pub(crate) fn mark(&self) -> Mark {
         Mark {
             len: self.ids.len(),
+            extras: self.extras.len(),
             next_rank: self.next_rank,
         }
     }
@@ -478,37 +584,45 @@ impl CommitIndex {
         // Newest first, so each removed commit is the last of its chain.
         for node in (len..self.ids.len()).rev() {
             let labels = self.labels[node];
-            self.by_id.remove(&self.ids[node]);
             let every = self.checkpoint_every;
             if let Some(chain) = self.chains.get_mut(labels.chain as usize) {
-                chain.nodes.pop();
-                if chain.merges.last() == Some(&labels.position) {
+                chain.len -= 1;
+                if chain.merges.last().map(|m| m.position) == Some(labels.position) {
                     chain.merges.pop();
                 }
-                chain.checkpoints.truncate(chain.nodes.len() / every);
+                if let Some(slots) = &mut chain.checkpoints {
+                    slots.truncate(chain.len as usize / every);
+                }
             }
         }
-        while self.chains.last().is_some_and(|c| c.nodes.is_empty()) {
+        while self.chains.last().is_some_and(|c| c.len == 0) {
             self.chains.pop();
         }
         self.ids.truncate(len);
         self.labels.truncate(len);
         self.first_parent.truncate(len);
-        self.extra_start.truncate(len + 1);
-        let extras = self.extra_start.last().map_or(0, |&e| e as usize);
-        self.extras.truncate(extras);
+        self.extras.truncate(mark.extras);
         self.next_rank = mark.next_rank;
+    }
+
+    /// Makes room for about `commits` commits in all (a load that knows how many are stored),
+    /// at most a block of commits more than needed.
+    pub(crate) fn reserve(&mut self, commits: usize, id_len: usize) {
+        let more = commits.saturating_sub(self.len());
+        self.ids.reserve(more, id_len);
+        self.labels.reserve_exact(more);
+        self.first_parent.reserve_exact(more);
     }
 
     /// Applies a plan made by [`CommitIndex::plan`] on this index, unchanged since.
     pub(crate) fn apply(&mut self, plan: Plan) {
         debug_assert_eq!(plan.first as usize, self.ids.len());
         let n = plan.nodes.len();
-        self.ids.reserve(n);
-        self.by_id.reserve(n);
-        self.labels.reserve(n);
-        self.first_parent.reserve(n);
-        self.extra_start.reserve(n);
+        if let Some(node) = plan.nodes.first() {
+            self.ids.reserve(n, node.id.as_bytes().len());
+        }
+        reserve_gently(&mut self.labels, n);
+        reserve_gently(&mut self.first_parent, n);
         // A bulk load computes its checkpoints now; a small push leaves them to the first walk.
         let eager = n >= 4 * self.checkpoint_every;
         for node in plan.nodes {
@@ -517,46 +631,74 @@ impl CommitIndex {
     }
 
     fn push_node(&mut self, id: CommitId, parents: &[u32], labels: Labels, eager: bool) {
-        let node = self.ids.len() as u32;
-        self.ids.push(id);
-        self.by_id.insert(id, node);
+        let node = self.ids.push(&id);
+        reserve_gently(&mut self.labels, 1);
         self.labels.push(labels);
+        reserve_gently(&mut self.first_parent, 1);
         self.first_parent
             .push(parents.first().copied().unwrap_or(NONE));
-        self.extras.extend(parents.iter().skip(1));
-        self.extra_start.push(self.extras.len() as u32);
         if labels.chain as usize == self.chains.len() {
-            self.chains.push(Chain::default());
+            reserve_gently(&mut self.chains, 1);
+            self.chains.push(Chain {
+                first: node,
+                len: 0,
+                merges: Vec::new(),
+                checkpoints: None,
+            });
+        }
+        let extras_at = self.extras.len() as u32;
+        if parents.len() > 1 {
+            reserve_gently(&mut self.extras, parents.len());
+            self.extras.push(parents.len() as u32 - 1);
+            self.extras.extend(&parents[1..]);
         }
         let chain = &mut self.chains[labels.chain as usize];
-        chain.nodes.push(node);
+        chain.len += 1;
         if parents.len() > 1 {
-            chain.merges.push(labels.position);
+            reserve_gently(&mut chain.merges, 1);
+            chain.merges.push(Merge {
+                position: labels.position,
+                node,
+                extras: extras_at,
+            });
         }
         self.next_rank = self.next_rank.max(labels.rank + 1);
-        if chain.nodes.len() % self.checkpoint_every == 0 {
-            chain.checkpoints.push(OnceLock::new());
-            let index = chain.checkpoints.len() - 1;
+        if chain.len as usize % self.checkpoint_every == 0 {
+            let slots = chain.checkpoints.get_or_insert_with(Box::default);
+            slots.push(Slot {
+                node,
+                checkpoint: OnceLock::new(),
+            });
+            let index = slots.len() - 1;
             if eager {
                 self.checkpoint(labels.chain, index);
             }
         }
     }
 
-    /// Adds a stored commit with its stored labels, checking them against the commits before
-    /// it; `Err` names the first inconsistency.
+    /// Adds a stored commit: its parents, whether it starts a first-parent chain and its rank
+    /// (the generation, chain and position follow from those), checking them against the
+    /// commits before it; `Err` names the first inconsistency.
     pub(crate) fn load_node(
         &mut self,
         id: CommitId,
         parents: &[u32],
-        labels: Labels,
+        starts_chain: bool,
+        rank: u32,
     ) -> Result<(), &'static str> {
         let node = self.ids.len() as u32;
         if node >= NONE - 1 {
             return Err("more commits than dense ids");
         }
-        if self.by_id.contains_key(&id) {
+        if self.ids.find(&id).is_some() {
             return Err("commit id stored twice");
+        }
+        if self
+            .ids
+            .id_len()
+            .is_some_and(|len| len != id.as_bytes().len())
+        {
+            return Err("commit ids of two lengths");
         }
         let mut generation = 1;
         for &p in parents {
@@ -565,28 +707,26 @@ impl CommitIndex {
                 .get(p as usize)
                 .ok_or("parent id not below the commit's")?;
             generation = generation.max(parent.generation + 1);
-            if parent.rank >= labels.rank {
+            if parent.rank >= rank {
                 return Err("rank not above a parent's rank");
             }
         }
-        if generation != labels.generation {
-            return Err("generation is not 1 + the parents' largest");
-        }
-        match self.chains.get(labels.chain as usize) {
-            None if labels.chain as usize == self.chains.len() => {
-                if labels.position != 0 {
-                    return Err("new chain not started at position 0");
-                }
+        let (chain, position) = if starts_chain {
+            (self.chains.len() as u32, 0)
+        } else {
+            let fp = *parents.first().ok_or("a root does not start a chain")?;
+            let l = self.labels[fp as usize];
+            if self.chains[l.chain as usize].len != l.position + 1 {
+                return Err("commit extends a chain whose last commit is not its first parent");
             }
-            None => return Err("chain number skips ahead"),
-            Some(chain) => {
-                if labels.position as usize != chain.nodes.len()
-                    || parents.first() != chain.nodes.last()
-                {
-                    return Err("chain position does not extend its chain by the first parent");
-                }
-            }
-        }
+            (l.chain, l.position + 1)
+        };
+        let labels = Labels {
+            generation,
+            chain,
+            position,
+            rank,
+        };
         self.push_node(id, parents, labels, true);
         Ok(())
     }
@@ -646,35 +786,11 @@ impl CommitIndex {
         None
     }
 
-    /// Checkpoint `i` of chain `c`, computing it (and any missing one below it, each extending
-    /// the previous) on first use.
-    fn checkpoint(&self, c: u32, i: usize) -> &[u32] {
-        let chain = &self.chains[c as usize];
-        if let Some(vector) = chain.checkpoints[i].get() {
-            return vector;
-        }
-        let mut first = i;
-        while first > 0 && chain.checkpoints[first - 1].get().is_none() {
-            first -= 1;
-        }
-        for j in first..=i {
-            let base = j
-                .checked_sub(1)
-                .and_then(|below| chain.checkpoints[below].get())
-                .map(Vec::as_slice);
-            let node = chain.nodes[(j + 1) * self.checkpoint_every - 1];
-            let vector = self.reach(node, base);
-            // Another thread may have set it meanwhile: to the same vector.
-            let _ = chain.checkpoints[j].set(vector);
-        }
-        chain.checkpoints[i].get().map_or(&[], Vec::as_slice)
-    }
-
     /// The index of the highest checkpoint of `chain` strictly below position `end - 1` (so
     /// that a checkpoint is never used while it is being computed), if any.
-    fn checkpoint_below(&self, chain: &Chain, end: u32) -> Option<usize> {
+    pub(crate) fn checkpoint_below(&self, chain: &Chain, end: u32) -> Option<usize> {
         let count =
-            ((end as usize).saturating_sub(1) / self.checkpoint_every).min(chain.checkpoints.len());
+            ((end as usize).saturating_sub(1) / self.checkpoint_every).min(chain.slots().len());
         count.checked_sub(1)
     }
 
@@ -690,11 +806,11 @@ impl CommitIndex {
                 continue;
             }
             // Inside a checkpoint that does not reach `a`: nothing below reaches it either.
-            if scratch.covers.iter().any(|&(cc, i)| {
-                self.checkpoint(cc, i as usize)
-                    .get(c as usize)
-                    .is_some_and(|&r| r >= end)
-            }) {
+            if scratch
+                .covers
+                .iter()
+                .any(|&(cc, i)| self.checkpoint_value(cc, i as usize, c) >= end)
+            {
                 continue;
             }
             if old == 0 {
@@ -708,7 +824,7 @@ impl CommitIndex {
             // The highest checkpoint below `end - 1` settles everything up to it.
             let mut floor = 0;
             if let Some(index) = self.checkpoint_below(chain, end) {
-                if self.reached(self.checkpoint(c, index), a) {
+                if self.checkpoint_value(c, index, la.chain) > la.position {
                     return true;
                 }
                 let index = index as u32;
@@ -717,18 +833,16 @@ impl CommitIndex {
                 }
                 floor = (index + 1) * self.checkpoint_every as u32;
             }
-            // Commits at or below `a`'s generation cannot reach it, nor can their parents.
-            let low = chain.nodes[..end as usize]
-                .partition_point(|&n| self.labels[n as usize].generation <= la.generation)
-                as u32;
-            let start = old.max(low).max(floor);
-            if start >= end {
-                continue;
-            }
-            let from = chain.merges.partition_point(|&p| p < start);
-            let to = chain.merges.partition_point(|&p| p < end);
-            for &position in chain.merges[from..to].iter().rev() {
-                for &e in self.extra_parents(chain.nodes[position as usize]) {
+            // Commits at or below `a`'s generation cannot reach it, nor can their parents; the
+            // generation grows along the chain, so those are the lowest merges.
+            let start = old.max(floor);
+            let low = |m: &Merge| self.labels[m.node as usize].generation <= la.generation;
+            let from = chain
+                .merges
+                .partition_point(|m| m.position < start || low(m));
+            let to = chain.merges.partition_point(|m| m.position < end);
+            for merge in chain.merges[from.min(to)..to].iter().rev() {
+                for &e in self.merge_parents(merge) {
                     match self.triage(e, a, la) {
                         Some(true) => return true,
                         Some(false) => {}
@@ -739,8 +853,8 @@ impl CommitIndex {
                     }
                 }
             }
-            if start == 0 {
-                let base = self.first_parent[chain.nodes[0] as usize];
+            if start == 0 && self.labels[chain.first as usize].generation > la.generation {
+                let base = self.first_parent[chain.first as usize];
                 if base != NONE {
                     match self.triage(base, a, la) {
                         Some(true) => return true,
@@ -774,19 +888,17 @@ impl CommitIndex {
             let index = self.checkpoint_below(chain, end);
             let worth = |i: usize| i * self.checkpoint_every > old as usize;
             if let Some(index) = index.filter(|&i| worth(i)) {
-                for (r, &x) in reach.iter_mut().zip(self.checkpoint(c, index)) {
-                    *r = (*r).max(x);
-                }
+                self.merge_checkpoint(c, index, &mut reach);
                 old = reach[c as usize];
                 if end <= old {
                     continue;
                 }
             }
             reach[c as usize] = end;
-            let from = chain.merges.partition_point(|&p| p < old);
-            let to = chain.merges.partition_point(|&p| p < end);
-            for &position in &chain.merges[from..to] {
-                for &e in self.extra_parents(chain.nodes[position as usize]) {
+            let from = chain.merges.partition_point(|m| m.position < old);
+            let to = chain.merges.partition_point(|m| m.position < end);
+            for merge in &chain.merges[from..to] {
+                for &e in self.merge_parents(merge) {
                     let le = self.labels[e as usize];
                     if reach[le.chain as usize] <= le.position {
                         stack.push((le.chain, le.position + 1));
@@ -794,7 +906,7 @@ impl CommitIndex {
                 }
             }
             if old == 0 {
-                let base = self.first_parent[chain.nodes[0] as usize];
+                let base = self.first_parent[chain.first as usize];
                 if base != NONE {
                     let lbase = self.labels[base as usize];
                     stack.push((lbase.chain, lbase.position + 1));
@@ -896,5 +1008,74 @@ mod tests {
         // A commit naming itself as parent is unknown (or conflicting), never a cycle.
         assert!(index.append(&[commit(8, &[8])]).is_err());
         assert_eq!(index.len(), 2);
+    }
+
+    /// Many chains and a long main line merging them, with checkpoints every 4 positions: most
+    /// checkpoints are deltas, and every answer still agrees with a plain closure.
+    #[test]
+    fn delta_checkpoints_agree_with_closure() {
+        let mut seed = 7u64;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as usize) % n
+        };
+        let n = 3_000u32;
+        let mut parents: Vec<Vec<u32>> = vec![vec![]];
+        let mut tips = vec![0u32; 300]; // tips[0] is main
+        for v in 1..n {
+            let branch = if next(3) == 0 { 0 } else { next(tips.len()) };
+            let mut ps = vec![tips[branch]];
+            if branch == 0 && next(2) == 0 {
+                let other = tips[next(tips.len())];
+                if other != ps[0] {
+                    ps.push(other);
+                }
+            }
+            tips[branch] = v;
+            parents.push(ps);
+        }
+        let commits: Vec<NewCommit> = (0..n).map(|v| commit(v, &parents[v as usize])).collect();
+        let mut index = CommitIndex::with_checkpoint_interval(RepoId(1), 4);
+        for batch in commits.chunks(97) {
+            index.append(batch).unwrap();
+        }
+        // The closure, as bit sets.
+        let words = (n as usize).div_ceil(64);
+        let mut anc = vec![0u64; words * n as usize];
+        for v in 0..n as usize {
+            anc[v * words + v / 64] |= 1 << (v % 64);
+            for &p in &parents[v] {
+                for w in 0..words {
+                    let bits = anc[p as usize * words + w];
+                    anc[v * words + w] |= bits;
+                }
+            }
+        }
+        let is_anc = |a: usize, b: usize| anc[b * words + a / 64] & (1 << (a % 64)) != 0;
+        for _ in 0..30_000 {
+            let (a, b) = (next(n as usize), next(n as usize));
+            assert_eq!(
+                index.is_ancestor(&id(a as u32), &id(b as u32)),
+                Some(is_anc(a, b)),
+                "{a} -> {b}"
+            );
+        }
+        for tip in (0..n).step_by(97) {
+            let reach = index.reach(tip, None);
+            assert!((0..n).all(|v| index.reached(&reach, v) == is_anc(v as usize, tip as usize)));
+        }
+        let (mut deltas, mut all) = (0, 0);
+        for chain in &index.chains {
+            for cp in chain.slots().iter().filter_map(|s| s.checkpoint.get()) {
+                all += 1;
+                deltas += usize::from(cp.is_delta());
+            }
+        }
+        assert!(
+            all > 100 && deltas * 2 > all,
+            "{deltas} deltas of {all} checkpoints"
+        );
     }
 }

@@ -181,14 +181,7 @@ impl CommitGraphs {
                 after: update.target,
             });
         }
-        let mut node_batch = WriteBatch::new();
-        for (i, node) in plan.nodes.iter().enumerate() {
-            node_batch.put(
-                self.nodes,
-                codec::node_key(repo, plan.first + i as u32),
-                codec::encode_node(&node.id, &node.parents, node.labels),
-            );
-        }
+        let mut node_batch = self.node_records(repo, &state.index, &plan);
         node_batch.extend(batch);
         let appended = AppendSummary {
             added: plan.nodes.len(),
@@ -250,6 +243,58 @@ impl CommitGraphs {
                 Err(error.into())
             }
         }
+    }
+
+    /// The records of `commits.nodes` that a plan changes: the format record with the first
+    /// commits, and every block holding a new commit, the last partial block rewritten whole
+    /// (its stored commits re-encoded from the index, which holds everything a record does).
+    fn node_records(&self, repo: RepoId, index: &CommitIndex, plan: &index::Plan) -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        let (Some(first_new), Some(last)) = (plan.nodes.first(), plan.nodes.len().checked_sub(1))
+        else {
+            return batch;
+        };
+        if plan.first == 0 {
+            batch.put(
+                self.nodes,
+                codec::header_key(repo),
+                codec::encode_header(first_new.id.as_bytes().len()),
+            );
+        }
+        let end = plan.first + last as u32 + 1;
+        let mut parents = Vec::new();
+        for block in plan.first / codec::BLOCK..=(end - 1) / codec::BLOCK {
+            let mut value = Vec::new();
+            for node in block * codec::BLOCK..((block + 1) * codec::BLOCK).min(end) {
+                match node.checked_sub(plan.first) {
+                    Some(i) => {
+                        let new = &plan.nodes[i as usize];
+                        codec::encode_commit(
+                            &mut value,
+                            node,
+                            new.id.as_bytes(),
+                            &new.parents,
+                            new.labels.position == 0,
+                            new.labels.rank,
+                        );
+                    }
+                    None => {
+                        parents.clear();
+                        parents.extend(index.parent_nodes(node));
+                        codec::encode_commit(
+                            &mut value,
+                            node,
+                            index.raw_id(node),
+                            &parents,
+                            index.labels[node as usize].position == 0,
+                            index.rank_of(node),
+                        );
+                    }
+                }
+            }
+            batch.put(self.nodes, codec::block_key(repo, block), value);
+        }
+        batch
     }
 
     /// The change-feed entries of a write, with their history indexes: the repository's for

@@ -264,6 +264,11 @@ macro_rules! backend_suite {
                     super::concurrent_pushes_all_land(store());
                 }
 
+                #[test]
+                fn blocks_across_pushes_and_formats() {
+                    super::blocks_across_pushes_and_formats(store());
+                }
+
                 proptest! {
                     #![proptest_config(ProptestConfig {
                         cases: if $value == Backend::Memory { 64 } else { 10 },
@@ -285,6 +290,106 @@ backend_suite! {
     rocksdb => Backend::Rocksdb,
     #[cfg(feature = "sled")]
     sled => Backend::Sled,
+}
+
+/// Pushes of sizes that end inside, at and across the 256-commit blocks of the stored format,
+/// each rewriting the last partial block: after reopens every commit has its parents and
+/// sampled pairs agree with BFS. A batch with ids of another length, and a repository stored
+/// in format 1 (one key per commit, no format record), are refused.
+fn blocks_across_pushes_and_formats(store: Store) {
+    let mut graphs = store.open();
+    let repo = RepoId(3);
+    let mut parents: Vec<Vec<u32>> = Vec::new();
+    for (round, size) in [1, 254, 1, 3, 300, 1, 255, 256, 2].into_iter().enumerate() {
+        let first = parents.len() as u32;
+        let batch: Vec<NewCommit> = (first..first + size)
+            .map(|k| {
+                let ps = match k {
+                    0 => vec![],
+                    k if k % 50 == 0 => vec![],
+                    k if k % 7 == 0 && k > 5 => vec![k - 1, k - 5, k / 2],
+                    k => vec![k - 1],
+                };
+                parents.push(ps.clone());
+                commit(k, &ps)
+            })
+            .collect();
+        graphs.append(repo, &batch, BY).unwrap();
+        if round % 3 == 2 {
+            graphs = store.reopen(graphs);
+        }
+    }
+    let graphs = store.reopen(graphs);
+    let n = parents.len() as u32;
+    for k in 0..n {
+        let want: Vec<CommitId> = parents[k as usize].iter().map(|&p| id(p)).collect();
+        assert_eq!(graphs.parents(repo, &id(k)).unwrap(), Some(want), "{k}");
+    }
+    let anc = ancestors(&parents);
+    let mut rng = SplitMix::new(5);
+    for _ in 0..3_000 {
+        let (a, b) = (rng.below(n as usize) as u32, rng.below(n as usize) as u32);
+        assert_eq!(
+            graphs.is_ancestor(repo, &id(a), &id(b)).unwrap(),
+            anc[b as usize].contains(&a),
+            "is_ancestor({a}, {b})"
+        );
+    }
+    let long = CommitId::from_bytes(&[9; 32]).unwrap();
+    let err = graphs
+        .append(
+            repo,
+            &[
+                commit(n, &[n - 1]),
+                NewCommit {
+                    id: long,
+                    parents: vec![],
+                },
+            ],
+            BY,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CommitError::IdLength {
+                index: 1,
+                expected: 20,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!graphs.contains(repo, &id(n)).unwrap());
+    // A repository written by format 1: its first key is `repo ++ node 0`.
+    let old = RepoId(4);
+    let mut key = old.0.to_be_bytes().to_vec();
+    key.extend_from_slice(&0u32.to_be_bytes());
+    let mut batch = engine::WriteBatch::new();
+    batch.put(
+        graphs.engine().keyspace("commits.nodes").unwrap(),
+        key,
+        vec![20; 37],
+    );
+    graphs
+        .engine()
+        .write(batch, engine::Durability::Sync)
+        .unwrap();
+    let graphs = store.reopen(graphs);
+    let err = graphs.branches(old).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CommitError::UnsupportedFormat {
+                found: 1,
+                expected: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("re-import"), "{err}");
+    assert_eq!(graphs.parents(repo, &id(1)).unwrap(), Some(vec![id(0)]));
 }
 
 fn model_and_persistence(store: Store) {

@@ -1,4 +1,6 @@
-//! The commit graph at one scale: import, index bytes, is-ancestor, is-merged; optionally a
+//! The commit graph at one scale: import, index bytes (resident per part, stored per keyspace),
+//! is-ancestor, is-merged; with `--git-graph 1`, git's own commit-graph file for the same graph
+//! (`git fast-import`, `git commit-graph write --reachable`) in the same run; optionally a
 //! `git fast-import` stream of the same graph and the pairs git answers.
 
 use std::hint::black_box;
@@ -10,7 +12,7 @@ use commitgraph::gen::{DagParams, GeneratedDag};
 use commitgraph::{CommitGraphs, RepoId, STANDALONE_KEYSPACES};
 use engine::EngineConfig;
 
-use crate::common::{dir_size, micros, rss, Flags, Lcg};
+use crate::common::{dir_size, micros, rss, Flags, Lcg, Results};
 
 /// The writer these writes are recorded as in the change feed.
 const BY: commitgraph::Writer<'static> = commitgraph::Writer {
@@ -20,15 +22,27 @@ const BY: commitgraph::Writer<'static> = commitgraph::Writer {
 
 /// `capacity commits --commits N`.
 pub fn run(flags: &Flags) -> Result<()> {
-    let n = flags.number("commits", 10_000)?;
+    // `COMMITS_SCALE` sets the default size (`COMMITS_SCALE=10000000` for the 10^7 run).
+    let default = std::env::var("COMMITS_SCALE")
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(10_000);
+    let n = flags.number("commits", default)?;
     let tmp = tempfile::tempdir_in(flags.path("dir")?)?;
     let mut out = flags.results()?;
     let scale = n as u64;
+    // `--branches B` and `--merge-percent M` change the shape (many short-lived branches give
+    // many short first-parent chains, as topic branches do).
+    let defaults = DagParams::default();
     let dag = GeneratedDag::generate(&DagParams {
         commits: n,
-        branches: (n / 1_000).clamp(10, 1_000),
+        branches: flags.number("branches", (n / 1_000).clamp(10, 1_000))?,
+        merge_ratio: flags
+            .get("merge-percent")
+            .map_or(Ok(defaults.merge_ratio * 100.0), str::parse::<f64>)?
+            / 100.0,
         seed: 2024,
-        ..DagParams::default()
+        ..defaults
     });
     let ids = dag.synthetic_ids(3);
     let (rev_list, refs) = (dag.rev_list(&ids), dag.refs(&ids));
@@ -52,6 +66,13 @@ pub fn run(flags: &Flags) -> Result<()> {
         stats.bytes as f64 / stats.commits as f64,
         "B",
     )?;
+    memory_rows(&mut out, "after import", scale, &stats)?;
+    out.row(
+        "commits/first-parent chains per commit",
+        scale,
+        stats.chains as f64 / stats.commits as f64,
+        "",
+    )?;
 
     let mut rng = Lcg(11);
     let pairs: Vec<(usize, usize)> = (0..200_000).map(|_| (rng.below(n), rng.below(n))).collect();
@@ -74,13 +95,15 @@ pub fn run(flags: &Flags) -> Result<()> {
 
     let names: Vec<&str> = dag.branches.iter().map(|(n, _)| n.as_str()).collect();
     let started = Instant::now();
-    for name in &names {
+    // At most 1,000 targets: a shape with 100,000 branches would take minutes here.
+    let cold = names.len().min(1_000);
+    for name in &names[..cold] {
         black_box(graphs.merged_into(repo, name)?);
     }
     out.row(
         "commits/merged-into cold, per target branch",
         scale,
-        micros(started.elapsed()) / names.len() as f64,
+        micros(started.elapsed()) / cold as f64,
         "µs",
     )?;
     let mut samples = Vec::new();
@@ -105,6 +128,7 @@ pub fn run(flags: &Flags) -> Result<()> {
         peak as f64 / 1048576.0,
         "MiB",
     )?;
+    disk_rows(&mut out, graphs.engine().as_ref(), scale, n)?;
     drop(graphs);
     let bytes = dir_size(&tmp.path().join("graph"));
     out.row(
@@ -113,6 +137,23 @@ pub fn run(flags: &Flags) -> Result<()> {
         bytes as f64 / n as f64,
         "B",
     )?;
+    {
+        // What a restart holds: the index loaded from the stored records.
+        let engine = EngineConfig::rocksdb(tmp.path().join("graph")).open(STANDALONE_KEYSPACES)?;
+        let graphs = CommitGraphs::open_standalone(engine)?;
+        let started = Instant::now();
+        let stats = graphs.stats(repo)?;
+        out.row(
+            "commits/open: load the index",
+            scale,
+            started.elapsed().as_secs_f64(),
+            "s",
+        )?;
+        memory_rows(&mut out, "after reopen", scale, &stats)?;
+    }
+    if flags.get("git-graph").is_some() {
+        git_graph_rows(&mut out, &dag, tmp.path(), scale, n)?;
+    }
 
     if let Some(export) = flags.get("export") {
         // The same graph for git: commit k is mark k + 1; the pairs git is asked about, and
@@ -141,4 +182,119 @@ pub fn run(flags: &Flags) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The index's resident bytes per commit, per part.
+fn memory_rows(
+    out: &mut Results,
+    when: &str,
+    scale: u64,
+    stats: &commitgraph::CommitIndexStats,
+) -> Result<()> {
+    let m = stats.memory;
+    let per = |bytes: usize| bytes as f64 / stats.commits.max(1) as f64;
+    for (part, bytes) in [
+        ("ids", m.ids),
+        ("id map", m.id_map),
+        ("labels", m.labels),
+        ("parents", m.parents),
+        ("chains", m.chains),
+        ("checkpoints", m.checkpoints),
+        ("total", m.total()),
+    ] {
+        out.row(
+            &format!("commits/resident bytes per commit {when}: {part}"),
+            scale,
+            per(bytes),
+            "B",
+        )?;
+    }
+    Ok(())
+}
+
+/// The stored keys and values per commit, per keyspace (what the engine holds before its own
+/// overhead: block indexes, filters, compression).
+fn disk_rows(out: &mut Results, engine: &dyn engine::Engine, scale: u64, n: usize) -> Result<()> {
+    let mut total = 0usize;
+    for name in STANDALONE_KEYSPACES {
+        let keyspace = engine.keyspace(name)?;
+        let (mut keys, mut bytes) = (0usize, 0usize);
+        let snapshot = engine.snapshot()?;
+        for entry in snapshot.scan(
+            keyspace,
+            engine::ScanRange::all(),
+            engine::Direction::Forward,
+        )? {
+            let (key, value) = entry?;
+            keys += 1;
+            bytes += key.len() + value.len();
+        }
+        total += bytes;
+        println!("{name}: {keys} keys, {bytes} bytes of keys and values");
+        out.row(
+            &format!("commits/stored key+value bytes per commit: {name}"),
+            scale,
+            bytes as f64 / n as f64,
+            "B",
+        )?;
+    }
+    out.row(
+        "commits/stored key+value bytes per commit: total",
+        scale,
+        total as f64 / n as f64,
+        "B",
+    )
+}
+
+/// git's own commit-graph file for the same graph: `git fast-import` of the generated stream,
+/// then `git commit-graph write --reachable`; the file's bytes per commit.
+fn git_graph_rows(
+    out: &mut Results,
+    dag: &GeneratedDag,
+    tmp: &std::path::Path,
+    scale: u64,
+    n: usize,
+) -> Result<()> {
+    use std::process::{Command, Stdio};
+    let repo = tmp.join("git");
+    let git = |args: &[&str]| -> Result<()> {
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .stdout(Stdio::null())
+            .status()?;
+        anyhow::ensure!(status.success(), "git {args:?}: {status}");
+        Ok(())
+    };
+    std::fs::create_dir_all(&repo)?;
+    git(&["init", "-q", "--bare"])?;
+    let started = Instant::now();
+    let mut child = Command::new("git")
+        .arg("-C")
+        .arg(&repo)
+        .args(["fast-import", "--quiet"])
+        .stdin(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&dag.fast_import_stream())?;
+    }
+    anyhow::ensure!(child.wait()?.success(), "git fast-import failed");
+    println!("git fast-import: {:.1} s", started.elapsed().as_secs_f64());
+    let started = Instant::now();
+    git(&["commit-graph", "write", "--reachable"])?;
+    out.row(
+        "commits/git commit-graph write",
+        scale,
+        started.elapsed().as_secs_f64(),
+        "s",
+    )?;
+    let file = repo.join("objects/info/commit-graph");
+    let bytes = std::fs::metadata(&file)?.len();
+    out.row(
+        "commits/git commit-graph bytes per commit",
+        scale,
+        bytes as f64 / n as f64,
+        "B",
+    )
 }

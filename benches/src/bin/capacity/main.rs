@@ -11,7 +11,7 @@
 //! capacity blobs   --files N   --dir TMP --results R
 //! capacity sizes               --dir TMP --results R
 //! capacity teams   --persons P --dir TMP --results R [--export DIR]
-//! capacity commits --commits N --dir TMP --results R [--export DIR --pairs K]
+//! capacity commits --commits N --dir TMP --results R [--export DIR --pairs K] [--git-graph 1]
 //! capacity report  --results R --machine FILE --out docs
 //! ```
 
