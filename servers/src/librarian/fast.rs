@@ -2,9 +2,8 @@
 //! holds in its hot-file cache, answered before the router.
 //!
 //! Why: once the store call is gone (a cache hit touches neither the engine nor the disk),
-//! routing, extractors and the middleware stack cost more CPU than the answer itself; perf
-//! showed the librarian's user-space share at 34% of its CPU per 4 KiB download against
-//! nginx's 16%. Everything else (a miss, a token in the query, a percent-encoded name, any
+//! routing, extractors and the middleware stack cost more CPU than the answer itself (the
+//! profile is in `benches/servers/RESULTS.md`). Everything else (a miss, a token in the query, a percent-encoded name, any
 //! other route) goes to the router unchanged, and a request answered here follows exactly
 //! the router's rules: [`answer_small`] is the function the download handler calls on a
 //! cache hit, and [`Tracker::begin`] applies the same concurrency limit and metrics.
