@@ -5,6 +5,7 @@ pub mod access;
 pub mod config;
 pub mod error;
 pub mod feed;
+pub mod leader;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
@@ -15,6 +16,7 @@ pub use access::{AccessPolicy, Credential};
 pub use config::{Limits, ServerConfig, ServerFlags};
 pub use error::ApiError;
 pub use feed::{Actor, Revision};
+pub use leader::Leader;
 
 use std::sync::Arc;
 

@@ -19,6 +19,7 @@ use graphdb::{GraphStore, PackageSets, Teams};
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::common::access::{self, AccessPolicy, CredentialError};
+use crate::common::leader::{self, Leader};
 use crate::common::metrics::{HttpMetrics, Tracker};
 use crate::common::pool::BlockingPool;
 use crate::common::{finish, ApiError, Limits, ServerConfig};
@@ -57,6 +58,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/import/packagesets"),
     ("POST", "/import/repos/{repo}"),
     ("GET", "/health"),
+    ("GET", "/health/writer"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
 ];
@@ -85,6 +87,7 @@ pub struct Directory {
     pub(crate) metrics: Arc<HttpMetrics>,
     pub(crate) graph_metrics: Arc<GraphMetrics>,
     pub(crate) pool: BlockingPool,
+    pub(crate) leader: Leader,
 }
 
 /// Index sizes exported beside the HTTP metrics.
@@ -141,7 +144,15 @@ impl Directory {
                 server.limits.store_threads,
                 server.limits.max_concurrency,
             ),
+            leader: Leader::always(),
         })
+    }
+
+    /// Writes only while `leader` says this instance leads (several instances on one
+    /// PostgreSQL store); by default the instance always does.
+    pub fn with_leader(mut self, leader: Leader) -> Self {
+        self.leader = leader;
+        self
     }
 
     /// The graph store.
@@ -228,6 +239,10 @@ pub fn router(state: Directory) -> Router {
                 .layer(import_limit),
         )
         .route_layer(axum::middleware::from_fn_with_state(
+            state.leader.clone(),
+            leader::require_leader,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&policy),
             access::require_writer,
         ));
@@ -263,6 +278,7 @@ pub fn router(state: Directory) -> Router {
         .route("/health", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
         .route("/openapi.json", get(handlers::openapi))
+        .merge(leader::routes(state.leader.clone()))
         .route_layer(axum::middleware::from_fn_with_state(
             policy,
             access::require_address,
