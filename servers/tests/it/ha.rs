@@ -401,3 +401,110 @@ async fn one_directory_instance_writes_and_a_graceful_stop_hands_over_on(
         server.stop().await;
     }
 }
+
+#[test]
+fn one_librarian_instance_writes_and_every_one_reads() {
+    if skip(Backend::Postgres) {
+        return;
+    }
+    let scratch = PgScratch::new();
+    let keep = Keep::default();
+    runtime().block_on(one_librarian_instance_writes_and_every_one_reads_on(
+        &scratch, &keep,
+    ));
+}
+
+async fn one_librarian_instance_writes_and_every_one_reads_on(scratch: &PgScratch, keep: &Keep) {
+    use reqwest::Method;
+    let ttl = Duration::from_millis(900);
+    let dir = tempfile::tempdir().unwrap();
+    let mut instances = Vec::new();
+    for i in 0..2 {
+        let settings = scratch.settings();
+        let path = dir.path().join(format!("instance-{i}"));
+        let store: blobstore::Store = tokio::task::spawn_blocking(move || {
+            let engine = engine::EngineConfig::postgres(settings)
+                .open(blobstore::KEYSPACES)
+                .unwrap();
+            blobstore::StoreBuilder::with_engine(engine, &path)
+                .token_secrets([3; 32], None)
+                .open()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        keep.engine(store.engine());
+        keep.store(&store);
+        let leader = Leader::elect(store.engine().clone(), "librarian", ttl);
+        let state = Librarian::new(store, &server_config())
+            .unwrap()
+            .with_leader(leader.clone());
+        leader.start();
+        instances.push((leader, Running::start(librarian::router(state)).await));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let leading = loop {
+        let leading: Vec<usize> = (0..2).filter(|i| instances[*i].0.is_leader()).collect();
+        if leading.len() == 1 {
+            break leading[0];
+        }
+        assert!(leading.len() < 2, "two leaders");
+        assert!(Instant::now() < deadline, "no leader elected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (_, writer) = &instances[leading];
+    let (_, follower) = &instances[1 - leading];
+    let upload = |server: &Running| {
+        client()
+            .post(server.url("/buckets/ha/files?filename=small.txt"))
+            .basic_auth(USER, Some(PASSWORD))
+            .header("content-type", "text/plain")
+            .body(b"4 KiB or less: inline, in the database".to_vec())
+            .send()
+    };
+    let refused = upload(follower).await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(error_code(refused).await, "not_leader");
+    let created = upload(writer).await.unwrap();
+    assert_eq!(created.status(), 201);
+    let record: serde_json::Value = created.json().await.unwrap();
+    let id = record["id"].as_u64().unwrap();
+    assert_eq!(
+        follower
+            .send(Method::DELETE, &format!("/files/{id}"))
+            .await
+            .status(),
+        503
+    );
+    // Reads on the follower: the record and the inline content come from the database.
+    assert_eq!(
+        follower
+            .send(Method::GET, &format!("/files/{id}"))
+            .await
+            .status(),
+        200
+    );
+    let download = client()
+        .get(follower.url(&format!("/{id}/small.txt")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 200);
+    assert_eq!(
+        download.bytes().await.unwrap().as_ref(),
+        b"4 KiB or less: inline, in the database"
+    );
+    assert_eq!(
+        follower.send(Method::GET, "/health/writer").await.status(),
+        503
+    );
+    assert_eq!(
+        writer.send(Method::GET, "/health/writer").await.status(),
+        200
+    );
+    for (leader, server) in instances {
+        leader.stop().await;
+        server.stop().await;
+    }
+}
