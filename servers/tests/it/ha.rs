@@ -1,6 +1,7 @@
 //! Both servers on PostgreSQL (`store.backend = "postgres"`), the settings they refuse, and
 //! the election of one writer among several instances (`common::leader`): `/health/writer`,
-//! `503 not_leader` with `Retry-After` on the others, a graceful stop handing over at once.
+//! `503 not_leader` with `Retry-After` on the others, a graceful stop handing over at once, in
+//! process and with three `directory serve` processes (SIGTERM twice, then SIGKILL).
 //! The PostgreSQL tests run against `LPSTORE_TEST_POSTGRES` (`scripts/with-postgres.sh`), each
 //! in a schema of its own, and skip themselves (saying so) without it.
 
@@ -506,5 +507,120 @@ async fn one_librarian_instance_writes_and_every_one_reads_on(scratch: &PgScratc
     for (leader, server) in instances {
         leader.stop().await;
         server.stop().await;
+    }
+}
+
+/// `directory serve` processes on one database: `/health/writer` over curl.
+fn writer_status(addr: &str) -> u16 {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://{addr}/health/writer"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
+
+/// Starts `directory --config FILE serve --dev` on an ephemeral port.
+fn serve_directory(config: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_directory"))
+        .arg("--config")
+        .arg(config)
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("the directory exited early").unwrap();
+        if let Some(rest) = line.split("address=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+#[test]
+fn directory_processes_hand_the_writer_over_on_sigterm_and_sigkill() {
+    if skip(Backend::Postgres) {
+        return;
+    }
+    let scratch = PgScratch::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("directory.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlease_ttl_ms = 900\n[store]\nbackend = \"postgres\"\n[store.postgres]\nurl = {:?}\nschema = {:?}\n",
+            scratch.url(),
+            scratch.schema()
+        ),
+    )
+    .unwrap();
+    let mut running: Vec<(std::process::Child, String)> =
+        (0..3).map(|_| serve_directory(&config)).collect();
+    let leader_of = |running: &[(std::process::Child, String)]| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let leading: Vec<usize> = (0..running.len())
+                .filter(|i| writer_status(&running[*i].1) == 200)
+                .collect();
+            assert!(leading.len() < 2, "two writers: {leading:?}");
+            if let [one] = leading[..] {
+                return one;
+            }
+            assert!(Instant::now() < deadline, "no writer");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    for round in 0..2 {
+        let leading = leader_of(&running);
+        let put = |addr: &str, team: &str| {
+            std::process::Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+                .arg(format!("http://{addr}/teams/{team}"))
+                .output()
+                .unwrap()
+                .stdout
+        };
+        assert_eq!(put(&running[leading].1, &format!("t{round}")), b"200");
+        let other = (leading + 1) % running.len();
+        assert_eq!(put(&running[other].1, "refused"), b"503");
+        let (child, _) = running.remove(leading);
+        let started = Instant::now();
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let next = leader_of(&running);
+        let handover = started.elapsed();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "exit {:?}", out.status);
+        eprintln!("round {round}: a new writer {handover:?} after SIGTERM");
+        // Released, not expired: well within the 900 ms lease plus a 300 ms round.
+        assert!(handover < Duration::from_millis(1100), "{handover:?}");
+        assert_eq!(put(&running[next].1, &format!("after{round}")), b"200");
+    }
+    // SIGKILL: nothing released; the lease expires (900 ms) and another instance's next round
+    // (every 300 ms) takes it over.
+    running.push(serve_directory(&config));
+    let leading = leader_of(&running);
+    let (mut child, _) = running.remove(leading);
+    let started = Instant::now();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    leader_of(&running);
+    let failover = started.elapsed();
+    eprintln!("a new writer {failover:?} after SIGKILL");
+    assert!(failover < Duration::from_secs(3), "{failover:?}");
+    for (child, _) in running {
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(child.wait_with_output().unwrap().status.success());
     }
 }
