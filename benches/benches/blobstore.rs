@@ -2,7 +2,8 @@
 //!
 //! - `ingest_256mib`: one 256 MiB streaming upload (durable, on the disk and on tmpfs) beside
 //!   single-thread in-memory BLAKE3 and SHA-256 of the same bytes with the same crates.
-//! - `durable_4k`: 4 KiB durable uploads from 64 writer threads, beside a naive write + fsync
+//! - `durable_4k`: 4 KiB durable uploads from 64 writer threads, with the change feed on
+//!   (`store_64_writers`) and off (`store_64_writers_feed_off`), beside a naive write + fsync
 //!   of one file per upload.
 //! - `inline_threshold`: one durable upload of 4, 16 and 64 KiB stored inline vs as a file.
 //! - `large_store`: a store of `BLOBSTORE_BENCH_FILES` files (default 1,000,000): bucket
@@ -110,14 +111,14 @@ fn ingest(c: &mut Criterion) {
                     buf[..8].copy_from_slice(&n.to_le_bytes());
                     let start = Instant::now();
                     let mut upload = store
-                        .begin_upload(UploadRequest::new(bucket("ingest"), "big.bin"))
+                        .begin_upload(UploadRequest::new(bucket("ingest"), "big.bin"), "bench")
                         .unwrap();
                     for chunk in buf.chunks(1 << 20) {
                         upload.write_all(chunk).unwrap();
                     }
-                    let file = upload.commit().unwrap();
+                    let file = upload.commit().unwrap().record;
                     total += start.elapsed();
-                    store.delete_file(file.id).unwrap();
+                    store.delete_file(file.id, "bench").unwrap();
                     store.gc(100).unwrap();
                 }
                 total
@@ -135,30 +136,46 @@ fn durable_4k(c: &mut Criterion) {
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(15));
     group.throughput(Throughput::Elements((WRITERS * PER_WRITER) as u64));
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), blobstore::DEFAULT_INLINE_THRESHOLD);
     let seq = AtomicU64::new(0);
-    group.bench_function("store_64_writers", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                std::thread::scope(|scope| {
-                    for _ in 0..WRITERS {
-                        scope.spawn(|| {
-                            for _ in 0..PER_WRITER {
-                                let n = seq.fetch_add(1, Ordering::Relaxed);
-                                let data = pseudo_random(4096, n + 1);
-                                store
-                                    .upload_bytes(UploadRequest::new(bucket("small"), "f"), &data)
-                                    .unwrap();
-                            }
-                        });
-                    }
-                });
-            }
-            start.elapsed()
-        })
-    });
+    // The change feed on (the default) and off, in the same run: its cost is the difference.
+    for (name, feed) in [
+        ("store_64_writers", true),
+        ("store_64_writers_feed_off", false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreBuilder::new(
+            EngineConfig::rocksdb(dir.path().join("meta")),
+            dir.path().join("data"),
+        )
+        .change_feed(feed)
+        .open()
+        .expect("open store");
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    std::thread::scope(|scope| {
+                        for _ in 0..WRITERS {
+                            scope.spawn(|| {
+                                for _ in 0..PER_WRITER {
+                                    let n = seq.fetch_add(1, Ordering::Relaxed);
+                                    let data = pseudo_random(4096, n + 1);
+                                    store
+                                        .upload_bytes(
+                                            UploadRequest::new(bucket("small"), "f"),
+                                            &data,
+                                            "bench",
+                                        )
+                                        .unwrap();
+                                }
+                            });
+                        }
+                    });
+                }
+                start.elapsed()
+            })
+        });
+    }
     let naive_dir = tempfile::tempdir().unwrap();
     group.bench_function("naive_write_fsync_64_writers", |b| {
         b.iter_custom(|iters| {
@@ -200,8 +217,9 @@ fn inline_threshold(c: &mut Criterion) {
                     let n = seq.fetch_add(1, Ordering::Relaxed);
                     let data = pseudo_random(size, n);
                     store
-                        .upload_bytes(UploadRequest::new(bucket("t"), "f"), &data)
+                        .upload_bytes(UploadRequest::new(bucket("t"), "f"), &data, "bench")
                         .unwrap()
+                        .record
                 })
             });
         }
@@ -233,7 +251,11 @@ fn large_store(c: &mut Criterion) {
     let small = bucket("small");
     for i in 0..10u64 {
         store
-            .upload_bytes(UploadRequest::new(small.clone(), "f"), &i.to_le_bytes())
+            .upload_bytes(
+                UploadRequest::new(small.clone(), "f"),
+                &i.to_le_bytes(),
+                "bench",
+            )
             .unwrap();
     }
     let start = Instant::now();
@@ -250,7 +272,7 @@ fn large_store(c: &mut Criterion) {
                 data[..8].copy_from_slice(&n.to_le_bytes());
                 let name = format!("package_{n}_1.0-1_amd64.deb");
                 store
-                    .upload_bytes(UploadRequest::new(large.clone(), name), &data)
+                    .upload_bytes(UploadRequest::new(large.clone(), name), &data, "bench")
                     .unwrap();
             });
         }

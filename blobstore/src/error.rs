@@ -145,6 +145,25 @@ pub enum Error {
         /// The failure that poisoned the store.
         cause: String,
     },
+    /// A read of the change feed was refused: its events after the revision asked for were
+    /// pruned ([`engine::FeedError::Compacted`], HTTP 410), or the revision is newer than the
+    /// newest one ([`engine::FeedError::BeyondHead`]).
+    #[error(transparent)]
+    Feed(#[from] engine::FeedError),
+    /// A replayed change does not fit the store's state ([`crate::Store::apply_change`]).
+    #[error("change {revision} cannot be replayed: {reason}")]
+    Replay {
+        /// The change's revision in its source store.
+        revision: u64,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The bytes of a blob that a replayed change needs are not available.
+    #[error("the content of blob {hash} is not available")]
+    ContentUnavailable {
+        /// The blob.
+        hash: Blake3Hash,
+    },
     /// The metadata engine failed.
     #[error(transparent)]
     Engine(#[from] engine::Error),

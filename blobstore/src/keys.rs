@@ -30,6 +30,13 @@ pub(crate) const EXPIRY: &str = "bs.expiry";
 pub(crate) const DOWNLOADS: &str = "bs.downloads";
 /// Store-level values: the file-id high-water mark.
 pub(crate) const META: &str = "bs.meta";
+/// `revision` (u64) → an event of the change feed (`engine::ChangeLog`).
+pub(crate) const CHANGES: &str = "bs.changes";
+/// `'f' ‖ file id ‖ revision`, `'b' ‖ bucket (escaped) ‖ revision`, `'a' ‖ actor (escaped) ‖
+/// revision` → empty: the history indexes of the change feed.
+pub(crate) const HISTORY: &str = "bs.history";
+/// `consumer id` → a durable subscription of the change feed (`engine::Consumers`).
+pub(crate) const CONSUMERS: &str = "bs.consumers";
 
 /// Every keyspace the store uses: open the engine with these when passing it to
 /// [`crate::StoreBuilder::with_engine`].
@@ -47,6 +54,9 @@ pub const KEYSPACES: &[&str] = &[
     EXPIRY,
     DOWNLOADS,
     META,
+    CHANGES,
+    HISTORY,
+    CONSUMERS,
 ];
 
 pub(crate) const META_ID_HIGH_WATER: &[u8] = b"next_file_id";
@@ -59,6 +69,18 @@ pub(crate) const STAT_STORED: u8 = 5;
 
 pub(crate) fn file(id: FileId) -> [u8; 8] {
     id.0.to_be_bytes()
+}
+
+pub(crate) fn history_file(id: FileId) -> Vec<u8> {
+    KeyBuilder::new().u8(b'f').u64(id.0).finish()
+}
+
+pub(crate) fn history_bucket(bucket: &str) -> Vec<u8> {
+    KeyBuilder::new().u8(b'b').str(bucket).finish()
+}
+
+pub(crate) fn history_actor(actor: &str) -> Vec<u8> {
+    KeyBuilder::new().u8(b'a').str(actor).finish()
 }
 
 pub(crate) fn bucket_prefix(bucket: &BucketName) -> Vec<u8> {

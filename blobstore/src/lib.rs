@@ -20,10 +20,10 @@
 //! let store = StoreBuilder::new(EngineConfig::memory(), dir.path()).open()?;
 //! let bucket = BucketName::new("build-logs")?;
 //!
-//! let mut upload = store.begin_upload(UploadRequest::new(bucket.clone(), "log.txt"))?;
+//! let mut upload = store.begin_upload(UploadRequest::new(bucket.clone(), "log.txt"), "alice")?;
 //! upload.write_all(b"hello, ").unwrap();
 //! upload.write_all(b"world").unwrap();
-//! let file = upload.commit()?;
+//! let file = upload.commit()?.record;
 //!
 //! let mut content = String::new();
 //! store.read(file.id, Access::Anonymous, None)?.read_to_string(&mut content).unwrap();
@@ -34,6 +34,7 @@
 //! ```
 
 mod backend;
+mod changes;
 mod clock;
 mod direct_io;
 mod downloads;
@@ -49,6 +50,7 @@ mod types;
 mod writer;
 
 pub use backend::{BlobBackend, LocalFsBackend, StoredBlob, TempBlob};
+pub use changes::{Change, ChangeKind, CHANGE_KINDS, GC_ACTOR};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use downloads::DOWNLOADS_FLUSH_INTERVAL;
 pub use error::{BoxError, Error, Result};
@@ -57,9 +59,9 @@ pub use keys::KEYSPACES;
 pub use records::{BlobInfo, ContentState, FileRecord};
 pub use store::{
     Access, BlobProblem, BucketStats, CheckReport, ContentReader, FileUpdate, GcReport,
-    Inconsistency, Page, Store, StoreBuilder, StoreSummary, SweepReport, Upload, UploadRequest,
-    VerifyReport, Visibility, CHUNK_SIZE, DEFAULT_EXPIRY_GRACE, DEFAULT_GRACE,
-    DEFAULT_HOT_CACHE_BYTES, DEFAULT_INLINE_THRESHOLD,
+    Inconsistency, Page, Revised, Store, StoreBuilder, StoreSummary, SweepReport, Upload,
+    UploadRequest, Uploaded, VerifyReport, Visibility, CHUNK_SIZE, DEFAULT_CHANGE_RETENTION,
+    DEFAULT_EXPIRY_GRACE, DEFAULT_GRACE, DEFAULT_HOT_CACHE_BYTES, DEFAULT_INLINE_THRESHOLD,
 };
 pub use token::{Token, TokenError, TokenSigner, DEFAULT_TOKEN_LIFETIME};
 pub use types::{

@@ -109,13 +109,14 @@ fn main() -> Result<()> {
     let start = Instant::now();
     let spooled = Mutex::new(0f64);
     parallel(files.clone(), threads, |(name, path, _)| {
-        let mut upload = store.begin_upload(UploadRequest::new(bucket.clone(), name.clone()))?;
+        let mut upload =
+            store.begin_upload(UploadRequest::new(bucket.clone(), name.clone()), "bench")?;
         io::copy(&mut File::open(&path)?, &mut upload)?;
         {
             let mut last = spooled.lock().expect("spooled");
             *last = last.max(start.elapsed().as_secs_f64());
         }
-        let record = upload.commit()?;
+        let record = upload.commit()?.record;
         ids.lock().expect("ids").push((name, record.id));
         Ok(())
     })?;

@@ -128,7 +128,9 @@ fn main() -> Result<()> {
                     buckets[(i % 100) as usize].clone(),
                     format!("package-{i}_1.0-1_amd64.deb"),
                 );
-                store.upload_bytes(request, &content).expect("upload");
+                store
+                    .upload_bytes(request, &content, "bench")
+                    .expect("upload");
             });
         }
     });

@@ -24,8 +24,9 @@
 //! // A file stored directly, then read through the router in-process.
 //! let bucket = blobstore::BucketName::new("docs").unwrap();
 //! let file = store
-//!     .upload_bytes(blobstore::UploadRequest::new(bucket, "hello.txt"), b"hello")
-//!     .unwrap();
+//!     .upload_bytes(blobstore::UploadRequest::new(bucket, "hello.txt"), b"hello", "tester")
+//!     .unwrap()
+//!     .record;
 //! let request = Request::get(format!("/{}/hello.txt", file.id)).body(Body::empty()).unwrap();
 //! let response = app.oneshot(request).await.unwrap();
 //! assert_eq!(response.status(), StatusCode::OK);

@@ -65,8 +65,9 @@ fn crash_child() {
                     let data = content(seed, size);
                     let b = bucket(&format!("crash{}", (t + i) % 3));
                     let file = store
-                        .upload_bytes(UploadRequest::new(b, format!("f{t}-{i}")), &data)
-                        .expect("upload");
+                        .upload_bytes(UploadRequest::new(b, format!("f{t}-{i}")), &data, "tester")
+                        .expect("upload")
+                        .record;
                     {
                         let mut out = stdout.lock().unwrap();
                         writeln!(out, "ACK {} {} {}", file.id, file.blake3, file.size).unwrap();
@@ -80,7 +81,7 @@ fn crash_child() {
                             writeln!(out, "DEL {victim}").unwrap();
                             out.flush().unwrap();
                         }
-                        store.delete_file(victim).expect("delete");
+                        store.delete_file(victim, "tester").expect("delete");
                     }
                 }
             });

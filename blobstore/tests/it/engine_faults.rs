@@ -4,7 +4,9 @@
 //! survives) and the store reopens. Every step acknowledged before the fault must survive; the failed step
 //! must leave no trace (a failed GC pass, which commits in bounded batches, must finish
 //! cleanly when run again); every step after it must fail with the engine's error, not panic;
-//! and `check` and `verify` find nothing wrong.
+//! and `check` and `verify` find nothing wrong. The change feed is part of what is compared:
+//! after the crash it holds exactly one event per acknowledged change and none for the failed
+//! one, and replaying it onto an empty store reproduces the store.
 //!
 //! Blob bytes above the inline threshold go to files in a real temporary directory, which a
 //! simulated crash does not touch: a file written and renamed by an upload whose metadata
@@ -23,6 +25,7 @@ use blobstore::{
 use engine::{Fault, FaultyEngine};
 
 use crate::common::{bucket, content};
+use crate::reference_model::check_replay;
 
 const INLINE: usize = 64;
 /// Inline, file-backed, and one more file-backed content.
@@ -116,11 +119,15 @@ fn run(store: &Store, clock: &ManualClock, step: Step) -> blobstore::Result<()> 
         } => {
             let mut request = UploadRequest::new(bucket(name), format!("f{content}"));
             request.expires = expires_in.map(|d| store.now().plus(d));
-            store.upload_bytes(request, &data(content)).map(drop)
+            store
+                .upload_bytes(request, &data(content), "tester")
+                .map(drop)
         }
-        Step::DeleteFile(id) => store.delete_file(FileId(id)).map(drop),
-        Step::DeleteContent(id) => store.delete_content(FileId(id)).map(drop),
-        Step::Quota(name, quota) => store.set_quota(&bucket(name), Some(quota)),
+        Step::DeleteFile(id) => store.delete_file(FileId(id), "tester").map(drop),
+        Step::DeleteContent(id) => store.delete_content(FileId(id), "tester").map(drop),
+        Step::Quota(name, quota) => store
+            .set_quota(&bucket(name), Some(quota), "tester")
+            .map(drop),
         Step::Advance(by) => {
             clock.advance(by);
             Ok(())
@@ -158,6 +165,10 @@ fn fingerprint(store: &Store) -> String {
         );
     }
     out += &format!("{:?}\n", store.summary().unwrap());
+    // The feed: exactly one event per acknowledged change, none for a failed one, no gap.
+    for change in store.changes(0, usize::MAX).unwrap() {
+        out += &format!("{change:?}\n");
+    }
     out
 }
 
@@ -254,6 +265,8 @@ fn with_fault(fault: Fault, prints: &[String], operations: u64) -> (u64, u64) {
             "{fault:?} at operation {n}: after {done} acknowledged steps, {failed:?} failed"
         );
         assert_sound(&store);
+        let contents: Vec<Vec<u8>> = (0..CONTENTS.len()).map(data).collect();
+        check_replay(&store, &contents, &["a", "b"]);
 
         // Orphaned blob files go once older than the grace. Only failed uploads leave them:
         // the store learns of the engine's failure only when its batch is refused, so an

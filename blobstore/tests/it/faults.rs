@@ -130,15 +130,24 @@ pub fn disk_full_and_failed_fsync(backend: Backend) {
     let store = open();
     let b = bucket("faults");
     let kept = store
-        .upload_bytes(UploadRequest::new(b.clone(), "kept"), &content(1, 400_000))
-        .unwrap();
+        .upload_bytes(
+            UploadRequest::new(b.clone(), "kept"),
+            &content(1, 400_000),
+            "tester",
+        )
+        .unwrap()
+        .record;
 
     mode.store(DISK_FULL, Ordering::SeqCst);
-    let result = store.upload_bytes(UploadRequest::new(b.clone(), "big"), &content(2, 900_000));
+    let result = store.upload_bytes(
+        UploadRequest::new(b.clone(), "big"),
+        &content(2, 900_000),
+        "tester",
+    );
     assert!(matches!(result, Err(Error::DiskFull { .. })), "{result:?}");
     // Small uploads do not touch the blob backend and still work.
     store
-        .upload_bytes(UploadRequest::new(b.clone(), "small"), b"fits")
+        .upload_bytes(UploadRequest::new(b.clone(), "small"), b"fits", "tester")
         .unwrap();
     assert_eq!(store.bucket_stats(&b).unwrap().files, 2);
     assert!(store.check().unwrap().is_ok());
@@ -150,17 +159,21 @@ pub fn disk_full_and_failed_fsync(backend: Backend) {
     );
 
     mode.store(FSYNC_FAILS, Ordering::SeqCst);
-    let result = store.upload_bytes(UploadRequest::new(b.clone(), "big"), &content(3, 900_000));
+    let result = store.upload_bytes(
+        UploadRequest::new(b.clone(), "big"),
+        &content(3, 900_000),
+        "tester",
+    );
     assert!(matches!(result, Err(Error::Io { .. })), "{result:?}");
     // After a failed fsync the store refuses writes, even ones that would not fsync.
     mode.store(HEALTHY, Ordering::SeqCst);
-    let refused = store.upload_bytes(UploadRequest::new(b.clone(), "after"), b"x");
+    let refused = store.upload_bytes(UploadRequest::new(b.clone(), "after"), b"x", "tester");
     assert!(
         matches!(refused, Err(Error::Poisoned { .. })),
         "{refused:?}"
     );
     assert!(matches!(
-        store.delete_file(kept.id),
+        store.delete_file(kept.id, "tester"),
         Err(Error::Poisoned { .. })
     ));
     // Reads still work.
@@ -176,7 +189,7 @@ pub fn disk_full_and_failed_fsync(backend: Backend) {
         drop(store);
         let store = open();
         store
-            .upload_bytes(UploadRequest::new(b.clone(), "after"), b"x")
+            .upload_bytes(UploadRequest::new(b.clone(), "after"), b"x", "tester")
             .unwrap();
         assert_eq!(store.bucket_stats(&b).unwrap().files, 3);
         assert!(store.check().unwrap().is_ok());

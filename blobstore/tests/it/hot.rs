@@ -45,7 +45,11 @@ impl Fixture {
 fn upload(store: &Store, name: &str, content: &[u8], expires: Option<Timestamp>) -> FileId {
     let mut request = UploadRequest::new(BucketName::new("hot").unwrap(), name);
     request.expires = expires;
-    store.upload_bytes(request, content).unwrap().id
+    store
+        .upload_bytes(request, content, "tester")
+        .unwrap()
+        .record
+        .id
 }
 
 /// Reads `id` the way the librarian does: from the cache, else through `small_file`, and
@@ -93,14 +97,14 @@ fn deleted_files_are_not_served_from_memory() {
         serve(&store, cut).unwrap();
         assert!(store.cached_file(gone).is_some() && store.cached_file(cut).is_some());
 
-        store.delete_file(gone).unwrap();
+        store.delete_file(gone, "tester").unwrap();
         assert!(store.cached_file(gone).is_none());
         assert!(matches!(
             serve(&store, gone),
             Err(Error::NotFound { id }) if id == gone
         ));
 
-        store.delete_content(cut).unwrap();
+        store.delete_content(cut, "tester").unwrap();
         assert!(store.cached_file(cut).is_none());
         assert!(store.small_file(cut).unwrap().is_none());
         let record = store.file(cut).unwrap();
@@ -146,7 +150,11 @@ fn restricted_files_need_their_token_even_from_memory() {
         let store = fixture.open();
         let mut request = UploadRequest::new(BucketName::new("hot").unwrap(), "secret");
         request.restricted = true;
-        let id = store.upload_bytes(request, b"classified").unwrap().id;
+        let id = store
+            .upload_bytes(request, b"classified", "tester")
+            .unwrap()
+            .record
+            .id;
         let token = store.issue_token(id, None).unwrap();
         let file = store.small_file(id).unwrap().unwrap();
         let cached = store
@@ -176,7 +184,7 @@ fn a_file_made_restricted_is_no_longer_served_without_a_token() {
         let id = upload(&store, "public", b"was public", None);
         assert_eq!(serve(&store, id).unwrap(), b"was public");
         assert!(store.cached_file(id).is_some());
-        let record = store.set_restricted(id, true).unwrap();
+        let record = store.set_restricted(id, true, "tester").unwrap().value;
         assert!(record.restricted);
         assert!(store.cached_file(id).is_none());
         assert!(matches!(serve(&store, id), Err(Error::Forbidden { .. })));
@@ -195,7 +203,7 @@ fn a_file_made_restricted_is_no_longer_served_without_a_token() {
             .check_readable(file.record(), Access::Token(&token))
             .unwrap();
         // And back: public again, for anyone.
-        store.set_restricted(id, false).unwrap();
+        store.set_restricted(id, false, "tester").unwrap();
         assert_eq!(serve(&store, id).unwrap(), b"was public");
         assert!(store.check().unwrap().is_ok());
     });
@@ -210,7 +218,11 @@ fn a_file_given_an_earlier_expiry_is_not_served_from_memory_past_it() {
         assert!(store.cached_file(id).is_some());
         let soon = START.plus(Duration::from_secs(60));
         assert_eq!(
-            store.set_expiry(id, Some(soon)).unwrap().expires,
+            store
+                .set_expiry(id, Some(soon), "tester")
+                .unwrap()
+                .value
+                .expires,
             Some(soon)
         );
         assert!(store.cached_file(id).is_none());
@@ -224,7 +236,7 @@ fn a_file_given_an_earlier_expiry_is_not_served_from_memory_past_it() {
             })
         ));
         // Cleared again: served, from memory once read.
-        store.set_expiry(id, None).unwrap();
+        store.set_expiry(id, None, "tester").unwrap();
         assert_eq!(serve(&store, id).unwrap(), b"kept for now");
         assert_eq!(store.cached_file(id).unwrap().record().expires, None);
         assert!(store.check().unwrap().is_ok());
@@ -273,7 +285,7 @@ fn concurrent_fills_never_resurrect_a_deleted_file() {
                 });
             }
             for &id in &ids {
-                store.delete_file(id).unwrap();
+                store.delete_file(id, "tester").unwrap();
                 assert!(
                     store.cached_file(id).is_none(),
                     "file {id} served after delete"
@@ -318,7 +330,7 @@ fn counted_downloads_reach_the_engine_and_survive_a_reopen() {
             assert_eq!(store.downloads(kept, today).unwrap(), 7);
             // Deleting a file drops its counters, written and pending; a count that races
             // the delete is not written back later.
-            store.delete_file(deleted).unwrap();
+            store.delete_file(deleted, "tester").unwrap();
             assert_eq!(store.downloads(deleted, today).unwrap(), 0);
             store.count_download(deleted);
             store.flush_downloads().unwrap();

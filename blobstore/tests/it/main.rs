@@ -7,6 +7,7 @@ mod common;
 mod crash;
 mod engine_faults;
 mod faults;
+mod feed;
 mod hot;
 mod model;
 mod reference_model;

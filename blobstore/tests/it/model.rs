@@ -1,5 +1,7 @@
-//! Property test: random sequences of upload, delete, cut, expiry change, clock advance, GC
-//! and reopen against the plain model of `reference_model.rs`, on every engine backend.
+//! Property test: random sequences of upload (deduplicated or not, inline or not), delete,
+//! cut, expiry and restriction changes, quotas, clock advance, GC and reopen against the
+//! plain model of `reference_model.rs`, on every engine backend; each run ends with the
+//! replay property (the change feed replayed onto an empty store reproduces it exactly).
 
 use std::time::Duration;
 
@@ -7,7 +9,7 @@ use blobstore::Store;
 use engine::Backend;
 use proptest::prelude::*;
 
-use crate::common::Harness;
+use crate::common::{Harness, Settings};
 use crate::reference_model::{run_against_model, Op, Subject, BUCKETS};
 
 /// Around the 16 KiB inline threshold, so that both inline and file blobs occur.
@@ -26,6 +28,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::DeleteContent),
         1 => (any::<usize>(), proptest::option::of(0u64..300))
             .prop_map(|(file, expires_in_hours)| Op::SetExpiry { file, expires_in_hours }),
+        1 => (any::<usize>(), any::<bool>())
+            .prop_map(|(file, restricted)| Op::SetRestricted { file, restricted }),
+        1 => (0..BUCKETS.len(), proptest::option::of(prop_oneof![0u64..100, 0u64..200_000]))
+            .prop_map(|(bucket, quota)| Op::SetQuota { bucket, quota }),
         2 => prop_oneof![0u64..30, 0u64..400].prop_map(|hours| Op::Advance { hours }),
         2 => Just(Op::Gc),
         1 => Just(Op::Restart),
@@ -55,7 +61,13 @@ impl Subject for Reopening {
 }
 
 fn run(backend: Backend, ops: Vec<Op>) {
-    let harness = Harness::new(backend);
+    // The feed is replayed from revision 0 at the end: keep all of it, however far the
+    // clock moves.
+    let settings = Settings {
+        change_retention: Duration::from_secs(100 * 365 * 86_400),
+        ..Settings::default()
+    };
+    let harness = Harness::with_settings(backend, settings);
     let store = Some(harness.open());
     run_against_model(&mut Reopening { harness, store }, &SIZES, ops);
 }

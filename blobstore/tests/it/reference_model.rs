@@ -5,12 +5,18 @@
 //! Two drivers share it: the property test in `model.rs` (random operations, engine reopens)
 //! and the fuzz target `blob_model` in `fuzz/bodies`, which compiles this file by path and
 //! restarts through a crash of a `FaultyEngine`.
+//!
+//! At the end of a run, the store's change feed is replayed from revision 0 onto an empty
+//! store, which must then hold exactly the same files, records, buckets, blobs, statistics
+//! and feed (the replay property replicas rely on).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::time::Duration;
 
-use blobstore::{Access, Blake3Hash, BucketName, Error, FileId, Store, Timestamp, UploadRequest};
+use blobstore::{
+    Access, Blake3Hash, BucketName, Error, FileId, Store, StoreBuilder, Timestamp, UploadRequest,
+};
 
 const HOUR: Duration = Duration::from_secs(3600);
 /// The buckets the operations spread files over.
@@ -35,6 +41,10 @@ pub enum Op {
         file: usize,
         expires_in_hours: Option<u64>,
     },
+    /// Makes the file at this position restricted or public.
+    SetRestricted { file: usize, restricted: bool },
+    /// Sets (or removes) the quota of bucket number `bucket`.
+    SetQuota { bucket: usize, quota: Option<u64> },
     /// Moves the store's clock.
     Advance { hours: u64 },
     /// One GC pass.
@@ -81,6 +91,8 @@ struct Model<'a> {
     files: BTreeMap<FileId, ModelFile>,
     /// Stored blobs by content index, with their zero-reference time.
     blobs: HashMap<usize, Option<Timestamp>>,
+    /// The quota of each bucket that has one.
+    quotas: HashMap<usize, u64>,
 }
 
 impl Model<'_> {
@@ -95,6 +107,15 @@ impl Model<'_> {
         if self.refs(content) == 0 {
             self.blobs.insert(content, Some(now));
         }
+    }
+
+    /// The logical bytes of bucket `b`: the sizes of its files with content.
+    fn logical(&self, b: usize) -> u64 {
+        self.files
+            .values()
+            .filter(|f| f.bucket == b && f.present)
+            .map(|f| self.sizes[f.content] as u64)
+            .sum()
     }
 
     fn nth(&self, n: usize) -> Option<FileId> {
@@ -117,10 +138,23 @@ impl Model<'_> {
                 let mut request = UploadRequest::new(bucket(b), format!("c{c}"));
                 request.expires = expires_in_hours.map(|h| now.plus(HOUR * h as u32));
                 request.restricted = restricted;
-                let file = subject
-                    .store()
-                    .upload_bytes(request.clone(), &model_content(self.sizes, c))
-                    .unwrap();
+                let result = subject.store().upload_bytes(
+                    request.clone(),
+                    &model_content(self.sizes, c),
+                    "tester",
+                );
+                let over_quota = self
+                    .quotas
+                    .get(&b)
+                    .is_some_and(|&q| self.logical(b) + self.sizes[c] as u64 > q);
+                if over_quota {
+                    assert!(
+                        matches!(result, Err(Error::QuotaExceeded { .. })),
+                        "{result:?}"
+                    );
+                    return;
+                }
+                let file = result.unwrap().record;
                 self.files.insert(
                     file.id,
                     ModelFile {
@@ -134,7 +168,7 @@ impl Model<'_> {
             }
             Op::DeleteFile(n) => {
                 if let Some(id) = self.nth(n) {
-                    subject.store().delete_file(id).unwrap();
+                    subject.store().delete_file(id, "tester").unwrap();
                     let file = self.files.remove(&id).unwrap();
                     if file.present {
                         self.unlinked(file.content, now);
@@ -143,7 +177,7 @@ impl Model<'_> {
             }
             Op::DeleteContent(n) => {
                 if let Some(id) = self.nth(n) {
-                    subject.store().delete_content(id).unwrap();
+                    subject.store().delete_content(id, "tester").unwrap();
                     let file = self.files.get_mut(&id).unwrap();
                     if file.present {
                         file.present = false;
@@ -158,10 +192,37 @@ impl Model<'_> {
             } => {
                 if let Some(id) = self.nth(n) {
                     let expires = expires_in_hours.map(|h| now.plus(HOUR * h as u32));
-                    let record = subject.store().set_expiry(id, expires).unwrap();
+                    let record = subject
+                        .store()
+                        .set_expiry(id, expires, "tester")
+                        .unwrap()
+                        .value;
                     assert_eq!(record.expires, expires);
                     self.files.get_mut(&id).unwrap().expires = expires;
                 }
+            }
+            Op::SetRestricted {
+                file: n,
+                restricted,
+            } => {
+                if let Some(id) = self.nth(n) {
+                    let store = subject.store();
+                    let record = store
+                        .set_restricted(id, restricted, "tester")
+                        .unwrap()
+                        .value;
+                    assert_eq!(record.restricted, restricted);
+                }
+            }
+            Op::SetQuota { bucket: b, quota } => {
+                subject
+                    .store()
+                    .set_quota(&bucket(b), quota, "admin")
+                    .unwrap();
+                match quota {
+                    Some(q) => self.quotas.insert(b, q),
+                    None => self.quotas.remove(&b),
+                };
             }
             Op::Advance { hours } => subject.advance(HOUR * hours as u32),
             Op::Gc => {
@@ -255,6 +316,7 @@ pub fn run_against_model(
         sizes,
         files: BTreeMap::new(),
         blobs: HashMap::new(),
+        quotas: HashMap::new(),
     };
     for op in ops {
         model.apply(subject, op);
@@ -269,4 +331,54 @@ pub fn run_against_model(
             None => break,
         }
     }
+    let contents: Vec<Vec<u8>> = (0..sizes.len()).map(|c| model_content(sizes, c)).collect();
+    check_replay(subject.store(), &contents, &BUCKETS);
+}
+
+/// Replays `source`'s change feed from revision 0 onto an empty store (blob bytes come from
+/// `contents`, every content ever uploaded) and checks that the copy equals the source: the
+/// files and records of `buckets`, their statistics and quotas, every blob, the summary, and
+/// the feed itself (the copy records each applied change as its own, by the same actor).
+pub fn check_replay(source: &Store, contents: &[Vec<u8>], buckets: &[&str]) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let replica = StoreBuilder::new(engine::EngineConfig::memory(), dir.path())
+        .inline_threshold(source.inline_threshold())
+        .open()
+        .expect("open the replica");
+    let contents: HashMap<Blake3Hash, Vec<u8>> = contents
+        .iter()
+        .map(|bytes| (Blake3Hash::of(bytes), bytes.clone()))
+        .collect();
+    let fetch = |hash: &Blake3Hash| contents.get(hash).cloned();
+    let feed = source.changes(0, usize::MAX).unwrap();
+    for change in &feed {
+        let revision = replica
+            .apply_change(change, &fetch)
+            .unwrap_or_else(|error| panic!("replaying {change:?}: {error}"));
+        assert_eq!(revision, change.revision, "{change:?}");
+    }
+    assert_eq!(replica.changes(0, usize::MAX).unwrap(), feed);
+    for &name in buckets {
+        let b = BucketName::new(name).expect("valid bucket name");
+        assert_eq!(
+            replica.bucket_stats(&b).unwrap(),
+            source.bucket_stats(&b).unwrap(),
+            "statistics of {name}"
+        );
+        assert_eq!(
+            replica.list_bucket(&b, None, usize::MAX).unwrap(),
+            source.list_bucket(&b, None, usize::MAX).unwrap(),
+            "files of {name}"
+        );
+    }
+    for hash in contents.keys() {
+        assert_eq!(
+            replica.blob_info(hash).unwrap(),
+            source.blob_info(hash).unwrap(),
+            "blob {hash}"
+        );
+    }
+    assert_eq!(replica.summary().unwrap(), source.summary().unwrap());
+    let report = replica.check().unwrap();
+    assert!(report.is_ok(), "{:#?}", report.problems);
 }

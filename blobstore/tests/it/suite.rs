@@ -41,6 +41,7 @@ macro_rules! every_suite_function {
             quota_holds_under_concurrent_uploads,
             a_quota_binds_every_upload_after_it_is_set,
             expiry_can_be_moved_or_cleared,
+            an_over_quota_declared_length_is_refused_at_once,
         );
     };
 }
@@ -51,8 +52,9 @@ const DAY: Duration = Duration::from_secs(86_400);
 
 fn upload(store: &Store, bucket: &BucketName, name: &str, bytes: &[u8]) -> blobstore::FileRecord {
     store
-        .upload_bytes(UploadRequest::new(bucket.clone(), name), bytes)
+        .upload_bytes(UploadRequest::new(bucket.clone(), name), bytes, "tester")
         .expect("upload")
+        .record
 }
 
 pub fn boundary_sizes(backend: Backend) {
@@ -65,7 +67,7 @@ pub fn boundary_sizes(backend: Backend) {
     for (seed, &size) in sizes.iter().enumerate() {
         let data = content(seed as u64, size);
         let mut up = store
-            .begin_upload(UploadRequest::new(b.clone(), format!("f{size}")))
+            .begin_upload(UploadRequest::new(b.clone(), format!("f{size}")), "tester")
             .unwrap();
         // Feed uneven chunks, as an HTTP body arrives.
         let mut rest = &data[..];
@@ -77,7 +79,7 @@ pub fn boundary_sizes(backend: Backend) {
             step = step * 3 + 7;
         }
         assert_eq!(up.size(), size as u64);
-        let file = up.commit().unwrap();
+        let file = up.commit().unwrap().record;
         assert_eq!(file.size, size as u64);
         assert_eq!(file.blake3, Blake3Hash::of(&data));
         let info = store.blob_info(&file.blake3).unwrap().unwrap();
@@ -128,13 +130,13 @@ pub fn dedup_and_stats(backend: Backend) {
         (sa.files, sa.logical_bytes, sa.unique_bytes),
         (3, 300_200, 300_100)
     );
-    store.delete_file(f1.id).unwrap();
+    store.delete_file(f1.id, "tester").unwrap();
     let sa = store.bucket_stats(&a).unwrap();
     assert_eq!(
         (sa.files, sa.logical_bytes, sa.unique_bytes),
         (2, 300_100, 300_100)
     );
-    store.delete_file(f2.id).unwrap();
+    store.delete_file(f2.id, "tester").unwrap();
     let sa = store.bucket_stats(&a).unwrap();
     assert_eq!(
         (sa.files, sa.logical_bytes, sa.unique_bytes),
@@ -143,9 +145,9 @@ pub fn dedup_and_stats(backend: Backend) {
     assert_eq!(store.blob_info(&f1.blake3).unwrap().unwrap().refcount, 1);
     // The large blob is stored once.
     assert_eq!(h.stored_blobs(), 1);
-    store.delete_file(f4.id).unwrap();
-    store.delete_file(f5.id).unwrap();
-    store.delete_file(f3.id).unwrap();
+    store.delete_file(f4.id, "tester").unwrap();
+    store.delete_file(f5.id, "tester").unwrap();
+    store.delete_file(f3.id, "tester").unwrap();
     let empty = store.bucket_stats(&b).unwrap();
     assert_eq!(
         (empty.files, empty.logical_bytes, empty.unique_bytes),
@@ -167,13 +169,62 @@ pub fn empty_file_exists_once(backend: Backend) {
     assert_consistent(&store);
 }
 
+/// `begin_upload` refuses a declared length over the quota before any byte, and `commit`
+/// describes the blob exactly as `blob_info` would (so a caller need not read it again).
+pub fn an_over_quota_declared_length_is_refused_at_once(backend: Backend) {
+    let h = Harness::new(backend);
+    let store = h.open();
+    let b = bucket("declared");
+    store.set_quota(&b, Some(1_000), "tester").unwrap();
+    let mut request = UploadRequest::new(b.clone(), "big");
+    request.declared_length = Some(1_001);
+    match store.begin_upload(request, "tester") {
+        Err(Error::QuotaExceeded {
+            quota, requested, ..
+        }) => assert_eq!((quota, requested), (1_000, 1_001)),
+        other => panic!("expected QuotaExceeded, got {other:?}"),
+    }
+    let mut request = UploadRequest::new(b.clone(), "fits");
+    request.declared_length = Some(600);
+    let mut upload = store.begin_upload(request, "tester").unwrap();
+    upload.write_all(&content(1, 600)).unwrap();
+    let first = upload.commit().unwrap();
+    let blob_info = store.blob_info(&first.record.blake3).unwrap();
+    assert_eq!(Some(&first.blob), blob_info.as_ref());
+    // A duplicate counts the earlier link, and a second declared 600 no longer fits.
+    let again = store
+        .upload_bytes(
+            UploadRequest::new(bucket("other"), "dup"),
+            &content(1, 600),
+            "tester",
+        )
+        .unwrap();
+    assert_eq!(again.blob.refcount, 2);
+    assert_eq!(
+        Some(again.blob),
+        store.blob_info(&first.record.blake3).unwrap()
+    );
+    let mut request = UploadRequest::new(b.clone(), "second");
+    request.declared_length = Some(600);
+    assert!(matches!(
+        store.begin_upload(request, "tester"),
+        Err(Error::QuotaExceeded { .. })
+    ));
+    assert_eq!(store.bucket_stats(&b).unwrap().files, 1);
+    assert_consistent(&store);
+}
+
 pub fn quota_is_enforced(backend: Backend) {
     let h = Harness::new(backend);
     let store = h.open();
     let b = bucket("quota");
-    store.set_quota(&b, Some(100_000)).unwrap();
+    store.set_quota(&b, Some(100_000), "tester").unwrap();
     let f1 = upload(&store, &b, "one", &content(1, 60_000));
-    let refused = store.upload_bytes(UploadRequest::new(b.clone(), "two"), &content(2, 50_000));
+    let refused = store.upload_bytes(
+        UploadRequest::new(b.clone(), "two"),
+        &content(2, 50_000),
+        "tester",
+    );
     match refused {
         Err(Error::QuotaExceeded {
             quota,
@@ -190,9 +241,9 @@ pub fn quota_is_enforced(backend: Backend) {
     );
     assert_eq!(store.summary().unwrap().blobs, 1);
     upload(&store, &b, "three", &content(3, 40_000));
-    store.delete_file(f1.id).unwrap();
+    store.delete_file(f1.id, "tester").unwrap();
     upload(&store, &b, "four", &content(4, 50_000));
-    store.set_quota(&b, None).unwrap();
+    store.set_quota(&b, None, "tester").unwrap();
     upload(&store, &b, "five", &content(5, 500_000));
     // Nothing of the refused upload is stored: only blobs 3, 4, 5 and the zero-ref blob 1.
     assert_eq!(h.stored_blobs(), 4);
@@ -212,7 +263,7 @@ pub fn weak_links(backend: Backend) {
             .unwrap(),
         vec![f.id]
     );
-    let cut = store.delete_content(f.id).unwrap();
+    let cut = store.delete_content(f.id, "tester").unwrap().value;
     assert_eq!(cut.content, ContentState::Deleted);
     let record = store.file(f.id).unwrap();
     assert_eq!(record.content, ContentState::Deleted);
@@ -237,16 +288,16 @@ pub fn weak_links(backend: Backend) {
     assert_eq!(info.refcount, 0);
     assert!(info.zero_ref_since.is_some());
     // Cutting twice changes nothing.
-    store.delete_content(f.id).unwrap();
+    store.delete_content(f.id, "tester").unwrap();
     assert_consistent(&store);
-    store.delete_file(f.id).unwrap();
+    store.delete_file(f.id, "tester").unwrap();
     assert!(matches!(store.file(f.id), Err(Error::NotFound { .. })));
     assert!(matches!(
         store.read(f.id, Access::Anonymous, None),
         Err(Error::NotFound { .. })
     ));
     assert!(matches!(
-        store.delete_file(f.id),
+        store.delete_file(f.id, "tester"),
         Err(Error::NotFound { .. })
     ));
     assert_consistent(&store);
@@ -259,7 +310,7 @@ pub fn expiry_with_clock(backend: Backend) {
     let data = content(5, 40_000);
     let mut req = UploadRequest::new(b.clone(), "tmp.log");
     req.expires = Some(store.now().plus(HOUR));
-    let f = store.upload_bytes(req, &data).unwrap();
+    let f = store.upload_bytes(req, &data, "tester").unwrap().record;
     assert_eq!(read_all(&store, f.id), data);
     h.advance(2 * HOUR);
     assert!(matches!(
@@ -300,8 +351,8 @@ pub fn gc_grace_and_revival(backend: Backend) {
     let small = content(12, 10);
     let f = upload(&store, &b, "big", &big);
     let s = upload(&store, &b, "small", &small);
-    store.delete_file(f.id).unwrap();
-    store.delete_file(s.id).unwrap();
+    store.delete_file(f.id, "tester").unwrap();
+    store.delete_file(s.id, "tester").unwrap();
     assert_eq!(store.gc(100).unwrap().collected_blobs, 0);
     h.advance(12 * HOUR);
     assert_eq!(store.gc(100).unwrap().collected_blobs, 0);
@@ -318,7 +369,7 @@ pub fn gc_grace_and_revival(backend: Backend) {
     // Bounded batches.
     for i in 0..5 {
         let f = upload(&store, &b, "n", &content(100 + i, 20));
-        store.delete_file(f.id).unwrap();
+        store.delete_file(f.id, "tester").unwrap();
     }
     h.advance(DAY + HOUR);
     let first = store.gc(2).unwrap();
@@ -334,9 +385,15 @@ pub fn restricted_tokens(backend: Backend) {
     let b = bucket("private");
     let mut req = UploadRequest::new(b.clone(), "secret.txt");
     req.restricted = true;
-    let f = store.upload_bytes(req.clone(), b"top secret").unwrap();
+    let f = store
+        .upload_bytes(req.clone(), b"top secret", "tester")
+        .unwrap()
+        .record;
     req.filename = "other.txt".into();
-    let g = store.upload_bytes(req, b"also secret").unwrap();
+    let g = store
+        .upload_bytes(req, b"also secret", "tester")
+        .unwrap()
+        .record;
     let public = upload(&store, &b, "public.txt", b"top secret");
     assert!(matches!(
         store.read(f.id, Access::Anonymous, None),
@@ -431,14 +488,14 @@ pub fn bad_input(backend: Backend) {
         "..",
         long.as_str(),
     ] {
-        let result = store.begin_upload(UploadRequest::new(b.clone(), name));
+        let result = store.begin_upload(UploadRequest::new(b.clone(), name), "tester");
         assert!(
             matches!(result, Err(Error::InvalidFilename { .. })),
             "{name:?} accepted"
         );
     }
     assert!(store
-        .begin_upload(UploadRequest::new(b.clone(), "x".repeat(255)))
+        .begin_upload(UploadRequest::new(b.clone(), "x".repeat(255)), "tester")
         .is_ok());
     assert!(matches!(
         BucketName::new("no spaces"),
@@ -457,7 +514,7 @@ pub fn bad_input(backend: Backend) {
     let data = content(3, 400_000);
     let mut req = UploadRequest::new(b.clone(), "wrong");
     req.expected_blake3 = Some(Blake3Hash::of(b"something else"));
-    let result = store.upload_bytes(req, &data);
+    let result = store.upload_bytes(req, &data, "tester");
     assert!(matches!(
         result,
         Err(Error::DigestMismatch {
@@ -467,7 +524,7 @@ pub fn bad_input(backend: Backend) {
     ));
     let mut req = UploadRequest::new(b.clone(), "wrong");
     req.expected_sha256 = Some([0; 32]);
-    let result = store.upload_bytes(req, &data);
+    let result = store.upload_bytes(req, &data, "tester");
     assert!(matches!(
         result,
         Err(Error::DigestMismatch {
@@ -477,13 +534,13 @@ pub fn bad_input(backend: Backend) {
     ));
     let mut req = UploadRequest::new(b.clone(), "right");
     req.expected_blake3 = Some(Blake3Hash::of(&data));
-    store.upload_bytes(req, &data).unwrap();
+    store.upload_bytes(req, &data, "tester").unwrap();
     assert_eq!(store.bucket_stats(&b).unwrap().files, 2);
     assert_eq!(h.temporaries(), 0);
     assert_eq!(h.stored_blobs(), 1);
     // An upload dropped without commit leaves nothing either.
     let mut up = store
-        .begin_upload(UploadRequest::new(b.clone(), "dropped"))
+        .begin_upload(UploadRequest::new(b.clone(), "dropped"), "tester")
         .unwrap();
     up.write_all(&content(4, 600_000)).unwrap();
     drop(up);
@@ -666,7 +723,7 @@ pub fn downloads_are_counted(backend: Backend) {
     store.flush().unwrap();
     assert_eq!(store.downloads(f.id, today).unwrap(), 3);
     assert_eq!(store.downloads(f.id, store.now().day()).unwrap(), 1);
-    store.delete_file(f.id).unwrap();
+    store.delete_file(f.id, "tester").unwrap();
     assert_eq!(store.downloads(f.id, today).unwrap(), 0);
 }
 
@@ -676,7 +733,7 @@ pub fn reopen_keeps_everything_and_ids_stay_unique(backend: Backend) {
     let b = bucket("reopen");
     let f1 = upload(&store, &b, "a", &content(1, 5000));
     let f2 = upload(&store, &b, "b", &content(2, 500_000));
-    store.delete_file(f2.id).unwrap();
+    store.delete_file(f2.id, "tester").unwrap();
     drop(store);
     let store = h.open();
     assert_eq!(read_all(&store, f1.id), content(1, 5000));
@@ -724,9 +781,9 @@ pub fn concurrent_uploads_and_deletes_stay_exact(backend: Backend) {
                     if i % 3 == 0 {
                         let victim = mine.swap_remove(((t * 7 + i) % mine.len() as u64) as usize);
                         if i % 2 == 0 {
-                            store.delete_file(victim).unwrap();
+                            store.delete_file(victim, "tester").unwrap();
                         } else {
-                            store.delete_content(victim).unwrap();
+                            store.delete_content(victim, "tester").unwrap();
                         }
                     }
                     if i % 10 == 0 {
@@ -749,7 +806,7 @@ pub fn quota_holds_under_concurrent_uploads(backend: Backend) {
     let h = Harness::new(backend);
     let store = h.open();
     let b = bucket("contended");
-    store.set_quota(&b, Some(50 * 1000)).unwrap();
+    store.set_quota(&b, Some(50 * 1000), "tester").unwrap();
     let accepted = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|scope| {
         for t in 0..8u64 {
@@ -758,9 +815,11 @@ pub fn quota_holds_under_concurrent_uploads(backend: Backend) {
                 for i in 0..20u64 {
                     // Half the uploads repeat content, so dedup and the quota interact.
                     let seed = if i % 2 == 0 { i } else { t * 100 + i };
-                    match store
-                        .upload_bytes(UploadRequest::new(b.clone(), "q"), &content(seed, 1000))
-                    {
+                    match store.upload_bytes(
+                        UploadRequest::new(b.clone(), "q"),
+                        &content(seed, 1000),
+                        "tester",
+                    ) {
                         Ok(_) => {
                             accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         }
@@ -798,7 +857,11 @@ pub fn a_quota_binds_every_upload_after_it_is_set(backend: Backend) {
                     let mut i = 0;
                     while !stop.load(Ordering::SeqCst) {
                         let data = content(round << 40 | t << 32 | i, 100);
-                        match store.upload_bytes(UploadRequest::new(b.clone(), "f"), &data) {
+                        match store.upload_bytes(
+                            UploadRequest::new(b.clone(), "f"),
+                            &data,
+                            "tester",
+                        ) {
                             Ok(_) | Err(Error::QuotaExceeded { .. }) => {}
                             Err(other) => panic!("{other}"),
                         }
@@ -810,7 +873,7 @@ pub fn a_quota_binds_every_upload_after_it_is_set(backend: Backend) {
             while store.bucket_stats(&b).unwrap().files < 3 {
                 std::thread::yield_now();
             }
-            store.set_quota(&b, Some(0)).unwrap();
+            store.set_quota(&b, Some(0), "tester").unwrap();
             let at_quota = store.bucket_stats(&b).unwrap();
             // Uploads keep trying for a moment; every one of them must be refused.
             std::thread::sleep(Duration::from_millis(2));
@@ -835,10 +898,10 @@ pub fn expiry_can_be_moved_or_cleared(backend: Backend) {
     let data = content(21, 40_000);
     let mut req = UploadRequest::new(b.clone(), "build.log");
     req.expires = Some(store.now().plus(HOUR));
-    let f = store.upload_bytes(req, &data).unwrap();
+    let f = store.upload_bytes(req, &data, "tester").unwrap().record;
 
     // Cleared: the file outlives its first expiry and the grace.
-    let cleared = store.set_expiry(f.id, None).unwrap();
+    let cleared = store.set_expiry(f.id, None, "tester").unwrap().value;
     assert_eq!(cleared.expires, None);
     assert_eq!(store.file(f.id).unwrap().expires, None);
     h.advance(10 * DAY);
@@ -849,7 +912,11 @@ pub fn expiry_can_be_moved_or_cleared(backend: Backend) {
     // Set again: reads stop at the new time, and moving it later revives them.
     let soon = store.now().plus(HOUR);
     assert_eq!(
-        store.set_expiry(f.id, Some(soon)).unwrap().expires,
+        store
+            .set_expiry(f.id, Some(soon), "tester")
+            .unwrap()
+            .value
+            .expires,
         Some(soon)
     );
     h.advance(2 * HOUR);
@@ -860,7 +927,9 @@ pub fn expiry_can_be_moved_or_cleared(backend: Backend) {
             ..
         })
     ));
-    store.set_expiry(f.id, Some(store.now().plus(DAY))).unwrap();
+    store
+        .set_expiry(f.id, Some(store.now().plus(DAY)), "tester")
+        .unwrap();
     assert_eq!(read_all(&store, f.id), data);
     // The earlier time no longer counts: GC cuts only after the new one plus the grace.
     h.advance(3 * DAY);
@@ -872,7 +941,7 @@ pub fn expiry_can_be_moved_or_cleared(backend: Backend) {
 
     // A file whose content is gone keeps the new time on its record only.
     let later = store.now().plus(DAY);
-    let record = store.set_expiry(f.id, Some(later)).unwrap();
+    let record = store.set_expiry(f.id, Some(later), "tester").unwrap().value;
     assert_eq!(
         (record.expires, record.content),
         (Some(later), ContentState::Expired)
@@ -883,7 +952,7 @@ pub fn expiry_can_be_moved_or_cleared(backend: Backend) {
     ));
     assert_consistent(&store);
     assert!(matches!(
-        store.set_expiry(FileId(987_654), None),
+        store.set_expiry(FileId(987_654), None, "tester"),
         Err(Error::NotFound { .. })
     ));
     drop(store);

@@ -15,6 +15,7 @@ pub struct Settings {
     pub expiry_grace: Duration,
     pub inline_threshold: usize,
     pub secrets: ([u8; 32], Option<[u8; 32]>),
+    pub change_retention: Duration,
 }
 
 impl Default for Settings {
@@ -25,6 +26,7 @@ impl Default for Settings {
             expiry_grace: blobstore::DEFAULT_EXPIRY_GRACE,
             inline_threshold: blobstore::DEFAULT_INLINE_THRESHOLD,
             secrets: ([7; 32], None),
+            change_retention: blobstore::DEFAULT_CHANGE_RETENTION,
         }
     }
 }

@@ -40,6 +40,8 @@ fn open(
     StoreBuilder::with_engine(Arc::clone(engine) as Arc<dyn engine::Engine>, dir)
         .backend(Arc::new(blobs.clone()))
         .inline_threshold(64)
+        // The feed is replayed from revision 0 at the end: keep all of it.
+        .change_retention(Duration::from_secs(100 * 365 * 86_400))
         .clock(Arc::clone(clock) as Arc<dyn blobstore::Clock>)
         .open()
         .expect("open store")
@@ -62,7 +64,7 @@ impl Subject for Crashing {
 }
 
 fn decode(bytes: &mut Bytes<'_>) -> Op {
-    match bytes.below(12) {
+    match bytes.below(14) {
         0..=4 => {
             let (bucket, content) = (bytes.below(BUCKETS.len()), bytes.below(SIZES.len()));
             let expiry = bytes.u8();
@@ -87,12 +89,25 @@ fn decode(bytes: &mut Bytes<'_>) -> Op {
             hours: u64::from(bytes.u8()),
         },
         9 | 10 => Op::Gc,
+        11 => Op::SetRestricted {
+            file: bytes.below(256),
+            restricted: bytes.bool(),
+        },
+        12 => {
+            let bucket = bytes.below(BUCKETS.len());
+            let quota = bytes.u8();
+            Op::SetQuota {
+                bucket,
+                quota: (quota < 200).then_some(u64::from(quota) * 64),
+            }
+        }
         _ => Op::Restart,
     }
 }
 
-/// Ops: upload, delete a file, cut its content, change its expiry, advance the clock, GC,
-/// crash and reopen.
+/// Ops: upload, delete a file, cut its content, change its expiry or restriction, set a
+/// quota, advance the clock, GC, crash and reopen; at the end, the change feed replayed onto
+/// an empty store must reproduce the store.
 pub fn blob_model(input: &[u8]) {
     let mut bytes = Bytes::new(input);
     let engine = Arc::new(FaultyEngine::new(blobstore::KEYSPACES));

@@ -108,8 +108,13 @@ pub fn cached_blobs_are_served_while_the_object_store_is_unreachable(backend: Ba
         .map(|i| {
             let bytes = content(40 + i, 60_000 + i as usize);
             let file = store
-                .upload_bytes(UploadRequest::new(bucket("hot"), format!("f{i}")), &bytes)
-                .unwrap();
+                .upload_bytes(
+                    UploadRequest::new(bucket("hot"), format!("f{i}")),
+                    &bytes,
+                    "tester",
+                )
+                .unwrap()
+                .record;
             (file, bytes)
         })
         .collect();

@@ -195,6 +195,7 @@ impl Harness {
             .grace(self.settings.grace)
             .expiry_grace(self.settings.expiry_grace)
             .inline_threshold(self.settings.inline_threshold)
+            .change_retention(self.settings.change_retention)
             .token_secrets(self.settings.secrets.0, self.settings.secrets.1)
             .clock(self.clock.clone())
             .open()

@@ -174,8 +174,10 @@ fn stopping_the_proxy_mid_transfer_loses_no_acknowledged_upload() {
             .upload_bytes(
                 UploadRequest::new(bucket("fault"), format!("pre{i}")),
                 &bytes,
+                "tester",
             )
-            .unwrap();
+            .unwrap()
+            .record;
         acked.lock().unwrap().push((file.id, file.blake3));
     }
     let hot: Vec<_> = acked.lock().unwrap()[..2].to_vec();
@@ -198,8 +200,9 @@ fn stopping_the_proxy_mid_transfer_loses_no_acknowledged_upload() {
                     match store.upload_bytes(
                         UploadRequest::new(bucket("fault"), format!("f{seed}")),
                         &bytes,
+                        "tester",
                     ) {
-                        Ok(file) => {
+                        Ok(blobstore::Uploaded { record: file, .. }) => {
                             assert_eq!(file.blake3, Blake3Hash::of(&bytes));
                             acked.lock().unwrap().push((file.id, file.blake3));
                         }

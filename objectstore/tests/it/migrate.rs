@@ -51,14 +51,24 @@ pub fn local_blobs_move_to_the_object_store_while_reads_continue(backend: Backen
     for (i, size) in sizes.iter().enumerate() {
         let bytes = content(500 + i as u64, *size);
         let file = store
-            .upload_bytes(UploadRequest::new(bucket("old"), format!("f{i}")), &bytes)
-            .unwrap();
+            .upload_bytes(
+                UploadRequest::new(bucket("old"), format!("f{i}")),
+                &bytes,
+                "tester",
+            )
+            .unwrap()
+            .record;
         files.push((file, bytes));
     }
     // A duplicate of a file blob.
     let dup = store
-        .upload_bytes(UploadRequest::new(bucket("old"), "dup"), &files[7].1)
-        .unwrap();
+        .upload_bytes(
+            UploadRequest::new(bucket("old"), "dup"),
+            &files[7].1,
+            "tester",
+        )
+        .unwrap()
+        .record;
     files.push((dup, files[7].1.clone()));
     let file_blobs = sizes.iter().filter(|s| **s > threshold).count();
     assert_eq!(local_blob_files(&h.data_dir()), file_blobs);
@@ -137,8 +147,10 @@ pub fn local_blobs_move_to_the_object_store_while_reads_continue(backend: Backen
         .upload_bytes(
             UploadRequest::new(bucket("new"), "n"),
             &content(999, 50_000),
+            "tester",
         )
-        .unwrap();
+        .unwrap()
+        .record;
     assert!(remote.exists(&new.blake3).unwrap());
     assert_eq!(local_blob_files(&h.data_dir()), 0);
 }

@@ -22,12 +22,12 @@ fn read_range(store: &Store, id: blobstore::FileId, range: std::ops::Range<u64>)
 
 fn upload_streaming(store: &Store, name: &str, bytes: &[u8]) -> blobstore::FileRecord {
     let mut upload = store
-        .begin_upload(UploadRequest::new(bucket("objects"), name))
+        .begin_upload(UploadRequest::new(bucket("objects"), name), "tester")
         .expect("begin");
     for piece in bytes.chunks(100_003) {
         upload.write_all(piece).expect("write");
     }
-    upload.commit().expect("commit")
+    upload.commit().expect("commit").record
 }
 
 pub fn large_objects_are_segmented_and_read_back_as_one(backend: Backend) {
@@ -75,7 +75,7 @@ pub fn large_objects_are_segmented_and_read_back_as_one(backend: Backend) {
     assert_consistent(&store);
 
     // Deleting the large object removes its segments too.
-    store.delete_file(file.id).unwrap();
+    store.delete_file(file.id, "tester").unwrap();
     h.advance(blobstore::DEFAULT_GRACE + Duration::from_secs(1));
     let report = store.gc(100).unwrap();
     assert_eq!(report.collected_blobs, 1);
@@ -197,11 +197,11 @@ pub fn deleted_blobs_leave_the_object_store(backend: Backend) {
     let two = upload_streaming(&store, "two", &bytes);
     assert_eq!(one.blake3, two.blake3);
     assert_eq!(remote.objects(0).unwrap().len(), 1, "deduplicated");
-    store.delete_file(one.id).unwrap();
+    store.delete_file(one.id, "tester").unwrap();
     h.advance(blobstore::DEFAULT_GRACE * 2);
     assert_eq!(store.gc(100).unwrap().collected_blobs, 0);
     assert!(remote.exists(&one.blake3).unwrap());
-    store.delete_file(two.id).unwrap();
+    store.delete_file(two.id, "tester").unwrap();
     h.advance(blobstore::DEFAULT_GRACE * 2);
     assert_eq!(store.gc(100).unwrap().collected_blobs, 1);
     assert!(!remote.exists(&one.blake3).unwrap());
@@ -232,6 +232,7 @@ pub fn unreachable_store_fails_fast_and_records_nothing(protocol: Protocol) {
             .upload_bytes(
                 UploadRequest::new(bucket("down"), "big"),
                 &content(1, 100_000),
+                "tester",
             )
             .unwrap_err();
         assert!(objectstore::is_unavailable(&error), "{error}");
@@ -241,8 +242,13 @@ pub fn unreachable_store_fails_fast_and_records_nothing(protocol: Protocol) {
         assert_eq!(store.bucket_stats(&bucket("down")).unwrap().files, 0);
         // Small files live in the engine and do not need the object store.
         let small = store
-            .upload_bytes(UploadRequest::new(bucket("down"), "small"), b"tiny")
-            .unwrap();
+            .upload_bytes(
+                UploadRequest::new(bucket("down"), "small"),
+                b"tiny",
+                "tester",
+            )
+            .unwrap()
+            .record;
         assert_eq!(read_all(&store, small.id), b"tiny");
         assert_eq!(
             std::fs::read_dir(&h.config.spool_dir).unwrap().count(),

@@ -17,6 +17,9 @@ use servers::librarian::{self, config::StoreFlags, Librarian, LibrarianConfig};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// The actor the command line records its changes under.
+const CLI_ACTOR: &str = "librarian-cli";
+
 /// An HTTP blob service over blobstore: uploads into buckets, downloads by id and filename,
 /// restricted files with tokens.
 #[derive(Debug, Parser)]
@@ -210,7 +213,7 @@ fn main() -> anyhow::Result<()> {
             let mut request = UploadRequest::new(BucketName::new(bucket)?, filename);
             request.content_type = content_type;
             request.restricted = restricted;
-            let mut upload = store.begin_upload(request)?;
+            let mut upload = store.begin_upload(request, CLI_ACTOR)?;
             let mut input: Box<dyn Read> = if path.as_os_str() == "-" {
                 Box::new(std::io::stdin().lock())
             } else {
@@ -220,8 +223,11 @@ fn main() -> anyhow::Result<()> {
                 )
             };
             std::io::copy(&mut input, &mut upload).context("reading the input")?;
-            let record = upload.commit()?;
-            let blob = store.blob_info(&record.blake3)?;
+            let blobstore::Uploaded {
+                record,
+                blob,
+                revision,
+            } = upload.commit()?;
             println!(
                 "{}",
                 serde_json::json!({
@@ -230,7 +236,8 @@ fn main() -> anyhow::Result<()> {
                     "filename": record.filename,
                     "size": record.size,
                     "blake3": record.blake3.to_hex(),
-                    "sha256": blob.map(|b| blobstore::to_hex(&b.sha256)),
+                    "sha256": blobstore::to_hex(&blob.sha256),
+                    "revision": revision,
                 })
             );
             Ok(())

@@ -15,6 +15,24 @@ pub mod subscriptions;
 pub use access::{AccessPolicy, Credential};
 pub use config::{Limits, ServerConfig, ServerFlags};
 pub use error::ApiError;
+
+/// Why a service's state could not be built from its store and configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// A configured credential is malformed.
+    #[error(transparent)]
+    Credentials(#[from] access::CredentialError),
+    /// The subscriptions' records could not be read.
+    #[error("opening the subscriptions: {0}")]
+    Consumers(#[source] engine::Error),
+    /// The thread that delivers callbacks could not start.
+    #[error("starting the subscriptions' delivery thread: {0}")]
+    Delivery(#[source] std::io::Error),
+    /// The graph store could not open a namespace.
+    #[error("opening the graph namespaces: {0}")]
+    Graph(#[from] graphdb::Error),
+}
 pub use feed::{Actor, Revision};
 pub use leader::Leader;
 

@@ -18,10 +18,11 @@ use commitgraph::CommitGraphs;
 use graphdb::{GraphStore, PackageSets, Teams};
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::common::access::{self, AccessPolicy, CredentialError};
+use crate::common::access::{self, AccessPolicy};
 use crate::common::leader::{self, Leader};
 use crate::common::metrics::{HttpMetrics, Tracker};
 use crate::common::pool::BlockingPool;
+use crate::common::SetupError;
 use crate::common::{finish, ApiError, Limits, ServerConfig};
 
 pub use config::{DirectoryConfig, GraphConfig};
@@ -62,18 +63,6 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
 ];
-
-/// Why the directory's state could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SetupError {
-    /// A configured credential is malformed.
-    #[error(transparent)]
-    Credentials(#[from] CredentialError),
-    /// The graph store could not open a namespace.
-    #[error("opening the graph namespaces: {0}")]
-    Graph(#[from] graphdb::Error),
-}
 
 /// The shared state of the directory's handlers.
 #[derive(Debug, Clone)]

@@ -488,8 +488,9 @@ mod tests {
         let bytes = vec![7u8; 100_000];
         let record = opened
             .store
-            .upload_bytes(blobstore::UploadRequest::new(bucket, "f"), &bytes)
-            .unwrap();
+            .upload_bytes(blobstore::UploadRequest::new(bucket, "f"), &bytes, "tester")
+            .unwrap()
+            .record;
         let local = LocalFsBackend::open(dir.path().join("d")).unwrap();
         assert!(local.blob_path(&record.blake3).is_file());
     }

@@ -7,6 +7,7 @@
 
 pub mod config;
 mod fast;
+pub mod feed;
 mod handlers;
 pub mod http;
 pub mod migrate;
@@ -22,11 +23,14 @@ use blobstore::Store;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::common::access::{self, AccessPolicy, CredentialError};
+use crate::common::access::{self, AccessPolicy};
 use crate::common::leader::{self, Leader};
 use crate::common::metrics::{HttpMetrics, Tracker};
 use crate::common::pool::BlockingPool;
+use crate::common::subscriptions::{Delivery, Subscriptions};
+use crate::common::SetupError;
 use crate::common::{finish, ApiError, Limits, ServerConfig};
+use feed::BlobFeed;
 use handlers::store_error;
 
 pub use config::{LibrarianConfig, OpenError, OpenedStore, StoreConfig};
@@ -50,6 +54,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/files/{id}/content"),
     ("POST", "/files/{id}/token"),
     ("GET", "/search"),
+    ("GET", "/changes"),
+    ("GET", "/files/{id}/history"),
+    ("GET", "/buckets/{bucket}/history"),
+    ("GET", "/persons/{person}/history"),
+    ("POST", "/subscriptions"),
+    ("GET", "/subscriptions/{id}"),
+    ("DELETE", "/subscriptions/{id}"),
     ("GET", "/stats"),
     ("GET", "/{id}/{filename}"),
     ("HEAD", "/{id}/{filename}"),
@@ -116,6 +127,8 @@ pub struct Shared {
     pub(crate) uploads_aborted: Arc<AtomicU64>,
     pub(crate) pool: BlockingPool,
     pub(crate) object_store: Option<ObjectStoreProbe>,
+    pub(crate) feed: Arc<BlobFeed>,
+    pub(crate) subscriptions: Arc<Subscriptions<BlobFeed>>,
     pub(crate) leader: Leader,
 }
 
@@ -151,12 +164,26 @@ impl ObjectStoreProbe {
 }
 
 impl Librarian {
-    /// The state for `store` served with `server`'s access rules and limits.
+    /// The state for `store` served with `server`'s access rules and limits. Starts the
+    /// delivery of the stored subscriptions (callbacks) on a thread of their own.
     ///
     /// # Errors
-    /// A malformed credential hash in the configuration.
-    pub fn new(store: Store, server: &ServerConfig) -> Result<Self, CredentialError> {
+    /// A malformed credential hash in the configuration, or subscriptions that cannot start.
+    pub fn new(store: Store, server: &ServerConfig) -> Result<Self, SetupError> {
         let policy = Arc::new(AccessPolicy::from_config(server, "librarian")?);
+        let feed = BlobFeed::new(store.clone());
+        let consumers = engine::Consumers::open(
+            store.change_log().committer().clone(),
+            store.consumers_keyspace(),
+        )
+        .map_err(SetupError::Consumers)?;
+        let subscriptions = Subscriptions::start(
+            Arc::clone(&feed),
+            Arc::new(consumers),
+            server.callback_hosts.clone(),
+            Delivery::default(),
+        )
+        .map_err(SetupError::Delivery)?;
         let mut metrics = HttpMetrics::new("librarian");
         let store_metrics = Arc::new(StoreMetrics::default());
         let registry = metrics.registry_mut();
@@ -208,6 +235,8 @@ impl Librarian {
                     server.limits.max_concurrency,
                 ),
                 object_store: None,
+                feed,
+                subscriptions,
                 leader: Leader::always(),
             }),
         })
@@ -294,6 +323,18 @@ pub fn router(state: Librarian) -> Router {
         .route("/files/{id}/token", post(handlers::issue_token))
         .route("/search", get(handlers::search))
         .route("/stats", get(handlers::stats))
+        .route("/changes", get(handlers::changes))
+        .route("/files/{id}/history", get(handlers::file_history))
+        .route("/buckets/{bucket}/history", get(handlers::bucket_history))
+        .route("/persons/{person}/history", get(handlers::person_history))
+        .route(
+            "/subscriptions",
+            post(handlers::create_subscription).layer(json_limit),
+        )
+        .route(
+            "/subscriptions/{id}",
+            get(handlers::get_subscription).delete(handlers::delete_subscription),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.leader.clone(),
             leader::require_leader,
@@ -358,6 +399,7 @@ pub async fn gc_loop(state: Librarian, interval: Duration) {
                 total.expired_files += report.expired_files;
                 total.collected_blobs += report.collected_blobs;
                 total.freed_bytes += report.freed_bytes;
+                total.pruned_changes += report.pruned_changes;
                 if !report.more {
                     return Ok::<_, blobstore::Error>(total);
                 }
@@ -371,6 +413,7 @@ pub async fn gc_loop(state: Librarian, interval: Duration) {
                     expired_files = report.expired_files,
                     collected_blobs = report.collected_blobs,
                     freed_bytes = report.freed_bytes,
+                    pruned_changes = report.pruned_changes,
                     "GC pass"
                 );
             }

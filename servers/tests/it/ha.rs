@@ -115,6 +115,10 @@ impl Keep {
     fn store(&self, store: &blobstore::Store) {
         self.0.lock().unwrap().push(Box::new(store.clone()));
     }
+
+    fn librarian(&self, state: &Librarian) {
+        self.0.lock().unwrap().push(Box::new(state.clone()));
+    }
 }
 
 /// Opens the directory's stores (blocking: PostgreSQL's client) off the runtime.
@@ -219,7 +223,12 @@ async fn the_librarian_serves_from_postgres_on(scratch: &PgScratch, keep: &Keep)
     assert_eq!(store.engine().backend(), Backend::Postgres);
     keep.engine(store.engine());
     keep.store(&store);
-    let state = Librarian::new(store, &server_config()).unwrap();
+    // Librarian::new opens the feed's consumers in the engine: off the runtime too.
+    let state = tokio::task::spawn_blocking(move || Librarian::new(store, &server_config()))
+        .await
+        .unwrap()
+        .unwrap();
+    keep.librarian(&state);
     let server = Running::start(librarian::router(state)).await;
     let body = crate::support::content(100_000, 7);
     let response = client()
@@ -437,9 +446,12 @@ async fn one_librarian_instance_writes_and_every_one_reads_on(scratch: &PgScratc
         keep.engine(store.engine());
         keep.store(&store);
         let leader = Leader::elect(store.engine().clone(), "librarian", ttl);
-        let state = Librarian::new(store, &server_config())
+        let state = tokio::task::spawn_blocking(move || Librarian::new(store, &server_config()))
+            .await
+            .unwrap()
             .unwrap()
             .with_leader(leader.clone());
+        keep.librarian(&state);
         leader.start();
         instances.push((leader, Running::start(librarian::router(state)).await));
     }

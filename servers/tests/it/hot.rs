@@ -150,7 +150,7 @@ async fn a_file_made_restricted_is_not_served_from_the_cache_without_its_token()
     let server = TestServer::start(Options::default()).await;
     let (id, url) = cached_upload(&server, "private.bin", "").await;
     let store = server.state.store().clone();
-    tokio::task::spawn_blocking(move || store.set_restricted(id, true))
+    tokio::task::spawn_blocking(move || store.set_restricted(id, true, "tester"))
         .await
         .unwrap()
         .unwrap();

@@ -730,8 +730,10 @@ async fn writers_are_checked_by_address_and_credentials() {
         .upload_bytes(
             blobstore::UploadRequest::new(blobstore::BucketName::new("a").unwrap(), "f"),
             b"hello",
+            "tester",
         )
-        .unwrap();
+        .unwrap()
+        .record;
     let response = c
         .get(server.url(&format!("/{}/f", record.id)))
         .send()
@@ -932,7 +934,8 @@ async fn health_metrics_and_openapi() {
             .replace("{bucket}", "m")
             .replace("{id}", "1")
             .replace("{filename}", "f")
-            .replace("{blake3}", &"0".repeat(64));
+            .replace("{blake3}", &"0".repeat(64))
+            .replace("{person}", "p");
         let response = c
             .request(method.parse().unwrap(), server.url(&concrete))
             .basic_auth(USER, Some(PASSWORD))

@@ -6,6 +6,7 @@
 mod badinput;
 mod binaries;
 mod directory;
+mod feed;
 mod ha;
 mod hot;
 mod infra;

@@ -261,7 +261,11 @@ fn a_dead_object_store_answers_503_records_nothing_and_fails_health() {
             blobstore::BucketName::new("down").unwrap(),
             "stored.bin",
         );
-        let record = opened.store.upload_bytes(request, &stored).unwrap();
+        let record = opened
+            .store
+            .upload_bytes(request, &stored, "tester")
+            .unwrap()
+            .record;
         opened.store.flush().unwrap();
         record.id
     };
@@ -418,7 +422,13 @@ fn migrate_blobs_moves_file_blobs_and_downloads_still_match() {
             blobstore::BucketName::new("mig").unwrap(),
             format!("f{i}"),
         );
-        files.push((store.upload_bytes(request, &bytes).unwrap(), bytes));
+        files.push((
+            store
+                .upload_bytes(request, &bytes, "tester")
+                .unwrap()
+                .record,
+            bytes,
+        ));
     }
     store.flush().unwrap();
     drop(store);

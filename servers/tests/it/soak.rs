@@ -19,7 +19,7 @@
 //! `SOAK_KILLS` sets the number of kills of each soak (default 5, CI); the documented long run
 //! uses 50 or more (docs/RELIABILITY.md).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -108,6 +108,8 @@ struct Acked {
     url: String,
     blake3: String,
     bucket: String,
+    /// The revision its answer named (`X-Revision`).
+    revision: u64,
 }
 
 const BUCKETS: [&str; 3] = ["soak-a", "soak-b", "soak-c"];
@@ -141,6 +143,11 @@ async fn librarian_load(base: String, seed: u64, acked: Arc<Mutex<Vec<Acked>>>) 
             );
             return uploads;
         }
+        let revision = response.headers()["x-revision"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         let Ok(json) = response.json::<serde_json::Value>().await else {
             return uploads;
         };
@@ -149,7 +156,9 @@ async fn librarian_load(base: String, seed: u64, acked: Arc<Mutex<Vec<Acked>>>) 
             url: json["url"].as_str().unwrap().to_string(),
             blake3: json["blake3"].as_str().unwrap().to_string(),
             bucket: bucket.to_string(),
+            revision,
         };
+        assert_eq!(json["revision"], revision);
         assert_eq!(record.blake3, blake3::hash(&body).to_hex().to_string());
         acked.lock().unwrap().push(record);
         // A download of something acknowledged earlier.
@@ -176,6 +185,7 @@ async fn librarian_load(base: String, seed: u64, acked: Arc<Mutex<Vec<Acked>>>) 
 
 async fn verify_librarian(server: &Server, acked: &[Acked]) {
     let client = reqwest::Client::new();
+    let mut listed = HashSet::new();
     for file in acked {
         let response = client.get(server.url(&file.url)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{} after a kill", file.url);
@@ -209,6 +219,7 @@ async fn verify_librarian(server: &Server, acked: &[Acked]) {
                 .await
                 .unwrap();
             for f in page["files"].as_array().unwrap() {
+                listed.insert(f["id"].as_u64().unwrap());
                 files += 1;
                 let size = f["size"].as_u64().unwrap();
                 logical += size;
@@ -232,6 +243,45 @@ async fn verify_librarian(server: &Server, acked: &[Acked]) {
             "{bucket}: {files} files, {acked_here} acknowledged"
         );
     }
+    verify_librarian_feed(server, acked, &listed).await;
+}
+
+/// The feed after a kill: revisions 1, 2, ... with no gap; every acknowledged upload has its
+/// `file.created` at the revision it was answered; and every event's file is in the store
+/// (the load only uploads: no event without its change, no change without its event).
+async fn verify_librarian_feed(server: &Server, acked: &[Acked], listed: &HashSet<u64>) {
+    let client = reqwest::Client::new();
+    let mut events = HashMap::new();
+    let mut after = 0;
+    loop {
+        let page: serde_json::Value = client
+            .get(server.url(&format!("/changes?after={after}&limit=1000")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for change in page["changes"].as_array().unwrap() {
+            let revision = change["revision"].as_u64().unwrap();
+            assert_eq!(revision, after + 1, "a gap in the feed");
+            assert_eq!(change["kind"], "file.created");
+            events.insert(revision, change["file"].as_u64().unwrap());
+            after = revision;
+        }
+        if page["next"] == page["head"] {
+            break;
+        }
+    }
+    for file in acked {
+        let id: u64 = file.url.split('/').nth(1).unwrap().parse().unwrap();
+        assert_eq!(events.get(&file.revision), Some(&id), "{file:?}");
+    }
+    let in_feed: HashSet<u64> = events.values().copied().collect();
+    assert_eq!(
+        &in_feed, listed,
+        "the files of the feed and of the store differ"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,8 @@ pub struct Options {
     pub allowed: Vec<ipnet::IpNet>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub secrets: ([u8; 32], Option<[u8; 32]>),
+    /// Hosts subscriptions may call back (`host:port`).
+    pub callback_hosts: Vec<String>,
 }
 
 impl Default for Options {
@@ -29,6 +31,7 @@ impl Default for Options {
             allowed: servers::common::config::loopback_cidrs(),
             trusted_proxies: Vec::new(),
             secrets: ([1; 32], None),
+            callback_hosts: Vec::new(),
         }
     }
 }
@@ -76,6 +79,7 @@ impl TestServer {
             allowed_cidrs: options.allowed,
             trusted_proxies: options.trusted_proxies,
             limits: options.limits.clone(),
+            callback_hosts: options.callback_hosts.clone(),
             ..ServerConfig::default()
         };
         let state = Librarian::new(store, &config).unwrap();

@@ -65,7 +65,7 @@ pub fn scale(flags: &Flags) -> Result<()> {
     let started = Instant::now();
     let mut ids = parallel(n, |i| {
         let request = UploadRequest::new(bucket.clone(), "f");
-        Ok(store.upload_bytes(request, &tiny(i))?.id)
+        Ok(store.upload_bytes(request, &tiny(i), "bench")?.record.id)
     })?;
     let took = started.elapsed();
     ids.sort_unstable();
@@ -82,7 +82,10 @@ pub fn scale(flags: &Flags) -> Result<()> {
     let started = Instant::now();
     let dup_ids = parallel(dups, |i| {
         let request = UploadRequest::new(bucket.clone(), "dup");
-        Ok(store.upload_bytes(request, &tiny((i * 7919) % n))?.id)
+        Ok(store
+            .upload_bytes(request, &tiny((i * 7919) % n), "bench")?
+            .record
+            .id)
     })?;
     let took = started.elapsed();
     let summary = store.summary()?;
@@ -152,7 +155,9 @@ pub fn scale(flags: &Flags) -> Result<()> {
     // Deletes: the duplicates, then a slice of the originals, whose blobs GC then collects
     // (grace 0).
     let started = Instant::now();
-    parallel(dup_ids.len(), |i| Ok(store.delete_file(dup_ids[i])?))?;
+    parallel(dup_ids.len(), |i| {
+        Ok(store.delete_file(dup_ids[i], "bench")?)
+    })?;
     out.row(
         "blobs/delete files, 32 writers, synced",
         scale,
@@ -160,7 +165,9 @@ pub fn scale(flags: &Flags) -> Result<()> {
         "files/s",
     )?;
     let doomed = (n / 10).clamp(1, 2_000);
-    parallel(doomed, |k| Ok(store.delete_file(ids[(k * 10) % n])?))?;
+    parallel(doomed, |k| {
+        Ok(store.delete_file(ids[(k * 10) % n], "bench")?)
+    })?;
     std::thread::sleep(Duration::from_millis(1100));
     let started = Instant::now();
     let mut collected = 0;
@@ -214,11 +221,12 @@ pub fn sizes(flags: &Flags) -> Result<()> {
         let started = Instant::now();
         for _ in 0..count {
             rng.fill(&mut content);
-            let mut upload = store.begin_upload(UploadRequest::new(bucket.clone(), "s"))?;
+            let mut upload =
+                store.begin_upload(UploadRequest::new(bucket.clone(), "s"), "bench")?;
             for piece in content.chunks(1 << 20) {
                 upload.write_all(piece)?;
             }
-            ids.push(upload.commit()?.id);
+            ids.push(upload.commit()?.record.id);
         }
         let took = started.elapsed().as_secs_f64();
         let kib = (size >> 10) as u64;

@@ -1,0 +1,359 @@
+//! The store: its shared state and the helpers every concern uses.
+//!
+//! Each concern has a file of its own, with its own `impl Store` block: opening
+//! (`builder`), uploads (`upload`), reads and lookups (`read`), changes to one file
+//! (`files`), buckets (`buckets`), garbage collection (`gc`) and the scrub and
+//! consistency check (`audit`).
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use engine::WriteBatch;
+use engine::{Appended, ChangeLog, Durability, Engine, GroupCommit, Keyspace, LogEntry};
+
+use crate::backend::BlobBackend;
+use crate::changes::{self, Change};
+use crate::clock::Clock;
+use crate::downloads::PendingDownloads;
+use crate::error::{Error, Result};
+use crate::hot::HotCache;
+use crate::keys;
+use crate::locks::{SharedStripes, Stripes};
+use crate::records::BlobMeta;
+use crate::token::TokenSigner;
+use crate::types::{Blake3Hash, FileId, Timestamp};
+
+mod audit;
+mod buckets;
+mod builder;
+mod feed;
+mod files;
+mod gc;
+mod read;
+mod replay;
+mod upload;
+
+pub use audit::{BlobProblem, CheckReport, Inconsistency, VerifyReport};
+pub use buckets::{BucketStats, Page, StoreSummary};
+pub use builder::{StoreBuilder, DEFAULT_CHANGE_RETENTION};
+pub use files::FileUpdate;
+pub use files::Revised;
+pub use gc::{GcReport, SweepReport};
+pub use read::{Access, ContentReader, Visibility};
+pub use upload::{Upload, UploadRequest, Uploaded};
+
+/// The size of the chunks an upload is hashed and written in, and the largest inline
+/// threshold accepted.
+pub const CHUNK_SIZE: usize = 256 * 1024;
+
+/// The default inline threshold (see `DESIGN.md` for the measurement behind it).
+pub const DEFAULT_INLINE_THRESHOLD: usize = 16 * 1024;
+
+/// The default size of the hot-file cache: 64 MiB (about 15,000 files of 4 KiB).
+pub const DEFAULT_HOT_CACHE_BYTES: u64 = 64 << 20;
+
+/// The default grace period of unreferenced blobs: 1 day.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(86_400);
+
+/// The default grace period after a file's expiry: 7 days.
+pub const DEFAULT_EXPIRY_GRACE: Duration = Duration::from_secs(7 * 86_400);
+
+const ID_BLOCK: u64 = 1024;
+const LOCK_STRIPES: usize = 1024;
+
+const ALG_BLAKE3: u8 = 0;
+const ALG_SHA256: u8 = 1;
+const ALG_SHA1: u8 = 2;
+const ALG_MD5: u8 = 3;
+
+fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Keyspaces {
+    blobs: Keyspace,
+    inline: Keyspace,
+    refs: Keyspace,
+    files: Keyspace,
+    bucket_files: Keyspace,
+    bucket_blobs: Keyspace,
+    stats: Keyspace,
+    buckets: Keyspace,
+    digests: Keyspace,
+    zero_refs: Keyspace,
+    expiry: Keyspace,
+    downloads: Keyspace,
+    meta: Keyspace,
+    history: Keyspace,
+    consumers: Keyspace,
+}
+
+impl Keyspaces {
+    fn resolve(engine: &dyn Engine) -> Result<Self> {
+        Ok(Keyspaces {
+            blobs: engine.keyspace(keys::BLOBS)?,
+            inline: engine.keyspace(keys::INLINE)?,
+            refs: engine.keyspace(keys::REFS)?,
+            files: engine.keyspace(keys::FILES)?,
+            bucket_files: engine.keyspace(keys::BUCKET_FILES)?,
+            bucket_blobs: engine.keyspace(keys::BUCKET_BLOBS)?,
+            stats: engine.keyspace(keys::STATS)?,
+            buckets: engine.keyspace(keys::BUCKETS)?,
+            digests: engine.keyspace(keys::DIGESTS)?,
+            zero_refs: engine.keyspace(keys::ZERO_REFS)?,
+            expiry: engine.keyspace(keys::EXPIRY)?,
+            downloads: engine.keyspace(keys::DOWNLOADS)?,
+            meta: engine.keyspace(keys::META)?,
+            history: engine.keyspace(keys::HISTORY)?,
+            consumers: engine.keyspace(keys::CONSUMERS)?,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Ids {
+    next: u64,
+    high_water: u64,
+}
+
+struct Inner {
+    engine: Arc<dyn Engine>,
+    ks: Keyspaces,
+    backend: Arc<dyn BlobBackend>,
+    committer: Arc<GroupCommit>,
+    /// The change feed: every write appends its events in its own batch.
+    log: Arc<ChangeLog>,
+    /// Whether writes record events (off only to measure what the feed costs).
+    feed: bool,
+    /// How long events are kept before the GC prunes them.
+    change_retention: Duration,
+    blob_locks: Stripes,
+    /// Per (bucket, blob): the bucket's first and last link to a blob (unique bytes).
+    pair_locks: Stripes,
+    /// Per bucket: the quota (shared by uploads into a bucket without a quota; exclusive for
+    /// uploads into a bucket with one, and for `set_quota`).
+    bucket_locks: SharedStripes,
+    ids: Mutex<Ids>,
+    clock: Arc<dyn Clock>,
+    signer: TokenSigner,
+    keep_sha1_md5: bool,
+    grace: Duration,
+    expiry_grace: Duration,
+    inline_threshold: usize,
+    poison: Mutex<Option<String>>,
+    /// Small files answered from memory; `None` when disabled.
+    hot: Option<HotCache>,
+    /// Download counts not written yet.
+    downloads: PendingDownloads,
+}
+
+impl Inner {
+    /// Writes the pending download counts as one buffered batch of counter adds, leaving
+    /// out files deleted meanwhile (their counters went with them). Holds the flush lock,
+    /// which `cut` holds too while it deletes a file's counters, so a count can never
+    /// re-create the counter of a deleted file.
+    fn flush_downloads(&self) -> Result<()> {
+        let _flushing = self
+            .downloads
+            .flush_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let counts = self.downloads.take(self.clock.now());
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let file_keys: Vec<[u8; 8]> = counts.iter().map(|((id, _), _)| keys::file(*id)).collect();
+        let refs: Vec<&[u8]> = file_keys.iter().map(|k| k.as_slice()).collect();
+        let exists = match self.engine.multi_get(self.ks.files, &refs) {
+            Ok(values) => values,
+            Err(error) => {
+                self.downloads.restore(counts);
+                return Err(error.into());
+            }
+        };
+        let mut batch = WriteBatch::new();
+        for (((id, day), n), record) in counts.iter().zip(exists) {
+            if record.is_some() {
+                batch.counter_add(self.ks.downloads, keys::download(*id, *day), as_i64(*n));
+            }
+        }
+        if let Err(error) = self.engine.write(batch, Durability::Buffered) {
+            // A failed write poisons the engine, so a retry will fail too; the counts stay
+            // pending anyway, to be reported (and dropped) by the flush at close.
+            self.downloads.restore(counts);
+            return Err(error.into());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(error) = self.flush_downloads() {
+            tracing::warn!(%error, "download counts lost at close");
+        }
+    }
+}
+
+/// A content-addressed blob store with buckets, weak links, grace-period GC and restricted
+/// access. Cheap to clone. Every method may block on the engine or the disk (call it from
+/// `spawn_blocking` or a dedicated thread in async code), except the memory-only ones that
+/// say so: [`Store::cached_file`], [`Store::check_readable`], [`Store::count_download`],
+/// [`Store::now`].
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("engine", &self.inner.engine)
+            .field("backend", &self.inner.backend)
+            .field("inline_threshold", &self.inner.inline_threshold)
+            .finish_non_exhaustive()
+    }
+}
+
+fn visibility_code(restricted: bool) -> u8 {
+    if restricted {
+        keys::VIS_RESTRICTED
+    } else {
+        keys::VIS_PUBLIC
+    }
+}
+
+fn as_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn as_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// The metadata engine (for capacity reports and tests).
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.inner.engine
+    }
+
+    /// The current time of the store's clock.
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// The inline threshold in bytes.
+    pub fn inline_threshold(&self) -> usize {
+        self.inner.inline_threshold
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        match &*self.inner.poison.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(cause) => Err(Error::Poisoned {
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn poison_on_sync_failure(&self, error: &Error) {
+        let fsync = match error {
+            Error::Io { operation, .. } | Error::DiskFull { operation, .. } => {
+                operation.starts_with("fsyncing")
+            }
+            _ => false,
+        };
+        if fsync {
+            let mut slot = self.inner.poison.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = Some(error.to_string());
+            }
+        }
+    }
+
+    fn blob_meta(&self, hash: &Blake3Hash) -> Result<Option<BlobMeta>> {
+        match self.inner.engine.get(self.inner.ks.blobs, &hash.0)? {
+            Some(bytes) => Ok(Some(BlobMeta::decode(&hash.0, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn counter(&self, keyspace: Keyspace, key: &[u8]) -> Result<i64> {
+        Ok(self.inner.engine.counter(keyspace, key)?)
+    }
+
+    fn digest_keys(
+        meta: &BlobMeta,
+        hash: &Blake3Hash,
+        restricted: bool,
+        id: FileId,
+    ) -> Vec<Vec<u8>> {
+        let vis = visibility_code(restricted);
+        let mut out = vec![
+            keys::digest_entry(ALG_BLAKE3, vis, &hash.0, id),
+            keys::digest_entry(ALG_SHA256, vis, &meta.sha256, id),
+        ];
+        if let Some(d) = &meta.sha1 {
+            out.push(keys::digest_entry(ALG_SHA1, vis, d, id));
+        }
+        if let Some(d) = &meta.md5 {
+            out.push(keys::digest_entry(ALG_MD5, vis, d, id));
+        }
+        out
+    }
+
+    /// Makes every acknowledged write durable, download counts gathered in memory included.
+    ///
+    /// # Errors
+    /// The engine's error.
+    pub fn flush(&self) -> Result<()> {
+        self.flush_downloads()?;
+        Ok(self.inner.engine.flush()?)
+    }
+
+    /// Forgets file `id` in the hot-file cache. Every change to a file record calls it after
+    /// its batch is applied and before the change is acknowledged.
+    fn invalidate_cached(&self, id: FileId) {
+        if let Some(hot) = &self.inner.hot {
+            hot.invalidate(id);
+        }
+    }
+
+    /// Adds `changes` to `batch` as events of the change feed and writes it buffered (under
+    /// the caller's locks), all under the log's sequencer: revision order is log order. With
+    /// the feed off, only the batch is written.
+    fn append(&self, batch: WriteBatch, changes: &[Change]) -> Result<Appended> {
+        let entries = if self.inner.feed {
+            changes
+                .iter()
+                .map(|change| self.log_entry(change))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(self.inner.log.append(batch, entries)?)
+    }
+
+    /// Waits (after the caller released its locks) for a group sync covering `appended`, and
+    /// returns the revision of its last event (or the head, when it had none).
+    fn sync(&self, appended: Appended) -> Result<u64> {
+        Ok(self.inner.log.sync(appended)?)
+    }
+
+    fn log_entry(&self, change: &Change) -> LogEntry {
+        let history = self.inner.ks.history;
+        // A `Change` has only strings, integers and booleans: serialising cannot fail.
+        let payload = serde_json::to_vec(change).unwrap_or_default();
+        let mut entry =
+            LogEntry::new(payload).index(history, changes::actor_history(&change.actor));
+        if let Some(bucket) = change.kind.bucket() {
+            entry = entry.index(history, changes::bucket_history(bucket));
+        }
+        if let Some(file) = change.kind.file() {
+            entry = entry.index(history, changes::file_history(file));
+        }
+        entry
+    }
+}
