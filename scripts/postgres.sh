@@ -16,6 +16,8 @@
 # full_page_writes are off (a test never outlives the machine), synchronous_commit stays on so
 # that the engine's synced and buffered commits still differ, and there is room for many
 # connections because tests run in parallel, each with its own schema and connections.
+# POSTGRES_DURABLE=1 keeps fsync and full_page_writes on, as in production: for benchmarks
+# (benches/src/bin/engine_compare.rs) that compare synced commits with RocksDB's.
 set -euo pipefail
 # shellcheck source=scripts/ports.sh
 source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
@@ -86,10 +88,14 @@ start() {
         else
             port=$(free_port)
         fi
+        durability="-c fsync=off -c full_page_writes=off"
+        if [ "${POSTGRES_DURABLE:-0}" = 1 ]; then
+            durability="-c fsync=on -c full_page_writes=on"
+        fi
         # No Unix socket (nothing to clean up, nothing shared): TCP on loopback only.
         if "${as_owner[@]}" "$bin/pg_ctl" -D "$data" -w -t 60 -l "$data/server.log" -o "-p $port \
             -c listen_addresses=127.0.0.1 -c unix_socket_directories= \
-            -c fsync=off -c full_page_writes=off -c synchronous_commit=on \
+            $durability -c synchronous_commit=on \
             -c max_connections=300 -c shared_buffers=32MB -c max_wal_size=256MB \
             -c log_min_messages=warning -c log_min_error_statement=panic" start >/dev/null; then
             break

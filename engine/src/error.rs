@@ -50,12 +50,36 @@ pub enum Error {
         /// The length found.
         len: usize,
     },
+    /// The batch was refused, nothing applied, because the store's lease moved on: another
+    /// instance took over as leader since this engine was given `epoch` with
+    /// [`Leadership::fence`](crate::Leadership::fence). Not a poisoning: reads go on, and the
+    /// engine writes again once fenced with a current epoch.
+    #[error(
+        "refused: this instance is no longer the writer of {name:?} (fenced at epoch {epoch}, \
+         the lease is at {})",
+        current_epoch(.current)
+    )]
+    Fenced {
+        /// The lease's name.
+        name: String,
+        /// The epoch this engine was fenced with.
+        epoch: u64,
+        /// The lease's epoch now, as read after the refusal (`None`: no lease row).
+        current: Option<u64>,
+    },
     /// The configuration cannot be used.
     #[error("invalid engine configuration: {reason}")]
     Config {
         /// Why.
         reason: String,
     },
+}
+
+fn current_epoch(current: &Option<u64>) -> String {
+    match current {
+        Some(epoch) => format!("epoch {epoch}"),
+        None => "no epoch: the lease row is gone".to_string(),
+    }
 }
 
 /// The engine's result type.

@@ -16,6 +16,10 @@
 //! - [`FaultyEngine`], an in-memory engine that fails the Nth write or sync on command and, on
 //!   a simulated crash, forgets what was not synced: for the stores' fault-tolerance tests.
 //!
+//! Several instances of a service on one PostgreSQL elect their writer through
+//! [`Engine::leadership`]: a lease with a fencing epoch that every write transaction checks
+//! ([`Leadership`]).
+//!
 //! Stores that write synced batches from many threads share fsyncs through [`GroupCommit`];
 //! a store with a change feed writes every change with its event through a [`ChangeLog`].
 //!
@@ -56,6 +60,7 @@ mod error;
 mod faulty;
 mod group_commit;
 pub mod keys;
+mod leadership;
 mod mem;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -75,6 +80,7 @@ pub use consumers::{Consumer, Consumers};
 pub use error::{Error, Result};
 pub use faulty::{Fault, FaultyEngine};
 pub use group_commit::{GroupCommit, Written};
+pub use leadership::{Epoch, Leadership};
 pub use mem::MemEngine;
 #[cfg(feature = "postgres")]
 pub use postgres::PgEngine;
@@ -268,4 +274,11 @@ pub trait Engine: ReadView + Send + Sync + fmt::Debug {
     /// # Errors
     /// [`Error::Poisoned`], or the backend's error (which poisons the engine).
     fn flush(&self) -> Result<()>;
+
+    /// Leases and fencing through the store's database, for several instances of a service
+    /// on one store (see [`Leadership`]); `None` for the embedded backends, whose one process
+    /// is always the writer (RocksDB and sled lock their directory).
+    fn leadership(&self) -> Option<&dyn Leadership> {
+        None
+    }
 }

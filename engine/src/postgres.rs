@@ -16,8 +16,8 @@ use postgres::{Client, NoTls, Row, Statement};
 use crate::config::{Poison, PostgresConfig};
 use crate::error::BoxError;
 use crate::{
-    counter, Backend, BatchOp, Direction, Durability, Engine, Error, KeyValue, Keyspace, KvIter,
-    ReadView, Result, ScanRange, WriteBatch,
+    counter, Backend, BatchOp, Direction, Durability, Engine, Epoch, Error, KeyValue, Keyspace,
+    KvIter, Leadership, ReadView, Result, ScanRange, WriteBatch,
 };
 
 /// Rows fetched per query of a scan: scans page through the range in key order.
@@ -32,6 +32,17 @@ const PRUNE_EVERY: u64 = 1024;
 /// The internal tables, beside the keyspaces' `kv_<name>` tables in the same schema.
 const META_TABLE: &str = "lpstore_meta";
 const BATCHES_TABLE: &str = "lpstore_batches";
+const LEASES_TABLE: &str = "lpstore_leases";
+
+/// A write transaction left idle this long (its client paused or partitioned between two
+/// statements) is ended by the server, releasing its locks: so a takeover, which waits for
+/// the write transactions in flight under the old epoch, never waits longer.
+const WRITE_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an acquisition waits for the lease row's lock (held by write transactions in
+/// flight under the old epoch, at most [`WRITE_IDLE_TIMEOUT`] idle) before it gives up for
+/// this round.
+const ACQUIRE_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What went wrong beyond what PostgreSQL reported itself.
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +123,8 @@ fn is_connection_error(error: &postgres::Error) -> bool {
             || *code == SqlState::CRASH_SHUTDOWN
             || *code == SqlState::CANNOT_CONNECT_NOW
             || *code == SqlState::READ_ONLY_SQL_TRANSACTION
-            || *code == SqlState::IDLE_SESSION_TIMEOUT;
+            || *code == SqlState::IDLE_SESSION_TIMEOUT
+            || *code == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT;
     }
     if error.is_closed() {
         return true;
@@ -290,6 +302,9 @@ pub struct PgEngine {
     names: Vec<String>,
     tables: Vec<TableSql>,
     batches_sql: BatchesSql,
+    leases_sql: LeasesSql,
+    /// The lease name and epoch every write checks, once [`Leadership::fence`] was called.
+    fence: Mutex<Option<(String, i64)>>,
     pool: Mutex<Vec<Conn>>,
     pool_idle: usize,
     retry: Duration,
@@ -331,6 +346,60 @@ impl BatchesSql {
             prune: format!(
                 "DELETE FROM {table} WHERE written_at < CURRENT_TIMESTAMP - INTERVAL '{}' SECOND",
                 TOKEN_KEEP.as_secs()
+            ),
+        }
+    }
+}
+
+/// The statements of the leases (`engine/DESIGN.md`, "Leadership and fencing").
+#[derive(Debug)]
+struct LeasesSql {
+    /// A batch's first statement when the engine is fenced: its token goes in only if the
+    /// lease is still at the fenced epoch, under a key-share lock held to the commit.
+    fenced_insert: String,
+    current: String,
+    create: String,
+    lock: String,
+    extend: String,
+    take: String,
+    renew: String,
+    release: String,
+}
+
+impl LeasesSql {
+    fn new(schema: &str) -> Self {
+        let leases = format!("{}.{}", quote(schema), LEASES_TABLE);
+        let batches = format!("{}.{}", quote(schema), BATCHES_TABLE);
+        let expiry = "CURRENT_TIMESTAMP + CAST($2 AS DOUBLE PRECISION) * INTERVAL '1' SECOND";
+        LeasesSql {
+            fenced_insert: format!(
+                "INSERT INTO {batches} (token, fence) SELECT CAST($1 AS BYTEA), FALSE \
+                 FROM {leases} WHERE name = CAST($2 AS VARCHAR(128)) AND epoch = $3 FOR KEY SHARE"
+            ),
+            current: format!("SELECT epoch FROM {leases} WHERE name = CAST($1 AS VARCHAR(128))"),
+            create: format!(
+                "INSERT INTO {leases} (name, holder, epoch, expires_at) \
+                 VALUES (CAST($1 AS VARCHAR(128)), '', 0, TIMESTAMP WITH TIME ZONE '1970-01-01 00:00:00+00') \
+                 ON CONFLICT (name) DO NOTHING"
+            ),
+            lock: format!(
+                "SELECT holder, epoch, expires_at < CURRENT_TIMESTAMP FROM {leases} \
+                 WHERE name = CAST($1 AS VARCHAR(128)) FOR UPDATE"
+            ),
+            extend: format!(
+                "UPDATE {leases} SET expires_at = {expiry} WHERE name = CAST($1 AS VARCHAR(128))"
+            ),
+            take: format!(
+                "UPDATE {leases} SET holder = CAST($3 AS VARCHAR(256)), epoch = epoch + 1, \
+                 expires_at = {expiry} WHERE name = CAST($1 AS VARCHAR(128)) RETURNING epoch"
+            ),
+            renew: format!(
+                "UPDATE {leases} SET expires_at = {expiry} WHERE name = CAST($1 AS VARCHAR(128)) \
+                 AND holder = CAST($3 AS VARCHAR(256)) AND epoch = $4"
+            ),
+            release: format!(
+                "UPDATE {leases} SET expires_at = TIMESTAMP WITH TIME ZONE '1970-01-01 00:00:00+00' \
+                 WHERE name = CAST($1 AS VARCHAR(128)) AND holder = CAST($2 AS VARCHAR(256)) AND epoch = $3"
             ),
         }
     }
@@ -420,6 +489,8 @@ impl PgEngine {
             label: label(&config, &schema),
             config,
             batches_sql: BatchesSql::new(&schema),
+            leases_sql: LeasesSql::new(&schema),
+            fence: Mutex::new(None),
             schema,
             names: keyspaces.iter().map(|s| s.to_string()).collect(),
             tables,
@@ -519,6 +590,11 @@ impl PgEngine {
                 BATCHES_TABLE.to_string(),
                 "(token BYTEA PRIMARY KEY, fence BOOLEAN NOT NULL, \
                  written_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+            ),
+            (
+                LEASES_TABLE.to_string(),
+                "(name VARCHAR(128) PRIMARY KEY, holder VARCHAR(256) NOT NULL, \
+                 epoch BIGINT NOT NULL, expires_at TIMESTAMP WITH TIME ZONE NOT NULL)",
             ),
         ];
         for name in &self.names {
@@ -668,18 +744,49 @@ impl PgEngine {
                 Attempt::Refused(self.error("write", error))
             }
         };
-        let begin = match durability {
-            // Buffered: the commit returns before its WAL is flushed; the WAL writer flushes it
-            // within a few hundred milliseconds, and any later synced commit flushes it first.
-            Durability::Buffered => "BEGIN; SET LOCAL synchronous_commit TO off",
-            Durability::Sync => "BEGIN",
+        // Buffered: the commit returns before its WAL is flushed; the WAL writer flushes it
+        // within a few hundred milliseconds, and any later synced commit flushes it first.
+        let synchronous = match durability {
+            Durability::Buffered => "; SET LOCAL synchronous_commit TO off",
+            Durability::Sync => "",
         };
-        if let Err(error) = conn.client.batch_execute(begin) {
+        let begin = format!(
+            "BEGIN; SET LOCAL idle_in_transaction_session_timeout = {}{synchronous}",
+            WRITE_IDLE_TIMEOUT.as_millis()
+        );
+        if let Err(error) = conn.client.batch_execute(&begin) {
             return Err(rollback(conn, error));
         }
         let token_ref: &[u8] = token;
-        if let Err(error) = conn.execute(&self.batches_sql.insert, &[&token_ref]) {
-            return Err(rollback(conn, error));
+        // An empty batch (a flush) changes nothing, so it needs no fence: it only makes
+        // commits already acknowledged durable, whoever leads now.
+        let fence = if ops.is_empty() { None } else { self.fenced() };
+        match &fence {
+            None => {
+                if let Err(error) = conn.execute(&self.batches_sql.insert, &[&token_ref]) {
+                    return Err(rollback(conn, error));
+                }
+            }
+            Some((name, epoch)) => {
+                match conn.execute(&self.leases_sql.fenced_insert, &[&token_ref, name, epoch]) {
+                    Ok(1) => {}
+                    Ok(_) => {
+                        let current =
+                            conn.query(&self.leases_sql.current, &[name])
+                                .ok()
+                                .and_then(|rows| {
+                                    rows.first().and_then(|row| row.get::<_, Option<i64>>(0))
+                                });
+                        let _ = conn.client.batch_execute("ROLLBACK");
+                        return Err(Attempt::Refused(Error::Fenced {
+                            name: name.clone(),
+                            epoch: u64::try_from(*epoch).unwrap_or(0),
+                            current: current.and_then(|c| u64::try_from(c).ok()),
+                        }));
+                    }
+                    Err(error) => return Err(rollback(conn, error)),
+                }
+            }
         }
         for (sql, op) in ops {
             match apply(conn, sql, op) {
@@ -1169,6 +1276,10 @@ impl Engine for PgEngine {
         }
     }
 
+    fn leadership(&self) -> Option<&dyn Leadership> {
+        Some(self)
+    }
+
     fn flush(&self) -> Result<()> {
         self.poison.check(Backend::Postgres, &self.label)?;
         self.verify_pending()?;
@@ -1189,6 +1300,55 @@ impl Engine for PgEngine {
 }
 
 impl PgEngine {
+    fn fenced(&self) -> Option<(String, i64)> {
+        self.fence.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// One acquisition on `conn`, in one transaction (see [`Leadership::acquire`]).
+    fn acquire_on(
+        &self,
+        conn: &mut Conn,
+        name: &str,
+        holder: &str,
+        ttl: f64,
+    ) -> Result<Option<i64>, postgres::Error> {
+        let sql = &self.leases_sql;
+        conn.client.batch_execute(&format!(
+            "BEGIN; SET LOCAL lock_timeout = {}",
+            ACQUIRE_LOCK_TIMEOUT.as_millis()
+        ))?;
+        let result = (|| {
+            conn.execute(&sql.create, &[&name])?;
+            // FOR UPDATE conflicts with the writers' FOR KEY SHARE: from here, no write
+            // transaction under the old epoch is in flight, and new ones wait for this one.
+            let rows = conn.query(&sql.lock, &[&name])?;
+            let Some(row) = rows.first() else {
+                return Ok(None);
+            };
+            let current: String = row.try_get(0)?;
+            let epoch: i64 = row.try_get(1)?;
+            let expired: bool = row.try_get(2)?;
+            if current == holder && !expired {
+                conn.execute(&sql.extend, &[&name, &ttl])?;
+                return Ok(Some(epoch));
+            }
+            if !expired {
+                return Ok(None);
+            }
+            let rows = conn.query(&sql.take, &[&name, &ttl, &holder])?;
+            rows.first().map(|row| row.try_get(0)).transpose()
+        })();
+        match &result {
+            Ok(_) => conn.client.batch_execute("COMMIT")?,
+            Err(error) => {
+                if !is_connection_error(error) {
+                    let _ = conn.client.batch_execute("ROLLBACK");
+                }
+            }
+        }
+        result
+    }
+
     fn acknowledged_batch(&self, token: [u8; 16], durability: Durability, watermark: u64) {
         let number = self.acknowledged.fetch_add(1, Ordering::SeqCst);
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -1196,5 +1356,51 @@ impl PgEngine {
             Durability::Buffered => pending.batches.push((number, token, Instant::now())),
             Durability::Sync => pending.batches.retain(|(n, _, _)| *n >= watermark),
         }
+    }
+}
+
+fn epoch_sql(epoch: Epoch) -> i64 {
+    i64::try_from(epoch.0).unwrap_or(i64::MAX)
+}
+
+fn epoch_of(epoch: i64) -> Epoch {
+    Epoch(u64::try_from(epoch).unwrap_or(0))
+}
+
+/// Leases in `lpstore_leases`; `engine/DESIGN.md` ("Leadership and fencing") lists the
+/// statements and argues why an old leader cannot commit after a takeover.
+impl Leadership for PgEngine {
+    fn acquire(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<Epoch>> {
+        let ttl = ttl.as_secs_f64();
+        // Safe to run again after a lost COMMIT: a takeover that landed is found as this
+        // holder's live lease and extended at the same epoch.
+        let epoch = self.with_retry("acquire a lease", |conn| {
+            self.acquire_on(conn, name, holder, ttl)
+        })?;
+        Ok(epoch.map(epoch_of))
+    }
+
+    fn renew(&self, name: &str, holder: &str, epoch: Epoch, ttl: Duration) -> Result<bool> {
+        let ttl = ttl.as_secs_f64();
+        let epoch = epoch_sql(epoch);
+        let sql = &self.leases_sql.renew;
+        let updated = self.with_retry("renew a lease", |conn| {
+            conn.execute(sql, &[&name, &ttl, &holder, &epoch])
+        })?;
+        Ok(updated == 1)
+    }
+
+    fn release(&self, name: &str, holder: &str, epoch: Epoch) -> Result<()> {
+        let epoch = epoch_sql(epoch);
+        let sql = &self.leases_sql.release;
+        self.with_retry("release a lease", |conn| {
+            conn.execute(sql, &[&name, &holder, &epoch])
+        })?;
+        Ok(())
+    }
+
+    fn fence(&self, name: &str, epoch: Epoch) {
+        *self.fence.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((name.to_string(), epoch_sql(epoch)));
     }
 }

@@ -20,6 +20,8 @@ mod conformance;
 mod crash;
 mod faults;
 mod harness;
+#[cfg(feature = "postgres")]
+mod leases;
 mod model;
 #[cfg(feature = "postgres")]
 mod pg_faults;

@@ -236,7 +236,11 @@ fn run_server(config: DirectoryConfig) -> anyhow::Result<()> {
             }
             std::thread::sleep(Duration::from_secs(3600));
         })?;
+    // On PostgreSQL, several instances elect the writer (always this one on an embedded store).
+    let leader = common::Leader::elect(engine.clone(), "directory", config.server.lease_ttl());
+    let state = state.with_leader(leader.clone());
     runtime.block_on(async move {
+        leader.start();
         let listener = serve::bind(config.server.listen, config.server.dev).await?;
         tracing::info!(
             address = %listener.local_addr()?,
@@ -254,6 +258,8 @@ fn run_server(config: DirectoryConfig) -> anyhow::Result<()> {
             serve::shutdown_signal(),
         )
         .await?;
+        // Drained: hand the lease over at once rather than at its expiry.
+        leader.stop().await;
         anyhow::Ok(())
     })?;
     runtime.shutdown_timeout(Duration::from_secs(5));

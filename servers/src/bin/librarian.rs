@@ -331,11 +331,19 @@ fn run_server(config: LibrarianConfig) -> anyhow::Result<()> {
     if let Some(backends) = &opened.object_store {
         state = state.with_object_store(backends.object_store.clone());
     }
+    // On PostgreSQL, several instances elect the writer (always this one on an embedded store).
+    let leader = common::Leader::elect(
+        store.engine().clone(),
+        "librarian",
+        config.server.lease_ttl(),
+    );
+    state = state.with_leader(leader.clone());
     let blobs = opened
         .object_store
         .as_ref()
         .map_or("local", |b| b.object_store.name());
     runtime.block_on(async move {
+        leader.start();
         let listener = serve::bind(config.server.listen, config.server.dev).await?;
         tracing::info!(
             address = %listener.local_addr()?,
@@ -361,6 +369,8 @@ fn run_server(config: LibrarianConfig) -> anyhow::Result<()> {
             serve::shutdown_signal(),
         )
         .await?;
+        // Drained: hand the lease over at once rather than at its expiry.
+        leader.stop().await;
         anyhow::Ok(())
     })?;
     runtime.shutdown_timeout(Duration::from_secs(5));

@@ -136,6 +136,11 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// The limits.
     pub limits: Limits,
+    /// The lease of the service's writer, in milliseconds, with several instances on one
+    /// PostgreSQL store ([`super::leader`]): the leader renews it every third of this, and
+    /// another instance takes over at most this long after the leader stopped renewing
+    /// (at once after a graceful shutdown). Ignored by the embedded backends. Default: 3000.
+    pub lease_ttl_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -150,6 +155,7 @@ impl Default for ServerConfig {
             callback_hosts: Vec::new(),
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
+            lease_ttl_ms: 3000,
         }
     }
 }
@@ -163,6 +169,11 @@ pub fn loopback_cidrs() -> Vec<IpNet> {
 }
 
 impl ServerConfig {
+    /// [`ServerConfig::lease_ttl_ms`] as a duration.
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ttl_ms)
+    }
+
     /// Applies command-line flags over the file's settings.
     pub fn apply_flags(&mut self, flags: &ServerFlags) {
         if let Some(listen) = flags.listen {
@@ -209,10 +220,51 @@ impl ServerConfig {
         if l.max_concurrency == 0 || l.idle_timeout_secs == 0 || l.header_read_timeout_secs == 0 {
             return invalid("limits must be positive".to_string());
         }
+        if self.lease_ttl_ms < 300 {
+            return invalid("server.lease_ttl_ms must be at least 300".to_string());
+        }
         if l.max_header_bytes < 8192 {
             return invalid("max_header_bytes must be at least 8192".to_string());
         }
         Ok(())
+    }
+}
+
+/// The engine of a service's `[store]`: `backend` at `data_dir`, or on PostgreSQL the
+/// database of `[store.postgres]`.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] for `backend = "postgres"` without `[store.postgres]`.
+pub fn engine_config(
+    backend: engine::Backend,
+    data_dir: &std::path::Path,
+    postgres: Option<&engine::PostgresConfig>,
+) -> Result<engine::EngineConfig, ConfigError> {
+    if backend != engine::Backend::Postgres {
+        return Ok(engine::EngineConfig::new(backend, data_dir));
+    }
+    match postgres {
+        Some(postgres) => Ok(engine::EngineConfig::postgres(postgres.clone())),
+        None => Err(ConfigError::Invalid {
+            reason: "store.backend = \"postgres\" needs a [store.postgres] table with the \
+                     database's url (and optionally its schema)"
+                .to_string(),
+        }),
+    }
+}
+
+/// What a failure to open a service's engine is about: the data directory, or the
+/// PostgreSQL settings to check (never the connection string itself, which may hold a
+/// password).
+pub fn engine_open_context(backend: engine::Backend, data_dir: &std::path::Path) -> String {
+    match backend {
+        engine::Backend::Postgres => "cannot open the store on PostgreSQL: check \
+             [store.postgres] url (host, database, user) and schema"
+            .to_string(),
+        backend => format!(
+            "cannot open the {backend} store under {}",
+            data_dir.display()
+        ),
     }
 }
 

@@ -96,6 +96,17 @@ impl ApiError {
         .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after_secs))
     }
 
+    /// 503 `not_leader` with `Retry-After`: this instance does not write now; another one
+    /// of the service does (HAProxy retries the request there).
+    pub fn not_leader(retry_after_secs: u32) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_leader",
+            "this instance is not the service's writer now; retry (at the writer)",
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after_secs))
+    }
+
     /// 500 `internal`: the cause is logged, the client sees a generic message.
     pub fn internal(cause: impl fmt::Display) -> Self {
         ApiError::new(

@@ -5,6 +5,7 @@ pub mod access;
 pub mod config;
 pub mod error;
 pub mod feed;
+pub mod leader;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
@@ -33,6 +34,7 @@ pub enum SetupError {
     Graph(#[from] graphdb::Error),
 }
 pub use feed::{Actor, Revision};
+pub use leader::Leader;
 
 use std::sync::Arc;
 

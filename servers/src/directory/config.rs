@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::Backend;
+use anyhow::Context;
+use engine::{Backend, PostgresConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::common::config::ConfigError;
@@ -49,11 +50,16 @@ impl DirectoryConfig {
 pub struct GraphConfig {
     /// The engine. Default: `rocksdb`.
     pub backend: Backend,
-    /// The data directory. Default: `data/directory`.
+    /// The data directory (unused by the `postgres` backend). Default: `data/directory`.
     pub data_dir: PathBuf,
     /// How long the change feed keeps events, in days; older ones are pruned every hour.
     /// Default: 400.
     pub feed_retention_days: u64,
+    /// The database of the `postgres` backend (table `[store.postgres]`: `url`, `schema`,
+    /// `pool_idle`, `retry_ms`; see [`PostgresConfig`]). Required by that backend, ignored by
+    /// the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresConfig>,
 }
 
 impl Default for GraphConfig {
@@ -62,6 +68,7 @@ impl Default for GraphConfig {
             backend: Backend::Rocksdb,
             data_dir: PathBuf::from("data/directory"),
             feed_retention_days: 400,
+            postgres: None,
         }
     }
 }
@@ -72,7 +79,8 @@ pub struct GraphFlags {
     /// The data directory (overrides `store.data_dir`).
     #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
-    /// The engine: rocksdb, sled or memory (overrides `store.backend`).
+    /// The engine: rocksdb, sled, memory or postgres (overrides `store.backend`; postgres
+    /// needs `[store.postgres]` in the file).
     #[arg(long, global = true)]
     pub backend: Option<Backend>,
 }
@@ -88,12 +96,23 @@ impl GraphConfig {
         }
     }
 
+    /// The engine these settings describe.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for the `postgres` backend without `[store.postgres]`.
+    pub fn engine_config(&self) -> Result<engine::EngineConfig, ConfigError> {
+        crate::common::config::engine_config(self.backend, &self.data_dir, self.postgres.as_ref())
+    }
+
     /// Opens the graph store and the commit graphs these settings describe, over one engine.
     ///
     /// # Errors
-    /// The engine's or the stores' error.
+    /// The settings' error, the engine's (on PostgreSQL, naming `[store.postgres]`: a wrong
+    /// database, a schema of a newer version) or the stores'.
     pub fn open(&self) -> anyhow::Result<(graphdb::GraphStore, commitgraph::CommitGraphs)> {
-        let engine = engine::EngineConfig::new(self.backend, &self.data_dir).open(&keyspaces())?;
+        let engine = self.engine_config()?.open(&keyspaces()).with_context(|| {
+            crate::common::config::engine_open_context(self.backend, &self.data_dir)
+        })?;
         let graph = graphdb::GraphStore::builder(Arc::clone(&engine))
             .clock(Arc::new(graphdb::SystemClock))
             .retention(Duration::from_secs(

@@ -20,6 +20,7 @@ use graphdb::{GraphStore, PackageSets, Teams};
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::common::access::{self, AccessPolicy};
+use crate::common::leader::{self, Leader};
 use crate::common::metrics::{HttpMetrics, Tracker};
 use crate::common::pool::BlockingPool;
 use crate::common::SetupError;
@@ -66,6 +67,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/subscriptions/{id}"),
     ("DELETE", "/subscriptions/{id}"),
     ("GET", "/health"),
+    ("GET", "/health/writer"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
 ];
@@ -86,6 +88,7 @@ pub struct Directory {
     pub(crate) feed: Arc<DirectoryFeed>,
     /// Callbacks on changes, started when first needed.
     pub(crate) subscriptions: Arc<FeedSubscriptions>,
+    pub(crate) leader: Leader,
 }
 
 /// Index sizes exported beside the HTTP metrics.
@@ -149,7 +152,15 @@ impl Directory {
                 server.limits.store_threads,
                 server.limits.max_concurrency,
             ),
+            leader: Leader::always(),
         })
+    }
+
+    /// Writes only while `leader` says this instance leads (several instances on one
+    /// PostgreSQL store); by default the instance always does.
+    pub fn with_leader(mut self, leader: Leader) -> Self {
+        self.leader = leader;
+        self
     }
 
     /// The graph store.
@@ -247,6 +258,10 @@ pub fn router(state: Directory) -> Router {
         .route("/subscriptions", post(feed::create_subscription))
         .route("/subscriptions/{id}", delete(feed::delete_subscription))
         .route_layer(axum::middleware::from_fn_with_state(
+            state.leader.clone(),
+            leader::require_leader,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&policy),
             access::require_writer,
         ));
@@ -286,6 +301,7 @@ pub fn router(state: Directory) -> Router {
         .route("/health", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
         .route("/openapi.json", get(handlers::openapi))
+        .merge(leader::routes(state.leader.clone()))
         .route_layer(axum::middleware::from_fn_with_state(
             policy,
             access::require_address,

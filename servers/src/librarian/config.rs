@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blobstore::{BlobBackend, LocalFsBackend};
-use engine::Backend;
+use engine::{Backend, PostgresConfig};
 use objectstore::{Backends, MigratingBackend, ObjectStoreConfig, Protocol};
 use serde::{Deserialize, Serialize};
 
@@ -45,7 +45,8 @@ impl Default for LibrarianConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// The metadata engine. Default: `rocksdb`.
+    /// The metadata engine. Default: `rocksdb`. With `postgres` (several instances on one
+    /// database), `[store.postgres]`, `[object_store]` and `token_secret` are required.
     pub backend: Backend,
     /// The data directory: metadata under `meta/`, blob files under `blobs/` and `tmp/`.
     /// Default: `data/librarian`.
@@ -67,6 +68,11 @@ pub struct StoreConfig {
     /// Memory for the hot-file cache: records and content of small (inline) files that were
     /// downloaded, answered without a store call (0 disables). Default: 64 MiB.
     pub hot_cache_bytes: u64,
+    /// The database of the `postgres` backend (table `[store.postgres]`: `url`, `schema`,
+    /// `pool_idle`, `retry_ms`; see [`PostgresConfig`]). Required by that backend, ignored by
+    /// the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresConfig>,
 }
 
 impl Default for StoreConfig {
@@ -81,6 +87,7 @@ impl Default for StoreConfig {
             previous_token_secret: None,
             gc_interval_secs: 300,
             hot_cache_bytes: blobstore::DEFAULT_HOT_CACHE_BYTES,
+            postgres: None,
         }
     }
 }
@@ -91,7 +98,8 @@ pub struct StoreFlags {
     /// The data directory (overrides `store.data_dir`).
     #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
-    /// The metadata engine: rocksdb, sled or memory (overrides `store.backend`).
+    /// The metadata engine: rocksdb, sled, memory or postgres (overrides `store.backend`;
+    /// postgres needs `[store.postgres]` in the file).
     #[arg(long, global = true)]
     pub backend: Option<Backend>,
     /// The object store's secret: the Swift key or the S3 secret key (overrides the one in
@@ -119,6 +127,16 @@ pub enum OpenError {
         /// The engine's directory.
         path: PathBuf,
         /// The cause.
+        source: engine::Error,
+    },
+    /// The PostgreSQL engine could not be opened: a wrong host, database or user, a schema
+    /// of a newer version, an unreachable server.
+    #[error(
+        "cannot open the metadata engine on PostgreSQL (check [store.postgres] url and \
+         schema): {source}"
+    )]
+    Postgres {
+        /// The cause (it names the hosts, database and schema, never a password).
         source: engine::Error,
     },
     /// The object-store backend could not be set up (invalid settings, spool or cache
@@ -203,16 +221,28 @@ impl StoreConfig {
         Ok((secret, previous))
     }
 
-    fn engine_config(&self) -> engine::EngineConfig {
-        engine::EngineConfig::new(self.backend, self.data_dir.join("meta"))
+    /// The metadata engine: `backend` under `DATA_DIR/meta`, or on PostgreSQL the database of
+    /// `[store.postgres]`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for the `postgres` backend without `[store.postgres]`.
+    pub fn engine_config(&self) -> Result<engine::EngineConfig, ConfigError> {
+        crate::common::config::engine_config(
+            self.backend,
+            &self.data_dir.join("meta"),
+            self.postgres.as_ref(),
+        )
     }
 
     fn open_engine(&self, keyspaces: &[&str]) -> Result<Arc<dyn engine::Engine>, OpenError> {
-        self.engine_config()
+        self.engine_config()?
             .open(keyspaces)
-            .map_err(|source| OpenError::Engine {
-                path: self.data_dir.join("meta"),
-                source,
+            .map_err(|source| match self.backend {
+                Backend::Postgres => OpenError::Postgres { source },
+                _ => OpenError::Engine {
+                    path: self.data_dir.join("meta"),
+                    source,
+                },
             })
     }
 
@@ -282,6 +312,38 @@ impl LibrarianConfig {
         Ok(())
     }
 
+    /// Checks what several instances on one database need: the blob bytes on a shared
+    /// object store (a local blob directory is one machine's) and one token secret for all
+    /// (a secret made on first start would differ per instance, so a token issued by one
+    /// would be refused by the others).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the missing setting, with `store.backend = "postgres"`.
+    pub fn check_multi_instance(&self) -> Result<(), ConfigError> {
+        if self.store.backend != Backend::Postgres {
+            return Ok(());
+        }
+        if self.object_store.is_none() {
+            return Err(ConfigError::Invalid {
+                reason: format!(
+                    "store.backend = \"postgres\" runs several instances on one database, and \
+                     they need the blob bytes on a shared store: configure [object_store] \
+                     (blob files under store.data_dir = {} are local to one machine)",
+                    self.store.data_dir.display()
+                ),
+            });
+        }
+        if self.store.token_secret.is_none() {
+            return Err(ConfigError::Invalid {
+                reason: "store.backend = \"postgres\" runs several instances, which must sign \
+                         download tokens with one secret: set store.token_secret (64 hex \
+                         digits, the same on every instance)"
+                    .to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// Opens the store these settings describe.
     ///
     /// Without `[object_store]` blob files live under `store.data_dir` (the default). With
@@ -295,9 +357,12 @@ impl LibrarianConfig {
     /// of their own.
     ///
     /// # Errors
-    /// A configuration error, the engine's (another process holds its lock, say), the object
+    /// A configuration error (with `store.backend = "postgres"`: no `[store.postgres]`, no
+    /// `[object_store]`, no `store.token_secret`), the engine's (another process holds its
+    /// lock; on PostgreSQL a wrong database or a schema of a newer version), the object
     /// store's set-up error, or the store's.
     pub fn open_store(&self) -> Result<OpenedStore, OpenError> {
+        self.check_multi_instance()?;
         let store = &self.store;
         let (current, previous) = store.token_secrets()?;
         let (engine, backend, object_store) = match &self.object_store {
@@ -428,5 +493,41 @@ mod tests {
             .record;
         let local = LocalFsBackend::open(dir.path().join("d")).unwrap();
         assert!(local.blob_path(&record.blake3).is_file());
+    }
+
+    #[test]
+    fn postgres_needs_its_table_a_shared_object_store_and_one_token_secret() {
+        let refusal = |text: &str| {
+            let config: LibrarianConfig = toml::from_str(text).unwrap();
+            match config.open_store() {
+                Err(error) => error.to_string(),
+                Ok(_) => panic!("opened: {text}"),
+            }
+        };
+        let object_store = r#"
+            [object_store]
+            protocol = { type = "swift", auth_url = "http://127.0.0.1:9/auth/v1.0", user = "a:b", key = "k" }
+        "#;
+        let error =
+            refusal("[store]\nbackend = \"postgres\"\n[store.postgres]\nurl = \"host=127.0.0.1\"");
+        assert!(error.contains("configure [object_store]"), "{error}");
+        let error = refusal(&format!(
+            "[store]\nbackend = \"postgres\"\n[store.postgres]\nurl = \"host=127.0.0.1\"\n{object_store}"
+        ));
+        assert!(error.contains("set store.token_secret"), "{error}");
+        let error = refusal(&format!(
+            "[store]\nbackend = \"postgres\"\ntoken_secret = \"{}\"\n{object_store}",
+            "ab".repeat(32)
+        ));
+        assert!(error.contains("needs a [store.postgres] table"), "{error}");
+        let config: LibrarianConfig = toml::from_str(
+            "[store]\nbackend = \"postgres\"\n[store.postgres]\nurl = \"host=db1,db2 dbname=lib\"\nschema = \"librarian\"",
+        )
+        .unwrap();
+        let engine = config.store.engine_config().unwrap();
+        assert_eq!(
+            engine.postgres.map(|p| p.schema).as_deref(),
+            Some("librarian")
+        );
     }
 }

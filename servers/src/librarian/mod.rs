@@ -24,6 +24,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::common::access::{self, AccessPolicy};
+use crate::common::leader::{self, Leader};
 use crate::common::metrics::{HttpMetrics, Tracker};
 use crate::common::pool::BlockingPool;
 use crate::common::subscriptions::{Delivery, Subscriptions};
@@ -66,6 +67,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/blobs/{blake3}"),
     ("HEAD", "/blobs/{blake3}"),
     ("GET", "/health"),
+    ("GET", "/health/writer"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
 ];
@@ -127,6 +129,7 @@ pub struct Shared {
     pub(crate) object_store: Option<ObjectStoreProbe>,
     pub(crate) feed: Arc<BlobFeed>,
     pub(crate) subscriptions: Arc<Subscriptions<BlobFeed>>,
+    pub(crate) leader: Leader,
 }
 
 /// The object store as `/health` sees it: one probe at a time (a probe that outlives its
@@ -234,8 +237,16 @@ impl Librarian {
                 object_store: None,
                 feed,
                 subscriptions,
+                leader: Leader::always(),
             }),
         })
+    }
+
+    /// Writes (and collects garbage) only while `leader` says this instance leads (several
+    /// instances on one PostgreSQL store); by default the instance always does.
+    pub fn with_leader(mut self, leader: Leader) -> Self {
+        Arc::make_mut(&mut self.shared).leader = leader;
+        self
     }
 
     /// Names `backend` as a dependency of the store: `/health` probes it (within
@@ -325,6 +336,10 @@ pub fn router(state: Librarian) -> Router {
             get(handlers::get_subscription).delete(handlers::delete_subscription),
         )
         .route_layer(axum::middleware::from_fn_with_state(
+            state.leader.clone(),
+            leader::require_leader,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state.policy),
             access::require_writer,
         ));
@@ -333,7 +348,8 @@ pub fn router(state: Librarian) -> Router {
         .route("/blobs/{blake3}", get(handlers::download_blob))
         .route("/health", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
-        .route("/openapi.json", get(handlers::openapi));
+        .route("/openapi.json", get(handlers::openapi))
+        .merge(leader::routes(state.leader.clone()));
     let router = finish(
         writers.merge(readers).with_state(state.clone()),
         tracker.clone(),
@@ -363,13 +379,17 @@ pub async fn flush_downloads_loop(state: Librarian) {
     }
 }
 
-/// Runs GC passes every `interval` until the process ends: each pass repeats bounded
-/// batches while GC reports more work.
+/// Runs GC passes every `interval` until the process ends, on the writer only (see
+/// [`Librarian::with_leader`]): each pass repeats bounded batches while GC reports more work.
 pub async fn gc_loop(state: Librarian, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.tick().await;
     loop {
         ticker.tick().await;
+        // One instance collects: the writer (several instances on one database).
+        if !state.leader.is_leader() {
+            continue;
+        }
         // A GC pass may take long: it runs on Tokio's blocking pool, not the store threads.
         let store = state.store.clone();
         let result = tokio::task::spawn_blocking(move || {

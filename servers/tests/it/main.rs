@@ -8,6 +8,7 @@ mod binaries;
 mod directory;
 mod directory_feed;
 mod feed;
+mod ha;
 mod hot;
 mod infra;
 mod librarian;
