@@ -15,8 +15,9 @@
 //! Every write also appends its events to a change feed ([`engine::ChangeLog`]) in the same
 //! engine batch: `commits.pushed`, `branch.set`, `branch.deleted` and `import.repo`, JSON
 //! payloads described in [`RepoEvent`], recorded as made by the [`Writer`] the caller names.
-//! [`CommitGraphs::branch_history`] and [`CommitGraphs::repo_history`] page through a branch's
-//! or a repository's events; [`CommitGraphs::replay`] applies an event as its write.
+//! [`CommitGraphs::branch_history`], [`CommitGraphs::repo_history`] and
+//! [`CommitGraphs::actor_history`] page through a branch's, a repository's or a person's
+//! events; [`CommitGraphs::replay`] applies an event as its write.
 //!
 //! ```
 //! use std::sync::Arc;
