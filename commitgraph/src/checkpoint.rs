@@ -135,6 +135,12 @@ impl CommitIndex {
         }
     }
 
+    /// Checkpoint `i` of chain `c`'s whole vector, when it is computed and kept whole.
+    pub(crate) fn whole_checkpoint(&self, c: u32, i: usize) -> Option<&[u32]> {
+        let slot = self.chains.get(c as usize)?.slots().get(i)?;
+        slot.checkpoint.get()?.full.as_deref()
+    }
+
     /// Checkpoint `i` of chain `c` as a whole vector (as long as the chains are many).
     fn checkpoint_vector(&self, c: u32, i: usize) -> Vec<u32> {
         let mut vector = vec![0; self.chains.len()];

@@ -66,6 +66,7 @@ mod idtable;
 pub mod import;
 mod index;
 mod load;
+mod reach;
 mod write;
 
 use std::collections::{BTreeSet, HashMap};
@@ -73,6 +74,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 
 use engine::{ChangeLog, Direction, Engine, Keyspace, LogEntry, ScanRange, WriteBatch};
+use reach::{Reach, ReachCache};
 
 pub use error::{CommitError, ImportInput, LineError};
 pub use event::{RepoChange, RepoEvent, Writer, EVENT_KINDS};
@@ -97,8 +99,10 @@ pub const STANDALONE_KEYSPACES: &[&str] = &[
     STANDALONE_LOG,
 ];
 
-/// How many reach vectors (one per branch tip asked about as a target) a repository keeps.
-pub const REACH_CACHE_ENTRIES: usize = 2048;
+/// How many bytes of reach vectors (one per branch tip asked about as a target, most kept as
+/// differences from a checkpoint of the default branch: see `commitgraph/DESIGN.md`) a
+/// repository's cache holds at most.
+pub const REACH_CACHE_BYTES: usize = 64 << 20;
 
 /// A branch to create, move or delete in a [`CommitGraphs::push`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -234,7 +238,7 @@ struct Repo {
     state: RwLock<RepoState>,
     /// Reach vectors by tip node; a commit's ancestors never change, so entries never go
     /// stale, they are only evicted.
-    reach: Mutex<HashMap<u32, Arc<Vec<u32>>>>,
+    reach: Mutex<ReachCache>,
 }
 
 #[derive(Debug)]
@@ -360,8 +364,9 @@ impl CommitGraphs {
     }
 
     /// Whether branch `branch` is merged into branch `target`: its tip is an ancestor of (or
-    /// equal to) the target's tip. The target's reach vector is computed on first use and
-    /// cached, so later questions against the same target tip are one comparison.
+    /// equal to) the target's tip. A target tip asked about for the first time is answered by
+    /// the pruned walk; the second time its reach vector is computed and cached, so later
+    /// questions against the same target tip are one lookup.
     ///
     /// # Errors
     /// [`CommitError::UnknownBranch`]; [`CommitError::Engine`] when loading the repository
@@ -373,13 +378,17 @@ impl CommitGraphs {
         let target = handle.tip(&state, target)?;
         {
             // Warm path: compare under the cache lock, without touching the vector's count.
-            let cache = handle.reach.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(reach) = cache.get(&target) {
-                return Ok(state.index.reached(reach, source));
+            let mut cache = handle.reach.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(reach) = cache.get(target) {
+                return Ok(state.index.reached_by(reach, source));
+            }
+            if !cache.missed_before(target) {
+                drop(cache);
+                return Ok(state.index.is_ancestor_node(source, target));
             }
         }
         let reach = handle.reach(&state, target, None);
-        Ok(state.index.reached(&reach, source))
+        Ok(state.index.reached_by(&reach, source))
     }
 
     /// Every branch other than `target` that is merged into `target`, sorted by name.
@@ -394,7 +403,7 @@ impl CommitGraphs {
         let mut merged: Vec<String> = state
             .branches
             .iter()
-            .filter(|(name, &node)| name.as_str() != target && state.index.reached(&reach, node))
+            .filter(|(name, &node)| name.as_str() != target && state.index.reached_by(&reach, node))
             .map(|(name, _)| name.clone())
             .collect();
         merged.sort_unstable();
@@ -459,8 +468,11 @@ impl CommitGraphs {
         let handle = self.repo(repo)?;
         let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
         let mut stats = state.index.stats();
-        let reach = handle.reach.lock().unwrap_or_else(|e| e.into_inner());
-        stats.bytes += reach.values().map(|r| r.capacity() * 4).sum::<usize>();
+        stats.bytes += handle
+            .reach
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bytes();
         Ok(stats)
     }
 }
@@ -479,22 +491,25 @@ impl Repo {
 
     /// The reach vector of `tip`, from the cache or computed (extending the cached vector of
     /// `hint` when `hint` is an ancestor of `tip`) and cached.
-    fn reach(&self, state: &RepoState, tip: u32, hint: Option<u32>) -> Arc<Vec<u32>> {
+    fn reach(&self, state: &RepoState, tip: u32, hint: Option<u32>) -> Arc<Reach> {
         let base = {
             let cache = self.reach.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(reach) = cache.get(&tip) {
+            if let Some(reach) = cache.get(tip) {
                 return reach.clone();
             }
-            hint.and_then(|h| cache.get(&h).cloned())
+            hint.and_then(|h| cache.get(h).cloned())
         };
-        let base = base.filter(|_| hint.is_some_and(|h| state.index.is_ancestor_node(h, tip)));
-        let reach = Arc::new(state.index.reach(tip, base.as_deref().map(Vec::as_slice)));
+        let base = base
+            .filter(|_| hint.is_some_and(|h| state.index.is_ancestor_node(h, tip)))
+            .map(|base| state.index.expand(&base));
+        let vector = state.index.reach(tip, base.as_deref());
+        // The default branch's chain: its checkpoints are the bases of the cached differences.
+        let default = ["main", "master"]
+            .iter()
+            .find_map(|name| state.branches.get(*name))
+            .map(|&node| state.index.labels[node as usize].chain);
+        let reach = Arc::new(state.index.compact(vector, default));
         let mut cache = self.reach.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= REACH_CACHE_ENTRIES {
-            if let Some(&evict) = cache.keys().next() {
-                cache.remove(&evict);
-            }
-        }
         cache.insert(tip, reach.clone());
         reach
     }
@@ -524,11 +539,11 @@ impl Repo {
                     continue;
                 }
                 let was = match (&old_reach, before.get(other)) {
-                    (Some(r), Some(&n)) => state.index.reached(r, n),
+                    (Some(r), Some(&n)) => state.index.reached_by(r, n),
                     _ => false,
                 };
                 let is = match (&new_reach, after.get(other)) {
-                    (Some(r), Some(&n)) => state.index.reached(r, n),
+                    (Some(r), Some(&n)) => state.index.reached_by(r, n),
                     _ => false,
                 };
                 if was != is {
@@ -568,10 +583,10 @@ impl Repo {
             .reach
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&b)
+            .get(b)
             .cloned();
         match cached {
-            Some(reach) => state.index.reached(&reach, a),
+            Some(reach) => state.index.reached_by(&reach, a),
             None => state.index.is_ancestor_node(a, b),
         }
     }

@@ -239,7 +239,7 @@ impl CommitGraphs {
                     .reach
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .retain(|&tip, _| (tip as usize) < mark.len);
+                    .retain_below(mark.len);
                 Err(error.into())
             }
         }

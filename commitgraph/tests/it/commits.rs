@@ -819,7 +819,11 @@ fn random_dag(mut store: Store, case: DagCase) {
     }
     let mut branches: BTreeMap<String, u32> = BTreeMap::new();
     for (branch, target) in &case.moves {
-        let name = format!("br{branch}");
+        // `main` names the default branch, whose checkpoints are the cached vectors' bases.
+        let name = match branch {
+            0 => "main".to_string(),
+            _ => format!("br{branch}"),
+        };
         let before = branches.clone();
         let tip = target.index(n) as u32;
         branches.insert(name.clone(), tip);

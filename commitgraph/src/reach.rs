@@ -1,0 +1,206 @@
+//! The per-repository cache of reach vectors (one per branch tip asked about as a target),
+//! bounded in bytes, its entries stored as differences from a checkpoint of the default branch.
+//!
+//! A whole reach vector is one `u32` per chain of the repository: with many short topic
+//! branches (100,000 branches, 106,000 chains at 10^6 commits) that is 424 KB per target, and a
+//! cache bounded in entries grows as targets × chains. But a target forked from the default
+//! branch reaches everything that the default branch's checkpoint below its fork reaches, and
+//! differs from it only in the chains reached since: the commits of the default branch between
+//! the checkpoint and the fork (with what they merged), and the target's own work. So an entry
+//! keeps the `(chain, reached positions)` pairs that exceed the nearest *whole* checkpoint of
+//! the default branch that the target reaches (whole checkpoints are kept in memory anyway, see
+//! `checkpoint.rs`), sorted by chain; a lookup is a binary search in them and, when the chain is
+//! not there, one read of the checkpoint's vector. A vector whose differences would not be at
+//! most half its size is kept whole.
+//!
+//! The cache holds at most [`crate::REACH_CACHE_BYTES`] of entries (evicting arbitrary ones
+//! first), and `is_merged` admits a target only on its second miss: a target asked about once
+//! is answered by the pruned walk (about a microsecond) rather than by computing its whole
+//! vector (O(chains), tens of microseconds with 100,000 chains) that no later question uses.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::index::CommitIndex;
+
+/// A cached reach vector.
+#[derive(Debug)]
+pub(crate) enum Reach {
+    /// One entry per chain.
+    Whole(Vec<u32>),
+    /// The entries that exceed whole checkpoint `slot` of chain `chain`, sorted by chain.
+    OverCheckpoint {
+        chain: u32,
+        slot: u32,
+        delta: Box<[(u32, u32)]>,
+    },
+}
+
+impl Reach {
+    /// Heap bytes held (the checkpoint is the index's, not counted here).
+    pub(crate) fn bytes(&self) -> usize {
+        match self {
+            Reach::Whole(v) => v.capacity() * 4,
+            Reach::OverCheckpoint { delta, .. } => delta.len() * 8,
+        }
+    }
+}
+
+/// Fixed cost counted per entry besides its vector: the map slot, the `Arc`'s header.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// At most this many targets are remembered as missed once, then the memory starts over.
+const SEEN_LIMIT: usize = 1 << 16;
+
+/// The cache of one repository (see the module docs).
+#[derive(Debug)]
+pub(crate) struct ReachCache {
+    entries: HashMap<u32, Arc<Reach>>,
+    bytes: usize,
+    budget: usize,
+    /// Targets that missed once in `is_merged`.
+    seen: HashSet<u32>,
+}
+
+impl ReachCache {
+    pub(crate) fn new(budget: usize) -> Self {
+        ReachCache {
+            entries: HashMap::new(),
+            bytes: 0,
+            budget,
+            seen: HashSet::new(),
+        }
+    }
+
+    pub(crate) fn get(&self, tip: u32) -> Option<&Arc<Reach>> {
+        self.entries.get(&tip)
+    }
+
+    /// Bytes held by the entries.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether `tip` missed before (and remembers that it did now).
+    pub(crate) fn missed_before(&mut self, tip: u32) -> bool {
+        if self.seen.len() >= SEEN_LIMIT {
+            self.seen.clear();
+        }
+        !self.seen.insert(tip)
+    }
+
+    /// Caches `reach` for `tip`, evicting entries until the cache fits its budget (an entry
+    /// larger than the whole budget is not kept).
+    pub(crate) fn insert(&mut self, tip: u32, reach: Arc<Reach>) {
+        let size = reach.bytes() + ENTRY_OVERHEAD;
+        if size > self.budget {
+            return;
+        }
+        if let Some(old) = self.entries.remove(&tip) {
+            self.bytes -= old.bytes() + ENTRY_OVERHEAD;
+        }
+        while self.bytes + size > self.budget {
+            let Some(&evict) = self.entries.keys().next() else {
+                break;
+            };
+            if let Some(old) = self.entries.remove(&evict) {
+                self.bytes -= old.bytes() + ENTRY_OVERHEAD;
+            }
+        }
+        self.bytes += size;
+        self.entries.insert(tip, reach);
+    }
+
+    /// Drops the entries of tips at or above `len` (commits a failed write took back).
+    pub(crate) fn retain_below(&mut self, len: usize) {
+        let mut bytes = 0;
+        self.entries.retain(|&tip, reach| {
+            let keep = (tip as usize) < len;
+            if keep {
+                bytes += reach.bytes() + ENTRY_OVERHEAD;
+            }
+            keep
+        });
+        self.bytes = bytes;
+        self.seen.retain(|&tip| (tip as usize) < len);
+    }
+}
+
+impl CommitIndex {
+    /// `vector` (a reach vector made by [`CommitIndex::reach`]) in its cached form: as
+    /// differences from the highest whole checkpoint of chain `base` that it reaches, when
+    /// those are at most half the vector's bytes.
+    pub(crate) fn compact(&self, vector: Vec<u32>, base: Option<u32>) -> Reach {
+        let found = base.and_then(|c| {
+            let reached = *vector.get(c as usize)? as usize;
+            // Slot i holds the commit at position (i + 1) K - 1, reached when below `reached`.
+            let below = (reached / self.checkpoint_every).min(self.chains[c as usize].slots().len());
+            let top = below.checked_sub(1)?;
+            self.checkpoint(c, top);
+            (0..=top)
+                .rev()
+                .find_map(|i| self.whole_checkpoint(c, i).map(|whole| (c, i, whole)))
+        });
+        let Some((chain, slot, whole)) = found else {
+            return Reach::Whole(vector);
+        };
+        let mut delta = Vec::new();
+        for (x, &v) in vector.iter().enumerate() {
+            if v > whole.get(x).copied().unwrap_or(0) {
+                if delta.len() * 4 >= vector.len() {
+                    return Reach::Whole(vector);
+                }
+                delta.push((x as u32, v));
+            }
+        }
+        Reach::OverCheckpoint {
+            chain,
+            slot: slot as u32,
+            delta: delta.into_boxed_slice(),
+        }
+    }
+
+    /// Entry `x` of a cached reach vector.
+    #[inline]
+    pub(crate) fn reach_value(&self, reach: &Reach, x: u32) -> u32 {
+        match reach {
+            Reach::Whole(v) => v.get(x as usize).copied().unwrap_or(0),
+            Reach::OverCheckpoint { chain, slot, delta } => {
+                match delta.binary_search_by_key(&x, |e| e.0) {
+                    Ok(k) => delta[k].1,
+                    Err(_) => self
+                        .whole_checkpoint(*chain, *slot as usize)
+                        .and_then(|whole| whole.get(x as usize).copied())
+                        .unwrap_or(0),
+                }
+            }
+        }
+    }
+
+    /// Whether the commit whose cached reach vector is `reach` reaches `node`.
+    #[inline]
+    pub(crate) fn reached_by(&self, reach: &Reach, node: u32) -> bool {
+        let l = self.labels[node as usize];
+        self.reach_value(reach, l.chain) > l.position
+    }
+
+    /// A cached reach vector as one entry per chain.
+    pub(crate) fn expand(&self, reach: &Reach) -> Vec<u32> {
+        match reach {
+            Reach::Whole(v) => v.clone(),
+            Reach::OverCheckpoint { chain, slot, delta } => {
+                let mut v = self
+                    .whole_checkpoint(*chain, *slot as usize)
+                    .map(<[u32]>::to_vec)
+                    .unwrap_or_default();
+                for &(x, value) in delta.iter() {
+                    if v.len() <= x as usize {
+                        v.resize(x as usize + 1, 0);
+                    }
+                    v[x as usize] = value;
+                }
+                v
+            }
+        }
+    }
+}
