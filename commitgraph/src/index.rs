@@ -1068,7 +1068,7 @@ mod tests {
             let reach = index.reach(tip, None);
             assert!((0..n).all(|v| index.reached(&reach, v) == is_anc(v as usize, tip as usize)));
             // Cached as differences from a whole checkpoint of main, the same answers.
-            let cached = index.compact(reach.clone(), Some(main));
+            let cached = index.compact(reach.clone(), Some(main), false);
             if let crate::reach::Reach::OverCheckpoint { delta, .. } = &cached {
                 compacted += 1;
                 assert!(delta.len() * 4 < reach.len());

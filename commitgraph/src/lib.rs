@@ -230,6 +230,7 @@ pub struct CommitGraphs {
     history: Keyspace,
     repos: Mutex<HashMap<RepoId, Arc<Repo>>>,
     checkpoint_every: usize,
+    reach_cache_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -290,6 +291,7 @@ impl CommitGraphs {
     ) -> Result<Self, CommitError> {
         Ok(CommitGraphs {
             checkpoint_every: every,
+            reach_cache_bytes: REACH_CACHE_BYTES,
             nodes: engine.keyspace(KEYSPACES[0])?,
             branches: engine.keyspace(KEYSPACES[1])?,
             history: engine.keyspace(KEYSPACES[2])?,
@@ -311,6 +313,15 @@ impl CommitGraphs {
             engine.keyspace(STANDALONE_LOG)?,
         )?;
         Self::open(engine, log)
+    }
+
+    /// Bounds each repository's cache of reach vectors to `bytes` (default
+    /// [`REACH_CACHE_BYTES`]), for the repositories loaded afterwards. Below what whole vectors
+    /// for every branch need, vectors are cached as differences from a checkpoint of the
+    /// default branch (see `commitgraph/DESIGN.md`).
+    pub fn with_reach_cache_bytes(mut self, bytes: usize) -> Self {
+        self.reach_cache_bytes = bytes;
+        self
     }
 
     /// The change log the graphs write their events into.
@@ -364,9 +375,10 @@ impl CommitGraphs {
     }
 
     /// Whether branch `branch` is merged into branch `target`: its tip is an ancestor of (or
-    /// equal to) the target's tip. A target tip asked about for the first time is answered by
-    /// the pruned walk; the second time its reach vector is computed and cached, so later
-    /// questions against the same target tip are one lookup.
+    /// equal to) the target's tip. A target tip asked about for the first times is answered by
+    /// the pruned walk; once those walks would have paid for its reach vector (after at least
+    /// two, more in repositories of many chains: see `commitgraph/DESIGN.md`), the vector is
+    /// computed and cached, so later questions against the same target tip are one lookup.
     ///
     /// # Errors
     /// [`CommitError::UnknownBranch`]; [`CommitError::Engine`] when loading the repository
@@ -382,7 +394,7 @@ impl CommitGraphs {
             if let Some(reach) = cache.get(target) {
                 return Ok(state.index.reached_by(reach, source));
             }
-            if !cache.missed_before(target) {
+            if !cache.admit(target, reach::admit_after(state.index.chains.len())) {
                 drop(cache);
                 return Ok(state.index.is_ancestor_node(source, target));
             }
@@ -399,11 +411,13 @@ impl CommitGraphs {
         let handle = self.repo(repo)?;
         let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
         let tip = handle.tip(&state, target)?;
-        let reach = handle.reach(&state, tip, None);
+        // One lookup per branch: the vector spread out once (O(chains)) rather than a binary
+        // search in its differences per branch.
+        let reach = state.index.expand(&handle.reach(&state, tip, None));
         let mut merged: Vec<String> = state
             .branches
             .iter()
-            .filter(|(name, &node)| name.as_str() != target && state.index.reached_by(&reach, node))
+            .filter(|(name, &node)| name.as_str() != target && state.index.reached(&reach, node))
             .map(|(name, _)| name.clone())
             .collect();
         merged.sort_unstable();
@@ -503,12 +517,21 @@ impl Repo {
             .filter(|_| hint.is_some_and(|h| state.index.is_ancestor_node(h, tip)))
             .map(|base| state.index.expand(&base));
         let vector = state.index.reach(tip, base.as_deref());
+        let cache_budget = self
+            .reach
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .budget();
         // The default branch's chain: its checkpoints are the bases of the cached differences.
         let default = ["main", "master"]
             .iter()
             .find_map(|name| state.branches.get(*name))
             .map(|&node| state.index.labels[node as usize].chain);
-        let reach = Arc::new(state.index.compact(vector, default));
+        // Whole vectors when one per branch fits the cache (one read per lookup), else
+        // differences from a checkpoint of the default branch.
+        let whole_fits = vector.len().saturating_mul(4).saturating_mul(state.branches.len())
+            <= cache_budget;
+        let reach = Arc::new(state.index.compact(vector, default, whole_fits));
         let mut cache = self.reach.lock().unwrap_or_else(|e| e.into_inner());
         cache.insert(tip, reach.clone());
         reach
@@ -532,18 +555,19 @@ impl Repo {
             // Branches merged into the moved one: one reach vector before, one after.
             let old = before.get(moved_name).copied();
             let new = after.get(moved_name).copied();
-            let old_reach = old.map(|t| self.reach(state, t, None));
-            let new_reach = new.map(|t| self.reach(state, t, old));
+            // Spread out once: each is compared with every branch.
+            let old_reach = old.map(|t| state.index.expand(&self.reach(state, t, None)));
+            let new_reach = new.map(|t| state.index.expand(&self.reach(state, t, old)));
             for &other in &names {
                 if other == moved_name {
                     continue;
                 }
                 let was = match (&old_reach, before.get(other)) {
-                    (Some(r), Some(&n)) => state.index.reached_by(r, n),
+                    (Some(r), Some(&n)) => state.index.reached(r, n),
                     _ => false,
                 };
                 let is = match (&new_reach, after.get(other)) {
-                    (Some(r), Some(&n)) => state.index.reached_by(r, n),
+                    (Some(r), Some(&n)) => state.index.reached(r, n),
                     _ => false,
                 };
                 if was != is {

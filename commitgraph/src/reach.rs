@@ -14,11 +14,15 @@
 //! most half its size is kept whole.
 //!
 //! The cache holds at most [`crate::REACH_CACHE_BYTES`] of entries (evicting arbitrary ones
-//! first), and `is_merged` admits a target only on its second miss: a target asked about once
-//! is answered by the pruned walk (about a microsecond) rather than by computing its whole
-//! vector (O(chains), tens of microseconds with 100,000 chains) that no later question uses.
+//! first). `is_merged` admits a target as a rent-or-buy choice: a miss is answered by the
+//! pruned walk (about a microsecond), and the target's vector (O(chains) to compute: tens of
+//! microseconds with 100,000 chains) is computed and cached only once the walks spent on that
+//! target would have paid for it, after `max(2, chains / 2048)` misses ([`admit_after`]). So
+//! with a few targets asked about often, every question after the first few is one lookup;
+//! with 100,000 targets asked about at random, no question pays for a vector that no later
+//! question uses.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::index::CommitIndex;
@@ -28,10 +32,10 @@ use super::index::CommitIndex;
 pub(crate) enum Reach {
     /// One entry per chain.
     Whole(Vec<u32>),
-    /// The entries that exceed whole checkpoint `slot` of chain `chain`, sorted by chain.
+    /// The entries that exceed `base` (a whole checkpoint of the default branch, shared with
+    /// it), sorted by chain.
     OverCheckpoint {
-        chain: u32,
-        slot: u32,
+        base: Arc<[u32]>,
         delta: Box<[(u32, u32)]>,
     },
 }
@@ -49,8 +53,15 @@ impl Reach {
 /// Fixed cost counted per entry besides its vector: the map slot, the `Arc`'s header.
 const ENTRY_OVERHEAD: usize = 64;
 
-/// At most this many targets are remembered as missed once, then the memory starts over.
+/// At most this many targets' misses are counted, then the counts start over.
 const SEEN_LIMIT: usize = 1 << 16;
+
+/// After how many misses `is_merged` computes and caches a target's vector, in a repository
+/// of `chains` chains: when the walks (about 1 µs each) would have cost what the vector does
+/// (about 0.5 ns per chain, so 2,048 chains per walk).
+pub(crate) fn admit_after(chains: usize) -> u32 {
+    u32::try_from(chains / 2048).unwrap_or(u32::MAX).max(2)
+}
 
 /// The cache of one repository (see the module docs).
 #[derive(Debug)]
@@ -58,8 +69,8 @@ pub(crate) struct ReachCache {
     entries: HashMap<u32, Arc<Reach>>,
     bytes: usize,
     budget: usize,
-    /// Targets that missed once in `is_merged`.
-    seen: HashSet<u32>,
+    /// Targets that missed in `is_merged`, and how many times.
+    seen: HashMap<u32, u32>,
 }
 
 impl ReachCache {
@@ -68,7 +79,7 @@ impl ReachCache {
             entries: HashMap::new(),
             bytes: 0,
             budget,
-            seen: HashSet::new(),
+            seen: HashMap::new(),
         }
     }
 
@@ -76,17 +87,25 @@ impl ReachCache {
         self.entries.get(&tip)
     }
 
+    /// The most bytes the entries may hold.
+    pub(crate) fn budget(&self) -> usize {
+        self.budget
+    }
+
     /// Bytes held by the entries.
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
 
-    /// Whether `tip` missed before (and remembers that it did now).
-    pub(crate) fn missed_before(&mut self, tip: u32) -> bool {
+    /// Counts a miss of `tip`: whether it has now missed `admit` times (its vector is to be
+    /// computed and cached).
+    pub(crate) fn admit(&mut self, tip: u32, admit: u32) -> bool {
         if self.seen.len() >= SEEN_LIMIT {
             self.seen.clear();
         }
-        !self.seen.insert(tip)
+        let misses = self.seen.entry(tip).or_insert(0);
+        *misses += 1;
+        *misses >= admit
     }
 
     /// Caches `reach` for `tip`, evicting entries until the cache fits its budget (an entry
@@ -122,15 +141,19 @@ impl ReachCache {
             keep
         });
         self.bytes = bytes;
-        self.seen.retain(|&tip| (tip as usize) < len);
+        self.seen.retain(|&tip, _| (tip as usize) < len);
     }
 }
 
 impl CommitIndex {
-    /// `vector` (a reach vector made by [`CommitIndex::reach`]) in its cached form: as
-    /// differences from the highest whole checkpoint of chain `base` that it reaches, when
+    /// `vector` (a reach vector made by [`CommitIndex::reach`]) in its cached form: whole when
+    /// `whole_fits` (whole vectors for every branch fit the cache: one read per lookup), else
+    /// as differences from the highest whole checkpoint of chain `base` that it reaches, when
     /// those are at most half the vector's bytes.
-    pub(crate) fn compact(&self, vector: Vec<u32>, base: Option<u32>) -> Reach {
+    pub(crate) fn compact(&self, vector: Vec<u32>, base: Option<u32>, whole_fits: bool) -> Reach {
+        if whole_fits {
+            return Reach::Whole(vector);
+        }
         let found = base.and_then(|c| {
             let reached = *vector.get(c as usize)? as usize;
             // Slot i holds the commit at position (i + 1) K - 1, reached when below `reached`.
@@ -139,9 +162,9 @@ impl CommitIndex {
             self.checkpoint(c, top);
             (0..=top)
                 .rev()
-                .find_map(|i| self.whole_checkpoint(c, i).map(|whole| (c, i, whole)))
+                .find_map(|i| self.whole_checkpoint(c, i))
         });
-        let Some((chain, slot, whole)) = found else {
+        let Some(whole) = found else {
             return Reach::Whole(vector);
         };
         let mut delta = Vec::new();
@@ -154,8 +177,7 @@ impl CommitIndex {
             }
         }
         Reach::OverCheckpoint {
-            chain,
-            slot: slot as u32,
+            base: Arc::clone(whole),
             delta: delta.into_boxed_slice(),
         }
     }
@@ -165,15 +187,10 @@ impl CommitIndex {
     pub(crate) fn reach_value(&self, reach: &Reach, x: u32) -> u32 {
         match reach {
             Reach::Whole(v) => v.get(x as usize).copied().unwrap_or(0),
-            Reach::OverCheckpoint { chain, slot, delta } => {
-                match delta.binary_search_by_key(&x, |e| e.0) {
-                    Ok(k) => delta[k].1,
-                    Err(_) => self
-                        .whole_checkpoint(*chain, *slot as usize)
-                        .and_then(|whole| whole.get(x as usize).copied())
-                        .unwrap_or(0),
-                }
-            }
+            Reach::OverCheckpoint { base, delta } => match delta.binary_search_by_key(&x, |e| e.0) {
+                Ok(k) => delta[k].1,
+                Err(_) => base.get(x as usize).copied().unwrap_or(0),
+            },
         }
     }
 
@@ -188,11 +205,8 @@ impl CommitIndex {
     pub(crate) fn expand(&self, reach: &Reach) -> Vec<u32> {
         match reach {
             Reach::Whole(v) => v.clone(),
-            Reach::OverCheckpoint { chain, slot, delta } => {
-                let mut v = self
-                    .whole_checkpoint(*chain, *slot as usize)
-                    .map(<[u32]>::to_vec)
-                    .unwrap_or_default();
+            Reach::OverCheckpoint { base, delta } => {
+                let mut v = base.to_vec();
                 for &(x, value) in delta.iter() {
                     if v.len() <= x as usize {
                         v.resize(x as usize + 1, 0);
