@@ -145,13 +145,17 @@ impl CommitGraphs {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, RepoEvent)>, CommitError> {
-        self.history_page(prefix, after, limit, Direction::Forward, |revision, reason| {
-            CommitError::CorruptEvent {
+        self.history_page(
+            prefix,
+            after,
+            limit,
+            Direction::Forward,
+            |revision, reason| CommitError::CorruptEvent {
                 repo,
                 revision,
                 reason,
-            }
-        })
+            },
+        )
     }
 
     fn history_page(

@@ -1073,7 +1073,9 @@ mod tests {
                 compacted += 1;
                 assert!(delta.len() * 4 < reach.len());
             }
-            assert!((0..n).all(|v| index.reached_by(&cached, v) == is_anc(v as usize, tip as usize)));
+            assert!(
+                (0..n).all(|v| index.reached_by(&cached, v) == is_anc(v as usize, tip as usize))
+            );
             let mut expanded = index.expand(&cached);
             expanded.resize(reach.len(), 0);
             assert_eq!(expanded, reach);

@@ -3,7 +3,8 @@
 //!
 //! A whole reach vector is one `u32` per chain of the repository: with many short topic
 //! branches (100,000 branches, 106,000 chains at 10^6 commits) that is 424 KB per target, and a
-//! cache bounded in entries grows as targets × chains. But a target forked from the default
+//! cache bounded in entries grows as targets × chains. Vectors are kept whole while one per
+//! branch fits the cache (one read per lookup). Beyond that: a target forked from the default
 //! branch reaches everything that the default branch's checkpoint below its fork reaches, and
 //! differs from it only in the chains reached since: the commits of the default branch between
 //! the checkpoint and the fork (with what they merged), and the target's own work. So an entry
@@ -13,8 +14,9 @@
 //! not there, one read of the checkpoint's vector. A vector whose differences would not be at
 //! most half its size is kept whole.
 //!
-//! The cache holds at most [`crate::REACH_CACHE_BYTES`] of entries (evicting arbitrary ones
-//! first). `is_merged` admits a target as a rent-or-buy choice: a miss is answered by the
+//! The cache holds at most its budget of entries ([`crate::REACH_CACHE_BYTES`] unless
+//! [`crate::CommitGraphs::with_reach_cache_bytes`] says otherwise), evicting arbitrary ones
+//! first. `is_merged` admits a target as a rent-or-buy choice: a miss is answered by the
 //! pruned walk (about a microsecond), and the target's vector (O(chains) to compute: tens of
 //! microseconds with 100,000 chains) is computed and cached only once the walks spent on that
 //! target would have paid for it, after `max(2, chains / 2048)` misses ([`admit_after`]). So
@@ -157,12 +159,11 @@ impl CommitIndex {
         let found = base.and_then(|c| {
             let reached = *vector.get(c as usize)? as usize;
             // Slot i holds the commit at position (i + 1) K - 1, reached when below `reached`.
-            let below = (reached / self.checkpoint_every).min(self.chains[c as usize].slots().len());
+            let below =
+                (reached / self.checkpoint_every).min(self.chains[c as usize].slots().len());
             let top = below.checked_sub(1)?;
             self.checkpoint(c, top);
-            (0..=top)
-                .rev()
-                .find_map(|i| self.whole_checkpoint(c, i))
+            (0..=top).rev().find_map(|i| self.whole_checkpoint(c, i))
         });
         let Some(whole) = found else {
             return Reach::Whole(vector);
@@ -187,10 +188,12 @@ impl CommitIndex {
     pub(crate) fn reach_value(&self, reach: &Reach, x: u32) -> u32 {
         match reach {
             Reach::Whole(v) => v.get(x as usize).copied().unwrap_or(0),
-            Reach::OverCheckpoint { base, delta } => match delta.binary_search_by_key(&x, |e| e.0) {
-                Ok(k) => delta[k].1,
-                Err(_) => base.get(x as usize).copied().unwrap_or(0),
-            },
+            Reach::OverCheckpoint { base, delta } => {
+                match delta.binary_search_by_key(&x, |e| e.0) {
+                    Ok(k) => delta[k].1,
+                    Err(_) => base.get(x as usize).copied().unwrap_or(0),
+                }
+            }
         }
     }
 

@@ -168,7 +168,10 @@ fn every_write_records_its_event_and_history() {
     assert_eq!(of("alice", 0, 100), vec![1, 2, 3, 6]);
     assert_eq!(of("bob", 0, 100), vec![4, 5]);
     assert_eq!(of("alice", 2, 2), vec![3, 6]);
-    assert!(of("ali", 0, 100).is_empty(), "an actor's prefix is not another's");
+    assert!(
+        of("ali", 0, 100).is_empty(),
+        "an actor's prefix is not another's"
+    );
     let newest = graphs.actor_history_before("alice", u64::MAX, 3).unwrap();
     assert_eq!(revisions(newest), vec![6, 3, 2]);
     let older = graphs.actor_history_before("alice", 2, 3).unwrap();

@@ -431,14 +431,20 @@ async fn a_persons_history_pages_through_pushes_and_memberships() {
     let d = Dir::memory(Access::default()).await;
     let commit = |n: u8| format!("{n:02x}").repeat(20);
     put_member(&d, "ubuntu", "alice", "member").await; // 1, 2, 3
-    assert_eq!(push_commits(&d, "launchpad", format!("{}\n", commit(1))).await, 4);
+    assert_eq!(
+        push_commits(&d, "launchpad", format!("{}\n", commit(1))).await,
+        4
+    );
     assert_eq!(put_branch(&d, "launchpad", "main", &commit(1)).await, 5);
     let child = format!("{} {}\n", commit(2), commit(1));
     assert_eq!(push_commits(&d, "launchpad", child).await, 6);
     put_member(&d, "ubuntu", "bob", "member").await; // 7, 8
     assert_eq!(put_branch(&d, "launchpad", "main", &commit(2)).await, 9);
     put_member(&d, "kernel", "alice", "member").await; // 10, 11
-    assert_eq!(push_commits(&d, "bzr", format!("{}\n", commit(3))).await, 12);
+    assert_eq!(
+        push_commits(&d, "bzr", format!("{}\n", commit(3))).await,
+        12
+    );
 
     let all: Vec<u64> = (1..=12).rev().collect();
     let path = format!("/persons/{USER}/history");
@@ -451,7 +457,12 @@ async fn a_persons_history_pages_through_pushes_and_memberships() {
     assert_eq!(revisions(&page), [9, 8, 7, 6]);
     assert_eq!(
         kinds(&page),
-        ["branch.set", "membership.added", "person.created", "commits.pushed"]
+        [
+            "branch.set",
+            "membership.added",
+            "person.created",
+            "commits.pushed"
+        ]
     );
     assert_eq!(page["changes"][0]["repo"], "launchpad");
     assert_eq!(page["changes"][0]["actor"], USER);
