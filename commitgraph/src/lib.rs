@@ -99,10 +99,15 @@ pub const STANDALONE_KEYSPACES: &[&str] = &[
     STANDALONE_LOG,
 ];
 
-/// How many bytes of reach vectors (one per branch tip asked about as a target, most kept as
-/// differences from a checkpoint of the default branch: see `commitgraph/DESIGN.md`) a
-/// repository's cache holds at most.
+/// How many bytes of reach vectors (one per branch tip asked about as a target: whole while one
+/// per branch fits, else as differences from a checkpoint of the default branch, see
+/// `commitgraph/DESIGN.md`) a repository's cache may hold at least; a larger repository's may
+/// hold [`REACH_CACHE_BYTES_PER_COMMIT`] per commit, about the index's own size.
 pub const REACH_CACHE_BYTES: usize = 64 << 20;
+
+/// The reach-vector cache's bytes per commit of the repository, when that is more than
+/// [`REACH_CACHE_BYTES`].
+pub const REACH_CACHE_BYTES_PER_COMMIT: usize = 48;
 
 /// A branch to create, move or delete in a [`CommitGraphs::push`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -230,7 +235,8 @@ pub struct CommitGraphs {
     history: Keyspace,
     repos: Mutex<HashMap<RepoId, Arc<Repo>>>,
     checkpoint_every: usize,
-    reach_cache_bytes: usize,
+    /// `None`: the default budget ([`REACH_CACHE_BYTES`], or per commit).
+    reach_cache_bytes: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -291,7 +297,7 @@ impl CommitGraphs {
     ) -> Result<Self, CommitError> {
         Ok(CommitGraphs {
             checkpoint_every: every,
-            reach_cache_bytes: REACH_CACHE_BYTES,
+            reach_cache_bytes: None,
             nodes: engine.keyspace(KEYSPACES[0])?,
             branches: engine.keyspace(KEYSPACES[1])?,
             history: engine.keyspace(KEYSPACES[2])?,
@@ -315,12 +321,13 @@ impl CommitGraphs {
         Self::open(engine, log)
     }
 
-    /// Bounds each repository's cache of reach vectors to `bytes` (default
-    /// [`REACH_CACHE_BYTES`]), for the repositories loaded afterwards. Below what whole vectors
-    /// for every branch need, vectors are cached as differences from a checkpoint of the
-    /// default branch (see `commitgraph/DESIGN.md`).
+    /// Bounds each repository's cache of reach vectors to `bytes` (default: the larger of
+    /// [`REACH_CACHE_BYTES`] and [`REACH_CACHE_BYTES_PER_COMMIT`] per commit), for the
+    /// repositories loaded afterwards. Below what whole vectors for every branch need, vectors
+    /// are cached as differences from a checkpoint of the default branch (see
+    /// `commitgraph/DESIGN.md`).
     pub fn with_reach_cache_bytes(mut self, bytes: usize) -> Self {
-        self.reach_cache_bytes = bytes;
+        self.reach_cache_bytes = Some(bytes);
         self
     }
 
@@ -521,7 +528,7 @@ impl Repo {
             .reach
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .budget();
+            .budget(state.index.len());
         // The default branch's chain: its checkpoints are the bases of the cached differences.
         let default = ["main", "master"]
             .iter()
@@ -536,7 +543,7 @@ impl Repo {
             <= cache_budget;
         let reach = Arc::new(state.index.compact(vector, default, whole_fits));
         let mut cache = self.reach.lock().unwrap_or_else(|e| e.into_inner());
-        cache.insert(tip, reach.clone());
+        cache.insert(tip, reach.clone(), cache_budget);
         reach
     }
 

@@ -14,7 +14,8 @@
 //! not there, one read of the checkpoint's vector. A vector whose differences would not be at
 //! most half its size is kept whole.
 //!
-//! The cache holds at most its budget of entries ([`crate::REACH_CACHE_BYTES`] unless
+//! The cache holds at most its budget of entries (the larger of [`crate::REACH_CACHE_BYTES`]
+//! and [`crate::REACH_CACHE_BYTES_PER_COMMIT`] per commit, unless
 //! [`crate::CommitGraphs::with_reach_cache_bytes`] says otherwise), evicting arbitrary ones
 //! first. `is_merged` admits a target as a rent-or-buy choice: a miss is answered by the
 //! pruned walk (about a microsecond), and the target's vector (O(chains) to compute: tens of
@@ -70,13 +71,14 @@ pub(crate) fn admit_after(chains: usize) -> u32 {
 pub(crate) struct ReachCache {
     entries: HashMap<u32, Arc<Reach>>,
     bytes: usize,
-    budget: usize,
+    /// A fixed budget, or `None` for the default (see [`ReachCache::budget`]).
+    budget: Option<usize>,
     /// Targets that missed in `is_merged`, and how many times.
     seen: HashMap<u32, u32>,
 }
 
 impl ReachCache {
-    pub(crate) fn new(budget: usize) -> Self {
+    pub(crate) fn new(budget: Option<usize>) -> Self {
         ReachCache {
             entries: HashMap::new(),
             bytes: 0,
@@ -89,9 +91,12 @@ impl ReachCache {
         self.entries.get(&tip)
     }
 
-    /// The most bytes the entries may hold.
-    pub(crate) fn budget(&self) -> usize {
-        self.budget
+    /// The most bytes the entries may hold in a repository of `commits` commits.
+    pub(crate) fn budget(&self, commits: usize) -> usize {
+        self.budget.unwrap_or_else(|| {
+            crate::REACH_CACHE_BYTES
+                .max(commits.saturating_mul(crate::REACH_CACHE_BYTES_PER_COMMIT))
+        })
     }
 
     /// Bytes held by the entries.
@@ -110,17 +115,17 @@ impl ReachCache {
         *misses >= admit
     }
 
-    /// Caches `reach` for `tip`, evicting entries until the cache fits its budget (an entry
+    /// Caches `reach` for `tip`, evicting entries until the cache fits `budget` (an entry
     /// larger than the whole budget is not kept).
-    pub(crate) fn insert(&mut self, tip: u32, reach: Arc<Reach>) {
+    pub(crate) fn insert(&mut self, tip: u32, reach: Arc<Reach>, budget: usize) {
         let size = reach.bytes() + ENTRY_OVERHEAD;
-        if size > self.budget {
+        if size > budget {
             return;
         }
         if let Some(old) = self.entries.remove(&tip) {
             self.bytes -= old.bytes() + ENTRY_OVERHEAD;
         }
-        while self.bytes + size > self.budget {
+        while self.bytes + size > budget {
             let Some(&evict) = self.entries.keys().next() else {
                 break;
             };
