@@ -10,6 +10,8 @@
 //! one hold a quarter as many entries as a vector (so whole vectors cost at most twice the
 //! deltas) or after [`MAX_RUN`] checkpoints (so a lookup reads at most that many deltas).
 
+use std::sync::Arc;
+
 use super::index::CommitIndex;
 
 /// At most this many deltas are read back to find one entry.
@@ -21,8 +23,8 @@ pub(crate) struct Checkpoint {
     /// `(chain, reached positions)` for every entry that grew since the previous checkpoint of
     /// the same chain, sorted by chain; empty when `full` is kept.
     delta: Vec<(u32, u32)>,
-    /// The whole vector.
-    full: Option<Vec<u32>>,
+    /// The whole vector (shared with the cached reach vectors kept as differences from it).
+    full: Option<Arc<[u32]>>,
 }
 
 impl Checkpoint {
@@ -34,7 +36,7 @@ impl Checkpoint {
 
     /// Heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.delta.capacity() * 8 + self.full.as_ref().map_or(0, |f| f.capacity() * 4)
+        self.delta.capacity() * 8 + self.full.as_ref().map_or(0, |f| f.len() * 4)
     }
 }
 
@@ -74,11 +76,9 @@ impl CommitIndex {
                 }
             }
             let checkpoint = if entries * 4 >= vector.len() || run >= MAX_RUN {
-                let mut vector = vector;
-                vector.shrink_to_fit();
                 Checkpoint {
                     delta: Vec::new(),
-                    full: Some(vector),
+                    full: Some(Arc::from(vector)),
                 }
             } else {
                 let mut delta = delta;
@@ -133,6 +133,12 @@ impl CommitIndex {
                 }
             }
         }
+    }
+
+    /// Checkpoint `i` of chain `c`'s whole vector, when it is computed and kept whole.
+    pub(crate) fn whole_checkpoint(&self, c: u32, i: usize) -> Option<&Arc<[u32]>> {
+        let slot = self.chains.get(c as usize)?.slots().get(i)?;
+        slot.checkpoint.get()?.full.as_ref()
     }
 
     /// Checkpoint `i` of chain `c` as a whole vector (as long as the chains are many).

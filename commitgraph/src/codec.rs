@@ -175,6 +175,13 @@ pub(crate) fn history_branch_prefix(repo: RepoId, name: &str) -> Vec<u8> {
         .finish()
 }
 
+/// The history-index prefix of an actor's events (every repository's):
+/// `b'a' ++ actor` with the actor escaped and terminated ([`engine::keys`]), so no actor's
+/// prefix starts another's.
+pub(crate) fn history_actor_prefix(actor: &str) -> Vec<u8> {
+    engine::keys::KeyBuilder::new().u8(b'a').str(actor).finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

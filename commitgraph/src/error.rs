@@ -219,4 +219,14 @@ pub enum CommitError {
         /// What is wrong with it.
         reason: String,
     },
+    /// An event of the change feed under an actor's history index is not a repository event.
+    #[error("event {revision} in the change feed, indexed under actor {actor:?}, is not a repository event: {reason}")]
+    CorruptActorEvent {
+        /// The actor whose history was read.
+        actor: String,
+        /// The event's revision.
+        revision: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
 }

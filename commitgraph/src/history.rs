@@ -1,4 +1,5 @@
-//! Reading the change feed back: a branch's or a repository's history, and replaying an event.
+//! Reading the change feed back: a branch's, a repository's or an actor's history, and
+//! replaying an event.
 
 use super::*;
 
@@ -47,7 +48,7 @@ impl CommitGraphs {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, RepoEvent)>, CommitError> {
-        self.history_page(
+        self.repo_page(
             repo,
             &codec::history_branch_prefix(repo, branch),
             after,
@@ -66,30 +67,112 @@ impl CommitGraphs {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, RepoEvent)>, CommitError> {
-        self.history_page(repo, &codec::history_repo_prefix(repo), after, limit)
+        self.repo_page(repo, &codec::history_repo_prefix(repo), after, limit)
     }
 
-    fn history_page(
+    /// Every event that `actor` made ([`Writer::actor`]), in every repository, oldest first,
+    /// paged as [`CommitGraphs::branch_history`]: a person's pushes, branch moves and imports.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use commitgraph::{CommitGraphs, CommitId, NewCommit, RepoId, Writer, STANDALONE_KEYSPACES};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = engine::EngineConfig::memory().open(STANDALONE_KEYSPACES)?;
+    /// let graphs = CommitGraphs::open_standalone(engine)?;
+    /// let id = |n: u8| CommitId::from_bytes(&[n; 20]).unwrap();
+    /// let root = NewCommit { id: id(1), parents: vec![] };
+    /// graphs.append(RepoId(1), &[root.clone()], Writer::new("alice", "one"))?;
+    /// graphs.append(RepoId(2), &[root], Writer::new("bob", "two"))?;
+    /// graphs.set_branch(RepoId(2), "main", id(1), Writer::new("alice", "two"))?;
+    ///
+    /// let alice = graphs.actor_history("alice", 0, 10)?;
+    /// let revisions: Vec<u64> = alice.iter().map(|(revision, _)| *revision).collect();
+    /// assert_eq!(revisions, [1, 3]);
+    /// assert_eq!(alice[1].1.repo, "two");
+    /// assert_eq!(graphs.actor_history_before("alice", u64::MAX, 1)?[0].0, 3);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`CommitError::Feed`] when the change feed cannot be read,
+    /// [`CommitError::CorruptActorEvent`] for an indexed event that is not a repository event.
+    pub fn actor_history(
+        &self,
+        actor: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, RepoEvent)>, CommitError> {
+        self.actor_page(actor, after, limit, Direction::Forward)
+    }
+
+    /// As [`CommitGraphs::actor_history`], newest first: up to `limit` events with a revision
+    /// below `before` (`u64::MAX` for the first page; the last revision of a page for the
+    /// next), as the directory's person history pages.
+    ///
+    /// # Errors
+    /// As for [`CommitGraphs::actor_history`].
+    pub fn actor_history_before(
+        &self,
+        actor: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, RepoEvent)>, CommitError> {
+        self.actor_page(actor, before, limit, Direction::Reverse)
+    }
+
+    fn actor_page(
+        &self,
+        actor: &str,
+        from: u64,
+        limit: usize,
+        direction: Direction,
+    ) -> Result<Vec<(u64, RepoEvent)>, CommitError> {
+        let prefix = codec::history_actor_prefix(actor);
+        self.history_page(&prefix, from, limit, direction, |revision, reason| {
+            CommitError::CorruptActorEvent {
+                actor: actor.to_string(),
+                revision,
+                reason,
+            }
+        })
+    }
+
+    fn repo_page(
         &self,
         repo: RepoId,
         prefix: &[u8],
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, RepoEvent)>, CommitError> {
+        self.history_page(
+            prefix,
+            after,
+            limit,
+            Direction::Forward,
+            |revision, reason| CommitError::CorruptEvent {
+                repo,
+                revision,
+                reason,
+            },
+        )
+    }
+
+    fn history_page(
+        &self,
+        prefix: &[u8],
+        from: u64,
+        limit: usize,
+        direction: Direction,
+        corrupt: impl Fn(u64, String) -> CommitError,
+    ) -> Result<Vec<(u64, RepoEvent)>, CommitError> {
         self.log
-            .read_index(self.history, prefix, after, limit, Direction::Forward)?
+            .read_index(self.history, prefix, from, limit, direction)?
             .into_iter()
-            .map(|(revision, payload)| {
-                let corrupt = |reason: String| CommitError::CorruptEvent {
-                    repo,
-                    revision,
-                    reason,
-                };
-                match RepoEvent::decode(&payload) {
-                    Ok(Some(event)) => Ok((revision, event)),
-                    Ok(None) => Err(corrupt("another store's event".to_string())),
-                    Err(error) => Err(corrupt(error.to_string())),
-                }
+            .map(|(revision, payload)| match RepoEvent::decode(&payload) {
+                Ok(Some(event)) => Ok((revision, event)),
+                Ok(None) => Err(corrupt(revision, "another store's event".to_string())),
+                Err(error) => Err(corrupt(revision, error.to_string())),
             })
             .collect()
     }

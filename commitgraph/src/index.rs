@@ -1062,10 +1062,25 @@ mod tests {
                 "{a} -> {b}"
             );
         }
+        let main = index.labels[tips[0] as usize].chain;
+        let mut compacted = 0;
         for tip in (0..n).step_by(97) {
             let reach = index.reach(tip, None);
             assert!((0..n).all(|v| index.reached(&reach, v) == is_anc(v as usize, tip as usize)));
+            // Cached as differences from a whole checkpoint of main, the same answers.
+            let cached = index.compact(reach.clone(), Some(main), false);
+            if let crate::reach::Reach::OverCheckpoint { delta, .. } = &cached {
+                compacted += 1;
+                assert!(delta.len() * 4 < reach.len());
+            }
+            assert!(
+                (0..n).all(|v| index.reached_by(&cached, v) == is_anc(v as usize, tip as usize))
+            );
+            let mut expanded = index.expand(&cached);
+            expanded.resize(reach.len(), 0);
+            assert_eq!(expanded, reach);
         }
+        assert!(compacted > 5, "{compacted} vectors kept as differences");
         let (mut deltas, mut all) = (0, 0);
         for chain in &index.chains {
             for cp in chain.slots().iter().filter_map(|s| s.checkpoint.get()) {

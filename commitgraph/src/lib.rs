@@ -15,8 +15,9 @@
 //! Every write also appends its events to a change feed ([`engine::ChangeLog`]) in the same
 //! engine batch: `commits.pushed`, `branch.set`, `branch.deleted` and `import.repo`, JSON
 //! payloads described in [`RepoEvent`], recorded as made by the [`Writer`] the caller names.
-//! [`CommitGraphs::branch_history`] and [`CommitGraphs::repo_history`] page through a branch's
-//! or a repository's events; [`CommitGraphs::replay`] applies an event as its write.
+//! [`CommitGraphs::branch_history`], [`CommitGraphs::repo_history`] and
+//! [`CommitGraphs::actor_history`] page through a branch's, a repository's or a person's
+//! events; [`CommitGraphs::replay`] applies an event as its write.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -65,6 +66,7 @@ mod idtable;
 pub mod import;
 mod index;
 mod load;
+mod reach;
 mod write;
 
 use std::collections::{BTreeSet, HashMap};
@@ -72,6 +74,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 
 use engine::{ChangeLog, Direction, Engine, Keyspace, LogEntry, ScanRange, WriteBatch};
+use reach::{Reach, ReachCache};
 
 pub use error::{CommitError, ImportInput, LineError};
 pub use event::{RepoChange, RepoEvent, Writer, EVENT_KINDS};
@@ -96,8 +99,15 @@ pub const STANDALONE_KEYSPACES: &[&str] = &[
     STANDALONE_LOG,
 ];
 
-/// How many reach vectors (one per branch tip asked about as a target) a repository keeps.
-pub const REACH_CACHE_ENTRIES: usize = 2048;
+/// How many bytes of reach vectors (one per branch tip asked about as a target: whole while one
+/// per branch fits, else as differences from a checkpoint of the default branch, see
+/// `commitgraph/DESIGN.md`) a repository's cache may hold at least; a larger repository's may
+/// hold [`REACH_CACHE_BYTES_PER_COMMIT`] per commit, about the index's own size.
+pub const REACH_CACHE_BYTES: usize = 64 << 20;
+
+/// The reach-vector cache's bytes per commit of the repository, when that is more than
+/// [`REACH_CACHE_BYTES`].
+pub const REACH_CACHE_BYTES_PER_COMMIT: usize = 48;
 
 /// A branch to create, move or delete in a [`CommitGraphs::push`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -225,6 +235,8 @@ pub struct CommitGraphs {
     history: Keyspace,
     repos: Mutex<HashMap<RepoId, Arc<Repo>>>,
     checkpoint_every: usize,
+    /// `None`: the default budget ([`REACH_CACHE_BYTES`], or per commit).
+    reach_cache_bytes: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -233,7 +245,7 @@ struct Repo {
     state: RwLock<RepoState>,
     /// Reach vectors by tip node; a commit's ancestors never change, so entries never go
     /// stale, they are only evicted.
-    reach: Mutex<HashMap<u32, Arc<Vec<u32>>>>,
+    reach: Mutex<ReachCache>,
 }
 
 #[derive(Debug)]
@@ -285,6 +297,7 @@ impl CommitGraphs {
     ) -> Result<Self, CommitError> {
         Ok(CommitGraphs {
             checkpoint_every: every,
+            reach_cache_bytes: None,
             nodes: engine.keyspace(KEYSPACES[0])?,
             branches: engine.keyspace(KEYSPACES[1])?,
             history: engine.keyspace(KEYSPACES[2])?,
@@ -306,6 +319,16 @@ impl CommitGraphs {
             engine.keyspace(STANDALONE_LOG)?,
         )?;
         Self::open(engine, log)
+    }
+
+    /// Bounds each repository's cache of reach vectors to `bytes` (default: the larger of
+    /// [`REACH_CACHE_BYTES`] and [`REACH_CACHE_BYTES_PER_COMMIT`] per commit), for the
+    /// repositories loaded afterwards. Below what whole vectors for every branch need, vectors
+    /// are cached as differences from a checkpoint of the default branch (see
+    /// `commitgraph/DESIGN.md`).
+    pub fn with_reach_cache_bytes(mut self, bytes: usize) -> Self {
+        self.reach_cache_bytes = Some(bytes);
+        self
     }
 
     /// The change log the graphs write their events into.
@@ -359,8 +382,10 @@ impl CommitGraphs {
     }
 
     /// Whether branch `branch` is merged into branch `target`: its tip is an ancestor of (or
-    /// equal to) the target's tip. The target's reach vector is computed on first use and
-    /// cached, so later questions against the same target tip are one comparison.
+    /// equal to) the target's tip. A target tip asked about for the first times is answered by
+    /// the pruned walk; once those walks would have paid for its reach vector (after at least
+    /// two, more in repositories of many chains: see `commitgraph/DESIGN.md`), the vector is
+    /// computed and cached, so later questions against the same target tip are one lookup.
     ///
     /// # Errors
     /// [`CommitError::UnknownBranch`]; [`CommitError::Engine`] when loading the repository
@@ -372,13 +397,17 @@ impl CommitGraphs {
         let target = handle.tip(&state, target)?;
         {
             // Warm path: compare under the cache lock, without touching the vector's count.
-            let cache = handle.reach.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(reach) = cache.get(&target) {
-                return Ok(state.index.reached(reach, source));
+            let mut cache = handle.reach.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(reach) = cache.get(target) {
+                return Ok(state.index.reached_by(reach, source));
+            }
+            if !cache.admit(target, reach::admit_after(state.index.chains.len())) {
+                drop(cache);
+                return Ok(state.index.is_ancestor_node(source, target));
             }
         }
         let reach = handle.reach(&state, target, None);
-        Ok(state.index.reached(&reach, source))
+        Ok(state.index.reached_by(&reach, source))
     }
 
     /// Every branch other than `target` that is merged into `target`, sorted by name.
@@ -389,7 +418,9 @@ impl CommitGraphs {
         let handle = self.repo(repo)?;
         let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
         let tip = handle.tip(&state, target)?;
-        let reach = handle.reach(&state, tip, None);
+        // One lookup per branch: the vector spread out once (O(chains)) rather than a binary
+        // search in its differences per branch.
+        let reach = state.index.expand(&handle.reach(&state, tip, None));
         let mut merged: Vec<String> = state
             .branches
             .iter()
@@ -458,8 +489,11 @@ impl CommitGraphs {
         let handle = self.repo(repo)?;
         let state = handle.state.read().unwrap_or_else(|e| e.into_inner());
         let mut stats = state.index.stats();
-        let reach = handle.reach.lock().unwrap_or_else(|e| e.into_inner());
-        stats.bytes += reach.values().map(|r| r.capacity() * 4).sum::<usize>();
+        stats.bytes += handle
+            .reach
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bytes();
         Ok(stats)
     }
 }
@@ -478,23 +512,38 @@ impl Repo {
 
     /// The reach vector of `tip`, from the cache or computed (extending the cached vector of
     /// `hint` when `hint` is an ancestor of `tip`) and cached.
-    fn reach(&self, state: &RepoState, tip: u32, hint: Option<u32>) -> Arc<Vec<u32>> {
+    fn reach(&self, state: &RepoState, tip: u32, hint: Option<u32>) -> Arc<Reach> {
         let base = {
             let cache = self.reach.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(reach) = cache.get(&tip) {
+            if let Some(reach) = cache.get(tip) {
                 return reach.clone();
             }
-            hint.and_then(|h| cache.get(&h).cloned())
+            hint.and_then(|h| cache.get(h).cloned())
         };
-        let base = base.filter(|_| hint.is_some_and(|h| state.index.is_ancestor_node(h, tip)));
-        let reach = Arc::new(state.index.reach(tip, base.as_deref().map(Vec::as_slice)));
+        let base = base
+            .filter(|_| hint.is_some_and(|h| state.index.is_ancestor_node(h, tip)))
+            .map(|base| state.index.expand(&base));
+        let vector = state.index.reach(tip, base.as_deref());
+        let cache_budget = self
+            .reach
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .budget(state.index.len());
+        // The default branch's chain: its checkpoints are the bases of the cached differences.
+        let default = ["main", "master"]
+            .iter()
+            .find_map(|name| state.branches.get(*name))
+            .map(|&node| state.index.labels[node as usize].chain);
+        // Whole vectors when one per branch fits the cache (one read per lookup), else
+        // differences from a checkpoint of the default branch.
+        let whole_fits = vector
+            .len()
+            .saturating_mul(4)
+            .saturating_mul(state.branches.len())
+            <= cache_budget;
+        let reach = Arc::new(state.index.compact(vector, default, whole_fits));
         let mut cache = self.reach.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= REACH_CACHE_ENTRIES {
-            if let Some(&evict) = cache.keys().next() {
-                cache.remove(&evict);
-            }
-        }
-        cache.insert(tip, reach.clone());
+        cache.insert(tip, reach.clone(), cache_budget);
         reach
     }
 
@@ -516,8 +565,9 @@ impl Repo {
             // Branches merged into the moved one: one reach vector before, one after.
             let old = before.get(moved_name).copied();
             let new = after.get(moved_name).copied();
-            let old_reach = old.map(|t| self.reach(state, t, None));
-            let new_reach = new.map(|t| self.reach(state, t, old));
+            // Spread out once: each is compared with every branch.
+            let old_reach = old.map(|t| state.index.expand(&self.reach(state, t, None)));
+            let new_reach = new.map(|t| state.index.expand(&self.reach(state, t, old)));
             for &other in &names {
                 if other == moved_name {
                     continue;
@@ -567,10 +617,10 @@ impl Repo {
             .reach
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&b)
+            .get(b)
             .cloned();
         match cached {
-            Some(reach) => state.index.reached(&reach, a),
+            Some(reach) => state.index.reached_by(&reach, a),
             None => state.index.is_ancestor_node(a, b),
         }
     }

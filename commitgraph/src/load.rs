@@ -90,7 +90,7 @@ impl CommitGraphs {
         Ok(Repo {
             id: repo,
             state: RwLock::new(RepoState { index, branches }),
-            reach: Mutex::new(HashMap::new()),
+            reach: Mutex::new(ReachCache::new(self.reach_cache_bytes)),
         })
     }
 }

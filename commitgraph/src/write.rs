@@ -239,7 +239,7 @@ impl CommitGraphs {
                     .reach
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .retain(|&tip, _| (tip as usize) < mark.len);
+                    .retain_below(mark.len);
                 Err(error.into())
             }
         }
@@ -297,8 +297,9 @@ impl CommitGraphs {
         batch
     }
 
-    /// The change-feed entries of a write, with their history indexes: the repository's for
-    /// every event, and each branch's for its own events (and for an import that set it).
+    /// The change-feed entries of a write, with their history indexes: the repository's and
+    /// the actor's for every event, and each branch's for its own events (and for an import
+    /// that set it).
     #[allow(clippy::too_many_arguments)]
     fn entries(
         &self,
@@ -322,14 +323,19 @@ impl CommitGraphs {
             .encode()
         };
         let repo_prefix = codec::history_repo_prefix(repo);
+        let actor_prefix = codec::history_actor_prefix(by.actor);
+        let indexed = |payload: Vec<u8>| {
+            LogEntry::new(payload)
+                .index(self.history, repo_prefix.clone())
+                .index(self.history, actor_prefix.clone())
+        };
         if let WriteKind::Import { other_refs } = kind {
-            let mut entry = LogEntry::new(event(RepoChange::ImportRepo {
+            let mut entry = indexed(event(RepoChange::ImportRepo {
                 added: appended.added,
                 known: appended.known,
                 branches: moves.len(),
                 other_refs,
-            }))
-            .index(self.history, repo_prefix);
+            }));
             let names: BTreeSet<&str> = moves.iter().map(|m| m.name).collect();
             for name in names {
                 entry = entry.index(self.history, codec::history_branch_prefix(repo, name));
@@ -342,7 +348,7 @@ impl CommitGraphs {
                 count: pushed.len(),
                 commits: pushed,
             };
-            entries.push(LogEntry::new(event(change)).index(self.history, repo_prefix.clone()));
+            entries.push(indexed(event(change)));
         }
         for (i, m) in moves.iter().enumerate() {
             // The push's changed pairs involving this branch go with its last move.
@@ -368,8 +374,7 @@ impl CommitGraphs {
                 (None, None) => continue,
             };
             entries.push(
-                LogEntry::new(event(change))
-                    .index(self.history, repo_prefix.clone())
+                indexed(event(change))
                     .index(self.history, codec::history_branch_prefix(repo, m.name)),
             );
         }

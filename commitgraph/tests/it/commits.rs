@@ -819,7 +819,11 @@ fn random_dag(mut store: Store, case: DagCase) {
     }
     let mut branches: BTreeMap<String, u32> = BTreeMap::new();
     for (branch, target) in &case.moves {
-        let name = format!("br{branch}");
+        // `main` names the default branch, whose checkpoints are the cached vectors' bases.
+        let name = match branch {
+            0 => "main".to_string(),
+            _ => format!("br{branch}"),
+        };
         let before = branches.clone();
         let tip = target.index(n) as u32;
         branches.insert(name.clone(), tip);
@@ -1406,5 +1410,53 @@ proptest! {
     #[test]
     fn a_failed_push_rolls_the_index_back(case in dag_case()) {
         rollback_case(case);
+    }
+}
+
+/// Many topic branches and a reach cache far smaller than their whole vectors: vectors are
+/// cached as differences from `main`'s checkpoints (and evicted), and every `is_merged` (walked
+/// at first, then from the cached vector) and `merged_into` answers as `is_ancestor` does.
+#[test]
+fn a_small_reach_cache_answers_as_the_walk() {
+    let dag = GeneratedDag::generate(&DagParams {
+        commits: 4_000,
+        branches: 400,
+        merge_ratio: 0.25,
+        seed: 5,
+        ..DagParams::default()
+    });
+    let ids = dag.synthetic_ids(5);
+    let budget = 16 << 10;
+    let engine = EngineConfig::memory().open(STANDALONE_KEYSPACES).unwrap();
+    let graphs = crate::open_graphs(engine, 8).with_reach_cache_bytes(budget);
+    let repo = RepoId(7);
+    graphs
+        .import(repo, &dag.rev_list(&ids), &dag.refs(&ids), BY)
+        .unwrap();
+    let tips = graphs.branches(repo).unwrap();
+    assert!(tips.iter().any(|(name, _)| name == "main"));
+    for (target, t) in tips.iter().step_by(7) {
+        let expected: Vec<String> = tips
+            .iter()
+            .filter(|(name, s)| name != target && graphs.is_ancestor(repo, s, t).unwrap())
+            .map(|(name, _)| name.clone())
+            .collect();
+        // Three rounds: walks until the target is admitted, then its cached vector.
+        for _ in 0..3 {
+            for (source, s) in &tips {
+                assert_eq!(
+                    graphs.is_merged(repo, source, target).unwrap(),
+                    graphs.is_ancestor(repo, s, t).unwrap(),
+                    "{source} into {target}"
+                );
+            }
+        }
+        assert_eq!(
+            graphs.merged_into(repo, target).unwrap(),
+            expected,
+            "{target}"
+        );
+        let stats = graphs.stats(repo).unwrap();
+        assert!(stats.bytes - stats.memory.total() <= budget);
     }
 }

@@ -159,6 +159,24 @@ fn every_write_records_its_event_and_history() {
         .collect();
     assert_eq!(whole, vec![1, 2, 3, 4, 5, 6]);
     assert!(graphs.repo_history(RepoId(4), 0, 100).unwrap().is_empty());
+
+    // Per actor, in every repository: oldest first after a revision, newest first before one.
+    let revisions = |page: Vec<(u64, RepoEvent)>| page.iter().map(|e| e.0).collect::<Vec<_>>();
+    let of = |actor: &str, after: u64, limit: usize| {
+        revisions(graphs.actor_history(actor, after, limit).unwrap())
+    };
+    assert_eq!(of("alice", 0, 100), vec![1, 2, 3, 6]);
+    assert_eq!(of("bob", 0, 100), vec![4, 5]);
+    assert_eq!(of("alice", 2, 2), vec![3, 6]);
+    assert!(
+        of("ali", 0, 100).is_empty(),
+        "an actor's prefix is not another's"
+    );
+    let newest = graphs.actor_history_before("alice", u64::MAX, 3).unwrap();
+    assert_eq!(revisions(newest), vec![6, 3, 2]);
+    let older = graphs.actor_history_before("alice", 2, 3).unwrap();
+    assert_eq!(revisions(older), vec![1]);
+    assert!(graphs.actor_history("bob", 0, 100).unwrap()[0].1.actor == "bob");
 }
 
 #[test]
@@ -200,6 +218,9 @@ fn an_import_is_one_event_with_counts() {
     assert_eq!(graphs.branch_history(repo, "side", 0, 10).unwrap()[0].0, 3);
     assert_eq!(graphs.branch_history(repo, "main", 0, 10).unwrap().len(), 1);
     assert_eq!(graphs.branch_history(repo, "old", 0, 10).unwrap().len(), 1);
+    let importer = graphs.actor_history("importer", 0, 10).unwrap();
+    assert_eq!(importer.len(), 1);
+    assert_eq!(importer[0].0, 3);
     // Replaying it applies nothing: imports need a reload.
     assert_eq!(fresh(3).replay(&all[2].1).unwrap(), None);
     // Rev-list text pushed (children first, as git prints it) is recorded parents first.

@@ -23,5 +23,13 @@ pub(crate) const BY: Writer<'static> = Writer {
 pub(crate) fn open_graphs(engine: Arc<dyn Engine>, every: usize) -> CommitGraphs {
     let keyspace = engine.keyspace(STANDALONE_LOG).unwrap();
     let log = ChangeLog::open(Arc::new(GroupCommit::new(Arc::clone(&engine))), keyspace).unwrap();
-    CommitGraphs::with_checkpoint_interval(engine, log, every).unwrap()
+    // Odd intervals also get a reach cache of 200 bytes: vectors are then cached as
+    // differences from a checkpoint of `main` (or not kept at all), so the proptests check
+    // that form and the evictions too.
+    let graphs = CommitGraphs::with_checkpoint_interval(engine, log, every).unwrap();
+    if every % 2 == 1 {
+        graphs.with_reach_cache_bytes(200)
+    } else {
+        graphs
+    }
 }

@@ -13,12 +13,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use engine::Consumers;
-use graphdb::{GraphStore, HistoryOf};
+use graphdb::{GraphStore, HistoryOf, RawHistoryPage};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::handlers::{check_names, graph_error};
+use super::repos::commit_error;
 use super::Directory;
 use crate::common::error::{Json, Path, Query};
 use crate::common::feed::{self, feed_error, head_channel, ChangeSource};
@@ -252,9 +253,21 @@ async fn history(
                 Whose::Team => HistoryOf::Team(&name),
                 Whose::Person => HistoryOf::Person(&name),
             };
-            d.store
+            let graph = d
+                .store
                 .history_events(of, before, limit)
-                .map_err(graph_error)
+                .map_err(graph_error)?;
+            let Whose::Person = whose else {
+                return Ok(graph);
+            };
+            // The person's pushes and branch moves, from the commit graphs' own index.
+            let pushes = d
+                .commits
+                .actor_history_before(&name, before, limit)
+                .map_err(commit_error)?
+                .into_iter()
+                .map(|(revision, event)| (revision, event.encode()));
+            Ok(merge_newest_first(graph, pushes, limit))
         })
         .await?;
     let changes: Vec<Value> = page
@@ -263,6 +276,25 @@ async fn history(
         .map(|(revision, payload)| event(*revision, payload))
         .collect();
     Ok(axum::Json(json!({ "changes": changes, "next": page.next })).into_response())
+}
+
+/// The newest `limit` events of a page and of other events below the same `before` (each
+/// source read `limit` deep, so their newest `limit` together are the union's): `next` is the
+/// page's oldest revision when the page is full, so the next page skips nothing of either.
+fn merge_newest_first(
+    page: RawHistoryPage,
+    other: impl Iterator<Item = (u64, Vec<u8>)>,
+    limit: usize,
+) -> RawHistoryPage {
+    let mut events = page.events;
+    events.extend(other);
+    events.sort_by_key(|(revision, _)| std::cmp::Reverse(*revision));
+    events.dedup_by_key(|(revision, _)| *revision);
+    events.truncate(limit);
+    let next = (events.len() >= limit.max(1))
+        .then(|| events.last().map(|(revision, _)| *revision))
+        .flatten();
+    RawHistoryPage { events, next }
 }
 
 /// `GET /teams/{team}/history?before=REV&limit=N`: newest first.
@@ -276,7 +308,7 @@ pub(crate) async fn team_history(
 }
 
 /// `GET /persons/{person}/history?before=REV&limit=N`: what was done to the person and what
-/// they did, newest first.
+/// they did (their pushes and branch moves included), newest first.
 pub(crate) async fn person_history(
     State(state): State<Directory>,
     Path(person): Path<String>,

@@ -385,6 +385,94 @@ async fn teams_and_repositories_share_one_feed() {
     d.stop().await;
 }
 
+async fn push_commits(d: &Dir, repo: &str, rev_list: String) -> u64 {
+    let pushed = client()
+        .post(d.url(&format!("/repos/{repo}/commits")))
+        .basic_auth(USER, Some(PASSWORD))
+        .header("content-type", "text/plain")
+        .body(rev_list)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pushed.status(), 200);
+    revision_header(&pushed)
+}
+
+async fn put_branch(d: &Dir, repo: &str, branch: &str, tip: &str) -> u64 {
+    let response = d
+        .put(
+            &format!("/repos/{repo}/branches/{branch}"),
+            Some(json!({ "tip": tip })),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    revision_header(&response)
+}
+
+/// Every page of a history, `limit` at a time, following `next`.
+async fn history_pages(d: &Dir, path: &str, limit: usize) -> Vec<Vec<u64>> {
+    let mut pages = Vec::new();
+    let mut before = String::new();
+    loop {
+        let page = d.get(&format!("{path}?limit={limit}{before}")).await;
+        pages.push(revisions(&page));
+        match page["next"].as_u64() {
+            Some(next) => before = format!("&before={next}"),
+            None => return pages,
+        }
+    }
+}
+
+/// A person's history holds their pushes and branch moves (the commit graphs' actor index)
+/// beside their membership changes, merged newest first, and pages through both without a gap
+/// whatever the page size.
+#[tokio::test]
+async fn a_persons_history_pages_through_pushes_and_memberships() {
+    let d = Dir::memory(Access::default()).await;
+    let commit = |n: u8| format!("{n:02x}").repeat(20);
+    put_member(&d, "ubuntu", "alice", "member").await; // 1, 2, 3
+    assert_eq!(
+        push_commits(&d, "launchpad", format!("{}\n", commit(1))).await,
+        4
+    );
+    assert_eq!(put_branch(&d, "launchpad", "main", &commit(1)).await, 5);
+    let child = format!("{} {}\n", commit(2), commit(1));
+    assert_eq!(push_commits(&d, "launchpad", child).await, 6);
+    put_member(&d, "ubuntu", "bob", "member").await; // 7, 8
+    assert_eq!(put_branch(&d, "launchpad", "main", &commit(2)).await, 9);
+    put_member(&d, "kernel", "alice", "member").await; // 10, 11
+    assert_eq!(
+        push_commits(&d, "bzr", format!("{}\n", commit(3))).await,
+        12
+    );
+
+    let all: Vec<u64> = (1..=12).rev().collect();
+    let path = format!("/persons/{USER}/history");
+    for limit in [1, 2, 3, 5, 12, 100] {
+        let pages = history_pages(&d, &path, limit).await;
+        assert!(pages.iter().all(|p| p.len() <= limit), "{pages:?}");
+        assert_eq!(pages.concat(), all, "limit {limit}: {pages:?}");
+    }
+    let page = d.get(&format!("{path}?limit=4&before=10")).await;
+    assert_eq!(revisions(&page), [9, 8, 7, 6]);
+    assert_eq!(
+        kinds(&page),
+        [
+            "branch.set",
+            "membership.added",
+            "person.created",
+            "commits.pushed"
+        ]
+    );
+    assert_eq!(page["changes"][0]["repo"], "launchpad");
+    assert_eq!(page["changes"][0]["actor"], USER);
+    assert_eq!(page["next"], 6);
+    // Alice pushed nothing: her history is what was done to her.
+    let alice = d.get("/persons/alice/history").await;
+    assert_eq!(revisions(&alice), [11, 3, 2]);
+    d.stop().await;
+}
+
 /// A stored subscription starts delivering again when the directory opens.
 #[tokio::test]
 async fn a_stored_subscription_resumes_when_the_directory_opens() {

@@ -1,0 +1,228 @@
+//! The per-repository cache of reach vectors (one per branch tip asked about as a target),
+//! bounded in bytes, its entries stored as differences from a checkpoint of the default branch.
+//!
+//! A whole reach vector is one `u32` per chain of the repository: with many short topic
+//! branches (100,000 branches, 106,000 chains at 10^6 commits) that is 424 KB per target, and a
+//! cache bounded in entries grows as targets × chains. Vectors are kept whole while one per
+//! branch fits the cache (one read per lookup). Beyond that: a target forked from the default
+//! branch reaches everything that the default branch's checkpoint below its fork reaches, and
+//! differs from it only in the chains reached since: the commits of the default branch between
+//! the checkpoint and the fork (with what they merged), and the target's own work. So an entry
+//! keeps the `(chain, reached positions)` pairs that exceed the nearest *whole* checkpoint of
+//! the default branch that the target reaches (whole checkpoints are kept in memory anyway, see
+//! `checkpoint.rs`), sorted by chain; a lookup is a binary search in them and, when the chain is
+//! not there, one read of the checkpoint's vector. A vector whose differences would not be at
+//! most half its size is kept whole.
+//!
+//! The cache holds at most its budget of entries (the larger of [`crate::REACH_CACHE_BYTES`]
+//! and [`crate::REACH_CACHE_BYTES_PER_COMMIT`] per commit, unless
+//! [`crate::CommitGraphs::with_reach_cache_bytes`] says otherwise), evicting arbitrary ones
+//! first. `is_merged` admits a target as a rent-or-buy choice: a miss is answered by the
+//! pruned walk (about a microsecond), and the target's vector (O(chains) to compute: tens of
+//! microseconds with 100,000 chains) is computed and cached only once the walks spent on that
+//! target would have paid for it, after `max(2, chains / 2048)` misses ([`admit_after`]). So
+//! with a few targets asked about often, every question after the first few is one lookup;
+//! with 100,000 targets asked about at random, no question pays for a vector that no later
+//! question uses.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::index::CommitIndex;
+
+/// A cached reach vector.
+#[derive(Debug)]
+pub(crate) enum Reach {
+    /// One entry per chain.
+    Whole(Vec<u32>),
+    /// The entries that exceed `base` (a whole checkpoint of the default branch, shared with
+    /// it), sorted by chain.
+    OverCheckpoint {
+        base: Arc<[u32]>,
+        delta: Box<[(u32, u32)]>,
+    },
+}
+
+impl Reach {
+    /// Heap bytes held (the checkpoint is the index's, not counted here).
+    pub(crate) fn bytes(&self) -> usize {
+        match self {
+            Reach::Whole(v) => v.capacity() * 4,
+            Reach::OverCheckpoint { delta, .. } => delta.len() * 8,
+        }
+    }
+}
+
+/// Fixed cost counted per entry besides its vector: the map slot, the `Arc`'s header.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// At most this many targets' misses are counted, then the counts start over.
+const SEEN_LIMIT: usize = 1 << 16;
+
+/// After how many misses `is_merged` computes and caches a target's vector, in a repository
+/// of `chains` chains: when the walks (about 1 µs each) would have cost what the vector does
+/// (about 0.5 ns per chain, so 2,048 chains per walk).
+pub(crate) fn admit_after(chains: usize) -> u32 {
+    u32::try_from(chains / 2048).unwrap_or(u32::MAX).max(2)
+}
+
+/// The cache of one repository (see the module docs).
+#[derive(Debug)]
+pub(crate) struct ReachCache {
+    entries: HashMap<u32, Arc<Reach>>,
+    bytes: usize,
+    /// A fixed budget, or `None` for the default (see [`ReachCache::budget`]).
+    budget: Option<usize>,
+    /// Targets that missed in `is_merged`, and how many times.
+    seen: HashMap<u32, u32>,
+}
+
+impl ReachCache {
+    pub(crate) fn new(budget: Option<usize>) -> Self {
+        ReachCache {
+            entries: HashMap::new(),
+            bytes: 0,
+            budget,
+            seen: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn get(&self, tip: u32) -> Option<&Arc<Reach>> {
+        self.entries.get(&tip)
+    }
+
+    /// The most bytes the entries may hold in a repository of `commits` commits.
+    pub(crate) fn budget(&self, commits: usize) -> usize {
+        self.budget.unwrap_or_else(|| {
+            crate::REACH_CACHE_BYTES
+                .max(commits.saturating_mul(crate::REACH_CACHE_BYTES_PER_COMMIT))
+        })
+    }
+
+    /// Bytes held by the entries.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Counts a miss of `tip`: whether it has now missed `admit` times (its vector is to be
+    /// computed and cached).
+    pub(crate) fn admit(&mut self, tip: u32, admit: u32) -> bool {
+        if self.seen.len() >= SEEN_LIMIT {
+            self.seen.clear();
+        }
+        let misses = self.seen.entry(tip).or_insert(0);
+        *misses += 1;
+        *misses >= admit
+    }
+
+    /// Caches `reach` for `tip`, evicting entries until the cache fits `budget` (an entry
+    /// larger than the whole budget is not kept).
+    pub(crate) fn insert(&mut self, tip: u32, reach: Arc<Reach>, budget: usize) {
+        let size = reach.bytes() + ENTRY_OVERHEAD;
+        if size > budget {
+            return;
+        }
+        if let Some(old) = self.entries.remove(&tip) {
+            self.bytes -= old.bytes() + ENTRY_OVERHEAD;
+        }
+        while self.bytes + size > budget {
+            let Some(&evict) = self.entries.keys().next() else {
+                break;
+            };
+            if let Some(old) = self.entries.remove(&evict) {
+                self.bytes -= old.bytes() + ENTRY_OVERHEAD;
+            }
+        }
+        self.bytes += size;
+        self.entries.insert(tip, reach);
+    }
+
+    /// Drops the entries of tips at or above `len` (commits a failed write took back).
+    pub(crate) fn retain_below(&mut self, len: usize) {
+        let mut bytes = 0;
+        self.entries.retain(|&tip, reach| {
+            let keep = (tip as usize) < len;
+            if keep {
+                bytes += reach.bytes() + ENTRY_OVERHEAD;
+            }
+            keep
+        });
+        self.bytes = bytes;
+        self.seen.retain(|&tip, _| (tip as usize) < len);
+    }
+}
+
+impl CommitIndex {
+    /// `vector` (a reach vector made by [`CommitIndex::reach`]) in its cached form: whole when
+    /// `whole_fits` (whole vectors for every branch fit the cache: one read per lookup), else
+    /// as differences from the highest whole checkpoint of chain `base` that it reaches, when
+    /// those are at most half the vector's bytes.
+    pub(crate) fn compact(&self, vector: Vec<u32>, base: Option<u32>, whole_fits: bool) -> Reach {
+        if whole_fits {
+            return Reach::Whole(vector);
+        }
+        let found = base.and_then(|c| {
+            let reached = *vector.get(c as usize)? as usize;
+            // Slot i holds the commit at position (i + 1) K - 1, reached when below `reached`.
+            let below =
+                (reached / self.checkpoint_every).min(self.chains[c as usize].slots().len());
+            let top = below.checked_sub(1)?;
+            self.checkpoint(c, top);
+            (0..=top).rev().find_map(|i| self.whole_checkpoint(c, i))
+        });
+        let Some(whole) = found else {
+            return Reach::Whole(vector);
+        };
+        let mut delta = Vec::new();
+        for (x, &v) in vector.iter().enumerate() {
+            if v > whole.get(x).copied().unwrap_or(0) {
+                if delta.len() * 4 >= vector.len() {
+                    return Reach::Whole(vector);
+                }
+                delta.push((x as u32, v));
+            }
+        }
+        Reach::OverCheckpoint {
+            base: Arc::clone(whole),
+            delta: delta.into_boxed_slice(),
+        }
+    }
+
+    /// Entry `x` of a cached reach vector.
+    #[inline]
+    pub(crate) fn reach_value(&self, reach: &Reach, x: u32) -> u32 {
+        match reach {
+            Reach::Whole(v) => v.get(x as usize).copied().unwrap_or(0),
+            Reach::OverCheckpoint { base, delta } => {
+                match delta.binary_search_by_key(&x, |e| e.0) {
+                    Ok(k) => delta[k].1,
+                    Err(_) => base.get(x as usize).copied().unwrap_or(0),
+                }
+            }
+        }
+    }
+
+    /// Whether the commit whose cached reach vector is `reach` reaches `node`.
+    #[inline]
+    pub(crate) fn reached_by(&self, reach: &Reach, node: u32) -> bool {
+        let l = self.labels[node as usize];
+        self.reach_value(reach, l.chain) > l.position
+    }
+
+    /// A cached reach vector as one entry per chain.
+    pub(crate) fn expand(&self, reach: &Reach) -> Vec<u32> {
+        match reach {
+            Reach::Whole(v) => v.clone(),
+            Reach::OverCheckpoint { base, delta } => {
+                let mut v = base.to_vec();
+                for &(x, value) in delta.iter() {
+                    if v.len() <= x as usize {
+                        v.resize(x as usize + 1, 0);
+                    }
+                    v[x as usize] = value;
+                }
+                v
+            }
+        }
+    }
+}
