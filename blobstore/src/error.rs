@@ -164,6 +164,49 @@ pub enum Error {
         /// The blob.
         hash: Blake3Hash,
     },
+    /// No resumable upload has this id (never created, terminated, or removed by GC).
+    #[error("resumable upload {id} does not exist")]
+    UploadNotFound {
+        /// The id asked for.
+        id: crate::UploadId,
+    },
+    /// The resumable upload's deadline passed; GC will remove it (HTTP 410).
+    #[error("resumable upload {id} expired")]
+    UploadExpired {
+        /// The upload.
+        id: crate::UploadId,
+    },
+    /// An append did not start where the upload is (tus: 409).
+    #[error("resumable upload {id} is at offset {offset}, not {requested}")]
+    OffsetMismatch {
+        /// The upload.
+        id: crate::UploadId,
+        /// Its offset.
+        offset: u64,
+        /// The offset the append gave.
+        requested: u64,
+    },
+    /// An append would go past the upload's announced length (tus: 413); nothing appended.
+    #[error("resumable upload {id} is {length} bytes long; the append goes past it")]
+    PastLength {
+        /// The upload.
+        id: crate::UploadId,
+        /// Its announced length.
+        length: u64,
+    },
+    /// An append's bytes do not have the checksum the client announced (tus: 460); nothing
+    /// appended.
+    #[error("the {algorithm} checksum of the appended bytes does not match")]
+    ChecksumMismatch {
+        /// The algorithm.
+        algorithm: &'static str,
+    },
+    /// Another append to the same resumable upload is running (tus: 423).
+    #[error("resumable upload {id} is being appended to")]
+    UploadBusy {
+        /// The upload.
+        id: crate::UploadId,
+    },
     /// The metadata engine failed.
     #[error(transparent)]
     Engine(#[from] engine::Error),

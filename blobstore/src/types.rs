@@ -7,7 +7,10 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 
 /// The stable id of a file: its public URL is `/<id>/<filename>`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct FileId(pub u64);
 
 impl fmt::Display for FileId {
@@ -278,7 +281,10 @@ pub fn validate_filename(filename: &str) -> Result<()> {
 }
 
 /// A point in time: milliseconds since the Unix epoch (UTC).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {

@@ -214,6 +214,8 @@ impl StoreBuilder {
                 poison: Mutex::new(None),
                 hot: (self.hot_cache_bytes > 0).then(|| HotCache::new(self.hot_cache_bytes)),
                 downloads: PendingDownloads::new(now),
+                uploads_dir: self.data_dir.join("uploads"),
+                sessions: super::resumable::Sessions::default(),
             }),
         })
     }

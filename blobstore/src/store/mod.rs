@@ -32,6 +32,7 @@ mod files;
 mod gc;
 mod read;
 mod replay;
+mod resumable;
 mod upload;
 
 pub use audit::{BlobProblem, CheckReport, Inconsistency, VerifyReport};
@@ -41,6 +42,7 @@ pub use files::FileUpdate;
 pub use files::Revised;
 pub use gc::{GcReport, SweepReport};
 pub use read::{Access, ContentReader, Visibility};
+pub use resumable::Patched;
 pub use upload::{Upload, UploadRequest, Uploaded};
 
 /// The size of the chunks an upload is hashed and written in, and the largest inline
@@ -88,6 +90,7 @@ struct Keyspaces {
     meta: Keyspace,
     history: Keyspace,
     consumers: Keyspace,
+    uploads: Keyspace,
 }
 
 impl Keyspaces {
@@ -108,6 +111,7 @@ impl Keyspaces {
             meta: engine.keyspace(keys::META)?,
             history: engine.keyspace(keys::HISTORY)?,
             consumers: engine.keyspace(keys::CONSUMERS)?,
+            uploads: engine.keyspace(keys::UPLOADS)?,
         })
     }
 }
@@ -147,6 +151,10 @@ struct Inner {
     hot: Option<HotCache>,
     /// Download counts not written yet.
     downloads: PendingDownloads,
+    /// Where resumable uploads keep their bytes until finished (`data_dir/uploads`).
+    uploads_dir: std::path::PathBuf,
+    /// The resumable uploads being appended to, with the digests of their prefix.
+    sessions: resumable::Sessions,
 }
 
 impl Inner {

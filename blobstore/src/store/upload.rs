@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::hashing::{Digests, Hashing};
 use crate::keys;
 use crate::records::{BlobInfo, BlobMeta, ContentState, FileRecord};
+use crate::resumable::ResumableUpload;
 use crate::types::{validate_filename, Blake3Hash, BucketName, FileId, Timestamp};
 use crate::writer::BackgroundWriter;
 
@@ -76,7 +77,7 @@ pub(super) struct Replayed {
 }
 
 /// The bytes of an upload that reached commit.
-enum Content {
+pub(super) enum Content {
     Inline(Vec<u8>),
     Temp(Box<dyn TempBlob>),
 }
@@ -229,8 +230,15 @@ impl Upload {
             time: self.replayed.map_or_else(|| self.store.now(), |r| r.time),
         };
         let replayed = self.replayed.map(|r| r.id);
-        self.store
-            .commit_upload(&request, origin, replayed, self.size, digests, content)
+        self.store.commit_upload(
+            &request,
+            origin,
+            replayed,
+            self.size,
+            digests,
+            content,
+            Extras::default(),
+        )
     }
 }
 
@@ -258,6 +266,25 @@ impl Write for Upload {
     }
 }
 
+/// Checks the filename and the content type of `request`.
+pub(super) fn validate_request(request: &UploadRequest) -> Result<()> {
+    validate_filename(&request.filename)?;
+    if request.content_type.len() > 1024 || request.content_type.chars().any(char::is_control) {
+        return Err(Error::InvalidFilename {
+            filename: request.filename.clone(),
+            reason: "content type longer than 1024 bytes or with control characters",
+        });
+    }
+    Ok(())
+}
+
+/// What else an upload's batch carries.
+#[derive(Default)]
+pub(super) struct Extras<'a> {
+    /// The resumable upload this file finishes: its record is marked finished in the batch.
+    pub finishing: Option<&'a ResumableUpload>,
+}
+
 impl Store {
     /// Starts a streaming upload by `actor` (recorded in its `file.created` event). With a [`UploadRequest::declared_length`], an upload that
     /// would exceed the bucket's quota is refused here, before any byte is sent.
@@ -277,13 +304,7 @@ impl Store {
         actor: &str,
         replayed: Option<Replayed>,
     ) -> Result<Upload> {
-        validate_filename(&request.filename)?;
-        if request.content_type.len() > 1024 || request.content_type.chars().any(char::is_control) {
-            return Err(Error::InvalidFilename {
-                filename: request.filename,
-                reason: "content type longer than 1024 bytes or with control characters",
-            });
-        }
+        validate_request(&request)?;
         self.check_writable()?;
         if let (Some(length), None) = (request.declared_length, replayed) {
             self.check_quota(&request.bucket, length)?;
@@ -348,7 +369,7 @@ impl Store {
         Ok(id)
     }
 
-    fn check_quota(&self, bucket: &BucketName, size: u64) -> Result<()> {
+    pub(super) fn check_quota(&self, bucket: &BucketName, size: u64) -> Result<()> {
         if let Some(quota) = self.quota(bucket)? {
             let used = as_u64(self.counter(
                 self.inner.ks.stats,
@@ -366,7 +387,8 @@ impl Store {
         Ok(())
     }
 
-    fn commit_upload(
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn commit_upload(
         &self,
         request: &UploadRequest,
         origin: Origin<'_>,
@@ -374,6 +396,7 @@ impl Store {
         size: u64,
         digests: Digests,
         content: Content,
+        extras: Extras<'_>,
     ) -> Result<Uploaded> {
         self.check_writable()?;
         let ks = self.inner.ks;
@@ -519,6 +542,12 @@ impl Store {
             keys::global_stat(keys::STAT_LOGICAL),
             as_i64(size),
         );
+        if let Some(upload) = extras.finishing {
+            let mut finished = upload.clone();
+            finished.offset = size;
+            finished.file = Some(id);
+            batch.put(ks.uploads, keys::upload(&upload.id), finished.encode());
+        }
         let event = origin.change(ChangeKind::file_created(&record, deduplicated));
         let appended = self.append(batch, &[event])?;
         // The decisions are visible; the locks need not wait for the disk.

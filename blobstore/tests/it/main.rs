@@ -11,10 +11,20 @@ mod feed;
 mod hot;
 mod model;
 mod reference_model;
+mod resumable;
 mod suite;
 mod support;
 
 suite::every_suite_function!(common::backend_tests!(suite:));
+
+mod resumable_tests {
+    crate::common::backend_tests!(resumable:
+        appends_make_an_ordinary_file,
+        bad_appends_change_nothing,
+        resumes_after_reopen_with_the_right_digests,
+        expiry_and_termination,
+    );
+}
 
 mod fault_tests {
     crate::common::backend_tests!(faults: disk_full_and_failed_fsync);
