@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, head, post};
 use axum::Router;
 use blobstore::Store;
 use prometheus_client::metrics::counter::Counter;
@@ -44,6 +44,12 @@ pub const OPENAPI: &str = include_str!("../../openapi/librarian.json");
 /// The routes, as `(method, path template)`, that the OpenAPI document must describe.
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/buckets/{bucket}/files"),
+    ("POST", "/buckets/{bucket}/uploads"),
+    ("OPTIONS", "/buckets/{bucket}/uploads"),
+    ("HEAD", "/uploads/{id}"),
+    ("PATCH", "/uploads/{id}"),
+    ("DELETE", "/uploads/{id}"),
+    ("OPTIONS", "/uploads/{id}"),
     ("GET", "/buckets/{bucket}/files"),
     ("PUT", "/buckets/{bucket}"),
     ("GET", "/buckets/{bucket}"),
@@ -294,6 +300,18 @@ pub fn router(state: Librarian) -> Router {
             post(handlers::upload)
                 .layer(DefaultBodyLimit::disable())
                 .get(handlers::list_bucket),
+        )
+        .route(
+            "/buckets/{bucket}/uploads",
+            post(handlers::tus_create).options(handlers::tus_options),
+        )
+        .route(
+            "/uploads/{id}",
+            head(handlers::tus_head)
+                .patch(handlers::tus_patch)
+                .layer(DefaultBodyLimit::disable())
+                .delete(handlers::tus_delete)
+                .options(handlers::tus_options),
         )
         .route(
             "/buckets/{bucket}",

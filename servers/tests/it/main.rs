@@ -14,3 +14,4 @@ mod object_store;
 mod proxies;
 mod soak;
 mod support;
+mod tus;

@@ -14,6 +14,7 @@ mod download;
 mod feed;
 mod files;
 mod ops;
+mod tus;
 mod upload;
 
 pub(crate) use download::{answer_small, download, download_blob};
@@ -26,6 +27,7 @@ pub(crate) use files::{
     set_quota, update_file,
 };
 pub(crate) use ops::{health, metrics, openapi, stats};
+pub(crate) use tus::{tus_create, tus_delete, tus_head, tus_options, tus_patch};
 pub(crate) use upload::upload;
 
 /// The `Retry-After` of a 503 for an object store that is unavailable, in seconds.
@@ -96,6 +98,31 @@ pub(crate) fn store_error(error: blobstore::Error) -> ApiError {
         )
         .with_cause(error),
         E::Poisoned { .. } => ApiError::unavailable(error),
+        E::UploadNotFound { .. } => ApiError::not_found("no such upload"),
+        E::UploadExpired { .. } => ApiError::gone("the upload expired"),
+        E::OffsetMismatch { offset, .. } => ApiError::conflict(
+            "offset_mismatch",
+            format!("the upload is at offset {offset}"),
+        )
+        .with_header(
+            header::HeaderName::from_static("upload-offset"),
+            HeaderValue::from(offset),
+        ),
+        E::PastLength { length, .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "past_length",
+            format!("the upload is {length} bytes long; nothing was appended"),
+        ),
+        E::ChecksumMismatch { algorithm } => ApiError::new(
+            StatusCode::from_u16(460).expect("460 is a valid status"),
+            "checksum_mismatch",
+            format!("the {algorithm} checksum does not match; nothing was appended"),
+        ),
+        E::UploadBusy { .. } => ApiError::new(
+            StatusCode::LOCKED,
+            "upload_busy",
+            "another PATCH to this upload is running",
+        ),
         E::Feed(error) => crate::common::feed::feed_error(error),
         other => ApiError::internal(other),
     }
