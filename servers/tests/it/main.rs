@@ -15,3 +15,4 @@ mod proxies;
 mod soak;
 mod support;
 mod tus;
+mod tus_clients;
