@@ -207,6 +207,18 @@ pub enum Error {
         /// The upload.
         id: crate::UploadId,
     },
+    /// An idempotency key that the store does not accept (HTTP 400).
+    #[error("invalid idempotency key: {reason}")]
+    InvalidIdempotencyKey {
+        /// Why.
+        reason: &'static str,
+    },
+    /// The idempotency key was used within its window for other content (HTTP 422).
+    #[error("idempotency key {key:?} was used for other content")]
+    IdempotencyConflict {
+        /// The key (truncated to 100 characters).
+        key: String,
+    },
     /// The metadata engine failed.
     #[error(transparent)]
     Engine(#[from] engine::Error),

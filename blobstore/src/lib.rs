@@ -66,6 +66,7 @@ pub use store::{
     Inconsistency, Page, Patched, Revised, Store, StoreBuilder, StoreSummary, SweepReport, Upload,
     UploadRequest, Uploaded, VerifyReport, Visibility, CHUNK_SIZE, DEFAULT_CHANGE_RETENTION,
     DEFAULT_EXPIRY_GRACE, DEFAULT_GRACE, DEFAULT_HOT_CACHE_BYTES, DEFAULT_INLINE_THRESHOLD,
+    IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEY,
 };
 pub use token::{Token, TokenError, TokenSigner, DEFAULT_TOKEN_LIFETIME};
 pub use types::{

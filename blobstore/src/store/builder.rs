@@ -201,6 +201,7 @@ impl StoreBuilder {
                 blob_locks: Stripes::new(LOCK_STRIPES),
                 pair_locks: Stripes::new(LOCK_STRIPES),
                 bucket_locks: SharedStripes::new(LOCK_STRIPES),
+                idempotency_locks: Stripes::new(LOCK_STRIPES),
                 ids: Mutex::new(Ids {
                     next,
                     high_water: next,

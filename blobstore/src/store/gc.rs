@@ -23,6 +23,8 @@ pub struct GcReport {
     pub pruned_changes: u64,
     /// Resumable uploads removed (with their bytes) because their deadline passed.
     pub expired_uploads: u64,
+    /// Idempotency keys removed because their window passed.
+    pub expired_idempotency_keys: u64,
     /// Whether more work was left for another pass.
     pub more: bool,
 }
@@ -43,7 +45,8 @@ impl Store {
     /// whose expiry plus the expiry grace has passed, then collects up to `limit` blobs that
     /// have had no reference for longer than the grace, then prunes up to `limit` events of
     /// the change feed older than the retention (the newest event is always kept), then
-    /// removes up to `limit` resumable uploads past their deadline, with their bytes. Safe to
+    /// removes up to `limit` resumable uploads past their deadline, with their bytes, and up
+    /// to `limit` idempotency keys past their window. Safe to
     /// run while uploads run. Its changes are recorded under the actor [`GC_ACTOR`]
     /// (`file.collected`, `blob.collected`).
     ///
@@ -61,7 +64,9 @@ impl Store {
         report.pruned_changes = pruned;
         let (uploads, more_uploads) = self.expire_uploads(limit)?;
         report.expired_uploads = uploads;
-        report.more = more_expired || more_blobs || more_changes || more_uploads;
+        let (keys, more_keys) = self.expire_idempotency_keys(limit)?;
+        report.expired_idempotency_keys = keys;
+        report.more = more_expired || more_blobs || more_changes || more_uploads || more_keys;
         Ok(report)
     }
 

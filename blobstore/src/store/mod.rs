@@ -30,6 +30,7 @@ mod builder;
 mod feed;
 mod files;
 mod gc;
+mod idempotency;
 mod read;
 mod replay;
 mod resumable;
@@ -41,6 +42,7 @@ pub use builder::{StoreBuilder, DEFAULT_CHANGE_RETENTION};
 pub use files::FileUpdate;
 pub use files::Revised;
 pub use gc::{GcReport, SweepReport};
+pub use idempotency::{IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEY};
 pub use read::{Access, ContentReader, Visibility};
 pub use resumable::Patched;
 pub use upload::{Upload, UploadRequest, Uploaded};
@@ -139,6 +141,9 @@ struct Inner {
     /// Per bucket: the quota (shared by uploads into a bucket without a quota; exclusive for
     /// uploads into a bucket with one, and for `set_quota`).
     bucket_locks: SharedStripes,
+    /// Per (actor, idempotency key): an upload's check of its key and the batch recording
+    /// it. Taken before the blob lock.
+    idempotency_locks: Stripes,
     ids: Mutex<Ids>,
     clock: Arc<dyn Clock>,
     signer: TokenSigner,

@@ -482,6 +482,7 @@ impl Store {
             expected_blake3: None,
             expected_sha256: None,
             declared_length: None,
+            idempotency_key: None,
         };
         let origin = Origin {
             actor: &record.actor,

@@ -39,6 +39,11 @@ pub struct UploadRequest {
     /// would take the bucket past its quota is refused by [`Store::begin_upload`], before a
     /// byte is read. The quota is checked again at commit against the real size.
     pub declared_length: Option<u64>,
+    /// An idempotency key (1 to 255 bytes of visible ASCII), scoped to the actor: within
+    /// [`crate::IDEMPOTENCY_WINDOW`] the same key with the same content answers the first
+    /// upload's file ([`Uploaded::repeated`]), with other content
+    /// [`Error::IdempotencyConflict`].
+    pub idempotency_key: Option<String>,
 }
 
 impl UploadRequest {
@@ -53,6 +58,7 @@ impl UploadRequest {
             expected_blake3: None,
             expected_sha256: None,
             declared_length: None,
+            idempotency_key: None,
         }
     }
 }
@@ -65,8 +71,11 @@ pub struct Uploaded {
     pub record: FileRecord,
     /// Its blob as the upload left it (`refcount` counts the new file).
     pub blob: BlobInfo,
-    /// The revision of its `file.created` event.
+    /// The revision of its `file.created` event (of a repeated upload: the durable head).
     pub revision: u64,
+    /// Whether this answers an earlier upload with the same idempotency key and content
+    /// (nothing was stored).
+    pub repeated: bool,
 }
 
 /// The id and time a replayed upload takes from its event instead of the store.
@@ -269,6 +278,9 @@ impl Write for Upload {
 /// Checks the filename and the content type of `request`.
 pub(super) fn validate_request(request: &UploadRequest) -> Result<()> {
     validate_filename(&request.filename)?;
+    if let Some(key) = &request.idempotency_key {
+        super::idempotency::validate_key(key)?;
+    }
     if request.content_type.len() > 1024 || request.content_type.chars().any(char::is_control) {
         return Err(Error::InvalidFilename {
             filename: request.filename.clone(),
@@ -402,6 +414,19 @@ impl Store {
         let ks = self.inner.ks;
         let hash = digests.blake3;
         let bucket = &request.bucket;
+        // An idempotency key is checked and recorded under its lock, taken before the others:
+        // two uploads with one key cannot both store a file.
+        let idempotency = match (&request.idempotency_key, replayed) {
+            (Some(key), None) => Some(key.as_str()),
+            _ => None,
+        };
+        let _key_guard =
+            idempotency.map(|key| self.inner.idempotency_locks.lock(&(origin.actor, key)));
+        if let Some(key) = idempotency {
+            if let Some(first) = self.idempotent_answer(origin.actor, key, &hash)? {
+                return Ok(first);
+            }
+        }
         // A replayed upload was held to the quota by its source store.
         let quota_applies = replayed.is_none();
         if quota_applies {
@@ -548,6 +573,9 @@ impl Store {
             finished.file = Some(id);
             batch.put(ks.uploads, keys::upload(&upload.id), finished.encode());
         }
+        if let Some(key) = idempotency {
+            self.record_key(&mut batch, origin.actor, key, id, hash, now)?;
+        }
         let event = origin.change(ChangeKind::file_created(&record, deduplicated));
         let appended = self.append(batch, &[event])?;
         // The decisions are visible; the locks need not wait for the disk.
@@ -570,6 +598,7 @@ impl Store {
             record,
             blob,
             revision,
+            repeated: false,
         })
     }
 }

@@ -23,6 +23,7 @@ mod resumable_tests {
         bad_appends_change_nothing,
         resumes_after_reopen_with_the_right_digests,
         expiry_and_termination,
+        idempotent_uploads,
     );
 }
 

@@ -335,3 +335,59 @@ fn measure_resume_rehash() {
         cold
     );
 }
+
+pub fn idempotent_uploads(backend: Backend) {
+    let h = Harness::new(backend);
+    let store = h.open();
+    let keyed = |name: &str, key: &str| {
+        let mut request = request(name);
+        request.idempotency_key = Some(key.to_string());
+        request
+    };
+    let a = content(1, 40_000);
+    let first = store.upload_bytes(keyed("a", "K"), &a, "alice").unwrap();
+    assert!(!first.repeated);
+    let events = store.changes(0, 1000).unwrap().len();
+    // The same key and content: the first upload's file, nothing stored.
+    let again = store.upload_bytes(keyed("a2", "K"), &a, "alice").unwrap();
+    assert!(again.repeated);
+    assert_eq!(again.record, first.record);
+    assert_eq!(store.changes(0, 1000).unwrap().len(), events);
+    assert_eq!(store.bucket_stats(&bucket("tus")).unwrap().files, 1);
+    // Other content: refused. Another actor's key of the same name is another key.
+    let b = content(2, 100);
+    assert!(matches!(
+        store.upload_bytes(keyed("b", "K"), &b, "alice"),
+        Err(Error::IdempotencyConflict { .. })
+    ));
+    assert!(
+        !store
+            .upload_bytes(keyed("b", "K"), &b, "bob")
+            .unwrap()
+            .repeated
+    );
+    for bad in [String::new(), "k".repeat(256), "tab\t".into()] {
+        assert!(matches!(
+            store.upload_bytes(keyed("c", &bad), &b, "alice"),
+            Err(Error::InvalidIdempotencyKey { .. })
+        ));
+    }
+    // Concurrent uploads with one key store one file.
+    let c = content(3, 300_000);
+    let ids: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| store.upload_bytes(keyed("c", "C"), &c, "carol").unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(ids.iter().filter(|u| !u.repeated).count(), 1);
+    assert!(ids.iter().all(|u| u.record.id == ids[0].record.id));
+    // Past the window the key is free again; GC removes the keys past it.
+    h.advance(blobstore::IDEMPOTENCY_WINDOW + Duration::from_secs(1));
+    let later = store.upload_bytes(keyed("b", "K"), &b, "alice").unwrap();
+    assert!(!later.repeated);
+    assert_eq!(store.gc(100).unwrap().expired_idempotency_keys, 2);
+    h.advance(blobstore::IDEMPOTENCY_WINDOW + Duration::from_secs(1));
+    assert_eq!(store.gc(100).unwrap().expired_idempotency_keys, 1);
+    assert_consistent(&store);
+}

@@ -398,6 +398,7 @@ pub async fn gc_loop(state: Librarian, interval: Duration) {
                 total.collected_blobs += report.collected_blobs;
                 total.freed_bytes += report.freed_bytes;
                 total.pruned_changes += report.pruned_changes;
+                total.expired_uploads += report.expired_uploads;
                 if !report.more {
                     return Ok::<_, blobstore::Error>(total);
                 }
@@ -412,6 +413,7 @@ pub async fn gc_loop(state: Librarian, interval: Duration) {
                     collected_blobs = report.collected_blobs,
                     freed_bytes = report.freed_bytes,
                     pruned_changes = report.pruned_changes,
+                    expired_uploads = report.expired_uploads,
                     "GC pass"
                 );
             }

@@ -8,6 +8,7 @@ mod binaries;
 mod directory;
 mod feed;
 mod hot;
+mod idempotency;
 mod infra;
 mod librarian;
 mod object_store;

@@ -98,6 +98,14 @@ pub(crate) fn store_error(error: blobstore::Error) -> ApiError {
         )
         .with_cause(error),
         E::Poisoned { .. } => ApiError::unavailable(error),
+        E::InvalidIdempotencyKey { reason } => {
+            ApiError::bad_request("bad_idempotency_key", reason)
+        }
+        E::IdempotencyConflict { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_conflict",
+            "this Idempotency-Key was used within 24 hours for other content",
+        ),
         E::UploadNotFound { .. } => ApiError::not_found("no such upload"),
         E::UploadExpired { .. } => ApiError::gone("the upload expired"),
         E::OffsetMismatch { offset, .. } => ApiError::conflict(
