@@ -219,6 +219,12 @@ pub enum Error {
         /// The key (truncated to 100 characters).
         key: String,
     },
+    /// A range of days for usage statistics that is reversed or too long (HTTP 400).
+    #[error("invalid range of days: {reason}")]
+    InvalidDayRange {
+        /// Why.
+        reason: &'static str,
+    },
     /// The metadata engine failed.
     #[error(transparent)]
     Engine(#[from] engine::Error),

@@ -182,6 +182,14 @@ pub(crate) fn parse_expiry(key: &[u8]) -> Option<(Timestamp, FileId)> {
     r.is_empty().then_some((at, id))
 }
 
+/// The day of a file's download counter that holds its total (no real day is this late).
+pub(crate) const TOTAL_DAY: Day = Day(u32::MAX);
+
+/// `'d' ‖ bucket ‖ day` in `bs.stats`: counter of the bucket's downloads that day.
+pub(crate) fn bucket_downloads(bucket: &str, day: Day) -> Vec<u8> {
+    KeyBuilder::new().u8(b'd').str(bucket).u32(day.0).finish()
+}
+
 pub(crate) fn download(id: FileId, day: Day) -> Vec<u8> {
     KeyBuilder::new().u64(id.0).u32(day.0).finish()
 }

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::hot::HotCache;
 use crate::keys;
 use crate::locks::{SharedStripes, Stripes};
-use crate::records::BlobMeta;
+use crate::records::{BlobMeta, FileRecord};
 use crate::token::TokenSigner;
 use crate::types::{Blake3Hash, FileId, Timestamp};
 
@@ -35,6 +35,7 @@ mod read;
 mod replay;
 mod resumable;
 mod upload;
+mod usage;
 
 pub use audit::{BlobProblem, CheckReport, Inconsistency, VerifyReport};
 pub use buckets::{BucketStats, Page, StoreSummary};
@@ -46,6 +47,7 @@ pub use idempotency::{IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEY};
 pub use read::{Access, ContentReader, Visibility};
 pub use resumable::Patched;
 pub use upload::{Upload, UploadRequest, Uploaded};
+pub use usage::{DownloadSummary, MAX_USAGE_DAYS};
 
 /// The size of the chunks an upload is hashed and written in, and the largest inline
 /// threshold accepted.
@@ -187,9 +189,18 @@ impl Inner {
             }
         };
         let mut batch = WriteBatch::new();
-        for (((id, day), n), record) in counts.iter().zip(exists) {
-            if record.is_some() {
-                batch.counter_add(self.ks.downloads, keys::download(*id, *day), as_i64(*n));
+        for ((((id, day), n), record), key) in counts.iter().zip(exists).zip(&file_keys) {
+            let Some(record) = record else { continue };
+            let n = as_i64(*n);
+            batch.counter_add(self.ks.downloads, keys::download(*id, *day), n);
+            // The file's total, and the bucket's count of the day (usage statistics).
+            batch.counter_add(self.ks.downloads, keys::download(*id, keys::TOTAL_DAY), n);
+            if let Ok(record) = FileRecord::decode(*id, key, &record) {
+                batch.counter_add(
+                    self.ks.stats,
+                    keys::bucket_downloads(record.bucket.as_str(), *day),
+                    n,
+                );
             }
         }
         if let Err(error) = self.engine.write(batch, Durability::Buffered) {

@@ -14,6 +14,7 @@ mod reference_model;
 mod resumable;
 mod suite;
 mod support;
+mod usage;
 
 suite::every_suite_function!(common::backend_tests!(suite:));
 
@@ -25,6 +26,10 @@ mod resumable_tests {
         expiry_and_termination,
         idempotent_uploads,
     );
+}
+
+mod usage_tests {
+    crate::common::backend_tests!(usage: usage_statistics);
 }
 
 mod fault_tests {

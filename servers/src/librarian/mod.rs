@@ -61,6 +61,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/search"),
     ("GET", "/changes"),
     ("GET", "/files/{id}/history"),
+    ("GET", "/files/{id}/downloads"),
+    ("GET", "/buckets/{bucket}/downloads"),
     ("GET", "/buckets/{bucket}/history"),
     ("GET", "/persons/{person}/history"),
     ("POST", "/subscriptions"),
@@ -332,6 +334,11 @@ pub fn router(state: Librarian) -> Router {
         .route("/stats", get(handlers::stats))
         .route("/changes", get(handlers::changes))
         .route("/files/{id}/history", get(handlers::file_history))
+        .route("/files/{id}/downloads", get(handlers::file_downloads))
+        .route(
+            "/buckets/{bucket}/downloads",
+            get(handlers::bucket_downloads),
+        )
         .route("/buckets/{bucket}/history", get(handlers::bucket_history))
         .route("/persons/{person}/history", get(handlers::person_history))
         .route(

@@ -17,3 +17,4 @@ mod soak;
 mod support;
 mod tus;
 mod tus_clients;
+mod usage;

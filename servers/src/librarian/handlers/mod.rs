@@ -16,6 +16,7 @@ mod files;
 mod ops;
 mod tus;
 mod upload;
+mod usage;
 
 pub(crate) use download::{answer_small, download, download_blob};
 pub(crate) use feed::{
@@ -29,6 +30,7 @@ pub(crate) use files::{
 pub(crate) use ops::{health, metrics, openapi, stats};
 pub(crate) use tus::{tus_create, tus_delete, tus_head, tus_options, tus_patch};
 pub(crate) use upload::upload;
+pub(crate) use usage::{bucket_downloads, file_downloads};
 
 /// The `Retry-After` of a 503 for an object store that is unavailable, in seconds.
 pub(crate) const BACKEND_RETRY_AFTER_SECS: u32 = 10;
@@ -98,6 +100,7 @@ pub(crate) fn store_error(error: blobstore::Error) -> ApiError {
         )
         .with_cause(error),
         E::Poisoned { .. } => ApiError::unavailable(error),
+        E::InvalidDayRange { reason } => ApiError::bad_request("bad_range", reason),
         E::InvalidIdempotencyKey { reason } => {
             ApiError::bad_request("bad_idempotency_key", reason)
         }
