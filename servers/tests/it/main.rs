@@ -6,6 +6,7 @@
 mod badinput;
 mod binaries;
 mod directory;
+mod download_clients;
 mod feed;
 mod hot;
 mod idempotency;
