@@ -18,4 +18,5 @@ mod soak;
 mod support;
 mod tus;
 mod tus_clients;
+mod tus_figures;
 mod usage;
