@@ -112,7 +112,7 @@ pub(crate) fn sync_dir(path: &Path) -> Result<()> {
 }
 
 /// Creates `dir` if missing, making the new entry durable in its parent.
-fn ensure_dir(dir: &Path) -> Result<()> {
+pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
     if dir.is_dir() {
         return Ok(());
     }

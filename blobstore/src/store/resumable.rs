@@ -236,10 +236,16 @@ impl Store {
         }
 
         let path = self.upload_path(&id);
-        let created = record.offset == 0 && !path.exists();
-        if created {
-            fs::create_dir_all(&self.inner.uploads_dir)
-                .map_err(|e| Error::io("creating directory", &self.inner.uploads_dir, e))?;
+        // The first append makes the file's directory entry durable (a file left by an
+        // append that crashed before its batch may exist without a durable entry).
+        let first = record.offset == 0;
+        if first {
+            let dir = &self.inner.uploads_dir;
+            if let Some(parent) = dir.parent() {
+                fs::create_dir_all(parent)
+                    .map_err(|e| Error::io("creating directory", parent, e))?;
+            }
+            crate::backend::ensure_dir(dir)?;
         }
         let mut file = OpenOptions::new()
             .read(true)
@@ -346,7 +352,7 @@ impl Store {
                 rollback(&file, &mut guard, before);
                 return Err(error);
             }
-            if created {
+            if first {
                 if let Err(error) = crate::backend::sync_dir(&self.inner.uploads_dir) {
                     self.poison_on_sync_failure(&error);
                     rollback(&file, &mut guard, before);
