@@ -31,7 +31,12 @@ fn tus(builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         .header("tus-resumable", "1.0.0")
 }
 
-async fn create(server: &TestServer, client: &reqwest::Client, length: usize, name: &str) -> String {
+async fn create(
+    server: &TestServer,
+    client: &reqwest::Client,
+    length: usize,
+    name: &str,
+) -> String {
     let response = tus(client.post(server.url("/buckets/figures/uploads")))
         .header("upload-length", length.to_string())
         .header("upload-metadata", format!("filename {}", base64_of(name)))
@@ -47,7 +52,12 @@ fn base64_of(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
 
-async fn patch(client: &reqwest::Client, url: &str, offset: usize, body: reqwest::Body) -> reqwest::Response {
+async fn patch(
+    client: &reqwest::Client,
+    url: &str,
+    offset: usize,
+    body: reqwest::Body,
+) -> reqwest::Response {
     tus(client.patch(url))
         .header("content-type", "application/offset+octet-stream")
         .header("upload-offset", offset.to_string())
@@ -87,12 +97,19 @@ async fn tus_figures() {
             let piece = data.slice(offset..offset + 8 * MIB);
             let response = patch(&client, &url, offset, piece.into()).await;
             assert_eq!(response.status(), 204);
-            finished = response.headers().get("x-file-id").map(|v| v.to_str().unwrap().parse().unwrap());
+            finished = response
+                .headers()
+                .get("x-file-id")
+                .map(|v| v.to_str().unwrap().parse().unwrap());
         }
         let tus_time = started.elapsed();
         // Free the disk for the next run (the machine's disk is shared and small).
         for id in [posted["id"].as_u64().unwrap(), finished.unwrap()] {
-            server.state.store().delete_file(blobstore::FileId(id), "figures").unwrap();
+            server
+                .state
+                .store()
+                .delete_file(blobstore::FileId(id), "figures")
+                .unwrap();
         }
         server.clock.advance(Duration::from_secs(2 * 86_400));
         server.state.store().gc(1000).unwrap();
@@ -123,14 +140,23 @@ async fn tus_figures() {
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let head = tus(client.head(&url)).send().await.unwrap();
-    let kept: usize = head.headers()["upload-offset"].to_str().unwrap().parse().unwrap();
+    let kept: usize = head.headers()["upload-offset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let resent = size - kept;
     println!(
         "killed at 50% ({half} bytes sent): the server kept {kept}; the resume sends {resent} bytes = {:.2}% of the file ({} bytes sent twice)",
         100.0 * resent as f64 / size as f64,
         half - kept
     );
-    assert_eq!(patch(&client, &url, kept, data.slice(kept..).into()).await.status(), 204);
+    assert_eq!(
+        patch(&client, &url, kept, data.slice(kept..).into())
+            .await
+            .status(),
+        204
+    );
 
     // Idempotency-Key on 4 KiB uploads: sequential, alternating rounds with and without.
     let mut with = Vec::new();
@@ -148,7 +174,11 @@ async fn tus_figures() {
             }
             let started = Instant::now();
             assert_eq!(request.send().await.unwrap().status(), 201);
-            if keyed { with.push(started.elapsed()) } else { without.push(started.elapsed()) }
+            if keyed {
+                with.push(started.elapsed())
+            } else {
+                without.push(started.elapsed())
+            }
         }
     }
     with.sort();
