@@ -18,8 +18,10 @@ export CARGO_TERM_COLOR ?= never
 # `rocksdb` crate, git for the commit-graph agreement tests, curl for the HTTP tests, haproxy
 # for the trusted-proxy tests, postgresql for the engine's PostgreSQL backend
 # (scripts/with-postgres.sh starts a cluster of its own; the package's service is not used),
-# strace for the crash-state test (blobstore/tests/it/crash_states.rs).
-DEBIAN_PACKAGES := librocksdb-dev clang libclang-dev git curl pkg-config haproxy postgresql strace
+# strace for the crash-state test (blobstore/tests/it/crash_states.rs), aria2 and wget for the
+# librarian's download-client tests. The tus tests' client (PyPI's tuspy, pinned by hash) is
+# installed by scripts/tuspy.sh into ~/.cache/lpstore/.
+DEBIAN_PACKAGES := librocksdb-dev clang libclang-dev git curl pkg-config haproxy postgresql strace aria2 wget
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup run test bench build fuzz soak load capacity
@@ -34,6 +36,7 @@ setup:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+	@bash scripts/tuspy.sh python >/dev/null
 
 build: setup
 	cargo build --release --workspace

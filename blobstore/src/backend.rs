@@ -46,6 +46,20 @@ pub trait BlobBackend: Send + Sync + fmt::Debug {
     /// The backend's error (for the filesystem: creating the temporary file).
     fn create_temp(&self) -> Result<Box<dyn TempBlob>>;
 
+    /// Starts a new blob from the complete, fsynced file at `path` (a finished resumable
+    /// upload), which stays where it is: the returned blob is persisted like any other.
+    /// The default copies the file into [`BlobBackend::create_temp`]; the local filesystem
+    /// links it instead (no copy).
+    ///
+    /// # Errors
+    /// The backend's error, or [`Error::Io`] reading `path`.
+    fn adopt(&self, path: &Path) -> Result<Box<dyn TempBlob>> {
+        let mut temp = self.create_temp()?;
+        let mut file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+        io::copy(&mut file, &mut temp).map_err(|e| Error::io("copying", path, e))?;
+        Ok(temp)
+    }
+
     /// Reads `len` bytes of `hash` from `offset`, or `None` when the blob is not stored.
     ///
     /// # Errors
@@ -91,7 +105,7 @@ pub struct LocalFsBackend {
     direct_io: bool,
 }
 
-fn sync_dir(path: &Path) -> Result<()> {
+pub(crate) fn sync_dir(path: &Path) -> Result<()> {
     File::open(path)
         .and_then(|dir| dir.sync_all())
         .map_err(|e| Error::io("fsyncing directory", path, e))
@@ -105,7 +119,7 @@ fn sync_dir(path: &Path) -> Result<()> {
 static CREATING_DIRS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Creates `dir` if missing, making the new entry durable in its parent.
-fn ensure_dir(dir: &Path) -> Result<()> {
+pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
     let _creating = CREATING_DIRS.lock().unwrap_or_else(|e| e.into_inner());
     if dir.is_dir() {
         return Ok(());
@@ -180,6 +194,59 @@ impl LocalFsBackend {
     }
 }
 
+/// Moves the complete, fsynced file at `path` to `blobs/ab/cd/<hash>`: creates the shard
+/// directories durably, renames, and fsyncs the shard directory.
+fn install(path: &Path, blobs: &Path, hash: &Blake3Hash) -> Result<()> {
+    let hex = hash.to_hex();
+    let level1 = blobs.join(&hex[0..2]);
+    let level2 = level1.join(&hex[2..4]);
+    // 2. The shard directories exist durably.
+    ensure_dir(&level1)?;
+    ensure_dir(&level2)?;
+    // 3. The complete file appears under its final name, atomically.
+    let target = level2.join(&hex);
+    fs::rename(path, &target).map_err(|e| Error::io("renaming into", &target, e))?;
+    // 4. The new name is durable.
+    sync_dir(&level2)
+}
+
+/// A hard link in `tmp/` to a finished resumable upload's file (see [`BlobBackend::adopt`]).
+/// Persisting renames the link; dropping it unpersisted removes the link only.
+#[derive(Debug)]
+struct FsAdopted {
+    path: PathBuf,
+    blobs: PathBuf,
+    renamed: bool,
+}
+
+impl Write for FsAdopted {
+    fn write(&mut self, _buf: &[u8]) -> io::Result<usize> {
+        Err(io::Error::other("an adopted blob is complete"))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl TempBlob for FsAdopted {
+    fn persist(mut self: Box<Self>, hash: &Blake3Hash) -> Result<()> {
+        // The resumable upload fsynced its bytes before it acknowledged them; the link's
+        // directory entry need not be durable (the rename's is, by `install`).
+        install(&self.path, &self.blobs, hash)?;
+        self.renamed = true;
+        Ok(())
+    }
+}
+
+impl Drop for FsAdopted {
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
 #[derive(Debug)]
 struct FsTemp {
     file: Option<DirectFile>,
@@ -215,18 +282,10 @@ impl TempBlob for FsTemp {
         file.sync_all()
             .map_err(|e| Error::io("fsyncing", &self.path, e))?;
         drop(file);
-        let hex = hash.to_hex();
-        let level1 = self.blobs.join(&hex[0..2]);
-        let level2 = level1.join(&hex[2..4]);
-        // 2. The shard directories exist durably.
-        ensure_dir(&level1)?;
-        ensure_dir(&level2)?;
-        // 3. The complete file appears under its final name, atomically.
-        let target = level2.join(&hex);
-        fs::rename(&self.path, &target).map_err(|e| Error::io("renaming into", &target, e))?;
-        self.renamed = true;
-        // 4. The new name is durable.
-        sync_dir(&level2)
+        // Once renamed (even if the directory's fsync then fails) the temporary name is gone.
+        let installed = install(&self.path, &self.blobs, hash);
+        self.renamed = !self.path.exists();
+        installed
     }
 }
 
@@ -257,6 +316,29 @@ impl BlobBackend for LocalFsBackend {
             blobs: self.blobs.clone(),
             renamed: false,
         }))
+    }
+
+    fn adopt(&self, path: &Path) -> Result<Box<dyn TempBlob>> {
+        let name: u128 = rand::random();
+        let link = self.tmp.join(format!("{name:032x}.tmp"));
+        match fs::hard_link(path, &link) {
+            Ok(()) => Ok(Box::new(FsAdopted {
+                path: link,
+                blobs: self.blobs.clone(),
+                renamed: false,
+            })),
+            // Another filesystem (or one without links): copy.
+            Err(e)
+                if e.raw_os_error() == Some(libc::EXDEV)
+                    || e.kind() == io::ErrorKind::Unsupported =>
+            {
+                let mut temp = self.create_temp()?;
+                let mut file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+                io::copy(&mut file, &mut temp).map_err(|e| Error::io("copying", path, e))?;
+                Ok(temp)
+            }
+            Err(e) => Err(Error::io("linking", &link, e)),
+        }
     }
 
     fn open_range(

@@ -164,6 +164,67 @@ pub enum Error {
         /// The blob.
         hash: Blake3Hash,
     },
+    /// No resumable upload has this id (never created, terminated, or removed by GC).
+    #[error("resumable upload {id} does not exist")]
+    UploadNotFound {
+        /// The id asked for.
+        id: crate::UploadId,
+    },
+    /// The resumable upload's deadline passed; GC will remove it (HTTP 410).
+    #[error("resumable upload {id} expired")]
+    UploadExpired {
+        /// The upload.
+        id: crate::UploadId,
+    },
+    /// An append did not start where the upload is (tus: 409).
+    #[error("resumable upload {id} is at offset {offset}, not {requested}")]
+    OffsetMismatch {
+        /// The upload.
+        id: crate::UploadId,
+        /// Its offset.
+        offset: u64,
+        /// The offset the append gave.
+        requested: u64,
+    },
+    /// An append would go past the upload's announced length (tus: 413); nothing appended.
+    #[error("resumable upload {id} is {length} bytes long; the append goes past it")]
+    PastLength {
+        /// The upload.
+        id: crate::UploadId,
+        /// Its announced length.
+        length: u64,
+    },
+    /// An append's bytes do not have the checksum the client announced (tus: 460); nothing
+    /// appended.
+    #[error("the {algorithm} checksum of the appended bytes does not match")]
+    ChecksumMismatch {
+        /// The algorithm.
+        algorithm: &'static str,
+    },
+    /// Another append to the same resumable upload is running (tus: 423).
+    #[error("resumable upload {id} is being appended to")]
+    UploadBusy {
+        /// The upload.
+        id: crate::UploadId,
+    },
+    /// An idempotency key that the store does not accept (HTTP 400).
+    #[error("invalid idempotency key: {reason}")]
+    InvalidIdempotencyKey {
+        /// Why.
+        reason: &'static str,
+    },
+    /// The idempotency key was used within its window for other content (HTTP 422).
+    #[error("idempotency key {key:?} was used for other content")]
+    IdempotencyConflict {
+        /// The key (truncated to 100 characters).
+        key: String,
+    },
+    /// A range of days for usage statistics that is reversed or too long (HTTP 400).
+    #[error("invalid range of days: {reason}")]
+    InvalidDayRange {
+        /// Why.
+        reason: &'static str,
+    },
     /// The metadata engine failed.
     #[error(transparent)]
     Engine(#[from] engine::Error),

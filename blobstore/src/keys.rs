@@ -38,6 +38,10 @@ pub(crate) const HISTORY: &str = "bs.history";
 /// `consumer id` → a durable subscription of the change feed (`engine::Consumers`).
 pub(crate) const CONSUMERS: &str = "bs.consumers";
 
+/// `'u' ‖ upload id` → a resumable upload's record; `'d' ‖ deadline (ordered i64) ‖ upload
+/// id` → empty: resumable uploads by deadline, for GC.
+pub(crate) const UPLOADS: &str = "bs.uploads";
+
 /// Every keyspace the store uses: open the engine with these when passing it to
 /// [`crate::StoreBuilder::with_engine`].
 pub const KEYSPACES: &[&str] = &[
@@ -57,6 +61,7 @@ pub const KEYSPACES: &[&str] = &[
     CHANGES,
     HISTORY,
     CONSUMERS,
+    UPLOADS,
 ];
 
 pub(crate) const META_ID_HIGH_WATER: &[u8] = b"next_file_id";
@@ -177,6 +182,36 @@ pub(crate) fn parse_expiry(key: &[u8]) -> Option<(Timestamp, FileId)> {
     r.is_empty().then_some((at, id))
 }
 
+/// The day of a file's download counter that holds its total (no real day is this late).
+pub(crate) const TOTAL_DAY: Day = Day(u32::MAX);
+
+/// `'d' ‖ bucket ‖ day` in `bs.stats`: counter of the bucket's downloads that day.
+pub(crate) fn bucket_downloads(bucket: &str, day: Day) -> Vec<u8> {
+    KeyBuilder::new().u8(b'd').str(bucket).u32(day.0).finish()
+}
+
 pub(crate) fn download(id: FileId, day: Day) -> Vec<u8> {
     KeyBuilder::new().u64(id.0).u32(day.0).finish()
+}
+
+pub(crate) fn upload(id: &crate::UploadId) -> Vec<u8> {
+    KeyBuilder::new().u8(b'u').raw(&id.0).finish()
+}
+
+pub(crate) fn upload_deadline(at: Timestamp, id: &crate::UploadId) -> Vec<u8> {
+    KeyBuilder::new().u8(b'd').i64(at.0).raw(&id.0).finish()
+}
+
+pub(crate) fn upload_deadline_bound(at: Timestamp) -> Vec<u8> {
+    KeyBuilder::new().u8(b'd').i64(at.0).finish()
+}
+
+pub(crate) fn parse_upload_deadline(key: &[u8]) -> Option<(Timestamp, crate::UploadId)> {
+    let mut r = KeyReader::new(key);
+    if r.u8()? != b'd' {
+        return None;
+    }
+    let at = Timestamp(r.i64()?);
+    let id = crate::UploadId(r.raw(16)?.try_into().ok()?);
+    r.is_empty().then_some((at, id))
 }

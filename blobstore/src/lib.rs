@@ -44,6 +44,7 @@ mod hot;
 mod keys;
 mod locks;
 mod records;
+mod resumable;
 mod store;
 pub mod token;
 mod types;
@@ -57,11 +58,15 @@ pub use error::{BoxError, Error, Result};
 pub use hot::SmallFile;
 pub use keys::KEYSPACES;
 pub use records::{BlobInfo, ContentState, FileRecord};
+pub use resumable::{
+    Checksum, ChecksumAlgorithm, ResumableUpload, UploadId, DEFAULT_UPLOAD_LIFETIME,
+};
 pub use store::{
-    Access, BlobProblem, BucketStats, CheckReport, ContentReader, FileUpdate, GcReport,
-    Inconsistency, Page, Revised, Store, StoreBuilder, StoreSummary, SweepReport, Upload,
-    UploadRequest, Uploaded, VerifyReport, Visibility, CHUNK_SIZE, DEFAULT_CHANGE_RETENTION,
-    DEFAULT_EXPIRY_GRACE, DEFAULT_GRACE, DEFAULT_HOT_CACHE_BYTES, DEFAULT_INLINE_THRESHOLD,
+    Access, BlobProblem, BucketStats, CheckReport, ContentReader, DownloadSummary, FileUpdate,
+    GcReport, Inconsistency, Page, Patched, Revised, Store, StoreBuilder, StoreSummary,
+    SweepReport, Upload, UploadRequest, Uploaded, VerifyReport, Visibility, CHUNK_SIZE,
+    DEFAULT_CHANGE_RETENTION, DEFAULT_EXPIRY_GRACE, DEFAULT_GRACE, DEFAULT_HOT_CACHE_BYTES,
+    DEFAULT_INLINE_THRESHOLD, IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEY, MAX_USAGE_DAYS,
 };
 pub use token::{Token, TokenError, TokenSigner, DEFAULT_TOKEN_LIFETIME};
 pub use types::{

@@ -7,7 +7,10 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 
 /// The stable id of a file: its public URL is `/<id>/<filename>`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct FileId(pub u64);
 
 impl fmt::Display for FileId {
@@ -260,7 +263,10 @@ pub fn validate_filename(filename: &str) -> Result<()> {
 }
 
 /// A point in time: milliseconds since the Unix epoch (UTC).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
@@ -313,6 +319,81 @@ impl Timestamp {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Day(pub u32);
 
+impl Day {
+    /// The day of a calendar date (proleptic Gregorian, UTC), if it is on or after
+    /// 1970-01-01.
+    pub fn from_ymd(year: i64, month: u32, day: u32) -> Option<Day> {
+        if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+            return None;
+        }
+        // Howard Hinnant's days_from_civil.
+        let y = if month <= 2 { year - 1 } else { year };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let m = i64::from(month);
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        u32::try_from(era * 146_097 + doe - 719_468).ok().map(Day)
+    }
+
+    /// The calendar date of this day: (year, month, day).
+    pub fn to_ymd(self) -> (i64, u32, u32) {
+        // Howard Hinnant's civil_from_days.
+        let z = i64::from(self.0) + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        (yoe + era * 400 + i64::from(m <= 2), m, d)
+    }
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// `YYYY-MM-DD`.
+impl fmt::Display for Day {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (y, m, d) = self.to_ymd();
+        write!(f, "{y:04}-{m:02}-{d:02}")
+    }
+}
+
+/// Parses `YYYY-MM-DD` (from 1970-01-01).
+impl FromStr for Day {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let parse = || -> Option<Day> {
+            let bytes = s.as_bytes();
+            if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+                return None;
+            }
+            let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+                let part = s.get(r)?;
+                part.bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| part.parse().ok())?
+            };
+            Day::from_ymd(i64::from(digits(0..4)?), digits(5..7)?, digits(8..10)?)
+        };
+        parse().ok_or_else(|| Error::Parse {
+            what: "day (YYYY-MM-DD)",
+            input: s.chars().take(100).collect(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,5 +433,25 @@ mod tests {
     #[test]
     fn days() {
         assert_eq!(Timestamp(86_400_000 * 3 + 5).day(), Day(3));
+        assert_eq!("1970-01-01".parse::<Day>().unwrap(), Day(0));
+        assert_eq!("2026-12-05".parse::<Day>().unwrap(), Day(20_792));
+        assert_eq!(Day(20_792).to_string(), "2026-12-05");
+        assert_eq!(
+            "2024-02-29".parse::<Day>().unwrap().to_string(),
+            "2024-02-29"
+        );
+        for bad in [
+            "2023-02-29",
+            "1969-12-31",
+            "2026-13-01",
+            "2026-1-01",
+            "+026-01-01",
+            "x",
+        ] {
+            assert!(bad.parse::<Day>().is_err(), "{bad}");
+        }
+        for day in (0..40_000).step_by(97) {
+            assert_eq!(Day(day).to_string().parse::<Day>().unwrap(), Day(day));
+        }
     }
 }

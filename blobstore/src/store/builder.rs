@@ -201,6 +201,7 @@ impl StoreBuilder {
                 blob_locks: Stripes::new(LOCK_STRIPES),
                 pair_locks: Stripes::new(LOCK_STRIPES),
                 bucket_locks: SharedStripes::new(LOCK_STRIPES),
+                idempotency_locks: Stripes::new(LOCK_STRIPES),
                 ids: Mutex::new(Ids {
                     next,
                     high_water: next,
@@ -214,6 +215,8 @@ impl StoreBuilder {
                 poison: Mutex::new(None),
                 hot: (self.hot_cache_bytes > 0).then(|| HotCache::new(self.hot_cache_bytes)),
                 downloads: PendingDownloads::new(now),
+                uploads_dir: self.data_dir.join("uploads"),
+                sessions: super::resumable::Sessions::default(),
             }),
         })
     }

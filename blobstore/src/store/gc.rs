@@ -21,6 +21,10 @@ pub struct GcReport {
     pub freed_bytes: u64,
     /// Events of the change feed pruned because they were older than the retention.
     pub pruned_changes: u64,
+    /// Resumable uploads removed (with their bytes) because their deadline passed.
+    pub expired_uploads: u64,
+    /// Idempotency keys removed because their window passed.
+    pub expired_idempotency_keys: u64,
     /// Whether more work was left for another pass.
     pub more: bool,
 }
@@ -32,13 +36,17 @@ pub struct SweepReport {
     pub orphan_blobs: u64,
     /// Temporary files of uploads that never finished.
     pub temp_files: u64,
+    /// Partial files of resumable uploads that no unfinished upload owns.
+    pub upload_files: u64,
 }
 
 impl Store {
     /// One bounded pass of garbage collection: cuts the content link of up to `limit` files
     /// whose expiry plus the expiry grace has passed, then collects up to `limit` blobs that
     /// have had no reference for longer than the grace, then prunes up to `limit` events of
-    /// the change feed older than the retention (the newest event is always kept). Safe to
+    /// the change feed older than the retention (the newest event is always kept), then
+    /// removes up to `limit` resumable uploads past their deadline, with their bytes, and up
+    /// to `limit` idempotency keys past their window. Safe to
     /// run while uploads run. Its changes are recorded under the actor [`GC_ACTOR`]
     /// (`file.collected`, `blob.collected`).
     ///
@@ -54,13 +62,17 @@ impl Store {
         report.freed_bytes = bytes;
         let (pruned, more_changes) = self.prune_changes(limit)?;
         report.pruned_changes = pruned;
-        report.more = more_expired || more_blobs || more_changes;
+        let (uploads, more_uploads) = self.expire_uploads(limit)?;
+        report.expired_uploads = uploads;
+        let (keys, more_keys) = self.expire_idempotency_keys(limit)?;
+        report.expired_idempotency_keys = keys;
+        report.more = more_expired || more_blobs || more_changes || more_uploads || more_keys;
         Ok(report)
     }
 
     /// Up to `limit` entries of a time-keyed index (expiry, zero-ref) in `range`, oldest
     /// first, parsed by `parse`; and whether more are due past them.
-    fn due_entries<T>(
+    pub(super) fn due_entries<T>(
         &self,
         index: Keyspace,
         range: ScanRange,
@@ -241,9 +253,11 @@ impl Store {
             }
             Ok(())
         })?;
+        let upload_files = self.sweep_upload_files()?;
         Ok(SweepReport {
             orphan_blobs: orphans,
             temp_files: temps,
+            upload_files,
         })
     }
 }

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::hot::HotCache;
 use crate::keys;
 use crate::locks::{SharedStripes, Stripes};
-use crate::records::BlobMeta;
+use crate::records::{BlobMeta, FileRecord};
 use crate::token::TokenSigner;
 use crate::types::{Blake3Hash, FileId, Timestamp};
 
@@ -30,9 +30,12 @@ mod builder;
 mod feed;
 mod files;
 mod gc;
+mod idempotency;
 mod read;
 mod replay;
+mod resumable;
 mod upload;
+mod usage;
 
 pub use audit::{BlobProblem, CheckReport, Inconsistency, VerifyReport};
 pub use buckets::{BucketStats, Page, StoreSummary};
@@ -40,8 +43,11 @@ pub use builder::{StoreBuilder, DEFAULT_CHANGE_RETENTION};
 pub use files::FileUpdate;
 pub use files::Revised;
 pub use gc::{GcReport, SweepReport};
+pub use idempotency::{IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEY};
 pub use read::{Access, ContentReader, Visibility};
+pub use resumable::Patched;
 pub use upload::{Upload, UploadRequest, Uploaded};
+pub use usage::{DownloadSummary, MAX_USAGE_DAYS};
 
 /// The size of the chunks an upload is hashed and written in, and the largest inline
 /// threshold accepted.
@@ -88,6 +94,7 @@ struct Keyspaces {
     meta: Keyspace,
     history: Keyspace,
     consumers: Keyspace,
+    uploads: Keyspace,
 }
 
 impl Keyspaces {
@@ -108,6 +115,7 @@ impl Keyspaces {
             meta: engine.keyspace(keys::META)?,
             history: engine.keyspace(keys::HISTORY)?,
             consumers: engine.keyspace(keys::CONSUMERS)?,
+            uploads: engine.keyspace(keys::UPLOADS)?,
         })
     }
 }
@@ -135,6 +143,9 @@ struct Inner {
     /// Per bucket: the quota (shared by uploads into a bucket without a quota; exclusive for
     /// uploads into a bucket with one, and for `set_quota`).
     bucket_locks: SharedStripes,
+    /// Per (actor, idempotency key): an upload's check of its key and the batch recording
+    /// it. Taken before the blob lock.
+    idempotency_locks: Stripes,
     ids: Mutex<Ids>,
     clock: Arc<dyn Clock>,
     signer: TokenSigner,
@@ -147,6 +158,10 @@ struct Inner {
     hot: Option<HotCache>,
     /// Download counts not written yet.
     downloads: PendingDownloads,
+    /// Where resumable uploads keep their bytes until finished (`data_dir/uploads`).
+    uploads_dir: std::path::PathBuf,
+    /// The resumable uploads being appended to, with the digests of their prefix.
+    sessions: resumable::Sessions,
 }
 
 impl Inner {
@@ -174,9 +189,18 @@ impl Inner {
             }
         };
         let mut batch = WriteBatch::new();
-        for (((id, day), n), record) in counts.iter().zip(exists) {
-            if record.is_some() {
-                batch.counter_add(self.ks.downloads, keys::download(*id, *day), as_i64(*n));
+        for ((((id, day), n), record), key) in counts.iter().zip(exists).zip(&file_keys) {
+            let Some(record) = record else { continue };
+            let n = as_i64(*n);
+            batch.counter_add(self.ks.downloads, keys::download(*id, *day), n);
+            // The file's total, and the bucket's count of the day (usage statistics).
+            batch.counter_add(self.ks.downloads, keys::download(*id, keys::TOTAL_DAY), n);
+            if let Ok(record) = FileRecord::decode(*id, key, &record) {
+                batch.counter_add(
+                    self.ks.stats,
+                    keys::bucket_downloads(record.bucket.as_str(), *day),
+                    n,
+                );
             }
         }
         if let Err(error) = self.engine.write(batch, Durability::Buffered) {

@@ -41,6 +41,7 @@ pub enum Access<'a> {
 /// A streaming read of a file's content (whole or a byte range).
 pub struct ContentReader {
     record: FileRecord,
+    sha256: [u8; 32],
     range: Range<u64>,
     remaining: u64,
     inner: Box<dyn Read + Send>,
@@ -59,6 +60,11 @@ impl ContentReader {
     /// The file being read.
     pub fn record(&self) -> &FileRecord {
         &self.record
+    }
+
+    /// The SHA-256 of the file's whole content (for `Repr-Digest`), from its blob record.
+    pub fn sha256(&self) -> &[u8; 32] {
+        &self.sha256
     }
 
     /// The byte range being read.
@@ -401,6 +407,7 @@ impl Store {
         }
         Ok(ContentReader {
             record,
+            sha256: meta.sha256,
             range,
             remaining: len,
             inner,

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::hashing::{Digests, Hashing};
 use crate::keys;
 use crate::records::{BlobInfo, BlobMeta, ContentState, FileRecord};
+use crate::resumable::ResumableUpload;
 use crate::types::{validate_filename, Blake3Hash, BucketName, FileId, Timestamp};
 use crate::writer::BackgroundWriter;
 
@@ -38,6 +39,11 @@ pub struct UploadRequest {
     /// would take the bucket past its quota is refused by [`Store::begin_upload`], before a
     /// byte is read. The quota is checked again at commit against the real size.
     pub declared_length: Option<u64>,
+    /// An idempotency key (1 to 255 bytes of visible ASCII), scoped to the actor: within
+    /// [`crate::IDEMPOTENCY_WINDOW`] the same key with the same content answers the first
+    /// upload's file ([`Uploaded::repeated`]), with other content
+    /// [`Error::IdempotencyConflict`].
+    pub idempotency_key: Option<String>,
 }
 
 impl UploadRequest {
@@ -52,6 +58,7 @@ impl UploadRequest {
             expected_blake3: None,
             expected_sha256: None,
             declared_length: None,
+            idempotency_key: None,
         }
     }
 }
@@ -64,8 +71,11 @@ pub struct Uploaded {
     pub record: FileRecord,
     /// Its blob as the upload left it (`refcount` counts the new file).
     pub blob: BlobInfo,
-    /// The revision of its `file.created` event.
+    /// The revision of its `file.created` event (of a repeated upload: the durable head).
     pub revision: u64,
+    /// Whether this answers an earlier upload with the same idempotency key and content
+    /// (nothing was stored).
+    pub repeated: bool,
 }
 
 /// The id and time a replayed upload takes from its event instead of the store.
@@ -76,7 +86,7 @@ pub(super) struct Replayed {
 }
 
 /// The bytes of an upload that reached commit.
-enum Content {
+pub(super) enum Content {
     Inline(Vec<u8>),
     Temp(Box<dyn TempBlob>),
 }
@@ -229,8 +239,15 @@ impl Upload {
             time: self.replayed.map_or_else(|| self.store.now(), |r| r.time),
         };
         let replayed = self.replayed.map(|r| r.id);
-        self.store
-            .commit_upload(&request, origin, replayed, self.size, digests, content)
+        self.store.commit_upload(
+            &request,
+            origin,
+            replayed,
+            self.size,
+            digests,
+            content,
+            Extras::default(),
+        )
     }
 }
 
@@ -258,6 +275,28 @@ impl Write for Upload {
     }
 }
 
+/// Checks the filename and the content type of `request`.
+pub(super) fn validate_request(request: &UploadRequest) -> Result<()> {
+    validate_filename(&request.filename)?;
+    if let Some(key) = &request.idempotency_key {
+        super::idempotency::validate_key(key)?;
+    }
+    if request.content_type.len() > 1024 || request.content_type.chars().any(char::is_control) {
+        return Err(Error::InvalidFilename {
+            filename: request.filename.clone(),
+            reason: "content type longer than 1024 bytes or with control characters",
+        });
+    }
+    Ok(())
+}
+
+/// What else an upload's batch carries.
+#[derive(Default)]
+pub(super) struct Extras<'a> {
+    /// The resumable upload this file finishes: its record is marked finished in the batch.
+    pub finishing: Option<&'a ResumableUpload>,
+}
+
 impl Store {
     /// Starts a streaming upload by `actor` (recorded in its `file.created` event). With a [`UploadRequest::declared_length`], an upload that
     /// would exceed the bucket's quota is refused here, before any byte is sent.
@@ -277,13 +316,7 @@ impl Store {
         actor: &str,
         replayed: Option<Replayed>,
     ) -> Result<Upload> {
-        validate_filename(&request.filename)?;
-        if request.content_type.len() > 1024 || request.content_type.chars().any(char::is_control) {
-            return Err(Error::InvalidFilename {
-                filename: request.filename,
-                reason: "content type longer than 1024 bytes or with control characters",
-            });
-        }
+        validate_request(&request)?;
         self.check_writable()?;
         if let (Some(length), None) = (request.declared_length, replayed) {
             self.check_quota(&request.bucket, length)?;
@@ -348,7 +381,7 @@ impl Store {
         Ok(id)
     }
 
-    fn check_quota(&self, bucket: &BucketName, size: u64) -> Result<()> {
+    pub(super) fn check_quota(&self, bucket: &BucketName, size: u64) -> Result<()> {
         if let Some(quota) = self.quota(bucket)? {
             let used = as_u64(self.counter(
                 self.inner.ks.stats,
@@ -366,7 +399,8 @@ impl Store {
         Ok(())
     }
 
-    fn commit_upload(
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn commit_upload(
         &self,
         request: &UploadRequest,
         origin: Origin<'_>,
@@ -374,11 +408,25 @@ impl Store {
         size: u64,
         digests: Digests,
         content: Content,
+        extras: Extras<'_>,
     ) -> Result<Uploaded> {
         self.check_writable()?;
         let ks = self.inner.ks;
         let hash = digests.blake3;
         let bucket = &request.bucket;
+        // An idempotency key is checked and recorded under its lock, taken before the others:
+        // two uploads with one key cannot both store a file.
+        let idempotency = match (&request.idempotency_key, replayed) {
+            (Some(key), None) => Some(key.as_str()),
+            _ => None,
+        };
+        let _key_guard =
+            idempotency.map(|key| self.inner.idempotency_locks.lock(&(origin.actor, key)));
+        if let Some(key) = idempotency {
+            if let Some(first) = self.idempotent_answer(origin.actor, key, &hash)? {
+                return Ok(first);
+            }
+        }
         // A replayed upload was held to the quota by its source store.
         let quota_applies = replayed.is_none();
         if quota_applies {
@@ -519,6 +567,15 @@ impl Store {
             keys::global_stat(keys::STAT_LOGICAL),
             as_i64(size),
         );
+        if let Some(upload) = extras.finishing {
+            let mut finished = upload.clone();
+            finished.offset = size;
+            finished.file = Some(id);
+            batch.put(ks.uploads, keys::upload(&upload.id), finished.encode());
+        }
+        if let Some(key) = idempotency {
+            self.record_key(&mut batch, origin.actor, key, id, hash, now)?;
+        }
         let event = origin.change(ChangeKind::file_created(&record, deduplicated));
         let appended = self.append(batch, &[event])?;
         // The decisions are visible; the locks need not wait for the disk.
@@ -541,6 +598,7 @@ impl Store {
             record,
             blob,
             revision,
+            repeated: false,
         })
     }
 }

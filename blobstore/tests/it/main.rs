@@ -12,10 +12,26 @@ mod feed;
 mod hot;
 mod model;
 mod reference_model;
+mod resumable;
 mod suite;
 mod support;
+mod usage;
 
 suite::every_suite_function!(common::backend_tests!(suite:));
+
+mod resumable_tests {
+    crate::common::backend_tests!(resumable:
+        appends_make_an_ordinary_file,
+        bad_appends_change_nothing,
+        resumes_after_reopen_with_the_right_digests,
+        expiry_and_termination,
+        idempotent_uploads,
+    );
+}
+
+mod usage_tests {
+    crate::common::backend_tests!(usage: usage_statistics);
+}
 
 mod fault_tests {
     crate::common::backend_tests!(faults: disk_full_and_failed_fsync);

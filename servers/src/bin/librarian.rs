@@ -125,6 +125,7 @@ fn main() -> anyhow::Result<()> {
                 total.expired_files += report.expired_files;
                 total.collected_blobs += report.collected_blobs;
                 total.freed_bytes += report.freed_bytes;
+                total.expired_uploads += report.expired_uploads;
                 if !report.more {
                     break;
                 }
@@ -139,6 +140,8 @@ fn main() -> anyhow::Result<()> {
                     "freed_bytes": total.freed_bytes,
                     "orphan_blobs": sweep.orphan_blobs,
                     "temp_files": sweep.temp_files,
+                    "expired_uploads": total.expired_uploads,
+                    "upload_files": sweep.upload_files,
                 })
             );
             Ok(())
@@ -227,6 +230,7 @@ fn main() -> anyhow::Result<()> {
                 record,
                 blob,
                 revision,
+                ..
             } = upload.commit()?;
             println!(
                 "{}",

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, head, post};
 use axum::Router;
 use blobstore::Store;
 use prometheus_client::metrics::counter::Counter;
@@ -45,6 +45,12 @@ pub const OPENAPI: &str = include_str!("../../openapi/librarian.json");
 /// The routes, as `(method, path template)`, that the OpenAPI document must describe.
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/buckets/{bucket}/files"),
+    ("POST", "/buckets/{bucket}/uploads"),
+    ("OPTIONS", "/buckets/{bucket}/uploads"),
+    ("HEAD", "/uploads/{id}"),
+    ("PATCH", "/uploads/{id}"),
+    ("DELETE", "/uploads/{id}"),
+    ("OPTIONS", "/uploads/{id}"),
     ("GET", "/buckets/{bucket}/files"),
     ("PUT", "/buckets/{bucket}"),
     ("GET", "/buckets/{bucket}"),
@@ -56,6 +62,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/search"),
     ("GET", "/changes"),
     ("GET", "/files/{id}/history"),
+    ("GET", "/files/{id}/downloads"),
+    ("GET", "/buckets/{bucket}/downloads"),
     ("GET", "/buckets/{bucket}/history"),
     ("GET", "/persons/{person}/history"),
     ("POST", "/subscriptions"),
@@ -307,6 +315,18 @@ pub fn router(state: Librarian) -> Router {
                 .get(handlers::list_bucket),
         )
         .route(
+            "/buckets/{bucket}/uploads",
+            post(handlers::tus_create).options(handlers::tus_options),
+        )
+        .route(
+            "/uploads/{id}",
+            head(handlers::tus_head)
+                .patch(handlers::tus_patch)
+                .layer(DefaultBodyLimit::disable())
+                .delete(handlers::tus_delete)
+                .options(handlers::tus_options),
+        )
+        .route(
             "/buckets/{bucket}",
             get(handlers::bucket_stats)
                 .put(handlers::set_quota)
@@ -325,6 +345,11 @@ pub fn router(state: Librarian) -> Router {
         .route("/stats", get(handlers::stats))
         .route("/changes", get(handlers::changes))
         .route("/files/{id}/history", get(handlers::file_history))
+        .route("/files/{id}/downloads", get(handlers::file_downloads))
+        .route(
+            "/buckets/{bucket}/downloads",
+            get(handlers::bucket_downloads),
+        )
         .route("/buckets/{bucket}/history", get(handlers::bucket_history))
         .route("/persons/{person}/history", get(handlers::person_history))
         .route(
@@ -400,6 +425,7 @@ pub async fn gc_loop(state: Librarian, interval: Duration) {
                 total.collected_blobs += report.collected_blobs;
                 total.freed_bytes += report.freed_bytes;
                 total.pruned_changes += report.pruned_changes;
+                total.expired_uploads += report.expired_uploads;
                 if !report.more {
                     return Ok::<_, blobstore::Error>(total);
                 }
@@ -414,6 +440,7 @@ pub async fn gc_loop(state: Librarian, interval: Duration) {
                     collected_blobs = report.collected_blobs,
                     freed_bytes = report.freed_bytes,
                     pruned_changes = report.pruned_changes,
+                    expired_uploads = report.expired_uploads,
                     "GC pass"
                 );
             }

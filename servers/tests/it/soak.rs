@@ -44,13 +44,13 @@ fn free_port() -> u16 {
 }
 
 /// A server process; killed with SIGKILL when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     base: String,
 }
 
 impl Server {
-    async fn start(binary: &str, data: &Path) -> Server {
+    pub(crate) async fn start(binary: &str, data: &Path) -> Server {
         let port = free_port();
         let child = Command::new(binary)
             .arg("--data-dir")
@@ -77,12 +77,12 @@ impl Server {
         panic!("{binary} did not become healthy");
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// SIGKILL: no shutdown, no flush.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }

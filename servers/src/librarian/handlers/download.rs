@@ -9,11 +9,13 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use blobstore::{
     Access, Blake3Hash, ContentState, Digest, FileId, FileRecord, SmallFile, Store, Visibility,
 };
 use bytes::Bytes;
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use crate::common::error::{Path, Query};
@@ -22,6 +24,9 @@ use crate::librarian::http::{decide, etag, Decision};
 use crate::librarian::Librarian;
 
 use super::{parse_id, store_error};
+
+/// RFC 9530's digest of the whole representation (also on a 206).
+const REPR_DIGEST: axum::http::HeaderName = axum::http::HeaderName::from_static("repr-digest");
 
 /// Content up to this size is read in one piece; larger content is streamed in chunks.
 const WHOLE_READ_MAX: u64 = 256 << 10;
@@ -40,6 +45,8 @@ pub(crate) struct DownloadQuery {
 /// What a download found in the store, before the body is sent.
 struct Prepared {
     record: FileRecord,
+    /// The content's SHA-256, when known without another read (for `Repr-Digest`).
+    sha256: Option<[u8; 32]>,
     decision: Decision,
     content: Option<Content>,
 }
@@ -69,10 +76,15 @@ pub(crate) fn answer_small(
     let access = token.map_or(Access::Anonymous, Access::Token);
     store.check_readable(record, access).map_err(store_error)?;
     let formatted;
-    let file_headers = match file.derived(FileHeaders::of) {
+    // The SHA-256 of a small file is computed from its content once per cached copy.
+    let derive = |record: &FileRecord| {
+        let sha256: [u8; 32] = Sha256::digest(file.content()).into();
+        FileHeaders::of(record, Some(&sha256))
+    };
+    let file_headers = match file.derived(derive) {
         Some(kept) => kept,
         None => {
-            formatted = FileHeaders::of(record);
+            formatted = derive(record);
             &formatted
         }
     };
@@ -177,14 +189,21 @@ fn prepare(
         Decision::NotModified | Decision::Unsatisfiable => {
             return Ok(Prepared {
                 record,
+                sha256: None,
                 decision,
                 content: None,
             })
         }
     };
     if !with_body {
+        // A HEAD: one more read for the digest, so that a client can check before it fetches.
+        let sha256 = store
+            .blob_info(&record.blake3)
+            .map_err(store_error)?
+            .map(|blob| blob.sha256);
         return Ok(Prepared {
             record,
+            sha256,
             decision,
             content: None,
         });
@@ -193,6 +212,7 @@ fn prepare(
         .read(id, access, Some(range.clone()))
         .map_err(store_error)?;
     let len = range.end - range.start;
+    let sha256 = Some(*reader.sha256());
     let content = if len <= WHOLE_READ_MAX {
         let mut bytes = Vec::with_capacity(len as usize);
         reader
@@ -204,6 +224,7 @@ fn prepare(
     };
     Ok(Prepared {
         record,
+        sha256,
         decision,
         content: Some(content),
     })
@@ -241,7 +262,7 @@ fn stream_body(mut reader: blobstore::ContentReader) -> Body {
 }
 
 fn respond(prepared: Prepared) -> Response {
-    let headers = FileHeaders::of(&prepared.record);
+    let headers = FileHeaders::of(&prepared.record, prepared.sha256.as_ref());
     respond_with(
         &prepared.record,
         &headers,
@@ -258,10 +279,14 @@ struct FileHeaders {
     etag_value: HeaderValue,
     last_modified: HeaderValue,
     content_type: HeaderValue,
+    /// `inline; filename=…` (RFC 6266), with `filename*` for a name that is not plain ASCII.
+    disposition: HeaderValue,
+    /// `sha-256=:BASE64:` (RFC 9530), when the digest is known.
+    repr_digest: Option<HeaderValue>,
 }
 
 impl FileHeaders {
-    fn of(record: &FileRecord) -> Self {
+    fn of(record: &FileRecord, sha256: Option<&[u8; 32]>) -> Self {
         let etag = etag(&record.blake3.to_hex());
         let modified = std::time::UNIX_EPOCH
             + Duration::from_secs(u64::try_from(record.created.as_unix_secs()).unwrap_or(0));
@@ -272,8 +297,43 @@ impl FileHeaders {
                 .expect("ASCII"),
             content_type: HeaderValue::from_str(&record.content_type)
                 .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream")),
+            disposition: content_disposition(&record.filename),
+            repr_digest: sha256.map(|digest| {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(digest);
+                HeaderValue::from_str(&format!("sha-256=:{b64}:")).expect("base64 is ASCII")
+            }),
         }
     }
+}
+
+/// `Content-Disposition: inline; filename="NAME"` (RFC 6266): a name of plain printable
+/// ASCII as a quoted string; any other name as `filename*=UTF-8''PERCENT-ENCODED` (RFC 8187)
+/// beside an ASCII fallback (`_` for each character it cannot hold), which clients that do
+/// not read `filename*` use.
+pub(crate) fn content_disposition(filename: &str) -> HeaderValue {
+    let plain = filename
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' && b != b'%');
+    let fallback: String = filename
+        .chars()
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' && c != '%' => c,
+            _ => '_',
+        })
+        .collect();
+    let mut value = format!("inline; filename=\"{fallback}\"");
+    if !plain {
+        value.push_str("; filename*=UTF-8''");
+        for byte in filename.bytes() {
+            // RFC 8187's attr-char.
+            if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
+                value.push(byte as char);
+            } else {
+                value.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("inline"))
 }
 
 fn respond_with(
@@ -294,6 +354,13 @@ fn respond_with(
         }),
     );
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        file_headers.disposition.clone(),
+    );
+    if let Some(digest) = &file_headers.repr_digest {
+        headers.insert(REPR_DIGEST, digest.clone());
+    }
     let (status, len) = match decision {
         Decision::NotModified => return (StatusCode::NOT_MODIFIED, headers).into_response(),
         Decision::Unsatisfiable => {
@@ -399,4 +466,25 @@ pub(crate) async fn download_blob(
         })
         .await?;
     Ok(finish_found(prepared))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_disposition;
+
+    #[test]
+    fn dispositions_follow_rfc_6266() {
+        assert_eq!(
+            content_disposition("hello_1.0_all.deb"),
+            "inline; filename=\"hello_1.0_all.deb\""
+        );
+        assert_eq!(
+            content_disposition("a \"b\" 100%.txt"),
+            "inline; filename=\"a _b_ 100_.txt\"; filename*=UTF-8''a%20%22b%22%20100%25.txt"
+        );
+        assert_eq!(
+            content_disposition("é.log"),
+            "inline; filename=\"_.log\"; filename*=UTF-8''%C3%A9.log"
+        );
+    }
 }

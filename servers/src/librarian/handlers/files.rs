@@ -119,7 +119,11 @@ pub(crate) async fn file_metadata(
     state
         .blocking(move |store| {
             let record = store.file(id).map_err(store_error)?;
-            Ok(axum::Json(describe(store, &record)?))
+            let mut file = describe(store, &record)?;
+            let usage = store.download_summary(id).map_err(store_error)?;
+            file["downloads"] = usage.total.into();
+            file["last_downloaded"] = usage.last_day.map(|day| day.to_string()).into();
+            Ok(axum::Json(file))
         })
         .await
 }

@@ -14,7 +14,9 @@ mod download;
 mod feed;
 mod files;
 mod ops;
+mod tus;
 mod upload;
+mod usage;
 
 pub(crate) use download::{answer_small, download, download_blob};
 pub(crate) use feed::{
@@ -26,7 +28,9 @@ pub(crate) use files::{
     set_quota, update_file,
 };
 pub(crate) use ops::{health, metrics, openapi, stats};
+pub(crate) use tus::{tus_create, tus_delete, tus_head, tus_options, tus_patch};
 pub(crate) use upload::upload;
+pub(crate) use usage::{bucket_downloads, file_downloads};
 
 /// The `Retry-After` of a 503 for an object store that is unavailable, in seconds.
 pub(crate) const BACKEND_RETRY_AFTER_SECS: u32 = 10;
@@ -96,6 +100,40 @@ pub(crate) fn store_error(error: blobstore::Error) -> ApiError {
         )
         .with_cause(error),
         E::Poisoned { .. } => ApiError::unavailable(error),
+        E::InvalidDayRange { reason } => ApiError::bad_request("bad_range", reason),
+        E::InvalidIdempotencyKey { reason } => {
+            ApiError::bad_request("bad_idempotency_key", reason)
+        }
+        E::IdempotencyConflict { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_conflict",
+            "this Idempotency-Key was used within 24 hours for other content",
+        ),
+        E::UploadNotFound { .. } => ApiError::not_found("no such upload"),
+        E::UploadExpired { .. } => ApiError::gone("the upload expired"),
+        E::OffsetMismatch { offset, .. } => ApiError::conflict(
+            "offset_mismatch",
+            format!("the upload is at offset {offset}"),
+        )
+        .with_header(
+            header::HeaderName::from_static("upload-offset"),
+            HeaderValue::from(offset),
+        ),
+        E::PastLength { length, .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "past_length",
+            format!("the upload is {length} bytes long; nothing was appended"),
+        ),
+        E::ChecksumMismatch { algorithm } => ApiError::new(
+            StatusCode::from_u16(460).expect("460 is a valid status"),
+            "checksum_mismatch",
+            format!("the {algorithm} checksum does not match; nothing was appended"),
+        ),
+        E::UploadBusy { .. } => ApiError::new(
+            StatusCode::LOCKED,
+            "upload_busy",
+            "another PATCH to this upload is running",
+        ),
         E::Feed(error) => crate::common::feed::feed_error(error),
         other => ApiError::internal(other),
     }

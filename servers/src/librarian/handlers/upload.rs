@@ -79,6 +79,16 @@ pub(crate) async fn upload(
     request.restricted = query.restricted.unwrap_or(false);
     // The store refuses an over-quota upload before the body is read.
     request.declared_length = content_length;
+    if let Some(value) = headers.get("idempotency-key") {
+        let key = value.to_str().map_err(|_| {
+            ApiError::bad_request(
+                "bad_idempotency_key",
+                "Idempotency-Key is not visible ASCII",
+            )
+        })?;
+        // Checked (1 to 255 bytes) by the store before the body is read.
+        request.idempotency_key = Some(key.to_string());
+    }
     for expected in expected_digests(&headers)? {
         match expected {
             Expected::Blake3(hash) => request.expected_blake3 = Some(Blake3Hash(hash)),
@@ -89,7 +99,7 @@ pub(crate) async fn upload(
     let (ready_tx, ready_rx) = oneshot::channel::<Result<(), ApiError>>();
     let (tx, mut rx) = mpsc::channel::<Chunk>(UPLOAD_BUFFER);
     let store = state.store.clone();
-    let writer = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+    let writer = tokio::task::spawn_blocking(move || -> Result<(Value, bool), ApiError> {
         let refuse = |ready_tx: oneshot::Sender<Result<(), ApiError>>, error: ApiError| {
             let _ = ready_tx.send(Err(error));
             Err(ApiError::internal("refused before the body was read"))
@@ -117,7 +127,7 @@ pub(crate) async fn upload(
         let uploaded = upload.commit().map_err(store_error)?;
         let mut file = file_json(&uploaded.record, Some(&uploaded.blob));
         file["revision"] = uploaded.revision.into();
-        Ok(file)
+        Ok((file, uploaded.repeated))
     });
     match ready_rx.await {
         Ok(Ok(())) => {}
@@ -178,10 +188,16 @@ pub(crate) async fn upload(
     }
     let _ = tx.send(Chunk::End).await;
     drop(tx);
-    let file = writer.await.map_err(ApiError::internal)??;
+    let (file, repeated) = writer.await.map_err(ApiError::internal)??;
     let location = file["url"].as_str().unwrap_or("/").to_string();
     let revision = Revision(file["revision"].as_u64().unwrap_or(0));
-    let mut response = (StatusCode::CREATED, revision, axum::Json(file)).into_response();
+    // A repeated idempotent upload answers the first one's file: 200, nothing created.
+    let status = if repeated {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let mut response = (status, revision, axum::Json(file)).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
