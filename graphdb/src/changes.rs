@@ -222,6 +222,10 @@ pub struct Change {
     /// The relation (`audits`, ...) of a relation change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relation: Option<String>,
+    /// The label of an edge of a general graph (`depends`, ...): after the change, or before
+    /// it when the edge was removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// The edge before the change (absent when it was added).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<EdgeState>,
@@ -255,6 +259,7 @@ impl Change {
             group: None,
             node: None,
             relation: None,
+            label: None,
             before: None,
             after: None,
             nodes: None,
@@ -404,19 +409,20 @@ impl<'a> Recorder<'a> {
         self.events.push((change, vec![name.to_owned()]));
     }
 
-    /// A membership edge `member -> group` went from `before` to `after` (`None`: absent).
-    /// Records nothing when both are equal.
+    /// A membership edge `member -> group` went from `before` to `after` (`None`: absent),
+    /// its label from `labels[0]` to `labels[1]`. Records nothing when both are equal.
     pub(crate) fn membership(
         &mut self,
         group: &str,
         member: &str,
         before: Option<(Role, Option<i64>)>,
         after: Option<(Role, Option<i64>)>,
+        labels: [Option<&str>; 2],
     ) {
         use ChangeKind as K;
         let kind = match (before, after) {
             (None, None) => return,
-            (Some(b), Some(a)) if b == a => return,
+            (Some(b), Some(a)) if b == a && labels[0] == labels[1] => return,
             (None, Some(_)) => self.kind_for(K::MembershipAdded, K::ItemAdded, K::MembershipAdded),
             (Some(_), None) => {
                 self.kind_for(K::MembershipRemoved, K::ItemRemoved, K::MembershipRemoved)
@@ -432,6 +438,12 @@ impl<'a> Recorder<'a> {
         let mut change = self.change(kind).with_group(group).with_member(member);
         change.before = state(before);
         change.after = state(after);
+        let label = if after.is_some() {
+            labels[1]
+        } else {
+            labels[0]
+        };
+        change.label = label.map(str::to_owned);
         self.events
             .push((change, vec![group.to_owned(), member.to_owned()]));
     }

@@ -417,7 +417,8 @@ impl GraphStore {
                     .after
                     .ok_or_else(|| missing("membership without after"))?;
                 let role = after.role.unwrap_or(super::types::Role::Member);
-                ns.set_membership(actor, member, group, role, after.expires)?;
+                let label = change.label.as_deref();
+                ns.set_labelled_membership(actor, member, group, (role, after.expires), label)?;
             }
             K::MembershipRemoved | K::ItemRemoved => {
                 let (group, member) = edge()?;
@@ -445,6 +446,17 @@ impl GraphStore {
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// The namespace `name` if it exists (loaded on first use), without creating it.
+    ///
+    /// # Errors
+    /// Engine and corruption errors while loading.
+    pub fn existing_namespace(&self, name: &str) -> Result<Option<Arc<Namespace>>> {
+        match self.stored_kind(name)? {
+            Some(kind) => self.namespace(name, kind).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The kind a namespace is stored with, if it exists.

@@ -19,7 +19,7 @@ pub struct View<'a> {
 
 /// Sorts the names of `ids` after `after` and cuts one page of at most `limit` (a limit of 0
 /// counts as 1, so that a page always makes progress).
-fn page(state: &State, ids: &RoaringBitmap, after: Option<&str>, limit: usize) -> Page {
+pub(super) fn page(state: &State, ids: &RoaringBitmap, after: Option<&str>, limit: usize) -> Page {
     let limit = limit.max(1);
     let mut names: Vec<&str> = ids
         .iter()
