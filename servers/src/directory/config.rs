@@ -54,6 +54,9 @@ pub struct GraphConfig {
     /// How long the change feed keeps events, in days; older ones are pruned every hour.
     /// Default: 400.
     pub feed_retention_days: u64,
+    /// The most edges one `POST /import/graphs/{graph}` accepts; more is refused with 413.
+    /// Default: 5,000,000.
+    pub max_import_edges: usize,
 }
 
 impl Default for GraphConfig {
@@ -62,6 +65,7 @@ impl Default for GraphConfig {
             backend: Backend::Rocksdb,
             data_dir: PathBuf::from("data/directory"),
             feed_retention_days: 400,
+            max_import_edges: super::DEFAULT_MAX_IMPORT_EDGES,
         }
     }
 }

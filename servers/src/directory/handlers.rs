@@ -57,6 +57,13 @@ pub(crate) fn graph_error(error: graphdb::Error) -> ApiError {
         E::InvalidName { reason, .. } => {
             ApiError::bad_request("bad_name", format!("invalid name: {reason}"))
         }
+        E::InvalidLabel { reason, .. } => {
+            ApiError::bad_request("bad_label", format!("invalid label: {reason}"))
+        }
+        E::UnknownGraph { name } => ApiError::not_found(format!("no such graph: {name:?}")),
+        E::LabelsExhausted { .. } => {
+            ApiError::conflict("too_many_labels", "the graph uses 65,535 labels already")
+        }
         E::InvalidRelation { reason, .. } => {
             ApiError::bad_request("bad_relation", format!("invalid relation: {reason}"))
         }

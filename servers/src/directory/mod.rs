@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod feed;
+mod graphs;
 mod handlers;
 pub mod repos;
 
@@ -59,6 +60,17 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/import/teams"),
     ("POST", "/import/packagesets"),
     ("POST", "/import/repos/{repo}"),
+    ("PUT", "/graphs/{graph}"),
+    ("PUT", "/graphs/{graph}/edges/{from}/{to}"),
+    ("DELETE", "/graphs/{graph}/edges/{from}/{to}"),
+    ("POST", "/import/graphs/{graph}"),
+    ("GET", "/graphs/{graph}/reachable"),
+    ("GET", "/graphs/{graph}/nodes/{node}"),
+    ("GET", "/graphs/{graph}/nodes/{node}/descendants"),
+    ("GET", "/graphs/{graph}/nodes/{node}/ancestors"),
+    ("GET", "/graphs/{graph}/edges"),
+    ("GET", "/export/teams"),
+    ("GET", "/export/packagesets"),
     ("GET", "/changes"),
     ("GET", "/teams/{team}/history"),
     ("GET", "/persons/{person}/history"),
@@ -69,6 +81,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
 ];
+
+/// The default of [`Directory::with_max_import_edges`]: ten times Debian's dependency graph.
+pub const DEFAULT_MAX_IMPORT_EDGES: usize = 5_000_000;
 
 /// The shared state of the directory's handlers.
 #[derive(Debug, Clone)]
@@ -86,6 +101,8 @@ pub struct Directory {
     pub(crate) feed: Arc<DirectoryFeed>,
     /// Callbacks on changes, started when first needed.
     pub(crate) subscriptions: Arc<FeedSubscriptions>,
+    /// The most edges `POST /import/graphs/{graph}` accepts (413 past it).
+    pub(crate) max_import_edges: usize,
 }
 
 /// Index sizes exported beside the HTTP metrics.
@@ -138,6 +155,7 @@ impl Directory {
             feed,
             subscriptions,
             commits: Arc::new(commits),
+            max_import_edges: DEFAULT_MAX_IMPORT_EDGES,
             teams,
             sets,
             limits: Arc::new(server.limits.clone()),
@@ -150,6 +168,12 @@ impl Directory {
                 server.limits.max_concurrency,
             ),
         })
+    }
+
+    /// Sets the most edges one graph import accepts. Default: [`DEFAULT_MAX_IMPORT_EDGES`].
+    pub fn with_max_import_edges(mut self, max: usize) -> Self {
+        self.max_import_edges = max;
+        self
     }
 
     /// The graph store.
@@ -235,12 +259,18 @@ pub fn router(state: Directory) -> Router {
             "/repos/{repo}/branches/{branch}",
             put(repos::put_branch).delete(repos::delete_branch),
         )
+        .route("/graphs/{graph}", put(graphs::put_graph))
+        .route(
+            "/graphs/{graph}/edges/{from}/{to}",
+            put(graphs::put_edge).delete(graphs::delete_edge),
+        )
         .layer(json_limit)
         .merge(
             Router::new()
                 .route("/import/teams", post(handlers::import_teams))
                 .route("/import/packagesets", post(handlers::import_packagesets))
                 .route("/import/repos/{repo}", post(repos::import_repo))
+                .route("/import/graphs/{graph}", post(graphs::import_graph))
                 .route("/repos/{repo}/commits", post(repos::post_commits))
                 .layer(import_limit),
         )
@@ -264,6 +294,19 @@ pub fn router(state: Directory) -> Router {
             "/packages/{package}/packagesets",
             get(handlers::packagesets_of),
         )
+        .route("/graphs/{graph}/reachable", get(graphs::reachable))
+        .route("/graphs/{graph}/nodes/{node}", get(graphs::node))
+        .route(
+            "/graphs/{graph}/nodes/{node}/descendants",
+            get(graphs::descendants),
+        )
+        .route(
+            "/graphs/{graph}/nodes/{node}/ancestors",
+            get(graphs::ancestors),
+        )
+        .route("/graphs/{graph}/edges", get(graphs::export_graph))
+        .route("/export/teams", get(graphs::export_teams))
+        .route("/export/packagesets", get(graphs::export_packagesets))
         .route("/changes", get(feed::changes))
         .route("/teams/{team}/history", get(feed::team_history))
         .route("/persons/{person}/history", get(feed::person_history))
