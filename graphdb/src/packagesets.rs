@@ -171,6 +171,15 @@ impl PackageSets {
         self.view().is_member(item, set)
     }
 
+    /// Why `item` is in `set`: the shortest chain `[item, set1, ..., set]`, each in the next,
+    /// or `None`.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn path(&self, item: &str, set: &str) -> Result<Option<Vec<String>>> {
+        self.view().path(item, set)
+    }
+
     /// One page of the items of `set`, sorted by name.
     ///
     /// # Errors

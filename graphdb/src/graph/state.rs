@@ -25,6 +25,9 @@ pub(crate) struct Link {
     pub expires: Option<i64>,
 }
 
+// A link stays 24 bytes with its label number (see DESIGN.md, memory per edge).
+const _: () = assert!(std::mem::size_of::<Link>() == 24);
+
 /// Whether an edge with this expiry counts at time `t`.
 pub(crate) fn active_at(expires: Option<i64>, t: i64) -> bool {
     expires.is_none_or(|e| e > t)

@@ -335,18 +335,80 @@ pub(crate) async fn holders(
     page_response("holders", page)
 }
 
-/// `GET /teams/{team}/holders/{relation}/{person}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PathQuery {
+    #[serde(default)]
+    path: bool,
+}
+
+/// `GET /teams/{team}/holders/{relation}/{person}[?path=true]`: `{"holder": bool}`, with
+/// `"path": [person, team, ..., direct holder]` on request.
 pub(crate) async fn is_holder(
     State(state): State<Directory>,
     Path((team, relation, person)): Path<(String, String, String)>,
+    Query(query): Query<PathQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_names(&[&team, &relation, &person])?;
     state
         .team_lookup(move |view| {
+            if query.path {
+                let path = view
+                    .holder_path(&person, &relation, &team)
+                    .map_err(graph_error)?;
+                return Ok(axum::Json(json!({ "holder": path.is_some(), "path": path })));
+            }
             let holder = view
                 .is_holder(&person, &relation, &team)
                 .map_err(graph_error)?;
             Ok(axum::Json(json!({ "holder": holder })))
+        })
+        .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RelationsQuery {
+    relation: String,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /persons/{person}/relations?relation=audits`: the teams on which the person holds the
+/// relation, directly or through the teams it was granted to.
+pub(crate) async fn relations_of(
+    State(state): State<Directory>,
+    Path(person): Path<String>,
+    Query(query): Query<RelationsQuery>,
+) -> Result<Response, ApiError> {
+    check_names(&[&person, &query.relation])?;
+    let limit = limit(query.limit)?;
+    let page = state
+        .blocking(move |d| {
+            d.teams
+                .relations_of(&person, &query.relation, query.after.as_deref(), limit)
+                .map_err(graph_error)
+        })
+        .await?;
+    page_response("teams", page)
+}
+
+/// `GET /packagesets/{set}/packages/{package}[?path=true]`: `{"contains": bool}`, with
+/// `"path": [package, set1, ..., set]` on request.
+pub(crate) async fn set_contains(
+    State(state): State<Directory>,
+    Path((set, package)): Path<(String, String)>,
+    Query(query): Query<PathQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_names(&[&set, &package])?;
+    state
+        .blocking(move |d| {
+            let path = d.sets.path(&package, &set).map_err(graph_error)?;
+            let mut body = json!({ "contains": path.is_some() });
+            if query.path {
+                body["path"] = json!(path);
+            }
+            Ok(axum::Json(body))
         })
         .await
 }

@@ -60,6 +60,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/import/teams"),
     ("POST", "/import/packagesets"),
     ("POST", "/import/repos/{repo}"),
+    ("GET", "/persons/{person}/relations"),
+    ("GET", "/packagesets/{set}/packages/{package}"),
     ("PUT", "/graphs/{graph}"),
     ("PUT", "/graphs/{graph}/edges/{from}/{to}"),
     ("DELETE", "/graphs/{graph}/edges/{from}/{to}"),
@@ -290,6 +292,11 @@ pub fn router(state: Directory) -> Router {
             get(handlers::is_holder),
         )
         .route("/packagesets/{set}/packages", get(handlers::packages))
+        .route(
+            "/packagesets/{set}/packages/{package}",
+            get(handlers::set_contains),
+        )
+        .route("/persons/{person}/relations", get(handlers::relations_of))
         .route(
             "/packages/{package}/packagesets",
             get(handlers::packagesets_of),
