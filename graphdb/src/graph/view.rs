@@ -258,7 +258,9 @@ impl View<'_> {
             .state
             .relations
             .range((key.clone(), 0, 0)..=(key, u32::MAX, u32::MAX))
-            .filter(|((_, _, d), expires)| active_at(**expires, now) && (*d == h || anc.contains(*d)))
+            .filter(|((_, _, d), expires)| {
+                active_at(**expires, now) && (*d == h || anc.contains(*d))
+            })
             .map(|((_, target, _), _)| *target)
             .collect())
     }

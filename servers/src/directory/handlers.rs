@@ -356,7 +356,9 @@ pub(crate) async fn is_holder(
                 let path = view
                     .holder_path(&person, &relation, &team)
                     .map_err(graph_error)?;
-                return Ok(axum::Json(json!({ "holder": path.is_some(), "path": path })));
+                return Ok(axum::Json(
+                    json!({ "holder": path.is_some(), "path": path }),
+                ));
             }
             let holder = view
                 .is_holder(&person, &relation, &team)

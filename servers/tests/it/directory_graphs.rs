@@ -446,34 +446,65 @@ async fn relations_both_ways_and_why_paths() {
     let teams = "team\tmember\trole\texpires\nubuntu\tcore\tmember\t\ncore\talice\tmember\t\n\
                  security\tubuntu\taudits\t\nkernel\tcore\taudits\t\nkernel\tbob\taudits\t\n\
                  desktop\tcarol\taudits\t\n";
-    assert_eq!(import(&d, "/import/teams", teams.to_owned()).await.status(), 200);
+    assert_eq!(
+        import(&d, "/import/teams", teams.to_owned()).await.status(),
+        200
+    );
     let r = d.get("/persons/alice/relations?relation=audits").await;
     assert_eq!(r, json!({"teams": ["kernel", "security"], "next": null}));
-    let r = d.get("/persons/alice/relations?relation=audits&limit=1").await;
+    let r = d
+        .get("/persons/alice/relations?relation=audits&limit=1")
+        .await;
     assert_eq!(r, json!({"teams": ["kernel"], "next": "kernel"}));
     let r = d.get("/persons/bob/relations?relation=audits").await;
     assert_eq!(r["teams"], json!(["kernel"]));
     let r = d.get("/persons/alice/relations?relation=administers").await;
     assert_eq!(r["teams"], json!([]));
-    let (status, _) = d.status(reqwest::Method::GET, "/persons/nobody/relations?relation=audits").await;
+    let (status, _) = d
+        .status(
+            reqwest::Method::GET,
+            "/persons/nobody/relations?relation=audits",
+        )
+        .await;
     assert_eq!(status, 404);
 
-    let r = d.get("/teams/security/holders/audits/alice?path=true").await;
-    assert_eq!(r, json!({"holder": true, "path": ["alice", "core", "ubuntu"]}));
+    let r = d
+        .get("/teams/security/holders/audits/alice?path=true")
+        .await;
+    assert_eq!(
+        r,
+        json!({"holder": true, "path": ["alice", "core", "ubuntu"]})
+    );
     let r = d.get("/teams/kernel/holders/audits/alice?path=true").await;
     assert_eq!(r, json!({"holder": true, "path": ["alice", "core"]}));
     let r = d.get("/teams/kernel/holders/audits/bob?path=true").await;
     assert_eq!(r, json!({"holder": true, "path": ["bob"]}));
     let r = d.get("/teams/desktop/holders/audits/alice?path=true").await;
     assert_eq!(r, json!({"holder": false, "path": null}));
-    assert_eq!(d.get("/teams/kernel/holders/audits/alice").await, json!({"holder": true}));
+    assert_eq!(
+        d.get("/teams/kernel/holders/audits/alice").await,
+        json!({"holder": true})
+    );
 
     let sets = "set\titem\ttype\nmain\tcore\tset\ncore\tbash\tpackage\n\tzsh\tpackage\n";
-    assert_eq!(import(&d, "/import/packagesets", sets.to_owned()).await.status(), 200);
+    assert_eq!(
+        import(&d, "/import/packagesets", sets.to_owned())
+            .await
+            .status(),
+        200
+    );
     let r = d.get("/packagesets/main/packages/bash?path=true").await;
-    assert_eq!(r, json!({"contains": true, "path": ["bash", "core", "main"]}));
-    assert_eq!(d.get("/packagesets/main/packages/zsh").await, json!({"contains": false}));
-    let (status, _) = d.status(reqwest::Method::GET, "/packagesets/main/packages/nope").await;
+    assert_eq!(
+        r,
+        json!({"contains": true, "path": ["bash", "core", "main"]})
+    );
+    assert_eq!(
+        d.get("/packagesets/main/packages/zsh").await,
+        json!({"contains": false})
+    );
+    let (status, _) = d
+        .status(reqwest::Method::GET, "/packagesets/main/packages/nope")
+        .await;
     assert_eq!(status, 404);
     d.stop().await;
 }
