@@ -232,6 +232,9 @@ pub struct Change {
     /// The edge after the change (absent when it was removed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<EdgeState>,
+    /// `"allow"` on the creation of a group that may lie on cycles (package sets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycles: Option<String>,
     /// An import's node rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<u64>,
@@ -261,6 +264,7 @@ impl Change {
             relation: None,
             label: None,
             before: None,
+            cycles: None,
             after: None,
             nodes: None,
             edges: None,
@@ -396,6 +400,13 @@ impl<'a> Recorder<'a> {
         };
         let change = self.change(change_kind).with_node(name, kind);
         self.events.push((change, vec![name.to_owned()]));
+    }
+
+    /// Marks the group just created as allowing cycles.
+    pub(crate) fn cycles_allowed(&mut self) {
+        if let Some((change, _)) = self.events.last_mut() {
+            change.cycles = Some("allow".to_owned());
+        }
     }
 
     pub(crate) fn node_removed(&mut self, name: &str, kind: NodeKind, edges: u64) {

@@ -82,6 +82,14 @@ pub enum Error {
         /// The namespace.
         namespace: String,
     },
+    /// A group exists already with the other choice about cycles (made at creation).
+    #[error("{name:?} in namespace {namespace:?} exists with the other choice about cycles")]
+    CyclesFixed {
+        /// The namespace.
+        namespace: String,
+        /// The group.
+        name: String,
+    },
     /// A graph name that the store does not hold.
     #[error("no graph named {name:?}")]
     UnknownGraph {

@@ -189,6 +189,15 @@ impl Namespace {
             if scc.len() == 1 && !self_loop {
                 continue;
             }
+            let allowed = |i: &NodeIndex| {
+                state
+                    .ids
+                    .get(graph[*i])
+                    .is_some_and(|&id| state.cycles_allowed.contains(id))
+            };
+            if scc.iter().all(allowed) {
+                continue;
+            }
             // Walk inside the component until a node repeats: that closes a cycle.
             let mut walk = vec![start];
             let mut seen: HashMap<NodeIndex, usize> = HashMap::from([(start, 0)]);

@@ -12,6 +12,7 @@ use roaring::RoaringBitmap;
 
 use super::bulk::BulkLoad;
 use super::namespace::Namespace;
+use super::storage;
 use super::types::{validate_label, validate_name, EdgeKind, NamespaceKind, NodeKind, Role};
 use super::view::View;
 use crate::Result;
@@ -77,6 +78,46 @@ impl Namespace {
             self.apply_membership(state, batch, events, edge, (Role::Member, None), label)
         })
         .map(|((), revision)| revision)
+    }
+
+    /// Adds the group `name` and, with `allow`, lets it lie on cycles in this acyclic
+    /// namespace (an edge may close a cycle when every node on it allows cycles). The choice
+    /// is made at creation: an existing group answers [`crate::Error::CyclesFixed`] when it
+    /// differs, and nothing else. Returns the revision.
+    pub fn add_group_with_cycles(&self, actor: &str, name: &str, allow: bool) -> Result<u64> {
+        validate_name(name)?;
+        self.write(actor, |state, batch, events| {
+            if let Some(&id) = state.ids.get(name) {
+                let found = state.node(id).map_or(NodeKind::Group, |n| n.kind);
+                if found != NodeKind::Group {
+                    return Err(self.wrong_kind(name, found, NodeKind::Group));
+                }
+                if state.cycles_allowed.contains(id) != allow {
+                    return Err(crate::Error::CyclesFixed {
+                        namespace: self.name.clone(),
+                        name: name.to_owned(),
+                    });
+                }
+                return Ok(());
+            }
+            let id = self.create_node(state, batch, events, name, NodeKind::Group)?;
+            if allow {
+                state.cycles_allowed.insert(id);
+                batch.put(self.ks.meta, storage::cycles_key(self.id, id), []);
+                events.cycles_allowed();
+            }
+            Ok(())
+        })
+        .map(|((), revision)| revision)
+    }
+
+    /// Whether the group `name` opted into cycles.
+    pub fn allows_cycles(&self, name: &str) -> bool {
+        let state = self.read_state();
+        state
+            .ids
+            .get(name)
+            .is_some_and(|&id| state.cycles_allowed.contains(id))
     }
 
     /// Loads nodes and labelled edges at once, all or nothing, with one index update and one

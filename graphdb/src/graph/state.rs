@@ -118,6 +118,9 @@ pub(crate) struct State {
     pub labels: Vec<Box<str>>,
     /// Label numbers by label.
     pub label_ids: HashMap<Box<str>, u16>,
+    /// Groups of an acyclic namespace that opted into cycles: an edge may close a cycle when
+    /// every node on the cycles it closes is one of them.
+    pub cycles_allowed: RoaringBitmap,
 }
 
 impl State {
@@ -511,6 +514,7 @@ impl State {
         self.ids.remove(&*node.name);
         self.leaves.remove(x);
         self.groups.remove(x);
+        self.cycles_allowed.remove(x);
         while self.nodes.last().is_some_and(Option::is_none) {
             self.nodes.pop();
             self.anc.pop();

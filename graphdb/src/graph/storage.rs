@@ -62,6 +62,11 @@ pub fn namespace_counter_key() -> Vec<u8> {
     KeyBuilder::new().u8(b'C').finish()
 }
 
+/// The flag of a group that opted into cycles (see `State::cycles_allowed`).
+pub fn cycles_key(ns: u32, id: u32) -> Vec<u8> {
+    KeyBuilder::new().u8(b'Y').u32(ns).u32(id).finish()
+}
+
 pub fn applied_key(ns: u32) -> Vec<u8> {
     KeyBuilder::new().u8(b'A').u32(ns).finish()
 }
@@ -299,6 +304,19 @@ pub fn load(view: &dyn ReadView, ks: &Keyspaces, ns: u32) -> Result<State> {
         }
         state.anc[id as usize] = RoaringBitmap::deserialize_from(value.as_slice())
             .map_err(|_| corrupt("bad roaring bitmap"))?;
+    }
+    let prefix = KeyBuilder::new().u8(b'Y').u32(ns).finish();
+    for kv in view.scan(ks.meta, ScanRange::prefix(&prefix), Direction::Forward)? {
+        let (key, _) = kv?;
+        let mut reader = KeyReader::new(&key);
+        reader.u8();
+        reader.u32();
+        let id = reader.u32().ok_or_else(|| Error::Corrupt {
+            keyspace: META,
+            key: key.clone(),
+            reason: "short cycles flag key",
+        })?;
+        state.cycles_allowed.insert(id);
     }
     state.derive_leaves();
     state.transpose();

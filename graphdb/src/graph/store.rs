@@ -396,6 +396,9 @@ impl GraphStore {
                 | K::PackageRemoved
                 | K::GroupRemoved
                 | K::LeafRemoved => ns.remove_node(actor, name).map(drop)?,
+                _ if change.cycles.as_deref() == Some("allow") => {
+                    ns.add_group_with_cycles(actor, name, true).map(drop)?
+                }
                 _ => ns.add_node(actor, name, kind).map(drop)?,
             }
             return Ok(true);

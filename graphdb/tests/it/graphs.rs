@@ -305,3 +305,57 @@ fn bad_labels_and_lines_are_refused() {
     assert_eq!((nodes, edges), (0, 2));
     assert!(g.reachable("a", "d", false).unwrap().reachable);
 }
+
+#[test]
+fn package_sets_may_opt_into_cycles() {
+    let fx = Fixture::new(engine::Backend::Memory);
+    let store = fx.open();
+    let sets = graphdb::PackageSets::open(&store).unwrap();
+    sets.add_set_with_cycles("ruby", true).unwrap();
+    sets.add_set_with_cycles("gems", true).unwrap();
+    sets.add_set("strict").unwrap();
+    sets.put_item("ruby", "gems", graphdb::SetItem::Set)
+        .unwrap();
+    sets.put_item("gems", "ruby", graphdb::SetItem::Set)
+        .unwrap();
+    sets.put_item("gems", "rake", graphdb::SetItem::Package)
+        .unwrap();
+    assert!(sets.is_in("ruby", "ruby").unwrap());
+    assert!(sets.is_in("rake", "ruby").unwrap());
+    // A cycle through a set that did not opt in is refused, naming it.
+    sets.put_item("strict", "ruby", graphdb::SetItem::Set)
+        .unwrap();
+    assert!(matches!(
+        sets.put_item("gems", "strict", graphdb::SetItem::Set),
+        Err(Error::Cycle { .. })
+    ));
+    assert!(matches!(
+        sets.add_set_with_cycles("strict", true),
+        Err(Error::CyclesFixed { .. })
+    ));
+    sets.add_set_with_cycles("ruby", true).unwrap();
+    let header = graphdb::import::PACKAGE_SETS_HEADER;
+    let cyclic = format!("{header}\ngems\tstrict\tset\n");
+    assert!(matches!(
+        sets.import_tsv(cyclic.as_bytes(), None),
+        Err(Error::Cycle { .. })
+    ));
+    let fine = format!("{header}\nruby\tgems\tset\ngems\truby\tset\n");
+    sets.import_tsv(fine.as_bytes(), None).unwrap();
+    assert!(sets.check().is_clean());
+    // The choice survives a reopen, and the feed replays it.
+    drop(sets);
+    drop(store);
+    let store = fx.open();
+    let sets = graphdb::PackageSets::open(&store).unwrap();
+    assert!(sets.allows_cycles("ruby") && !sets.allows_cycles("strict"));
+    assert!(sets.is_in("ruby", "gems").unwrap());
+    let page = store.changes(0, 1000).unwrap();
+    let other = Fixture::new(engine::Backend::Memory).open();
+    for (_, change) in &page.changes {
+        other.replay(change).unwrap();
+    }
+    let replayed = graphdb::PackageSets::open(&other).unwrap();
+    assert!(replayed.allows_cycles("gems"));
+    assert!(replayed.is_in("ruby", "ruby").unwrap());
+}

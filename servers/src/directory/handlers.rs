@@ -60,6 +60,10 @@ pub(crate) fn graph_error(error: graphdb::Error) -> ApiError {
         E::InvalidLabel { reason, .. } => {
             ApiError::bad_request("bad_label", format!("invalid label: {reason}"))
         }
+        E::CyclesFixed { name, .. } => ApiError::conflict(
+            "cycles_fixed",
+            format!("{name:?} exists with the other choice about cycles"),
+        ),
         E::UnknownGraph { name } => ApiError::not_found(format!("no such graph: {name:?}")),
         E::LabelsExhausted { .. } => {
             ApiError::conflict("too_many_labels", "the graph uses 65,535 labels already")
@@ -446,6 +450,50 @@ pub(crate) async fn put_item(
                 revision,
                 json!({ "set": set, "item": item, "type": kind }),
             ))
+        })
+        .await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetBody {
+    cycles: Option<String>,
+}
+
+/// `PUT /packagesets/{set}` with an optional body `{"cycles": "allow" | "refuse"}` (default
+/// `refuse`, decided at creation: 409 `cycles_fixed` for an existing set with the other one).
+pub(crate) async fn put_set(
+    State(state): State<Directory>,
+    actor: Actor,
+    Path(set): Path<String>,
+    BodyBytes(body): BodyBytes,
+) -> Result<(Revision, axum::Json<Value>), ApiError> {
+    check_name(&set)?;
+    let body: SetBody = if body.iter().all(u8::is_ascii_whitespace) {
+        SetBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("bad_json", format!("invalid body: {e}")))?
+    };
+    let allow = match body.cycles.as_deref().unwrap_or("refuse") {
+        "allow" => true,
+        "refuse" => false,
+        _ => {
+            return Err(ApiError::bad_request(
+                "bad_json",
+                "cycles is \"allow\" or \"refuse\"",
+            ))
+        }
+    };
+    state
+        .blocking(move |d| {
+            let revision = d
+                .sets
+                .acting_as(actor.as_str())
+                .add_set_with_cycles(&set, allow)
+                .map_err(graph_error)?;
+            let cycles = if allow { "allow" } else { "refuse" };
+            Ok(written(revision, json!({ "set": set, "cycles": cycles })))
         })
         .await
 }

@@ -43,6 +43,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/persons/{person}/teams"),
     ("GET", "/teams/{team}/holders/{relation}"),
     ("GET", "/teams/{team}/holders/{relation}/{person}"),
+    ("PUT", "/packagesets/{set}"),
     ("PUT", "/packagesets/{set}/items/{item}"),
     ("DELETE", "/packagesets/{set}/items/{item}"),
     ("GET", "/packagesets/{set}/packages"),
@@ -253,6 +254,7 @@ pub fn router(state: Directory) -> Router {
             "/teams/{team}/members/{member}",
             put(handlers::put_member).delete(handlers::delete_member),
         )
+        .route("/packagesets/{set}", put(handlers::put_set))
         .route(
             "/packagesets/{set}/items/{item}",
             put(handlers::put_item).delete(handlers::delete_item),

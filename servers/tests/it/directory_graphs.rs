@@ -508,3 +508,60 @@ async fn relations_both_ways_and_why_paths() {
     assert_eq!(status, 404);
     d.stop().await;
 }
+
+#[tokio::test]
+async fn package_sets_opt_into_cycles_when_created() {
+    let d = Dir::memory(Access::default()).await;
+    for set in ["ruby", "gems"] {
+        let r = d
+            .put(
+                &format!("/packagesets/{set}"),
+                Some(json!({"cycles": "allow"})),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        assert!(has_revision(&r));
+    }
+    assert_eq!(d.put("/packagesets/strict", None).await.status(), 200);
+    let r = d
+        .put("/packagesets/strict", Some(json!({"cycles": "allow"})))
+        .await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(error_code(r).await, "cycles_fixed");
+    assert_eq!(
+        d.put("/packagesets/x", Some(json!({"cycles": "maybe"})))
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        d.put("/packagesets/ruby/items/gems?type=set", None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        d.put("/packagesets/gems/items/ruby?type=set", None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        d.put("/packagesets/strict/items/ruby?type=set", None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        d.put("/packagesets/gems/items/strict?type=set", None)
+            .await
+            .status(),
+        409
+    );
+    let r = d.get("/packagesets/ruby/packages/ruby?path=true").await;
+    assert_eq!(
+        r,
+        json!({"contains": true, "path": ["ruby", "gems", "ruby"]})
+    );
+    d.stop().await;
+}
