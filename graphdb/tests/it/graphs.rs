@@ -280,7 +280,7 @@ fn bad_labels_and_lines_are_refused() {
         (format!("{header}\na\tb\n"), 2),
         (format!("{header}\na\tb\tl\n\nc\td\te\tf\n"), 4),
         (format!("{header}\na\t\tl\n"), 2),
-        (format!("x\ty\n"), 1),
+        ("x\ty\n".to_owned(), 1),
     ];
     for (text, line) in cases {
         match g.import_tsv(text.as_bytes(), None) {

@@ -322,8 +322,8 @@ async fn a_generated_cyclic_graph_answers_like_bfs_and_round_trips() {
         let (a, b) = (&nodes[rng.next(40)], &nodes[rng.next(40)]);
         let label = labels[rng.next(3)];
         let key = (a.clone(), b.clone());
-        if !edges.contains_key(&key) {
-            edges.insert(key, label.map(str::to_owned));
+        if let std::collections::btree_map::Entry::Vacant(slot) = edges.entry(key) {
+            slot.insert(label.map(str::to_owned));
             tsv.push_str(&format!("{a}\t{b}\t{}\n", label.unwrap_or("")));
         }
     }
