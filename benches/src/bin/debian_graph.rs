@@ -10,7 +10,8 @@ fn main() -> anyhow::Result<()> {
     let scale: f64 = args.next().unwrap_or_else(|| "1".into()).parse()?;
     let dir = std::path::PathBuf::from(args.next().unwrap_or_else(|| "graph".into()));
     std::fs::create_dir_all(&dir)?;
-    let g = graphdb::generate::debian::debian(&graphdb::generate::debian::DebianShape::scaled(scale));
+    let g =
+        graphdb::generate::debian::debian(&graphdb::generate::debian::DebianShape::scaled(scale));
     std::fs::write(dir.join("graph.tsv"), g.tsv())?;
     let mut names = std::io::BufWriter::new(std::fs::File::create(dir.join("binaries.txt"))?);
     for name in &g.binaries {

@@ -274,7 +274,7 @@ pub fn debian(shape: &DebianShape) -> DebianGraph {
         .take(shape.sections)
         .map(|s| format!("section:{s}"))
         .collect();
-    for b in 0..n {
+    for binary in &binaries {
         let s = if rng.gen_bool(0.2) {
             0
         } else {
@@ -282,7 +282,7 @@ pub fn debian(shape: &DebianShape) -> DebianGraph {
             1 + ((u * u) * (sections.len() - 1) as f64) as usize
         };
         let s = s.min(sections.len() - 1);
-        out.push((sections[s].clone(), binaries[b].clone(), "contains"));
+        out.push((sections[s].clone(), binary.clone(), "contains"));
     }
     out.shuffle(&mut rng);
     let cycles = cycles
