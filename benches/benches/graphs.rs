@@ -10,7 +10,8 @@
 //! (petgraph-free: adjacency lists in `Vec`s) is printed as the floor the index must beat.
 //!
 //! `GRAPHS_BENCH_SCALE` (default 1) multiplies the graph (10 for ten times Debian);
-//! `GRAPHS_BENCH_SAMPLES` (default 20) sets the number of merge/split samples;
+//! `GRAPHS_BENCH_SAMPLES` (default 5) sets the number of merge/split samples and
+//! `GRAPHS_BENCH_MERGE_TO` (default `ruby3.1`) the target of the merging edge from `libc6`;
 //! `GRAPHS_BENCH_TSV=path` writes the TSV for the PostgreSQL peer (`benches/servers/graphs-pg.sh`).
 
 // Benchmark code: a failed unwrap stops a measurement, which must not carry on past a broken setup.
@@ -233,10 +234,14 @@ fn main() {
         samples,
     );
 
-    // libc6 -> task-gnome-desktop: everything between them (what the meta package pulls in
-    // that reaches libc6) becomes one component; removing it splits that apart again.
-    let samples_n: usize = env("GRAPHS_BENCH_SAMPLES", 20);
-    let meta = names.last().unwrap();
+    // libc6 -> ruby3.1 merges the two planted cycles (libc6 <-> libgcc-s1 and Ruby's 7) and
+    // everything between them into one component; removing it splits that apart again.
+    // `GRAPHS_BENCH_MERGE_TO=task-gnome-desktop` merges nearly the whole graph instead
+    // (minutes and gigabytes at full scale: every node reaching libc6 then reaches all the
+    // meta package pulls in).
+    let samples_n: usize = env("GRAPHS_BENCH_SAMPLES", 5);
+    let meta: String = env("GRAPHS_BENCH_MERGE_TO", "ruby3.1".to_owned());
+    let meta = &meta;
     let (mut merge, mut split) = (Vec::new(), Vec::new());
     for _ in 0..samples_n {
         let t = Instant::now();
