@@ -222,12 +222,19 @@ pub struct Change {
     /// The relation (`audits`, ...) of a relation change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relation: Option<String>,
+    /// The label of an edge of a general graph (`depends`, ...): after the change, or before
+    /// it when the edge was removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// The edge before the change (absent when it was added).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<EdgeState>,
     /// The edge after the change (absent when it was removed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<EdgeState>,
+    /// `"allow"` on the creation of a group that may lie on cycles (package sets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycles: Option<String>,
     /// An import's node rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<u64>,
@@ -255,7 +262,9 @@ impl Change {
             group: None,
             node: None,
             relation: None,
+            label: None,
             before: None,
+            cycles: None,
             after: None,
             nodes: None,
             edges: None,
@@ -393,6 +402,13 @@ impl<'a> Recorder<'a> {
         self.events.push((change, vec![name.to_owned()]));
     }
 
+    /// Marks the group just created as allowing cycles.
+    pub(crate) fn cycles_allowed(&mut self) {
+        if let Some((change, _)) = self.events.last_mut() {
+            change.cycles = Some("allow".to_owned());
+        }
+    }
+
     pub(crate) fn node_removed(&mut self, name: &str, kind: NodeKind, edges: u64) {
         use ChangeKind as K;
         let change_kind = match kind {
@@ -404,19 +420,20 @@ impl<'a> Recorder<'a> {
         self.events.push((change, vec![name.to_owned()]));
     }
 
-    /// A membership edge `member -> group` went from `before` to `after` (`None`: absent).
-    /// Records nothing when both are equal.
+    /// A membership edge `member -> group` went from `before` to `after` (`None`: absent),
+    /// its label from `labels[0]` to `labels[1]`. Records nothing when both are equal.
     pub(crate) fn membership(
         &mut self,
         group: &str,
         member: &str,
         before: Option<(Role, Option<i64>)>,
         after: Option<(Role, Option<i64>)>,
+        labels: [Option<&str>; 2],
     ) {
         use ChangeKind as K;
         let kind = match (before, after) {
             (None, None) => return,
-            (Some(b), Some(a)) if b == a => return,
+            (Some(b), Some(a)) if b == a && labels[0] == labels[1] => return,
             (None, Some(_)) => self.kind_for(K::MembershipAdded, K::ItemAdded, K::MembershipAdded),
             (Some(_), None) => {
                 self.kind_for(K::MembershipRemoved, K::ItemRemoved, K::MembershipRemoved)
@@ -432,6 +449,12 @@ impl<'a> Recorder<'a> {
         let mut change = self.change(kind).with_group(group).with_member(member);
         change.before = state(before);
         change.after = state(after);
+        let label = if after.is_some() {
+            labels[1]
+        } else {
+            labels[0]
+        };
+        change.label = label.map(str::to_owned);
         self.events
             .push((change, vec![group.to_owned(), member.to_owned()]));
     }

@@ -68,6 +68,34 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
+    /// An edge label that cannot be used (empty, longer than 255 bytes, a control character).
+    #[error("invalid label {label:?}: {reason}")]
+    InvalidLabel {
+        /// The label.
+        label: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The namespace uses 65,535 distinct edge labels already.
+    #[error("namespace {namespace:?} has no label number left")]
+    LabelsExhausted {
+        /// The namespace.
+        namespace: String,
+    },
+    /// A group exists already with the other choice about cycles (made at creation).
+    #[error("{name:?} in namespace {namespace:?} exists with the other choice about cycles")]
+    CyclesFixed {
+        /// The namespace.
+        namespace: String,
+        /// The group.
+        name: String,
+    },
+    /// A graph name that the store does not hold.
+    #[error("no graph named {name:?}")]
+    UnknownGraph {
+        /// The name asked for.
+        name: String,
+    },
     /// A namespace exists already with the other acyclicity.
     #[error("namespace {namespace:?} exists as {found:?}, not {requested:?}")]
     NamespaceKind {

@@ -114,6 +114,20 @@ pub enum LineProblem {
     /// A declaration row with a role, expiry or type that makes no sense, or an empty row.
     #[error("{0}")]
     BadDeclaration(&'static str),
+    /// An edge label that cannot be used.
+    #[error("invalid label {label:?}: {reason}")]
+    BadLabel {
+        /// The label (cut to 100 bytes).
+        label: String,
+        /// Why.
+        reason: String,
+    },
+    /// The file holds more edges than the import accepts.
+    #[error("more than {limit} edges")]
+    TooManyEdges {
+        /// The configured limit.
+        limit: usize,
+    },
     /// The same edge twice.
     #[error("duplicate of line {first}")]
     Duplicate {
@@ -132,7 +146,7 @@ pub enum LineProblem {
     },
 }
 
-fn cut(s: &str) -> String {
+pub(crate) fn cut(s: &str) -> String {
     let mut end = s.len().min(100);
     while !s.is_char_boundary(end) {
         end -= 1;
@@ -199,7 +213,7 @@ pub enum SetRow {
 
 /// Splits the input into numbered lines (header included), checking the header, skipping blank
 /// lines, and calling `row` for each other line.
-fn for_each_line(
+pub(crate) fn for_each_line(
     mut reader: impl BufRead,
     header: &'static str,
     mut row: impl FnMut(usize, &str) -> Result<(), LineProblem>,
@@ -255,7 +269,7 @@ fn for_each_line(
     Ok(())
 }
 
-fn fields<const N: usize>(text: &str) -> Result<[&str; N], LineProblem> {
+pub(crate) fn fields<const N: usize>(text: &str) -> Result<[&str; N], LineProblem> {
     let mut out = [""; N];
     let mut count = 0;
     for (i, field) in text.split('\t').enumerate() {
@@ -274,7 +288,7 @@ fn fields<const N: usize>(text: &str) -> Result<[&str; N], LineProblem> {
     }
 }
 
-fn name(field: &str) -> Result<String, LineProblem> {
+pub(crate) fn name(field: &str) -> Result<String, LineProblem> {
     validate_name(field).map_err(|e| LineProblem::BadName {
         name: cut(field),
         reason: match e {

@@ -48,6 +48,7 @@ mod clock;
 mod error;
 pub mod generate;
 mod graph;
+pub mod graphs;
 pub mod import;
 mod packagesets;
 mod teams;
@@ -56,10 +57,12 @@ pub use changes::{Change, ChangeKind, EdgeState, SYSTEM_ACTOR};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use graph::{
-    validate_relation, ChangesPage, CheckReport, Depth, Difference, EdgeKind, EdgeRecord, Filter,
-    GraphStore, GraphStoreBuilder, HistoryOf, HistoryPage, IndexStats, Namespace, NamespaceKind,
-    NodeId, NodeKind, Page, RawHistoryPage, Role, View, DEFAULT_RETENTION,
+    validate_label, validate_relation, ChangesPage, CheckReport, Depth, Difference, Direction,
+    EdgeKind, EdgeRecord, Filter, GraphStore, GraphStoreBuilder, HistoryOf, HistoryPage,
+    IndexStats, LabelledEdge, Namespace, NamespaceKind, NodeId, NodeKind, Page, RawHistoryPage,
+    Role, View, DEFAULT_RETENTION,
 };
+pub use graphs::{Graph, NodeEdges, Reach, Traversal};
 pub use packagesets::{PackageSets, SetFilter, SetItem};
 pub use teams::{TeamFilter, Teams};
 
@@ -74,5 +77,6 @@ const _: fn() = || {
     shareable::<Namespace>();
     shareable::<Teams>();
     shareable::<PackageSets>();
+    shareable::<Graph>();
     shareable::<Error>();
 };

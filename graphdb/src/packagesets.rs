@@ -117,6 +117,22 @@ impl PackageSets {
         Ok(self.ns.add_node(&self.actor, name, NodeKind::Group)?.1)
     }
 
+    /// Adds a set that may lie on cycles (`allow`; sets refuse them by default, as
+    /// Launchpad's do): an item may close a cycle when every set on it allows cycles. Decided
+    /// at creation: an existing set with the other choice is [`crate::Error::CyclesFixed`].
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidName`], [`crate::Error::WrongKind`] for a package,
+    /// [`crate::Error::CyclesFixed`], engine errors.
+    pub fn add_set_with_cycles(&self, name: &str, allow: bool) -> Result<u64> {
+        self.ns.add_group_with_cycles(&self.actor, name, allow)
+    }
+
+    /// Whether the set `name` allows cycles.
+    pub fn allows_cycles(&self, name: &str) -> bool {
+        self.ns.allows_cycles(name)
+    }
+
     /// Removes a package or a set with its edges; returns the revision, or `None` when there
     /// was no such name.
     ///
@@ -169,6 +185,15 @@ impl PackageSets {
     /// [`crate::Error::UnknownNode`].
     pub fn is_in(&self, item: &str, set: &str) -> Result<bool> {
         self.view().is_member(item, set)
+    }
+
+    /// Why `item` is in `set`: the shortest chain `[item, set1, ..., set]`, each in the next,
+    /// or `None`.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn path(&self, item: &str, set: &str) -> Result<Option<Vec<String>>> {
+        self.view().path(item, set)
     }
 
     /// One page of the items of `set`, sorted by name.

@@ -288,6 +288,35 @@ impl Teams {
             .holders(relation, target, filter.into(), after, limit)
     }
 
+    /// One page of the teams on which `person` holds `relation`, directly or through the
+    /// teams it was granted to (see [`View::relation_targets`]).
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn relations_of(
+        &self,
+        person: &str,
+        relation: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page> {
+        self.view().relation_targets(person, relation, after, limit)
+    }
+
+    /// Why `person` holds `relation` on `target`: `[person, team, ..., direct holder]`, or
+    /// `None` (see [`View::holder_path`]).
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn holder_path(
+        &self,
+        person: &str,
+        relation: &str,
+        target: &str,
+    ) -> Result<Option<Vec<String>>> {
+        self.view().holder_path(person, relation, target)
+    }
+
     /// Whether `person` holds `relation` on `target`, directly or through a team.
     ///
     /// # Errors

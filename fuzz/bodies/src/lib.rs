@@ -21,4 +21,4 @@ pub use blob_model::blob_model;
 pub use graph_model::graph_model;
 pub use http::{directory_http, librarian_http};
 pub use keys::key_encoding;
-pub use parsers::{package_set_tsv, rev_list, team_tsv, token};
+pub use parsers::{graph_tsv, package_set_tsv, rev_list, team_tsv, token};

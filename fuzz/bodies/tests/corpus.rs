@@ -40,6 +40,7 @@ macro_rules! corpus_tests {
 corpus_tests!(
     key_encoding,
     team_tsv,
+    graph_tsv,
     package_set_tsv,
     rev_list,
     token,
@@ -56,6 +57,7 @@ fn every_target_is_replayed() {
     let replayed = [
         "key_encoding",
         "team_tsv",
+        "graph_tsv",
         "package_set_tsv",
         "rev_list",
         "token",

@@ -7,7 +7,9 @@ use roaring::RoaringBitmap;
 use super::namespace::Namespace;
 use super::state::{active_at, State};
 use super::storage;
-use super::types::{validate_name, validate_relation, EdgeKind, NamespaceKind, NodeKind};
+use super::types::{
+    validate_label, validate_name, validate_relation, EdgeKind, NamespaceKind, NodeKind,
+};
 use crate::{Error, Result};
 
 impl Namespace {
@@ -24,6 +26,9 @@ impl Namespace {
             if let EdgeKind::Relation(r) = kind {
                 validate_relation(r)?;
             }
+        }
+        for label in load.labels.iter().flatten() {
+            validate_label(label)?;
         }
         self.write(actor, |state, batch, events| {
             // Validation: kinds of existing nodes, edge ends, cycles.
@@ -56,6 +61,18 @@ impl Namespace {
             if self.kind == NamespaceKind::Acyclic {
                 self.check_bulk_acyclic(state, load)?;
             }
+            // Interning labels changes nothing the index or the disk sees.
+            let label_ids = load
+                .labels
+                .iter()
+                .map(|l| {
+                    state
+                        .label_id(l.as_deref())
+                        .ok_or_else(|| Error::LabelsExhausted {
+                            namespace: self.name.clone(),
+                        })
+                })
+                .collect::<Result<Vec<u16>>>()?;
             // Mutation.
             let ns = self.id;
             let mut next = state.next_id().unwrap_or(u32::MAX);
@@ -88,14 +105,16 @@ impl Namespace {
                                 affected |= state.self_and_desc(m);
                             }
                         }
-                        state.insert_link(m, g, *role, *expires);
+                        let label = load.labels.get(i).and_then(Option::as_deref);
+                        let label_id = label_ids.get(i).copied().unwrap_or(0);
+                        state.insert_labelled_link(m, g, *role, label_id, *expires);
                         if active_at(*expires, state.applied) {
                             sources.push(m);
                         }
                         batch.put(
                             self.ks.edges,
                             storage::membership_key(ns, m, g),
-                            storage::edge_value(Some(*role), *expires),
+                            storage::labelled_edge_value(Some(*role), label, *expires),
                         );
                     }
                     EdgeKind::Relation(relation) => {
@@ -170,6 +189,15 @@ impl Namespace {
             if scc.len() == 1 && !self_loop {
                 continue;
             }
+            let allowed = |i: &NodeIndex| {
+                state
+                    .ids
+                    .get(graph[*i])
+                    .is_some_and(|&id| state.cycles_allowed.contains(id))
+            };
+            if scc.iter().all(allowed) {
+                continue;
+            }
             // Walk inside the component until a node repeats: that closes a cycle.
             let mut walk = vec![start];
             let mut seen: HashMap<NodeIndex, usize> = HashMap::from([(start, 0)]);
@@ -208,4 +236,7 @@ pub(crate) struct BulkLoad {
     pub nodes: Vec<(String, NodeKind)>,
     /// (member or holder, group or target, kind, expires).
     pub edges: Vec<(String, String, EdgeKind, Option<i64>)>,
+    /// The label of each membership edge, by index in `edges` (general graphs; missing: no
+    /// label).
+    pub labels: Vec<Option<String>>,
 }

@@ -8,6 +8,7 @@
 //! and never counts as membership.
 
 mod bulk;
+mod general;
 mod namespace;
 mod state;
 pub(crate) mod storage;
@@ -16,11 +17,13 @@ mod types;
 mod view;
 
 pub(crate) use bulk::BulkLoad;
+pub use general::{Direction, LabelledEdge};
 pub use namespace::Namespace;
 pub use store::{
     ChangesPage, GraphStore, GraphStoreBuilder, HistoryOf, HistoryPage, RawHistoryPage,
     DEFAULT_RETENTION,
 };
+pub use types::validate_label;
 pub(crate) use types::validate_name;
 pub use types::{
     validate_relation, CheckReport, Depth, Difference, EdgeKind, EdgeRecord, Filter, IndexStats,

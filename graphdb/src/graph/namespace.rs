@@ -240,7 +240,7 @@ impl Namespace {
     }
 
     /// Creates the node `name` (the caller checked that the name is free and valid).
-    fn create_node(
+    pub(super) fn create_node(
         &self,
         state: &mut State,
         batch: &mut WriteBatch,
@@ -274,6 +274,9 @@ impl Namespace {
             let node = state.node(x).expect("named nodes are live").clone();
             let ns = self.id;
             batch.delete(self.ks.nodes, storage::node_key(ns, x));
+            if state.cycles_allowed.contains(x) {
+                batch.delete(self.ks.meta, storage::cycles_key(ns, x));
+            }
             let prefix = storage::edges_of_key(ns, x);
             let end = engine::keys::prefix_successor(&prefix).expect("prefix has a successor");
             batch.delete_range(self.ks.edges, prefix, end);
@@ -324,41 +327,68 @@ impl Namespace {
         role: Role,
         expires: Option<i64>,
     ) -> Result<u64> {
+        self.set_labelled_membership(actor, member, group, (role, expires), None)
+    }
+
+    /// [`Namespace::set_membership`] with an edge label (general graphs; `None`: no label).
+    ///
+    /// # Errors
+    /// Those of [`Namespace::set_membership`], [`crate::Error::InvalidLabel`],
+    /// [`crate::Error::LabelsExhausted`].
+    pub fn set_labelled_membership(
+        &self,
+        actor: &str,
+        member: &str,
+        group: &str,
+        (role, expires): (Role, Option<i64>),
+        label: Option<&str>,
+    ) -> Result<u64> {
+        if let Some(label) = label {
+            super::types::validate_label(label)?;
+        }
         self.write(actor, |state, batch, events| {
             let m = self.resolve(state, member)?;
             let g = self.resolve_group(state, group)?;
-            self.apply_membership(state, batch, events, (m, g), (role, expires))
+            self.apply_membership(state, batch, events, (m, g), (role, expires), label)
         })
         .map(|((), revision)| revision)
     }
 
-    /// Sets the membership edge `m -> g` (both exist, `g` is a group), refusing a cycle before
-    /// changing anything.
-    fn apply_membership(
+    /// Sets the membership edge `m -> g` (both exist, `g` is a group) with its label (general
+    /// graphs), refusing a cycle before changing anything.
+    pub(super) fn apply_membership(
         &self,
         state: &mut State,
         batch: &mut WriteBatch,
         events: &mut Recorder<'_>,
         (m, g): (u32, u32),
         (role, expires): (Role, Option<i64>),
+        label: Option<&str>,
     ) -> Result<()> {
         let old = state.link(m, g);
-        events.membership(
-            state.name(g),
-            state.name(m),
-            old.map(|l| (l.role, l.expires)),
-            Some((role, expires)),
-        );
         let was_active = old.is_some_and(|l| state.active(&l));
         let now_active = active_at(expires, state.applied);
         if now_active && !was_active && self.kind == NamespaceKind::Acyclic {
             self.check_no_cycle(state, m, g)?;
         }
+        let label_id = state
+            .label_id(label)
+            .ok_or_else(|| Error::LabelsExhausted {
+                namespace: self.name.clone(),
+            })?;
+        let old_label = old.and_then(|l| state.label(l.label)).map(str::to_owned);
+        events.membership(
+            state.name(g),
+            state.name(m),
+            old.map(|l| (l.role, l.expires)),
+            Some((role, expires)),
+            [old_label.as_deref(), label],
+        );
         let affected = (was_active && !now_active).then(|| state.self_and_desc(m));
         if old.is_some() {
             state.remove_link(m, g);
         }
-        state.insert_link(m, g, role, expires);
+        state.insert_labelled_link(m, g, role, label_id, expires);
         if let Some(affected) = affected {
             state.recompute(&affected);
         } else if now_active && !was_active {
@@ -367,7 +397,7 @@ impl Namespace {
         batch.put(
             self.ks.edges,
             storage::membership_key(self.id, m, g),
-            storage::edge_value(Some(role), expires),
+            storage::labelled_edge_value(Some(role), label, expires),
         );
         Ok(())
     }
@@ -452,7 +482,7 @@ impl Namespace {
             };
             match kind {
                 EdgeKind::Membership(role) => {
-                    self.apply_membership(state, batch, events, (m, g), (*role, expires))
+                    self.apply_membership(state, batch, events, (m, g), (*role, expires), None)
                 }
                 EdgeKind::Relation(relation) => {
                     self.apply_grant(state, batch, events, (m, g), relation, expires);
@@ -463,9 +493,18 @@ impl Namespace {
         .map(|((), revision)| revision)
     }
 
-    fn check_no_cycle(&self, state: &State, member: u32, group: u32) -> Result<()> {
+    pub(super) fn check_no_cycle(&self, state: &State, member: u32, group: u32) -> Result<()> {
         if member != group && !state.anc[group as usize].contains(member) {
             return Ok(());
+        }
+        if !state.cycles_allowed.is_empty() {
+            // The nodes on the cycles the edge closes: above `group` and below `member`.
+            let mut on = state.anc[group as usize].clone();
+            on.insert(group);
+            on &= state.self_and_desc(member);
+            if on.is_subset(&state.cycles_allowed) {
+                return Ok(());
+            }
         }
         let mut cycle: Vec<String> = if member == group {
             vec![state.name(group).to_owned()]
@@ -498,7 +537,14 @@ impl Namespace {
             let Some(old) = state.link(m, g) else {
                 return Ok(false);
             };
-            events.membership(group, member, Some((old.role, old.expires)), None);
+            let label = state.label(old.label).map(str::to_owned);
+            events.membership(
+                group,
+                member,
+                Some((old.role, old.expires)),
+                None,
+                [label.as_deref(), None],
+            );
             let affected = state.active(&old).then(|| state.self_and_desc(m));
             state.remove_link(m, g);
             if let Some(affected) = affected {

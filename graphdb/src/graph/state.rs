@@ -19,9 +19,14 @@ pub(crate) struct Link {
     pub other: u32,
     /// The role.
     pub role: Role,
+    /// The edge's label in [`State::labels`] (0: none); general graphs label their edges.
+    pub label: u16,
     /// When it stops counting (Unix seconds), if ever.
     pub expires: Option<i64>,
 }
+
+// A link stays 24 bytes with its label number (see DESIGN.md, memory per edge).
+const _: () = assert!(std::mem::size_of::<Link>() == 24);
 
 /// Whether an edge with this expiry counts at time `t`.
 pub(crate) fn active_at(expires: Option<i64>, t: i64) -> bool {
@@ -109,6 +114,13 @@ pub(crate) struct State {
     pub applied: i64,
     /// Nodes whose `anc` changed since the last persisted write.
     pub dirty: RoaringBitmap,
+    /// Edge labels by number; number 0 (no label) is the empty string. Never shrinks.
+    pub labels: Vec<Box<str>>,
+    /// Label numbers by label.
+    pub label_ids: HashMap<Box<str>, u16>,
+    /// Groups of an acyclic namespace that opted into cycles: an edge may close a cycle when
+    /// every node on the cycles it closes is one of them.
+    pub cycles_allowed: RoaringBitmap,
 }
 
 impl State {
@@ -158,6 +170,27 @@ impl State {
         };
     }
 
+    /// The number of `label` (`None`: 0), interned on first use; `None` when all 65,535
+    /// numbers are taken.
+    pub fn label_id(&mut self, label: Option<&str>) -> Option<u16> {
+        let Some(label) = label else { return Some(0) };
+        if let Some(&id) = self.label_ids.get(label) {
+            return Some(id);
+        }
+        if self.labels.is_empty() {
+            self.labels.push("".into());
+        }
+        let id = u16::try_from(self.labels.len()).ok()?;
+        self.labels.push(label.into());
+        self.label_ids.insert(label.into(), id);
+        Some(id)
+    }
+
+    /// The label of a number (`None` for 0).
+    pub fn label(&self, id: u16) -> Option<&str> {
+        (id != 0).then(|| self.labels.get(usize::from(id)).map_or("", |l| &**l))
+    }
+
     /// The membership edge `member -> group`, if stored.
     pub fn link(&self, member: u32, group: u32) -> Option<Link> {
         let node = self.node(member)?;
@@ -166,15 +199,25 @@ impl State {
 
     /// Stores a membership edge in the adjacency lists and the expiry queue; the index is
     /// updated by the caller.
-    pub fn insert_link(&mut self, member: u32, group: u32, role: Role, expires: Option<i64>) {
+    /// `label` is a number from [`State::label_id`] (0: none).
+    pub fn insert_labelled_link(
+        &mut self,
+        member: u32,
+        group: u32,
+        role: Role,
+        label: u16,
+        expires: Option<i64>,
+    ) {
         self.node_mut(member).up.push(Link {
             other: group,
             role,
+            label,
             expires,
         });
         self.node_mut(group).down.push(Link {
             other: member,
             role,
+            label,
             expires,
         });
         if let Some(e) = expires {
@@ -471,6 +514,7 @@ impl State {
         self.ids.remove(&*node.name);
         self.leaves.remove(x);
         self.groups.remove(x);
+        self.cycles_allowed.remove(x);
         while self.nodes.last().is_some_and(Option::is_none) {
             self.nodes.pop();
             self.anc.pop();

@@ -27,6 +27,8 @@ pub const CONSUMERS: &str = "consumers";
 const TAG_MEMBERSHIP: u8 = 0;
 const TAG_RELATION: u8 = 1;
 const ROLE_RELATION: u8 = 2;
+/// Set in a membership edge's role byte when a label follows it.
+const LABELLED: u8 = 0x80;
 
 /// The keyspace handles of one engine.
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +60,11 @@ pub fn namespace_key(name: &str) -> Vec<u8> {
 
 pub fn namespace_counter_key() -> Vec<u8> {
     KeyBuilder::new().u8(b'C').finish()
+}
+
+/// The flag of a group that opted into cycles (see `State::cycles_allowed`).
+pub fn cycles_key(ns: u32, id: u32) -> Vec<u8> {
+    KeyBuilder::new().u8(b'Y').u32(ns).u32(id).finish()
 }
 
 pub fn applied_key(ns: u32) -> Vec<u8> {
@@ -129,11 +136,26 @@ pub fn edges_of_key(ns: u32, id: u32) -> Vec<u8> {
 }
 
 pub fn edge_value(role: Option<Role>, expires: Option<i64>) -> Vec<u8> {
+    labelled_edge_value(role, None, expires)
+}
+
+/// A membership edge's value with a label: the role byte has [`LABELLED`] set and the label
+/// follows as `len u8 | bytes` (labels are 1 to 255 bytes), before the expiry.
+pub fn labelled_edge_value(
+    role: Option<Role>,
+    label: Option<&str>,
+    expires: Option<i64>,
+) -> Vec<u8> {
     let mut v = vec![match role {
         Some(Role::Member) => 0,
         Some(Role::Admin) => 1,
         None => ROLE_RELATION,
     }];
+    if let Some(label) = label {
+        v[0] |= LABELLED;
+        v.push(u8::try_from(label.len()).expect("labels are at most 255 bytes"));
+        v.extend_from_slice(label.as_bytes());
+    }
     if let Some(e) = expires {
         v.extend_from_slice(&e.to_be_bytes());
     }
@@ -229,20 +251,33 @@ pub fn load(view: &dyn ReadView, ks: &Keyspaces, ns: u32) -> Result<State> {
         if state.node(member).is_none() || state.node(group).is_none() {
             return Err(corrupt("edge of a missing node"));
         }
-        let (role, expires) = match value.split_first() {
-            Some((role, [])) => (*role, None),
-            Some((role, rest)) => (
-                *role,
-                Some(i64::from_be_bytes(
-                    rest.try_into().map_err(|_| corrupt("bad expiry"))?,
-                )),
-            ),
+        let (mut role, mut value) = match value.split_first() {
+            Some((role, rest)) => (*role, rest),
             None => return Err(corrupt("empty edge value")),
+        };
+        let mut label = None;
+        if role & LABELLED != 0 {
+            role &= !LABELLED;
+            let (&len, rest) = value.split_first().ok_or_else(|| corrupt("short label"))?;
+            let (text, rest) = rest
+                .split_at_checked(usize::from(len))
+                .ok_or_else(|| corrupt("short label"))?;
+            label = Some(std::str::from_utf8(text).map_err(|_| corrupt("label is not UTF-8"))?);
+            value = rest;
+        }
+        let expires = match value {
+            [] => None,
+            rest => Some(i64::from_be_bytes(
+                rest.try_into().map_err(|_| corrupt("bad expiry"))?,
+            )),
         };
         match (tag, role) {
             (TAG_MEMBERSHIP, 0 | 1) => {
                 let role = if role == 0 { Role::Member } else { Role::Admin };
-                state.insert_link(member, group, role, expires);
+                let label = state
+                    .label_id(label)
+                    .ok_or_else(|| corrupt("more than 65,535 labels"))?;
+                state.insert_labelled_link(member, group, role, label, expires);
             }
             (TAG_RELATION, ROLE_RELATION) => {
                 let relation = std::str::from_utf8(reader.rest())
@@ -270,9 +305,22 @@ pub fn load(view: &dyn ReadView, ks: &Keyspaces, ns: u32) -> Result<State> {
         state.anc[id as usize] = RoaringBitmap::deserialize_from(value.as_slice())
             .map_err(|_| corrupt("bad roaring bitmap"))?;
     }
+    let prefix = KeyBuilder::new().u8(b'Y').u32(ns).finish();
+    for kv in view.scan(ks.meta, ScanRange::prefix(&prefix), Direction::Forward)? {
+        let (key, _) = kv?;
+        let mut reader = KeyReader::new(&key);
+        reader.u8();
+        reader.u32();
+        let id = reader.u32().ok_or_else(|| Error::Corrupt {
+            keyspace: META,
+            key: key.clone(),
+            reason: "short cycles flag key",
+        })?;
+        state.cycles_allowed.insert(id);
+    }
     state.derive_leaves();
     state.transpose();
-    // insert_link queued every edge not expired at `applied`; the index holds exactly those.
+    // insert_labelled_link queued every edge not expired at `applied`; the index holds exactly those.
     debug_assert!(state
         .expiry
         .iter()

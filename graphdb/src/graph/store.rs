@@ -396,6 +396,9 @@ impl GraphStore {
                 | K::PackageRemoved
                 | K::GroupRemoved
                 | K::LeafRemoved => ns.remove_node(actor, name).map(drop)?,
+                _ if change.cycles.as_deref() == Some("allow") => {
+                    ns.add_group_with_cycles(actor, name, true).map(drop)?
+                }
                 _ => ns.add_node(actor, name, kind).map(drop)?,
             }
             return Ok(true);
@@ -417,7 +420,8 @@ impl GraphStore {
                     .after
                     .ok_or_else(|| missing("membership without after"))?;
                 let role = after.role.unwrap_or(super::types::Role::Member);
-                ns.set_membership(actor, member, group, role, after.expires)?;
+                let label = change.label.as_deref();
+                ns.set_labelled_membership(actor, member, group, (role, after.expires), label)?;
             }
             K::MembershipRemoved | K::ItemRemoved => {
                 let (group, member) = edge()?;
@@ -445,6 +449,17 @@ impl GraphStore {
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// The namespace `name` if it exists (loaded on first use), without creating it.
+    ///
+    /// # Errors
+    /// Engine and corruption errors while loading.
+    pub fn existing_namespace(&self, name: &str) -> Result<Option<Arc<Namespace>>> {
+        match self.stored_kind(name)? {
+            Some(kind) => self.namespace(name, kind).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The kind a namespace is stored with, if it exists.

@@ -223,6 +223,24 @@ pub(crate) fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks an edge label: 1 to 255 bytes, no control characters.
+///
+/// # Errors
+/// [`crate::Error::InvalidLabel`] with the reason.
+pub fn validate_label(label: &str) -> Result<()> {
+    let reason = if label.is_empty() || label.len() > 255 {
+        "must be 1 to 255 bytes long"
+    } else if label.chars().any(char::is_control) {
+        "contains a control character"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidLabel {
+        label: label.into(),
+        reason,
+    })
+}
+
 /// Checks a relation name: 1 to 64 bytes of `[a-z0-9_-]`, and not a role.
 ///
 /// # Errors

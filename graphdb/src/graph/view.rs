@@ -19,7 +19,7 @@ pub struct View<'a> {
 
 /// Sorts the names of `ids` after `after` and cuts one page of at most `limit` (a limit of 0
 /// counts as 1, so that a page always makes progress).
-fn page(state: &State, ids: &RoaringBitmap, after: Option<&str>, limit: usize) -> Page {
+pub(super) fn page(state: &State, ids: &RoaringBitmap, after: Option<&str>, limit: usize) -> Page {
     let limit = limit.max(1);
     let mut names: Vec<&str> = ids
         .iter()
@@ -241,6 +241,78 @@ impl View<'_> {
     ) -> Result<Page> {
         let ids = self.holder_ids(relation, target, filter)?;
         Ok(page(&self.state, &ids, after, limit))
+    }
+
+    /// The targets on which `holder` holds `relation` (the other way round from
+    /// [`View::holder_ids`]): those of unexpired grants to `holder` itself or to a group it is
+    /// a transitive member of. Proportional to the number of grants of `relation`.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn relation_target_ids(&self, holder: &str, relation: &str) -> Result<RoaringBitmap> {
+        let h = self.resolve(holder)?;
+        let anc = &self.state.anc[h as usize];
+        let key: Box<str> = relation.into();
+        let now = self.now;
+        Ok(self
+            .state
+            .relations
+            .range((key.clone(), 0, 0)..=(key, u32::MAX, u32::MAX))
+            .filter(|((_, _, d), expires)| {
+                active_at(**expires, now) && (*d == h || anc.contains(*d))
+            })
+            .map(|((_, target, _), _)| *target)
+            .collect())
+    }
+
+    /// One page of [`View::relation_target_ids`], sorted by name.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn relation_targets(
+        &self,
+        holder: &str,
+        relation: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page> {
+        let ids = self.relation_target_ids(holder, relation)?;
+        Ok(page(&self.state, &ids, after, limit))
+    }
+
+    /// Why `holder` holds `relation` on `target`: the shortest chain `[holder, g1, ..., d]`
+    /// of membership edges up to a direct holder `d` of an unexpired grant (`[holder]` when
+    /// granted directly), or `None` when it does not hold it.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownNode`].
+    pub fn holder_path(
+        &self,
+        holder: &str,
+        relation: &str,
+        target: &str,
+    ) -> Result<Option<Vec<String>>> {
+        let h = self.resolve(holder)?;
+        let t = self.resolve(target)?;
+        let mut best: Option<Vec<u32>> = None;
+        for d in self.direct_holders(relation, t) {
+            let chain = if d == h {
+                Some(vec![h])
+            } else {
+                self.state.path(h, d)
+            };
+            if let Some(chain) = chain {
+                if best.as_ref().is_none_or(|b| chain.len() < b.len()) {
+                    best = Some(chain);
+                }
+            }
+        }
+        Ok(best.map(|chain| {
+            chain
+                .into_iter()
+                .map(|x| self.state.name(x).to_owned())
+                .collect()
+        }))
     }
 
     /// Whether `holder` holds `relation` on `target`, directly or as a transitive member of a

@@ -8,6 +8,7 @@ mod crash;
 mod faults;
 mod feed;
 mod generated;
+mod graphs;
 mod model;
 mod parse;
 mod suite;

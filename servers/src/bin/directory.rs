@@ -222,7 +222,9 @@ fn run_server(config: DirectoryConfig) -> anyhow::Result<()> {
         .build()?;
     let threads = serve::http_threads();
     let (store, commits) = config.store.open()?;
-    let state = Directory::new(store, commits, &config.server).map_err(anyhow::Error::msg)?;
+    let state = Directory::new(store, commits, &config.server)
+        .map_err(anyhow::Error::msg)?
+        .with_max_import_edges(config.store.max_import_edges);
     let engine = state.store().engine().clone();
     // The change feed's retention: prune once an hour, on a thread of its own.
     let pruner = state.clone();

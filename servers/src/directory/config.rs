@@ -60,6 +60,9 @@ pub struct GraphConfig {
     /// the others.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PostgresConfig>,
+    /// The most edges one `POST /import/graphs/{graph}` accepts; more is refused with 413.
+    /// Default: 5,000,000.
+    pub max_import_edges: usize,
 }
 
 impl Default for GraphConfig {
@@ -69,6 +72,7 @@ impl Default for GraphConfig {
             data_dir: PathBuf::from("data/directory"),
             feed_retention_days: 400,
             postgres: None,
+            max_import_edges: super::DEFAULT_MAX_IMPORT_EDGES,
         }
     }
 }

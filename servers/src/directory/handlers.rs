@@ -57,6 +57,17 @@ pub(crate) fn graph_error(error: graphdb::Error) -> ApiError {
         E::InvalidName { reason, .. } => {
             ApiError::bad_request("bad_name", format!("invalid name: {reason}"))
         }
+        E::InvalidLabel { reason, .. } => {
+            ApiError::bad_request("bad_label", format!("invalid label: {reason}"))
+        }
+        E::CyclesFixed { name, .. } => ApiError::conflict(
+            "cycles_fixed",
+            format!("{name:?} exists with the other choice about cycles"),
+        ),
+        E::UnknownGraph { name } => ApiError::not_found(format!("no such graph: {name:?}")),
+        E::LabelsExhausted { .. } => {
+            ApiError::conflict("too_many_labels", "the graph uses 65,535 labels already")
+        }
         E::InvalidRelation { reason, .. } => {
             ApiError::bad_request("bad_relation", format!("invalid relation: {reason}"))
         }
@@ -328,18 +339,82 @@ pub(crate) async fn holders(
     page_response("holders", page)
 }
 
-/// `GET /teams/{team}/holders/{relation}/{person}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PathQuery {
+    #[serde(default)]
+    path: bool,
+}
+
+/// `GET /teams/{team}/holders/{relation}/{person}[?path=true]`: `{"holder": bool}`, with
+/// `"path": [person, team, ..., direct holder]` on request.
 pub(crate) async fn is_holder(
     State(state): State<Directory>,
     Path((team, relation, person)): Path<(String, String, String)>,
+    Query(query): Query<PathQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_names(&[&team, &relation, &person])?;
     state
         .team_lookup(move |view| {
+            if query.path {
+                let path = view
+                    .holder_path(&person, &relation, &team)
+                    .map_err(graph_error)?;
+                return Ok(axum::Json(
+                    json!({ "holder": path.is_some(), "path": path }),
+                ));
+            }
             let holder = view
                 .is_holder(&person, &relation, &team)
                 .map_err(graph_error)?;
             Ok(axum::Json(json!({ "holder": holder })))
+        })
+        .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RelationsQuery {
+    relation: String,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /persons/{person}/relations?relation=audits`: the teams on which the person holds the
+/// relation, directly or through the teams it was granted to.
+pub(crate) async fn relations_of(
+    State(state): State<Directory>,
+    Path(person): Path<String>,
+    Query(query): Query<RelationsQuery>,
+) -> Result<Response, ApiError> {
+    check_names(&[&person, &query.relation])?;
+    let limit = limit(query.limit)?;
+    let page = state
+        .blocking(move |d| {
+            d.teams
+                .relations_of(&person, &query.relation, query.after.as_deref(), limit)
+                .map_err(graph_error)
+        })
+        .await?;
+    page_response("teams", page)
+}
+
+/// `GET /packagesets/{set}/packages/{package}[?path=true]`: `{"contains": bool}`, with
+/// `"path": [package, set1, ..., set]` on request.
+pub(crate) async fn set_contains(
+    State(state): State<Directory>,
+    Path((set, package)): Path<(String, String)>,
+    Query(query): Query<PathQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_names(&[&set, &package])?;
+    state
+        .blocking(move |d| {
+            let path = d.sets.path(&package, &set).map_err(graph_error)?;
+            let mut body = json!({ "contains": path.is_some() });
+            if query.path {
+                body["path"] = json!(path);
+            }
+            Ok(axum::Json(body))
         })
         .await
 }
@@ -375,6 +450,50 @@ pub(crate) async fn put_item(
                 revision,
                 json!({ "set": set, "item": item, "type": kind }),
             ))
+        })
+        .await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetBody {
+    cycles: Option<String>,
+}
+
+/// `PUT /packagesets/{set}` with an optional body `{"cycles": "allow" | "refuse"}` (default
+/// `refuse`, decided at creation: 409 `cycles_fixed` for an existing set with the other one).
+pub(crate) async fn put_set(
+    State(state): State<Directory>,
+    actor: Actor,
+    Path(set): Path<String>,
+    BodyBytes(body): BodyBytes,
+) -> Result<(Revision, axum::Json<Value>), ApiError> {
+    check_name(&set)?;
+    let body: SetBody = if body.iter().all(u8::is_ascii_whitespace) {
+        SetBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("bad_json", format!("invalid body: {e}")))?
+    };
+    let allow = match body.cycles.as_deref().unwrap_or("refuse") {
+        "allow" => true,
+        "refuse" => false,
+        _ => {
+            return Err(ApiError::bad_request(
+                "bad_json",
+                "cycles is \"allow\" or \"refuse\"",
+            ))
+        }
+    };
+    state
+        .blocking(move |d| {
+            let revision = d
+                .sets
+                .acting_as(actor.as_str())
+                .add_set_with_cycles(&set, allow)
+                .map_err(graph_error)?;
+            let cycles = if allow { "allow" } else { "refuse" };
+            Ok(written(revision, json!({ "set": set, "cycles": cycles })))
         })
         .await
 }

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod feed;
+mod graphs;
 mod handlers;
 pub mod repos;
 
@@ -43,6 +44,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/persons/{person}/teams"),
     ("GET", "/teams/{team}/holders/{relation}"),
     ("GET", "/teams/{team}/holders/{relation}/{person}"),
+    ("PUT", "/packagesets/{set}"),
     ("PUT", "/packagesets/{set}/items/{item}"),
     ("DELETE", "/packagesets/{set}/items/{item}"),
     ("GET", "/packagesets/{set}/packages"),
@@ -60,6 +62,19 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/import/teams"),
     ("POST", "/import/packagesets"),
     ("POST", "/import/repos/{repo}"),
+    ("GET", "/persons/{person}/relations"),
+    ("GET", "/packagesets/{set}/packages/{package}"),
+    ("PUT", "/graphs/{graph}"),
+    ("PUT", "/graphs/{graph}/edges/{from}/{to}"),
+    ("DELETE", "/graphs/{graph}/edges/{from}/{to}"),
+    ("POST", "/import/graphs/{graph}"),
+    ("GET", "/graphs/{graph}/reachable"),
+    ("GET", "/graphs/{graph}/nodes/{node}"),
+    ("GET", "/graphs/{graph}/nodes/{node}/descendants"),
+    ("GET", "/graphs/{graph}/nodes/{node}/ancestors"),
+    ("GET", "/graphs/{graph}/edges"),
+    ("GET", "/export/teams"),
+    ("GET", "/export/packagesets"),
     ("GET", "/changes"),
     ("GET", "/teams/{team}/history"),
     ("GET", "/persons/{person}/history"),
@@ -71,6 +86,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
 ];
+
+/// The default of [`Directory::with_max_import_edges`]: ten times Debian's dependency graph.
+pub const DEFAULT_MAX_IMPORT_EDGES: usize = 5_000_000;
 
 /// The shared state of the directory's handlers.
 #[derive(Debug, Clone)]
@@ -89,6 +107,8 @@ pub struct Directory {
     /// Callbacks on changes, started when first needed.
     pub(crate) subscriptions: Arc<FeedSubscriptions>,
     pub(crate) leader: Leader,
+    /// The most edges `POST /import/graphs/{graph}` accepts (413 past it).
+    pub(crate) max_import_edges: usize,
 }
 
 /// Index sizes exported beside the HTTP metrics.
@@ -141,6 +161,7 @@ impl Directory {
             feed,
             subscriptions,
             commits: Arc::new(commits),
+            max_import_edges: DEFAULT_MAX_IMPORT_EDGES,
             teams,
             sets,
             limits: Arc::new(server.limits.clone()),
@@ -160,6 +181,12 @@ impl Directory {
     /// PostgreSQL store); by default the instance always does.
     pub fn with_leader(mut self, leader: Leader) -> Self {
         self.leader = leader;
+        self
+    }
+
+    /// Sets the most edges one graph import accepts. Default: [`DEFAULT_MAX_IMPORT_EDGES`].
+    pub fn with_max_import_edges(mut self, max: usize) -> Self {
+        self.max_import_edges = max;
         self
     }
 
@@ -238,6 +265,7 @@ pub fn router(state: Directory) -> Router {
             "/teams/{team}/members/{member}",
             put(handlers::put_member).delete(handlers::delete_member),
         )
+        .route("/packagesets/{set}", put(handlers::put_set))
         .route(
             "/packagesets/{set}/items/{item}",
             put(handlers::put_item).delete(handlers::delete_item),
@@ -246,12 +274,18 @@ pub fn router(state: Directory) -> Router {
             "/repos/{repo}/branches/{branch}",
             put(repos::put_branch).delete(repos::delete_branch),
         )
+        .route("/graphs/{graph}", put(graphs::put_graph))
+        .route(
+            "/graphs/{graph}/edges/{from}/{to}",
+            put(graphs::put_edge).delete(graphs::delete_edge),
+        )
         .layer(json_limit)
         .merge(
             Router::new()
                 .route("/import/teams", post(handlers::import_teams))
                 .route("/import/packagesets", post(handlers::import_packagesets))
                 .route("/import/repos/{repo}", post(repos::import_repo))
+                .route("/import/graphs/{graph}", post(graphs::import_graph))
                 .route("/repos/{repo}/commits", post(repos::post_commits))
                 .layer(import_limit),
         )
@@ -276,9 +310,27 @@ pub fn router(state: Directory) -> Router {
         )
         .route("/packagesets/{set}/packages", get(handlers::packages))
         .route(
+            "/packagesets/{set}/packages/{package}",
+            get(handlers::set_contains),
+        )
+        .route("/persons/{person}/relations", get(handlers::relations_of))
+        .route(
             "/packages/{package}/packagesets",
             get(handlers::packagesets_of),
         )
+        .route("/graphs/{graph}/reachable", get(graphs::reachable))
+        .route("/graphs/{graph}/nodes/{node}", get(graphs::node))
+        .route(
+            "/graphs/{graph}/nodes/{node}/descendants",
+            get(graphs::descendants),
+        )
+        .route(
+            "/graphs/{graph}/nodes/{node}/ancestors",
+            get(graphs::ancestors),
+        )
+        .route("/graphs/{graph}/edges", get(graphs::export_graph))
+        .route("/export/teams", get(graphs::export_teams))
+        .route("/export/packagesets", get(graphs::export_packagesets))
         .route("/changes", get(feed::changes))
         .route("/teams/{team}/history", get(feed::team_history))
         .route("/persons/{person}/history", get(feed::person_history))

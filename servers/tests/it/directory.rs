@@ -29,6 +29,8 @@ pub(crate) struct Access {
     pub(crate) allowed: Vec<ipnet::IpNet>,
     /// `server.callback_hosts`, for subscriptions.
     pub(crate) callback_hosts: Vec<String>,
+    /// `store.max_import_edges` (`None`: the default).
+    pub(crate) max_import_edges: Option<usize>,
 }
 
 impl Default for Access {
@@ -37,6 +39,7 @@ impl Default for Access {
             open_reads: false,
             allowed: servers::common::config::loopback_cidrs(),
             callback_hosts: Vec::new(),
+            max_import_edges: None,
         }
     }
 }
@@ -59,7 +62,10 @@ impl Dir {
             callback_hosts: access.callback_hosts,
             ..ServerConfig::default()
         };
-        let state = Directory::new(store, commits, &config).unwrap();
+        let mut state = Directory::new(store, commits, &config).unwrap();
+        if let Some(max) = access.max_import_edges {
+            state = state.with_max_import_edges(max);
+        }
         let app = directory::router(state);
         let listener = serve::bind("127.0.0.1:0".parse().unwrap(), true)
             .await
@@ -461,7 +467,7 @@ async fn package_sets() {
     d.stop().await;
 }
 
-async fn import(d: &Dir, path: &str, body: String) -> reqwest::Response {
+pub(crate) async fn import(d: &Dir, path: &str, body: String) -> reqwest::Response {
     client()
         .post(d.url(path))
         .basic_auth(USER, Some(PASSWORD))
@@ -773,7 +779,11 @@ async fn curl_and_the_openapi_document() {
             .replace("{package}", "i")
             .replace("{repo}", "r")
             .replace("{branch}", "main")
-            .replace("{target}", "main");
+            .replace("{target}", "main")
+            .replace("{graph}", "g")
+            .replace("{from}", "a")
+            .replace("{to}", "b")
+            .replace("{node}", "a");
         let (status, code) = d.status(method.parse().unwrap(), &concrete).await;
         assert_ne!(status, 405, "{method} {path}");
         assert_ne!(code, "no_route", "{method} {path}");

@@ -7,6 +7,7 @@ mod badinput;
 mod binaries;
 mod directory;
 mod directory_feed;
+mod directory_graphs;
 mod download_clients;
 mod feed;
 mod ha;

@@ -12,6 +12,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
+pub mod debian;
+
 use crate::graph::Role;
 
 /// The parameters of a generated graph.
