@@ -313,6 +313,11 @@ impl ObjectClient for S3Client {
             match status {
                 200 | 204 => Ok(()),
                 409 if body.contains("BucketAlreadyOwnedByYou") => Ok(()),
+                // SeaweedFS answers a PUT racing another PUT of the same new bucket with
+                // NoSuchBucket while the other one is half done: worth another attempt.
+                404 if body.contains("NoSuchBucket") => Err(Attempt::Transient(format!(
+                    "HTTP 404 NoSuchBucket while creating bucket {bucket}"
+                ))),
                 403 => Err(Attempt::Permanent(Error::Auth {
                     url: self.url(bucket, ""),
                     detail: format!("HTTP 403: {body}"),

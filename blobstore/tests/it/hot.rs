@@ -276,6 +276,7 @@ fn concurrent_fills_never_resurrect_a_deleted_file() {
             .collect();
         // Set once `delete_file` of that file returned.
         let gone: Vec<AtomicBool> = ids.iter().map(|_| AtomicBool::new(false)).collect();
+        let all_deleted = AtomicBool::new(false);
         let reads_after_delete = AtomicU64::new(0);
         let resurrected = std::sync::Mutex::new(Vec::new());
         std::thread::scope(|scope| {
@@ -283,8 +284,12 @@ fn concurrent_fills_never_resurrect_a_deleted_file() {
                 let store = store.clone();
                 let (ids, gone) = (&ids, &gone);
                 let (reads_after_delete, resurrected) = (&reads_after_delete, &resurrected);
+                let all_deleted = &all_deleted;
                 scope.spawn(move || {
-                    for _ in 0..20 {
+                    // Read until a whole pass began after the last delete returned, so reads
+                    // after deletes happen however the threads are scheduled.
+                    loop {
+                        let last_pass = all_deleted.load(Ordering::SeqCst);
                         for (i, &id) in ids.iter().enumerate() {
                             let deleted_before = gone[i].load(Ordering::SeqCst);
                             let answer = store.small_file(id);
@@ -298,6 +303,9 @@ fn concurrent_fills_never_resurrect_a_deleted_file() {
                                 }
                             }
                         }
+                        if last_pass {
+                            break;
+                        }
                     }
                 });
             }
@@ -309,6 +317,7 @@ fn concurrent_fills_never_resurrect_a_deleted_file() {
                     "file {id} served after delete"
                 );
             }
+            all_deleted.store(true, Ordering::SeqCst);
         });
         let resurrected = resurrected.into_inner().unwrap();
         assert!(
