@@ -67,6 +67,15 @@ pub struct StoreConfig {
     /// Memory for the hot-file cache: records and content of small (inline) files that were
     /// downloaded, answered without a store call (0 disables). Default: 64 MiB.
     pub hot_cache_bytes: u64,
+    /// Whether writes record their change-feed events; only the hidden
+    /// `--bench-no-change-feed` flag turns it off, to measure what the feed costs (see
+    /// [`blobstore::StoreBuilder::change_feed`]). Not a setting of the file.
+    #[serde(skip, default = "yes")]
+    pub change_feed: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for StoreConfig {
@@ -81,6 +90,7 @@ impl Default for StoreConfig {
             previous_token_secret: None,
             gc_interval_secs: 300,
             hot_cache_bytes: blobstore::DEFAULT_HOT_CACHE_BYTES,
+            change_feed: true,
         }
     }
 }
@@ -104,6 +114,10 @@ pub struct StoreFlags {
         value_name = "SECRET"
     )]
     pub object_store_secret: Option<String>,
+    /// Writes record no change-feed events (benches/servers/feed-watch.sh compares the write
+    /// rate with and without them). Hidden: a store run this way leaves gaps in its feed.
+    #[arg(long, global = true, hide = true)]
+    pub bench_no_change_feed: bool,
 }
 
 /// Why the store could not be opened.
@@ -166,6 +180,9 @@ impl StoreConfig {
         }
         if let Some(backend) = flags.backend {
             self.backend = backend;
+        }
+        if flags.bench_no_change_feed {
+            self.change_feed = false;
         }
     }
 
@@ -318,6 +335,7 @@ impl LibrarianConfig {
             .grace(Duration::from_secs(store.grace_secs))
             .expiry_grace(Duration::from_secs(store.expiry_grace_secs))
             .hot_cache_bytes(store.hot_cache_bytes)
+            .change_feed(store.change_feed)
             .token_secrets(current, previous);
         if let Some(backend) = backend {
             builder = builder.backend(backend);
