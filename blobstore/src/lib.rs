@@ -45,6 +45,8 @@ mod keys;
 mod locks;
 mod records;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod token;
 mod types;
 mod writer;

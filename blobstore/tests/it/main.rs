@@ -11,11 +11,12 @@ mod faults;
 mod feed;
 mod hot;
 mod model;
-mod reference_model;
-mod suite;
-mod support;
 
-suite::every_suite_function!(common::backend_tests!(suite:));
+/// The store's suite (blobstore::testing::suite) on this crate's harness.
+mod suite {
+    blobstore::every_suite_function!(blobstore::suite_for_harness!(crate::common::Harness;));
+}
+blobstore::every_suite_function!(common::backend_tests!(suite:));
 
 mod fault_tests {
     crate::common::backend_tests!(faults: disk_full_and_failed_fsync);

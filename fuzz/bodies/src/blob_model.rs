@@ -1,22 +1,18 @@
 //! The blob store against a plain model: random uploads, deletes, content cuts, clock
 //! advances, GC passes and crashes (a [`FaultyEngine`] keeping only what was synced; the blob
 //! bytes, in memory here, staying as files would). The model and its checks are the blob
-//! store's own (`blobstore/tests/it/reference_model.rs`, compiled in by path); this file
-//! decodes the fuzzer's bytes into its operations and restarts the store through a crash.
+//! store's own (`blobstore::testing::model`); this file decodes the fuzzer's bytes into its
+//! operations and restarts the store through a crash.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use blobstore::testing::model::{run_against_model, Op, Subject, BUCKETS};
+use blobstore::testing::MemBackend;
 use blobstore::{ManualClock, Store, StoreBuilder, Timestamp};
 use engine::FaultyEngine;
 
 use crate::bytes::Bytes;
-use crate::mem_backend::MemBackend;
-
-#[path = "../../../blobstore/tests/it/reference_model.rs"]
-mod reference_model;
-
-use reference_model::{run_against_model, Op, Subject, BUCKETS};
 
 /// Around the inline threshold of 64 used here, so both inline and file blobs occur.
 const SIZES: [usize; 6] = [0, 10, 63, 64, 65, 5000];

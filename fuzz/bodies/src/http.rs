@@ -198,7 +198,7 @@ pub fn librarian_http(data: &[u8]) {
         .open(blobstore::KEYSPACES)
         .expect("memory engine");
     let store = StoreBuilder::with_engine(engine, dir.path())
-        .backend(Arc::new(crate::mem_backend::MemBackend::default()))
+        .backend(Arc::new(blobstore::testing::MemBackend::new()))
         .inline_threshold(64)
         .token_secrets([9; 32], None)
         .open()

@@ -2,19 +2,22 @@
 //! and the check of a store against it after every step (bucket statistics, reference counts,
 //! zero-reference times, every file's content, `summary` and the store's own `check`).
 //!
-//! Two drivers share it: the property test in `model.rs` (random operations, engine reopens)
-//! and the fuzz target `blob_model` in `fuzz/bodies`, which compiles this file by path and
+//! Two drivers share it: the property test in the blob store's `tests/it/model.rs` (random
+//! operations, engine reopens) and the fuzz target `blob_model` in `fuzz/bodies`, which
 //! restarts through a crash of a `FaultyEngine`.
 //!
 //! At the end of a run, the store's change feed is replayed from revision 0 onto an empty
 //! store, which must then hold exactly the same files, records, buckets, blobs, statistics
 //! and feed (the replay property replicas rely on).
 
+// Test code: a failed unwrap is a failed check.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::time::Duration;
 
-use blobstore::{
+use crate::{
     Access, Blake3Hash, BucketName, Error, FileId, Store, StoreBuilder, Timestamp, UploadRequest,
 };
 
@@ -26,6 +29,7 @@ pub const BUCKETS: [&str; 3] = ["m0", "m1", "m2"];
 #[derive(Clone, Debug)]
 pub enum Op {
     /// Uploads content number `content` (of the driver's sizes) to bucket number `bucket`.
+    #[allow(missing_docs)] // The variant's documentation names its fields.
     Upload {
         bucket: usize,
         content: usize,
@@ -37,15 +41,19 @@ pub enum Op {
     /// Cuts the content of the file at this position, keeping its record.
     DeleteContent(usize),
     /// Sets (or clears) the expiry of the file at this position, hours from now.
+    #[allow(missing_docs)]
     SetExpiry {
         file: usize,
         expires_in_hours: Option<u64>,
     },
     /// Makes the file at this position restricted or public.
+    #[allow(missing_docs)]
     SetRestricted { file: usize, restricted: bool },
     /// Sets (or removes) the quota of bucket number `bucket`.
+    #[allow(missing_docs)]
     SetQuota { bucket: usize, quota: Option<u64> },
     /// Moves the store's clock.
+    #[allow(missing_docs)]
     Advance { hours: u64 },
     /// One GC pass.
     Gc,
@@ -55,8 +63,11 @@ pub enum Op {
 
 /// What the model needs of the store under test.
 pub trait Subject {
+    /// The store under test.
     fn store(&self) -> &Store;
+    /// Moves the store's clock.
     fn advance(&mut self, by: Duration);
+    /// Closes and reopens the store (cleanly, or through a crash).
     fn restart(&mut self);
 }
 
@@ -227,7 +238,7 @@ impl Model<'_> {
             Op::Advance { hours } => subject.advance(HOUR * hours as u32),
             Op::Gc => {
                 let report = subject.store().gc(10_000).unwrap();
-                let cutoff = now.minus(blobstore::DEFAULT_EXPIRY_GRACE);
+                let cutoff = now.minus(crate::DEFAULT_EXPIRY_GRACE);
                 let due: Vec<FileId> = self
                     .files
                     .iter()
@@ -240,7 +251,7 @@ impl Model<'_> {
                     let c = file.content;
                     self.unlinked(c, now);
                 }
-                let grace_cutoff = now.minus(blobstore::DEFAULT_GRACE);
+                let grace_cutoff = now.minus(crate::DEFAULT_GRACE);
                 let before = self.blobs.len();
                 self.blobs
                     .retain(|_, zero| !zero.is_some_and(|z| z < grace_cutoff));
