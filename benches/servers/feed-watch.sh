@@ -32,8 +32,10 @@ fi
 # Both ends hold CONNS sockets (and the server its engine's files).
 ulimit -n "$(( CONNS * 2 + 4096 ))"
 
-cargo build --release -p servers --bin librarian --bin directory
-cargo build --release -p benches --bin feed_watch
+if [ -z "${SKIP_BUILD:-}" ]; then  # SKIP_BUILD=1 runs the binaries already built
+    cargo build --release -p servers --bin librarian --bin directory
+    cargo build --release -p benches --bin feed_watch
+fi
 target="${CARGO_TARGET_DIR:-target}/release"
 data="$(mktemp -d "$BENCH_DIR/feed.XXXXXX")"
 server_pid=""
