@@ -12,8 +12,8 @@ use crate::{Blake3Hash, BlobBackend, Error, StoredBlob, TempBlob, Timestamp};
 pub enum Fault {
     /// Everything passes through.
     Healthy,
-    /// A temporary refuses writes with `ENOSPC` once it holds more than `after` bytes (the
-    /// write that crosses the line still passes).
+    /// A temporary refuses, with `ENOSPC`, a write that would make it hold more than `after`
+    /// bytes.
     DiskFull {
         /// The bytes a temporary takes before the disk is full.
         after: usize,
@@ -73,7 +73,7 @@ struct FaultyTemp {
 impl Write for FaultyTemp {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if let Fault::DiskFull { after } = current(&self.fault) {
-            if self.written > after {
+            if self.written.saturating_add(buf.len()) > after {
                 return Err(io::Error::from_raw_os_error(libc::ENOSPC));
             }
         }
