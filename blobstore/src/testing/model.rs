@@ -351,8 +351,11 @@ pub fn run_against_model(
 /// files and records of `buckets`, their statistics and quotas, every blob, the summary, and
 /// the feed itself (the copy records each applied change as its own, by the same actor).
 pub fn check_replay(source: &Store, contents: &[Vec<u8>], buckets: &[&str]) {
+    // Blob bytes in memory: the filesystem backend would fsync every replayed blob and its
+    // directories, which is most of a fuzz input's time on a busy disk.
     let dir = tempfile::tempdir().expect("temporary directory");
     let replica = StoreBuilder::new(engine::EngineConfig::memory(), dir.path())
+        .backend(std::sync::Arc::new(super::MemBackend::new()))
         .inline_threshold(source.inline_threshold())
         .open()
         .expect("open the replica");
