@@ -99,6 +99,9 @@ struct ModelFile {
 #[derive(Debug)]
 struct Model<'a> {
     sizes: &'a [usize],
+    /// Each content's bytes and hash, made once per run (not at every check).
+    contents: Vec<Vec<u8>>,
+    hashes: Vec<Blake3Hash>,
     files: BTreeMap<FileId, ModelFile>,
     /// Stored blobs by content index, with their zero-reference time.
     blobs: HashMap<usize, Option<Timestamp>>,
@@ -151,7 +154,7 @@ impl Model<'_> {
                 request.restricted = restricted;
                 let result = subject.store().upload_bytes(
                     request.clone(),
-                    &model_content(self.sizes, c),
+                    &self.contents[c],
                     "tester",
                 );
                 let over_quota = self
@@ -280,7 +283,7 @@ impl Model<'_> {
         }
         for c in 0..self.sizes.len() {
             let info = store
-                .blob_info(&Blake3Hash::of(&model_content(self.sizes, c)))
+                .blob_info(&self.hashes[c])
                 .unwrap();
             match self.blobs.get(&c) {
                 Some(zero_since) => {
@@ -298,7 +301,7 @@ impl Model<'_> {
                 let mut out = Vec::new();
                 result.unwrap().read_to_end(&mut out).unwrap();
                 assert!(
-                    out == model_content(self.sizes, file.content),
+                    out == self.contents[file.content],
                     "content of {id}"
                 );
             } else {
@@ -323,8 +326,11 @@ pub fn run_against_model(
     sizes: &[usize],
     ops: impl IntoIterator<Item = Op>,
 ) {
+    let contents: Vec<Vec<u8>> = (0..sizes.len()).map(|c| model_content(sizes, c)).collect();
     let mut model = Model {
         sizes,
+        hashes: contents.iter().map(|bytes| Blake3Hash::of(bytes)).collect(),
+        contents,
         files: BTreeMap::new(),
         blobs: HashMap::new(),
         quotas: HashMap::new(),
@@ -342,8 +348,7 @@ pub fn run_against_model(
             None => break,
         }
     }
-    let contents: Vec<Vec<u8>> = (0..sizes.len()).map(|c| model_content(sizes, c)).collect();
-    check_replay(subject.store(), &contents, &BUCKETS);
+    check_replay(subject.store(), &model.contents, &BUCKETS);
 }
 
 /// Replays `source`'s change feed from revision 0 onto an empty store (blob bytes come from
