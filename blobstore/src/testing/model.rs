@@ -152,11 +152,10 @@ impl Model<'_> {
                 let mut request = UploadRequest::new(bucket(b), format!("c{c}"));
                 request.expires = expires_in_hours.map(|h| now.plus(HOUR * h as u32));
                 request.restricted = restricted;
-                let result = subject.store().upload_bytes(
-                    request.clone(),
-                    &self.contents[c],
-                    "tester",
-                );
+                let result =
+                    subject
+                        .store()
+                        .upload_bytes(request.clone(), &self.contents[c], "tester");
                 let over_quota = self
                     .quotas
                     .get(&b)
@@ -282,9 +281,7 @@ impl Model<'_> {
             assert_eq!(stats.unique_bytes, unique as u64, "unique bytes of {name}");
         }
         for c in 0..self.sizes.len() {
-            let info = store
-                .blob_info(&self.hashes[c])
-                .unwrap();
+            let info = store.blob_info(&self.hashes[c]).unwrap();
             match self.blobs.get(&c) {
                 Some(zero_since) => {
                     let info = info.unwrap_or_else(|| panic!("blob {c} was collected"));
@@ -300,10 +297,7 @@ impl Model<'_> {
             if live {
                 let mut out = Vec::new();
                 result.unwrap().read_to_end(&mut out).unwrap();
-                assert!(
-                    out == self.contents[file.content],
-                    "content of {id}"
-                );
+                assert!(out == self.contents[file.content], "content of {id}");
             } else {
                 assert!(
                     matches!(result, Err(Error::ContentGone { .. })),
