@@ -46,6 +46,8 @@ mod locks;
 mod records;
 mod resumable;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod token;
 mod types;
 mod writer;

@@ -1,20 +1,20 @@
 //! The test harness: a store on a chosen engine backend, in a temporary directory, with a
 //! manual clock, that can be reopened; its blob bytes are files under `data/blobs/`.
 //!
-//! The suite (`suite.rs`) is also run over Swift and S3 by the object-store crate, whose
-//! harness has the same methods; what does not depend on where the bytes live is in
-//! `support.rs`, shared by both.
+//! It is the harness of the store's suite (`blobstore::testing::suite`), which the object-store
+//! crate also runs over Swift, S3 and SeaweedFS with a harness of its own.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use blobstore::testing::suite;
 use blobstore::{
     BlobBackend, LocalFsBackend, ManualClock, Store, StoreBuilder, Timestamp, KEYSPACES,
 };
 use engine::{Backend, EngineConfig, MemEngine};
 
-pub use crate::support::{assert_consistent, bucket, content, read_all, Settings};
+pub use blobstore::testing::{bucket, content, Settings};
 
 /// Stamps out one `#[test]` per engine backend for each named function of `suite`, with
 /// engine's testing kit (which guards each backend by engine's own features). Not
@@ -35,26 +35,6 @@ pub struct Harness {
 }
 
 impl Harness {
-    pub fn new(backend: Backend) -> Self {
-        Self::with_settings(backend, Settings::default())
-    }
-
-    pub fn with_settings(backend: Backend, settings: Settings) -> Self {
-        Harness {
-            backend,
-            dir: tempfile::tempdir().expect("temporary directory"),
-            clock: Arc::new(ManualClock::new(Timestamp::now())),
-            settings,
-            mem: (backend == Backend::Memory).then(|| MemEngine::new(KEYSPACES)),
-        }
-    }
-
-    /// Opens the store (drop the previous one first: RocksDB and sled lock their directory).
-    pub fn open(&self) -> Store {
-        self.try_open()
-            .unwrap_or_else(|error| panic!("open store: {error}"))
-    }
-
     fn try_open(&self) -> blobstore::Result<Store> {
         let data_dir = self.dir.path().join("data");
         let builder = match &self.mem {
@@ -78,30 +58,51 @@ impl Harness {
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
+}
+
+impl suite::Harness for Harness {
+    fn with_settings(backend: Backend, settings: Settings) -> Self {
+        Harness {
+            backend,
+            dir: tempfile::tempdir().expect("temporary directory"),
+            clock: Arc::new(ManualClock::new(Timestamp::now())),
+            settings,
+            mem: (backend == Backend::Memory).then(|| MemEngine::new(KEYSPACES)),
+        }
+    }
+
+    fn settings_mut(&mut self) -> &mut Settings {
+        &mut self.settings
+    }
+
+    fn open(&self) -> Store {
+        self.try_open()
+            .unwrap_or_else(|error| panic!("open store: {error}"))
+    }
 
     /// The backend that holds the blob bytes, for planting or damaging blobs behind the
     /// store's back.
-    pub fn blob_backend(&self) -> Arc<dyn BlobBackend> {
+    fn blob_backend(&self) -> Arc<dyn BlobBackend> {
         Arc::new(LocalFsBackend::open(self.data_dir()).expect("open the blob directory"))
     }
 
     /// How many blobs the backend holds: files under `blobs/`.
-    pub fn stored_blobs(&self) -> usize {
+    fn stored_blobs(&self) -> usize {
         count_files(&self.data_dir().join("blobs"))
     }
 
     /// How many temporaries of unfinished uploads are left: files under `tmp/`.
-    pub fn temporaries(&self) -> usize {
+    fn temporaries(&self) -> usize {
         count_files(&self.data_dir().join("tmp"))
     }
 
     /// Leaves a temporary as an upload that crashed midway does.
-    pub fn plant_temporary(&self) {
+    fn plant_temporary(&self) {
         std::fs::write(self.data_dir().join("tmp").join("leftover.tmp"), b"partial")
             .expect("write a temporary");
     }
 
-    pub fn advance(&self, by: Duration) {
+    fn advance(&self, by: Duration) {
         self.clock.advance(by);
     }
 }

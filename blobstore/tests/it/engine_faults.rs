@@ -25,7 +25,7 @@ use blobstore::{
 use engine::{Fault, FaultyEngine};
 
 use crate::common::{bucket, content};
-use crate::reference_model::check_replay;
+use blobstore::testing::model::check_replay;
 
 const INLINE: usize = 64;
 /// Inline, file-backed, and one more file-backed content.

@@ -1,106 +1,20 @@
-//! Faults of the blob backend: a full disk and a failed fsync, through a wrapper around the
-//! filesystem backend.
+//! Faults of the blob backend: a full disk and a failed fsync, through the testing kit's
+//! [`FaultyBackend`] around the filesystem backend.
 
-use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::io::Read;
 use std::sync::Arc;
 
-use blobstore::{
-    Blake3Hash, BlobBackend, Error, LocalFsBackend, StoreBuilder, StoredBlob, TempBlob, Timestamp,
-    UploadRequest,
-};
+use blobstore::testing::{Fault, FaultyBackend};
+use blobstore::{Error, LocalFsBackend, StoreBuilder, UploadRequest};
 use engine::{Backend, EngineConfig, MemEngine};
 
 use crate::common::{bucket, content};
 
-const HEALTHY: u8 = 0;
-const DISK_FULL: u8 = 1;
-const FSYNC_FAILS: u8 = 2;
-
-#[derive(Debug)]
-struct Faulty {
-    inner: LocalFsBackend,
-    mode: Arc<AtomicU8>,
-}
-
-#[derive(Debug)]
-struct FaultyTemp {
-    inner: Box<dyn TempBlob>,
-    mode: Arc<AtomicU8>,
-    written: usize,
-}
-
-impl Write for FaultyTemp {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.mode.load(Ordering::SeqCst) == DISK_FULL && self.written > 300_000 {
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-        }
-        let n = self.inner.write(buf)?;
-        self.written += n;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl TempBlob for FaultyTemp {
-    fn persist(self: Box<Self>, hash: &Blake3Hash) -> blobstore::Result<()> {
-        if self.mode.load(Ordering::SeqCst) == FSYNC_FAILS {
-            return Err(Error::io(
-                "fsyncing",
-                "faulty",
-                io::Error::from_raw_os_error(libc::EIO),
-            ));
-        }
-        self.inner.persist(hash)
-    }
-}
-
-impl BlobBackend for Faulty {
-    fn name(&self) -> &'static str {
-        "faulty"
-    }
-
-    fn create_temp(&self) -> blobstore::Result<Box<dyn TempBlob>> {
-        Ok(Box::new(FaultyTemp {
-            inner: self.inner.create_temp()?,
-            mode: self.mode.clone(),
-            written: 0,
-        }))
-    }
-
-    fn open_range(
-        &self,
-        hash: &Blake3Hash,
-        offset: u64,
-        len: u64,
-    ) -> blobstore::Result<Option<Box<dyn Read + Send>>> {
-        self.inner.open_range(hash, offset, len)
-    }
-
-    fn delete(&self, hash: &Blake3Hash) -> blobstore::Result<()> {
-        self.inner.delete(hash)
-    }
-
-    fn sweep(
-        &self,
-        older_than: Timestamp,
-        visit: &mut dyn FnMut(StoredBlob) -> blobstore::Result<()>,
-    ) -> blobstore::Result<u64> {
-        self.inner.sweep(older_than, visit)
-    }
-}
-
 pub fn disk_full_and_failed_fsync(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let mode = Arc::new(AtomicU8::new(HEALTHY));
+    let faulty = FaultyBackend::new(LocalFsBackend::open(dir.path().join("data")).unwrap());
     let open = || {
-        let faulty = Arc::new(Faulty {
-            inner: LocalFsBackend::open(dir.path().join("data")).unwrap(),
-            mode: mode.clone(),
-        });
+        let faulty = Arc::new(faulty.clone());
         let builder = match backend {
             Backend::Memory => StoreBuilder::with_engine(
                 Arc::new(MemEngine::new(blobstore::KEYSPACES)),
@@ -138,7 +52,7 @@ pub fn disk_full_and_failed_fsync(backend: Backend) {
         .unwrap()
         .record;
 
-    mode.store(DISK_FULL, Ordering::SeqCst);
+    faulty.set(Fault::DiskFull { after: 300_000 });
     let result = store.upload_bytes(
         UploadRequest::new(b.clone(), "big"),
         &content(2, 900_000),
@@ -158,7 +72,7 @@ pub fn disk_full_and_failed_fsync(backend: Backend) {
         0
     );
 
-    mode.store(FSYNC_FAILS, Ordering::SeqCst);
+    faulty.set(Fault::FsyncFails);
     let result = store.upload_bytes(
         UploadRequest::new(b.clone(), "big"),
         &content(3, 900_000),
@@ -166,7 +80,7 @@ pub fn disk_full_and_failed_fsync(backend: Backend) {
     );
     assert!(matches!(result, Err(Error::Io { .. })), "{result:?}");
     // After a failed fsync the store refuses writes, even ones that would not fsync.
-    mode.store(HEALTHY, Ordering::SeqCst);
+    faulty.set(Fault::Healthy);
     let refused = store.upload_bytes(UploadRequest::new(b.clone(), "after"), b"x", "tester");
     assert!(
         matches!(refused, Err(Error::Poisoned { .. })),

@@ -6,6 +6,8 @@ use std::time::Duration;
 use blobstore::{Change, ChangeKind, Error, FileUpdate, UploadRequest, GC_ACTOR};
 use engine::{Backend, FeedError};
 
+use blobstore::testing::suite::Harness as _;
+
 use crate::common::{bucket, content, Harness, Settings};
 
 const DAY: Duration = Duration::from_secs(86_400);

@@ -11,13 +11,14 @@ mod faults;
 mod feed;
 mod hot;
 mod model;
-mod reference_model;
 mod resumable;
-mod suite;
-mod support;
 mod usage;
 
-suite::every_suite_function!(common::backend_tests!(suite:));
+/// The store's suite (blobstore::testing::suite) on this crate's harness.
+mod suite {
+    blobstore::every_suite_function!(blobstore::suite_for_harness!(crate::common::Harness;));
+}
+blobstore::every_suite_function!(common::backend_tests!(suite:));
 
 mod resumable_tests {
     crate::common::backend_tests!(resumable:

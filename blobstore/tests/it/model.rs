@@ -1,16 +1,17 @@
 //! Property test: random sequences of upload (deduplicated or not, inline or not), delete,
 //! cut, expiry and restriction changes, quotas, clock advance, GC and reopen against the
-//! plain model of `reference_model.rs`, on every engine backend; each run ends with the
+//! plain model of `blobstore::testing::model`, on every engine backend; each run ends with the
 //! replay property (the change feed replayed onto an empty store reproduces it exactly).
 
 use std::time::Duration;
 
+use blobstore::testing::model::{run_against_model, Op, Subject, BUCKETS};
+use blobstore::testing::suite::Harness as _;
 use blobstore::Store;
 use engine::Backend;
 use proptest::prelude::*;
 
 use crate::common::{Harness, Settings};
-use crate::reference_model::{run_against_model, Op, Subject, BUCKETS};
 
 /// Around the 16 KiB inline threshold, so that both inline and file blobs occur.
 const SIZES: [usize; 6] = [0, 10, 100, 16 * 1024, 16 * 1024 + 1, 70_000];

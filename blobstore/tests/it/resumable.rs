@@ -7,7 +7,10 @@ use blobstore::{Checksum, ChecksumAlgorithm, Error, UploadRequest};
 use engine::Backend;
 use sha2::{Digest as _, Sha256};
 
-use crate::common::{assert_consistent, bucket, content, read_all, Harness, Settings};
+use blobstore::testing::suite::Harness as _;
+use blobstore::testing::{assert_consistent, read_all};
+
+use crate::common::{bucket, content, Harness, Settings};
 
 fn request(name: &str) -> UploadRequest {
     UploadRequest::new(bucket("tus"), name)

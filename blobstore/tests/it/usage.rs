@@ -6,6 +6,8 @@ use std::time::Duration;
 use blobstore::{Access, Day, Error, UploadRequest};
 use engine::Backend;
 
+use blobstore::testing::suite::Harness as _;
+
 use crate::common::{bucket, Harness};
 
 pub fn usage_statistics(backend: Backend) {

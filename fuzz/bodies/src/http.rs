@@ -53,6 +53,8 @@ fn config() -> ServerConfig {
         limits: Limits {
             max_body_bytes: 4096,
             max_json_bytes: 512,
+            // One store thread, not four: each input builds a service, and with it its pool.
+            store_threads: 1,
             ..Limits::default()
         },
         ..ServerConfig::default()
@@ -198,8 +200,10 @@ pub fn librarian_http(data: &[u8]) {
         .open(blobstore::KEYSPACES)
         .expect("memory engine");
     let store = StoreBuilder::with_engine(engine, dir.path())
-        .backend(Arc::new(crate::mem_backend::MemBackend::default()))
+        .backend(Arc::new(blobstore::testing::MemBackend::new()))
         .inline_threshold(64)
+        // A small hot-file cache: the default one sizes its tables for 16,384 files per input.
+        .hot_cache_bytes(64 << 10)
         .token_secrets([9; 32], None)
         .open()
         .expect("store");

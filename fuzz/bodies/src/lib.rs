@@ -14,7 +14,6 @@ mod bytes;
 mod graph_model;
 mod http;
 mod keys;
-mod mem_backend;
 mod parsers;
 
 pub use blob_model::blob_model;

@@ -8,6 +8,8 @@ use blobstore::{Blake3Hash, BlobBackend, LocalFsBackend, UploadRequest};
 use engine::Backend;
 use objectstore::{CacheConfig, CachedBackend, ObjectStoreBackend, ObjectStoreConfig};
 
+use blobstore::testing::suite::Harness as _;
+
 use crate::common::{bucket, content, read_all, Harness, Protocol};
 
 fn put(backend: &dyn BlobBackend, bytes: &[u8]) -> Blake3Hash {

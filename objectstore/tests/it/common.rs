@@ -1,9 +1,8 @@
 //! The harness: stores whose blob bytes live on the real Swift named by the environment,
 //! through its native API or its S3 API.
 //!
-//! `Harness` has the methods the blob store's own suite (`blobstore/tests/it/suite.rs`,
-//! compiled into this binary) expects of a harness; what does not depend on where the bytes
-//! live comes from the blob store's `support.rs`, also compiled in. The protocol comes from
+//! `Harness` is a harness of the blob store's own suite (`blobstore::testing::suite`); what does
+//! not depend on where the bytes live comes from the same testing kit. The protocol comes from
 //! [`with_protocol`], since the suite's functions take an engine backend.
 
 use std::cell::Cell;
@@ -11,11 +10,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use blobstore::testing::suite;
 use blobstore::{ManualClock, Store, StoreBuilder, Timestamp};
 use engine::{Backend, Engine, MemEngine};
 use objectstore::{ObjectStoreBackend, ObjectStoreConfig, RetryConfig};
 
-pub use crate::support::{assert_consistent, bucket, content, read_all, Settings};
+pub use blobstore::testing::{assert_consistent, bucket, content, read_all, Settings};
 
 /// Which API a test talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,24 +152,8 @@ pub struct Harness {
 }
 
 impl Harness {
-    pub fn new(backend: Backend) -> Self {
-        Self::with_settings(backend, Settings::default())
-    }
-
-    pub fn with_settings(backend: Backend, settings: Settings) -> Self {
-        let target = TARGET.with(Cell::get);
-        let protocol = target.protocol();
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let config = config(target, dir.path().join("spool"));
-        Harness {
-            backend,
-            protocol,
-            clock: Arc::new(ManualClock::new(Timestamp::now())),
-            settings,
-            config,
-            mem: MemEngine::new(&keyspaces()),
-            dir,
-        }
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     /// The metadata engine (the same data on every call).
@@ -180,11 +164,6 @@ impl Harness {
     /// A backend on the harness's engine and configuration.
     pub fn object_backend(&self) -> ObjectStoreBackend {
         ObjectStoreBackend::open(&self.config, self.engine()).expect("open the object store")
-    }
-
-    /// Opens the store over the object store.
-    pub fn open(&self) -> Store {
-        self.open_with(Arc::new(self.object_backend()))
     }
 
     /// Opens the store over `backend`.
@@ -201,19 +180,42 @@ impl Harness {
             .open()
             .expect("open store")
     }
+}
 
-    pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+impl suite::Harness for Harness {
+    fn with_settings(backend: Backend, settings: Settings) -> Self {
+        let target = TARGET.with(Cell::get);
+        let protocol = target.protocol();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config = config(target, dir.path().join("spool"));
+        Harness {
+            backend,
+            protocol,
+            clock: Arc::new(ManualClock::new(Timestamp::now())),
+            settings,
+            config,
+            mem: MemEngine::new(&keyspaces()),
+            dir,
+        }
+    }
+
+    fn settings_mut(&mut self) -> &mut Settings {
+        &mut self.settings
+    }
+
+    /// Opens the store over the object store.
+    fn open(&self) -> Store {
+        self.open_with(Arc::new(self.object_backend()))
     }
 
     /// The backend that holds the blob bytes, for planting or damaging blobs behind the
     /// store's back.
-    pub fn blob_backend(&self) -> Arc<dyn blobstore::BlobBackend> {
+    fn blob_backend(&self) -> Arc<dyn blobstore::BlobBackend> {
         Arc::new(self.object_backend())
     }
 
     /// How many blobs the object store holds: the objects listed in every container started.
-    pub fn stored_blobs(&self) -> usize {
+    fn stored_blobs(&self) -> usize {
         let remote = self.object_backend();
         (0..remote.containers())
             .map(|index| remote.objects(index).expect("list a container").len())
@@ -221,14 +223,14 @@ impl Harness {
     }
 
     /// How many temporaries of unfinished uploads are left: files in the spool directory.
-    pub fn temporaries(&self) -> usize {
+    fn temporaries(&self) -> usize {
         std::fs::read_dir(&self.config.spool_dir)
             .expect("list the spool directory")
             .count()
     }
 
     /// Leaves a spool file as an upload that crashed midway does.
-    pub fn plant_temporary(&self) {
+    fn plant_temporary(&self) {
         std::fs::write(
             self.config.spool_dir.join("objectstore-spool-crashed"),
             b"partial",
@@ -236,7 +238,7 @@ impl Harness {
         .expect("write a spool file");
     }
 
-    pub fn advance(&self, by: Duration) {
+    fn advance(&self, by: Duration) {
         self.clock.advance(by);
     }
 }

@@ -13,13 +13,12 @@ mod common;
 mod fault;
 mod migrate;
 mod objects;
-// The blob store's own suite, every function of it, run here over Swift and S3.
-#[path = "../../../blobstore/tests/it/suite.rs"]
-mod suite;
-#[path = "../../../blobstore/tests/it/support.rs"]
-mod support;
-
-suite::every_suite_function!(common::protocol_tests!(suite as blobstore_suite:));
+/// The blob store's own suite (blobstore::testing::suite), every function of it, run here over
+/// Swift, S3 and SeaweedFS.
+mod suite {
+    blobstore::every_suite_function!(blobstore::suite_for_harness!(crate::common::Harness;));
+}
+blobstore::every_suite_function!(common::protocol_tests!(suite as blobstore_suite:));
 
 common::protocol_tests!(objects as object_store:
     large_objects_are_segmented_and_read_back_as_one,

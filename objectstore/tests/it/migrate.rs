@@ -10,6 +10,8 @@ use objectstore::{
     migrate, MigrateOptions, MigratingBackend, ObjectStoreBackend, ObjectStoreConfig,
 };
 
+use blobstore::testing::suite::Harness as _;
+
 use crate::common::{assert_consistent, bucket, content, read_all, Harness, Protocol};
 
 fn local_blob_files(root: &std::path::Path) -> usize {

@@ -8,6 +8,8 @@ use blobstore::{Access, Blake3Hash, BlobBackend, Store, UploadRequest};
 use engine::{Backend, Durability, WriteBatch};
 use objectstore::ObjectStoreConfig;
 
+use blobstore::testing::suite::Harness as _;
+
 use crate::common::{assert_consistent, bucket, content, read_all, Harness, Protocol, Settings};
 
 fn read_range(store: &Store, id: blobstore::FileId, range: std::ops::Range<u64>) -> Vec<u8> {

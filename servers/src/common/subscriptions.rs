@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
@@ -36,6 +36,7 @@ use tokio::sync::watch;
 
 use super::error::ApiError;
 use super::feed::{read_page, ChangeSource, ChangesQuery, DEFAULT_LIMIT};
+use super::SetupError;
 
 /// How deliveries are timed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +137,114 @@ impl<S: ChangeSource> std::fmt::Debug for Subscriptions<S> {
             .field("callback_hosts", &self.callback_hosts)
             .finish_non_exhaustive()
     }
+}
+
+/// A service's subscriptions, started when first needed: at open when stored subscriptions
+/// must be resumed, else at the first `POST /subscriptions`. Delivery runs on a thread of its
+/// own, which a service without subscriptions (most tests, every fuzz input) does not need.
+pub struct LazySubscriptions<S: ChangeSource> {
+    source: Arc<S>,
+    consumers: Arc<Consumers>,
+    callback_hosts: Vec<String>,
+    started: OnceLock<Arc<Subscriptions<S>>>,
+    starting: Mutex<()>,
+}
+
+impl<S: ChangeSource> std::fmt::Debug for LazySubscriptions<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazySubscriptions")
+            .field("callback_hosts", &self.callback_hosts)
+            .field("started", &self.started.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: ChangeSource> LazySubscriptions<S> {
+    /// The subscriptions of `source`'s feed, their durable records in `consumers`. Stored ones
+    /// start delivering at once; otherwise nothing starts until the first
+    /// [`create`](Self::create).
+    ///
+    /// # Errors
+    /// The engine's error reading the records, or the delivery thread's.
+    pub fn open(
+        source: Arc<S>,
+        consumers: Arc<Consumers>,
+        callback_hosts: Vec<String>,
+    ) -> Result<Arc<Self>, SetupError> {
+        let stored = !consumers.list().map_err(SetupError::Consumers)?.is_empty();
+        let subscriptions = Arc::new(LazySubscriptions {
+            source,
+            consumers,
+            callback_hosts,
+            started: OnceLock::new(),
+            starting: Mutex::new(()),
+        });
+        if stored {
+            subscriptions.start().map_err(SetupError::Delivery)?;
+        }
+        Ok(subscriptions)
+    }
+
+    fn start(&self) -> std::io::Result<&Arc<Subscriptions<S>>> {
+        let _starting = lock(&self.starting);
+        if let Some(started) = self.started.get() {
+            return Ok(started);
+        }
+        let started = Subscriptions::start(
+            Arc::clone(&self.source),
+            Arc::clone(&self.consumers),
+            self.callback_hosts.clone(),
+            Delivery::default(),
+        )?;
+        Ok(self.started.get_or_init(|| started))
+    }
+
+    /// The running subscriptions, if they started.
+    pub fn started(&self) -> Option<&Arc<Subscriptions<S>>> {
+        self.started.get()
+    }
+
+    /// [`Subscriptions::create`], starting the delivery first. Blocking: call it off the async
+    /// threads.
+    ///
+    /// # Errors
+    /// As [`Subscriptions::create`]; 400 `bad_callback` when the server has no
+    /// `callback_hosts` (nothing starts then); 500 when the delivery thread cannot start.
+    pub fn create(&self, new: NewSubscription, actor: &str) -> Result<SubscriptionView, ApiError> {
+        if self.callback_hosts.is_empty() {
+            return Err(ApiError::bad_request(
+                "bad_callback",
+                "the server has no callback_hosts: subscriptions are off",
+            ));
+        }
+        self.start().map_err(ApiError::internal)?.create(new, actor)
+    }
+
+    /// [`Subscriptions::get`]; 404 when none started (none was stored at open and none was
+    /// created since).
+    ///
+    /// # Errors
+    /// 404 when there is no subscription `id`.
+    pub fn get(&self, id: u64) -> Result<SubscriptionView, ApiError> {
+        self.started().ok_or_else(|| not_found(id))?.get(id)
+    }
+
+    /// [`Subscriptions::delete`]; 404 when none started.
+    ///
+    /// # Errors
+    /// 404 when there is no subscription `id`.
+    pub fn delete(&self, id: u64) -> Result<(), ApiError> {
+        self.started().ok_or_else(|| not_found(id))?.delete(id)
+    }
+
+    /// [`Subscriptions::metrics_text`], empty when none started.
+    pub fn metrics_text(&self) -> String {
+        self.started().map(|s| s.metrics_text()).unwrap_or_default()
+    }
+}
+
+fn not_found(id: u64) -> ApiError {
+    ApiError::not_found(format!("no subscription {id}"))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -279,7 +388,7 @@ impl<S: ChangeSource> Subscriptions<S> {
             .consumers
             .get(id)
             .map_err(store_error)?
-            .ok_or_else(|| ApiError::not_found(format!("no subscription {id}")))?;
+            .ok_or_else(|| not_found(id))?;
         let record = decode(&consumer)?;
         let status = lock(&self.running)
             .get(&id)
@@ -313,7 +422,7 @@ impl<S: ChangeSource> Subscriptions<S> {
         if self.consumers.remove(id).map_err(store_error)? {
             Ok(())
         } else {
-            Err(ApiError::not_found(format!("no subscription {id}")))
+            Err(not_found(id))
         }
     }
 

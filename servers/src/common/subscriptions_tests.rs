@@ -317,3 +317,43 @@ async fn bad_subscriptions_are_refused_and_nothing_is_created() {
         .unwrap();
     assert_eq!(created.id, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_starts_at_the_first_subscription_or_at_open_when_some_are_stored() {
+    let source = LogSource::new();
+    source.record("file.created", "a");
+    let hosts = vec!["127.0.0.1:9".to_owned()];
+    let open = |hosts: Vec<String>| {
+        LazySubscriptions::open(Arc::clone(&source), Arc::clone(&source.consumers), hosts).unwrap()
+    };
+    let new = || NewSubscription {
+        filter: BTreeMap::new(),
+        callback: "http://127.0.0.1:9/hook".to_owned(),
+        expires: in_future(),
+        after: None,
+    };
+
+    let off = open(Vec::new());
+    let refused = tokio::task::block_in_place(|| off.create(new(), "tester")).unwrap_err();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        off.started().is_none(),
+        "no callback_hosts, no delivery thread"
+    );
+
+    let lazy = open(hosts.clone());
+    assert!(lazy.started().is_none(), "nothing stored, nothing started");
+    assert_eq!(lazy.get(1).unwrap_err().status(), StatusCode::NOT_FOUND);
+    assert!(lazy.metrics_text().is_empty());
+    let view = tokio::task::block_in_place(|| lazy.create(new(), "tester")).unwrap();
+    assert!(lazy.started().is_some());
+    assert_eq!(lazy.get(view.id).unwrap().id, view.id);
+    lazy.started().unwrap().stop();
+
+    let reopened = open(hosts);
+    assert!(
+        reopened.started().is_some(),
+        "a stored subscription resumes at open"
+    );
+    reopened.started().unwrap().stop();
+}

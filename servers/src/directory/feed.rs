@@ -7,7 +7,7 @@
 //! `kind`, `time_us`, `actor`, and the filters look at top-level fields only, so this module
 //! needs no knowledge of each kind's shape.
 
-use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, LazyLock};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -23,7 +23,7 @@ use super::repos::commit_error;
 use super::Directory;
 use crate::common::error::{Json, Path, Query};
 use crate::common::feed::{self, feed_error, head_channel, ChangeSource};
-use crate::common::subscriptions::{Delivery, NewSubscription, Subscriptions};
+use crate::common::subscriptions::{LazySubscriptions, NewSubscription};
 use crate::common::{Actor, ApiError, SetupError};
 
 /// The kinds the commit graphs record in the same log.
@@ -133,78 +133,26 @@ impl ChangeSource for DirectoryFeed {
     }
 }
 
-/// The directory's subscriptions, started when first needed: at open when stored
-/// subscriptions must be resumed, else at the first `POST /subscriptions`. Delivery runs on a
-/// thread of its own, which a directory without subscriptions (most tests, every fuzz input)
-/// does not need.
-pub struct FeedSubscriptions {
+/// The directory's subscriptions, started when first needed.
+pub type FeedSubscriptions = LazySubscriptions<DirectoryFeed>;
+
+/// The subscriptions of `store`'s feed: their durable records are in the `consumers` keyspace
+/// of its engine, written through its group commit. Stored ones start delivering at once.
+///
+/// # Errors
+/// The engine's error reading the records, or the delivery thread's.
+pub(crate) fn open_subscriptions(
+    store: &GraphStore,
     feed: Arc<DirectoryFeed>,
-    consumers: Arc<Consumers>,
     callback_hosts: Vec<String>,
-    started: OnceLock<Arc<Subscriptions<DirectoryFeed>>>,
-    starting: Mutex<()>,
-}
-
-impl std::fmt::Debug for FeedSubscriptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FeedSubscriptions")
-            .field("callback_hosts", &self.callback_hosts)
-            .field("started", &self.started.get().is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl FeedSubscriptions {
-    /// The subscriptions of `store`'s feed: their durable records are in the `consumers`
-    /// keyspace of its engine, written through its group commit. Stored ones start delivering
-    /// at once.
-    ///
-    /// # Errors
-    /// The engine's error reading the records, or the delivery thread's.
-    pub(crate) fn open(
-        store: &GraphStore,
-        feed: Arc<DirectoryFeed>,
-        callback_hosts: Vec<String>,
-    ) -> Result<Arc<Self>, SetupError> {
-        let committer = Arc::clone(store.change_log().committer());
-        let keyspace = store
-            .engine()
-            .keyspace("consumers")
-            .map_err(SetupError::Consumers)?;
-        let consumers =
-            Arc::new(Consumers::open(committer, keyspace).map_err(SetupError::Consumers)?);
-        let stored = !consumers.list().map_err(SetupError::Consumers)?.is_empty();
-        let subscriptions = Arc::new(FeedSubscriptions {
-            feed,
-            consumers,
-            callback_hosts,
-            started: OnceLock::new(),
-            starting: Mutex::new(()),
-        });
-        if stored {
-            subscriptions.start().map_err(SetupError::Delivery)?;
-        }
-        Ok(subscriptions)
-    }
-
-    fn start(&self) -> std::io::Result<&Arc<Subscriptions<DirectoryFeed>>> {
-        let _starting = self.starting.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(started) = self.started.get() {
-            return Ok(started);
-        }
-        let started = Subscriptions::start(
-            Arc::clone(&self.feed),
-            Arc::clone(&self.consumers),
-            self.callback_hosts.clone(),
-            Delivery::default(),
-        )?;
-        Ok(self.started.get_or_init(|| started))
-    }
-
-    /// The running subscriptions, if they started.
-    pub(crate) fn started(&self) -> Option<&Arc<Subscriptions<DirectoryFeed>>> {
-        self.started.get()
-    }
+) -> Result<Arc<FeedSubscriptions>, SetupError> {
+    let committer = Arc::clone(store.change_log().committer());
+    let keyspace = store
+        .engine()
+        .keyspace("consumers")
+        .map_err(SetupError::Consumers)?;
+    let consumers = Consumers::open(committer, keyspace).map_err(SetupError::Consumers)?;
+    LazySubscriptions::open(feed, Arc::new(consumers), callback_hosts)
 }
 
 /// `GET /changes`: pages, long polls (`wait=`) and `text/event-stream`; filters `team`,
@@ -318,27 +266,14 @@ pub(crate) async fn person_history(
     history(state, Whose::Person, person, query).await
 }
 
-fn not_found(id: u64) -> ApiError {
-    ApiError::not_found(format!("no subscription {id}"))
-}
-
 /// `POST /subscriptions`.
 pub(crate) async fn create_subscription(
     State(state): State<Directory>,
     actor: Actor,
     Json(new): Json<NewSubscription>,
 ) -> Result<Response, ApiError> {
-    if state.subscriptions.callback_hosts.is_empty() {
-        return Err(ApiError::bad_request(
-            "bad_callback",
-            "the server has no callback_hosts: subscriptions are off",
-        ));
-    }
     let view = state
-        .blocking(move |d| {
-            let subscriptions = d.subscriptions.start().map_err(ApiError::internal)?;
-            subscriptions.create(new, actor.as_str())
-        })
+        .blocking(move |d| d.subscriptions.create(new, actor.as_str()))
         .await?;
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
@@ -348,9 +283,7 @@ pub(crate) async fn get_subscription(
     State(state): State<Directory>,
     Path(id): Path<u64>,
 ) -> Result<Response, ApiError> {
-    // Not started: none was stored at open and none was created since.
-    let subscriptions = Arc::clone(state.subscriptions.started().ok_or_else(|| not_found(id))?);
-    let view = state.blocking(move |_| subscriptions.get(id)).await?;
+    let view = state.blocking(move |d| d.subscriptions.get(id)).await?;
     Ok(axum::Json(view).into_response())
 }
 
@@ -359,7 +292,6 @@ pub(crate) async fn delete_subscription(
     State(state): State<Directory>,
     Path(id): Path<u64>,
 ) -> Result<StatusCode, ApiError> {
-    let subscriptions = Arc::clone(state.subscriptions.started().ok_or_else(|| not_found(id))?);
-    state.blocking(move |_| subscriptions.delete(id)).await?;
+    state.blocking(move |d| d.subscriptions.delete(id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

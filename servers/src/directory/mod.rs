@@ -155,7 +155,7 @@ impl Directory {
         let store = Arc::new(store);
         let feed = DirectoryFeed::new(Arc::clone(&store));
         let subscriptions =
-            FeedSubscriptions::open(&store, Arc::clone(&feed), server.callback_hosts.clone())?;
+            feed::open_subscriptions(&store, Arc::clone(&feed), server.callback_hosts.clone())?;
         Ok(Directory {
             store,
             feed,

@@ -73,6 +73,15 @@ pub struct StoreConfig {
     /// the others.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PostgresConfig>,
+    /// Whether writes record their change-feed events; only the hidden
+    /// `--bench-no-change-feed` flag turns it off, to measure what the feed costs (see
+    /// [`blobstore::StoreBuilder::change_feed`]). Not a setting of the file.
+    #[serde(skip, default = "yes")]
+    pub change_feed: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for StoreConfig {
@@ -88,6 +97,7 @@ impl Default for StoreConfig {
             gc_interval_secs: 300,
             hot_cache_bytes: blobstore::DEFAULT_HOT_CACHE_BYTES,
             postgres: None,
+            change_feed: true,
         }
     }
 }
@@ -112,6 +122,10 @@ pub struct StoreFlags {
         value_name = "SECRET"
     )]
     pub object_store_secret: Option<String>,
+    /// Writes record no change-feed events (benches/servers/feed-watch.sh compares the write
+    /// rate with and without them). Hidden: a store run this way leaves gaps in its feed.
+    #[arg(long, global = true, hide = true)]
+    pub bench_no_change_feed: bool,
 }
 
 /// Why the store could not be opened.
@@ -184,6 +198,9 @@ impl StoreConfig {
         }
         if let Some(backend) = flags.backend {
             self.backend = backend;
+        }
+        if flags.bench_no_change_feed {
+            self.change_feed = false;
         }
     }
 
@@ -383,6 +400,7 @@ impl LibrarianConfig {
             .grace(Duration::from_secs(store.grace_secs))
             .expiry_grace(Duration::from_secs(store.expiry_grace_secs))
             .hot_cache_bytes(store.hot_cache_bytes)
+            .change_feed(store.change_feed)
             .token_secrets(current, previous);
         if let Some(backend) = backend {
             builder = builder.backend(backend);

@@ -27,7 +27,7 @@ use crate::common::access::{self, AccessPolicy};
 use crate::common::leader::{self, Leader};
 use crate::common::metrics::{HttpMetrics, Tracker};
 use crate::common::pool::BlockingPool;
-use crate::common::subscriptions::{Delivery, Subscriptions};
+use crate::common::subscriptions::LazySubscriptions;
 use crate::common::SetupError;
 use crate::common::{finish, ApiError, Limits, ServerConfig};
 use feed::BlobFeed;
@@ -136,7 +136,8 @@ pub struct Shared {
     pub(crate) pool: BlockingPool,
     pub(crate) object_store: Option<ObjectStoreProbe>,
     pub(crate) feed: Arc<BlobFeed>,
-    pub(crate) subscriptions: Arc<Subscriptions<BlobFeed>>,
+    /// Callbacks on changes, started when first needed.
+    pub(crate) subscriptions: Arc<LazySubscriptions<BlobFeed>>,
     pub(crate) leader: Leader,
 }
 
@@ -172,8 +173,9 @@ impl ObjectStoreProbe {
 }
 
 impl Librarian {
-    /// The state for `store` served with `server`'s access rules and limits. Starts the
-    /// delivery of the stored subscriptions (callbacks) on a thread of their own.
+    /// The state for `store` served with `server`'s access rules and limits. The delivery of
+    /// subscriptions (callbacks) starts on a thread of its own when there are stored ones, else
+    /// at the first `POST /subscriptions`.
     ///
     /// # Errors
     /// A malformed credential hash in the configuration, or subscriptions that cannot start.
@@ -185,13 +187,11 @@ impl Librarian {
             store.consumers_keyspace(),
         )
         .map_err(SetupError::Consumers)?;
-        let subscriptions = Subscriptions::start(
+        let subscriptions = LazySubscriptions::open(
             Arc::clone(&feed),
             Arc::new(consumers),
             server.callback_hosts.clone(),
-            Delivery::default(),
-        )
-        .map_err(SetupError::Delivery)?;
+        )?;
         let mut metrics = HttpMetrics::new("librarian");
         let store_metrics = Arc::new(StoreMetrics::default());
         let registry = metrics.registry_mut();

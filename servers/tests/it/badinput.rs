@@ -4,9 +4,7 @@
 //! `check` finds no drift. The rows that need a real socket (a client gone mid-upload, an
 //! oversized head, timeouts) are tested in `librarian.rs` and `infra.rs`.
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +12,8 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use base64::Engine as _;
-use blobstore::{
-    Blake3Hash, BlobBackend, LocalFsBackend, ManualClock, StoreBuilder, StoredBlob, TempBlob,
-    Timestamp,
-};
+use blobstore::testing::{Fault, FaultyBackend};
+use blobstore::{LocalFsBackend, ManualClock, StoreBuilder, Timestamp};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use servers::common::access::hash_password;
@@ -131,95 +127,20 @@ async fn table(router: &Router, rows: Vec<(&str, Req, u16, &str)>) -> usize {
     n
 }
 
-/// A filesystem backend whose disk fills up: every blob write past `room` bytes fails with
-/// ENOSPC, as a full disk does.
-#[derive(Debug)]
-struct FullDisk {
-    inner: LocalFsBackend,
-    room: Arc<AtomicU64>,
-}
-
-#[derive(Debug)]
-struct FullTemp {
-    inner: Box<dyn TempBlob>,
-    room: Arc<AtomicU64>,
-}
-
-impl Write for FullTemp {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = buf.len() as u64;
-        if self
-            .room
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(n))
-            .is_err()
-        {
-            return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
-        }
-        self.inner.write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl TempBlob for FullTemp {
-    fn persist(self: Box<Self>, hash: &Blake3Hash) -> blobstore::Result<()> {
-        self.inner.persist(hash)
-    }
-}
-
-impl BlobBackend for FullDisk {
-    fn name(&self) -> &'static str {
-        "full-disk"
-    }
-
-    fn create_temp(&self) -> blobstore::Result<Box<dyn TempBlob>> {
-        Ok(Box::new(FullTemp {
-            inner: self.inner.create_temp()?,
-            room: Arc::clone(&self.room),
-        }))
-    }
-
-    fn open_range(
-        &self,
-        hash: &Blake3Hash,
-        offset: u64,
-        len: u64,
-    ) -> blobstore::Result<Option<Box<dyn std::io::Read + Send>>> {
-        self.inner.open_range(hash, offset, len)
-    }
-
-    fn delete(&self, hash: &Blake3Hash) -> blobstore::Result<()> {
-        self.inner.delete(hash)
-    }
-
-    fn sweep(
-        &self,
-        older_than: Timestamp,
-        visit: &mut dyn FnMut(StoredBlob) -> blobstore::Result<()>,
-    ) -> blobstore::Result<u64> {
-        self.inner.sweep(older_than, visit)
-    }
-}
-
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const OUTSIDE: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 
 #[tokio::test]
 async fn librarian_bad_input_table() {
     let dir = tempfile::tempdir().unwrap();
-    let room = Arc::new(AtomicU64::new(u64::MAX));
     let clock = Arc::new(ManualClock::new(Timestamp::now()));
     let engine = engine::EngineConfig::memory()
         .open(blobstore::KEYSPACES)
         .unwrap();
-    let backend = FullDisk {
-        inner: LocalFsBackend::open(dir.path()).unwrap(),
-        room: Arc::clone(&room),
-    };
+    // A filesystem backend whose disk can fill up.
+    let backend = FaultyBackend::new(LocalFsBackend::open(dir.path()).unwrap());
     let store = StoreBuilder::with_engine(engine, dir.path())
-        .backend(Arc::new(backend))
+        .backend(Arc::new(backend.clone()))
         .clock(clock.clone())
         .token_secrets([1; 32], None)
         .open()
@@ -582,7 +503,7 @@ async fn librarian_bad_input_table() {
     assert_eq!(status, 200);
 
     // A full disk: 507, and nothing half-written becomes visible.
-    room.store(10_000, Ordering::SeqCst);
+    backend.set(Fault::DiskFull { after: 10_000 });
     let rows = vec![(
         "full disk",
         req(M::POST, "/buckets/b/files?filename=full.bin").body(vec![3u8; 50_000]),
@@ -590,7 +511,7 @@ async fn librarian_bad_input_table() {
         "insufficient_storage",
     )];
     tried += table(&router, rows).await;
-    room.store(u64::MAX, Ordering::SeqCst);
+    backend.set(Fault::Healthy);
 
     // Nothing was lost or half-written.
     let (_, _, after_stats) = send(&router, req(M::GET, "/buckets/b")).await;

@@ -1,20 +1,25 @@
 //! What every harness of the blob store's suite shares, whatever holds the blob bytes: the
-//! settings a test may change, test data, and the consistency check. The object-store crate
-//! compiles this file into its own test binary (by path) beside its own `Harness`.
+//! settings a test may change, test data, and the consistency check.
 
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use blobstore::{Access, Blake3Hash, BlobBackend, BucketName, FileId, Store};
+use crate::{Access, Blake3Hash, BlobBackend, BucketName, FileId, Store};
 
 /// The settings a test may change before (re)opening.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// [`StoreBuilder::keep_sha1_md5`](crate::StoreBuilder::keep_sha1_md5); default `false`.
     pub keep_sha1_md5: bool,
+    /// [`StoreBuilder::grace`](crate::StoreBuilder::grace).
     pub grace: Duration,
+    /// [`StoreBuilder::expiry_grace`](crate::StoreBuilder::expiry_grace).
     pub expiry_grace: Duration,
+    /// [`StoreBuilder::inline_threshold`](crate::StoreBuilder::inline_threshold).
     pub inline_threshold: usize,
+    /// The current and previous token secrets.
     pub secrets: ([u8; 32], Option<[u8; 32]>),
+    /// [`StoreBuilder::change_retention`](crate::StoreBuilder::change_retention).
     pub change_retention: Duration,
 }
 
@@ -22,15 +27,19 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             keep_sha1_md5: false,
-            grace: blobstore::DEFAULT_GRACE,
-            expiry_grace: blobstore::DEFAULT_EXPIRY_GRACE,
-            inline_threshold: blobstore::DEFAULT_INLINE_THRESHOLD,
+            grace: crate::DEFAULT_GRACE,
+            expiry_grace: crate::DEFAULT_EXPIRY_GRACE,
+            inline_threshold: crate::DEFAULT_INLINE_THRESHOLD,
             secrets: ([7; 32], None),
-            change_retention: blobstore::DEFAULT_CHANGE_RETENTION,
+            change_retention: crate::DEFAULT_CHANGE_RETENTION,
         }
     }
 }
 
+/// The bucket `name`, which must be valid.
+///
+/// # Panics
+/// When the name is not a valid bucket name.
 pub fn bucket(name: &str) -> BucketName {
     BucketName::new(name).expect("valid bucket name")
 }

@@ -1,24 +1,76 @@
-//! The store's behaviour, run on every engine backend here and over Swift and S3 by the
-//! object-store crate. Whatever looks at the blob bytes themselves goes through the harness
-//! (`stored_blobs`, `temporaries`, `blob_backend`), so that no function here assumes where
-//! they live.
+//! The store's behaviour, one function per property, generic over a [`Harness`]: run on every
+//! engine backend by the blob store's tests and over Swift, S3 and SeaweedFS by the
+//! object-store crate's. Whatever looks at the blob bytes themselves goes through the harness
+//! ([`Harness::stored_blobs`], [`Harness::temporaries`], [`Harness::blob_backend`]), so that no
+//! function here assumes where they live.
+//!
+//! A test crate stamps the suite out for its harness, then one `#[test]` per function and
+//! backend with its own macro:
+//!
+//! ```ignore
+//! mod suite {
+//!     blobstore::every_suite_function!(blobstore::suite_for_harness!(crate::common::Harness;));
+//! }
+//! blobstore::every_suite_function!(common::backend_tests!(suite:));
+//! ```
+
+// Test code: a failed unwrap is a failed test. Each function's name says what it checks.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use blobstore::{
-    Access, Blake3Hash, BlobProblem, BucketName, ContentState, Digest, Error, FileId, Store,
-    TokenError, UploadRequest, Visibility,
-};
+use std::sync::Arc;
+
 use engine::Backend;
 
-use crate::common::{assert_consistent, bucket, content, read_all, Harness, Settings};
-use crate::support::{corrupt_blob, plant_orphan};
+use super::support::{
+    assert_consistent, bucket, content, corrupt_blob, plant_orphan, read_all, Settings,
+};
+use crate::{
+    Access, Blake3Hash, BlobBackend, BlobProblem, BucketName, ContentState, Digest, Error, FileId,
+    Store, TokenError, UploadRequest, Visibility,
+};
+
+/// What the suite needs of a test harness: a store that can be reopened over the same data, a
+/// manual clock, and a view of where the blob bytes live.
+pub trait Harness: Sized {
+    /// A harness over `backend` (the metadata engine) with `settings`.
+    fn with_settings(backend: Backend, settings: Settings) -> Self;
+
+    /// A harness over `backend` with the default settings.
+    fn new(backend: Backend) -> Self {
+        Self::with_settings(backend, Settings::default())
+    }
+
+    /// The settings the next [`open`](Self::open) uses.
+    fn settings_mut(&mut self) -> &mut Settings;
+
+    /// Opens the store (drop the previous one first: RocksDB and sled lock their directory).
+    fn open(&self) -> Store;
+
+    /// The backend that holds the blob bytes, for planting or damaging blobs behind the
+    /// store's back.
+    fn blob_backend(&self) -> Arc<dyn BlobBackend>;
+
+    /// How many blobs the backend holds.
+    fn stored_blobs(&self) -> usize;
+
+    /// How many temporaries of unfinished uploads are left.
+    fn temporaries(&self) -> usize;
+
+    /// Leaves a temporary as an upload that crashed midway does.
+    fn plant_temporary(&self);
+
+    /// Moves the store's clock.
+    fn advance(&self, by: Duration);
+}
 
 /// Hands the name of every function of the suite to a harness's macro that stamps out one
 /// `#[test]` per backend, so that a new function runs everywhere the suite runs:
 /// `every_suite_function!(common::backend_tests!(suite:))`.
+#[macro_export]
 macro_rules! every_suite_function {
     ($($stamp:ident)::+ !($($head:tt)*)) => {
         $($stamp)::+!($($head)*
@@ -45,20 +97,31 @@ macro_rules! every_suite_function {
         );
     };
 }
-pub(crate) use every_suite_function;
+
+/// Stamps out the suite for one harness: a non-generic `pub fn NAME(backend: Backend)` per
+/// function, for the per-backend test macros. Called through [`every_suite_function!`]:
+/// `every_suite_function!(blobstore::suite_for_harness!(crate::common::Harness;))`.
+#[macro_export]
+macro_rules! suite_for_harness {
+    ($harness:ty; $($name:ident),* $(,)?) => {
+        $(pub fn $name(backend: $crate::testing::Backend) {
+            $crate::testing::suite::$name::<$harness>(backend)
+        })*
+    };
+}
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 
-fn upload(store: &Store, bucket: &BucketName, name: &str, bytes: &[u8]) -> blobstore::FileRecord {
+fn upload(store: &Store, bucket: &BucketName, name: &str, bytes: &[u8]) -> crate::FileRecord {
     store
         .upload_bytes(UploadRequest::new(bucket.clone(), name), bytes, "tester")
         .expect("upload")
         .record
 }
 
-pub fn boundary_sizes(backend: Backend) {
-    let h = Harness::new(backend);
+pub fn boundary_sizes<H: Harness>(backend: Backend) {
+    let h = H::new(backend);
     let store = h.open();
     let b = bucket("sizes");
     let t = store.inline_threshold();
@@ -107,8 +170,8 @@ pub fn boundary_sizes(backend: Backend) {
     assert_consistent(&store);
 }
 
-pub fn dedup_and_stats(backend: Backend) {
-    let h = Harness::new(backend);
+pub fn dedup_and_stats<H: Harness>(backend: Backend) {
+    let h = H::new(backend);
     let store = h.open();
     let (a, b) = (bucket("a"), bucket("b"));
     let small = content(1, 100);
@@ -157,8 +220,8 @@ pub fn dedup_and_stats(backend: Backend) {
     assert_consistent(&store);
 }
 
-pub fn empty_file_exists_once(backend: Backend) {
-    let h = Harness::new(backend);
+pub fn empty_file_exists_once<H: Harness>(backend: Backend) {
+    let h = H::new(backend);
     let store = h.open();
     let b = bucket("empty");
     let f1 = upload(&store, &b, "a", b"");
@@ -171,8 +234,8 @@ pub fn empty_file_exists_once(backend: Backend) {
 
 /// `begin_upload` refuses a declared length over the quota before any byte, and `commit`
 /// describes the blob exactly as `blob_info` would (so a caller need not read it again).
-pub fn an_over_quota_declared_length_is_refused_at_once(backend: Backend) {
-    let h = Harness::new(backend);
+pub fn an_over_quota_declared_length_is_refused_at_once<H: Harness>(backend: Backend) {
+    let h = H::new(backend);
     let store = h.open();
     let b = bucket("declared");
     store.set_quota(&b, Some(1_000), "tester").unwrap();
@@ -214,8 +277,8 @@ pub fn an_over_quota_declared_length_is_refused_at_once(backend: Backend) {
     assert_consistent(&store);
 }
 
-pub fn quota_is_enforced(backend: Backend) {
-    let h = Harness::new(backend);
+pub fn quota_is_enforced<H: Harness>(backend: Backend) {
+    let h = H::new(backend);
     let store = h.open();
     let b = bucket("quota");
     store.set_quota(&b, Some(100_000), "tester").unwrap();
@@ -250,8 +313,8 @@ pub fn quota_is_enforced(backend: Backend) {
     assert_consistent(&store);
 }
 
-pub fn weak_links(backend: Backend) {
-    let h = Harness::new(backend);
+pub fn weak_links<H: Harness>(backend: Backend) {
+    let h = H::new(backend);
     let store = h.open();
     let b = bucket("weak");
     let data = content(9, 50_000);
@@ -303,8 +366,8 @@ pub fn weak_links(backend: Backend) {
     assert_consistent(&store);
 }
 
-pub fn expiry_with_clock(backend: Backend) {
-    let h = Harness::new(backend);
+pub fn expiry_with_clock<H: Harness>(backend: Backend) {
+    let h = H::new(backend);
     let store = h.open();
     let b = bucket("expiring");
     let data = content(5, 40_000);
@@ -343,8 +406,8 @@ pub fn expiry_with_clock(backend: Backend) {
     assert_consistent(&store);
 }
 
-pub fn gc_grace_and_revival(backend: Backend) {
-    let h = Harness::new(backend);
+pub fn gc_grace_and_revival<H: Harness>(backend: Backend) {
+    let h = H::new(backend);
     let store = h.open();
     let b = bucket("gc");
     let big = content(11, 100_000);
@@ -379,8 +442,8 @@ pub fn gc_grace_and_revival(backend: Backend) {
     assert_consistent(&store);
 }
 
-pub fn restricted_tokens(backend: Backend) {
-    let mut h = Harness::new(backend);
+pub fn restricted_tokens<H: Harness>(backend: Backend) {
+    let mut h = H::new(backend);
     let store = h.open();
     let b = bucket("private");
     let mut req = UploadRequest::new(b.clone(), "secret.txt");
@@ -454,13 +517,13 @@ pub fn restricted_tokens(backend: Backend) {
     // Rotation: a token of the old secret is accepted while it is the previous one.
     let old_token = store.issue_token(f.id, Some(HOUR)).unwrap();
     drop(store);
-    let old_secret = h.settings.secrets.0;
-    h.settings.secrets = ([8; 32], Some(old_secret));
+    let old_secret = h.settings_mut().secrets.0;
+    h.settings_mut().secrets = ([8; 32], Some(old_secret));
     let store = h.open();
     assert!(store.read(f.id, Access::Token(&old_token), None).is_ok());
     let new_token = store.issue_token(f.id, Some(HOUR)).unwrap();
     drop(store);
-    h.settings.secrets = ([9; 32], Some([8; 32]));
+    h.settings_mut().secrets = ([9; 32], Some([8; 32]));
     let store = h.open();
     assert!(matches!(
         store.read(f.id, Access::Token(&old_token), None),
@@ -473,8 +536,8 @@ pub fn restricted_tokens(backend: Backend) {
     assert!(store.read(f.id, Access::Trusted, None).is_ok());
 }
 
-pub fn bad_input(backend: Backend) {
-    let h = Harness::new(backend);
+pub fn bad_input<H: Harness>(backend: Backend) {
+    let h = H::new(backend);
     let store = h.open();
     let b = bucket("bad");
     let long = "x".repeat(256);
@@ -549,8 +612,8 @@ pub fn bad_input(backend: Backend) {
     assert_consistent(&store);
 }
 
-pub fn digests_and_lookups(backend: Backend) {
-    let h = Harness::with_settings(
+pub fn digests_and_lookups<H: Harness>(backend: Backend) {
+    let h = H::with_settings(
         backend,
         Settings {
             keep_sha1_md5: true,
@@ -562,15 +625,15 @@ pub fn digests_and_lookups(backend: Backend) {
     let f = upload(&store, &b, "abc", b"abc");
     let info = store.blob_info(&f.blake3).unwrap().unwrap();
     assert_eq!(
-        blobstore::to_hex(&info.sha256),
+        crate::to_hex(&info.sha256),
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
     assert_eq!(
-        blobstore::to_hex(&info.sha1.unwrap()),
+        crate::to_hex(&info.sha1.unwrap()),
         "a9993e364706816aba3e25717850c26c9cd0d89d"
     );
     assert_eq!(
-        blobstore::to_hex(&info.md5.unwrap()),
+        crate::to_hex(&info.md5.unwrap()),
         "900150983cd24fb0d6963f7d28e17f72"
     );
     let g = upload(&store, &bucket("elsewhere"), "abc2", b"abc");
@@ -609,8 +672,8 @@ pub fn digests_and_lookups(backend: Backend) {
     assert_consistent(&store);
 }
 
-pub fn pagination_under_concurrent_inserts(backend: Backend) {
-    let h = Harness::new(backend);
+pub fn pagination_under_concurrent_inserts<H: Harness>(backend: Backend) {
+    let h = H::new(backend);
     let store = h.open();
     let b = bucket("paged");
     let mut existing = Vec::new();
@@ -656,8 +719,8 @@ pub fn pagination_under_concurrent_inserts(backend: Backend) {
     assert_eq!(all.next, None);
 }
 
-pub fn verify_finds_corruption(backend: Backend) {
-    let h = Harness::new(backend);
+pub fn verify_finds_corruption<H: Harness>(backend: Backend) {
+    let h = H::new(backend);
     let store = h.open();
     let b = bucket("scrub");
     let one = upload(&store, &b, "one", &content(1, 100_000));
@@ -708,8 +771,8 @@ pub fn verify_finds_corruption(backend: Backend) {
     ));
 }
 
-pub fn downloads_are_counted(backend: Backend) {
-    let h = Harness::new(backend);
+pub fn downloads_are_counted<H: Harness>(backend: Backend) {
+    let h = H::new(backend);
     let store = h.open();
     let f = upload(&store, &bucket("dl"), "f", b"0123456789");
     let today = store.now().day();
@@ -727,8 +790,8 @@ pub fn downloads_are_counted(backend: Backend) {
     assert_eq!(store.downloads(f.id, today).unwrap(), 0);
 }
 
-pub fn reopen_keeps_everything_and_ids_stay_unique(backend: Backend) {
-    let h = Harness::new(backend);
+pub fn reopen_keeps_everything_and_ids_stay_unique<H: Harness>(backend: Backend) {
+    let h = H::new(backend);
     let store = h.open();
     let b = bucket("reopen");
     let f1 = upload(&store, &b, "a", &content(1, 5000));
@@ -744,8 +807,8 @@ pub fn reopen_keeps_everything_and_ids_stay_unique(backend: Backend) {
     assert_consistent(&store);
 }
 
-pub fn orphans_are_swept(backend: Backend) {
-    let h = Harness::new(backend);
+pub fn orphans_are_swept<H: Harness>(backend: Backend) {
+    let h = H::new(backend);
     let store = h.open();
     let b = bucket("orphans");
     let kept = upload(&store, &b, "kept", &content(1, 100_000));
@@ -763,8 +826,8 @@ pub fn orphans_are_swept(backend: Backend) {
     assert_consistent(&store);
 }
 
-pub fn concurrent_uploads_and_deletes_stay_exact(backend: Backend) {
-    let h = Harness::new(backend);
+pub fn concurrent_uploads_and_deletes_stay_exact<H: Harness>(backend: Backend) {
+    let h = H::new(backend);
     let store = h.open();
     let buckets = [bucket("c0"), bucket("c1"), bucket("c2")];
     std::thread::scope(|scope| {
@@ -802,8 +865,8 @@ pub fn concurrent_uploads_and_deletes_stay_exact(backend: Backend) {
     assert_eq!(total, 6 * 40 - 6 * 14 / 2);
 }
 
-pub fn quota_holds_under_concurrent_uploads(backend: Backend) {
-    let h = Harness::new(backend);
+pub fn quota_holds_under_concurrent_uploads<H: Harness>(backend: Backend) {
+    let h = H::new(backend);
     let store = h.open();
     let b = bucket("contended");
     store.set_quota(&b, Some(50 * 1000), "tester").unwrap();
@@ -843,9 +906,9 @@ pub fn quota_holds_under_concurrent_uploads(backend: Backend) {
 /// `set_quota` returns only when the uploads that decided "no quota" have landed, and every
 /// upload after it is judged by the new quota: with a quota of zero set while uploads run, the
 /// bucket never grows past what it held when `set_quota` returned.
-pub fn a_quota_binds_every_upload_after_it_is_set(backend: Backend) {
+pub fn a_quota_binds_every_upload_after_it_is_set<H: Harness>(backend: Backend) {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let h = Harness::new(backend);
+    let h = H::new(backend);
     let store = h.open();
     for round in 0..20u64 {
         let b = bucket(&format!("race{round}"));
@@ -891,8 +954,8 @@ pub fn a_quota_binds_every_upload_after_it_is_set(backend: Backend) {
     assert_consistent(&store);
 }
 
-pub fn expiry_can_be_moved_or_cleared(backend: Backend) {
-    let h = Harness::new(backend);
+pub fn expiry_can_be_moved_or_cleared<H: Harness>(backend: Backend) {
+    let h = H::new(backend);
     let store = h.open();
     let b = bucket("moving");
     let data = content(21, 40_000);

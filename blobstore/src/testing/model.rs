@@ -2,19 +2,22 @@
 //! and the check of a store against it after every step (bucket statistics, reference counts,
 //! zero-reference times, every file's content, `summary` and the store's own `check`).
 //!
-//! Two drivers share it: the property test in `model.rs` (random operations, engine reopens)
-//! and the fuzz target `blob_model` in `fuzz/bodies`, which compiles this file by path and
+//! Two drivers share it: the property test in the blob store's `tests/it/model.rs` (random
+//! operations, engine reopens) and the fuzz target `blob_model` in `fuzz/bodies`, which
 //! restarts through a crash of a `FaultyEngine`.
 //!
 //! At the end of a run, the store's change feed is replayed from revision 0 onto an empty
 //! store, which must then hold exactly the same files, records, buckets, blobs, statistics
 //! and feed (the replay property replicas rely on).
 
+// Test code: a failed unwrap is a failed check.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::time::Duration;
 
-use blobstore::{
+use crate::{
     Access, Blake3Hash, BucketName, Error, FileId, Store, StoreBuilder, Timestamp, UploadRequest,
 };
 
@@ -26,6 +29,7 @@ pub const BUCKETS: [&str; 3] = ["m0", "m1", "m2"];
 #[derive(Clone, Debug)]
 pub enum Op {
     /// Uploads content number `content` (of the driver's sizes) to bucket number `bucket`.
+    #[allow(missing_docs)] // The variant's documentation names its fields.
     Upload {
         bucket: usize,
         content: usize,
@@ -37,15 +41,19 @@ pub enum Op {
     /// Cuts the content of the file at this position, keeping its record.
     DeleteContent(usize),
     /// Sets (or clears) the expiry of the file at this position, hours from now.
+    #[allow(missing_docs)]
     SetExpiry {
         file: usize,
         expires_in_hours: Option<u64>,
     },
     /// Makes the file at this position restricted or public.
+    #[allow(missing_docs)]
     SetRestricted { file: usize, restricted: bool },
     /// Sets (or removes) the quota of bucket number `bucket`.
+    #[allow(missing_docs)]
     SetQuota { bucket: usize, quota: Option<u64> },
     /// Moves the store's clock.
+    #[allow(missing_docs)]
     Advance { hours: u64 },
     /// One GC pass.
     Gc,
@@ -55,8 +63,11 @@ pub enum Op {
 
 /// What the model needs of the store under test.
 pub trait Subject {
+    /// The store under test.
     fn store(&self) -> &Store;
+    /// Moves the store's clock.
     fn advance(&mut self, by: Duration);
+    /// Closes and reopens the store (cleanly, or through a crash).
     fn restart(&mut self);
 }
 
@@ -88,6 +99,9 @@ struct ModelFile {
 #[derive(Debug)]
 struct Model<'a> {
     sizes: &'a [usize],
+    /// Each content's bytes and hash, made once per run (not at every check).
+    contents: Vec<Vec<u8>>,
+    hashes: Vec<Blake3Hash>,
     files: BTreeMap<FileId, ModelFile>,
     /// Stored blobs by content index, with their zero-reference time.
     blobs: HashMap<usize, Option<Timestamp>>,
@@ -138,11 +152,10 @@ impl Model<'_> {
                 let mut request = UploadRequest::new(bucket(b), format!("c{c}"));
                 request.expires = expires_in_hours.map(|h| now.plus(HOUR * h as u32));
                 request.restricted = restricted;
-                let result = subject.store().upload_bytes(
-                    request.clone(),
-                    &model_content(self.sizes, c),
-                    "tester",
-                );
+                let result =
+                    subject
+                        .store()
+                        .upload_bytes(request.clone(), &self.contents[c], "tester");
                 let over_quota = self
                     .quotas
                     .get(&b)
@@ -227,7 +240,7 @@ impl Model<'_> {
             Op::Advance { hours } => subject.advance(HOUR * hours as u32),
             Op::Gc => {
                 let report = subject.store().gc(10_000).unwrap();
-                let cutoff = now.minus(blobstore::DEFAULT_EXPIRY_GRACE);
+                let cutoff = now.minus(crate::DEFAULT_EXPIRY_GRACE);
                 let due: Vec<FileId> = self
                     .files
                     .iter()
@@ -240,7 +253,7 @@ impl Model<'_> {
                     let c = file.content;
                     self.unlinked(c, now);
                 }
-                let grace_cutoff = now.minus(blobstore::DEFAULT_GRACE);
+                let grace_cutoff = now.minus(crate::DEFAULT_GRACE);
                 let before = self.blobs.len();
                 self.blobs
                     .retain(|_, zero| !zero.is_some_and(|z| z < grace_cutoff));
@@ -268,9 +281,7 @@ impl Model<'_> {
             assert_eq!(stats.unique_bytes, unique as u64, "unique bytes of {name}");
         }
         for c in 0..self.sizes.len() {
-            let info = store
-                .blob_info(&Blake3Hash::of(&model_content(self.sizes, c)))
-                .unwrap();
+            let info = store.blob_info(&self.hashes[c]).unwrap();
             match self.blobs.get(&c) {
                 Some(zero_since) => {
                     let info = info.unwrap_or_else(|| panic!("blob {c} was collected"));
@@ -286,10 +297,7 @@ impl Model<'_> {
             if live {
                 let mut out = Vec::new();
                 result.unwrap().read_to_end(&mut out).unwrap();
-                assert!(
-                    out == model_content(self.sizes, file.content),
-                    "content of {id}"
-                );
+                assert!(out == self.contents[file.content], "content of {id}");
             } else {
                 assert!(
                     matches!(result, Err(Error::ContentGone { .. })),
@@ -312,8 +320,11 @@ pub fn run_against_model(
     sizes: &[usize],
     ops: impl IntoIterator<Item = Op>,
 ) {
+    let contents: Vec<Vec<u8>> = (0..sizes.len()).map(|c| model_content(sizes, c)).collect();
     let mut model = Model {
         sizes,
+        hashes: contents.iter().map(|bytes| Blake3Hash::of(bytes)).collect(),
+        contents,
         files: BTreeMap::new(),
         blobs: HashMap::new(),
         quotas: HashMap::new(),
@@ -331,8 +342,7 @@ pub fn run_against_model(
             None => break,
         }
     }
-    let contents: Vec<Vec<u8>> = (0..sizes.len()).map(|c| model_content(sizes, c)).collect();
-    check_replay(subject.store(), &contents, &BUCKETS);
+    check_replay(subject.store(), &model.contents, &BUCKETS);
 }
 
 /// Replays `source`'s change feed from revision 0 onto an empty store (blob bytes come from
@@ -340,8 +350,11 @@ pub fn run_against_model(
 /// files and records of `buckets`, their statistics and quotas, every blob, the summary, and
 /// the feed itself (the copy records each applied change as its own, by the same actor).
 pub fn check_replay(source: &Store, contents: &[Vec<u8>], buckets: &[&str]) {
+    // Blob bytes in memory: the filesystem backend would fsync every replayed blob and its
+    // directories, which is most of a fuzz input's time on a busy disk.
     let dir = tempfile::tempdir().expect("temporary directory");
     let replica = StoreBuilder::new(engine::EngineConfig::memory(), dir.path())
+        .backend(std::sync::Arc::new(super::MemBackend::new()))
         .inline_threshold(source.inline_threshold())
         .open()
         .expect("open the replica");

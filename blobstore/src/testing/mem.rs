@@ -1,18 +1,21 @@
-//! Blob bytes in memory, for the store targets: the filesystem backend fsyncs every blob and
-//! its directory, which costs milliseconds each on a busy disk and would make the fuzzers
-//! measure the disk. Its own crash behaviour is shown by the blob store's crash test and the
-//! soaks. A simulated crash keeps these bytes, as it keeps files.
+//! Blob bytes in memory, for property tests and fuzzing: the filesystem backend fsyncs every
+//! blob and its directory, which costs milliseconds each on a busy disk and would make the
+//! fuzzers measure the disk. Its own crash behaviour is shown by the blob store's crash test
+//! and the soaks. A simulated crash of the engine keeps these bytes, as it keeps files.
 
 use std::collections::BTreeMap;
 use std::io::{Cursor, Read, Write};
 use std::sync::{Arc, Mutex};
 
-use blobstore::{Blake3Hash, BlobBackend, StoredBlob, TempBlob, Timestamp};
+use crate::{Blake3Hash, BlobBackend, StoredBlob, TempBlob, Timestamp};
 
 type Blobs = Arc<Mutex<BTreeMap<[u8; 32], Arc<Vec<u8>>>>>;
 
+/// A [`BlobBackend`] over a map in memory. Clones share the blobs, so a store reopened over a
+/// clone finds what the previous one stored. Temporaries are never listed (an unfinished upload
+/// leaves nothing), and every blob's modification time is 0 for [`BlobBackend::sweep`].
 #[derive(Debug, Default, Clone)]
-pub(crate) struct MemBackend {
+pub struct MemBackend {
     blobs: Blobs,
 }
 
@@ -34,10 +37,27 @@ impl Write for MemTemp {
 }
 
 impl TempBlob for MemTemp {
-    fn persist(self: Box<Self>, hash: &Blake3Hash) -> blobstore::Result<()> {
+    fn persist(self: Box<Self>, hash: &Blake3Hash) -> crate::Result<()> {
         let mut blobs = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
         blobs.insert(*hash.as_bytes(), Arc::new(self.bytes));
         Ok(())
+    }
+}
+
+impl MemBackend {
+    /// An empty backend.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many blobs it holds.
+    pub fn len(&self) -> usize {
+        self.blobs.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether it holds no blob.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -46,7 +66,7 @@ impl BlobBackend for MemBackend {
         "memory"
     }
 
-    fn create_temp(&self) -> blobstore::Result<Box<dyn TempBlob>> {
+    fn create_temp(&self) -> crate::Result<Box<dyn TempBlob>> {
         Ok(Box::new(MemTemp {
             bytes: Vec::new(),
             blobs: Arc::clone(&self.blobs),
@@ -58,7 +78,7 @@ impl BlobBackend for MemBackend {
         hash: &Blake3Hash,
         offset: u64,
         len: u64,
-    ) -> blobstore::Result<Option<Box<dyn Read + Send>>> {
+    ) -> crate::Result<Option<Box<dyn Read + Send>>> {
         let blobs = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
         Ok(blobs.get(hash.as_bytes()).map(|bytes| {
             let start = usize::try_from(offset)
@@ -71,7 +91,7 @@ impl BlobBackend for MemBackend {
         }))
     }
 
-    fn delete(&self, hash: &Blake3Hash) -> blobstore::Result<()> {
+    fn delete(&self, hash: &Blake3Hash) -> crate::Result<()> {
         let mut blobs = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
         blobs.remove(hash.as_bytes());
         Ok(())
@@ -80,8 +100,8 @@ impl BlobBackend for MemBackend {
     fn sweep(
         &self,
         _older_than: Timestamp,
-        visit: &mut dyn FnMut(StoredBlob) -> blobstore::Result<()>,
-    ) -> blobstore::Result<u64> {
+        visit: &mut dyn FnMut(StoredBlob) -> crate::Result<()>,
+    ) -> crate::Result<u64> {
         let hashes: Vec<[u8; 32]> = {
             let blobs = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
             blobs.keys().copied().collect()
