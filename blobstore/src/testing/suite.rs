@@ -7,7 +7,7 @@
 //! A test crate stamps the suite out for its harness, then one `#[test]` per function and
 //! backend with its own macro:
 //!
-//! ```ignore
+//! ```text
 //! mod suite {
 //!     blobstore::every_suite_function!(blobstore::suite_for_harness!(crate::common::Harness;));
 //! }
