@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use engine::{Backend, PostgresConfig};
 use serde::{Deserialize, Serialize};
 
@@ -113,10 +112,17 @@ impl GraphConfig {
     /// # Errors
     /// The settings' error, the engine's (on PostgreSQL, naming `[store.postgres]`: a wrong
     /// database, a schema of a newer version) or the stores'.
-    pub fn open(&self) -> anyhow::Result<(graphdb::GraphStore, commitgraph::CommitGraphs)> {
-        let engine = self.engine_config()?.open(&keyspaces()).with_context(|| {
-            crate::common::config::engine_open_context(self.backend, &self.data_dir)
-        })?;
+    pub fn open(&self) -> Result<(graphdb::GraphStore, commitgraph::CommitGraphs), OpenError> {
+        let engine =
+            self.engine_config()?
+                .open(&keyspaces())
+                .map_err(|source| OpenError::Engine {
+                    context: crate::common::config::engine_open_context(
+                        self.backend,
+                        &self.data_dir,
+                    ),
+                    source,
+                })?;
         let graph = graphdb::GraphStore::builder(Arc::clone(&engine))
             .clock(Arc::new(graphdb::SystemClock))
             .retention(Duration::from_secs(
@@ -126,6 +132,30 @@ impl GraphConfig {
         let commits = open_commit_graphs(&graph, engine)?;
         Ok((graph, commits))
     }
+}
+
+/// Why the directory's stores could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The settings are unusable (the `postgres` backend without `[store.postgres]`).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The engine could not be opened; `context` names the data directory or the PostgreSQL
+    /// settings to check.
+    #[error("{context}: {source}")]
+    Engine {
+        /// What to check.
+        context: String,
+        /// The engine's error.
+        source: engine::Error,
+    },
+    /// The graph store could not load.
+    #[error("opening the graph store: {0}")]
+    Graph(#[from] graphdb::Error),
+    /// The commit graphs could not load.
+    #[error("opening the commit graphs: {0}")]
+    Commits(#[from] commitgraph::CommitError),
 }
 
 /// The directory's commit graphs over `engine` (opened with [`keyspaces`]), writing their

@@ -355,12 +355,16 @@ where
         }
     });
     // Wait for the first chunk or the end, whichever comes first, to answer errors properly.
+    // Biased to the outcome: an export that fails before its first chunk drops its sender
+    // after reporting, so both branches can be ready at once, and an unbiased choice of the
+    // closed channel would answer 200 with an empty body instead of the error.
     let first_chunk = tokio::select! {
-        chunk = receiver.recv() => chunk,
+        biased;
         result = first => {
             result.map_err(ApiError::internal)??;
             receiver.recv().await
         }
+        chunk = receiver.recv() => chunk,
     };
     let head = futures_util::stream::iter(first_chunk);
     let rest = futures_util::stream::unfold(receiver, |mut receiver| async move {
