@@ -23,34 +23,11 @@ use std::collections::{HashMap, VecDeque};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use benches::{percentiles, Lcg};
 use criterion::Criterion;
 use engine::EngineConfig;
 use graphdb::generate::debian::{debian, DebianShape};
 use graphdb::{Direction, GraphStore, NamespaceKind, Traversal};
-
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) % n as u64) as usize
-    }
-}
-
-fn percentiles(label: &str, mut samples: Vec<Duration>) {
-    samples.sort_unstable();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
-    println!(
-        "{label}: n={} p50={:?} p99={:?} max={:?}",
-        samples.len(),
-        at(0.5),
-        at(0.99),
-        samples[samples.len() - 1]
-    );
-}
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

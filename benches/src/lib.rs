@@ -19,3 +19,32 @@ pub fn open_engine(backend: Backend, dir: &std::path::Path, keyspaces: &[&str]) 
         .open(keyspaces)
         .unwrap_or_else(|e| panic!("open {backend}: {e}"))
 }
+
+/// A small deterministic generator (Knuth's MMIX LCG) for picking query samples: the same
+/// sequence in every run, so runs compare.
+#[derive(Debug)]
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % n as u64) as usize
+    }
+}
+
+/// Prints the sample count, p50, p99 and maximum of `samples` under `label`.
+pub fn percentiles(label: &str, mut samples: Vec<std::time::Duration>) {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
+    println!(
+        "{label}: n={} p50={:?} p99={:?} max={:?}",
+        samples.len(),
+        at(0.5),
+        at(0.99),
+        samples[samples.len() - 1]
+    );
+}
