@@ -41,11 +41,16 @@ setup:
 build: setup
 	cargo build --release --workspace
 
+# A hung test fails the run after TEST_TIMEOUT (timeout signals cargo and every test process
+# it started) instead of holding CI until its own limit; a cold build plus every test takes
+# about 15 minutes.
+TEST_TIMEOUT ?= 40m
 test: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
-	bash scripts/with-swift.sh bash scripts/with-seaweedfs.sh bash scripts/with-postgres.sh cargo test --workspace --all-features --no-fail-fast
+	bash scripts/with-swift.sh bash scripts/with-seaweedfs.sh bash scripts/with-postgres.sh \
+	  timeout -k 30 $(TEST_TIMEOUT) cargo test --workspace --all-features --no-fail-fast
 	cargo build --manifest-path fuzz/Cargo.toml
 
 run: setup

@@ -39,9 +39,10 @@ const LEASES_TABLE: &str = "lpstore_leases";
 /// the write transactions in flight under the old epoch, never waits longer.
 const WRITE_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long an acquisition waits for the lease row's lock (held by write transactions in
-/// flight under the old epoch, at most [`WRITE_IDLE_TIMEOUT`] idle) before it gives up for
-/// this round.
+/// How long an acquisition waits for the lease row's lock (held by another acquisition, or
+/// by write transactions in flight under the old epoch, at most [`WRITE_IDLE_TIMEOUT`] idle)
+/// before it gives up for this round; also the bound on each of its statements, so that no
+/// sequence of short waits can hold it longer.
 const ACQUIRE_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What went wrong beyond what PostgreSQL reported itself.
@@ -360,6 +361,7 @@ struct LeasesSql {
     current: String,
     create: String,
     lock: String,
+    drain: String,
     extend: String,
     take: String,
     renew: String,
@@ -384,7 +386,10 @@ impl LeasesSql {
             ),
             lock: format!(
                 "SELECT holder, epoch, expires_at < CURRENT_TIMESTAMP FROM {leases} \
-                 WHERE name = CAST($1 AS VARCHAR(128)) FOR UPDATE"
+                 WHERE name = CAST($1 AS VARCHAR(128)) FOR NO KEY UPDATE"
+            ),
+            drain: format!(
+                "SELECT epoch FROM {leases} WHERE name = CAST($1 AS VARCHAR(128)) FOR UPDATE"
             ),
             extend: format!(
                 "UPDATE {leases} SET expires_at = {expiry} WHERE name = CAST($1 AS VARCHAR(128))"
@@ -1304,7 +1309,10 @@ impl PgEngine {
         self.fence.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// One acquisition on `conn`, in one transaction (see [`Leadership::acquire`]).
+    /// One acquisition on `conn` (see [`Leadership::acquire`]): the decision and the epoch
+    /// change in one transaction, then, before the epoch is handed out, the wait for the
+    /// write transactions of older epochs still in flight (`engine/DESIGN.md`, "Why an old
+    /// leader cannot commit after a takeover").
     fn acquire_on(
         &self,
         conn: &mut Conn,
@@ -1313,14 +1321,11 @@ impl PgEngine {
         ttl: f64,
     ) -> Result<Option<i64>, postgres::Error> {
         let sql = &self.leases_sql;
-        conn.client.batch_execute(&format!(
-            "BEGIN; SET LOCAL lock_timeout = {}",
-            ACQUIRE_LOCK_TIMEOUT.as_millis()
-        ))?;
-        let result = (|| {
+        let epoch = in_transaction(conn, ACQUIRE_LOCK_TIMEOUT, |conn| {
             conn.execute(&sql.create, &[&name])?;
-            // FOR UPDATE conflicts with the writers' FOR KEY SHARE: from here, no write
-            // transaction under the old epoch is in flight, and new ones wait for this one.
+            // FOR NO KEY UPDATE orders acquisitions and renewals among themselves but, like
+            // the epoch change below, lets the writers' FOR KEY SHARE through: a lock that
+            // conflicted with theirs could be starved by writers overlapping one another.
             let rows = conn.query(&sql.lock, &[&name])?;
             let Some(row) = rows.first() else {
                 return Ok(None);
@@ -1337,16 +1342,23 @@ impl PgEngine {
             }
             let rows = conn.query(&sql.take, &[&name, &ttl, &holder])?;
             rows.first().map(|row| row.try_get(0)).transpose()
-        })();
-        match &result {
-            Ok(_) => conn.client.batch_execute("COMMIT")?,
-            Err(error) => {
-                if !is_connection_error(error) {
-                    let _ = conn.client.batch_execute("ROLLBACK");
-                }
-            }
+        })?;
+        let Some(epoch) = epoch else {
+            return Ok(None);
+        };
+        // An engine already fenced at this epoch waited when it first got it; waiting again
+        // would wait for its own writers.
+        let known = self.fenced().is_some_and(|(n, e)| n == name && e == epoch);
+        if !known {
+            // Writers of older epochs that locked the row before the epoch changed hold
+            // their FOR KEY SHARE on its newest version to their commit; later ones find
+            // the new epoch and lock nothing. FOR UPDATE waits for the former, so a bounded
+            // set: every batch of an old epoch has committed or failed when this returns.
+            in_transaction(conn, ACQUIRE_LOCK_TIMEOUT, |conn| {
+                conn.query(&sql.drain, &[&name]).map(drop)
+            })?;
         }
-        result
+        Ok(Some(epoch))
     }
 
     fn acknowledged_batch(&self, token: [u8; 16], durability: Durability, watermark: u64) {
@@ -1357,6 +1369,29 @@ impl PgEngine {
             Durability::Sync => pending.batches.retain(|(n, _, _)| *n >= watermark),
         }
     }
+}
+
+/// Runs `work` in one transaction on `conn` whose lock waits and statements each end after
+/// `timeout`; commits when it succeeds, rolls back when PostgreSQL reported a failure.
+fn in_transaction<T>(
+    conn: &mut Conn,
+    timeout: Duration,
+    work: impl FnOnce(&mut Conn) -> Result<T, postgres::Error>,
+) -> Result<T, postgres::Error> {
+    let millis = timeout.as_millis();
+    conn.client.batch_execute(&format!(
+        "BEGIN; SET LOCAL lock_timeout = {millis}; SET LOCAL statement_timeout = {millis}"
+    ))?;
+    let result = work(conn);
+    match &result {
+        Ok(_) => conn.client.batch_execute("COMMIT")?,
+        Err(error) => {
+            if !is_connection_error(error) {
+                let _ = conn.client.batch_execute("ROLLBACK");
+            }
+        }
+    }
+    result
 }
 
 fn epoch_sql(epoch: Epoch) -> i64 {
