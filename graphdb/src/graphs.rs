@@ -226,8 +226,24 @@ impl Graph {
         reader: impl BufRead,
         max_edges: Option<usize>,
     ) -> Result<(u64, u64, u64)> {
+        self.import_tsv_with_progress(reader, max_edges, None)
+    }
+
+    /// [`Graph::import_tsv`], telling `progress` `(edges applied, edges in all)` as it goes
+    /// (the `directory import graph` command draws it as a bar).
+    ///
+    /// # Errors
+    /// As [`Graph::import_tsv`].
+    pub fn import_tsv_with_progress(
+        &self,
+        reader: impl BufRead,
+        max_edges: Option<usize>,
+        progress: Option<&dyn Fn(u64, u64)>,
+    ) -> Result<(u64, u64, u64)> {
         let (nodes, edges) = parse_graph(reader, max_edges)?;
-        let revision = self.ns.load_labelled(&self.actor, &nodes, &edges)?;
+        let revision = self
+            .ns
+            .load_labelled(&self.actor, &nodes, &edges, progress)?;
         Ok((nodes.len() as u64, edges.len() as u64, revision))
     }
 
