@@ -179,7 +179,7 @@ fn main() {
         .items
         .len();
     let mut samples = Vec::new();
-    for _ in 0..50 {
+    for _ in 0..200 {
         let t = Instant::now();
         black_box(
             graph
@@ -192,12 +192,30 @@ fn main() {
         &format!("descendants of {largest} ({count} names, sorted)"),
         samples,
     );
+    // Embedded without owning the names: the bitmap from the index, then the page borrowed
+    // from the view in name order (the name rank; no string sorted or copied).
+    let mut samples = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        let view = graph.view();
+        let ids = view
+            .reach_ids(largest, Direction::Descendants, None, None)
+            .unwrap();
+        let (names, more) = view.names_page(&ids, None, usize::MAX);
+        black_box((names.len(), more));
+        drop(view);
+        samples.push(t.elapsed());
+    }
+    percentiles(
+        &format!("descendants of {largest}, all, borrowed names in order (View::names_page)"),
+        samples,
+    );
     let page = Traversal {
         limit: 1000,
         ..Traversal::default()
     };
     let mut samples = Vec::new();
-    for _ in 0..50 {
+    for _ in 0..200 {
         let t = Instant::now();
         black_box(
             graph
@@ -208,6 +226,33 @@ fn main() {
     }
     percentiles(
         &format!("descendants of {largest}, first page of 1000"),
+        samples,
+    );
+    // A page from the middle: the cursor seeks by one binary search over the name order.
+    let middle = graph
+        .traverse(largest, Direction::Descendants, &all)
+        .unwrap()
+        .items
+        .swap_remove(count / 2);
+    let mut samples = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        black_box(
+            graph
+                .traverse(
+                    largest,
+                    Direction::Descendants,
+                    &Traversal {
+                        after: Some(&middle),
+                        ..page.clone()
+                    },
+                )
+                .unwrap(),
+        );
+        samples.push(t.elapsed());
+    }
+    percentiles(
+        &format!("descendants of {largest}, a page of 1000 after {middle} (the middle)"),
         samples,
     );
 
@@ -228,9 +273,22 @@ fn main() {
         graph.remove_edge("libc6", meta).unwrap();
         split.push(t.elapsed());
     }
+    let pairs_before = graph.namespace().stats().pairs;
     graph.put_edge("libc6", meta, Some("depends")).unwrap();
     let component = graph.node("libc6").unwrap().component.len();
+    // The size of the merge's output: the reachable pairs it adds (each node that reaches
+    // libc6 now reaches all the merging edge's target reaches).
+    let pairs_merged = graph.namespace().stats().pairs;
     graph.remove_edge("libc6", meta).unwrap();
+    println!(
+        "the merging edge adds {} reachable pairs ({pairs_before} -> {pairs_merged}); {} nodes reach libc6",
+        pairs_merged - pairs_before,
+        graph
+            .traverse("libc6", Direction::Ancestors, &all)
+            .unwrap()
+            .items
+            .len()
+    );
     percentiles(
         &format!("edge merging into a component of {component} (synced)"),
         merge,

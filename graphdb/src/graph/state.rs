@@ -595,21 +595,25 @@ impl State {
     /// Rebuilds `desc` from `anc`: ids are visited in increasing order, so every insertion is
     /// an append.
     fn transpose_desc(&mut self) {
-        // Indexed by group rather than hashed: one hash lookup per pair costs more than the
-        // append it guards (an import of Debian's shape has 14 million pairs).
-        let mut desc: Vec<RoaringBitmap> = vec![RoaringBitmap::new(); self.anc.len()];
+        // Members gathered per group as plain sorted vectors first (ids are visited in
+        // increasing order), then one bitmap built from each: `RoaringBitmap::push` looks up
+        // the current maximum on every call, which for a dense bitmap container is a scan.
+        let mut members: Vec<Vec<u32>> = vec![Vec::new(); self.anc.len()];
         for (x, anc) in self.anc.iter().enumerate() {
             for g in anc {
-                if let Some(d) = desc.get_mut(g as usize) {
-                    d.push(x as u32);
+                if let Some(m) = members.get_mut(g as usize) {
+                    m.push(x as u32);
                 }
             }
         }
-        self.desc = desc
+        self.desc = members
             .into_iter()
             .enumerate()
-            .filter(|(_, d)| !d.is_empty())
-            .map(|(g, d)| (g as u32, d))
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(g, m)| {
+                let set = RoaringBitmap::from_sorted_iter(m).expect("ids visited in order");
+                (g as u32, set)
+            })
             .collect();
     }
 }
