@@ -73,8 +73,8 @@ impl NameRank {
     ///
     /// Two ways, whichever touches fewer ids: a dense set (a first page of a large set) walks
     /// the order from the cursor and keeps the members of `ids` until the page is full; a
-    /// sparse one maps its ids to ranks (a bitmap, so in rank order when read) and reads the
-    /// page from there.
+    /// sparse one marks its ids' ranks in a bit set and reads the page from there in rank
+    /// order.
     pub fn page<'s>(
         &self,
         nodes: &'s [Option<NodeRec>],
@@ -101,17 +101,29 @@ impl NameRank {
             let more = rest.next().is_some();
             return (names, more);
         }
-        let start = start as u32;
-        let ranks: RoaringBitmap = ids
-            .iter()
-            .filter_map(|x| self.rank.get(x as usize).copied())
-            .filter(|&r| r != u32::MAX && r >= start)
-            .collect();
-        let mut rest = ranks.iter();
-        for r in rest.by_ref().take(limit) {
-            names.push(name_of(nodes, self.by_rank[r as usize]));
+        // Ranks marked in a plain bit set over the whole order (|graph| / 8 bytes: 12 KB at
+        // Debian's scale), then read word by word from the cursor: an O(1) mark per id, where
+        // inserting into a bitmap costs a search per id.
+        let mut marked = vec![0u64; self.by_rank.len().div_ceil(64)];
+        for x in ids {
+            if let Some(&r) = self.rank.get(x as usize) {
+                if r != u32::MAX && r as usize >= start {
+                    marked[r as usize / 64] |= 1 << (r % 64);
+                }
+            }
         }
-        (names, rest.next().is_some())
+        for (w, &word) in marked.iter().enumerate().skip(start / 64) {
+            let mut word = word;
+            while word != 0 {
+                let r = w * 64 + word.trailing_zeros() as usize;
+                word &= word - 1;
+                if names.len() == limit {
+                    return (names, true);
+                }
+                names.push(name_of(nodes, self.by_rank[r]));
+            }
+        }
+        (names, false)
     }
 }
 
