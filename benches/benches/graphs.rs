@@ -80,6 +80,20 @@ impl Bfs {
     }
 }
 
+/// The CPU time this process has used (user + system, every thread), from `/proc/self/stat`:
+/// on a machine loaded by others it tells the work done apart from the waiting.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|t| t.parse::<f64>().ok()).sum()
+    });
+    ticks / 100.0
+}
+
 fn main() {
     let mut c = Criterion::default()
         .configure_from_args()
@@ -111,10 +125,12 @@ fn main() {
         .create_graph("debian", NamespaceKind::General)
         .unwrap();
     let started = Instant::now();
+    let cpu = cpu_seconds();
     let (_, edges, _) = graph.import_tsv(tsv.as_bytes(), None).unwrap();
     println!(
-        "import + index build of {edges} edges (synced): {:?}",
-        started.elapsed()
+        "import + index build of {edges} edges (synced): {:?} ({:.2} s of CPU in the process)",
+        started.elapsed(),
+        cpu_seconds() - cpu
     );
     let stats = graph.namespace().stats();
     println!(
@@ -179,7 +195,7 @@ fn main() {
         .items
         .len();
     let mut samples = Vec::new();
-    for _ in 0..50 {
+    for _ in 0..200 {
         let t = Instant::now();
         black_box(
             graph
@@ -192,12 +208,30 @@ fn main() {
         &format!("descendants of {largest} ({count} names, sorted)"),
         samples,
     );
+    // Embedded without owning the names: the bitmap from the index, then the page borrowed
+    // from the view in name order (the name rank; no string sorted or copied).
+    let mut samples = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        let view = graph.view();
+        let ids = view
+            .reach_ids(largest, Direction::Descendants, None, None)
+            .unwrap();
+        let (names, more) = view.names_page(&ids, None, usize::MAX);
+        black_box((names.len(), more));
+        drop(view);
+        samples.push(t.elapsed());
+    }
+    percentiles(
+        &format!("descendants of {largest}, all, borrowed names in order (View::names_page)"),
+        samples,
+    );
     let page = Traversal {
         limit: 1000,
         ..Traversal::default()
     };
     let mut samples = Vec::new();
-    for _ in 0..50 {
+    for _ in 0..200 {
         let t = Instant::now();
         black_box(
             graph
@@ -210,6 +244,33 @@ fn main() {
         &format!("descendants of {largest}, first page of 1000"),
         samples,
     );
+    // A page from the middle: the cursor seeks by one binary search over the name order.
+    let middle = graph
+        .traverse(largest, Direction::Descendants, &all)
+        .unwrap()
+        .items
+        .swap_remove(count / 2);
+    let mut samples = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        black_box(
+            graph
+                .traverse(
+                    largest,
+                    Direction::Descendants,
+                    &Traversal {
+                        after: Some(&middle),
+                        ..page.clone()
+                    },
+                )
+                .unwrap(),
+        );
+        samples.push(t.elapsed());
+    }
+    percentiles(
+        &format!("descendants of {largest}, a page of 1000 after {middle} (the middle)"),
+        samples,
+    );
 
     // libc6 -> ruby3.1 merges the two planted cycles (libc6 <-> libgcc-s1 and Ruby's 7) and
     // everything between them into one component; removing it splits that apart again.
@@ -220,6 +281,7 @@ fn main() {
     let meta: String = env("GRAPHS_BENCH_MERGE_TO", "ruby3.1".to_owned());
     let meta = &meta;
     let (mut merge, mut split) = (Vec::new(), Vec::new());
+    let cpu = cpu_seconds();
     for _ in 0..samples_n {
         let t = Instant::now();
         graph.put_edge("libc6", meta, Some("depends")).unwrap();
@@ -228,9 +290,26 @@ fn main() {
         graph.remove_edge("libc6", meta).unwrap();
         split.push(t.elapsed());
     }
+    println!(
+        "{samples_n} merges and splits: {:.2} s of CPU in the process",
+        cpu_seconds() - cpu
+    );
+    let pairs_before = graph.namespace().stats().pairs;
     graph.put_edge("libc6", meta, Some("depends")).unwrap();
     let component = graph.node("libc6").unwrap().component.len();
+    // The size of the merge's output: the reachable pairs it adds (each node that reaches
+    // libc6 now reaches all the merging edge's target reaches).
+    let pairs_merged = graph.namespace().stats().pairs;
     graph.remove_edge("libc6", meta).unwrap();
+    println!(
+        "the merging edge adds {} reachable pairs ({pairs_before} -> {pairs_merged}); {} nodes reach libc6",
+        pairs_merged - pairs_before,
+        graph
+            .traverse("libc6", Direction::Ancestors, &all)
+            .unwrap()
+            .items
+            .len()
+    );
     percentiles(
         &format!("edge merging into a component of {component} (synced)"),
         merge,
@@ -255,6 +334,30 @@ fn main() {
         b.iter(|| {
             graph
                 .traverse(largest, Direction::Descendants, &page)
+                .unwrap()
+        })
+    });
+    group.bench_function(
+        "descendants of the largest section, all, borrowed names",
+        |b| {
+            b.iter(|| {
+                let view = graph.view();
+                let ids = view
+                    .reach_ids(largest, Direction::Descendants, None, None)
+                    .unwrap();
+                view.names_page(&ids, None, usize::MAX).0.len()
+            })
+        },
+    );
+    group.bench_function("ancestors of libc6, a page of 1000 after the cursor", |b| {
+        let query = Traversal {
+            after: Some("libz"),
+            limit: 1000,
+            ..Traversal::default()
+        };
+        b.iter(|| {
+            graph
+                .traverse("libc6", Direction::Ancestors, &query)
                 .unwrap()
         })
     });

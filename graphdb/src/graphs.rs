@@ -198,6 +198,28 @@ impl Graph {
         Ok(view.page_of(&ids, query.after, query.limit))
     }
 
+    /// One page of the descendants or ancestors of `node`, sorted by name, handed to `emit`
+    /// as names borrowed from the index (and the cursor of the next page, if any), so a
+    /// caller that serialises them (the HTTP route) copies no name: the owned
+    /// [`Graph::traverse`] allocates one string per name, which for tens of thousands of
+    /// names costs more than finding them.
+    ///
+    /// # Errors
+    /// [`Error::UnknownNode`].
+    pub fn traverse_with<R>(
+        &self,
+        node: &str,
+        direction: Direction,
+        query: &Traversal<'_>,
+        emit: impl FnOnce(&[&str], Option<&str>) -> R,
+    ) -> Result<R> {
+        let view = self.view();
+        let ids = view.reach_ids(node, direction, query.labels.as_deref(), query.depth)?;
+        let (names, more) = view.names_page(&ids, query.after, query.limit);
+        let next = if more { names.last().copied() } else { None };
+        Ok(emit(&names, next))
+    }
+
     /// The direct edges of `node` both ways and its component.
     ///
     /// # Errors
@@ -226,8 +248,24 @@ impl Graph {
         reader: impl BufRead,
         max_edges: Option<usize>,
     ) -> Result<(u64, u64, u64)> {
+        self.import_tsv_with_progress(reader, max_edges, None)
+    }
+
+    /// [`Graph::import_tsv`], telling `progress` `(edges applied, edges in all)` as it goes
+    /// (the `directory import graph` command draws it as a bar).
+    ///
+    /// # Errors
+    /// As [`Graph::import_tsv`].
+    pub fn import_tsv_with_progress(
+        &self,
+        reader: impl BufRead,
+        max_edges: Option<usize>,
+        progress: Option<&dyn Fn(u64, u64)>,
+    ) -> Result<(u64, u64, u64)> {
         let (nodes, edges) = parse_graph(reader, max_edges)?;
-        let revision = self.ns.load_labelled(&self.actor, &nodes, &edges)?;
+        let revision = self
+            .ns
+            .load_labelled(&self.actor, &nodes, &edges, progress)?;
         Ok((nodes.len() as u64, edges.len() as u64, revision))
     }
 

@@ -76,6 +76,7 @@ impl Namespace {
             // Mutation.
             let ns = self.id;
             let mut next = state.next_id().unwrap_or(u32::MAX);
+            state.forget_name_rank();
             for (name, kind) in &load.nodes {
                 if state.ids.contains_key(name.as_str()) {
                     continue;

@@ -121,12 +121,14 @@ impl Namespace {
     }
 
     /// Loads nodes and labelled edges at once, all or nothing, with one index update and one
-    /// event with the counts (see [`Namespace::bulk`]).
+    /// event with the counts (see [`Namespace::bulk`]). `progress`, when given, is told
+    /// `(edges applied, edges in all)`.
     pub(crate) fn load_labelled(
         &self,
         actor: &str,
         nodes: &[String],
         edges: &[LabelledEdge],
+        progress: Option<&dyn Fn(u64, u64)>,
     ) -> Result<u64> {
         for e in edges {
             if let Some(label) = &e.label {
@@ -152,7 +154,12 @@ impl Namespace {
             })
             .collect();
         load.labels = edges.iter().map(|e| e.label.clone()).collect();
-        self.bulk(actor, &load, &|_| {})
+        let total = edges.len() as u64;
+        self.bulk(actor, &load, &|done| {
+            if let Some(progress) = progress {
+                progress(done, total);
+            }
+        })
     }
 
     /// Every edge, sorted, and the nodes without any edge.
@@ -267,18 +274,38 @@ impl View<'_> {
 
     /// The names of `ids`, sorted.
     pub fn names_sorted(&self, ids: &RoaringBitmap) -> Vec<String> {
-        let mut names: Vec<String> = ids.iter().map(|x| self.state.name(x).to_owned()).collect();
-        names.sort_unstable();
-        names
+        let (names, _) = self.names_page(ids, None, usize::MAX);
+        names.into_iter().map(str::to_owned).collect()
     }
 
-    /// One page of the names of `ids`, sorted by name, after `after`, at most `limit` long.
+    /// One page of the names of `ids`, sorted by name, after `after`, at most `limit` long
+    /// (at least 1): the owned form of [`View::names_page`].
     pub fn page_of(
         &self,
         ids: &RoaringBitmap,
         after: Option<&str>,
         limit: usize,
     ) -> super::types::Page {
-        super::view::page(&self.state, ids, after, limit)
+        let (names, more) = self.names_page(ids, after, limit);
+        super::types::Page {
+            next: more
+                .then(|| names.last().map(|n| (*n).to_owned()))
+                .flatten(),
+            items: names.into_iter().map(str::to_owned).collect(),
+        }
+    }
+
+    /// One page of the names of `ids` after `after` in name order, at most `limit` (at least
+    /// 1), borrowed from the view, and whether more follow. The order comes from the
+    /// namespace's name rank (built on the first call after a bulk load), so no string is
+    /// sorted here and the cursor seeks by one binary search.
+    pub fn names_page(
+        &self,
+        ids: &RoaringBitmap,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<&str>, bool) {
+        let state: &super::state::State = &self.state;
+        state.name_rank().page(&state.nodes, ids, after, limit)
     }
 }

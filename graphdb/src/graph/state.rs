@@ -6,10 +6,12 @@
 //! persisted; `desc` is rebuilt from it at load by transposition. See `DESIGN.md`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::OnceLock;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use roaring::RoaringBitmap;
 
+use super::rank::NameRank;
 use super::{NodeKind, Role};
 
 /// A membership edge as seen from one of its ends.
@@ -76,6 +78,10 @@ impl Probe {
 struct DescChanges {
     lost: Vec<u64>,
     gained: Vec<u64>,
+    /// Collect nothing: `desc` is transposed from `anc` afresh once the recomputation ends
+    /// (for a recomputation over most of the namespace, such as an import into an empty
+    /// one, one linear transposition is cheaper than sorting millions of pairs).
+    transpose: bool,
 }
 
 /// A live node.
@@ -121,6 +127,9 @@ pub(crate) struct State {
     /// Groups of an acyclic namespace that opted into cycles: an edge may close a cycle when
     /// every node on the cycles it closes is one of them.
     pub cycles_allowed: RoaringBitmap,
+    /// The nodes in name order, built by the first query that pages by name (general graphs)
+    /// and then kept up to date by `insert_node` and `remove_node`.
+    pub name_rank: OnceLock<NameRank>,
 }
 
 impl State {
@@ -164,10 +173,24 @@ impl State {
             down: Vec::new(),
         });
         self.ids.insert(name.into(), id);
+        if let Some(rank) = self.name_rank.get_mut() {
+            rank.insert(&self.nodes, id);
+        }
         match kind {
             NodeKind::Leaf => self.leaves.insert(id),
             NodeKind::Group => self.groups.insert(id),
         };
+    }
+
+    /// The name order of the nodes, built on first use.
+    pub fn name_rank(&self) -> &NameRank {
+        self.name_rank.get_or_init(|| NameRank::build(&self.nodes))
+    }
+
+    /// Drops the name order before inserting many nodes at once (each insertion into it is
+    /// linear); the next query that needs it builds it again.
+    pub fn forget_name_rank(&mut self) {
+        self.name_rank.take();
     }
 
     /// The number of `label` (`None`: 0), interned on first use; `None` when all 65,535
@@ -257,17 +280,24 @@ impl State {
         if old == *new {
             return;
         }
+        self.probe[x as usize] = Probe::of(new);
+        self.dirty.insert(x);
+        if changes.transpose {
+            return;
+        }
         for g in &old - new {
             changes.lost.push(u64::from(g) << 32 | u64::from(x));
         }
         for g in new - &old {
             changes.gained.push(u64::from(g) << 32 | u64::from(x));
         }
-        self.probe[x as usize] = Probe::of(new);
-        self.dirty.insert(x);
     }
 
     fn apply_desc_changes(&mut self, mut changes: DescChanges) {
+        if changes.transpose {
+            self.transpose_desc();
+            return;
+        }
         changes.lost.sort_unstable();
         changes.gained.sort_unstable();
         for chunk in changes.lost.chunk_by(|a, b| a >> 32 == b >> 32) {
@@ -325,7 +355,11 @@ impl State {
     pub fn recompute(&mut self, affected: &RoaringBitmap) {
         let groups = affected & &self.groups;
         let leaves = affected - &groups;
-        let mut changes = DescChanges::default();
+        let live = self.groups.len() + self.leaves.len();
+        let mut changes = DescChanges {
+            transpose: affected.len() * 2 > live,
+            ..DescChanges::default()
+        };
         if !groups.is_empty() {
             let mut graph: DiGraph<u32, ()> = DiGraph::with_capacity(groups.len() as usize, 0);
             for x in &groups {
@@ -511,6 +545,9 @@ impl State {
         self.desc.remove(&x);
         self.dirty.insert(x);
         self.nodes[x as usize] = None;
+        if let Some(rank) = self.name_rank.get_mut() {
+            rank.remove(x);
+        }
         self.ids.remove(&*node.name);
         self.leaves.remove(x);
         self.groups.remove(x);
@@ -552,12 +589,31 @@ impl State {
     /// Rebuilds `desc` as the transpose of `anc` (after loading).
     pub fn transpose(&mut self) {
         self.probe = self.anc.iter().map(Probe::of).collect();
-        let mut desc: HashMap<u32, RoaringBitmap> = HashMap::new();
+        self.transpose_desc();
+    }
+
+    /// Rebuilds `desc` from `anc`: ids are visited in increasing order, so every insertion is
+    /// an append.
+    fn transpose_desc(&mut self) {
+        // Members gathered per group as plain sorted vectors first (ids are visited in
+        // increasing order), then one bitmap built from each: `RoaringBitmap::push` looks up
+        // the current maximum on every call, which for a dense bitmap container is a scan.
+        let mut members: Vec<Vec<u32>> = vec![Vec::new(); self.anc.len()];
         for (x, anc) in self.anc.iter().enumerate() {
             for g in anc {
-                desc.entry(g).or_default().push(x as u32);
+                if let Some(m) = members.get_mut(g as usize) {
+                    m.push(x as u32);
+                }
             }
         }
-        self.desc = desc;
+        self.desc = members
+            .into_iter()
+            .enumerate()
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(g, m)| {
+                let set = RoaringBitmap::from_sorted_iter(m).expect("ids visited in order");
+                (g as u32, set)
+            })
+            .collect();
     }
 }

@@ -222,6 +222,37 @@ proptest! {
     }
 }
 
+/// Merges and splits of components, step by step against the model: two cycles joined by a
+/// chain merge into one component when an edge closes the way back, split again when it goes,
+/// and a component splits when an edge inside it goes (with a reopen between).
+#[test]
+fn merging_and_splitting_components_stays_exact() {
+    use Op::{Put, Remove, Reopen};
+    let ring_a = [Put(0, 1, Some(0)), Put(1, 0, None)];
+    let ring_b = [Put(2, 3, Some(1)), Put(3, 4, None), Put(4, 2, Some(0))];
+    let mut ops: Vec<Op> = ring_a.into_iter().chain(ring_b).collect();
+    ops.extend([
+        Put(1, 2, Some(2)),
+        Put(5, 0, None),
+        Put(4, 6, None),
+        // Closes 4 -> 0: the two rings and the chain become one component of five.
+        Put(4, 0, Some(0)),
+        // Splits it back into the two rings.
+        Remove(4, 0),
+        Put(4, 0, None),
+        Reopen,
+        // Cuts ring B inside the merged component: 2 and 3 leave it.
+        Remove(3, 4),
+        Put(3, 4, None),
+        // A self-loop on a member, then the edge that held the component together goes.
+        Put(2, 2, None),
+        Remove(1, 2),
+        Reopen,
+        Remove(0, 1),
+    ]);
+    run(&ops).unwrap();
+}
+
 #[test]
 fn acyclic_graphs_refuse_cycles_and_self_loops() {
     let fx = Fixture::new(engine::Backend::Memory);

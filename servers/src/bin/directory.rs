@@ -86,6 +86,17 @@ enum ImportKind {
         /// The TSV file.
         path: PathBuf,
     },
+    /// A general graph's `from\tto\tlabel` rows, as `POST /import/graphs/{graph}` takes them
+    /// (without its edge limit). The graph is created first when missing.
+    Graph {
+        /// The graph's name.
+        name: String,
+        /// The TSV file.
+        path: PathBuf,
+        /// The kind to create it with when missing: `general` (cycles allowed) or `acyclic`.
+        #[arg(long, default_value = "general", value_parser = ["general", "acyclic"])]
+        kind: String,
+    },
     /// A repository's commits and branches.
     Repo {
         /// The repository's name.
@@ -130,7 +141,7 @@ fn main() -> anyhow::Result<()> {
                 indicatif::ProgressBar::hidden()
             };
             // The change feed records a command-line import as made by the local user.
-            let actor = std::env::var("USER").map_or_else(|_| "cli".into(), |u| format!("cli:{u}"));
+            let actor = cli_actor();
             let summary = commits.import_with_progress(
                 directory::repos::repo_id(&repo),
                 &rev_list,
@@ -174,6 +185,36 @@ fn main() -> anyhow::Result<()> {
                     )?;
                     (path, summary)
                 }
+                ImportKind::Graph { name, path, kind } => {
+                    let kind = if kind == "acyclic" {
+                        graphdb::NamespaceKind::Acyclic
+                    } else {
+                        graphdb::NamespaceKind::General
+                    };
+                    let file = std::fs::File::open(&path)
+                        .with_context(|| format!("opening {}", path.display()))?;
+                    let graph = match store.graph(&name)? {
+                        Some(graph) => graph,
+                        None => store.create_graph(&name, kind)?,
+                    };
+                    let bar = ImportBar::new();
+                    let (nodes, edges, revision) = graph
+                        .acting_as(&cli_actor())
+                        .import_tsv_with_progress(
+                            BufReader::new(file),
+                            None,
+                            Some(&|done, total| bar.show(done, total)),
+                        )
+                        .with_context(|| format!("importing {}", path.display()))?;
+                    (
+                        path,
+                        graphdb::import::ImportSummary {
+                            nodes,
+                            edges,
+                            revision,
+                        },
+                    )
+                }
                 ImportKind::Repo { .. } => {
                     anyhow::bail!("repositories are imported by the arm above")
                 }
@@ -211,6 +252,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The author the change feed records for a command-line import: the local user.
+fn cli_actor() -> String {
+    std::env::var("USER").map_or_else(|_| "cli".into(), |u| format!("cli:{u}"))
 }
 
 fn run_server(config: DirectoryConfig) -> anyhow::Result<()> {

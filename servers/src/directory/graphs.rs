@@ -216,6 +216,16 @@ fn traversal(pairs: &[(String, String)]) -> Result<Traversal<'_>, ApiError> {
     Ok(query)
 }
 
+/// The body of a traversal page, serialised from names borrowed from the index.
+#[derive(serde::Serialize)]
+struct TraversalPage<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    descendants: Option<&'a [&'a str]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ancestors: Option<&'a [&'a str]>,
+    next: Option<&'a str>,
+}
+
 async fn traverse(
     state: Directory,
     name: String,
@@ -225,20 +235,32 @@ async fn traverse(
 ) -> Result<Response, ApiError> {
     check_names(&[&name, &node])?;
     traversal(&pairs)?;
-    let page = state
-        .blocking(move |d| {
-            let query = traversal(&pairs)?;
-            graph(d, &name)?
-                .traverse(&node, direction, &query)
-                .map_err(graph_error)
-        })
-        .await?;
     let field = match direction {
         Direction::Ancestors => "ancestors",
         _ => "descendants",
     };
-    let body = serde_json::to_vec(&json!({ field: page.items, "next": page.next }))
-        .map_err(ApiError::internal)?;
+    // Serialised on the blocking thread from the names borrowed from the index: no string
+    // copied per name (a large set's page holds tens of thousands).
+    let body = state
+        .blocking(move |d| {
+            let query = traversal(&pairs)?;
+            graph(d, &name)?
+                .traverse_with(&node, direction, &query, |names, next| {
+                    let (descendants, ancestors) = if field == "ancestors" {
+                        (None, Some(names))
+                    } else {
+                        (Some(names), None)
+                    };
+                    serde_json::to_vec(&TraversalPage {
+                        descendants,
+                        ancestors,
+                        next,
+                    })
+                })
+                .map_err(graph_error)?
+                .map_err(ApiError::internal)
+        })
+        .await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

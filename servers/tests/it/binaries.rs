@@ -296,3 +296,80 @@ fn directory_imports_a_repository_from_files() {
     assert_eq!(summary["added"], 2);
     assert_eq!(summary["branches"], 2);
 }
+
+/// Opens the directory's store in `data` (after the binary exited) and exports `graph`.
+fn export_graph(data: &std::path::Path, graph: &str) -> Option<String> {
+    let mut config = servers::directory::DirectoryConfig::default();
+    config.store.data_dir = data.to_path_buf();
+    let (store, _) = config.store.open().unwrap();
+    let graph = store.graph(graph).unwrap()?;
+    let mut text = Vec::new();
+    graph.export_tsv(&mut text).unwrap();
+    Some(String::from_utf8(text).unwrap())
+}
+
+#[test]
+fn directory_imports_a_graph_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let tsv = dir.path().join("deps.tsv");
+    let import = |path: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["--data-dir", data.to_str().unwrap(), "import", "graph"];
+        args.extend_from_slice(extra);
+        args.extend(["deps", path.to_str().unwrap()]);
+        run(DIRECTORY, &args)
+    };
+    // A cycle (libc6 <-> libgcc-s1), an unlabelled edge and a lone node.
+    let text = "from\tto\tlabel\nlone\t\t\nbash\tlibc6\tdepends\nlibc6\tlibgcc-s1\tdepends\nlibgcc-s1\tlibc6\tdepends\nsrc:bash\tbash\t\n";
+    std::fs::write(&tsv, text).unwrap();
+    let out = import(&tsv, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["nodes"], 1, "{summary}");
+    assert_eq!(summary["edges"], 4, "{summary}");
+    // The export is the sorted file: what POST /import/graphs/deps would have stored.
+    let exported = export_graph(&data, "deps").unwrap();
+    assert_eq!(
+        exported,
+        "from\tto\tlabel\nlone\t\t\nbash\tlibc6\tdepends\nlibc6\tlibgcc-s1\tdepends\nlibgcc-s1\tlibc6\tdepends\nsrc:bash\tbash\t\n"
+    );
+    // A malformed third line: refused naming it, nothing changed.
+    let bad = dir.path().join("bad.tsv");
+    std::fs::write(&bad, "from\tto\tlabel\nzsh\tlibc6\tdepends\nzsh\n").unwrap();
+    let out = import(&bad, &[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 3"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(export_graph(&data, "deps").unwrap(), exported);
+    // An acyclic graph refuses the cycle, and is left empty.
+    let out = run(
+        DIRECTORY,
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "import",
+            "graph",
+            "--kind",
+            "acyclic",
+            "strict",
+            tsv.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cycle"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        export_graph(&data, "strict").as_deref(),
+        Some("from\tto\tlabel\n")
+    );
+}
