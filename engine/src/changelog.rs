@@ -13,6 +13,9 @@
 //! - revisions are strictly increasing in log order: they are taken and the batch is written
 //!   under one sequencer mutex, so the batch with revision `r` reaches the engine's log before
 //!   the one with `r + 1` (a group's events take consecutive revisions in commit order);
+//!   writers that queue while another writes are written together as one engine batch, in
+//!   queue order, with their adds to one counter folded (fewer keys for the engine), and each
+//!   returns only once its own batch is applied;
 //! - readers never observe a gap or an event a crash could still undo: [`ChangeLog::read`]
 //!   stops at the head, and the head only covers batches that a completed sync made durable.
 //!   On open the engine is flushed first, so every event visible after a restart is durable.
