@@ -4,7 +4,8 @@
 //!   single-thread in-memory BLAKE3 and SHA-256 of the same bytes with the same crates.
 //! - `durable_4k`: 4 KiB durable uploads from 64 writer threads, with the change feed on
 //!   (`store_64_writers`) and off (`store_64_writers_feed_off`), beside a naive write + fsync
-//!   of one file per upload.
+//!   of one file per upload; each prints its CPU time per upload (user + system of the
+//!   whole process), the figure issue 18 asks for beside the naive writer's.
 //! - `inline_threshold`: one durable upload of 4, 16 and 64 KiB stored inline vs as a file.
 //! - `large_store`: a store of `BLOBSTORE_BENCH_FILES` files (default 1,000,000): bucket
 //!   statistics of a 10-file vs the large bucket, open time, metadata bytes per file.
