@@ -58,6 +58,7 @@ for round in $(seq "$rounds"); do
     if [ "$PERF" = 1 ] && [ "$round" = "$rounds" ]; then
         echo "## profiled round (perf record -g, into $PERF_OUT)"
         perf record -F 999 -g -p "$pid" -o "$PERF_OUT" -- sleep $((DURATION - 1)) >/dev/null 2>&1 &
+        perf_pid=$!
     fi
     before=$(cpu_ticks "$pid")
     echo "## round $round: load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -67,4 +68,4 @@ for round in $(seq "$rounds"); do
     requests=$(echo "$out" | grep -oE "^ +[0-9]+ requests" | grep -oE "[0-9]+")
     python3 -c "print(f'server CPU {$ticks / $(getconf CLK_TCK) / $requests * 1e6:.1f} us per upload')"
 done
-wait
+[ -n "${perf_pid:-}" ] && wait "$perf_pid" || true
