@@ -4,7 +4,8 @@
 //!   single-thread in-memory BLAKE3 and SHA-256 of the same bytes with the same crates.
 //! - `durable_4k`: 4 KiB durable uploads from 64 writer threads, with the change feed on
 //!   (`store_64_writers`) and off (`store_64_writers_feed_off`), beside a naive write + fsync
-//!   of one file per upload.
+//!   of one file per upload; each prints its CPU time per upload (user + system of the
+//!   whole process), the figure issue 18 asks for beside the naive writer's.
 //! - `inline_threshold`: one durable upload of 4, 16 and 64 KiB stored inline vs as a file.
 //! - `large_store`: a store of `BLOBSTORE_BENCH_FILES` files (default 1,000,000): bucket
 //!   statistics of a 10-file vs the large bucket, open time, metadata bytes per file.
@@ -154,6 +155,67 @@ fn ingest(c: &mut Criterion) {
 const WRITERS: usize = 64;
 const PER_WRITER: usize = 32;
 
+/// User + system CPU time this process has used so far (every thread: RocksDB's flushes and
+/// compactions included), from `/proc/self/stat`, in clock ticks of 10 ms.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name.
+    Duration::from_millis((tick(11) + tick(12)) * 10)
+}
+
+/// CPU time per upload over a benchmark's measured iterations, printed after it: the figure
+/// issue 18 asks for beside the naive write + fsync of the same run.
+struct CpuPerUpload {
+    name: &'static str,
+    cpu: Duration,
+    uploads: u64,
+}
+
+impl CpuPerUpload {
+    fn new(name: &'static str) -> Self {
+        CpuPerUpload {
+            name,
+            cpu: Duration::ZERO,
+            uploads: 0,
+        }
+    }
+
+    fn measure(&mut self, iters: u64, run: impl FnOnce()) -> Duration {
+        let cpu = process_cpu();
+        let start = Instant::now();
+        run();
+        let elapsed = start.elapsed();
+        self.cpu += process_cpu().saturating_sub(cpu);
+        self.uploads += iters * (WRITERS * PER_WRITER) as u64;
+        elapsed
+    }
+}
+
+impl Drop for CpuPerUpload {
+    fn drop(&mut self) {
+        if self.uploads > 0 {
+            println!(
+                "durable_4k/{}: CPU (user + system, whole process) {:.1} us per upload over {} uploads",
+                self.name,
+                self.cpu.as_secs_f64() * 1e6 / self.uploads as f64,
+                self.uploads
+            );
+        }
+    }
+}
+
 fn durable_4k(c: &mut Criterion) {
     let mut group = c.benchmark_group("durable_4k");
     group.sample_size(10);
@@ -173,9 +235,38 @@ fn durable_4k(c: &mut Criterion) {
         .change_feed(feed)
         .open()
         .expect("open store");
+        let mut cpu = CpuPerUpload::new(name);
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let start = Instant::now();
+                cpu.measure(iters, || {
+                    for _ in 0..iters {
+                        std::thread::scope(|scope| {
+                            for _ in 0..WRITERS {
+                                scope.spawn(|| {
+                                    for _ in 0..PER_WRITER {
+                                        let n = seq.fetch_add(1, Ordering::Relaxed);
+                                        let data = pseudo_random(4096, n + 1);
+                                        store
+                                            .upload_bytes(
+                                                UploadRequest::new(bucket("small"), "f"),
+                                                &data,
+                                                "bench",
+                                            )
+                                            .unwrap();
+                                    }
+                                });
+                            }
+                        });
+                    }
+                })
+            })
+        });
+    }
+    let naive_dir = disk_dir();
+    let mut cpu = CpuPerUpload::new("naive_write_fsync_64_writers");
+    group.bench_function("naive_write_fsync_64_writers", |b| {
+        b.iter_custom(|iters| {
+            cpu.measure(iters, || {
                 for _ in 0..iters {
                     std::thread::scope(|scope| {
                         for _ in 0..WRITERS {
@@ -183,43 +274,16 @@ fn durable_4k(c: &mut Criterion) {
                                 for _ in 0..PER_WRITER {
                                     let n = seq.fetch_add(1, Ordering::Relaxed);
                                     let data = pseudo_random(4096, n + 1);
-                                    store
-                                        .upload_bytes(
-                                            UploadRequest::new(bucket("small"), "f"),
-                                            &data,
-                                            "bench",
-                                        )
-                                        .unwrap();
+                                    let path = naive_dir.path().join(format!("{n}"));
+                                    let mut file = std::fs::File::create(&path).unwrap();
+                                    file.write_all(&data).unwrap();
+                                    file.sync_all().unwrap();
                                 }
                             });
                         }
                     });
                 }
-                start.elapsed()
             })
-        });
-    }
-    let naive_dir = disk_dir();
-    group.bench_function("naive_write_fsync_64_writers", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                std::thread::scope(|scope| {
-                    for _ in 0..WRITERS {
-                        scope.spawn(|| {
-                            for _ in 0..PER_WRITER {
-                                let n = seq.fetch_add(1, Ordering::Relaxed);
-                                let data = pseudo_random(4096, n + 1);
-                                let path = naive_dir.path().join(format!("{n}"));
-                                let mut file = std::fs::File::create(&path).unwrap();
-                                file.write_all(&data).unwrap();
-                                file.sync_all().unwrap();
-                            }
-                        });
-                    }
-                });
-            }
-            start.elapsed()
         })
     });
     group.finish();

@@ -139,6 +139,15 @@ pub enum Error {
         /// Its key.
         key: Vec<u8>,
     },
+    /// An event of the change feed in an encoding this build does not know: written by a
+    /// newer build (its first byte is the layout's version). Run that build, or a later one.
+    #[error("change-feed event {revision} is in encoding version {version}, which this build cannot read (written by a newer build)")]
+    UnknownEventEncoding {
+        /// The event's revision.
+        revision: u64,
+        /// The version byte found.
+        version: u8,
+    },
     /// An earlier fsync of blob bytes failed, so the store refuses writes until reopened.
     #[error("the store refuses writes after an earlier failure: {cause}")]
     Poisoned {

@@ -39,6 +39,7 @@ mod clock;
 mod direct_io;
 mod downloads;
 mod error;
+mod event_codec;
 mod hashing;
 mod hot;
 mod keys;

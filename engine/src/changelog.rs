@@ -13,6 +13,9 @@
 //! - revisions are strictly increasing in log order: they are taken and the batch is written
 //!   under one sequencer mutex, so the batch with revision `r` reaches the engine's log before
 //!   the one with `r + 1` (a group's events take consecutive revisions in commit order);
+//!   writers that queue while another writes are written together as one engine batch, in
+//!   queue order, with their adds to one counter folded (fewer keys for the engine), and each
+//!   returns only once its own batch is applied;
 //! - readers never observe a gap or an event a crash could still undo: [`ChangeLog::read`]
 //!   stops at the head, and the head only covers batches that a completed sync made durable.
 //!   On open the engine is flushed first, so every event visible after a restart is durable.
@@ -52,10 +55,12 @@
 //! # }
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::batch::CombinedBatch;
 use crate::{Direction, GroupCommit, Keyspace, ScanRange, WriteBatch, Written};
 
 /// One event to append: the store's payload and the history indexes it belongs to.
@@ -143,6 +148,24 @@ struct Sequencer {
     last: u64,
 }
 
+/// Writers whose batches wait to be written, and what became of those written: the write
+/// combining of [`ChangeLog::append`].
+#[derive(Debug, Default)]
+struct Queue {
+    waiting: Vec<Queued>,
+    next_ticket: u64,
+    /// Whether a writer is writing a combined batch now.
+    writing: bool,
+    outcomes: HashMap<u64, crate::Result<Appended>>,
+}
+
+#[derive(Debug)]
+struct Queued {
+    ticket: u64,
+    batch: WriteBatch,
+    entries: Vec<LogEntry>,
+}
+
 #[derive(Debug, Default)]
 struct Head {
     /// The newest revision that a completed sync made durable.
@@ -154,6 +177,8 @@ pub struct ChangeLog {
     committer: Arc<GroupCommit>,
     keyspace: Keyspace,
     sequencer: Mutex<Sequencer>,
+    queue: Mutex<Queue>,
+    written: Condvar,
     head: Mutex<Head>,
     advanced: Condvar,
     listeners: Mutex<Vec<Listener>>,
@@ -252,6 +277,8 @@ impl ChangeLog {
             committer,
             keyspace,
             sequencer: Mutex::new(Sequencer { last }),
+            queue: Mutex::new(Queue::default()),
+            written: Condvar::new(),
             head: Mutex::new(Head { durable: last }),
             advanced: Condvar::new(),
             listeners: Mutex::new(Vec::new()),
@@ -271,16 +298,99 @@ impl ChangeLog {
     /// Gives each entry the next revision, adds the events and their history keys to `batch`,
     /// and writes the batch buffered, all under the log's sequencer, so revision order is log
     /// order. Call it under the store's locks; call [`ChangeLog::sync`] after releasing them.
-    /// An empty `entries` takes no revision.
+    /// An empty `entries` takes no revision. When it returns, the batch is applied.
+    ///
+    /// Writers that arrive while another one writes are queued, and the next of them writes
+    /// every queued batch as one engine batch, in queue order (revisions in that order too),
+    /// with the adds to one counter folded into one: the engine then pays one log record and
+    /// one key per counter for the group instead of one per writer. Each writer still waits
+    /// until its own batch is applied, so it keeps its locks until then, as before.
     ///
     /// # Errors
     /// The engine's write error (the engine is poisoned then); no revision is taken.
-    pub fn append(&self, mut batch: WriteBatch, entries: Vec<LogEntry>) -> crate::Result<Appended> {
+    pub fn append(&self, batch: WriteBatch, entries: Vec<LogEntry>) -> crate::Result<Appended> {
+        let mut queue = lock(&self.queue);
+        let ticket = queue.next_ticket;
+        queue.next_ticket += 1;
+        queue.waiting.push(Queued {
+            ticket,
+            batch,
+            entries,
+        });
+        loop {
+            if let Some(outcome) = queue.outcomes.remove(&ticket) {
+                return outcome;
+            }
+            if queue.writing {
+                queue = self
+                    .written
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            queue.writing = true;
+            let group = std::mem::take(&mut queue.waiting);
+            drop(queue);
+            let outcomes = self.write_group(group);
+            queue = lock(&self.queue);
+            queue.writing = false;
+            queue.outcomes.extend(outcomes);
+            self.written.notify_all();
+        }
+    }
+
+    /// Writes a group of queued batches with their events as one engine batch, under the
+    /// sequencer. Should that write fail, each batch is written alone, so that each writer
+    /// gets its own engine's answer (a fenced or poisoned engine refuses each the same way).
+    fn write_group(&self, group: Vec<Queued>) -> Vec<(u64, crate::Result<Appended>)> {
         let mut sequencer = lock(&self.sequencer);
-        let first = sequencer.last + 1;
-        for (offset, entry) in (0u64..).zip(&entries) {
-            let revision = first + offset;
-            let key = revision_key(revision);
+        if group.len() > 1 {
+            let mut combined = CombinedBatch::default();
+            let mut revisions = Vec::with_capacity(group.len());
+            let mut last = sequencer.last;
+            for queued in &group {
+                let mut batch = queued.batch.clone();
+                let count = self.add_events(&mut batch, last + 1, &queued.entries);
+                last += count;
+                revisions.push((queued.ticket, (count > 0).then_some(last)));
+                combined.push(batch);
+            }
+            if let Ok(written) = self.committer.write(combined.finish()) {
+                sequencer.last = last;
+                return revisions
+                    .into_iter()
+                    .map(|(ticket, last)| {
+                        let appended = Appended {
+                            written: written.share(),
+                            last,
+                        };
+                        (ticket, Ok(appended))
+                    })
+                    .collect();
+            }
+        }
+        group
+            .into_iter()
+            .map(|queued| {
+                let mut batch = queued.batch;
+                let count = self.add_events(&mut batch, sequencer.last + 1, &queued.entries);
+                let outcome = self.committer.write(batch).map(|written| {
+                    sequencer.last += count;
+                    Appended {
+                        written,
+                        last: (count > 0).then_some(sequencer.last),
+                    }
+                });
+                (queued.ticket, outcome)
+            })
+            .collect()
+    }
+
+    /// Adds `entries` to `batch` as events from revision `first` on, with their history
+    /// keys; returns how many revisions they take.
+    fn add_events(&self, batch: &mut WriteBatch, first: u64, entries: &[LogEntry]) -> u64 {
+        for (offset, entry) in (0u64..).zip(entries) {
+            let key = revision_key(first + offset);
             for (keyspace, prefix) in &entry.indexes {
                 let mut index_key = Vec::with_capacity(prefix.len() + 8);
                 index_key.extend_from_slice(prefix);
@@ -289,13 +399,7 @@ impl ChangeLog {
             }
             batch.put(self.keyspace, key, encode_value(entry));
         }
-        let written = self.committer.write(batch)?;
-        let count = entries.len() as u64;
-        sequencer.last += count;
-        Ok(Appended {
-            written,
-            last: (count > 0).then_some(sequencer.last),
-        })
+        entries.len() as u64
     }
 
     /// Waits until a sync covers `appended`, then moves the durable head to (at least) its last
@@ -514,7 +618,7 @@ impl ChangeLog {
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use crate::{Engine, EngineConfig, Fault, FaultyEngine};
+    use crate::{Engine, EngineConfig, Fault, FaultyEngine, ReadView as _};
 
     use super::*;
 
@@ -568,6 +672,126 @@ mod tests {
             let expected: Vec<String> = (0..WRITES).map(|i| format!("{t}/{i}")).collect();
             assert_eq!(mine, expected);
         }
+    }
+
+    /// A memory engine whose first write waits at a gate, and which records each write's
+    /// number of operations.
+    #[derive(Debug)]
+    struct GatedEngine {
+        inner: crate::MemEngine,
+        gate: Mutex<bool>,
+        opened: Condvar,
+        writes: Mutex<Vec<usize>>,
+    }
+
+    impl crate::ReadView for GatedEngine {
+        fn get(&self, keyspace: Keyspace, key: &[u8]) -> crate::Result<Option<Vec<u8>>> {
+            self.inner.get(keyspace, key)
+        }
+
+        fn scan(
+            &self,
+            keyspace: Keyspace,
+            range: ScanRange,
+            direction: Direction,
+        ) -> crate::Result<crate::KvIter<'_>> {
+            self.inner.scan(keyspace, range, direction)
+        }
+    }
+
+    impl Engine for GatedEngine {
+        fn backend(&self) -> crate::Backend {
+            crate::Backend::Memory
+        }
+
+        fn keyspace(&self, name: &str) -> crate::Result<Keyspace> {
+            self.inner.keyspace(name)
+        }
+
+        fn write(&self, batch: WriteBatch, durability: crate::Durability) -> crate::Result<()> {
+            let mut open = lock(&self.gate);
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+            drop(open);
+            lock(&self.writes).push(batch.len());
+            self.inner.write(batch, durability)
+        }
+
+        fn snapshot(&self) -> crate::Result<Box<dyn crate::ReadView + '_>> {
+            self.inner.snapshot()
+        }
+
+        fn flush(&self) -> crate::Result<()> {
+            self.inner.flush()
+        }
+    }
+
+    #[test]
+    fn writers_queued_behind_a_write_are_written_as_one_batch_with_counters_folded() {
+        let engine = Arc::new(GatedEngine {
+            inner: crate::MemEngine::new(&["data", "changes", "history"]),
+            gate: Mutex::new(true),
+            opened: Condvar::new(),
+            writes: Mutex::new(Vec::new()),
+        });
+        let data = engine.keyspace("data").unwrap();
+        let history = engine.keyspace("history").unwrap();
+        let shared: Arc<dyn Engine> = engine.clone();
+        let log = ChangeLog::open(
+            Arc::new(GroupCommit::new(shared)),
+            engine.keyspace("changes").unwrap(),
+        )
+        .unwrap();
+        *lock(&engine.gate) = false;
+        let append = |name: &str| {
+            let mut batch = WriteBatch::new();
+            batch.put(data, name, b"v");
+            batch.counter_add(data, b"files", 1);
+            let entry = LogEntry::new(name.as_bytes().to_vec()).index(history, b"all/".to_vec());
+            log.commit(batch, vec![entry]).unwrap()
+        };
+        std::thread::scope(|scope| {
+            // The first writer holds the engine's write; three more queue behind it.
+            let first = scope.spawn(|| append("a"));
+            while !lock(&log.queue).writing {
+                std::thread::yield_now();
+            }
+            let others: Vec<_> = ["b", "c", "d"]
+                .into_iter()
+                .map(|name| scope.spawn(move || append(name)))
+                .collect();
+            while lock(&log.queue).waiting.len() < 3 {
+                std::thread::yield_now();
+            }
+            *lock(&engine.gate) = true;
+            engine.opened.notify_all();
+            assert_eq!(first.join().unwrap(), 1);
+            let mut revisions: Vec<u64> = others.into_iter().map(|t| t.join().unwrap()).collect();
+            revisions.sort_unstable();
+            assert_eq!(revisions, vec![2, 3, 4]);
+        });
+        // Two engine writes: "a" alone (put, counter, index, event), then the three others
+        // with their counter adds folded into one: 3 puts + 1 counter + 3 indexes + 3 events.
+        assert_eq!(*lock(&engine.writes), vec![4, 10]);
+        assert_eq!(
+            engine
+                .get(data, b"files")
+                .unwrap()
+                .map(|v| crate::counter::decode(&v)),
+            Some(Some(4))
+        );
+        let events = log.read(0, 10).unwrap();
+        assert_eq!(events.len(), 4);
+        for (revision, name) in &events {
+            // Each event went with its own change, in revision order.
+            assert!(engine.get(data, name).unwrap().is_some(), "{revision}");
+        }
+        assert_eq!(
+            log.read_index(history, b"all/", 0, 10, Direction::Forward)
+                .unwrap(),
+            events
+        );
     }
 
     #[test]

@@ -83,6 +83,14 @@ impl fmt::Debug for GroupCommit {
 #[must_use = "a written batch is durable only after GroupCommit::sync"]
 pub struct Written(u64);
 
+impl Written {
+    /// Another handle on the same write, for each writer whose batch it carried
+    /// ([`crate::ChangeLog::append`] writes several writers' batches as one).
+    pub(crate) fn share(&self) -> Written {
+        Written(self.0)
+    }
+}
+
 impl GroupCommit {
     /// A committer over `engine`. Several committers over one engine are correct (each sync
     /// covers every write before it), they just share less.

@@ -7,18 +7,26 @@ use engine::{ChangeLog, Direction, Keyspace};
 
 use crate::changes::{self, Change};
 use crate::error::{Error, Result};
+use crate::event_codec::{self, Decoded};
 use crate::types::{BucketName, FileId};
 
 use super::Store;
 
-/// An event as stored: the JSON of a [`Change`] whose revision is the log's key.
+/// An event as stored (`event_codec`: the binary layout, or the JSON older builds wrote) of
+/// a [`Change`] whose revision is the log's key.
 fn decode(revision: u64, payload: &[u8]) -> Result<Change> {
-    let mut change: Change = serde_json::from_slice(payload).map_err(|_| Error::CorruptRecord {
-        what: "change",
-        key: revision.to_be_bytes().to_vec(),
-    })?;
-    change.revision = revision;
-    Ok(change)
+    let key = || revision.to_be_bytes().to_vec();
+    match event_codec::decode(payload) {
+        Decoded::Change(mut change) => {
+            change.revision = revision;
+            Ok(change)
+        }
+        Decoded::UnknownVersion(version) => Err(Error::UnknownEventEncoding { revision, version }),
+        Decoded::Malformed => Err(Error::CorruptRecord {
+            what: "change",
+            key: key(),
+        }),
+    }
 }
 
 fn decode_all(events: Vec<(u64, Vec<u8>)>) -> Result<Vec<Change>> {

@@ -368,8 +368,7 @@ impl Store {
 
     fn log_entry(&self, change: &Change) -> LogEntry {
         let history = self.inner.ks.history;
-        // A `Change` has only strings, integers and booleans: serialising cannot fail.
-        let payload = serde_json::to_vec(change).unwrap_or_default();
+        let payload = crate::event_codec::encode(change);
         let mut entry =
             LogEntry::new(payload).index(history, changes::actor_history(&change.actor));
         if let Some(bucket) = change.kind.bucket() {

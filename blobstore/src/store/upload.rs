@@ -429,8 +429,10 @@ impl Store {
         }
         // A replayed upload was held to the quota by its source store.
         let quota_applies = replayed.is_none();
-        if quota_applies {
-            // Fail early without touching the disk; re-checked under the lock below.
+        if quota_applies && matches!(content, Content::Temp(_)) {
+            // Fail early, before the blob file is persisted; re-checked under the lock below.
+            // Inline content touches no disk before the batch: the check under the lock is
+            // enough, and saves a small upload two engine reads.
             self.check_quota(bucket, size)?;
         }
 
@@ -457,16 +459,18 @@ impl Store {
         // that `set_quota` (exclusive) waits for those that decided "no quota" and the later
         // ones see it; uploads into a bucket with a quota hold it alone, since each decision
         // depends on the others'.
-        let quota_guard = {
+        let (quota_guard, has_quota) = {
             let shared = self.inner.bucket_locks.shared(bucket.as_str());
             if self.quota(bucket)?.is_none() {
-                shared
+                (shared, false)
             } else {
                 drop(shared);
-                self.inner.bucket_locks.exclusive(bucket.as_str())
+                (self.inner.bucket_locks.exclusive(bucket.as_str()), true)
             }
         };
-        let quota_check = if quota_applies {
+        // A bucket found without a quota under the shared lock keeps none until the lock is
+        // released (`set_quota` takes it exclusively): no need to read it again.
+        let quota_check = if quota_applies && has_quota {
             self.check_quota(bucket, size)
         } else {
             Ok(())

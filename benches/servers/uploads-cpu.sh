@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Durable 4 KiB uploads to the librarian from 64 connections (the upload part of
+# librarian.sh), ROUNDS times in a row, printing the rate and the server's CPU time per upload
+# (user + system of all its threads, from /proc/PID/stat). With PERF=1 it also records a
+# profile of the server during one more round into $PERF_OUT (default /tmp/uploads-perf.data).
+# Listens on 127.0.0.1 only; every load is bounded in time.
+#
+#   benches/servers/uploads-cpu.sh
+#   ROUNDS=5 DURATION=10 PERF=1 benches/servers/uploads-cpu.sh
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+ROUNDS="${ROUNDS:-3}"
+DURATION="${DURATION:-8}"
+THREADS="${THREADS:-2}"
+LPORT="${LPORT:-28191}"
+PERF="${PERF:-0}"
+PERF_OUT="${PERF_OUT:-/tmp/uploads-perf.data}"
+BENCH_DIR="${BENCH_DIR:-$HOME/.cache/lpstore/bench}"
+mkdir -p "$BENCH_DIR"
+if [ "$(stat -f -c %T "$BENCH_DIR")" = tmpfs ]; then
+    echo "BENCH_DIR=$BENCH_DIR is on tmpfs: durable figures need a real disk (set BENCH_DIR)" >&2
+    exit 1
+fi
+command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
+
+cargo build --release -p servers --bin librarian
+target="${CARGO_TARGET_DIR:-target}/release"
+work="$(mktemp -d)"
+data="$(mktemp -d "$BENCH_DIR/librarian.XXXXXX")"
+pid=""
+cleanup() {
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+    rm -rf "$work" "$data"
+}
+trap cleanup EXIT
+
+TOKIO_WORKER_THREADS="$THREADS" RUST_LOG=warn "$target/librarian" --data-dir "$data" --backend rocksdb \
+    serve --dev --listen "127.0.0.1:$LPORT" --max-concurrency 100000 &
+pid=$!
+for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$LPORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
+cat > "$work/upload.lua" <<'LUA'
+local threads = 0
+function setup(thread) thread:set("tid", threads); threads = threads + 1 end
+function init(args) counter = 0; pad = string.rep("u", 4096 - 24) end
+request = function()
+    counter = counter + 1
+    local name = string.format("t%02d-%09d", tid, counter)
+    return wrk.format("POST", "/buckets/bench/files?filename=" .. name,
+        {["Content-Type"] = "application/octet-stream"}, string.format("%-24s", name) .. pad)
+end
+LUA
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rounds="$ROUNDS"
+[ "$PERF" = 1 ] && rounds=$((ROUNDS + 1))
+echo "# $(date -u +%FT%TZ) $(nproc) cores; librarian (rocksdb) with $THREADS runtime threads; data in $data"
+for round in $(seq "$rounds"); do
+    if [ "$PERF" = 1 ] && [ "$round" = "$rounds" ]; then
+        echo "## profiled round (perf record -g, into $PERF_OUT)"
+        perf record -F 999 -g -p "$pid" -o "$PERF_OUT" -- sleep $((DURATION - 1)) >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
+    before=$(cpu_ticks "$pid")
+    echo "## round $round: load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    out=$(wrk -t "$THREADS" -c 64 -d "${DURATION}s" -s "$work/upload.lua" "http://127.0.0.1:$LPORT")
+    ticks=$(( $(cpu_ticks "$pid") - before ))
+    echo "$out" | grep -E "Requests/sec|requests in|Non-2xx" || true
+    requests=$(echo "$out" | grep -oE "^ +[0-9]+ requests" | grep -oE "[0-9]+")
+    python3 -c "print(f'server CPU {$ticks / $(getconf CLK_TCK) / $requests * 1e6:.1f} us per upload')"
+done
+[ -n "${perf_pid:-}" ] && wait "$perf_pid" || true

@@ -1,0 +1,468 @@
+//! The stored form of a change-feed event: a compact binary layout, versioned by its first
+//! byte, and the JSON that builds before it wrote, still read.
+//!
+//! Until 2026-12-05 an event was stored as the JSON of its [`Change`] (first byte `{`,
+//! 0x7B). Encoding and storing that JSON cost a measurable share of a small upload (see
+//! `DESIGN.md`, "Change feed"), so new events are written as version 1 of this layout:
+//!
+//! ```text
+//! 0x01  time_us: i64  actor: str  kind: u8  fields of the kind, in ChangeKind's order
+//! ```
+//!
+//! with integers big-endian, `str` a `u32` length and UTF-8 bytes, an `Option` a byte 0 or 1
+//! and then the value, a `blake3` the 32 raw bytes of the hash (written so only when its hex
+//! is the canonical lowercase form, which every event the store makes has; any other event is
+//! stored as JSON, so the layout is lossless), and flags in one byte. Both forms are read;
+//! any other first byte is refused as an event of an unknown encoding (a newer build's), never
+//! guessed at.
+
+use crate::changes::{Change, ChangeKind};
+use crate::types::Blake3Hash;
+
+/// The first byte of an event in this layout.
+const VERSION_1: u8 = 1;
+
+/// How an event's payload was read.
+#[derive(Debug)]
+pub(crate) enum Decoded {
+    Change(Change),
+    /// Neither JSON nor a layout this build knows: written by a newer build.
+    UnknownVersion(u8),
+    Malformed,
+}
+
+/// The stored payload of `change` (its revision is the log's key, not part of it).
+pub(crate) fn encode(change: &Change) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160);
+    out.push(VERSION_1);
+    out.extend_from_slice(&change.time_us.to_be_bytes());
+    put_str(&mut out, &change.actor);
+    let encoded = match &change.kind {
+        ChangeKind::FileCreated {
+            bucket,
+            file,
+            filename,
+            content_type,
+            size,
+            blake3,
+            expires,
+            restricted,
+            deduplicated,
+        } => {
+            out.push(1);
+            put_str(&mut out, bucket);
+            out.extend_from_slice(&file.to_be_bytes());
+            put_str(&mut out, filename);
+            put_str(&mut out, content_type);
+            out.extend_from_slice(&size.to_be_bytes());
+            let hashed = put_hash(&mut out, blake3);
+            put_option(&mut out, expires.map(i64::to_be_bytes));
+            out.push(u8::from(*restricted) | (u8::from(*deduplicated) << 1));
+            hashed
+        }
+        ChangeKind::ContentDeleted {
+            bucket,
+            file,
+            size,
+            blake3,
+        } => {
+            out.push(2);
+            put_str(&mut out, bucket);
+            out.extend_from_slice(&file.to_be_bytes());
+            out.extend_from_slice(&size.to_be_bytes());
+            put_hash(&mut out, blake3)
+        }
+        ChangeKind::FileDeleted {
+            bucket,
+            file,
+            size,
+            blake3,
+            had_content,
+        } => {
+            out.push(3);
+            put_str(&mut out, bucket);
+            out.extend_from_slice(&file.to_be_bytes());
+            out.extend_from_slice(&size.to_be_bytes());
+            let hashed = put_hash(&mut out, blake3);
+            out.push(u8::from(*had_content));
+            hashed
+        }
+        ChangeKind::ExpiryChanged {
+            bucket,
+            file,
+            before,
+            after,
+        } => {
+            out.push(4);
+            put_str(&mut out, bucket);
+            out.extend_from_slice(&file.to_be_bytes());
+            put_option(&mut out, before.map(i64::to_be_bytes));
+            put_option(&mut out, after.map(i64::to_be_bytes));
+            true
+        }
+        ChangeKind::RestrictedChanged {
+            bucket,
+            file,
+            before,
+            after,
+        } => {
+            out.push(5);
+            put_str(&mut out, bucket);
+            out.extend_from_slice(&file.to_be_bytes());
+            out.push(u8::from(*before));
+            out.push(u8::from(*after));
+            true
+        }
+        ChangeKind::QuotaSet {
+            bucket,
+            before,
+            after,
+        } => {
+            out.push(6);
+            put_str(&mut out, bucket);
+            put_option(&mut out, before.map(u64::to_be_bytes));
+            put_option(&mut out, after.map(u64::to_be_bytes));
+            true
+        }
+        ChangeKind::FileCollected {
+            bucket,
+            file,
+            size,
+            blake3,
+        } => {
+            out.push(7);
+            put_str(&mut out, bucket);
+            out.extend_from_slice(&file.to_be_bytes());
+            out.extend_from_slice(&size.to_be_bytes());
+            put_hash(&mut out, blake3)
+        }
+        ChangeKind::BlobCollected { blake3, size } => {
+            out.push(8);
+            let hashed = put_hash(&mut out, blake3);
+            out.extend_from_slice(&size.to_be_bytes());
+            hashed
+        }
+    };
+    if encoded {
+        out
+    } else {
+        // A hash that is not canonical hex (never made by the store itself): JSON keeps it
+        // exactly. A `Change` has only strings, integers and booleans: serialising cannot fail.
+        serde_json::to_vec(change).unwrap_or_default()
+    }
+}
+
+/// Reads a stored payload, in either form. The revision is left 0 for the caller to set.
+pub(crate) fn decode(payload: &[u8]) -> Decoded {
+    match payload.first() {
+        Some(b'{') => serde_json::from_slice(payload).map_or(Decoded::Malformed, Decoded::Change),
+        Some(&VERSION_1) => {
+            let mut reader = Reader {
+                rest: payload.get(1..).unwrap_or_default(),
+            };
+            match reader.change() {
+                Some(change) if reader.rest.is_empty() => Decoded::Change(change),
+                _ => Decoded::Malformed,
+            }
+        }
+        Some(&version) => Decoded::UnknownVersion(version),
+        None => Decoded::Malformed,
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    // Filenames, content types, buckets and actors are far below 4 GiB.
+    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_option<const N: usize>(out: &mut Vec<u8>, value: Option<[u8; N]>) {
+    match value {
+        None => out.push(0),
+        Some(bytes) => {
+            out.push(1);
+            out.extend_from_slice(&bytes);
+        }
+    }
+}
+
+/// Writes the raw hash; false when `hex` is not the canonical form of a hash.
+fn put_hash(out: &mut Vec<u8>, hex: &str) -> bool {
+    match hex.parse::<Blake3Hash>() {
+        Ok(hash) if hash.to_hex() == hex => {
+            out.extend_from_slice(&hash.0);
+            true
+        }
+        _ => false,
+    }
+}
+
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.rest.split_at_checked(n)?;
+        self.rest = rest;
+        Some(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn bool(&mut self) -> Option<bool> {
+        match self.u8()? {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.array().map(u64::from_be_bytes)
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        self.array().map(i64::from_be_bytes)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        let len = usize::try_from(u32::from_be_bytes(self.array()?)).ok()?;
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+
+    fn hash(&mut self) -> Option<String> {
+        Some(Blake3Hash(self.array()?).to_hex())
+    }
+
+    fn option<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        if self.bool()? {
+            read(self).map(Some)
+        } else {
+            Some(None)
+        }
+    }
+
+    fn change(&mut self) -> Option<Change> {
+        let time_us = self.i64()?;
+        let actor = self.string()?;
+        let kind = match self.u8()? {
+            1 => {
+                let bucket = self.string()?;
+                let file = self.u64()?;
+                let filename = self.string()?;
+                let content_type = self.string()?;
+                let size = self.u64()?;
+                let blake3 = self.hash()?;
+                let expires = self.option(Self::i64)?;
+                let flags = self.u8()?;
+                if flags > 3 {
+                    return None;
+                }
+                ChangeKind::FileCreated {
+                    bucket,
+                    file,
+                    filename,
+                    content_type,
+                    size,
+                    blake3,
+                    expires,
+                    restricted: flags & 1 != 0,
+                    deduplicated: flags & 2 != 0,
+                }
+            }
+            2 => ChangeKind::ContentDeleted {
+                bucket: self.string()?,
+                file: self.u64()?,
+                size: self.u64()?,
+                blake3: self.hash()?,
+            },
+            3 => ChangeKind::FileDeleted {
+                bucket: self.string()?,
+                file: self.u64()?,
+                size: self.u64()?,
+                blake3: self.hash()?,
+                had_content: self.bool()?,
+            },
+            4 => ChangeKind::ExpiryChanged {
+                bucket: self.string()?,
+                file: self.u64()?,
+                before: self.option(Self::i64)?,
+                after: self.option(Self::i64)?,
+            },
+            5 => ChangeKind::RestrictedChanged {
+                bucket: self.string()?,
+                file: self.u64()?,
+                before: self.bool()?,
+                after: self.bool()?,
+            },
+            6 => ChangeKind::QuotaSet {
+                bucket: self.string()?,
+                before: self.option(Self::u64)?,
+                after: self.option(Self::u64)?,
+            },
+            7 => ChangeKind::FileCollected {
+                bucket: self.string()?,
+                file: self.u64()?,
+                size: self.u64()?,
+                blake3: self.hash()?,
+            },
+            8 => ChangeKind::BlobCollected {
+                blake3: self.hash()?,
+                size: self.u64()?,
+            },
+            _ => return None,
+        };
+        Some(Change {
+            revision: 0,
+            time_us,
+            actor,
+            kind,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash_hex(byte: u8) -> String {
+        Blake3Hash([byte; 32]).to_hex()
+    }
+
+    /// One change of every kind, with every optional field both ways.
+    fn every_kind() -> Vec<Change> {
+        let kinds = vec![
+            ChangeKind::FileCreated {
+                bucket: "logs".into(),
+                file: 7,
+                filename: "a b.txt".into(),
+                content_type: "text/plain; charset=utf-8".into(),
+                size: 4096,
+                blake3: hash_hex(1),
+                expires: Some(-5),
+                restricted: true,
+                deduplicated: false,
+            },
+            ChangeKind::FileCreated {
+                bucket: "é".into(),
+                file: u64::MAX,
+                filename: String::new(),
+                content_type: String::new(),
+                size: 0,
+                blake3: hash_hex(2),
+                expires: None,
+                restricted: false,
+                deduplicated: true,
+            },
+            ChangeKind::ContentDeleted {
+                bucket: "b".into(),
+                file: 1,
+                size: 2,
+                blake3: hash_hex(3),
+            },
+            ChangeKind::FileDeleted {
+                bucket: "b".into(),
+                file: 1,
+                size: 2,
+                blake3: hash_hex(4),
+                had_content: true,
+            },
+            ChangeKind::ExpiryChanged {
+                bucket: "b".into(),
+                file: 1,
+                before: None,
+                after: Some(i64::MIN),
+            },
+            ChangeKind::RestrictedChanged {
+                bucket: "b".into(),
+                file: 9,
+                before: false,
+                after: true,
+            },
+            ChangeKind::QuotaSet {
+                bucket: "b".into(),
+                before: Some(u64::MAX),
+                after: None,
+            },
+            ChangeKind::FileCollected {
+                bucket: "b".into(),
+                file: 3,
+                size: 4,
+                blake3: hash_hex(5),
+            },
+            ChangeKind::BlobCollected {
+                blake3: hash_hex(6),
+                size: 5,
+            },
+        ];
+        kinds
+            .into_iter()
+            .map(|kind| Change {
+                revision: 0,
+                time_us: 1_700_000_000_000_123,
+                actor: "alice".into(),
+                kind,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_kind_round_trips_in_the_binary_layout() {
+        for change in every_kind() {
+            let payload = encode(&change);
+            assert_eq!(payload[0], VERSION_1, "{change:?}");
+            assert!(payload.len() < serde_json::to_vec(&change).unwrap().len());
+            match decode(&payload) {
+                Decoded::Change(decoded) => assert_eq!(decoded, change),
+                other => panic!("{other:?} for {change:?}"),
+            }
+            // Every shorter prefix and any trailing byte is refused, never misread.
+            for len in 1..payload.len() {
+                assert!(
+                    matches!(decode(&payload[..len]), Decoded::Malformed),
+                    "{len}"
+                );
+            }
+            let mut longer = payload.clone();
+            longer.push(0);
+            assert!(matches!(decode(&longer), Decoded::Malformed));
+        }
+    }
+
+    #[test]
+    fn events_older_builds_wrote_as_json_are_still_read() {
+        // As the store wrote them before the binary layout (serde_json of a `Change`).
+        let stored = br#"{"time_us":1700000000000000,"actor":"bob","kind":"file.created","bucket":"logs","file":3,"filename":"f","content_type":"application/octet-stream","size":12,"blake3":"0101010101010101010101010101010101010101010101010101010101010101","expires":null,"restricted":false,"deduplicated":true}"#;
+        let Decoded::Change(change) = decode(stored) else {
+            panic!("the JSON event was not read");
+        };
+        assert_eq!(change.actor, "bob");
+        assert_eq!(change.kind.name(), "file.created");
+        assert_eq!(change.kind.file().map(|f| f.0), Some(3));
+        for change in every_kind() {
+            let json = serde_json::to_vec(&change).unwrap();
+            assert!(matches!(decode(&json), Decoded::Change(c) if c == change));
+        }
+    }
+
+    #[test]
+    fn a_hash_not_in_canonical_hex_is_kept_as_json_and_unknown_versions_are_refused() {
+        let mut change = every_kind().remove(0);
+        if let ChangeKind::FileCreated { blake3, .. } = &mut change.kind {
+            *blake3 = hash_hex(0xab).to_uppercase();
+        }
+        let payload = encode(&change);
+        assert_eq!(payload[0], b'{');
+        assert!(matches!(decode(&payload), Decoded::Change(c) if c == change));
+        assert!(matches!(decode(&[2, 0, 0]), Decoded::UnknownVersion(2)));
+        assert!(matches!(decode(&[]), Decoded::Malformed));
+    }
+}
