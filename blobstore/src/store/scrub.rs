@@ -323,7 +323,7 @@ impl Store {
                 step.completed = Some(pass);
             }
         }
-        batch.put(ks.meta, keys::META_SCRUB_STATE.to_vec(), encode(&state));
+        batch.put(ks.meta, keys::META_SCRUB_STATE, encode(&state));
         let appended = self.append(batch, &events)?;
         self.sync(appended)?;
         Ok(step)

@@ -17,6 +17,7 @@ mod infra;
 mod librarian;
 mod object_store;
 mod proxies;
+mod scrub;
 mod soak;
 mod support;
 mod tus;
