@@ -9,8 +9,8 @@ use prometheus_client::registry::Registry;
 
 use super::Librarian;
 
-/// Default rate of the scrub, in bytes read per second: 16 MiB/s rehashes 1 TiB in 19 hours
-/// and costs downloads under 5% of their throughput (`blobstore/DESIGN.md`).
+/// Default rate of the scrub, in bytes read per second: 16 MiB/s rehashes 1 TiB in 19 hours,
+/// a small share of a disk's bandwidth and of one core's BLAKE3 rate (several GiB/s).
 pub const DEFAULT_SCRUB_BYTES_PER_SEC: u64 = 16 << 20;
 
 /// Default period: a new pass starts a week after the previous one started.
