@@ -22,5 +22,4 @@ mod soak;
 mod support;
 mod tus;
 mod tus_clients;
-mod tus_figures;
 mod usage;
