@@ -94,7 +94,8 @@ TOML
     done
     echo "schemathesis: $service on 127.0.0.1:$port, $max_examples examples per operation" >&2
     # Bounded: each operation gets max_examples generated requests, no stateful phase.
-    if ! timeout 300 "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+    if ! SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=$here timeout 300 \
+        "$venv/bin/schemathesis" --config-file "$here/schemathesis.toml" run "http://127.0.0.1:$port/openapi.json" \
         --checks all --max-examples "$max_examples" --auth "$user:$password" \
         --phases examples,coverage,fuzzing --no-color --seed 17 \
         --generation-database none --request-timeout 30; then

@@ -77,7 +77,9 @@ fn upload_with_prefix(dir: &Path, piece: &[u8]) -> (Store, UploadId, u64) {
         .id;
     let mut offset = 0u64;
     while offset < PREFIX as u64 {
-        store.append_upload(id, offset, &mut &piece[..], None).unwrap();
+        store
+            .append_upload(id, offset, &mut &piece[..], None)
+            .unwrap();
         offset += piece.len() as u64;
     }
     (store, id, offset)
@@ -100,7 +102,9 @@ fn resume(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let started = Instant::now();
-                store.append_upload(id, offset, &mut &piece[..], None).unwrap();
+                store
+                    .append_upload(id, offset, &mut &piece[..], None)
+                    .unwrap();
                 total += started.elapsed();
                 offset += piece.len() as u64;
             }

@@ -128,12 +128,7 @@ fn tus(builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         .header("tus-resumable", "1.0.0")
 }
 
-async fn create(
-    server: &Server,
-    client: &reqwest::Client,
-    length: usize,
-    name: &str,
-) -> String {
+async fn create(server: &Server, client: &reqwest::Client, length: usize, name: &str) -> String {
     let response = tus(client.post(server.url("/buckets/figures/uploads")))
         .header("upload-length", length.to_string())
         .header("upload-metadata", format!("filename {}", base64_of(name)))

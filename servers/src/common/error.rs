@@ -288,16 +288,27 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        axum::Json::<T>::from_request(req, state)
+        let value = axum::Json::<serde_json::Value>::from_request(req, state)
             .await
-            .map(|j| Json(j.0))
             .map_err(|e: JsonRejection| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.body_text())
                 } else {
                     ApiError::bad_request("bad_json", e.body_text())
                 }
-            })
+            })?
+            .0;
+        // Every JSON body of both servers is an object; serde would also take a struct from
+        // an array of its fields (`[null, null]`), which the OpenAPI documents do not allow.
+        if !value.is_object() {
+            return Err(ApiError::bad_request(
+                "bad_json",
+                "the body must be a JSON object",
+            ));
+        }
+        serde_json::from_value(value)
+            .map(Json)
+            .map_err(|e| ApiError::bad_request("bad_json", format!("invalid body: {e}")))
     }
 }
 
@@ -319,6 +330,32 @@ pub async fn method_not_allowed() -> ApiError {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Pair {
+        #[allow(dead_code)]
+        a: Option<u8>,
+        #[allow(dead_code)]
+        b: Option<u8>,
+    }
+
+    async fn extract(body: &'static str) -> Result<Json<Pair>, ApiError> {
+        let request = Request::builder()
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        Json::<Pair>::from_request(request, &()).await
+    }
+
+    #[tokio::test]
+    async fn a_json_body_must_be_an_object() {
+        assert!(extract(r#"{"a": 1}"#).await.is_ok());
+        // serde alone would take the struct from an array of its fields.
+        for body in ["[1, 2]", "[null, null]", "null", "3"] {
+            let error = extract(body).await.unwrap_err();
+            assert_eq!(error.status(), 400, "{body}");
+        }
+    }
 
     #[tokio::test]
     async fn internal_errors_hide_their_cause() {
