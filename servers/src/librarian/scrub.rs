@@ -139,7 +139,7 @@ impl Pacer {
 pub const MAX_FINDINGS: usize = 1000;
 
 /// Runs the scrub until the process ends, with the state's settings
-/// ([`Librarian::with_scrub`]): steps of [`STEP_BLOBS`] blobs at their rate while a pass is
+/// ([`Librarian::with_scrub`]): steps of 64 blobs at their rate while a pass is
 /// in progress or due, on the writer only. Off when the rate is 0.
 pub async fn scrub_loop(state: Librarian) {
     let settings = state.scrub_settings;
