@@ -20,7 +20,8 @@ export CARGO_TERM_COLOR ?= never
 # (scripts/with-postgres.sh starts a cluster of its own; the package's service is not used),
 # strace for the crash-state test (blobstore/tests/it/crash_states.rs), aria2 and wget for the
 # librarian's download-client tests. The tus tests' client (PyPI's tuspy, pinned by hash) is
-# installed by scripts/tuspy.sh into ~/.cache/lpstore/.
+# installed by scripts/tuspy.sh into ~/.cache/lpstore/, the OpenAPI contract tests' schemathesis
+# and openapi-spec-validator (PyPI, pinned by hash) by scripts/schemathesis.sh.
 DEBIAN_PACKAGES := librocksdb-dev clang libclang-dev git curl pkg-config haproxy postgresql strace aria2 wget
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -37,6 +38,7 @@ setup:
 	fi
 	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 	@bash scripts/tuspy.sh python >/dev/null
+	@bash scripts/schemathesis.sh install
 
 build: setup
 	cargo build --release --workspace
@@ -51,6 +53,7 @@ test: setup
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
 	bash scripts/with-swift.sh bash scripts/with-seaweedfs.sh bash scripts/with-postgres.sh \
 	  timeout -k 30 $(TEST_TIMEOUT) cargo test --workspace --all-features --no-fail-fast
+	bash scripts/schemathesis.sh
 	cargo build --manifest-path fuzz/Cargo.toml
 
 run: setup

@@ -146,6 +146,26 @@ pub enum ChangeKind {
         /// Its size.
         size: u64,
     },
+    /// The online scrub found a blob's bytes damaged: reads of its files answer
+    /// [`crate::Error::Corrupt`] until it checks good again. A fact about this store's copy of
+    /// the bytes, not a change of its records: replaying it changes nothing.
+    #[serde(rename = "blob.damaged")]
+    BlobDamaged {
+        /// The blob's BLAKE3, hex.
+        blake3: String,
+        /// `corrupt` (the bytes do not hash to the address) or `missing`.
+        problem: String,
+        /// The size its record says it has.
+        size: u64,
+        /// The size found, for a corrupt blob.
+        found_size: Option<u64>,
+    },
+    /// A blob the scrub had found damaged checked good again (its bytes were restored).
+    #[serde(rename = "blob.repaired")]
+    BlobRepaired {
+        /// The blob's BLAKE3, hex.
+        blake3: String,
+    },
 }
 
 /// Every `kind` a [`Change`] may have, for filters.
@@ -158,6 +178,8 @@ pub const CHANGE_KINDS: &[&str] = &[
     "bucket.quota_set",
     "file.collected",
     "blob.collected",
+    "blob.damaged",
+    "blob.repaired",
 ];
 
 impl ChangeKind {
@@ -172,6 +194,8 @@ impl ChangeKind {
             ChangeKind::QuotaSet { .. } => "bucket.quota_set",
             ChangeKind::FileCollected { .. } => "file.collected",
             ChangeKind::BlobCollected { .. } => "blob.collected",
+            ChangeKind::BlobDamaged { .. } => "blob.damaged",
+            ChangeKind::BlobRepaired { .. } => "blob.repaired",
         }
     }
 
@@ -185,7 +209,9 @@ impl ChangeKind {
             | ChangeKind::RestrictedChanged { bucket, .. }
             | ChangeKind::QuotaSet { bucket, .. }
             | ChangeKind::FileCollected { bucket, .. } => Some(bucket),
-            ChangeKind::BlobCollected { .. } => None,
+            ChangeKind::BlobCollected { .. }
+            | ChangeKind::BlobDamaged { .. }
+            | ChangeKind::BlobRepaired { .. } => None,
         }
     }
 
@@ -198,7 +224,10 @@ impl ChangeKind {
             | ChangeKind::ExpiryChanged { file, .. }
             | ChangeKind::RestrictedChanged { file, .. }
             | ChangeKind::FileCollected { file, .. } => Some(FileId(*file)),
-            ChangeKind::QuotaSet { .. } | ChangeKind::BlobCollected { .. } => None,
+            ChangeKind::QuotaSet { .. }
+            | ChangeKind::BlobCollected { .. }
+            | ChangeKind::BlobDamaged { .. }
+            | ChangeKind::BlobRepaired { .. } => None,
         }
     }
 

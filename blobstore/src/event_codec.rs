@@ -142,6 +142,23 @@ pub(crate) fn encode(change: &Change) -> Vec<u8> {
             out.extend_from_slice(&size.to_be_bytes());
             hashed
         }
+        ChangeKind::BlobDamaged {
+            blake3,
+            problem,
+            size,
+            found_size,
+        } => {
+            out.push(9);
+            let hashed = put_hash(&mut out, blake3);
+            put_str(&mut out, problem);
+            out.extend_from_slice(&size.to_be_bytes());
+            put_option(&mut out, found_size.map(u64::to_be_bytes));
+            hashed
+        }
+        ChangeKind::BlobRepaired { blake3 } => {
+            out.push(10);
+            put_hash(&mut out, blake3)
+        }
     };
     if encoded {
         out
@@ -318,6 +335,15 @@ impl<'a> Reader<'a> {
                 blake3: self.hash()?,
                 size: self.u64()?,
             },
+            9 => ChangeKind::BlobDamaged {
+                blake3: self.hash()?,
+                problem: self.string()?,
+                size: self.u64()?,
+                found_size: self.option(Self::u64)?,
+            },
+            10 => ChangeKind::BlobRepaired {
+                blake3: self.hash()?,
+            },
             _ => return None,
         };
         Some(Change {
@@ -401,6 +427,21 @@ mod tests {
             ChangeKind::BlobCollected {
                 blake3: hash_hex(6),
                 size: 5,
+            },
+            ChangeKind::BlobDamaged {
+                blake3: hash_hex(7),
+                problem: "corrupt".into(),
+                size: 6,
+                found_size: Some(5),
+            },
+            ChangeKind::BlobDamaged {
+                blake3: hash_hex(8),
+                problem: "missing".into(),
+                size: 6,
+                found_size: None,
+            },
+            ChangeKind::BlobRepaired {
+                blake3: hash_hex(9),
             },
         ];
         kinds

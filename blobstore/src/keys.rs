@@ -28,7 +28,7 @@ pub(crate) const ZERO_REFS: &str = "bs.zero_refs";
 pub(crate) const EXPIRY: &str = "bs.expiry";
 /// `file id ‖ day (u32)` → counter: downloads per file per day.
 pub(crate) const DOWNLOADS: &str = "bs.downloads";
-/// Store-level values: the file-id high-water mark.
+/// Store-level values: the file-id high-water mark, the scrub's state and findings.
 pub(crate) const META: &str = "bs.meta";
 /// `revision` (u64) → an event of the change feed (`engine::ChangeLog`).
 pub(crate) const CHANGES: &str = "bs.changes";
@@ -65,6 +65,10 @@ pub const KEYSPACES: &[&str] = &[
 ];
 
 pub(crate) const META_ID_HIGH_WATER: &[u8] = b"next_file_id";
+/// The online scrub's position and passes (`store/scrub.rs`).
+pub(crate) const META_SCRUB_STATE: &[u8] = b"scrub.state";
+/// `META_SCRUB_FINDING ‖ blake3` → a blob the scrub found damaged.
+pub(crate) const META_SCRUB_FINDING: &[u8] = b"scrub.finding/";
 
 pub(crate) const STAT_FILES: u8 = 1;
 pub(crate) const STAT_LOGICAL: u8 = 2;

@@ -95,13 +95,45 @@ impl CheckReport {
     }
 }
 
+/// What is wrong with blob `hash` of `size` bytes, given what [`Store::hash_stored`] found.
+pub(super) fn blob_problem(
+    hash: &Blake3Hash,
+    size: u64,
+    found: Option<(u64, Blake3Hash)>,
+) -> Option<BlobProblem> {
+    match found {
+        None => Some(BlobProblem::Missing { hash: *hash }),
+        Some((found_size, actual)) if found_size != size || actual != *hash => {
+            Some(BlobProblem::Corrupt {
+                hash: *hash,
+                size: found_size,
+                actual,
+            })
+        }
+        Some(_) => None,
+    }
+}
+
 impl Store {
     /// Checks up to `limit` blobs after `after` (in hash order) against their hashes: the
-    /// scrub. Resume with the returned `next` until it is `None`.
+    /// scrub. Resume with the returned `next` until it is `None`. Read-only: the online scrub,
+    /// which records what it finds, is [`Store::scrub_step`].
     ///
     /// # Errors
     /// The engine's error, or an I/O error other than a missing or short blob.
     pub fn verify(&self, after: Option<Blake3Hash>, limit: usize) -> Result<VerifyReport> {
+        self.verify_paced(after, limit, &mut |_| {})
+            .map(|(report, _)| report)
+    }
+
+    /// [`Store::verify`], calling `pace` with the number of bytes read after every piece of
+    /// a blob (so that a caller can hold a rate), and also returning the bytes read.
+    pub(super) fn verify_paced(
+        &self,
+        after: Option<Blake3Hash>,
+        limit: usize,
+        pace: &mut dyn FnMut(u64),
+    ) -> Result<(VerifyReport, u64)> {
         let ks = self.inner.ks;
         let start = match after {
             Some(hash) => ekeys::successor(&hash.0),
@@ -130,44 +162,15 @@ impl Store {
             batch.push((hash, BlobMeta::decode(&key, &value)?));
         }
         let mut report = VerifyReport::default();
+        let mut bytes = 0u64;
         for (hash, meta) in &batch {
             report.checked += 1;
-            let found = if meta.inline {
-                self.inner
-                    .engine
-                    .get(ks.inline, &hash.0)?
-                    .map(|bytes| (bytes.len() as u64, Blake3Hash::of(&bytes)))
-            } else {
-                match self.inner.backend.open_range(hash, 0, u64::MAX)? {
-                    None => None,
-                    Some(mut reader) => {
-                        let mut hasher = blake3::Hasher::new();
-                        let mut buf = vec![0u8; 256 * 1024];
-                        let mut size = 0u64;
-                        loop {
-                            let n = reader
-                                .read(&mut buf)
-                                .map_err(|e| Error::io("reading blob", hash.to_hex(), e))?;
-                            if n == 0 {
-                                break;
-                            }
-                            hasher.update(&buf[..n]);
-                            size += n as u64;
-                        }
-                        Some((size, Blake3Hash(*hasher.finalize().as_bytes())))
-                    }
-                }
-            };
-            match found {
-                None => report.problems.push(BlobProblem::Missing { hash: *hash }),
-                Some((size, actual)) if size != meta.size || actual != *hash => {
-                    report.problems.push(BlobProblem::Corrupt {
-                        hash: *hash,
-                        size,
-                        actual,
-                    })
-                }
-                Some(_) => {}
+            let found = self.hash_stored(hash, meta, pace)?;
+            if let Some((size, _)) = found {
+                bytes += size;
+            }
+            if let Some(problem) = blob_problem(hash, meta.size, found) {
+                report.problems.push(problem);
             }
         }
         report.next = if more {
@@ -175,7 +178,46 @@ impl Store {
         } else {
             None
         };
-        Ok(report)
+        Ok((report, bytes))
+    }
+
+    /// The size and BLAKE3 of the bytes stored for blob `hash`, or `None` when there are
+    /// none. `pace` is called with the length of every piece read.
+    pub(super) fn hash_stored(
+        &self,
+        hash: &Blake3Hash,
+        meta: &BlobMeta,
+        pace: &mut dyn FnMut(u64),
+    ) -> Result<Option<(u64, Blake3Hash)>> {
+        if meta.inline {
+            let found = self
+                .inner
+                .engine
+                .get(self.inner.ks.inline, &hash.0)?
+                .map(|bytes| (bytes.len() as u64, Blake3Hash::of(&bytes)));
+            if let Some((size, _)) = found {
+                pace(size);
+            }
+            return Ok(found);
+        }
+        let Some(mut reader) = self.inner.backend.open_range(hash, 0, u64::MAX)? else {
+            return Ok(None);
+        };
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| Error::io("reading blob", hash.to_hex(), e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+            pace(n as u64);
+        }
+        Ok(Some((size, Blake3Hash(*hasher.finalize().as_bytes()))))
     }
 
     /// Recomputes every reference count, per-bucket blob count, bucket statistic and store

@@ -217,6 +217,7 @@ impl StoreBuilder {
                 downloads: PendingDownloads::new(now),
                 uploads_dir: self.data_dir.join("uploads"),
                 sessions: super::resumable::Sessions::default(),
+                scrub: Mutex::new(()),
             }),
         })
     }

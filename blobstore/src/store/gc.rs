@@ -212,6 +212,8 @@ impl Store {
         if meta.inline {
             batch.delete(ks.inline, hash.0);
         }
+        // A damaged blob that is collected is no longer a finding of the scrub.
+        self.forget_finding(&mut batch, hash);
         batch.counter_add(ks.stats, keys::global_stat(keys::STAT_BLOBS), -1);
         batch.counter_add(
             ks.stats,

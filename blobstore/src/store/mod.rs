@@ -34,6 +34,7 @@ mod idempotency;
 mod read;
 mod replay;
 mod resumable;
+mod scrub;
 mod upload;
 mod usage;
 
@@ -46,6 +47,7 @@ pub use gc::{GcReport, SweepReport};
 pub use idempotency::{IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEY};
 pub use read::{Access, ContentReader, Visibility};
 pub use resumable::Patched;
+pub use scrub::{ScrubFinding, ScrubPass, ScrubReport, ScrubState, ScrubStep, SCRUB_ACTOR};
 pub use upload::{Upload, UploadRequest, Uploaded};
 pub use usage::{DownloadSummary, MAX_USAGE_DAYS};
 
@@ -162,6 +164,8 @@ struct Inner {
     uploads_dir: std::path::PathBuf,
     /// The resumable uploads being appended to, with the digests of their prefix.
     sessions: resumable::Sessions,
+    /// Held by a scrub step: one at a time, so that the durable position only moves forward.
+    scrub: Mutex<()>,
 }
 
 impl Inner {

@@ -334,7 +334,8 @@ impl Store {
     /// exclusive). Reading from byte 0 counts a download for today.
     ///
     /// Inline content is checked against its hash before anything is returned; file content
-    /// is checked by [`Store::verify`] (and a short file gives an `UnexpectedEof` read error).
+    /// is checked by the online scrub ([`Store::scrub_step`]), and a blob it found damaged is
+    /// refused with [`Error::Corrupt`] (a short file also gives an `UnexpectedEof` read error).
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::Forbidden`], [`Error::ContentGone`] (deleted, or past its
@@ -388,6 +389,9 @@ impl Store {
             })?;
             Box::new(io::Cursor::new(slice.to_vec()))
         } else {
+            // Bytes read from the backend are not rehashed here (a range is not a whole
+            // blob): a blob the scrub found damaged is refused instead.
+            self.check_scrubbed(&hash)?;
             self.inner
                 .backend
                 .open_range(&hash, range.start, len)?

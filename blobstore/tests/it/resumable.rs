@@ -294,51 +294,6 @@ pub fn expiry_and_termination(backend: Backend) {
     assert_consistent(&store);
 }
 
-/// The figure behind "rehash the prefix on resume" (`DESIGN.md`, "Resumable uploads"): one
-/// 8 MiB append with the prefix's digests in memory, and the first append after a reopen,
-/// which rehashes a 512 MiB prefix from the partial file. Run with
-/// `cargo test --release -p blobstore --test it measure_resume_rehash -- --ignored --nocapture`.
-#[test]
-#[ignore = "a measurement: writes 1 GiB"]
-fn measure_resume_rehash() {
-    use std::time::Instant;
-    const MIB: usize = 1 << 20;
-    let h = Harness::new(Backend::Rocksdb);
-    let piece = content(1, 8 * MIB);
-    let length = (1024 * MIB) as u64;
-    let store = h.open();
-    let id = store
-        .create_upload(request("big.iso"), length, String::new(), None, "alice")
-        .unwrap()
-        .upload
-        .id;
-    let mut offset = 0u64;
-    let mut warm = Vec::new();
-    while offset < (512 * MIB) as u64 {
-        let started = Instant::now();
-        store
-            .append_upload(id, offset, &mut &piece[..], None)
-            .unwrap();
-        warm.push(started.elapsed());
-        offset += piece.len() as u64;
-    }
-    drop(store);
-    let store = h.open();
-    let started = Instant::now();
-    let patched = store
-        .append_upload(id, offset, &mut &piece[..], None)
-        .unwrap();
-    let cold = started.elapsed();
-    assert!(patched.rehashed);
-    warm.sort();
-    println!(
-        "8 MiB append, digests in memory: median {:?} (min {:?}); first append after reopen, rehashing 512 MiB: {:?}",
-        warm[warm.len() / 2],
-        warm[0],
-        cold
-    );
-}
-
 pub fn idempotent_uploads(backend: Backend) {
     let h = Harness::new(backend);
     let store = h.open();

@@ -48,7 +48,9 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         batch: usize,
     },
-    /// Check every blob against its hash (the scrub); exits 1 when a blob is corrupt or missing.
+    /// Check every blob against its hash, as the online scrub does (read-only); prints each
+    /// problem as a JSON line, as `GET /scrub` lists them, then the findings the online scrub
+    /// recorded; exits 1 when a blob is corrupt or missing.
     Verify {
         /// Blobs checked per batch.
         #[arg(long, default_value_t = 1000)]
@@ -156,16 +158,35 @@ fn main() -> anyhow::Result<()> {
                 checked += report.checked;
                 for problem in &report.problems {
                     problems += 1;
-                    eprintln!("{problem:?}");
+                    let (found_size, actual) = match problem {
+                        blobstore::BlobProblem::Corrupt { size, actual, .. } => {
+                            (Some(*size), Some(actual.to_hex()))
+                        }
+                        _ => (None, None),
+                    };
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "blake3": problem.hash().to_hex(),
+                            "problem": problem.kind(),
+                            "found_size": found_size,
+                            "actual_blake3": actual,
+                        })
+                    );
                 }
                 match report.next {
                     Some(next) => after = Some(next),
                     None => break,
                 }
             }
+            let recorded = store.scrub_report(librarian::scrub::MAX_FINDINGS, 0)?;
             println!(
                 "{}",
-                serde_json::json!({"checked": checked, "problems": problems})
+                serde_json::json!({
+                    "checked": checked,
+                    "problems": problems,
+                    "scrub_findings": recorded.findings.len(),
+                })
             );
             if problems > 0 {
                 std::process::exit(1);
@@ -342,6 +363,12 @@ fn run_server(config: LibrarianConfig) -> anyhow::Result<()> {
         config.server.lease_ttl(),
     );
     state = state.with_leader(leader.clone());
+    let scrub = librarian::scrub::ScrubSettings {
+        bytes_per_sec: config.store.scrub_bytes_per_sec,
+        period: Duration::from_secs(config.store.scrub_period_secs),
+        ..Default::default()
+    };
+    state = state.with_scrub(scrub);
     let blobs = opened
         .object_store
         .as_ref()
@@ -364,6 +391,7 @@ fn run_server(config: LibrarianConfig) -> anyhow::Result<()> {
             ));
         }
         tokio::spawn(librarian::flush_downloads_loop(state.clone()));
+        tokio::spawn(librarian::scrub::scrub_loop(state.clone()));
         let app = librarian::router(state);
         serve::serve_threads(
             listener,

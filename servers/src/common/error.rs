@@ -288,16 +288,54 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        axum::Json::<T>::from_request(req, state)
+        let value = axum::Json::<serde_json::Value>::from_request(req, state)
             .await
-            .map(|j| Json(j.0))
             .map_err(|e: JsonRejection| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.body_text())
                 } else {
                     ApiError::bad_request("bad_json", e.body_text())
                 }
-            })
+            })?
+            .0;
+        // Every JSON body of both servers is an object; serde would also take a struct from
+        // an array of its fields (`[null, null]`), which the OpenAPI documents do not allow.
+        if !value.is_object() {
+            return Err(ApiError::bad_request(
+                "bad_json",
+                "the body must be a JSON object",
+            ));
+        }
+        serde_json::from_value(integral(value))
+            .map(Json)
+            .map_err(|e| ApiError::bad_request("bad_json", format!("invalid body: {e}")))
+    }
+}
+
+/// `value` with every number that has no fraction (`1266.0`) as an integer: JSON Schema's
+/// `integer`, which the OpenAPI documents use, includes them, and serde's integers do not.
+fn integral(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // A float without fraction is an exact integer; within the ranges of u64 and i64
+            // the conversions lose nothing.
+            if f.fract() != 0.0 {
+                Value::Number(n)
+            } else if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                Value::from(f as u64)
+            } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                Value::from(f as i64)
+            } else {
+                Value::Number(n)
+            }
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(integral).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, integral(v))).collect())
+        }
+        other => other,
     }
 }
 
@@ -319,6 +357,34 @@ pub async fn method_not_allowed() -> ApiError {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Pair {
+        a: Option<u8>,
+        #[allow(dead_code)]
+        b: Option<u8>,
+    }
+
+    async fn extract(body: &'static str) -> Result<Json<Pair>, ApiError> {
+        let request = Request::builder()
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        Json::<Pair>::from_request(request, &()).await
+    }
+
+    #[tokio::test]
+    async fn a_json_body_must_be_an_object() {
+        assert!(extract(r#"{"a": 1}"#).await.is_ok());
+        // JSON Schema's integers include 1.0; 1.5 stays refused.
+        assert_eq!(extract(r#"{"a": 1.0}"#).await.unwrap().0.a, Some(1));
+        assert!(extract(r#"{"a": 1.5}"#).await.is_err());
+        // serde alone would take the struct from an array of its fields.
+        for body in ["[1, 2]", "[null, null]", "null", "3"] {
+            let error = extract(body).await.unwrap_err();
+            assert_eq!(error.status(), 400, "{body}");
+        }
+    }
 
     #[tokio::test]
     async fn internal_errors_hide_their_cause() {

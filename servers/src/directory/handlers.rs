@@ -33,7 +33,9 @@ pub(crate) fn graph_error(error: graphdb::Error) -> ApiError {
             found,
             expected,
             ..
-        } => ApiError::bad_request(
+        // The name exists as another kind: a conflict with the store's state, not a
+        // malformed request (the same request succeeds where the name is free).
+        } => ApiError::conflict(
             "wrong_kind",
             format!("{name:?} is a {found}, not a {expected}"),
         ),
@@ -42,7 +44,7 @@ pub(crate) fn graph_error(error: graphdb::Error) -> ApiError {
             format!("{name:?} is a person; a person cannot have members"),
         ),
         E::HasNoMembers { name, .. } => {
-            ApiError::bad_request("wrong_kind", format!("{name:?} is a leaf, not a group"))
+            ApiError::conflict("wrong_kind", format!("{name:?} is a leaf, not a group"))
         }
         E::Cycle {
             member,

@@ -65,6 +65,12 @@ pub struct StoreConfig {
     pub previous_token_secret: Option<String>,
     /// Seconds between background GC passes of `serve` (0 disables). Default: 300.
     pub gc_interval_secs: u64,
+    /// Bytes per second the online scrub of `serve` reads to rehash blobs (0 disables).
+    /// Default: 16 MiB/s.
+    pub scrub_bytes_per_sec: u64,
+    /// Seconds from the start of one scrub pass (every blob rehashed once) to the start of
+    /// the next. Default: 604800 (a week).
+    pub scrub_period_secs: u64,
     /// Memory for the hot-file cache: records and content of small (inline) files that were
     /// downloaded, answered without a store call (0 disables). Default: 64 MiB.
     pub hot_cache_bytes: u64,
@@ -95,6 +101,8 @@ impl Default for StoreConfig {
             token_secret: None,
             previous_token_secret: None,
             gc_interval_secs: 300,
+            scrub_bytes_per_sec: super::scrub::DEFAULT_SCRUB_BYTES_PER_SEC,
+            scrub_period_secs: super::scrub::DEFAULT_SCRUB_PERIOD_SECS,
             hot_cache_bytes: blobstore::DEFAULT_HOT_CACHE_BYTES,
             postgres: None,
             change_feed: true,

@@ -11,6 +11,7 @@ pub mod feed;
 mod handlers;
 pub mod http;
 pub mod migrate;
+pub mod scrub;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use crate::common::SetupError;
 use crate::common::{finish, ApiError, Limits, ServerConfig};
 use feed::BlobFeed;
 use handlers::store_error;
+use scrub::{ScrubMetrics, ScrubSettings};
 
 pub use config::{LibrarianConfig, OpenError, OpenedStore, StoreConfig};
 
@@ -70,6 +72,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/subscriptions/{id}"),
     ("DELETE", "/subscriptions/{id}"),
     ("GET", "/stats"),
+    ("GET", "/scrub"),
     ("GET", "/{id}/{filename}"),
     ("HEAD", "/{id}/{filename}"),
     ("GET", "/blobs/{blake3}"),
@@ -139,6 +142,8 @@ pub struct Shared {
     /// Callbacks on changes, started when first needed.
     pub(crate) subscriptions: Arc<LazySubscriptions<BlobFeed>>,
     pub(crate) leader: Leader,
+    pub(crate) scrub_settings: ScrubSettings,
+    pub(crate) scrub_metrics: Arc<ScrubMetrics>,
 }
 
 /// The object store as `/health` sees it: one probe at a time (a probe that outlives its
@@ -229,6 +234,8 @@ impl Librarian {
             "When the last GC pass finished",
             sm.gc_last_success.clone(),
         );
+        let scrub_metrics = Arc::new(ScrubMetrics::default());
+        scrub_metrics.register(registry);
         Ok(Librarian {
             shared: Arc::new(Shared {
                 store,
@@ -246,6 +253,8 @@ impl Librarian {
                 feed,
                 subscriptions,
                 leader: Leader::always(),
+                scrub_settings: ScrubSettings::default(),
+                scrub_metrics,
             }),
         })
     }
@@ -254,6 +263,13 @@ impl Librarian {
     /// instances on one PostgreSQL store); by default the instance always does.
     pub fn with_leader(mut self, leader: Leader) -> Self {
         Arc::make_mut(&mut self.shared).leader = leader;
+        self
+    }
+
+    /// The online scrub's rate and period, as `GET /scrub` reports them (the task itself is
+    /// [`scrub::scrub_loop`]); by default [`ScrubSettings::default`].
+    pub fn with_scrub(mut self, settings: ScrubSettings) -> Self {
+        Arc::make_mut(&mut self.shared).scrub_settings = settings;
         self
     }
 
@@ -343,6 +359,7 @@ pub fn router(state: Librarian) -> Router {
         .route("/files/{id}/token", post(handlers::issue_token))
         .route("/search", get(handlers::search))
         .route("/stats", get(handlers::stats))
+        .route("/scrub", get(handlers::scrub))
         .route("/changes", get(handlers::changes))
         .route("/files/{id}/history", get(handlers::file_history))
         .route("/files/{id}/downloads", get(handlers::file_downloads))

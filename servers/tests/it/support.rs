@@ -22,6 +22,8 @@ pub struct Options {
     pub secrets: ([u8; 32], Option<[u8; 32]>),
     /// Hosts subscriptions may call back (`host:port`).
     pub callback_hosts: Vec<String>,
+    /// Runs the online scrub with these settings (none by default).
+    pub scrub: Option<librarian::scrub::ScrubSettings>,
 }
 
 impl Default for Options {
@@ -32,6 +34,7 @@ impl Default for Options {
             trusted_proxies: Vec::new(),
             secrets: ([1; 32], None),
             callback_hosts: Vec::new(),
+            scrub: None,
         }
     }
 }
@@ -82,7 +85,11 @@ impl TestServer {
             callback_hosts: options.callback_hosts.clone(),
             ..ServerConfig::default()
         };
-        let state = Librarian::new(store, &config).unwrap();
+        let mut state = Librarian::new(store, &config).unwrap();
+        if let Some(settings) = options.scrub {
+            state = state.with_scrub(settings);
+            tokio::spawn(librarian::scrub::scrub_loop(state.clone()));
+        }
         let app = librarian::router(state.clone());
         let listener = serve::bind("127.0.0.1:0".parse().unwrap(), true)
             .await

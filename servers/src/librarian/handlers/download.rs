@@ -196,6 +196,8 @@ fn prepare(
         }
     };
     if !with_body {
+        // A HEAD of a blob the scrub found damaged answers as its GET would (500 `corrupt`).
+        store.check_scrubbed(&record.blake3).map_err(store_error)?;
         // A HEAD: one more read for the digest, so that a client can check before it fetches.
         let sha256 = store
             .blob_info(&record.blake3)

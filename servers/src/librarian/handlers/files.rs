@@ -148,7 +148,14 @@ pub(crate) struct FileChanges {
     /// Absent: unchanged; `null`: never expires; a number: Unix seconds.
     #[serde(default, deserialize_with = "present")]
     expires: Option<Option<i64>>,
+    /// Absent: unchanged; `null` is refused (the OpenAPI document says boolean).
+    #[serde(default, deserialize_with = "boolean")]
     restricted: Option<bool>,
+}
+
+/// A field that, when present, must be a boolean (not `null`).
+fn boolean<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
+    bool::deserialize(deserializer).map(Some)
 }
 
 /// Tells a field given as `null` (`Some(None)`) from one left out (`None`).

@@ -27,7 +27,7 @@ pub(crate) use files::{
     bucket_stats, delete_content, delete_file, file_metadata, issue_token, list_bucket, search,
     set_quota, update_file,
 };
-pub(crate) use ops::{health, metrics, openapi, stats};
+pub(crate) use ops::{health, metrics, openapi, scrub, stats};
 pub(crate) use tus::{tus_create, tus_delete, tus_head, tus_options, tus_patch};
 pub(crate) use upload::upload;
 pub(crate) use usage::{bucket_downloads, file_downloads};
@@ -135,6 +135,14 @@ pub(crate) fn store_error(error: blobstore::Error) -> ApiError {
             "another PATCH to this upload is running",
         ),
         E::Feed(error) => crate::common::feed::feed_error(error),
+        // Damaged bytes (found by the read path's own check or by the scrub) are never served
+        // as good; the hash and detail go to the log only.
+        E::Corrupt { .. } => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "corrupt",
+            "the stored content of this file is damaged",
+        )
+        .with_cause(error),
         other => ApiError::internal(other),
     }
 }

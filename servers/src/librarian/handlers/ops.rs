@@ -26,6 +26,58 @@ pub(crate) async fn stats(State(state): State<Librarian>) -> Result<axum::Json<V
         .await
 }
 
+/// `GET /scrub`: the online scrub's settings, progress, last complete pass and the blobs it
+/// found damaged, each with the files whose content it is.
+pub(crate) async fn scrub(State(state): State<Librarian>) -> Result<axum::Json<Value>, ApiError> {
+    let settings = state.scrub_settings;
+    state
+        .blocking(move |store| {
+            let report = store
+                .scrub_report(crate::librarian::scrub::MAX_FINDINGS, 100)
+                .map_err(store_error)?;
+            let pass = |pass: &blobstore::ScrubPass| {
+                json!({
+                    "pass": pass.pass,
+                    "started": pass.started.as_unix_millis(),
+                    "finished": pass.finished.map(|t| t.as_unix_millis()),
+                    "blobs": pass.blobs,
+                    "bytes": pass.bytes,
+                    "position": pass.position.map(|h| h.to_hex()),
+                })
+            };
+            let findings: Vec<Value> = report
+                .findings
+                .iter()
+                .map(|finding| {
+                    let (found_size, actual) = match &finding.problem {
+                        blobstore::BlobProblem::Corrupt { size, actual, .. } => {
+                            (Some(*size), Some(actual.to_hex()))
+                        }
+                        _ => (None, None),
+                    };
+                    json!({
+                        "blake3": finding.problem.hash().to_hex(),
+                        "problem": finding.problem.kind(),
+                        "size": finding.size,
+                        "found_size": found_size,
+                        "actual_blake3": actual,
+                        "found": finding.found.as_unix_millis(),
+                        "files": finding.files.iter().map(|id| id.0).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            Ok(axum::Json(json!({
+                "rate_bytes_per_sec": settings.bytes_per_sec,
+                "period_secs": settings.period.as_secs(),
+                "current": report.state.current.as_ref().map(pass),
+                "last_complete": report.state.last_complete.as_ref().map(pass),
+                "findings": findings,
+                "more": report.more,
+            })))
+        })
+        .await
+}
+
 /// `GET /health`: 200 `{"status":"ok"}` when the store's dependencies answer; 503
 /// `{"status":"degraded","failing":[...]}` naming those that do not (`engine`, the metadata
 /// engine; `object_store`, when blob bytes live on one).

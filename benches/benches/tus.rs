@@ -1,28 +1,125 @@
 //! The figures of issue 17 for resumable and idempotent uploads, measured over loopback
 //! against an in-process librarian on RocksDB and the disk (`blobstore/DESIGN.md` and
-//! `docs/API.md` quote them). A measurement, not a test:
+//! `docs/API.md` quote them). A measurement program, not a criterion group: it prints its
+//! figures (several GiB written; files under `BLOBSTORE_BENCH_DIR`, default
+//! `~/.cache/lpstore/bench`, which must not be tmpfs).
 //!
-//! `cargo test --release -p servers --test it tus_figures -- --ignored --nocapture`
+//! `cargo bench -p benches --bench tus`
 
+// Benchmark code: a failed unwrap stops a measurement, which must not carry on past a broken setup.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use blobstore::{ManualClock, StoreBuilder, Timestamp};
 use bytes::Bytes;
-
-use crate::support::{content, Options, TestServer, PASSWORD, USER};
+use servers::common::access::hash_password;
+use servers::common::{serve, Credential, Limits, ServerConfig};
+use servers::librarian::{self, Librarian};
+use tokio::sync::oneshot;
 
 const MIB: usize = 1 << 20;
+const USER: &str = "writer";
+const PASSWORD: &str = "correct horse";
 
-async fn rocksdb_server() -> TestServer {
-    let dir = Arc::new(tempfile::tempdir_in(std::env::temp_dir()).unwrap());
-    let engine = engine::EngineConfig::new(engine::Backend::Rocksdb, dir.path().join("meta"))
-        .open(blobstore::KEYSPACES)
+/// A librarian on 127.0.0.1 over RocksDB on the disk, with a manual clock (for GC).
+struct Server {
+    addr: SocketAddr,
+    state: Librarian,
+    clock: Arc<ManualClock>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// A new directory on a real disk: under `BLOBSTORE_BENCH_DIR`, or `~/.cache/lpstore/bench`.
+fn disk_dir() -> tempfile::TempDir {
+    let base = std::env::var_os("BLOBSTORE_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect("HOME or BLOBSTORE_BENCH_DIR");
+            Path::new(&home).join(".cache/lpstore/bench")
+        });
+    std::fs::create_dir_all(&base).unwrap();
+    assert!(
+        !blobstore::is_tmpfs(&base),
+        "{} is on tmpfs: durable figures need a real disk (set BLOBSTORE_BENCH_DIR)",
+        base.display()
+    );
+    tempfile::tempdir_in(base).unwrap()
+}
+
+async fn rocksdb_server() -> Server {
+    let dir = disk_dir();
+    let clock = Arc::new(ManualClock::new(Timestamp::now()));
+    let store = StoreBuilder::new(
+        engine::EngineConfig::new(engine::Backend::Rocksdb, dir.path().join("meta")),
+        dir.path().join("data"),
+    )
+    .clock(clock.clone())
+    .open()
+    .unwrap();
+    let limits = Limits {
+        max_body_bytes: 4 << 30,
+        body_timeout_secs: 600,
+        ..Limits::default()
+    };
+    let config = ServerConfig {
+        credentials: vec![Credential {
+            user: USER.into(),
+            hash: hash_password(PASSWORD),
+        }],
+        allowed_cidrs: servers::common::config::loopback_cidrs(),
+        limits: limits.clone(),
+        ..ServerConfig::default()
+    };
+    let state = Librarian::new(store, &config).unwrap();
+    let app = librarian::router(state.clone());
+    let listener = serve::bind("127.0.0.1:0".parse().unwrap(), true)
+        .await
         .unwrap();
-    let clock = Arc::new(blobstore::ManualClock::new(blobstore::Timestamp::now()));
-    let mut options = Options::default();
-    options.limits.max_body_bytes = 4 << 30;
-    options.limits.body_timeout_secs = 600;
-    TestServer::start_over(engine, dir, clock, options).await
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve::serve(listener, app, limits, async {
+        let _ = stopped.await;
+    }));
+    Server {
+        addr,
+        state,
+        clock,
+        stop,
+        task,
+        _dir: dir,
+    }
+}
+
+/// `n` bytes of a fixed pseudo-random pattern, distinct per seed.
+fn content(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
 }
 
 fn tus(builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -31,12 +128,7 @@ fn tus(builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         .header("tus-resumable", "1.0.0")
 }
 
-async fn create(
-    server: &TestServer,
-    client: &reqwest::Client,
-    length: usize,
-    name: &str,
-) -> String {
+async fn create(server: &Server, client: &reqwest::Client, length: usize, name: &str) -> String {
     let response = tus(client.post(server.url("/buckets/figures/uploads")))
         .header("upload-length", length.to_string())
         .header("upload-metadata", format!("filename {}", base64_of(name)))
@@ -67,9 +159,8 @@ async fn patch(
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "a measurement: writes several GiB"]
-async fn tus_figures() {
+#[tokio::main]
+async fn main() {
     let server = rocksdb_server().await;
     let client = reqwest::Client::new();
     let size = 1024 * MIB;
