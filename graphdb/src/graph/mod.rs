@@ -10,6 +10,7 @@
 mod bulk;
 mod general;
 mod namespace;
+mod order;
 mod state;
 pub(crate) mod storage;
 mod store;

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use petgraph::graph::{DiGraph, NodeIndex};
 use roaring::RoaringBitmap;
 
+use super::order::{MemberLists, NameOrder};
 use super::{NodeKind, Role};
 
 /// A membership edge as seen from one of its ends.
@@ -121,6 +122,10 @@ pub(crate) struct State {
     /// Groups of an acyclic namespace that opted into cycles: an edge may close a cycle when
     /// every node on the cycles it closes is one of them.
     pub cycles_allowed: RoaringBitmap,
+    /// Ranks in name order, for pages sorted by name.
+    pub order: NameOrder,
+    /// Transitive member lists sorted by name, dropped when a group's `desc` changes.
+    pub lists: MemberLists,
 }
 
 impl State {
@@ -164,6 +169,10 @@ impl State {
             down: Vec::new(),
         });
         self.ids.insert(name.into(), id);
+        let nodes = &self.nodes;
+        self.order.insert(id, name, |x| {
+            nodes[x as usize].as_ref().map_or("", |n| &*n.name)
+        });
         match kind {
             NodeKind::Leaf => self.leaves.insert(id),
             NodeKind::Group => self.groups.insert(id),
@@ -272,6 +281,7 @@ impl State {
         changes.gained.sort_unstable();
         for chunk in changes.lost.chunk_by(|a, b| a >> 32 == b >> 32) {
             let g = (chunk[0] >> 32) as u32;
+            self.lists.invalidate(g);
             if let Some(d) = self.desc.get_mut(&g) {
                 let gone = RoaringBitmap::from_sorted_iter(chunk.iter().map(|&p| p as u32))
                     .expect("sorted pairs");
@@ -283,6 +293,7 @@ impl State {
         }
         for chunk in changes.gained.chunk_by(|a, b| a >> 32 == b >> 32) {
             let g = (chunk[0] >> 32) as u32;
+            self.lists.invalidate(g);
             let new = RoaringBitmap::from_sorted_iter(chunk.iter().map(|&p| p as u32))
                 .expect("sorted pairs");
             *self.desc.entry(g).or_default() |= new;
@@ -304,6 +315,7 @@ impl State {
         gained.insert(group);
         let below = self.self_and_desc(member);
         for g in &gained {
+            self.lists.invalidate(g);
             *self.desc.entry(g).or_default() |= &below;
         }
         for x in &below {
@@ -509,7 +521,12 @@ impl State {
         }
         self.set_anc(x, RoaringBitmap::new());
         self.desc.remove(&x);
+        self.lists.clear();
         self.dirty.insert(x);
+        let nodes = &self.nodes;
+        self.order.remove(x, &node.name, |y| {
+            nodes[y as usize].as_ref().map_or("", |n| &*n.name)
+        });
         self.nodes[x as usize] = None;
         self.ids.remove(&*node.name);
         self.leaves.remove(x);
@@ -535,6 +552,7 @@ impl State {
             }
         }
         self.desc.clear();
+        self.lists.clear();
         let all: RoaringBitmap = live.into_iter().collect();
         self.recompute(&all);
     }
@@ -559,5 +577,17 @@ impl State {
             }
         }
         self.desc = desc;
+        self.lists.clear();
+    }
+
+    /// Places every node in name order at once (after a load or an import that deferred it).
+    pub fn rebuild_order(&mut self) {
+        let nodes = &self.nodes;
+        self.order.rebuild(
+            nodes
+                .iter()
+                .enumerate()
+                .filter_map(|(id, n)| n.as_ref().map(|n| (id as u32, &*n.name))),
+        );
     }
 }
