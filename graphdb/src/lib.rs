@@ -59,7 +59,7 @@ pub use error::{Error, Result};
 pub use graph::{
     validate_label, validate_relation, ChangesPage, CheckReport, Depth, Difference, Direction,
     EdgeKind, EdgeRecord, Filter, GraphStore, GraphStoreBuilder, HistoryOf, HistoryPage,
-    IndexStats, LabelledEdge, Namespace, NamespaceKind, NodeId, NodeKind, Page, RawHistoryPage,
+    IndexStats, LabelledEdge, MemoryStats, Namespace, NamespaceKind, NodeId, NodeKind, Page, RawHistoryPage,
     Role, View, DEFAULT_RETENTION,
 };
 pub use graphs::{Graph, NodeEdges, Reach, Traversal};

@@ -9,6 +9,7 @@
 
 mod bulk;
 mod general;
+mod memory;
 mod namespace;
 mod order;
 mod state;
@@ -19,6 +20,7 @@ mod view;
 
 pub(crate) use bulk::BulkLoad;
 pub use general::{Direction, LabelledEdge};
+pub use memory::MemoryStats;
 pub use namespace::Namespace;
 pub use store::{
     ChangesPage, GraphStore, GraphStoreBuilder, HistoryOf, HistoryPage, RawHistoryPage,

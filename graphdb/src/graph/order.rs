@@ -115,6 +115,11 @@ impl NameOrder {
             .map_or(u64::MAX, |&id| self.rank[id as usize])
     }
 
+    /// Bytes held (for [`super::memory::MemoryStats`]).
+    pub fn heap_bytes(&self) -> u64 {
+        (self.sorted.capacity() * 4 + self.rank.capacity() * 8) as u64
+    }
+
     /// `ids` sorted by name.
     pub fn sort(&self, ids: &RoaringBitmap) -> Vec<u32> {
         // Rank in the high bits is not possible (ranks are u64), so sort pairs; the ids come
@@ -163,6 +168,11 @@ impl MemberLists {
         self.lists
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Bytes held by the kept lists.
+    pub fn heap_bytes(&self) -> u64 {
+        self.lock().values().map(|l| l.len() as u64 * 4 + 16).sum()
     }
 
     /// Drops the lists of `group` (its members changed).
