@@ -367,7 +367,13 @@ fn main() {
     // Names are spread over ids as in a real import (graphdb::generate): the sorted list of a
     // team is kept per team until its members change, a page is cut from it at the cursor.
     let all = teams
-        .members(&big, Depth::Transitive, TeamFilter::Persons, None, usize::MAX)
+        .members(
+            &big,
+            Depth::Transitive,
+            TeamFilter::Persons,
+            None,
+            usize::MAX,
+        )
         .expect("members");
     assert!(all.items.windows(2).all(|w| w[0] < w[1]));
     c.bench_function(
@@ -375,7 +381,13 @@ fn main() {
         |b| {
             b.iter(|| {
                 teams
-                    .members(&big, Depth::Transitive, TeamFilter::Persons, None, usize::MAX)
+                    .members(
+                        &big,
+                        Depth::Transitive,
+                        TeamFilter::Persons,
+                        None,
+                        usize::MAX,
+                    )
                     .expect("members")
             })
         },
@@ -417,7 +429,13 @@ fn main() {
             .expect("join");
         let start = Instant::now();
         let page = teams
-            .members(&big, Depth::Transitive, TeamFilter::Persons, None, usize::MAX)
+            .members(
+                &big,
+                Depth::Transitive,
+                TeamFilter::Persons,
+                None,
+                usize::MAX,
+            )
             .expect("members");
         samples.push(start.elapsed());
         black_box(page);

@@ -130,7 +130,11 @@ impl State {
             + bitmap_heap(&self.leaves)
             + bitmap_heap(&self.groups)
             + bitmap_heap(&self.dirty)
-            + self.labels.iter().map(|l| 2 * allocated(l.len()) + 40).sum::<u64>();
+            + self
+                .labels
+                .iter()
+                .map(|l| 2 * allocated(l.len()) + 40)
+                .sum::<u64>();
         m
     }
 }
@@ -141,10 +145,12 @@ mod tests {
 
     #[test]
     fn size_classes_are_jemallocs() {
-        let classes: Vec<u64> = [1, 8, 9, 16, 17, 32, 33, 48, 49, 64, 65, 80, 129, 160, 161, 1000]
-            .iter()
-            .map(|&n| allocated(n))
-            .collect();
+        let classes: Vec<u64> = [
+            1, 8, 9, 16, 17, 32, 33, 48, 49, 64, 65, 80, 129, 160, 161, 1000,
+        ]
+        .iter()
+        .map(|&n| allocated(n))
+        .collect();
         assert_eq!(
             classes,
             [8, 8, 16, 16, 32, 32, 48, 48, 64, 64, 80, 80, 160, 160, 192, 1024]

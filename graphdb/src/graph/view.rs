@@ -185,6 +185,11 @@ impl View<'_> {
         })
     }
 
+    /// `ids` sorted by name (a sort of ranks, not of names).
+    pub fn sort_by_name(&self, ids: &RoaringBitmap) -> Vec<u32> {
+        self.state.order.sort(ids)
+    }
+
     /// The index in `sorted` (from [`View::sorted_member_ids`]) of the first name after
     /// `after` (0 for `None`): where the page after that cursor starts.
     pub fn position_after(&self, sorted: &[u32], after: Option<&str>) -> usize {

@@ -10,9 +10,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use graphdb::{Depth, TeamFilter, View};
-use serde_json::json;
 
-use super::handlers::{graph_error, page_response};
+use super::handlers::graph_error;
 use crate::common::ApiError;
 
 /// Lists shorter than this are rendered on every request (cheaper than keeping them).
@@ -108,17 +107,28 @@ pub(crate) fn transitive_members(
     Ok(json_response(body))
 }
 
-/// `GET /teams/{team}/members/{member}`: `{"member": bool, "path": [...]}`.
+/// `GET /teams/{team}/members/{member}`: `{"member": bool, "path": [...]}`, written without
+/// building a `serde_json::Value`.
 pub(crate) fn is_member(view: &View<'_>, team: &str, member: &str) -> Result<Response, ApiError> {
     let path = view.path(member, team).map_err(graph_error)?;
-    Ok(axum::Json(json!({
-        "member": path.is_some(),
-        "path": path.unwrap_or_default(),
-    }))
-    .into_response())
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(match path {
+        Some(_) => b"{\"member\":true,\"path\":[",
+        None => b"{\"member\":false,\"path\":[",
+    });
+    for (i, name) in path.iter().flatten().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, name);
+    }
+    out.extend_from_slice(b"]}");
+    Ok(json_response(out.into()))
 }
 
-/// `GET /persons/{person}/teams`.
+/// `GET /persons/{person}/teams`: the person's teams sorted by name (by rank), a page cut at
+/// the cursor, names written straight from the index.
 pub(crate) fn teams_of(
     view: &View<'_>,
     person: &str,
@@ -126,8 +136,16 @@ pub(crate) fn teams_of(
     after: Option<&str>,
     limit: usize,
 ) -> Result<Response, ApiError> {
-    let page = view
-        .groups_of(person, depth, after, limit)
-        .map_err(graph_error)?;
-    page_response("teams", page)
+    let id = view
+        .id(person)
+        .ok_or_else(|| ApiError::not_found(format!("no such name: {person:?}")))?;
+    let sorted = view.sort_by_name(&view.group_ids_of(id, depth));
+    let start = view.position_after(&sorted, after);
+    let end = start.saturating_add(limit.max(1)).min(sorted.len());
+    Ok(json_response(render_names(
+        "teams",
+        view,
+        &sorted[start..end],
+        end < sorted.len(),
+    )))
 }

@@ -621,7 +621,10 @@ async fn a_large_team_list_follows_changes_and_pages_cut_it() {
     let mut paged = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let cursor = after.as_ref().map(|a| format!("&after={a}")).unwrap_or_default();
+        let cursor = after
+            .as_ref()
+            .map(|a| format!("&after={a}"))
+            .unwrap_or_default();
         let page = d.get(&format!("{whole}&limit=100{cursor}")).await;
         paged.extend(names(&page["members"]));
         match page["next"].as_str() {
