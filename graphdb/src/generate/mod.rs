@@ -220,7 +220,7 @@ impl Generated {
                 None
             }
         };
-        for p in 0..shape.persons {
+        for (p, &special) in is_special.iter().enumerate() {
             let count = if p == heavy_person {
                 shape.heavy_person_teams.min(general.len())
             } else {
@@ -232,7 +232,7 @@ impl Generated {
                     _ => 5,
                 }
             };
-            let count = if is_special[p] { count - 1 } else { count };
+            let count = if special { count - 1 } else { count };
             let mut chosen: Vec<usize> = general
                 .choose_multiple(&mut rng, count.min(general.len()))
                 .copied()

@@ -148,6 +148,9 @@ impl Namespace {
             if !affected.is_empty() {
                 state.recompute(&affected);
             }
+            if many {
+                state.shrink();
+            }
             events.import(load.nodes.len() as u64, load.edges.len() as u64);
             Ok(())
         })

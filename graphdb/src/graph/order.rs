@@ -135,8 +135,11 @@ impl NameOrder {
 /// change it, so every write path, local or replayed, keeps them true).
 #[derive(Debug, Default)]
 pub(crate) struct MemberLists {
-    lists: Mutex<HashMap<(u32, u8), Arc<[u32]>>>,
+    lists: Mutex<Lists>,
 }
+
+/// Sorted member lists by (group, filter key).
+type Lists = HashMap<(u32, u8), Arc<[u32]>>;
 
 fn filter_key(filter: Filter) -> u8 {
     match filter {
@@ -164,7 +167,7 @@ impl MemberLists {
         list
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u32, u8), Arc<[u32]>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lists> {
         self.lists
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

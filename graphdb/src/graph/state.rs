@@ -580,6 +580,19 @@ impl State {
         self.lists.clear();
     }
 
+    /// Gives back the spare capacity that growing one node at a time left in the per-node
+    /// vectors and adjacency lists (up to half of them: `Vec` doubles), after a load or an
+    /// import: measured 75 MB of node slots for 38 MB of nodes at 530,000 nodes.
+    pub fn shrink(&mut self) {
+        self.nodes.shrink_to_fit();
+        self.anc.shrink_to_fit();
+        self.probe.shrink_to_fit();
+        for node in self.nodes.iter_mut().flatten() {
+            node.up.shrink_to_fit();
+            node.down.shrink_to_fit();
+        }
+    }
+
     /// Places every node in name order at once (after a load or an import that deferred it).
     pub fn rebuild_order(&mut self) {
         let nodes = &self.nodes;

@@ -323,6 +323,7 @@ pub fn load(view: &dyn ReadView, ks: &Keyspaces, ns: u32) -> Result<State> {
     state.derive_leaves();
     state.transpose();
     state.rebuild_order();
+    state.shrink();
     // insert_labelled_link queued every edge not expired at `applied`; the index holds exactly those.
     debug_assert!(state
         .expiry

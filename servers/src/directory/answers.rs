@@ -26,8 +26,11 @@ const KEEP_AT_MOST: usize = 64;
 /// is served only while its list is still the current one: nothing to invalidate here.
 #[derive(Debug, Default)]
 pub(crate) struct MemberBodies {
-    bodies: Mutex<HashMap<(u32, TeamFilter), (Arc<[u32]>, Bytes)>>,
+    bodies: Mutex<HashMap<(u32, TeamFilter), KeptBody>>,
 }
+
+/// An answer and the sorted list it was rendered from.
+type KeptBody = (Arc<[u32]>, Bytes);
 
 impl MemberBodies {
     fn get(&self, key: (u32, TeamFilter), list: &Arc<[u32]>) -> Option<Bytes> {
