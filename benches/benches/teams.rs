@@ -3,7 +3,7 @@
 //!
 //! Names are spread over ids as a real import spreads them (`graphdb::generate`): persons and
 //! teams are declared in creation order, so the import numbers them so, but their names are a
-//! bijective scramble of the creation index (`kotomi2654435769`, `rane-1013904242`), so name
+//! bijective scramble of the creation index (`zabe1002890490`, `tomi-795556929`), so name
 //! order has nothing to do with id order; and the large teams' members are drawn at random
 //! from all persons, so a team's members lie all over the id space and memory. Listing and
 //! paging by name therefore pay what they pay on real data.
