@@ -13,6 +13,7 @@
 //! [`Tracker::begin`]'s concurrency limit and metrics.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
@@ -28,12 +29,26 @@ use super::handlers::check_names;
 use super::{answers, repos, Directory};
 use crate::common::metrics::Tracker;
 
-/// The router behind a fast path for the hot reads.
+/// The router behind a fast path for the hot reads. Cloned per request by the service that
+/// holds it, hence one `Arc` (the directory's state alone is a dozen).
 #[derive(Clone, Debug)]
-pub(crate) struct FastPath {
-    pub(crate) state: Directory,
-    pub(crate) tracker: Tracker,
-    pub(crate) router: Router,
+pub(crate) struct FastPath(Arc<Parts>);
+
+#[derive(Debug)]
+struct Parts {
+    state: Directory,
+    tracker: Tracker,
+    router: Router,
+}
+
+impl FastPath {
+    pub(crate) fn new(state: Directory, tracker: Tracker, router: Router) -> FastPath {
+        FastPath(Arc::new(Parts {
+            state,
+            tracker,
+            router,
+        }))
+    }
 }
 
 /// A hot read, by its path segments (not decoded: the fast path takes no `%`).
@@ -99,7 +114,8 @@ impl FastPath {
             return None;
         }
         let hot = parse(request.uri().path(), request.uri().query())?;
-        let policy = &self.state.policy;
+        let FastPath(parts) = self;
+        let policy = &parts.state.policy;
         let auth = request
             .headers()
             .get(header::AUTHORIZATION)
@@ -110,18 +126,18 @@ impl FastPath {
             .ok()?;
         // Everything that can send the request to the router comes before the tracking starts.
         if let Hot::Merged(repo, branch, target) = hot {
-            let merged = self
+            let merged = parts
                 .state
                 .commits
                 .try_is_merged(repos::repo_id(repo), branch, target)?;
-            let guard = self.tracker.begin(hot.route(), request.method())?;
+            let guard = parts.tracker.begin(hot.route(), request.method())?;
             let answer = merged
                 .map(|merged| axum::Json(json!({ "merged": merged })).into_response())
                 .unwrap_or_else(|e| repos::commit_error(e).into_response());
             return Some(guard.finish(answer));
         }
-        let view = self.state.teams.try_view()?;
-        let guard = self.tracker.begin(hot.route(), request.method())?;
+        let view = parts.state.teams.try_view()?;
+        let guard = parts.tracker.begin(hot.route(), request.method())?;
         let answer = match hot {
             Hot::IsMember(team, member) => answers::is_member(&view, team, member),
             Hot::TeamsOf(person) => {
@@ -129,7 +145,7 @@ impl FastPath {
             }
             Hot::Members(team, filter) => answers::transitive_members(
                 &view,
-                &self.state.member_bodies,
+                &parts.state.member_bodies,
                 team,
                 filter,
                 None,
@@ -154,7 +170,8 @@ impl tower::Service<Request> for FastPath {
     fn call(&mut self, request: Request) -> Self::Future {
         match self.answer(&request) {
             Some(response) => Either::Left(futures_util::future::ready(Ok(response))),
-            None => Either::Right(self.router.call(request)),
+            // A router clone is one `Arc`.
+            None => Either::Right(self.0.router.clone().call(request)),
         }
     }
 }

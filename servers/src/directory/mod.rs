@@ -368,9 +368,5 @@ pub fn router(state: Directory) -> Router {
         tracker.clone(),
     );
     // Every request meets the fast path first: a router without routes hands all to it.
-    Router::new().fallback_service(fast::FastPath {
-        state,
-        tracker,
-        router,
-    })
+    Router::new().fallback_service(fast::FastPath::new(state, tracker, router))
 }
