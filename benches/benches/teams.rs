@@ -1,6 +1,13 @@
 //! Team-participation benchmarks on the full generated graph (500,000 persons, 30,000 teams),
 //! stored in RocksDB. Run with `cargo bench -p benches --bench teams`.
 //!
+//! Names are spread over ids as a real import spreads them (`graphdb::generate`): persons and
+//! teams are declared in creation order, so the import numbers them so, but their names are a
+//! bijective scramble of the creation index (`zabe1002890490`, `tomi-795556929`), so name
+//! order has nothing to do with id order; and the large teams' members are drawn at random
+//! from all persons, so a team's members lie all over the id space and memory. Listing and
+//! paging by name therefore pay what they pay on real data.
+//!
 //! Besides criterion's means, it prints one-shot timings (bulk import, reopen) and per-call
 //! percentiles measured with `Instant` around each call (timer overhead included).
 //!
@@ -200,6 +207,29 @@ fn main() {
         t.elapsed(),
         rss()
     );
+    let m = teams.memory();
+    let per = |bytes: u64| format!("{:.1} MB", bytes as f64 / 1e6);
+    println!(
+        "memory after reopen (estimated from lengths and capacities, jemalloc size classes): \
+         {} nodes, {} edges, {} pairs; node slots {}, names {}, name map {}, adjacency {}, \
+         anc {} ({:.1} bytes/pair), probe {}, desc {} ({:.1} bytes/pair), name order {}, other {}; \
+         total {}",
+        m.nodes,
+        m.edges,
+        m.pairs,
+        per(m.node_slots),
+        per(m.names),
+        per(m.name_map),
+        per(m.adjacency),
+        per(m.closure_up),
+        m.closure_up as f64 / m.pairs as f64,
+        per(m.probe),
+        per(m.closure_down),
+        m.closure_down as f64 / m.pairs as f64,
+        per(m.name_order),
+        per(m.other),
+        per(m.total()),
+    );
     let t = Instant::now();
     teams.rebuild().expect("rebuild");
     println!(
@@ -334,6 +364,110 @@ fn main() {
             })
         },
     );
+    // Names are spread over ids as in a real import (graphdb::generate): the sorted list of a
+    // team is kept per team until its members change, a page is cut from it at the cursor.
+    let all = teams
+        .members(
+            &big,
+            Depth::Transitive,
+            TeamFilter::Persons,
+            None,
+            usize::MAX,
+        )
+        .expect("members");
+    assert!(all.items.windows(2).all(|w| w[0] < w[1]));
+    c.bench_function(
+        "members of the 18,000-member team, all names sorted (kept list)",
+        |b| {
+            b.iter(|| {
+                teams
+                    .members(
+                        &big,
+                        Depth::Transitive,
+                        TeamFilter::Persons,
+                        None,
+                        usize::MAX,
+                    )
+                    .expect("members")
+            })
+        },
+    );
+    // What the directory does: the kept sorted ids and the names borrowed from the view (no
+    // `String` per name).
+    c.bench_function(
+        "members of the 18,000-member team, all names sorted, borrowed from the view",
+        |b| {
+            b.iter(|| {
+                let view = teams.view();
+                let sorted = view.sorted_member_ids(big_id, Filter::Leaves);
+                let names: Vec<&str> = sorted
+                    .iter()
+                    .map(|&x| view.name(NodeId(x)).expect("name"))
+                    .collect();
+                black_box(names.len())
+            })
+        },
+    );
+    let mut i = 0usize;
+    c.bench_function(
+        "members of the 18,000-member team, a page of 100 at a random cursor",
+        |b| {
+            b.iter(|| {
+                i = (i + 7_919) % all.items.len();
+                teams
+                    .members(
+                        &big,
+                        Depth::Transitive,
+                        TeamFilter::Persons,
+                        Some(&all.items[i]),
+                        100,
+                    )
+                    .expect("members")
+            })
+        },
+    );
+    // The first answer after a change sorts the list afresh (by rank, not by name): a person
+    // joins a subteam of the big team, then the whole list is asked for.
+    let sub = {
+        let view = teams.view();
+        let sub = view
+            .member_ids_of(big_id, Depth::Direct, Filter::Groups)
+            .iter()
+            .next()
+            .expect("a subteam");
+        view.name(NodeId(sub)).expect("name").to_owned()
+    };
+    let mut samples = Vec::new();
+    for k in 0..100 {
+        let p = &g.persons[(k * 4_999) % g.persons.len()];
+        teams
+            .set_membership(&sub, p, Role::Member, None)
+            .expect("join");
+        let start = Instant::now();
+        let page = teams
+            .members(
+                &big,
+                Depth::Transitive,
+                TeamFilter::Persons,
+                None,
+                usize::MAX,
+            )
+            .expect("members");
+        samples.push(start.elapsed());
+        black_box(page);
+        teams.remove_membership(&sub, p).expect("leave");
+    }
+    percentiles(
+        "members of the 18,000-member team, all names, first answer after a change",
+        samples,
+    );
+    c.bench_function("teams of the 300-team person, all names sorted", |b| {
+        b.iter(|| {
+            teams
+                .teams_of(&heavy, Depth::Transitive, None, usize::MAX)
+                .expect("teams")
+        })
+    });
     c.bench_function("teams of the 300-team person as sorted ids", |b| {
         b.iter(|| {
             let view = teams.view();

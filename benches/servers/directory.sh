@@ -1,20 +1,31 @@
 #!/usr/bin/env bash
-# The directory's performance figures of issue 7, side by side with PostgreSQL in one run:
+# The directory's performance figures of issues 7 and 18, side by side with PostgreSQL and
+# nginx in one run:
 #   1. the transitive person members of the largest generated team (18,000 persons at
 #      DIVISOR=1) as JSON over loopback, one client: the directory's p50 (wrk --latency)
 #      against PostgreSQL answering from a Launchpad-style TeamParticipation(team, person)
 #      table holding the same closure (pgbench, one client, rows fetched; p50 from its log);
-#   2. person-in-team checks on random (team, person) pairs: wrk against the directory and
-#      pgbench against PostgreSQL (prepared statements, `-M prepared`), CLIENTS clients each,
-#      and one client each;
-#   3. is-merged checks on random branch pairs of a generated COMMITS-commit repository
-#      (graphdb's DAG generator, BRANCHES branches), MERGED_CLIENTS connections.
-# Installs wrk and PostgreSQL with apt-get when missing; both servers listen on 127.0.0.1
-# only; every load is bounded in time. The graph is graphdb's generator at the production
-# shape divided by DIVISOR.
+#      then a page of 100 of them at a cursor in the middle (`?limit=100&after=NAME`);
+#   2. the same whole list at 64 connections, against nginx serving the same JSON bytes as a
+#      static file, ROUNDS alternating rounds;
+#   3. person-in-team checks on random (team, person) pairs and the teams of random persons:
+#      the directory, nginx serving one such answer as a static file (through the same kind
+#      of wrk Lua script, so the client does the same work) and pgbench against PostgreSQL
+#      (prepared statements, `-M prepared`), CLIENTS connections each, ROUNDS alternating
+#      rounds, with each server's CPU time per request; then one client each;
+#   4. the teams of the person in 300 teams, one client: directory p50 against PostgreSQL's
+#      `SELECT team ... WHERE person = $heavy`;
+#   5. is-merged checks on random branch pairs of a generated COMMITS-commit repository
+#      (graphdb's DAG generator, BRANCHES branches), MERGED_CLIENTS connections, against
+#      nginx serving one such answer (PostgreSQL has no like question to ask).
+# The generated graph's names are spread over ids as in a real import (see
+# `graphdb::generate`): names unrelated to creation order, large teams' members all over the
+# id space. Installs wrk, nginx and PostgreSQL with apt-get when missing; every server listens
+# on 127.0.0.1 only; every load is bounded in time. The graph is graphdb's generator at the
+# production shape divided by DIVISOR.
 #
 #   benches/servers/directory.sh
-#   DIVISOR=1 THREADS=2 CLIENTS=8 DURATION=10 benches/servers/directory.sh
+#   DIVISOR=1 THREADS=2 CLIENTS=8 DURATION=10 ROUNDS=3 benches/servers/directory.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -25,11 +36,15 @@ DURATION="${DURATION:-10}"
 COMMITS="${COMMITS:-1000000}"
 BRANCHES="${BRANCHES:-100}"
 MERGED_CLIENTS="${MERGED_CLIENTS:-32}"
+ROUNDS="${ROUNDS:-3}"
+WIDE_CLIENTS="${WIDE_CLIENTS:-64}"
 DPORT="${DPORT:-28082}"
+NPORT="${NPORT:-28083}"
 PGPORT="${PGPORT:-25432}"
 
 need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2"; }; }
 need wrk wrk
+need nginx nginx-light || need nginx nginx
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 if [ -z "$pgbin" ]; then apt-get update -qq && apt-get install -y -qq postgresql; pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1); fi
 
@@ -38,7 +53,9 @@ target="${CARGO_TARGET_DIR:-target}/release"
 work="$(mktemp -d)"
 chmod 755 "$work"
 directory_pid=""
+nginx_pid=""
 cleanup() {
+    [ -n "$nginx_pid" ] && kill -QUIT "$nginx_pid" 2>/dev/null || true
     [ -n "$directory_pid" ] && kill -TERM "$directory_pid" 2>/dev/null && wait "$directory_pid" 2>/dev/null || true
     [ -f "$work/pg/postmaster.pid" ] && runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/pg" -m fast stop >/dev/null 2>&1 || true
     rm -rf "$work"
@@ -49,11 +66,11 @@ now=$(date +%s)
 info=$("$target/examples/team_graph" "$DIVISOR" "$work/graph" "$now")
 chmod -R a+rX "$work/graph"
 echo "# $(date -u +%FT%TZ) $(uname -m), $(nproc) cores; graph: $info"
-eval "$(echo "$info" | tr ' ' '\n' | grep -E '^(persons|teams|largest_team|largest_index)=')"
+eval "$(echo "$info" | tr ' ' '\n' | grep -E '^(persons|teams|largest_team|largest_index|heavy_person|heavy_index)=')"
 
 start=$(date +%s.%N)
-"$target/directory" --data-dir "$work/directory" import teams "$work/graph/teams.tsv" >/dev/null
-echo "directory import teams: $(python3 -c "print(round($(date +%s.%N) - $start, 1))") s"
+/usr/bin/time -f "%M" -o "$work/import.peak" "$target/directory" --data-dir "$work/directory" import teams "$work/graph/teams.tsv" >/dev/null
+echo "directory import teams: $(python3 -c "print(round($(date +%s.%N) - $start, 1))") s, peak RSS $(cat "$work/import.peak") kB"
 echo "repository: $("$target/examples/commit_graph" "$COMMITS" "$BRANCHES" "$work/repo")"
 start=$(date +%s.%N)
 "$target/directory" --data-dir "$work/directory" import repo bench "$work/repo/rev-list" --refs "$work/repo/refs" >/dev/null
@@ -63,6 +80,7 @@ TOKIO_WORKER_THREADS="$THREADS" RUST_LOG=warn "$target/directory" --data-dir "$w
     serve --dev --listen "127.0.0.1:$DPORT" --max-concurrency 100000 &
 directory_pid=$!
 for _ in $(seq 600); do curl -fsS "http://127.0.0.1:$DPORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
+echo "directory after a restart (the team index loaded): $(grep -E "VmRSS" "/proc/$directory_pid/status" | tr -s ' \t' ' ')"
 
 mkdir -p "$work/pg" && chown postgres "$work/pg" && chmod 700 "$work/pg"
 chmod 1777 "$work"  # the postgres user writes its log and socket here
@@ -96,15 +114,89 @@ echo "### PostgreSQL (SELECT person FROM teamparticipation WHERE team = \$larges
 mkdir -p "$work/pgb" && chmod 777 "$work/pgb"
 echo "SELECT person FROM teamparticipation WHERE team = $largest_index;" > "$work/pgb/members.sql"
 pgbench_p50 "$work/pgb" -c 1 -T "$DURATION" -f "$work/pgb/members.sql"
+middle=$(curl -fsS "http://127.0.0.1:$DPORT/teams/$largest_team/members?type=person" \
+    | python3 -c 'import json,sys; m=json.load(sys.stdin)["members"]; print(m[len(m)//2])')
+echo "### directory: a page of 100 after the middle name $middle"
+wrk -t 1 -c 1 -d "${DURATION}s" --latency "http://127.0.0.1:$DPORT/teams/$largest_team/members?type=person&limit=100&after=$middle" \
+    | grep -E "^ +(50|90|99)%|Requests/sec"
+
+
+# nginx serves answers of the directory as static files: the same bytes.
+mkdir -p "$work/www"
+curl -fsS -o "$work/www/members.json" "http://127.0.0.1:$DPORT/teams/$largest_team/members?type=person"
+sample_team=$(sed -n 2p "$work/graph/teams.txt")
+curl -fsS -o "$work/www/teams-of.json" "http://127.0.0.1:$DPORT/persons/$(sed -n 2p "$work/graph/persons.txt")/teams"
+curl -fsS -o "$work/www/is-member.json" "http://127.0.0.1:$DPORT/teams/$sample_team/members/$(sed -n 2p "$work/graph/persons.txt")"
+echo '{"merged":false}' > "$work/www/merged.json"
+chmod -R a+rX "$work/www"
+cat > "$work/nginx.conf" <<CONF
+worker_processes $THREADS;
+pid $work/nginx.pid;
+error_log $work/nginx.err warn;
+daemon off;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    open_file_cache max=100 inactive=60s;
+    default_type application/json;
+    server { listen 127.0.0.1:$NPORT; root $work/www; }
+}
+CONF
+nginx -c "$work/nginx.conf" -p "$work" &
+nginx_pid=$!
+for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$NPORT/merged.json" 2>/dev/null && break; sleep 0.1; done
+echo "nginx files: $(cd "$work/www" && ls -l --time-style=+ | awk 'NR > 1 {printf "%s %s bytes; ", $6, $5}')"
+
+cpu_ticks() { local total=0 p; for p in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$total"; }
+nginx_pids() { echo "$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')"; }
+# Runs wrk against one server and prints req/s, p50, p99 and the server's CPU per request.
+measure() {
+    local label="$1" pids="$2"; shift 2
+    local before out ticks requests
+    before=$(cpu_ticks $pids)
+    out=$(wrk "$@")
+    ticks=$(( $(cpu_ticks $pids) - before ))
+    requests=$(echo "$out" | awk '/requests in/ {print $1}')
+    echo "$out" | awk -v label="$label" -v ticks="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$requests" '
+        /Requests\/sec/ {rate = $2} / 50%/ {p50 = $2} / 99%/ {p99 = $2} /Non-2xx/ {bad = $0}
+        END {printf "%-10s %10.0f req/s  p50 %-8s p99 %-8s CPU %.1f us/request %s\n", label, rate, p50, p99, ticks / hz / n * 1e6, bad}'
+}
+lua_fixed() { printf 'request = function() return wrk.format("GET", "%s") end\n' "$1" > "$2"; }
+lua_fixed /is-member.json "$work/n-is-member.lua"
+lua_fixed /teams-of.json "$work/n-teams-of.lua"
+lua_fixed /merged.json "$work/n-merged.lua"
+
+echo "## the whole list of $json members at $WIDE_CLIENTS connections, ${DURATION}s, $ROUNDS rounds"
+for round in $(seq "$ROUNDS"); do
+    echo "### round $round (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    measure nginx "$(nginx_pids)" -t "$THREADS" -c "$WIDE_CLIENTS" -d "${DURATION}s" --latency "http://127.0.0.1:$NPORT/members.json"
+    measure directory "$directory_pid" -t "$THREADS" -c "$WIDE_CLIENTS" -d "${DURATION}s" --latency \
+        "http://127.0.0.1:$DPORT/teams/$largest_team/members?type=person"
+done
 
 cat > "$work/check.lua" <<LUA
 function init(args)
     teams = {}
     for line in io.lines("$work/graph/teams.txt") do teams[#teams + 1] = line end
+    persons = {}
+    for line in io.lines("$work/graph/persons.txt") do persons[#persons + 1] = line end
     math.randomseed(os.time() + #teams)
 end
 request = function()
-    return wrk.format("GET", "/teams/" .. teams[math.random(#teams)] .. "/members/person-" .. math.random(0, $persons - 1))
+    return wrk.format("GET", "/teams/" .. teams[math.random(#teams)] .. "/members/" .. persons[math.random(#persons)])
+end
+LUA
+cat > "$work/teams-of.lua" <<LUA
+function init(args)
+    persons = {}
+    for line in io.lines("$work/graph/persons.txt") do persons[#persons + 1] = line end
+    math.randomseed(os.time() + #persons)
+end
+request = function()
+    return wrk.format("GET", "/persons/" .. persons[math.random(#persons)] .. "/teams")
 end
 LUA
 cat > "$work/pgb/check.sql" <<SQL
@@ -112,14 +204,37 @@ cat > "$work/pgb/check.sql" <<SQL
 \\set p random(0, $persons - 1)
 SELECT 1 FROM teamparticipation WHERE team = :t AND person = :p;
 SQL
-for clients in "$CLIENTS" 1; do
-    echo "## person-in-team checks, random pairs, $clients client(s), ${DURATION}s"
-    echo "### directory"
-    wrk -t "$([ "$clients" -ge "$THREADS" ] && echo "$THREADS" || echo 1)" -c "$clients" -d "${DURATION}s" --latency \
-        -s "$work/check.lua" "http://127.0.0.1:$DPORT" | grep -E "^ +(50|99)%|Requests/sec|Non-2xx"
-    echo "### PostgreSQL"
-    pgbench_p50 "$work/pgb" -c "$clients" -j "$([ "$clients" -ge "$THREADS" ] && echo "$THREADS" || echo 1)" -T "$DURATION" -f "$work/pgb/check.sql"
+cat > "$work/pgb/teams-of.sql" <<SQL
+\\set p random(0, $persons - 1)
+SELECT team FROM teamparticipation WHERE person = :p;
+SQL
+pg_rate() {
+    local clients="$1" file="$2"
+    (cd "$work/pgb" && runuser -u postgres -- "$pgbin/pgbench" -h 127.0.0.1 -p "$PGPORT" -U postgres -n -M prepared \
+        -c "$clients" -j "$([ "$clients" -ge "$THREADS" ] && echo "$THREADS" || echo 1)" -T "$DURATION" -f "$file" postgres) \
+        | awk '/^tps/ {printf "%-10s %10.0f req/s (pgbench -M prepared)\n", "postgresql", $3}'
+}
+for question in person-in-team teams-of-person; do
+    if [ "$question" = person-in-team ]; then lua=check.lua; nlua=n-is-member.lua; sql=check.sql; else lua=teams-of.lua; nlua=n-teams-of.lua; sql=teams-of.sql; fi
+    for clients in "$CLIENTS" 1; do
+        rounds=$([ "$clients" = 1 ] && echo 1 || echo "$ROUNDS")
+        echo "## $question, random, $clients connection(s), ${DURATION}s, $rounds round(s)"
+        for round in $(seq "$rounds"); do
+            echo "### round $round (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+            t=$([ "$clients" -ge "$THREADS" ] && echo "$THREADS" || echo 1)
+            measure nginx "$(nginx_pids)" -t "$t" -c "$clients" -d "${DURATION}s" --latency -s "$work/$nlua" "http://127.0.0.1:$NPORT"
+            measure directory "$directory_pid" -t "$t" -c "$clients" -d "${DURATION}s" --latency -s "$work/$lua" "http://127.0.0.1:$DPORT"
+            pg_rate "$clients" "$sql"
+        done
+    done
 done
+
+echo "## the teams of $heavy_person (the person in 300 teams), one client, ${DURATION}s"
+curl -fsS "http://127.0.0.1:$DPORT/persons/$heavy_person/teams" | python3 -c 'import json,sys; print("directory:", len(json.load(sys.stdin)["teams"]), "teams")'
+echo "PostgreSQL: $(psql -c "SELECT count(*) FROM teamparticipation WHERE person = $heavy_index") rows"
+measure directory "$directory_pid" -t 1 -c 1 -d "${DURATION}s" --latency "http://127.0.0.1:$DPORT/persons/$heavy_person/teams"
+echo "SELECT team FROM teamparticipation WHERE person = $heavy_index;" > "$work/pgb/heavy.sql"
+pgbench_p50 "$work/pgb" -c 1 -T "$DURATION" -f "$work/pgb/heavy.sql"
 
 cat > "$work/merged.lua" <<LUA
 function init(args)
@@ -132,7 +247,13 @@ request = function()
         .. "/merged-into/" .. branches[math.random(#branches)])
 end
 LUA
-echo "## is-merged checks, random branch pairs of $COMMITS commits, $MERGED_CLIENTS connections, ${DURATION}s"
+echo "## is-merged checks, random branch pairs of $COMMITS commits, $MERGED_CLIENTS connections, ${DURATION}s, $ROUNDS rounds"
 curl -fsS "http://127.0.0.1:$DPORT/repos/bench/branches/main/merged" | python3 -c 'import json,sys; print("branches merged into main:", len(json.load(sys.stdin)["merged"]))'
-wrk -t "$THREADS" -c "$MERGED_CLIENTS" -d "${DURATION}s" --latency -s "$work/merged.lua" "http://127.0.0.1:$DPORT" \
-    | grep -E "^ +(50|99)%|Requests/sec|Non-2xx"
+# Warm-up: every target tip's reach vector is cached after a few questions.
+wrk -t "$THREADS" -c "$MERGED_CLIENTS" -d 2s -s "$work/merged.lua" "http://127.0.0.1:$DPORT" >/dev/null
+for round in $(seq "$ROUNDS"); do
+    echo "### round $round (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    measure nginx "$(nginx_pids)" -t "$THREADS" -c "$MERGED_CLIENTS" -d "${DURATION}s" --latency -s "$work/n-merged.lua" "http://127.0.0.1:$NPORT"
+    measure directory "$directory_pid" -t "$THREADS" -c "$MERGED_CLIENTS" -d "${DURATION}s" --latency -s "$work/merged.lua" "http://127.0.0.1:$DPORT"
+done
+grep -E "VmHWM|VmRSS" "/proc/$directory_pid/status" | tr -s ' \t' ' '

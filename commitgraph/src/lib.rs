@@ -410,6 +410,31 @@ impl CommitGraphs {
         Ok(state.index.reached_by(&reach, source))
     }
 
+    /// [`CommitGraphs::is_merged`] when it is one lookup: the repository is loaded, its state
+    /// free, and the target tip's reach vector cached. `None` otherwise (nothing is loaded or
+    /// walked): for a server answering on an async thread what needs no blocking work.
+    pub fn try_is_merged(
+        &self,
+        repo: RepoId,
+        branch: &str,
+        target: &str,
+    ) -> Option<Result<bool, CommitError>> {
+        let handle = self
+            .repos
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&repo)?
+            .clone();
+        let state = handle.state.try_read().ok()?;
+        let (source, target) = match (handle.tip(&state, branch), handle.tip(&state, target)) {
+            (Ok(source), Ok(target)) => (source, target),
+            (Err(e), _) | (_, Err(e)) => return Some(Err(e)),
+        };
+        let cache = handle.reach.lock().unwrap_or_else(|e| e.into_inner());
+        let reach = cache.get(target)?;
+        Some(Ok(state.index.reached_by(reach, source)))
+    }
+
     /// Every branch other than `target` that is merged into `target`, sorted by name.
     ///
     /// # Errors

@@ -59,8 +59,8 @@ pub use error::{Error, Result};
 pub use graph::{
     validate_label, validate_relation, ChangesPage, CheckReport, Depth, Difference, Direction,
     EdgeKind, EdgeRecord, Filter, GraphStore, GraphStoreBuilder, HistoryOf, HistoryPage,
-    IndexStats, LabelledEdge, Namespace, NamespaceKind, NodeId, NodeKind, Page, RawHistoryPage,
-    Role, View, DEFAULT_RETENTION,
+    IndexStats, LabelledEdge, MemoryStats, Namespace, NamespaceKind, NodeId, NodeKind, Page,
+    RawHistoryPage, Role, View, DEFAULT_RETENTION,
 };
 pub use graphs::{Graph, NodeEdges, Reach, Traversal};
 pub use packagesets::{PackageSets, SetFilter, SetItem};

@@ -343,6 +343,11 @@ impl Teams {
         self.ns.stats()
     }
 
+    /// Where the team namespace's memory goes, estimated; see [`crate::MemoryStats`].
+    pub fn memory(&self) -> crate::MemoryStats {
+        self.ns.memory()
+    }
+
     /// Imports a TSV file (`team\tmember\trole\texpires`), all or nothing, recorded as one
     /// `import.teams` event with the counts; see
     /// [`crate::import`]. `progress`, when given, is called with `(edges applied, edges in

@@ -1,7 +1,7 @@
 //! Writes a generated Launchpad-shaped team graph for the directory benchmark
 //! (`benches/servers/directory.sh`): the team TSV for `directory import teams`, the
 //! participation closure `team_index\tperson_index` for a PostgreSQL `TeamParticipation`
-//! table, and the team names in index order.
+//! table, and the team and person names in index order (`teams.txt`, `persons.txt`).
 //!
 //!     cargo run --release -p servers --example team_graph -- DIVISOR OUT_DIR NOW_UNIX_SECS
 
@@ -25,6 +25,11 @@ fn main() -> std::io::Result<()> {
 
     let mut names = BufWriter::new(std::fs::File::create(out.join("teams.txt"))?);
     for name in &g.teams {
+        writeln!(names, "{name}")?;
+    }
+    names.flush()?;
+    let mut names = BufWriter::new(std::fs::File::create(out.join("persons.txt"))?);
+    for name in &g.persons {
         writeln!(names, "{name}")?;
     }
     names.flush()?;
@@ -65,12 +70,14 @@ fn main() -> std::io::Result<()> {
     closure.flush()?;
     let largest = g.special_roots.first().copied().unwrap_or(0);
     println!(
-        "persons={} teams={} edges={} pairs={pairs} largest_team={} largest_index={largest} largest_persons={}",
+        "persons={} teams={} edges={} pairs={pairs} largest_team={} largest_index={largest} largest_persons={} heavy_person={} heavy_index={}",
         g.persons.len(),
         g.teams.len(),
         g.edges.len(),
         g.teams[largest],
-        sizes[largest]
+        sizes[largest],
+        g.persons[g.heavy_person],
+        g.heavy_person
     );
     Ok(())
 }

@@ -5,6 +5,13 @@
 //! person in 300 teams, most persons in 1 to 5 teams, some `audits` relations and some expired
 //! memberships. [`Shape::scaled`] divides the counts for fast tests. The output is
 //! deterministic for a seed.
+//!
+//! Names are spread over ids as in a real import: persons and teams are created (and declared
+//! first in [`Generated::to_tsv`], so an import gives them ids) in index order, but their names
+//! ([`person_name`], [`team_name`]) are a bijective scramble of the index, so that name order
+//! is unrelated to id order; and the members of the special teams are drawn at random from all
+//! persons, so that a large team's members lie all over the id space and memory, not in one
+//! run of consecutive ids.
 
 use std::fmt::Write as _;
 
@@ -127,16 +134,19 @@ impl Generated {
     pub fn new(shape: &Shape) -> Generated {
         let mut rng = StdRng::seed_from_u64(shape.seed);
         let now = GENERATED_NOW;
-        let persons: Vec<String> = (0..shape.persons).map(|i| format!("person-{i}")).collect();
+        let persons: Vec<String> = (0..shape.persons).map(person_name).collect();
+        // The special teams draw their persons from a shuffled pool, not the first ids.
+        let mut pool: Vec<usize> = (0..shape.persons).collect();
+        pool.shuffle(&mut rng);
+        let mut is_special = vec![false; shape.persons];
         let mut teams: Vec<String> = Vec::with_capacity(shape.teams);
         let mut edges = Vec::new();
         let mut special_roots = Vec::new();
         let mut next_person = 0usize;
-        let mut special_members: Vec<usize> = Vec::new();
         // The special trees: persons from a dedicated pool, spread evenly over the subtree.
         for (size, branching) in &shape.special {
             let root = teams.len();
-            teams.push(format!("team-{root}"));
+            teams.push(team_name(root));
             special_roots.push(root);
             let mut level = vec![root];
             let mut all = vec![root];
@@ -145,7 +155,7 @@ impl Generated {
                 for &parent in &level {
                     for _ in 0..b {
                         let t = teams.len();
-                        teams.push(format!("team-{t}"));
+                        teams.push(team_name(t));
                         edges.push(GenEdge {
                             team: parent,
                             member: Member::Team(t),
@@ -159,9 +169,9 @@ impl Generated {
                 level = next_level;
             }
             for k in 0..*size {
-                let p = next_person % shape.persons.max(1);
+                let p = pool[next_person % shape.persons.max(1)];
                 next_person += 1;
-                special_members.push(p);
+                is_special[p] = true;
                 edges.push(GenEdge {
                     team: all[k % all.len()],
                     member: Member::Person(p),
@@ -177,7 +187,7 @@ impl Generated {
         let first_general = teams.len();
         while teams.len() < shape.teams.max(first_general + 1) {
             let t = teams.len();
-            teams.push(format!("team-{t}"));
+            teams.push(team_name(t));
         }
         let general: Vec<usize> = (first_general..teams.len()).collect();
         // Nest about 30% of the general teams under one of the 200 general teams created just
@@ -210,7 +220,7 @@ impl Generated {
                 None
             }
         };
-        for p in 0..shape.persons {
+        for (p, &special) in is_special.iter().enumerate() {
             let count = if p == heavy_person {
                 shape.heavy_person_teams.min(general.len())
             } else {
@@ -222,11 +232,7 @@ impl Generated {
                     _ => 5,
                 }
             };
-            let count = if special_members.len() > p && p < next_person {
-                count - 1
-            } else {
-                count
-            };
+            let count = if special { count - 1 } else { count };
             let mut chosen: Vec<usize> = general
                 .choose_multiple(&mut rng, count.min(general.len()))
                 .copied()
@@ -287,14 +293,14 @@ impl Generated {
         let mut out = String::with_capacity(self.edges.len() * 32);
         out.push_str(crate::import::TEAMS_HEADER);
         out.push('\n');
+        // Teams, then persons, declared in creation order: the import numbers them so.
         for t in &self.teams {
             let _ = writeln!(out, "{t}\t\t\t");
         }
-        let mut in_team = vec![false; self.persons.len()];
+        for name in &self.persons {
+            let _ = writeln!(out, "\t{name}\t\t");
+        }
         for e in &self.edges {
-            if let Member::Person(p) = e.member {
-                in_team[p] = true;
-            }
             let expires = e.expires.map(|x| x.to_string()).unwrap_or_default();
             let _ = writeln!(
                 out,
@@ -304,11 +310,6 @@ impl Generated {
                 e.role,
                 expires
             );
-        }
-        for (p, name) in self.persons.iter().enumerate() {
-            if !in_team[p] {
-                let _ = writeln!(out, "\t{name}\t\t");
-            }
         }
         for &(holder, target) in &self.audits {
             let _ = writeln!(
@@ -320,6 +321,40 @@ impl Generated {
         }
         out
     }
+}
+
+/// Syllables of the generated names.
+const SYLLABLES: [&str; 32] = [
+    "ka", "to", "mi", "ra", "ne", "so", "lu", "be", "di", "fa", "go", "hu", "ji", "ko", "le", "mo",
+    "na", "pe", "qui", "ri", "sa", "ti", "vo", "wa", "xe", "yu", "za", "bren", "cal", "dor", "el",
+    "fin",
+];
+
+/// A bijection of `u32` that scatters consecutive indexes (an odd multiplier, then a xor).
+fn scramble(i: usize, salt: u32) -> u32 {
+    (i as u32).wrapping_mul(0x9E37_79B1) ^ salt
+}
+
+/// Two or three syllables and the scrambled index: unique, and unrelated to `i`'s order.
+fn scrambled_name(h: u32, separator: &str) -> String {
+    let mut name = String::with_capacity(20);
+    let syllables = 2 + (h >> 31) as usize;
+    for k in 0..syllables {
+        name.push_str(SYLLABLES[((h >> (5 * k)) & 31) as usize]);
+    }
+    let _ = write!(name, "{separator}{h}");
+    name
+}
+
+/// The name of person `i`: letters and digits, as unrelated to `i`'s order as a real user's
+/// name is to its account's creation order.
+pub fn person_name(i: usize) -> String {
+    scrambled_name(scramble(i, 0x5bd1_e995), "")
+}
+
+/// The name of team `i` (a `-` before the digits, so no person has it).
+pub fn team_name(i: usize) -> String {
+    scrambled_name(scramble(i, 0x2f6b_3c41), "-")
 }
 
 fn holder_key(m: Member) -> (bool, usize) {

@@ -77,11 +77,19 @@ impl Namespace {
             let ns = self.id;
             let mut next = state.next_id().unwrap_or(u32::MAX);
             state.forget_name_rank();
+            // Many new names: one sort of all of them beats a binary search and shift each.
+            let many = load.nodes.len() > 1024;
+            if many {
+                state.order.defer();
+            }
             for (name, kind) in &load.nodes {
                 if state.ids.contains_key(name.as_str()) {
                     continue;
                 }
                 if next == u32::MAX {
+                    if many {
+                        state.rebuild_order();
+                    }
                     return Err(Error::IdsExhausted {
                         namespace: self.name.clone(),
                     });
@@ -93,6 +101,9 @@ impl Namespace {
                     storage::node_value(*kind, name),
                 );
                 next += 1;
+            }
+            if many {
+                state.rebuild_order();
             }
             let mut sources = Vec::new();
             let mut affected = RoaringBitmap::new();
@@ -137,6 +148,9 @@ impl Namespace {
             affected |= state.bfs_down(sources);
             if !affected.is_empty() {
                 state.recompute(&affected);
+            }
+            if many {
+                state.shrink();
             }
             events.import(load.nodes.len() as u64, load.edges.len() as u64);
             Ok(())

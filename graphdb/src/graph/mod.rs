@@ -9,7 +9,9 @@
 
 mod bulk;
 mod general;
+mod memory;
 mod namespace;
+mod order;
 mod rank;
 mod state;
 pub(crate) mod storage;
@@ -19,6 +21,7 @@ mod view;
 
 pub(crate) use bulk::BulkLoad;
 pub use general::{Direction, LabelledEdge};
+pub use memory::MemoryStats;
 pub use namespace::Namespace;
 pub use store::{
     ChangesPage, GraphStore, GraphStoreBuilder, HistoryOf, HistoryPage, RawHistoryPage,

@@ -704,6 +704,11 @@ impl Namespace {
         report
     }
 
+    /// Where the namespace's memory goes, estimated (see [`MemoryStats`]).
+    pub fn memory(&self) -> super::MemoryStats {
+        self.read_state().memory()
+    }
+
     /// Sizes of the index.
     pub fn stats(&self) -> IndexStats {
         let state = self.read_state();

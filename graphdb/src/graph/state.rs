@@ -12,6 +12,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use roaring::RoaringBitmap;
 
 use super::rank::NameRank;
+use super::order::{MemberLists, NameOrder};
 use super::{NodeKind, Role};
 
 /// A membership edge as seen from one of its ends.
@@ -130,6 +131,10 @@ pub(crate) struct State {
     /// The nodes in name order, built by the first query that pages by name (general graphs)
     /// and then kept up to date by `insert_node` and `remove_node`.
     pub name_rank: OnceLock<NameRank>,
+    /// Ranks in name order, for pages sorted by name.
+    pub order: NameOrder,
+    /// Transitive member lists sorted by name, dropped when a group's `desc` changes.
+    pub lists: MemberLists,
 }
 
 impl State {
@@ -176,6 +181,10 @@ impl State {
         if let Some(rank) = self.name_rank.get_mut() {
             rank.insert(&self.nodes, id);
         }
+        let nodes = &self.nodes;
+        self.order.insert(id, name, |x| {
+            nodes[x as usize].as_ref().map_or("", |n| &*n.name)
+        });
         match kind {
             NodeKind::Leaf => self.leaves.insert(id),
             NodeKind::Group => self.groups.insert(id),
@@ -302,6 +311,7 @@ impl State {
         changes.gained.sort_unstable();
         for chunk in changes.lost.chunk_by(|a, b| a >> 32 == b >> 32) {
             let g = (chunk[0] >> 32) as u32;
+            self.lists.invalidate(g);
             if let Some(d) = self.desc.get_mut(&g) {
                 let gone = RoaringBitmap::from_sorted_iter(chunk.iter().map(|&p| p as u32))
                     .expect("sorted pairs");
@@ -313,6 +323,7 @@ impl State {
         }
         for chunk in changes.gained.chunk_by(|a, b| a >> 32 == b >> 32) {
             let g = (chunk[0] >> 32) as u32;
+            self.lists.invalidate(g);
             let new = RoaringBitmap::from_sorted_iter(chunk.iter().map(|&p| p as u32))
                 .expect("sorted pairs");
             *self.desc.entry(g).or_default() |= new;
@@ -334,6 +345,7 @@ impl State {
         gained.insert(group);
         let below = self.self_and_desc(member);
         for g in &gained {
+            self.lists.invalidate(g);
             *self.desc.entry(g).or_default() |= &below;
         }
         for x in &below {
@@ -543,7 +555,12 @@ impl State {
         }
         self.set_anc(x, RoaringBitmap::new());
         self.desc.remove(&x);
+        self.lists.clear();
         self.dirty.insert(x);
+        let nodes = &self.nodes;
+        self.order.remove(x, &node.name, |y| {
+            nodes[y as usize].as_ref().map_or("", |n| &*n.name)
+        });
         self.nodes[x as usize] = None;
         if let Some(rank) = self.name_rank.get_mut() {
             rank.remove(x);
@@ -572,6 +589,7 @@ impl State {
             }
         }
         self.desc.clear();
+        self.lists.clear();
         let all: RoaringBitmap = live.into_iter().collect();
         self.recompute(&all);
     }
@@ -615,5 +633,30 @@ impl State {
                 (g as u32, set)
             })
             .collect();
+        self.lists.clear();
+    }
+
+    /// Gives back the spare capacity that growing one node at a time left in the per-node
+    /// vectors and adjacency lists (up to half of them: `Vec` doubles), after a load or an
+    /// import: measured 75 MB of node slots for 38 MB of nodes at 530,000 nodes.
+    pub fn shrink(&mut self) {
+        self.nodes.shrink_to_fit();
+        self.anc.shrink_to_fit();
+        self.probe.shrink_to_fit();
+        for node in self.nodes.iter_mut().flatten() {
+            node.up.shrink_to_fit();
+            node.down.shrink_to_fit();
+        }
+    }
+
+    /// Places every node in name order at once (after a load or an import that deferred it).
+    pub fn rebuild_order(&mut self) {
+        let nodes = &self.nodes;
+        self.order.rebuild(
+            nodes
+                .iter()
+                .enumerate()
+                .filter_map(|(id, n)| n.as_ref().map(|n| (id as u32, &*n.name))),
+        );
     }
 }

@@ -216,6 +216,8 @@ pub fn load(view: &dyn ReadView, ks: &Keyspaces, ns: u32) -> Result<State> {
         },
         ..State::default()
     };
+    // Names come in id order, not name order: one sort at the end places them all.
+    state.order.defer();
     for kv in scan_prefix(view, ks.nodes, ns)? {
         let (key, value) = kv?;
         let corrupt = |reason| Error::Corrupt {
@@ -320,6 +322,8 @@ pub fn load(view: &dyn ReadView, ks: &Keyspaces, ns: u32) -> Result<State> {
     }
     state.derive_leaves();
     state.transpose();
+    state.rebuild_order();
+    state.shrink();
     // insert_labelled_link queued every edge not expired at `applied`; the index holds exactly those.
     debug_assert!(state
         .expiry

@@ -1,6 +1,6 @@
 //! Read-only views of a namespace: every query of the index.
 
-use std::sync::RwLockReadGuard;
+use std::sync::{Arc, RwLockReadGuard};
 
 use roaring::RoaringBitmap;
 
@@ -17,29 +17,39 @@ pub struct View<'a> {
     pub(super) now: i64,
 }
 
-/// Sorts the names of `ids` after `after` and cuts one page of at most `limit` (a limit of 0
-/// counts as 1, so that a page always makes progress).
+/// Cuts one page of at most `limit` names (a limit of 0 counts as 1, so that a page always
+/// makes progress) after `after` (exclusive) from `ids`, sorted by name. Names are compared
+/// only to place the cursor (a binary search of the name order); the rest sorts ranks.
 pub(super) fn page(state: &State, ids: &RoaringBitmap, after: Option<&str>, limit: usize) -> Page {
     let limit = limit.max(1);
-    let mut names: Vec<&str> = ids
+    let from = after.map_or(0, |a| state.order.rank_after(a, |x| state.name(x)));
+    let mut keyed: Vec<(u64, u32)> = ids
         .iter()
-        .map(|x| state.name(x))
-        .filter(|n| after.is_none_or(|a| *n > a))
+        .map(|x| (state.order.rank(x), x))
+        .filter(|&(rank, _)| rank >= from)
         .collect();
-    let more = names.len() > limit;
+    let more = keyed.len() > limit;
     if more {
-        names.select_nth_unstable(limit);
-        names.truncate(limit);
+        keyed.select_nth_unstable(limit);
+        keyed.truncate(limit);
     }
-    names.sort_unstable();
+    keyed.sort_unstable();
+    let items: Vec<String> = keyed
+        .into_iter()
+        .map(|(_, x)| state.name(x).to_owned())
+        .collect();
     Page {
-        next: if more {
-            names.last().map(|n| (*n).to_owned())
-        } else {
-            None
-        },
-        items: names.into_iter().map(str::to_owned).collect(),
+        next: if more { items.last().cloned() } else { None },
+        items,
     }
+}
+
+/// The index in `sorted` (ids sorted by name) of the first name after `after`.
+fn position_after(state: &State, sorted: &[u32], after: Option<&str>) -> usize {
+    after.map_or(0, |a| {
+        let from = state.order.rank_after(a, |x| state.name(x));
+        sorted.partition_point(|&x| state.order.rank(x) < from)
+    })
 }
 
 impl View<'_> {
@@ -142,8 +152,48 @@ impl View<'_> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page> {
-        let ids = self.member_ids(group, depth, filter)?;
-        Ok(page(&self.state, &ids, after, limit))
+        let g = self.resolve(group)?;
+        if depth == Depth::Direct {
+            let ids = self.member_ids_of(NodeId(g), depth, filter);
+            return Ok(page(&self.state, &ids, after, limit));
+        }
+        let sorted = self.sorted_member_ids(NodeId(g), filter);
+        let start = position_after(&self.state, &sorted, after);
+        let end = start.saturating_add(limit.max(1)).min(sorted.len());
+        let items: Vec<String> = sorted[start..end]
+            .iter()
+            .map(|&x| self.state.name(x).to_owned())
+            .collect();
+        Ok(Page {
+            next: if end < sorted.len() {
+                items.last().cloned()
+            } else {
+                None
+            },
+            items,
+        })
+    }
+
+    /// The transitive members of `group` sorted by name: kept per group and filter until the
+    /// group's members change, so that the pages of a large team each cost a binary search
+    /// and their own names, and a server can keep an answer per list (the same `Arc` means
+    /// the same members).
+    pub fn sorted_member_ids(&self, group: NodeId, filter: Filter) -> Arc<[u32]> {
+        self.state.lists.get_or(group.0, filter, || {
+            let ids = self.member_ids_of(group, Depth::Transitive, filter);
+            self.state.order.sort(&ids)
+        })
+    }
+
+    /// `ids` sorted by name (a sort of ranks, not of names).
+    pub fn sort_by_name(&self, ids: &RoaringBitmap) -> Vec<u32> {
+        self.state.order.sort(ids)
+    }
+
+    /// The index in `sorted` (from [`View::sorted_member_ids`]) of the first name after
+    /// `after` (0 for `None`): where the page after that cursor starts.
+    pub fn position_after(&self, sorted: &[u32], after: Option<&str>) -> usize {
+        position_after(&self.state, sorted, after)
     }
 
     /// The groups `member` belongs to, as a bitmap of ids.

@@ -5,7 +5,9 @@
 //! reads too unless `server.open_reads` is set. [`router`] builds the service from a
 //! [`Directory`]; `docs/API.md` and `/openapi.json` describe the routes.
 
+mod answers;
 pub mod config;
+mod fast;
 pub mod feed;
 mod graphs;
 mod handlers;
@@ -109,6 +111,8 @@ pub struct Directory {
     pub(crate) leader: Leader,
     /// The most edges `POST /import/graphs/{graph}` accepts (413 past it).
     pub(crate) max_import_edges: usize,
+    /// Whole-list answers of the largest teams' members, kept while their members last.
+    pub(crate) member_bodies: Arc<answers::MemberBodies>,
 }
 
 /// Index sizes exported beside the HTTP metrics.
@@ -162,6 +166,7 @@ impl Directory {
             subscriptions,
             commits: Arc::new(commits),
             max_import_edges: DEFAULT_MAX_IMPORT_EDGES,
+            member_bodies: Arc::default(),
             teams,
             sets,
             limits: Arc::new(server.limits.clone()),
@@ -358,5 +363,10 @@ pub fn router(state: Directory) -> Router {
             policy,
             access::require_address,
         ));
-    finish(writes.merge(reads).merge(ops).with_state(state), tracker)
+    let router = finish(
+        writes.merge(reads).merge(ops).with_state(state.clone()),
+        tracker.clone(),
+    );
+    // Every request meets the fast path first: a router without routes hands all to it.
+    Router::new().fallback_service(fast::FastPath::new(state, tracker, router))
 }

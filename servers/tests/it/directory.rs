@@ -580,6 +580,76 @@ async fn a_generated_graph_imports_and_answers_like_bfs() {
     d.stop().await;
 }
 
+/// The whole list of a large team (its answer is kept while the team's members do not
+/// change) follows a membership added and removed, and its pages cut it exactly; the fast
+/// path's answers equal the router's (a query the fast path does not take goes to the router).
+#[tokio::test]
+async fn a_large_team_list_follows_changes_and_pages_cut_it() {
+    let d = Dir::memory(Access::default()).await;
+    let g = Generated::new(&Shape::scaled(20));
+    let r = import(&d, "/import/teams", g.to_tsv()).await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let big = &g.teams[g.special_roots[0]];
+    let whole = format!("/teams/{big}/members?type=person");
+    let before = names(&d.get(&whole).await["members"]);
+    assert_eq!(before.len(), 18_000 / 20);
+    assert!(before.windows(2).all(|w| w[0] < w[1]), "sorted by name");
+    assert_eq!(names(&d.get(&whole).await["members"]), before);
+
+    // A person joins the big team (sorting first) and leaves again.
+    let put = d
+        .put(
+            &format!("/teams/{big}/members/aaa-first"),
+            Some(json!({"role": "member"})),
+        )
+        .await;
+    assert!(put.status().is_success(), "{}", put.status());
+    let during = names(&d.get(&whole).await["members"]);
+    assert_eq!(during.len(), before.len() + 1);
+    assert_eq!(during[0], "aaa-first");
+    assert_eq!(&during[1..], &before[..]);
+    let (status, _) = d
+        .status(
+            reqwest::Method::DELETE,
+            &format!("/teams/{big}/members/aaa-first"),
+        )
+        .await;
+    assert!((200..300).contains(&status), "{status}");
+    assert_eq!(names(&d.get(&whole).await["members"]), before);
+
+    // Pages of 100 from cursor to cursor give the whole list.
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let cursor = after
+            .as_ref()
+            .map(|a| format!("&after={a}"))
+            .unwrap_or_default();
+        let page = d.get(&format!("{whole}&limit=100{cursor}")).await;
+        paged.extend(names(&page["members"]));
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, before);
+
+    // Fast path and router agree.
+    let heavy = &g.persons[g.heavy_person];
+    let fast = d.get(&format!("/persons/{heavy}/teams")).await;
+    let routed = d
+        .get(&format!("/persons/{heavy}/teams?transitive=true"))
+        .await;
+    assert_eq!(fast, routed);
+    assert!(names(&fast["teams"]).len() >= 300);
+    let all_fast = d.get(&format!("/teams/{big}/members")).await;
+    let all_routed = d
+        .get(&format!("/teams/{big}/members?type=all&transitive=true"))
+        .await;
+    assert_eq!(all_fast, all_routed);
+    d.stop().await;
+}
+
 #[tokio::test]
 async fn access_rules() {
     let d = Dir::memory(Access::default()).await;

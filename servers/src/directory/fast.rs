@@ -1,0 +1,177 @@
+//! The fast path of the directory's hot reads, answered before the router: person-in-team
+//! (`GET /teams/{team}/members/{member}`), the teams of a person (`GET
+//! /persons/{person}/teams`), the transitive members of a team (`GET /teams/{team}/members`,
+//! optionally `?type=person|team|all`) and is-merged (`GET
+//! /repos/{repo}/branches/{branch}/merged-into/{target}`).
+//!
+//! Why: these answers take a microsecond or two from the in-memory indexes, less than the
+//! router's matching, extractors and middleware (the librarian's fast path, `fast.rs`
+//! there, measured the same). Anything else (another route or query, a percent-encoded or
+//! invalid name, a busy index, a repository not loaded, a target tip without its reach
+//! vector, a refused client) goes to the router unchanged, so a request answered here follows
+//! the router's rules: the same access check, the same answer functions (`answers.rs`), and
+//! [`Tracker::begin`]'s concurrency limit and metrics.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::http::{header, Method};
+use axum::response::{IntoResponse, Response};
+use axum::routing::future::RouteFuture;
+use axum::Router;
+use futures_util::future::{Either, Ready};
+use graphdb::{Depth, TeamFilter};
+use serde_json::json;
+
+use super::handlers::check_names;
+use super::{answers, repos, Directory};
+use crate::common::metrics::Tracker;
+
+/// The router behind a fast path for the hot reads. Cloned per request by the service that
+/// holds it, hence one `Arc` (the directory's state alone is a dozen).
+#[derive(Clone, Debug)]
+pub(crate) struct FastPath(Arc<Parts>);
+
+#[derive(Debug)]
+struct Parts {
+    state: Directory,
+    tracker: Tracker,
+    router: Router,
+}
+
+impl FastPath {
+    pub(crate) fn new(state: Directory, tracker: Tracker, router: Router) -> FastPath {
+        FastPath(Arc::new(Parts {
+            state,
+            tracker,
+            router,
+        }))
+    }
+}
+
+/// A hot read, by its path segments (not decoded: the fast path takes no `%`).
+enum Hot<'a> {
+    IsMember(&'a str, &'a str),
+    TeamsOf(&'a str),
+    Members(&'a str, TeamFilter),
+    Merged(&'a str, &'a str, &'a str),
+}
+
+impl Hot<'_> {
+    fn route(&self) -> &'static str {
+        match self {
+            Hot::IsMember(..) => "/teams/{team}/members/{member}",
+            Hot::TeamsOf(_) => "/persons/{person}/teams",
+            Hot::Members(..) => "/teams/{team}/members",
+            Hot::Merged(..) => "/repos/{repo}/branches/{branch}/merged-into/{target}",
+        }
+    }
+}
+
+fn parse<'a>(path: &'a str, query: Option<&str>) -> Option<Hot<'a>> {
+    if path.contains('%') {
+        return None;
+    }
+    let mut parts = path.strip_prefix('/')?.split('/');
+    let segments: [Option<&str>; 7] = std::array::from_fn(|_| parts.next());
+    let hot = match segments {
+        [Some("teams"), Some(team), Some("members"), Some(member), None, ..] if query.is_none() => {
+            check_names(&[team, member]).ok()?;
+            Hot::IsMember(team, member)
+        }
+        [Some("persons"), Some(person), Some("teams"), None, ..] if query.is_none() => {
+            check_names(&[person]).ok()?;
+            Hot::TeamsOf(person)
+        }
+        [Some("teams"), Some(team), Some("members"), None, ..] => {
+            let filter = match query {
+                None | Some("type=all") => TeamFilter::All,
+                Some("type=person") => TeamFilter::Persons,
+                Some("type=team") => TeamFilter::Teams,
+                Some(_) => return None,
+            };
+            check_names(&[team]).ok()?;
+            Hot::Members(team, filter)
+        }
+        [Some("repos"), Some(repo), Some("branches"), Some(branch), Some("merged-into"), Some(target), None]
+            if query.is_none() =>
+        {
+            check_names(&[repo, branch, target]).ok()?;
+            Hot::Merged(repo, branch, target)
+        }
+        _ => return None,
+    };
+    Some(hot)
+}
+
+impl FastPath {
+    /// The answer to `request` if it is a hot read answerable without waiting; `None` leaves
+    /// it to the router.
+    fn answer(&self, request: &Request) -> Option<Response> {
+        if request.method() != Method::GET {
+            return None;
+        }
+        let hot = parse(request.uri().path(), request.uri().query())?;
+        let FastPath(parts) = self;
+        let policy = &parts.state.policy;
+        let auth = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        // A refusal is the router's to give (same check, same answer).
+        policy
+            .check_reader(policy.client_ip(request).ok()?, auth)
+            .ok()?;
+        // Everything that can send the request to the router comes before the tracking starts.
+        if let Hot::Merged(repo, branch, target) = hot {
+            let merged = parts
+                .state
+                .commits
+                .try_is_merged(repos::repo_id(repo), branch, target)?;
+            let guard = parts.tracker.begin(hot.route(), request.method())?;
+            let answer = merged
+                .map(|merged| axum::Json(json!({ "merged": merged })).into_response())
+                .unwrap_or_else(|e| repos::commit_error(e).into_response());
+            return Some(guard.finish(answer));
+        }
+        let view = parts.state.teams.try_view()?;
+        let guard = parts.tracker.begin(hot.route(), request.method())?;
+        let answer = match hot {
+            Hot::IsMember(team, member) => answers::is_member(&view, team, member),
+            Hot::TeamsOf(person) => {
+                answers::teams_of(&view, person, Depth::Transitive, None, usize::MAX)
+            }
+            Hot::Members(team, filter) => answers::transitive_members(
+                &view,
+                &parts.state.member_bodies,
+                team,
+                filter,
+                None,
+                usize::MAX,
+            ),
+            Hot::Merged(..) => unreachable!("answered above"),
+        };
+        drop(view);
+        Some(guard.finish(answer.unwrap_or_else(IntoResponse::into_response)))
+    }
+}
+
+impl tower::Service<Request> for FastPath {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, RouteFuture<Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match self.answer(&request) {
+            Some(response) => Either::Left(futures_util::future::ready(Ok(response))),
+            // A router clone is one `Arc`.
+            None => Either::Right(self.0.router.clone().call(request)),
+        }
+    }
+}
