@@ -657,3 +657,32 @@ fn with_subscriptions(mut text: String, state: &Directory) -> String {
 pub(crate) async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], super::OPENAPI).into_response()
 }
+
+/// `POST /admin/backup` with `{"dir": "/absolute/path"}`: writes a backup of the running
+/// store into that directory on the server's machine (new or empty), verified, and answers
+/// its manifest's summary (`docs/RELIABILITY.md`, "Backup and restore").
+pub(crate) async fn backup(
+    State(state): State<Directory>,
+    axum::Json(request): axum::Json<crate::common::BackupRequest>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    use crate::directory::backup::DirectoryBackupError;
+    let dir = request.checked_dir()?;
+    let Some(config) = state.store_config.clone() else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_IMPLEMENTED,
+            "backup_unavailable",
+            "this server was set up without its store settings and cannot back up",
+        ));
+    };
+    state
+        .blocking_long(move |directory| {
+            let engine = directory.store.engine();
+            let manifest = crate::directory::backup::backup(engine.as_ref(), &config, &dir)
+                .map_err(|error| match error {
+                    DirectoryBackupError::Backup(error) => crate::common::backup_error(error),
+                    error => ApiError::internal(error),
+                })?;
+            Ok(axum::Json(crate::common::backup_summary(&dir, &manifest)))
+        })
+        .await
+}

@@ -5,6 +5,7 @@
 //! reads too unless `server.open_reads` is set. [`router`] builds the service from a
 //! [`Directory`]; `docs/API.md` and `/openapi.json` describe the routes.
 
+pub mod backup;
 pub mod config;
 pub mod feed;
 mod graphs;
@@ -109,6 +110,8 @@ pub struct Directory {
     pub(crate) leader: Leader,
     /// The most edges `POST /import/graphs/{graph}` accepts (413 past it).
     pub(crate) max_import_edges: usize,
+    /// The store's settings, for `POST /admin/backup`; `None`: the route answers 501.
+    pub(crate) store_config: Option<Arc<config::GraphConfig>>,
 }
 
 /// Index sizes exported beside the HTTP metrics.
@@ -174,6 +177,7 @@ impl Directory {
                 server.limits.max_concurrency,
             ),
             leader: Leader::always(),
+            store_config: None,
         })
     }
 
@@ -181,6 +185,12 @@ impl Directory {
     /// PostgreSQL store); by default the instance always does.
     pub fn with_leader(mut self, leader: Leader) -> Self {
         self.leader = leader;
+        self
+    }
+
+    /// The settings the store was opened with, which `POST /admin/backup` needs.
+    pub fn with_store_config(mut self, config: config::GraphConfig) -> Self {
+        self.store_config = Some(Arc::new(config));
         self
     }
 
@@ -290,6 +300,7 @@ pub fn router(state: Directory) -> Router {
                 .layer(import_limit),
         )
         .route("/subscriptions", post(feed::create_subscription))
+        .route("/admin/backup", post(handlers::backup))
         .route("/subscriptions/{id}", delete(feed::delete_subscription))
         .route_layer(axum::middleware::from_fn_with_state(
             state.leader.clone(),

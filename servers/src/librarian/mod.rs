@@ -5,6 +5,7 @@
 //! without credentials, restricted files with a token. [`router`] builds the whole service
 //! from a [`Librarian`]; `docs/API.md` and `/openapi.json` describe the routes.
 
+pub mod backup;
 pub mod config;
 mod fast;
 pub mod feed;
@@ -139,6 +140,9 @@ pub struct Shared {
     /// Callbacks on changes, started when first needed.
     pub(crate) subscriptions: Arc<LazySubscriptions<BlobFeed>>,
     pub(crate) leader: Leader,
+    /// The store's settings, for `POST /admin/backup` (its data directory and engine);
+    /// `None`: the route answers 501.
+    pub(crate) store_config: Option<Arc<config::StoreConfig>>,
 }
 
 /// The object store as `/health` sees it: one probe at a time (a probe that outlives its
@@ -246,6 +250,7 @@ impl Librarian {
                 feed,
                 subscriptions,
                 leader: Leader::always(),
+                store_config: None,
             }),
         })
     }
@@ -254,6 +259,13 @@ impl Librarian {
     /// instances on one PostgreSQL store); by default the instance always does.
     pub fn with_leader(mut self, leader: Leader) -> Self {
         Arc::make_mut(&mut self.shared).leader = leader;
+        self
+    }
+
+    /// The settings the store was opened with, which `POST /admin/backup` needs (the data
+    /// directory's token secret goes into a backup).
+    pub fn with_store_config(mut self, config: config::StoreConfig) -> Self {
+        Arc::make_mut(&mut self.shared).store_config = Some(Arc::new(config));
         self
     }
 
@@ -352,6 +364,7 @@ pub fn router(state: Librarian) -> Router {
         )
         .route("/buckets/{bucket}/history", get(handlers::bucket_history))
         .route("/persons/{person}/history", get(handlers::person_history))
+        .route("/admin/backup", post(handlers::backup).layer(json_limit))
         .route(
             "/subscriptions",
             post(handlers::create_subscription).layer(json_limit),

@@ -26,6 +26,40 @@ pub(crate) async fn stats(State(state): State<Librarian>) -> Result<axum::Json<V
         .await
 }
 
+/// `POST /admin/backup` with `{"dir": "/absolute/path"}`: writes a backup of the running
+/// store into that directory on the server's machine (new or empty), verified, and answers
+/// its manifest's summary (`docs/RELIABILITY.md`, "Backup and restore").
+pub(crate) async fn backup(
+    State(state): State<Librarian>,
+    axum::Json(request): axum::Json<crate::common::BackupRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let dir = request.checked_dir()?;
+    let Some(config) = state.store_config.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "backup_unavailable",
+            "this server was set up without its store settings and cannot back up",
+        ));
+    };
+    let store = state.store.clone();
+    let manifest = tokio::task::spawn_blocking(move || {
+        crate::librarian::backup::backup(&store, &config, &dir)
+            .map(|manifest| (dir, manifest))
+            .map_err(|error| match error {
+                crate::librarian::backup::LibrarianBackupError::Backup(error) => {
+                    crate::common::backup_error(error)
+                }
+                crate::librarian::backup::LibrarianBackupError::Store(
+                    blobstore::Error::Engine(error),
+                ) => crate::common::backup_error(engine::backup::BackupError::Engine(error)),
+                error => ApiError::internal(error),
+            })
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(axum::Json(crate::common::backup_summary(&manifest.0, &manifest.1)))
+}
+
 /// `GET /health`: 200 `{"status":"ok"}` when the store's dependencies answer; 503
 /// `{"status":"degraded","failing":[...]}` naming those that do not (`engine`, the metadata
 /// engine; `object_store`, when blob bytes live on one).
