@@ -386,11 +386,12 @@ fn list_files(dir: &Path) -> Result<Vec<String>> {
             } else {
                 format!("{prefix}/{name}")
             };
-            let kind = entry.file_type().map_err(io_error("reading", &entry.path()))?;
+            let kind = entry
+                .file_type()
+                .map_err(io_error("reading", &entry.path()))?;
             if kind.is_dir() {
                 pending.push((entry.path(), relative));
-            } else if !(prefix.is_empty() && (name == MANIFEST || name == ".manifest.json.tmp"))
-            {
+            } else if !(prefix.is_empty() && (name == MANIFEST || name == ".manifest.json.tmp")) {
                 found.push(relative);
             }
         }

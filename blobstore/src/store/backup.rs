@@ -53,39 +53,40 @@ impl Store {
         // Download counts gathered in memory reach the engine first, so the copy has them.
         self.flush_downloads()?;
         let mut report = BackupReport::default();
-        let copy = {
-            let _fence = self
-                .inner
-                .blob_deletions
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
-            self.inner.engine.checkpoint(&engine.path)?;
-            let copy = StoreBuilder::new(engine, data_dir)
-                .hot_cache_bytes(0)
-                .open()?;
-            let target = LocalFsBackend::open(data_dir)?;
-            for kv in copy
-                .inner
-                .engine
-                .scan(copy.inner.ks.blobs, ScanRange::all(), Direction::Forward)?
+        let copy =
             {
-                let (key, value) = kv?;
-                let meta = BlobMeta::decode(&key, &value)?;
-                if meta.inline {
-                    continue;
-                }
-                let hash = Blake3Hash(key.as_slice().try_into().map_err(|_| {
-                    Error::CorruptRecord {
-                        what: "blob",
-                        key: key.clone(),
+                let _fence = self
+                    .inner
+                    .blob_deletions
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner());
+                self.inner.engine.checkpoint(&engine.path)?;
+                let copy = StoreBuilder::new(engine, data_dir)
+                    .hot_cache_bytes(0)
+                    .open()?;
+                let target = LocalFsBackend::open(data_dir)?;
+                for kv in copy.inner.engine.scan(
+                    copy.inner.ks.blobs,
+                    ScanRange::all(),
+                    Direction::Forward,
+                )? {
+                    let (key, value) = kv?;
+                    let meta = BlobMeta::decode(&key, &value)?;
+                    if meta.inline {
+                        continue;
                     }
-                })?);
-                self.copy_blob(&target, &hash, meta.size)?;
-                report.blob_files += 1;
-                report.blob_bytes += meta.size;
-            }
-            copy
-        };
+                    let hash = Blake3Hash(key.as_slice().try_into().map_err(|_| {
+                        Error::CorruptRecord {
+                            what: "blob",
+                            key: key.clone(),
+                        }
+                    })?);
+                    self.copy_blob(&target, &hash, meta.size)?;
+                    report.blob_files += 1;
+                    report.blob_bytes += meta.size;
+                }
+                copy
+            };
         let mut after = None;
         loop {
             let checked = copy.verify(after, 1000)?;
@@ -114,14 +115,14 @@ impl Store {
     }
 
     fn copy_blob(&self, target: &LocalFsBackend, hash: &Blake3Hash, size: u64) -> Result<()> {
-        let mut reader =
-            self.inner
-                .backend
-                .open_range(hash, 0, size)?
-                .ok_or_else(|| Error::Corrupt {
-                    hash: *hash,
-                    detail: "its file is missing from the live store during a backup".into(),
-                })?;
+        let mut reader = self
+            .inner
+            .backend
+            .open_range(hash, 0, size)?
+            .ok_or_else(|| Error::Corrupt {
+                hash: *hash,
+                detail: "its file is missing from the live store during a backup".into(),
+            })?;
         let mut temp = target.create_temp()?;
         let copied = io::copy(&mut reader, &mut temp).map_err(|e| Error::Io {
             operation: "copying a blob into a backup",

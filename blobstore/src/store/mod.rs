@@ -38,8 +38,8 @@ mod resumable;
 mod upload;
 mod usage;
 
-pub use backup::BackupReport;
 pub use audit::{BlobProblem, CheckReport, Inconsistency, VerifyReport};
+pub use backup::BackupReport;
 pub use buckets::{BucketStats, Page, StoreSummary};
 pub use builder::{StoreBuilder, DEFAULT_CHANGE_RETENTION};
 pub use files::FileUpdate;

@@ -57,7 +57,10 @@ pub(crate) async fn backup(
     })
     .await
     .map_err(ApiError::internal)??;
-    Ok(axum::Json(crate::common::backup_summary(&manifest.0, &manifest.1)))
+    Ok(axum::Json(crate::common::backup_summary(
+        &manifest.0,
+        &manifest.1,
+    )))
 }
 
 /// `GET /health`: 200 `{"status":"ok"}` when the store's dependencies answer; 503
