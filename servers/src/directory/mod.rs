@@ -86,6 +86,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/health/writer"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
+    ("POST", "/admin/backup"),
 ];
 
 /// The default of [`Directory::with_max_import_edges`]: ten times Debian's dependency graph.

@@ -79,6 +79,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/health/writer"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
+    ("POST", "/admin/backup"),
 ];
 
 /// Store and GC figures exported beside the HTTP metrics.
