@@ -663,7 +663,7 @@ pub(crate) async fn openapi() -> Response {
 /// its manifest's summary (`docs/RELIABILITY.md`, "Backup and restore").
 pub(crate) async fn backup(
     State(state): State<Directory>,
-    axum::Json(request): axum::Json<crate::common::BackupRequest>,
+    crate::common::error::Json(request): crate::common::error::Json<crate::common::BackupRequest>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     use crate::directory::backup::DirectoryBackupError;
     let dir = request.checked_dir()?;

@@ -31,7 +31,7 @@ pub(crate) async fn stats(State(state): State<Librarian>) -> Result<axum::Json<V
 /// its manifest's summary (`docs/RELIABILITY.md`, "Backup and restore").
 pub(crate) async fn backup(
     State(state): State<Librarian>,
-    axum::Json(request): axum::Json<crate::common::BackupRequest>,
+    crate::common::error::Json(request): crate::common::error::Json<crate::common::BackupRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let dir = request.checked_dir()?;
     let Some(config) = state.store_config.clone() else {
