@@ -149,3 +149,61 @@ impl Store {
         self.inner.backend.delete(hash)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use engine::{Backend, EngineConfig};
+
+    use crate::backend::LocalFsBackend;
+    use crate::{BucketName, ManualClock, StoreBuilder, Timestamp, UploadRequest};
+
+    /// GC's removal of a blob file waits while a backup holds the fence: the collection's
+    /// record is written, the file stays until the fence is released.
+    #[test]
+    fn gc_removes_no_blob_file_while_a_backup_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(1_000_000)));
+        let store = StoreBuilder::new(
+            EngineConfig::new(Backend::Rocksdb, dir.path().join("meta")),
+            dir.path(),
+        )
+        .clock(clock.clone())
+        .grace(Duration::from_secs(60))
+        .open()
+        .unwrap();
+        let request = UploadRequest::new(BucketName::new("b".to_string()).unwrap(), "f");
+        let mut upload = store.begin_upload(request, "t").unwrap();
+        upload.write_all(&vec![7u8; 100_000]).unwrap();
+        let uploaded = upload.commit().unwrap();
+        let hash = uploaded.record.blake3;
+        let path = LocalFsBackend::open(dir.path()).unwrap().blob_path(&hash);
+        store.delete_file(uploaded.record.id, "t").unwrap();
+        clock.advance(Duration::from_secs(3600));
+
+        let fence = store.inner.blob_deletions.write().unwrap();
+        let gc = {
+            let store = store.clone();
+            std::thread::spawn(move || store.gc(100).unwrap())
+        };
+        // Wait (bounded) for the collection's record: the blob's metadata goes first.
+        let mut recorded = false;
+        for _ in 0..1000 {
+            if store.blob_meta(&hash).unwrap().is_none() {
+                recorded = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(recorded, "GC did not collect the blob's record");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(path.exists(), "the blob file went while the fence was held");
+        drop(fence);
+        let report = gc.join().unwrap();
+        assert_eq!(report.collected_blobs, 1);
+        assert!(!path.exists());
+    }
+}
