@@ -92,7 +92,7 @@ pub fn restore(backup_dir: &Path, config: &StoreConfig) -> Result<Manifest, Libr
         backup_dir,
         SERVICE,
         &config.data_dir,
-        |staging, manifest| check_copy(staging, manifest),
+        check_copy,
     )?)
 }
 

@@ -121,10 +121,7 @@ async fn start_librarian(store: blobstore::Store, config: &StoreConfig) -> Runni
 }
 
 /// Every key and value of every keyspace of `engine`.
-fn everything(
-    engine: &dyn Engine,
-    keyspaces: &[&str],
-) -> BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>> {
+fn everything(engine: &dyn Engine, keyspaces: &[&str]) -> BTreeMap<String, Vec<engine::KeyValue>> {
     keyspaces
         .iter()
         .map(|name| {
