@@ -30,6 +30,10 @@ pub struct BackupReport {
     pub stored_bytes: u64,
     /// Logical bytes, as the copy's statistics say.
     pub logical_bytes: u64,
+    /// Resumable uploads in progress whose received bytes were copied.
+    pub partial_uploads: u64,
+    /// Those bytes.
+    pub partial_bytes: u64,
 }
 
 impl Store {
@@ -87,6 +91,9 @@ impl Store {
                 }
                 copy
             };
+        let (parts, part_bytes) = self.copy_partial_uploads(&copy)?;
+        report.partial_uploads = parts;
+        report.partial_bytes = part_bytes;
         let mut after = None;
         loop {
             let checked = copy.verify(after, 1000)?;
@@ -112,6 +119,46 @@ impl Store {
         report.logical_bytes = summary.logical_bytes;
         copy.flush()?;
         Ok(report)
+    }
+
+    /// Copies, for every unfinished resumable upload of `copy`, the bytes its record
+    /// acknowledges (the first `offset` bytes of its partial file: appends only add past
+    /// the recorded offset, and a failed one truncates back to it) into
+    /// the copy's `uploads/`. An upload that finished or was terminated between the
+    /// checkpoint and this copy has no partial file left: the copy keeps its record without
+    /// bytes, and after a restore its next append fails, so the client starts it over.
+    fn copy_partial_uploads(&self, copy: &Store) -> Result<(u64, u64)> {
+        let (mut count, mut bytes) = (0, 0);
+        let records = copy.inner.engine.scan(
+            copy.inner.ks.uploads,
+            ScanRange::prefix(b"u"),
+            Direction::Forward,
+        )?;
+        for kv in records {
+            let (key, value) = kv?;
+            let upload = crate::ResumableUpload::decode(&key, &value)?;
+            if upload.file.is_some() || upload.offset == 0 {
+                continue;
+            }
+            let from = self.upload_path(&upload.id);
+            let Ok(source) = std::fs::File::open(&from) else {
+                continue;
+            };
+            let to = copy.upload_path(&upload.id);
+            crate::backend::ensure_dir(&copy.inner.uploads_dir)?;
+            let mut target =
+                std::fs::File::create(&to).map_err(|e| Error::io("creating", &to, e))?;
+            let copied = io::copy(&mut io::Read::take(source, upload.offset), &mut target)
+                .map_err(|e| Error::io("copying", &from, e))?;
+            target
+                .sync_all()
+                .map_err(|e| Error::io("syncing", &to, e))?;
+            if copied == upload.offset {
+                count += 1;
+                bytes += copied;
+            }
+        }
+        Ok((count, bytes))
     }
 
     fn copy_blob(&self, target: &LocalFsBackend, hash: &Blake3Hash, size: u64) -> Result<()> {

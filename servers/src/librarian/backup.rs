@@ -2,7 +2,8 @@
 //! (`docs/RELIABILITY.md`, "Backup and restore").
 //!
 //! A backup directory mirrors a data directory: `meta/` (the engine's checkpoint), `blobs/`
-//! (the blob files its records name), `token-secret` (when the data directory has one), and
+//! (the blob files its records name), `uploads/` (the acknowledged bytes of resumable uploads
+//! in progress), `token-secret` (when the data directory has one), and
 //! `manifest.json` ([`engine::backup::Manifest`]) listing them with their hashes, the
 //! change-feed revision and the counts a restore is checked against.
 
@@ -74,6 +75,8 @@ fn write_backup(
         ("blob_bytes".to_string(), report.blob_bytes),
         ("stored_bytes".to_string(), report.stored_bytes),
         ("logical_bytes".to_string(), report.logical_bytes),
+        ("partial_uploads".to_string(), report.partial_uploads),
+        ("partial_bytes".to_string(), report.partial_bytes),
     ]);
     Ok(backup::seal(dir, SERVICE, report.revision, counts)?)
 }

@@ -364,9 +364,24 @@ async fn librarian_backup_refuses_occupied_destinations_and_damaged_backups() {
     let root = tempfile::tempdir().unwrap();
     let config = librarian_store_config(root.path().join("live"));
     let store = open_librarian(&config);
-    let server = start_librarian(store, &config).await;
+    let server = start_librarian(store.clone(), &config).await;
     let big = upload(server.addr, "b", "big", content(50_000, 7)).await;
     upload(server.addr, "b", "small", content(100, 8)).await;
+    // A resumable upload half received: its acknowledged bytes go into the backup.
+    let resumable = content(60_000, 9);
+    let created = store
+        .create_upload(
+            blobstore::UploadRequest::new(BucketName::new("b".to_string()).unwrap(), "resumed"),
+            resumable.len() as u64,
+            String::new(),
+            None,
+            "t",
+        )
+        .unwrap();
+    let upload_id = created.upload.id;
+    store
+        .append_upload(upload_id, 0, &mut &resumable[..25_000], None)
+        .unwrap();
 
     // A destination that holds a file is refused, and the file left alone.
     let occupied = root.path().join("occupied");
@@ -473,6 +488,13 @@ async fn librarian_backup_refuses_occupied_destinations_and_damaged_backups() {
     librarian::backup::restore(&backup, &target).unwrap();
     let restored = open_librarian(&target);
     assert_eq!(read_all(&restored, big.id), big.bytes);
+    // The resumable upload resumes where its acknowledged bytes ended, and finishes whole.
+    assert_eq!(restored.upload_status(upload_id).unwrap().offset, 25_000);
+    let patched = restored
+        .append_upload(upload_id, 25_000, &mut &resumable[25_000..], None)
+        .unwrap();
+    let finished = patched.finished.expect("the last append finishes it");
+    assert_eq!(read_all(&restored, finished.record.id.0), resumable);
 }
 
 fn graph_config(data_dir: PathBuf) -> GraphConfig {
