@@ -66,6 +66,18 @@ impl Running {
             .unwrap()
     }
 
+    /// A backup into `dir` that succeeds: its summary, from the last line of the streamed
+    /// answer.
+    async fn backup_done(&self, dir: &Path) -> Value {
+        let response = self.backup(dir).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+        let body = response.text().await.unwrap();
+        let last: Value = serde_json::from_str(body.lines().last().unwrap()).unwrap();
+        assert_eq!(last["status"], "done", "{body}");
+        last["backup"].clone()
+    }
+
     /// The status and body of a GET.
     async fn get(&self, path: &str) -> (u16, String) {
         let response = client()
@@ -254,9 +266,7 @@ async fn librarian_backup_under_load_restores_exactly_the_acknowledged_writes() 
         .collect();
     tokio::time::sleep(Duration::from_millis(400)).await;
     let backup_dir = root.path().join("backup");
-    let response = server.backup(&backup_dir).await;
-    assert_eq!(response.status(), 200);
-    let answer: Value = response.json().await.unwrap();
+    let answer = server.backup_done(&backup_dir).await;
     let revision = answer["revision"].as_u64().unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
@@ -345,7 +355,7 @@ async fn librarian_backup_under_load_restores_exactly_the_acknowledged_writes() 
 
     // Quiet now: a second backup holds every key of every keyspace, and restores so.
     let quiet_dir = root.path().join("quiet");
-    assert_eq!(server.backup(&quiet_dir).await.status(), 200);
+    server.backup_done(&quiet_dir).await;
     let quiet_config = librarian_store_config(root.path().join("quiet-restored"));
     librarian::backup::restore(&quiet_dir, &quiet_config).unwrap();
     let quiet = open_librarian(&quiet_config);
@@ -411,8 +421,24 @@ async fn librarian_backup_refuses_occupied_destinations_and_damaged_backups() {
     assert_eq!(response.status(), 401);
     assert!(!root.path().join("anonymous").exists());
 
+    // The command line's client: refused the same way, then a backup it reads to the end.
+    let base = format!("http://{}", server.addr);
+    let refused =
+        servers::common::backup::request_backup(&base, &occupied, Some((USER, PASSWORD))).await;
+    assert!(
+        matches!(
+            refused,
+            Err(servers::common::backup::BackupClientError::Refused { status: 409, .. })
+        ),
+        "{refused:?}"
+    );
     let backup = root.path().join("backup");
-    assert_eq!(server.backup(&backup).await.status(), 200);
+    let summary = servers::common::backup::request_backup(&base, &backup, Some((USER, PASSWORD)))
+        .await
+        .unwrap();
+    assert_eq!(summary["service"], "librarian");
+    assert_eq!(summary["counts"]["files"], 2);
+    assert_eq!(summary["counts"]["partial_uploads"], 1);
     server.stop().await;
 
     // A restore into a data directory that holds something is refused.
@@ -624,9 +650,7 @@ async fn directory_backup_under_load_restores_exactly_the_acknowledged_writes() 
         .collect();
     tokio::time::sleep(Duration::from_millis(400)).await;
     let backup_dir = root.path().join("backup");
-    let response = server.backup(&backup_dir).await;
-    assert_eq!(response.status(), 200);
-    let answer: Value = response.json().await.unwrap();
+    let answer = server.backup_done(&backup_dir).await;
     let revision = answer["revision"].as_u64().unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
@@ -676,7 +700,7 @@ async fn directory_backup_under_load_restores_exactly_the_acknowledged_writes() 
 
     // Quiet now: a second backup answers every read like the original, holds every key.
     let quiet_dir = root.path().join("quiet");
-    assert_eq!(server.backup(&quiet_dir).await.status(), 200);
+    server.backup_done(&quiet_dir).await;
     let quiet_config = graph_config(root.path().join("quiet-restored"));
     directory::backup::restore(&quiet_dir, &quiet_config).unwrap();
     let (quiet, quiet_engine) = start_directory(&quiet_config).await;
@@ -713,7 +737,7 @@ async fn directory_restore_refuses_damaged_backups() {
     assert_eq!(response.status(), 409);
     assert_eq!(std::fs::read_dir(&occupied).unwrap().count(), 1);
     let backup = root.path().join("backup");
-    assert_eq!(server.backup(&backup).await.status(), 200);
+    server.backup_done(&backup).await;
     server.stop().await;
 
     // A table file of the checkpoint altered: refused, nothing written. (Altered by

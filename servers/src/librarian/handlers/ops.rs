@@ -27,13 +27,14 @@ pub(crate) async fn stats(State(state): State<Librarian>) -> Result<axum::Json<V
 }
 
 /// `POST /admin/backup` with `{"dir": "/absolute/path"}`: writes a backup of the running
-/// store into that directory on the server's machine (new or empty), verified, and answers
-/// its manifest's summary (`docs/RELIABILITY.md`, "Backup and restore").
+/// store into that directory on the server's machine (new or empty), verified; answers a
+/// stream of JSON lines, the last the manifest's summary ([`crate::common::backup`];
+/// `docs/RELIABILITY.md`, "Backup and restore").
 pub(crate) async fn backup(
     State(state): State<Librarian>,
     crate::common::error::Json(request): crate::common::error::Json<crate::common::BackupRequest>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let dir = request.checked_dir()?;
+) -> Result<Response, ApiError> {
+    use crate::librarian::backup::LibrarianBackupError;
     let Some(config) = state.store_config.clone() else {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -41,26 +42,20 @@ pub(crate) async fn backup(
             "this server was set up without its store settings and cannot back up",
         ));
     };
+    let dir = crate::common::backup::check_backup(request, config.backend).await?;
     let store = state.store.clone();
-    let manifest = tokio::task::spawn_blocking(move || {
-        crate::librarian::backup::backup(&store, &config, &dir)
-            .map(|manifest| (dir, manifest))
-            .map_err(|error| match error {
-                crate::librarian::backup::LibrarianBackupError::Backup(error) => {
-                    crate::common::backup_error(error)
+    Ok(crate::common::backup::streamed_backup(move || {
+        let manifest = crate::librarian::backup::backup(&store, &config, &dir).map_err(
+            |error| match error {
+                LibrarianBackupError::Backup(error) => crate::common::backup_error(error),
+                LibrarianBackupError::Store(blobstore::Error::Engine(error)) => {
+                    crate::common::backup_error(engine::backup::BackupError::Engine(error))
                 }
-                crate::librarian::backup::LibrarianBackupError::Store(
-                    blobstore::Error::Engine(error),
-                ) => crate::common::backup_error(engine::backup::BackupError::Engine(error)),
                 error => ApiError::internal(error),
-            })
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    Ok(axum::Json(crate::common::backup_summary(
-        &manifest.0,
-        &manifest.1,
-    )))
+            },
+        )?;
+        Ok(crate::common::backup_summary(&dir, &manifest))
+    }))
 }
 
 /// `GET /health`: 200 `{"status":"ok"}` when the store's dependencies answer; 503
