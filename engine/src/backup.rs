@@ -231,7 +231,7 @@ pub fn verify(dir: &Path, service: &str) -> Result<Manifest> {
     let present = list_files(dir)?;
     for entry in &manifest.files {
         let file = dir.join(&entry.path);
-        if !present.contains(&entry.path) {
+        if present.binary_search(&entry.path).is_err() {
             return Err(BackupError::Damaged {
                 path: file,
                 reason: "missing".to_string(),
