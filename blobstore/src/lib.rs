@@ -65,7 +65,7 @@ pub use resumable::{
     Checksum, ChecksumAlgorithm, ResumableUpload, UploadId, DEFAULT_UPLOAD_LIFETIME,
 };
 pub use store::{
-    Access, BlobProblem, BucketStats, CheckReport, ContentReader, DownloadSummary, FileUpdate,
+    Access, BackupReport, BlobProblem, BucketStats, CheckReport, ContentReader, DownloadSummary, FileUpdate,
     GcReport, Inconsistency, Page, Patched, Revised, ScrubFinding, ScrubPass, ScrubReport,
     ScrubState, ScrubStep, Store, StoreBuilder, StoreSummary, SweepReport, Upload, UploadRequest,
     Uploaded, VerifyReport, Visibility, CHUNK_SIZE, DEFAULT_CHANGE_RETENTION, DEFAULT_EXPIRY_GRACE,

@@ -67,6 +67,16 @@ pub enum Error {
         /// The lease's epoch now, as read after the refusal (`None`: no lease row).
         current: Option<u64>,
     },
+    /// The backend cannot do this (a checkpoint of sled, of memory, of PostgreSQL).
+    #[error("{backend} cannot {operation}: {hint}")]
+    Unsupported {
+        /// Which backend.
+        backend: Backend,
+        /// What was asked: "checkpoint", ...
+        operation: &'static str,
+        /// What to do instead.
+        hint: &'static str,
+    },
     /// The configuration cannot be used.
     #[error("invalid engine configuration: {reason}")]
     Config {

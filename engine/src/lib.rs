@@ -51,6 +51,7 @@
 //! # }
 //! ```
 
+pub mod backup;
 mod batch;
 mod changelog;
 mod config;
@@ -280,5 +281,30 @@ pub trait Engine: ReadView + Send + Sync + fmt::Debug {
     /// is always the writer (RocksDB and sled lock their directory).
     fn leadership(&self) -> Option<&dyn Leadership> {
         None
+    }
+
+    /// Writes a consistent copy of the whole store, as of one moment, into `dir` (which must
+    /// not exist; its parent must), while writers go on: a RocksDB checkpoint, whose
+    /// immutable table files are hard-linked when `dir` is on the same filesystem. The copy
+    /// holds every batch acknowledged before the call and no part of any batch. The copy
+    /// opens as a store of the same backend at `dir`.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for the backends that cannot (the default: sled, memory; on
+    /// PostgreSQL use `pg_dump` or a base backup, `engine/DESIGN.md`), or the backend's
+    /// error.
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<()> {
+        let _ = dir;
+        Err(Error::Unsupported {
+            backend: self.backend(),
+            operation: "checkpoint",
+            hint: match self.backend() {
+                Backend::Postgres => {
+                    "back up the database with pg_dump or pg_basebackup (engine/DESIGN.md, \
+                     \"Backup\")"
+                }
+                _ => "stop the process and copy its data directory, or use the rocksdb backend",
+            },
+        })
     }
 }

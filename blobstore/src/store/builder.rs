@@ -199,6 +199,7 @@ impl StoreBuilder {
                 ks,
                 backend,
                 blob_locks: Stripes::new(LOCK_STRIPES),
+                blob_deletions: std::sync::RwLock::new(()),
                 pair_locks: Stripes::new(LOCK_STRIPES),
                 bucket_locks: SharedStripes::new(LOCK_STRIPES),
                 idempotency_locks: Stripes::new(LOCK_STRIPES),

@@ -229,7 +229,7 @@ impl Store {
         let appended = self.append(batch, &[event])?;
         self.sync(appended)?;
         if !meta.inline {
-            self.inner.backend.delete(hash)?;
+            self.delete_blob_bytes(hash)?;
         }
         Ok(Some(meta.size))
     }
@@ -250,7 +250,7 @@ impl Store {
                 Some(meta) => meta.inline,
             };
             if orphan {
-                self.inner.backend.delete(&stored.hash)?;
+                self.delete_blob_bytes(&stored.hash)?;
                 orphans += 1;
             }
             Ok(())

@@ -25,6 +25,7 @@ use crate::token::TokenSigner;
 use crate::types::{Blake3Hash, FileId, Timestamp};
 
 mod audit;
+mod backup;
 mod buckets;
 mod builder;
 mod feed;
@@ -39,6 +40,7 @@ mod upload;
 mod usage;
 
 pub use audit::{BlobProblem, CheckReport, Inconsistency, VerifyReport};
+pub use backup::BackupReport;
 pub use buckets::{BucketStats, Page, StoreSummary};
 pub use builder::{StoreBuilder, DEFAULT_CHANGE_RETENTION};
 pub use files::FileUpdate;
@@ -140,6 +142,9 @@ struct Inner {
     /// How long events are kept before the GC prunes them.
     change_retention: Duration,
     blob_locks: Stripes,
+    /// Shared by every removal of blob bytes, exclusive for a backup from its checkpoint
+    /// until it has copied the blob files the checkpoint names (`backup.rs`).
+    blob_deletions: std::sync::RwLock<()>,
     /// Per (bucket, blob): the bucket's first and last link to a blob (unique bytes).
     pair_locks: Stripes,
     /// Per bucket: the quota (shared by uploads into a bucket without a quota; exclusive for

@@ -97,7 +97,7 @@ pub struct Patched {
 }
 
 impl Store {
-    fn upload_path(&self, id: &UploadId) -> PathBuf {
+    pub(super) fn upload_path(&self, id: &UploadId) -> PathBuf {
         self.inner.uploads_dir.join(format!("{id}.part"))
     }
 

@@ -478,7 +478,7 @@ impl Store {
         if let Err(error) = quota_check {
             if persisted_now {
                 // No record points to the new file and the blob lock is held.
-                self.inner.backend.delete(&hash)?;
+                self.delete_blob_bytes(&hash)?;
             }
             return Err(error);
         }

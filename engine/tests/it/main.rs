@@ -16,6 +16,7 @@
 // Test code: a failed unwrap is a failed test, which is what it should be.
 #![allow(clippy::unwrap_used)]
 
+mod backup;
 mod conformance;
 mod crash;
 mod faults;

@@ -70,6 +70,27 @@ enum Command {
     },
     /// Check the indexes against a fresh traversal and print their sizes.
     Check,
+    /// Back up the store into DIR, a new or empty directory, verified against its manifest
+    /// (docs/RELIABILITY.md, "Backup and restore"). With `--server` the running server
+    /// writes it (DIR is a path on its machine); without, the store is opened here, so the
+    /// server must be stopped.
+    Backup {
+        /// Where the backup goes.
+        dir: PathBuf,
+        /// The running server, e.g. `http://127.0.0.1:8081`.
+        #[arg(long)]
+        server: Option<String>,
+        /// The user of `[[server.credentials]]` to call the server as; the password is read
+        /// from $DIRECTORY_PASSWORD.
+        #[arg(long, requires = "server")]
+        user: Option<String>,
+    },
+    /// Restore the backup in DIR into the data directory, which must be missing or empty
+    /// (the server stopped); nothing is written unless the whole backup checks out.
+    Restore {
+        /// The backup directory.
+        dir: PathBuf,
+    },
     /// Hash a password for `[[server.credentials]]`, read from standard input.
     HashPassword,
 }
@@ -243,6 +264,30 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Backup { dir, server, user } => match server {
+            Some(server) => common::backup::backup_through_server(
+                &server,
+                &dir,
+                user.as_deref(),
+                "DIRECTORY_PASSWORD",
+            )
+            .map_err(anyhow::Error::from),
+            None => {
+                let (store, _commits) = config.store.open()?;
+                let manifest =
+                    directory::backup::backup(store.engine().as_ref(), &config.store, &dir)?;
+                println!("{}", common::backup_summary(&dir, &manifest));
+                Ok(())
+            }
+        },
+        Command::Restore { dir } => {
+            let manifest = directory::backup::restore(&dir, &config.store)?;
+            println!(
+                "{}",
+                common::backup_summary(&config.store.data_dir, &manifest)
+            );
+            Ok(())
+        }
         Command::HashPassword => {
             let mut line = String::new();
             std::io::stdin().read_line(&mut line)?;
@@ -270,7 +315,8 @@ fn run_server(config: DirectoryConfig) -> anyhow::Result<()> {
     let (store, commits) = config.store.open()?;
     let state = Directory::new(store, commits, &config.server)
         .map_err(anyhow::Error::msg)?
-        .with_max_import_edges(config.store.max_import_edges);
+        .with_max_import_edges(config.store.max_import_edges)
+        .with_store_config(config.store.clone());
     let engine = state.store().engine().clone();
     // The change feed's retention: prune once an hour, on a thread of its own.
     let pruner = state.clone();

@@ -99,6 +99,27 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         progress_secs: u64,
     },
+    /// Back up the store into DIR, a new or empty directory, verified against its manifest
+    /// (docs/RELIABILITY.md, "Backup and restore"). With `--server` the running server
+    /// writes it (DIR is a path on its machine); without, the store is opened here, so the
+    /// server must be stopped.
+    Backup {
+        /// Where the backup goes.
+        dir: PathBuf,
+        /// The running server, e.g. `http://127.0.0.1:8081`.
+        #[arg(long)]
+        server: Option<String>,
+        /// The user of `[[server.credentials]]` to call the server as; the password is read
+        /// from $LIBRARIAN_PASSWORD.
+        #[arg(long, requires = "server")]
+        user: Option<String>,
+    },
+    /// Restore the backup in DIR into the data directory, which must be missing or empty
+    /// (the server stopped); nothing is written unless the whole backup checks out.
+    Restore {
+        /// The backup directory.
+        dir: PathBuf,
+    },
     /// Hash a password for `[[server.credentials]]`: reads it from standard input, or makes
     /// a random one and prints it.
     HashPassword {
@@ -282,6 +303,29 @@ fn main() -> anyhow::Result<()> {
             parallelism,
             progress_secs,
         } => migrate_blobs(&config, parallelism, progress_secs),
+        Command::Backup { dir, server, user } => match server {
+            Some(server) => common::backup::backup_through_server(
+                &server,
+                &dir,
+                user.as_deref(),
+                "LIBRARIAN_PASSWORD",
+            )
+            .map_err(anyhow::Error::from),
+            None => {
+                let store = config.open_store()?.store;
+                let manifest = librarian::backup::backup(&store, &config.store, &dir)?;
+                println!("{}", common::backup_summary(&dir, &manifest));
+                Ok(())
+            }
+        },
+        Command::Restore { dir } => {
+            let manifest = librarian::backup::restore(&dir, &config.store)?;
+            println!(
+                "{}",
+                common::backup_summary(&config.store.data_dir, &manifest)
+            );
+            Ok(())
+        }
         Command::HashPassword { generate } => {
             let password = if generate {
                 let bytes: [u8; 24] = rand::random();
@@ -369,6 +413,7 @@ fn run_server(config: LibrarianConfig) -> anyhow::Result<()> {
         ..Default::default()
     };
     state = state.with_scrub(scrub);
+    state = state.with_store_config(config.store.clone());
     let blobs = opened
         .object_store
         .as_ref()

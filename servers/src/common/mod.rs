@@ -2,6 +2,7 @@
 //! accept loop.
 
 pub mod access;
+pub mod backup;
 pub mod config;
 pub mod error;
 pub mod feed;
@@ -13,6 +14,7 @@ pub mod serve;
 pub mod subscriptions;
 
 pub use access::{AccessPolicy, Credential};
+pub use backup::{backup_error, backup_summary, BackupRequest};
 pub use config::{Limits, ServerConfig, ServerFlags};
 pub use error::ApiError;
 

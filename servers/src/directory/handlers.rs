@@ -669,3 +669,33 @@ fn with_subscriptions(mut text: String, state: &Directory) -> String {
 pub(crate) async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], super::OPENAPI).into_response()
 }
+
+/// `POST /admin/backup` with `{"dir": "/absolute/path"}`: writes a backup of the running
+/// store into that directory on the server's machine (new or empty), verified; answers a
+/// stream of JSON lines, the last the manifest's summary ([`crate::common::backup`];
+/// `docs/RELIABILITY.md`, "Backup and restore").
+pub(crate) async fn backup(
+    State(state): State<Directory>,
+    crate::common::error::Json(request): crate::common::error::Json<crate::common::BackupRequest>,
+) -> Result<Response, ApiError> {
+    use crate::directory::backup::DirectoryBackupError;
+    let Some(config) = state.store_config.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "backup_unavailable",
+            "this server was set up without its store settings and cannot back up",
+        ));
+    };
+    let dir = crate::common::backup::check_backup(request, config.backend).await?;
+    let engine = std::sync::Arc::clone(state.store.engine());
+    Ok(crate::common::backup::streamed_backup(move || {
+        let manifest =
+            crate::directory::backup::backup(engine.as_ref(), &config, &dir).map_err(|error| {
+                match error {
+                    DirectoryBackupError::Backup(error) => crate::common::backup_error(error),
+                    error => ApiError::internal(error),
+                }
+            })?;
+        Ok(crate::common::backup_summary(&dir, &manifest))
+    }))
+}

@@ -6,6 +6,7 @@
 //! [`Directory`]; `docs/API.md` and `/openapi.json` describe the routes.
 
 mod answers;
+pub mod backup;
 pub mod config;
 mod fast;
 pub mod feed;
@@ -87,6 +88,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/health/writer"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
+    ("POST", "/admin/backup"),
 ];
 
 /// The default of [`Directory::with_max_import_edges`]: ten times Debian's dependency graph.
@@ -113,6 +115,8 @@ pub struct Directory {
     pub(crate) max_import_edges: usize,
     /// Whole-list answers of the largest teams' members, kept while their members last.
     pub(crate) member_bodies: Arc<answers::MemberBodies>,
+    /// The store's settings, for `POST /admin/backup`; `None`: the route answers 501.
+    pub(crate) store_config: Option<Arc<config::GraphConfig>>,
 }
 
 /// Index sizes exported beside the HTTP metrics.
@@ -179,6 +183,7 @@ impl Directory {
                 server.limits.max_concurrency,
             ),
             leader: Leader::always(),
+            store_config: None,
         })
     }
 
@@ -186,6 +191,12 @@ impl Directory {
     /// PostgreSQL store); by default the instance always does.
     pub fn with_leader(mut self, leader: Leader) -> Self {
         self.leader = leader;
+        self
+    }
+
+    /// The settings the store was opened with, which `POST /admin/backup` needs.
+    pub fn with_store_config(mut self, config: config::GraphConfig) -> Self {
+        self.store_config = Some(Arc::new(config));
         self
     }
 
@@ -295,6 +306,7 @@ pub fn router(state: Directory) -> Router {
                 .layer(import_limit),
         )
         .route("/subscriptions", post(feed::create_subscription))
+        .route("/admin/backup", post(handlers::backup))
         .route("/subscriptions/{id}", delete(feed::delete_subscription))
         .route_layer(axum::middleware::from_fn_with_state(
             state.leader.clone(),

@@ -5,6 +5,7 @@
 //! without credentials, restricted files with a token. [`router`] builds the whole service
 //! from a [`Librarian`]; `docs/API.md` and `/openapi.json` describe the routes.
 
+pub mod backup;
 pub mod config;
 mod fast;
 pub mod feed;
@@ -81,6 +82,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/health/writer"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
+    ("POST", "/admin/backup"),
 ];
 
 /// Store and GC figures exported beside the HTTP metrics.
@@ -144,6 +146,9 @@ pub struct Shared {
     pub(crate) leader: Leader,
     pub(crate) scrub_settings: ScrubSettings,
     pub(crate) scrub_metrics: Arc<ScrubMetrics>,
+    /// The store's settings, for `POST /admin/backup` (its data directory and engine);
+    /// `None`: the route answers 501.
+    pub(crate) store_config: Option<Arc<config::StoreConfig>>,
 }
 
 /// The object store as `/health` sees it: one probe at a time (a probe that outlives its
@@ -255,6 +260,7 @@ impl Librarian {
                 leader: Leader::always(),
                 scrub_settings: ScrubSettings::default(),
                 scrub_metrics,
+                store_config: None,
             }),
         })
     }
@@ -270,6 +276,13 @@ impl Librarian {
     /// [`scrub::scrub_loop`]); by default [`ScrubSettings::default`].
     pub fn with_scrub(mut self, settings: ScrubSettings) -> Self {
         Arc::make_mut(&mut self.shared).scrub_settings = settings;
+        self
+    }
+
+    /// The settings the store was opened with, which `POST /admin/backup` needs (the data
+    /// directory's token secret goes into a backup).
+    pub fn with_store_config(mut self, config: config::StoreConfig) -> Self {
+        Arc::make_mut(&mut self.shared).store_config = Some(Arc::new(config));
         self
     }
 
@@ -369,6 +382,7 @@ pub fn router(state: Librarian) -> Router {
         )
         .route("/buckets/{bucket}/history", get(handlers::bucket_history))
         .route("/persons/{person}/history", get(handlers::person_history))
+        .route("/admin/backup", post(handlers::backup).layer(json_limit))
         .route(
             "/subscriptions",
             post(handlers::create_subscription).layer(json_limit),

@@ -27,7 +27,7 @@ pub(crate) use files::{
     bucket_stats, delete_content, delete_file, file_metadata, issue_token, list_bucket, search,
     set_quota, update_file,
 };
-pub(crate) use ops::{health, metrics, openapi, scrub, stats};
+pub(crate) use ops::{backup, health, metrics, openapi, scrub, stats};
 pub(crate) use tus::{tus_create, tus_delete, tus_head, tus_options, tus_patch};
 pub(crate) use upload::upload;
 pub(crate) use usage::{bucket_downloads, file_downloads};

@@ -78,6 +78,38 @@ pub(crate) async fn scrub(State(state): State<Librarian>) -> Result<axum::Json<V
         .await
 }
 
+/// `POST /admin/backup` with `{"dir": "/absolute/path"}`: writes a backup of the running
+/// store into that directory on the server's machine (new or empty), verified; answers a
+/// stream of JSON lines, the last the manifest's summary ([`crate::common::backup`];
+/// `docs/RELIABILITY.md`, "Backup and restore").
+pub(crate) async fn backup(
+    State(state): State<Librarian>,
+    crate::common::error::Json(request): crate::common::error::Json<crate::common::BackupRequest>,
+) -> Result<Response, ApiError> {
+    use crate::librarian::backup::LibrarianBackupError;
+    let Some(config) = state.store_config.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "backup_unavailable",
+            "this server was set up without its store settings and cannot back up",
+        ));
+    };
+    let dir = crate::common::backup::check_backup(request, config.backend).await?;
+    let store = state.store.clone();
+    Ok(crate::common::backup::streamed_backup(move || {
+        let manifest = crate::librarian::backup::backup(&store, &config, &dir).map_err(
+            |error| match error {
+                LibrarianBackupError::Backup(error) => crate::common::backup_error(error),
+                LibrarianBackupError::Store(blobstore::Error::Engine(error)) => {
+                    crate::common::backup_error(engine::backup::BackupError::Engine(error))
+                }
+                error => ApiError::internal(error),
+            },
+        )?;
+        Ok(crate::common::backup_summary(&dir, &manifest))
+    }))
+}
+
 /// `GET /health`: 200 `{"status":"ok"}` when the store's dependencies answer; 503
 /// `{"status":"degraded","failing":[...]}` naming those that do not (`engine`, the metadata
 /// engine; `object_store`, when blob bytes live on one).
