@@ -94,11 +94,14 @@ TOML
     done
     echo "schemathesis: $service on 127.0.0.1:$port, $max_examples examples per operation" >&2
     # Bounded: each operation gets max_examples generated requests, no stateful phase.
+    # POST /admin/backup is left out: it writes a backup into any absolute directory the
+    # client names on the server's machine (tests/it/backup.rs covers its contract).
     # Run from the temporary directory: schemathesis keeps a cache (.schemathesis/) in the
     # current directory, which must not land in the work tree.
     if ! (cd "$work" && SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=$here timeout 300 \
         "$venv/bin/schemathesis" --config-file "$here/schemathesis.toml" run "http://127.0.0.1:$port/openapi.json" \
         --checks all --max-examples "$max_examples" --auth "$user:$password" \
+        --exclude-path /admin/backup \
         --phases examples,coverage,fuzzing --no-color --seed 17 \
         --generation-database none --request-timeout 30); then
         echo "schemathesis: $service FAILED; the end of its log:" >&2
