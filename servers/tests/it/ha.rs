@@ -1048,79 +1048,91 @@ fn a_follower_promoted_after_the_leaders_sigkill_serves_every_acknowledged_write
     let addrs: Vec<String> = running.iter().map(|(_, addr)| addr.clone()).collect();
     let leading = writer_among(&addrs);
     let url = |addr: &str, path: &str| format!("http://{addr}{path}");
-    runtime().block_on(async {
-        // Acknowledged writes at the leader, one after another.
-        let mut acknowledged = Vec::new();
-        for i in 0..30 {
+    let running_now = &mut running;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime().block_on(async {
+            let running = running_now;
+            // Acknowledged writes at the leader, one after another.
+            let mut acknowledged = Vec::new();
+            for i in 0..30 {
+                let response = client()
+                    .put(url(&addrs[leading], &format!("/teams/core/members/p{i}")))
+                    .json(&json!({"role": "member"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+                acknowledged.push((i, revision_of(&response)));
+            }
+            let last = acknowledged.last().unwrap().1;
+            // Followers may be behind: SIGKILL the leader at once.
+            let (mut child, _) = running.remove(leading);
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let rest: Vec<String> = running.iter().map(|(_, addr)| addr.clone()).collect();
+            let next = tokio::task::block_in_place(|| writer_among(&rest));
+            for addr in &rest {
+                for (i, _) in &acknowledged {
+                    let answer: serde_json::Value = client()
+                        .get(url(
+                            addr,
+                            &format!("/teams/core/members/p{i}?min_revision={last}"),
+                        ))
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                    assert_eq!(answer["member"], true, "p{i} lost on {addr}: {answer}");
+                }
+            }
+            // The new leader continues the sequence: its first event is `last + 1`, and the feed
+            // holds every revision once, with no gap.
             let response = client()
-                .put(url(&addrs[leading], &format!("/teams/core/members/p{i}")))
+                .put(url(&rest[next], "/teams/core/members/after"))
                 .json(&json!({"role": "member"}))
                 .send()
                 .await
                 .unwrap();
             assert_eq!(response.status(), 200);
-            acknowledged.push((i, revision_of(&response)));
+            let newest = revision_of(&response);
+            let page: serde_json::Value = client()
+                .get(url(&rest[next], "/changes?after=0&limit=1000"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let revisions: Vec<u64> = page["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["revision"].as_u64().unwrap())
+                .collect();
+            assert_eq!(
+                revisions,
+                (1..=newest).collect::<Vec<u64>>(),
+                "a gap or a reuse"
+            );
+            let first_new = page["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["revision"].as_u64() == Some(last + 1))
+                .unwrap();
+            assert_eq!(first_new["person"], "after", "{first_new}");
+        })
+    }));
+    if let Err(panic) = outcome {
+        // Not left running (they would hold the test's output open).
+        for (mut child, _) in running {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let last = acknowledged.last().unwrap().1;
-        // Followers may be behind: SIGKILL the leader at once.
-        let (mut child, _) = running.remove(leading);
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let rest: Vec<String> = running.iter().map(|(_, addr)| addr.clone()).collect();
-        let next = tokio::task::block_in_place(|| writer_among(&rest));
-        for addr in &rest {
-            for (i, _) in &acknowledged {
-                let answer: serde_json::Value = client()
-                    .get(url(
-                        addr,
-                        &format!("/teams/core/members/p{i}?min_revision={last}"),
-                    ))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                assert_eq!(answer["member"], true, "p{i} lost on {addr}: {answer}");
-            }
-        }
-        // The new leader continues the sequence: its first event is `last + 1`, and the feed
-        // holds every revision once, with no gap.
-        let response = client()
-            .put(url(&rest[next], "/teams/core/members/after"))
-            .json(&json!({"role": "member"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let newest = revision_of(&response);
-        let page: serde_json::Value = client()
-            .get(url(&rest[next], "/changes?after=0&limit=1000"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let revisions: Vec<u64> = page["changes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["revision"].as_u64().unwrap())
-            .collect();
-        assert_eq!(
-            revisions,
-            (1..=newest).collect::<Vec<u64>>(),
-            "a gap or a reuse"
-        );
-        let first_new = page["changes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["revision"].as_u64() == Some(last + 1))
-            .unwrap();
-        assert_eq!(first_new["member"], "after", "{first_new}");
-    });
+        std::panic::resume_unwind(panic);
+    }
     for (child, _) in running {
         std::process::Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
