@@ -1305,3 +1305,60 @@ async fn database_away_on(scratch: &PgScratch, keep: &Keep, switch: &DatabaseSwi
         server.stop().await;
     }
 }
+
+/// GC and the orphan sweep run on the writer only: `librarian gc` (`collect_as_writer`) is
+/// refused while a server holds the lease, and runs (as the writer) once it is free.
+#[test]
+fn the_offline_gc_runs_only_as_the_writer() {
+    if skip(Backend::Postgres) {
+        return;
+    }
+    let scratch = PgScratch::new();
+    let keep = Keep::default();
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = scratch.settings();
+        let path = dir.path().to_path_buf();
+        let store: blobstore::Store = tokio::task::spawn_blocking(move || {
+            let engine = engine::EngineConfig::postgres(settings)
+                .open(blobstore::KEYSPACES)
+                .unwrap();
+            blobstore::StoreBuilder::with_engine(engine, &path)
+                .token_secrets([3; 32], None)
+                .open()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        keep.engine(store.engine());
+        keep.store(&store);
+        let server = Leader::elect(store.engine().clone(), "librarian", Duration::from_secs(3));
+        server.start();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !server.is_leader() {
+            assert!(Instant::now() < deadline, "not elected");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let gc_store = store.clone();
+        let refused =
+            tokio::task::spawn_blocking(move || librarian::collect_as_writer(&gc_store, 100))
+                .await
+                .unwrap();
+        assert!(
+            matches!(refused, Err(librarian::OfflineGcError::NotWriter)),
+            "{refused:?}"
+        );
+        assert!(server.is_leader(), "the GC took the lease from the server");
+        server.stop().await;
+        let gc_store = store.clone();
+        let ran = tokio::task::spawn_blocking(move || librarian::collect_as_writer(&gc_store, 100))
+            .await
+            .unwrap();
+        assert!(ran.is_ok(), "{ran:?}");
+        // It gave the lease back: a server is elected again at once.
+        let again = Leader::elect(store.engine().clone(), "librarian", Duration::from_secs(3));
+        again.round().await;
+        assert!(again.is_leader());
+        again.stop().await;
+    });
+}
