@@ -14,7 +14,7 @@ use super::Store;
 
 /// An event as stored (`event_codec`: the binary layout, or the JSON older builds wrote) of
 /// a [`Change`] whose revision is the log's key.
-fn decode(revision: u64, payload: &[u8]) -> Result<Change> {
+pub(super) fn decode(revision: u64, payload: &[u8]) -> Result<Change> {
     let key = || revision.to_be_bytes().to_vec();
     match event_codec::decode(payload) {
         Decoded::Change(mut change) => {

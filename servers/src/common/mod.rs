@@ -6,6 +6,7 @@ pub mod backup;
 pub mod config;
 pub mod error;
 pub mod feed;
+pub mod follow;
 pub mod leader;
 pub mod metrics;
 pub mod pool;
@@ -36,6 +37,7 @@ pub enum SetupError {
     Graph(#[from] graphdb::Error),
 }
 pub use feed::{Actor, Revision};
+pub use follow::{FollowSettings, Follower, Replica};
 pub use leader::Leader;
 
 use std::sync::Arc;

@@ -26,6 +26,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::common::access::{self, AccessPolicy};
+use crate::common::follow::{self, Follower, Replica, ReplicaError};
 use crate::common::leader::{self, Leader};
 use crate::common::metrics::{HttpMetrics, Tracker};
 use crate::common::pool::BlockingPool;
@@ -149,6 +150,10 @@ pub struct Shared {
     /// The store's settings, for `POST /admin/backup` (its data directory and engine);
     /// `None`: the route answers 501.
     pub(crate) store_config: Option<Arc<config::StoreConfig>>,
+    /// The revision this instance has applied; on a shared database, the thread following
+    /// the other instances' writes.
+    pub(crate) follower: Follower,
+    follow_settings: crate::common::FollowSettings,
 }
 
 /// The object store as `/health` sees it: one probe at a time (a probe that outlives its
@@ -191,6 +196,7 @@ impl Librarian {
     /// A malformed credential hash in the configuration, or subscriptions that cannot start.
     pub fn new(store: Store, server: &ServerConfig) -> Result<Self, SetupError> {
         let policy = Arc::new(AccessPolicy::from_config(server, "librarian")?);
+        let store_for_follower = store.clone();
         let feed = BlobFeed::new(store.clone());
         let consumers = engine::Consumers::open(
             store.change_log().committer().clone(),
@@ -261,14 +267,21 @@ impl Librarian {
                 scrub_settings: ScrubSettings::default(),
                 scrub_metrics,
                 store_config: None,
+                follower: Follower::embedded(Arc::new(LibrarianReplica(store_for_follower))),
+                follow_settings: server.follow_settings(),
             }),
         })
     }
 
     /// Writes (and collects garbage) only while `leader` says this instance leads (several
-    /// instances on one PostgreSQL store); by default the instance always does.
+    /// instances on one PostgreSQL store); by default the instance always does. With an
+    /// election, the instance follows the others' writes ([`crate::common::follow`]) and
+    /// catches up before it writes as the leader.
     pub fn with_leader(mut self, leader: Leader) -> Self {
-        Arc::make_mut(&mut self.shared).leader = leader;
+        let replica = Arc::new(LibrarianReplica(self.store.clone()));
+        let shared = Arc::make_mut(&mut self.shared);
+        shared.follower = Follower::start(replica, &leader, shared.follow_settings);
+        shared.leader = leader;
         self
     }
 
@@ -284,6 +297,11 @@ impl Librarian {
     pub fn with_store_config(mut self, config: config::StoreConfig) -> Self {
         Arc::make_mut(&mut self.shared).store_config = Some(Arc::new(config));
         self
+    }
+
+    /// The revision this instance has applied, and whether it is stale.
+    pub fn follower(&self) -> &Follower {
+        &self.follower
     }
 
     /// Names `backend` as a dependency of the store: `/health` probes it (within
@@ -406,10 +424,13 @@ pub fn router(state: Librarian) -> Router {
         .route("/metrics", get(handlers::metrics))
         .route("/openapi.json", get(handlers::openapi))
         .merge(leader::routes(state.leader.clone()));
-    let router = finish(
-        writers.merge(readers).with_state(state.clone()),
-        tracker.clone(),
-    );
+    let routes = writers
+        .merge(readers)
+        .layer(axum::middleware::from_fn_with_state(
+            state.follower.clone(),
+            follow::min_revision,
+        ));
+    let router = finish(routes.with_state(state.clone()), tracker.clone());
     // Every request meets the fast path first: a router without routes hands all to it.
     Router::new().fallback_service(fast::FastPath {
         state,
@@ -433,6 +454,75 @@ pub async fn flush_downloads_loop(state: Librarian) {
             tracing::warn!(?error, "could not write download counts");
         }
     }
+}
+
+/// Why [`collect_as_writer`] did not collect.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OfflineGcError {
+    /// Another instance holds the store's lease: it collects, not this process.
+    #[error(
+        "another instance is the writer of this store (lease \"librarian\"): GC and the orphan \
+         sweep run on the writer only (`[store] gc_interval_secs` of `librarian serve`); stop \
+         the servers to run `librarian gc`"
+    )]
+    NotWriter,
+    /// The lease could not be taken or given back.
+    #[error("the store's lease: {0}")]
+    Lease(#[source] engine::Error),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] blobstore::Error),
+}
+
+/// `librarian gc`: GC passes until no work is left, then the orphan sweep. On a database
+/// shared by several instances it runs only as the writer: it takes the store's lease
+/// (refused while a server holds it), fences its engine with it, and gives it back after,
+/// so an orphan sweep never runs beside a writer's uploads. Blocking.
+///
+/// # Errors
+/// [`OfflineGcError::NotWriter`] while another instance leads, or the store's error.
+pub fn collect_as_writer(
+    store: &Store,
+    batch: usize,
+) -> Result<(blobstore::GcReport, blobstore::SweepReport), OfflineGcError> {
+    let engine = store.engine().clone();
+    let lease = match engine.leadership() {
+        None => None,
+        Some(leadership) => {
+            let holder = format!("librarian gc (pid {})", std::process::id());
+            let ttl = std::time::Duration::from_secs(60);
+            let epoch = leadership
+                .acquire("librarian", &holder, ttl)
+                .map_err(OfflineGcError::Lease)?
+                .ok_or(OfflineGcError::NotWriter)?;
+            leadership.fence("librarian", epoch);
+            Some((holder, epoch))
+        }
+    };
+    let collected = (|| {
+        let mut total = blobstore::GcReport::default();
+        loop {
+            let report = store.gc(batch.max(1))?;
+            total.expired_files += report.expired_files;
+            total.collected_blobs += report.collected_blobs;
+            total.freed_bytes += report.freed_bytes;
+            total.pruned_changes += report.pruned_changes;
+            total.expired_uploads += report.expired_uploads;
+            if !report.more {
+                break;
+            }
+        }
+        let sweep = store.sweep_orphans()?;
+        store.flush()?;
+        Ok::<_, blobstore::Error>((total, sweep))
+    })();
+    if let (Some((holder, epoch)), Some(leadership)) = (lease, engine.leadership()) {
+        leadership
+            .release("librarian", &holder, epoch)
+            .map_err(OfflineGcError::Lease)?;
+    }
+    Ok(collected?)
 }
 
 /// Runs GC passes every `interval` until the process ends, on the writer only (see
@@ -478,5 +568,28 @@ pub async fn gc_loop(state: Librarian, interval: Duration) {
             Ok(Err(error)) => tracing::error!(%error, "GC pass failed"),
             Err(error) => tracing::error!(%error, "GC pass panicked"),
         }
+    }
+}
+
+/// The librarian's store as a follower sees it.
+struct LibrarianReplica(Store);
+
+impl Replica for LibrarianReplica {
+    fn change_log(&self) -> &Arc<engine::ChangeLog> {
+        self.0.change_log()
+    }
+
+    fn follow(&self, events: &[(u64, Vec<u8>)]) -> Result<(), ReplicaError> {
+        self.0.follow(events)?;
+        Ok(())
+    }
+
+    fn forget(&self) -> Result<(), ReplicaError> {
+        self.0.forget_cached();
+        Ok(())
+    }
+
+    fn take_over(&self) -> Result<(), ReplicaError> {
+        Ok(self.0.take_over()?)
     }
 }
