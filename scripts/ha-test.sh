@@ -10,7 +10,7 @@
 #   scripts/ha-test.sh long     20 kills, the rolling restart, PostgreSQL restarted, the
 #                               standby promoted (make ha)
 #
-# HA_KILLS overrides the number of kills; HA_LEADER_ONLY=1 reads the final check from the
+# HA_KILLS overrides the number of kills; HA_PHASES chooses among kills,rolling,postgres,standby; HA_LEADER_ONLY=1 reads the final check from the
 # leaders only; HA_KEEP=1 keeps the working directory (logs, requests.jsonl, report.json).
 # PROFILE (default dev) chooses the servers' build profile.
 set -euo pipefail
@@ -58,6 +58,7 @@ trap 'exit 130' INT TERM
 chmod 711 "$work"
 args=("$mode" --bin "$bin" --work "$work")
 [ -n "${HA_KILLS:-}" ] && args+=(--kills "$HA_KILLS")
+[ -n "${HA_PHASES:-}" ] && args+=(--phases "$HA_PHASES")
 [ "${HA_LEADER_ONLY:-0}" = 1 ] && args+=(--leader-only)
 status=0
 python3 "$here/ha_test.py" "${args[@]}" || status=$?

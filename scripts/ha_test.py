@@ -195,8 +195,11 @@ class Postgres:
         return f"host=127.0.0.1 port={self.primary_port} user=lpstore dbname=postgres"
 
     def restart_primary(self):
-        self.run(f"{self.bin}/pg_ctl", "-D", os.path.join(self.primary_dir, "data"), "-w", "-t", "60",
-                 "-m", "fast", "restart")
+        # -l again: the restarted postmaster would otherwise log to (and hold open) our pipe.
+        data = os.path.join(self.primary_dir, "data")
+        subprocess.run(self.as_owner + [f"{self.bin}/pg_ctl", "-D", data, "-w", "-t", "60", "-m", "fast",
+                                        "-l", os.path.join(data, "server.log"), "restart"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def kill_primary_and_promote(self):
         """SIGKILL the primary's postmaster and every backend of it, then promote the standby."""
@@ -298,6 +301,8 @@ class Load:
                 status, answer_headers, data, error = None, {}, b"", repr(e)
             done = now()
             served_by = answer_headers.get("x-served-by")
+            if status not in (200, 201) and error is None:
+                error = data[:300].decode("utf-8", "replace")
             self.record({"t": round(sent, 4), "ms": round((done - sent) * 1000, 1), "phase": self.phase,
                          "service": service, "method": method, "path": path, "key": key,
                          "attempt": attempts, "status": status, "served_by": served_by, "error": error})
@@ -663,11 +668,14 @@ def main():
     parser.add_argument("--bin", required=True, help="the directory holding `directory` and `librarian`")
     parser.add_argument("--work", required=True)
     parser.add_argument("--kills", type=int)
+    parser.add_argument("--phases", help="a comma-separated subset of kills,rolling,postgres,standby")
     parser.add_argument("--leader-only", action="store_true",
                         help="read the final check from the leaders only (followers not caught up)")
     args = parser.parse_args()
-    kill_count = args.kills or (3 if args.mode == "short" else 20)
-    report = {"mode": args.mode, "kills": kill_count, "load_average_start": os.getloadavg()}
+    kill_count = args.kills if args.kills is not None else (3 if args.mode == "short" else 20)
+    phases = (args.phases or ("kills,rolling" if args.mode == "short" else "kills,rolling,postgres,standby")).split(",")
+    report = {"mode": args.mode, "phases": phases, "kills": kill_count, "load_average_start": os.getloadavg()}
+    args.standby = "standby" in phases
     cluster = Cluster(args)
     load = None
     try:
@@ -681,10 +689,13 @@ def main():
         started = now()
         load.start()
         time.sleep(2)
-        kills(cluster, load, kill_count, report)
-        rolling_restart(cluster, load, report)
-        if args.mode == "long":
+        if "kills" in phases:
+            kills(cluster, load, kill_count, report)
+        if "rolling" in phases:
+            rolling_restart(cluster, load, report)
+        if "postgres" in phases:
             outage(cluster, load, report, "postgres_restart", lambda: (now(), cluster.pg.restart_primary())[0])
+        if "standby" in phases:
             outage(cluster, load, report, "standby_promotion", cluster.pg.kill_primary_and_promote)
         time.sleep(1)
         load.stop()
