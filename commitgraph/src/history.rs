@@ -177,6 +177,26 @@ impl CommitGraphs {
             .collect()
     }
 
+    /// A follower's step: `events` are the change log's stored events (`(revision,
+    /// payload)`, this store's and the log's other writers') that another instance wrote
+    /// after what this one has applied. Every repository they touch is unloaded, so its next
+    /// query loads it from the engine as on first use (commits, branches, labels; its reach
+    /// cache starts empty): memory is never re-derived from events, it is what the engine
+    /// holds, and a repository loaded while the events were being read only moves forward.
+    /// Returns how many loaded repositories were dropped.
+    pub fn follow(&self, events: &[(u64, Vec<u8>)]) -> usize {
+        let touched: BTreeSet<RepoId> = events
+            .iter()
+            .filter_map(|(_, payload)| RepoEvent::decode(payload).ok().flatten())
+            .map(|event| event.repo_id())
+            .collect();
+        let mut repos = self.repos.lock().unwrap_or_else(|e| e.into_inner());
+        touched
+            .iter()
+            .filter(|repo| repos.remove(repo).is_some())
+            .count()
+    }
+
     /// Applies one event of a change feed as the write it records, recorded as made by the
     /// event's actor: how a replica (or a rebuild from the log) follows the feed. Replaying a
     /// feed from revision 0 onto empty graphs, in revision order, reproduces the commits,

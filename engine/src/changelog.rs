@@ -337,9 +337,58 @@ impl ChangeLog {
         self.sync(appended)
     }
 
-    /// The newest durable revision (0 before the first event).
+    /// The newest durable revision (0 before the first event). On a follower: the newest
+    /// revision it has applied ([`ChangeLog::follow_to`]).
     pub fn head(&self) -> u64 {
         lock(&self.head).durable
+    }
+
+    /// The newest revision in the database now, read from it (a reverse scan of one key),
+    /// not from this process's own appends: what a follower polls, since another instance
+    /// writes the log. On a network engine a committed event is visible to every instance;
+    /// a buffered one may still be lost by a crash of the database server (its WAL not yet
+    /// flushed), as for the writer itself.
+    ///
+    /// # Errors
+    /// The engine's scan error, or [`crate::Error::Config`] for a malformed key.
+    pub fn newest_stored(&self) -> crate::Result<u64> {
+        let newest = self
+            .committer
+            .engine()
+            .scan(self.keyspace, ScanRange::all(), Direction::Reverse)?
+            .next()
+            .transpose()?;
+        match newest {
+            None => Ok(0),
+            Some((key, _)) => decode_revision(&key).ok_or_else(|| crate::Error::Config {
+                reason: format!("change-log key {key:02x?} is not an 8-byte revision"),
+            }),
+        }
+    }
+
+    /// For a follower that has applied every event up to `revision` (written by another
+    /// instance): moves the head there, wakes [`ChangeLog::wait`]ers and listeners, and moves
+    /// the sequencer too, so that if this instance becomes the writer its first append takes
+    /// `revision + 1`: revisions another writer used are never handed out again. A revision
+    /// at or below the head changes nothing. Call it only while this instance does not
+    /// write (a follower, or a new leader before its first write).
+    pub fn follow_to(&self, revision: u64) {
+        {
+            let mut sequencer = lock(&self.sequencer);
+            sequencer.last = sequencer.last.max(revision);
+        }
+        let advanced = {
+            let mut head = lock(&self.head);
+            let advanced = revision > head.durable;
+            head.durable = head.durable.max(revision);
+            advanced
+        };
+        if advanced {
+            self.advanced.notify_all();
+            for listener in lock(&self.listeners).iter() {
+                listener(revision);
+            }
+        }
     }
 
     /// The oldest revision still kept, or `None` when the log is empty.
@@ -383,10 +432,26 @@ impl ChangeLog {
     /// when events after it were pruned, or the engine's error.
     pub fn read(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, FeedError> {
         let head = self.check_after(after)?;
-        if after == head || limit == 0 {
+        self.read_stored(after, head, limit)
+    }
+
+    /// Up to `limit` stored events with a revision above `after` and at most `through`,
+    /// oldest first, whatever the head: for a follower, which reads what another instance
+    /// wrote before it moves its own head there ([`ChangeLog::follow_to`]). Checks nothing
+    /// about pruning (compare with [`ChangeLog::oldest`]).
+    ///
+    /// # Errors
+    /// The engine's error, or [`FeedError::Corrupt`] for an undecodable event.
+    pub fn read_stored(
+        &self,
+        after: u64,
+        through: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, FeedError> {
+        if after >= through || limit == 0 {
             return Ok(Vec::new());
         }
-        let range = ScanRange::between(&revision_key(after + 1), &revision_key(head + 1));
+        let range = ScanRange::between(&revision_key(after + 1), &revision_key(through + 1));
         let mut events = Vec::new();
         for item in self
             .committer
@@ -682,6 +747,46 @@ mod tests {
             assert_eq!(waiter.join().unwrap(), 1);
         });
         assert_eq!(heard.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_follower_reads_another_writers_events_and_continues_after_them() {
+        let (engine, writer, data, _) = open_memory();
+        let changes = writer.keyspace();
+        let follower =
+            ChangeLog::open(Arc::new(GroupCommit::new(engine.clone())), changes).unwrap();
+        for key in [b"a", b"b", b"c"] {
+            let mut batch = WriteBatch::new();
+            batch.put(data, key, b"v");
+            writer
+                .commit(batch, vec![LogEntry::new(key.to_vec())])
+                .unwrap();
+        }
+        // The follower's head is what it applied; the database holds more.
+        assert_eq!(follower.head(), 0);
+        assert_eq!(follower.newest_stored().unwrap(), 3);
+        assert!(follower.read(0, 10).unwrap().is_empty());
+        let events = follower.read_stored(0, 2, 10).unwrap();
+        assert_eq!(events, vec![(1, b"a".to_vec()), (2, b"b".to_vec())]);
+        let heard = Arc::new(AtomicU64::new(0));
+        let ear = Arc::clone(&heard);
+        follower.subscribe(Box::new(move |head| ear.store(head, Ordering::SeqCst)));
+        follower.follow_to(2);
+        assert_eq!((follower.head(), heard.load(Ordering::SeqCst)), (2, 2));
+        assert_eq!(follower.wait(1, Duration::ZERO), 2);
+        follower.follow_to(1);
+        assert_eq!(follower.head(), 2, "the head never goes back");
+        follower.follow_to(3);
+        // Promoted: its first revision follows the other writer's last, none reused.
+        let mut batch = WriteBatch::new();
+        batch.put(data, b"d", b"v");
+        assert_eq!(
+            follower
+                .commit(batch, vec![LogEntry::new(b"d".to_vec())])
+                .unwrap(),
+            4
+        );
+        assert_eq!(follower.read(0, 10).unwrap().len(), 4);
     }
 
     #[test]

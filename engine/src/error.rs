@@ -75,6 +75,29 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether the store's database could not be reached: a network engine gave up after
+    /// its retries (`retry_ms`) of lost connections, nothing applied. A server answers it with
+    /// 503 and `Retry-After`, not 500: the store is fine, the database is away.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Backend { source, .. } => source.is::<Unreachable>(),
+            _ => false,
+        }
+    }
+}
+
+/// The cause of an [`Error::Backend`] when the database could not be reached within the
+/// engine's retries ([`Error::is_unavailable`]).
+#[derive(Debug, thiserror::Error)]
+#[error("gave up after {waited:?} of lost connections: {last}")]
+pub struct Unreachable {
+    /// How long the engine tried.
+    pub waited: std::time::Duration,
+    /// The last connection error.
+    pub last: String,
+}
+
 fn current_epoch(current: &Option<u64>) -> String {
     match current {
         Some(epoch) => format!("epoch {epoch}"),

@@ -77,7 +77,7 @@ pub use batch::{BatchOp, WriteBatch};
 pub use changelog::{Appended, ChangeLog, FeedError, LogEntry};
 pub use config::{Backend, EngineConfig, PostgresConfig};
 pub use consumers::{Consumer, Consumers};
-pub use error::{Error, Result};
+pub use error::{Error, Result, Unreachable};
 pub use faulty::{Fault, FaultyEngine};
 pub use group_commit::{GroupCommit, Written};
 pub use leadership::{Epoch, Leadership};

@@ -58,8 +58,6 @@ enum PgFailure {
          resolved within {0:?}: the batch may or may not have landed ({1})"
     )]
     Unresolved(Duration, String),
-    #[error("gave up after {0:?} of lost connections: {1}")]
-    Unreachable(Duration, String),
     #[error(
         "{0} buffered batch(es) acknowledged earlier are missing after a reconnection: the \
          server restarted or failed over before they were made durable"
@@ -195,7 +193,10 @@ impl Backoff {
         if self.started.elapsed() >= self.limit {
             return Err(engine.error(
                 operation,
-                PgFailure::Unreachable(self.limit, error.to_string()),
+                crate::error::Unreachable {
+                    waited: self.limit,
+                    last: error.to_string(),
+                },
             ));
         }
         std::thread::sleep(self.pause);

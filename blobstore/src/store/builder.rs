@@ -171,21 +171,7 @@ impl StoreBuilder {
             None => Arc::new(LocalFsBackend::open(&self.data_dir)?),
         };
         let ks = Keyspaces::resolve(engine.as_ref())?;
-        let high_water = match engine.get(ks.meta, keys::META_ID_HIGH_WATER)? {
-            Some(value) => decode_u64(&value).ok_or_else(|| Error::CorruptRecord {
-                what: "file id high-water mark",
-                key: keys::META_ID_HIGH_WATER.to_vec(),
-            })?,
-            None => 0,
-        };
-        let max_id = match engine
-            .scan(ks.files, ScanRange::all(), Direction::Reverse)?
-            .next()
-        {
-            Some(kv) => decode_u64(&kv?.0).unwrap_or(0),
-            None => 0,
-        };
-        let next = high_water.max(max_id + 1).max(1);
+        let next = next_file_id(engine.as_ref(), &ks)?;
         let now = self.clock.now();
         let committer = Arc::new(GroupCommit::new(engine.clone()));
         let log = ChangeLog::open(committer.clone(), engine.keyspace(keys::CHANGES)?)?;
@@ -220,4 +206,24 @@ impl StoreBuilder {
             }),
         })
     }
+}
+
+/// The first file id this process may hand out: above the high-water mark of the blocks
+/// reserved so far (by any instance) and above every stored file.
+pub(super) fn next_file_id(engine: &dyn engine::Engine, ks: &Keyspaces) -> Result<u64> {
+    let high_water = match engine.get(ks.meta, keys::META_ID_HIGH_WATER)? {
+        Some(value) => decode_u64(&value).ok_or_else(|| Error::CorruptRecord {
+            what: "file id high-water mark",
+            key: keys::META_ID_HIGH_WATER.to_vec(),
+        })?,
+        None => 0,
+    };
+    let max_id = match engine
+        .scan(ks.files, ScanRange::all(), Direction::Reverse)?
+        .next()
+    {
+        Some(kv) => decode_u64(&kv?.0).unwrap_or(0),
+        None => 0,
+    };
+    Ok(high_water.max(max_id + 1).max(1))
 }

@@ -12,7 +12,7 @@ use crate::types::{BucketName, FileId};
 use super::Store;
 
 /// An event as stored: the JSON of a [`Change`] whose revision is the log's key.
-fn decode(revision: u64, payload: &[u8]) -> Result<Change> {
+pub(super) fn decode(revision: u64, payload: &[u8]) -> Result<Change> {
     let mut change: Change = serde_json::from_slice(payload).map_err(|_| Error::CorruptRecord {
         what: "change",
         key: revision.to_be_bytes().to_vec(),

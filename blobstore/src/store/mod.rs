@@ -29,6 +29,7 @@ mod buckets;
 mod builder;
 mod feed;
 mod files;
+mod follow;
 mod gc;
 mod idempotency;
 mod read;

@@ -43,6 +43,9 @@ pub struct Namespace {
     pub(super) state: RwLock<State>,
     pub(super) writer: Mutex<()>,
     pub(super) poisoned: Mutex<Option<String>>,
+    /// Whether the poisoning came from a transient refusal (fenced, database away) whose
+    /// reload failed: the next write tries the reload again ([`Namespace::fail`]).
+    pub(super) transient: Mutex<bool>,
 }
 
 impl Namespace {
@@ -126,6 +129,7 @@ impl Namespace {
             // Writers queue here only for the in-memory change and a buffered engine write;
             // readers only wait for the in-memory part.
             let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            self.recover_if_transient();
             if let Some(cause) = &*self.poisoned.lock().unwrap_or_else(|e| e.into_inner()) {
                 return Err(Error::Poisoned {
                     namespace: self.name.clone(),
@@ -170,18 +174,54 @@ impl Namespace {
     /// of the engine, so go back to what the engine holds and refuse further writes. Every
     /// writer whose change was in memory when the failure struck fails too and comes here
     /// after its own change, so the last reload follows every change that was not acknowledged.
+    ///
+    /// A refusal that says nothing about the engine's health (fenced: another instance leads;
+    /// the database out of reach: nothing applied) does not poison the namespace once memory
+    /// is back to what the engine holds; while that reload cannot be done (the database is
+    /// still away) the namespace refuses writes, and the next write tries the reload again.
     pub(super) fn fail(&self, error: engine::Error) -> Error {
+        let transient = matches!(error, engine::Error::Fenced { .. }) || error.is_unavailable();
         *self.poisoned.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
-        let mut state = self.write_state();
-        if let Ok(fresh) = self
-            .engine
-            .snapshot()
-            .map_err(Error::from)
-            .and_then(|view| storage::load(&*view, &self.ks, self.id))
-        {
-            *state = fresh;
+        *self.transient.lock().unwrap_or_else(|e| e.into_inner()) = transient;
+        if self.reload().is_ok() && transient {
+            self.clear_poison();
         }
         error.into()
+    }
+
+    /// Replaces the in-memory state with what the engine holds now (nodes, edges and the
+    /// persisted closures: no index rebuild). For a follower, after another instance wrote
+    /// the namespace; and after a failed write. The state only moves forward: the engine
+    /// holds at least what memory showed before.
+    ///
+    /// # Errors
+    /// Engine and corruption errors; the state is unchanged then.
+    pub fn reload(&self) -> Result<()> {
+        let fresh = {
+            let view = self.engine.snapshot()?;
+            storage::load(&*view, &self.ks, self.id)?
+        };
+        *self.write_state() = fresh;
+        Ok(())
+    }
+
+    /// A new writer's first step (see [`crate::GraphStore::take_over`]): a namespace refused
+    /// by a transient failure reloads and writes again.
+    pub(super) fn recover_if_transient(&self) {
+        let transient = *self.transient.lock().unwrap_or_else(|e| e.into_inner());
+        let poisoned = self
+            .poisoned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if transient && poisoned && self.reload().is_ok() {
+            self.clear_poison();
+        }
+    }
+
+    fn clear_poison(&self) {
+        *self.poisoned.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.transient.lock().unwrap_or_else(|e| e.into_inner()) = false;
     }
 
     pub(super) fn unknown(&self, name: &str) -> Error {

@@ -216,6 +216,7 @@ impl GraphStore {
             state: RwLock::new(state),
             writer: Mutex::new(()),
             poisoned: Mutex::new(None),
+            transient: Mutex::new(false),
         });
         check_kind(&ns, kind)?;
         open.insert(name.to_owned(), Arc::clone(&ns));
@@ -449,6 +450,58 @@ impl GraphStore {
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// A follower's step: `events` are the change log's stored events (the graph's and the
+    /// log's other writers', as `(revision, payload)`) that another instance wrote after what
+    /// this one has applied; every namespace they touch that this process holds is reloaded
+    /// from the engine ([`Namespace::reload`]: its nodes, edges and persisted closures, the
+    /// same load as on first use, so memory is exactly what the engine holds, never a
+    /// re-derivation). Namespaces not loaded yet load fresh on first use. Returns how many
+    /// were reloaded.
+    ///
+    /// # Errors
+    /// Engine and corruption errors of a reload.
+    pub fn follow(&self, events: &[(u64, Vec<u8>)]) -> Result<usize> {
+        let touched: std::collections::BTreeSet<String> = events
+            .iter()
+            .filter_map(|(_, payload)| serde_json::from_slice::<Change>(payload).ok())
+            .map(|change| change.namespace)
+            .collect();
+        let open: Vec<Arc<Namespace>> = {
+            let namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
+            touched
+                .iter()
+                .filter_map(|name| namespaces.get(name).cloned())
+                .collect()
+        };
+        for ns in &open {
+            ns.reload()?;
+        }
+        Ok(open.len())
+    }
+
+    /// A new writer's step, after it caught up with the log ([`GraphStore::follow`]): a
+    /// namespace that refused a write while another instance led (fenced) or the database
+    /// was away reloads and accepts writes again. Returns how many namespaces still refuse
+    /// writes (poisoned by a failed fsync, or their reload failed).
+    pub fn take_over(&self) -> usize {
+        let open: Vec<Arc<Namespace>> = self
+            .namespaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        open.iter()
+            .filter(|ns| {
+                ns.recover_if_transient();
+                ns.poisoned
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_some()
+            })
+            .count()
     }
 
     /// The namespace `name` if it exists (loaded on first use), without creating it.
