@@ -231,7 +231,9 @@ global
   maxconn 1000
 defaults
   mode http
-  timeout connect 1s
+  # Also the pause before a connection is retried while a backend has one server up (the
+  # writer): on loopback a connect answers at once, refused or not.
+  timeout connect 300ms
   timeout client 30s
   timeout server 30s
   option http-buffer-request
@@ -239,7 +241,7 @@ defaults
   # written. empty-response/response-timeout may replay a write that was applied: the load's
   # writes are idempotent (PUT) or carry Idempotency-Key.
   retry-on 503 conn-failure empty-response response-timeout
-  retries 6
+  retries 10
   option redispatch 1
   default-server check inter 200ms fall 1 rise 1
 {sections}"""
@@ -253,6 +255,10 @@ frontend {service}
 backend {service}_write
   option httpchk GET /health/writer
   http-check expect status 200
+  # A writer that stopped accepting stays up for a second (five checks): its requests are
+  # retried every 300 ms (timeout connect) and redispatched, and by then the next writer is
+  # up, so that a handover answers no request with "no server available".
+  default-server check inter 200ms fall 5 rise 1
   http-response set-header X-Served-By %[srv_name]
 {servers}backend {service}_read
   option httpchk GET /health
