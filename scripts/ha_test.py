@@ -369,9 +369,8 @@ class Load:
                 error = None
             except OSError as e:
                 status, headers, data, error = None, {}, b"", repr(e)
-            # A follower that has not yet seen a team answers 404 (an answer, not a failure);
-            # a download must be the uploaded bytes.
-            ok = status in (200, 404) if f is None else (
+            # Every team exists before the load starts; a download must be the uploaded bytes.
+            ok = status == 200 if f is None else (
                 status == 200 and hashlib.sha256(data).hexdigest() == f["sha256"])
             self.record({"t": round(start, 4), "ms": round((now() - start) * 1000, 1), "phase": phase,
                          "service": service, "method": "GET", "path": path, "status": status,
@@ -692,6 +691,13 @@ def main():
             ok, *_ = load.write("directory", "PUT", f"/teams/ha-t{g:02d}", b"", {}, f"ha-t{g:02d}")
             if not ok:
                 fail(f"creating team ha-t{g:02d}")
+        # Every instance has applied the teams before the readers start.
+        for instance in cluster.instances["directory"]:
+            deadline = now() + 20
+            while status_of(instance.port, f"/teams/ha-t{TEAMS - 1:02d}/members") != 200:
+                if now() > deadline:
+                    fail(f"{instance.name} does not know team ha-t{TEAMS - 1:02d} 20 s after it was created")
+                time.sleep(0.05)
         started = now()
         load.start()
         time.sleep(2)
@@ -706,7 +712,13 @@ def main():
         time.sleep(1)
         load.stop()
         report["load_seconds"] = round(now() - started, 1)
-        report["requests"] = len(load.requests)
+        phases_seen = {}
+        for _, _, phase, kind, ok, attempts in load.requests:
+            entry = phases_seen.setdefault(phase.rstrip("0123456789"), {"requests": 0, "failed": 0, "repeated": 0})
+            entry["requests"] += 1
+            entry["failed"] += not ok
+            entry["repeated"] += attempts > 1
+        report["requests_by_phase"] = phases_seen
         report["load_average_end"] = os.getloadavg()
         check(cluster, load, report, args.leader_only)
     finally:
