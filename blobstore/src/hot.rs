@@ -163,6 +163,15 @@ impl HotCache {
         self.files.remove(&id);
     }
 
+    /// Forgets every file, and makes every fill that started before this call a no-op.
+    pub(crate) fn clear(&self) {
+        for stripe in self.generations.iter() {
+            let mut current = stripe.lock().unwrap_or_else(|e| e.into_inner());
+            *current = current.wrapping_add(1);
+        }
+        self.files.clear();
+    }
+
     /// The number of cached files.
     pub(crate) fn len(&self) -> usize {
         self.files.len()

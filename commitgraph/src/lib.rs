@@ -351,7 +351,13 @@ impl CommitGraphs {
         Ok(repo)
     }
 
-    /// Forgets a repository's in-memory index (it is loaded again on next use).
+    /// Forgets every repository's in-memory index (each is loaded again on next use): for a
+    /// follower that missed events of the change log.
+    pub fn unload_all(&self) {
+        self.repos.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Drops repository `repo` from memory; it is loaded again on next use.
     pub fn unload(&self, repo: RepoId) {
         self.repos
             .lock()

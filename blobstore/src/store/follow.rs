@@ -28,6 +28,14 @@ impl Store {
         Ok(files)
     }
 
+    /// Drops the whole hot-file cache: for a follower that missed events (pruned before it
+    /// read them), which cannot tell which files changed.
+    pub fn forget_cached(&self) {
+        if let Some(hot) = &self.inner.hot {
+            hot.clear();
+        }
+    }
+
     /// A new writer's first step, after it caught up with the log: file ids continue above
     /// every id another instance reserved or used (its blocks of ids are recorded as a
     /// high-water mark in the same database), so no id is handed out twice.

@@ -481,6 +481,25 @@ impl GraphStore {
         Ok(open.len())
     }
 
+    /// Reloads every namespace this process holds from the engine: for a follower that
+    /// missed events (pruned before it read them). Returns how many were reloaded.
+    ///
+    /// # Errors
+    /// Engine and corruption errors of a reload.
+    pub fn reload_all(&self) -> Result<usize> {
+        let open: Vec<Arc<Namespace>> = self
+            .namespaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for ns in &open {
+            ns.reload()?;
+        }
+        Ok(open.len())
+    }
+
     /// A new writer's step, after it caught up with the log ([`GraphStore::follow`]): a
     /// namespace that refused a write while another instance led (fenced) or the database
     /// was away reloads and accepts writes again. Returns how many namespaces still refuse

@@ -141,6 +141,12 @@ pub struct ServerConfig {
     /// another instance takes over at most this long after the leader stopped renewing
     /// (at once after a graceful shutdown). Ignored by the embedded backends. Default: 3000.
     pub lease_ttl_ms: u64,
+    /// How often an instance on a shared PostgreSQL store reads the change log for other
+    /// instances' writes, in milliseconds ([`super::follow`]). Default: 5.
+    pub follow_poll_ms: u64,
+    /// How long an instance may go without reading the change log before `GET /health`
+    /// reports it `stale` (its reads, from memory, may then be older). Default: 1000.
+    pub max_staleness_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -156,6 +162,8 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
             lease_ttl_ms: 3000,
+            follow_poll_ms: 5,
+            max_staleness_ms: 1000,
         }
     }
 }
@@ -172,6 +180,14 @@ impl ServerConfig {
     /// [`ServerConfig::lease_ttl_ms`] as a duration.
     pub fn lease_ttl(&self) -> Duration {
         Duration::from_millis(self.lease_ttl_ms)
+    }
+
+    /// How followers poll ([`ServerConfig::follow_poll_ms`], [`ServerConfig::max_staleness_ms`]).
+    pub fn follow_settings(&self) -> super::follow::FollowSettings {
+        super::follow::FollowSettings {
+            poll: Duration::from_millis(self.follow_poll_ms),
+            max_staleness: Duration::from_millis(self.max_staleness_ms),
+        }
     }
 
     /// Applies command-line flags over the file's settings.
@@ -219,6 +235,12 @@ impl ServerConfig {
         let l = &self.limits;
         if l.max_concurrency == 0 || l.idle_timeout_secs == 0 || l.header_read_timeout_secs == 0 {
             return invalid("limits must be positive".to_string());
+        }
+        if self.follow_poll_ms == 0 || self.follow_poll_ms * 2 > self.max_staleness_ms {
+            return invalid(
+                "server.follow_poll_ms must be positive and at most half of server.max_staleness_ms"
+                    .to_string(),
+            );
         }
         if self.lease_ttl_ms < 300 {
             return invalid("server.lease_ttl_ms must be at least 300".to_string());

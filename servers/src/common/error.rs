@@ -23,6 +23,9 @@ pub struct ApiError {
     details: Vec<(&'static str, serde_json::Value)>,
 }
 
+/// The `Retry-After` of a request refused because the database is out of reach, in seconds.
+pub const DATABASE_RETRY_AFTER_SECS: u32 = 1;
+
 impl ApiError {
     /// An error with the given status, code and client-visible message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -105,6 +108,32 @@ impl ApiError {
             "this instance is not the service's writer now; retry (at the writer)",
         )
         .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after_secs))
+    }
+
+    /// The answer to an engine error that is about where the service stands, not about the
+    /// request, or `None`: a write refused because another instance took over the lease
+    /// (`Fenced`) is 503 `not_leader`, which HAProxy retries at the new writer; a database
+    /// out of reach after the engine's retries is 503 `database_unavailable` with
+    /// `Retry-After`. Neither recorded anything.
+    pub fn from_engine(error: &engine::Error) -> Option<Self> {
+        match error {
+            engine::Error::Fenced { .. } => Some(
+                ApiError::not_leader(super::leader::NOT_LEADER_RETRY_AFTER_SECS).with_cause(error),
+            ),
+            _ if error.is_unavailable() => Some(
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "the service's database cannot be reached; nothing was recorded; retry",
+                )
+                .with_header(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(DATABASE_RETRY_AFTER_SECS),
+                )
+                .with_cause(error),
+            ),
+            _ => None,
+        }
     }
 
     /// 500 `internal`: the cause is logged, the client sees a generic message.

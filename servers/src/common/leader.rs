@@ -45,7 +45,23 @@ struct Inner {
     changes: watch::Sender<Option<Epoch>>,
     stop: Notify,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Run (blocking) when a new epoch was acquired, before the instance counts itself
+    /// leader: the follower's catch-up ([`super::follow::Follower::take_over`]).
+    elected: Mutex<Option<Hook>>,
 }
+
+/// [`Inner::elected`], with a `Debug` that names it only.
+#[derive(Clone)]
+struct Hook(Arc<ElectedHook>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
+}
+
+/// What runs when this instance is elected, before it writes.
+pub type ElectedHook = dyn Fn() -> Result<(), super::follow::ReplicaError> + Send + Sync;
 
 #[derive(Debug)]
 struct Election {
@@ -94,6 +110,7 @@ impl Leader {
                 changes: watch::channel(None).0,
                 stop: Notify::new(),
                 task: Mutex::new(None),
+                elected: Mutex::new(None),
             }),
         }
     }
@@ -143,6 +160,14 @@ impl Leader {
         self.inner.changes.subscribe()
     }
 
+    /// Runs `hook` (on a blocking thread) each time this instance acquires the lease at a
+    /// new epoch, after its engine is fenced and before it counts itself leader, so no
+    /// write is accepted before the hook returned: the follower catching up with what the
+    /// old leader wrote. When the hook fails the lease is released, for another instance.
+    pub fn on_elected(&self, hook: Box<ElectedHook>) {
+        *self.inner.elected.lock().unwrap_or_else(|e| e.into_inner()) = Some(Hook(Arc::from(hook)));
+    }
+
     /// Starts the election task on the current Tokio runtime: one round now, then one every
     /// `ttl / 3`. Nothing to do on an embedded store.
     pub fn start(&self) {
@@ -178,6 +203,12 @@ impl Leader {
             election.holder.clone(),
             election.ttl,
         );
+        let hook = self
+            .inner
+            .elected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let Some(leadership) = engine.leadership() else {
                 return Ok(None);
@@ -192,6 +223,15 @@ impl Leader {
                 // Fenced before the instance counts itself leader: every write it accepts
                 // from now on is checked against this epoch.
                 leadership.fence(&name, epoch);
+                if held != Some(epoch) {
+                    if let Some(hook) = hook {
+                        if let Err(error) = (hook.0)() {
+                            tracing::warn!(lease = %name, %epoch, %error, "could not catch up as the writer: giving the lease back");
+                            leadership.release(&name, &holder, epoch)?;
+                            return Ok(None);
+                        }
+                    }
+                }
             }
             Ok::<_, engine::Error>(epoch)
         })

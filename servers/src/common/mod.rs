@@ -5,6 +5,7 @@ pub mod access;
 pub mod config;
 pub mod error;
 pub mod feed;
+pub mod follow;
 pub mod leader;
 pub mod metrics;
 pub mod pool;
@@ -34,6 +35,7 @@ pub enum SetupError {
     Graph(#[from] graphdb::Error),
 }
 pub use feed::{Actor, Revision};
+pub use follow::{FollowSettings, Follower, Replica};
 pub use leader::Leader;
 
 use std::sync::Arc;

@@ -26,6 +26,11 @@ const MAX_NAME: usize = 255;
 /// Maps a store error to the client's answer; internal causes are logged, never sent.
 pub(crate) fn graph_error(error: graphdb::Error) -> ApiError {
     use graphdb::Error as E;
+    if let E::Engine(inner) | E::Feed(engine::FeedError::Engine(inner)) = &error {
+        if let Some(answer) = ApiError::from_engine(inner) {
+            return answer;
+        }
+    }
     match error {
         E::UnknownNode { name, .. } => ApiError::not_found(format!("no such name: {name:?}")),
         E::WrongKind {
@@ -609,16 +614,29 @@ pub(crate) async fn import_packagesets(
 }
 
 /// `GET /health`: 200 when the engine answers a read, 503 when not.
+///
+/// `stale` says whether the instance could not read the change log for longer than
+/// `server.max_staleness_ms` (the database is away): it still answers reads, from memory, so
+/// the answer is 200 `{"status": "stale", "stale": true}` without probing the engine (which
+/// would wait for the database); `revision` is the newest revision it has applied.
 pub(crate) async fn health(State(state): State<Directory>) -> Result<axum::Json<Value>, ApiError> {
+    let follower = state.follower.clone();
+    if follower.is_stale() {
+        return Ok(axum::Json(
+            json!({ "status": "stale", "stale": true, "revision": follower.head() }),
+        ));
+    }
     state
-        .blocking(|d| {
+        .blocking(move |d| {
             let engine = d.store.engine();
             let name = graphdb::KEYSPACES.first().copied().unwrap_or("default");
             let keyspace = engine.keyspace(name).map_err(ApiError::unavailable)?;
             engine
                 .get(keyspace, b"health-probe")
                 .map_err(ApiError::unavailable)?;
-            Ok(axum::Json(json!({ "status": "ok" })))
+            Ok(axum::Json(
+                json!({ "status": "ok", "stale": false, "revision": follower.head() }),
+            ))
         })
         .await
 }

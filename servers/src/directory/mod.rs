@@ -21,6 +21,7 @@ use graphdb::{GraphStore, PackageSets, Teams};
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::common::access::{self, AccessPolicy};
+use crate::common::follow::{self, FollowSettings, Follower, Replica, ReplicaError};
 use crate::common::leader::{self, Leader};
 use crate::common::metrics::{HttpMetrics, Tracker};
 use crate::common::pool::BlockingPool;
@@ -107,6 +108,10 @@ pub struct Directory {
     /// Callbacks on changes, started when first needed.
     pub(crate) subscriptions: Arc<FeedSubscriptions>,
     pub(crate) leader: Leader,
+    /// The revision this instance has applied; on a shared database, the thread following
+    /// the other instances' writes.
+    pub(crate) follower: Follower,
+    follow_settings: FollowSettings,
     /// The most edges `POST /import/graphs/{graph}` accepts (413 past it).
     pub(crate) max_import_edges: usize,
 }
@@ -153,6 +158,11 @@ impl Directory {
             graph_metrics.team_pairs.clone(),
         );
         let store = Arc::new(store);
+        let commits = Arc::new(commits);
+        let follower = Follower::embedded(Arc::new(DirectoryReplica {
+            store: Arc::clone(&store),
+            commits: Arc::clone(&commits),
+        }));
         let feed = DirectoryFeed::new(Arc::clone(&store));
         let subscriptions =
             feed::open_subscriptions(&store, Arc::clone(&feed), server.callback_hosts.clone())?;
@@ -160,7 +170,7 @@ impl Directory {
             store,
             feed,
             subscriptions,
-            commits: Arc::new(commits),
+            commits,
             max_import_edges: DEFAULT_MAX_IMPORT_EDGES,
             teams,
             sets,
@@ -174,14 +184,28 @@ impl Directory {
                 server.limits.max_concurrency,
             ),
             leader: Leader::always(),
+            follower,
+            follow_settings: server.follow_settings(),
         })
     }
 
     /// Writes only while `leader` says this instance leads (several instances on one
-    /// PostgreSQL store); by default the instance always does.
+    /// PostgreSQL store); by default the instance always does. With an election, the
+    /// instance follows the others' writes ([`crate::common::follow`]) and catches up before
+    /// it writes as the leader.
     pub fn with_leader(mut self, leader: Leader) -> Self {
+        let replica = Arc::new(DirectoryReplica {
+            store: Arc::clone(&self.store),
+            commits: Arc::clone(&self.commits),
+        });
+        self.follower = Follower::start(replica, &leader, self.follow_settings);
         self.leader = leader;
         self
+    }
+
+    /// The revision this instance has applied, and whether it is stale.
+    pub fn follower(&self) -> &Follower {
+        &self.follower
     }
 
     /// Sets the most edges one graph import accepts. Default: [`DEFAULT_MAX_IMPORT_EDGES`].
@@ -346,6 +370,10 @@ pub fn router(state: Directory) -> Router {
             get(repos::branch_history),
         )
         .route_layer(axum::middleware::from_fn_with_state(
+            state.follower.clone(),
+            follow::min_revision,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&policy),
             access::require_reader,
         ));
@@ -359,4 +387,40 @@ pub fn router(state: Directory) -> Router {
             access::require_address,
         ));
     finish(writes.merge(reads).merge(ops).with_state(state), tracker)
+}
+
+/// The directory's stores as a follower sees them: one change log shared by the graph store
+/// and the commit graphs.
+struct DirectoryReplica {
+    store: Arc<GraphStore>,
+    commits: Arc<CommitGraphs>,
+}
+
+impl Replica for DirectoryReplica {
+    fn change_log(&self) -> &Arc<engine::ChangeLog> {
+        self.store.change_log()
+    }
+
+    fn follow(&self, events: &[(u64, Vec<u8>)]) -> Result<(), ReplicaError> {
+        self.store.follow(events)?;
+        self.commits.follow(events);
+        Ok(())
+    }
+
+    fn forget(&self) -> Result<(), ReplicaError> {
+        self.store.reload_all()?;
+        self.commits.unload_all();
+        Ok(())
+    }
+
+    fn take_over(&self) -> Result<(), ReplicaError> {
+        let refusing = self.store.take_over();
+        if refusing > 0 {
+            tracing::warn!(
+                namespaces = refusing,
+                "namespaces still refuse writes after the takeover"
+            );
+        }
+        Ok(())
+    }
 }

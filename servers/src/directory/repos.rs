@@ -25,6 +25,12 @@ pub fn repo_id(name: &str) -> RepoId {
 
 /// Maps a commit-graph error to the client's answer.
 pub(crate) fn commit_error(error: CommitError) -> ApiError {
+    if let CommitError::Engine(inner) | CommitError::Feed(engine::FeedError::Engine(inner)) = &error
+    {
+        if let Some(answer) = ApiError::from_engine(inner) {
+            return answer;
+        }
+    }
     match error {
         CommitError::UnknownCommit { commit, .. } => {
             ApiError::not_found(format!("no such commit: {commit}"))

@@ -47,6 +47,10 @@ impl FastPath {
         if request.uri().query().is_some() {
             return None;
         }
+        // A read that waits for a revision: the router's middleware waits.
+        if request.headers().contains_key("x-min-revision") {
+            return None;
+        }
         let (id, filename) = request.uri().path().strip_prefix('/')?.split_once('/')?;
         if id.is_empty()
             || !id.bytes().all(|b| b.is_ascii_digit())

@@ -24,6 +24,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::common::access::{self, AccessPolicy};
+use crate::common::follow::{self, Follower, Replica, ReplicaError};
 use crate::common::leader::{self, Leader};
 use crate::common::metrics::{HttpMetrics, Tracker};
 use crate::common::pool::BlockingPool;
@@ -139,6 +140,10 @@ pub struct Shared {
     /// Callbacks on changes, started when first needed.
     pub(crate) subscriptions: Arc<LazySubscriptions<BlobFeed>>,
     pub(crate) leader: Leader,
+    /// The revision this instance has applied; on a shared database, the thread following
+    /// the other instances' writes.
+    pub(crate) follower: Follower,
+    follow_settings: crate::common::FollowSettings,
 }
 
 /// The object store as `/health` sees it: one probe at a time (a probe that outlives its
@@ -181,6 +186,7 @@ impl Librarian {
     /// A malformed credential hash in the configuration, or subscriptions that cannot start.
     pub fn new(store: Store, server: &ServerConfig) -> Result<Self, SetupError> {
         let policy = Arc::new(AccessPolicy::from_config(server, "librarian")?);
+        let store_for_follower = store.clone();
         let feed = BlobFeed::new(store.clone());
         let consumers = engine::Consumers::open(
             store.change_log().committer().clone(),
@@ -246,15 +252,27 @@ impl Librarian {
                 feed,
                 subscriptions,
                 leader: Leader::always(),
+                follower: Follower::embedded(Arc::new(LibrarianReplica(store_for_follower))),
+                follow_settings: server.follow_settings(),
             }),
         })
     }
 
     /// Writes (and collects garbage) only while `leader` says this instance leads (several
-    /// instances on one PostgreSQL store); by default the instance always does.
+    /// instances on one PostgreSQL store); by default the instance always does. With an
+    /// election, the instance follows the others' writes ([`crate::common::follow`]) and
+    /// catches up before it writes as the leader.
     pub fn with_leader(mut self, leader: Leader) -> Self {
-        Arc::make_mut(&mut self.shared).leader = leader;
+        let replica = Arc::new(LibrarianReplica(self.store.clone()));
+        let shared = Arc::make_mut(&mut self.shared);
+        shared.follower = Follower::start(replica, &leader, shared.follow_settings);
+        shared.leader = leader;
         self
+    }
+
+    /// The revision this instance has applied, and whether it is stale.
+    pub fn follower(&self) -> &Follower {
+        &self.follower
     }
 
     /// Names `backend` as a dependency of the store: `/health` probes it (within
@@ -375,10 +393,13 @@ pub fn router(state: Librarian) -> Router {
         .route("/metrics", get(handlers::metrics))
         .route("/openapi.json", get(handlers::openapi))
         .merge(leader::routes(state.leader.clone()));
-    let router = finish(
-        writers.merge(readers).with_state(state.clone()),
-        tracker.clone(),
-    );
+    let routes = writers
+        .merge(readers)
+        .layer(axum::middleware::from_fn_with_state(
+            state.follower.clone(),
+            follow::min_revision,
+        ));
+    let router = finish(routes.with_state(state.clone()), tracker.clone());
     // Every request meets the fast path first: a router without routes hands all to it.
     Router::new().fallback_service(fast::FastPath {
         state,
@@ -447,5 +468,28 @@ pub async fn gc_loop(state: Librarian, interval: Duration) {
             Ok(Err(error)) => tracing::error!(%error, "GC pass failed"),
             Err(error) => tracing::error!(%error, "GC pass panicked"),
         }
+    }
+}
+
+/// The librarian's store as a follower sees it.
+struct LibrarianReplica(Store);
+
+impl Replica for LibrarianReplica {
+    fn change_log(&self) -> &Arc<engine::ChangeLog> {
+        self.0.change_log()
+    }
+
+    fn follow(&self, events: &[(u64, Vec<u8>)]) -> Result<(), ReplicaError> {
+        self.0.follow(events)?;
+        Ok(())
+    }
+
+    fn forget(&self) -> Result<(), ReplicaError> {
+        self.0.forget_cached();
+        Ok(())
+    }
+
+    fn take_over(&self) -> Result<(), ReplicaError> {
+        Ok(self.0.take_over()?)
     }
 }

@@ -38,6 +38,11 @@ pub(crate) const BACKEND_RETRY_AFTER_SECS: u32 = 10;
 /// Maps a store error to the client's answer; internal causes are logged, never sent.
 pub(crate) fn store_error(error: blobstore::Error) -> ApiError {
     use blobstore::Error as E;
+    if let E::Engine(inner) | E::Feed(engine::FeedError::Engine(inner)) = &error {
+        if let Some(answer) = ApiError::from_engine(inner) {
+            return answer;
+        }
+    }
     if objectstore::is_unavailable(&error) {
         // Down, timing out, overloaded or refusing our credentials after the backend's
         // retries: the request recorded nothing and may be repeated later.

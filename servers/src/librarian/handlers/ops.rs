@@ -28,8 +28,20 @@ pub(crate) async fn stats(State(state): State<Librarian>) -> Result<axum::Json<V
 
 /// `GET /health`: 200 `{"status":"ok"}` when the store's dependencies answer; 503
 /// `{"status":"degraded","failing":[...]}` naming those that do not (`engine`, the metadata
-/// engine; `object_store`, when blob bytes live on one).
+/// engine; `object_store`, when blob bytes live on one). With several instances on one
+/// database, `stale: true` (and 200 `{"status":"stale"}`, without probing) when the change
+/// log could not be read for `server.max_staleness_ms`; `revision` is the newest revision
+/// this instance has applied.
 pub(crate) async fn health(State(state): State<Librarian>) -> Response {
+    let follower = state.follower.clone();
+    if follower.is_stale() {
+        // The database is away (the change log could not be read for max_staleness): say
+        // so without waiting for the engine's retries; cached downloads are still served.
+        return axum::Json(
+            json!({ "status": "stale", "stale": true, "revision": follower.head() }),
+        )
+        .into_response();
+    }
     let store = state.store.clone();
     let engine = async {
         match state.pool.run(move || store.summary().map(|_| ())).await {
@@ -53,7 +65,8 @@ pub(crate) async fn health(State(state): State<Librarian>) -> Response {
         }
     }
     if failing.is_empty() {
-        axum::Json(json!({ "status": "ok" })).into_response()
+        axum::Json(json!({ "status": "ok", "stale": false, "revision": follower.head() }))
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
