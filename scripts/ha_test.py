@@ -234,6 +234,8 @@ defaults
   # Also the pause before a connection is retried while a backend has one server up (the
   # writer): on loopback a connect answers at once, refused or not.
   timeout connect 300ms
+  # The librarian's /health lists the object store: slower than a check interval at times.
+  timeout check 2s
   timeout client 30s
   timeout server 30s
   option http-buffer-request
@@ -243,7 +245,9 @@ defaults
   retry-on 503 conn-failure empty-response response-timeout
   retries 10
   option redispatch 1
-  default-server check inter 200ms fall 1 rise 1
+  # Readers: a stopped instance refuses connections, and a refused request is redispatched
+  # at once to another instance (HAProxy does not wait when several servers are up).
+  default-server check inter 500ms fall 2 rise 1
 {sections}"""
 
 SERVICE = """\
