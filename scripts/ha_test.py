@@ -558,7 +558,8 @@ def rolling_restart(cluster, load, report):
 
 
 def outage(cluster, load, report, name, action):
-    """Runs `action` (returning when the fault happened) and waits for writes to resume."""
+    """Runs `action`, which returns the moment from which writes are awaited (the database
+    back up after a restart; the primary killed), and waits for writes to resume."""
     load.phase = name
     at = action()
     for service in cluster.instances:
@@ -568,7 +569,7 @@ def outage(cluster, load, report, name, action):
                 fail(f"{name}: no {service} write acknowledged within 60 s")
             time.sleep(0.01)
     resumed = {s: round(load.first_ack_after(s, at, None) - at, 3) for s in cluster.instances}
-    report[name] = {"writes_resumed_after_s": resumed}
+    report[name] = {"writes_resumed_after_s": resumed, "load_average": os.getloadavg()}
     print(f"{name}: writes resumed after {resumed}", flush=True)
     time.sleep(2)
 
@@ -710,7 +711,7 @@ def main():
         if "rolling" in phases:
             rolling_restart(cluster, load, report)
         if "postgres" in phases:
-            outage(cluster, load, report, "postgres_restart", lambda: (now(), cluster.pg.restart_primary())[0])
+            outage(cluster, load, report, "postgres_restart", lambda: (cluster.pg.restart_primary(), now())[1])
         if "standby" in phases:
             outage(cluster, load, report, "standby_promotion", cluster.pg.kill_primary_and_promote)
         time.sleep(1)
