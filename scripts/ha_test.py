@@ -239,6 +239,12 @@ defaults
   timeout client 30s
   timeout server 30s
   option http-buffer-request
+  # A fresh connection to the server per request: a server that stops closes its idle
+  # keep-alive connections, and a request HAProxy had just sent on one of them would be
+  # answered by closing the client's connection without a response (HAProxy does not replay a
+  # request that failed on a reused connection). A fresh connection fails at connect instead,
+  # which is retried.
+  option http-server-close
   # 503 is a follower's not_leader (or a server draining); the body was not read, nothing was
   # written. empty-response/response-timeout may replay a write that was applied: the load's
   # writes are idempotent (PUT) or carry Idempotency-Key.
