@@ -226,11 +226,19 @@ fn run_server(config: DirectoryConfig) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?
         .with_max_import_edges(config.store.max_import_edges);
     let engine = state.store().engine().clone();
-    // The change feed's retention: prune once an hour, on a thread of its own.
+    // On PostgreSQL, several instances elect the writer (always this one on an embedded store).
+    let leader = common::Leader::elect(engine.clone(), "directory", config.server.lease_ttl());
+    // The change feed's retention: prune once an hour, on a thread of its own, on the
+    // writer only (several instances on one database).
     let pruner = state.clone();
+    let pruning_leader = leader.clone();
     std::thread::Builder::new()
         .name("feed-retention".into())
         .spawn(move || loop {
+            if !pruning_leader.is_leader() {
+                std::thread::sleep(Duration::from_secs(60));
+                continue;
+            }
             match pruner.prune_changes() {
                 Ok(0) => {}
                 Ok(pruned) => tracing::info!(pruned, "change feed pruned"),
@@ -238,8 +246,6 @@ fn run_server(config: DirectoryConfig) -> anyhow::Result<()> {
             }
             std::thread::sleep(Duration::from_secs(3600));
         })?;
-    // On PostgreSQL, several instances elect the writer (always this one on an embedded store).
-    let leader = common::Leader::elect(engine.clone(), "directory", config.server.lease_ttl());
     let state = state.with_leader(leader.clone());
     runtime.block_on(async move {
         leader.start();

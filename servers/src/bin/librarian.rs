@@ -119,19 +119,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Gc { batch } => {
             let store = config.open_store()?.store;
-            let mut total = blobstore::GcReport::default();
-            loop {
-                let report = store.gc(batch.max(1))?;
-                total.expired_files += report.expired_files;
-                total.collected_blobs += report.collected_blobs;
-                total.freed_bytes += report.freed_bytes;
-                total.expired_uploads += report.expired_uploads;
-                if !report.more {
-                    break;
-                }
-            }
-            let sweep = store.sweep_orphans()?;
-            store.flush()?;
+            let (total, sweep) = librarian::collect_as_writer(&store, batch)?;
             println!(
                 "{}",
                 serde_json::json!({

@@ -335,9 +335,12 @@ fn requested_revision(request: &Request) -> Result<Option<u64>, ApiError> {
 /// `X-Min-Revision: N` waits until this instance has applied revision `N` (what a write
 /// answered in `X-Revision`), at most [`MIN_REVISION_WAIT`], then answers as usual; past
 /// that, 503 `behind` with `Retry-After` and the instance's `revision`. Other requests pass.
+///
+/// The parameter is taken out of the query before the handler sees it, so routes whose
+/// query refuses unknown parameters accept it.
 pub async fn min_revision(
     State(follower): State<Follower>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -362,7 +365,31 @@ pub async fn min_revision(
         .with_detail("revision", head.into())
         .into_response();
     }
+    strip_min_revision(&mut request);
     next.run(request).await
+}
+
+/// Removes `min_revision=...` from the request's query.
+fn strip_min_revision(request: &mut Request) {
+    let uri = request.uri();
+    let Some(query) = uri.query() else { return };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.starts_with("min_revision="))
+        .collect();
+    let path_and_query = if kept.is_empty() {
+        uri.path().to_string()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    let mut parts = uri.clone().into_parts();
+    match path_and_query.parse() {
+        Ok(parsed) => parts.path_and_query = Some(parsed),
+        Err(_) => return,
+    }
+    if let Ok(stripped) = axum::http::Uri::from_parts(parts) {
+        *request.uri_mut() = stripped;
+    }
 }
 
 #[cfg(test)]
@@ -389,5 +416,11 @@ mod tests {
         );
         assert!(requested_revision(&request("/a?min_revision=x", None)).is_err());
         assert!(requested_revision(&request("/a", Some("-1"))).is_err());
+        let mut stripped = request("/r/ancestry?ancestor=a&min_revision=3&descendant=b", None);
+        strip_min_revision(&mut stripped);
+        assert_eq!(stripped.uri(), "/r/ancestry?ancestor=a&descendant=b");
+        let mut alone = request("/teams/t/members?min_revision=3", None);
+        strip_min_revision(&mut alone);
+        assert_eq!(alone.uri(), "/teams/t/members");
     }
 }

@@ -196,6 +196,10 @@ impl Leader {
             return;
         };
         let held = self.term().epoch;
+        // An instance that stopped counting itself leader (its renewals failed) catches up
+        // again even when it gets the same epoch back: memory may hold a write the database
+        // refused while it was away.
+        let was_leading = self.is_leader();
         let sent = Instant::now();
         let (engine, name, holder, ttl) = (
             Arc::clone(&election.engine),
@@ -223,7 +227,7 @@ impl Leader {
                 // Fenced before the instance counts itself leader: every write it accepts
                 // from now on is checked against this epoch.
                 leadership.fence(&name, epoch);
-                if held != Some(epoch) {
+                if held != Some(epoch) || !was_leading {
                     if let Some(hook) = hook {
                         if let Err(error) = (hook.0)() {
                             tracing::warn!(lease = %name, %epoch, %error, "could not catch up as the writer: giving the lease back");

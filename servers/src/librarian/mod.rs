@@ -425,6 +425,75 @@ pub async fn flush_downloads_loop(state: Librarian) {
     }
 }
 
+/// Why [`collect_as_writer`] did not collect.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OfflineGcError {
+    /// Another instance holds the store's lease: it collects, not this process.
+    #[error(
+        "another instance is the writer of this store (lease \"librarian\"): GC and the orphan \
+         sweep run on the writer only (`[store] gc_interval_secs` of `librarian serve`); stop \
+         the servers to run `librarian gc`"
+    )]
+    NotWriter,
+    /// The lease could not be taken or given back.
+    #[error("the store's lease: {0}")]
+    Lease(#[source] engine::Error),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] blobstore::Error),
+}
+
+/// `librarian gc`: GC passes until no work is left, then the orphan sweep. On a database
+/// shared by several instances it runs only as the writer: it takes the store's lease
+/// (refused while a server holds it), fences its engine with it, and gives it back after,
+/// so an orphan sweep never runs beside a writer's uploads. Blocking.
+///
+/// # Errors
+/// [`OfflineGcError::NotWriter`] while another instance leads, or the store's error.
+pub fn collect_as_writer(
+    store: &Store,
+    batch: usize,
+) -> Result<(blobstore::GcReport, blobstore::SweepReport), OfflineGcError> {
+    let engine = store.engine().clone();
+    let lease = match engine.leadership() {
+        None => None,
+        Some(leadership) => {
+            let holder = format!("librarian gc (pid {})", std::process::id());
+            let ttl = std::time::Duration::from_secs(60);
+            let epoch = leadership
+                .acquire("librarian", &holder, ttl)
+                .map_err(OfflineGcError::Lease)?
+                .ok_or(OfflineGcError::NotWriter)?;
+            leadership.fence("librarian", epoch);
+            Some((holder, epoch))
+        }
+    };
+    let collected = (|| {
+        let mut total = blobstore::GcReport::default();
+        loop {
+            let report = store.gc(batch.max(1))?;
+            total.expired_files += report.expired_files;
+            total.collected_blobs += report.collected_blobs;
+            total.freed_bytes += report.freed_bytes;
+            total.pruned_changes += report.pruned_changes;
+            total.expired_uploads += report.expired_uploads;
+            if !report.more {
+                break;
+            }
+        }
+        let sweep = store.sweep_orphans()?;
+        store.flush()?;
+        Ok::<_, blobstore::Error>((total, sweep))
+    })();
+    if let (Some((holder, epoch)), Some(leadership)) = (lease, engine.leadership()) {
+        leadership
+            .release("librarian", &holder, epoch)
+            .map_err(OfflineGcError::Lease)?;
+    }
+    Ok(collected?)
+}
+
 /// Runs GC passes every `interval` until the process ends, on the writer only (see
 /// [`Librarian::with_leader`]): each pass repeats bounded batches while GC reports more work.
 pub async fn gc_loop(state: Librarian, interval: Duration) {

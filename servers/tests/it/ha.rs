@@ -636,3 +636,234 @@ fn directory_processes_hand_the_writer_over_on_sigterm_and_sigkill() {
         assert!(child.wait_with_output().unwrap().status.success());
     }
 }
+
+// ---- Followers: three instances of each server on one database (`common::follow`) ----
+
+/// `n` directories on one database (connection string `url`), each with its election
+/// (leases of 900 ms), and the index of the one elected.
+async fn directories(
+    scratch: &PgScratch,
+    url: &str,
+    keep: &Keep,
+    n: usize,
+) -> (Vec<(Leader, Running)>, usize) {
+    let mut instances = Vec::new();
+    for _ in 0..n {
+        let state = open_directory(directory_config(scratch, url), keep)
+            .await
+            .unwrap();
+        let leader = Leader::elect(
+            state.store().engine().clone(),
+            "directory",
+            Duration::from_millis(900),
+        );
+        let state = state.with_leader(leader.clone());
+        leader.start();
+        instances.push((leader, Running::start(directory::router(state)).await));
+    }
+    let leading = elected(&instances).await;
+    (instances, leading)
+}
+
+/// Waits for exactly one of `instances` to lead (20 s at most); never two.
+async fn elected(instances: &[(Leader, Running)]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let leading: Vec<usize> = (0..instances.len())
+            .filter(|i| instances[*i].0.is_leader())
+            .collect();
+        assert!(leading.len() < 2, "two leaders: {leading:?}");
+        if let [one] = leading[..] {
+            return one;
+        }
+        assert!(Instant::now() < deadline, "no leader elected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A write's `X-Revision`.
+fn revision_of(response: &reqwest::Response) -> u64 {
+    response.headers()["x-revision"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+async fn get_json(server: &Running, path: &str) -> (u16, serde_json::Value) {
+    let response = server.send(reqwest::Method::GET, path).await;
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[test]
+fn directory_followers_serve_the_leaders_writes() {
+    if skip(Backend::Postgres) {
+        return;
+    }
+    let scratch = PgScratch::new();
+    let keep = Keep::default();
+    runtime().block_on(directory_followers_serve_the_leaders_writes_on(
+        &scratch, &keep,
+    ));
+}
+
+async fn directory_followers_serve_the_leaders_writes_on(scratch: &PgScratch, keep: &Keep) {
+    use reqwest::Method;
+    let (instances, leading) = directories(scratch, &scratch.url(), keep, 3).await;
+    let writer = &instances[leading].1;
+    let followers: Vec<&Running> = (0..3)
+        .filter(|i| *i != leading)
+        .map(|i| &instances[i].1)
+        .collect();
+
+    // With min_revision: visible on both followers at once.
+    let written = writer
+        .send(Method::PUT, "/teams/core-dev/members/alice")
+        .await;
+    assert_eq!(written.status(), 200);
+    let revision = revision_of(&written);
+    for follower in &followers {
+        let (status, answer) = get_json(
+            follower,
+            &format!("/teams/core-dev/members/alice?min_revision={revision}"),
+        )
+        .await;
+        assert_eq!((status, &answer["member"]), (200, &json!(true)), "{answer}");
+        let answer: serde_json::Value = client()
+            .get(follower.url("/persons/alice/teams"))
+            .basic_auth(USER, Some(PASSWORD))
+            .header("x-min-revision", revision.to_string())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(answer.to_string().contains("core-dev"), "{answer}");
+    }
+
+    // Commit graphs: a push and a branch on the leader, ancestry on the followers.
+    let (a, b) = ("a".repeat(40), "b".repeat(40));
+    let pushed = client()
+        .post(writer.url("/repos/linux/commits"))
+        .basic_auth(USER, Some(PASSWORD))
+        .body(format!("{b} {a}\n{a}\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pushed.status(), 200, "{:?}", pushed.text().await);
+    let pushed = revision_of(&pushed);
+    for follower in &followers {
+        let (status, answer) = get_json(
+            follower,
+            &format!("/repos/linux/ancestry?ancestor={a}&descendant={b}&min_revision={pushed}"),
+        )
+        .await;
+        assert_eq!(
+            (status, &answer["ancestor"]),
+            (200, &json!(true)),
+            "{answer}"
+        );
+    }
+
+    // Without min_revision: visible within the followers' polling (5 ms) and applying.
+    let written = writer
+        .send(Method::PUT, "/teams/core-dev/members/bob")
+        .await;
+    let revision = revision_of(&written);
+    let started = Instant::now();
+    for follower in &followers {
+        loop {
+            let (_, answer) = get_json(follower, "/teams/core-dev/members/bob").await;
+            if answer["member"] == json!(true) {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "never applied");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (_, health) = get_json(follower, "/health").await;
+        assert_eq!(health["stale"], false, "{health}");
+        assert!(health["revision"].as_u64().unwrap() >= revision, "{health}");
+    }
+    eprintln!(
+        "both followers applied a write {:?} after it was acknowledged",
+        started.elapsed()
+    );
+
+    // min_revision beyond the head: 503 behind with Retry-After, after the 2 s wait.
+    let started = Instant::now();
+    let response = followers[0]
+        .send(
+            Method::GET,
+            &format!(
+                "/teams/core-dev/members/bob?min_revision={}",
+                revision + 1000
+            ),
+        )
+        .await;
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "behind", "{body}");
+    assert_eq!(body["error"]["revision"], revision, "{body}");
+    let bad = followers[0]
+        .send(Method::GET, "/teams/core-dev/members/bob?min_revision=soon")
+        .await;
+    assert_eq!(bad.status(), 400);
+
+    // Fenced: the lease moves behind the leader's back (another epoch), so its next write
+    // is refused by the database: 503 not_leader, nothing recorded, no revision taken.
+    tokio::task::block_in_place(|| {
+        scratch.admin(&format!(
+            "UPDATE \"{}\".lpstore_leases SET epoch = epoch + 1 WHERE name = 'directory'",
+            scratch.schema()
+        ))
+    });
+    let head_before = instances[leading].1.send(Method::GET, "/health").await;
+    let head_before: serde_json::Value = head_before.json().await.unwrap();
+    let head_before = head_before["revision"].as_u64().unwrap();
+    let refused = writer.send(Method::PUT, "/teams/fenced").await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(error_code(refused).await, "not_leader");
+    // A leader again (the moved lease expires), which writes the next revision.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (next, after) = loop {
+        let next = elected(&instances).await;
+        let response = instances[next].1.send(Method::PUT, "/teams/after").await;
+        if response.status() == 200 {
+            break (next, revision_of(&response));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no write accepted after the fencing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // `after` created a team: one event, the next revision.
+    assert_eq!(after, head_before + 1, "a gap or a reused revision");
+    for (_, server) in &instances {
+        let (status, _) = get_json(
+            server,
+            &format!("/teams/fenced/members?min_revision={after}"),
+        )
+        .await;
+        assert_eq!(status, 404, "the refused write was recorded");
+        let (status, _) = get_json(
+            server,
+            &format!("/teams/after/members?min_revision={after}"),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    eprintln!("instance {next} leads after the fencing");
+    for (leader, server) in instances {
+        leader.stop().await;
+        server.stop().await;
+    }
+}
