@@ -33,7 +33,11 @@ cleanup() {
     local pid
     if [ -f "$work/pids" ]; then
         while read -r pid; do
-            kill -9 "$pid" 2>/dev/null || true
+            # Only if that PID is still ours (a server or HAProxy started with a file of $work),
+            # not a process that got the number after ours exited.
+            if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$work/"; then
+                kill -9 "$pid" 2>/dev/null || true
+            fi
         done <"$work/pids"
     fi
     if [ -d "$work/pg-standby" ]; then
