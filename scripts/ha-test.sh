@@ -31,11 +31,16 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/ha-test.XXXXXX")
 # recorded, then the PostgreSQL clusters.
 cleanup() {
     local pid
+    # Interrupted: ha_test.py stops its servers, HAProxy and PostgreSQL itself on SIGTERM.
+    if [ -n "${driver:-}" ] && kill -0 "$driver" 2>/dev/null; then
+        kill -TERM "$driver" 2>/dev/null || true
+        for _ in $(seq 1 600); do kill -0 "$driver" 2>/dev/null || break; sleep 0.1; done
+    fi
     if [ -f "$work/pids" ]; then
         while read -r pid; do
             # Only if that PID is still ours (a server or HAProxy started with a file of $work),
             # not a process that got the number after ours exited.
-            if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$work/"; then
+            if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$work/"; then
                 kill -9 "$pid" 2>/dev/null || true
             fi
         done <"$work/pids"
@@ -65,7 +70,10 @@ args=("$mode" --bin "$bin" --work "$work")
 [ -n "${HA_PHASES:-}" ] && args+=(--phases "$HA_PHASES")
 [ "${HA_LEADER_ONLY:-0}" = 1 ] && args+=(--leader-only)
 status=0
-python3 "$here/ha_test.py" "${args[@]}" || status=$?
+# In the background, waited for: a SIGTERM to this script runs the trap at once.
+python3 "$here/ha_test.py" "${args[@]}" &
+driver=$!
+wait "$driver" || status=$?
 if [ "$status" != 0 ]; then
     echo "ha-test: the last lines of each log ($work/logs):" >&2
     for log in "$work"/logs/*.log; do
