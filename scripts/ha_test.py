@@ -249,7 +249,7 @@ defaults
   # written. empty-response/response-timeout may replay a write that was applied: the load's
   # writes are idempotent (PUT) or carry Idempotency-Key.
   retry-on 503 conn-failure empty-response response-timeout
-  retries 10
+  retries 15
   option redispatch 1
   # Readers: a stopped instance refuses connections, and a refused request is redispatched
   # at once to another instance (HAProxy does not wait when several servers are up).
@@ -265,10 +265,12 @@ frontend {service}
 backend {service}_write
   option httpchk GET /health/writer
   http-check expect status 200
-  # A writer that stopped accepting stays up for a second (five checks): its requests are
+  # A writer that stopped accepting stays up for two seconds (ten checks): its requests are
   # retried every 300 ms (timeout connect) and redispatched, and by then the next writer is
-  # up, so that a handover answers no request with "no server available".
-  default-server check inter 200ms fall 5 rise 1
+  # up, so that a handover answers no request with "no server available". (With five, a
+  # librarian handover on the loaded machine once took longer: drain, the download counts,
+  # the release, the new writer's catch-up.)
+  default-server check inter 200ms fall 10 rise 1
   http-response set-header X-Served-By %[srv_name]
 {servers}backend {service}_read
   option httpchk GET /health
