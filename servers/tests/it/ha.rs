@@ -1009,3 +1009,287 @@ async fn librarian_followers_on(scratch: &PgScratch, keep: &Keep) {
         server.stop().await;
     }
 }
+
+/// The instance among `addrs` whose `/health/writer` answers 200 (20 s at most; never two).
+fn writer_among(addrs: &[String]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let leading: Vec<usize> = (0..addrs.len())
+            .filter(|i| writer_status(&addrs[*i]) == 200)
+            .collect();
+        assert!(leading.len() < 2, "two writers: {leading:?}");
+        if let [one] = leading[..] {
+            return one;
+        }
+        assert!(Instant::now() < deadline, "no writer");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_follower_promoted_after_the_leaders_sigkill_serves_every_acknowledged_write() {
+    if skip(Backend::Postgres) {
+        return;
+    }
+    let scratch = PgScratch::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("directory.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlease_ttl_ms = 900\n[store]\nbackend = \"postgres\"\n[store.postgres]\nurl = {:?}\nschema = {:?}\n",
+            scratch.url(),
+            scratch.schema()
+        ),
+    )
+    .unwrap();
+    let mut running: Vec<(std::process::Child, String)> =
+        (0..3).map(|_| serve_directory(&config)).collect();
+    let addrs: Vec<String> = running.iter().map(|(_, addr)| addr.clone()).collect();
+    let leading = writer_among(&addrs);
+    let url = |addr: &str, path: &str| format!("http://{addr}{path}");
+    runtime().block_on(async {
+        // Acknowledged writes at the leader, one after another.
+        let mut acknowledged = Vec::new();
+        for i in 0..30 {
+            let response = client()
+                .put(url(&addrs[leading], &format!("/teams/core/members/p{i}")))
+                .json(&json!({"role": "member"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            acknowledged.push((i, revision_of(&response)));
+        }
+        let last = acknowledged.last().unwrap().1;
+        // Followers may be behind: SIGKILL the leader at once.
+        let (mut child, _) = running.remove(leading);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let rest: Vec<String> = running.iter().map(|(_, addr)| addr.clone()).collect();
+        let next = tokio::task::block_in_place(|| writer_among(&rest));
+        for addr in &rest {
+            for (i, _) in &acknowledged {
+                let answer: serde_json::Value = client()
+                    .get(url(
+                        addr,
+                        &format!("/teams/core/members/p{i}?min_revision={last}"),
+                    ))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(answer["member"], true, "p{i} lost on {addr}: {answer}");
+            }
+        }
+        // The new leader continues the sequence: its first event is `last + 1`, and the feed
+        // holds every revision once, with no gap.
+        let response = client()
+            .put(url(&rest[next], "/teams/core/members/after"))
+            .json(&json!({"role": "member"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let newest = revision_of(&response);
+        let page: serde_json::Value = client()
+            .get(url(&rest[next], "/changes?after=0&limit=1000"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let revisions: Vec<u64> = page["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["revision"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            revisions,
+            (1..=newest).collect::<Vec<u64>>(),
+            "a gap or a reuse"
+        );
+        let first_new = page["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["revision"].as_u64() == Some(last + 1))
+            .unwrap();
+        assert_eq!(first_new["member"], "after", "{first_new}");
+    });
+    for (child, _) in running {
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(child.wait_with_output().unwrap().status.success());
+    }
+}
+
+/// A loopback TCP proxy in front of the test's PostgreSQL that can be stopped (every
+/// connection cut, new ones closed at once) and started again: the database going away and
+/// coming back, for these instances only (the server itself is shared by parallel tests).
+struct DatabaseSwitch {
+    port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    live: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl DatabaseSwitch {
+    fn start(url: &str) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let value = |key: &str| {
+            url.split_whitespace()
+                .find_map(|pair| pair.strip_prefix(key))
+                .map(str::to_string)
+        };
+        let upstream = (
+            value("host=").unwrap_or_else(|| "127.0.0.1".to_string()),
+            value("port=").map_or(5432, |p| p.parse().unwrap()),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let live = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (accepting, tracked) = (Arc::clone(&up), Arc::clone(&live));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                if !accepting.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let Ok(server) = std::net::TcpStream::connect((upstream.0.as_str(), upstream.1))
+                else {
+                    continue;
+                };
+                let mut sockets = tracked.lock().unwrap();
+                sockets.push(client.try_clone().unwrap());
+                sockets.push(server.try_clone().unwrap());
+                let (mut c1, mut s1) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut c2, mut s2) = (client, server);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c1, &mut s1);
+                    let _ = s1.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        DatabaseSwitch { port, up, live }
+    }
+
+    /// The test server's connection string through the proxy.
+    fn url(&self, url: &str) -> String {
+        url.split_whitespace()
+            .filter(|pair| !pair.starts_with("host=") && !pair.starts_with("port="))
+            .map(str::to_string)
+            .chain(["host=127.0.0.1".to_string(), format!("port={}", self.port)])
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn stop(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for socket in self.live.lock().unwrap().drain(..) {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn resume(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn with_the_database_away_writes_are_refused_reads_go_on_and_health_says_stale() {
+    if skip(Backend::Postgres) {
+        return;
+    }
+    let scratch = PgScratch::new();
+    let keep = Keep::default();
+    let switch = DatabaseSwitch::start(&scratch.url());
+    runtime().block_on(database_away_on(&scratch, &keep, &switch));
+}
+
+async fn database_away_on(scratch: &PgScratch, keep: &Keep, switch: &DatabaseSwitch) {
+    use reqwest::Method;
+    let (instances, _) = directories(scratch, &switch.url(&scratch.url()), keep, 3).await;
+    let written = at_leader(&instances, Method::PUT, "/teams/core-dev/members/alice").await;
+    assert_eq!(written.status(), 200);
+    let revision = revision_of(&written);
+    for (_, server) in &instances {
+        let (status, _) = get_json(
+            server,
+            &format!("/teams/core-dev/members/alice?min_revision={revision}"),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+
+    tokio::task::block_in_place(|| switch.stop());
+    // Writes: 503 with Retry-After (the database is out of reach, or the leader stepped
+    // aside when it could not renew its lease), on every instance.
+    for (_, server) in &instances {
+        let refused = server
+            .send(Method::PUT, "/teams/core-dev/members/ghost")
+            .await;
+        assert_eq!(refused.status(), 503);
+        assert!(refused.headers().contains_key("retry-after"));
+        let code = error_code(refused).await;
+        assert!(
+            code == "database_unavailable" || code == "not_leader",
+            "{code}"
+        );
+    }
+    // Reads go on from memory; /health says stale once max_staleness (1 s) has passed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (i, (_, server)) in instances.iter().enumerate() {
+        loop {
+            let (status, health) = get_json(server, "/health").await;
+            if health["stale"] == true {
+                assert_eq!(
+                    (status, &health["status"]),
+                    (200, &json!("stale")),
+                    "{health}"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "instance {i} never stale: {health}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (status, answer) = get_json(server, "/teams/core-dev/members/alice").await;
+        assert_eq!((status, &answer["member"]), (200, &json!(true)), "{answer}");
+    }
+
+    // The database back: a leader again, writes accepted, the refused one recorded nowhere.
+    switch.resume();
+    let written = at_leader(&instances, Method::PUT, "/teams/core-dev/members/bob").await;
+    assert_eq!(written.status(), 200);
+    let revision = revision_of(&written);
+    for (i, (_, server)) in instances.iter().enumerate() {
+        let (status, answer) = get_json(
+            server,
+            &format!("/teams/core-dev/members/ghost?min_revision={revision}"),
+        )
+        .await;
+        assert!(
+            status == 404 || answer["member"] == false,
+            "instance {i}: {status} {answer}"
+        );
+        let (_, health) = get_json(server, "/health").await;
+        assert_eq!(health["stale"], false, "{health}");
+    }
+    for (leader, server) in instances {
+        leader.stop().await;
+        server.stop().await;
+    }
+}
