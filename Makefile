@@ -2,7 +2,8 @@
 #   make run    installs what it needs, builds, and starts the services on 127.0.0.1
 #   make test   installs what it needs, then fmt, clippy, cargo doc and every test of every backend,
 #               with a real single-node Swift and SeaweedFS started for the object-store tests
-#               and a throwaway PostgreSQL for the engine's PostgreSQL backend
+#               and a throwaway PostgreSQL for the engine's PostgreSQL backend, then the short
+#               failover test (three instances of each service behind HAProxy, scripts/ha-test.sh)
 # Build output is kept under the user's cache directory between runs.
 
 SHELL := /bin/bash
@@ -25,7 +26,7 @@ export CARGO_TERM_COLOR ?= never
 DEBIAN_PACKAGES := librocksdb-dev clang libclang-dev git curl pkg-config haproxy postgresql strace aria2 wget
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test bench build fuzz soak load capacity
+.PHONY: setup run test bench build fuzz soak load capacity ha
 
 setup:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -54,6 +55,7 @@ test: setup
 	bash scripts/with-swift.sh bash scripts/with-seaweedfs.sh bash scripts/with-postgres.sh \
 	  timeout -k 30 $(TEST_TIMEOUT) cargo test --workspace --all-features --no-fail-fast
 	bash scripts/schemathesis.sh
+	timeout -k 30 10m bash scripts/ha-test.sh short
 	cargo build --manifest-path fuzz/Cargo.toml
 
 run: setup
@@ -86,6 +88,14 @@ fuzz: setup
 SOAK_KILLS ?= 50
 soak: setup
 	SOAK_KILLS=$(SOAK_KILLS) cargo test -p servers --test it soak -- --nocapture --test-threads 1
+
+# The failover test in its long form (docs/RELIABILITY.md, "Failover"): three instances of
+# each service on PostgreSQL behind HAProxy, HA_KILLS SIGKILLs of the leaders under load, a
+# rolling restart, PostgreSQL restarted, its synchronous standby promoted (scripts/ha-test.sh;
+# `make test` runs the short form: 3 kills and the rolling restart).
+HA_KILLS ?= 20
+ha: setup
+	HA_KILLS=$(HA_KILLS) timeout -k 30 30m bash scripts/ha-test.sh long
 
 # The bounded load test on loopback: DURATION seconds (at most 300) of mixed uploads,
 # downloads and graph queries; see scripts/load-test.sh for its settings.

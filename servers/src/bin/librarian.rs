@@ -406,6 +406,7 @@ fn run_server(config: LibrarianConfig) -> anyhow::Result<()> {
         .object_store
         .as_ref()
         .map_or("local", |b| b.object_store.name());
+    let counts = store.clone();
     runtime.block_on(async move {
         leader.start();
         let listener = serve::bind(config.server.listen, config.server.dev).await?;
@@ -434,12 +435,29 @@ fn run_server(config: LibrarianConfig) -> anyhow::Result<()> {
             serve::shutdown_signal(),
         )
         .await?;
-        // Drained: hand the lease over at once rather than at its expiry.
+        // Drained: the download counts are written while this instance is still the writer
+        // (after the handover its engine refuses them), then the lease is handed over at once
+        // rather than at its expiry.
+        if leader.is_leader() {
+            let counts = counts.clone();
+            if let Err(error) =
+                tokio::task::spawn_blocking(move || counts.flush_downloads()).await?
+            {
+                tracing::warn!(%error, "could not write the download counts before the handover");
+            }
+        }
         leader.stop().await;
         anyhow::Ok(())
     })?;
     runtime.shutdown_timeout(Duration::from_secs(5));
-    store.flush()?;
+    match store.flush() {
+        // Another instance writes (several instances on PostgreSQL): what this one counted
+        // since is lost, as after a crash; the counts are statistics, never acknowledged.
+        Err(blobstore::Error::Engine(error @ engine::Error::Fenced { .. })) => {
+            tracing::warn!(%error, "download counts not written: another instance is the writer");
+        }
+        flushed => flushed?,
+    }
     drop(opened);
     tracing::info!("librarian stopped");
     Ok(())
