@@ -65,12 +65,12 @@ pub use resumable::{
     Checksum, ChecksumAlgorithm, ResumableUpload, UploadId, DEFAULT_UPLOAD_LIFETIME,
 };
 pub use store::{
-    Access, BackupReport, BlobProblem, BucketStats, CheckReport, ContentReader, DownloadSummary, FileUpdate,
-    GcReport, Inconsistency, Page, Patched, Revised, ScrubFinding, ScrubPass, ScrubReport,
-    ScrubState, ScrubStep, Store, StoreBuilder, StoreSummary, SweepReport, Upload, UploadRequest,
-    Uploaded, VerifyReport, Visibility, CHUNK_SIZE, DEFAULT_CHANGE_RETENTION, DEFAULT_EXPIRY_GRACE,
-    DEFAULT_GRACE, DEFAULT_HOT_CACHE_BYTES, DEFAULT_INLINE_THRESHOLD, IDEMPOTENCY_WINDOW,
-    MAX_IDEMPOTENCY_KEY, MAX_USAGE_DAYS, SCRUB_ACTOR,
+    Access, BackupReport, BlobProblem, BucketStats, CheckReport, ContentReader, DownloadSummary,
+    FileUpdate, GcReport, Inconsistency, Page, Patched, Revised, ScrubFinding, ScrubPass,
+    ScrubReport, ScrubState, ScrubStep, Store, StoreBuilder, StoreSummary, SweepReport, Upload,
+    UploadRequest, Uploaded, VerifyReport, Visibility, CHUNK_SIZE, DEFAULT_CHANGE_RETENTION,
+    DEFAULT_EXPIRY_GRACE, DEFAULT_GRACE, DEFAULT_HOT_CACHE_BYTES, DEFAULT_INLINE_THRESHOLD,
+    IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEY, MAX_USAGE_DAYS, SCRUB_ACTOR,
 };
 pub use token::{Token, TokenError, TokenSigner, DEFAULT_TOKEN_LIFETIME};
 pub use types::{

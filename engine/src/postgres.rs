@@ -1407,6 +1407,8 @@ fn epoch_of(epoch: i64) -> Epoch {
 /// statements and argues why an old leader cannot commit after a takeover.
 impl Leadership for PgEngine {
     fn acquire(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<Epoch>> {
+        // A poisoned engine refuses every write until it is opened again: it must not lead.
+        self.poison.check(Backend::Postgres, &self.label)?;
         let ttl = ttl.as_secs_f64();
         // Safe to run again after a lost COMMIT: a takeover that landed is found as this
         // holder's live lease and extended at the same epoch.
@@ -1417,6 +1419,7 @@ impl Leadership for PgEngine {
     }
 
     fn renew(&self, name: &str, holder: &str, epoch: Epoch, ttl: Duration) -> Result<bool> {
+        self.poison.check(Backend::Postgres, &self.label)?;
         let ttl = ttl.as_secs_f64();
         let epoch = epoch_sql(epoch);
         let sql = &self.leases_sql.renew;

@@ -363,6 +363,22 @@ fn buffered_batches_lost_by_the_server_poison_the_engine() {
         engine.write(numbered_batch(&*engine, 2), Durability::Sync),
         Err(Error::Poisoned { .. })
     ));
+    // Nor may it lead: an instance whose every write would be refused must not hold the
+    // writer's lease (it would keep renewing it while answering every write with an error).
+    let leadership = engine.leadership().unwrap();
+    assert!(matches!(
+        leadership.acquire("writer", "poisoned", std::time::Duration::from_secs(5)),
+        Err(Error::Poisoned { .. })
+    ));
+    assert!(matches!(
+        leadership.renew(
+            "writer",
+            "poisoned",
+            engine::Epoch(1),
+            std::time::Duration::from_secs(5)
+        ),
+        Err(Error::Poisoned { .. })
+    ));
     // Reads still work, and a reopened engine starts clean.
     assert_eq!(keys_of(&*engine, 0), KEYS_PER_BATCH as usize);
     drop(engine);

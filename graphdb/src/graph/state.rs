@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 use petgraph::graph::{DiGraph, NodeIndex};
 use roaring::RoaringBitmap;
 
-use super::rank::NameRank;
 use super::order::{MemberLists, NameOrder};
+use super::rank::NameRank;
 use super::{NodeKind, Role};
 
 /// A membership edge as seen from one of its ends.

@@ -14,6 +14,7 @@
 //! another server (`retry-on 503` with `option redispatch`; `docs/API.md`, "Several
 //! instances"). On the embedded backends ([`Leader::always`]) the one instance always leads.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,8 @@ struct Inner {
     /// Run (blocking) when a new epoch was acquired, before the instance counts itself
     /// leader: the follower's catch-up ([`super::follow::Follower::take_over`]).
     elected: Mutex<Option<Hook>>,
+    /// Set when the engine was poisoned: the instance stays a reader and never leads again.
+    retired: AtomicBool,
 }
 
 /// [`Inner::elected`], with a `Debug` that names it only.
@@ -111,6 +114,7 @@ impl Leader {
                 stop: Notify::new(),
                 task: Mutex::new(None),
                 elected: Mutex::new(None),
+                retired: AtomicBool::new(false),
             }),
         }
     }
@@ -195,6 +199,9 @@ impl Leader {
         let Some(election) = &self.inner.election else {
             return;
         };
+        if self.inner.retired.load(Ordering::SeqCst) {
+            return;
+        }
         let held = self.term().epoch;
         // An instance that stopped counting itself leader (its renewals failed) catches up
         // again even when it gets the same epoch back: memory may hold a write the database
@@ -218,9 +225,16 @@ impl Leader {
                 return Ok(None);
             };
             let epoch = match held {
-                Some(epoch) => leadership
-                    .renew(&name, &holder, epoch, ttl)?
-                    .then_some(epoch),
+                Some(epoch) => match leadership.renew(&name, &holder, epoch, ttl) {
+                    Ok(renewed) => renewed.then_some(epoch),
+                    Err(error @ engine::Error::Poisoned { .. }) => {
+                        // Every later write of this engine is refused until the process
+                        // restarts: hand the lease over now rather than at its expiry.
+                        let _ = leadership.release(&name, &holder, epoch);
+                        return Err(error);
+                    }
+                    Err(error) => return Err(error),
+                },
                 None => leadership.acquire(&name, &holder, ttl)?,
             };
             if let Some(epoch) = epoch {
@@ -254,6 +268,11 @@ impl Leader {
                 if held.is_some() {
                     tracing::warn!(lease = %election.name, "lost the lease to another instance");
                 }
+                self.set_term(Term::default());
+            }
+            Ok(Err(error @ engine::Error::Poisoned { .. })) => {
+                tracing::error!(lease = %election.name, %error, "the engine refuses every write until this instance restarts: it no longer stands for writer");
+                self.inner.retired.store(true, Ordering::SeqCst);
                 self.set_term(Term::default());
             }
             Ok(Err(error)) => {
