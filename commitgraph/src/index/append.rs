@@ -5,7 +5,7 @@ use super::*;
 
 impl CommitIndex {
     /// Adds a batch of commits, parents before children, all or nothing: see
-    /// [`super::CommitGraphs::append`] for the rules.
+    /// [`crate::CommitGraphs::append`] for the rules.
     ///
     /// # Errors
     /// [`CommitError::UnknownParent`], [`CommitError::ConflictingParents`],

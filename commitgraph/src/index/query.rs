@@ -189,7 +189,7 @@ impl CommitIndex {
         reach
     }
 
-    /// The reach vector of `tip` (what [`super::CommitGraphs`] caches per target branch tip),
+    /// The reach vector of `tip` (what [`crate::CommitGraphs`] caches per target branch tip),
     /// or `None` when `tip` is unknown.
     pub fn reach_vector(&self, tip: &CommitId) -> Option<ReachVector> {
         Some(ReachVector(self.reach(self.node(tip)?, None)))

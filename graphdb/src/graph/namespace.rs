@@ -744,7 +744,7 @@ impl Namespace {
         report
     }
 
-    /// Where the namespace's memory goes, estimated (see [`MemoryStats`]).
+    /// Where the namespace's memory goes, estimated (see [`MemoryStats`](super::MemoryStats)).
     pub fn memory(&self) -> super::MemoryStats {
         self.read_state().memory()
     }
