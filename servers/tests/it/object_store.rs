@@ -174,7 +174,9 @@ fn uploads_and_downloads_over(protocol: Protocol) {
         let (big, small) = (big.clone(), small.clone());
         async move {
             let (status, health) = get_json(&base, "/health").await;
-            assert_eq!((status, health), (200, serde_json::json!({"status": "ok"})));
+            assert_eq!(status, 200, "{health}");
+            assert_eq!(health["status"], "ok", "{health}");
+            assert_eq!(health["stale"], false, "{health}");
             for (name, bytes) in [("big.bin", &big), ("small.txt", &small)] {
                 let response = upload(&base, "os", name, bytes.clone()).await;
                 assert_eq!(response.status(), 201, "{name}");
