@@ -67,6 +67,23 @@ impl PgEngine {
         self.fence.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// `Error::Fenced` when this engine is fenced and its lease has moved past the fenced
+    /// epoch; `None` when it is not fenced, still leads, or the lease cannot be read.
+    pub(super) fn superseded(&self) -> Option<Error> {
+        let (name, epoch) = self.fenced()?;
+        let current = self
+            .with_retry("read a lease", |conn| {
+                let rows = conn.query(&self.leases_sql.current, &[&name])?;
+                Ok(rows.first().and_then(|row| row.get::<_, Option<i64>>(0)))
+            })
+            .ok()?;
+        (current != Some(epoch)).then(|| Error::Fenced {
+            name,
+            epoch: u64::try_from(epoch).unwrap_or(0),
+            current: current.and_then(|c| u64::try_from(c).ok()),
+        })
+    }
+
     /// One acquisition on `conn` (see [`Leadership::acquire`]): the decision and the epoch
     /// change in one transaction, then, before the epoch is handed out, the wait for the
     /// write transactions of older epochs still in flight (`engine/DESIGN.md`, "Why an old

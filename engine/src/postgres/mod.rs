@@ -625,7 +625,12 @@ impl Engine for PgEngine {
                             self.acknowledged_batch(token, durability, watermark);
                             Ok(())
                         }
-                        Ok(false) => Err(self.error("write", PgFailure::NotLanded)),
+                        // A fenced engine whose lease moved on (its session ended while it
+                        // was paused, and another instance took over) is told so: what its
+                        // caller must act on is that it no longer leads.
+                        Ok(false) => Err(self
+                            .superseded()
+                            .unwrap_or_else(|| self.error("write", PgFailure::NotLanded))),
                         Err(cause) => {
                             let error = self.error(
                                 "write",
