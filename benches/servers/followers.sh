@@ -70,7 +70,11 @@ done
 [ -n "$writer" ] || { echo "no writer elected" >&2; cat "$work"/d*.log >&2; exit 1; }
 followers=()
 for addr in "${addrs[@]}"; do [ "$addr" != "$writer" ] && followers+=("$addr"); done
-curl -sf -o /dev/null "http://$embedded/health"
+for _ in $(seq 1 200); do
+    curl -sf -o /dev/null "http://$embedded/health" && break
+    sleep 0.1
+done
+curl -sf -o /dev/null "http://$embedded/health" || { echo "the embedded instance did not start" >&2; cat "$work/embedded.log" >&2; exit 1; }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); writer $writer, followers ${followers[*]}"
 python3 benches/servers/followers_lag.py --writer "$writer" \
