@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The failover test of issue 16: three instances of each service on PostgreSQL behind Debian's
-# HAProxy, under a bounded loopback load, with their leaders SIGKILLed, a rolling restart, and
-# (long form) PostgreSQL restarted and its synchronous standby promoted. scripts/ha_test.py
+# HAProxy, under a bounded loopback load, with their leaders SIGKILLed, a rolling restart, its
+# synchronous standby promoted, and (long form) PostgreSQL restarted. scripts/ha_test.py
 # does the work and the checks (docs/RELIABILITY.md, "Failover"); this script builds the
 # servers, starts SeaweedFS for the librarian's blobs (scripts/with-seaweedfs.sh) and stops
 # everything it started at the end, by PID.
 #
-#   scripts/ha-test.sh short    3 kills and one rolling restart (make test), about a minute
+#   scripts/ha-test.sh short    3 kills, one rolling restart and the standby promoted (make
+#                               test), about a minute
 #   scripts/ha-test.sh long     20 kills, the rolling restart, PostgreSQL restarted, the
 #                               standby promoted (make ha)
 #

@@ -693,7 +693,7 @@ def main():
     # Stopped from outside (the shell's trap): the `finally` below stops every process.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     kill_count = args.kills if args.kills is not None else (3 if args.mode == "short" else 20)
-    phases = (args.phases or ("kills,rolling" if args.mode == "short" else "kills,rolling,postgres,standby")).split(",")
+    phases = (args.phases or ("kills,rolling,standby" if args.mode == "short" else "kills,rolling,postgres,standby")).split(",")
     report = {"mode": args.mode, "phases": phases, "kills": kill_count, "load_average_start": os.getloadavg()}
     args.standby = "standby" in phases
     cluster = Cluster(args)
