@@ -450,7 +450,7 @@ class Cluster:
 
     def start(self):
         self.pg.start_primary()
-        if self.args.mode == "long":
+        if self.args.standby:
             self.pg.start_standby()
         self.configs()
         # One at a time: the first creates the schema.
