@@ -93,7 +93,12 @@ fn bench_backend(c: &mut Criterion, backend: Backend) {
 }
 
 fn engines(c: &mut Criterion) {
-    for backend in Backend::compiled() {
+    // PostgreSQL needs a running server and its settings: it is measured against RocksDB by
+    // `engine-compare` (benches/src/bin/engine_compare.rs, docs/SCALING.md) instead.
+    for backend in Backend::compiled()
+        .into_iter()
+        .filter(|b| *b != Backend::Postgres)
+    {
         bench_backend(c, backend);
     }
 }
