@@ -26,28 +26,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use benches::disk_dir;
 use blobstore::{BucketName, Store, StoreBuilder, UploadRequest};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use engine::EngineConfig;
 use sha2::Digest as _;
-
-/// A new directory for a benchmark's files on a real disk: under `BLOBSTORE_BENCH_DIR`, or
-/// `~/.cache/lpstore/bench`. Panics when that is on tmpfs.
-fn disk_dir() -> tempfile::TempDir {
-    let base = std::env::var_os("BLOBSTORE_BENCH_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").expect("HOME or BLOBSTORE_BENCH_DIR");
-            Path::new(&home).join(".cache/lpstore/bench")
-        });
-    std::fs::create_dir_all(&base).unwrap();
-    assert!(
-        !blobstore::is_tmpfs(&base),
-        "{} is on tmpfs: durable figures need a real disk (set BLOBSTORE_BENCH_DIR)",
-        base.display()
-    );
-    tempfile::tempdir_in(&base).unwrap()
-}
 
 fn open(dir: &Path, inline_threshold: usize) -> Store {
     StoreBuilder::new(EngineConfig::rocksdb(dir.join("meta")), dir.join("data"))

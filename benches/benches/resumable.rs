@@ -16,6 +16,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use benches::disk_dir;
 use blobstore::{BucketName, Store, StoreBuilder, UploadId, UploadRequest};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use engine::EngineConfig;
@@ -25,23 +26,6 @@ const MIB: usize = 1 << 20;
 const PREFIX: usize = 512 * MIB;
 /// The upload's announced length: room for the prefix and every measured append.
 const LENGTH: u64 = 4 << 30;
-
-/// A new directory on a real disk: under `BLOBSTORE_BENCH_DIR`, or `~/.cache/lpstore/bench`.
-fn disk_dir() -> tempfile::TempDir {
-    let base = std::env::var_os("BLOBSTORE_BENCH_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").expect("HOME or BLOBSTORE_BENCH_DIR");
-            Path::new(&home).join(".cache/lpstore/bench")
-        });
-    std::fs::create_dir_all(&base).unwrap();
-    assert!(
-        !blobstore::is_tmpfs(&base),
-        "{} is on tmpfs: durable figures need a real disk (set BLOBSTORE_BENCH_DIR)",
-        base.display()
-    );
-    tempfile::tempdir_in(base).unwrap()
-}
 
 fn open(dir: &Path) -> Store {
     StoreBuilder::new(

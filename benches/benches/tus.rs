@@ -10,10 +10,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use benches::disk_dir;
 use blobstore::{ManualClock, StoreBuilder, Timestamp};
 use bytes::Bytes;
 use servers::common::access::hash_password;
@@ -44,23 +44,6 @@ impl Server {
         let _ = self.stop.send(());
         self.task.await.unwrap().unwrap();
     }
-}
-
-/// A new directory on a real disk: under `BLOBSTORE_BENCH_DIR`, or `~/.cache/lpstore/bench`.
-fn disk_dir() -> tempfile::TempDir {
-    let base = std::env::var_os("BLOBSTORE_BENCH_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").expect("HOME or BLOBSTORE_BENCH_DIR");
-            Path::new(&home).join(".cache/lpstore/bench")
-        });
-    std::fs::create_dir_all(&base).unwrap();
-    assert!(
-        !blobstore::is_tmpfs(&base),
-        "{} is on tmpfs: durable figures need a real disk (set BLOBSTORE_BENCH_DIR)",
-        base.display()
-    );
-    tempfile::tempdir_in(base).unwrap()
 }
 
 async fn rocksdb_server() -> Server {

@@ -20,6 +20,27 @@ pub fn open_engine(backend: Backend, dir: &std::path::Path, keyspaces: &[&str]) 
         .unwrap_or_else(|e| panic!("open {backend}: {e}"))
 }
 
+/// A new directory for a benchmark's files on a real disk: under `BLOBSTORE_BENCH_DIR`, or
+/// `~/.cache/lpstore/bench`.
+///
+/// # Panics
+/// When that directory cannot be made, or is on tmpfs (durable figures would measure memory).
+pub fn disk_dir() -> tempfile::TempDir {
+    let base = std::env::var_os("BLOBSTORE_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect("HOME or BLOBSTORE_BENCH_DIR");
+            std::path::Path::new(&home).join(".cache/lpstore/bench")
+        });
+    std::fs::create_dir_all(&base).unwrap();
+    assert!(
+        !blobstore::is_tmpfs(&base),
+        "{} is on tmpfs: durable figures need a real disk (set BLOBSTORE_BENCH_DIR)",
+        base.display()
+    );
+    tempfile::tempdir_in(base).unwrap()
+}
+
 /// A small deterministic generator (Knuth's MMIX LCG) for picking query samples: the same
 /// sequence in every run, so runs compare.
 #[derive(Debug)]
