@@ -153,6 +153,16 @@ async fn failed(error: ApiError) -> Value {
     json!({"status": "failed", "error": error})
 }
 
+/// 501 `backup_unavailable`: a server built without its store settings (in tests, or
+/// embedded in another program) has nothing to back up from.
+pub fn backup_unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "backup_unavailable",
+        "this server was set up without its store settings and cannot back up",
+    )
+}
+
 /// Maps a backup's failure to its answer: 409 for a destination that is not empty, 501 for
 /// an engine that cannot checkpoint, 500 (the cause logged) otherwise.
 pub fn backup_error(error: BackupError) -> ApiError {

@@ -698,11 +698,7 @@ pub(crate) async fn backup(
 ) -> Result<Response, ApiError> {
     use crate::directory::backup::DirectoryBackupError;
     let Some(config) = state.store_config.clone() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "backup_unavailable",
-            "this server was set up without its store settings and cannot back up",
-        ));
+        return Err(crate::common::backup::backup_unavailable());
     };
     let dir = crate::common::backup::check_backup(request, config.backend).await?;
     let engine = std::sync::Arc::clone(state.store.engine());

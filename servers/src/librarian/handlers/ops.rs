@@ -88,11 +88,7 @@ pub(crate) async fn backup(
 ) -> Result<Response, ApiError> {
     use crate::librarian::backup::LibrarianBackupError;
     let Some(config) = state.store_config.clone() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "backup_unavailable",
-            "this server was set up without its store settings and cannot back up",
-        ));
+        return Err(crate::common::backup::backup_unavailable());
     };
     let dir = crate::common::backup::check_backup(request, config.backend).await?;
     let store = state.store.clone();
