@@ -59,7 +59,7 @@ fn open_with_feed(
         .open(graphdb::KEYSPACES)
         .expect("open rocksdb");
     let store = GraphStore::builder(engine)
-        .clock(Arc::new(ManualClock::new(now)))
+        .clock(Arc::new(ManualClock::at_seconds(now)))
         .durability(durability)
         .record_changes(feed)
         .open()
@@ -196,7 +196,7 @@ fn main() {
         .expect("open rocksdb");
     let engine_open = t.elapsed();
     let store = GraphStore::builder(engine)
-        .clock(Arc::new(ManualClock::new(g.now)))
+        .clock(Arc::new(ManualClock::at_seconds(g.now)))
         .durability(Durability::Buffered)
         .open()
         .expect("open store");

@@ -48,7 +48,7 @@ impl Server {
 
 async fn rocksdb_server() -> Server {
     let dir = disk_dir();
-    let clock = Arc::new(ManualClock::new(Timestamp::now()));
+    let clock = Arc::new(ManualClock::at_millis(Timestamp::now().as_unix_millis()));
     let store = StoreBuilder::new(
         engine::EngineConfig::new(engine::Backend::Rocksdb, dir.path().join("meta")),
         dir.path().join("data"),

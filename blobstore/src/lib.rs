@@ -35,7 +35,6 @@
 
 mod backend;
 mod changes;
-mod clock;
 mod direct_io;
 mod downloads;
 mod error;
@@ -55,8 +54,8 @@ mod writer;
 
 pub use backend::{is_tmpfs, BlobBackend, LocalFsBackend, StoredBlob, TempBlob};
 pub use changes::{Change, ChangeKind, CHANGE_KINDS, GC_ACTOR};
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use downloads::DOWNLOADS_FLUSH_INTERVAL;
+pub use engine::{Clock, ManualClock, SystemClock};
 pub use error::{BoxError, Error, Result};
 pub use hot::SmallFile;
 pub use keys::KEYSPACES;

@@ -306,6 +306,11 @@ impl Timestamp {
         )
     }
 
+    /// The time `clock` shows.
+    pub fn from_clock<C: engine::Clock + ?Sized>(clock: &C) -> Self {
+        Timestamp(clock.now_millis())
+    }
+
     /// The current wall-clock time.
     pub fn now() -> Self {
         let since = std::time::SystemTime::now()

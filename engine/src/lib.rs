@@ -54,6 +54,7 @@
 pub mod backup;
 mod batch;
 mod changelog;
+mod clock;
 mod config;
 mod consumers;
 pub mod counter;
@@ -76,6 +77,7 @@ use std::fmt;
 
 pub use batch::{BatchOp, WriteBatch};
 pub use changelog::{Appended, ChangeLog, FeedError, LogEntry};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Backend, EngineConfig, PostgresConfig};
 pub use consumers::{Consumer, Consumers};
 pub use error::{Error, Result, Unreachable};

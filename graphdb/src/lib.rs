@@ -23,7 +23,7 @@
 //!
 //! # fn main() -> Result<(), graphdb::Error> {
 //! let engine = engine::EngineConfig::memory().open(graphdb::KEYSPACES)?;
-//! let clock = Arc::new(ManualClock::new(1_000));
+//! let clock = Arc::new(ManualClock::at_seconds(1_000));
 //! let store = GraphStore::builder(engine).clock(clock.clone()).open()?;
 //! let teams = graphdb::Teams::open(&store)?;
 //! teams.add_person("alice")?;
@@ -37,14 +37,13 @@
 //! assert_eq!(page.items, ["alice"]);
 //! assert_eq!(teams.path("alice", "ubuntu-dev")?.unwrap(), ["alice", "core-dev", "ubuntu-dev"]);
 //!
-//! clock.set(2_000); // the membership expires at this second
+//! clock.set_seconds(2_000); // the membership expires at this second
 //! assert!(!teams.is_member("alice", "ubuntu-dev")?);
 //! # Ok(())
 //! # }
 //! ```
 
 pub mod changes;
-mod clock;
 mod error;
 pub mod generate;
 mod graph;
@@ -54,7 +53,7 @@ mod packagesets;
 mod teams;
 
 pub use changes::{Change, ChangeKind, EdgeState, SYSTEM_ACTOR};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use engine::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use graph::{
     validate_label, validate_relation, ChangesPage, CheckReport, Depth, Difference, Direction,

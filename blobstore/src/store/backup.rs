@@ -206,14 +206,14 @@ mod tests {
     use engine::{Backend, EngineConfig};
 
     use crate::backend::LocalFsBackend;
-    use crate::{BucketName, ManualClock, StoreBuilder, Timestamp, UploadRequest};
+    use crate::{BucketName, ManualClock, StoreBuilder, UploadRequest};
 
     /// GC's removal of a blob file waits while a backup holds the fence: the collection's
     /// record is written, the file stays until the fence is released.
     #[test]
     fn gc_removes_no_blob_file_while_a_backup_copies() {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(1_000_000)));
+        let clock = Arc::new(ManualClock::at_millis(1_000_000));
         let store = StoreBuilder::new(
             EngineConfig::new(Backend::Rocksdb, dir.path().join("meta")),
             dir.path(),

@@ -8,13 +8,14 @@ use std::time::Duration;
 use engine::{ChangeLog, Direction, Engine, EngineConfig, GroupCommit, ScanRange};
 
 use crate::backend::{BlobBackend, LocalFsBackend};
-use crate::clock::{Clock, SystemClock};
 use crate::downloads::PendingDownloads;
 use crate::error::{Error, Result};
 use crate::hot::HotCache;
 use crate::keys::{self, KEYSPACES};
 use crate::locks::{SharedStripes, Stripes};
 use crate::token::TokenSigner;
+use crate::types::Timestamp;
+use engine::{Clock, SystemClock};
 
 use super::{decode_u64, Ids, Inner, Keyspaces, Store, LOCK_STRIPES};
 use super::{CHUNK_SIZE, DEFAULT_EXPIRY_GRACE, DEFAULT_GRACE};
@@ -172,7 +173,7 @@ impl StoreBuilder {
         };
         let ks = Keyspaces::resolve(engine.as_ref())?;
         let next = next_file_id(engine.as_ref(), &ks)?;
-        let now = self.clock.now();
+        let now = Timestamp::from_clock(&*self.clock);
         let committer = Arc::new(GroupCommit::new(engine.clone()));
         let log = ChangeLog::open(committer.clone(), engine.keyspace(keys::CHANGES)?)?;
         Ok(Store {

@@ -14,7 +14,6 @@ use engine::{Appended, ChangeLog, Durability, Engine, GroupCommit, Keyspace, Log
 
 use crate::backend::BlobBackend;
 use crate::changes::{self, Change};
-use crate::clock::Clock;
 use crate::downloads::PendingDownloads;
 use crate::error::{Error, Result};
 use crate::hot::HotCache;
@@ -23,6 +22,7 @@ use crate::locks::{SharedStripes, Stripes};
 use crate::records::{BlobMeta, FileRecord};
 use crate::token::TokenSigner;
 use crate::types::{Blake3Hash, FileId, Timestamp};
+use engine::Clock;
 
 mod audit;
 mod backup;
@@ -185,7 +185,7 @@ impl Inner {
             .flush_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let counts = self.downloads.take(self.clock.now());
+        let counts = self.downloads.take(Timestamp::from_clock(&*self.clock));
         if counts.is_empty() {
             return Ok(());
         }
@@ -275,7 +275,7 @@ impl Store {
 
     /// The current time of the store's clock.
     pub fn now(&self) -> Timestamp {
-        self.inner.clock.now()
+        Timestamp::from_clock(&*self.inner.clock)
     }
 
     /// The inline threshold in bytes.

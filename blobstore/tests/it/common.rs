@@ -65,7 +65,7 @@ impl suite::Harness for Harness {
         Harness {
             backend,
             dir: tempfile::tempdir().expect("temporary directory"),
-            clock: Arc::new(ManualClock::new(Timestamp::now())),
+            clock: Arc::new(ManualClock::at_millis(Timestamp::now().as_unix_millis())),
             settings,
             mem: (backend == Backend::Memory).then(|| MemEngine::new(KEYSPACES)),
         }

@@ -27,7 +27,9 @@ fn open(dir: &std::path::Path, backend: Backend, grace: Duration) -> blobstore::
         dir.join("data"),
     )
     .grace(grace)
-    .clock(Arc::new(ManualClock::new(Timestamp::now())))
+    .clock(Arc::new(ManualClock::at_millis(
+        Timestamp::now().as_unix_millis(),
+    )))
     .open()
     .expect("open store")
 }

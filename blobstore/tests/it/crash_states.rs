@@ -119,7 +119,9 @@ fn open_store(dir: &Path, backend: Backend) -> blobstore::Result<Store> {
         dir.join("data"),
     )
     .grace(Duration::from_secs(3600))
-    .clock(Arc::new(ManualClock::new(Timestamp::now())))
+    .clock(Arc::new(ManualClock::at_millis(
+        Timestamp::now().as_unix_millis(),
+    )))
     .open()
 }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blobstore::{
-    Access, Blake3Hash, Clock, FileId, ManualClock, Store, StoreBuilder, Timestamp, UploadRequest,
+    Access, Blake3Hash, FileId, ManualClock, Store, StoreBuilder, Timestamp, UploadRequest,
     KEYSPACES,
 };
 use engine::{Fault, FaultyEngine};
@@ -190,7 +190,7 @@ fn assert_sound(store: &Store) {
 /// them the flushes.
 fn reference() -> (Vec<String>, u64, u64) {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(start()));
+    let clock = Arc::new(ManualClock::at_millis(start().as_unix_millis()));
     let engine = Arc::new(FaultyEngine::new(KEYSPACES));
     let store = open(Arc::clone(&engine), dir.path(), Arc::clone(&clock)).unwrap();
     // Operations of opening and of the script alone: the fingerprints' reads count
@@ -215,17 +215,17 @@ fn with_fault(fault: Fault, prints: &[String], operations: u64) -> (u64, u64) {
     let (mut injected, mut orphans) = (0, 0);
     for n in 1..=operations {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(start()));
+        let clock = Arc::new(ManualClock::at_millis(start().as_unix_millis()));
         let engine = Arc::new(FaultyEngine::new(KEYSPACES).fail_at(n, fault));
         // `done` counts acknowledged steps; `failed` is the step the fault struck.
         let (mut done, mut failed, mut failed_uploads) = (0, None, 0);
-        let mut clock_at = vec![clock.now()];
+        let mut clock_at = vec![Timestamp::from_clock(&*clock)];
         if let Ok(store) = open(Arc::clone(&engine), dir.path(), Arc::clone(&clock)) {
             for (i, &step) in SCRIPT.iter().enumerate() {
                 match (run(&store, &clock, step), failed) {
                     (Ok(()), None) => {
                         done = i + 1;
-                        clock_at.push(clock.now());
+                        clock_at.push(Timestamp::from_clock(&*clock));
                     }
                     (Ok(()), Some(_)) => {
                         // Only the clock, or a GC pass with nothing to write, may go on.
@@ -253,7 +253,7 @@ fn with_fault(fault: Fault, prints: &[String], operations: u64) -> (u64, u64) {
 
         // The crash: only what was synced survives; the blob files stay. The clock goes back
         // to where it was after the last acknowledged step, as in the reference run.
-        clock.set(clock_at[done]);
+        clock.set_millis(clock_at[done].as_unix_millis());
         let store = open(Arc::new(engine.crash()), dir.path(), Arc::clone(&clock))
             .unwrap_or_else(|e| panic!("{fault:?} at {n}: reopen: {e}"));
         let mut expected = &prints[done];

@@ -25,7 +25,7 @@ impl Fixture {
         Fixture {
             dir: tempfile::tempdir().unwrap(),
             rocksdb,
-            clock: Arc::new(ManualClock::new(START)),
+            clock: Arc::new(ManualClock::at_millis(START.as_unix_millis())),
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use blobstore::testing::model::{run_against_model, Op, Subject, BUCKETS};
 use blobstore::testing::MemBackend;
-use blobstore::{ManualClock, Store, StoreBuilder, Timestamp};
+use blobstore::{ManualClock, Store, StoreBuilder};
 use engine::FaultyEngine;
 
 use crate::bytes::Bytes;
@@ -112,9 +112,7 @@ pub fn blob_model(input: &[u8]) {
     let engine = Arc::new(FaultyEngine::new(blobstore::KEYSPACES));
     let blobs = MemBackend::default();
     let dir = tempfile::tempdir().expect("temporary directory");
-    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(
-        1_700_000_000_000,
-    )));
+    let clock = Arc::new(ManualClock::at_millis(1_700_000_000_000));
     let store = open(&engine, dir.path(), &blobs, &clock);
     let mut subject = Crashing {
         dir,

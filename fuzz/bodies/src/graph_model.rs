@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use engine::FaultyEngine;
 use graphdb::{Clock, Depth, Error, GraphStore, ManualClock, Role, TeamFilter, Teams};
@@ -102,14 +103,14 @@ fn check_against(teams: &Teams, model: &Model, now: i64) {
 /// clock, crash and reopen.
 pub fn graph_model(input: &[u8]) {
     let mut bytes = Bytes::new(input);
-    let clock = Arc::new(ManualClock::new(1_000));
+    let clock = Arc::new(ManualClock::at_seconds(1_000));
     let mut engine = Arc::new(FaultyEngine::new(graphdb::KEYSPACES));
     let (mut store, mut teams) = open(&engine, &clock);
     let mut model = Model::default();
     let mut ops = 0;
     while !bytes.is_empty() && ops < MAX_OPS {
         ops += 1;
-        let now = clock.now();
+        let now = clock.now_seconds();
         match bytes.below(10) {
             0 | 1 => {
                 let n = bytes.below(NAMES.len());
@@ -174,7 +175,7 @@ pub fn graph_model(input: &[u8]) {
                 );
                 model.edges.retain(|&(m, t), _| m != n && t != n);
             }
-            8 => clock.advance(i64::from(bytes.u8())),
+            8 => clock.advance(Duration::from_secs(u64::from(bytes.u8()))),
             _ => {
                 let crashed = Arc::new(engine.crash());
                 drop(teams);
@@ -183,7 +184,7 @@ pub fn graph_model(input: &[u8]) {
                 (store, teams) = open(&engine, &clock);
             }
         }
-        check_against(&teams, &model, clock.now());
+        check_against(&teams, &model, clock.now_seconds());
     }
     check_replay(&store, &teams, &clock);
     drop(store);

@@ -14,8 +14,8 @@ use super::types::{
 };
 use super::view::View;
 use crate::changes::Recorder;
-use crate::clock::Clock;
 use crate::{Error, Result};
+use engine::Clock;
 
 /// One namespace: its nodes, edges and index, in memory and in the engine.
 ///
@@ -70,7 +70,7 @@ impl Namespace {
     /// A consistent view at the clock's "now": expiries up to now are applied first (in
     /// memory; the next write persists them).
     pub fn view(&self) -> View<'_> {
-        let now = self.clock.now();
+        let now = self.clock.now_seconds();
         loop {
             let state = self.read_state();
             if !state.needs_advance(now) {
@@ -91,7 +91,7 @@ impl Namespace {
     /// that must not block (an async handler), which then fall back to [`Namespace::view`] on
     /// a thread that may.
     pub fn try_view(&self) -> Option<View<'_>> {
-        let now = self.clock.now();
+        let now = self.clock.now_seconds();
         let state = match self.state.try_read() {
             Ok(state) => state,
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
@@ -136,7 +136,7 @@ impl Namespace {
                     cause: cause.clone(),
                 });
             }
-            let now = self.clock.now();
+            let now = self.clock.now_seconds();
             let mut recorder = Recorder::new(&self.name, actor);
             let (out, batch) = {
                 let mut state = self.write_state();

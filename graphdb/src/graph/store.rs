@@ -10,8 +10,8 @@ use super::namespace::Namespace;
 use super::storage;
 use super::types::NamespaceKind;
 use crate::changes::{actor_history_key, object_history_key, Change, ChangeKind};
-use crate::clock::{Clock, SystemClock};
 use crate::{Error, Result};
+use engine::{Clock, SystemClock};
 
 /// Opens a [`GraphStore`]: engine first, then optional settings.
 #[derive(Debug)]

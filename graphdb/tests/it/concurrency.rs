@@ -75,7 +75,7 @@ fn try_view_answers_without_waiting_or_defers() {
     let fx = crate::support::Fixture::new(engine::Backend::Memory);
     let teams = graphdb::Teams::open(&fx.open()).unwrap();
     let now = 1_000_000;
-    fx.clock.set(now);
+    fx.clock.set_seconds(now);
     teams.add_team("t").unwrap();
     teams.add_person("p").unwrap();
     teams
@@ -92,7 +92,7 @@ fn try_view_answers_without_waiting_or_defers() {
         assert!(teams.try_view().is_some());
     }
     // The membership is due to expire: only a view that may write answers.
-    fx.clock.set(now + 10);
+    fx.clock.set_seconds(now + 10);
     assert!(teams.try_view().is_none());
     assert!(!teams.view().is_member("p", "t").unwrap());
     let view = teams.try_view().expect("expiries applied");

@@ -22,7 +22,7 @@ fn open(dir: &str) -> GraphStore {
         .open(graphdb::KEYSPACES)
         .expect("open rocksdb");
     GraphStore::builder(engine)
-        .clock(Arc::new(ManualClock::new(1_000)))
+        .clock(Arc::new(ManualClock::at_seconds(1_000)))
         .durability(Durability::Sync)
         .open()
         .expect("open store")
@@ -321,5 +321,5 @@ fn sigkill_during_membership_puts_leaves_no_half_put() {
     assert!(report.is_clean(), "{:?}", report.differences);
     // No change without its event and no event without its change: the feed that survived
     // rebuilds exactly the store that survived.
-    crate::feed::assert_replay_reproduces(&store, Arc::new(ManualClock::new(1_000)));
+    crate::feed::assert_replay_reproduces(&store, Arc::new(ManualClock::at_seconds(1_000)));
 }

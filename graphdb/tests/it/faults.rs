@@ -209,7 +209,7 @@ where
 /// server keeps it open, but the state must come from the engine either way) and makes one
 /// write.
 fn graph_step(engine: &Arc<FaultyEngine>, step: usize) -> Result<(), String> {
-    let clock = Arc::new(graphdb::ManualClock::new(1_000));
+    let clock = Arc::new(graphdb::ManualClock::at_seconds(1_000));
     let store = GraphStore::builder(Arc::clone(engine) as Arc<dyn Engine>)
         .clock(clock)
         .open()
@@ -252,7 +252,7 @@ fn graph_step(engine: &Arc<FaultyEngine>, step: usize) -> Result<(), String> {
 const GRAPH_STEPS: usize = 15;
 
 fn graph_fingerprint(engine: &Arc<FaultyEngine>) -> String {
-    let clock = Arc::new(graphdb::ManualClock::new(1_000));
+    let clock = Arc::new(graphdb::ManualClock::at_seconds(1_000));
     let store = GraphStore::builder(Arc::clone(engine) as Arc<dyn Engine>)
         .clock(clock)
         .open()
@@ -380,7 +380,7 @@ fn a_failed_group_sync_fails_its_writers_and_keeps_every_acknowledged_write() {
             }
             // The surviving feed rebuilds exactly the surviving store (no expiries here, so
             // any clock will do).
-            let clock = Arc::new(graphdb::ManualClock::new(1_000));
+            let clock = Arc::new(graphdb::ManualClock::at_seconds(1_000));
             crate::feed::assert_replay_reproduces(&store, clock);
         }
     }

@@ -41,7 +41,7 @@ fn generated_graph_matches_bfs() {
     let engine = engine::EngineConfig::memory()
         .open(graphdb::KEYSPACES)
         .unwrap();
-    let clock = Arc::new(ManualClock::new(g.now));
+    let clock = Arc::new(ManualClock::at_seconds(g.now));
     let store = GraphStore::builder(engine.clone())
         .clock(clock)
         .open()
@@ -131,7 +131,7 @@ fn generated_graph_matches_bfs() {
             .open(graphdb::KEYSPACES)
             .unwrap(),
     )
-    .clock(Arc::new(ManualClock::new(g.now)))
+    .clock(Arc::new(ManualClock::at_seconds(g.now)))
     .open()
     .unwrap();
     let copy = graphdb::Teams::open(&copy_store).unwrap();
@@ -148,7 +148,7 @@ fn generated_graph_matches_bfs() {
     drop(teams);
     drop(store);
     let store = GraphStore::builder(engine)
-        .clock(Arc::new(ManualClock::new(g.now)))
+        .clock(Arc::new(ManualClock::at_seconds(g.now)))
         .open()
         .unwrap();
     let teams = graphdb::Teams::open(&store).unwrap();

@@ -208,7 +208,7 @@ fn run(fx: &Fixture, kind: NamespaceKind, ops: &[Op]) -> Result<(), TestCaseErro
     let mut model = Model::default();
     let mut store = Some(fx.open());
     let mut ns = store.as_ref().unwrap().namespace("model", kind).unwrap();
-    let base = fx.clock.now_for_tests();
+    let base = graphdb::Clock::now_seconds(&*fx.clock);
     let mut now = base;
     for op in ops {
         match op.clone() {
@@ -294,7 +294,7 @@ fn run(fx: &Fixture, kind: NamespaceKind, ops: &[Op]) -> Result<(), TestCaseErro
             }
             Op::Advance(s) => {
                 now += s;
-                fx.clock.set(now);
+                fx.clock.set_seconds(now);
             }
             Op::Reopen => {
                 drop(ns);
@@ -307,17 +307,6 @@ fn run(fx: &Fixture, kind: NamespaceKind, ops: &[Op]) -> Result<(), TestCaseErro
         check_all(&ns, &model, now)?;
     }
     Ok(())
-}
-
-trait NowForTests {
-    fn now_for_tests(&self) -> i64;
-}
-
-impl NowForTests for graphdb::ManualClock {
-    fn now_for_tests(&self) -> i64 {
-        use graphdb::Clock;
-        self.now()
-    }
 }
 
 /// 256 cases on memory, 12 on the disk backends; `PROPTEST_CASES` overrides both.

@@ -146,7 +146,7 @@ pub fn nested_membership_and_queries(fx: Fixture) {
 pub fn expiry_at_now(fx: Fixture) {
     let teams = people(&fx);
     let now = 1_000_000;
-    fx.clock.set(now);
+    fx.clock.set_seconds(now);
     teams.add_person("p").unwrap();
     teams.add_person("q").unwrap();
     teams.add_team("outer").unwrap();
@@ -171,9 +171,9 @@ pub fn expiry_at_now(fx: Fixture) {
         Some((Role::Member, Some(now)))
     );
 
-    fx.clock.set(now + 4);
+    fx.clock.set_seconds(now + 4);
     assert!(teams.is_member("p", "outer").unwrap());
-    fx.clock.set(now + 5); // p's membership expires at this very second
+    fx.clock.set_seconds(now + 5); // p's membership expires at this very second
     assert!(!teams.is_member("p", "inner").unwrap());
     assert!(!teams.is_member("p", "outer").unwrap());
     assert!(teams.is_member("q", "outer").unwrap());
@@ -184,7 +184,7 @@ pub fn expiry_at_now(fx: Fixture) {
             .items,
         ["q"]
     );
-    fx.clock.set(now + 10);
+    fx.clock.set_seconds(now + 10);
     assert!(!teams.is_member("q", "outer").unwrap());
     assert!(teams.is_member("q", "inner").unwrap());
     assert!(teams.check().is_clean());
@@ -194,14 +194,14 @@ pub fn expiry_at_now(fx: Fixture) {
         .set_membership("inner", "p", Role::Member, Some(now + 100))
         .unwrap();
     assert!(teams.is_member("p", "inner").unwrap());
-    fx.clock.set(now + 100);
+    fx.clock.set_seconds(now + 100);
     assert!(!teams.is_member("p", "inner").unwrap());
     assert!(teams.check().is_clean());
 }
 
 pub fn expiry_survives_reopen(fx: Fixture) {
     let now = 1_000_000;
-    fx.clock.set(now);
+    fx.clock.set_seconds(now);
     {
         let teams = people(&fx);
         teams.add_person("p").unwrap();
@@ -214,7 +214,7 @@ pub fn expiry_survives_reopen(fx: Fixture) {
         assert!(teams.is_member("p", "u").unwrap());
     }
     // Closed while the edge was live; reopened after it expired.
-    fx.clock.set(now + 10);
+    fx.clock.set_seconds(now + 10);
     let teams = people(&fx);
     assert!(!teams.is_member("p", "u").unwrap());
     assert!(teams.check().is_clean());
@@ -340,7 +340,7 @@ pub fn relations_reach_team_members(fx: Fixture) {
         holders(TeamFilter::All),
         ["alice", "auditors", "bob", "seniors"]
     );
-    fx.clock.set(1_000_010);
+    fx.clock.set_seconds(1_000_010);
     assert!(!teams.is_holder("bob", "audits", "project").unwrap());
     assert!(teams
         .revoke("auditors", "audits", "project")

@@ -19,7 +19,7 @@ impl Fixture {
             backend,
             dir: tempfile::tempdir().expect("temp dir"),
             mem: MemEngine::new(graphdb::KEYSPACES),
-            clock: Arc::new(ManualClock::new(1_000_000)),
+            clock: Arc::new(ManualClock::at_seconds(1_000_000)),
         }
     }
 

@@ -191,7 +191,7 @@ impl suite::Harness for Harness {
         Harness {
             backend,
             protocol,
-            clock: Arc::new(ManualClock::new(Timestamp::now())),
+            clock: Arc::new(ManualClock::at_millis(Timestamp::now().as_unix_millis())),
             settings,
             config,
             mem: MemEngine::new(&keyspaces()),

@@ -133,7 +133,7 @@ const OUTSIDE: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 #[tokio::test]
 async fn librarian_bad_input_table() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(Timestamp::now()));
+    let clock = Arc::new(ManualClock::at_millis(Timestamp::now().as_unix_millis()));
     let engine = engine::EngineConfig::memory()
         .open(blobstore::KEYSPACES)
         .unwrap();

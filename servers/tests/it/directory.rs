@@ -46,7 +46,7 @@ impl Default for Access {
 
 impl Dir {
     pub(crate) async fn start(engine: Arc<dyn Engine>, access: Access) -> Dir {
-        let clock = Arc::new(ManualClock::new(NOW));
+        let clock = Arc::new(ManualClock::at_seconds(NOW));
         let store = GraphStore::builder(Arc::clone(&engine))
             .clock(clock.clone())
             .open()
@@ -387,9 +387,9 @@ async fn memberships_expire_at_the_clock() {
         .await;
     assert_eq!(r.status(), 200);
     assert_eq!(d.get("/teams/t/members/p").await["member"], true);
-    d.clock.set(NOW + 99);
+    d.clock.set_seconds(NOW + 99);
     assert_eq!(d.get("/teams/t/members/p").await["member"], true);
-    d.clock.set(NOW + 100);
+    d.clock.set_seconds(NOW + 100);
     assert_eq!(d.get("/teams/t/members/p").await["member"], false);
     assert_eq!(
         names(&d.get("/teams/t/members").await["members"]),
@@ -774,7 +774,7 @@ async fn a_restart_keeps_everything() {
         names(&d.get("/packagesets/s/packages").await["packages"]),
         ["pkg"]
     );
-    d.clock.set(NOW + 10);
+    d.clock.set_seconds(NOW + 10);
     assert_eq!(
         names(&d.get("/teams/a/members?type=person").await["members"]),
         ["q"]

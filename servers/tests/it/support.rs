@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use blobstore::{ManualClock, StoreBuilder, Timestamp};
+use blobstore::{ManualClock, StoreBuilder};
 use engine::Engine;
 use servers::common::access::hash_password;
 use servers::common::{serve, Credential, Limits, ServerConfig};
@@ -55,9 +55,7 @@ impl TestServer {
             .open(blobstore::KEYSPACES)
             .unwrap();
         let dir = Arc::new(tempfile::tempdir().unwrap());
-        let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(
-            START_SECS * 1000,
-        )));
+        let clock = Arc::new(ManualClock::at_millis(START_SECS * 1000));
         Self::start_over(engine, dir, clock, options).await
     }
 

@@ -32,7 +32,7 @@ pub fn shape(persons: usize) -> Shape {
 fn open(dir: &std::path::Path, now: i64, durability: Durability) -> Result<(GraphStore, Teams)> {
     let engine = EngineConfig::rocksdb(dir).open(graphdb::KEYSPACES)?;
     let store = GraphStore::builder(engine)
-        .clock(Arc::new(ManualClock::new(now)))
+        .clock(Arc::new(ManualClock::at_seconds(now)))
         .durability(durability)
         .open()?;
     let teams = graphdb::Teams::open(&store)?;
