@@ -2,7 +2,6 @@
 //! conditional requests and announced digests (RFC 9110, RFC 9530).
 
 use axum::http::{header, HeaderMap};
-use base64::Engine as _;
 
 use crate::common::ApiError;
 
@@ -208,6 +207,7 @@ pub fn expected_digests(headers: &HeaderMap) -> Result<Vec<Expected>, ApiError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
     use axum::http::HeaderValue;
 
     const ETAG: &str = "\"abc\"";
