@@ -9,6 +9,7 @@
 
 mod bulk;
 mod general;
+mod inspect;
 mod memory;
 mod namespace;
 mod order;
