@@ -528,7 +528,7 @@ fn rejected_batches_change_nothing(store: Store) {
     // Conflicting parents for a stored commit.
     assert!(matches!(
         graphs.append(repo, &[commit(0, &[0])], BY),
-        Err(CommitError::ConflictingParents { .. }) | Err(CommitError::UnknownParent { .. })
+        Err(CommitError::ConflictingParents { .. } | CommitError::UnknownParent { .. })
     ));
     let unchanged = |graphs: &CommitGraphs| {
         assert_eq!(graphs.stats(repo).unwrap().commits, 1);

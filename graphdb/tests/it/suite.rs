@@ -761,8 +761,8 @@ pub fn put_member_and_put_item_are_one_command(fx: Fixture) {
         let err = teams.put_member(team, member, kind, None).unwrap_err();
         match (*team, &err) {
             ("alice", Error::HasNoMembers { name, .. }) => assert_eq!(name, "alice"),
-            ("newteam" | "ubuntu", Error::Cycle { .. }) => {}
-            ("newteam", Error::InvalidRelation { .. } | Error::InvalidName { .. }) => {}
+            ("newteam" | "ubuntu", Error::Cycle { .. })
+            | ("newteam", Error::InvalidRelation { .. } | Error::InvalidName { .. }) => {}
             other => panic!("unexpected refusal {other:?}"),
         }
     }

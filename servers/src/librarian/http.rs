@@ -207,8 +207,8 @@ pub fn expected_digests(headers: &HeaderMap) -> Result<Vec<Expected>, ApiError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::Engine as _;
     use axum::http::HeaderValue;
+    use base64::Engine as _;
 
     const ETAG: &str = "\"abc\"";
     const MODIFIED: i64 = 1_700_000_000;
