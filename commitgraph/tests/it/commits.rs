@@ -1,3 +1,5 @@
+// Test-only, long on purpose: the backend suite, the property tests and the git comparison
+// share one set of graph builders.
 //! Commit graphs: a suite stamped out for every engine backend, property tests against BFS on
 //! random DAGs (merges, octopus merges, several roots, reopen), and agreement with real git.
 

@@ -1,3 +1,4 @@
+// Test-only: the scenarios stamped out per backend, which share their fixtures.
 //! The suite run on every backend.
 
 use graphdb::import::{ImportError, LineProblem};
