@@ -13,7 +13,6 @@ mod inspect;
 mod memory;
 mod namespace;
 mod order;
-mod rank;
 mod state;
 pub(crate) mod storage;
 mod store;
