@@ -9,10 +9,10 @@
 
 mod bulk;
 mod general;
+mod inspect;
 mod memory;
 mod namespace;
 mod order;
-mod rank;
 mod state;
 pub(crate) mod storage;
 mod store;
