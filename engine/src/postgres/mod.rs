@@ -310,10 +310,12 @@ struct Pending {
 }
 
 /// An engine over PostgreSQL: one table per keyspace (`kv_<name>`, `bytea` keys in byte
-/// order), a batch as one transaction, counters as row-locked read-modify-writes in the
-/// transaction, snapshots as repeatable-read read-only transactions.
+/// order), a batch as one transaction (shared with the batches other threads queued
+/// meanwhile, `combine.rs`), reduced to a few multi-row statements (`plan.rs`), counters as
+/// row-locked read-modify-writes in the transaction, snapshots as repeatable-read
+/// read-only transactions.
 ///
-/// Every batch also inserts a random token into `lpstore_batches`; when the connection is
+/// Every transaction also inserts a random token into `lpstore_batches`; when the connection is
 /// lost during COMMIT, the engine reconnects and settles whether the batch landed by
 /// inserting the same token as a fence, so the answer is exact, never a guess.
 pub struct PgEngine {

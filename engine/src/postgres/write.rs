@@ -1,4 +1,4 @@
-//! A batch as one transaction: the token (fenced or not) first, the operations, the commit;
+//! One write transaction: the token (fenced or not) first, the batch's net effect, the commit;
 //! a commit whose answer was lost resolved on a new connection; buffered batches checked
 //! after a reconnection.
 
