@@ -12,9 +12,11 @@ use std::sync::Condvar;
 use super::plan::Plan;
 use super::*;
 
-/// A combined transaction stops taking batches past this many operations (it always takes
-/// at least one batch): the statements' arrays and the transaction's locks stay bounded.
+/// A combined transaction stops taking batches past this many operations or bytes of keys
+/// and values (it always takes at least one batch): the statements' arrays and the
+/// transaction's locks stay bounded.
 const GROUP_OPS: usize = 4096;
+const GROUP_BYTES: usize = 16 << 20;
 
 /// Why a transaction failed, and so whether its batches share the failure.
 pub(super) enum Failure {
@@ -25,6 +27,14 @@ pub(super) enum Failure {
     /// `retry_ms`, the commit found not landed or left unresolved, the engine poisoned.
     /// Every batch of the transaction fails alike.
     Common(Error),
+}
+
+fn op_bytes(op: &BatchOp) -> usize {
+    match op {
+        BatchOp::Put { key, value, .. } => key.len() + value.len(),
+        BatchOp::Delete { key, .. } | BatchOp::CounterAdd { key, .. } => key.len(),
+        BatchOp::DeleteRange { start, end, .. } => start.len() + end.len(),
+    }
 }
 
 /// A batch waiting to be written.
@@ -89,12 +99,16 @@ impl PgEngine {
             // was long), run them, tell their writers.
             queue.leading = true;
             let mut group = Vec::new();
-            let mut size = 0;
+            let (mut ops, mut bytes) = (0, 0);
             while let Some(entry) = queue.waiting.front() {
-                if !group.is_empty() && size + entry.ops.len() > GROUP_OPS {
+                let size = entry.ops.iter().map(op_bytes).sum::<usize>();
+                if !group.is_empty()
+                    && (ops + entry.ops.len() > GROUP_OPS || bytes + size > GROUP_BYTES)
+                {
                     break;
                 }
-                size += entry.ops.len();
+                ops += entry.ops.len();
+                bytes += size;
                 group.extend(queue.waiting.pop_front());
             }
             drop(queue);
@@ -109,7 +123,10 @@ impl PgEngine {
     /// One transaction for `group`; the outcome of each of its batches.
     fn write_group(&self, group: Vec<Entry>) -> Vec<(u64, Outcome)> {
         if let [entry] = group.as_slice() {
-            return vec![(entry.id, Outcome::Done(self.write_alone(&entry.ops, entry.durability)))];
+            return vec![(
+                entry.id,
+                Outcome::Done(self.write_alone(&entry.ops, entry.durability)),
+            )];
         }
         // One synced batch makes the transaction synced: a buffered writer is only made to
         // wait for the flush, which it would otherwise have shared later.
@@ -142,9 +159,10 @@ impl PgEngine {
     pub(super) fn write_alone(&self, ops: &[BatchOp], durability: Durability) -> Result<()> {
         self.poison.check(Backend::Postgres, &self.label)?;
         let plan = Plan::new(ops)?;
-        self.run(&plan, durability).map_err(|failure| match failure {
-            Failure::Content(error) | Failure::Common(error) => error,
-        })
+        self.run(&plan, durability)
+            .map_err(|failure| match failure {
+                Failure::Content(error) | Failure::Common(error) => error,
+            })
     }
 
     /// The same failure, for another writer of a combined transaction (an error's source
@@ -176,21 +194,20 @@ impl PgEngine {
                 path,
                 source,
             } => {
-                let source: BoxError = if let Some(unreachable) =
-                    source.downcast_ref::<crate::error::Unreachable>()
-                {
-                    Box::new(crate::error::Unreachable {
-                        waited: unreachable.waited,
-                        last: unreachable.last.clone(),
-                    })
-                } else if let Some(failure) = source.downcast_ref::<PgFailure>() {
-                    Box::new(failure.clone())
-                } else {
-                    source.to_string().into()
-                };
+                let source: BoxError =
+                    if let Some(unreachable) = source.downcast_ref::<crate::error::Unreachable>() {
+                        Box::new(crate::error::Unreachable {
+                            waited: unreachable.waited,
+                            last: unreachable.last.clone(),
+                        })
+                    } else if let Some(failure) = source.downcast_ref::<PgFailure>() {
+                        Box::new(failure.clone())
+                    } else {
+                        source.to_string().into()
+                    };
                 Error::Backend {
                     backend: *backend,
-                    operation: *operation,
+                    operation,
                     path: path.clone(),
                     source,
                 }
@@ -252,10 +269,11 @@ impl PgEngine {
                         // A fenced engine whose lease moved on (its session ended while it
                         // was paused, and another instance took over) is told so: what its
                         // caller must act on is that it no longer leads.
-                        Ok(false) => Err(Failure::Common(
-                            self.superseded()
-                                .unwrap_or_else(|| self.error("write", PgFailure::NotLanded)),
-                        )),
+                        Ok(false) => {
+                            Err(Failure::Common(self.superseded().unwrap_or_else(|| {
+                                self.error("write", PgFailure::NotLanded)
+                            })))
+                        }
                         Err(cause) => {
                             let error = self.error(
                                 "write",

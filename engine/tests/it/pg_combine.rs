@@ -84,7 +84,10 @@ fn held_then_released(
     before_release();
     drop(held);
     let leader = leader.join().unwrap();
-    (leader, writers.into_iter().map(|w| w.join().unwrap()).collect())
+    (
+        leader,
+        writers.into_iter().map(|w| w.join().unwrap()).collect(),
+    )
 }
 
 #[test]
@@ -181,7 +184,10 @@ fn after_a_takeover_every_queued_batch_is_refused() {
             if current > epoch.0 {
                 break;
             }
-            assert!(Instant::now() < deadline, "the takeover never changed the epoch");
+            assert!(
+                Instant::now() < deadline,
+                "the takeover never changed the epoch"
+            );
             thread::sleep(Duration::from_millis(10));
         }
     });
