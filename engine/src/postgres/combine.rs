@@ -68,6 +68,30 @@ pub(super) struct Combiner {
     changed: Condvar,
 }
 
+/// The leader's turn: when it ends, the next waiting writer may lead. Should the leader
+/// unwind (a bug), the writers of its batches are told so instead of waiting for ever.
+struct Leader<'a> {
+    engine: &'a PgEngine,
+    /// The batches whose outcome is not handed over yet.
+    ids: Vec<u64>,
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        let combiner = &self.engine.combiner;
+        let mut queue = combiner.queue.lock().unwrap_or_else(|e| e.into_inner());
+        for id in self.ids.drain(..) {
+            let error = self.engine.error(
+                "write",
+                "the thread writing this batch with others panicked",
+            );
+            queue.done.insert(id, Outcome::Done(Err(error)));
+        }
+        queue.leading = false;
+        combiner.changed.notify_all();
+    }
+}
+
 impl PgEngine {
     /// Writes `ops` in a transaction shared with the batches queued with it.
     pub(super) fn write_combined(&self, ops: Vec<BatchOp>, durability: Durability) -> Result<()> {
@@ -112,11 +136,22 @@ impl PgEngine {
                 group.extend(queue.waiting.pop_front());
             }
             drop(queue);
+            let mut leader = Leader {
+                engine: self,
+                ids: group.iter().map(|e| e.id).collect(),
+            };
             let outcomes = self.write_group(group);
+            // The outcomes first, then the turn: a writer woken by the end of the turn
+            // finds its outcome, or its batch still queued, never neither.
+            combiner
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .done
+                .extend(outcomes);
+            leader.ids.clear();
+            drop(leader);
             queue = combiner.queue.lock().unwrap_or_else(|e| e.into_inner());
-            queue.done.extend(outcomes);
-            queue.leading = false;
-            combiner.changed.notify_all();
         }
     }
 
