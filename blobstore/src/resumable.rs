@@ -241,6 +241,22 @@ pub(crate) struct PrefixHasher {
     sha1_md5: Option<(Sha1, Md5)>,
 }
 
+/// The digests of a [`PrefixHasher`] other than BLAKE3 ([`PrefixHasher::parts`]).
+pub(crate) struct SideDigests<'a> {
+    sha256: &'a mut Sha256,
+    sha1_md5: &'a mut Option<(Sha1, Md5)>,
+}
+
+impl SideDigests<'_> {
+    pub(crate) fn update(&mut self, data: &[u8]) {
+        self.sha256.update(data);
+        if let Some((sha1, md5)) = self.sha1_md5 {
+            sha1.update(data);
+            md5.update(data);
+        }
+    }
+}
+
 /// Below this many bytes, an update hashes on one thread (a thread costs more than it saves).
 const PARALLEL_MIN: usize = 64 * 1024;
 
@@ -286,6 +302,18 @@ impl PrefixHasher {
             // No thread to be had: hash here.
             others(sha256, sha1_md5);
         }
+    }
+
+    /// BLAKE3 and the other digests apart, so that an append hashes them on two threads
+    /// for its whole body instead of starting a thread per piece.
+    pub(crate) fn parts(&mut self) -> (&mut blake3::Hasher, SideDigests<'_>) {
+        (
+            &mut self.blake3,
+            SideDigests {
+                sha256: &mut self.sha256,
+                sha1_md5: &mut self.sha1_md5,
+            },
+        )
     }
 
     pub(crate) fn finish(self) -> Digests {
