@@ -241,18 +241,20 @@ pub(crate) struct PrefixHasher {
     sha1_md5: Option<(Sha1, Md5)>,
 }
 
-/// The digests of a [`PrefixHasher`] other than BLAKE3 ([`PrefixHasher::parts`]).
-pub(crate) struct SideDigests<'a> {
-    sha256: &'a mut Sha256,
-    sha1_md5: &'a mut Option<(Sha1, Md5)>,
+/// One digest of a [`PrefixHasher`] other than BLAKE3 ([`PrefixHasher::parts`]), to be
+/// updated on a thread of its own.
+pub(crate) enum SideDigest<'a> {
+    Sha256(&'a mut Sha256),
+    Sha1(&'a mut Sha1),
+    Md5(&'a mut Md5),
 }
 
-impl SideDigests<'_> {
+impl SideDigest<'_> {
     pub(crate) fn update(&mut self, data: &[u8]) {
-        self.sha256.update(data);
-        if let Some((sha1, md5)) = self.sha1_md5 {
-            sha1.update(data);
-            md5.update(data);
+        match self {
+            SideDigest::Sha256(h) => h.update(data),
+            SideDigest::Sha1(h) => h.update(data),
+            SideDigest::Md5(h) => h.update(data),
         }
     }
 }
@@ -304,16 +306,16 @@ impl PrefixHasher {
         }
     }
 
-    /// BLAKE3 and the other digests apart, so that an append hashes them on two threads
-    /// for its whole body instead of starting a thread per piece.
-    pub(crate) fn parts(&mut self) -> (&mut blake3::Hasher, SideDigests<'_>) {
-        (
-            &mut self.blake3,
-            SideDigests {
-                sha256: &mut self.sha256,
-                sha1_md5: &mut self.sha1_md5,
-            },
-        )
+    /// BLAKE3 and each other digest apart, so that an append hashes them on threads of
+    /// their own for its whole body (as a streamed upload does, `hashing.rs`) instead of
+    /// starting a thread per piece with the other digests one after another.
+    pub(crate) fn parts(&mut self) -> (&mut blake3::Hasher, Vec<SideDigest<'_>>) {
+        let mut sides = vec![SideDigest::Sha256(&mut self.sha256)];
+        if let Some((sha1, md5)) = &mut self.sha1_md5 {
+            sides.push(SideDigest::Sha1(sha1));
+            sides.push(SideDigest::Md5(md5));
+        }
+        (&mut self.blake3, sides)
     }
 
     pub(crate) fn finish(self) -> Digests {

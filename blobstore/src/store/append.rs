@@ -1,10 +1,12 @@
-//! The bytes of one append to a resumable upload, read, hashed and written on three threads
-//! at once, as a streamed upload's are (`writer.rs`, `hashing.rs`): the body is read and
-//! hashed with BLAKE3 (and the tus checksum) on the calling thread, the other digests run on
-//! a thread beside it, and the bytes go to the partial file from an aligned staging buffer
-//! with `O_DIRECT` on a third (`direct_io.rs`). Before, each 1 MiB piece was read, then
-//! hashed beside its buffered write, then joined, and the fsync waited for the page cache's
-//! write-back of the whole append (`DESIGN.md`, "Figures of issue 17").
+//! The bytes of one append to a resumable upload, read, hashed and written on threads beside
+//! each other, as a streamed upload's are (`writer.rs`, `hashing.rs`): the body is read and
+//! hashed with BLAKE3 (and the tus checksum) on the calling thread, each other digest
+//! (SHA-256, and SHA-1 and MD5 when kept) on a thread of its own, and the bytes go to the
+//! partial file from an aligned staging buffer with `O_DIRECT` on another (`direct_io.rs`).
+//! Before, each 1 MiB piece was read, then hashed beside its buffered write (SHA-256, SHA-1
+//! and MD5 one after another on one thread started for the piece), then joined, and the
+//! fsync waited for the page cache's write-back of the whole append (`DESIGN.md`, "Figures
+//! of issue 17").
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -16,7 +18,7 @@ use crate::resumable::{ChecksumHasher, PrefixHasher};
 
 use super::CHUNK_SIZE;
 
-/// Pieces queued for the writer and for the side digests: two keep each busy, as for a
+/// Pieces queued for the writer and for each other digest: two keep each busy, as for a
 /// streamed upload; each one more is a [`CHUNK_SIZE`] buffer per append in flight.
 const QUEUE: usize = 2;
 
@@ -48,7 +50,7 @@ pub(super) fn append_body(
     prefix: &mut PrefixHasher,
     mut check: Option<&mut ChecksumHasher>,
 ) -> Result<Appended, Failure> {
-    let (blake3, mut sides) = prefix.parts();
+    let (blake3, sides) = prefix.parts();
     std::thread::scope(|scope| {
         let (to_writer, pieces) = sync_channel::<Arc<Vec<u8>>>(QUEUE);
         let writer = std::thread::Builder::new()
@@ -68,15 +70,19 @@ pub(super) fn append_body(
                 }
             })
             .map_err(|e| Failure::Io("starting the writer of", e))?;
-        let (to_hasher, pieces) = sync_channel::<Arc<Vec<u8>>>(QUEUE);
-        let hasher = std::thread::Builder::new()
-            .name("blobstore-hash".into())
-            .spawn_scoped(scope, move || {
-                for piece in pieces {
-                    sides.update(&piece);
-                }
-            })
-            .map_err(|e| Failure::Io("starting the hashing of", e))?;
+        let mut hashers = Vec::with_capacity(sides.len());
+        for mut side in sides {
+            let (to_hasher, pieces) = sync_channel::<Arc<Vec<u8>>>(QUEUE);
+            let hasher = std::thread::Builder::new()
+                .name("blobstore-hash".into())
+                .spawn_scoped(scope, move || {
+                    for piece in pieces {
+                        side.update(&piece);
+                    }
+                })
+                .map_err(|e| Failure::Io("starting the hashing of", e))?;
+            hashers.push((to_hasher, hasher));
+        }
 
         // Buffers come back once the writer and the hasher have dropped them.
         let mut pool: Vec<Arc<Vec<u8>>> = Vec::new();
@@ -101,7 +107,10 @@ pub(super) fn append_body(
                 if to_writer.send(Arc::clone(&piece)).is_err() {
                     break;
                 }
-                let _ = to_hasher.send(Arc::clone(&piece));
+                for (to_hasher, _) in &hashers {
+                    // A digest's thread ends only with the body (or by a panic, joined below).
+                    let _ = to_hasher.send(Arc::clone(&piece));
+                }
                 blake3.update(&piece);
                 if let Some(check) = check.as_deref_mut() {
                     check.update(&piece);
@@ -113,12 +122,15 @@ pub(super) fn append_body(
                 break;
             }
         }
-        drop((to_writer, to_hasher));
+        drop(to_writer);
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the writer panicked")));
-        if hasher.join().is_err() {
-            return Err(Failure::Io("hashing", io::Error::other("a digest panicked")));
+        for (to_hasher, hasher) in hashers {
+            drop(to_hasher);
+            if hasher.join().is_err() {
+                return Err(Failure::Io("hashing", io::Error::other("a digest panicked")));
+            }
         }
         if past_length {
             return Err(Failure::PastLength);
