@@ -8,7 +8,8 @@
 # With the scrub on, the period is 1 s so that pass follows pass and the scrub reads at its
 # rate through the whole phase (the default period, a week, would leave it idle after one
 # pass); each "on" phase prints the bytes the scrub read meanwhile (`/metrics`), to show it
-# ran. Prints each phase and the ratio of the medians. Everything listens on 127.0.0.1 and
+# ran, and the server's CPU time per GiB downloaded. Prints each phase and the ratio of the
+# medians. RATE=N sets another scrub rate (bytes per second) for the "on" phases. Everything listens on 127.0.0.1 and
 # stops by itself; delete WORK afterwards (about FILES x SIZE bytes).
 #
 #   cargo build --release -p servers --bin librarian && benches/servers/scrub-downloads.sh
@@ -29,10 +30,8 @@ cat > "$WORK/off.toml" <<TOML
 [store]
 scrub_bytes_per_sec = 0
 TOML
-cat > "$WORK/on.toml" <<TOML
-[store]
-scrub_period_secs = 1
-TOML
+{ echo "[store]"; echo "scrub_period_secs = 1"
+  [ -n "${RATE:-}" ] && echo "scrub_bytes_per_sec = $RATE"; } > "$WORK/on.toml"
 
 server_pid=""
 stop_server() {
@@ -54,7 +53,7 @@ start_server() { # $1: off or on
     echo "the librarian did not start: see $WORK/librarian.log" >&2
     exit 1
 }
-scrubbed() { curl -fsS "http://127.0.0.1:$PORT/metrics" | awk '/^scrub_checked_bytes_total / {print $2}'; }
+scrubbed() { curl -fsS "http://127.0.0.1:$PORT/metrics" | awk '/^librarian_scrub_checked_bytes_total / {print $2}'; }
 
 if [ ! -f "$WORK/paths" ]; then
     start_server off
@@ -90,14 +89,16 @@ for side in $order; do
     start_server "$side"
     wrk -t 2 -c 8 -d 2s -s "$WORK/download.lua" "http://127.0.0.1:$PORT" -- "$WORK/paths" >/dev/null
     before=$(scrubbed)
+    ticks=$(awk '{print $14 + $15}' "/proc/$(pgrep -P "$server_pid")/stat")
     out=$(wrk -t 2 -c 8 -d "${D}s" -s "$WORK/download.lua" "http://127.0.0.1:$PORT" -- "$WORK/paths")
     after=$(scrubbed)
+    ticks=$(( $(awk '{print $14 + $15}' "/proc/$(pgrep -P "$server_pid")/stat") - ticks ))
     stop_server
     if echo "$out" | grep -q "Non-2xx"; then echo "failed downloads: $out" >&2; exit 1; fi
     requests=$(echo "$out" | grep -o "[0-9]* requests in" | awk '{print $1}')
     mib=$(python3 -c "print(f'{$requests * $SIZE / $D / 1048576:.1f}')")
     rates[$side]="${rates[$side]:-} $mib"
-    python3 -c "print(f'scrub $side: {$mib} MiB/s of downloads ({$requests} requests in ${D} s); scrub read {(${after:-0} - ${before:-0}) / $D / 1048576:.1f} MiB/s meanwhile')"
+    python3 -c "print(f'scrub $side: {$mib} MiB/s of downloads ({$requests} requests in ${D} s); scrub read {(${after:-0} - ${before:-0}) / $D / 1048576:.1f} MiB/s meanwhile; server CPU {$ticks / $(getconf CLK_TCK) / ($requests * $SIZE / 2**30):.2f} s per GiB')"
 done
 python3 - "${rates[off]}" "${rates[on]}" <<'PY'
 import statistics, sys
