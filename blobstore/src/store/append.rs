@@ -129,7 +129,10 @@ pub(super) fn append_body(
         for (to_hasher, hasher) in hashers {
             drop(to_hasher);
             if hasher.join().is_err() {
-                return Err(Failure::Io("hashing", io::Error::other("a digest panicked")));
+                return Err(Failure::Io(
+                    "hashing",
+                    io::Error::other("a digest panicked"),
+                ));
             }
         }
         if past_length {

@@ -392,7 +392,9 @@ fn check_resumable(store: &Store, output: &[Output]) -> Result<String, String> {
             "upload {id} resumed at {at} (acknowledged {acked}) finished with other content"
         ));
     }
-    Ok(format!("the resumable upload resumed at {at} (acknowledged {acked})"))
+    Ok(format!(
+        "the resumable upload resumed at {at} (acknowledged {acked})"
+    ))
 }
 
 /// Checks one crash state of the blob store; returns a summary.

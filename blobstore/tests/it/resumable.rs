@@ -57,8 +57,14 @@ pub fn appends_make_an_ordinary_file(backend: Backend) {
     assert_eq!(file.blob.sha256, <[u8; 32]>::from(Sha256::digest(&data)));
     assert_eq!(file.record.blake3, blobstore::Blake3Hash::of(&data));
     // Each digest is hashed on a thread of its own across the appends.
-    assert_eq!(file.blob.sha1, Some(<[u8; 20]>::from(sha1::Sha1::digest(&data))));
-    assert_eq!(file.blob.md5, Some(<[u8; 16]>::from(md5::Md5::digest(&data))));
+    assert_eq!(
+        file.blob.sha1,
+        Some(<[u8; 20]>::from(sha1::Sha1::digest(&data)))
+    );
+    assert_eq!(
+        file.blob.md5,
+        Some(<[u8; 16]>::from(md5::Md5::digest(&data)))
+    );
     assert_eq!(read_all(&store, file.record.id), data);
     let events = store.changes(0, 1000).unwrap();
     assert_eq!(events.len(), head + 1, "exactly one event: file.created");
