@@ -23,8 +23,10 @@
 //! each (the blob store syncs with `Engine::flush` and group commit, so the engine's own
 //! synced write is checked apart). CI checks every crash point when there are at most 48
 //! (synced) and 24 (partial), evenly spread ones beyond (about 40 s for the four children in a
-//! debug build on a busy 2-core machine); `CRASH_STATES_ALL=1` checks all of them (518 states,
-//! 56 s). `CRASH_STATES_KEEP_TRACE=PREFIX` keeps a copy of each trace (`PREFIX.<test name>`). Needs Debian's `strace`.
+//! debug build on a busy 2-core machine); `CRASH_STATES_ALL=1` checks all of them (592
+//! states since the child appends to a resumable upload, 53 s, 2026-12-05 19:29 UTC, load
+//! 7.6). `CRASH_STATES_KEEP_TRACE=PREFIX` keeps a copy of each trace (`PREFIX.<test name>`).
+//! Needs Debian's `strace`.
 //!
 //! # Each fsync removed, once (2026-12-05)
 //!
