@@ -4,7 +4,7 @@
 //! figures (several GiB written; files under `BLOBSTORE_BENCH_DIR`, default
 //! `~/.cache/lpstore/bench`, which must not be tmpfs).
 //!
-//! `cargo bench -p benches --bench tus`
+//! `cargo bench -p benches --bench tus` (`TUS_RUNS`, default 3: the 1 GiB runs)
 
 // Benchmark code: a failed unwrap stops a measurement, which must not carry on past a broken setup.
 #![allow(clippy::unwrap_used)]
@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use benches::disk_dir;
+use benches::{cpu_seconds, disk_dir};
 use blobstore::{ManualClock, StoreBuilder, Timestamp};
 use bytes::Bytes;
 use servers::common::access::hash_password;
@@ -148,9 +148,13 @@ async fn main() {
     let client = reqwest::Client::new();
     let size = 1024 * MIB;
     // Distinct content per run, so that nothing deduplicates.
-    let runs = 3;
+    let runs: u64 = std::env::var("TUS_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3);
     for run in 0..runs {
         let data = Bytes::from(content(size, 100 + run));
+        let cpu = cpu_seconds();
         let started = Instant::now();
         let response = client
             .post(server.url(&format!("/buckets/figures/files?filename=post{run}.iso")))
@@ -161,9 +165,11 @@ async fn main() {
             .unwrap();
         assert_eq!(response.status(), 201);
         let post = started.elapsed();
+        let post_cpu = cpu_seconds() - cpu;
         let posted: serde_json::Value = response.json().await.unwrap();
 
         let data = Bytes::from(content(size, 200 + run));
+        let cpu = cpu_seconds();
         let started = Instant::now();
         let url = create(&server, &client, size, &format!("tus{run}.iso")).await;
         let mut finished = None;
@@ -177,6 +183,7 @@ async fn main() {
                 .map(|v| v.to_str().unwrap().parse().unwrap());
         }
         let tus_time = started.elapsed();
+        let tus_cpu = cpu_seconds() - cpu;
         // Free the disk for the next run (the machine's disk is shared and small).
         for id in [posted["id"].as_u64().unwrap(), finished.unwrap()] {
             server
@@ -193,6 +200,14 @@ async fn main() {
             rate(post),
             rate(tus_time),
             100.0 * post.as_secs_f64() / tus_time.as_secs_f64()
+        );
+        println!(
+            "run {run}: CPU time of the process (server and client): POST {post_cpu:.2} s, tus {tus_cpu:.2} s (load average {})",
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .next()
+                .unwrap_or("?")
         );
     }
 

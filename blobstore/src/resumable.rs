@@ -241,6 +241,24 @@ pub(crate) struct PrefixHasher {
     sha1_md5: Option<(Sha1, Md5)>,
 }
 
+/// One digest of a [`PrefixHasher`] other than BLAKE3 ([`PrefixHasher::parts`]), to be
+/// updated on a thread of its own.
+pub(crate) enum SideDigest<'a> {
+    Sha256(&'a mut Sha256),
+    Sha1(&'a mut Sha1),
+    Md5(&'a mut Md5),
+}
+
+impl SideDigest<'_> {
+    pub(crate) fn update(&mut self, data: &[u8]) {
+        match self {
+            SideDigest::Sha256(h) => h.update(data),
+            SideDigest::Sha1(h) => h.update(data),
+            SideDigest::Md5(h) => h.update(data),
+        }
+    }
+}
+
 /// Below this many bytes, an update hashes on one thread (a thread costs more than it saves).
 const PARALLEL_MIN: usize = 64 * 1024;
 
@@ -286,6 +304,18 @@ impl PrefixHasher {
             // No thread to be had: hash here.
             others(sha256, sha1_md5);
         }
+    }
+
+    /// BLAKE3 and each other digest apart, so that an append hashes them on threads of
+    /// their own for its whole body (as a streamed upload does, `hashing.rs`) instead of
+    /// starting a thread per piece with the other digests one after another.
+    pub(crate) fn parts(&mut self) -> (&mut blake3::Hasher, Vec<SideDigest<'_>>) {
+        let mut sides = vec![SideDigest::Sha256(&mut self.sha256)];
+        if let Some((sha1, md5)) = &mut self.sha1_md5 {
+            sides.push(SideDigest::Sha1(sha1));
+            sides.push(SideDigest::Md5(md5));
+        }
+        (&mut self.blake3, sides)
     }
 
     pub(crate) fn finish(self) -> Digests {

@@ -24,6 +24,7 @@ use crate::token::TokenSigner;
 use crate::types::{Blake3Hash, FileId, Timestamp};
 use engine::Clock;
 
+mod append;
 mod audit;
 mod backup;
 mod buckets;

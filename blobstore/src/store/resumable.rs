@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
@@ -18,10 +18,12 @@ use std::time::{Duration, Instant};
 use engine::{ScanRange, WriteBatch};
 
 use crate::changes::Origin;
+use crate::direct_io::DirectFile;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::resumable::{Checksum, ChecksumHasher, PrefixHasher, ResumableUpload, UploadId};
 
+use super::append::{append_body, Appended, Failure};
 use super::upload::{validate_request, Content, Extras};
 use super::{Store, UploadRequest, Uploaded};
 
@@ -33,8 +35,8 @@ const MAX_SESSIONS: usize = 4096;
 /// refused with [`Error::UploadBusy`].
 const BUSY_WAIT: Duration = Duration::from_secs(10);
 
-/// The bytes an append reads, writes and hashes at a time.
-const APPEND_BUFFER: usize = 1 << 20;
+/// The bytes a rehash reads at a time.
+const REHASH_BUFFER: usize = 1 << 20;
 
 /// What the store keeps in memory for an upload being appended to.
 #[derive(Default)]
@@ -280,71 +282,39 @@ impl Store {
             guard.prefix = Some((record.offset, before));
         };
 
-        file.seek(SeekFrom::Start(record.offset))
-            .map_err(|e| Error::io("seeking in", &path, e))?;
         let mut check = checksum.as_ref().map(|c| ChecksumHasher::new(c.algorithm));
-        let mut buffer = vec![0u8; APPEND_BUFFER];
-        let mut received = 0u64;
-        let mut interrupted = false;
-        let mut failure = None;
-        loop {
-            let mut filled = 0;
-            let mut end = false;
-            while filled < buffer.len() {
-                match body.read(&mut buffer[filled..]) {
-                    Ok(0) => {
-                        end = true;
-                        break;
-                    }
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        interrupted = true;
-                        break;
-                    }
-                }
+        let direct = !crate::backend::is_tmpfs(&self.inner.uploads_dir);
+        let writer = match DirectFile::open_at(&path, record.offset, direct) {
+            Ok(writer) => writer,
+            Err(e) => {
+                guard.prefix = Some((record.offset, before));
+                return Err(Error::io("opening", &path, e));
             }
-            if filled > 0 {
-                if record.offset + received + filled as u64 > record.length {
-                    failure = Some(Error::PastLength {
+        };
+        let appended = append_body(
+            writer,
+            record.length - record.offset,
+            body,
+            &mut prefix,
+            check.as_mut(),
+        );
+        let Appended {
+            received,
+            interrupted,
+            file: written,
+        } = match appended {
+            Ok(appended) => appended,
+            Err(failure) => {
+                rollback(&file, &mut guard, before);
+                return Err(match failure {
+                    Failure::PastLength => Error::PastLength {
                         id,
                         length: record.length,
-                    });
-                    break;
-                }
-                let piece = &buffer[..filled];
-                let at = record.offset + received;
-                // The write (and the start of its write-back) runs beside the hashing; a
-                // failed write restores the digests with the file (`rollback`).
-                let written = std::thread::scope(|scope| {
-                    let writer = std::thread::Builder::new()
-                        .name("blobstore-append".into())
-                        .spawn_scoped(scope, || write_piece(&file, at, piece));
-                    prefix.update(piece);
-                    if let Some(check) = &mut check {
-                        check.update(piece);
-                    }
-                    match writer {
-                        Ok(handle) => handle
-                            .join()
-                            .unwrap_or_else(|_| Err(io::Error::other("the writer panicked"))),
-                        Err(_) => write_piece(&file, at, piece),
-                    }
+                    },
+                    Failure::Io(operation, e) => Error::io(operation, &path, e),
                 });
-                if let Err(e) = written {
-                    failure = Some(Error::io("writing", &path, e));
-                    break;
-                }
-                received += filled as u64;
             }
-            if end || interrupted {
-                break;
-            }
-        }
-        if let Some(error) = failure {
-            rollback(&file, &mut guard, before);
-            return Err(error);
-        }
+        };
         if let (Some(checksum), Some(check)) = (&checksum, check) {
             if interrupted {
                 rollback(&file, &mut guard, before);
@@ -360,8 +330,8 @@ impl Store {
                 });
             }
         }
-        if received > 0 {
-            if let Err(e) = file.sync_data() {
+        if let Some(written) = &written {
+            if let Err(e) = written.sync_data() {
                 let error = Error::io("fsyncing", &path, e);
                 self.poison_on_sync_failure(&error);
                 rollback(&file, &mut guard, before);
@@ -375,7 +345,7 @@ impl Store {
                 }
             }
         }
-        drop(file);
+        drop((file, written));
         let mut next = record.clone();
         next.offset = record.offset + received;
         if next.offset == next.length {
@@ -452,7 +422,7 @@ impl Store {
         file.seek(SeekFrom::Start(0))
             .map_err(|e| Error::io("seeking in", path, e))?;
         let mut reader = (&*file).take(len);
-        let mut buffer = vec![0u8; APPEND_BUFFER];
+        let mut buffer = vec![0u8; REHASH_BUFFER];
         let mut done = 0u64;
         loop {
             let n = reader
@@ -642,22 +612,6 @@ impl Store {
         }
         Ok(removed)
     }
-}
-
-/// Writes `piece` at `at` (the file's position) and starts its write-back at once, so that
-/// the append's `fdatasync` finds little left to write (the buffered path of `direct_io.rs`
-/// does the same; `POSIX_FADV_DONTNEED` on dirty pages starts their write-back and is only
-/// advice: the fsync writes whatever is left).
-fn write_piece(file: &File, at: u64, piece: &[u8]) -> io::Result<()> {
-    let mut writer = file;
-    writer.write_all(piece)?;
-    let _ = rustix::fs::fadvise(
-        file,
-        at,
-        std::num::NonZeroU64::new(piece.len() as u64),
-        rustix::fs::Advice::DontNeed,
-    );
-    Ok(())
 }
 
 /// `record` as its finishing batch left it.
