@@ -424,7 +424,11 @@ impl Replica for DirectoryReplica {
     }
 
     fn follow(&self, events: &[(u64, Vec<u8>)]) -> Result<(), ReplicaError> {
-        self.store.follow(events)?;
+        let followed = self.store.follow(events)?;
+        if let Some((revision, error)) = &followed.refused {
+            // Memory differed from the engine; the reload put it right.
+            tracing::warn!(revision, %error, "a followed event could not be applied in memory: its namespace was reloaded");
+        }
         self.commits.follow(events);
         Ok(())
     }
