@@ -5,7 +5,9 @@
 //! touches with the same code as [`GraphStore::replay`] (the write that the event records,
 //! validated the same way), with the engine left out: the writer stored the change, and
 //! this instance only brings its memory to what the engine holds. An event that cannot be
-//! applied so (an import, which records counts, not rows; or one that memory refuses) makes
+//! applied so (an import, which records counts, not rows; or one that memory refuses), or a
+//! namespace whose memory may be ahead of the engine (a write of this instance, when it was
+//! the writer, failed and memory could not be reloaded then: the database was away), makes
 //! the namespace reload from the engine instead, as every event did before (a reload costs
 //! the namespace's size, not the event's).
 
@@ -187,6 +189,17 @@ impl GraphStore {
             if *revision <= ns.loaded_at.load(Ordering::SeqCst) {
                 continue;
             }
+            // A write of this instance failed (it was the writer) and memory could not go
+            // back to the engine then (the database away): memory may hold it, so reload.
+            if ns
+                .poisoned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
+            {
+                reload.insert(change.namespace);
+                continue;
+            }
             match apply(&ns, &change) {
                 Ok(true) => followed.applied += 1,
                 Ok(false) => {
@@ -201,6 +214,11 @@ impl GraphStore {
         for name in &reload {
             if let Some(ns) = self.open_namespace(name) {
                 ns.reload()?;
+                // Memory is the engine's again: a refusal that said nothing about the
+                // engine's health (fenced, the database away) no longer stands.
+                if *ns.transient.lock().unwrap_or_else(|e| e.into_inner()) {
+                    ns.clear_poison();
+                }
                 followed.reloaded += 1;
             }
         }

@@ -229,7 +229,7 @@ impl Namespace {
         }
     }
 
-    fn clear_poison(&self) {
+    pub(super) fn clear_poison(&self) {
         *self.poisoned.lock().unwrap_or_else(|e| e.into_inner()) = None;
         *self.transient.lock().unwrap_or_else(|e| e.into_inner()) = false;
     }

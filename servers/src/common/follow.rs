@@ -202,9 +202,20 @@ impl Follower {
         lock(&self.inner.last_read).map(|at| at.elapsed())
     }
 
-    /// What `/health` adds: `stale`, and the `revision` this instance has applied.
-    pub fn health_fields(&self) -> serde_json::Value {
-        serde_json::json!({"stale": self.is_stale(), "revision": self.head()})
+    /// `GET /health`'s answer with `status`: `stale`, the `revision` this instance has
+    /// applied, and its `role` (`writer`, or `follower` while another instance writes).
+    pub fn health(&self, status: &str) -> serde_json::Value {
+        let role = if self.inner.leader.is_leader() {
+            "writer"
+        } else {
+            "follower"
+        };
+        serde_json::json!({
+            "status": status,
+            "stale": self.is_stale(),
+            "revision": self.head(),
+            "role": role,
+        })
     }
 
     /// Waits until this instance has applied `revision`, at most `timeout`; returns the head

@@ -209,6 +209,9 @@ impl Directory {
             commits: Arc::clone(&self.commits),
         });
         self.follower = Follower::start(replica, &leader, self.follow_settings);
+        if let Err(error) = self.subscriptions.follow_leader(&leader) {
+            tracing::error!(%error, "the subscriptions' delivery thread could not start: callbacks are not delivered");
+        }
         self.leader = leader;
         self
     }
