@@ -5,9 +5,10 @@
 //! graphs, the librarian's hot-file cache). A [`Follower`] runs a thread that polls the
 //! store's change log every `poll` (5 ms by default): it reads the newest revision stored
 //! ([`engine::ChangeLog::newest_stored`], one key), and when another instance wrote past what
-//! this one applied, it reads those events, hands them to the service's [`Replica`] (which
-//! reloads or drops what they touch, with the stores' own load functions) and only then moves
-//! the log's head there ([`engine::ChangeLog::follow_to`]). The head is what `min_revision`
+//! this one applied, it reads those events, hands them to the service's [`Replica`] (the
+//! directory applies them to its namespaces in memory, reloading only for an import; the
+//! librarian drops the files they touch from its cache) and only then moves the log's head
+//! there ([`engine::ChangeLog::follow_to`]). The head is what `min_revision`
 //! waits for ([`min_revision`]), what `GET /changes` reads up to, and where this instance's
 //! revisions continue if it becomes the writer.
 //!
@@ -203,10 +204,10 @@ impl Follower {
     }
 
     /// `GET /health`'s answer with `status`: `stale`, the `revision` this instance has
-    /// applied, and its `role` (`writer`, or `follower` while another instance writes).
+    /// applied, and its `role` (`leader`: it writes, as `/health/writer` says; or `follower`).
     pub fn health(&self, status: &str) -> serde_json::Value {
         let role = if self.inner.leader.is_leader() {
-            "writer"
+            "leader"
         } else {
             "follower"
         };

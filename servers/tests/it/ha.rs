@@ -805,7 +805,7 @@ async fn directory_followers_serve_the_leaders_writes_on(scratch: &PgScratch, ke
         assert!(health["revision"].as_u64().unwrap() >= revision, "{health}");
     }
     let (_, health) = get_json(writer, "/health").await;
-    assert_eq!(health["role"], "writer", "{health}");
+    assert_eq!(health["role"], "leader", "{health}");
     eprintln!(
         "both followers applied a write {:?} after it was acknowledged",
         started.elapsed()
