@@ -75,16 +75,15 @@ pub fn assert_replay_reproduces(store: &GraphStore, clock: Arc<ManualClock>) {
 
 /// Checks that `copy` holds what `store` holds in its teams and package sets: nodes, stored
 /// edges, transitive members of every group, and a clean index.
-pub fn assert_same_namespaces(store: &GraphStore, copy: &GraphStore) {
-    let replica = copy;
+pub fn assert_same_namespaces(store: &GraphStore, replica: &GraphStore) {
     let pairs = [
         (
             Teams::open(store).unwrap().namespace().clone(),
-            Teams::open(&replica).unwrap().namespace().clone(),
+            Teams::open(replica).unwrap().namespace().clone(),
         ),
         (
             PackageSets::open(store).unwrap().namespace().clone(),
-            PackageSets::open(&replica).unwrap().namespace().clone(),
+            PackageSets::open(replica).unwrap().namespace().clone(),
         ),
     ];
     for (original, copy) in pairs {

@@ -254,22 +254,29 @@ impl Follower {
         if newest <= after {
             return Ok(after);
         }
-        // Events pruned before this instance read them: what they changed is unknown.
-        if log.oldest()?.is_some_and(|oldest| after + 1 < oldest) {
-            tracing::warn!(
-                after,
-                newest,
-                "followed events were pruned: dropping what memory holds"
-            );
-            self.inner.replica.forget()?;
-            log.follow_to(newest);
-            return Ok(newest);
-        }
+        let mut first = true;
         while after < newest {
             let events = log.read_stored(after, newest, 1024)?;
             let Some(&(last, _)) = events.last() else {
                 break;
             };
+            // The first event is not the next revision: were events pruned before this
+            // instance read them? (Asked only then: one query less per poll.) What they
+            // changed is unknown.
+            if first
+                && events[0].0 != after + 1
+                && log.oldest()?.is_some_and(|oldest| after + 1 < oldest)
+            {
+                tracing::warn!(
+                    after,
+                    newest,
+                    "followed events were pruned: dropping what memory holds"
+                );
+                self.inner.replica.forget()?;
+                log.follow_to(newest);
+                return Ok(newest);
+            }
+            first = false;
             self.inner.replica.follow(&events)?;
             log.follow_to(last);
             after = last;
