@@ -174,7 +174,7 @@ impl GraphStore {
     pub fn follow(&self, events: &[(u64, Vec<u8>)]) -> Result<Followed> {
         let mut followed = Followed::default();
         let mut reload: BTreeSet<String> = BTreeSet::new();
-        let _in_memory = InMemory::set();
+        let in_memory = InMemory::set();
         for (revision, payload) in events {
             // The log's other writers (the commit graphs) have payloads of their own.
             let Ok(change) = serde_json::from_slice::<Change>(payload) else {
@@ -211,6 +211,7 @@ impl GraphStore {
                 }
             }
         }
+        drop(in_memory);
         for name in &reload {
             if let Some(ns) = self.open_namespace(name) {
                 ns.reload()?;
