@@ -80,7 +80,7 @@ impl PendingDownloads {
     pub(crate) fn take(&self, now: Timestamp) -> Vec<((FileId, Day), u64)> {
         self.last_taken_millis.store(now.0, Ordering::Relaxed);
         let mut taken = Vec::new();
-        for shard in self.shards.iter() {
+        for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             taken.extend(shard.drain());
         }

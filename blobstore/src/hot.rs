@@ -165,7 +165,7 @@ impl HotCache {
 
     /// Forgets every file, and makes every fill that started before this call a no-op.
     pub(crate) fn clear(&self) {
-        for stripe in self.generations.iter() {
+        for stripe in &self.generations {
             let mut current = stripe.lock().unwrap_or_else(|e| e.into_inner());
             *current = current.wrapping_add(1);
         }
@@ -224,7 +224,7 @@ mod tests {
             let generation = cache.generation(FileId(id));
             cache.fill(generation, file(id, &CONTENT));
         }
-        assert!(cache.files.weight() <= 64 << 10, "{:?}", cache);
-        assert!(cache.len() > 0 && cache.len() < 1000, "{:?}", cache);
+        assert!(cache.files.weight() <= 64 << 10, "{cache:?}");
+        assert!(cache.len() > 0 && cache.len() < 1000, "{cache:?}");
     }
 }

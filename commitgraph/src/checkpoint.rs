@@ -127,7 +127,7 @@ impl CommitIndex {
                     *r = (*r).max(v);
                 }
             }
-            for &(x, v) in cp.delta.iter() {
+            for &(x, v) in &cp.delta {
                 if let Some(r) = reach.get_mut(x as usize) {
                     *r = (*r).max(v);
                 }

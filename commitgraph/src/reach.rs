@@ -215,7 +215,7 @@ impl CommitIndex {
             Reach::Whole(v) => v.clone(),
             Reach::OverCheckpoint { base, delta } => {
                 let mut v = base.to_vec();
-                for &(x, value) in delta.iter() {
+                for &(x, value) in delta {
                     if v.len() <= x as usize {
                         v.resize(x as usize + 1, 0);
                     }

@@ -179,7 +179,7 @@ macro_rules! __if_postgres {
 }
 
 #[cfg(feature = "postgres")]
-pub use pg::PgScratch;
+pub use pg::{HeldTransaction, PgScratch};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -349,6 +349,21 @@ mod pg {
                 .collect()
         }
 
+        /// Runs SQL in a transaction on a connection of its own and keeps the transaction
+        /// open (with the locks it took) until the returned guard is dropped, which rolls it
+        /// back: for tests that make the engine's transactions wait.
+        ///
+        /// # Panics
+        /// When the server cannot be reached or refuses the SQL: a failed test.
+        pub fn hold(&self, sql: &str) -> HeldTransaction {
+            let mut client = postgres::Client::connect(&self.url, postgres::NoTls)
+                .unwrap_or_else(|e| panic!("connect to the test server: {e}"));
+            client
+                .batch_execute(&format!("BEGIN; {sql}"))
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            HeldTransaction { client }
+        }
+
         /// Terminates every server backend of the engine's connections
         /// (`pg_terminate_backend`), returning how many there were.
         pub fn kill_connections(&self) -> usize {
@@ -358,6 +373,23 @@ mod pg {
                 self.schema
             ))
             .len()
+        }
+    }
+
+    /// An open transaction of [`PgScratch::hold`], rolled back when dropped.
+    pub struct HeldTransaction {
+        client: postgres::Client,
+    }
+
+    impl std::fmt::Debug for HeldTransaction {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("HeldTransaction").finish_non_exhaustive()
+        }
+    }
+
+    impl Drop for HeldTransaction {
+        fn drop(&mut self) {
+            let _ = self.client.batch_execute("ROLLBACK");
         }
     }
 

@@ -319,12 +319,18 @@ impl Change {
     pub fn node(&self) -> Option<(&str, NodeKind)> {
         use ChangeKind as K;
         let kind = match self.kind {
-            K::TeamCreated | K::TeamRemoved | K::SetCreated | K::SetRemoved => NodeKind::Group,
-            K::GroupCreated | K::GroupRemoved => NodeKind::Group,
-            K::PersonCreated | K::PersonRemoved | K::PackageCreated | K::PackageRemoved => {
-                NodeKind::Leaf
-            }
-            K::LeafCreated | K::LeafRemoved => NodeKind::Leaf,
+            K::TeamCreated
+            | K::TeamRemoved
+            | K::SetCreated
+            | K::SetRemoved
+            | K::GroupCreated
+            | K::GroupRemoved => NodeKind::Group,
+            K::PersonCreated
+            | K::PersonRemoved
+            | K::PackageCreated
+            | K::PackageRemoved
+            | K::LeafCreated
+            | K::LeafRemoved => NodeKind::Leaf,
             _ => return None,
         };
         let name = self

@@ -87,10 +87,11 @@ fn breakdown(path: &Path) -> (u64, u64) {
     let mut sst = 0;
     for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
         let len = entry.metadata().map_or(0, |m| m.len());
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".log") {
+        let path = entry.path();
+        let extension = path.extension().and_then(|e| e.to_str());
+        if extension == Some("log") {
             wal += len;
-        } else if name.ends_with(".sst") {
+        } else if extension == Some("sst") {
             sst += len;
         }
     }

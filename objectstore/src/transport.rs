@@ -345,8 +345,7 @@ pub(crate) fn etag_matches(etag: Option<&str>, md5: Option<&[u8; 16]>) -> Option
     if etag.len() != 32 || !etag.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    let sent: String = md5.iter().map(|b| format!("{b:02x}")).collect();
-    Some(etag.eq_ignore_ascii_case(&sent))
+    Some(etag.eq_ignore_ascii_case(&hex::encode(md5)))
 }
 
 /// An answer whose body is read by blocking on the client's runtime.

@@ -1,6 +1,8 @@
 //! RocksDB against PostgreSQL per operation, in the same run on the same machine (issue 16,
 //! "Performance"): raw engine batches of the stores' realistic sizes, synced, from 1 and 16
-//! writer threads; the latency p50 and p99 and the rate of each.
+//! writer threads; the latency p50 and p99 and the rate of each. The lines marked "group
+//! commit" write each batch buffered and wait for a shared flush (`engine::GroupCommit`), as
+//! the directory and the commit graphs write theirs.
 //!
 //! ```text
 //! scripts/with-postgres.sh cargo run --release -p benches --bin engine-compare -- --secs 5
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::testing::PgScratch;
-use engine::{Backend, Durability, Engine, WriteBatch};
+use engine::{Backend, Durability, Engine, GroupCommit, WriteBatch};
 
 const KEYSPACES: &[&str] = &["data", "log", "counters"];
 
@@ -34,6 +36,8 @@ struct Workload {
     counters: usize,
     /// Writer counts to run it at.
     writers: &'static [usize],
+    /// Buffered writes made durable by `GroupCommit::sync`, instead of synced writes.
+    group_commit: bool,
 }
 
 const WORKLOADS: &[Workload] = &[
@@ -44,6 +48,17 @@ const WORKLOADS: &[Workload] = &[
         event: 200,
         counters: 1,
         writers: &[1, 16],
+        group_commit: false,
+    },
+    // The same, as the directory writes it: buffered, then a group sync shared with the
+    // other writers (`ARCHITECTURE.md`, "A membership change in the directory").
+    Workload {
+        name: "membership write, group commit",
+        puts: &[(6, 64)],
+        event: 200,
+        counters: 1,
+        writers: &[1, 16],
+        group_commit: true,
     },
     // A 4 KiB durable upload: the inline blob, the file record, bucket and hash indexes, the
     // bucket's counters, the event.
@@ -53,6 +68,7 @@ const WORKLOADS: &[Workload] = &[
         event: 300,
         counters: 2,
         writers: &[1, 16],
+        group_commit: false,
     },
     // A 1,000-commit push: a record and a parents entry per commit, the branch, the event.
     Workload {
@@ -61,6 +77,7 @@ const WORKLOADS: &[Workload] = &[
         event: 400,
         counters: 1,
         writers: &[1],
+        group_commit: false,
     },
 ];
 
@@ -97,18 +114,25 @@ struct Figures {
 /// `writers` threads write synced batches for `secs`; every latency is kept.
 fn measure(engine: &Arc<dyn Engine>, workload: &Workload, writers: usize, secs: f64) -> Figures {
     let next = Arc::new(AtomicU64::new(rand_base()));
+    let committer = Arc::new(GroupCommit::new(Arc::clone(engine)));
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(secs);
     let threads: Vec<_> = (0..writers)
         .map(|_| {
             let (engine, next, workload) = (Arc::clone(engine), Arc::clone(&next), *workload);
+            let committer = Arc::clone(&committer);
             std::thread::spawn(move || {
                 let mut latencies = Vec::new();
                 while Instant::now() < deadline {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     let batch = batch(&*engine, &workload, n);
                     let sent = Instant::now();
-                    engine.write(batch, Durability::Sync).unwrap();
+                    if workload.group_commit {
+                        let written = committer.write(batch).unwrap();
+                        committer.sync(written).unwrap();
+                    } else {
+                        engine.write(batch, Durability::Sync).unwrap();
+                    }
                     latencies.push(sent.elapsed());
                 }
                 latencies

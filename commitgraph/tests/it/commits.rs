@@ -1,3 +1,5 @@
+// Test-only, long on purpose: the backend suite, the property tests and the git comparison
+// share one set of graph builders.
 //! Commit graphs: a suite stamped out for every engine backend, property tests against BFS on
 //! random DAGs (merges, octopus merges, several roots, reopen), and agreement with real git.
 
@@ -528,7 +530,7 @@ fn rejected_batches_change_nothing(store: Store) {
     // Conflicting parents for a stored commit.
     assert!(matches!(
         graphs.append(repo, &[commit(0, &[0])], BY),
-        Err(CommitError::ConflictingParents { .. }) | Err(CommitError::UnknownParent { .. })
+        Err(CommitError::ConflictingParents { .. } | CommitError::UnknownParent { .. })
     ));
     let unchanged = |graphs: &CommitGraphs| {
         assert_eq!(graphs.stats(repo).unwrap().commits, 1);

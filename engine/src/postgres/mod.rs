@@ -13,7 +13,9 @@ use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 
+mod combine;
 mod leases;
+mod plan;
 mod read;
 mod schema;
 mod write;
@@ -54,7 +56,7 @@ const WRITE_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 const ACQUIRE_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What went wrong beyond what PostgreSQL reported itself.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 enum PgFailure {
     #[error(
         "the connection was lost while the batch was committing, and on a new connection the \
@@ -232,12 +234,12 @@ fn quote(identifier: &str) -> String {
 #[derive(Debug)]
 struct TableSql {
     get: String,
-    put: String,
-    delete: String,
+    put_many: String,
+    delete_many: String,
     delete_range: String,
-    counter_insert: String,
-    counter_lock: String,
-    counter_update: String,
+    counter_lock_many: String,
+    counter_update_many: String,
+    counter_insert_many: String,
     /// Scans: `[direction][lower bound inclusive?][upper bound present?]`, see `scan_sql`.
     scans: Vec<String>,
 }
@@ -254,16 +256,25 @@ impl TableSql {
         }
         TableSql {
             get: format!("SELECT v FROM {table} WHERE k = $1"),
-            put: format!(
-                "INSERT INTO {table} (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+            // Arrays of keys and values, one statement for all the rows of a batch's
+            // keyspace (`plan.rs`); a key appears once per statement.
+            put_many: format!(
+                "INSERT INTO {table} (k, v) SELECT * FROM unnest(CAST($1 AS BYTEA[]), CAST($2 AS BYTEA[])) \
+                 ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
             ),
-            delete: format!("DELETE FROM {table} WHERE k = $1"),
+            delete_many: format!("DELETE FROM {table} WHERE k = ANY(CAST($1 AS BYTEA[]))"),
             delete_range: format!("DELETE FROM {table} WHERE k >= $1 AND k < $2"),
-            counter_insert: format!(
-                "INSERT INTO {table} (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING"
+            counter_lock_many: format!(
+                "SELECT k, v FROM {table} WHERE k = ANY(CAST($1 AS BYTEA[])) ORDER BY k FOR UPDATE"
             ),
-            counter_lock: format!("SELECT v FROM {table} WHERE k = $1 FOR UPDATE"),
-            counter_update: format!("UPDATE {table} SET v = $2 WHERE k = $1"),
+            counter_update_many: format!(
+                "UPDATE {table} AS t SET v = u.v \
+                 FROM unnest(CAST($1 AS BYTEA[]), CAST($2 AS BYTEA[])) AS u (k, v) WHERE t.k = u.k"
+            ),
+            counter_insert_many: format!(
+                "INSERT INTO {table} (k, v) SELECT * FROM unnest(CAST($1 AS BYTEA[]), CAST($2 AS BYTEA[])) \
+                 ON CONFLICT (k) DO NOTHING RETURNING k"
+            ),
             scans,
         }
     }
@@ -299,10 +310,12 @@ struct Pending {
 }
 
 /// An engine over PostgreSQL: one table per keyspace (`kv_<name>`, `bytea` keys in byte
-/// order), a batch as one transaction, counters as row-locked read-modify-writes in the
-/// transaction, snapshots as repeatable-read read-only transactions.
+/// order), a batch as one transaction (shared with the batches other threads queued
+/// meanwhile, `combine.rs`), reduced to a few multi-row statements (`plan.rs`), counters as
+/// row-locked read-modify-writes in the transaction, snapshots as repeatable-read
+/// read-only transactions.
 ///
-/// Every batch also inserts a random token into `lpstore_batches`; when the connection is
+/// Every transaction also inserts a random token into `lpstore_batches`; when the connection is
 /// lost during COMMIT, the engine reconnects and settles whether the batch landed by
 /// inserting the same token as a fence, so the answer is exact, never a guess.
 pub struct PgEngine {
@@ -320,6 +333,8 @@ pub struct PgEngine {
     retry: Duration,
     poison: Poison,
     pending: Mutex<Pending>,
+    /// Batches waiting for the transaction in flight, to be combined into the next one.
+    combiner: combine::Combiner,
     acknowledged: AtomicU64,
     /// Set when a connection failed or a new one was opened: buffered batches still pending
     /// are verified before the next write or flush.
@@ -455,6 +470,7 @@ impl PgEngine {
             retry: Duration::from_millis(settings.retry_ms),
             poison: Poison::default(),
             pending: Mutex::new(Pending::default()),
+            combiner: combine::Combiner::default(),
             acknowledged: AtomicU64::new(0),
             suspect: AtomicBool::new(false),
             written: AtomicU64::new(0),
@@ -575,7 +591,6 @@ impl Engine for PgEngine {
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
         self.poison.check(Backend::Postgres, &self.label)?;
         let ops = batch.into_ops();
-        let mut resolved = Vec::with_capacity(ops.len());
         for op in &ops {
             let keyspace = match op {
                 BatchOp::Put { keyspace, .. }
@@ -583,69 +598,14 @@ impl Engine for PgEngine {
                 | BatchOp::DeleteRange { keyspace, .. }
                 | BatchOp::CounterAdd { keyspace, .. } => *keyspace,
             };
-            resolved.push((self.table(keyspace)?, op));
+            self.table(keyspace)?;
         }
-        let token: [u8; 16] = rand::random();
-        let mut backoff = Backoff::new(self.retry);
-        loop {
-            // After a lost connection (this attempt's or any other), the buffered batches
-            // still pending are looked for before anything more is committed.
-            self.verify_pending()?;
-            // Synced commits flush the WAL up to themselves, so they cover every buffered
-            // commit acknowledged before they started.
-            let watermark = self.acknowledged.load(Ordering::SeqCst);
-            let mut conn = match self.checkout() {
-                Ok(conn) => conn,
-                Err(error) => {
-                    self.suspect.store(true, Ordering::SeqCst);
-                    backoff.wait(self, "write", error)?;
-                    continue;
-                }
-            };
-            match self.attempt(&mut conn, &resolved, &token, durability) {
-                Ok(()) => {
-                    self.checkin(conn);
-                    self.acknowledged_batch(token, durability, watermark);
-                    self.prune_tokens();
-                    return Ok(());
-                }
-                Err(Attempt::Refused(error)) => {
-                    self.checkin(conn);
-                    return Err(error);
-                }
-                Err(Attempt::Retry(error)) => {
-                    self.release(conn, &error);
-                    backoff.wait(self, "write", error)?;
-                }
-                Err(Attempt::Unknown(error)) => {
-                    self.suspect.store(true, Ordering::SeqCst);
-                    drop(conn);
-                    return match self.resolve(&token) {
-                        Ok(true) => {
-                            self.acknowledged_batch(token, durability, watermark);
-                            Ok(())
-                        }
-                        // A fenced engine whose lease moved on (its session ended while it
-                        // was paused, and another instance took over) is told so: what its
-                        // caller must act on is that it no longer leads.
-                        Ok(false) => Err(self
-                            .superseded()
-                            .unwrap_or_else(|| self.error("write", PgFailure::NotLanded))),
-                        Err(cause) => {
-                            let error = self.error(
-                                "write",
-                                PgFailure::Unresolved(
-                                    self.retry,
-                                    format!("{error}; then: {cause}"),
-                                ),
-                            );
-                            self.poison.set(&error);
-                            Err(error)
-                        }
-                    };
-                }
-            }
+        // An empty batch (a flush) is never combined: it is not fenced, and must not be
+        // refused for another batch's fence.
+        if ops.is_empty() {
+            return self.write_alone(&ops, durability);
         }
+        self.write_combined(ops, durability)
     }
 
     fn snapshot(&self) -> Result<Box<dyn ReadView + '_>> {

@@ -1,7 +1,8 @@
-//! A batch as one transaction: the token (fenced or not) first, the operations, the commit;
+//! One write transaction: the token (fenced or not) first, the batch's net effect, the commit;
 //! a commit whose answer was lost resolved on a new connection; buffered batches checked
 //! after a reconnection.
 
+use super::plan::Plan;
 use super::*;
 
 impl PgEngine {
@@ -9,7 +10,7 @@ impl PgEngine {
     pub(super) fn attempt(
         &self,
         conn: &mut Conn,
-        ops: &[(&TableSql, &BatchOp)],
+        plan: &Plan,
         token: &[u8; 16],
         durability: Durability,
     ) -> Result<(), Attempt> {
@@ -39,7 +40,7 @@ impl PgEngine {
         let token_ref: &[u8] = token;
         // An empty batch (a flush) changes nothing, so it needs no fence: it only makes
         // commits already acknowledged durable, whoever leads now.
-        let fence = if ops.is_empty() { None } else { self.fenced() };
+        let fence = if plan.is_empty() { None } else { self.fenced() };
         match &fence {
             None => {
                 if let Err(error) = conn.execute(&self.batches_sql.insert, &[&token_ref]) {
@@ -67,14 +68,12 @@ impl PgEngine {
                 }
             }
         }
-        for (sql, op) in ops {
-            match apply(conn, sql, op) {
-                Ok(()) => {}
-                Err(Applied::Sql(error)) => return Err(rollback(conn, error)),
-                Err(Applied::Engine(error)) => {
-                    let _ = conn.client.batch_execute("ROLLBACK");
-                    return Err(Attempt::Refused(error));
-                }
+        match plan.apply(conn, &self.tables) {
+            Ok(()) => {}
+            Err(Applied::Sql(error)) => return Err(rollback(conn, error)),
+            Err(Applied::Engine(error)) => {
+                let _ = conn.client.batch_execute("ROLLBACK");
+                return Err(Attempt::Refused(error));
             }
         }
         match conn.client.batch_execute("COMMIT") {
@@ -201,42 +200,4 @@ impl From<postgres::Error> for Applied {
     fn from(error: postgres::Error) -> Self {
         Applied::Sql(error)
     }
-}
-
-pub(super) fn apply(conn: &mut Conn, sql: &TableSql, op: &BatchOp) -> Result<(), Applied> {
-    match op {
-        BatchOp::Put { key, value, .. } => {
-            conn.execute(&sql.put, &[key, value])?;
-        }
-        BatchOp::Delete { key, .. } => {
-            conn.execute(&sql.delete, &[key])?;
-        }
-        BatchOp::DeleteRange { start, end, .. } => {
-            if start < end {
-                conn.execute(&sql.delete_range, &[start, end])?;
-            }
-        }
-        BatchOp::CounterAdd { key, delta, .. } => loop {
-            // An absent counter is inserted as the delta; a present one is locked, read,
-            // added to and written back, so concurrent adders serialize on the row. If the
-            // row is deleted between the two statements, start over.
-            let initial = counter::encode(*delta).to_vec();
-            if conn.execute(&sql.counter_insert, &[key, &initial])? == 1 {
-                break;
-            }
-            let rows = conn.query(&sql.counter_lock, &[key])?;
-            let Some(row) = rows.first() else { continue };
-            let existing: Vec<u8> = row.try_get(0)?;
-            let Some(total) = counter::add(Some(&existing), *delta) else {
-                return Err(Applied::Engine(Error::CorruptCounter {
-                    key: key.clone(),
-                    len: existing.len(),
-                }));
-            };
-            let value = counter::encode(total).to_vec();
-            conn.execute(&sql.counter_update, &[key, &value])?;
-            break;
-        },
-    }
-    Ok(())
 }

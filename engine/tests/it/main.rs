@@ -1,6 +1,7 @@
 //! The engine's integration tests: one conformance suite stamped out for every compiled
 //! backend (`engine::backend_tests!`), property tests against `MemEngine`, crash tests with a
-//! killed child process, and PostgreSQL's faults (`pg_faults`).
+//! killed child process, PostgreSQL's faults (`pg_faults`) and
+//! combined transactions (`pg_combine`).
 //!
 //! The PostgreSQL tests (feature `postgres`) run against the server named by
 //! `LPSTORE_TEST_POSTGRES`, each in a schema of its own: `make test` starts one with
@@ -24,5 +25,7 @@ mod harness;
 #[cfg(feature = "postgres")]
 mod leases;
 mod model;
+#[cfg(feature = "postgres")]
+mod pg_combine;
 #[cfg(feature = "postgres")]
 mod pg_faults;

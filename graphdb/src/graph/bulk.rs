@@ -76,7 +76,9 @@ impl Namespace {
             // Mutation.
             let ns = self.id;
             let mut next = state.next_id().unwrap_or(u32::MAX);
-            state.forget_name_rank();
+            // Each insertion would renumber the general graphs' positions: built again
+            // by the next page instead.
+            state.order.forget_positions();
             // Many new names: one sort of all of them beats a binary search and shift each.
             let many = load.nodes.len() > 1024;
             if many {

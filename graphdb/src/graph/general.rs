@@ -297,8 +297,8 @@ impl View<'_> {
 
     /// One page of the names of `ids` after `after` in name order, at most `limit` (at least
     /// 1), borrowed from the view, and whether more follow. The order comes from the
-    /// namespace's name rank (built on the first call after a bulk load), so no string is
-    /// sorted here and the cursor seeks by one binary search.
+    /// namespace's name order (its positions built on the first call after a bulk load), so
+    /// no string is sorted here and the cursor seeks by one binary search.
     pub fn names_page(
         &self,
         ids: &RoaringBitmap,
@@ -306,6 +306,6 @@ impl View<'_> {
         limit: usize,
     ) -> (Vec<&str>, bool) {
         let state: &super::state::State = &self.state;
-        state.name_rank().page(&state.nodes, ids, after, limit)
+        state.order.page(ids, after, limit, |x| state.name(x))
     }
 }

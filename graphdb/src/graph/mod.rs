@@ -10,10 +10,10 @@
 mod bulk;
 mod follow;
 mod general;
+mod inspect;
 mod memory;
 mod namespace;
 mod order;
-mod rank;
 mod state;
 pub(crate) mod storage;
 mod store;

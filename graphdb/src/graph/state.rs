@@ -6,13 +6,11 @@
 //! persisted; `desc` is rebuilt from it at load by transposition. See `DESIGN.md`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::OnceLock;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use roaring::RoaringBitmap;
 
 use super::order::{MemberLists, NameOrder};
-use super::rank::NameRank;
 use super::{NodeKind, Role};
 
 /// A membership edge as seen from one of its ends.
@@ -128,10 +126,7 @@ pub(crate) struct State {
     /// Groups of an acyclic namespace that opted into cycles: an edge may close a cycle when
     /// every node on the cycles it closes is one of them.
     pub cycles_allowed: RoaringBitmap,
-    /// The nodes in name order, built by the first query that pages by name (general graphs)
-    /// and then kept up to date by `insert_node` and `remove_node`.
-    pub name_rank: OnceLock<NameRank>,
-    /// Ranks in name order, for pages sorted by name.
+    /// Ranks in name order, for pages sorted by name (and, for general graphs, positions).
     pub order: NameOrder,
     /// Transitive member lists sorted by name, dropped when a group's `desc` changes.
     pub lists: MemberLists,
@@ -178,9 +173,6 @@ impl State {
             down: Vec::new(),
         });
         self.ids.insert(name.into(), id);
-        if let Some(rank) = self.name_rank.get_mut() {
-            rank.insert(&self.nodes, id);
-        }
         let nodes = &self.nodes;
         self.order.insert(id, name, |x| {
             nodes[x as usize].as_ref().map_or("", |n| &*n.name)
@@ -189,17 +181,6 @@ impl State {
             NodeKind::Leaf => self.leaves.insert(id),
             NodeKind::Group => self.groups.insert(id),
         };
-    }
-
-    /// The name order of the nodes, built on first use.
-    pub fn name_rank(&self) -> &NameRank {
-        self.name_rank.get_or_init(|| NameRank::build(&self.nodes))
-    }
-
-    /// Drops the name order before inserting many nodes at once (each insertion into it is
-    /// linear); the next query that needs it builds it again.
-    pub fn forget_name_rank(&mut self) {
-        self.name_rank.take();
     }
 
     /// The number of `label` (`None`: 0), interned on first use; `None` when all 65,535
@@ -562,9 +543,6 @@ impl State {
             nodes[y as usize].as_ref().map_or("", |n| &*n.name)
         });
         self.nodes[x as usize] = None;
-        if let Some(rank) = self.name_rank.get_mut() {
-            rank.remove(x);
-        }
         self.ids.remove(&*node.name);
         self.leaves.remove(x);
         self.groups.remove(x);

@@ -368,7 +368,8 @@ pub async fn changes<S: ChangeSource>(
             continue;
         }
         match tokio::time::timeout_at(deadline, head.changed()).await {
-            Ok(Ok(())) => continue,
+            // The head moved: read again.
+            Ok(Ok(())) => {}
             // Time is up, or the store is gone: answer the empty page.
             _ => return Ok(axum::Json(page).into_response()),
         }

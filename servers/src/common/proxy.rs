@@ -168,7 +168,7 @@ pub fn in_networks(nets: &[IpNet], ip: IpAddr) -> bool {
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
+        v4 @ IpAddr::V4(_) => v4,
     }
 }
 

@@ -237,7 +237,7 @@ async fn traverse(
     traversal(&pairs)?;
     let field = match direction {
         Direction::Ancestors => "ancestors",
-        _ => "descendants",
+        Direction::Descendants => "descendants",
     };
     // Serialised on the blocking thread from the names borrowed from the index: no string
     // copied per name (a large set's page holds tens of thousands).

@@ -332,7 +332,7 @@ pub(crate) async fn import_repo(
 pub fn split_import(text: &str) -> (&str, &str) {
     for separator in ["\n\n", "\r\n\r\n"] {
         if let Some(at) = text.find(separator) {
-            return (&text[..at + 1], &text[at + separator.len()..]);
+            return (&text[..=at], &text[at + separator.len()..]);
         }
     }
     (text, "")

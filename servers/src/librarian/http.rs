@@ -2,7 +2,6 @@
 //! conditional requests and announced digests (RFC 9110, RFC 9530).
 
 use axum::http::{header, HeaderMap};
-use base64::Engine as _;
 
 use crate::common::ApiError;
 
@@ -181,28 +180,24 @@ pub fn expected_digests(headers: &HeaderMap) -> Result<Vec<Expected>, ApiError> 
         let value = value
             .to_str()
             .map_err(|_| ApiError::bad_request("bad_digest", "Content-Digest is not ASCII"))?;
-        for member in value.split(',') {
-            let Some((algorithm, encoded)) = member.trim().split_once('=') else {
-                return Err(ApiError::bad_request(
-                    "bad_digest",
-                    "malformed Content-Digest",
-                ));
-            };
-            if !algorithm.trim().eq_ignore_ascii_case("sha-256") {
-                continue;
+        // RFC 9530 makes Content-Digest an RFC 8941 Dictionary; sfv parses it (keys,
+        // parameters, the base64 of byte sequences) as the RFC says, so a field another
+        // client library serialised is read the same way.
+        let dictionary: sfv::Dictionary = sfv::Parser::new(value)
+            .parse()
+            .map_err(|_| ApiError::bad_request("bad_digest", "malformed Content-Digest"))?;
+        if let Some(entry) = dictionary.get("sha-256") {
+            let bytes = match entry {
+                sfv::ListEntry::Item(item) => item.bare_item.as_byte_sequence(),
+                sfv::ListEntry::InnerList(_) => None,
             }
-            let encoded = encoded.trim();
-            let bytes = encoded
-                .strip_prefix(':')
-                .and_then(|s| s.strip_suffix(':'))
-                .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "bad_digest",
-                        "Content-Digest sha-256 must be :BASE64: of 32 bytes",
-                    )
-                })?;
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_digest",
+                    "Content-Digest sha-256 must be :BASE64: of 32 bytes",
+                )
+            })?;
             expected.push(Expected::Sha256(bytes));
         }
     }
@@ -213,6 +208,7 @@ pub fn expected_digests(headers: &HeaderMap) -> Result<Vec<Expected>, ApiError> 
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use base64::Engine as _;
 
     const ETAG: &str = "\"abc\"";
     const MODIFIED: i64 = 1_700_000_000;
@@ -315,6 +311,18 @@ mod tests {
         assert_eq!(got, vec![Expected::Blake3([9; 32]), Expected::Sha256(sha)]);
         assert!(expected_digests(&headers(&[("x-content-blake3", "abc")])).is_err());
         assert!(expected_digests(&headers(&[("content-digest", "sha-256=:AAAA:")])).is_err());
+        // Not a Dictionary (RFC 8941): refused as a whole, not read member by member.
+        assert!(expected_digests(&headers(&[("content-digest", "sha-256=:!!:")])).is_err());
+        assert!(expected_digests(&headers(&[("content-digest", "sha-256")])).is_err());
+        // Parameters are allowed on a member; unknown algorithms are ignored.
+        assert_eq!(
+            expected_digests(&headers(&[(
+                "content-digest",
+                &format!("unixsum=30637, sha-256=:{b64}:;x=1"),
+            )]))
+            .unwrap(),
+            vec![Expected::Sha256(sha)]
+        );
         assert!(expected_digests(&headers(&[])).unwrap().is_empty());
     }
 }

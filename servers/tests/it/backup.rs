@@ -746,7 +746,12 @@ async fn directory_restore_refuses_damaged_backups() {
     let table = manifest
         .files
         .iter()
-        .find(|f| f.path.ends_with(".sst") && f.size > 100)
+        .find(|f| {
+            let sst = std::path::Path::new(&f.path)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("sst"));
+            sst && f.size > 100
+        })
         .expect("a table file")
         .path
         .clone();

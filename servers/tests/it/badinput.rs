@@ -1,3 +1,5 @@
+// Test-only, long on purpose: the bad-input tables of docs/RELIABILITY.md, row for row, in one
+// file so that it reads beside them.
 //! The bad-input tables of docs/RELIABILITY.md, in-process through each server's router: each
 //! kind of bad input gets its answer (status and JSON error code), and afterwards nothing was
 //! lost or half-written: the store's statistics and listings are as before and its own

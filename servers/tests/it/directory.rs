@@ -1,3 +1,5 @@
+// Test-only, long on purpose: the directory's end-to-end scenarios share one server setup and
+// its socket and curl helpers.
 //! The directory end to end over real sockets, with reqwest and curl.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};

@@ -1,3 +1,5 @@
+// Test-only, long on purpose: the PostgreSQL and election scenarios share one set of process
+// and database helpers.
 //! Both servers on PostgreSQL (`store.backend = "postgres"`), the settings they refuse, and
 //! the election of one writer among several instances (`common::leader`): `/health/writer`,
 //! `503 not_leader` with `Retry-After` on the others, a graceful stop handing over at once, in

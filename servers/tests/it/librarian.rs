@@ -1,3 +1,5 @@
+// Test-only, long on purpose: the librarian's end-to-end scenarios share one server setup and
+// its socket and curl helpers.
 //! The librarian end to end over real sockets, with reqwest and curl.
 
 use std::collections::BTreeSet;

@@ -326,7 +326,7 @@ fn a_dead_object_store_answers_503_records_nothing_and_fails_health() {
             )
         );
         // Content on the object store cannot be read now (503 again); inline content can.
-        let response = reqwest::get(format!("{base}/{}/stored.bin", stored_id))
+        let response = reqwest::get(format!("{base}/{stored_id}/stored.bin"))
             .await
             .unwrap();
         assert_unavailable(response, port).await;
@@ -343,7 +343,7 @@ fn a_dead_object_store_answers_503_records_nothing_and_fails_health() {
     with_server(&opened, |base| {
         let stored = &stored;
         async move {
-            let url = format!("/{}/stored.bin", stored_id);
+            let url = format!("/{stored_id}/stored.bin");
             assert_eq!(download(&base, &url).await, *stored);
             let (_, stats) = get_json(&base, "/buckets/down").await;
             assert_eq!(stats["files"], 2);

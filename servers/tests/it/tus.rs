@@ -42,7 +42,7 @@ async fn create(server: &TestServer, bucket: &str, length: u64, name: &str) -> R
         .unwrap()
 }
 
-async fn patch(server: &TestServer, location: &str, offset: u64, body: &[u8]) -> RequestBuilder {
+fn patch(server: &TestServer, location: &str, offset: u64, body: &[u8]) -> RequestBuilder {
     tus(client().patch(server.url(location)))
         .header("content-type", "application/offset+octet-stream")
         .header("upload-offset", offset.to_string())
@@ -121,7 +121,6 @@ async fn tus_protocol_over_a_socket() {
         .unwrap();
     assert_eq!(wrong_type.status(), 415);
     let wrong_offset = patch(&server, &location, 5, &data[..10])
-        .await
         .send()
         .await
         .unwrap();
@@ -129,7 +128,6 @@ async fn tus_protocol_over_a_socket() {
     assert_eq!(header(&wrong_offset, "upload-offset"), "0");
 
     let first = patch(&server, &location, 0, &data[..100_000])
-        .await
         .send()
         .await
         .unwrap();
@@ -140,7 +138,6 @@ async fn tus_protocol_over_a_socket() {
     // A checksum that does not match: 460, nothing appended.
     let other = Sha256::digest(&data[..10]);
     let bad = patch(&server, &location, 100_000, &data[100_000..200_000])
-        .await
         .header("upload-checksum", format!("sha256 {}", b64(&other)))
         .send()
         .await
@@ -149,7 +146,6 @@ async fn tus_protocol_over_a_socket() {
     assert_eq!(error_code(bad).await, "checksum_mismatch");
     assert_eq!(offset_of(&server, &location).await, (200, "100000".into()));
     let unknown = patch(&server, &location, 100_000, &data[100_000..200_000])
-        .await
         .header("upload-checksum", "crc32 AAAA")
         .send()
         .await
@@ -157,7 +153,6 @@ async fn tus_protocol_over_a_socket() {
     assert_eq!(unknown.status(), 400);
     let good = Sha256::digest(&data[100_000..200_000]);
     let second = patch(&server, &location, 100_000, &data[100_000..200_000])
-        .await
         .header("upload-checksum", format!("sha256 {}", b64(&good)))
         .send()
         .await
@@ -167,7 +162,6 @@ async fn tus_protocol_over_a_socket() {
 
     // Past Upload-Length: 413, nothing appended.
     let past = patch(&server, &location, 200_000, &content(100_001, 9))
-        .await
         .send()
         .await
         .unwrap();
@@ -175,7 +169,6 @@ async fn tus_protocol_over_a_socket() {
     assert_eq!(offset_of(&server, &location).await, (200, "200000".into()));
 
     let last = patch(&server, &location, 200_000, &data[200_000..])
-        .await
         .send()
         .await
         .unwrap();
@@ -221,7 +214,6 @@ async fn tus_protocol_over_a_socket() {
     let gone = header(&created, "location");
     assert_eq!(
         patch(&server, &gone, 0, b"12345")
-            .await
             .send()
             .await
             .unwrap()
@@ -236,7 +228,6 @@ async fn tus_protocol_over_a_socket() {
     assert_eq!(offset_of(&server, &gone).await.0, 404);
     assert_eq!(
         patch(&server, &gone, 5, b"67890")
-            .await
             .send()
             .await
             .unwrap()
@@ -251,7 +242,6 @@ async fn tus_protocol_over_a_socket() {
     assert_eq!(offset_of(&server, &stale).await.0, 410);
     assert_eq!(
         patch(&server, &stale, 0, b"1")
-            .await
             .send()
             .await
             .unwrap()

@@ -275,7 +275,7 @@ fn export_peers(dir: &std::path::Path, g: &Generated, tsv: &str, teams: &Teams) 
     for (i, id) in nodes.iter().enumerate() {
         writeln!(copy, "{}\t{}", i + 1, i + 1)?;
         rows += 1;
-        for team in view.group_ids_of(*id, Depth::Transitive).iter() {
+        for team in &view.group_ids_of(*id, Depth::Transitive) {
             writeln!(copy, "{}\t{}", pg[&team], i + 1)?;
             rows += 1;
         }

@@ -1,3 +1,5 @@
+// Test-only, long on purpose: the trace parser and the file-system model are one state machine
+// over the same system calls.
 //! The trace and the file-system model of the crash-state test (see the parent module).
 //!
 //! [`Trace::parse`] reads what `strace -f -xx` wrote; [`Replay`] applies the calls, in the

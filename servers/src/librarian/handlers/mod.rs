@@ -58,8 +58,8 @@ pub(crate) fn store_error(error: blobstore::Error) -> ApiError {
         );
     }
     match error {
-        E::NotFound { .. } => ApiError::not_found("no such file"),
-        E::Forbidden { .. } => ApiError::not_found("no such file"),
+        // A file the caller may not see is answered as one that does not exist.
+        E::NotFound { .. } | E::Forbidden { .. } => ApiError::not_found("no such file"),
         E::ContentGone { reason, .. } => {
             ApiError::gone(format!("the content of this file is gone ({reason})"))
         }
