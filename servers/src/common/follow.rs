@@ -119,6 +119,9 @@ struct Inner {
     last_read: Mutex<Option<Instant>>,
     /// Held by a poll and by [`Follower::take_over`]: they never interleave.
     applying: Mutex<()>,
+    /// The newest revision stored when the database was last found behind this instance's
+    /// head (it lost events this instance applied), so memory is reloaded once for it.
+    lost_at: Mutex<Option<u64>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -155,6 +158,7 @@ impl Follower {
                 head,
                 last_read: Mutex::new(last_read),
                 applying: Mutex::new(()),
+                lost_at: Mutex::new(None),
             }),
         }
     }
@@ -251,30 +255,46 @@ impl Follower {
         let newest = log.newest_stored()?;
         let mut after = log.head();
         *lock(&self.inner.last_read) = Some(Instant::now());
-        if newest <= after {
+        if newest < after {
+            // The database lost events this instance applied: a standby promoted before a
+            // buffered batch reached it (its writer was never acknowledged and poisons
+            // itself). Memory may hold them: reload it, once for this state of the log.
+            let mut noted = lock(&self.inner.lost_at);
+            if *noted != Some(newest) {
+                tracing::warn!(
+                    after,
+                    newest,
+                    "the database lost followed events: reloading what memory holds"
+                );
+                self.inner.replica.forget()?;
+                *noted = Some(newest);
+            }
+            return Ok(after);
+        }
+        if newest == after {
             return Ok(after);
         }
         let mut first = true;
         while after < newest {
-            let events = log.read_stored(after, newest, 1024)?;
+            // From the head's own event on: it must still be there (see above).
+            let mut events = log.read_stored(after.saturating_sub(1), newest, 1024)?;
+            if after > 0 && events.first().map(|(revision, _)| *revision) == Some(after) {
+                events.remove(0);
+            } else if after > 0 && first {
+                // The head's event is gone: lost by the database (as above) and written over
+                // by a new writer, or pruned. What memory holds of it is unknown.
+                return self.forget(log, after, newest, "the head's event is gone");
+            }
             let Some(&(last, _)) = events.last() else {
                 break;
             };
             // The first event is not the next revision: were events pruned before this
-            // instance read them? (Asked only then: one query less per poll.) What they
-            // changed is unknown.
+            // instance read them? (Asked only then: one query less per poll.)
             if first
                 && events[0].0 != after + 1
                 && log.oldest()?.is_some_and(|oldest| after + 1 < oldest)
             {
-                tracing::warn!(
-                    after,
-                    newest,
-                    "followed events were pruned: dropping what memory holds"
-                );
-                self.inner.replica.forget()?;
-                log.follow_to(newest);
-                return Ok(newest);
+                return self.forget(log, after, newest, "followed events were pruned");
             }
             first = false;
             self.inner.replica.follow(&events)?;
@@ -282,6 +302,21 @@ impl Follower {
             after = last;
         }
         Ok(after)
+    }
+
+    /// Reloads everything memory holds (events it applied or missed are unknown) and moves
+    /// the head to `newest`.
+    fn forget(
+        &self,
+        log: &ChangeLog,
+        after: u64,
+        newest: u64,
+        why: &'static str,
+    ) -> Result<u64, ReplicaError> {
+        tracing::warn!(after, newest, why, "dropping what memory holds");
+        self.inner.replica.forget()?;
+        log.follow_to(newest);
+        Ok(newest)
     }
 
     /// The new writer's first step, called by the [`Leader`] (blocking) after the lease was
