@@ -457,9 +457,17 @@ impl ChangeLog {
     /// # Errors
     /// The engine's scan error, or [`crate::Error::Config`] for a malformed key.
     pub fn newest_stored(&self) -> crate::Result<u64> {
-        let newest = self
-            .committer
-            .engine()
+        self.newest_in(&**self.committer.engine())
+    }
+
+    /// The newest revision `view` holds (0 before the first event): read in the snapshot a
+    /// store loads its memory from, it says which events that memory already reflects, so a
+    /// follower does not apply them a second time.
+    ///
+    /// # Errors
+    /// As for [`ChangeLog::newest_stored`].
+    pub fn newest_in<V: crate::ReadView + ?Sized>(&self, view: &V) -> crate::Result<u64> {
+        let newest = view
             .scan(self.keyspace, ScanRange::all(), Direction::Reverse)?
             .next()
             .transpose()?;

@@ -110,6 +110,11 @@ impl Consumers {
     /// The engine's error.
     pub fn create(&self, record: &[u8], acked: u64) -> crate::Result<u64> {
         let mut last_id = self.last_id.lock().unwrap_or_else(PoisonError::into_inner);
+        // Read again: another instance on the same database may have created consumers
+        // since (it was the writer before this one), and an id must never be given twice.
+        if let Some(value) = self.committer.engine().get(self.keyspace, LAST_ID)? {
+            *last_id = (*last_id).max(decode_id(&value)?);
+        }
         let id = *last_id + 1;
         let mut batch = WriteBatch::new();
         batch.put(self.keyspace, id.to_be_bytes(), encode(acked, record));
@@ -223,5 +228,20 @@ mod tests {
             "ids are never reused"
         );
         assert!(engine.get(keyspace, &1u64.to_be_bytes()).unwrap().is_some());
+    }
+
+    /// Two instances on one database, each the writer in turn: the second never gives an id
+    /// the first gave, though it opened before the first created.
+    #[test]
+    fn a_later_writer_continues_the_ids_of_an_earlier_one() {
+        let engine = EngineConfig::memory().open(&["consumers"]).unwrap();
+        let keyspace = engine.keyspace("consumers").unwrap();
+        let committer = Arc::new(GroupCommit::new(engine.clone()));
+        let first = Consumers::open(committer.clone(), keyspace).unwrap();
+        let second = Consumers::open(committer, keyspace).unwrap();
+        assert_eq!(first.create(b"a", 0).unwrap(), 1);
+        assert_eq!(first.create(b"b", 0).unwrap(), 2);
+        assert_eq!(second.create(b"c", 0).unwrap(), 3);
+        assert_eq!(second.list().unwrap().len(), 3);
     }
 }

@@ -57,7 +57,7 @@ pub use engine::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use graph::{
     validate_label, validate_relation, ChangesPage, CheckReport, Depth, Difference, Direction,
-    EdgeKind, EdgeRecord, Filter, GraphStore, GraphStoreBuilder, HistoryOf, HistoryPage,
+    EdgeKind, EdgeRecord, Filter, Followed, GraphStore, GraphStoreBuilder, HistoryOf, HistoryPage,
     IndexStats, LabelledEdge, MemoryStats, Namespace, NamespaceKind, NodeId, NodeKind, Page,
     RawHistoryPage, Role, View, DEFAULT_RETENTION,
 };

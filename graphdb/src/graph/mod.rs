@@ -8,6 +8,7 @@
 //! and never counts as membership.
 
 mod bulk;
+mod follow;
 mod general;
 mod inspect;
 mod memory;
@@ -20,6 +21,7 @@ mod types;
 mod view;
 
 pub(crate) use bulk::BulkLoad;
+pub use follow::Followed;
 pub use general::{Direction, LabelledEdge};
 pub use memory::MemoryStats;
 pub use namespace::Namespace;

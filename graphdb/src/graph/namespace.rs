@@ -1,6 +1,7 @@
 //! One namespace: writes (validated, applied in memory, one atomic batch) and views; its
 //! checks and listings are in `inspect.rs`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use engine::{ChangeLog, Durability, Engine, WriteBatch};
@@ -44,6 +45,10 @@ pub struct Namespace {
     /// Whether the poisoning came from a transient refusal (fenced, database away) whose
     /// reload failed: the next write tries the reload again ([`Namespace::fail`]).
     pub(super) transient: Mutex<bool>,
+    /// The newest change-log revision in the snapshot the state was last loaded from: a
+    /// follower skips the events up to it, which memory already holds
+    /// ([`crate::GraphStore::follow`]).
+    pub(super) loaded_at: AtomicU64,
 }
 
 impl Namespace {
@@ -123,6 +128,9 @@ impl Namespace {
         actor: &str,
         f: impl FnOnce(&mut State, &mut WriteBatch, &mut Recorder<'_>) -> Result<T>,
     ) -> Result<(T, u64)> {
+        if super::follow::replaying_in_memory() {
+            return Ok((self.apply_followed(actor, f)?, self.log.head()));
+        }
         let (out, appended) = {
             // Writers queue here only for the in-memory change and a buffered engine write;
             // readers only wait for the in-memory part.
@@ -195,11 +203,13 @@ impl Namespace {
     /// # Errors
     /// Engine and corruption errors; the state is unchanged then.
     pub fn reload(&self) -> Result<()> {
-        let fresh = {
+        let (fresh, revision) = {
             let view = self.engine.snapshot()?;
-            storage::load(&*view, &self.ks, self.id)?
+            let revision = self.log.newest_in(&*view)?;
+            (storage::load(&*view, &self.ks, self.id)?, revision)
         };
         *self.write_state() = fresh;
+        self.loaded_at.fetch_max(revision, Ordering::SeqCst);
         Ok(())
     }
 
@@ -217,7 +227,7 @@ impl Namespace {
         }
     }
 
-    fn clear_poison(&self) {
+    pub(super) fn clear_poison(&self) {
         *self.poisoned.lock().unwrap_or_else(|e| e.into_inner()) = None;
         *self.transient.lock().unwrap_or_else(|e| e.into_inner()) = false;
     }

@@ -1,6 +1,7 @@
 //! The store: an engine, its group commit and change log, and the namespaces opened on it.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use engine::{ChangeLog, Direction, Durability, Engine, GroupCommit, WriteBatch};
 use super::namespace::Namespace;
 use super::storage;
 use super::types::NamespaceKind;
-use crate::changes::{actor_history_key, object_history_key, Change, ChangeKind};
+use crate::changes::{actor_history_key, object_history_key, Change};
 use crate::{Error, Result};
 use engine::{Clock, SystemClock};
 
@@ -199,9 +200,10 @@ impl GraphStore {
                 (id, kind)
             }
         };
-        let state = {
+        let (state, loaded_at) = {
             let snapshot = self.engine.snapshot()?;
-            storage::load(&*snapshot, &self.ks, id)?
+            let revision = self.log.newest_in(&*snapshot)?;
+            (storage::load(&*snapshot, &self.ks, id)?, revision)
         };
         let ns = Arc::new(Namespace {
             name: name.to_owned(),
@@ -217,6 +219,7 @@ impl GraphStore {
             writer: Mutex::new(()),
             poisoned: Mutex::new(None),
             transient: Mutex::new(false),
+            loaded_at: AtomicU64::new(loaded_at),
         });
         check_kind(&ns, kind)?;
         open.insert(name.to_owned(), Arc::clone(&ns));
@@ -378,149 +381,30 @@ impl GraphStore {
     /// [`crate::Error::Corrupt`] for an event that lacks a field its kind needs; the errors of the
     /// write it replays.
     pub fn replay(&self, change: &Change) -> Result<bool> {
-        use ChangeKind as K;
         let kind = self
             .stored_kind(&change.namespace)?
             .unwrap_or(NamespaceKind::Acyclic);
         let ns = self.namespace(&change.namespace, kind)?;
-        let actor = change.actor.as_str();
-        let missing = |reason| Error::Corrupt {
-            keyspace: storage::CHANGES,
-            key: Vec::new(),
-            reason,
-        };
-        if let Some((name, kind)) = change.node() {
-            match change.kind {
-                K::TeamRemoved
-                | K::PersonRemoved
-                | K::SetRemoved
-                | K::PackageRemoved
-                | K::GroupRemoved
-                | K::LeafRemoved => ns.remove_node(actor, name).map(drop)?,
-                _ if change.cycles.as_deref() == Some("allow") => {
-                    ns.add_group_with_cycles(actor, name, true).map(drop)?
-                }
-                _ => ns.add_node(actor, name, kind).map(drop)?,
-            }
-            return Ok(true);
-        }
-        let edge = || -> Result<(&str, &str)> {
-            Ok((
-                change
-                    .group_name()
-                    .ok_or_else(|| missing("event without its group"))?,
-                change
-                    .member_name()
-                    .ok_or_else(|| missing("event without its member"))?,
-            ))
-        };
-        match change.kind {
-            K::MembershipAdded | K::MembershipChanged | K::ItemAdded => {
-                let (group, member) = edge()?;
-                let after = change
-                    .after
-                    .ok_or_else(|| missing("membership without after"))?;
-                let role = after.role.unwrap_or(super::types::Role::Member);
-                let label = change.label.as_deref();
-                ns.set_labelled_membership(actor, member, group, (role, after.expires), label)?;
-            }
-            K::MembershipRemoved | K::ItemRemoved => {
-                let (group, member) = edge()?;
-                ns.remove_membership(actor, member, group)?;
-            }
-            K::RelationGranted | K::RelationChanged => {
-                let (target, holder) = edge()?;
-                let relation = change
-                    .relation
-                    .as_deref()
-                    .ok_or_else(|| missing("no relation"))?;
-                let after = change
-                    .after
-                    .ok_or_else(|| missing("relation without after"))?;
-                ns.grant(actor, holder, relation, target, after.expires)?;
-            }
-            K::RelationRevoked => {
-                let (target, holder) = edge()?;
-                let relation = change
-                    .relation
-                    .as_deref()
-                    .ok_or_else(|| missing("no relation"))?;
-                ns.revoke(actor, holder, relation, target)?;
-            }
-            _ => return Ok(false),
-        }
-        Ok(true)
+        super::follow::apply(&ns, change)
     }
 
-    /// A follower's step: `events` are the change log's stored events (the graph's and the
-    /// log's other writers', as `(revision, payload)`) that another instance wrote after what
-    /// this one has applied; every namespace they touch that this process holds is reloaded
-    /// from the engine ([`Namespace::reload`]: its nodes, edges and persisted closures, the
-    /// same load as on first use, so memory is exactly what the engine holds, never a
-    /// re-derivation). Namespaces not loaded yet load fresh on first use. Returns how many
-    /// were reloaded.
-    ///
-    /// # Errors
-    /// Engine and corruption errors of a reload.
-    pub fn follow(&self, events: &[(u64, Vec<u8>)]) -> Result<usize> {
-        let touched: std::collections::BTreeSet<String> = events
-            .iter()
-            .filter_map(|(_, payload)| serde_json::from_slice::<Change>(payload).ok())
-            .map(|change| change.namespace)
-            .collect();
-        let open: Vec<Arc<Namespace>> = {
-            let namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
-            touched
-                .iter()
-                .filter_map(|name| namespaces.get(name).cloned())
-                .collect()
-        };
-        for ns in &open {
-            ns.reload()?;
-        }
-        Ok(open.len())
-    }
-
-    /// Reloads every namespace this process holds from the engine: for a follower that
-    /// missed events (pruned before it read them). Returns how many were reloaded.
-    ///
-    /// # Errors
-    /// Engine and corruption errors of a reload.
-    pub fn reload_all(&self) -> Result<usize> {
-        let open: Vec<Arc<Namespace>> = self
-            .namespaces
+    /// The namespaces this process holds (loaded).
+    pub(super) fn open_namespaces(&self) -> Vec<Arc<Namespace>> {
+        self.namespaces
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
-            .collect();
-        for ns in &open {
-            ns.reload()?;
-        }
-        Ok(open.len())
+            .collect()
     }
 
-    /// A new writer's step, after it caught up with the log ([`GraphStore::follow`]): a
-    /// namespace that refused a write while another instance led (fenced) or the database
-    /// was away reloads and accepts writes again. Returns how many namespaces still refuse
-    /// writes (poisoned by a failed fsync, or their reload failed).
-    pub fn take_over(&self) -> usize {
-        let open: Vec<Arc<Namespace>> = self
-            .namespaces
+    /// The namespace `name` if this process holds it, without loading it.
+    pub(super) fn open_namespace(&self, name: &str) -> Option<Arc<Namespace>> {
+        self.namespaces
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
+            .get(name)
             .cloned()
-            .collect();
-        open.iter()
-            .filter(|ns| {
-                ns.recover_if_transient();
-                ns.poisoned
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .is_some()
-            })
-            .count()
     }
 
     /// The namespace `name` if it exists (loaded on first use), without creating it.

@@ -61,14 +61,29 @@ pub fn assert_replay_reproduces(store: &GraphStore, clock: Arc<ManualClock>) {
             "{revision}: {change:?}"
         );
     }
+    assert_same_namespaces(store, &replica);
+    // The replica recorded the same events with the same actors.
+    let replayed = all_changes(&replica);
+    let strip = |changes: &[(u64, Change)]| -> Vec<(ChangeKind, String)> {
+        changes
+            .iter()
+            .map(|(_, c)| (c.kind, c.actor.clone()))
+            .collect()
+    };
+    assert_eq!(strip(&replayed), strip(&changes));
+}
+
+/// Checks that `copy` holds what `store` holds in its teams and package sets: nodes, stored
+/// edges, transitive members of every group, and a clean index.
+pub fn assert_same_namespaces(store: &GraphStore, replica: &GraphStore) {
     let pairs = [
         (
             Teams::open(store).unwrap().namespace().clone(),
-            Teams::open(&replica).unwrap().namespace().clone(),
+            Teams::open(replica).unwrap().namespace().clone(),
         ),
         (
             PackageSets::open(store).unwrap().namespace().clone(),
-            PackageSets::open(&replica).unwrap().namespace().clone(),
+            PackageSets::open(replica).unwrap().namespace().clone(),
         ),
     ];
     for (original, copy) in pairs {
@@ -103,15 +118,6 @@ pub fn assert_replay_reproduces(store: &GraphStore, clock: Arc<ManualClock>) {
         drop((a, b));
         assert!(copy.check().is_clean());
     }
-    // The replica recorded the same events with the same actors.
-    let replayed = all_changes(&replica);
-    let strip = |changes: &[(u64, Change)]| -> Vec<(ChangeKind, String)> {
-        changes
-            .iter()
-            .map(|(_, c)| (c.kind, c.actor.clone()))
-            .collect()
-    };
-    assert_eq!(strip(&replayed), strip(&changes));
 }
 
 pub fn every_write_records_its_event(fx: Fixture) {
@@ -329,7 +335,7 @@ pub fn revisions_continue_after_reopen(fx: Fixture) {
 
 /// One write of the replay property's sequences.
 #[derive(Clone, Debug)]
-enum Op {
+pub enum Op {
     Put(usize, usize, usize, bool, Option<i64>),
     Set(usize, usize, bool, Option<i64>),
     Unset(usize, usize),
@@ -350,7 +356,7 @@ fn name(i: usize) -> String {
     format!("n{i}")
 }
 
-fn op() -> impl Strategy<Value = Op> {
+pub fn op() -> impl Strategy<Value = Op> {
     let i = || 0..NAMES;
     let expiry = prop_oneof![3 => Just(None), 1 => (-3i64..6).prop_map(Some)];
     prop_oneof![
@@ -374,10 +380,23 @@ fn op() -> impl Strategy<Value = Op> {
 fn replay_property(ops: &[Op]) -> Result<(), TestCaseError> {
     let fx = Fixture::new(engine::Backend::Memory);
     let store = fx.open();
+    run_ops(&store, &fx.clock, fx.clock.now_seconds(), ops)?;
+    assert_replay_reproduces(&store, fx.clock.clone());
+    Ok(())
+}
+
+/// Applies `ops` to `store` (expiries relative to `now`, `clock` moved by `Op::Advance`) and
+/// checks that each write answered the revision of its last event, and that a refusal
+/// recorded nothing.
+pub fn run_ops(
+    store: &GraphStore,
+    clock: &ManualClock,
+    now: i64,
+    ops: &[Op],
+) -> Result<(), TestCaseError> {
     let actors = ["alice", "bob", "carol"];
-    let teams = Teams::open(&store).unwrap();
-    let sets = PackageSets::open(&store).unwrap().acting_as("dave");
-    let now = fx.clock.now_seconds();
+    let teams = Teams::open(store).unwrap();
+    let sets = PackageSets::open(store).unwrap().acting_as("dave");
     for op in ops {
         let head = store.change_log().head();
         let result: graphdb::Result<Option<u64>> = match op.clone() {
@@ -413,7 +432,7 @@ fn replay_property(ops: &[Op]) -> Result<(), TestCaseError> {
             Op::Take(s, x) => sets.take(&name(s), &name(x)),
             Op::RemoveItem(x) => sets.remove(&name(x)),
             Op::Advance(s) => {
-                fx.clock.set_seconds(fx.clock.now_seconds() + s);
+                clock.set_seconds(clock.now_seconds() + s);
                 Ok(None)
             }
         };
@@ -423,7 +442,6 @@ fn replay_property(ops: &[Op]) -> Result<(), TestCaseError> {
             Ok(None) | Err(_) => prop_assert_eq!(head, after, "{:?} recorded an event", op),
         }
     }
-    assert_replay_reproduces(&store, fx.clock.clone());
     Ok(())
 }
 

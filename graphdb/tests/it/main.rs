@@ -7,6 +7,7 @@ mod concurrency;
 mod crash;
 mod faults;
 mod feed;
+mod follow;
 mod generated;
 mod graphs;
 mod model;

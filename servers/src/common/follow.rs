@@ -5,9 +5,10 @@
 //! graphs, the librarian's hot-file cache). A [`Follower`] runs a thread that polls the
 //! store's change log every `poll` (5 ms by default): it reads the newest revision stored
 //! ([`engine::ChangeLog::newest_stored`], one key), and when another instance wrote past what
-//! this one applied, it reads those events, hands them to the service's [`Replica`] (which
-//! reloads or drops what they touch, with the stores' own load functions) and only then moves
-//! the log's head there ([`engine::ChangeLog::follow_to`]). The head is what `min_revision`
+//! this one applied, it reads those events, hands them to the service's [`Replica`] (the
+//! directory applies them to its namespaces in memory, reloading only for an import; the
+//! librarian drops the files they touch from its cache) and only then moves the log's head
+//! there ([`engine::ChangeLog::follow_to`]). The head is what `min_revision`
 //! waits for ([`min_revision`]), what `GET /changes` reads up to, and where this instance's
 //! revisions continue if it becomes the writer.
 //!
@@ -118,6 +119,9 @@ struct Inner {
     last_read: Mutex<Option<Instant>>,
     /// Held by a poll and by [`Follower::take_over`]: they never interleave.
     applying: Mutex<()>,
+    /// The newest revision stored when the database was last found behind this instance's
+    /// head (it lost events this instance applied), so memory is reloaded once for it.
+    lost_at: Mutex<Option<u64>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -154,6 +158,7 @@ impl Follower {
                 head,
                 last_read: Mutex::new(last_read),
                 applying: Mutex::new(()),
+                lost_at: Mutex::new(None),
             }),
         }
     }
@@ -202,9 +207,20 @@ impl Follower {
         lock(&self.inner.last_read).map(|at| at.elapsed())
     }
 
-    /// What `/health` adds: `stale`, and the `revision` this instance has applied.
-    pub fn health_fields(&self) -> serde_json::Value {
-        serde_json::json!({"stale": self.is_stale(), "revision": self.head()})
+    /// `GET /health`'s answer with `status`: `stale`, the `revision` this instance has
+    /// applied, and its `role` (`leader`: it writes, as `/health/writer` says; or `follower`).
+    pub fn health(&self, status: &str) -> serde_json::Value {
+        let role = if self.inner.leader.is_leader() {
+            "leader"
+        } else {
+            "follower"
+        };
+        serde_json::json!({
+            "status": status,
+            "stale": self.is_stale(),
+            "revision": self.head(),
+            "role": role,
+        })
     }
 
     /// Waits until this instance has applied `revision`, at most `timeout`; returns the head
@@ -239,30 +255,68 @@ impl Follower {
         let newest = log.newest_stored()?;
         let mut after = log.head();
         *lock(&self.inner.last_read) = Some(Instant::now());
-        if newest <= after {
+        if newest < after {
+            // The database lost events this instance applied: a standby promoted before a
+            // buffered batch reached it (its writer was never acknowledged and poisons
+            // itself). Memory may hold them: reload it, once for this state of the log.
+            let mut noted = lock(&self.inner.lost_at);
+            if *noted != Some(newest) {
+                tracing::warn!(
+                    after,
+                    newest,
+                    "the database lost followed events: reloading what memory holds"
+                );
+                self.inner.replica.forget()?;
+                *noted = Some(newest);
+            }
             return Ok(after);
         }
-        // Events pruned before this instance read them: what they changed is unknown.
-        if log.oldest()?.is_some_and(|oldest| after + 1 < oldest) {
-            tracing::warn!(
-                after,
-                newest,
-                "followed events were pruned: dropping what memory holds"
-            );
-            self.inner.replica.forget()?;
-            log.follow_to(newest);
-            return Ok(newest);
+        if newest == after {
+            return Ok(after);
         }
+        let mut first = true;
         while after < newest {
-            let events = log.read_stored(after, newest, 1024)?;
+            // From the head's own event on: it must still be there (see above).
+            let mut events = log.read_stored(after.saturating_sub(1), newest, 1024)?;
+            if after > 0 && events.first().map(|(revision, _)| *revision) == Some(after) {
+                events.remove(0);
+            } else if after > 0 && first {
+                // The head's event is gone: lost by the database (as above) and written over
+                // by a new writer, or pruned. What memory holds of it is unknown.
+                return self.forget(log, after, newest, "the head's event is gone");
+            }
             let Some(&(last, _)) = events.last() else {
                 break;
             };
+            // The first event is not the next revision: were events pruned before this
+            // instance read them? (Asked only then: one query less per poll.)
+            if first
+                && events[0].0 != after + 1
+                && log.oldest()?.is_some_and(|oldest| after + 1 < oldest)
+            {
+                return self.forget(log, after, newest, "followed events were pruned");
+            }
+            first = false;
             self.inner.replica.follow(&events)?;
             log.follow_to(last);
             after = last;
         }
         Ok(after)
+    }
+
+    /// Reloads everything memory holds (events it applied or missed are unknown) and moves
+    /// the head to `newest`.
+    fn forget(
+        &self,
+        log: &ChangeLog,
+        after: u64,
+        newest: u64,
+        why: &'static str,
+    ) -> Result<u64, ReplicaError> {
+        tracing::warn!(after, newest, why, "dropping what memory holds");
+        self.inner.replica.forget()?;
+        log.follow_to(newest);
+        Ok(newest)
     }
 
     /// The new writer's first step, called by the [`Leader`] (blocking) after the lease was

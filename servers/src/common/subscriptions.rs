@@ -23,6 +23,15 @@
 //! Callbacks may only go to the hosts of the server's `callback_hosts` (`host` or
 //! `host:port`): a subscription must not turn the service into a proxy for reaching
 //! arbitrary addresses.
+//!
+//! Where several instances share one database ([`super::leader`]), only the writer
+//! delivers: the others hold the same records but run no delivery (their subscriptions show
+//! the state `standby`), so a receiver gets each page from one instance. Each time an
+//! instance becomes the writer it (re)starts every stored subscription from its durable
+//! acknowledged revision, which the previous writer moved, so a failover repeats at most the
+//! pages whose acknowledgement was not recorded, in revision order, and loses none. An
+//! instance that stops being the writer stops delivering at its next step (its
+//! acknowledgements are refused by the fence meanwhile).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -36,7 +45,7 @@ use tokio::sync::watch;
 
 use super::error::ApiError;
 use super::feed::{read_page, ChangeSource, ChangesQuery, DEFAULT_LIMIT};
-use super::SetupError;
+use super::{Leader, SetupError};
 
 /// How deliveries are timed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +70,10 @@ impl Default for Delivery {
 }
 /// How often a subscription whose filter matched nothing records how far it read.
 const IDLE_ACK_EVERY: Duration = Duration::from_secs(5);
+
+/// How often an instance on a shared database checks whether it became the writer, besides
+/// the election's own notices (leadership also ends by the lease's expiry, which sends none).
+const LEADER_CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// What `POST /subscriptions` takes.
 #[derive(Clone, Debug, Deserialize)]
@@ -104,7 +117,7 @@ pub struct SubscriptionView {
     /// Revisions not yet acknowledged: the head minus `acked`.
     pub lag: u64,
     /// `delivering`, `retrying` (the last attempt failed), `compacted` (its backlog was
-    /// pruned) or `expired`.
+    /// pruned), `expired`, or `standby` (this instance is not the writer, which delivers).
     pub state: &'static str,
     /// The last delivery failure, if the last attempt failed.
     pub last_error: Option<String>,
@@ -129,6 +142,10 @@ pub struct Subscriptions<S: ChangeSource> {
     client: reqwest::Client,
     /// Per running subscription: a sender whose drop (or `true`) stops its task, and its status.
     running: Mutex<HashMap<u64, Running>>,
+    /// Who delivers: `None` until the election is known (an instance on a shared database,
+    /// which delivers nothing before), else while this [`Leader`] leads (always on an
+    /// embedded store).
+    leader: Mutex<Option<Leader>>,
 }
 
 impl<S: ChangeSource> std::fmt::Debug for Subscriptions<S> {
@@ -146,6 +163,9 @@ pub struct LazySubscriptions<S: ChangeSource> {
     source: Arc<S>,
     consumers: Arc<Consumers>,
     callback_hosts: Vec<String>,
+    /// What [`Subscriptions::start`] is given: `None` on a shared database until
+    /// [`LazySubscriptions::follow_leader`].
+    leader: Mutex<Option<Leader>>,
     started: OnceLock<Arc<Subscriptions<S>>>,
     starting: Mutex<()>,
 }
@@ -162,7 +182,8 @@ impl<S: ChangeSource> std::fmt::Debug for LazySubscriptions<S> {
 impl<S: ChangeSource> LazySubscriptions<S> {
     /// The subscriptions of `source`'s feed, their durable records in `consumers`. Stored ones
     /// start delivering at once; otherwise nothing starts until the first
-    /// [`create`](Self::create).
+    /// [`create`](Self::create). On a `shared` database (several instances may run on it)
+    /// nothing is delivered until [`follow_leader`](Self::follow_leader) says who writes.
     ///
     /// # Errors
     /// The engine's error reading the records, or the delivery thread's.
@@ -170,12 +191,14 @@ impl<S: ChangeSource> LazySubscriptions<S> {
         source: Arc<S>,
         consumers: Arc<Consumers>,
         callback_hosts: Vec<String>,
+        shared: bool,
     ) -> Result<Arc<Self>, SetupError> {
         let stored = !consumers.list().map_err(SetupError::Consumers)?.is_empty();
         let subscriptions = Arc::new(LazySubscriptions {
             source,
             consumers,
             callback_hosts,
+            leader: Mutex::new((!shared).then(Leader::always)),
             started: OnceLock::new(),
             starting: Mutex::new(()),
         });
@@ -190,13 +213,33 @@ impl<S: ChangeSource> LazySubscriptions<S> {
         if let Some(started) = self.started.get() {
             return Ok(started);
         }
-        let started = Subscriptions::start(
+        let started = Subscriptions::start_with(
             Arc::clone(&self.source),
             Arc::clone(&self.consumers),
             self.callback_hosts.clone(),
             Delivery::default(),
+            lock(&self.leader).clone(),
         )?;
         Ok(self.started.get_or_init(|| started))
+    }
+
+    /// Delivers only while `leader` says this instance writes. With an election (a shared
+    /// database) the delivery thread starts now, whether or not subscriptions are stored,
+    /// since another instance may create them: each time this instance becomes the writer it
+    /// starts every stored subscription from its acknowledged revision.
+    ///
+    /// # Errors
+    /// The delivery thread could not start.
+    pub fn follow_leader(&self, leader: &Leader) -> std::io::Result<()> {
+        *lock(&self.leader) = Some(leader.clone());
+        if leader.holder().is_none() {
+            if let Some(started) = self.started() {
+                *lock(&started.leader) = Some(leader.clone());
+            }
+            return Ok(());
+        }
+        self.start()?.follow_leader(leader);
+        Ok(())
     }
 
     /// The running subscriptions, if they started.
@@ -265,6 +308,13 @@ fn decode(consumer: &Consumer) -> Result<Record, ApiError> {
     serde_json::from_slice(&consumer.record).map_err(ApiError::internal)
 }
 
+/// Drops a handle of a task on the delivery runtime off its thread: it may be the last one,
+/// and the engine it then drops (PostgreSQL's synchronous client) must not close its
+/// connections on an async thread.
+async fn release<T: Send + Sync + 'static>(handle: Arc<T>) {
+    let _ = tokio::task::spawn_blocking(move || drop(handle)).await;
+}
+
 impl<S: ChangeSource> Subscriptions<S> {
     /// Starts delivery for every stored subscription, on a thread of its own (named
     /// `subscriptions`) running a single-threaded runtime, so deliveries never compete with
@@ -277,6 +327,22 @@ impl<S: ChangeSource> Subscriptions<S> {
         consumers: Arc<Consumers>,
         callback_hosts: Vec<String>,
         delivery: Delivery,
+    ) -> std::io::Result<Arc<Self>> {
+        let always = Some(Leader::always());
+        Self::start_with(source, consumers, callback_hosts, delivery, always)
+    }
+
+    /// [`Subscriptions::start`], delivering while `leader` leads (`None`: not before
+    /// [`Subscriptions::follow_leader`]).
+    ///
+    /// # Errors
+    /// As for [`Subscriptions::start`].
+    pub fn start_with(
+        source: Arc<S>,
+        consumers: Arc<Consumers>,
+        callback_hosts: Vec<String>,
+        delivery: Delivery,
+        leader: Option<Leader>,
     ) -> std::io::Result<Arc<Self>> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -297,7 +363,12 @@ impl<S: ChangeSource> Subscriptions<S> {
             runtime: handle,
             client,
             running: Mutex::new(HashMap::new()),
+            leader: Mutex::new(leader),
         });
+        if !subscriptions.may_deliver() {
+            // Started by the election, when this instance becomes the writer.
+            return Ok(subscriptions);
+        }
         for consumer in subscriptions
             .consumers
             .list()
@@ -308,6 +379,72 @@ impl<S: ChangeSource> Subscriptions<S> {
             }
         }
         Ok(subscriptions)
+    }
+
+    /// Whether this instance delivers now: the writer, or the one instance of an embedded
+    /// store.
+    fn may_deliver(&self) -> bool {
+        lock(&self.leader).as_ref().is_some_and(Leader::is_leader)
+    }
+
+    /// Delivers while `leader` leads: a task on the delivery runtime watches the election and,
+    /// each time this instance becomes the writer, starts every stored subscription afresh
+    /// from its durable acknowledged revision (the previous writer's deliveries moved it, and
+    /// it may have created or deleted subscriptions).
+    pub fn follow_leader(self: &Arc<Self>, leader: &Leader) {
+        *lock(&self.leader) = Some(leader.clone());
+        let weak = Arc::downgrade(self);
+        let leader = leader.clone();
+        self.runtime.spawn(async move {
+            let mut epochs = leader.watch();
+            let mut leading = false;
+            loop {
+                if weak.strong_count() == 0 {
+                    // The leader holds the engine: not dropped on this thread either.
+                    let _ = tokio::task::spawn_blocking(move || drop(leader)).await;
+                    return;
+                }
+                let now = leader.is_leader();
+                if now && !leading {
+                    if let Some(this) = weak.upgrade() {
+                        this.restart_all().await;
+                        release(this).await;
+                    }
+                }
+                leading = now;
+                tokio::select! {
+                    changed = epochs.changed() => {
+                        if changed.is_err() {
+                            tokio::time::sleep(LEADER_CHECK_EVERY).await;
+                        }
+                    }
+                    () = tokio::time::sleep(LEADER_CHECK_EVERY) => {}
+                }
+            }
+        });
+    }
+
+    /// Stops every delivery of this instance and starts one per stored subscription, each
+    /// from the revision its record says was acknowledged.
+    async fn restart_all(self: &Arc<Self>) {
+        let consumers = Arc::clone(&self.consumers);
+        let stored = match Self::blocking(move || consumers.list()).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::warn!(%error, "the subscriptions could not be read; delivery waits for the next election");
+                return;
+            }
+        };
+        self.stop();
+        for consumer in stored {
+            if let Ok(record) = decode(&consumer) {
+                self.spawn(consumer.id, record);
+            }
+        }
+        tracing::info!(
+            subscriptions = lock(&self.running).len(),
+            "the writer delivers the subscriptions"
+        );
     }
 
     fn check_callback(&self, callback: &str) -> Result<(), ApiError> {
@@ -394,7 +531,11 @@ impl<S: ChangeSource> Subscriptions<S> {
             .get(&id)
             .map(|(_, status)| lock(status).clone())
             .unwrap_or(Status {
-                state: "expired",
+                state: if self.may_deliver() {
+                    "expired"
+                } else {
+                    "standby"
+                },
                 last_error: None,
             });
         let head = *self.source.head().borrow();
@@ -460,8 +601,10 @@ impl<S: ChangeSource> Subscriptions<S> {
         }));
         lock(&self.running).insert(id, (stop, Arc::clone(&status)));
         let this = Arc::clone(self);
-        self.runtime
-            .spawn(async move { this.deliver(id, record, status, stopped).await });
+        self.runtime.spawn(async move {
+            this.deliver(id, record, status, stopped).await;
+            release(this).await;
+        });
     }
 
     async fn blocking<T: Send + 'static>(
@@ -475,7 +618,7 @@ impl<S: ChangeSource> Subscriptions<S> {
     }
 
     async fn deliver(
-        self: Arc<Self>,
+        self: &Arc<Self>,
         id: u64,
         record: Record,
         status: Arc<Mutex<Status>>,
@@ -514,6 +657,11 @@ impl<S: ChangeSource> Subscriptions<S> {
         loop {
             // Stopped, or the service (holder of the stop switch) is gone.
             if *stopped.borrow() || stopped.has_changed().is_err() {
+                return;
+            }
+            // Another instance writes now: it delivers, from the durable cursor.
+            if !self.may_deliver() {
+                set("standby", None);
                 return;
             }
             if tokio::time::Instant::now() >= expires {

@@ -324,7 +324,13 @@ async fn delivery_starts_at_the_first_subscription_or_at_open_when_some_are_stor
     source.record("file.created", "a");
     let hosts = vec!["127.0.0.1:9".to_owned()];
     let open = |hosts: Vec<String>| {
-        LazySubscriptions::open(Arc::clone(&source), Arc::clone(&source.consumers), hosts).unwrap()
+        LazySubscriptions::open(
+            Arc::clone(&source),
+            Arc::clone(&source.consumers),
+            hosts,
+            false,
+        )
+        .unwrap()
     };
     let new = || NewSubscription {
         filter: BTreeMap::new(),

@@ -152,7 +152,8 @@ pub(crate) fn open_subscriptions(
         .keyspace("consumers")
         .map_err(SetupError::Consumers)?;
     let consumers = Consumers::open(committer, keyspace).map_err(SetupError::Consumers)?;
-    LazySubscriptions::open(feed, Arc::new(consumers), callback_hosts)
+    let shared = store.engine().leadership().is_some();
+    LazySubscriptions::open(feed, Arc::new(consumers), callback_hosts, shared)
 }
 
 /// `GET /changes`: pages, long polls (`wait=`) and `text/event-stream`; filters `team`,

@@ -634,9 +634,7 @@ pub(crate) async fn import_packagesets(
 pub(crate) async fn health(State(state): State<Directory>) -> Result<axum::Json<Value>, ApiError> {
     let follower = state.follower.clone();
     if follower.is_stale() {
-        return Ok(axum::Json(
-            json!({ "status": "stale", "stale": true, "revision": follower.head() }),
-        ));
+        return Ok(axum::Json(follower.health("stale")));
     }
     state
         .blocking(move |d| {
@@ -646,9 +644,7 @@ pub(crate) async fn health(State(state): State<Directory>) -> Result<axum::Json<
             engine
                 .get(keyspace, b"health-probe")
                 .map_err(ApiError::unavailable)?;
-            Ok(axum::Json(
-                json!({ "status": "ok", "stale": false, "revision": follower.head() }),
-            ))
+            Ok(axum::Json(follower.health("ok")))
         })
         .await
 }

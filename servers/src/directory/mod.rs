@@ -209,6 +209,9 @@ impl Directory {
             commits: Arc::clone(&self.commits),
         });
         self.follower = Follower::start(replica, &leader, self.follow_settings);
+        if let Err(error) = self.subscriptions.follow_leader(&leader) {
+            tracing::error!(%error, "the subscriptions' delivery thread could not start: callbacks are not delivered");
+        }
         self.leader = leader;
         self
     }
@@ -424,7 +427,11 @@ impl Replica for DirectoryReplica {
     }
 
     fn follow(&self, events: &[(u64, Vec<u8>)]) -> Result<(), ReplicaError> {
-        self.store.follow(events)?;
+        let followed = self.store.follow(events)?;
+        if let Some((revision, error)) = &followed.refused {
+            // Memory differed from the engine; the reload put it right.
+            tracing::warn!(revision, %error, "a followed event could not be applied in memory: its namespace was reloaded");
+        }
         self.commits.follow(events);
         Ok(())
     }

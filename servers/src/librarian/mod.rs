@@ -207,6 +207,7 @@ impl Librarian {
             Arc::clone(&feed),
             Arc::new(consumers),
             server.callback_hosts.clone(),
+            store.engine().leadership().is_some(),
         )?;
         let mut metrics = HttpMetrics::new("librarian");
         let store_metrics = Arc::new(StoreMetrics::default());
@@ -281,6 +282,9 @@ impl Librarian {
         let replica = Arc::new(LibrarianReplica(self.store.clone()));
         let shared = Arc::make_mut(&mut self.shared);
         shared.follower = Follower::start(replica, &leader, shared.follow_settings);
+        if let Err(error) = shared.subscriptions.follow_leader(&leader) {
+            tracing::error!(%error, "the subscriptions' delivery thread could not start: callbacks are not delivered");
+        }
         shared.leader = leader;
         self
     }

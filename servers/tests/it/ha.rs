@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 
 use crate::support::{client, error_code, PASSWORD, USER};
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -31,14 +31,14 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// A server on `127.0.0.1:0` until dropped or stopped.
-struct Running {
+pub(crate) struct Running {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Running {
-    async fn start(app: axum::Router) -> Self {
+    pub(crate) async fn start(app: axum::Router) -> Self {
         let listener = serve::bind("127.0.0.1:0".parse().unwrap(), true)
             .await
             .unwrap();
@@ -59,11 +59,11 @@ impl Running {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -72,7 +72,7 @@ impl Running {
         }
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
+    pub(crate) async fn send(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
         let mut request = client()
             .request(method.clone(), self.url(path))
             .basic_auth(USER, Some(PASSWORD));
@@ -83,7 +83,7 @@ impl Running {
     }
 }
 
-fn server_config() -> ServerConfig {
+pub(crate) fn server_config() -> ServerConfig {
     ServerConfig {
         credentials: vec![Credential {
             user: USER.into(),
@@ -94,7 +94,7 @@ fn server_config() -> ServerConfig {
 }
 
 /// The directory's settings on the scratch schema, as an operator writes them.
-fn directory_config(scratch: &PgScratch, url: &str) -> DirectoryConfig {
+pub(crate) fn directory_config(scratch: &PgScratch, url: &str) -> DirectoryConfig {
     toml::from_str(&format!(
         "[store]\nbackend = \"postgres\"\n[store.postgres]\nurl = {:?}\nschema = {:?}\nretry_ms = 2000\n",
         url,
@@ -107,10 +107,10 @@ fn directory_config(scratch: &PgScratch, url: &str) -> DirectoryConfig {
 /// client must not close its connections on an async thread, nor may a store write (the
 /// blob store flushes its download counts when dropped).
 #[derive(Default)]
-struct Keep(std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>);
+pub(crate) struct Keep(std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>);
 
 impl Keep {
-    fn engine(&self, engine: &Arc<dyn Engine>) {
+    pub(crate) fn engine(&self, engine: &Arc<dyn Engine>) {
         self.0.lock().unwrap().push(Box::new(Arc::clone(engine)));
     }
 
@@ -668,7 +668,7 @@ async fn directories(
 }
 
 /// Waits for exactly one of `instances` to lead (20 s at most); never two.
-async fn elected(instances: &[(Leader, Running)]) -> usize {
+pub(crate) async fn elected(instances: &[(Leader, Running)]) -> usize {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let leading: Vec<usize> = (0..instances.len())
@@ -685,7 +685,7 @@ async fn elected(instances: &[(Leader, Running)]) -> usize {
 
 /// `method path` at the leader, again (at the leader then) while it answers 503, as HAProxy
 /// would: on a loaded machine a renewal may come late and the leader step aside briefly.
-async fn at_leader(
+pub(crate) async fn at_leader(
     instances: &[(Leader, Running)],
     method: reqwest::Method,
     path: &str,
@@ -702,7 +702,7 @@ async fn at_leader(
 }
 
 /// A write's `X-Revision`.
-fn revision_of(response: &reqwest::Response) -> u64 {
+pub(crate) fn revision_of(response: &reqwest::Response) -> u64 {
     response.headers()["x-revision"]
         .to_str()
         .unwrap()
@@ -803,8 +803,11 @@ async fn directory_followers_serve_the_leaders_writes_on(scratch: &PgScratch, ke
         }
         let (_, health) = get_json(follower, "/health").await;
         assert_eq!(health["stale"], false, "{health}");
+        assert_eq!(health["role"], "follower", "{health}");
         assert!(health["revision"].as_u64().unwrap() >= revision, "{health}");
     }
+    let (_, health) = get_json(writer, "/health").await;
+    assert_eq!(health["role"], "leader", "{health}");
     eprintln!(
         "both followers applied a write {:?} after it was acknowledged",
         started.elapsed()
@@ -827,6 +830,17 @@ async fn directory_followers_serve_the_leaders_writes_on(scratch: &PgScratch, ke
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "behind", "{body}");
     assert_eq!(body["error"]["revision"], revision, "{body}");
+    // The same with the header, on a route the fast path answers without it.
+    let response = client()
+        .get(followers[0].url("/teams/core-dev/members/bob"))
+        .basic_auth(USER, Some(PASSWORD))
+        .header("x-min-revision", (revision + 1000).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503, "the fast path waits too");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "behind", "{body}");
     let bad = followers[0]
         .send(Method::GET, "/teams/core-dev/members/bob?min_revision=soon")
         .await;

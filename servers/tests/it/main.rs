@@ -12,6 +12,7 @@ mod directory_graphs;
 mod download_clients;
 mod feed;
 mod ha;
+mod ha_subscriptions;
 mod hot;
 mod idempotency;
 mod infra;

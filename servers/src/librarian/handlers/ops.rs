@@ -117,10 +117,7 @@ pub(crate) async fn health(State(state): State<Librarian>) -> Response {
     if follower.is_stale() {
         // The database is away (the change log could not be read for max_staleness): say
         // so without waiting for the engine's retries; cached downloads are still served.
-        return axum::Json(
-            json!({ "status": "stale", "stale": true, "revision": follower.head() }),
-        )
-        .into_response();
+        return axum::Json(follower.health("stale")).into_response();
     }
     let store = state.store.clone();
     let engine = async {
@@ -145,8 +142,7 @@ pub(crate) async fn health(State(state): State<Librarian>) -> Response {
         }
     }
     if failing.is_empty() {
-        axum::Json(json!({ "status": "ok", "stale": false, "revision": follower.head() }))
-            .into_response()
+        axum::Json(follower.health("ok")).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
