@@ -161,7 +161,7 @@ pub enum Expected {
 /// The digests announced in an upload's headers (both may be given).
 ///
 /// # Errors
-/// 400 `bad_digest` when a header is present but malformed; a `Content-Digest` that lists
+/// 400 `bad_digest` when a header is present but malformed or empty; a `Content-Digest` that lists
 /// only algorithms other than SHA-256 is ignored, as RFC 9530 allows.
 pub fn expected_digests(headers: &HeaderMap) -> Result<Vec<Expected>, ApiError> {
     let mut expected = Vec::new();
@@ -186,6 +186,14 @@ pub fn expected_digests(headers: &HeaderMap) -> Result<Vec<Expected>, ApiError> 
         let dictionary: sfv::Dictionary = sfv::Parser::new(value)
             .parse()
             .map_err(|_| ApiError::bad_request("bad_digest", "malformed Content-Digest"))?;
+        // RFC 8941 reads an empty field as an empty Dictionary; a client that sends the header
+        // meant to announce a digest, so an empty one is refused rather than ignored.
+        if dictionary.is_empty() {
+            return Err(ApiError::bad_request(
+                "bad_digest",
+                "Content-Digest lists no digest",
+            ));
+        }
         if let Some(entry) = dictionary.get("sha-256") {
             let bytes = match entry {
                 sfv::ListEntry::Item(item) => item.bare_item.as_byte_sequence(),
@@ -314,6 +322,8 @@ mod tests {
         // Not a Dictionary (RFC 8941): refused as a whole, not read member by member.
         assert!(expected_digests(&headers(&[("content-digest", "sha-256=:!!:")])).is_err());
         assert!(expected_digests(&headers(&[("content-digest", "sha-256")])).is_err());
+        assert!(expected_digests(&headers(&[("content-digest", "")])).is_err());
+        assert!(expected_digests(&headers(&[("content-digest", "  ")])).is_err());
         // Parameters are allowed on a member; unknown algorithms are ignored.
         assert_eq!(
             expected_digests(&headers(&[(
