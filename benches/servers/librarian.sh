@@ -68,19 +68,8 @@ librarian_pid=$!
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$LPORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
 
 # 1. Small uploads.
-cat > "$work/upload.lua" <<'LUA'
-local threads = 0
-function setup(thread) thread:set("tid", threads); threads = threads + 1 end
-function init(args) counter = 0; pad = string.rep("u", 4096 - 24) end
-request = function()
-    counter = counter + 1
-    local name = string.format("t%02d-%09d", tid, counter)
-    return wrk.format("POST", "/buckets/bench/files?filename=" .. name,
-        {["Content-Type"] = "application/octet-stream"}, string.format("%-24s", name) .. pad)
-end
-LUA
 echo "## small uploads: 4 KiB, 64 connections, ${DURATION}s"
-wrk -t "$THREADS" -c 64 -d "${DURATION}s" -s "$work/upload.lua" "http://127.0.0.1:$LPORT" | grep -E "Requests/sec|Latency|Non-2xx|requests in"
+wrk -t "$THREADS" -c 64 -d "${DURATION}s" -s benches/servers/upload-4k.lua "http://127.0.0.1:$LPORT" | grep -E "Requests/sec|Latency|Non-2xx|requests in"
 
 # 2. Small downloads: the first $FILES uploaded files, and the same bytes under nginx.
 python3 - "$LPORT" "$FILES" "$work" <<'PY'

@@ -39,17 +39,6 @@ TOKIO_WORKER_THREADS="$THREADS" RUST_LOG=warn "$target/librarian" --data-dir "$d
     serve --dev --listen "127.0.0.1:$LPORT" --max-concurrency 100000 &
 pid=$!
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$LPORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
-cat > "$work/upload.lua" <<'LUA'
-local threads = 0
-function setup(thread) thread:set("tid", threads); threads = threads + 1 end
-function init(args) counter = 0; pad = string.rep("u", 4096 - 24) end
-request = function()
-    counter = counter + 1
-    local name = string.format("t%02d-%09d", tid, counter)
-    return wrk.format("POST", "/buckets/bench/files?filename=" .. name,
-        {["Content-Type"] = "application/octet-stream"}, string.format("%-24s", name) .. pad)
-end
-LUA
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rounds="$ROUNDS"
 [ "$PERF" = 1 ] && rounds=$((ROUNDS + 1))
@@ -62,7 +51,7 @@ for round in $(seq "$rounds"); do
     fi
     before=$(cpu_ticks "$pid")
     echo "## round $round: load average $(cut -d' ' -f1-3 /proc/loadavg)"
-    out=$(wrk -t "$THREADS" -c 64 -d "${DURATION}s" -s "$work/upload.lua" "http://127.0.0.1:$LPORT")
+    out=$(wrk -t "$THREADS" -c 64 -d "${DURATION}s" -s benches/servers/upload-4k.lua "http://127.0.0.1:$LPORT")
     ticks=$(( $(cpu_ticks "$pid") - before ))
     echo "$out" | grep -E "Requests/sec|requests in|Non-2xx" || true
     requests=$(echo "$out" | grep -oE "^ +[0-9]+ requests" | grep -oE "[0-9]+")
