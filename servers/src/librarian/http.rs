@@ -194,13 +194,26 @@ pub fn expected_digests(headers: &HeaderMap) -> Result<Vec<Expected>, ApiError> 
                 "Content-Digest lists no digest",
             ));
         }
-        if let Some(entry) = dictionary.get("sha-256") {
+        // RFC 9530: every member's value is a Byte Sequence, whatever the algorithm; a member
+        // that is not one (`null`, a number, an inner list) makes the field malformed.
+        let mut sha256 = None;
+        for (algorithm, entry) in &dictionary {
             let bytes = match entry {
                 sfv::ListEntry::Item(item) => item.bare_item.as_byte_sequence(),
                 sfv::ListEntry::InnerList(_) => None,
             }
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
             .ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_digest",
+                    "Content-Digest members must be :BASE64: byte sequences",
+                )
+            })?;
+            if algorithm.as_str() == "sha-256" {
+                sha256 = Some(bytes);
+            }
+        }
+        if let Some(bytes) = sha256 {
+            let bytes = <[u8; 32]>::try_from(&bytes[..]).map_err(|_| {
                 ApiError::bad_request(
                     "bad_digest",
                     "Content-Digest sha-256 must be :BASE64: of 32 bytes",
@@ -324,11 +337,14 @@ mod tests {
         assert!(expected_digests(&headers(&[("content-digest", "sha-256")])).is_err());
         assert!(expected_digests(&headers(&[("content-digest", "")])).is_err());
         assert!(expected_digests(&headers(&[("content-digest", "  ")])).is_err());
+        // Every member's value is a byte sequence (RFC 9530), known algorithm or not.
+        assert!(expected_digests(&headers(&[("content-digest", "null,null")])).is_err());
+        assert!(expected_digests(&headers(&[("content-digest", "unixsum=30637")])).is_err());
         // Parameters are allowed on a member; unknown algorithms are ignored.
         assert_eq!(
             expected_digests(&headers(&[(
                 "content-digest",
-                &format!("unixsum=30637, sha-256=:{b64}:;x=1"),
+                &format!("unixsum=:AAAA:, sha-256=:{b64}:;x=1"),
             )]))
             .unwrap(),
             vec![Expected::Sha256(sha)]
