@@ -393,7 +393,11 @@ fn rocksdb_figures() {
         let t = Instant::now();
         graphs.append(repo, &batch, BY).unwrap();
         let took = t.elapsed();
-        if i % 2 == 0 { on.push(took) } else { off.push(took) }
+        if i % 2 == 0 {
+            on.push(took)
+        } else {
+            off.push(took)
+        }
     }
     graphs.set_record_changes(true);
     let mean = |s: &[Duration]| s.iter().sum::<Duration>() / s.len().max(1) as u32;

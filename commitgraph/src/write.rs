@@ -221,7 +221,10 @@ impl CommitGraphs {
             WriteKind::Push => handle.changes(&state, &before),
             WriteKind::Import { .. } => Vec::new(),
         };
-        let entries = if self.record_changes.load(std::sync::atomic::Ordering::Relaxed) {
+        let entries = if self
+            .record_changes
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             self.entries(repo, by, kind, appended, pushed, &moves, &changes)
         } else {
             Vec::new()

@@ -1043,7 +1043,10 @@ mod tests {
         let first = log.enqueue(batch(b"bad"), event(b"1"), Some(&chain));
         let second = log.enqueue(batch(b"after-bad"), event(b"2"), Some(&chain));
         let other = log.enqueue(batch(b"other"), event(b"3"), None);
-        assert!(matches!(log.finish(first), Err(crate::Error::Fenced { .. })));
+        assert!(matches!(
+            log.finish(first),
+            Err(crate::Error::Fenced { .. })
+        ));
         let refused = log.finish(second);
         assert!(
             matches!(

@@ -286,7 +286,12 @@ mod tests {
     fn the_binary_form_is_smaller_than_the_json() {
         let change = membership();
         let (binary, json) = (encode(&change), serde_json::to_vec(&change).unwrap());
-        assert!(binary.len() * 2 < json.len(), "{} vs {}", binary.len(), json.len());
+        assert!(
+            binary.len() * 2 < json.len(),
+            "{} vs {}",
+            binary.len(),
+            json.len()
+        );
     }
 
     #[test]

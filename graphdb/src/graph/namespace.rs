@@ -150,7 +150,10 @@ impl Namespace {
                 storage::persist_dirty(&self.ks, self.id, &mut state, &mut batch);
                 (out, batch)
             };
-            let entries = if self.record_changes.load(std::sync::atomic::Ordering::Relaxed) {
+            let entries = if self
+                .record_changes
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
                 recorder.into_entries(self.ks.history)
             } else {
                 Vec::new()

@@ -203,7 +203,12 @@ fn a_refused_write_refuses_the_writes_queued_behind_it_and_memory_stays_the_engi
     assert!(teams.kind("refused-person-0-9").is_none());
     // Writing goes on after a fenced refusal.
     teams
-        .put_member("t0", "last", &graphdb::EdgeKind::Membership(Role::Admin), None)
+        .put_member(
+            "t0",
+            "last",
+            &graphdb::EdgeKind::Membership(Role::Admin),
+            None,
+        )
         .unwrap();
     let export = |teams: &graphdb::Teams| {
         let mut tsv = Vec::new();

@@ -478,8 +478,10 @@ fn events_stored_as_json_by_earlier_builds_are_still_read() {
     let history = engine.keyspace("history").unwrap();
     let store = GraphStore::open(engine).unwrap();
     let old = br#"{"kind":"team.created","time_us":1000,"actor":"alice","namespace":"teams","team":"ubuntu"}"#;
-    let entry = engine::LogEntry::new(old.to_vec())
-        .index(history, graphdb::changes::object_history_key("teams", "ubuntu"));
+    let entry = engine::LogEntry::new(old.to_vec()).index(
+        history,
+        graphdb::changes::object_history_key("teams", "ubuntu"),
+    );
     store
         .change_log()
         .commit(engine::WriteBatch::new(), vec![entry])
@@ -496,5 +498,8 @@ fn events_stored_as_json_by_earlier_builds_are_still_read() {
     assert_eq!(history.changes.len(), 1);
     // The JSON event is older than everything else: pruning takes it, never the newest.
     assert_eq!(store.prune_changes_before(2000).unwrap(), 1);
-    assert_eq!(kinds(&store.changes(1, 10).unwrap().changes), ["person.created"]);
+    assert_eq!(
+        kinds(&store.changes(1, 10).unwrap().changes),
+        ["person.created"]
+    );
 }

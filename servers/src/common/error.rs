@@ -132,16 +132,16 @@ impl ApiError {
                 ) =>
             {
                 Some(
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database_unavailable",
-                    "the service's database cannot be reached; nothing was recorded; retry",
-                )
-                .with_header(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(DATABASE_RETRY_AFTER_SECS),
-                )
-                .with_cause(error),
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "database_unavailable",
+                        "the service's database cannot be reached; nothing was recorded; retry",
+                    )
+                    .with_header(
+                        header::RETRY_AFTER,
+                        HeaderValue::from(DATABASE_RETRY_AFTER_SECS),
+                    )
+                    .with_cause(error),
                 )
             }
             _ => None,
