@@ -7,8 +7,9 @@
 //! size (default 1,000,000); the stored bytes per commit and git's commit-graph file for the
 //! same graph are printed by `capacity commits --commits N --git-graph 1`;
 //! with `COMMITS_BENCH_ROCKSDB=1` the setup also imports the graph into RocksDB and prints
-//! synced 1,000-commit appends (alone and from concurrent pushers) and the load time after a
-//! reopen; `COMMITS_BENCH_ROCKSDB_ONLY=1` stops there.
+//! synced 1,000-commit appends (alone, with the change feed on and off in turn, and from
+//! concurrent pushers) and the load time after a reopen; `COMMITS_BENCH_ROCKSDB_ONLY=1` stops
+//! there.
 
 // Benchmark code: a failed unwrap stops a measurement, which must not carry on past a broken setup.
 #![allow(clippy::unwrap_used)]
@@ -382,15 +383,33 @@ fn rocksdb_figures() {
     let mut tip = f.ids[f.branches[0].1 as usize];
     let pushes = env_list("COMMITS_BENCH_PUSHES", "200")[0] as u64;
     let mut next_push = 0;
-    let mut samples = Vec::new();
-    for _ in 0..pushes {
+    // The change feed on and off in turn, push by push, so that both meet the same machine
+    // (the feed's cost, issue 15: its event carries the 1,000 commits).
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for i in 0..pushes {
         let batch = thousand_commits(0, next_push, &mut tip, &others, &mut rng);
         next_push += 1;
+        graphs.set_record_changes(i % 2 == 0);
         let t = Instant::now();
         graphs.append(repo, &batch, BY).unwrap();
-        samples.push(t.elapsed());
+        let took = t.elapsed();
+        if i % 2 == 0 {
+            on.push(took)
+        } else {
+            off.push(took)
+        }
     }
-    percentiles("append 1000 commits (RocksDB, synced)", samples);
+    graphs.set_record_changes(true);
+    let mean = |s: &[Duration]| s.iter().sum::<Duration>() / s.len().max(1) as u32;
+    println!(
+        "append 1000 commits (RocksDB, synced): mean with the feed {:?}, without {:?} \
+         (feed's cost {:.1}%)",
+        mean(&on),
+        mean(&off),
+        (mean(&on).as_secs_f64() / mean(&off).as_secs_f64() - 1.0) * 100.0
+    );
+    percentiles("append 1000 commits (RocksDB, synced), feed on", on);
+    percentiles("append 1000 commits (RocksDB, synced), feed off", off);
 
     for pushers in env_list("COMMITS_BENCH_PUSHERS", "4") {
         let per_pusher = (pushes / pushers as u64).max(20);

@@ -15,8 +15,9 @@
 //! writers measured; `TEAMS_BENCH_WRITES_ONLY=1` stops after the write measurements.
 //! `TEAMS_BENCH_NEST_SAMPLES` (default 200) sets how many times the 2,022-member team is
 //! nested and un-nested for their percentiles (the count is printed beside them).
-//! The concurrent writes are measured with the change feed on, then (after a reopen with
-//! `GraphStoreBuilder::record_changes(false)`) off, for the feed's cost in the same run;
+//! The concurrent writes are measured with the change feed on, then off
+//! (`GraphStore::set_record_changes(false)`), in `TEAMS_BENCH_ROUNDS` rounds (default 3) on
+//! the same store, and the medians compared, for the feed's cost in the same run;
 //! `TEAMS_BENCH_FEED=on` measures them with the feed on only.
 
 // Benchmark code: a failed unwrap stops a measurement, which must not carry on past a broken setup.
@@ -46,22 +47,12 @@ fn rss() -> String {
 }
 
 fn open(dir: &std::path::Path, now: i64, durability: Durability) -> (GraphStore, Teams) {
-    open_with_feed(dir, now, durability, true)
-}
-
-fn open_with_feed(
-    dir: &std::path::Path,
-    now: i64,
-    durability: Durability,
-    feed: bool,
-) -> (GraphStore, Teams) {
     let engine = EngineConfig::rocksdb(dir)
         .open(graphdb::KEYSPACES)
         .expect("open rocksdb");
     let store = GraphStore::builder(engine)
         .clock(Arc::new(ManualClock::at_seconds(now)))
         .durability(durability)
-        .record_changes(feed)
         .open()
         .expect("open store");
     let teams = graphdb::Teams::open(&store).expect("teams");
@@ -177,12 +168,45 @@ fn main() {
                 .expect("TEAMS_BENCH_WRITERS: comma-separated counts")
         })
         .collect();
-    concurrent_writers(&store, &teams, &g, &writer_counts, "feed on");
-    drop(teams);
-    drop(store);
-    if std::env::var("TEAMS_BENCH_FEED").as_deref() != Ok("on") {
-        let (store, teams) = open_with_feed(dir.path(), g.now, Durability::Sync, false);
-        concurrent_writers(&store, &teams, &g, &writer_counts, "feed off");
+    // The feed on, then off, in rounds on the same store, so that both meet the machine in
+    // the same state (other builders' load comes and goes).
+    let rounds: usize = std::env::var("TEAMS_BENCH_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3);
+    let feed_off = std::env::var("TEAMS_BENCH_FEED").as_deref() != Ok("on");
+    let mut rates: Vec<(usize, bool, f64)> = Vec::new();
+    for _ in 0..rounds {
+        for feed in [true, false] {
+            if !feed && !feed_off {
+                continue;
+            }
+            store.set_record_changes(feed);
+            let label = if feed { "feed on" } else { "feed off" };
+            for (writers, rate) in concurrent_writers(&store, &teams, &g, &writer_counts, label) {
+                rates.push((writers, feed, rate));
+            }
+        }
+    }
+    store.set_record_changes(true);
+    if feed_off {
+        for &writers in &writer_counts {
+            let median = |feed: bool| {
+                let mut r: Vec<f64> = rates
+                    .iter()
+                    .filter(|(w, f, _)| *w == writers && *f == feed)
+                    .map(|(_, _, rate)| *rate)
+                    .collect();
+                r.sort_by(f64::total_cmp);
+                r.get(r.len() / 2).copied().unwrap_or(f64::NAN)
+            };
+            let (on, off) = (median(true), median(false));
+            println!(
+                "{writers} concurrent writers: median of {rounds} rounds, feed on {on:.0} writes/s, \
+                 feed off {off:.0} writes/s: the feed costs {:.1}% of the throughput",
+                (1.0 - on / off) * 100.0
+            );
+        }
     }
     if std::env::var_os("TEAMS_BENCH_WRITES_ONLY").is_some() {
         return;
@@ -562,7 +586,8 @@ fn concurrent_writers(
     g: &Generated,
     writer_counts: &[usize],
     feed: &str,
-) {
+) -> Vec<(usize, f64)> {
+    let mut rates = Vec::new();
     for &writers in writer_counts {
         let ops_per_writer = (3_200 / writers).clamp(200, 1_000);
         let (batches, syncs) = (store.committer().batches(), store.committer().syncs());
@@ -603,14 +628,16 @@ fn concurrent_writers(
             store.committer().syncs() - syncs,
         );
         let n = samples.len();
+        let rate = n as f64 / elapsed.as_secs_f64();
+        rates.push((writers, rate));
         percentiles(
             &format!(
                 "add/remove membership, Durability::Sync, RocksDB, {writers} concurrent writers, \
-                 {feed} ({:.0} writes/s, {:.1} writes per fsync)",
-                n as f64 / elapsed.as_secs_f64(),
+                 {feed} ({rate:.0} writes/s, {:.1} engine writes per fsync)",
                 batches as f64 / syncs.max(1) as f64
             ),
             samples,
         );
     }
+    rates
 }

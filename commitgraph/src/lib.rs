@@ -237,6 +237,8 @@ pub struct CommitGraphs {
     checkpoint_every: usize,
     /// `None`: the default budget ([`REACH_CACHE_BYTES`], or per commit).
     reach_cache_bytes: Option<usize>,
+    /// Whether writes record their events ([`CommitGraphs::set_record_changes`]).
+    record_changes: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -304,6 +306,7 @@ impl CommitGraphs {
             log,
             engine,
             repos: Mutex::new(HashMap::new()),
+            record_changes: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -329,6 +332,15 @@ impl CommitGraphs {
     pub fn with_reach_cache_bytes(mut self, bytes: usize) -> Self {
         self.reach_cache_bytes = Some(bytes);
         self
+    }
+
+    /// Whether the following writes record their events in the change log (default `true`).
+    /// Off, a write takes no revision and answers the head; it exists only so that the
+    /// `commits` bench can measure the feed's cost to pushes, alternating on and off in one
+    /// run. Graphs that wrote without their feed cannot be followed or replayed.
+    pub fn set_record_changes(&self, record: bool) {
+        self.record_changes
+            .store(record, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The change log the graphs write their events into.

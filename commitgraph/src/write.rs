@@ -221,7 +221,14 @@ impl CommitGraphs {
             WriteKind::Push => handle.changes(&state, &before),
             WriteKind::Import { .. } => Vec::new(),
         };
-        let entries = self.entries(repo, by, kind, appended, pushed, &moves, &changes);
+        let entries = if self
+            .record_changes
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.entries(repo, by, kind, appended, pushed, &moves, &changes)
+        } else {
+            Vec::new()
+        };
         let result = self
             .log
             .append(node_batch, entries)

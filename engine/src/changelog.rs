@@ -16,7 +16,11 @@
 //!   the one with `r + 1` (a group's events take consecutive revisions in commit order);
 //!   writers that queue while another writes are written together as one engine batch, in
 //!   queue order, with their adds to one counter folded (fewer keys for the engine), and each
-//!   returns only once its own batch is applied;
+//!   returns only once its own batch is applied. A store may also split the append in two:
+//!   [`ChangeLog::enqueue`] under its lock (which fixes the batch's place in the log) and
+//!   [`ChangeLog::finish`] after releasing it, so its next writer need not wait for the
+//!   engine write; batches computed from one another then go on one [`Chain`], and a failed
+//!   one refuses those queued behind it;
 //! - readers never observe a gap or an event a crash could still undo: [`ChangeLog::read`]
 //!   stops at the head, and the head only covers batches that a completed sync made durable.
 //!   On open the engine is flushed first, so every event visible after a restart is durable.
@@ -165,6 +169,54 @@ struct Queued {
     ticket: u64,
     batch: WriteBatch,
     entries: Vec<LogEntry>,
+    chain: Option<Arc<Chain>>,
+}
+
+/// A batch handed to [`ChangeLog::enqueue`], not yet known to be written: hand it to
+/// [`ChangeLog::finish`].
+#[derive(Debug)]
+#[must_use = "an enqueued batch is written only by ChangeLog::finish (its own or a later one's)"]
+pub struct Enqueued {
+    ticket: u64,
+}
+
+/// Batches that depend on one another, in their queue order: each was computed from state that
+/// the earlier ones changed (a namespace's writes, each applied in memory after the previous
+/// one). Once one of them fails, every later batch of the chain is refused unwritten with
+/// [`crate::Error::EarlierWriteFailed`], so that the engine never holds a batch without the
+/// one it was computed after; its owner, having gone back to what the engine holds, starts a
+/// new chain.
+#[derive(Debug, Default)]
+pub struct Chain {
+    /// The failure that broke the chain: its message, and whether it was transient
+    /// (fenced, or the database out of reach: nothing said about the engine's health).
+    broken: Mutex<Option<(String, bool)>>,
+}
+
+impl Chain {
+    fn refusal(&self) -> Option<crate::Error> {
+        lock(&self.broken)
+            .as_ref()
+            .map(|(cause, transient)| crate::Error::EarlierWriteFailed {
+                cause: cause.clone(),
+                transient: *transient,
+            })
+    }
+
+    /// Refuses every batch of the chain not written yet, and every later one, naming
+    /// `error` (the first break is kept): for an owner that found out about a failure
+    /// elsewhere (a failed sync) before going back to what the engine holds.
+    pub fn break_with(&self, error: &crate::Error) {
+        let mut broken = lock(&self.broken);
+        if broken.is_none() {
+            let transient = match error {
+                crate::Error::Fenced { .. } => true,
+                crate::Error::EarlierWriteFailed { transient, .. } => *transient,
+                other => other.is_unavailable(),
+            };
+            *broken = Some((error.to_string(), transient));
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -310,6 +362,22 @@ impl ChangeLog {
     /// # Errors
     /// The engine's write error (the engine is poisoned then); no revision is taken.
     pub fn append(&self, batch: WriteBatch, entries: Vec<LogEntry>) -> crate::Result<Appended> {
+        let enqueued = self.enqueue(batch, entries, None);
+        self.finish(enqueued)
+    }
+
+    /// The first half of [`ChangeLog::append`]: queues the batch and returns at once. Batches
+    /// are written in the order they were queued, so a store may queue under its lock (which
+    /// fixes the batch's place, and so its revisions, in the log) and call
+    /// [`ChangeLog::finish`] after releasing it: the next writer then applies its change while
+    /// this batch is being written, and both may go to the engine as one batch. A batch
+    /// queued on a broken `chain` is refused unwritten (see [`Chain`]).
+    pub fn enqueue(
+        &self,
+        batch: WriteBatch,
+        entries: Vec<LogEntry>,
+        chain: Option<&Arc<Chain>>,
+    ) -> Enqueued {
         let mut queue = lock(&self.queue);
         let ticket = queue.next_ticket;
         queue.next_ticket += 1;
@@ -317,7 +385,21 @@ impl ChangeLog {
             ticket,
             batch,
             entries,
+            chain: chain.cloned(),
         });
+        Enqueued { ticket }
+    }
+
+    /// The second half of [`ChangeLog::append`]: waits until the batch is written (writing
+    /// it, with every batch queued so far, when no other writer is), and returns its outcome.
+    ///
+    /// # Errors
+    /// The engine's write error (the engine is poisoned then), or
+    /// [`crate::Error::EarlierWriteFailed`] when an earlier batch of its chain failed; no
+    /// revision is taken.
+    pub fn finish(&self, enqueued: Enqueued) -> crate::Result<Appended> {
+        let ticket = enqueued.ticket;
+        let mut queue = lock(&self.queue);
         loop {
             if let Some(outcome) = queue.outcomes.remove(&ticket) {
                 return outcome;
@@ -343,8 +425,22 @@ impl ChangeLog {
     /// Writes a group of queued batches with their events as one engine batch, under the
     /// sequencer. Should that write fail, each batch is written alone, so that each writer
     /// gets its own engine's answer (a fenced or poisoned engine refuses each the same way).
+    /// A batch whose chain broke (an earlier batch of it failed, in this group or before) is
+    /// refused unwritten.
     fn write_group(&self, group: Vec<Queued>) -> Vec<(u64, crate::Result<Appended>)> {
         let mut sequencer = lock(&self.sequencer);
+        let mut outcomes = Vec::with_capacity(group.len());
+        let refusal = |queued: &Queued| queued.chain.as_ref().and_then(|c| c.refusal());
+        let group: Vec<Queued> = group
+            .into_iter()
+            .filter_map(|queued| match refusal(&queued) {
+                Some(error) => {
+                    outcomes.push((queued.ticket, Err(error)));
+                    None
+                }
+                None => Some(queued),
+            })
+            .collect();
         if group.len() > 1 {
             let mut combined = CombinedBatch::default();
             let mut revisions = Vec::with_capacity(group.len());
@@ -358,33 +454,36 @@ impl ChangeLog {
             }
             if let Ok(written) = self.committer.write(combined.finish()) {
                 sequencer.last = last;
-                return revisions
-                    .into_iter()
-                    .map(|(ticket, last)| {
-                        let appended = Appended {
-                            written: written.share(),
-                            last,
-                        };
-                        (ticket, Ok(appended))
-                    })
-                    .collect();
+                outcomes.extend(revisions.into_iter().map(|(ticket, last)| {
+                    let appended = Appended {
+                        written: written.share(),
+                        last,
+                    };
+                    (ticket, Ok(appended))
+                }));
+                return outcomes;
             }
         }
-        group
-            .into_iter()
-            .map(|queued| {
-                let mut batch = queued.batch;
-                let count = self.add_events(&mut batch, sequencer.last + 1, &queued.entries);
-                let outcome = self.committer.write(batch).map(|written| {
-                    sequencer.last += count;
-                    Appended {
-                        written,
-                        last: (count > 0).then_some(sequencer.last),
-                    }
-                });
-                (queued.ticket, outcome)
-            })
-            .collect()
+        for queued in group {
+            if let Some(error) = refusal(&queued) {
+                outcomes.push((queued.ticket, Err(error)));
+                continue;
+            }
+            let mut batch = queued.batch;
+            let count = self.add_events(&mut batch, sequencer.last + 1, &queued.entries);
+            let outcome = self.committer.write(batch).map(|written| {
+                sequencer.last += count;
+                Appended {
+                    written,
+                    last: (count > 0).then_some(sequencer.last),
+                }
+            });
+            if let (Err(error), Some(chain)) = (&outcome, &queued.chain) {
+                chain.break_with(error);
+            }
+            outcomes.push((queued.ticket, outcome));
+        }
+        outcomes
     }
 
     /// Adds `entries` to `batch` as events from revision `first` on, with their history
@@ -710,6 +809,17 @@ mod tests {
         (engine, log, data, history)
     }
 
+    impl ChangeLog {
+        fn append_on(
+            &self,
+            batch: WriteBatch,
+            entries: Vec<LogEntry>,
+            chain: &Arc<Chain>,
+        ) -> crate::Result<Appended> {
+            self.finish(self.enqueue(batch, entries, Some(chain)))
+        }
+    }
+
     #[test]
     fn concurrent_writers_get_gapless_revisions_in_log_order() {
         let (engine, log, data, _) = open_memory();
@@ -865,6 +975,116 @@ mod tests {
             log.read_index(history, b"all/", 0, 10, Direction::Forward)
                 .unwrap(),
             events
+        );
+    }
+
+    /// A memory engine that refuses, unapplied and without poisoning itself (as a fenced
+    /// engine does), every batch that puts the key `bad`.
+    #[derive(Debug)]
+    struct RefusingEngine(crate::MemEngine);
+
+    impl crate::ReadView for RefusingEngine {
+        fn get(&self, keyspace: Keyspace, key: &[u8]) -> crate::Result<Option<Vec<u8>>> {
+            self.0.get(keyspace, key)
+        }
+
+        fn scan(
+            &self,
+            keyspace: Keyspace,
+            range: ScanRange,
+            direction: Direction,
+        ) -> crate::Result<crate::KvIter<'_>> {
+            self.0.scan(keyspace, range, direction)
+        }
+    }
+
+    impl Engine for RefusingEngine {
+        fn backend(&self) -> crate::Backend {
+            crate::Backend::Memory
+        }
+
+        fn keyspace(&self, name: &str) -> crate::Result<Keyspace> {
+            self.0.keyspace(name)
+        }
+
+        fn write(&self, batch: WriteBatch, durability: crate::Durability) -> crate::Result<()> {
+            let bad = batch
+                .ops()
+                .iter()
+                .any(|op| matches!(op, crate::BatchOp::Put { key, .. } if key == b"bad"));
+            if bad {
+                return Err(crate::Error::Fenced {
+                    name: "test".to_owned(),
+                    epoch: 1,
+                    current: Some(2),
+                });
+            }
+            self.0.write(batch, durability)
+        }
+
+        fn snapshot(&self) -> crate::Result<Box<dyn crate::ReadView + '_>> {
+            self.0.snapshot()
+        }
+
+        fn flush(&self) -> crate::Result<()> {
+            self.0.flush()
+        }
+    }
+
+    #[test]
+    fn a_failed_batch_refuses_the_later_batches_of_its_chain_only() {
+        let engine = Arc::new(RefusingEngine(crate::MemEngine::new(&["data", "changes"])));
+        let data = engine.keyspace("data").unwrap();
+        let shared: Arc<dyn Engine> = engine.clone();
+        let log = ChangeLog::open(
+            Arc::new(GroupCommit::new(shared)),
+            engine.keyspace("changes").unwrap(),
+        )
+        .unwrap();
+        let batch = |key: &[u8]| {
+            let mut batch = WriteBatch::new();
+            batch.put(data, key, b"v");
+            batch
+        };
+        let event = |name: &[u8]| vec![LogEntry::new(name.to_vec())];
+        let chain = Arc::new(Chain::default());
+        // Queued together, so first tried as one combined batch, which the engine refuses.
+        let first = log.enqueue(batch(b"bad"), event(b"1"), Some(&chain));
+        let second = log.enqueue(batch(b"after-bad"), event(b"2"), Some(&chain));
+        let other = log.enqueue(batch(b"other"), event(b"3"), None);
+        assert!(matches!(
+            log.finish(first),
+            Err(crate::Error::Fenced { .. })
+        ));
+        let refused = log.finish(second);
+        assert!(
+            matches!(
+                refused,
+                Err(crate::Error::EarlierWriteFailed {
+                    transient: true,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(log.sync(log.finish(other).unwrap()).unwrap(), 1);
+        // Later batches of the broken chain are refused too; a new chain writes.
+        let later = log.append_on(batch(b"later"), event(b"4"), &chain);
+        assert!(later.is_err());
+        let fresh = log.append_on(batch(b"fresh"), event(b"5"), &Arc::default());
+        assert_eq!(log.sync(fresh.unwrap()).unwrap(), 2);
+        for (key, stored) in [
+            (&b"bad"[..], false),
+            (b"after-bad", false),
+            (b"other", true),
+            (b"later", false),
+            (b"fresh", true),
+        ] {
+            assert_eq!(engine.get(data, key).unwrap().is_some(), stored, "{key:?}");
+        }
+        assert_eq!(
+            log.read(0, 10).unwrap(),
+            vec![(1, b"3".to_vec()), (2, b"5".to_vec())]
         );
     }
 

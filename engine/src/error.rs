@@ -67,6 +67,17 @@ pub enum Error {
         /// The lease's epoch now, as read after the refusal (`None`: no lease row).
         current: Option<u64>,
     },
+    /// The batch was refused, nothing applied, because an earlier batch it depends on failed
+    /// (a [`Chain`](crate::Chain) of the change log): writing it alone would store a change
+    /// computed from one the engine does not hold.
+    #[error("refused: an earlier write this one depends on failed: {cause}")]
+    EarlierWriteFailed {
+        /// The message of the earlier failure.
+        cause: String,
+        /// Whether that failure was transient (fenced, or the database out of reach), so
+        /// that the writer may go on once it has reloaded what the engine holds.
+        transient: bool,
+    },
     /// The backend cannot do this (a checkpoint of sled, of memory, of PostgreSQL).
     #[error("{backend} cannot {operation}: {hint}")]
     Unsupported {

@@ -302,6 +302,13 @@ impl Change {
         self
     }
 
+    /// The change a stored payload of the log holds (the binary form this store writes, or
+    /// the JSON it wrote before 2026-12-05; see `DESIGN.md`, "Change feed"), or `None` for
+    /// another writer's event (the commit graphs' JSON) or one this build cannot read.
+    pub fn from_payload(payload: &[u8]) -> Option<Change> {
+        crate::event_codec::decode(payload)
+    }
+
     /// The group of a membership change or the target of a relation change.
     pub fn group_name(&self) -> Option<&str> {
         self.team
@@ -506,17 +513,27 @@ impl<'a> Recorder<'a> {
         self.events.push((change, Vec::new()));
     }
 
-    /// The log entries: each event as JSON, indexed under its objects and its actor.
+    /// The log entries: each event in its stored form ([`crate::event_codec`]), indexed
+    /// under what the histories read ([`crate::GraphStore::history_events`]): its objects
+    /// in the teams namespace (a team's history, a person's), and its actor unless the actor
+    /// is one of those objects (a person's history reads both indexes, so one key finds it).
+    /// The other namespaces' objects have no history to read, so no keys: each key costs the
+    /// write its bytes twice (the key, and its copy in the event for pruning).
     pub(crate) fn into_entries(self, history: Keyspace) -> Vec<LogEntry> {
         let actor = actor_history_key(self.actor);
+        let objects_indexed = self.namespace == TEAMS;
         self.events
             .into_iter()
             .map(|(change, objects)| {
-                // Serialising plain strings, integers and enums cannot fail.
-                let payload = serde_json::to_vec(&change).unwrap_or_default();
-                let mut entry = LogEntry::new(payload).index(history, actor.clone());
-                for object in objects {
-                    entry = entry.index(history, object_history_key(self.namespace, &object));
+                let payload = crate::event_codec::encode(&change);
+                let mut entry = LogEntry::new(payload);
+                if !(objects_indexed && objects.iter().any(|o| o == self.actor)) {
+                    entry = entry.index(history, actor.clone());
+                }
+                if objects_indexed {
+                    for object in objects {
+                        entry = entry.index(history, object_history_key(self.namespace, &object));
+                    }
                 }
                 entry
             })

@@ -45,6 +45,7 @@
 
 pub mod changes;
 mod error;
+mod event_codec;
 pub mod generate;
 mod graph;
 pub mod graphs;

@@ -177,7 +177,7 @@ impl GraphStore {
         let in_memory = InMemory::set();
         for (revision, payload) in events {
             // The log's other writers (the commit graphs) have payloads of their own.
-            let Ok(change) = serde_json::from_slice::<Change>(payload) else {
+            let Some(change) = Change::from_payload(payload) else {
                 continue;
             };
             if reload.contains(&change.namespace) {

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use engine::{ChangeLog, Durability, Engine, WriteBatch};
+use engine::{Chain, ChangeLog, Durability, Engine, WriteBatch};
 
 use super::state::{active_at, State};
 use super::storage;
@@ -37,10 +37,14 @@ pub struct Namespace {
     pub(super) ks: storage::Keyspaces,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) durability: Durability,
-    /// Whether writes record their events ([`crate::GraphStoreBuilder::record_changes`]).
-    pub(super) record_changes: bool,
+    /// Whether writes record their events ([`crate::GraphStore::set_record_changes`]).
+    pub(super) record_changes: Arc<std::sync::atomic::AtomicBool>,
     pub(super) state: RwLock<State>,
     pub(super) writer: Mutex<()>,
+    /// The namespace's batches in the log depend on one another (each was computed from the
+    /// memory the previous ones changed): after a failure, the later ones are refused
+    /// unwritten ([`engine::Chain`]), and a new chain starts from the reloaded state.
+    pub(super) chain: Mutex<Arc<Chain>>,
     pub(super) poisoned: Mutex<Option<String>>,
     /// Whether the poisoning came from a transient refusal (fenced, database away) whose
     /// reload failed: the next write tries the reload again ([`Namespace::fail`]).
@@ -131,9 +135,9 @@ impl Namespace {
         if super::follow::replaying_in_memory() {
             return Ok((self.apply_followed(actor, f)?, self.log.head()));
         }
-        let (out, appended) = {
-            // Writers queue here only for the in-memory change and a buffered engine write;
-            // readers only wait for the in-memory part.
+        let (out, enqueued) = {
+            // Writers queue here only for the in-memory change and for queueing its batch in
+            // the log; readers only wait for the in-memory part.
             let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
             self.recover_if_transient();
             if let Some(cause) = &*self.poisoned.lock().unwrap_or_else(|e| e.into_inner()) {
@@ -152,14 +156,27 @@ impl Namespace {
                 storage::persist_dirty(&self.ks, self.id, &mut state, &mut batch);
                 (out, batch)
             };
-            let entries = if self.record_changes {
+            let entries = if self
+                .record_changes
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
                 recorder.into_entries(self.ks.history)
             } else {
                 Vec::new()
             };
-            match self.log.append(batch, entries) {
-                Ok(appended) => (out, appended),
-                Err(error) => return Err(self.fail(error)),
+            // Queued under the writer mutex, so the log writes the batches in the order their
+            // changes were applied in memory (revision order is that order too); written
+            // after it is released, so the next writer applies its change meanwhile and the
+            // log may write both as one engine batch. The chain keeps a batch computed after
+            // a failed one out of the engine.
+            let chain = Arc::clone(&self.chain.lock().unwrap_or_else(|e| e.into_inner()));
+            (out, self.log.enqueue(batch, entries, Some(&chain)))
+        };
+        let appended = match self.log.finish(enqueued) {
+            Ok(appended) => appended,
+            Err(error) => {
+                let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+                return Err(self.fail(error));
             }
         };
         if self.durability == Durability::Buffered {
@@ -186,9 +203,22 @@ impl Namespace {
     /// is back to what the engine holds; while that reload cannot be done (the database is
     /// still away) the namespace refuses writes, and the next write tries the reload again.
     pub(super) fn fail(&self, error: engine::Error) -> Error {
-        let transient = matches!(error, engine::Error::Fenced { .. }) || error.is_unavailable();
+        let transient = match &error {
+            engine::Error::Fenced { .. } => true,
+            engine::Error::EarlierWriteFailed { transient, .. } => *transient,
+            other => other.is_unavailable(),
+        };
         *self.poisoned.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
         *self.transient.lock().unwrap_or_else(|e| e.into_inner()) = transient;
+        // Batches of this namespace still queued are refused unwritten (they were computed
+        // from memory that the reload discards), and the reload waits until the log has
+        // dealt with every one of them (an empty batch queued behind them on the broken
+        // chain: the log answers in queue order), so none reaches the engine after it.
+        // Writes admitted from now on start from the reloaded state, on a new chain.
+        let old = std::mem::take(&mut *self.chain.lock().unwrap_or_else(|e| e.into_inner()));
+        old.break_with(&error);
+        let barrier = self.log.enqueue(WriteBatch::new(), Vec::new(), Some(&old));
+        let _refused = self.log.finish(barrier);
         if self.reload().is_ok() && transient {
             self.clear_poison();
         }

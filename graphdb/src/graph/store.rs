@@ -1,7 +1,7 @@
 //! The store: an engine, its group commit and change log, and the namespaces opened on it.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -72,7 +72,7 @@ impl GraphStoreBuilder {
             clock: self.clock,
             durability: self.durability,
             retention: self.retention,
-            record_changes: self.record_changes,
+            record_changes: Arc::new(AtomicBool::new(self.record_changes)),
             namespaces: Mutex::new(HashMap::new()),
         })
     }
@@ -90,7 +90,8 @@ pub struct GraphStore {
     clock: Arc<dyn Clock>,
     durability: Durability,
     retention: Duration,
-    record_changes: bool,
+    /// Shared with every namespace ([`GraphStore::set_record_changes`]).
+    record_changes: Arc<AtomicBool>,
     namespaces: Mutex<HashMap<String, Arc<Namespace>>>,
 }
 
@@ -150,6 +151,14 @@ impl GraphStore {
             retention: DEFAULT_RETENTION,
             record_changes: true,
         }
+    }
+
+    /// Turns the recording of events on or off for the following writes (the builder's
+    /// [`GraphStoreBuilder::record_changes`] sets it at open): only so that the `teams` bench
+    /// can alternate the feed on and off in one run. Never in a service: writes made without
+    /// the feed cannot be followed, audited or replayed.
+    pub fn set_record_changes(&self, record: bool) {
+        self.record_changes.store(record, Ordering::Relaxed);
     }
 
     /// The store over `engine` with the system clock and synced writes.
@@ -214,9 +223,10 @@ impl GraphStore {
             ks: self.ks,
             clock: Arc::clone(&self.clock),
             durability: self.durability,
-            record_changes: self.record_changes,
+            record_changes: Arc::clone(&self.record_changes),
             state: RwLock::new(state),
             writer: Mutex::new(()),
+            chain: Mutex::new(Arc::default()),
             poisoned: Mutex::new(None),
             transient: Mutex::new(false),
             loaded_at: AtomicU64::new(loaded_at),
@@ -346,10 +356,6 @@ impl GraphStore {
     /// # Errors
     /// Engine errors.
     pub fn prune_changes_before(&self, time_us: i64) -> Result<u64> {
-        #[derive(serde::Deserialize)]
-        struct Envelope {
-            time_us: i64,
-        }
         let Some(oldest) = self.log.oldest()? else {
             return Ok(0);
         };
@@ -362,8 +368,8 @@ impl GraphStore {
             };
             for (revision, payload) in events {
                 // An event without a readable time is kept, and so is everything after it.
-                match serde_json::from_slice::<Envelope>(&payload) {
-                    Ok(envelope) if envelope.time_us < time_us => through = revision,
+                match crate::event_codec::time_us(&payload) {
+                    Some(event_time) if event_time < time_us => through = revision,
                     _ => break 'scan,
                 }
             }
@@ -442,9 +448,7 @@ fn decode_graph_events(events: Vec<(u64, Vec<u8>)>) -> Vec<(u64, Change)> {
     events
         .into_iter()
         .filter_map(|(revision, payload)| {
-            serde_json::from_slice::<Change>(&payload)
-                .ok()
-                .map(|change| (revision, change))
+            Change::from_payload(&payload).map(|change| (revision, change))
         })
         .collect()
 }

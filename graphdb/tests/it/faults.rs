@@ -100,6 +100,132 @@ fn failed_write_leaves_memory_as_the_engine() {
     assert!(teams.check().is_clean());
 }
 
+/// Delegates to a `MemEngine` and refuses, as a fenced engine does (nothing applied, no
+/// poisoning), every batch that writes a value containing `needle`.
+#[derive(Debug)]
+struct RefusingEngine {
+    inner: MemEngine,
+    needle: &'static [u8],
+}
+
+impl ReadView for RefusingEngine {
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> engine::Result<Option<Vec<u8>>> {
+        self.inner.get(keyspace, key)
+    }
+
+    fn scan(
+        &self,
+        keyspace: Keyspace,
+        range: ScanRange,
+        direction: Direction,
+    ) -> engine::Result<KvIter<'_>> {
+        self.inner.scan(keyspace, range, direction)
+    }
+}
+
+impl Engine for RefusingEngine {
+    fn backend(&self) -> Backend {
+        Backend::Memory
+    }
+
+    fn keyspace(&self, name: &str) -> engine::Result<Keyspace> {
+        self.inner.keyspace(name)
+    }
+
+    fn write(&self, batch: WriteBatch, durability: Durability) -> engine::Result<()> {
+        let refused = batch.ops().iter().any(|op| {
+            matches!(op, engine::BatchOp::Put { value, .. }
+                if value.windows(self.needle.len()).any(|w| w == self.needle))
+        });
+        if refused {
+            return Err(engine::Error::Fenced {
+                name: "directory".into(),
+                epoch: 1,
+                current: Some(2),
+            });
+        }
+        self.inner.write(batch, durability)
+    }
+
+    fn snapshot(&self) -> engine::Result<Box<dyn ReadView + '_>> {
+        self.inner.snapshot()
+    }
+
+    fn flush(&self) -> engine::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Concurrent writers of one namespace queue their batches in the log and have them written
+/// after releasing the writer mutex, so a refused batch may have later ones of the same
+/// namespace queued behind it, computed from its change: they must be refused too (never
+/// written without it), and memory must end as the engine holds it. A fenced refusal does not
+/// poison, so writing goes on.
+#[test]
+fn a_refused_write_refuses_the_writes_queued_behind_it_and_memory_stays_the_engines() {
+    const WRITERS: usize = 8;
+    const WRITES: usize = 40;
+    let root = MemEngine::new(graphdb::KEYSPACES);
+    let engine = Arc::new(RefusingEngine {
+        inner: root.reopen(graphdb::KEYSPACES),
+        needle: b"refused-person",
+    });
+    let store = GraphStore::open(engine).unwrap();
+    let teams = graphdb::Teams::open(&store).unwrap();
+    let member = graphdb::EdgeKind::Membership(Role::Member);
+    let refused = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for w in 0..WRITERS {
+            let (teams, refused, member) = (&teams, &refused, &member);
+            scope.spawn(move || {
+                for i in 0..WRITES {
+                    // Each write creates a person and may create the team, so its batch
+                    // depends on the node ids the earlier ones took.
+                    let team = format!("t{}", i % 5);
+                    let person = if i % 10 == 9 {
+                        format!("refused-person-{w}-{i}")
+                    } else {
+                        format!("p{w}-{i}")
+                    };
+                    match teams.put_member(&team, &person, member, None) {
+                        Ok(_) => {}
+                        Err(Error::Engine(_) | Error::Poisoned { .. }) => {
+                            refused.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+            });
+        }
+    });
+    assert!(refused.load(Ordering::SeqCst) >= WRITERS * WRITES / 10);
+    assert!(teams.check().is_clean());
+    assert!(teams.kind("refused-person-0-9").is_none());
+    // Writing goes on after a fenced refusal.
+    teams
+        .put_member(
+            "t0",
+            "last",
+            &graphdb::EdgeKind::Membership(Role::Admin),
+            None,
+        )
+        .unwrap();
+    let export = |teams: &graphdb::Teams| {
+        let mut tsv = Vec::new();
+        teams.export_tsv(&mut tsv).unwrap();
+        String::from_utf8(tsv).unwrap()
+    };
+    let edges = export(&teams);
+    assert!(edges.contains("last"), "{edges}");
+    drop(teams);
+    drop(store);
+    // Memory was what the engine holds.
+    let store = GraphStore::open(Arc::new(root.reopen(graphdb::KEYSPACES))).unwrap();
+    let teams = graphdb::Teams::open(&store).unwrap();
+    assert_eq!(export(&teams), edges);
+    assert!(teams.check().is_clean());
+}
+
 /// A fault-free run of `script` over a fresh [`FaultyEngine`]: what `fingerprint` saw after
 /// 0, 1, ... steps, the engine operations made by the end of each step, and of them the
 /// flushes.

@@ -215,9 +215,12 @@ pub fn every_write_records_its_event(fx: Fixture) {
         (Some("desktop"), Some("gedit"), "erin")
     );
 
-    // The JSON envelope every event of the directory shares.
+    // Stored binary; shown as JSON with the envelope every event of the directory shares.
     let raw = store.change_log().read(3, 1).unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&raw[0].1).unwrap();
+    assert_eq!(raw[0].1[0], 1, "version 1 of the binary form");
+    let change = graphdb::Change::from_payload(&raw[0].1).unwrap();
+    assert_eq!(&change, &changes[3].1);
+    let json = serde_json::to_value(&change).unwrap();
     assert_eq!(json["kind"], "membership.changed");
     assert_eq!(json["actor"], "alice");
     assert_eq!(json["team"], "ubuntu");
@@ -475,4 +478,46 @@ fn a_store_without_its_feed_records_nothing() {
     assert!(teams.is_member("p", "t").unwrap());
     assert_eq!(store.change_log().head(), 0);
     assert!(store.changes(0, 10).unwrap().changes.is_empty());
+    // Switched on again, the next write records.
+    store.set_record_changes(true);
+    let revision = teams
+        .put_member("t", "q", &EdgeKind::named("member"), None)
+        .unwrap();
+    assert_eq!(revision, 2, "person.created, membership.added");
+}
+
+/// Events stored as JSON (before 2026-12-05) are read beside the binary ones: in the feed,
+/// in the histories, and by pruning, which reads their time.
+#[test]
+fn events_stored_as_json_by_earlier_builds_are_still_read() {
+    let engine = engine::EngineConfig::memory()
+        .open(graphdb::KEYSPACES)
+        .unwrap();
+    let history = engine.keyspace("history").unwrap();
+    let store = GraphStore::open(engine).unwrap();
+    let old = br#"{"kind":"team.created","time_us":1000,"actor":"alice","namespace":"teams","team":"ubuntu"}"#;
+    let entry = engine::LogEntry::new(old.to_vec()).index(
+        history,
+        graphdb::changes::object_history_key("teams", "ubuntu"),
+    );
+    store
+        .change_log()
+        .commit(engine::WriteBatch::new(), vec![entry])
+        .unwrap();
+    let teams = Teams::open(&store).unwrap().acting_as("bob");
+    teams.add_person("carol").unwrap();
+    let changes = store.changes(0, 10).unwrap().changes;
+    assert_eq!(kinds(&changes), ["team.created", "person.created"]);
+    assert_eq!(
+        (changes[0].1.actor.as_str(), changes[0].1.team.as_deref()),
+        ("alice", Some("ubuntu"))
+    );
+    let history = store.team_history("ubuntu", u64::MAX, 10).unwrap();
+    assert_eq!(history.changes.len(), 1);
+    // The JSON event is older than everything else: pruning takes it, never the newest.
+    assert_eq!(store.prune_changes_before(2000).unwrap(), 1);
+    assert_eq!(
+        kinds(&store.changes(1, 10).unwrap().changes),
+        ["person.created"]
+    );
 }

@@ -120,18 +120,30 @@ impl ApiError {
             engine::Error::Fenced { .. } => Some(
                 ApiError::not_leader(super::leader::NOT_LEADER_RETRY_AFTER_SECS).with_cause(error),
             ),
-            _ if error.is_unavailable() => Some(
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database_unavailable",
-                    "the service's database cannot be reached; nothing was recorded; retry",
+            // A directory write queued behind one refused so (fenced, database away): it
+            // recorded nothing either, and a retry goes through once the store has reloaded.
+            _ if error.is_unavailable()
+                || matches!(
+                    error,
+                    engine::Error::EarlierWriteFailed {
+                        transient: true,
+                        ..
+                    }
+                ) =>
+            {
+                Some(
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "database_unavailable",
+                        "the service's database cannot be reached; nothing was recorded; retry",
+                    )
+                    .with_header(
+                        header::RETRY_AFTER,
+                        HeaderValue::from(DATABASE_RETRY_AFTER_SECS),
+                    )
+                    .with_cause(error),
                 )
-                .with_header(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(DATABASE_RETRY_AFTER_SECS),
-                )
-                .with_cause(error),
-            ),
+            }
             _ => None,
         }
     }

@@ -2,8 +2,9 @@
 //! the subscriptions, over the graph store's one change log (teams, package sets and
 //! repositories write into it).
 //!
-//! Every payload of the log is decoded as a `serde_json::Value`, whichever store wrote it
-//! (graphdb's `Change`, the commit graphs' push and branch events): they share the envelope
+//! Every payload of the log is shown as a `serde_json::Value`, whichever store wrote it
+//! (graphdb's `Change`, stored binary and decoded by graphdb; the commit graphs' push and
+//! branch events, stored as JSON): they share the envelope
 //! `kind`, `time_us`, `actor`, and the filters look at top-level fields only, so this module
 //! needs no knowledge of each kind's shape.
 
@@ -71,8 +72,14 @@ impl DirectoryFeed {
 /// An event as the feed shows it: its payload's fields and its `revision`. A payload that is
 /// not a JSON object (no writer of the log makes one) is shown as `kind: "unknown"`.
 fn event(revision: u64, payload: &[u8]) -> Value {
-    let mut value = match serde_json::from_slice::<Value>(payload) {
-        Ok(Value::Object(map)) => Value::Object(map),
+    // The commit graphs' events (and the teams' events stored before 2026-12-05) are JSON;
+    // the teams' events are stored binary, decoded by graphdb.
+    let decoded = match payload.first() {
+        Some(b'{') => serde_json::from_slice::<Value>(payload).ok(),
+        _ => graphdb::Change::from_payload(payload).and_then(|c| serde_json::to_value(c).ok()),
+    };
+    let mut value = match decoded {
+        Some(Value::Object(map)) => Value::Object(map),
         _ => json!({ "kind": "unknown" }),
     };
     value["revision"] = revision.into();

@@ -213,7 +213,7 @@ pub fn expected_digests(headers: &HeaderMap) -> Result<Vec<Expected>, ApiError> 
             }
         }
         if let Some(bytes) = sha256 {
-            let bytes = <[u8; 32]>::try_from(&bytes[..]).map_err(|_| {
+            let bytes = <[u8; 32]>::try_from(bytes).map_err(|_| {
                 ApiError::bad_request(
                     "bad_digest",
                     "Content-Digest sha-256 must be :BASE64: of 32 bytes",
