@@ -1,4 +1,4 @@
-// About 680 lines of code; the rest of the file is its unit tests, which reach its private parts.
+// About 790 lines of code; the rest of the file is its unit tests, which reach its private parts.
 //! The change log: every change of a store gets a revision, written in the same batch.
 //!
 //! A store that keeps a change feed (the librarian's files, the directory's teams and
