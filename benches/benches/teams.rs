@@ -211,6 +211,9 @@ fn main() {
     if std::env::var_os("TEAMS_BENCH_WRITES_ONLY").is_some() {
         return;
     }
+    // The store holds RocksDB's lock: close it before the reopen below.
+    drop(teams);
+    drop(store);
 
     // Reopen: RocksDB replays its log, then the namespace loads nodes, edges and the
     // persisted closure (no rebuild).
