@@ -16,6 +16,8 @@
 //! any other first byte is refused as an event of an unknown encoding (a newer build's), never
 //! guessed at.
 
+use engine::codec::{put_string, ByteReader};
+
 use crate::changes::{Change, ChangeKind};
 use crate::types::Blake3Hash;
 
@@ -36,7 +38,7 @@ pub(crate) fn encode(change: &Change) -> Vec<u8> {
     let mut out = Vec::with_capacity(160);
     out.push(VERSION_1);
     out.extend_from_slice(&change.time_us.to_be_bytes());
-    put_str(&mut out, &change.actor);
+    put_string(&mut out, &change.actor);
     let encoded = match &change.kind {
         ChangeKind::FileCreated {
             bucket,
@@ -50,10 +52,10 @@ pub(crate) fn encode(change: &Change) -> Vec<u8> {
             deduplicated,
         } => {
             out.push(1);
-            put_str(&mut out, bucket);
+            put_string(&mut out, bucket);
             out.extend_from_slice(&file.to_be_bytes());
-            put_str(&mut out, filename);
-            put_str(&mut out, content_type);
+            put_string(&mut out, filename);
+            put_string(&mut out, content_type);
             out.extend_from_slice(&size.to_be_bytes());
             let hashed = put_hash(&mut out, blake3);
             put_option(&mut out, expires.map(i64::to_be_bytes));
@@ -67,7 +69,7 @@ pub(crate) fn encode(change: &Change) -> Vec<u8> {
             blake3,
         } => {
             out.push(2);
-            put_str(&mut out, bucket);
+            put_string(&mut out, bucket);
             out.extend_from_slice(&file.to_be_bytes());
             out.extend_from_slice(&size.to_be_bytes());
             put_hash(&mut out, blake3)
@@ -80,7 +82,7 @@ pub(crate) fn encode(change: &Change) -> Vec<u8> {
             had_content,
         } => {
             out.push(3);
-            put_str(&mut out, bucket);
+            put_string(&mut out, bucket);
             out.extend_from_slice(&file.to_be_bytes());
             out.extend_from_slice(&size.to_be_bytes());
             let hashed = put_hash(&mut out, blake3);
@@ -94,7 +96,7 @@ pub(crate) fn encode(change: &Change) -> Vec<u8> {
             after,
         } => {
             out.push(4);
-            put_str(&mut out, bucket);
+            put_string(&mut out, bucket);
             out.extend_from_slice(&file.to_be_bytes());
             put_option(&mut out, before.map(i64::to_be_bytes));
             put_option(&mut out, after.map(i64::to_be_bytes));
@@ -107,7 +109,7 @@ pub(crate) fn encode(change: &Change) -> Vec<u8> {
             after,
         } => {
             out.push(5);
-            put_str(&mut out, bucket);
+            put_string(&mut out, bucket);
             out.extend_from_slice(&file.to_be_bytes());
             out.push(u8::from(*before));
             out.push(u8::from(*after));
@@ -119,7 +121,7 @@ pub(crate) fn encode(change: &Change) -> Vec<u8> {
             after,
         } => {
             out.push(6);
-            put_str(&mut out, bucket);
+            put_string(&mut out, bucket);
             put_option(&mut out, before.map(u64::to_be_bytes));
             put_option(&mut out, after.map(u64::to_be_bytes));
             true
@@ -131,7 +133,7 @@ pub(crate) fn encode(change: &Change) -> Vec<u8> {
             blake3,
         } => {
             out.push(7);
-            put_str(&mut out, bucket);
+            put_string(&mut out, bucket);
             out.extend_from_slice(&file.to_be_bytes());
             out.extend_from_slice(&size.to_be_bytes());
             put_hash(&mut out, blake3)
@@ -150,7 +152,7 @@ pub(crate) fn encode(change: &Change) -> Vec<u8> {
         } => {
             out.push(9);
             let hashed = put_hash(&mut out, blake3);
-            put_str(&mut out, problem);
+            put_string(&mut out, problem);
             out.extend_from_slice(&size.to_be_bytes());
             put_option(&mut out, found_size.map(u64::to_be_bytes));
             hashed
@@ -174,24 +176,15 @@ pub(crate) fn decode(payload: &[u8]) -> Decoded {
     match payload.first() {
         Some(b'{') => serde_json::from_slice(payload).map_or(Decoded::Malformed, Decoded::Change),
         Some(&VERSION_1) => {
-            let mut reader = Reader {
-                rest: payload.get(1..).unwrap_or_default(),
-            };
-            match reader.change() {
-                Some(change) if reader.rest.is_empty() => Decoded::Change(change),
+            let mut reader = ByteReader::new(payload.get(1..).unwrap_or_default());
+            match change(&mut reader) {
+                Some(change) if reader.is_empty() => Decoded::Change(change),
                 _ => Decoded::Malformed,
             }
         }
         Some(&version) => Decoded::UnknownVersion(version),
         None => Decoded::Malformed,
     }
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    // Filenames, content types, buckets and actors are far below 4 GiB.
-    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
 }
 
 fn put_option<const N: usize>(out: &mut Vec<u8>, value: Option<[u8; N]>) {
@@ -215,144 +208,93 @@ fn put_hash(out: &mut Vec<u8>, hex: &str) -> bool {
     }
 }
 
-struct Reader<'a> {
-    rest: &'a [u8],
+fn hash(r: &mut ByteReader<'_>) -> Option<String> {
+    Some(Blake3Hash(r.array()?).to_hex())
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = self.rest.split_at_checked(n)?;
-        self.rest = rest;
-        Some(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        self.take(N)?.try_into().ok()
-    }
-
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-
-    fn bool(&mut self) -> Option<bool> {
-        match self.u8()? {
-            0 => Some(false),
-            1 => Some(true),
-            _ => None,
-        }
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        self.array().map(u64::from_be_bytes)
-    }
-
-    fn i64(&mut self) -> Option<i64> {
-        self.array().map(i64::from_be_bytes)
-    }
-
-    fn string(&mut self) -> Option<String> {
-        let len = usize::try_from(u32::from_be_bytes(self.array()?)).ok()?;
-        String::from_utf8(self.take(len)?.to_vec()).ok()
-    }
-
-    fn hash(&mut self) -> Option<String> {
-        Some(Blake3Hash(self.array()?).to_hex())
-    }
-
-    fn option<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
-        if self.bool()? {
-            read(self).map(Some)
-        } else {
-            Some(None)
-        }
-    }
-
-    fn change(&mut self) -> Option<Change> {
-        let time_us = self.i64()?;
-        let actor = self.string()?;
-        let kind = match self.u8()? {
-            1 => {
-                let bucket = self.string()?;
-                let file = self.u64()?;
-                let filename = self.string()?;
-                let content_type = self.string()?;
-                let size = self.u64()?;
-                let blake3 = self.hash()?;
-                let expires = self.option(Self::i64)?;
-                let flags = self.u8()?;
-                if flags > 3 {
-                    return None;
-                }
-                ChangeKind::FileCreated {
-                    bucket,
-                    file,
-                    filename,
-                    content_type,
-                    size,
-                    blake3,
-                    expires,
-                    restricted: flags & 1 != 0,
-                    deduplicated: flags & 2 != 0,
-                }
+fn change(r: &mut ByteReader<'_>) -> Option<Change> {
+    let time_us = r.i64()?;
+    let actor = r.string()?;
+    let kind = match r.u8()? {
+        1 => {
+            let bucket = r.string()?;
+            let file = r.u64()?;
+            let filename = r.string()?;
+            let content_type = r.string()?;
+            let size = r.u64()?;
+            let blake3 = hash(r)?;
+            let expires = r.option(ByteReader::i64)?;
+            let flags = r.u8()?;
+            if flags > 3 {
+                return None;
             }
-            2 => ChangeKind::ContentDeleted {
-                bucket: self.string()?,
-                file: self.u64()?,
-                size: self.u64()?,
-                blake3: self.hash()?,
-            },
-            3 => ChangeKind::FileDeleted {
-                bucket: self.string()?,
-                file: self.u64()?,
-                size: self.u64()?,
-                blake3: self.hash()?,
-                had_content: self.bool()?,
-            },
-            4 => ChangeKind::ExpiryChanged {
-                bucket: self.string()?,
-                file: self.u64()?,
-                before: self.option(Self::i64)?,
-                after: self.option(Self::i64)?,
-            },
-            5 => ChangeKind::RestrictedChanged {
-                bucket: self.string()?,
-                file: self.u64()?,
-                before: self.bool()?,
-                after: self.bool()?,
-            },
-            6 => ChangeKind::QuotaSet {
-                bucket: self.string()?,
-                before: self.option(Self::u64)?,
-                after: self.option(Self::u64)?,
-            },
-            7 => ChangeKind::FileCollected {
-                bucket: self.string()?,
-                file: self.u64()?,
-                size: self.u64()?,
-                blake3: self.hash()?,
-            },
-            8 => ChangeKind::BlobCollected {
-                blake3: self.hash()?,
-                size: self.u64()?,
-            },
-            9 => ChangeKind::BlobDamaged {
-                blake3: self.hash()?,
-                problem: self.string()?,
-                size: self.u64()?,
-                found_size: self.option(Self::u64)?,
-            },
-            10 => ChangeKind::BlobRepaired {
-                blake3: self.hash()?,
-            },
-            _ => return None,
-        };
-        Some(Change {
-            revision: 0,
-            time_us,
-            actor,
-            kind,
-        })
-    }
+            ChangeKind::FileCreated {
+                bucket,
+                file,
+                filename,
+                content_type,
+                size,
+                blake3,
+                expires,
+                restricted: flags & 1 != 0,
+                deduplicated: flags & 2 != 0,
+            }
+        }
+        2 => ChangeKind::ContentDeleted {
+            bucket: r.string()?,
+            file: r.u64()?,
+            size: r.u64()?,
+            blake3: hash(r)?,
+        },
+        3 => ChangeKind::FileDeleted {
+            bucket: r.string()?,
+            file: r.u64()?,
+            size: r.u64()?,
+            blake3: hash(r)?,
+            had_content: r.bool()?,
+        },
+        4 => ChangeKind::ExpiryChanged {
+            bucket: r.string()?,
+            file: r.u64()?,
+            before: r.option(ByteReader::i64)?,
+            after: r.option(ByteReader::i64)?,
+        },
+        5 => ChangeKind::RestrictedChanged {
+            bucket: r.string()?,
+            file: r.u64()?,
+            before: r.bool()?,
+            after: r.bool()?,
+        },
+        6 => ChangeKind::QuotaSet {
+            bucket: r.string()?,
+            before: r.option(ByteReader::u64)?,
+            after: r.option(ByteReader::u64)?,
+        },
+        7 => ChangeKind::FileCollected {
+            bucket: r.string()?,
+            file: r.u64()?,
+            size: r.u64()?,
+            blake3: hash(r)?,
+        },
+        8 => ChangeKind::BlobCollected {
+            blake3: hash(r)?,
+            size: r.u64()?,
+        },
+        9 => ChangeKind::BlobDamaged {
+            blake3: hash(r)?,
+            problem: r.string()?,
+            size: r.u64()?,
+            found_size: r.option(ByteReader::u64)?,
+        },
+        10 => ChangeKind::BlobRepaired { blake3: hash(r)? },
+        _ => return None,
+    };
+    Some(Change {
+        revision: 0,
+        time_us,
+        actor,
+        kind,
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! The records the store keeps, and their compact binary encoding.
 
+use engine::codec::ByteReader;
+
 use crate::error::{Error, Result};
 use crate::types::{Blake3Hash, BucketName, FileId, Timestamp};
 
@@ -96,42 +98,6 @@ pub(crate) struct BlobMeta {
 
 const VERSION: u8 = 1;
 
-struct Reader<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.rest.len() < n {
-            return None;
-        }
-        let (head, rest) = self.rest.split_at(n);
-        self.rest = rest;
-        Some(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        self.take(N)?.try_into().ok()
-    }
-
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        self.array().map(u64::from_be_bytes)
-    }
-
-    fn i64(&mut self) -> Option<i64> {
-        self.array().map(i64::from_be_bytes)
-    }
-
-    fn string(&mut self) -> Option<String> {
-        let len = u16::from_be_bytes(self.array()?);
-        String::from_utf8(self.take(usize::from(len))?.to_vec()).ok()
-    }
-}
-
 fn put_string(out: &mut Vec<u8>, s: &str) {
     let len = u16::try_from(s.len()).expect("strings in records are shorter than 64 KiB");
     out.extend_from_slice(&len.to_be_bytes());
@@ -167,7 +133,7 @@ impl BlobMeta {
             what: "blob",
             key: key.to_vec(),
         };
-        let mut r = Reader { rest: bytes };
+        let mut r = ByteReader::new(bytes);
         (|| {
             if r.u8()? != VERSION {
                 return None;
@@ -191,7 +157,7 @@ impl BlobMeta {
             } else {
                 None
             };
-            r.rest.is_empty().then_some(BlobMeta {
+            r.is_empty().then_some(BlobMeta {
                 size,
                 sha256,
                 sha1,
@@ -230,7 +196,7 @@ impl FileRecord {
             what: "file",
             key: key.to_vec(),
         };
-        let mut r = Reader { rest: bytes };
+        let mut r = ByteReader::new(bytes);
         (|| {
             if r.u8()? != VERSION {
                 return None;
@@ -244,11 +210,11 @@ impl FileRecord {
                 None
             };
             let blake3 = Blake3Hash(r.array()?);
-            let bucket = BucketName::new(r.string()?).ok()?;
-            let filename = r.string()?;
-            let content_type = r.string()?;
+            let bucket = BucketName::new(r.short_string()?).ok()?;
+            let filename = r.short_string()?;
+            let content_type = r.short_string()?;
             let content = ContentState::from_code((flags >> 2) & 3)?;
-            r.rest.is_empty().then_some(FileRecord {
+            r.is_empty().then_some(FileRecord {
                 id,
                 bucket,
                 filename,

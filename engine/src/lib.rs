@@ -55,6 +55,7 @@ pub mod backup;
 mod batch;
 mod changelog;
 mod clock;
+pub mod codec;
 mod config;
 mod consumers;
 pub mod counter;

@@ -18,6 +18,8 @@
 //! first byte is not an event of this store (the commit graphs write JSON into the same log,
 //! a newer build may write a version 2), and decoding it gives `None`.
 
+use engine::codec::{put_string, ByteReader};
+
 use crate::changes::{Change, ChangeKind, EdgeState};
 use crate::graph::Role;
 
@@ -35,8 +37,8 @@ pub(crate) fn encode(change: &Change) -> Vec<u8> {
         .and_then(|i| u8::try_from(i).ok())
         .unwrap_or(u8::MAX);
     out.push(kind);
-    put_str(&mut out, &change.actor);
-    put_str(&mut out, &change.namespace);
+    put_string(&mut out, &change.actor);
+    put_string(&mut out, &change.namespace);
     let names = [
         &change.team,
         &change.member,
@@ -59,7 +61,7 @@ pub(crate) fn encode(change: &Change) -> Vec<u8> {
     present |= u16::from(change.edges.is_some()) << 13;
     out.extend_from_slice(&present.to_be_bytes());
     for name in names.into_iter().flatten() {
-        put_str(&mut out, name);
+        put_string(&mut out, name);
     }
     for edge in [change.before, change.after].into_iter().flatten() {
         out.push(match edge.role {
@@ -76,7 +78,7 @@ pub(crate) fn encode(change: &Change) -> Vec<u8> {
         }
     }
     if let Some(cycles) = &change.cycles {
-        put_str(&mut out, cycles);
+        put_string(&mut out, cycles);
     }
     for count in [change.nodes, change.edges].into_iter().flatten() {
         out.extend_from_slice(&count.to_be_bytes());
@@ -90,11 +92,9 @@ pub(crate) fn decode(payload: &[u8]) -> Option<Change> {
     match payload.first() {
         Some(b'{') => serde_json::from_slice(payload).ok(),
         Some(&VERSION_1) => {
-            let mut reader = Reader {
-                rest: payload.get(1..)?,
-            };
-            let change = reader.change()?;
-            reader.rest.is_empty().then_some(change)
+            let mut reader = ByteReader::new(payload.get(1..)?);
+            let change = change(&mut reader)?;
+            reader.is_empty().then_some(change)
         }
         _ => None,
     }
@@ -116,102 +116,70 @@ pub(crate) fn time_us(payload: &[u8]) -> Option<i64> {
     }
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    // Names, actors and namespaces are far below 4 GiB.
-    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
+fn edge(r: &mut ByteReader<'_>) -> Option<EdgeState> {
+    let role = match r.u8()? {
+        0 => None,
+        1 => Some(Role::Member),
+        2 => Some(Role::Admin),
+        _ => return None,
+    };
+    let expires = match r.u8()? {
+        0 => None,
+        1 => Some(r.i64()?),
+        _ => return None,
+    };
+    Some(EdgeState { role, expires })
 }
 
-struct Reader<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = self.rest.split_at_checked(n)?;
-        self.rest = rest;
-        Some(head)
+fn change(r: &mut ByteReader<'_>) -> Option<Change> {
+    let time_us = r.i64()?;
+    let kind = *ChangeKind::ALL.get(usize::from(r.u8()?))?;
+    let actor = r.string()?;
+    let namespace = r.string()?;
+    let present = u16::from_be_bytes(r.array()?);
+    if present >> 14 != 0 {
+        return None;
     }
-
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        self.take(N)?.try_into().ok()
-    }
-
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-
-    fn string(&mut self) -> Option<String> {
-        let len = usize::try_from(u32::from_be_bytes(self.array()?)).ok()?;
-        String::from_utf8(self.take(len)?.to_vec()).ok()
-    }
-
-    fn edge(&mut self) -> Option<EdgeState> {
-        let role = match self.u8()? {
-            0 => None,
-            1 => Some(Role::Member),
-            2 => Some(Role::Admin),
-            _ => return None,
-        };
-        let expires = match self.u8()? {
-            0 => None,
-            1 => Some(i64::from_be_bytes(self.array()?)),
-            _ => return None,
-        };
-        Some(EdgeState { role, expires })
-    }
-
-    fn change(&mut self) -> Option<Change> {
-        let time_us = i64::from_be_bytes(self.array()?);
-        let kind = *ChangeKind::ALL.get(usize::from(self.u8()?))?;
-        let actor = self.string()?;
-        let namespace = self.string()?;
-        let present = u16::from_be_bytes(self.array()?);
-        if present >> 14 != 0 {
-            return None;
+    let has = |bit: u16| present & (1 << bit) != 0;
+    let mut names: [Option<String>; 9] = Default::default();
+    for (bit, name) in (0..).zip(names.iter_mut()) {
+        if has(bit) {
+            *name = Some(r.string()?);
         }
-        let has = |bit: u16| present & (1 << bit) != 0;
-        let mut names: [Option<String>; 9] = Default::default();
-        for (bit, name) in (0..).zip(names.iter_mut()) {
-            if has(bit) {
-                *name = Some(self.string()?);
-            }
-        }
-        let before = if has(9) { Some(self.edge()?) } else { None };
-        let after = if has(10) { Some(self.edge()?) } else { None };
-        let cycles = if has(11) { Some(self.string()?) } else { None };
-        let count = |reader: &mut Self, bit| -> Option<Option<u64>> {
-            if has(bit) {
-                Some(Some(u64::from_be_bytes(reader.array()?)))
-            } else {
-                Some(None)
-            }
-        };
-        let nodes = count(self, 12)?;
-        let edges = count(self, 13)?;
-        let [team, member, person, set, item, group, node, relation, label] = names;
-        Some(Change {
-            kind,
-            time_us,
-            actor,
-            namespace,
-            team,
-            member,
-            person,
-            set,
-            item,
-            group,
-            node,
-            relation,
-            label,
-            before,
-            after,
-            cycles,
-            nodes,
-            edges,
-        })
     }
+    let before = if has(9) { Some(edge(r)?) } else { None };
+    let after = if has(10) { Some(edge(r)?) } else { None };
+    let cycles = if has(11) { Some(r.string()?) } else { None };
+    let count = |reader: &mut ByteReader<'_>, bit| -> Option<Option<u64>> {
+        if has(bit) {
+            Some(Some(reader.u64()?))
+        } else {
+            Some(None)
+        }
+    };
+    let nodes = count(r, 12)?;
+    let edges = count(r, 13)?;
+    let [team, member, person, set, item, group, node, relation, label] = names;
+    Some(Change {
+        kind,
+        time_us,
+        actor,
+        namespace,
+        team,
+        member,
+        person,
+        set,
+        item,
+        group,
+        node,
+        relation,
+        label,
+        before,
+        after,
+        cycles,
+        nodes,
+        edges,
+    })
 }
 
 #[cfg(test)]
