@@ -24,7 +24,7 @@ fn open(scratch: &PgScratch) -> Arc<dyn Engine> {
 }
 
 /// Batch `n`: key `n` in `alpha`, and one more on the counter `batches` in `beta`.
-fn batch(engine: &dyn Engine, n: u64) -> WriteBatch {
+pub(crate) fn batch(engine: &dyn Engine, n: u64) -> WriteBatch {
     let mut batch = WriteBatch::new();
     batch.put(
         engine.keyspace("alpha").unwrap(),
@@ -35,14 +35,14 @@ fn batch(engine: &dyn Engine, n: u64) -> WriteBatch {
     batch
 }
 
-fn present(engine: &dyn Engine, n: u64) -> bool {
+pub(crate) fn present(engine: &dyn Engine, n: u64) -> bool {
     engine
         .get(engine.keyspace("alpha").unwrap(), &n.to_be_bytes())
         .unwrap()
         .is_some()
 }
 
-fn count(engine: &dyn Engine) -> i64 {
+pub(crate) fn count(engine: &dyn Engine) -> i64 {
     engine
         .counter(engine.keyspace("beta").unwrap(), b"batches")
         .unwrap()

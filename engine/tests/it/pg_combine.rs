@@ -14,33 +14,9 @@ use engine::testing::{skip, HeldTransaction, PgScratch};
 use engine::{Backend, Durability, Engine, Error, WriteBatch};
 
 use crate::harness::KEYSPACES;
+use crate::leases::{batch, count, present};
 
 const LEASE: &str = "writer";
-
-/// Batch `n`: key `n` in `alpha`, and one more on the counter `batches` in `beta`.
-fn batch(engine: &dyn Engine, n: u64) -> WriteBatch {
-    let mut batch = WriteBatch::new();
-    batch.put(
-        engine.keyspace("alpha").unwrap(),
-        n.to_be_bytes(),
-        b"written",
-    );
-    batch.counter_add(engine.keyspace("beta").unwrap(), b"batches", 1);
-    batch
-}
-
-fn present(engine: &dyn Engine, n: u64) -> bool {
-    engine
-        .get(engine.keyspace("alpha").unwrap(), &n.to_be_bytes())
-        .unwrap()
-        .is_some()
-}
-
-fn count(engine: &dyn Engine) -> i64 {
-    engine
-        .counter(engine.keyspace("beta").unwrap(), b"batches")
-        .unwrap()
-}
 
 /// Locks the counter `batches` (which batch 0 created) in a transaction of the test's own:
 /// every transaction of the engine that adds to it waits there until the guard goes.
