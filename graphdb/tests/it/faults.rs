@@ -15,97 +15,33 @@ use engine::{
 };
 use graphdb::{Error, GraphStore, Role};
 
-/// Delegates to a `MemEngine` and fails the write numbered `fail_at` (0-based).
-#[derive(Debug)]
-struct FailingEngine {
-    inner: MemEngine,
-    writes: AtomicUsize,
-    fail_at: usize,
-}
+/// Which writes a [`RefusingEngine`] refuses, and with what: called with the write's number
+/// (0-based) and its batch.
+type Refusal = Box<dyn Fn(usize, &WriteBatch) -> Option<engine::Error> + Send + Sync>;
 
-impl ReadView for FailingEngine {
-    fn get(&self, keyspace: Keyspace, key: &[u8]) -> engine::Result<Option<Vec<u8>>> {
-        self.inner.get(keyspace, key)
-    }
-
-    fn scan(
-        &self,
-        keyspace: Keyspace,
-        range: ScanRange,
-        direction: Direction,
-    ) -> engine::Result<KvIter<'_>> {
-        self.inner.scan(keyspace, range, direction)
-    }
-}
-
-impl Engine for FailingEngine {
-    fn backend(&self) -> Backend {
-        Backend::Memory
-    }
-
-    fn keyspace(&self, name: &str) -> engine::Result<Keyspace> {
-        self.inner.keyspace(name)
-    }
-
-    fn write(&self, batch: WriteBatch, durability: Durability) -> engine::Result<()> {
-        if self.writes.fetch_add(1, Ordering::SeqCst) == self.fail_at {
-            return Err(engine::Error::Config {
-                reason: "injected write failure".into(),
-            });
-        }
-        self.inner.write(batch, durability)
-    }
-
-    fn snapshot(&self) -> engine::Result<Box<dyn ReadView + '_>> {
-        self.inner.snapshot()
-    }
-
-    fn flush(&self) -> engine::Result<()> {
-        self.inner.flush()
-    }
-}
-
-#[test]
-fn failed_write_leaves_memory_as_the_engine() {
-    let root = MemEngine::new(graphdb::KEYSPACES);
-    // Writes: namespace creation, 3 nodes, 2 memberships; the 7th write (index 6) fails.
-    let engine = Arc::new(FailingEngine {
-        inner: root.reopen(graphdb::KEYSPACES),
-        writes: AtomicUsize::new(0),
-        fail_at: 6,
-    });
-    let store = GraphStore::open(engine).unwrap();
-    let teams = graphdb::Teams::open(&store).unwrap();
-    teams.add_person("p").unwrap();
-    teams.add_team("a").unwrap();
-    teams.add_team("b").unwrap();
-    teams.set_membership("b", "p", Role::Member, None).unwrap();
-    teams.set_membership("a", "b", Role::Member, None).unwrap();
-    assert!(teams.is_member("p", "a").unwrap());
-    let err = teams.remove_membership("a", "b").unwrap_err();
-    assert!(matches!(err, Error::Engine(_)), "{err}");
-    // The failed removal is not visible: memory was reloaded from the engine.
-    assert!(teams.is_member("p", "a").unwrap());
-    assert!(teams.check().is_clean());
-    let err = teams.add_person("q").unwrap_err();
-    assert!(matches!(err, Error::Poisoned { .. }), "{err}");
-    drop(teams);
-    drop(store);
-
-    let store = GraphStore::open(Arc::new(root.reopen(graphdb::KEYSPACES))).unwrap();
-    let teams = graphdb::Teams::open(&store).unwrap();
-    assert!(teams.is_member("p", "a").unwrap());
-    assert!(teams.remove_membership("a", "b").unwrap().is_some());
-    assert!(!teams.is_member("p", "a").unwrap());
-    assert!(teams.check().is_clean());
-}
-
-/// Delegates to a `MemEngine` and refuses, as a fenced engine does (nothing applied, no
-/// poisoning), every batch that writes a value containing `needle`.
-#[derive(Debug)]
+/// Delegates to a `MemEngine` and refuses (nothing applied) the writes its rule picks.
 struct RefusingEngine {
     inner: MemEngine,
-    needle: &'static [u8],
+    writes: AtomicUsize,
+    refuse: Refusal,
+}
+
+impl RefusingEngine {
+    fn new(inner: MemEngine, refuse: Refusal) -> Self {
+        RefusingEngine {
+            inner,
+            writes: AtomicUsize::new(0),
+            refuse,
+        }
+    }
+}
+
+impl std::fmt::Debug for RefusingEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefusingEngine")
+            .field("writes", &self.writes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ReadView for RefusingEngine {
@@ -133,16 +69,9 @@ impl Engine for RefusingEngine {
     }
 
     fn write(&self, batch: WriteBatch, durability: Durability) -> engine::Result<()> {
-        let refused = batch.ops().iter().any(|op| {
-            matches!(op, engine::BatchOp::Put { value, .. }
-                if value.windows(self.needle.len()).any(|w| w == self.needle))
-        });
-        if refused {
-            return Err(engine::Error::Fenced {
-                name: "directory".into(),
-                epoch: 1,
-                current: Some(2),
-            });
+        let n = self.writes.fetch_add(1, Ordering::SeqCst);
+        if let Some(error) = (self.refuse)(n, &batch) {
+            return Err(error);
         }
         self.inner.write(batch, durability)
     }
@@ -156,6 +85,44 @@ impl Engine for RefusingEngine {
     }
 }
 
+#[test]
+fn failed_write_leaves_memory_as_the_engine() {
+    let root = MemEngine::new(graphdb::KEYSPACES);
+    // Writes: namespace creation, 3 nodes, 2 memberships; the 7th write (index 6) fails.
+    let engine = Arc::new(RefusingEngine::new(
+        root.reopen(graphdb::KEYSPACES),
+        Box::new(|n, _| {
+            (n == 6).then(|| engine::Error::Config {
+                reason: "injected write failure".into(),
+            })
+        }),
+    ));
+    let store = GraphStore::open(engine).unwrap();
+    let teams = graphdb::Teams::open(&store).unwrap();
+    teams.add_person("p").unwrap();
+    teams.add_team("a").unwrap();
+    teams.add_team("b").unwrap();
+    teams.set_membership("b", "p", Role::Member, None).unwrap();
+    teams.set_membership("a", "b", Role::Member, None).unwrap();
+    assert!(teams.is_member("p", "a").unwrap());
+    let err = teams.remove_membership("a", "b").unwrap_err();
+    assert!(matches!(err, Error::Engine(_)), "{err}");
+    // The failed removal is not visible: memory was reloaded from the engine.
+    assert!(teams.is_member("p", "a").unwrap());
+    assert!(teams.check().is_clean());
+    let err = teams.add_person("q").unwrap_err();
+    assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    drop(teams);
+    drop(store);
+
+    let store = GraphStore::open(Arc::new(root.reopen(graphdb::KEYSPACES))).unwrap();
+    let teams = graphdb::Teams::open(&store).unwrap();
+    assert!(teams.is_member("p", "a").unwrap());
+    assert!(teams.remove_membership("a", "b").unwrap().is_some());
+    assert!(!teams.is_member("p", "a").unwrap());
+    assert!(teams.check().is_clean());
+}
+
 /// Concurrent writers of one namespace queue their batches in the log and have them written
 /// after releasing the writer mutex, so a refused batch may have later ones of the same
 /// namespace queued behind it, computed from its change: they must be refused too (never
@@ -166,10 +133,23 @@ fn a_refused_write_refuses_the_writes_queued_behind_it_and_memory_stays_the_engi
     const WRITERS: usize = 8;
     const WRITES: usize = 40;
     let root = MemEngine::new(graphdb::KEYSPACES);
-    let engine = Arc::new(RefusingEngine {
-        inner: root.reopen(graphdb::KEYSPACES),
-        needle: b"refused-person",
-    });
+    // Refused as a fenced engine refuses (nothing applied, no poisoning): every batch that
+    // writes a value containing the needle.
+    const NEEDLE: &[u8] = b"refused-person";
+    let engine = Arc::new(RefusingEngine::new(
+        root.reopen(graphdb::KEYSPACES),
+        Box::new(|_, batch| {
+            let refused = batch.ops().iter().any(|op| {
+                matches!(op, engine::BatchOp::Put { value, .. }
+                    if value.windows(NEEDLE.len()).any(|w| w == NEEDLE))
+            });
+            refused.then(|| engine::Error::Fenced {
+                name: "directory".into(),
+                epoch: 1,
+                current: Some(2),
+            })
+        }),
+    ));
     let store = GraphStore::open(engine).unwrap();
     let teams = graphdb::Teams::open(&store).unwrap();
     let member = graphdb::EdgeKind::Membership(Role::Member);
