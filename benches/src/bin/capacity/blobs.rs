@@ -124,6 +124,18 @@ pub fn scale(flags: &Flags) -> Result<()> {
     )?;
     out.latencies("blobs/read tiny file", scale, samples)?;
 
+    // Bucket statistics: counters kept per bucket, so the same cost at every scale.
+    let stats_samples = (0..1_000)
+        .map(|_| {
+            let t = Instant::now();
+            store.bucket_stats(&bucket).map(|stats| {
+                std::hint::black_box(stats);
+                t.elapsed()
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    out.latencies("blobs/bucket statistics", scale, stats_samples)?;
+
     // Metadata bytes: the engine directory after a clean close.
     store.flush()?;
     drop(store);

@@ -264,6 +264,32 @@ impl Charts<'_> {
     }
 }
 
+/// A paragraph saying which figures a busy machine lowers, when the load average before or
+/// after the run exceeded the core count; `None` on a quiet machine.
+fn shared_machine_warning(machine: &str) -> Option<String> {
+    let field = |name: &str| {
+        machine
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(str::trim)
+    };
+    let first_load = |name: &str| field(name)?.split_whitespace().next()?.parse::<f64>().ok();
+    let cores: f64 = field("nproc:")?.parse().ok()?;
+    let loads: Vec<f64> = ["load before:", "load after:"]
+        .into_iter()
+        .filter_map(first_load)
+        .collect();
+    let highest = loads.iter().copied().fold(0.0, f64::max);
+    (highest > cores).then(|| {
+        format!(
+            "**This run shared the machine** (load average up to {highest} on {cores} cores): \
+             rates and p99 latencies are floors of what the code does on a quiet machine; \
+             bytes per file, pair or commit do not depend on it, and the ratios to peers \
+             measured in the same minutes less than the rates do.\n\n"
+        )
+    })
+}
+
 /// `capacity report --results R --machine FILE --out DOCS`.
 pub fn run(flags: &Flags) -> Result<()> {
     let run = Run::load(&flags.path("results")?)?;
@@ -291,6 +317,9 @@ pub fn run(flags: &Flags) -> Result<()> {
     md.push_str("## The machine\n\n```text\n");
     md.push_str(machine.trim_end());
     md.push_str("\n```\n\n");
+    if let Some(warning) = shared_machine_warning(&machine) {
+        md.push_str(&warning);
+    }
     md.push_str(
         "Scales are counts of files, persons or commits; latencies are per call measured with \
          `Instant` around each call (timer included); `p50`/`p99` are percentiles of those \
@@ -346,8 +375,8 @@ pub fn run(flags: &Flags) -> Result<()> {
                 "blobs/ingest tiny files, 32 writers, synced",
             ),
             (
-                "dedup hits/s (1 writer)",
-                "blobs/dedup hits, 1 writer, synced",
+                "dedup hits/s (32 writers)",
+                "blobs/dedup hits, 32 writers, synced",
             ),
             ("reads/s (1 reader)", "blobs/read tiny files, 1 reader"),
             ("GC blobs/s", "blobs/gc collected blobs"),
@@ -781,4 +810,19 @@ fn sizing(run: &Run) -> String {
         f(crss_slope),
     );
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shared_machine_warning;
+
+    #[test]
+    fn a_load_above_the_core_count_is_called_out() {
+        let busy = "nproc:       2\nload before: 6.14 3.89 2.75\nload after:  11.88 10.64 11.61\n";
+        let warning = shared_machine_warning(busy).expect("a busy run is called out");
+        assert!(warning.contains("up to 11.88 on 2 cores"), "{warning}");
+        let quiet = "nproc:       2\nload before: 0.52 0.40 0.33\nload after:  1.90 1.10 0.80\n";
+        assert_eq!(shared_machine_warning(quiet), None);
+        assert_eq!(shared_machine_warning("no fields"), None);
+    }
 }
