@@ -154,6 +154,18 @@ pub fn scale(flags: &Flags) -> Result<()> {
     )?;
     out.row("blobs/metadata bytes total", scale, meta as f64, "B")?;
 
+    {
+        let engine = EngineConfig::rocksdb(dir.path().join("meta")).open(blobstore::KEYSPACES)?;
+        out.stored_bytes(
+            "blobs",
+            "file",
+            engine.as_ref(),
+            blobstore::KEYSPACES,
+            scale,
+            files,
+        )?;
+    }
+
     let started = Instant::now();
     let store = open(dir.path())?;
     let summary = store.summary()?;

@@ -128,7 +128,14 @@ pub fn run(flags: &Flags) -> Result<()> {
         peak as f64 / 1048576.0,
         "MiB",
     )?;
-    disk_rows(&mut out, graphs.engine().as_ref(), scale, n)?;
+    out.stored_bytes(
+        "commits",
+        "commit",
+        graphs.engine().as_ref(),
+        STANDALONE_KEYSPACES,
+        scale,
+        n,
+    )?;
     drop(graphs);
     let bytes = dir_size(&tmp.path().join("graph"));
     out.row(
@@ -210,40 +217,6 @@ fn memory_rows(
         )?;
     }
     Ok(())
-}
-
-/// The stored keys and values per commit, per keyspace (what the engine holds before its own
-/// overhead: block indexes, filters, compression).
-fn disk_rows(out: &mut Results, engine: &dyn engine::Engine, scale: u64, n: usize) -> Result<()> {
-    let mut total = 0usize;
-    for name in STANDALONE_KEYSPACES {
-        let keyspace = engine.keyspace(name)?;
-        let (mut keys, mut bytes) = (0usize, 0usize);
-        let snapshot = engine.snapshot()?;
-        for entry in snapshot.scan(
-            keyspace,
-            engine::ScanRange::all(),
-            engine::Direction::Forward,
-        )? {
-            let (key, value) = entry?;
-            keys += 1;
-            bytes += key.len() + value.len();
-        }
-        total += bytes;
-        println!("{name}: {keys} keys, {bytes} bytes of keys and values");
-        out.row(
-            &format!("commits/stored key+value bytes per commit: {name}"),
-            scale,
-            bytes as f64 / n as f64,
-            "B",
-        )?;
-    }
-    out.row(
-        "commits/stored key+value bytes per commit: total",
-        scale,
-        total as f64 / n as f64,
-        "B",
-    )
 }
 
 /// git's own commit-graph file for the same graph: `git fast-import` of the generated stream,

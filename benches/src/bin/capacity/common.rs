@@ -100,6 +100,49 @@ impl Results {
     }
 
     /// Appends the p50 and p99 of `samples` in microseconds.
+    /// Rows `{prefix}/stored key+value bytes per {unit}: {keyspace}` and their total: the keys
+    /// and values `engine` holds per unit, before its own overhead (block indexes, filters,
+    /// compression), so the rows say which keyspace a unit's bytes go to.
+    pub fn stored_bytes(
+        &mut self,
+        prefix: &str,
+        unit: &str,
+        engine: &dyn engine::Engine,
+        keyspaces: &[&str],
+        scale: u64,
+        units: usize,
+    ) -> Result<()> {
+        let mut total = 0usize;
+        let snapshot = engine.snapshot()?;
+        for name in keyspaces {
+            let keyspace = engine.keyspace(name)?;
+            let (mut keys, mut bytes) = (0usize, 0usize);
+            for entry in snapshot.scan(
+                keyspace,
+                engine::ScanRange::all(),
+                engine::Direction::Forward,
+            )? {
+                let (key, value) = entry?;
+                keys += 1;
+                bytes += key.len() + value.len();
+            }
+            total += bytes;
+            println!("{name}: {keys} keys, {bytes} bytes of keys and values");
+            self.row(
+                &format!("{prefix}/stored key+value bytes per {unit}: {name}"),
+                scale,
+                bytes as f64 / units as f64,
+                "B",
+            )?;
+        }
+        self.row(
+            &format!("{prefix}/stored key+value bytes per {unit}: total"),
+            scale,
+            total as f64 / units as f64,
+            "B",
+        )
+    }
+
     pub fn latencies(&mut self, name: &str, scale: u64, mut samples: Vec<Duration>) -> Result<()> {
         samples.sort_unstable();
         let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
