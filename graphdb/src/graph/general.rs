@@ -3,8 +3,9 @@
 //!
 //! An edge `from -> to` is stored as the membership edge "`from` is a member of `to`" between
 //! two groups, with its label: so `anc[from]` is everything `from` reaches (its descendants)
-//! and `desc[to]` everything that reaches `to` (its ancestors), and the index's update rules
-//! (which condense strongly connected components) keep both exact with cycles.
+//! and `desc[to]` everything that reaches `to` (its ancestors), up to the graph's hubs, whose
+//! full reach completes them (`hubs.rs`), and the index's update rules (which condense
+//! strongly connected components) keep both exact with cycles.
 
 use std::collections::{HashMap, VecDeque};
 

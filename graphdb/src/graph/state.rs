@@ -3,7 +3,8 @@
 //! The index is a full transitive closure kept in both directions as roaring bitmaps:
 //! `anc[x]` holds every group that `x` is a member of through active membership edges (the
 //! groups reachable upward), and `desc[g]` the transpose (every node below `g`). Only `anc` is
-//! persisted; `desc` is rebuilt from it at load by transposition. See `DESIGN.md`.
+//! persisted; `desc` is rebuilt from it at load by transposition. In a general graph with hubs
+//! both are *cut* closures, which stop at the hubs (`hubs.rs`). See `DESIGN.md`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 

@@ -299,7 +299,7 @@ fn a_first_import_chooses_hubs_and_answers_stay_exact() {
     let g = store.create_graph("deps", NamespaceKind::General).unwrap();
     let mut model = Model::default();
     let mut text = String::from("from\tto\tlabel\n");
-    let mut edge = |model: &mut Model, text: &mut String, a: String, b: String| {
+    let edge = |model: &mut Model, text: &mut String, a: String, b: String| {
         text.push_str(&format!("{a}\t{b}\tdepends\n"));
         model.nodes.insert(a.clone());
         model.nodes.insert(b.clone());
