@@ -89,8 +89,11 @@ impl State {
         })
     }
 
-    /// Everything `x` reaches: `anc[x]` and the full reach of its hubs.
+    /// Everything `x` reaches: `anc[x]` and the full reach of its hubs (a hub's own `full`).
     pub fn reach_set(&self, x: u32) -> RoaringBitmap {
+        if let Some(full) = self.hubs.full.get(&x) {
+            return full.clone();
+        }
         let mut set = self.anc.get(x as usize).cloned().unwrap_or_default();
         if let Some(via) = self.via.get(x as usize) {
             for h in via.as_slice() {
@@ -102,8 +105,12 @@ impl State {
         set
     }
 
-    /// Everything that reaches `y`: `desc[y]` and what reaches its hubs.
+    /// Everything that reaches `y`: `desc[y]` and what reaches its hubs (a hub's own
+    /// `full_in`: one copy where the union would take one per hub below it).
     pub fn reached_by(&self, y: u32) -> RoaringBitmap {
+        if let Some(full_in) = self.hubs.full_in.get(&y) {
+            return full_in.clone();
+        }
         let mut set = self.desc.get(&y).cloned().unwrap_or_default();
         if !self.hubs.set.is_empty() {
             for h in &(&set & &self.hubs.set) {
