@@ -12,7 +12,8 @@
 //! `GRAPHS_BENCH_SCALE` (default 1) multiplies the graph (10 for ten times Debian);
 //! `GRAPHS_BENCH_SAMPLES` (default 5) sets the number of merge/split samples and
 //! `GRAPHS_BENCH_MERGE_TO` (default `ruby3.1`) the target of the merging edge from `libc6`;
-//! `GRAPHS_BENCH_TSV=path` writes the TSV for the PostgreSQL peer (`benches/servers/graphs-pg.sh`).
+//! `GRAPHS_BENCH_TSV=path` writes the TSV for the PostgreSQL peer (`benches/servers/graphs-pg.sh`);
+//! `GRAPHS_BENCH_HUB_DEGREES=64,32,16` compares hub choices (rebuilds with each, after the rest).
 
 // Benchmark code: a failed unwrap stops a measurement, which must not carry on past a broken setup.
 #![allow(clippy::unwrap_used)]
@@ -133,14 +134,25 @@ fn main() {
         cpu_seconds() - cpu
     );
     let stats = graph.namespace().stats();
+    let hubs = graph.namespace().hubs();
     println!(
-        "index: {} nodes, {} edges, {} reachable pairs, {} persisted closure bytes ({:.1} per node, {:.1} per edge)",
+        "index: {} nodes, {} edges, {} hubs, {} stored (cut) pairs, {} persisted closure bytes ({:.1} per node, {:.1} per edge)",
         stats.nodes,
         stats.membership_edges,
+        hubs.len(),
         stats.pairs,
         stats.closure_bytes,
         stats.closure_bytes as f64 / stats.nodes as f64,
         stats.closure_bytes as f64 / stats.membership_edges as f64,
+    );
+    let memory = graph.namespace().memory();
+    let index = memory.closure_up + memory.probe + memory.closure_down + memory.hubs;
+    println!(
+        "index in memory: {index} bytes ({:.1} per node, {:.1} per edge; hubs' full sets and via {} bytes); all of the namespace {} bytes",
+        index as f64 / stats.nodes as f64,
+        index as f64 / stats.membership_edges as f64,
+        memory.hubs,
+        memory.total(),
     );
 
     let names = &g.binaries;
@@ -297,12 +309,12 @@ fn main() {
     let pairs_before = graph.namespace().stats().pairs;
     graph.put_edge("libc6", meta, Some("depends")).unwrap();
     let component = graph.node("libc6").unwrap().component.len();
-    // The size of the merge's output: the reachable pairs it adds (each node that reaches
-    // libc6 now reaches all the merging edge's target reaches).
+    // What the merge writes: the stored (cut) pairs it adds. Every node that reaches libc6
+    // now reaches all the target reaches, but through the hub libc6, not in its own set.
     let pairs_merged = graph.namespace().stats().pairs;
     graph.remove_edge("libc6", meta).unwrap();
     println!(
-        "the merging edge adds {} reachable pairs ({pairs_before} -> {pairs_merged}); {} nodes reach libc6",
+        "the merging edge adds {} stored pairs ({pairs_before} -> {pairs_merged}); {} nodes reach libc6",
         pairs_merged - pairs_before,
         graph
             .traverse("libc6", Direction::Ancestors, &all)
@@ -315,6 +327,70 @@ fn main() {
         merge,
     );
     percentiles("its removal, splitting it again (synced)", split);
+
+    // Open time: the namespace loads its nodes, edges and cut closures, then derives the
+    // transpose and the hubs' full sets.
+    drop(graph);
+    drop(store);
+    let started = Instant::now();
+    let engine = EngineConfig::rocksdb(dir.path())
+        .open(graphdb::KEYSPACES)
+        .unwrap();
+    let store = GraphStore::builder(engine).open().unwrap();
+    let graph = store.graph("debian").unwrap().unwrap();
+    println!(
+        "reopen (engine, store, graph loaded): {:?}",
+        started.elapsed()
+    );
+    assert_eq!(graph.namespace().hubs(), hubs);
+
+    // Tuning the hub choice: `GRAPHS_BENCH_HUB_DEGREES=64,32,16` rebuilds the index with the
+    // nodes of at least that many incoming edges as hubs, one setting after another, and
+    // measures what a setting changes: stored pairs, rebuild time, reachability, the merge.
+    let degrees: String = env("GRAPHS_BENCH_HUB_DEGREES", String::new());
+    let mut in_degree: HashMap<&str, usize> = HashMap::new();
+    for (_, to, _) in &g.edges {
+        *in_degree.entry(to.as_str()).or_default() += 1;
+    }
+    for degree in degrees
+        .split(',')
+        .filter_map(|d| d.trim().parse::<usize>().ok())
+    {
+        let chosen: Vec<&str> = in_degree
+            .iter()
+            .filter(|(_, &d)| d >= degree)
+            .map(|(&n, _)| n)
+            .collect();
+        let (started, cpu) = (Instant::now(), cpu_seconds());
+        graph.namespace().rebuild_with_hubs(&chosen).unwrap();
+        let (wall, cpu) = (started.elapsed(), cpu_seconds() - cpu);
+        println!(
+            "hubs of in-degree >= {degree}: {} hubs, {} stored pairs, rebuild {wall:?} ({cpu:.2} s of CPU), memory {} bytes",
+            chosen.len(),
+            graph.namespace().stats().pairs,
+            graph.namespace().memory().total(),
+        );
+        let view = graph.view();
+        let mut samples = Vec::with_capacity(ids.len());
+        for &(a, b) in &ids {
+            let t = Instant::now();
+            black_box(view.is_member_id(a, b));
+            samples.push(t.elapsed());
+        }
+        drop(view);
+        percentiles(&format!("  reachable by id (>= {degree})"), samples);
+        let (mut merge, mut split) = (Vec::new(), Vec::new());
+        for _ in 0..samples_n {
+            let t = Instant::now();
+            graph.put_edge("libc6", meta, Some("depends")).unwrap();
+            merge.push(t.elapsed());
+            let t = Instant::now();
+            graph.remove_edge("libc6", meta).unwrap();
+            split.push(t.elapsed());
+        }
+        percentiles(&format!("  merge (>= {degree})"), merge);
+        percentiles(&format!("  split (>= {degree})"), split);
+    }
 
     let mut group = c.benchmark_group("graphs");
     let mut i = 0;

@@ -6,7 +6,10 @@
 //! index exact through them by condensing strongly connected components; an *acyclic* one
 //! refuses an edge that closes a cycle with [`crate::Error::Cycle`] naming it.
 //!
-//! Reachability is one probe of the index; descendants and ancestors are its bitmaps, sorted
+//! Reachability is a probe of the index (and one per hub the node reaches: a general graph's
+//! index stops at the nodes most of it depends on, so an edge below them rewrites a handful of
+//! sets, not every closure above; `DESIGN.md`, "Hubs"); descendants and ancestors are its
+//! bitmaps, sorted
 //! by name and paged, or a BFS when a label or depth filter is given; a node's direct edges
 //! and its component come from the adjacency lists and the index. Every write records events
 //! in the change feed (`membership.*` with `group` = `to`, `member` = `from` and the `label`;

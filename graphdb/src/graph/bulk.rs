@@ -107,6 +107,10 @@ impl Namespace {
             if many {
                 state.rebuild_order();
             }
+            // A general graph without edges chooses its hubs at its first import (so its
+            // closures are computed once, cut at the hubs); later imports keep them.
+            let choose_hubs = self.kind == NamespaceKind::General
+                && state.anc.iter().all(RoaringBitmap::is_empty);
             let mut sources = Vec::new();
             let mut affected = RoaringBitmap::new();
             for (i, (member, group, kind, expires)) in load.edges.iter().enumerate() {
@@ -116,7 +120,7 @@ impl Namespace {
                     EdgeKind::Membership(role) => {
                         if let Some(old) = state.remove_link(m, g) {
                             if state.active(&old) {
-                                affected |= state.self_and_desc(m);
+                                affected |= state.affected_by_loss(m);
                             }
                         }
                         let label = load.labels.get(i).and_then(Option::as_deref);
@@ -147,6 +151,10 @@ impl Namespace {
                 }
             }
             progress(load.edges.len() as u64);
+            if choose_hubs {
+                let hubs = state.choose_hubs();
+                state.set_hubs(hubs);
+            }
             affected |= state.bfs_down(sources);
             if !affected.is_empty() {
                 state.recompute(&affected);

@@ -3,8 +3,9 @@
 //!
 //! An edge `from -> to` is stored as the membership edge "`from` is a member of `to`" between
 //! two groups, with its label: so `anc[from]` is everything `from` reaches (its descendants)
-//! and `desc[to]` everything that reaches `to` (its ancestors), and the index's update rules
-//! (which condense strongly connected components) keep both exact with cycles.
+//! and `desc[to]` everything that reaches `to` (its ancestors), up to the graph's hubs, whose
+//! full reach completes them (`hubs.rs`), and the index's update rules (which condense
+//! strongly connected components) keep both exact with cycles.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -204,8 +205,8 @@ impl View<'_> {
         let state = &self.state;
         if labels.is_none() && depth.is_none() {
             return Ok(match direction {
-                Direction::Descendants => state.anc[x as usize].clone(),
-                Direction::Ancestors => state.desc.get(&x).cloned().unwrap_or_default(),
+                Direction::Descendants => state.reach_set(x),
+                Direction::Ancestors => state.reached_by(x),
             });
         }
         let wanted: Option<Vec<u16>> = labels.map(|labels| {
@@ -266,10 +267,10 @@ impl View<'_> {
     pub fn component_ids(&self, node: &str) -> Result<RoaringBitmap> {
         let x = self.ns.resolve(&self.state, node)?;
         let state = &self.state;
-        Ok(match state.desc.get(&x) {
-            Some(desc) => &state.anc[x as usize] & desc,
-            None => RoaringBitmap::new(),
-        })
+        if !state.reaches(x, x) {
+            return Ok(RoaringBitmap::new());
+        }
+        Ok(state.reach_set(x) & state.reached_by(x))
     }
 
     /// The names of `ids`, sorted.

@@ -9,7 +9,9 @@ use roaring::RoaringBitmap;
 
 use super::namespace::Namespace;
 use super::state;
-use super::types::{CheckReport, Difference, EdgeKind, EdgeRecord, IndexStats, NodeKind};
+use super::types::{
+    CheckReport, Difference, EdgeKind, EdgeRecord, IndexStats, NamespaceKind, NodeKind,
+};
 use crate::Result;
 
 impl Namespace {
@@ -19,68 +21,134 @@ impl Namespace {
     /// Engine errors.
     pub fn rebuild(&self) -> Result<()> {
         self.write(crate::changes::SYSTEM_ACTOR, |state, _, _| {
+            if self.kind == NamespaceKind::General {
+                let hubs = state.choose_hubs();
+                state.set_hubs(hubs);
+            }
             state.rebuild();
             Ok(())
         })
         .map(drop)
     }
 
-    /// Compares the index with a fresh BFS from every node over the active edges. It holds a
-    /// read lock throughout (writers wait), for a time proportional to the closure's size.
+    /// Recomputes the index of a general graph with `hubs` as its hub set instead of the one
+    /// [`Namespace::rebuild`] and a first import choose (`DESIGN.md`, "Hubs"): every answer
+    /// is the same whatever the set, only the cost of queries and writes differs. For tests
+    /// and tuning; the set is kept until the next rebuild.
+    ///
+    /// # Errors
+    /// [`crate::Error::NamespaceKind`] when the namespace is not general,
+    /// [`crate::Error::UnknownNode`], engine errors.
+    pub fn rebuild_with_hubs(&self, hubs: &[&str]) -> Result<()> {
+        if self.kind != NamespaceKind::General {
+            return Err(crate::Error::NamespaceKind {
+                namespace: self.name.clone(),
+                found: self.kind,
+                requested: NamespaceKind::General,
+            });
+        }
+        self.write(crate::changes::SYSTEM_ACTOR, |state, _, _| {
+            let set = hubs
+                .iter()
+                .map(|h| self.resolve(state, h))
+                .collect::<Result<RoaringBitmap>>()?;
+            state.set_hubs(set);
+            state.rebuild();
+            Ok(())
+        })
+        .map(drop)
+    }
+
+    /// The names of the hubs, sorted (empty outside general graphs).
+    pub fn hubs(&self) -> Vec<String> {
+        let state = self.read_state();
+        let mut names: Vec<String> = state
+            .hubs
+            .set
+            .iter()
+            .map(|h| state.name(h).to_owned())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Compares the index with a fresh BFS from every node over the active edges: the stored
+    /// closure (the cut closure when the namespace has hubs), its transpose, the probes, and
+    /// every node's full reach both ways as the queries compute it. It holds a read lock
+    /// throughout (writers wait), for a time proportional to the closure's size.
     pub fn check(&self) -> CheckReport {
         let view = self.view();
         let state = &view.state;
         let mut report = CheckReport::default();
+        let hubs = !state.hubs.set.is_empty();
         let mut transpose: HashMap<u32, RoaringBitmap> = HashMap::new();
-        for x in 0..state.nodes.len() as u32 {
-            if state.node(x).is_none() {
-                continue;
+        let mut transpose_full: HashMap<u32, RoaringBitmap> = HashMap::new();
+        let differ = |report: &mut CheckReport, x: u32, g: u32, in_index: bool| {
+            report.differences.push(Difference {
+                member: state.name(x).to_owned(),
+                group: state.name(g).to_owned(),
+                in_index,
+            });
+        };
+        let compare = |report: &mut CheckReport,
+                       x: u32,
+                       actual: &RoaringBitmap,
+                       expected: &RoaringBitmap,
+                       up: bool| {
+            for (set, in_index) in [(actual - expected, true), (expected - actual, false)] {
+                for g in set {
+                    if up {
+                        differ(report, x, g, in_index);
+                    } else {
+                        differ(report, g, x, in_index);
+                    }
+                }
             }
+        };
+        let live: Vec<u32> = (0..state.nodes.len() as u32)
+            .filter(|&x| state.node(x).is_some())
+            .collect();
+        for &x in &live {
             report.nodes += 1;
-            let expected = state.bfs_up(x);
-            report.pairs += expected.len();
+            let full = state.bfs_up(x);
+            let cut = if hubs { state.bfs_cut(x) } else { full.clone() };
+            report.pairs += full.len();
             let actual = &state.anc[x as usize];
-            if state.probe[x as usize] != state::Probe::of(actual) {
+            let via_ok = !hubs
+                || state.via.get(x as usize)
+                    == Some(&state::Probe::of(&(actual & &state.hubs.set)));
+            if state.probe[x as usize] != state::Probe::of(actual) || !via_ok {
                 report.differences.push(Difference {
                     member: state.name(x).to_owned(),
                     group: "(probe differs from closure)".to_owned(),
                     in_index: true,
                 });
             }
-            for (set, in_index) in [(actual - &expected, true), (&expected - actual, false)] {
-                for g in set {
-                    report.differences.push(Difference {
-                        member: state.name(x).to_owned(),
-                        group: state.name(g).to_owned(),
-                        in_index,
-                    });
+            compare(&mut report, x, actual, &cut, true);
+            if hubs {
+                compare(&mut report, x, &state.reach_set(x), &full, true);
+                for g in &full {
+                    transpose_full.entry(g).or_default().insert(x);
                 }
             }
-            for g in &expected {
+            for g in &cut {
                 transpose.entry(g).or_default().insert(x);
             }
         }
+        let empty = RoaringBitmap::new();
         for (g, expected) in &transpose {
-            let actual = state.desc.get(g).cloned().unwrap_or_default();
-            for (set, in_index) in [(&actual - expected, true), (expected - &actual, false)] {
-                for x in set {
-                    report.differences.push(Difference {
-                        member: state.name(x).to_owned(),
-                        group: state.name(*g).to_owned(),
-                        in_index,
-                    });
-                }
-            }
+            let actual = state.desc.get(g).unwrap_or(&empty);
+            compare(&mut report, *g, actual, expected, false);
         }
         for (g, actual) in &state.desc {
             if !transpose.contains_key(g) {
-                for x in actual {
-                    report.differences.push(Difference {
-                        member: state.name(x).to_owned(),
-                        group: state.name(*g).to_owned(),
-                        in_index: true,
-                    });
-                }
+                compare(&mut report, *g, actual, &empty, false);
+            }
+        }
+        if hubs {
+            for &g in &live {
+                let expected = transpose_full.get(&g).unwrap_or(&empty);
+                compare(&mut report, g, &state.reached_by(g), expected, false);
             }
         }
         report

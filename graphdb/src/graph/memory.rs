@@ -30,6 +30,9 @@ pub struct MemoryStats {
     pub probe: u64,
     /// `desc`: the transpose, per group with members.
     pub closure_down: u64,
+    /// The hubs of a general graph: their full reach both ways, and `via` (the hubs in each
+    /// node's cut closure).
+    pub hubs: u64,
     /// The name order (sorted ids and ranks) and the kept member lists.
     pub name_order: u64,
     /// Expiry queue, relations, kind sets, labels.
@@ -46,6 +49,7 @@ impl MemoryStats {
             + self.closure_up
             + self.probe
             + self.closure_down
+            + self.hubs
             + self.name_order
             + self.other
     }
@@ -119,6 +123,7 @@ impl State {
         for desc in self.desc.values() {
             m.closure_down += bitmap_heap(desc);
         }
+        m.hubs = self.hub_bytes(bitmap_heap);
         m.name_order = self.order.heap_bytes() + self.lists.heap_bytes();
         // A B-tree entry costs about its size again in node overhead.
         m.other = (self.expiry.len() * 2 * std::mem::size_of::<(i64, u32, u32)>()) as u64

@@ -10,6 +10,7 @@
 mod bulk;
 mod follow;
 mod general;
+mod hubs;
 mod inspect;
 mod memory;
 mod namespace;

@@ -462,7 +462,7 @@ impl Namespace {
             Some((role, expires)),
             [old_label.as_deref(), label],
         );
-        let affected = (was_active && !now_active).then(|| state.self_and_desc(m));
+        let affected = (was_active && !now_active).then(|| state.affected_by_loss(m));
         if old.is_some() {
             state.remove_link(m, g);
         }
@@ -623,7 +623,7 @@ impl Namespace {
                 None,
                 [label.as_deref(), None],
             );
-            let affected = state.active(&old).then(|| state.self_and_desc(m));
+            let affected = state.active(&old).then(|| state.affected_by_loss(m));
             state.remove_link(m, g);
             if let Some(affected) = affected {
                 state.recompute(&affected);

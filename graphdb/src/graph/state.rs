@@ -3,13 +3,15 @@
 //! The index is a full transitive closure kept in both directions as roaring bitmaps:
 //! `anc[x]` holds every group that `x` is a member of through active membership edges (the
 //! groups reachable upward), and `desc[g]` the transpose (every node below `g`). Only `anc` is
-//! persisted; `desc` is rebuilt from it at load by transposition. See `DESIGN.md`.
+//! persisted; `desc` is rebuilt from it at load by transposition. In a general graph with hubs
+//! both are *cut* closures, which stop at the hubs (`hubs.rs`). See `DESIGN.md`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use roaring::RoaringBitmap;
 
+use super::hubs::Hubs;
 use super::order::{MemberLists, NameOrder};
 use super::{NodeKind, Role};
 
@@ -60,6 +62,14 @@ impl Probe {
             Probe::Inline(set.len() as u8, inline)
         } else {
             Probe::Heap(set.iter().collect())
+        }
+    }
+
+    /// The groups, sorted.
+    pub fn as_slice(&self) -> &[u32] {
+        match self {
+            Probe::Inline(n, inline) => &inline[..usize::from(*n)],
+            Probe::Heap(sorted) => sorted,
         }
     }
 
@@ -130,6 +140,11 @@ pub(crate) struct State {
     pub order: NameOrder,
     /// Transitive member lists sorted by name, dropped when a group's `desc` changes.
     pub lists: MemberLists,
+    /// The hubs of a general graph (empty elsewhere): with hubs, `anc` and `desc` are the
+    /// cut closures of `hubs.rs`, not the full ones.
+    pub hubs: Hubs,
+    /// The hubs in each `anc[x]` (empty when there are no hubs).
+    pub via: Vec<Probe>,
 }
 
 impl State {
@@ -165,6 +180,9 @@ impl State {
             self.nodes.resize_with(index + 1, || None);
             self.anc.resize_with(index + 1, RoaringBitmap::new);
             self.probe.resize_with(index + 1, Probe::default);
+            if !self.hubs.set.is_empty() {
+                self.via.resize_with(index + 1, Probe::default);
+            }
         }
         self.nodes[index] = Some(NodeRec {
             name: name.into(),
@@ -271,6 +289,9 @@ impl State {
             return;
         }
         self.probe[x as usize] = Probe::of(new);
+        if let Some(via) = self.via.get_mut(x as usize) {
+            *via = Probe::of(&(new & &self.hubs.set));
+        }
         self.dirty.insert(x);
         if changes.transpose {
             return;
@@ -321,10 +342,29 @@ impl State {
     /// Updates the index for a membership edge `member -> group` that became active. The rule:
     /// every `x` in `{member} ∪ desc[member]` gains `{group} ∪ anc[group]` (old values on both
     /// sides; this holds with cycles too, as a new path need use the new edge only once).
+    /// With hubs (cut closures) a hub is never inside a path: a hub `member` alone gains, and
+    /// a hub `group` is gained alone; then the hubs' full sets gain the new pairs.
     pub fn add_active(&mut self, member: u32, group: u32) {
-        let mut gained = self.anc[group as usize].clone();
+        let hubs = !self.hubs.set.is_empty();
+        let full_pairs = hubs.then(|| {
+            let mut ra = self.reached_by(member);
+            ra.insert(member);
+            let mut rb = self.reach_set(group);
+            rb.insert(group);
+            (ra, rb)
+        });
+        let mut gained = if self.is_hub(group) {
+            RoaringBitmap::new()
+        } else {
+            self.anc[group as usize].clone()
+        };
         gained.insert(group);
-        let below = self.self_and_desc(member);
+        let below = if self.is_hub(member) {
+            RoaringBitmap::from_iter([member])
+        } else {
+            self.self_and_desc(member)
+        };
+        let new_hubs = hubs && gained.intersection_len(&self.hubs.set) > 0;
         for g in &gained {
             self.lists.invalidate(g);
             *self.desc.entry(g).or_default() |= &below;
@@ -335,8 +375,15 @@ impl State {
             *anc |= &gained;
             if anc.len() != before {
                 self.probe[x as usize] = Probe::of(anc);
+                if new_hubs {
+                    self.refresh_via(x);
+                }
                 self.dirty.insert(x);
             }
+        }
+        if let Some((ra, rb)) = full_pairs {
+            self.add_full(&ra, &rb);
+            self.lists.clear();
         }
     }
 
@@ -366,8 +413,10 @@ impl State {
             let mut edges = Vec::new();
             for (i, x) in groups.iter().enumerate() {
                 if let Some(node) = self.node(x) {
+                    // A hub's cut closure is not part of its members' (no path has it
+                    // inside), so an edge to a hub is no dependency.
                     for l in node.up.iter().filter(|l| self.active(l)) {
-                        if let Some(p) = index_of(l.other) {
+                        if let Some(p) = index_of(l.other).filter(|_| !self.is_hub(l.other)) {
                             edges.push((p, NodeIndex::new(i)));
                         }
                     }
@@ -391,6 +440,10 @@ impl State {
             self.set_anc_deferred(x, new, &mut changes);
         }
         self.apply_desc_changes(changes);
+        if !self.hubs.set.is_empty() {
+            self.rebuild_full();
+            self.lists.clear();
+        }
     }
 
     /// The union of `{p} ∪ anc[p]` over the active parents `p` of `members` outside the
@@ -405,7 +458,9 @@ impl State {
                     self_loop = true;
                 } else {
                     new.insert(l.other);
-                    new |= &self.anc[l.other as usize];
+                    if !self.is_hub(l.other) {
+                        new |= &self.anc[l.other as usize];
+                    }
                 }
             }
         }
@@ -428,7 +483,7 @@ impl State {
             }
             self.expiry.pop_first();
             debug_assert!(self.link(member, group).is_some());
-            affected |= self.self_and_desc(member);
+            affected |= self.affected_by_loss(member);
         }
         if affected.is_empty() {
             return false;
@@ -484,7 +539,7 @@ impl State {
     /// A shortest chain `[member, g1, ..., group]` of active membership edges, each node a
     /// member of the next, or `None` when `member` does not reach `group`.
     pub fn path(&self, member: u32, group: u32) -> Option<Vec<u32>> {
-        if !self.anc.get(member as usize)?.contains(group) {
+        if !self.reaches(member, group) {
             return None;
         }
         let mut parent: HashMap<u32, u32> = HashMap::new();
@@ -493,8 +548,7 @@ impl State {
             let node = self.node(x)?;
             for l in node.up.iter().filter(|l| self.active(l)) {
                 let p = l.other;
-                if (p != group && !self.anc[p as usize].contains(group)) || parent.contains_key(&p)
-                {
+                if (p != group && !self.reaches(p, group)) || parent.contains_key(&p) {
                     continue;
                 }
                 parent.insert(p, x);
@@ -529,6 +583,9 @@ impl State {
         }
         self.relations
             .retain(|(_, target, holder), _| *target != x && *holder != x);
+        if self.hubs.set.remove(x) {
+            self.hubs.dirty = true;
+        }
         let mut rest = affected;
         rest.remove(x);
         if !rest.is_empty() {
@@ -552,6 +609,10 @@ impl State {
             self.anc.pop();
             self.probe.pop();
         }
+        self.via.truncate(self.nodes.len());
+        if !self.hubs.set.is_empty() {
+            self.rebuild_full();
+        }
     }
 
     /// Recomputes the whole index from the edges.
@@ -563,6 +624,7 @@ impl State {
             if !self.anc[x as usize].is_empty() {
                 self.anc[x as usize] = RoaringBitmap::new();
                 self.probe[x as usize] = Probe::default();
+                self.refresh_via(x);
                 self.dirty.insert(x);
             }
         }
@@ -586,6 +648,8 @@ impl State {
     pub fn transpose(&mut self) {
         self.probe = self.anc.iter().map(Probe::of).collect();
         self.transpose_desc();
+        self.refresh_all_via();
+        self.rebuild_full();
     }
 
     /// Rebuilds `desc` from `anc`: ids are visited in increasing order, so every insertion is
@@ -621,6 +685,7 @@ impl State {
         self.nodes.shrink_to_fit();
         self.anc.shrink_to_fit();
         self.probe.shrink_to_fit();
+        self.via.shrink_to_fit();
         for node in self.nodes.iter_mut().flatten() {
             node.up.shrink_to_fit();
             node.down.shrink_to_fit();

@@ -67,6 +67,11 @@ pub fn cycles_key(ns: u32, id: u32) -> Vec<u8> {
     KeyBuilder::new().u8(b'Y').u32(ns).u32(id).finish()
 }
 
+/// The hub set of a general graph (`hubs.rs`): a roaring bitmap, absent when empty.
+pub fn hubs_key(ns: u32) -> Vec<u8> {
+    KeyBuilder::new().u8(b'H').u32(ns).finish()
+}
+
 pub fn applied_key(ns: u32) -> Vec<u8> {
     KeyBuilder::new().u8(b'A').u32(ns).finish()
 }
@@ -187,6 +192,19 @@ pub fn persist_dirty(ks: &Keyspaces, ns: u32, state: &mut State, batch: &mut Wri
         }
     }
     batch.put(ks.meta, applied_key(ns), state.applied.to_be_bytes());
+    if std::mem::take(&mut state.hubs.dirty) {
+        if state.hubs.set.is_empty() {
+            batch.delete(ks.meta, hubs_key(ns));
+        } else {
+            let mut buf = Vec::with_capacity(state.hubs.set.serialized_size());
+            state
+                .hubs
+                .set
+                .serialize_into(&mut buf)
+                .expect("writing to a Vec cannot fail");
+            batch.put(ks.meta, hubs_key(ns), &buf);
+        }
+    }
     state.dirty.clear();
 }
 
@@ -319,6 +337,14 @@ pub fn load(view: &dyn ReadView, ks: &Keyspaces, ns: u32) -> Result<State> {
             reason: "short cycles flag key",
         })?;
         state.cycles_allowed.insert(id);
+    }
+    if let Some(value) = view.get(ks.meta, &hubs_key(ns))? {
+        state.hubs.set =
+            RoaringBitmap::deserialize_from(value.as_slice()).map_err(|_| Error::Corrupt {
+                keyspace: META,
+                key: hubs_key(ns),
+                reason: "bad hub set",
+            })?;
     }
     state.derive_leaves();
     state.transpose();

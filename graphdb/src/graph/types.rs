@@ -189,7 +189,8 @@ pub struct IndexStats {
     pub nodes: u64,
     /// Stored membership edges (expired ones included).
     pub membership_edges: u64,
-    /// (member, group) pairs in the closure.
+    /// (member, group) pairs in the closure: in a general graph with hubs, the *cut* closure
+    /// that is stored (pairs through a hub are answered by the hub's full set, not counted).
     pub pairs: u64,
     /// (member, group) pairs whose member is a group: what the persisted closure holds.
     pub group_pairs: u64,

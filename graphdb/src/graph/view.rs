@@ -79,10 +79,7 @@ impl View<'_> {
 
     /// Whether `member` belongs to `group` through active membership edges: one bitmap probe.
     pub fn is_member_id(&self, member: NodeId, group: NodeId) -> bool {
-        self.state
-            .probe
-            .get(member.0 as usize)
-            .is_some_and(|probe| probe.contains(group.0))
+        self.state.reaches(member.0, group.0)
     }
 
     /// [`View::is_member_id`] by names.
@@ -127,7 +124,7 @@ impl View<'_> {
     pub fn member_ids_of(&self, group: NodeId, depth: Depth, filter: Filter) -> RoaringBitmap {
         let state = &self.state;
         let ids = match depth {
-            Depth::Transitive => state.desc.get(&group.0).cloned().unwrap_or_default(),
+            Depth::Transitive => state.reached_by(group.0),
             Depth::Direct => state.node(group.0).map_or_else(RoaringBitmap::new, |n| {
                 n.down
                     .iter()
@@ -200,11 +197,7 @@ impl View<'_> {
     pub fn group_ids_of(&self, member: NodeId, depth: Depth) -> RoaringBitmap {
         let state = &self.state;
         match depth {
-            Depth::Transitive => state
-                .anc
-                .get(member.0 as usize)
-                .cloned()
-                .unwrap_or_default(),
+            Depth::Transitive => state.reach_set(member.0),
             Depth::Direct => state.node(member.0).map_or_else(RoaringBitmap::new, |n| {
                 n.up.iter()
                     .filter(|l| state.active(l))
@@ -270,9 +263,7 @@ impl View<'_> {
         let mut ids = RoaringBitmap::new();
         for h in self.direct_holders(relation, t) {
             ids.insert(h);
-            if let Some(desc) = self.state.desc.get(&h) {
-                ids |= desc;
-            }
+            ids |= self.state.reached_by(h);
         }
         Ok(self.filter(ids, filter))
     }
@@ -301,7 +292,7 @@ impl View<'_> {
     /// [`crate::Error::UnknownNode`].
     pub fn relation_target_ids(&self, holder: &str, relation: &str) -> Result<RoaringBitmap> {
         let h = self.resolve(holder)?;
-        let anc = &self.state.anc[h as usize];
+        let state = &self.state;
         let key: Box<str> = relation.into();
         let now = self.now;
         Ok(self
@@ -309,7 +300,7 @@ impl View<'_> {
             .relations
             .range((key.clone(), 0, 0)..=(key, u32::MAX, u32::MAX))
             .filter(|((_, _, d), expires)| {
-                active_at(**expires, now) && (*d == h || anc.contains(*d))
+                active_at(**expires, now) && (*d == h || state.reaches(h, *d))
             })
             .map(|((_, target, _), _)| *target)
             .collect())
@@ -373,9 +364,8 @@ impl View<'_> {
     pub fn is_holder(&self, holder: &str, relation: &str, target: &str) -> Result<bool> {
         let h = self.resolve(holder)?;
         let t = self.resolve(target)?;
-        let anc = &self.state.anc[h as usize];
         Ok(self
             .direct_holders(relation, t)
-            .any(|d| d == h || anc.contains(d)))
+            .any(|d| d == h || self.state.reaches(h, d)))
     }
 }

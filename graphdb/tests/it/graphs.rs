@@ -16,6 +16,10 @@ enum Op {
     Put(usize, usize, Option<usize>),
     Remove(usize, usize),
     Reopen,
+    /// Rebuild with the existing nodes whose bit is set as hubs (0: none, 0x7f: all).
+    Hubs(u8),
+    /// The edge, by a one-line import (the bulk path, with the hubs kept).
+    Import(usize, usize, Option<usize>),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -24,6 +28,9 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(a, b, l)| Op::Put(a, b, l)),
         3 => (0..7usize, 0..7usize).prop_map(|(a, b)| Op::Remove(a, b)),
         1 => Just(Op::Reopen),
+        1 => prop_oneof![Just(0u8), Just(0x7fu8), any::<u8>()].prop_map(Op::Hubs),
+        1 => (0..7usize, 0..7usize, proptest::option::of(0..3usize))
+            .prop_map(|(a, b, l)| Op::Import(a, b, l)),
     ]
 }
 
@@ -169,9 +176,19 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let mut model = Model::default();
     for op in ops {
         match *op {
-            Op::Put(a, b, l) => {
+            Op::Put(a, b, l) | Op::Import(a, b, l) => {
                 let label = l.map(|l| LABELS[l]);
-                g.put_edge(&node(a), &node(b), label).unwrap();
+                if matches!(op, Op::Import(..)) {
+                    let line = format!(
+                        "from\tto\tlabel\n{}\t{}\t{}\n",
+                        node(a),
+                        node(b),
+                        label.unwrap_or("")
+                    );
+                    g.import_tsv(line.as_bytes(), None).unwrap();
+                } else {
+                    g.put_edge(&node(a), &node(b), label).unwrap();
+                }
                 model.nodes.insert(node(a));
                 model.nodes.insert(node(b));
                 model
@@ -190,6 +207,18 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 }
                 Err(e) => panic!("{e}"),
             },
+            Op::Hubs(mask) => {
+                let hubs: Vec<&str> = model
+                    .nodes
+                    .iter()
+                    .filter(|n| mask & (1 << n[1..].parse::<u8>().unwrap()) != 0)
+                    .map(String::as_str)
+                    .collect();
+                g.namespace().rebuild_with_hubs(&hubs).unwrap();
+                let mut expected: Vec<String> = hubs.iter().map(|h| (*h).to_owned()).collect();
+                expected.sort_unstable();
+                prop_assert_eq!(g.namespace().hubs(), expected);
+            }
             Op::Reopen => {
                 drop(g);
                 drop(store);
@@ -251,6 +280,68 @@ fn merging_and_splitting_components_stays_exact() {
         Remove(0, 1),
     ]);
     run(&ops).unwrap();
+    // Again with hubs chosen once the rings stand: none, all, the first ring (a hub
+    // component: 0 <-> 1), and hubs inside the component the merge builds.
+    for mask in [0, 0x7f, 0b11, 0b10101] {
+        let mut with_hubs = ops.clone();
+        with_hubs.insert(5, Op::Hubs(mask));
+        run(&with_hubs).unwrap();
+    }
+}
+
+/// A first import chooses as hubs the nodes many edges point to (here `libc`, with 70), keeps
+/// them across a reopen, and every answer stays exact through a merge through the hub and
+/// the split that undoes it.
+#[test]
+fn a_first_import_chooses_hubs_and_answers_stay_exact() {
+    let fx = Fixture::new(engine::Backend::Memory);
+    let mut store = fx.open();
+    let g = store.create_graph("deps", NamespaceKind::General).unwrap();
+    let mut model = Model::default();
+    let mut text = String::from("from\tto\tlabel\n");
+    let edge = |model: &mut Model, text: &mut String, a: String, b: String| {
+        text.push_str(&format!("{a}\t{b}\tdepends\n"));
+        model.nodes.insert(a.clone());
+        model.nodes.insert(b.clone());
+        model.edges.insert((a, b), Some("depends".to_owned()));
+    };
+    for i in 0..70 {
+        edge(&mut model, &mut text, format!("p{i:02}"), "libc".into());
+        if i % 7 == 0 {
+            edge(
+                &mut model,
+                &mut text,
+                format!("p{i:02}"),
+                format!("p{:02}", i + 1),
+            );
+        }
+    }
+    edge(&mut model, &mut text, "libc".into(), "gcc".into());
+    edge(&mut model, &mut text, "gcc".into(), "libc".into());
+    // A ring of packages that depends on libc: the merge closes a cycle through the hub.
+    for (a, b) in [("r0", "r1"), ("r1", "r2"), ("r2", "r0"), ("r1", "libc")] {
+        edge(&mut model, &mut text, a.into(), b.into());
+    }
+    g.import_tsv(text.as_bytes(), None).unwrap();
+    assert_eq!(g.namespace().hubs(), ["libc"]);
+    check(&g, &model).unwrap();
+    drop(g);
+    drop(store);
+    store = fx.open();
+    let g = store.graph("deps").unwrap().unwrap();
+    assert_eq!(g.namespace().hubs(), ["libc"]);
+    check(&g, &model).unwrap();
+    g.put_edge("libc", "r0", Some("depends")).unwrap();
+    model
+        .edges
+        .insert(("libc".into(), "r0".into()), Some("depends".into()));
+    check(&g, &model).unwrap();
+    assert!(g.reachable("p03", "r2", false).unwrap().reachable);
+    assert_eq!(g.node("gcc").unwrap().component.len(), 5);
+    g.remove_edge("libc", "r0").unwrap();
+    model.edges.remove(&("libc".into(), "r0".into()));
+    check(&g, &model).unwrap();
+    assert!(!g.reachable("p03", "r2", false).unwrap().reachable);
 }
 
 #[test]
