@@ -633,11 +633,23 @@ fn concurrent_writers(
         let n = samples.len();
         let rate = n as f64 / elapsed.as_secs_f64();
         rates.push((writers, rate));
+        // The history keys are written by the log's indexer after the writes: say how far
+        // behind it was when they ended, and let it catch up (untimed) before the next phase,
+        // so no phase inherits another's indexing.
+        let log = store.change_log();
+        let lag = log.head() - log.indexed_through().expect("indexed mark");
+        let caught_up = Instant::now();
+        while log.indexed_through().expect("indexed mark") < log.head() {
+            assert!(caught_up.elapsed() < Duration::from_secs(60), "indexer stuck");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         percentiles(
             &format!(
                 "add/remove membership, Durability::Sync, RocksDB, {writers} concurrent writers, \
-                 {feed} ({rate:.0} writes/s, {:.1} engine writes per fsync)",
-                batches as f64 / syncs.max(1) as f64
+                 {feed} ({rate:.0} writes/s, {:.1} engine writes per fsync; history indexer \
+                 {lag} events behind at the end, caught up {:.1} ms later)",
+                batches as f64 / syncs.max(1) as f64,
+                caught_up.elapsed().as_secs_f64() * 1e3
             ),
             samples,
         );

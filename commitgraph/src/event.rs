@@ -12,16 +12,19 @@
 //! ```
 //!
 //! Branch and import events are stored as that JSON. A `commits.pushed` event, which lists
-//! every commit of the push, is stored binary since 2026-12-05 (about 45 bytes a commit
-//! against about 100 as JSON hex; a 1,000-commit push writes its event in the push's batch):
+//! every commit of the push, is stored binary since 2026-12-05 (22 bytes for a SHA-1 commit
+//! whose parent is the commit before it in the push, against about 100 as JSON hex; a
+//! 1,000-commit push writes its event in the push's batch):
 //!
 //! ```text
 //! 0x81  time_us: u64  actor: str  repo: str  repo_id: u64  count: u32
-//!       count x (id  parents: u32  parents x id)
+//!       count x (id  parents)
 //! ```
 //!
 //! integers big-endian, `str` a `u32` length and UTF-8 ([`engine::codec`]), `id` its length
-//! (20 or 32) as one byte and the raw bytes. The first byte tells the forms apart (`{` for
+//! (20 or 32) as one byte and the raw bytes, `parents` one byte: `0xFF` for one parent, the
+//! commit before it in the event; `0xFE` then a `u32` count and the ids; otherwise the count
+//! (0 to 253) and the ids. The first byte tells the forms apart (`{` for
 //! JSON, which earlier builds also used for pushes and which is still read); the time is at
 //! the same place as in the directory's own binary events, for pruning by age.
 use engine::codec::{put_string, ByteReader};
@@ -31,6 +34,11 @@ use crate::{CommitId, MergedChange, NewCommit, RepoId};
 
 /// The first byte of a `commits.pushed` event stored binary (see the module's docs).
 pub const PUSHED_V1: u8 = 0x81;
+
+/// A commit's parents byte: one parent, the commit before it in the event.
+const PREVIOUS: u8 = 0xFF;
+/// A commit's parents byte: a `u32` count follows.
+const COUNTED: u8 = 0xFE;
 
 /// Every `kind` of repository event.
 pub const EVENT_KINDS: &[&str] = &[
@@ -171,12 +179,24 @@ impl RepoEvent {
             out.push(bytes.len() as u8);
             out.extend_from_slice(bytes);
         };
+        let mut previous = None;
         for commit in commits {
             put_id(&mut out, &commit.id);
-            out.extend_from_slice(&count(commit.parents.len()));
-            for parent in &commit.parents {
-                put_id(&mut out, parent);
+            if commit.parents.len() == 1 && previous == commit.parents.first() {
+                out.push(PREVIOUS);
+            } else {
+                match u8::try_from(commit.parents.len()) {
+                    Ok(n) if n < COUNTED => out.push(n),
+                    _ => {
+                        out.push(COUNTED);
+                        out.extend_from_slice(&count(commit.parents.len()));
+                    }
+                }
+                for parent in &commit.parents {
+                    put_id(&mut out, parent);
+                }
             }
+            previous = Some(&commit.id);
         }
         out
     }
@@ -195,14 +215,18 @@ impl RepoEvent {
             CommitId::from_bytes(r.take(len)?)
         };
         let count = u32_of(&mut r)?;
-        // Each commit takes at least 25 bytes: a count larger than that is malformed.
-        let mut commits = Vec::with_capacity(count.min(payload.len() / 25));
+        // Each commit takes at least 22 bytes: a count larger than that is malformed.
+        let mut commits: Vec<NewCommit> = Vec::with_capacity(count.min(payload.len() / 22));
         for _ in 0..count {
             let commit = id(&mut r)?;
-            let parents = u32_of(&mut r)?;
-            let parents = (0..parents)
-                .map(|_| id(&mut r))
-                .collect::<Option<Vec<CommitId>>>()?;
+            let parents = match r.u8()? {
+                PREVIOUS => vec![commits.last()?.id],
+                COUNTED => {
+                    let n = u32_of(&mut r)?;
+                    (0..n).map(|_| id(&mut r)).collect::<Option<Vec<CommitId>>>()?
+                }
+                n => (0..n).map(|_| id(&mut r)).collect::<Option<Vec<CommitId>>>()?,
+            };
             commits.push(NewCommit {
                 id: commit,
                 parents,
@@ -341,10 +365,48 @@ mod tests {
         let mut padded = stored.clone();
         padded.push(0);
         assert!(RepoEvent::decode(&padded).is_err());
-        let mut bad_id = stored;
         let first_id = 1 + 8 + 4 + 5 + 4 + 9 + 8 + 4;
+        // The second commit's parent is the first: one byte, not its id.
+        assert_eq!(stored[first_id + 21 + 21], PREVIOUS);
+        assert_eq!(stored.len(), first_id + (21 + 1) * 2 + (33 + 1 + 2 * 21));
+        let mut bad_id = stored;
         assert_eq!(bad_id[first_id], 20);
         bad_id[first_id] = 21;
         assert!(RepoEvent::decode(&bad_id).is_err());
+
+        // An octopus merge past a byte's count, and a first commit with one parent.
+        let octopus = RepoEvent {
+            change: RepoChange::CommitsPushed {
+                count: 2,
+                commits: vec![
+                    NewCommit {
+                        id: sha1(3),
+                        parents: vec![sha1(1)],
+                    },
+                    NewCommit {
+                        id: sha1(4),
+                        parents: (0..300).map(|n| sha1((n % 250) as u8)).collect(),
+                    },
+                ],
+            },
+            ..event_base()
+        };
+        let stored = octopus.encode();
+        assert_eq!(RepoEvent::decode(&stored).unwrap(), Some(octopus));
+    }
+
+    fn event_base() -> RepoEvent {
+        RepoEvent {
+            time_us: 1,
+            actor: "a".into(),
+            repo: "r".into(),
+            repo_id: 2,
+            change: RepoChange::ImportRepo {
+                added: 0,
+                known: 0,
+                branches: 0,
+                other_refs: 0,
+            },
+        }
     }
 }
