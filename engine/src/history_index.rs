@@ -20,7 +20,7 @@
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::changelog::{decode_revision, decode_value, revision_key};
 use crate::{Direction, FeedError, GroupCommit, Keyspace, ScanRange, WriteBatch};
@@ -47,6 +47,9 @@ struct State {
     done: u64,
     /// Whether the background thread indexes (on unless a test turned it off).
     off: bool,
+    /// Whether the thread waits for work (only then does an advance wake it: while it lets
+    /// events gather, waking it at every write would cost each write a futex call).
+    idle: bool,
     stop: bool,
     /// The last error of the background thread, until a later run succeeds.
     error: Option<String>,
@@ -161,7 +164,7 @@ impl Indexer {
     /// The writer made events up to `head` durable: wakes the thread (starting it on the first
     /// call), which indexes them.
     pub(crate) fn advanced(&self, head: u64, committer: &Arc<GroupCommit>, keyspace: Keyspace) {
-        {
+        let wake = {
             let mut state = lock(&self.shared.state);
             if head <= state.target {
                 return;
@@ -170,7 +173,8 @@ impl Indexer {
             if state.off {
                 return;
             }
-        }
+            state.idle || head - state.done >= CHUNK as u64
+        };
         let mut thread = lock(&self.thread);
         if thread.is_none() {
             let shared = Arc::clone(&self.shared);
@@ -185,7 +189,10 @@ impl Indexer {
                 Err(error) => lock(&self.shared.state).error = Some(error.to_string()),
             }
         }
-        self.shared.wake.notify_all();
+        drop(thread);
+        if wake {
+            self.shared.wake.notify_all();
+        }
     }
 }
 
@@ -206,20 +213,23 @@ fn run(shared: &Shared, committer: &GroupCommit, keyspace: Keyspace) {
         let target = {
             let mut state = lock(&shared.state);
             while !state.stop && (state.off || state.done >= state.target) {
+                state.idle = true;
                 state = shared.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+            }
+            state.idle = false;
+            let deadline = Instant::now() + GATHER;
+            while !state.stop && state.target - state.done < CHUNK as u64 {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                state = shared
+                    .wake
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
             if state.stop {
                 return;
-            }
-            if state.target - state.done < CHUNK as u64 {
-                state = shared
-                    .wake
-                    .wait_timeout(state, GATHER)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
-                if state.stop {
-                    return;
-                }
             }
             state.target
         };
@@ -246,8 +256,6 @@ fn run(shared: &Shared, committer: &GroupCommit, keyspace: Keyspace) {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use crate::{ChangeLog, Engine, FaultyEngine, LogEntry};
 
     use super::*;
