@@ -78,7 +78,8 @@ pub struct LogEntry {
     /// The store's encoded event. The revision is the key, so the payload need not hold it.
     pub payload: Vec<u8>,
     /// For each `(keyspace, prefix)`, the key `prefix ++ revision` (8 bytes big-endian) is
-    /// written with an empty value, for [`ChangeLog::read_index`]. A prefix must not be a
+    /// written with an empty value, for [`ChangeLog::read_index`], by the log's indexer
+    /// shortly after the event (`engine/DESIGN.md`, "The change log's history indexer"). A prefix must not be a
     /// prefix of another object's prefix: build it with [`crate::keys`] (terminated strings).
     pub indexes: Vec<(Keyspace, Vec<u8>)>,
 }
