@@ -29,7 +29,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use benches::{percentiles, Lcg};
+use benches::{cpu_seconds, percentiles, Lcg};
 use criterion::Criterion;
 use engine::{Durability, EngineConfig};
 use graphdb::generate::{Generated, Shape};
@@ -183,7 +183,8 @@ fn main() {
             }
             store.set_record_changes(feed);
             let label = if feed { "feed on" } else { "feed off" };
-            for (writers, rate, cpu) in concurrent_writers(&store, &teams, &g, &writer_counts, label)
+            for (writers, rate, cpu) in
+                concurrent_writers(&store, &teams, &g, &writer_counts, label)
             {
                 rates.push((writers, feed, rate, cpu));
             }
@@ -587,20 +588,6 @@ fn main() {
 
 /// Concurrent synced writers (a service has many clients): each writer adds and removes
 /// memberships of its own persons; their writes share group fsyncs.
-/// The CPU time this process has used (user and system, every thread, ended ones
-/// included), from `/proc/self/stat`, in clock ticks of 10 ms.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command's closing parenthesis: state is field 3, utime 14, stime 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 fn concurrent_writers(
     store: &GraphStore,
     teams: &Teams,
@@ -658,7 +645,10 @@ fn concurrent_writers(
         let lag = log.head() - log.indexed_through().expect("indexed mark");
         let caught_up = Instant::now();
         while log.indexed_through().expect("indexed mark") < log.head() {
-            assert!(caught_up.elapsed() < Duration::from_secs(60), "indexer stuck");
+            assert!(
+                caught_up.elapsed() < Duration::from_secs(60),
+                "indexer stuck"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         // The process's CPU per write, the indexer's catching up included: what the feed

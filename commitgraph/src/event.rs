@@ -207,9 +207,7 @@ impl RepoEvent {
         let actor = r.string()?;
         let repo = r.string()?;
         let repo_id = r.u64()?;
-        let u32_of = |r: &mut ByteReader<'_>| {
-            usize::try_from(u32::from_be_bytes(r.array()?)).ok()
-        };
+        let u32_of = |r: &mut ByteReader<'_>| usize::try_from(u32::from_be_bytes(r.array()?)).ok();
         let id = |r: &mut ByteReader<'_>| {
             let len = usize::from(r.u8()?);
             CommitId::from_bytes(r.take(len)?)
@@ -223,9 +221,13 @@ impl RepoEvent {
                 PREVIOUS => vec![commits.last()?.id],
                 COUNTED => {
                     let n = u32_of(&mut r)?;
-                    (0..n).map(|_| id(&mut r)).collect::<Option<Vec<CommitId>>>()?
+                    (0..n)
+                        .map(|_| id(&mut r))
+                        .collect::<Option<Vec<CommitId>>>()?
                 }
-                n => (0..n).map(|_| id(&mut r)).collect::<Option<Vec<CommitId>>>()?,
+                n => (0..n)
+                    .map(|_| id(&mut r))
+                    .collect::<Option<Vec<CommitId>>>()?,
             };
             commits.push(NewCommit {
                 id: commit,
@@ -347,17 +349,19 @@ mod tests {
             actor: "alice".into(),
             repo: "launchpad".into(),
             repo_id: u64::MAX,
-            change: RepoChange::CommitsPushed {
-                count: 3,
-                commits,
-            },
+            change: RepoChange::CommitsPushed { count: 3, commits },
         };
         let stored = event.encode();
         assert_eq!(stored[0], PUSHED_V1);
         assert_eq!(stored[1..9], event.time_us.to_be_bytes());
         assert_eq!(RepoEvent::decode(&stored).unwrap(), Some(event.clone()));
         let json = serde_json::to_vec(&event).unwrap();
-        assert!(stored.len() * 2 < json.len(), "{} vs {}", stored.len(), json.len());
+        assert!(
+            stored.len() * 2 < json.len(),
+            "{} vs {}",
+            stored.len(),
+            json.len()
+        );
         // What builds before 2026-12-05 stored.
         assert_eq!(RepoEvent::decode(&json).unwrap(), Some(event));
         // Cut short or padded: refused, never misread.

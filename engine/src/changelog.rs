@@ -523,7 +523,11 @@ impl ChangeLog {
     /// the indexer's: `history_index`); returns how many revisions they take.
     fn add_events(&self, batch: &mut WriteBatch, first: u64, entries: &[LogEntry]) -> u64 {
         for (offset, entry) in (0u64..).zip(entries) {
-            batch.put(self.keyspace, revision_key(first + offset), encode_value(entry));
+            batch.put(
+                self.keyspace,
+                revision_key(first + offset),
+                encode_value(entry),
+            );
         }
         entries.len() as u64
     }
@@ -531,7 +535,13 @@ impl ChangeLog {
     /// Before the first write of a log without the indexer's mark: looks again (another
     /// instance, the writer before a take-over, may have put it since the log was opened).
     fn check_mark(&self, sequencer: &mut Sequencer) -> crate::Result<()> {
-        if !sequencer.marked && self.committer.engine().get(self.keyspace, &MARK_KEY)?.is_some() {
+        if !sequencer.marked
+            && self
+                .committer
+                .engine()
+                .get(self.keyspace, &MARK_KEY)?
+                .is_some()
+        {
             sequencer.marked = true;
         }
         Ok(())
@@ -804,12 +814,19 @@ impl ChangeLog {
     ) -> Result<Vec<(u64, Vec<u8>)>, FeedError> {
         let range = ScanRange::between(&revision_key(after + 1), &revision_key(through + 1));
         let mut events = Vec::new();
-        let scan = self.committer.engine().scan(self.keyspace, range, Direction::Forward)?;
+        let scan = self
+            .committer
+            .engine()
+            .scan(self.keyspace, range, Direction::Forward)?;
         for item in scan {
             let (key, value) = item?;
             let revision = decode_revision(&key).ok_or(FeedError::Corrupt { revision: 0 })?;
             let decoded = decode_value(&value).ok_or(FeedError::Corrupt { revision })?;
-            if decoded.indexes.iter().any(|&(k, p)| k == keyspace && p == prefix) {
+            if decoded
+                .indexes
+                .iter()
+                .any(|&(k, p)| k == keyspace && p == prefix)
+            {
                 events.push((revision, decoded.payload.to_vec()));
             }
         }

@@ -104,7 +104,9 @@ fn index_through(
         let mut batch = WriteBatch::new();
         let mut last = mark;
         let mut count = 0;
-        let events = committer.engine().scan(keyspace, range, Direction::Forward)?;
+        let events = committer
+            .engine()
+            .scan(keyspace, range, Direction::Forward)?;
         for item in events.take(CHUNK) {
             count += 1;
             let (key, value) = item?;
@@ -214,7 +216,10 @@ fn run(shared: &Shared, committer: &GroupCommit, keyspace: Keyspace) {
             let mut state = lock(&shared.state);
             while !state.stop && (state.off || state.done >= state.target) {
                 state.idle = true;
-                state = shared.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+                state = shared
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
             }
             state.idle = false;
             let deadline = Instant::now() + GATHER;
@@ -301,7 +306,11 @@ mod tests {
             Direction::Reverse => u64::MAX,
         };
         let events = log.read_index(s.history, prefix, after, 100, direction);
-        events.unwrap().into_iter().map(|(revision, _)| revision).collect()
+        events
+            .unwrap()
+            .into_iter()
+            .map(|(revision, _)| revision)
+            .collect()
     }
 
     fn history_keys(engine: &dyn Engine, s: &Setup) -> usize {
@@ -320,7 +329,10 @@ mod tests {
         assert_eq!(history_keys(&*s.engine, &s), 0);
         assert_eq!(log.indexed_through().unwrap(), 0);
         assert_eq!(history(&log, &s, b"a/", Direction::Forward), vec![1, 3]);
-        assert_eq!(history(&log, &s, b"all/", Direction::Reverse), vec![3, 2, 1]);
+        assert_eq!(
+            history(&log, &s, b"all/", Direction::Reverse),
+            vec![3, 2, 1]
+        );
         let page = log.read_index(s.history, b"all/", 3, 1, Direction::Reverse);
         assert_eq!(page.unwrap(), vec![(2, b"b".to_vec())]);
 
@@ -357,12 +369,18 @@ mod tests {
         commit(&log, &s, &["c"]);
         let deadline = Instant::now() + Duration::from_secs(30);
         while log.indexed_through().unwrap() < 3 {
-            assert!(Instant::now() < deadline, "the indexer did not reach the head");
+            assert!(
+                Instant::now() < deadline,
+                "the indexer did not reach the head"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(log.indexing_error(), None);
         assert_eq!(history_keys(&*restarted, &s), 6);
-        assert_eq!(history(&log, &s, b"all/", Direction::Reverse), vec![3, 2, 1]);
+        assert_eq!(
+            history(&log, &s, b"all/", Direction::Reverse),
+            vec![3, 2, 1]
+        );
         // Indexing again writes the same keys: nothing changes.
         restarted
             .write(
@@ -390,7 +408,10 @@ mod tests {
         assert_eq!(log.index_pending().unwrap(), 4);
         assert_eq!(history_keys(&*s.engine, &s), 2);
         assert_eq!(history(&log, &s, b"all/", Direction::Forward), vec![4]);
-        assert_eq!(history(&log, &s, b"a/", Direction::Forward), Vec::<u64>::new());
+        assert_eq!(
+            history(&log, &s, b"a/", Direction::Forward),
+            Vec::<u64>::new()
+        );
         assert_eq!(log.oldest().unwrap(), Some(4));
     }
 
@@ -418,7 +439,10 @@ mod tests {
         commit(&log, &s, &["c"]);
         // The first write put the mark at the revision before it.
         assert_eq!(log.indexed_through().unwrap(), 2);
-        assert_eq!(history(&log, &s, b"all/", Direction::Forward), vec![1, 2, 3]);
+        assert_eq!(
+            history(&log, &s, b"all/", Direction::Forward),
+            vec![1, 2, 3]
+        );
         assert_eq!(log.index_pending().unwrap(), 3);
         assert_eq!(history_keys(&*s.engine, &s), 4);
         assert_eq!(log.read(0, 10).unwrap().len(), 3);
