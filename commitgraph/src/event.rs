@@ -371,7 +371,7 @@ mod tests {
         assert!(RepoEvent::decode(&padded).is_err());
         let first_id = 1 + 8 + 4 + 5 + 4 + 9 + 8 + 4;
         // The second commit's parent is the first: one byte, not its id.
-        assert_eq!(stored[first_id + 21 + 21], PREVIOUS);
+        assert_eq!(stored[first_id + 22 + 21], PREVIOUS);
         assert_eq!(stored.len(), first_id + (21 + 1) * 2 + (33 + 1 + 2 * 21));
         let mut bad_id = stored;
         assert_eq!(bad_id[first_id], 20);
