@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::changelog::{decode_revision, decode_value, revision_key};
-use crate::{Direction, FeedError, GroupCommit, Keyspace, ScanRange, WriteBatch};
+use crate::{ChangeLog, Direction, FeedError, GroupCommit, Keyspace, ScanRange, WriteBatch};
 
 /// The key of the indexed mark in the log's keyspace: revision 0, which no event takes.
 pub(crate) const MARK_KEY: [u8; 8] = [0; 8];
@@ -130,6 +130,141 @@ fn index_through(
         mark = reached;
     }
     Ok(mark)
+}
+
+/// The history reads and the indexer's controls of [`ChangeLog`].
+impl ChangeLog {
+    /// Up to `limit` events recorded under the history index `prefix` in `keyspace`, with a
+    /// revision above `after` (forward) or below it (reverse; `after = u64::MAX` starts at the
+    /// newest), never past the head. Every durable event is found, indexed or not: the keys
+    /// cover the events up to the indexer's mark, and the events above it (the tail) are
+    /// matched against their lists of history keys here.
+    ///
+    /// # Errors
+    /// The engine's error, or [`FeedError::Corrupt`] for an index key without its event.
+    pub fn read_index(
+        &self,
+        keyspace: Keyspace,
+        prefix: &[u8],
+        after: u64,
+        limit: usize,
+        direction: Direction,
+    ) -> Result<Vec<(u64, Vec<u8>)>, FeedError> {
+        let head = self.head();
+        // Read before the keys: the indexer writes keys and mark in one batch, so every
+        // event up to this mark has its key now.
+        let mark = read_mark(&self.committer, self.keyspace)?.unwrap_or(u64::MAX);
+        let bound = |revision: u64| {
+            let mut key = prefix.to_vec();
+            key.extend_from_slice(&revision_key(revision));
+            key
+        };
+        // Revisions in (low, high]: the range asked for.
+        let (low, high) = match direction {
+            Direction::Forward => (after, head),
+            Direction::Reverse => (0, after.saturating_sub(1).min(head)),
+        };
+        if low >= high || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let range = ScanRange::between(&bound(low + 1), &bound(high.min(mark) + 1));
+        let engine = self.committer.engine();
+        let mut revisions = Vec::new();
+        if low < mark {
+            for item in engine.scan(keyspace, range, direction)?.take(limit) {
+                let (key, _) = item?;
+                let tail = key.get(prefix.len()..).unwrap_or_default();
+                revisions.push(decode_revision(tail).ok_or(FeedError::Corrupt { revision: 0 })?);
+            }
+        }
+        let keys: Vec<[u8; 8]> = revisions.iter().map(|&r| revision_key(r)).collect();
+        let key_refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+        let values = engine.multi_get(self.keyspace, &key_refs)?;
+        let mut events = revisions
+            .into_iter()
+            .zip(values)
+            .map(|(revision, value)| {
+                let value = value.ok_or(FeedError::Corrupt { revision })?;
+                let decoded = decode_value(&value).ok_or(FeedError::Corrupt { revision })?;
+                Ok((revision, decoded.payload.to_vec()))
+            })
+            .collect::<Result<Vec<_>, FeedError>>()?;
+        if mark < high {
+            let tail = self.match_tail(keyspace, prefix, low.max(mark), high)?;
+            events.extend(tail);
+            match direction {
+                Direction::Forward => events.sort_unstable_by_key(|(revision, _)| *revision),
+                Direction::Reverse => {
+                    events.sort_unstable_by_key(|(revision, _)| std::cmp::Reverse(*revision));
+                }
+            }
+            events.truncate(limit);
+        }
+        Ok(events)
+    }
+
+    /// The events in `(after, through]` whose history keys include `prefix` in `keyspace`:
+    /// those the indexer has not reached.
+    fn match_tail(
+        &self,
+        keyspace: Keyspace,
+        prefix: &[u8],
+        after: u64,
+        through: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, FeedError> {
+        let range = ScanRange::between(&revision_key(after + 1), &revision_key(through + 1));
+        let mut events = Vec::new();
+        let scan = self
+            .committer
+            .engine()
+            .scan(self.keyspace, range, Direction::Forward)?;
+        for item in scan {
+            let (key, value) = item?;
+            let revision = decode_revision(&key).ok_or(FeedError::Corrupt { revision: 0 })?;
+            let decoded = decode_value(&value).ok_or(FeedError::Corrupt { revision })?;
+            if decoded
+                .indexes
+                .iter()
+                .any(|&(k, p)| k == keyspace && p == prefix)
+            {
+                events.push((revision, decoded.payload.to_vec()));
+            }
+        }
+        Ok(events)
+    }
+
+    /// Writes the history keys of every event up to the head now, on the caller's thread
+    /// (the background indexer does it shortly after each write); returns the revision
+    /// indexed through. Only the writer may call it: it writes.
+    ///
+    /// # Errors
+    /// The engine's error, or [`FeedError::Corrupt`] for an undecodable event.
+    pub fn index_pending(&self) -> Result<u64, FeedError> {
+        self.indexer
+            .index_now(&self.committer, self.keyspace, self.head())
+    }
+
+    /// The revision through which the history keys are written (the head when the log holds
+    /// no mark: everything in it was indexed in its own batch).
+    ///
+    /// # Errors
+    /// The engine's error, or [`FeedError::Corrupt`] for a malformed mark.
+    pub fn indexed_through(&self) -> Result<u64, FeedError> {
+        Ok(read_mark(&self.committer, self.keyspace)?.unwrap_or_else(|| self.head()))
+    }
+
+    /// Turns the background indexer off or on again (on from the start; it starts with this
+    /// process's first durable event, so a follower never runs it). Off, the history keys are
+    /// written only by [`ChangeLog::index_pending`]: for tests that count the engine's writes.
+    pub fn set_background_indexing(&self, on: bool) {
+        self.indexer.set_background(on);
+    }
+
+    /// The background indexer's last error, while its runs fail (they are retried; readers
+    /// still find every event).
+    pub fn indexing_error(&self) -> Option<String> {
+        self.indexer.error()
+    }
 }
 
 impl Indexer {
