@@ -29,7 +29,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use benches::{percentiles, Lcg};
+use benches::{cpu_seconds, percentiles, Lcg};
 use criterion::Criterion;
 use engine::{Durability, EngineConfig};
 use graphdb::generate::{Generated, Shape};
@@ -175,7 +175,7 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(3);
     let feed_off = std::env::var("TEAMS_BENCH_FEED").as_deref() != Ok("on");
-    let mut rates: Vec<(usize, bool, f64)> = Vec::new();
+    let mut rates: Vec<(usize, bool, f64, f64)> = Vec::new();
     for _ in 0..rounds {
         for feed in [true, false] {
             if !feed && !feed_off {
@@ -183,28 +183,33 @@ fn main() {
             }
             store.set_record_changes(feed);
             let label = if feed { "feed on" } else { "feed off" };
-            for (writers, rate) in concurrent_writers(&store, &teams, &g, &writer_counts, label) {
-                rates.push((writers, feed, rate));
+            for (writers, rate, cpu) in
+                concurrent_writers(&store, &teams, &g, &writer_counts, label)
+            {
+                rates.push((writers, feed, rate, cpu));
             }
         }
     }
     store.set_record_changes(true);
     if feed_off {
         for &writers in &writer_counts {
-            let median = |feed: bool| {
+            let median = |feed: bool, cpu: bool| {
                 let mut r: Vec<f64> = rates
                     .iter()
-                    .filter(|(w, f, _)| *w == writers && *f == feed)
-                    .map(|(_, _, rate)| *rate)
+                    .filter(|(w, f, _, _)| *w == writers && *f == feed)
+                    .map(|&(_, _, rate, us)| if cpu { us } else { rate })
                     .collect();
                 r.sort_by(f64::total_cmp);
                 r.get(r.len() / 2).copied().unwrap_or(f64::NAN)
             };
-            let (on, off) = (median(true), median(false));
+            let (on, off) = (median(true, false), median(false, false));
+            let (cpu_on, cpu_off) = (median(true, true), median(false, true));
             println!(
                 "{writers} concurrent writers: median of {rounds} rounds, feed on {on:.0} writes/s, \
-                 feed off {off:.0} writes/s: the feed costs {:.1}% of the throughput",
-                (1.0 - on / off) * 100.0
+                 feed off {off:.0} writes/s: the feed costs {:.1}% of the throughput; CPU per \
+                 write {cpu_on:.0} µs on, {cpu_off:.0} µs off ({:+.1}%)",
+                (1.0 - on / off) * 100.0,
+                (cpu_on / cpu_off - 1.0) * 100.0
             );
         }
     }
@@ -589,11 +594,12 @@ fn concurrent_writers(
     g: &Generated,
     writer_counts: &[usize],
     feed: &str,
-) -> Vec<(usize, f64)> {
+) -> Vec<(usize, f64, f64)> {
     let mut rates = Vec::new();
     for &writers in writer_counts {
         let ops_per_writer = (3_200 / writers).clamp(200, 1_000);
         let (batches, syncs) = (store.committer().batches(), store.committer().syncs());
+        let cpu = cpu_seconds();
         let start = Instant::now();
         let samples: Vec<Duration> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..writers)
@@ -632,12 +638,31 @@ fn concurrent_writers(
         );
         let n = samples.len();
         let rate = n as f64 / elapsed.as_secs_f64();
-        rates.push((writers, rate));
+        // The history keys are written by the log's indexer after the writes: say how far
+        // behind it was when they ended, and let it catch up (untimed) before the next phase,
+        // so no phase inherits another's indexing.
+        let log = store.change_log();
+        let lag = log.head() - log.indexed_through().expect("indexed mark");
+        let caught_up = Instant::now();
+        while log.indexed_through().expect("indexed mark") < log.head() {
+            assert!(
+                caught_up.elapsed() < Duration::from_secs(60),
+                "indexer stuck"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The process's CPU per write, the indexer's catching up included: what the feed
+        // costs in work, which the machine's load does not blur as it blurs the rates.
+        let cpu_us = (cpu_seconds() - cpu) * 1e6 / n as f64;
+        rates.push((writers, rate, cpu_us));
         percentiles(
             &format!(
                 "add/remove membership, Durability::Sync, RocksDB, {writers} concurrent writers, \
-                 {feed} ({rate:.0} writes/s, {:.1} engine writes per fsync)",
-                batches as f64 / syncs.max(1) as f64
+                 {feed} ({rate:.0} writes/s, {cpu_us:.0} µs of CPU per write, {:.1} engine \
+                 writes per fsync; history indexer {lag} events behind at the end, caught up \
+                 {:.1} ms later)",
+                batches as f64 / syncs.max(1) as f64,
+                caught_up.elapsed().as_secs_f64() * 1e3
             ),
             samples,
         );

@@ -1,19 +1,44 @@
-//! The events [`crate::CommitGraphs`] writes into the change feed (one JSON payload each), and
+//! The events [`crate::CommitGraphs`] writes into the change feed (one payload each), and
 //! who makes a write ([`Writer`]).
 //!
-//! Every payload is a JSON object whose top-level fields include `kind`, `time_us`, `actor`
-//! and `repo` (the repository's name) and, for branch events, `branch`, so a feed shared with
-//! other stores can be decoded as plain JSON and filtered on top-level fields:
+//! Every event shows as a JSON object whose top-level fields include `kind`, `time_us`,
+//! `actor` and `repo` (the repository's name) and, for branch events, `branch`, so a feed
+//! shared with other stores can be filtered on top-level fields:
 //!
 //! ```json
 //! {"kind": "branch.set", "time_us": 1764930000000000, "actor": "alice", "repo": "launchpad",
 //!  "repo_id": "8731...", "branch": "main", "before": "5a5a...", "after": "77aa...",
 //!  "changes": [{"branch": "topic", "target": "main", "merged": true}]}
 //! ```
-
+//!
+//! Branch and import events are stored as that JSON. A `commits.pushed` event, which lists
+//! every commit of the push, is stored binary since 2026-12-05 (22 bytes for a SHA-1 commit
+//! whose parent is the commit before it in the push, against about 100 as JSON hex; a
+//! 1,000-commit push writes its event in the push's batch):
+//!
+//! ```text
+//! 0x81  time_us: u64  actor: str  repo: str  repo_id: u64  count: u32
+//!       count x (id  parents)
+//! ```
+//!
+//! integers big-endian, `str` a `u32` length and UTF-8 ([`engine::codec`]), `id` its length
+//! (20 or 32) as one byte and the raw bytes, `parents` one byte: `0xFF` for one parent, the
+//! commit before it in the event; `0xFE` then a `u32` count and the ids; otherwise the count
+//! (0 to 253) and the ids. The first byte tells the forms apart (`{` for
+//! JSON, which earlier builds also used for pushes and which is still read); the time is at
+//! the same place as in the directory's own binary events, for pruning by age.
+use engine::codec::{put_string, ByteReader};
 use serde::{Deserialize, Serialize};
 
 use crate::{CommitId, MergedChange, NewCommit, RepoId};
+
+/// The first byte of a `commits.pushed` event stored binary (see the module's docs).
+pub const PUSHED_V1: u8 = 0x81;
+
+/// A commit's parents byte: one parent, the commit before it in the event.
+const PREVIOUS: u8 = 0xFF;
+/// A commit's parents byte: a `u32` count follows.
+const COUNTED: u8 = 0xFE;
 
 /// Every `kind` of repository event.
 pub const EVENT_KINDS: &[&str] = &[
@@ -129,19 +154,110 @@ impl RepoEvent {
         RepoId(self.repo_id)
     }
 
-    /// The JSON payload.
+    /// The stored payload: binary for `commits.pushed`, JSON for the others.
     pub fn encode(&self) -> Vec<u8> {
+        if let RepoChange::CommitsPushed { commits, .. } = &self.change {
+            return self.encode_pushed(commits);
+        }
         // Cannot fail: every map key is a string and every value serialisable.
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// Decodes a payload of the change feed: `Ok(None)` when it is another store's event (its
-    /// `kind` is not one of [`EVENT_KINDS`]).
+    fn encode_pushed(&self, commits: &[NewCommit]) -> Vec<u8> {
+        let ids: usize = commits.iter().map(|c| 1 + c.parents.len()).sum();
+        let mut out = Vec::with_capacity(32 + self.actor.len() + self.repo.len() + ids * 33);
+        out.push(PUSHED_V1);
+        out.extend_from_slice(&self.time_us.to_be_bytes());
+        put_string(&mut out, &self.actor);
+        put_string(&mut out, &self.repo);
+        out.extend_from_slice(&self.repo_id.to_be_bytes());
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes();
+        out.extend_from_slice(&count(commits.len()));
+        let put_id = |out: &mut Vec<u8>, id: &CommitId| {
+            let bytes = id.as_bytes();
+            // 20 or 32: a CommitId holds nothing else.
+            out.push(bytes.len() as u8);
+            out.extend_from_slice(bytes);
+        };
+        let mut previous = None;
+        for commit in commits {
+            put_id(&mut out, &commit.id);
+            if commit.parents.len() == 1 && previous == commit.parents.first() {
+                out.push(PREVIOUS);
+            } else {
+                match u8::try_from(commit.parents.len()) {
+                    Ok(n) if n < COUNTED => out.push(n),
+                    _ => {
+                        out.push(COUNTED);
+                        out.extend_from_slice(&count(commit.parents.len()));
+                    }
+                }
+                for parent in &commit.parents {
+                    put_id(&mut out, parent);
+                }
+            }
+            previous = Some(&commit.id);
+        }
+        out
+    }
+
+    fn decode_pushed(payload: &[u8]) -> Option<RepoEvent> {
+        let mut r = ByteReader::new(payload.get(1..)?);
+        let time_us = r.u64()?;
+        let actor = r.string()?;
+        let repo = r.string()?;
+        let repo_id = r.u64()?;
+        let u32_of = |r: &mut ByteReader<'_>| usize::try_from(u32::from_be_bytes(r.array()?)).ok();
+        let id = |r: &mut ByteReader<'_>| {
+            let len = usize::from(r.u8()?);
+            CommitId::from_bytes(r.take(len)?)
+        };
+        let count = u32_of(&mut r)?;
+        // Each commit takes at least 22 bytes: a count larger than that is malformed.
+        let mut commits: Vec<NewCommit> = Vec::with_capacity(count.min(payload.len() / 22));
+        for _ in 0..count {
+            let commit = id(&mut r)?;
+            let parents = match r.u8()? {
+                PREVIOUS => vec![commits.last()?.id],
+                COUNTED => {
+                    let n = u32_of(&mut r)?;
+                    (0..n)
+                        .map(|_| id(&mut r))
+                        .collect::<Option<Vec<CommitId>>>()?
+                }
+                n => (0..n)
+                    .map(|_| id(&mut r))
+                    .collect::<Option<Vec<CommitId>>>()?,
+            };
+            commits.push(NewCommit {
+                id: commit,
+                parents,
+            });
+        }
+        r.is_empty().then_some(RepoEvent {
+            time_us,
+            actor,
+            repo,
+            repo_id,
+            change: RepoChange::CommitsPushed {
+                count: commits.len(),
+                commits,
+            },
+        })
+    }
+
+    /// Decodes a payload of the change feed, in either form: `Ok(None)` when it is another
+    /// store's JSON event (its `kind` is not one of [`EVENT_KINDS`]).
     ///
     /// # Errors
     /// The JSON error when the payload is not JSON, or is a repository event with wrong
-    /// fields.
+    /// fields; an error too for a malformed binary `commits.pushed`.
     pub fn decode(payload: &[u8]) -> Result<Option<RepoEvent>, serde_json::Error> {
+        if payload.first() == Some(&PUSHED_V1) {
+            return Self::decode_pushed(payload).map(Some).ok_or_else(|| {
+                <serde_json::Error as serde::de::Error>::custom("malformed binary commits.pushed")
+            });
+        }
         let value: serde_json::Value = serde_json::from_slice(payload)?;
         let ours = value
             .get("kind")
@@ -208,5 +324,93 @@ mod tests {
         );
         assert!(RepoEvent::decode(br#"{"kind": "branch.set"}"#).is_err());
         assert!(RepoEvent::decode(b"not json").is_err());
+    }
+
+    #[test]
+    fn pushes_are_stored_binary_and_their_json_form_is_still_read() {
+        let sha1 = |n: u8| CommitId::from_bytes(&[n; 20]).unwrap();
+        let sha256 = CommitId::from_bytes(&[9; 32]).unwrap();
+        let commits = vec![
+            NewCommit {
+                id: sha1(1),
+                parents: vec![],
+            },
+            NewCommit {
+                id: sha1(2),
+                parents: vec![sha1(1)],
+            },
+            NewCommit {
+                id: sha256,
+                parents: vec![sha1(1), sha1(2)],
+            },
+        ];
+        let event = RepoEvent {
+            time_us: 1_764_930_000_000_000,
+            actor: "alice".into(),
+            repo: "launchpad".into(),
+            repo_id: u64::MAX,
+            change: RepoChange::CommitsPushed { count: 3, commits },
+        };
+        let stored = event.encode();
+        assert_eq!(stored[0], PUSHED_V1);
+        assert_eq!(stored[1..9], event.time_us.to_be_bytes());
+        assert_eq!(RepoEvent::decode(&stored).unwrap(), Some(event.clone()));
+        let json = serde_json::to_vec(&event).unwrap();
+        assert!(
+            stored.len() * 2 < json.len(),
+            "{} vs {}",
+            stored.len(),
+            json.len()
+        );
+        // What builds before 2026-12-05 stored.
+        assert_eq!(RepoEvent::decode(&json).unwrap(), Some(event));
+        // Cut short or padded: refused, never misread.
+        assert!(RepoEvent::decode(&stored[..stored.len() - 1]).is_err());
+        let mut padded = stored.clone();
+        padded.push(0);
+        assert!(RepoEvent::decode(&padded).is_err());
+        let first_id = 1 + 8 + 4 + 5 + 4 + 9 + 8 + 4;
+        // The second commit's parent is the first: one byte, not its id.
+        assert_eq!(stored[first_id + 22 + 21], PREVIOUS);
+        assert_eq!(stored.len(), first_id + (21 + 1) * 2 + (33 + 1 + 2 * 21));
+        let mut bad_id = stored;
+        assert_eq!(bad_id[first_id], 20);
+        bad_id[first_id] = 21;
+        assert!(RepoEvent::decode(&bad_id).is_err());
+
+        // An octopus merge past a byte's count, and a first commit with one parent.
+        let octopus = RepoEvent {
+            change: RepoChange::CommitsPushed {
+                count: 2,
+                commits: vec![
+                    NewCommit {
+                        id: sha1(3),
+                        parents: vec![sha1(1)],
+                    },
+                    NewCommit {
+                        id: sha1(4),
+                        parents: (0..300).map(|n| sha1((n % 250) as u8)).collect(),
+                    },
+                ],
+            },
+            ..event_base()
+        };
+        let stored = octopus.encode();
+        assert_eq!(RepoEvent::decode(&stored).unwrap(), Some(octopus));
+    }
+
+    fn event_base() -> RepoEvent {
+        RepoEvent {
+            time_us: 1,
+            actor: "a".into(),
+            repo: "r".into(),
+            repo_id: 2,
+            change: RepoChange::ImportRepo {
+                added: 0,
+                known: 0,
+                branches: 0,
+                other_refs: 0,
+            },
+        }
     }
 }

@@ -77,7 +77,7 @@ use engine::{ChangeLog, Direction, Engine, Keyspace, LogEntry, ScanRange, WriteB
 use reach::{Reach, ReachCache};
 
 pub use error::{CommitError, ImportInput, LineError};
-pub use event::{RepoChange, RepoEvent, Writer, EVENT_KINDS};
+pub use event::{RepoChange, RepoEvent, Writer, EVENT_KINDS, PUSHED_V1};
 pub use id::{CommitId, ParseIdError, RepoId};
 pub use index::{
     AppendSummary, CommitIndex, CommitIndexStats, IndexMemory, NewCommit, ReachVector,

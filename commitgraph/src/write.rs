@@ -195,8 +195,12 @@ impl CommitGraphs {
                 revision: self.log.head(),
             });
         }
+        let record = self
+            .record_changes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        // The event's list of the pushed commits is the feed's work: none without it.
         let pushed: Vec<NewCommit> = match kind {
-            WriteKind::Push => plan
+            WriteKind::Push if record => plan
                 .nodes
                 .iter()
                 .map(|node| NewCommit {
@@ -208,7 +212,7 @@ impl CommitGraphs {
                         .collect(),
                 })
                 .collect(),
-            WriteKind::Import { .. } => Vec::new(),
+            WriteKind::Push | WriteKind::Import { .. } => Vec::new(),
         };
         // The index is applied before the write (the events carry the merged-status changes,
         // computed on it), under the repository's write lock, which is held until the batch is
@@ -221,10 +225,7 @@ impl CommitGraphs {
             WriteKind::Push => handle.changes(&state, &before),
             WriteKind::Import { .. } => Vec::new(),
         };
-        let entries = if self
-            .record_changes
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        let entries = if record {
             self.entries(repo, by, kind, appended, pushed, &moves, &changes)
         } else {
             Vec::new()

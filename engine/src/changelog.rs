@@ -1,4 +1,4 @@
-// About 790 lines of code; the rest of the file is its unit tests, which reach its private parts.
+// About 790 lines of code (the history reads are in `history_index.rs`); the rest of the file is its unit tests, which reach its private parts.
 //! The change log: every change of a store gets a revision, written in the same batch.
 //!
 //! A store that keeps a change feed (the librarian's files, the directory's teams and
@@ -26,10 +26,13 @@
 //!   On open the engine is flushed first, so every event visible after a restart is durable.
 //!
 //! An event's key is its revision, 8 bytes big-endian, in the log's keyspace. Its value is the
-//! list of history-index keys written with it (so pruning can remove them) followed by the
-//! store's payload, which the log does not interpret. A history index is a key
+//! list of its history-index keys (for the indexer, and so pruning can remove them) followed
+//! by the store's payload, which the log does not interpret. A history index is a key
 //! `prefix ++ revision` with an empty value, in a keyspace of the store's choosing, so "every
-//! event of this file" is one range scan ([`ChangeLog::read_index`]).
+//! event of this file" is one range scan ([`ChangeLog::read_index`]). The history keys are
+//! not in the write's batch: the log's indexer writes them after it, in its own batches
+//! (`history_index`), and readers match the events it has not reached yet themselves, so a
+//! history read sees every durable event all the same.
 //!
 //! Retention: [`ChangeLog::prune_through`] deletes old events but never the newest one, so the
 //! head found on reopen is never lower than a revision already handed out. A reader asking for
@@ -66,6 +69,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::batch::CombinedBatch;
+use crate::history_index::{Indexer, MARK_KEY};
 use crate::{Direction, GroupCommit, Keyspace, ScanRange, WriteBatch, Written};
 
 /// One event to append: the store's payload and the history indexes it belongs to.
@@ -74,7 +78,8 @@ pub struct LogEntry {
     /// The store's encoded event. The revision is the key, so the payload need not hold it.
     pub payload: Vec<u8>,
     /// For each `(keyspace, prefix)`, the key `prefix ++ revision` (8 bytes big-endian) is
-    /// written with an empty value, for [`ChangeLog::read_index`]. A prefix must not be a
+    /// written with an empty value, for [`ChangeLog::read_index`], by the log's indexer
+    /// shortly after the event (`engine/DESIGN.md`, "The change log's history indexer"). A prefix must not be a
     /// prefix of another object's prefix: build it with [`crate::keys`] (terminated strings).
     pub indexes: Vec<(Keyspace, Vec<u8>)>,
 }
@@ -151,6 +156,9 @@ type Listener = Box<dyn Fn(u64) + Send + Sync>;
 struct Sequencer {
     /// The last revision handed out (durable or not).
     last: u64,
+    /// Whether the log holds the indexer's mark (`history_index`): until it does, the next
+    /// write puts it, so that the events written without their history keys are indexed.
+    marked: bool,
 }
 
 /// Writers whose batches wait to be written, and what became of those written: the write
@@ -227,14 +235,15 @@ struct Head {
 
 /// The change log of one store: revisions, events and history written with the changes.
 pub struct ChangeLog {
-    committer: Arc<GroupCommit>,
-    keyspace: Keyspace,
+    pub(crate) committer: Arc<GroupCommit>,
+    pub(crate) keyspace: Keyspace,
     sequencer: Mutex<Sequencer>,
     queue: Mutex<Queue>,
     written: Condvar,
     head: Mutex<Head>,
     advanced: Condvar,
     listeners: Mutex<Vec<Listener>>,
+    pub(crate) indexer: Indexer,
 }
 
 impl fmt::Debug for ChangeLog {
@@ -250,17 +259,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn revision_key(revision: u64) -> [u8; 8] {
+pub(crate) fn revision_key(revision: u64) -> [u8; 8] {
     revision.to_be_bytes()
 }
 
-fn decode_revision(key: &[u8]) -> Option<u64> {
+pub(crate) fn decode_revision(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
 }
 
 /// An event's stored value: `count: u32`, then per index `keyspace: u32, len: u32, prefix`,
 /// then the payload (all integers big-endian).
-fn encode_value(entry: &LogEntry) -> Vec<u8> {
+pub(crate) fn encode_value(entry: &LogEntry) -> Vec<u8> {
     let index_bytes: usize = entry.indexes.iter().map(|(_, p)| 8 + p.len()).sum();
     let mut value = Vec::with_capacity(4 + index_bytes + entry.payload.len());
     value.extend_from_slice(&len_u32(entry.indexes.len()).to_be_bytes());
@@ -278,12 +287,12 @@ fn len_u32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
-struct DecodedValue<'a> {
-    indexes: Vec<(Keyspace, &'a [u8])>,
-    payload: &'a [u8],
+pub(crate) struct DecodedValue<'a> {
+    pub(crate) indexes: Vec<(Keyspace, &'a [u8])>,
+    pub(crate) payload: &'a [u8],
 }
 
-fn decode_value(value: &[u8]) -> Option<DecodedValue<'_>> {
+pub(crate) fn decode_value(value: &[u8]) -> Option<DecodedValue<'_>> {
     fn take_u32(bytes: &mut &[u8]) -> Option<usize> {
         let (head, rest) = bytes.split_at_checked(4)?;
         *bytes = rest;
@@ -326,15 +335,17 @@ impl ChangeLog {
                 reason: format!("change-log key {key:02x?} is not an 8-byte revision"),
             })?,
         };
+        let marked = committer.engine().get(keyspace, &MARK_KEY)?.is_some();
         Ok(Arc::new(ChangeLog {
             committer,
             keyspace,
-            sequencer: Mutex::new(Sequencer { last }),
+            sequencer: Mutex::new(Sequencer { last, marked }),
             queue: Mutex::new(Queue::default()),
             written: Condvar::new(),
             head: Mutex::new(Head { durable: last }),
             advanced: Condvar::new(),
             listeners: Mutex::new(Vec::new()),
+            indexer: Indexer::default(),
         }))
     }
 
@@ -441,12 +452,31 @@ impl ChangeLog {
                 None => Some(queued),
             })
             .collect();
+        if let Err(error) = self.check_mark(&mut sequencer) {
+            // Nothing written: the first writer gets the engine's error, the others name it.
+            let (cause, transient) = (error.to_string(), error.is_unavailable());
+            let mut error = Some(error);
+            for queued in group {
+                let error = error.take().unwrap_or(crate::Error::EarlierWriteFailed {
+                    cause: cause.clone(),
+                    transient,
+                });
+                if let Some(chain) = &queued.chain {
+                    chain.break_with(&error);
+                }
+                outcomes.push((queued.ticket, Err(error)));
+            }
+            return outcomes;
+        }
         if group.len() > 1 {
             let mut combined = CombinedBatch::default();
             let mut revisions = Vec::with_capacity(group.len());
             let mut last = sequencer.last;
-            for queued in &group {
+            for (i, queued) in group.iter().enumerate() {
                 let mut batch = queued.batch.clone();
+                if i == 0 {
+                    self.put_mark(&sequencer, &mut batch);
+                }
                 let count = self.add_events(&mut batch, last + 1, &queued.entries);
                 last += count;
                 revisions.push((queued.ticket, (count > 0).then_some(last)));
@@ -454,6 +484,7 @@ impl ChangeLog {
             }
             if let Ok(written) = self.committer.write(combined.finish()) {
                 sequencer.last = last;
+                sequencer.marked = true;
                 outcomes.extend(revisions.into_iter().map(|(ticket, last)| {
                     let appended = Appended {
                         written: written.share(),
@@ -470,9 +501,11 @@ impl ChangeLog {
                 continue;
             }
             let mut batch = queued.batch;
+            self.put_mark(&sequencer, &mut batch);
             let count = self.add_events(&mut batch, sequencer.last + 1, &queued.entries);
             let outcome = self.committer.write(batch).map(|written| {
                 sequencer.last += count;
+                sequencer.marked = true;
                 Appended {
                     written,
                     last: (count > 0).then_some(sequencer.last),
@@ -486,20 +519,40 @@ impl ChangeLog {
         outcomes
     }
 
-    /// Adds `entries` to `batch` as events from revision `first` on, with their history
-    /// keys; returns how many revisions they take.
+    /// Adds `entries` to `batch` as events from revision `first` on (their history keys are
+    /// the indexer's: `history_index`); returns how many revisions they take.
     fn add_events(&self, batch: &mut WriteBatch, first: u64, entries: &[LogEntry]) -> u64 {
         for (offset, entry) in (0u64..).zip(entries) {
-            let key = revision_key(first + offset);
-            for (keyspace, prefix) in &entry.indexes {
-                let mut index_key = Vec::with_capacity(prefix.len() + 8);
-                index_key.extend_from_slice(prefix);
-                index_key.extend_from_slice(&key);
-                batch.put(*keyspace, &index_key, b"");
-            }
-            batch.put(self.keyspace, key, encode_value(entry));
+            batch.put(
+                self.keyspace,
+                revision_key(first + offset),
+                encode_value(entry),
+            );
         }
         entries.len() as u64
+    }
+
+    /// Before the first write of a log without the indexer's mark: looks again (another
+    /// instance, the writer before a take-over, may have put it since the log was opened).
+    fn check_mark(&self, sequencer: &mut Sequencer) -> crate::Result<()> {
+        if !sequencer.marked
+            && self
+                .committer
+                .engine()
+                .get(self.keyspace, &MARK_KEY)?
+                .is_some()
+        {
+            sequencer.marked = true;
+        }
+        Ok(())
+    }
+
+    /// Puts the mark in `batch` when the log has none yet: every event before it was
+    /// indexed in its own batch by an earlier build.
+    fn put_mark(&self, sequencer: &Sequencer, batch: &mut WriteBatch) {
+        if !sequencer.marked {
+            batch.put(self.keyspace, MARK_KEY, revision_key(sequencer.last));
+        }
     }
 
     /// Waits until a sync covers `appended`, then moves the durable head to (at least) its last
@@ -528,6 +581,7 @@ impl ChangeLog {
             for listener in lock(&self.listeners).iter() {
                 listener(last);
             }
+            self.indexer.advanced(last, &self.committer, self.keyspace);
         }
         Ok(last)
     }
@@ -608,10 +662,11 @@ impl ChangeLog {
     /// # Errors
     /// The engine's scan error, or [`crate::Error::Config`] for a malformed key.
     pub fn oldest(&self) -> crate::Result<Option<u64>> {
+        let events = ScanRange::between(&revision_key(1), &[0xff; 9]);
         let first = self
             .committer
             .engine()
-            .scan(self.keyspace, ScanRange::all(), Direction::Forward)?
+            .scan(self.keyspace, events, Direction::Forward)?
             .next()
             .transpose()?;
         first
@@ -679,53 +734,6 @@ impl ChangeLog {
         Ok(events)
     }
 
-    /// Up to `limit` events recorded under the history index `prefix` in `keyspace`, with a
-    /// revision above `after` (forward) or below it (reverse; `after = u64::MAX` starts at the
-    /// newest), never past the head.
-    ///
-    /// # Errors
-    /// The engine's error, or [`FeedError::Corrupt`] for an index key without its event.
-    pub fn read_index(
-        &self,
-        keyspace: Keyspace,
-        prefix: &[u8],
-        after: u64,
-        limit: usize,
-        direction: Direction,
-    ) -> Result<Vec<(u64, Vec<u8>)>, FeedError> {
-        let head = self.head();
-        let bound = |revision: u64| {
-            let mut key = prefix.to_vec();
-            key.extend_from_slice(&revision_key(revision));
-            key
-        };
-        let range = match direction {
-            Direction::Forward if after >= head => return Ok(Vec::new()),
-            Direction::Forward => ScanRange::between(&bound(after + 1), &bound(head + 1)),
-            Direction::Reverse if after == 0 => return Ok(Vec::new()),
-            Direction::Reverse => ScanRange::between(&bound(0), &bound(after.min(head + 1))),
-        };
-        let engine = self.committer.engine();
-        let mut revisions = Vec::new();
-        for item in engine.scan(keyspace, range, direction)?.take(limit) {
-            let (key, _) = item?;
-            let tail = key.get(prefix.len()..).unwrap_or_default();
-            revisions.push(decode_revision(tail).ok_or(FeedError::Corrupt { revision: 0 })?);
-        }
-        let keys: Vec<[u8; 8]> = revisions.iter().map(|&r| revision_key(r)).collect();
-        let key_refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
-        let values = engine.multi_get(self.keyspace, &key_refs)?;
-        revisions
-            .into_iter()
-            .zip(values)
-            .map(|(revision, value)| {
-                let value = value.ok_or(FeedError::Corrupt { revision })?;
-                let decoded = decode_value(&value).ok_or(FeedError::Corrupt { revision })?;
-                Ok((revision, decoded.payload.to_vec()))
-            })
-            .collect()
-    }
-
     /// Blocks until the head is above `after` or `timeout` has passed; returns the head.
     pub fn wait(&self, after: u64, timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;
@@ -756,8 +764,10 @@ impl ChangeLog {
     /// # Errors
     /// The engine's error, or [`FeedError::Corrupt`] for an undecodable event.
     pub fn prune_through(&self, through: u64) -> Result<u64, FeedError> {
-        // Hold the sequencer so no revision is taken while the newest is decided.
+        // Hold the sequencer so no revision is taken while the newest is decided, and the
+        // indexer's lock so that it writes no history key for an event deleted here.
         let sequencer = lock(&self.sequencer);
+        let _indexing = self.indexer.lock();
         let through = through
             .min(sequencer.last.saturating_sub(1))
             .min(self.head());
@@ -767,7 +777,7 @@ impl ChangeLog {
         let engine = self.committer.engine();
         let mut batch = WriteBatch::new();
         let mut deleted = 0;
-        let range = ScanRange::between(&revision_key(0), &revision_key(through + 1));
+        let range = ScanRange::between(&revision_key(1), &revision_key(through + 1));
         for item in engine.scan(self.keyspace, range, Direction::Forward)? {
             let (key, value) = item?;
             let revision = decode_revision(&key).ok_or(FeedError::Corrupt { revision: 0 })?;
@@ -927,6 +937,8 @@ mod tests {
             engine.keyspace("changes").unwrap(),
         )
         .unwrap();
+        // This test counts the engine's writes: the indexer's would come in between.
+        log.set_background_indexing(false);
         *lock(&engine.gate) = false;
         let append = |name: &str| {
             let mut batch = WriteBatch::new();
@@ -955,9 +967,10 @@ mod tests {
             revisions.sort_unstable();
             assert_eq!(revisions, vec![2, 3, 4]);
         });
-        // Two engine writes: "a" alone (put, counter, index, event), then the three others
-        // with their counter adds folded into one: 3 puts + 1 counter + 3 indexes + 3 events.
-        assert_eq!(*lock(&engine.writes), vec![4, 10]);
+        // Two engine writes: "a" alone (put, counter, the indexer's mark of a new log, event),
+        // then the three others with their counter adds folded into one: 3 puts + 1 counter
+        // + 3 events (their history keys are the indexer's).
+        assert_eq!(*lock(&engine.writes), vec![4, 7]);
         assert_eq!(
             engine
                 .get(data, b"files")
@@ -1145,6 +1158,7 @@ mod tests {
         assert_eq!(page_two, vec![(1, vec![0])]);
 
         // Pruning everything keeps the newest event, and removes the index keys of the rest.
+        log.index_pending().unwrap();
         assert_eq!(log.prune_through(u64::MAX).unwrap(), 4);
         assert_eq!(log.oldest().unwrap(), Some(5));
         let remaining: usize = engine
@@ -1251,6 +1265,8 @@ mod tests {
         let keyspace = engine.keyspace("changes").unwrap();
         let shared: Arc<dyn crate::Engine> = engine.clone();
         let log = ChangeLog::open(Arc::new(GroupCommit::new(shared)), keyspace).unwrap();
+        // The operations are counted: the indexer's write would come in between.
+        log.set_background_indexing(false);
         for key in [b"a", b"b"] {
             let mut batch = WriteBatch::new();
             batch.put(data, key, b"v");

@@ -62,6 +62,7 @@ pub mod counter;
 mod error;
 mod faulty;
 mod group_commit;
+mod history_index;
 pub mod keys;
 mod leadership;
 mod mem;

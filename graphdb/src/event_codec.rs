@@ -15,7 +15,8 @@
 //! order (`team` is bit 0, ..., `edges` bit 13), each present field following in that order:
 //! names as `str`, an [`EdgeState`] as a role byte (0 none, 1 member, 2 admin) then a flag
 //! byte and, when set, the expiry `i64`, the counts as `u64`. Both forms are read; any other
-//! first byte is not an event of this store (the commit graphs write JSON into the same log,
+//! first byte is not an event of this store (the commit graphs write JSON and, for pushes,
+//! binary starting with 0x81 into the same log,
 //! a newer build may write a version 2), and decoding it gives `None`.
 
 use engine::codec::{put_string, ByteReader};
@@ -25,6 +26,10 @@ use crate::graph::Role;
 
 /// The first byte of an event in this layout.
 const VERSION_1: u8 = 1;
+
+/// The first byte of the commit graphs' binary `commits.pushed` (`commitgraph::PUSHED_V1`,
+/// which this crate cannot name): its time is at the same place as in ours.
+const COMMITS_PUSHED_V1: u8 = 0x81;
 
 /// The stored payload of `change` (its revision is the log's key, not part of it).
 pub(crate) fn encode(change: &Change) -> Vec<u8> {
@@ -111,7 +116,9 @@ pub(crate) fn time_us(payload: &[u8]) -> Option<i64> {
         Some(b'{') => serde_json::from_slice::<Envelope>(payload)
             .ok()
             .map(|e| e.time_us),
-        Some(&VERSION_1) => Some(i64::from_be_bytes(payload.get(1..9)?.try_into().ok()?)),
+        Some(&VERSION_1 | &COMMITS_PUSHED_V1) => {
+            Some(i64::from_be_bytes(payload.get(1..9)?.try_into().ok()?))
+        }
         _ => None,
     }
 }
@@ -278,5 +285,11 @@ mod tests {
         let push = br#"{"kind":"commits.pushed","time_us":5,"actor":"a","repo":"r"}"#;
         assert_eq!(decode(push), None);
         assert_eq!(time_us(push), Some(5));
+        // And its binary push: not ours, but its time is read.
+        let mut binary_push = vec![COMMITS_PUSHED_V1];
+        binary_push.extend_from_slice(&7i64.to_be_bytes());
+        binary_push.extend_from_slice(b"rest");
+        assert_eq!(decode(&binary_push), None);
+        assert_eq!(time_us(&binary_push), Some(7));
     }
 }

@@ -246,6 +246,8 @@ fn a_failed_write_records_no_event() {
     // second push's write (4, failing).
     let engine = Arc::new(FaultyEngine::new(STANDALONE_KEYSPACES).fail_at(4, Fault::Write));
     let graphs = crate::open_graphs(Arc::clone(&engine) as Arc<dyn Engine>, 3);
+    // Operation 4 is the second push's, not the history indexer's.
+    graphs.change_log().set_background_indexing(false);
     let repo = RepoId(1);
     graphs
         .push(

@@ -521,3 +521,66 @@ fn events_stored_as_json_by_earlier_builds_are_still_read() {
         ["person.created"]
     );
 }
+
+/// The history keys are written by the change log's indexer after the write: a history read
+/// right after a write finds it all the same, a crash before the indexing leaves histories
+/// that are complete after the reopen, and the next write's indexer writes their keys.
+#[test]
+fn histories_are_complete_before_their_indexing_and_after_a_crash() {
+    use engine::{Direction, Engine, FaultyEngine, ScanRange};
+    let engine = Arc::new(FaultyEngine::new(graphdb::KEYSPACES));
+    let history_keys = |engine: &dyn Engine| {
+        let history = engine.keyspace("history").unwrap();
+        let keys = engine.scan(history, ScanRange::all(), Direction::Forward);
+        keys.unwrap().count()
+    };
+    let revisions = |page: graphdb::Result<graphdb::HistoryPage>| -> Vec<u64> {
+        page.unwrap().changes.iter().map(|(r, _)| *r).collect()
+    };
+    {
+        let store = GraphStore::open(Arc::clone(&engine) as Arc<dyn Engine>).unwrap();
+        store.change_log().set_background_indexing(false);
+        let teams = Teams::open(&store).unwrap().acting_as("alice");
+        teams
+            .put_member("ubuntu", "bob", &EdgeKind::named("member"), None)
+            .unwrap(); // 1 team, 2 bob, 3 membership
+        assert_eq!(history_keys(&*engine), 0);
+        assert_eq!(
+            revisions(store.team_history("ubuntu", u64::MAX, 10)),
+            [3, 1]
+        );
+        assert_eq!(revisions(store.person_history("bob", u64::MAX, 10)), [3, 2]);
+    }
+    let crashed = Arc::new(engine.crash());
+    let store = GraphStore::open(Arc::clone(&crashed) as Arc<dyn Engine>).unwrap();
+    assert_eq!(store.change_log().indexed_through().unwrap(), 0);
+    assert_eq!(
+        revisions(store.team_history("ubuntu", u64::MAX, 10)),
+        [3, 1]
+    );
+    assert_eq!(
+        revisions(store.person_history("alice", u64::MAX, 10)),
+        [3, 2, 1]
+    );
+    let teams = Teams::open(&store).unwrap().acting_as("alice");
+    teams.remove_membership("ubuntu", "bob").unwrap(); // 4
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.change_log().indexed_through().unwrap() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the indexer did not catch up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // Team created (team, actor), person created (person, actor), two memberships (team,
+    // person, actor each).
+    assert_eq!(history_keys(&*crashed), 2 + 2 + 3 + 3);
+    assert_eq!(
+        revisions(store.team_history("ubuntu", u64::MAX, 10)),
+        [4, 3, 1]
+    );
+    assert_eq!(
+        revisions(store.person_history("bob", u64::MAX, 10)),
+        [4, 3, 2]
+    );
+}

@@ -72,10 +72,15 @@ impl DirectoryFeed {
 /// An event as the feed shows it: its payload's fields and its `revision`. A payload that is
 /// not a JSON object (no writer of the log makes one) is shown as `kind: "unknown"`.
 fn event(revision: u64, payload: &[u8]) -> Value {
-    // The commit graphs' events (and the teams' events stored before 2026-12-05) are JSON;
-    // the teams' events are stored binary, decoded by graphdb.
+    // The commit graphs' events (and the teams' events stored before 2026-12-05) are JSON,
+    // but for their binary pushes (since 2026-12-05); the teams' events are stored binary,
+    // decoded by graphdb.
     let decoded = match payload.first() {
         Some(b'{') => serde_json::from_slice::<Value>(payload).ok(),
+        Some(&commitgraph::PUSHED_V1) => commitgraph::RepoEvent::decode(payload)
+            .ok()
+            .flatten()
+            .and_then(|event| serde_json::to_value(event).ok()),
         _ => graphdb::Change::from_payload(payload).and_then(|c| serde_json::to_value(c).ok()),
     };
     let mut value = match decoded {
