@@ -60,7 +60,7 @@ impl View<'_> {
 
     /// The id of a node.
     pub fn id(&self, name: &str) -> Option<NodeId> {
-        self.state.ids.get(name).copied().map(NodeId)
+        self.state.id(name).copied().map(NodeId)
     }
 
     /// The name of a node.
