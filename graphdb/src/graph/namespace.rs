@@ -454,7 +454,7 @@ impl Namespace {
         events.membership(
             state.name(g),
             state.name(m),
-            old.map(|l| (l.role, l.expires)),
+            old.map(|l| (l.role, l.expires())),
             Some((role, expires)),
             [old_label.as_deref(), label],
         );
@@ -615,7 +615,7 @@ impl Namespace {
             events.membership(
                 group,
                 member,
-                Some((old.role, old.expires)),
+                Some((old.role, old.expires())),
                 None,
                 [label.as_deref(), None],
             );

@@ -25,12 +25,36 @@ pub(crate) struct Link {
     pub role: Role,
     /// The edge's label in [`State::labels`] (0: none); general graphs label their edges.
     pub label: u16,
-    /// When it stops counting (Unix seconds), if ever.
-    pub expires: Option<i64>,
+    /// The expiry (Unix seconds) in two halves and a flag rather than an `Option<i64>`, which
+    /// alone takes 16 bytes: so a link packs into 16 bytes instead of 24 (each edge is held
+    /// twice: 14 MB at 880,000 edges).
+    expires_low: u32,
+    expires_high: i32,
+    has_expiry: bool,
 }
 
-// A link stays 24 bytes with its label number (see DESIGN.md, memory per edge).
-const _: () = assert!(std::mem::size_of::<Link>() == 24);
+// A link stays 16 bytes with its label number and expiry (see DESIGN.md, memory per edge).
+const _: () = assert!(std::mem::size_of::<Link>() == 16);
+
+impl Link {
+    pub fn new(other: u32, role: Role, label: u16, expires: Option<i64>) -> Link {
+        let e = expires.unwrap_or(0);
+        Link {
+            other,
+            role,
+            label,
+            expires_low: e as u32,
+            expires_high: (e >> 32) as i32,
+            has_expiry: expires.is_some(),
+        }
+    }
+
+    /// When it stops counting (Unix seconds), if ever.
+    pub fn expires(&self) -> Option<i64> {
+        self.has_expiry
+            .then(|| (i64::from(self.expires_high) << 32) | i64::from(self.expires_low))
+    }
+}
 
 /// Whether an edge with this expiry counts at time `t`.
 pub(crate) fn active_at(expires: Option<i64>, t: i64) -> bool {
@@ -177,7 +201,7 @@ impl State {
     }
 
     pub fn active(&self, link: &Link) -> bool {
-        active_at(link.expires, self.applied)
+        active_at(link.expires(), self.applied)
     }
 
     /// The first id not in use past the highest one.
@@ -253,18 +277,12 @@ impl State {
         label: u16,
         expires: Option<i64>,
     ) {
-        self.node_mut(member).up.push(Link {
-            other: group,
-            role,
-            label,
-            expires,
-        });
-        self.node_mut(group).down.push(Link {
-            other: member,
-            role,
-            label,
-            expires,
-        });
+        self.node_mut(member)
+            .up
+            .push(Link::new(group, role, label, expires));
+        self.node_mut(group)
+            .down
+            .push(Link::new(member, role, label, expires));
         if let Some(e) = expires {
             if e > self.applied {
                 self.expiry.insert((e, member, group));
@@ -281,7 +299,7 @@ impl State {
         if let Some(pos) = down.iter().position(|l| l.other == member) {
             down.swap_remove(pos);
         }
-        if let Some(e) = link.expires {
+        if let Some(e) = link.expires() {
             self.expiry.remove(&(e, member, group));
         }
         Some(link)
@@ -689,5 +707,37 @@ impl State {
                 .enumerate()
                 .filter_map(|(id, n)| n.as_ref().map(|n| (id as u32, &*n.name))),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{compact, Link};
+    use crate::graph::Role;
+    use roaring::RoaringBitmap;
+
+    #[test]
+    fn a_link_keeps_every_expiry() {
+        for expires in [
+            None,
+            Some(0),
+            Some(-1),
+            Some(1_767_225_600),
+            Some(i64::from(u32::MAX) + 1),
+            Some(i64::MIN),
+            Some(i64::MAX),
+        ] {
+            let link = Link::new(7, Role::Admin, 3, expires);
+            assert_eq!(link.expires(), expires);
+            assert_eq!((link.other, link.role, link.label), (7, Role::Admin, 3));
+        }
+    }
+
+    #[test]
+    fn a_compacted_bitmap_holds_the_same_set() {
+        let mut buffer = Vec::new();
+        let set: RoaringBitmap = [1, 5, 70_000, 1 << 20].into_iter().chain(0..5000).collect();
+        assert_eq!(compact(&set, &mut buffer), set);
+        assert!(compact(&RoaringBitmap::new(), &mut buffer).is_empty());
     }
 }

@@ -102,7 +102,7 @@ impl View<'_> {
     pub fn membership(&self, member: &str, group: &str) -> Result<Option<(Role, Option<i64>)>> {
         let m = self.resolve(member)?;
         let g = self.resolve(group)?;
-        Ok(self.state.link(m, g).map(|l| (l.role, l.expires)))
+        Ok(self.state.link(m, g).map(|l| (l.role, l.expires())))
     }
 
     fn filter(&self, mut ids: RoaringBitmap, filter: Filter) -> RoaringBitmap {
