@@ -16,7 +16,10 @@ fn main() -> std::io::Result<()> {
     // `xN` instead of a divisor: N times the persons, teams and audits of the production
     // shape (the special trees as they are), for the memory table at ten times the size.
     let scale = args.next().unwrap_or_default();
-    let shape = match scale.strip_prefix('x').and_then(|n| n.parse::<usize>().ok()) {
+    let shape = match scale
+        .strip_prefix('x')
+        .and_then(|n| n.parse::<usize>().ok())
+    {
         Some(times) => {
             let mut shape = Shape::full();
             shape.persons *= times;
