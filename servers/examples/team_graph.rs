@@ -3,7 +3,7 @@
 //! participation closure `team_index\tperson_index` for a PostgreSQL `TeamParticipation`
 //! table, and the team and person names in index order (`teams.txt`, `persons.txt`).
 //!
-//!     cargo run --release -p servers --example team_graph -- DIVISOR OUT_DIR NOW_UNIX_SECS
+//!     cargo run --release -p servers --example team_graph -- DIVISOR|xTIMES OUT_DIR NOW_UNIX_SECS
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufWriter, Write};
@@ -13,13 +13,28 @@ use graphdb::generate::{Generated, Member, Shape};
 
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
-    let divisor: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
+    // `xN` instead of a divisor: N times the persons, teams and audits of the production
+    // shape (the special trees as they are), for the memory table at ten times the size.
+    let scale = args.next().unwrap_or_default();
+    let shape = match scale
+        .strip_prefix('x')
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        Some(times) => {
+            let mut shape = Shape::full();
+            shape.persons *= times;
+            shape.teams *= times;
+            shape.audits *= times;
+            shape
+        }
+        None => Shape::scaled(scale.parse().unwrap_or(1)),
+    };
     let out = PathBuf::from(args.next().unwrap_or_else(|| ".".into()));
     let now: i64 = args
         .next()
         .and_then(|a| a.parse().ok())
         .unwrap_or(graphdb::generate::GENERATED_NOW);
-    let g = Generated::new(&Shape::scaled(divisor));
+    let g = Generated::new(&shape);
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("teams.tsv"), g.to_tsv())?;
 

@@ -34,7 +34,7 @@ impl Namespace {
             // Validation: kinds of existing nodes, edge ends, cycles.
             let mut new_nodes: HashMap<&str, NodeKind> = HashMap::new();
             for (name, kind) in &load.nodes {
-                let found = match state.ids.get(name.as_str()) {
+                let found = match state.id(name) {
                     Some(&id) => state.node(id).map(|n| n.kind),
                     None => new_nodes.insert(name, *kind),
                 };
@@ -43,7 +43,7 @@ impl Namespace {
                 }
             }
             let kind_of = |name: &str| -> Result<NodeKind> {
-                match state.ids.get(name) {
+                match state.id(name) {
                     Some(&id) => Ok(state.node(id).map_or(NodeKind::Leaf, |n| n.kind)),
                     None => new_nodes
                         .get(name)
@@ -85,7 +85,7 @@ impl Namespace {
                 state.order.defer();
             }
             for (name, kind) in &load.nodes {
-                if state.ids.contains_key(name.as_str()) {
+                if state.id(name).is_some() {
                     continue;
                 }
                 if next == u32::MAX {
@@ -114,8 +114,8 @@ impl Namespace {
             let mut sources = Vec::new();
             let mut affected = RoaringBitmap::new();
             for (i, (member, group, kind, expires)) in load.edges.iter().enumerate() {
-                let m = state.ids[member.as_str()];
-                let g = state.ids[group.as_str()];
+                let m = *state.id(member).expect("validated above");
+                let g = *state.id(group).expect("validated above");
                 match kind {
                     EdgeKind::Membership(role) => {
                         if let Some(old) = state.remove_link(m, g) {
@@ -160,6 +160,7 @@ impl Namespace {
                 state.recompute(&affected);
             }
             if many {
+                state.compact_closure(&affected);
                 state.shrink();
             }
             events.import(load.nodes.len() as u64, load.edges.len() as u64);
@@ -216,8 +217,7 @@ impl Namespace {
             }
             let allowed = |i: &NodeIndex| {
                 state
-                    .ids
-                    .get(graph[*i])
+                    .id(graph[*i])
                     .is_some_and(|&id| state.cycles_allowed.contains(id))
             };
             if scc.iter().all(allowed) {

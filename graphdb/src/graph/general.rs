@@ -55,7 +55,7 @@ impl Namespace {
         }
         self.write(actor, |state, batch, events| {
             for name in [from, to] {
-                if let Some(&id) = state.ids.get(name) {
+                if let Some(&id) = state.id(name) {
                     let found = state.node(id).map_or(NodeKind::Group, |n| n.kind);
                     if found != NodeKind::Group {
                         return Err(self.wrong_kind(name, found, NodeKind::Group));
@@ -64,13 +64,13 @@ impl Namespace {
             }
             // A cycle can only be refused between existing nodes, so creating first is safe.
             if self.kind == NamespaceKind::Acyclic && from == to {
-                if let Some(&x) = state.ids.get(from) {
+                if let Some(&x) = state.id(from) {
                     self.check_no_cycle(state, x, x)?;
                 }
             }
             let mut ids = [0; 2];
             for (slot, name) in ids.iter_mut().zip([from, to]) {
-                *slot = match state.ids.get(name) {
+                *slot = match state.id(name) {
                     Some(&id) => id,
                     None => self.create_node(state, batch, events, name, NodeKind::Group)?,
                 };
@@ -88,7 +88,7 @@ impl Namespace {
     pub fn add_group_with_cycles(&self, actor: &str, name: &str, allow: bool) -> Result<u64> {
         validate_name(name)?;
         self.write(actor, |state, batch, events| {
-            if let Some(&id) = state.ids.get(name) {
+            if let Some(&id) = state.id(name) {
                 let found = state.node(id).map_or(NodeKind::Group, |n| n.kind);
                 if found != NodeKind::Group {
                     return Err(self.wrong_kind(name, found, NodeKind::Group));
@@ -116,8 +116,7 @@ impl Namespace {
     pub fn allows_cycles(&self, name: &str) -> bool {
         let state = self.read_state();
         state
-            .ids
-            .get(name)
+            .id(name)
             .is_some_and(|&id| state.cycles_allowed.contains(id))
     }
 

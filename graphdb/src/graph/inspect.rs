@@ -199,7 +199,7 @@ impl Namespace {
                     group: state.name(l.other).to_owned(),
                     member: node.name.to_string(),
                     kind: EdgeKind::Membership(l.role),
-                    expires: l.expires,
+                    expires: l.expires(),
                 });
             }
         }

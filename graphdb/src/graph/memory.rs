@@ -20,7 +20,7 @@ pub struct MemoryStats {
     pub node_slots: u64,
     /// The names' own allocations (held once, by the node).
     pub names: u64,
-    /// The name -> id hash map: its table and its copy of every name.
+    /// The name -> id hash table (ids hashed by their node's name).
     pub name_map: u64,
     /// The adjacency lists' allocations, both directions.
     pub adjacency: u64,
@@ -94,19 +94,17 @@ impl State {
             node_slots: (self.nodes.capacity() * std::mem::size_of::<Option<NodeRec>>()) as u64,
             ..MemoryStats::default()
         };
-        let mut name_bytes = 0u64;
         for node in self.nodes.iter().flatten() {
-            let name = allocated(node.name.len());
-            m.names += name;
-            name_bytes += name;
+            m.names += allocated(node.name.len());
             m.edges += node.up.len() as u64;
             let link = std::mem::size_of::<Link>();
             m.adjacency +=
                 allocated(node.up.capacity() * link) + allocated(node.down.capacity() * link);
         }
-        // A hashbrown table: one (key, value) slot and one control byte per bucket.
+        // A hashbrown table: one `u32` slot and one control byte per bucket (the names are
+        // the nodes').
         let buckets = (self.ids.capacity() * 8 / 7).next_power_of_two();
-        m.name_map = (buckets * (std::mem::size_of::<(Box<str>, u32)>() + 1)) as u64 + name_bytes;
+        m.name_map = (buckets * (std::mem::size_of::<u32>() + 1)) as u64;
         m.closure_up = (self.anc.capacity() * std::mem::size_of::<RoaringBitmap>()) as u64;
         for anc in &self.anc {
             m.pairs += anc.len();

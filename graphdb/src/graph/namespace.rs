@@ -279,11 +279,7 @@ impl Namespace {
     }
 
     pub(super) fn resolve(&self, state: &State, name: &str) -> Result<u32> {
-        state
-            .ids
-            .get(name)
-            .copied()
-            .ok_or_else(|| self.unknown(name))
+        state.id(name).copied().ok_or_else(|| self.unknown(name))
     }
 
     pub(super) fn resolve_group(&self, state: &State, name: &str) -> Result<u32> {
@@ -304,7 +300,7 @@ impl Namespace {
     pub fn add_node(&self, actor: &str, name: &str, kind: NodeKind) -> Result<(NodeId, u64)> {
         validate_name(name)?;
         self.write(actor, |state, batch, events| {
-            if let Some(&id) = state.ids.get(name) {
+            if let Some(&id) = state.id(name) {
                 let found = state.node(id).map_or(kind, |n| n.kind);
                 return if found == kind {
                     Ok(NodeId(id))
@@ -346,7 +342,7 @@ impl Namespace {
     /// Engine errors.
     pub fn remove_node(&self, actor: &str, name: &str) -> Result<Option<u64>> {
         let (existed, revision) = self.write(actor, |state, batch, events| {
-            let Some(&x) = state.ids.get(name) else {
+            let Some(&x) = state.id(name) else {
                 return Ok(false);
             };
             let node = state.node(x).expect("named nodes are live").clone();
@@ -381,7 +377,7 @@ impl Namespace {
 
     /// The id of a node.
     pub fn id(&self, name: &str) -> Option<NodeId> {
-        self.read_state().ids.get(name).copied().map(NodeId)
+        self.read_state().id(name).copied().map(NodeId)
     }
 
     /// The name and kind of a node.
@@ -458,7 +454,7 @@ impl Namespace {
         events.membership(
             state.name(g),
             state.name(m),
-            old.map(|l| (l.role, l.expires)),
+            old.map(|l| (l.role, l.expires())),
             Some((role, expires)),
             [old_label.as_deref(), label],
         );
@@ -520,7 +516,7 @@ impl Namespace {
             });
         }
         self.write(actor, |state, batch, events| {
-            let g = state.ids.get(group).copied();
+            let g = state.id(group).copied();
             if let Some(g) = g {
                 if state.node(g).map(|n| n.kind) == Some(NodeKind::Leaf) {
                     return Err(Error::HasNoMembers {
@@ -529,7 +525,7 @@ impl Namespace {
                     });
                 }
             }
-            let m = state.ids.get(member).copied();
+            let m = state.id(member).copied();
             if let (Some(m), Some(expected)) = (m, member_kind) {
                 let found = state.node(m).map_or(expected, |n| n.kind);
                 if found != expected {
@@ -619,7 +615,7 @@ impl Namespace {
             events.membership(
                 group,
                 member,
-                Some((old.role, old.expires)),
+                Some((old.role, old.expires())),
                 None,
                 [label.as_deref(), None],
             );

@@ -60,7 +60,7 @@ impl View<'_> {
 
     /// The id of a node.
     pub fn id(&self, name: &str) -> Option<NodeId> {
-        self.state.ids.get(name).copied().map(NodeId)
+        self.state.id(name).copied().map(NodeId)
     }
 
     /// The name of a node.
@@ -99,7 +99,7 @@ impl View<'_> {
     pub fn membership(&self, member: &str, group: &str) -> Result<Option<(Role, Option<i64>)>> {
         let m = self.resolve(member)?;
         let g = self.resolve(group)?;
-        Ok(self.state.link(m, g).map(|l| (l.role, l.expires)))
+        Ok(self.state.link(m, g).map(|l| (l.role, l.expires())))
     }
 
     fn filter(&self, mut ids: RoaringBitmap, filter: Filter) -> RoaringBitmap {
