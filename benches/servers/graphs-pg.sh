@@ -4,10 +4,12 @@
 # 34,000 sources, 275,000 depends edges, 55 cycles; SCALE=10: ten times that):
 #   1. the import: POST /import/graphs/debian (TSV, index built, synced) against PostgreSQL's
 #      \copy into edges(src, dst, label) plus its two indexes (src, dst) and (dst, src);
-#   2. reachability of random (binary, hub-ish binary) pairs, one client: the directory's
-#      GET /graphs/debian/reachable (wrk --latency) against PostgreSQL's WITH RECURSIVE
-#      walk from the source stopping at nothing (UNION, so cycles end), EXISTS on the target
-#      (pgbench -M prepared, p50 from its log);
+#   2. reachability, one client, two mixes: random (binary, hub-ish binary) pairs, mostly
+#      true, and uniformly random binary pairs, mostly false: the directory's
+#      GET /graphs/debian/reachable (wrk --latency) and graphdb embedded (`debian_graph
+#      --embedded`, same mixes, same run) against PostgreSQL's WITH RECURSIVE walk from the
+#      source (UNION, so cycles end), EXISTS on the target (pgbench -M prepared, p50 from its
+#      log);
 #   3. the descendants of the largest section (section:libs), all of them sorted, one client:
 #      GET /graphs/debian/nodes/section:libs/descendants?limit=1000000 against WITH RECURSIVE
 #      ... ORDER BY.
@@ -43,7 +45,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-info=$("$target/debian_graph" "$SCALE" "$work/graph")
+info=$("$target/debian_graph" "$SCALE" "$work/graph" --embedded)
+embedded=$(echo "$info" | grep '^embedded' || true)
+info=$(echo "$info" | grep -v '^embedded')
 chmod -R a+rX "$work/graph"
 echo "# $(date -u +%FT%TZ) $(uname -m), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); graph: $info"
 binaries=$(wc -l < "$work/graph/binaries.txt")
@@ -81,8 +85,11 @@ pgbench_p50() {
 }
 mkdir -p "$work/pgb" && chmod 777 "$work/pgb"
 
-# Both sides answer the same question on the same pairs: a random binary, a target among the
-# first 64 (the hubs first), so that many answers are true.
+# Every side answers the same questions, drawn the same way: a random binary and a target among
+# the first TARGETS binaries: 64 (the hubs first, so that many answers are true) or all of them
+# (mostly false: a walk must exhaust the source's reach to say no).
+for TARGETS in 64 "$binaries"; do
+mix=$([ "$TARGETS" = 64 ] && echo hubs || echo uniform)
 cat > "$work/reach.lua" <<LUA
 function init(args)
     names = {}
@@ -92,23 +99,26 @@ end
 request = function()
     -- "+" (libstdc++6) means a space in a query string: escape it.
     local from = names[math.random(#names)]:gsub("%+", "%%2B")
-    local to = names[math.random(math.min(64, #names))]:gsub("%+", "%%2B")
+    local to = names[math.random(math.min($TARGETS, #names))]:gsub("%+", "%%2B")
     return wrk.format("GET", "/graphs/debian/reachable?from=" .. from .. "&to=" .. to)
 end
 LUA
 cat > "$work/pgb/reach.sql" <<SQL
 \\set a random(1, $binaries)
-\\set b random(1, 64)
+\\set b random(1, $TARGETS)
 WITH RECURSIVE r(n) AS (
     SELECT e.dst FROM edges e JOIN binaries s ON e.src = s.name WHERE s.id = :a
     UNION SELECT e.dst FROM edges e JOIN r ON e.src = r.n)
 SELECT EXISTS (SELECT 1 FROM r JOIN binaries t ON t.name = r.n WHERE t.id = :b);
 SQL
-echo "## reachability of random pairs, one client, ${DURATION}s"
+echo "## reachability, $mix mix (targets among the first $TARGETS binaries), one client, ${DURATION}s"
+echo "### graphdb embedded (Graph::reachable by names, one thread, same mix)"
+echo "$embedded" | grep "$mix mix"
 echo "### directory"
 wrk -t 1 -c 1 -d "${DURATION}s" --latency -s "$work/reach.lua" "$D" | grep -E "^ +(50|99)%|Requests/sec|Non-2xx"
 echo "### PostgreSQL WITH RECURSIVE"
 pgbench_p50 "$work/pgb" -c 1 -T "$DURATION" -f "$work/pgb/reach.sql"
+done
 
 largest=$(echo "$info" | tr ' ' '\n' | sed -n 's/^largest=//p')
 count=$(curl -fsS "$D/graphs/debian/nodes/$largest/descendants?limit=10000000" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["descendants"]))')
