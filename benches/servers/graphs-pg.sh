@@ -4,8 +4,8 @@
 # 34,000 sources, 275,000 depends edges, 55 cycles; SCALE=10: ten times that):
 #   1. the import: POST /import/graphs/debian (TSV, index built, synced) against PostgreSQL's
 #      \copy into edges(src, dst, label) plus its two indexes (src, dst) and (dst, src);
-#   2. reachability, one client, two mixes: random (binary, hub-ish binary) pairs, mostly
-#      true, and uniformly random binary pairs, mostly false: the directory's
+#   2. reachability, one client, three mixes (random binary to hub-ish binary, mostly true;
+#      random binary to random binary, mostly false; the largest set to a random binary): the directory's
 #      GET /graphs/debian/reachable (wrk --latency) and graphdb embedded (`debian_graph
 #      --embedded`, same mixes, same run) against PostgreSQL's WITH RECURSIVE walk from the
 #      source (UNION, so cycles end), EXISTS on the target (pgbench -M prepared, p50 from its
@@ -85,11 +85,23 @@ pgbench_p50() {
 }
 mkdir -p "$work/pgb" && chmod 777 "$work/pgb"
 
-# Every side answers the same questions, drawn the same way: a random binary and a target among
-# the first TARGETS binaries: 64 (the hubs first, so that many answers are true) or all of them
-# (mostly false: a walk must exhaust the source's reach to say no).
-for TARGETS in 64 "$binaries"; do
-mix=$([ "$TARGETS" = 64 ] && echo hubs || echo uniform)
+# Every side answers the same questions, drawn the same way, in three mixes: `hubs`, a random
+# binary and a target among the first 64 binaries (the hubs first, so that many answers are
+# true); `uniform`, two random binaries (mostly false: a walk must exhaust the source's reach
+# to say no, but a binary reaches little); `largest`, from the largest set (section:libs, the
+# question "does this section pull in X?") to a random binary.
+largest=$(echo "$info" | tr ' ' '\n' | sed -n 's/^largest=//p')
+# pgbench reads ":libs" as a variable even inside quotes: spell the colon as chr(58).
+literal="'$(echo "$largest" | sed "s/:/' || chr(58) || '/g")'"
+for mix in hubs uniform largest; do
+targets=$([ "$mix" = hubs ] && echo 64 || echo "$binaries")
+if [ "$mix" = largest ]; then
+    lua_from="\"$largest\""
+    sql_from="SELECT e.dst FROM edges e WHERE e.src = $literal"
+else
+    lua_from='names[math.random(#names)]:gsub("%+", "%%2B")'
+    sql_from="SELECT e.dst FROM edges e JOIN binaries s ON e.src = s.name WHERE s.id = :a"
+fi
 cat > "$work/reach.lua" <<LUA
 function init(args)
     names = {}
@@ -98,20 +110,20 @@ function init(args)
 end
 request = function()
     -- "+" (libstdc++6) means a space in a query string: escape it.
-    local from = names[math.random(#names)]:gsub("%+", "%%2B")
-    local to = names[math.random(math.min($TARGETS, #names))]:gsub("%+", "%%2B")
+    local from = $lua_from
+    local to = names[math.random(math.min($targets, #names))]:gsub("%+", "%%2B")
     return wrk.format("GET", "/graphs/debian/reachable?from=" .. from .. "&to=" .. to)
 end
 LUA
 cat > "$work/pgb/reach.sql" <<SQL
 \\set a random(1, $binaries)
-\\set b random(1, $TARGETS)
+\\set b random(1, $targets)
 WITH RECURSIVE r(n) AS (
-    SELECT e.dst FROM edges e JOIN binaries s ON e.src = s.name WHERE s.id = :a
+    $sql_from
     UNION SELECT e.dst FROM edges e JOIN r ON e.src = r.n)
 SELECT EXISTS (SELECT 1 FROM r JOIN binaries t ON t.name = r.n WHERE t.id = :b);
 SQL
-echo "## reachability, $mix mix (targets among the first $TARGETS binaries), one client, ${DURATION}s"
+echo "## reachability, $mix mix, one client, ${DURATION}s"
 echo "### graphdb embedded (Graph::reachable by names, one thread, same mix)"
 echo "$embedded" | grep "$mix mix"
 echo "### directory"
@@ -120,7 +132,6 @@ echo "### PostgreSQL WITH RECURSIVE"
 pgbench_p50 "$work/pgb" -c 1 -T "$DURATION" -f "$work/pgb/reach.sql"
 done
 
-largest=$(echo "$info" | tr ' ' '\n' | sed -n 's/^largest=//p')
 count=$(curl -fsS "$D/graphs/debian/nodes/$largest/descendants?limit=10000000" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["descendants"]))')
 rows=$(psql -c "WITH RECURSIVE r(n) AS (SELECT dst FROM edges WHERE src = '$largest' UNION SELECT e.dst FROM edges e JOIN r ON e.src = r.n) SELECT count(*) FROM r")
 echo "descendants of $largest: directory $count, PostgreSQL $rows"
@@ -130,8 +141,6 @@ echo "### directory (JSON names over HTTP)"
 wrk -t 1 -c 1 -d "${DURATION}s" --latency "$D/graphs/debian/nodes/$largest/descendants?limit=10000000" \
     | grep -E "^ +(50|99)%|Requests/sec"
 echo "### PostgreSQL WITH RECURSIVE ... ORDER BY (rows fetched by pgbench)"
-# pgbench reads ":libs" as a variable even inside quotes: spell the colon as chr(58).
-literal="'$(echo "$largest" | sed "s/:/' || chr(58) || '/g")'"
 cat > "$work/pgb/desc.sql" <<SQL
 WITH RECURSIVE r(n) AS (SELECT dst FROM edges WHERE src = $literal
     UNION SELECT e.dst FROM edges e JOIN r ON e.src = r.n)

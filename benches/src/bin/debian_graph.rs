@@ -6,8 +6,9 @@
 //! `debian_graph SCALE DIR --embedded` then imports the graph into a graphdb store on RocksDB
 //! under `DIR` and times `Graph::reachable` by names, one thread, on the two query mixes the
 //! script asks PostgreSQL and the directory over HTTP, so the embedded-to-PostgreSQL ratio is
-//! one run's: `hubs` (a random binary, a target among the first 64, mostly true) and
-//! `uniform` (two random binaries, mostly false, where a walk must exhaust the source's reach).
+//! one run's: `hubs` (a random binary, a target among the first 64, mostly true), `uniform`
+//! (two random binaries, mostly false, where a walk must exhaust the source's reach) and
+//! `largest` (from the largest set, `section:libs`, to a random binary).
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -41,28 +42,39 @@ fn main() -> anyhow::Result<()> {
         g.sections[0]
     );
     if embedded {
-        reachable_embedded(&dir.join("embedded"), tsv.as_bytes(), &g.binaries)?;
+        reachable_embedded(
+            &dir.join("embedded"),
+            tsv.as_bytes(),
+            &g.binaries,
+            &g.sections[0],
+        )?;
     }
     Ok(())
 }
 
-/// Imports `tsv` and prints the p50/p99 of `reachable` by names for both mixes.
+/// Imports `tsv` and prints the p50/p99 of `reachable` by names for the three mixes.
 fn reachable_embedded(
     dir: &std::path::Path,
     tsv: &[u8],
     binaries: &[String],
+    largest: &str,
 ) -> anyhow::Result<()> {
     let engine = EngineConfig::rocksdb(dir).open(graphdb::KEYSPACES)?;
     let store = GraphStore::builder(engine).open()?;
     let graph = store.create_graph("debian", NamespaceKind::General)?;
     graph.import_tsv(tsv, None)?;
     let hubs = binaries.len().min(64);
-    for (mix, targets) in [("hubs", hubs), ("uniform", binaries.len())] {
+    let mixes = [
+        ("hubs", None, hubs),
+        ("uniform", None, binaries.len()),
+        ("largest", Some(largest), binaries.len()),
+    ];
+    for (mix, source, targets) in mixes {
         let mut rng = Lcg(42);
         let mut samples: Vec<Duration> = Vec::with_capacity(SAMPLES);
         let mut reachable = 0usize;
         for _ in 0..SAMPLES {
-            let from = &binaries[rng.below(binaries.len())];
+            let from = source.unwrap_or_else(|| &binaries[rng.below(binaries.len())]);
             let to = &binaries[rng.below(targets)];
             let started = Instant::now();
             let answer = graph.reachable(from, to, false)?;
