@@ -70,17 +70,23 @@ bench: setup
 capacity: setup
 	bash scripts/capacity.sh
 
-# Runs every cargo-fuzz target for FUZZ_SECONDS each (libFuzzer; RUSTC_BOOTSTRAP lets the
-# stable toolchain take the sanitizer flags). New inputs that reach new code are added to
-# fuzz/corpus/<target>/; findings land in fuzz/artifacts/. ASan keeps no allocation stacks
-# and skips the leak check at exit: that makes the store and HTTP targets six times faster,
-# and the workspace forbids unsafe code, so what ASan would add is small.
+# Runs every cargo-fuzz target for FUZZ_SECONDS each, or for FUZZ_RUNS executions each when
+# set (issue 15's long run: `make fuzz FUZZ_RUNS=10000000`, a few hours on a quiet core per
+# target: docs/RELIABILITY.md, "Rates"). libFuzzer; RUSTC_BOOTSTRAP lets the stable
+# toolchain take the instrumentation flags. New inputs that reach new code are added to
+# fuzz/corpus/<target>/; findings land in fuzz/artifacts/. No sanitizer by default: ASan
+# made every target 3 to 8 times slower, and the workspace forbids unsafe code, so a memory
+# error could only come from a dependency's unsafe code (FUZZ_SANITIZER=address looks for
+# that; ASan then keeps no allocation stacks and skips the leak check at exit).
 FUZZ_SECONDS ?= 60
+FUZZ_RUNS ?=
+FUZZ_SANITIZER ?= none
+FUZZ_LIMIT = $(if $(FUZZ_RUNS),-runs=$(FUZZ_RUNS),-max_total_time=$(FUZZ_SECONDS))
 fuzz: setup
 	command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 	cd fuzz && for target in $$(cargo fuzz list); do \
 	  ASAN_OPTIONS=malloc_context_size=0:detect_leaks=0 RUSTC_BOOTSTRAP=1 \
-	    cargo fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) -timeout=10 2>&1 | tail -n 3; \
+	    cargo fuzz run -s $(FUZZ_SANITIZER) $$target -- $(FUZZ_LIMIT) -timeout=10 2>&1 | tail -n 3; \
 	done
 
 # The long crash soaks (docs/RELIABILITY.md): SOAK_KILLS SIGKILLs of each server under load

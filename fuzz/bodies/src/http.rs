@@ -53,8 +53,9 @@ fn config() -> ServerConfig {
         limits: Limits {
             max_body_bytes: 4096,
             max_json_bytes: 512,
-            // One store thread, not four: each input builds a service, and with it its pool.
-            store_threads: 1,
+            // No store threads: each input builds a service, and a pool thread spawned per
+            // input was most of its setup; the runtime's blocking threads outlive the inputs.
+            store_threads: 0,
             ..Limits::default()
         },
         ..ServerConfig::default()

@@ -64,7 +64,8 @@ pub struct Limits {
     /// Seconds in-flight requests get to finish after SIGTERM or SIGINT. Default: 30.
     pub shutdown_grace_secs: u64,
     /// Threads for short blocking store calls (lookups, small reads); streaming uploads and
-    /// large downloads use Tokio's blocking pool. Default: 4.
+    /// large downloads use Tokio's blocking pool. Default: 4; 0 sends the short calls to
+    /// Tokio's blocking pool too (the fuzz targets, which build a service per input).
     pub store_threads: usize,
 }
 

@@ -34,11 +34,15 @@ impl fmt::Debug for BlockingPool {
 pub struct PoolError;
 
 impl BlockingPool {
-    /// Starts `threads` threads (at least one) named `name-N`, with a queue of `queue` jobs.
+    /// Starts `threads` threads named `name-N`, with a queue of `queue` jobs. With no
+    /// threads every job goes to Tokio's blocking pool: for in-process harnesses (the fuzz
+    /// targets build a service per input, and a thread spawned per input was most of their
+    /// setup), not for a server under load.
     pub fn new(name: &str, threads: usize, queue: usize) -> Self {
-        let threads = threads.max(1);
         let (sender, receiver) = mpsc::sync_channel::<Job>(queue.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
+        // Without threads the receiver is dropped here: every `try_send` finds the queue
+        // disconnected and takes Tokio's blocking pool.
         for n in 0..threads {
             let receiver = Arc::clone(&receiver);
             std::thread::Builder::new()
@@ -100,5 +104,17 @@ mod tests {
         let panicked = pool.run(|| -> u32 { panic!("boom") }).await;
         assert!(panicked.is_err());
         assert_eq!(pool.run(|| 7).await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn without_threads_runs_jobs_on_tokio() {
+        let pool = BlockingPool::new("none", 0, 1);
+        let name = pool
+            .run(|| std::thread::current().name().map(str::to_owned))
+            .await
+            .unwrap();
+        assert_ne!(name.as_deref(), Some("none-0"));
+        assert_eq!(pool.run(|| 7).await.unwrap(), 7);
+        assert!(pool.run(|| -> u32 { panic!("boom") }).await.is_err());
     }
 }
