@@ -650,21 +650,29 @@ pub(crate) async fn health(State(state): State<Directory>) -> Result<axum::Json<
 }
 
 /// `GET /metrics`: HTTP metrics and the sizes of the indexes.
-pub(crate) async fn metrics(State(state): State<Directory>) -> Response {
+pub(crate) async fn metrics(State(state): State<Directory>) -> Result<Response, ApiError> {
     let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let teams = state.teams.stats();
+    let unindexed = state
+        .blocking(|d| {
+            let log = d.store.change_log();
+            let indexed = log.indexed_through().map_err(ApiError::unavailable)?;
+            Ok(log.head().saturating_sub(indexed))
+        })
+        .await?;
     let g = &state.graph_metrics;
     g.team_nodes.set(gauge(teams.nodes));
     g.team_edges.set(gauge(teams.membership_edges));
     g.team_pairs.set(gauge(teams.pairs));
-    (
+    g.feed_history_unindexed.set(gauge(unindexed));
+    Ok((
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         with_subscriptions(state.metrics.encode(), &state),
     )
-        .into_response()
+        .into_response())
 }
 
 /// Adds the subscriptions' lag to the metrics text (before a `# EOF` line, if there is one).

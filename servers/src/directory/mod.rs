@@ -130,6 +130,8 @@ pub(crate) struct GraphMetrics {
     pub(crate) team_nodes: Gauge,
     pub(crate) team_edges: Gauge,
     pub(crate) team_pairs: Gauge,
+    /// Events of the change feed whose history keys the log's indexer has not written yet.
+    pub(crate) feed_history_unindexed: Gauge,
 }
 
 impl Directory {
@@ -164,6 +166,11 @@ impl Directory {
             "teams_closure_pairs",
             "(member, team) pairs in the closure",
             graph_metrics.team_pairs.clone(),
+        );
+        registry.register(
+            "feed_history_unindexed",
+            "Events whose history keys the change log's indexer has not written yet",
+            graph_metrics.feed_history_unindexed.clone(),
         );
         let store = Arc::new(store);
         let commits = Arc::new(commits);

@@ -98,6 +98,9 @@ pub struct StoreMetrics {
     gc_collected_blobs: Counter,
     gc_freed_bytes: Counter,
     gc_last_success: Gauge,
+    /// Events of the change feed whose history keys the log's indexer has not written yet:
+    /// it should stay near 0; growing, the indexer is stuck and history reads slow down.
+    feed_history_unindexed: Gauge,
 }
 
 impl StoreMetrics {
@@ -245,6 +248,11 @@ impl Librarian {
             "gc_last_success_timestamp_seconds",
             "When the last GC pass finished",
             sm.gc_last_success.clone(),
+        );
+        registry.register(
+            "feed_history_unindexed",
+            "Events whose history keys the change log's indexer has not written yet",
+            sm.feed_history_unindexed.clone(),
         );
         let scrub_metrics = Arc::new(ScrubMetrics::default());
         scrub_metrics.register(registry);

@@ -154,8 +154,13 @@ pub(crate) async fn health(State(state): State<Librarian>) -> Response {
 
 /// `GET /metrics`: the Prometheus text format.
 pub(crate) async fn metrics(State(state): State<Librarian>) -> Result<Response, ApiError> {
-    let summary = state
-        .blocking(|store| store.summary().map_err(store_error))
+    let (summary, unindexed) = state
+        .blocking(|store| {
+            let summary = store.summary().map_err(store_error)?;
+            let log = store.change_log();
+            let indexed = log.indexed_through().map_err(ApiError::unavailable)?;
+            Ok((summary, log.head().saturating_sub(indexed)))
+        })
         .await?;
     let sm = &state.store_metrics;
     let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -163,6 +168,7 @@ pub(crate) async fn metrics(State(state): State<Librarian>) -> Result<Response, 
     sm.blobs.set(gauge(summary.blobs));
     sm.stored_bytes.set(gauge(summary.stored_bytes));
     sm.logical_bytes.set(gauge(summary.logical_bytes));
+    sm.feed_history_unindexed.set(gauge(unindexed));
     let subscriptions = state.subscriptions.clone();
     let lag = state
         .blocking(move |_| Ok(subscriptions.metrics_text()))
