@@ -24,7 +24,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use benches::{percentiles, Lcg};
+use benches::{cpu_seconds, percentiles, Lcg};
 use criterion::Criterion;
 use engine::EngineConfig;
 use graphdb::generate::debian::{debian, DebianShape};
@@ -81,18 +81,19 @@ impl Bfs {
     }
 }
 
-/// The CPU time this process has used (user + system, every thread), from `/proc/self/stat`:
-/// on a machine loaded by others it tells the work done apart from the waiting.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-        f.iter().filter_map(|t| t.parse::<f64>().ok()).sum()
-    });
-    ticks / 100.0
+/// Puts the edge `libc6 -> meta` and removes it again, `n` times, synced: the time of each
+/// merge of components and of each split.
+fn merge_and_split(graph: &graphdb::Graph, meta: &str, n: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let (mut merge, mut split) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let t = Instant::now();
+        graph.put_edge("libc6", meta, Some("depends")).unwrap();
+        merge.push(t.elapsed());
+        let t = Instant::now();
+        graph.remove_edge("libc6", meta).unwrap();
+        split.push(t.elapsed());
+    }
+    (merge, split)
 }
 
 fn main() {
@@ -292,16 +293,8 @@ fn main() {
     let samples_n: usize = env("GRAPHS_BENCH_SAMPLES", 5);
     let meta: String = env("GRAPHS_BENCH_MERGE_TO", "ruby3.1".to_owned());
     let meta = &meta;
-    let (mut merge, mut split) = (Vec::new(), Vec::new());
     let cpu = cpu_seconds();
-    for _ in 0..samples_n {
-        let t = Instant::now();
-        graph.put_edge("libc6", meta, Some("depends")).unwrap();
-        merge.push(t.elapsed());
-        let t = Instant::now();
-        graph.remove_edge("libc6", meta).unwrap();
-        split.push(t.elapsed());
-    }
+    let (merge, split) = merge_and_split(&graph, meta, samples_n);
     println!(
         "{samples_n} merges and splits: {:.2} s of CPU in the process",
         cpu_seconds() - cpu
@@ -379,15 +372,7 @@ fn main() {
         }
         drop(view);
         percentiles(&format!("  reachable by id (>= {degree})"), samples);
-        let (mut merge, mut split) = (Vec::new(), Vec::new());
-        for _ in 0..samples_n {
-            let t = Instant::now();
-            graph.put_edge("libc6", meta, Some("depends")).unwrap();
-            merge.push(t.elapsed());
-            let t = Instant::now();
-            graph.remove_edge("libc6", meta).unwrap();
-            split.push(t.elapsed());
-        }
+        let (merge, split) = merge_and_split(&graph, meta, samples_n);
         percentiles(&format!("  merge (>= {degree})"), merge);
         percentiles(&format!("  split (>= {degree})"), split);
     }

@@ -12,7 +12,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use crate::directory::{Access, Dir};
-use crate::support::{client, PASSWORD, USER};
+use crate::support::{client, get_text, wait_for_zero_gauge, PASSWORD, USER};
 
 fn revision_header(response: &reqwest::Response) -> u64 {
     response
@@ -328,41 +328,14 @@ async fn a_subscription_delivers_matching_events_and_reports_its_lag() {
         view = d.get(&format!("/subscriptions/{id}")).await;
     }
     assert_eq!(view["lag"], 0);
-    let metrics = client()
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&d.url("/metrics")).await;
     assert!(
         metrics.contains(&format!("feed_subscription_lag{{subscription=\"{id}\"}} 0")),
         "{metrics}"
     );
     // The change log's indexer writes the history keys of every event above in its own
     // batches: the gauge of what it has not reached comes back to 0.
-    let mut metrics = metrics;
-    let indexed_by = Instant::now() + Duration::from_secs(10);
-    while !metrics.contains("\ndirectory_feed_history_unindexed 0\n") {
-        assert!(
-            metrics.contains("\ndirectory_feed_history_unindexed "),
-            "{metrics}"
-        );
-        assert!(
-            Instant::now() < indexed_by,
-            "the indexer did not catch up: {metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        metrics = client()
-            .get(d.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-    }
+    wait_for_zero_gauge(&d.url("/metrics"), "directory_feed_history_unindexed").await;
     assert_eq!(
         d.status(reqwest::Method::DELETE, &format!("/subscriptions/{id}"))
             .await

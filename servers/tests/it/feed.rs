@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{client, content, error_code, Options, TestServer, PASSWORD, USER};
+use crate::support::{
+    client, content, error_code, get_text, wait_for_zero_gauge, Options, TestServer, PASSWORD, USER,
+};
 
 fn revision_header(response: &reqwest::Response) -> u64 {
     response.headers()["x-revision"]
@@ -299,41 +301,14 @@ async fn subscriptions_call_back_and_report_their_lag() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let metrics = c
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&server.url("/metrics")).await;
     assert!(
         metrics.contains(&format!("feed_subscription_lag{{subscription=\"{id}\"}} 0")),
         "{metrics}"
     );
     // The change log's indexer writes the history keys of every event above in its own
     // batches: the gauge of what it has not reached comes back to 0.
-    let mut metrics = metrics;
-    let indexed_by = Instant::now() + Duration::from_secs(10);
-    while !metrics.contains("\nlibrarian_feed_history_unindexed 0\n") {
-        assert!(
-            metrics.contains("\nlibrarian_feed_history_unindexed "),
-            "{metrics}"
-        );
-        assert!(
-            Instant::now() < indexed_by,
-            "the indexer did not catch up: {metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        metrics = c
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-    }
+    wait_for_zero_gauge(&server.url("/metrics"), "librarian_feed_history_unindexed").await;
     let response = c
         .delete(server.url(&format!("/subscriptions/{id}")))
         .basic_auth(USER, Some(PASSWORD))

@@ -167,6 +167,37 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The body of `GET url` as text (a server's `/metrics`).
+pub async fn get_text(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Polls the metrics at `url` until the gauge `name` reads 0, for up to 10 s; fails if the
+/// gauge is missing or stays above 0.
+pub async fn wait_for_zero_gauge(url: &str, name: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (present, zero) = (format!("\n{name} "), format!("\n{name} 0\n"));
+    loop {
+        let metrics = get_text(url).await;
+        if metrics.contains(&zero) {
+            return;
+        }
+        assert!(metrics.contains(&present), "{metrics}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} did not come back to 0: {metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn error_code(response: reqwest::Response) -> String {
     let body: serde_json::Value = response.json().await.unwrap();
     body["error"]["code"].as_str().unwrap_or("").to_string()
