@@ -1,268 +1,16 @@
 //! `capacity report`: `docs/CAPACITY.md` and `docs/capacity/*.svg` from one run's rows.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
 
-use anyhow::{Context, Result};
-use plotters::prelude::*;
+use anyhow::Result;
 
 use crate::common::Flags;
 
-/// One figure of the run.
-#[derive(Clone, Debug)]
-struct Row {
-    name: String,
-    scale: u64,
-    value: f64,
-    unit: String,
-    command: String,
-}
+mod chart;
+mod rows;
 
-/// The rows of a run, in the order they were written.
-#[derive(Debug)]
-struct Run {
-    rows: Vec<Row>,
-}
-
-impl Run {
-    fn load(path: &Path) -> Result<Run> {
-        let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
-        let rows = text
-            .lines()
-            .filter_map(|line| {
-                let f: Vec<&str> = line.splitn(5, '\t').collect();
-                (f.len() == 5).then(|| Row {
-                    name: f[0].to_string(),
-                    scale: f[1].parse().unwrap_or(0),
-                    value: f[2].parse().unwrap_or(f64::NAN),
-                    unit: f[3].to_string(),
-                    command: f[4].to_string(),
-                })
-            })
-            .collect();
-        Ok(Run { rows })
-    }
-
-    /// The value of `name` at `scale` (the last one written).
-    fn get(&self, name: &str, scale: u64) -> Option<f64> {
-        self.rows
-            .iter()
-            .rev()
-            .find(|r| r.name == name && r.scale == scale)
-            .map(|r| r.value)
-            .filter(|v| v.is_finite())
-    }
-
-    /// The value of `name` at its largest scale, with that scale.
-    fn largest(&self, name: &str) -> Option<(u64, f64)> {
-        self.rows
-            .iter()
-            .filter(|r| r.name == name && r.value.is_finite())
-            .max_by_key(|r| r.scale)
-            .map(|r| (r.scale, r.value))
-    }
-
-    /// The growth of `name` per unit of scale between its smallest and largest scale.
-    fn slope(&self, name: &str) -> Option<f64> {
-        let points = self.series(name);
-        let (first, last) = (points.first()?, points.last()?);
-        (last.0 > first.0).then(|| (last.1 - first.1) / (last.0 - first.0))
-    }
-
-    fn series(&self, name: &str) -> Vec<(f64, f64)> {
-        let mut points: BTreeMap<u64, f64> = BTreeMap::new();
-        for r in self.rows.iter().filter(|r| r.name == name) {
-            if r.value.is_finite() && r.value > 0.0 {
-                points.insert(r.scale, r.value);
-            }
-        }
-        points.into_iter().map(|(s, v)| (s as f64, v)).collect()
-    }
-
-    /// A table of every row whose name starts with `prefix`: one line per name, one column
-    /// per scale.
-    fn table(&self, prefix: &str, scale_label: &str) -> String {
-        let rows: Vec<&Row> = self
-            .rows
-            .iter()
-            .filter(|r| r.name.starts_with(prefix))
-            .collect();
-        let mut scales: Vec<u64> = rows.iter().map(|r| r.scale).collect();
-        scales.sort_unstable();
-        scales.dedup();
-        let mut names: Vec<(&str, &str)> = Vec::new();
-        for r in &rows {
-            if !names.iter().any(|(n, _)| *n == r.name) {
-                names.push((&r.name, &r.unit));
-            }
-        }
-        if names.is_empty() {
-            return "(not measured in this run)\n".to_string();
-        }
-        let mut out = format!("| {scale_label} |");
-        for s in &scales {
-            let _ = write!(out, " {} |", thousands(*s));
-        }
-        out.push_str("\n| --- |");
-        for _ in &scales {
-            out.push_str(" ---: |");
-        }
-        out.push('\n');
-        for (name, unit) in names {
-            let _ = write!(out, "| {} ({unit}) |", &name[prefix.len()..]);
-            for s in &scales {
-                match self.get(name, *s) {
-                    Some(v) => {
-                        let _ = write!(out, " {} |", number(v));
-                    }
-                    None => out.push_str(" |"),
-                }
-            }
-            out.push('\n');
-        }
-        out
-    }
-
-    /// The distinct commands of the rows under `prefix`.
-    fn commands(&self, prefix: &str) -> String {
-        let mut seen: Vec<&str> = Vec::new();
-        for r in self.rows.iter().filter(|r| r.name.starts_with(prefix)) {
-            if !seen.contains(&r.command.as_str()) {
-                seen.push(&r.command);
-            }
-        }
-        let mut out = String::from("```sh\n");
-        for c in seen {
-            out.push_str(c);
-            out.push('\n');
-        }
-        out.push_str("```\n");
-        out
-    }
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Three significant digits, thousands separated.
-fn number(v: f64) -> String {
-    if v.abs() >= 1000.0 {
-        let digits = v.abs().log10().floor() as i32 + 1;
-        let unit = 10f64.powi((digits - 3).max(0));
-        let rounded = (v / unit).round() * unit;
-        let sign = if rounded < 0.0 { "-" } else { "" };
-        format!("{sign}{}", thousands(rounded.abs() as u64))
-    } else if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
-        format!("{v:.1}")
-    } else if v.abs() >= 1.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.3}")
-    }
-}
-
-fn ratio(a: Option<f64>, b: Option<f64>) -> String {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{}×", number(a / b)),
-        _ => "—".to_string(),
-    }
-}
-
-/// A log-log line chart of `series` (label, points).
-fn chart(
-    path: &Path,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[(String, Vec<(f64, f64)>)],
-) -> Result<bool> {
-    let all: Vec<(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
-    if all.is_empty() {
-        return Ok(false);
-    }
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for (x, y) in &all {
-        x0 = x0.min(*x);
-        x1 = x1.max(*x);
-        y0 = y0.min(*y);
-        y1 = y1.max(*y);
-    }
-    let (x0, x1) = (x0 / 1.5, x1 * 1.5);
-    let (y0, y1) = (y0 / 2.0, y1 * 2.0);
-    let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())?;
-    chart
-        .configure_mesh()
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .x_label_formatter(&|v| number(*v))
-        .y_label_formatter(&|v| number(*v))
-        .draw()?;
-    let colors = [&BLUE, &RED, &GREEN, &MAGENTA, &CYAN, &BLACK];
-    for (i, (label, points)) in series.iter().enumerate() {
-        if points.is_empty() {
-            continue;
-        }
-        let color = colors[i % colors.len()];
-        chart
-            .draw_series(LineSeries::new(points.iter().copied(), color))?
-            .label(label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()?;
-    root.present()?;
-    Ok(true)
-}
-
-struct Charts<'a> {
-    run: &'a Run,
-    dir: &'a Path,
-    md: String,
-}
-
-impl Charts<'_> {
-    fn add(
-        &mut self,
-        file: &str,
-        title: &str,
-        x: &str,
-        y: &str,
-        names: &[(&str, &str)],
-    ) -> Result<()> {
-        let series: Vec<(String, Vec<(f64, f64)>)> = names
-            .iter()
-            .map(|(label, name)| (label.to_string(), self.run.series(name)))
-            .collect();
-        if chart(&self.dir.join(file), title, x, y, &series)? {
-            let _ = writeln!(self.md, "![{title}](capacity/{file})\n");
-        }
-        Ok(())
-    }
-}
+use chart::Charts;
+use rows::{number, ratio, thousands, Run};
 
 /// A paragraph saying which figures a busy machine lowers, when the load average before or
 /// after the run exceeded the core count; `None` on a quiet machine.
@@ -509,9 +257,8 @@ pub fn run(flags: &Flags) -> Result<()> {
     md.push('\n');
     let routes: Vec<String> = {
         let mut v: Vec<String> = run
-            .rows
-            .iter()
-            .filter_map(|r| r.name.strip_prefix("http/"))
+            .names()
+            .filter_map(|n| n.strip_prefix("http/"))
             .filter_map(|n| n.strip_suffix(" req/s"))
             .map(str::to_string)
             .collect();
@@ -631,14 +378,7 @@ fn peers(run: &Run) -> String {
          shown too.\n\n",
     );
     md.push_str("| commits | git µs, no commit-graph | git µs, commit-graph | git start µs | graphdb µs (same pairs) | git (commit-graph) / graphdb | git (commit-graph) minus start / graphdb |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
-    let mut scales: Vec<u64> = run
-        .rows
-        .iter()
-        .filter(|r| r.name.starts_with("git/"))
-        .map(|r| r.scale)
-        .collect();
-    scales.sort_unstable();
-    scales.dedup();
+    let scales = run.scales("git/");
     for s in scales {
         let plain = run.get("git/is-ancestor without commit-graph mean", s);
         let graph = run.get("git/is-ancestor with commit-graph mean", s);
