@@ -63,13 +63,13 @@
 //! # }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::batch::CombinedBatch;
-use crate::history_index::{Indexer, MARK_KEY};
+use crate::history_index::{prune_group_keys, Indexer, MARK_KEY};
 use crate::{Direction, GroupCommit, Keyspace, ScanRange, WriteBatch, Written};
 
 /// One event to append: the store's payload and the history indexes it belongs to.
@@ -777,18 +777,21 @@ impl ChangeLog {
         let engine = self.committer.engine();
         let mut batch = WriteBatch::new();
         let mut deleted = 0;
+        // The history prefixes of the pruned events: their group keys are pruned once each.
+        let mut prefixes = HashSet::new();
         let range = ScanRange::between(&revision_key(1), &revision_key(through + 1));
         for item in engine.scan(self.keyspace, range, Direction::Forward)? {
             let (key, value) = item?;
             let revision = decode_revision(&key).ok_or(FeedError::Corrupt { revision: 0 })?;
             let decoded = decode_value(&value).ok_or(FeedError::Corrupt { revision })?;
             for (keyspace, prefix) in decoded.indexes {
-                let mut index_key = prefix.to_vec();
-                index_key.extend_from_slice(&key);
-                batch.delete(keyspace, &index_key);
+                prefixes.insert((keyspace, prefix.to_vec()));
             }
             batch.delete(self.keyspace, &key);
             deleted += 1;
+        }
+        for (keyspace, prefix) in &prefixes {
+            prune_group_keys(engine.as_ref(), &mut batch, *keyspace, prefix, through)?;
         }
         let written = self.committer.write(batch)?;
         drop(sequencer);
