@@ -231,6 +231,9 @@ impl Chain {
 struct Head {
     /// The newest revision that a completed sync made durable.
     durable: u64,
+    /// The threads blocked in [`ChangeLog::wait`]: an advance with none skips the condvar's
+    /// wake (a futex call per write, for nobody, when every watcher is a listener).
+    waiters: usize,
 }
 
 /// The change log of one store: revisions, events and history written with the changes.
@@ -342,7 +345,10 @@ impl ChangeLog {
             sequencer: Mutex::new(Sequencer { last, marked }),
             queue: Mutex::new(Queue::default()),
             written: Condvar::new(),
-            head: Mutex::new(Head { durable: last }),
+            head: Mutex::new(Head {
+                durable: last,
+                waiters: 0,
+            }),
             advanced: Condvar::new(),
             listeners: Mutex::new(Vec::new()),
             indexer: Indexer::default(),
@@ -565,19 +571,21 @@ impl ChangeLog {
         let Some(last) = appended.last else {
             return Ok(self.head());
         };
-        let advanced = {
+        let (advanced, waiters) = {
             let mut head = lock(&self.head);
             if last > head.durable {
                 // Every batch with a lower revision was written before this one, so the sync
                 // that covered this one covered them too.
                 head.durable = last;
-                true
+                (true, head.waiters > 0)
             } else {
-                false
+                (false, false)
             }
         };
         if advanced {
-            self.advanced.notify_all();
+            if waiters {
+                self.advanced.notify_all();
+            }
             for listener in lock(&self.listeners).iter() {
                 listener(last);
             }
@@ -643,14 +651,16 @@ impl ChangeLog {
             let mut sequencer = lock(&self.sequencer);
             sequencer.last = sequencer.last.max(revision);
         }
-        let advanced = {
+        let (advanced, waiters) = {
             let mut head = lock(&self.head);
             let advanced = revision > head.durable;
             head.durable = head.durable.max(revision);
-            advanced
+            (advanced, head.waiters > 0)
         };
         if advanced {
-            self.advanced.notify_all();
+            if waiters {
+                self.advanced.notify_all();
+            }
             for listener in lock(&self.listeners).iter() {
                 listener(revision);
             }
@@ -743,11 +753,13 @@ impl ChangeLog {
             if now >= deadline {
                 break;
             }
+            head.waiters += 1;
             head = self
                 .advanced
                 .wait_timeout(head, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            head.waiters -= 1;
         }
         head.durable
     }
