@@ -27,9 +27,10 @@
 //!
 //! An event's key is its revision, 8 bytes big-endian, in the log's keyspace. Its value is the
 //! list of its history-index keys (for the indexer, and so pruning can remove them) followed
-//! by the store's payload, which the log does not interpret. A history index is a key
-//! `prefix ++ revision` with an empty value, in a keyspace of the store's choosing, so "every
-//! event of this file" is one range scan ([`ChangeLog::read_index`]). The history keys are
+//! by the store's payload, which the log does not interpret. A history index is a set of keys
+//! `prefix ++ revision`, in a keyspace of the store's choosing, each holding the revisions of
+//! a group of events up to its own (`history_index`), so "every event of this file" is one
+//! range scan ([`ChangeLog::read_index`]). The history keys are
 //! not in the write's batch: the log's indexer writes them after it, in its own batches
 //! (`history_index`), and readers match the events it has not reached yet themselves, so a
 //! history read sees every durable event all the same.
@@ -77,10 +78,12 @@ use crate::{Direction, GroupCommit, Keyspace, ScanRange, WriteBatch, Written};
 pub struct LogEntry {
     /// The store's encoded event. The revision is the key, so the payload need not hold it.
     pub payload: Vec<u8>,
-    /// For each `(keyspace, prefix)`, the key `prefix ++ revision` (8 bytes big-endian) is
-    /// written with an empty value, for [`ChangeLog::read_index`], by the log's indexer
-    /// shortly after the event (`engine/DESIGN.md`, "The change log's history indexer"). A prefix must not be a
-    /// prefix of another object's prefix: build it with [`crate::keys`] (terminated strings).
+    /// For each `(keyspace, prefix)`, the event's revision is written under a key `prefix ++
+    /// revision` (8 bytes big-endian: the highest of a group of the prefix's events, which
+    /// its value lists), for [`ChangeLog::read_index`], by the log's indexer shortly after
+    /// the event (`engine/DESIGN.md`, "The change log's history indexer"). A prefix must not
+    /// be a prefix of another object's prefix: build it with [`crate::keys`] (terminated
+    /// strings).
     pub indexes: Vec<(Keyspace, Vec<u8>)>,
 }
 

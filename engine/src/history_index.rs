@@ -5,9 +5,12 @@
 //! reads durable events after the log's *indexed mark* and writes their history keys in its
 //! own batches, each with the new mark (the key of revision 0 in the log's keyspace, never an
 //! event), so a crash between an event and its indexing leaves a mark below it and the next
-//! run indexes it again (writing an empty value twice changes nothing). The feed's writers pay
-//! one key per event; the history keys of many events go to the engine as one batch, off the
-//! writers' path.
+//! run indexes it again (a crash loses keys and mark together). The feed's writers pay one
+//! key per event; the history of many events goes to the engine as one batch, off the
+//! writers' path, with **one key per prefix per batch** (a *group*): `prefix ++` the group's
+//! highest revision, its value the other revisions as varint gaps ([`group_entry`]). A key
+//! with an empty value is a group of one, as every key of the builds that wrote one per
+//! event.
 //!
 //! Readers never wait for it: [`crate::ChangeLog::read_index`] reads the keys up to the mark
 //! and matches the events above it (the *tail*, a few milliseconds of writes) against their
