@@ -18,7 +18,9 @@
 //! The concurrent writes are measured with the change feed on, then off
 //! (`GraphStore::set_record_changes(false)`), in `TEAMS_BENCH_ROUNDS` rounds (default 3) on
 //! the same store, and the medians compared, for the feed's cost in the same run;
-//! `TEAMS_BENCH_FEED=on` measures them with the feed on only.
+//! `TEAMS_BENCH_FEED=on` measures them with the feed on only. `TEAMS_BENCH_WRITES` (default
+//! 3,200) sets the writes of each phase (a single writer makes 1,000 of 3,200), longer phases
+//! for a profile.
 
 // Benchmark code: a failed unwrap stops a measurement, which must not carry on past a broken setup.
 #![allow(clippy::unwrap_used)]
@@ -595,9 +597,15 @@ fn concurrent_writers(
     writer_counts: &[usize],
     feed: &str,
 ) -> Vec<(usize, f64, f64)> {
+    let total: usize = std::env::var("TEAMS_BENCH_WRITES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3_200);
     let mut rates = Vec::new();
     for &writers in writer_counts {
-        let ops_per_writer = (3_200 / writers).clamp(200, 1_000);
+        // The writes per phase, shared by the writers (a single writer makes at most 5/16
+        // of them, as 1,000 of the default 3,200).
+        let ops_per_writer = (total / writers).clamp(200, (total * 5 / 16).max(1_000));
         let (batches, syncs) = (store.committer().batches(), store.committer().syncs());
         let cpu = cpu_seconds();
         let start = Instant::now();

@@ -27,9 +27,10 @@
 //!
 //! An event's key is its revision, 8 bytes big-endian, in the log's keyspace. Its value is the
 //! list of its history-index keys (for the indexer, and so pruning can remove them) followed
-//! by the store's payload, which the log does not interpret. A history index is a key
-//! `prefix ++ revision` with an empty value, in a keyspace of the store's choosing, so "every
-//! event of this file" is one range scan ([`ChangeLog::read_index`]). The history keys are
+//! by the store's payload, which the log does not interpret. A history index is a set of keys
+//! `prefix ++ revision`, in a keyspace of the store's choosing, each holding the revisions of
+//! a group of events up to its own (`history_index`), so "every event of this file" is one
+//! range scan ([`ChangeLog::read_index`]). The history keys are
 //! not in the write's batch: the log's indexer writes them after it, in its own batches
 //! (`history_index`), and readers match the events it has not reached yet themselves, so a
 //! history read sees every durable event all the same.
@@ -63,13 +64,13 @@
 //! # }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::batch::CombinedBatch;
-use crate::history_index::{Indexer, MARK_KEY};
+use crate::history_index::{prune_group_keys, Indexer, MARK_KEY};
 use crate::{Direction, GroupCommit, Keyspace, ScanRange, WriteBatch, Written};
 
 /// One event to append: the store's payload and the history indexes it belongs to.
@@ -77,10 +78,12 @@ use crate::{Direction, GroupCommit, Keyspace, ScanRange, WriteBatch, Written};
 pub struct LogEntry {
     /// The store's encoded event. The revision is the key, so the payload need not hold it.
     pub payload: Vec<u8>,
-    /// For each `(keyspace, prefix)`, the key `prefix ++ revision` (8 bytes big-endian) is
-    /// written with an empty value, for [`ChangeLog::read_index`], by the log's indexer
-    /// shortly after the event (`engine/DESIGN.md`, "The change log's history indexer"). A prefix must not be a
-    /// prefix of another object's prefix: build it with [`crate::keys`] (terminated strings).
+    /// For each `(keyspace, prefix)`, the event's revision is written under a key `prefix ++
+    /// revision` (8 bytes big-endian: the highest of a group of the prefix's events, which
+    /// its value lists), for [`ChangeLog::read_index`], by the log's indexer shortly after
+    /// the event (`engine/DESIGN.md`, "The change log's history indexer"). A prefix must not
+    /// be a prefix of another object's prefix: build it with [`crate::keys`] (terminated
+    /// strings).
     pub indexes: Vec<(Keyspace, Vec<u8>)>,
 }
 
@@ -231,6 +234,9 @@ impl Chain {
 struct Head {
     /// The newest revision that a completed sync made durable.
     durable: u64,
+    /// The threads blocked in [`ChangeLog::wait`]: an advance with none skips the condvar's
+    /// wake (a futex call per write, for nobody, when every watcher is a listener).
+    waiters: usize,
 }
 
 /// The change log of one store: revisions, events and history written with the changes.
@@ -342,7 +348,10 @@ impl ChangeLog {
             sequencer: Mutex::new(Sequencer { last, marked }),
             queue: Mutex::new(Queue::default()),
             written: Condvar::new(),
-            head: Mutex::new(Head { durable: last }),
+            head: Mutex::new(Head {
+                durable: last,
+                waiters: 0,
+            }),
             advanced: Condvar::new(),
             listeners: Mutex::new(Vec::new()),
             indexer: Indexer::default(),
@@ -565,19 +574,21 @@ impl ChangeLog {
         let Some(last) = appended.last else {
             return Ok(self.head());
         };
-        let advanced = {
+        let (advanced, waiters) = {
             let mut head = lock(&self.head);
             if last > head.durable {
                 // Every batch with a lower revision was written before this one, so the sync
                 // that covered this one covered them too.
                 head.durable = last;
-                true
+                (true, head.waiters > 0)
             } else {
-                false
+                (false, false)
             }
         };
         if advanced {
-            self.advanced.notify_all();
+            if waiters {
+                self.advanced.notify_all();
+            }
             for listener in lock(&self.listeners).iter() {
                 listener(last);
             }
@@ -643,14 +654,16 @@ impl ChangeLog {
             let mut sequencer = lock(&self.sequencer);
             sequencer.last = sequencer.last.max(revision);
         }
-        let advanced = {
+        let (advanced, waiters) = {
             let mut head = lock(&self.head);
             let advanced = revision > head.durable;
             head.durable = head.durable.max(revision);
-            advanced
+            (advanced, head.waiters > 0)
         };
         if advanced {
-            self.advanced.notify_all();
+            if waiters {
+                self.advanced.notify_all();
+            }
             for listener in lock(&self.listeners).iter() {
                 listener(revision);
             }
@@ -743,11 +756,13 @@ impl ChangeLog {
             if now >= deadline {
                 break;
             }
+            head.waiters += 1;
             head = self
                 .advanced
                 .wait_timeout(head, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            head.waiters -= 1;
         }
         head.durable
     }
@@ -777,18 +792,21 @@ impl ChangeLog {
         let engine = self.committer.engine();
         let mut batch = WriteBatch::new();
         let mut deleted = 0;
+        // The history prefixes of the pruned events: their group keys are pruned once each.
+        let mut prefixes = HashSet::new();
         let range = ScanRange::between(&revision_key(1), &revision_key(through + 1));
         for item in engine.scan(self.keyspace, range, Direction::Forward)? {
             let (key, value) = item?;
             let revision = decode_revision(&key).ok_or(FeedError::Corrupt { revision: 0 })?;
             let decoded = decode_value(&value).ok_or(FeedError::Corrupt { revision })?;
             for (keyspace, prefix) in decoded.indexes {
-                let mut index_key = prefix.to_vec();
-                index_key.extend_from_slice(&key);
-                batch.delete(keyspace, &index_key);
+                prefixes.insert((keyspace, prefix.to_vec()));
             }
             batch.delete(self.keyspace, &key);
             deleted += 1;
+        }
+        for (keyspace, prefix) in &prefixes {
+            prune_group_keys(engine.as_ref(), &mut batch, *keyspace, prefix, through)?;
         }
         let written = self.committer.write(batch)?;
         drop(sequencer);

@@ -5,9 +5,12 @@
 //! reads durable events after the log's *indexed mark* and writes their history keys in its
 //! own batches, each with the new mark (the key of revision 0 in the log's keyspace, never an
 //! event), so a crash between an event and its indexing leaves a mark below it and the next
-//! run indexes it again (writing an empty value twice changes nothing). The feed's writers pay
-//! one key per event; the history keys of many events go to the engine as one batch, off the
-//! writers' path.
+//! run indexes it again (a crash loses keys and mark together). The feed's writers pay one
+//! key per event; the history of many events goes to the engine as one batch, off the
+//! writers' path, with **one key per prefix per batch** (a *group*): `prefix ++` the group's
+//! highest revision, its value the other revisions as varint gaps ([`group_entry`]). A key
+//! with an empty value is a group of one, as every key of the builds that wrote one per
+//! event.
 //!
 //! Readers never wait for it: [`crate::ChangeLog::read_index`] reads the keys up to the mark
 //! and matches the events above it (the *tail*, a few milliseconds of writes) against their
@@ -18,6 +21,7 @@
 //! everything in it is indexed. The first write of this build puts the mark (the newest
 //! revision before it) in its batch.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -88,6 +92,102 @@ pub(crate) fn read_mark(
     }
 }
 
+/// The history key of a group (`prefix ++` its highest revision) and its value: the group's
+/// other revisions as LEB128 varint gaps, each from the revision above it, newest first. A
+/// group of one has an empty value, as every key of the builds that wrote one key per event.
+/// `revisions` is ascending and not empty.
+pub(crate) fn group_entry(prefix: &[u8], revisions: &[u64]) -> (Vec<u8>, Vec<u8>) {
+    let high = revisions.last().copied().unwrap_or(0);
+    let mut key = Vec::with_capacity(prefix.len() + 8);
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(&revision_key(high));
+    let mut value = Vec::new();
+    for pair in revisions.windows(2).rev() {
+        if let [lower, upper] = pair {
+            let mut gap = upper - lower;
+            while gap >= 0x80 {
+                // Seven bits a byte, the high bit set while more follow.
+                value.push((gap & 0x7f) as u8 | 0x80);
+                gap >>= 7;
+            }
+            value.push(gap as u8);
+        }
+    }
+    (key, value)
+}
+
+/// The revisions of the group stored under highest revision `high` with `value`, ascending;
+/// `None` for a malformed value (a truncated varint, a gap of 0 or past revision 1).
+pub(crate) fn decode_group(high: u64, value: &[u8]) -> Option<Vec<u64>> {
+    let mut revisions = vec![high];
+    let mut current = high;
+    let mut gap = 0u64;
+    let mut shift = 0u32;
+    for &byte in value {
+        gap |= u64::from(byte & 0x7f).checked_shl(shift)?;
+        if byte & 0x80 != 0 {
+            shift += 7;
+            if shift >= 64 {
+                return None;
+            }
+            continue;
+        }
+        current = current.checked_sub(gap).filter(|&r| r >= 1 && gap > 0)?;
+        revisions.push(current);
+        gap = 0;
+        shift = 0;
+    }
+    if shift != 0 {
+        return None;
+    }
+    revisions.reverse();
+    Some(revisions)
+}
+
+/// The key `prefix ++ revision`: a bound of the group keys of `prefix`.
+fn group_bound(prefix: &[u8], revision: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 8);
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(&revision_key(revision));
+    key
+}
+
+/// Adds to `batch` the deletion of every event's history up to `through` under `prefix` in
+/// `keyspace`: the groups whose highest revision is at most `through` are deleted, and the
+/// group straddling it is rewritten with its kept revisions. Call it under [`Indexer::lock`],
+/// with every event up to `through` deleted in the same batch.
+pub(crate) fn prune_group_keys(
+    engine: &dyn crate::Engine,
+    batch: &mut WriteBatch,
+    keyspace: Keyspace,
+    prefix: &[u8],
+    through: u64,
+) -> Result<(), FeedError> {
+    let pruned = ScanRange::between(&group_bound(prefix, 0), &group_bound(prefix, through + 1));
+    for item in engine.scan(keyspace, pruned, Direction::Forward)? {
+        let (key, _) = item?;
+        batch.delete(keyspace, &key);
+    }
+    let kept = ScanRange::between(
+        &group_bound(prefix, through + 1),
+        &group_bound(prefix, u64::MAX),
+    );
+    if let Some(item) = engine.scan(keyspace, kept, Direction::Forward)?.next() {
+        let (key, value) = item?;
+        let high = key
+            .get(prefix.len()..)
+            .and_then(decode_revision)
+            .ok_or(FeedError::Corrupt { revision: 0 })?;
+        let revisions = decode_group(high, &value).ok_or(FeedError::Corrupt { revision: high })?;
+        if revisions.first().is_some_and(|&r| r <= through) {
+            let kept: Vec<u64> = revisions.into_iter().filter(|&r| r > through).collect();
+            let (key, value) = group_entry(prefix, &kept);
+            batch.put(keyspace, &key, &value);
+        }
+    }
+    Ok(())
+}
+
 /// Indexes the events after the mark up to `through`, in batches of [`CHUNK`] events, each
 /// with its new mark. Returns the mark reached. Call it under [`Indexer::lock`].
 fn index_through(
@@ -101,24 +201,28 @@ fn index_through(
     };
     while mark < through {
         let range = ScanRange::between(&revision_key(mark + 1), &revision_key(through + 1));
-        let mut batch = WriteBatch::new();
         let mut last = mark;
-        let mut count = 0;
         let events = committer
             .engine()
-            .scan(keyspace, range, Direction::Forward)?;
-        for item in events.take(CHUNK) {
-            count += 1;
-            let (key, value) = item?;
-            let revision = decode_revision(&key).ok_or(FeedError::Corrupt { revision: 0 })?;
-            let decoded = decode_value(&value).ok_or(FeedError::Corrupt { revision })?;
-            for (index_keyspace, prefix) in decoded.indexes {
-                let mut index_key = Vec::with_capacity(prefix.len() + 8);
-                index_key.extend_from_slice(prefix);
-                index_key.extend_from_slice(&key);
-                batch.put(index_keyspace, &index_key, b"");
+            .scan(keyspace, range, Direction::Forward)?
+            .take(CHUNK)
+            .collect::<crate::Result<Vec<_>>>()?;
+        let count = events.len();
+        // One key per history prefix for the whole chunk: its revisions in this chunk,
+        // ascending (the scan's order).
+        let mut groups: HashMap<(Keyspace, &[u8]), Vec<u64>> = HashMap::new();
+        for (key, value) in &events {
+            let revision = decode_revision(key).ok_or(FeedError::Corrupt { revision: 0 })?;
+            let decoded = decode_value(value).ok_or(FeedError::Corrupt { revision })?;
+            for index in decoded.indexes {
+                groups.entry(index).or_default().push(revision);
             }
             last = revision;
+        }
+        let mut batch = WriteBatch::new();
+        for ((index_keyspace, prefix), revisions) in &groups {
+            let (key, value) = group_entry(prefix, revisions);
+            batch.put(*index_keyspace, &key, &value);
         }
         // A short chunk reached `through` (events pruned meanwhile leave gaps: the mark
         // moves past them).
@@ -154,11 +258,6 @@ impl ChangeLog {
         // Read before the keys: the indexer writes keys and mark in one batch, so every
         // event up to this mark has its key now.
         let mark = read_mark(&self.committer, self.keyspace)?.unwrap_or(u64::MAX);
-        let bound = |revision: u64| {
-            let mut key = prefix.to_vec();
-            key.extend_from_slice(&revision_key(revision));
-            key
-        };
         // Revisions in (low, high]: the range asked for.
         let (low, high) = match direction {
             Direction::Forward => (after, head),
@@ -167,28 +266,41 @@ impl ChangeLog {
         if low >= high || limit == 0 {
             return Ok(Vec::new());
         }
-        let range = ScanRange::between(&bound(low + 1), &bound(high.min(mark) + 1));
+        let revisions = if low < mark {
+            self.indexed_revisions(
+                keyspace,
+                prefix,
+                low,
+                high.min(mark),
+                mark,
+                limit,
+                direction,
+            )?
+        } else {
+            Vec::new()
+        };
         let engine = self.committer.engine();
-        let mut revisions = Vec::new();
-        if low < mark {
-            for item in engine.scan(keyspace, range, direction)?.take(limit) {
-                let (key, _) = item?;
-                let tail = key.get(prefix.len()..).unwrap_or_default();
-                revisions.push(decode_revision(tail).ok_or(FeedError::Corrupt { revision: 0 })?);
-            }
-        }
         let keys: Vec<[u8; 8]> = revisions.iter().map(|&r| revision_key(r)).collect();
         let key_refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
         let values = engine.multi_get(self.keyspace, &key_refs)?;
-        let mut events = revisions
-            .into_iter()
-            .zip(values)
-            .map(|(revision, value)| {
-                let value = value.ok_or(FeedError::Corrupt { revision })?;
-                let decoded = decode_value(&value).ok_or(FeedError::Corrupt { revision })?;
-                Ok((revision, decoded.payload.to_vec()))
-            })
-            .collect::<Result<Vec<_>, FeedError>>()?;
+        let mut events = Vec::with_capacity(revisions.len());
+        let mut oldest = None;
+        for (revision, value) in revisions.into_iter().zip(values) {
+            let Some(value) = value else {
+                // A group partly pruned since this read began has revisions whose events
+                // are gone: skipped, like those pruned; any other missing event is corrupt.
+                let oldest = match oldest {
+                    Some(oldest) => oldest,
+                    None => *oldest.insert(self.oldest()?.unwrap_or(u64::MAX)),
+                };
+                if revision < oldest {
+                    continue;
+                }
+                return Err(FeedError::Corrupt { revision });
+            };
+            let decoded = decode_value(&value).ok_or(FeedError::Corrupt { revision })?;
+            events.push((revision, decoded.payload.to_vec()));
+        }
         if mark < high {
             let tail = self.match_tail(keyspace, prefix, low.max(mark), high)?;
             events.extend(tail);
@@ -201,6 +313,82 @@ impl ChangeLog {
             events.truncate(limit);
         }
         Ok(events)
+    }
+
+    /// Up to `limit` revisions in `(low, top]` from the group keys of `prefix` in `keyspace`
+    /// (`top` at most `mark`, above which no key is written), in `direction`'s order.
+    /// Forward, the scan starts at the first group whose highest revision is above `low`; in
+    /// reverse it ends with the group holding `top` (the first whose highest revision is at
+    /// least `top`). A revision out of order (groups of an indexing repeated over other
+    /// bounds) is skipped.
+    #[allow(clippy::too_many_arguments)]
+    fn indexed_revisions(
+        &self,
+        keyspace: Keyspace,
+        prefix: &[u8],
+        low: u64,
+        top: u64,
+        mark: u64,
+        limit: usize,
+        direction: Direction,
+    ) -> Result<Vec<u64>, FeedError> {
+        let engine = self.committer.engine();
+        let end = group_bound(prefix, mark.saturating_add(1));
+        let decode = |(key, value): (Vec<u8>, Vec<u8>)| {
+            let high = key
+                .get(prefix.len()..)
+                .and_then(decode_revision)
+                .ok_or(FeedError::Corrupt { revision: 0 })?;
+            decode_group(high, &value).ok_or(FeedError::Corrupt { revision: high })
+        };
+        let mut revisions = Vec::new();
+        match direction {
+            Direction::Forward => {
+                let range = ScanRange::between(&group_bound(prefix, low + 1), &end);
+                'groups: for item in engine.scan(keyspace, range, direction)? {
+                    for revision in decode(item?)? {
+                        if revision > top {
+                            break 'groups;
+                        }
+                        if revision > low && revisions.last().is_none_or(|&last| revision > last) {
+                            revisions.push(revision);
+                            if revisions.len() == limit {
+                                break 'groups;
+                            }
+                        }
+                    }
+                }
+            }
+            Direction::Reverse => {
+                let holding_top = ScanRange::between(&group_bound(prefix, top), &end);
+                let first_above = engine
+                    .scan(keyspace, holding_top, Direction::Forward)?
+                    .next()
+                    .transpose()?;
+                let end = match first_above {
+                    Some((mut key, _)) => {
+                        key.push(0);
+                        key
+                    }
+                    None => group_bound(prefix, top),
+                };
+                let range = ScanRange::between(&group_bound(prefix, low + 1), &end);
+                'groups: for item in engine.scan(keyspace, range, direction)? {
+                    for revision in decode(item?)?.into_iter().rev() {
+                        if revision <= low {
+                            break 'groups;
+                        }
+                        if revision <= top && revisions.last().is_none_or(|&last| revision < last) {
+                            revisions.push(revision);
+                            if revisions.len() == limit {
+                                break 'groups;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(revisions)
     }
 
     /// The events in `(after, through]` whose history keys include `prefix` in `keyspace`:
@@ -395,191 +583,4 @@ fn run(shared: &Shared, committer: &GroupCommit, keyspace: Keyspace) {
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::{ChangeLog, Engine, FaultyEngine, LogEntry};
-
-    use super::*;
-
-    struct Setup {
-        engine: Arc<FaultyEngine>,
-        data: Keyspace,
-        changes: Keyspace,
-        history: Keyspace,
-    }
-
-    fn setup() -> Setup {
-        let engine = Arc::new(FaultyEngine::new(&["data", "changes", "history"]));
-        Setup {
-            data: engine.keyspace("data").unwrap(),
-            changes: engine.keyspace("changes").unwrap(),
-            history: engine.keyspace("history").unwrap(),
-            engine,
-        }
-    }
-
-    fn open(engine: Arc<dyn Engine>, changes: Keyspace, background: bool) -> Arc<ChangeLog> {
-        let log = ChangeLog::open(Arc::new(GroupCommit::new(engine)), changes).unwrap();
-        log.set_background_indexing(background);
-        log
-    }
-
-    /// Commits one event per name, indexed under `all/` and under the name.
-    fn commit(log: &ChangeLog, s: &Setup, names: &[&str]) {
-        for name in names {
-            let mut batch = WriteBatch::new();
-            batch.put(s.data, name.as_bytes(), b"v");
-            let entry = LogEntry::new(name.as_bytes().to_vec())
-                .index(s.history, b"all/".to_vec())
-                .index(s.history, format!("{name}/").into_bytes());
-            log.commit(batch, vec![entry]).unwrap();
-        }
-    }
-
-    fn history(log: &ChangeLog, s: &Setup, prefix: &[u8], direction: Direction) -> Vec<u64> {
-        let after = match direction {
-            Direction::Forward => 0,
-            Direction::Reverse => u64::MAX,
-        };
-        let events = log.read_index(s.history, prefix, after, 100, direction);
-        events
-            .unwrap()
-            .into_iter()
-            .map(|(revision, _)| revision)
-            .collect()
-    }
-
-    fn history_keys(engine: &dyn Engine, s: &Setup) -> usize {
-        engine
-            .scan(s.history, ScanRange::all(), Direction::Forward)
-            .unwrap()
-            .count()
-    }
-
-    #[test]
-    fn a_write_carries_its_event_only_and_is_in_its_history_at_once() {
-        let s = setup();
-        let log = open(s.engine.clone(), s.changes, false);
-        commit(&log, &s, &["a", "b", "a"]);
-        // No history key yet: the reads match the unindexed events.
-        assert_eq!(history_keys(&*s.engine, &s), 0);
-        assert_eq!(log.indexed_through().unwrap(), 0);
-        assert_eq!(history(&log, &s, b"a/", Direction::Forward), vec![1, 3]);
-        assert_eq!(
-            history(&log, &s, b"all/", Direction::Reverse),
-            vec![3, 2, 1]
-        );
-        let page = log.read_index(s.history, b"all/", 3, 1, Direction::Reverse);
-        assert_eq!(page.unwrap(), vec![(2, b"b".to_vec())]);
-
-        // Indexing part of the history gives the same answers, from keys and tail together.
-        assert_eq!(log.index_pending().unwrap(), 3);
-        commit(&log, &s, &["a"]);
-        assert_eq!(history_keys(&*s.engine, &s), 6);
-        assert_eq!(log.indexed_through().unwrap(), 3);
-        assert_eq!(history(&log, &s, b"a/", Direction::Forward), vec![1, 3, 4]);
-        assert_eq!(history(&log, &s, b"a/", Direction::Reverse), vec![4, 3, 1]);
-        let page = log.read_index(s.history, b"all/", 2, 2, Direction::Forward);
-        let revisions: Vec<u64> = page.unwrap().into_iter().map(|(r, _)| r).collect();
-        assert_eq!(revisions, vec![3, 4]);
-        assert_eq!(history(&log, &s, b"b/", Direction::Reverse), vec![2]);
-    }
-
-    #[test]
-    fn a_crash_between_the_change_and_its_indexing_leaves_a_history_indexed_again() {
-        let s = setup();
-        let log = open(s.engine.clone(), s.changes, false);
-        commit(&log, &s, &["a", "b"]);
-        // The indexing batch is buffered: the crash loses it, keys and mark together.
-        log.index_pending().unwrap();
-        assert_eq!(history_keys(&*s.engine, &s), 4);
-        drop(log);
-        let restarted: Arc<dyn Engine> = Arc::new(s.engine.crash());
-        assert_eq!(history_keys(&*restarted, &s), 0);
-
-        let log = open(restarted.clone(), s.changes, true);
-        assert_eq!(log.indexed_through().unwrap(), 0);
-        assert_eq!(history(&log, &s, b"all/", Direction::Forward), vec![1, 2]);
-        // The first durable write of the restarted writer wakes its indexer, which indexes
-        // from the mark: the events of before the crash too.
-        commit(&log, &s, &["c"]);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while log.indexed_through().unwrap() < 3 {
-            assert!(
-                Instant::now() < deadline,
-                "the indexer did not reach the head"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert_eq!(log.indexing_error(), None);
-        assert_eq!(history_keys(&*restarted, &s), 6);
-        assert_eq!(
-            history(&log, &s, b"all/", Direction::Reverse),
-            vec![3, 2, 1]
-        );
-        // Indexing again writes the same keys: nothing changes.
-        restarted
-            .write(
-                {
-                    let mut batch = WriteBatch::new();
-                    batch.put(s.changes, MARK_KEY, revision_key(0));
-                    batch
-                },
-                crate::Durability::Sync,
-            )
-            .unwrap();
-        assert_eq!(log.index_pending().unwrap(), 3);
-        assert_eq!(history_keys(&*restarted, &s), 6);
-    }
-
-    #[test]
-    fn pruning_deletes_the_history_keys_of_indexed_and_unindexed_events() {
-        let s = setup();
-        let log = open(s.engine.clone(), s.changes, false);
-        commit(&log, &s, &["a", "b"]);
-        log.index_pending().unwrap();
-        commit(&log, &s, &["a", "c"]);
-        assert_eq!(log.prune_through(3).unwrap(), 3);
-        // Only the newest event is left, and indexing it leaves its keys only.
-        assert_eq!(log.index_pending().unwrap(), 4);
-        assert_eq!(history_keys(&*s.engine, &s), 2);
-        assert_eq!(history(&log, &s, b"all/", Direction::Forward), vec![4]);
-        assert_eq!(
-            history(&log, &s, b"a/", Direction::Forward),
-            Vec::<u64>::new()
-        );
-        assert_eq!(log.oldest().unwrap(), Some(4));
-    }
-
-    #[test]
-    fn a_log_of_an_earlier_build_is_read_whole_and_marked_by_the_first_write() {
-        let s = setup();
-        // Two events as builds before the indexer wrote them: history keys in their batch,
-        // no mark.
-        let mut batch = WriteBatch::new();
-        for (revision, name) in [(1u64, "a"), (2, "b")] {
-            let entry = LogEntry::new(name.as_bytes().to_vec()).index(s.history, b"all/".to_vec());
-            let mut key = b"all/".to_vec();
-            key.extend_from_slice(&revision_key(revision));
-            batch.put(s.history, &key, b"");
-            let value = crate::changelog::encode_value(&entry);
-            batch.put(s.changes, revision_key(revision), value);
-        }
-        s.engine.write(batch, crate::Durability::Sync).unwrap();
-
-        let log = open(s.engine.clone(), s.changes, false);
-        assert_eq!(log.head(), 2);
-        assert_eq!(log.oldest().unwrap(), Some(1));
-        assert_eq!(log.indexed_through().unwrap(), 2);
-        assert_eq!(history(&log, &s, b"all/", Direction::Forward), vec![1, 2]);
-        commit(&log, &s, &["c"]);
-        // The first write put the mark at the revision before it.
-        assert_eq!(log.indexed_through().unwrap(), 2);
-        assert_eq!(
-            history(&log, &s, b"all/", Direction::Forward),
-            vec![1, 2, 3]
-        );
-        assert_eq!(log.index_pending().unwrap(), 3);
-        assert_eq!(history_keys(&*s.engine, &s), 4);
-        assert_eq!(log.read(0, 10).unwrap().len(), 3);
-    }
-}
+mod tests;
