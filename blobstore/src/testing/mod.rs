@@ -18,6 +18,12 @@ pub mod suite;
 mod support;
 
 pub use engine::Backend;
+
+/// A data directory for a store whose blob bytes are in a [`MemBackend`]: such a store writes
+/// nothing there unless a resumable upload begins, so the model and the fuzz targets pass this
+/// path, which does not exist, instead of making a temporary directory per run (a resumable
+/// upload would fail on it, loudly).
+pub const UNUSED_DATA_DIR: &str = "/nonexistent/blobstore-testing";
 pub use faulty::{Fault, FaultyBackend};
 pub use mem::MemBackend;
 pub use support::{

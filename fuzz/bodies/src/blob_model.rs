@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blobstore::testing::model::{run_against_model, Op, Subject, BUCKETS};
-use blobstore::testing::MemBackend;
+use blobstore::testing::{MemBackend, UNUSED_DATA_DIR};
 use blobstore::{ManualClock, Store, StoreBuilder};
 use engine::FaultyEngine;
 
@@ -20,30 +20,32 @@ const MAX_OPS: usize = 64;
 
 /// A store on a [`FaultyEngine`] with blob bytes in memory, restarted by a crash.
 struct Crashing {
-    dir: tempfile::TempDir,
     clock: Arc<ManualClock>,
     engine: Arc<FaultyEngine>,
     blobs: MemBackend,
     store: Store,
 }
 
-fn open(
-    engine: &Arc<FaultyEngine>,
-    dir: &std::path::Path,
-    blobs: &MemBackend,
-    clock: &Arc<ManualClock>,
-) -> Store {
-    StoreBuilder::with_engine(Arc::clone(engine) as Arc<dyn engine::Engine>, dir)
-        .backend(Arc::new(blobs.clone()))
-        .inline_threshold(64)
-        // A small hot-file cache (16 entries): the default 64 MiB one sizes its tables for
-        // 16,384 files at every open, a cost per input and per crash that finds nothing.
-        .hot_cache_bytes(64 << 10)
-        // The feed is replayed from revision 0 at the end: keep all of it.
-        .change_retention(Duration::from_secs(100 * 365 * 86_400))
-        .clock(Arc::clone(clock) as Arc<dyn blobstore::Clock>)
-        .open()
-        .expect("open store")
+fn open(engine: &Arc<FaultyEngine>, blobs: &MemBackend, clock: &Arc<ManualClock>) -> Store {
+    // Blob bytes in memory: no data directory is used, so none is made.
+    let store = StoreBuilder::with_engine(
+        Arc::clone(engine) as Arc<dyn engine::Engine>,
+        UNUSED_DATA_DIR,
+    )
+    .backend(Arc::new(blobs.clone()))
+    .inline_threshold(64)
+    // A small hot-file cache (16 entries): the default 64 MiB one sizes its tables for
+    // 16,384 files at every open, a cost per input and per crash that finds nothing.
+    .hot_cache_bytes(64 << 10)
+    // The feed is replayed from revision 0 at the end: keep all of it.
+    .change_retention(Duration::from_secs(100 * 365 * 86_400))
+    .clock(Arc::clone(clock) as Arc<dyn blobstore::Clock>)
+    .open()
+    .expect("open store");
+    // The history keys are written on this thread, at each GC pass and at the end (the
+    // model calls `index_pending`), not by a thread started per store and input.
+    store.change_log().set_background_indexing(false);
+    store
 }
 
 impl Subject for Crashing {
@@ -58,7 +60,7 @@ impl Subject for Crashing {
     fn restart(&mut self) {
         // A crash: only what was synced survives; blob bytes stay, as files on disk would.
         self.engine = Arc::new(self.engine.crash());
-        self.store = open(&self.engine, self.dir.path(), &self.blobs, &self.clock);
+        self.store = open(&self.engine, &self.blobs, &self.clock);
     }
 }
 
@@ -111,11 +113,9 @@ pub fn blob_model(input: &[u8]) {
     let mut bytes = Bytes::new(input);
     let engine = Arc::new(FaultyEngine::new(blobstore::KEYSPACES));
     let blobs = MemBackend::default();
-    let dir = tempfile::tempdir().expect("temporary directory");
     let clock = Arc::new(ManualClock::at_millis(1_700_000_000_000));
-    let store = open(&engine, dir.path(), &blobs, &clock);
+    let store = open(&engine, &blobs, &clock);
     let mut subject = Crashing {
-        dir,
         clock,
         engine,
         blobs,

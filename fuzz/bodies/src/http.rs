@@ -2,7 +2,9 @@
 //! a memory-backed store.
 //!
 //! Input: requests separated by `\n--\n` (at most 8). Each starts with a flags byte (bits 0-1:
-//! the peer, 127.0.0.1, ::1, 10.1.2.3 (not allowed) or none; bit 2: valid Basic credentials),
+//! the peer, 127.0.0.1, ::1, 10.1.2.3 (not allowed) or none; bit 2: valid Basic credentials;
+//! bit 3: the change log's history indexer runs before the request, so history routes read
+//! both indexed events and the unindexed tail; the store starts no indexer thread per input),
 //! then `METHOD TARGET`, header lines, a blank line and the body, as on the wire. `$URL` and
 //! `$ID` in the target stand for the `url` and `id` of the last JSON answer that had them, so
 //! the fuzzer can chain an upload and its download. A request that `http` cannot represent is
@@ -67,6 +69,8 @@ fn config() -> ServerConfig {
 struct Call {
     request: Request<Body>,
     body: Vec<u8>,
+    /// Whether the history indexer runs first (flags bit 3).
+    index_first: bool,
 }
 
 fn decode(chunk: &[u8], url: &str, id: &str) -> Option<Call> {
@@ -107,7 +111,11 @@ fn decode(chunk: &[u8], url: &str, id: &str) -> Option<Call> {
             .extensions_mut()
             .insert(ConnectInfo(SocketAddr::new(ip, 40000)));
     }
-    Some(Call { request, body })
+    Some(Call {
+        request,
+        body,
+        index_first: flags & 8 != 0,
+    })
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -208,6 +216,7 @@ pub fn librarian_http(data: &[u8]) {
         .token_secrets([9; 32], None)
         .open()
         .expect("store");
+    store.change_log().set_background_indexing(false);
     let state = servers::librarian::Librarian::new(store, &config()).expect("state");
     let router = servers::librarian::router(state.clone());
     let (mut url, mut id) = ("/1/f".to_string(), "1".to_string());
@@ -216,6 +225,10 @@ pub fn librarian_http(data: &[u8]) {
             let Some(call) = decode(chunk, &url, &id) else {
                 continue;
             };
+            if call.index_first {
+                // A quick write to the memory engine between requests, none in flight.
+                state.store().change_log().index_pending().unwrap();
+            }
             let is_upload = call.request.method() == Method::POST
                 && call.request.uri().path().ends_with("/files");
             let (answer, body) = send(&router, call).await;
@@ -250,6 +263,8 @@ pub fn directory_http(data: &[u8]) {
         .open(&servers::directory::config::keyspaces())
         .expect("memory engine");
     let store = graphdb::GraphStore::open(Arc::clone(&engine)).expect("graph store");
+    store.change_log().set_background_indexing(false);
+    let log = Arc::clone(store.change_log());
     let commits =
         servers::directory::config::open_commit_graphs(&store, engine).expect("commit graphs");
     let state = servers::directory::Directory::new(store, commits, &config()).expect("state");
@@ -260,6 +275,10 @@ pub fn directory_http(data: &[u8]) {
             let Some(call) = decode(chunk, &url, &id) else {
                 continue;
             };
+            if call.index_first {
+                // A quick write to the memory engine between requests, none in flight.
+                log.index_pending().unwrap();
+            }
             let (answer, _) = send(&router, call).await;
             if let Some(json) = &answer.json {
                 remember(json, &mut url, &mut id);
