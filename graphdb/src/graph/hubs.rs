@@ -94,7 +94,7 @@ impl State {
         if let Some(full) = self.hubs.full.get(&x) {
             return full.clone();
         }
-        let mut set = self.anc.get(x as usize).cloned().unwrap_or_default();
+        let mut set = self.anc(x).into_owned();
         if let Some(via) = self.via.get(x as usize) {
             for h in via.as_slice() {
                 if let Some(full) = self.hubs.full.get(h) {
@@ -135,9 +135,10 @@ impl State {
 
     /// Updates `via[x]` (the hubs in `anc[x]`) after `anc[x]` changed.
     pub(super) fn refresh_via(&mut self, x: u32) {
-        if let Some(via) = self.via.get_mut(x as usize) {
-            *via = Probe::of(&(&self.anc[x as usize] & &self.hubs.set));
+        if x as usize >= self.via.len() {
+            return;
         }
+        self.via[x as usize] = Probe::of(&(self.anc(x).as_ref() & &self.hubs.set));
     }
 
     /// Sizes `via` to the nodes (empty when there are no hubs: nothing to keep) and fills it.
@@ -147,7 +148,9 @@ impl State {
             return;
         }
         let set = &self.hubs.set;
-        self.via = self.anc.iter().map(|anc| Probe::of(&(anc & set))).collect();
+        self.via = (0..self.probe.len() as u32)
+            .map(|x| Probe::of(&(self.anc(x).as_ref() & set)))
+            .collect();
     }
 
     /// After `a -> b` became active, with `ra = {a} ∪ reached_by(a)` and
@@ -181,7 +184,7 @@ impl State {
             graph.add_node(h);
         }
         let empty = RoaringBitmap::new();
-        let cut = |h: u32| self.anc.get(h as usize).unwrap_or(&empty);
+        let cut = |h: u32| self.anc.get(&h).unwrap_or(&empty);
         let cut_in = |h: u32| self.desc.get(&h).unwrap_or(&empty);
         let mut edges = Vec::new();
         for &h in &hubs {

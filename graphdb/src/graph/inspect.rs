@@ -113,7 +113,7 @@ impl Namespace {
             let full = state.bfs_up(x);
             let cut = if hubs { state.bfs_cut(x) } else { full.clone() };
             report.pairs += full.len();
-            let actual = &state.anc[x as usize];
+            let actual = &*state.anc(x);
             let via_ok = !hubs
                 || state.via.get(x as usize)
                     == Some(&state::Probe::of(&(actual & &state.hubs.set)));
@@ -166,10 +166,11 @@ impl Namespace {
             nodes: state.leaves.len() + state.groups.len(),
             ..IndexStats::default()
         };
-        for (x, anc) in state.anc.iter().enumerate() {
-            let Some(node) = state.node(x as u32) else {
+        for x in 0..state.nodes.len() as u32 {
+            let Some(node) = state.node(x) else {
                 continue;
             };
+            let anc = state.anc(x);
             if !anc.is_empty() {
                 let bytes = anc.serialized_size() as u64;
                 stats.pairs += anc.len();

@@ -24,7 +24,8 @@ pub struct MemoryStats {
     pub name_map: u64,
     /// The adjacency lists' allocations, both directions.
     pub adjacency: u64,
-    /// `anc`: one bitmap header per node and the bitmaps' containers.
+    /// `anc`: the groups' bitmaps (a hash table of headers and their containers; leaves have
+    /// none: their closure is their probe).
     pub closure_up: u64,
     /// `probe`: the is-member copy of `anc` (inline slots, sorted slices past four groups).
     pub probe: u64,
@@ -105,13 +106,14 @@ impl State {
         // the nodes').
         let buckets = (self.ids.capacity() * 8 / 7).next_power_of_two();
         m.name_map = (buckets * (std::mem::size_of::<u32>() + 1)) as u64;
-        m.closure_up = (self.anc.capacity() * std::mem::size_of::<RoaringBitmap>()) as u64;
-        for anc in &self.anc {
-            m.pairs += anc.len();
+        let buckets = (self.anc.capacity() * 8 / 7).next_power_of_two();
+        m.closure_up = (buckets * (std::mem::size_of::<(u32, RoaringBitmap)>() + 1)) as u64;
+        for anc in self.anc.values() {
             m.closure_up += bitmap_heap(anc);
         }
         m.probe = (self.probe.capacity() * std::mem::size_of::<Probe>()) as u64;
         for probe in &self.probe {
+            m.pairs += probe.as_slice().len() as u64;
             if let Probe::Heap(sorted) = probe {
                 m.probe += allocated(sorted.len() * 4);
             }

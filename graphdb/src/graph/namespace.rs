@@ -568,12 +568,12 @@ impl Namespace {
     }
 
     pub(super) fn check_no_cycle(&self, state: &State, member: u32, group: u32) -> Result<()> {
-        if member != group && !state.anc[group as usize].contains(member) {
+        if member != group && !state.anc(group).contains(member) {
             return Ok(());
         }
         if !state.cycles_allowed.is_empty() {
             // The nodes on the cycles the edge closes: above `group` and below `member`.
-            let mut on = state.anc[group as usize].clone();
+            let mut on = state.anc(group).into_owned();
             on.insert(group);
             on &= state.self_and_desc(member);
             if on.is_subset(&state.cycles_allowed) {

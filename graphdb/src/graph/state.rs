@@ -1,11 +1,13 @@
 //! The in-memory state of one namespace: nodes, adjacency, and the reachability index.
 //!
-//! The index is a full transitive closure kept in both directions as roaring bitmaps:
+//! The index is a full transitive closure kept in both directions:
 //! `anc[x]` holds every group that `x` is a member of through active membership edges (the
-//! groups reachable upward), and `desc[g]` the transpose (every node below `g`). Only `anc` is
-//! persisted; `desc` is rebuilt from it at load by transposition. In a general graph with hubs
+//! groups reachable upward), and `desc[g]` the transpose (every node below `g`). A group's
+//! `anc` is a roaring bitmap; a leaf's is only its `probe` (sorted ids), which [`State::anc`]
+//! reads back. Only the groups' `anc` is persisted; `desc` is rebuilt at load by transposition. In a general graph with hubs
 //! both are *cut* closures, which stop at the hubs (`hubs.rs`). See `DESIGN.md`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 
@@ -92,6 +94,49 @@ impl Probe {
         }
     }
 
+    /// `sorted` (increasing ids) as a probe.
+    fn from_sorted(sorted: Vec<u32>) -> Probe {
+        if sorted.len() <= 4 {
+            let mut inline = [0; 4];
+            inline[..sorted.len()].copy_from_slice(&sorted);
+            Probe::Inline(sorted.len() as u8, inline)
+        } else {
+            Probe::Heap(sorted.into_boxed_slice())
+        }
+    }
+
+    /// The groups as a bitmap.
+    pub fn to_bitmap(&self) -> RoaringBitmap {
+        RoaringBitmap::from_sorted_iter(self.as_slice().iter().copied())
+            .expect("a probe is sorted")
+    }
+
+    /// These groups and `gained`, or `None` when `gained` adds nothing: a merge of two sorted
+    /// sequences (a leaf gaining a nested team's ancestors, with no bitmap built).
+    fn union(&self, gained: &RoaringBitmap) -> Option<Probe> {
+        let mine = self.as_slice();
+        let mut out = Vec::with_capacity(mine.len() + gained.len() as usize);
+        let mut a = mine.iter().copied().peekable();
+        let mut b = gained.iter().peekable();
+        loop {
+            match (a.peek(), b.peek()) {
+                (Some(&x), Some(&y)) => {
+                    out.push(x.min(y));
+                    if x <= y {
+                        a.next();
+                    }
+                    if y <= x {
+                        b.next();
+                    }
+                }
+                (Some(_), None) => out.extend(a.by_ref()),
+                (None, Some(_)) => out.extend(b.by_ref()),
+                (None, None) => break,
+            }
+        }
+        (out.len() != mine.len()).then(|| Probe::from_sorted(out))
+    }
+
     /// The groups, sorted.
     pub fn as_slice(&self) -> &[u32] {
         match self {
@@ -158,9 +203,13 @@ pub(crate) struct State {
     pub leaves: RoaringBitmap,
     /// Live groups (teams, sets).
     pub groups: RoaringBitmap,
-    /// The closure upward: `anc[x]` = groups `x` belongs to through active membership edges.
-    pub anc: Vec<RoaringBitmap>,
-    /// `anc` again, in the layout of the is-member hot path; always equal to `anc`.
+    /// The closure upward of the groups: `anc[g]` = groups `g` belongs to through active
+    /// membership edges; only groups with some have an entry. A leaf's closure is its `probe`
+    /// alone (read it with [`State::anc`]): a bitmap per person duplicated it, 33 MB at
+    /// 500,000 persons (DESIGN.md, memory).
+    pub anc: HashMap<u32, RoaringBitmap>,
+    /// Every node's closure upward (groups and leaves) in the layout of the is-member hot
+    /// path; equal to `anc` for groups, the only copy for leaves.
     pub probe: Vec<Probe>,
     /// The closure downward, the transpose of `anc`; only groups with members have an entry.
     pub desc: HashMap<u32, RoaringBitmap>,
@@ -215,6 +264,23 @@ impl State {
         })
     }
 
+    /// `anc[x]`: a group's bitmap borrowed, or a leaf's read back from its probe.
+    pub fn anc(&self, x: u32) -> Cow<'_, RoaringBitmap> {
+        match self.anc.get(&x) {
+            Some(set) => Cow::Borrowed(set),
+            None => Cow::Owned(
+                self.probe
+                    .get(x as usize)
+                    .map_or_else(RoaringBitmap::new, Probe::to_bitmap),
+            ),
+        }
+    }
+
+    /// Whether `x` keeps its closure in its probe only (a leaf: no bitmap in `anc`).
+    fn probe_only(&self, x: u32) -> bool {
+        self.leaves.contains(x)
+    }
+
     pub fn active(&self, link: &Link) -> bool {
         active_at(link.expires(), self.applied)
     }
@@ -231,7 +297,6 @@ impl State {
         let index = id as usize;
         if self.nodes.len() <= index {
             self.nodes.resize_with(index + 1, || None);
-            self.anc.resize_with(index + 1, RoaringBitmap::new);
             self.probe.resize_with(index + 1, Probe::default);
             if !self.hubs.set.is_empty() {
                 self.via.resize_with(index + 1, Probe::default);
@@ -333,24 +398,35 @@ impl State {
     /// Replaces `anc[x]`, recording the `desc` changes to apply in bulk (removing ids one by
     /// one from a large bitmap shifts its array containers each time; a difference does not).
     fn set_anc_deferred(&mut self, x: u32, new: RoaringBitmap, changes: &mut DescChanges) {
-        let old = std::mem::replace(&mut self.anc[x as usize], new);
-        let new = &self.anc[x as usize];
-        if old == *new {
+        if self.probe_only(x) {
+            if self.probe[x as usize].as_slice().iter().copied().eq(new.iter()) {
+                return;
+            }
+        } else if self.anc(x).as_ref() == &new {
             return;
         }
-        self.probe[x as usize] = Probe::of(new);
+        let old = if changes.transpose {
+            RoaringBitmap::new()
+        } else {
+            self.anc(x).into_owned()
+        };
+        self.probe[x as usize] = Probe::of(&new);
         if let Some(via) = self.via.get_mut(x as usize) {
-            *via = Probe::of(&(new & &self.hubs.set));
+            *via = Probe::of(&(&new & &self.hubs.set));
         }
         self.dirty.insert(x);
-        if changes.transpose {
-            return;
+        if !changes.transpose {
+            for g in &old - &new {
+                changes.lost.push(u64::from(g) << 32 | u64::from(x));
+            }
+            for g in &new - &old {
+                changes.gained.push(u64::from(g) << 32 | u64::from(x));
+            }
         }
-        for g in &old - new {
-            changes.lost.push(u64::from(g) << 32 | u64::from(x));
-        }
-        for g in new - &old {
-            changes.gained.push(u64::from(g) << 32 | u64::from(x));
+        if self.probe_only(x) || new.is_empty() {
+            self.anc.remove(&x);
+        } else {
+            self.anc.insert(x, new);
         }
     }
 
@@ -406,7 +482,7 @@ impl State {
         let mut gained = if self.is_hub(group) {
             RoaringBitmap::new()
         } else {
-            self.anc[group as usize].clone()
+            self.anc(group).into_owned()
         };
         gained.insert(group);
         let below = if self.is_hub(member) {
@@ -420,11 +496,20 @@ impl State {
             *self.desc.entry(g).or_default() |= &below;
         }
         for x in &below {
-            let anc = &mut self.anc[x as usize];
-            let before = anc.len();
-            *anc |= &gained;
-            if anc.len() != before {
-                self.probe[x as usize] = Probe::of(anc);
+            let changed = if self.probe_only(x) {
+                let merged = self.probe[x as usize].union(&gained);
+                merged.map(|probe| self.probe[x as usize] = probe).is_some()
+            } else {
+                let anc = self.anc.entry(x).or_default();
+                let before = anc.len();
+                *anc |= &gained;
+                let changed = anc.len() != before;
+                if changed {
+                    self.probe[x as usize] = Probe::of(anc);
+                }
+                changed
+            };
+            if changed {
                 if new_hubs {
                     self.refresh_via(x);
                 }
@@ -509,7 +594,7 @@ impl State {
                 } else {
                     new.insert(l.other);
                     if !self.is_hub(l.other) {
-                        new |= &self.anc[l.other as usize];
+                        new |= self.anc(l.other).as_ref();
                     }
                 }
             }
@@ -661,7 +746,6 @@ impl State {
         self.cycles_allowed.remove(x);
         while self.nodes.last().is_some_and(Option::is_none) {
             self.nodes.pop();
-            self.anc.pop();
             self.probe.pop();
         }
         self.via.truncate(self.nodes.len());
@@ -676,8 +760,8 @@ impl State {
             .filter(|&x| self.node(x).is_some())
             .collect();
         for &x in &live {
-            if !self.anc[x as usize].is_empty() {
-                self.anc[x as usize] = RoaringBitmap::new();
+            if !self.probe[x as usize].as_slice().is_empty() {
+                self.anc.remove(&x);
                 self.probe[x as usize] = Probe::default();
                 self.refresh_via(x);
                 self.dirty.insert(x);
@@ -689,20 +773,22 @@ impl State {
         self.recompute(&all);
     }
 
-    /// Sets the closure of every leaf from its active direct groups, whose closures are exact
-    /// (after loading the persisted closures of the groups).
+    /// Sets the closure of every leaf (its probe) from its active direct groups, whose
+    /// closures are exact (after loading the persisted closures of the groups).
     pub fn derive_leaves(&mut self) {
         let leaves = self.leaves.clone();
-        let mut buffer = Vec::new();
         for x in &leaves {
             let anc = self.union_of_parents(&[x], None);
-            self.anc[x as usize] = compact(&anc, &mut buffer);
+            self.probe[x as usize] = Probe::of(&anc);
         }
     }
 
-    /// Rebuilds `desc` as the transpose of `anc` (after loading).
+    /// Sets the groups' probes from their loaded `anc` and rebuilds `desc` as the transpose
+    /// (after loading and [`State::derive_leaves`]).
     pub fn transpose(&mut self) {
-        self.probe = self.anc.iter().map(Probe::of).collect();
+        for g in &self.groups {
+            self.probe[g as usize] = self.anc.get(&g).map_or_else(Probe::default, Probe::of);
+        }
         self.transpose_desc();
         self.refresh_all_via();
         self.rebuild_full();
@@ -714,10 +800,11 @@ impl State {
         // Members gathered per group as plain sorted vectors first (ids are visited in
         // increasing order), then one bitmap built from each: `RoaringBitmap::push` looks up
         // the current maximum on every call, which for a dense bitmap container is a scan.
-        let mut members: Vec<Vec<u32>> = vec![Vec::new(); self.anc.len()];
+        // `probe` holds every node's closure, leaves' included, in id order.
+        let mut members: Vec<Vec<u32>> = vec![Vec::new(); self.probe.len()];
         let mut buffer = Vec::new();
-        for (x, anc) in self.anc.iter().enumerate() {
-            for g in anc {
+        for (x, probe) in self.probe.iter().enumerate() {
+            for &g in probe.as_slice() {
                 if let Some(m) = members.get_mut(g as usize) {
                     m.push(x as u32);
                 }
@@ -754,7 +841,7 @@ impl State {
     pub fn compact_closure(&mut self, nodes: &RoaringBitmap) {
         let mut buffer = Vec::new();
         for x in nodes {
-            if let Some(set) = self.anc.get_mut(x as usize) {
+            if let Some(set) = self.anc.get_mut(&x) {
                 *set = compact(set, &mut buffer);
             }
         }
