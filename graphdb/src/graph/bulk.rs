@@ -199,7 +199,7 @@ impl Namespace {
             return Ok(());
         }
         for node in state.nodes.iter().flatten() {
-            for l in node.up.iter().filter(|l| state.active(l)) {
+            for l in node.up().iter().filter(|l| state.active(l)) {
                 let group = state.name(l.other);
                 if !replaced.contains(&(&*node.name, group)) {
                     let m = add(&mut graph, &mut index, &node.name);

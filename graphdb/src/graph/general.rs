@@ -168,10 +168,10 @@ impl Namespace {
         let mut edges = Vec::new();
         let mut isolated = Vec::new();
         for node in state.nodes.iter().flatten() {
-            if node.up.is_empty() && node.down.is_empty() {
+            if node.up().is_empty() && node.down().is_empty() {
                 isolated.push(node.name.to_string());
             }
-            for l in &node.up {
+            for l in node.up() {
                 edges.push(LabelledEdge {
                     from: node.name.to_string(),
                     to: state.name(l.other).to_owned(),
@@ -222,8 +222,8 @@ impl View<'_> {
             }
             let Some(n) = state.node(at) else { continue };
             let links = match direction {
-                Direction::Descendants => &n.up,
-                Direction::Ancestors => &n.down,
+                Direction::Descendants => n.up(),
+                Direction::Ancestors => n.down(),
             };
             for l in links.iter().filter(|l| state.active(l)) {
                 if wanted.as_ref().is_some_and(|w| !w.contains(&l.label)) {
@@ -250,9 +250,9 @@ impl View<'_> {
             to: state.name(to).to_owned(),
             label: state.label(label).map(str::to_owned),
         };
-        let mut out: Vec<LabelledEdge> = n.up.iter().map(|l| edge(x, l.other, l.label)).collect();
+        let mut out: Vec<LabelledEdge> = n.up().iter().map(|l| edge(x, l.other, l.label)).collect();
         let mut into: Vec<LabelledEdge> =
-            n.down.iter().map(|l| edge(l.other, x, l.label)).collect();
+            n.down().iter().map(|l| edge(l.other, x, l.label)).collect();
         out.sort_unstable_by(|a, b| a.to.cmp(&b.to));
         into.sort_unstable_by(|a, b| a.from.cmp(&b.from));
         Ok((out, into))

@@ -185,7 +185,7 @@ impl Namespace {
             .nodes
             .iter()
             .flatten()
-            .map(|n| n.up.len() as u64)
+            .map(|n| n.up().len() as u64)
             .sum();
         stats
     }
@@ -195,7 +195,7 @@ impl Namespace {
         let state = self.read_state();
         let mut out = Vec::new();
         for node in state.nodes.iter().flatten() {
-            for l in &node.up {
+            for l in node.up() {
                 out.push(EdgeRecord {
                     group: state.name(l.other).to_owned(),
                     member: node.name.to_string(),

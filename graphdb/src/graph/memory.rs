@@ -97,10 +97,9 @@ impl State {
         };
         for node in self.nodes.iter().flatten() {
             m.names += allocated(node.name.len());
-            m.edges += node.up.len() as u64;
+            m.edges += node.up().len() as u64;
             let link = std::mem::size_of::<Link>();
-            m.adjacency +=
-                allocated(node.up.capacity() * link) + allocated(node.down.capacity() * link);
+            m.adjacency += allocated(node.links_capacity() * link);
         }
         // A hashbrown table: one `u32` slot and one control byte per bucket (the names are
         // the nodes').

@@ -354,7 +354,7 @@ impl Namespace {
             let prefix = storage::edges_of_key(ns, x);
             let end = engine::keys::prefix_successor(&prefix).expect("prefix has a successor");
             batch.delete_range(self.ks.edges, prefix, end);
-            for l in &node.down {
+            for l in node.down() {
                 batch.delete(self.ks.edges, storage::membership_key(ns, l.other, x));
             }
             for (relation, _, holder) in state.relations.keys().filter(|(_, t, _)| *t == x) {
@@ -367,7 +367,7 @@ impl Namespace {
                 .relations
                 .keys()
                 .filter(|(_, t, h)| *t == x || *h == x);
-            let edges = (node.up.len() + node.down.len() + relations.count()) as u64;
+            let edges = (node.up().len() + node.down().len() + relations.count()) as u64;
             events.node_removed(name, node.kind, edges);
             state.remove_node(x);
             Ok(true)

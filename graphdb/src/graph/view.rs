@@ -126,7 +126,7 @@ impl View<'_> {
         let ids = match depth {
             Depth::Transitive => state.reached_by(group.0),
             Depth::Direct => state.node(group.0).map_or_else(RoaringBitmap::new, |n| {
-                n.down
+                n.down()
                     .iter()
                     .filter(|l| state.active(l))
                     .map(|l| l.other)
@@ -199,7 +199,7 @@ impl View<'_> {
         match depth {
             Depth::Transitive => state.reach_set(member.0),
             Depth::Direct => state.node(member.0).map_or_else(RoaringBitmap::new, |n| {
-                n.up.iter()
+                n.up().iter()
                     .filter(|l| state.active(l))
                     .map(|l| l.other)
                     .collect()
