@@ -198,8 +198,9 @@ impl Namespace {
         if graph.edge_count() == 0 {
             return Ok(());
         }
-        for node in state.nodes.iter().flatten() {
-            for l in node.up().iter().filter(|l| state.active(l)) {
+        for (x, node) in state.nodes.iter().enumerate() {
+            let Some(node) = node else { continue };
+            for l in node.up().iter().filter(|l| state.active_up(x as u32, l)) {
                 let group = state.name(l.other);
                 if !replaced.contains(&(&*node.name, group)) {
                     let m = add(&mut graph, &mut index, &node.name);

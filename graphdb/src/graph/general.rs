@@ -13,6 +13,7 @@ use roaring::RoaringBitmap;
 
 use super::bulk::BulkLoad;
 use super::namespace::Namespace;
+use super::state::Link;
 use super::storage;
 use super::types::{validate_label, validate_name, EdgeKind, NamespaceKind, NodeKind, Role};
 use super::view::View;
@@ -225,7 +226,11 @@ impl View<'_> {
                 Direction::Descendants => n.up(),
                 Direction::Ancestors => n.down(),
             };
-            for l in links.iter().filter(|l| state.active(l)) {
+            let active = |l: &&Link| match direction {
+                Direction::Descendants => state.active_up(at, l),
+                Direction::Ancestors => state.active_down(at, l),
+            };
+            for l in links.iter().filter(active) {
                 if wanted.as_ref().is_some_and(|w| !w.contains(&l.label)) {
                     continue;
                 }

@@ -55,7 +55,11 @@ impl State {
             .enumerate()
             .filter_map(|(x, node)| {
                 let node = node.as_ref()?;
-                let degree = node.down().iter().filter(|l| self.active(l)).count() as u64;
+                let degree = node
+                    .down()
+                    .iter()
+                    .filter(|l| self.active_down(x as u32, l))
+                    .count() as u64;
                 (degree >= min).then_some(x as u32)
             })
             .collect()
@@ -232,7 +236,7 @@ impl State {
         let mut queue = VecDeque::from([x]);
         while let Some(at) = queue.pop_front() {
             let Some(node) = self.node(at) else { continue };
-            for l in node.up().iter().filter(|l| self.active(l)) {
+            for l in node.up().iter().filter(|l| self.active_up(at, l)) {
                 if seen.insert(l.other) && !self.is_hub(l.other) {
                     queue.push_back(l.other);
                 }

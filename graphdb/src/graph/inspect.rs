@@ -194,13 +194,14 @@ impl Namespace {
     pub fn edges(&self) -> Vec<EdgeRecord> {
         let state = self.read_state();
         let mut out = Vec::new();
-        for node in state.nodes.iter().flatten() {
+        for (x, node) in state.nodes.iter().enumerate() {
+            let Some(node) = node else { continue };
             for l in node.up() {
                 out.push(EdgeRecord {
                     group: state.name(l.other).to_owned(),
                     member: node.name.to_string(),
                     kind: EdgeKind::Membership(l.role),
-                    expires: l.expires(),
+                    expires: state.edge_up(x as u32, l).expires(),
                 });
             }
         }

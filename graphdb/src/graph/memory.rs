@@ -16,13 +16,13 @@ pub struct MemoryStats {
     pub edges: u64,
     /// (member, group) pairs in the closure.
     pub pairs: u64,
-    /// The node slots (`Option<NodeRec>`: name pointer, kind, two adjacency `Vec` headers).
+    /// The node slots (`Option<NodeRec>`: name pointer, kind, one adjacency `Vec` header).
     pub node_slots: u64,
     /// The names' own allocations (held once, by the node).
     pub names: u64,
     /// The name -> id hash table (ids hashed by their node's name).
     pub name_map: u64,
-    /// The adjacency lists' allocations, both directions.
+    /// The adjacency lists' allocations, both directions, and the side table of expiries.
     pub adjacency: u64,
     /// `anc`: the groups' bitmaps (a hash table of headers and their containers; leaves have
     /// none: their closure is their probe).
@@ -105,6 +105,8 @@ impl State {
         // the nodes').
         let buckets = (self.ids.capacity() * 8 / 7).next_power_of_two();
         m.name_map = (buckets * (std::mem::size_of::<u32>() + 1)) as u64;
+        let buckets = (self.expiries.capacity() * 8 / 7).next_power_of_two();
+        m.adjacency += (buckets * (std::mem::size_of::<((u32, u32), i64)>() + 1)) as u64;
         let buckets = (self.anc.capacity() * 8 / 7).next_power_of_two();
         m.closure_up = (buckets * (std::mem::size_of::<(u32, RoaringBitmap)>() + 1)) as u64;
         for anc in self.anc.values() {

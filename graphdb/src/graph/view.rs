@@ -128,7 +128,7 @@ impl View<'_> {
             Depth::Direct => state.node(group.0).map_or_else(RoaringBitmap::new, |n| {
                 n.down()
                     .iter()
-                    .filter(|l| state.active(l))
+                    .filter(|l| state.active_down(group.0, l))
                     .map(|l| l.other)
                     .collect()
             }),
@@ -200,7 +200,7 @@ impl View<'_> {
             Depth::Transitive => state.reach_set(member.0),
             Depth::Direct => state.node(member.0).map_or_else(RoaringBitmap::new, |n| {
                 n.up().iter()
-                    .filter(|l| state.active(l))
+                    .filter(|l| state.active_up(member.0, l))
                     .map(|l| l.other)
                     .collect()
             }),
