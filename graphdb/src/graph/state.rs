@@ -100,8 +100,7 @@ impl Probe {
 
     /// The groups as a bitmap.
     pub fn to_bitmap(&self) -> RoaringBitmap {
-        RoaringBitmap::from_sorted_iter(self.as_slice().iter().copied())
-            .expect("a probe is sorted")
+        RoaringBitmap::from_sorted_iter(self.as_slice().iter().copied()).expect("a probe is sorted")
     }
 
     /// These groups and `gained`, or `None` when `gained` adds nothing: a merge of two sorted
@@ -490,7 +489,12 @@ impl State {
     /// one from a large bitmap shifts its array containers each time; a difference does not).
     fn set_anc_deferred(&mut self, x: u32, new: RoaringBitmap, changes: &mut DescChanges) {
         if self.probe_only(x) {
-            if self.probe[x as usize].as_slice().iter().copied().eq(new.iter()) {
+            if self.probe[x as usize]
+                .as_slice()
+                .iter()
+                .copied()
+                .eq(new.iter())
+            {
                 return;
             }
         } else if self.anc(x).as_ref() == &new {
@@ -740,11 +744,7 @@ impl State {
         self.bfs(starts, true)
     }
 
-    fn bfs(
-        &self,
-        sources: impl IntoIterator<Item = u32>,
-        up: bool,
-    ) -> RoaringBitmap {
+    fn bfs(&self, sources: impl IntoIterator<Item = u32>, up: bool) -> RoaringBitmap {
         let mut seen = RoaringBitmap::new();
         let mut queue: VecDeque<u32> = VecDeque::new();
         for s in sources {

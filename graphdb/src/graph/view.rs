@@ -199,7 +199,8 @@ impl View<'_> {
         match depth {
             Depth::Transitive => state.reach_set(member.0),
             Depth::Direct => state.node(member.0).map_or_else(RoaringBitmap::new, |n| {
-                n.up().iter()
+                n.up()
+                    .iter()
                     .filter(|l| state.active_up(member.0, l))
                     .map(|l| l.other)
                     .collect()
