@@ -110,7 +110,7 @@ impl Namespace {
             // A general graph without edges chooses its hubs at its first import (so its
             // closures are computed once, cut at the hubs); later imports keep them.
             let choose_hubs = self.kind == NamespaceKind::General
-                && state.anc.iter().all(RoaringBitmap::is_empty);
+                && state.probe.iter().all(|p| p.as_slice().is_empty());
             let mut sources = Vec::new();
             let mut affected = RoaringBitmap::new();
             for (i, (member, group, kind, expires)) in load.edges.iter().enumerate() {
@@ -198,8 +198,9 @@ impl Namespace {
         if graph.edge_count() == 0 {
             return Ok(());
         }
-        for node in state.nodes.iter().flatten() {
-            for l in node.up.iter().filter(|l| state.active(l)) {
+        for (x, node) in state.nodes.iter().enumerate() {
+            let Some(node) = node else { continue };
+            for l in node.up().iter().filter(|l| state.active_up(x as u32, l)) {
                 let group = state.name(l.other);
                 if !replaced.contains(&(&*node.name, group)) {
                     let m = add(&mut graph, &mut index, &node.name);

@@ -13,6 +13,7 @@ use roaring::RoaringBitmap;
 
 use super::bulk::BulkLoad;
 use super::namespace::Namespace;
+use super::state::Link;
 use super::storage;
 use super::types::{validate_label, validate_name, EdgeKind, NamespaceKind, NodeKind, Role};
 use super::view::View;
@@ -168,10 +169,10 @@ impl Namespace {
         let mut edges = Vec::new();
         let mut isolated = Vec::new();
         for node in state.nodes.iter().flatten() {
-            if node.up.is_empty() && node.down.is_empty() {
+            if node.up().is_empty() && node.down().is_empty() {
                 isolated.push(node.name.to_string());
             }
-            for l in &node.up {
+            for l in node.up() {
                 edges.push(LabelledEdge {
                     from: node.name.to_string(),
                     to: state.name(l.other).to_owned(),
@@ -222,10 +223,14 @@ impl View<'_> {
             }
             let Some(n) = state.node(at) else { continue };
             let links = match direction {
-                Direction::Descendants => &n.up,
-                Direction::Ancestors => &n.down,
+                Direction::Descendants => n.up(),
+                Direction::Ancestors => n.down(),
             };
-            for l in links.iter().filter(|l| state.active(l)) {
+            let active = |l: &&Link| match direction {
+                Direction::Descendants => state.active_up(at, l),
+                Direction::Ancestors => state.active_down(at, l),
+            };
+            for l in links.iter().filter(active) {
                 if wanted.as_ref().is_some_and(|w| !w.contains(&l.label)) {
                     continue;
                 }
@@ -250,9 +255,9 @@ impl View<'_> {
             to: state.name(to).to_owned(),
             label: state.label(label).map(str::to_owned),
         };
-        let mut out: Vec<LabelledEdge> = n.up.iter().map(|l| edge(x, l.other, l.label)).collect();
+        let mut out: Vec<LabelledEdge> = n.up().iter().map(|l| edge(x, l.other, l.label)).collect();
         let mut into: Vec<LabelledEdge> =
-            n.down.iter().map(|l| edge(l.other, x, l.label)).collect();
+            n.down().iter().map(|l| edge(l.other, x, l.label)).collect();
         out.sort_unstable_by(|a, b| a.to.cmp(&b.to));
         into.sort_unstable_by(|a, b| a.from.cmp(&b.from));
         Ok((out, into))

@@ -55,7 +55,11 @@ impl State {
             .enumerate()
             .filter_map(|(x, node)| {
                 let node = node.as_ref()?;
-                let degree = node.down.iter().filter(|l| self.active(l)).count() as u64;
+                let degree = node
+                    .down()
+                    .iter()
+                    .filter(|l| self.active_down(x as u32, l))
+                    .count() as u64;
                 (degree >= min).then_some(x as u32)
             })
             .collect()
@@ -94,7 +98,7 @@ impl State {
         if let Some(full) = self.hubs.full.get(&x) {
             return full.clone();
         }
-        let mut set = self.anc.get(x as usize).cloned().unwrap_or_default();
+        let mut set = self.anc(x).into_owned();
         if let Some(via) = self.via.get(x as usize) {
             for h in via.as_slice() {
                 if let Some(full) = self.hubs.full.get(h) {
@@ -135,9 +139,10 @@ impl State {
 
     /// Updates `via[x]` (the hubs in `anc[x]`) after `anc[x]` changed.
     pub(super) fn refresh_via(&mut self, x: u32) {
-        if let Some(via) = self.via.get_mut(x as usize) {
-            *via = Probe::of(&(&self.anc[x as usize] & &self.hubs.set));
+        if x as usize >= self.via.len() {
+            return;
         }
+        self.via[x as usize] = Probe::of(&(self.anc(x).as_ref() & &self.hubs.set));
     }
 
     /// Sizes `via` to the nodes (empty when there are no hubs: nothing to keep) and fills it.
@@ -147,7 +152,9 @@ impl State {
             return;
         }
         let set = &self.hubs.set;
-        self.via = self.anc.iter().map(|anc| Probe::of(&(anc & set))).collect();
+        self.via = (0..self.probe.len() as u32)
+            .map(|x| Probe::of(&(self.anc(x).as_ref() & set)))
+            .collect();
     }
 
     /// After `a -> b` became active, with `ra = {a} ∪ reached_by(a)` and
@@ -181,7 +188,7 @@ impl State {
             graph.add_node(h);
         }
         let empty = RoaringBitmap::new();
-        let cut = |h: u32| self.anc.get(h as usize).unwrap_or(&empty);
+        let cut = |h: u32| self.anc.get(&h).unwrap_or(&empty);
         let cut_in = |h: u32| self.desc.get(&h).unwrap_or(&empty);
         let mut edges = Vec::new();
         for &h in &hubs {
@@ -229,7 +236,7 @@ impl State {
         let mut queue = VecDeque::from([x]);
         while let Some(at) = queue.pop_front() {
             let Some(node) = self.node(at) else { continue };
-            for l in node.up.iter().filter(|l| self.active(l)) {
+            for l in node.up().iter().filter(|l| self.active_up(at, l)) {
                 if seen.insert(l.other) && !self.is_hub(l.other) {
                     queue.push_back(l.other);
                 }

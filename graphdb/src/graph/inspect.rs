@@ -113,7 +113,7 @@ impl Namespace {
             let full = state.bfs_up(x);
             let cut = if hubs { state.bfs_cut(x) } else { full.clone() };
             report.pairs += full.len();
-            let actual = &state.anc[x as usize];
+            let actual = &*state.anc(x);
             let via_ok = !hubs
                 || state.via.get(x as usize)
                     == Some(&state::Probe::of(&(actual & &state.hubs.set)));
@@ -166,10 +166,11 @@ impl Namespace {
             nodes: state.leaves.len() + state.groups.len(),
             ..IndexStats::default()
         };
-        for (x, anc) in state.anc.iter().enumerate() {
-            let Some(node) = state.node(x as u32) else {
+        for x in 0..state.nodes.len() as u32 {
+            let Some(node) = state.node(x) else {
                 continue;
             };
+            let anc = state.anc(x);
             if !anc.is_empty() {
                 let bytes = anc.serialized_size() as u64;
                 stats.pairs += anc.len();
@@ -184,7 +185,7 @@ impl Namespace {
             .nodes
             .iter()
             .flatten()
-            .map(|n| n.up.len() as u64)
+            .map(|n| n.up().len() as u64)
             .sum();
         stats
     }
@@ -193,13 +194,14 @@ impl Namespace {
     pub fn edges(&self) -> Vec<EdgeRecord> {
         let state = self.read_state();
         let mut out = Vec::new();
-        for node in state.nodes.iter().flatten() {
-            for l in &node.up {
+        for (x, node) in state.nodes.iter().enumerate() {
+            let Some(node) = node else { continue };
+            for l in node.up() {
                 out.push(EdgeRecord {
                     group: state.name(l.other).to_owned(),
                     member: node.name.to_string(),
                     kind: EdgeKind::Membership(l.role),
-                    expires: l.expires(),
+                    expires: state.edge_up(x as u32, l).expires(),
                 });
             }
         }

@@ -16,15 +16,16 @@ pub struct MemoryStats {
     pub edges: u64,
     /// (member, group) pairs in the closure.
     pub pairs: u64,
-    /// The node slots (`Option<NodeRec>`: name pointer, kind, two adjacency `Vec` headers).
+    /// The node slots (`Option<NodeRec>`: name pointer, kind, one adjacency `Vec` header).
     pub node_slots: u64,
     /// The names' own allocations (held once, by the node).
     pub names: u64,
     /// The name -> id hash table (ids hashed by their node's name).
     pub name_map: u64,
-    /// The adjacency lists' allocations, both directions.
+    /// The adjacency lists' allocations, both directions, and the side table of expiries.
     pub adjacency: u64,
-    /// `anc`: one bitmap header per node and the bitmaps' containers.
+    /// `anc`: the groups' bitmaps (a hash table of headers and their containers; leaves have
+    /// none: their closure is their probe).
     pub closure_up: u64,
     /// `probe`: the is-member copy of `anc` (inline slots, sorted slices past four groups).
     pub probe: u64,
@@ -96,22 +97,24 @@ impl State {
         };
         for node in self.nodes.iter().flatten() {
             m.names += allocated(node.name.len());
-            m.edges += node.up.len() as u64;
+            m.edges += node.up().len() as u64;
             let link = std::mem::size_of::<Link>();
-            m.adjacency +=
-                allocated(node.up.capacity() * link) + allocated(node.down.capacity() * link);
+            m.adjacency += allocated(node.links_capacity() * link);
         }
         // A hashbrown table: one `u32` slot and one control byte per bucket (the names are
         // the nodes').
         let buckets = (self.ids.capacity() * 8 / 7).next_power_of_two();
         m.name_map = (buckets * (std::mem::size_of::<u32>() + 1)) as u64;
-        m.closure_up = (self.anc.capacity() * std::mem::size_of::<RoaringBitmap>()) as u64;
-        for anc in &self.anc {
-            m.pairs += anc.len();
+        let buckets = (self.expiries.capacity() * 8 / 7).next_power_of_two();
+        m.adjacency += (buckets * (std::mem::size_of::<((u32, u32), i64)>() + 1)) as u64;
+        let buckets = (self.anc.capacity() * 8 / 7).next_power_of_two();
+        m.closure_up = (buckets * (std::mem::size_of::<(u32, RoaringBitmap)>() + 1)) as u64;
+        for anc in self.anc.values() {
             m.closure_up += bitmap_heap(anc);
         }
         m.probe = (self.probe.capacity() * std::mem::size_of::<Probe>()) as u64;
         for probe in &self.probe {
+            m.pairs += probe.as_slice().len() as u64;
             if let Probe::Heap(sorted) = probe {
                 m.probe += allocated(sorted.len() * 4);
             }

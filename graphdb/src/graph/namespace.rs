@@ -354,7 +354,7 @@ impl Namespace {
             let prefix = storage::edges_of_key(ns, x);
             let end = engine::keys::prefix_successor(&prefix).expect("prefix has a successor");
             batch.delete_range(self.ks.edges, prefix, end);
-            for l in &node.down {
+            for l in node.down() {
                 batch.delete(self.ks.edges, storage::membership_key(ns, l.other, x));
             }
             for (relation, _, holder) in state.relations.keys().filter(|(_, t, _)| *t == x) {
@@ -367,7 +367,7 @@ impl Namespace {
                 .relations
                 .keys()
                 .filter(|(_, t, h)| *t == x || *h == x);
-            let edges = (node.up.len() + node.down.len() + relations.count()) as u64;
+            let edges = (node.up().len() + node.down().len() + relations.count()) as u64;
             events.node_removed(name, node.kind, edges);
             state.remove_node(x);
             Ok(true)
@@ -568,12 +568,12 @@ impl Namespace {
     }
 
     pub(super) fn check_no_cycle(&self, state: &State, member: u32, group: u32) -> Result<()> {
-        if member != group && !state.anc[group as usize].contains(member) {
+        if member != group && !state.anc(group).contains(member) {
             return Ok(());
         }
         if !state.cycles_allowed.is_empty() {
             // The nodes on the cycles the edge closes: above `group` and below `member`.
-            let mut on = state.anc[group as usize].clone();
+            let mut on = state.anc(group).into_owned();
             on.insert(group);
             on &= state.self_and_desc(member);
             if on.is_subset(&state.cycles_allowed) {

@@ -1,11 +1,13 @@
 //! The in-memory state of one namespace: nodes, adjacency, and the reachability index.
 //!
-//! The index is a full transitive closure kept in both directions as roaring bitmaps:
+//! The index is a full transitive closure kept in both directions:
 //! `anc[x]` holds every group that `x` is a member of through active membership edges (the
-//! groups reachable upward), and `desc[g]` the transpose (every node below `g`). Only `anc` is
-//! persisted; `desc` is rebuilt from it at load by transposition. In a general graph with hubs
+//! groups reachable upward), and `desc[g]` the transpose (every node below `g`). A group's
+//! `anc` is a roaring bitmap; a leaf's is only its `probe` (sorted ids), which [`State::anc`]
+//! reads back. Only the groups' `anc` is persisted; `desc` is rebuilt at load by transposition. In a general graph with hubs
 //! both are *cut* closures, which stop at the hubs (`hubs.rs`). See `DESIGN.md`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 
@@ -18,43 +20,36 @@ use super::hubs::Hubs;
 use super::order::{MemberLists, NameOrder};
 use super::{NodeKind, Role};
 
-/// A membership edge as seen from one of its ends.
+/// A membership edge as seen from one of its ends, in an adjacency list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Link {
     /// The node at the other end.
     pub other: u32,
-    /// The role.
-    pub role: Role,
     /// The edge's label in [`State::labels`] (0: none); general graphs label their edges.
     pub label: u16,
-    /// The expiry (Unix seconds) in two halves and a flag rather than an `Option<i64>`, which
-    /// alone takes 16 bytes: so a link packs into 16 bytes instead of 24 (each edge is held
-    /// twice: 14 MB at 880,000 edges).
-    expires_low: u32,
-    expires_high: i32,
-    has_expiry: bool,
+    /// The role.
+    pub role: Role,
+    /// Whether the edge has an expiry, kept in [`State::expiries`]: few edges have one (3% of
+    /// a Launchpad-shaped graph), so a link is 8 bytes rather than 16 with the expiry inline
+    /// (each edge is held twice: 14 MB at 880,000 edges).
+    pub timed: bool,
 }
 
-// A link stays 16 bytes with its label number and expiry (see DESIGN.md, memory per edge).
-const _: () = assert!(std::mem::size_of::<Link>() == 16);
+// A link stays 8 bytes (see DESIGN.md, memory per edge).
+const _: () = assert!(std::mem::size_of::<Link>() == 8);
 
-impl Link {
-    pub fn new(other: u32, role: Role, label: u16, expires: Option<i64>) -> Link {
-        let e = expires.unwrap_or(0);
-        Link {
-            other,
-            role,
-            label,
-            expires_low: e as u32,
-            expires_high: (e >> 32) as i32,
-            has_expiry: expires.is_some(),
-        }
-    }
+/// A stored membership edge, looked up by its two ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Edge {
+    pub role: Role,
+    pub label: u16,
+    expires: Option<i64>,
+}
 
+impl Edge {
     /// When it stops counting (Unix seconds), if ever.
     pub fn expires(&self) -> Option<i64> {
-        self.has_expiry
-            .then(|| (i64::from(self.expires_high) << 32) | i64::from(self.expires_low))
+        self.expires
     }
 }
 
@@ -90,6 +85,48 @@ impl Probe {
         } else {
             Probe::Heap(set.iter().collect())
         }
+    }
+
+    /// `sorted` (increasing ids) as a probe.
+    fn from_sorted(sorted: Vec<u32>) -> Probe {
+        if sorted.len() <= 4 {
+            let mut inline = [0; 4];
+            inline[..sorted.len()].copy_from_slice(&sorted);
+            Probe::Inline(sorted.len() as u8, inline)
+        } else {
+            Probe::Heap(sorted.into_boxed_slice())
+        }
+    }
+
+    /// The groups as a bitmap.
+    pub fn to_bitmap(&self) -> RoaringBitmap {
+        RoaringBitmap::from_sorted_iter(self.as_slice().iter().copied()).expect("a probe is sorted")
+    }
+
+    /// These groups and `gained`, or `None` when `gained` adds nothing: a merge of two sorted
+    /// sequences (a leaf gaining a nested team's ancestors, with no bitmap built).
+    fn union(&self, gained: &RoaringBitmap) -> Option<Probe> {
+        let mine = self.as_slice();
+        let mut out = Vec::with_capacity(mine.len() + gained.len() as usize);
+        let mut a = mine.iter().copied().peekable();
+        let mut b = gained.iter().peekable();
+        loop {
+            match (a.peek(), b.peek()) {
+                (Some(&x), Some(&y)) => {
+                    out.push(x.min(y));
+                    if x <= y {
+                        a.next();
+                    }
+                    if y <= x {
+                        b.next();
+                    }
+                }
+                (Some(_), None) => out.extend(a.by_ref()),
+                (None, Some(_)) => out.extend(b.by_ref()),
+                (None, None) => break,
+            }
+        }
+        (out.len() != mine.len()).then(|| Probe::from_sorted(out))
     }
 
     /// The groups, sorted.
@@ -137,10 +174,73 @@ struct DescChanges {
 pub(crate) struct NodeRec {
     pub name: Box<str>,
     pub kind: NodeKind,
+    /// How many of `links` are `up` links (they come first).
+    ups: u32,
+    /// The membership edges where this node is the member (`up`), then those where it is the
+    /// group (`down`): one vector rather than two saves a 24-byte header per node (13 MB at
+    /// 530,000 nodes, most of them persons with no `down` at all). Neither part is ordered.
+    links: Vec<Link>,
+}
+
+// A node slot stays 48 bytes (`Option` uses the pointers' niche; DESIGN.md, memory).
+const _: () = assert!(std::mem::size_of::<Option<NodeRec>>() == 48);
+
+impl NodeRec {
+    pub fn new(name: &str, kind: NodeKind) -> NodeRec {
+        NodeRec {
+            name: name.into(),
+            kind,
+            ups: 0,
+            links: Vec::new(),
+        }
+    }
+
     /// Membership edges where this node is the member.
-    pub up: Vec<Link>,
+    pub fn up(&self) -> &[Link] {
+        &self.links[..self.ups as usize]
+    }
+
     /// Membership edges where this node is the group.
-    pub down: Vec<Link>,
+    pub fn down(&self) -> &[Link] {
+        &self.links[self.ups as usize..]
+    }
+
+    /// The heap bytes the links take (for [`State::memory`]).
+    pub fn links_capacity(&self) -> usize {
+        self.links.capacity()
+    }
+
+    /// Appends an `up` link: the first `down` link moves to the end, so O(1).
+    fn push_up(&mut self, link: Link) {
+        self.links.push(link);
+        let last = self.links.len() - 1;
+        self.links.swap(self.ups as usize, last);
+        self.ups += 1;
+    }
+
+    fn push_down(&mut self, link: Link) {
+        self.links.push(link);
+    }
+
+    /// Removes the `up` link to `group`: it swaps with the last `up` link, which then swaps
+    /// with the last link, so O(1) as a `swap_remove` was.
+    fn remove_up(&mut self, group: u32) -> Option<Link> {
+        let pos = self.up().iter().position(|l| l.other == group)?;
+        let last_up = self.ups as usize - 1;
+        self.links.swap(pos, last_up);
+        self.ups -= 1;
+        Some(self.links.swap_remove(last_up))
+    }
+
+    fn remove_down(&mut self, member: u32) {
+        if let Some(pos) = self.down().iter().position(|l| l.other == member) {
+            self.links.swap_remove(self.ups as usize + pos);
+        }
+    }
+
+    fn shrink(&mut self) {
+        self.links.shrink_to_fit();
+    }
 }
 
 /// One namespace in memory.
@@ -158,14 +258,21 @@ pub(crate) struct State {
     pub leaves: RoaringBitmap,
     /// Live groups (teams, sets).
     pub groups: RoaringBitmap,
-    /// The closure upward: `anc[x]` = groups `x` belongs to through active membership edges.
-    pub anc: Vec<RoaringBitmap>,
-    /// `anc` again, in the layout of the is-member hot path; always equal to `anc`.
+    /// The closure upward of the groups: `anc[g]` = groups `g` belongs to through active
+    /// membership edges; only groups with some have an entry. A leaf's closure is its `probe`
+    /// alone (read it with [`State::anc`]): a bitmap per person duplicated it, 33 MB at
+    /// 500,000 persons (DESIGN.md, memory).
+    pub anc: HashMap<u32, RoaringBitmap>,
+    /// Every node's closure upward (groups and leaves) in the layout of the is-member hot
+    /// path; equal to `anc` for groups, the only copy for leaves.
     pub probe: Vec<Probe>,
     /// The closure downward, the transpose of `anc`; only groups with members have an entry.
     pub desc: HashMap<u32, RoaringBitmap>,
     /// Relation edges: (relation, target, holder) -> expiry.
     pub relations: BTreeMap<(Box<str>, u32, u32), Option<i64>>,
+    /// The expiry of every membership edge that has one, by (member, group): the links say
+    /// only whether there is one.
+    pub expiries: HashMap<(u32, u32), i64>,
     /// Active membership edges that will expire: (expires, member, group).
     pub expiry: BTreeSet<(i64, u32, u32)>,
     /// The time the index is exact for: edges with `expires <= applied` are not in it.
@@ -215,8 +322,54 @@ impl State {
         })
     }
 
-    pub fn active(&self, link: &Link) -> bool {
-        active_at(link.expires(), self.applied)
+    /// `anc[x]`: a group's bitmap borrowed, or a leaf's read back from its probe.
+    pub fn anc(&self, x: u32) -> Cow<'_, RoaringBitmap> {
+        match self.anc.get(&x) {
+            Some(set) => Cow::Borrowed(set),
+            None => Cow::Owned(
+                self.probe
+                    .get(x as usize)
+                    .map_or_else(RoaringBitmap::new, Probe::to_bitmap),
+            ),
+        }
+    }
+
+    /// Whether `x` keeps its closure in its probe only (a leaf: no bitmap in `anc`).
+    fn probe_only(&self, x: u32) -> bool {
+        self.leaves.contains(x)
+    }
+
+    /// Whether a stored edge counts now.
+    pub fn active(&self, edge: &Edge) -> bool {
+        active_at(edge.expires, self.applied)
+    }
+
+    /// The expiry of the edge `member -> group` whose link is `link`.
+    fn expires_of(&self, member: u32, group: u32, link: &Link) -> Option<i64> {
+        link.timed
+            .then(|| self.expiries.get(&(member, group)).copied())
+            .flatten()
+    }
+
+    /// Whether `link`, in `member`'s `up` list, counts now.
+    #[inline]
+    pub fn active_up(&self, member: u32, link: &Link) -> bool {
+        !link.timed || active_at(self.expires_of(member, link.other, link), self.applied)
+    }
+
+    /// Whether `link`, in `group`'s `down` list, counts now.
+    #[inline]
+    pub fn active_down(&self, group: u32, link: &Link) -> bool {
+        !link.timed || active_at(self.expires_of(link.other, group, link), self.applied)
+    }
+
+    /// The edge of `link`, in `member`'s `up` list.
+    pub fn edge_up(&self, member: u32, link: &Link) -> Edge {
+        Edge {
+            role: link.role,
+            label: link.label,
+            expires: self.expires_of(member, link.other, link),
+        }
     }
 
     /// The first id not in use past the highest one.
@@ -231,18 +384,12 @@ impl State {
         let index = id as usize;
         if self.nodes.len() <= index {
             self.nodes.resize_with(index + 1, || None);
-            self.anc.resize_with(index + 1, RoaringBitmap::new);
             self.probe.resize_with(index + 1, Probe::default);
             if !self.hubs.set.is_empty() {
                 self.via.resize_with(index + 1, Probe::default);
             }
         }
-        self.nodes[index] = Some(NodeRec {
-            name: name.into(),
-            kind,
-            up: Vec::new(),
-            down: Vec::new(),
-        });
+        self.nodes[index] = Some(NodeRec::new(name, kind));
         let nodes = &self.nodes;
         let hasher = &self.hasher;
         self.ids.insert_unique(hasher.hash_one(name), id, |&other| {
@@ -279,9 +426,10 @@ impl State {
     }
 
     /// The membership edge `member -> group`, if stored.
-    pub fn link(&self, member: u32, group: u32) -> Option<Link> {
+    pub fn link(&self, member: u32, group: u32) -> Option<Edge> {
         let node = self.node(member)?;
-        node.up.iter().find(|l| l.other == group).copied()
+        let link = node.up().iter().find(|l| l.other == group)?;
+        Some(self.edge_up(member, link))
     }
 
     /// Stores a membership edge in the adjacency lists and the expiry queue; the index is
@@ -295,13 +443,16 @@ impl State {
         label: u16,
         expires: Option<i64>,
     ) {
-        self.node_mut(member)
-            .up
-            .push(Link::new(group, role, label, expires));
-        self.node_mut(group)
-            .down
-            .push(Link::new(member, role, label, expires));
+        let link = |other| Link {
+            other,
+            label,
+            role,
+            timed: expires.is_some(),
+        };
+        self.node_mut(member).push_up(link(group));
+        self.node_mut(group).push_down(link(member));
         if let Some(e) = expires {
+            self.expiries.insert((member, group), e);
             if e > self.applied {
                 self.expiry.insert((e, member, group));
             }
@@ -309,18 +460,22 @@ impl State {
     }
 
     /// Removes a membership edge from the adjacency lists and the expiry queue.
-    pub fn remove_link(&mut self, member: u32, group: u32) -> Option<Link> {
-        let up = &mut self.node_mut(member).up;
-        let pos = up.iter().position(|l| l.other == group)?;
-        let link = up.swap_remove(pos);
-        let down = &mut self.node_mut(group).down;
-        if let Some(pos) = down.iter().position(|l| l.other == member) {
-            down.swap_remove(pos);
-        }
-        if let Some(e) = link.expires() {
+    pub fn remove_link(&mut self, member: u32, group: u32) -> Option<Edge> {
+        let link = self.node_mut(member).remove_up(group)?;
+        self.node_mut(group).remove_down(member);
+        let expires = if link.timed {
+            self.expiries.remove(&(member, group))
+        } else {
+            None
+        };
+        if let Some(e) = expires {
             self.expiry.remove(&(e, member, group));
         }
-        Some(link)
+        Some(Edge {
+            role: link.role,
+            label: link.label,
+            expires,
+        })
     }
 
     /// Replaces `anc[x]`, keeping `desc` its transpose and marking `x` dirty.
@@ -333,24 +488,40 @@ impl State {
     /// Replaces `anc[x]`, recording the `desc` changes to apply in bulk (removing ids one by
     /// one from a large bitmap shifts its array containers each time; a difference does not).
     fn set_anc_deferred(&mut self, x: u32, new: RoaringBitmap, changes: &mut DescChanges) {
-        let old = std::mem::replace(&mut self.anc[x as usize], new);
-        let new = &self.anc[x as usize];
-        if old == *new {
+        if self.probe_only(x) {
+            if self.probe[x as usize]
+                .as_slice()
+                .iter()
+                .copied()
+                .eq(new.iter())
+            {
+                return;
+            }
+        } else if self.anc(x).as_ref() == &new {
             return;
         }
-        self.probe[x as usize] = Probe::of(new);
+        let old = if changes.transpose {
+            RoaringBitmap::new()
+        } else {
+            self.anc(x).into_owned()
+        };
+        self.probe[x as usize] = Probe::of(&new);
         if let Some(via) = self.via.get_mut(x as usize) {
-            *via = Probe::of(&(new & &self.hubs.set));
+            *via = Probe::of(&(&new & &self.hubs.set));
         }
         self.dirty.insert(x);
-        if changes.transpose {
-            return;
+        if !changes.transpose {
+            for g in &old - &new {
+                changes.lost.push(u64::from(g) << 32 | u64::from(x));
+            }
+            for g in &new - &old {
+                changes.gained.push(u64::from(g) << 32 | u64::from(x));
+            }
         }
-        for g in &old - new {
-            changes.lost.push(u64::from(g) << 32 | u64::from(x));
-        }
-        for g in new - &old {
-            changes.gained.push(u64::from(g) << 32 | u64::from(x));
+        if self.probe_only(x) || new.is_empty() {
+            self.anc.remove(&x);
+        } else {
+            self.anc.insert(x, new);
         }
     }
 
@@ -406,7 +577,7 @@ impl State {
         let mut gained = if self.is_hub(group) {
             RoaringBitmap::new()
         } else {
-            self.anc[group as usize].clone()
+            self.anc(group).into_owned()
         };
         gained.insert(group);
         let below = if self.is_hub(member) {
@@ -420,11 +591,20 @@ impl State {
             *self.desc.entry(g).or_default() |= &below;
         }
         for x in &below {
-            let anc = &mut self.anc[x as usize];
-            let before = anc.len();
-            *anc |= &gained;
-            if anc.len() != before {
-                self.probe[x as usize] = Probe::of(anc);
+            let changed = if self.probe_only(x) {
+                let merged = self.probe[x as usize].union(&gained);
+                merged.map(|probe| self.probe[x as usize] = probe).is_some()
+            } else {
+                let anc = self.anc.entry(x).or_default();
+                let before = anc.len();
+                *anc |= &gained;
+                let changed = anc.len() != before;
+                if changed {
+                    self.probe[x as usize] = Probe::of(anc);
+                }
+                changed
+            };
+            if changed {
                 if new_hubs {
                     self.refresh_via(x);
                 }
@@ -465,7 +645,7 @@ impl State {
                 if let Some(node) = self.node(x) {
                     // A hub's cut closure is not part of its members' (no path has it
                     // inside), so an edge to a hub is no dependency.
-                    for l in node.up.iter().filter(|l| self.active(l)) {
+                    for l in node.up().iter().filter(|l| self.active_up(x, l)) {
                         if let Some(p) = index_of(l.other).filter(|_| !self.is_hub(l.other)) {
                             edges.push((p, NodeIndex::new(i)));
                         }
@@ -503,13 +683,13 @@ impl State {
         let mut self_loop = false;
         for &x in members {
             let Some(node) = self.node(x) else { continue };
-            for l in node.up.iter().filter(|l| self.active(l)) {
+            for l in node.up().iter().filter(|l| self.active_up(x, l)) {
                 if l.other == x || component.is_some_and(|c| c.contains(&l.other)) {
                     self_loop = true;
                 } else {
                     new.insert(l.other);
                     if !self.is_hub(l.other) {
-                        new |= &self.anc[l.other as usize];
+                        new |= self.anc(l.other).as_ref();
                     }
                 }
             }
@@ -549,25 +729,22 @@ impl State {
 
     /// The nodes reachable downward from `sources` (included) over active edges, by BFS.
     pub fn bfs_down(&self, sources: impl IntoIterator<Item = u32>) -> RoaringBitmap {
-        self.bfs(sources, |n| &n.down)
+        self.bfs(sources, false)
     }
 
     /// The nodes reachable upward from `x` over at least one active edge, by BFS.
     pub fn bfs_up(&self, x: u32) -> RoaringBitmap {
         let starts: Vec<u32> = self.node(x).map_or_else(Vec::new, |n| {
-            n.up.iter()
-                .filter(|l| self.active(l))
+            n.up()
+                .iter()
+                .filter(|l| self.active_up(x, l))
                 .map(|l| l.other)
                 .collect()
         });
-        self.bfs(starts, |n| &n.up)
+        self.bfs(starts, true)
     }
 
-    fn bfs(
-        &self,
-        sources: impl IntoIterator<Item = u32>,
-        next: impl Fn(&NodeRec) -> &Vec<Link>,
-    ) -> RoaringBitmap {
+    fn bfs(&self, sources: impl IntoIterator<Item = u32>, up: bool) -> RoaringBitmap {
         let mut seen = RoaringBitmap::new();
         let mut queue: VecDeque<u32> = VecDeque::new();
         for s in sources {
@@ -577,7 +754,12 @@ impl State {
         }
         while let Some(x) = queue.pop_front() {
             let Some(node) = self.node(x) else { continue };
-            for l in next(node).iter().filter(|l| self.active(l)) {
+            let (links, active): (_, fn(&State, u32, &Link) -> bool) = if up {
+                (node.up(), State::active_up)
+            } else {
+                (node.down(), State::active_down)
+            };
+            for l in links.iter().filter(|l| active(self, x, l)) {
                 if seen.insert(l.other) {
                     queue.push_back(l.other);
                 }
@@ -596,7 +778,7 @@ impl State {
         let mut queue = VecDeque::from([member]);
         while let Some(x) = queue.pop_front() {
             let node = self.node(x)?;
-            for l in node.up.iter().filter(|l| self.active(l)) {
+            for l in node.up().iter().filter(|l| self.active_up(x, l)) {
                 let p = l.other;
                 if (p != group && !self.reaches(p, group)) || parent.contains_key(&p) {
                     continue;
@@ -625,10 +807,10 @@ impl State {
     pub fn remove_node(&mut self, x: u32) {
         let affected = self.self_and_desc(x);
         let node = self.nodes[x as usize].clone().expect("live node");
-        for l in &node.up {
+        for l in node.up() {
             self.remove_link(x, l.other);
         }
-        for l in &node.down {
+        for l in node.down() {
             self.remove_link(l.other, x);
         }
         self.relations
@@ -661,7 +843,6 @@ impl State {
         self.cycles_allowed.remove(x);
         while self.nodes.last().is_some_and(Option::is_none) {
             self.nodes.pop();
-            self.anc.pop();
             self.probe.pop();
         }
         self.via.truncate(self.nodes.len());
@@ -676,8 +857,8 @@ impl State {
             .filter(|&x| self.node(x).is_some())
             .collect();
         for &x in &live {
-            if !self.anc[x as usize].is_empty() {
-                self.anc[x as usize] = RoaringBitmap::new();
+            if !self.probe[x as usize].as_slice().is_empty() {
+                self.anc.remove(&x);
                 self.probe[x as usize] = Probe::default();
                 self.refresh_via(x);
                 self.dirty.insert(x);
@@ -689,20 +870,22 @@ impl State {
         self.recompute(&all);
     }
 
-    /// Sets the closure of every leaf from its active direct groups, whose closures are exact
-    /// (after loading the persisted closures of the groups).
+    /// Sets the closure of every leaf (its probe) from its active direct groups, whose
+    /// closures are exact (after loading the persisted closures of the groups).
     pub fn derive_leaves(&mut self) {
         let leaves = self.leaves.clone();
-        let mut buffer = Vec::new();
         for x in &leaves {
             let anc = self.union_of_parents(&[x], None);
-            self.anc[x as usize] = compact(&anc, &mut buffer);
+            self.probe[x as usize] = Probe::of(&anc);
         }
     }
 
-    /// Rebuilds `desc` as the transpose of `anc` (after loading).
+    /// Sets the groups' probes from their loaded `anc` and rebuilds `desc` as the transpose
+    /// (after loading and [`State::derive_leaves`]).
     pub fn transpose(&mut self) {
-        self.probe = self.anc.iter().map(Probe::of).collect();
+        for g in &self.groups {
+            self.probe[g as usize] = self.anc.get(&g).map_or_else(Probe::default, Probe::of);
+        }
         self.transpose_desc();
         self.refresh_all_via();
         self.rebuild_full();
@@ -714,10 +897,11 @@ impl State {
         // Members gathered per group as plain sorted vectors first (ids are visited in
         // increasing order), then one bitmap built from each: `RoaringBitmap::push` looks up
         // the current maximum on every call, which for a dense bitmap container is a scan.
-        let mut members: Vec<Vec<u32>> = vec![Vec::new(); self.anc.len()];
+        // `probe` holds every node's closure, leaves' included, in id order.
+        let mut members: Vec<Vec<u32>> = vec![Vec::new(); self.probe.len()];
         let mut buffer = Vec::new();
-        for (x, anc) in self.anc.iter().enumerate() {
-            for g in anc {
+        for (x, probe) in self.probe.iter().enumerate() {
+            for &g in probe.as_slice() {
                 if let Some(m) = members.get_mut(g as usize) {
                     m.push(x as u32);
                 }
@@ -744,8 +928,7 @@ impl State {
         self.probe.shrink_to_fit();
         self.via.shrink_to_fit();
         for node in self.nodes.iter_mut().flatten() {
-            node.up.shrink_to_fit();
-            node.down.shrink_to_fit();
+            node.shrink();
         }
     }
 
@@ -754,7 +937,7 @@ impl State {
     pub fn compact_closure(&mut self, nodes: &RoaringBitmap) {
         let mut buffer = Vec::new();
         for x in nodes {
-            if let Some(set) = self.anc.get_mut(x as usize) {
+            if let Some(set) = self.anc.get_mut(&x) {
                 *set = compact(set, &mut buffer);
             }
         }
@@ -777,12 +960,14 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use super::{compact, Link};
-    use crate::graph::Role;
+    use super::{compact, State};
+    use crate::graph::{NodeKind, Role};
     use roaring::RoaringBitmap;
 
     #[test]
-    fn a_link_keeps_every_expiry() {
+    fn an_edge_keeps_every_expiry_and_its_links_their_ends() {
+        let mut state = State::default();
+        state.insert_node(0, "p", NodeKind::Leaf);
         for expires in [
             None,
             Some(0),
@@ -792,9 +977,20 @@ mod tests {
             Some(i64::MIN),
             Some(i64::MAX),
         ] {
-            let link = Link::new(7, Role::Admin, 3, expires);
-            assert_eq!(link.expires(), expires);
-            assert_eq!((link.other, link.role, link.label), (7, Role::Admin, 3));
+            state.insert_node(7, "t", NodeKind::Group);
+            state.insert_labelled_link(0, 7, Role::Admin, 3, expires);
+            let edge = state.link(0, 7).expect("stored");
+            assert_eq!(edge.expires(), expires);
+            assert_eq!((edge.role, edge.label), (Role::Admin, 3));
+            let down = state.node(7).expect("live").down()[0];
+            assert_eq!((down.other, down.timed), (0, expires.is_some()));
+            assert_eq!(
+                state.active_down(7, &down),
+                expires.is_none_or(|e| e > state.applied)
+            );
+            assert_eq!(state.remove_link(0, 7).map(|e| e.expires()), Some(expires));
+            assert!(state.expiries.is_empty() && state.expiry.is_empty());
+            state.remove_node(7);
         }
     }
 

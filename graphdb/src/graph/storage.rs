@@ -181,7 +181,7 @@ pub fn persist_dirty(ks: &Keyspaces, ns: u32, state: &mut State, batch: &mut Wri
         if kind == Some(NodeKind::Leaf) {
             continue;
         }
-        match state.anc.get(x as usize) {
+        match state.anc.get(&x) {
             Some(anc) if !anc.is_empty() && kind.is_some() => {
                 buf.clear();
                 anc.serialize_into(&mut buf)
@@ -322,8 +322,11 @@ pub fn load(view: &dyn ReadView, ks: &Keyspaces, ns: u32) -> Result<State> {
         if state.node(id).is_none_or(|n| n.kind != NodeKind::Group) {
             return Err(corrupt("closure of a missing node or of a leaf"));
         }
-        state.anc[id as usize] = RoaringBitmap::deserialize_from(value.as_slice())
+        let anc = RoaringBitmap::deserialize_from(value.as_slice())
             .map_err(|_| corrupt("bad roaring bitmap"))?;
+        if !anc.is_empty() {
+            state.anc.insert(id, anc);
+        }
     }
     let prefix = KeyBuilder::new().u8(b'Y').u32(ns).finish();
     for kv in view.scan(ks.meta, ScanRange::prefix(&prefix), Direction::Forward)? {

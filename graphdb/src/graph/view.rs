@@ -126,9 +126,9 @@ impl View<'_> {
         let ids = match depth {
             Depth::Transitive => state.reached_by(group.0),
             Depth::Direct => state.node(group.0).map_or_else(RoaringBitmap::new, |n| {
-                n.down
+                n.down()
                     .iter()
-                    .filter(|l| state.active(l))
+                    .filter(|l| state.active_down(group.0, l))
                     .map(|l| l.other)
                     .collect()
             }),
@@ -199,8 +199,9 @@ impl View<'_> {
         match depth {
             Depth::Transitive => state.reach_set(member.0),
             Depth::Direct => state.node(member.0).map_or_else(RoaringBitmap::new, |n| {
-                n.up.iter()
-                    .filter(|l| state.active(l))
+                n.up()
+                    .iter()
+                    .filter(|l| state.active_up(member.0, l))
                     .map(|l| l.other)
                     .collect()
             }),
