@@ -21,7 +21,10 @@ impl CommitGraphs {
             .and_then(|(key, _)| codec::block_of_key(&key))
             .map_or(0, |block| (block as usize + 1) * codec::BLOCK as usize);
         let mut id_len = None;
-        for entry in snapshot.scan(self.nodes, ScanRange::prefix(&prefix), Direction::Forward)? {
+        // Read once: every commit goes into the in-memory index, so caching the blocks would
+        // only keep a second copy resident.
+        let blocks = ScanRange::prefix(&prefix).read_once();
+        for entry in snapshot.scan(self.nodes, blocks, Direction::Forward)? {
             let (key, value) = entry?;
             let corrupt = |reason| CommitError::Corrupt {
                 repo,

@@ -150,6 +150,10 @@ pub struct ScanRange {
     pub start: Vec<u8>,
     /// The first key past the range, or `None` for the end of the keyspace.
     pub end: Option<Vec<u8>>,
+    /// The scan reads its keys once (a store loading its in-memory index at open): the
+    /// engine keeps none of the blocks it reads in its cache, which such a scan would fill
+    /// with what nothing reads again (RocksDB's `fill_cache`; other engines have no cache).
+    pub read_once: bool,
 }
 
 impl ScanRange {
@@ -163,6 +167,7 @@ impl ScanRange {
         ScanRange {
             start: prefix.to_vec(),
             end: keys::prefix_successor(prefix),
+            read_once: false,
         }
     }
 
@@ -171,6 +176,7 @@ impl ScanRange {
         ScanRange {
             start: start.to_vec(),
             end: Some(end.to_vec()),
+            read_once: false,
         }
     }
 
@@ -179,7 +185,15 @@ impl ScanRange {
         ScanRange {
             start: start.to_vec(),
             end: None,
+            read_once: false,
         }
+    }
+
+    /// The same range, read once: see [`ScanRange::read_once`].
+    #[must_use]
+    pub fn read_once(mut self) -> Self {
+        self.read_once = true;
+        self
     }
 
     /// Whether `key` lies in the range.

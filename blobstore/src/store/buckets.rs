@@ -77,6 +77,7 @@ impl Store {
         let range = ScanRange {
             start,
             end: ekeys::prefix_successor(&prefix),
+            read_once: false,
         };
         let mut ids = Vec::new();
         let mut more = false;

@@ -100,6 +100,7 @@ impl Store {
         let range = ScanRange {
             start: Vec::new(),
             end: Some(keys::time_bound(Timestamp(cutoff.0.saturating_add(1)))),
+            read_once: false,
         };
         let (due, more) =
             self.due_entries(ks.expiry, range, limit, "expiry index", keys::parse_expiry)?;
@@ -155,6 +156,7 @@ impl Store {
         let range = ScanRange {
             start: Vec::new(),
             end: Some(keys::time_bound(cutoff)),
+            read_once: false,
         };
         let (due, more) = self.due_entries(
             ks.zero_refs,

@@ -180,6 +180,7 @@ impl Store {
         let range = ScanRange {
             start: vec![b't'],
             end: Some(KeyBuilder::new().u8(b't').i64(cutoff.0).finish()),
+            read_once: false,
         };
         let (due, more) = self.due_entries(
             ks.uploads,

@@ -540,6 +540,7 @@ impl Store {
         let range = ScanRange {
             start: vec![b'd'],
             end: Some(keys::upload_deadline_bound(self.now())),
+            read_once: false,
         };
         let (due, more) = self.due_entries(
             ks.uploads,

@@ -242,6 +242,7 @@ impl Store {
             None => ScanRange {
                 start,
                 end: engine::keys::prefix_successor(keys::META_SCRUB_FINDING),
+                read_once: false,
             },
         };
         let mut recorded = std::collections::HashMap::new();

@@ -54,6 +54,7 @@ impl Store {
         let range = ScanRange {
             start: keys::download(id, from),
             end: Some(keys::download(id, Day(to.0.saturating_add(1)))),
+            read_once: false,
         };
         let mut counts: Vec<(Day, u64)> = (from.0..=to.0).map(|d| (Day(d), 0)).collect();
         for kv in self
@@ -91,6 +92,7 @@ impl Store {
                 bucket.as_str(),
                 Day(to.0.saturating_add(1)),
             )),
+            read_once: false,
         };
         let mut counts: Vec<(Day, u64)> = (from.0..=to.0).map(|d| (Day(d), 0)).collect();
         for kv in self
@@ -119,6 +121,7 @@ impl Store {
         let range = ScanRange {
             start: keys::download(id, Day(0)),
             end: Some(keys::download(id, keys::TOTAL_DAY)),
+            read_once: false,
         };
         let last_day = match self
             .inner

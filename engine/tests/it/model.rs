@@ -147,6 +147,7 @@ fn run(backend: Backend, ops: &[Op]) {
                 let range = ScanRange {
                     start: start.clone(),
                     end: end.clone(),
+                    read_once: false,
                 };
                 assert_eq!(
                     scan_all(&*engine, &*engine, *index, range.clone(), *reverse),

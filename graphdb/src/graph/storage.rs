@@ -215,7 +215,9 @@ fn scan_prefix<'a>(
 ) -> Result<engine::KvIter<'a>> {
     Ok(view.scan(
         keyspace,
-        ScanRange::prefix(&ns.to_be_bytes()),
+        // Read once: the load keeps everything it needs in memory, and a cache filled with
+        // the whole store would stay resident for nothing (graphdb/DESIGN.md, "Memory").
+        ScanRange::prefix(&ns.to_be_bytes()).read_once(),
         Direction::Forward,
     )?)
 }
