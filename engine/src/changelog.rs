@@ -70,6 +70,7 @@ use std::time::{Duration, Instant};
 
 use crate::batch::CombinedBatch;
 use crate::history_index::{Indexer, MARK_KEY};
+use crate::sleepers::Sleepers;
 use crate::{Direction, GroupCommit, Keyspace, ScanRange, WriteBatch, Written};
 
 /// One event to append: the store's payload and the history indexes it belongs to.
@@ -170,6 +171,10 @@ struct Queue {
     /// Whether a writer is writing a combined batch now.
     writing: bool,
     outcomes: HashMap<u64, crate::Result<Appended>>,
+    /// Writers waiting while another writes, by ticket: the writer of a group wakes the
+    /// group's and one more to write the next (`sleepers.rs` says why not a condition
+    /// variable).
+    sleepers: Sleepers,
 }
 
 #[derive(Debug)]
@@ -239,7 +244,6 @@ pub struct ChangeLog {
     pub(crate) keyspace: Keyspace,
     sequencer: Mutex<Sequencer>,
     queue: Mutex<Queue>,
-    written: Condvar,
     head: Mutex<Head>,
     advanced: Condvar,
     listeners: Mutex<Vec<Listener>>,
@@ -341,7 +345,6 @@ impl ChangeLog {
             keyspace,
             sequencer: Mutex::new(Sequencer { last, marked }),
             queue: Mutex::new(Queue::default()),
-            written: Condvar::new(),
             head: Mutex::new(Head { durable: last }),
             advanced: Condvar::new(),
             listeners: Mutex::new(Vec::new()),
@@ -416,20 +419,22 @@ impl ChangeLog {
                 return outcome;
             }
             if queue.writing {
-                queue = self
-                    .written
-                    .wait(queue)
-                    .unwrap_or_else(PoisonError::into_inner);
+                let sleeper = queue.sleepers.add(ticket);
+                drop(queue);
+                sleeper.wait();
+                queue = lock(&self.queue);
                 continue;
             }
             queue.writing = true;
             let group = std::mem::take(&mut queue.waiting);
+            // Every ticket below this one is in the group or was written before it.
+            let bound = queue.next_ticket;
             drop(queue);
             let outcomes = self.write_group(group);
             queue = lock(&self.queue);
             queue.writing = false;
             queue.outcomes.extend(outcomes);
-            self.written.notify_all();
+            queue.sleepers.wake_below(bound);
         }
     }
 

@@ -42,8 +42,9 @@
 //! ```
 
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::sleepers::Sleepers;
 use crate::{Durability, Engine, Error, Result, WriteBatch};
 
 #[derive(Debug, Default)]
@@ -60,13 +61,26 @@ struct State {
     syncs: u64,
     /// Batches written (buffered or synced), for statistics.
     batches: u64,
+    /// Writers waiting for a sync, by ticket: a sync wakes those it covered and one more to
+    /// lead the next (`sleepers.rs` says why not a condition variable).
+    sleepers: Sleepers,
+}
+
+impl State {
+    /// After a sync or a failure: wakes the writers it settled, and one to lead the next sync.
+    fn wake(&mut self) {
+        if self.failed.is_some() {
+            self.sleepers.wake_all();
+        } else {
+            self.sleepers.wake_below(self.synced + 1);
+        }
+    }
 }
 
 /// The group fsync of one store over one engine.
 pub struct GroupCommit {
     engine: Arc<dyn Engine>,
     state: Mutex<State>,
-    wake: Condvar,
 }
 
 impl fmt::Debug for GroupCommit {
@@ -98,7 +112,6 @@ impl GroupCommit {
         GroupCommit {
             engine,
             state: Mutex::new(State::default()),
-            wake: Condvar::new(),
         }
     }
 
@@ -156,11 +169,14 @@ impl GroupCommit {
                     }
                     Err(error) => state.failed = Some(error.to_string()),
                 }
-                self.wake.notify_all();
+                state.wake();
                 result?;
                 continue;
             }
-            state = self.wake.wait(state).unwrap_or_else(|e| e.into_inner());
+            let sleeper = state.sleepers.add(ticket);
+            drop(state);
+            sleeper.wait();
+            state = self.lock();
         }
     }
 
@@ -200,7 +216,7 @@ impl GroupCommit {
             Err(error) if covered > state.synced => state.failed = Some(error.to_string()),
             Err(_) => {}
         }
-        self.wake.notify_all();
+        state.wake();
         result
     }
 

@@ -70,6 +70,7 @@ mod mem;
 mod postgres;
 #[cfg(feature = "rocksdb")]
 mod rocks;
+mod sleepers;
 #[cfg(feature = "sled")]
 mod sled_engine;
 #[cfg(feature = "testing")]
