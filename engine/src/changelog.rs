@@ -174,7 +174,7 @@ struct Queue {
     /// Writers waiting while another writes, by ticket: the writer of a group wakes the
     /// group's and one more to write the next (`sleepers.rs` says why not a condition
     /// variable).
-    sleepers: Sleepers,
+    sleepers: Sleepers<crate::Result<Appended>>,
 }
 
 #[derive(Debug)]
@@ -421,7 +421,9 @@ impl ChangeLog {
             if queue.writing {
                 let sleeper = queue.sleepers.add(ticket);
                 drop(queue);
-                sleeper.wait();
+                if let Some(outcome) = sleeper.wait() {
+                    return outcome;
+                }
                 queue = lock(&self.queue);
                 continue;
             }
@@ -434,7 +436,19 @@ impl ChangeLog {
             queue = lock(&self.queue);
             queue.writing = false;
             queue.outcomes.extend(outcomes);
-            queue.sleepers.wake_below(bound);
+            // The group's sleepers are woken with their outcomes (those not asleep yet find
+            // theirs in `outcomes`), after the lock is released.
+            let Queue {
+                sleepers, outcomes, ..
+            } = &mut *queue;
+            let wakeups = sleepers.take_below(bound, |ticket| outcomes.remove(&ticket));
+            let own = queue.outcomes.remove(&ticket);
+            drop(queue);
+            wakeups.wake();
+            if let Some(outcome) = own {
+                return outcome;
+            }
+            queue = lock(&self.queue);
         }
     }
 

@@ -44,7 +44,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::sleepers::Sleepers;
+use crate::sleepers::{Sleepers, Wakeups};
 use crate::{Durability, Engine, Error, Result, WriteBatch};
 
 #[derive(Debug, Default)]
@@ -63,16 +63,18 @@ struct State {
     batches: u64,
     /// Writers waiting for a sync, by ticket: a sync wakes those it covered and one more to
     /// lead the next (`sleepers.rs` says why not a condition variable).
-    sleepers: Sleepers,
+    sleepers: Sleepers<()>,
 }
 
 impl State {
-    /// After a sync or a failure: wakes the writers it settled, and one to lead the next sync.
-    fn wake(&mut self) {
+    /// After a sync or a failure: the writers it settled (woken with an answer: no need to
+    /// look at the state again), and one to lead the next sync. Wake them once the lock is
+    /// released.
+    fn settled(&mut self) -> Wakeups<()> {
         if self.failed.is_some() {
-            self.sleepers.wake_all();
+            self.sleepers.take_all()
         } else {
-            self.sleepers.wake_below(self.synced + 1);
+            self.sleepers.take_below(self.synced + 1, |_| Some(()))
         }
     }
 }
@@ -169,13 +171,17 @@ impl GroupCommit {
                     }
                     Err(error) => state.failed = Some(error.to_string()),
                 }
-                state.wake();
-                result?;
-                continue;
+                let wakeups = state.settled();
+                drop(state);
+                wakeups.wake();
+                // `ticket` was written before `target` was read, so a successful sync covers it.
+                return result;
             }
             let sleeper = state.sleepers.add(ticket);
             drop(state);
-            sleeper.wait();
+            if sleeper.wait().is_some() {
+                return Ok(());
+            }
             state = self.lock();
         }
     }
@@ -216,7 +222,9 @@ impl GroupCommit {
             Err(error) if covered > state.synced => state.failed = Some(error.to_string()),
             Err(_) => {}
         }
-        state.wake();
+        let wakeups = state.settled();
+        drop(state);
+        wakeups.wake();
         result
     }
 
