@@ -70,9 +70,9 @@ mod mem;
 mod postgres;
 #[cfg(feature = "rocksdb")]
 mod rocks;
-mod sleepers;
 #[cfg(feature = "sled")]
 mod sled_engine;
+mod sleepers;
 #[cfg(feature = "testing")]
 pub mod testing;
 

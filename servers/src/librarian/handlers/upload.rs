@@ -103,9 +103,7 @@ pub(crate) async fn upload(
         }
     }
 
-    if let Some(len) =
-        content_length.filter(|&len| len <= state.store.inline_threshold() as u64)
-    {
+    if let Some(len) = content_length.filter(|&len| len <= state.store.inline_threshold() as u64) {
         return upload_whole(state, actor, request, body, len).await;
     }
 
