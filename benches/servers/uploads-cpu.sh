@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Durable 4 KiB uploads to the librarian from 64 connections (the upload part of
 # librarian.sh), ROUNDS times in a row, printing the rate and the server's CPU time per upload
-# (user + system of all its threads, from /proc/PID/stat). With PERF=1 it also records a
+# (user + system of all its threads, from /proc/PID/stat) and the server's thread switches
+# per upload (`perf stat -e context-switches` over all its threads, when perf is there: a
+# switch costs a few microseconds of kernel time, and they were half of an upload's CPU in the
+# issue-18 profile). With PERF=1 it also records a
 # profile of the server during one more round into $PERF_OUT (default /tmp/uploads-perf.data).
 # Listens on 127.0.0.1 only; every load is bounded in time.
 #
 #   benches/servers/uploads-cpu.sh
 #   ROUNDS=5 DURATION=10 PERF=1 benches/servers/uploads-cpu.sh
+#   LIBRARIAN=/path/to/an/older/librarian benches/servers/uploads-cpu.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -24,8 +28,11 @@ if [ "$(stat -f -c %T "$BENCH_DIR")" = tmpfs ]; then
 fi
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
 
-cargo build --release -p servers --bin librarian
-target="${CARGO_TARGET_DIR:-target}/release"
+# LIBRARIAN=path runs a binary built before (to alternate two builds in one session).
+if [ -z "${LIBRARIAN:-}" ]; then
+    cargo build --release -p servers --bin librarian
+    LIBRARIAN="${CARGO_TARGET_DIR:-target}/release/librarian"
+fi
 work="$(mktemp -d)"
 data="$(mktemp -d "$BENCH_DIR/librarian.XXXXXX")"
 pid=""
@@ -35,7 +42,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-TOKIO_WORKER_THREADS="$THREADS" RUST_LOG=warn "$target/librarian" --data-dir "$data" --backend rocksdb \
+TOKIO_WORKER_THREADS="$THREADS" RUST_LOG=warn "$LIBRARIAN" --data-dir "$data" --backend rocksdb \
     serve --dev --listen "127.0.0.1:$LPORT" --max-concurrency 100000 &
 pid=$!
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$LPORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -51,10 +58,21 @@ for round in $(seq "$rounds"); do
     fi
     before=$(cpu_ticks "$pid")
     echo "## round $round: load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    switches_pid=""
+    if [ -z "${perf_pid:-}" ] && command -v perf >/dev/null 2>&1; then
+        perf stat -x, -e context-switches -p "$pid" -o "$work/switches" -- sleep "$DURATION" 2>/dev/null &
+        switches_pid=$!
+    fi
     out=$(wrk -t "$THREADS" -c 64 -d "${DURATION}s" -s benches/servers/upload-4k.lua "http://127.0.0.1:$LPORT")
     ticks=$(( $(cpu_ticks "$pid") - before ))
     echo "$out" | grep -E "Requests/sec|requests in|Non-2xx" || true
     requests=$(echo "$out" | grep -oE "^ +[0-9]+ requests" | grep -oE "[0-9]+")
     python3 -c "print(f'server CPU {$ticks / $(getconf CLK_TCK) / $requests * 1e6:.1f} us per upload')"
+    if [ -n "$switches_pid" ]; then
+        wait "$switches_pid" || true
+        # perf stat's window is the same $DURATION as wrk's, started a moment before it.
+        switches=$(grep -E ",context-switches" "$work/switches" | cut -d, -f1)
+        [ -n "$switches" ] && python3 -c "print(f'server thread switches {$switches / $requests:.2f} per upload ($switches in the round)')"
+    fi
 done
 [ -n "${perf_pid:-}" ] && wait "$perf_pid" || true

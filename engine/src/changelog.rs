@@ -71,6 +71,7 @@ use std::time::{Duration, Instant};
 
 use crate::batch::CombinedBatch;
 use crate::history_index::{prune_group_keys, Indexer, MARK_KEY};
+use crate::sleepers::Sleepers;
 use crate::{Direction, GroupCommit, Keyspace, ScanRange, WriteBatch, Written};
 
 /// One event to append: the store's payload and the history indexes it belongs to.
@@ -173,6 +174,10 @@ struct Queue {
     /// Whether a writer is writing a combined batch now.
     writing: bool,
     outcomes: HashMap<u64, crate::Result<Appended>>,
+    /// Writers waiting while another writes, by ticket: the writer of a group wakes the
+    /// group's and one more to write the next (`sleepers.rs` says why not a condition
+    /// variable).
+    sleepers: Sleepers<crate::Result<Appended>>,
 }
 
 #[derive(Debug)]
@@ -245,7 +250,6 @@ pub struct ChangeLog {
     pub(crate) keyspace: Keyspace,
     sequencer: Mutex<Sequencer>,
     queue: Mutex<Queue>,
-    written: Condvar,
     head: Mutex<Head>,
     advanced: Condvar,
     listeners: Mutex<Vec<Listener>>,
@@ -347,7 +351,6 @@ impl ChangeLog {
             keyspace,
             sequencer: Mutex::new(Sequencer { last, marked }),
             queue: Mutex::new(Queue::default()),
-            written: Condvar::new(),
             head: Mutex::new(Head {
                 durable: last,
                 waiters: 0,
@@ -425,20 +428,36 @@ impl ChangeLog {
                 return outcome;
             }
             if queue.writing {
-                queue = self
-                    .written
-                    .wait(queue)
-                    .unwrap_or_else(PoisonError::into_inner);
+                let sleeper = queue.sleepers.add(ticket);
+                drop(queue);
+                if let Some(outcome) = sleeper.wait() {
+                    return outcome;
+                }
+                queue = lock(&self.queue);
                 continue;
             }
             queue.writing = true;
             let group = std::mem::take(&mut queue.waiting);
+            // Every ticket below this one is in the group or was written before it.
+            let bound = queue.next_ticket;
             drop(queue);
             let outcomes = self.write_group(group);
             queue = lock(&self.queue);
             queue.writing = false;
             queue.outcomes.extend(outcomes);
-            self.written.notify_all();
+            // The group's sleepers are woken with their outcomes (those not asleep yet find
+            // theirs in `outcomes`), after the lock is released.
+            let Queue {
+                sleepers, outcomes, ..
+            } = &mut *queue;
+            let wakeups = sleepers.take_below(bound, |ticket| outcomes.remove(&ticket));
+            let own = queue.outcomes.remove(&ticket);
+            drop(queue);
+            wakeups.wake();
+            if let Some(outcome) = own {
+                return outcome;
+            }
+            queue = lock(&self.queue);
         }
     }
 

@@ -42,8 +42,9 @@
 //! ```
 
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::sleepers::{Sleepers, Wakeups};
 use crate::{Durability, Engine, Error, Result, WriteBatch};
 
 #[derive(Debug, Default)]
@@ -60,13 +61,28 @@ struct State {
     syncs: u64,
     /// Batches written (buffered or synced), for statistics.
     batches: u64,
+    /// Writers waiting for a sync, by ticket: a sync wakes those it covered and one more to
+    /// lead the next (`sleepers.rs` says why not a condition variable).
+    sleepers: Sleepers<()>,
+}
+
+impl State {
+    /// After a sync or a failure: the writers it settled (woken with an answer: no need to
+    /// look at the state again), and one to lead the next sync. Wake them once the lock is
+    /// released.
+    fn settled(&mut self) -> Wakeups<()> {
+        if self.failed.is_some() {
+            self.sleepers.take_all()
+        } else {
+            self.sleepers.take_below(self.synced + 1, |_| Some(()))
+        }
+    }
 }
 
 /// The group fsync of one store over one engine.
 pub struct GroupCommit {
     engine: Arc<dyn Engine>,
     state: Mutex<State>,
-    wake: Condvar,
 }
 
 impl fmt::Debug for GroupCommit {
@@ -98,7 +114,6 @@ impl GroupCommit {
         GroupCommit {
             engine,
             state: Mutex::new(State::default()),
-            wake: Condvar::new(),
         }
     }
 
@@ -156,11 +171,18 @@ impl GroupCommit {
                     }
                     Err(error) => state.failed = Some(error.to_string()),
                 }
-                self.wake.notify_all();
-                result?;
-                continue;
+                let wakeups = state.settled();
+                drop(state);
+                wakeups.wake();
+                // `ticket` was written before `target` was read, so a successful sync covers it.
+                return result;
             }
-            state = self.wake.wait(state).unwrap_or_else(|e| e.into_inner());
+            let sleeper = state.sleepers.add(ticket);
+            drop(state);
+            if sleeper.wait().is_some() {
+                return Ok(());
+            }
+            state = self.lock();
         }
     }
 
@@ -200,7 +222,9 @@ impl GroupCommit {
             Err(error) if covered > state.synced => state.failed = Some(error.to_string()),
             Err(_) => {}
         }
-        self.wake.notify_all();
+        let wakeups = state.settled();
+        drop(state);
+        wakeups.wake();
         result
     }
 

@@ -72,6 +72,7 @@ mod postgres;
 mod rocks;
 #[cfg(feature = "sled")]
 mod sled_engine;
+mod sleepers;
 #[cfg(feature = "testing")]
 pub mod testing;
 

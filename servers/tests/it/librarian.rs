@@ -860,9 +860,17 @@ async fn a_client_killed_mid_upload_leaves_nothing() {
     stream.write_all(b"100000\r\n").await.unwrap();
     stream.write_all(&content(300_000, 2)).await.unwrap();
     drop(stream);
+    // A small declared length (read whole before the store sees it), half sent.
+    let head = format!(
+        "POST /buckets/k/files?filename=small HTTP/1.1\r\nHost: x\r\n{}Content-Length: 4096\r\n\r\n",
+        auth_header()
+    );
+    let mut stream = raw_request(&server, &head).await;
+    stream.write_all(&content(2048, 3)).await.unwrap();
+    drop(stream);
     let mut aborted = false;
     for _ in 0..2000 {
-        if server.state.uploads_aborted() == 2 {
+        if server.state.uploads_aborted() == 3 {
             aborted = true;
             break;
         }
