@@ -151,10 +151,7 @@ pub fn run(flags: &Flags) -> Result<()> {
          multiplied (persons, teams, audits ×2; the special teams kept). is-member probes \
          random (person, team) pairs, the distribution pgbench uses below.\n\n",
     );
-    md.push_str(&run.table("teams/", "persons"));
-    md.push('\n');
-    md.push_str(&run.commands("teams/"));
-    md.push('\n');
+    md.push_str(&run.table_and_commands("teams/", "persons"));
     charts.add(
         "teams-latency.svg",
         "Team graph: query latency against persons",
@@ -207,10 +204,7 @@ pub fn run(flags: &Flags) -> Result<()> {
          is-ancestor on random pairs, is-merged on random branch pairs with the targets' \
          reach vectors cached.\n\n",
     );
-    md.push_str(&run.table("commits/", "commits"));
-    md.push('\n');
-    md.push_str(&run.commands("commits/"));
-    md.push('\n');
+    md.push_str(&run.table_and_commands("commits/", "commits"));
     charts.add(
         "commits-latency.svg",
         "Commit graph: latency against commits",
@@ -251,10 +245,7 @@ pub fn run(flags: &Flags) -> Result<()> {
          in ms. Scale = connections. wrk runs on the same 2 cores as the server: the figures \
          are a floor.\n\n",
     );
-    md.push_str(&run.table("http/", "connections"));
-    md.push('\n');
-    md.push_str(&run.commands("http/"));
-    md.push('\n');
+    md.push_str(&run.table_and_commands("http/", "connections"));
     let routes: Vec<String> = {
         let mut v: Vec<String> = run
             .names()

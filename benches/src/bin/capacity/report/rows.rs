@@ -137,6 +137,15 @@ impl Run {
         out
     }
 
+    /// [`Run::table`] and then [`Run::commands`] for `prefix`, each followed by a blank line.
+    pub(super) fn table_and_commands(&self, prefix: &str, scale_label: &str) -> String {
+        format!(
+            "{}\n{}\n",
+            self.table(prefix, scale_label),
+            self.commands(prefix)
+        )
+    }
+
     /// The distinct commands of the rows under `prefix`.
     pub(super) fn commands(&self, prefix: &str) -> String {
         let mut seen: Vec<&str> = Vec::new();
