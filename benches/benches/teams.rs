@@ -18,9 +18,11 @@
 //! The concurrent writes are measured with the change feed on, then off
 //! (`GraphStore::set_record_changes(false)`), in `TEAMS_BENCH_ROUNDS` rounds (default 3) on
 //! the same store, and the medians compared, for the feed's cost in the same run;
-//! `TEAMS_BENCH_FEED=on` measures them with the feed on only. `TEAMS_BENCH_WRITES` (default
+//! `TEAMS_BENCH_FEED=on` (or `off`) measures them with the feed on (off) only. `TEAMS_BENCH_WRITES` (default
 //! 3,200) sets the writes of each phase (a single writer makes 1,000 of 3,200), longer phases
-//! for a profile.
+//! for a profile. `TEAMS_BENCH_INDEXER=off` turns the log's background history indexer off
+//! during the phases (the history keys are then written after each phase, untimed), to see
+//! what its concurrent writes cost the writers.
 
 // Benchmark code: a failed unwrap stops a measurement, which must not carry on past a broken setup.
 #![allow(clippy::unwrap_used)]
@@ -176,11 +178,15 @@ fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(3);
-    let feed_off = std::env::var("TEAMS_BENCH_FEED").as_deref() != Ok("on");
+    let only = std::env::var("TEAMS_BENCH_FEED").ok();
+    let (feed_on, feed_off) = (
+        only.as_deref() != Some("off"),
+        only.as_deref() != Some("on"),
+    );
     let mut rates: Vec<(usize, bool, f64, f64)> = Vec::new();
     for _ in 0..rounds {
         for feed in [true, false] {
-            if !feed && !feed_off {
+            if (feed && !feed_on) || (!feed && !feed_off) {
                 continue;
             }
             store.set_record_changes(feed);
@@ -193,7 +199,7 @@ fn main() {
         }
     }
     store.set_record_changes(true);
-    if feed_off {
+    if feed_on && feed_off {
         for &writers in &writer_counts {
             let median = |feed: bool, cpu: bool| {
                 let mut r: Vec<f64> = rates
@@ -602,11 +608,15 @@ fn concurrent_writers(
         .and_then(|n| n.parse().ok())
         .unwrap_or(3_200);
     let mut rates = Vec::new();
+    let log = store.change_log();
+    let background_indexer = std::env::var("TEAMS_BENCH_INDEXER").as_deref() != Ok("off");
+    log.set_background_indexing(background_indexer);
     for &writers in writer_counts {
         // The writes per phase, shared by the writers (a single writer makes at most 5/16
         // of them, as 1,000 of the default 3,200).
         let ops_per_writer = (total / writers).clamp(200, (total * 5 / 16).max(1_000));
         let (batches, syncs) = (store.committer().batches(), store.committer().syncs());
+        let (log_before, syncing_before) = (log.write_stats(), store.committer().syncing_time());
         let cpu = cpu_seconds();
         let start = Instant::now();
         let samples: Vec<Duration> = std::thread::scope(|scope| {
@@ -646,12 +656,36 @@ fn concurrent_writers(
         );
         let n = samples.len();
         let rate = n as f64 / elapsed.as_secs_f64();
+        // How busy the two serial stages of a synced write were: the log's combined writes
+        // and the group syncs (each runs one at a time).
+        let log_after = log.write_stats();
+        let groups = log_after.groups - log_before.groups;
+        let writing = log_after
+            .writing
+            .saturating_sub(log_before.writing)
+            .as_secs_f64();
+        let syncing = store
+            .committer()
+            .syncing_time()
+            .saturating_sub(syncing_before)
+            .as_secs_f64();
+        let stages = format!(
+            "log writes {:.0}% busy ({groups} groups of {:.1}, {:.0} µs each), syncs {:.0}% \
+             busy ({:.0} µs each)",
+            writing * 100.0 / elapsed.as_secs_f64(),
+            (log_after.batches - log_before.batches) as f64 / groups.max(1) as f64,
+            writing * 1e6 / groups.max(1) as f64,
+            syncing * 100.0 / elapsed.as_secs_f64(),
+            syncing * 1e6 / syncs.max(1) as f64,
+        );
         // The history keys are written by the log's indexer after the writes: say how far
         // behind it was when they ended, and let it catch up (untimed) before the next phase,
         // so no phase inherits another's indexing.
-        let log = store.change_log();
         let lag = log.head() - log.indexed_through().expect("indexed mark");
         let caught_up = Instant::now();
+        if !background_indexer {
+            log.index_pending().expect("index the phase's events");
+        }
         while log.indexed_through().expect("indexed mark") < log.head() {
             assert!(
                 caught_up.elapsed() < Duration::from_secs(60),
@@ -667,8 +701,8 @@ fn concurrent_writers(
             &format!(
                 "add/remove membership, Durability::Sync, RocksDB, {writers} concurrent writers, \
                  {feed} ({rate:.0} writes/s, {cpu_us:.0} µs of CPU per write, {:.1} engine \
-                 writes per fsync; history indexer {lag} events behind at the end, caught up \
-                 {:.1} ms later)",
+                 writes per fsync; {stages}; history indexer {lag} events behind at the end, \
+                 caught up {:.1} ms later)",
                 batches as f64 / syncs.max(1) as f64,
                 caught_up.elapsed().as_secs_f64() * 1e3
             ),

@@ -178,6 +178,21 @@ struct Queue {
     /// group's and one more to write the next (`sleepers.rs` says why not a condition
     /// variable).
     sleepers: Sleepers<crate::Result<Appended>>,
+    /// What the combined writes did so far.
+    stats: WriteStats,
+}
+
+/// What the log's combined writes ([`ChangeLog::append`]) did so far: for benchmarks that
+/// ask which stage of a synced write is busy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Groups written (one combined engine write each, unless it failed).
+    pub groups: u64,
+    /// Batches in those groups.
+    pub batches: u64,
+    /// Time spent writing them (one group at a time, so against the wall time it says how
+    /// busy the log's serial stage was).
+    pub writing: Duration,
 }
 
 #[derive(Debug)]
@@ -441,9 +456,13 @@ impl ChangeLog {
             // Every ticket below this one is in the group or was written before it.
             let bound = queue.next_ticket;
             drop(queue);
+            let (batches, started) = (group.len() as u64, Instant::now());
             let outcomes = self.write_group(group);
             queue = lock(&self.queue);
             queue.writing = false;
+            queue.stats.groups += 1;
+            queue.stats.batches += batches;
+            queue.stats.writing += started.elapsed();
             queue.outcomes.extend(outcomes);
             // The group's sleepers are woken with their outcomes (those not asleep yet find
             // theirs in `outcomes`), after the lock is released.
@@ -623,6 +642,11 @@ impl ChangeLog {
     pub fn commit(&self, batch: WriteBatch, entries: Vec<LogEntry>) -> crate::Result<u64> {
         let appended = self.append(batch, entries)?;
         self.sync(appended)
+    }
+
+    /// What the log's combined writes did so far.
+    pub fn write_stats(&self) -> WriteStats {
+        lock(&self.queue).stats
     }
 
     /// The newest durable revision (0 before the first event). On a follower: the newest

@@ -43,6 +43,7 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::sleepers::{Sleepers, Wakeups};
 use crate::{Durability, Engine, Error, Result, WriteBatch};
@@ -61,6 +62,8 @@ struct State {
     syncs: u64,
     /// Batches written (buffered or synced), for statistics.
     batches: u64,
+    /// Time spent in the engine's syncs (flushes and synced writes), for statistics.
+    syncing_time: Duration,
     /// Writers waiting for a sync, by ticket: a sync wakes those it covered and one more to
     /// lead the next (`sleepers.rs` says why not a condition variable).
     sleepers: Sleepers<()>,
@@ -161,9 +164,11 @@ impl GroupCommit {
                 state.syncing = true;
                 let target = state.written;
                 drop(state);
+                let started = Instant::now();
                 let result = self.engine.flush();
                 state = self.lock();
                 state.syncing = false;
+                state.syncing_time += started.elapsed();
                 match &result {
                     Ok(()) => {
                         state.synced = state.synced.max(target);
@@ -207,9 +212,11 @@ impl GroupCommit {
         state.syncing = true;
         let covered = state.written;
         drop(state);
+        let started = Instant::now();
         let result = self.engine.write(batch, Durability::Sync);
         let mut state = self.lock();
         state.syncing = false;
+        state.syncing_time += started.elapsed();
         match &result {
             Ok(()) => {
                 state.synced = state.synced.max(covered);
@@ -236,6 +243,12 @@ impl GroupCommit {
     /// The number of batches written so far.
     pub fn batches(&self) -> u64 {
         self.lock().batches
+    }
+
+    /// The time spent in the engine's syncs so far (at most one runs at a time, so against
+    /// the wall time it says how busy the sync stage was).
+    pub fn syncing_time(&self) -> Duration {
+        self.lock().syncing_time
     }
 
     fn poisoned(&self, cause: String) -> Error {
