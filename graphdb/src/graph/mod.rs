@@ -15,6 +15,7 @@ mod inspect;
 mod memory;
 mod namespace;
 mod order;
+mod probes;
 mod records;
 mod state;
 pub(crate) mod storage;
