@@ -140,7 +140,11 @@ impl Namespace {
         let empty = RoaringBitmap::new();
         for (g, expected) in &transpose {
             let kept = state.desc.get(g).unwrap_or(&empty);
-            compare(&mut report, *g, kept, &(expected & &state.groups), false);
+            if state.big.contains(*g) {
+                compare(&mut report, *g, kept, expected, false);
+            } else {
+                compare(&mut report, *g, kept, &(expected & &state.groups), false);
+            }
             compare(&mut report, *g, &state.desc_of(*g), expected, false);
         }
         for (g, kept) in &state.desc {

@@ -133,6 +133,7 @@ impl State {
             + bitmap_heap(&self.leaves)
             + bitmap_heap(&self.groups)
             + bitmap_heap(&self.dirty)
+            + bitmap_heap(&self.big)
             + self
                 .labels
                 .iter()

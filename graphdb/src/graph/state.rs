@@ -26,6 +26,10 @@ pub(crate) use super::probes::Probes;
 pub(crate) use super::records::{active_at, compact, Edge, Link, NodeRec, Probe};
 use super::{NodeKind, Role};
 
+/// Groups with at least this many nodes below them keep their leaves in `desc` (see
+/// [`State::big`]): 12 teams of a Launchpad-shaped graph, 55,000 of its 1.4 million pairs.
+pub(crate) const BIG: usize = 1_600;
+
 /// `desc` updates collected as `group << 32 | member` pairs.
 #[derive(Debug, Default)]
 struct DescChanges {
@@ -60,12 +64,18 @@ pub(crate) struct State {
     /// Every node's closure upward (groups and leaves) in the layout of the is-member hot
     /// path; equal to `anc` for groups, the only copy for leaves.
     pub probe: Probes,
-    /// The closure downward restricted to groups: `desc[g]` = the groups below `g` (the
-    /// transpose of the groups' `anc`); only groups with some have an entry. The leaves
-    /// below `g` are not kept: they are the direct members of `g` and of these groups
-    /// ([`State::desc_of`]). Kept for every leaf, they cost 11.4 B per closure pair, more
-    /// than the rest of the index (DESIGN.md, memory, fourth pass).
+    /// The closure downward, the transpose of `anc`, whole for the `big` groups and
+    /// restricted to groups for the others: `desc[g]` = the groups below `g`; only groups
+    /// with some have an entry. The leaves below a small group are not kept: they are the
+    /// direct members of `g` and of these groups ([`State::desc_of`]). Kept for every group,
+    /// they cost 11.4 B per closure pair, more than the rest of the index (DESIGN.md, memory,
+    /// fourth pass); for the few large teams they cost about 2 (dense containers) and save
+    /// gathering thousands of members on every uncached answer.
     pub desc: HashMap<u32, RoaringBitmap>,
+    /// The groups whose `desc` holds their leaves too: those with at least [`BIG`] nodes
+    /// below them when `desc` was last transposed (at load, after an import or a rebuild).
+    /// A group keeps its side until then, whatever its size becomes: either is exact.
+    pub big: RoaringBitmap,
     /// Relation edges: (relation, target, holder) -> expiry.
     pub relations: BTreeMap<(Box<str>, u32, u32), Option<i64>>,
     /// The expiry of every membership edge that has one, by (member, group): the links say
@@ -301,9 +311,10 @@ impl State {
         }
         self.dirty.insert(x);
         if !changes.transpose {
-            // `desc` keeps groups only; the lists of a group a leaf joined or left change.
+            // A small group's `desc` keeps groups only: its lists change when a leaf joins
+            // or leaves it, its `desc` does not.
             for g in &old ^ &new {
-                if leaf {
+                if leaf && !self.big.contains(g) {
                     self.lists.invalidate(g);
                 } else if old.contains(g) {
                     changes.lost.push(u64::from(g) << 32 | u64::from(x));
@@ -362,7 +373,7 @@ impl State {
     /// when the namespace has no leaves (general graphs), where the kept `desc` is whole.
     pub fn desc_of(&self, g: u32) -> Cow<'_, RoaringBitmap> {
         let groups = self.desc.get(&g);
-        if self.leaves.is_empty() {
+        if self.leaves.is_empty() || self.big.contains(g) {
             return groups.map_or_else(|| Cow::Owned(RoaringBitmap::new()), Cow::Borrowed);
         }
         if groups.is_none() && self.node(g).is_none_or(|n| n.down().is_empty()) {
@@ -413,8 +424,13 @@ impl State {
         let below_groups = &below & &self.groups;
         for g in &gained {
             self.lists.invalidate(g);
-            if !below_groups.is_empty() {
-                *self.desc.entry(g).or_default() |= &below_groups;
+            let added = if self.big.contains(g) {
+                &below
+            } else {
+                &below_groups
+            };
+            if !added.is_empty() {
+                *self.desc.entry(g).or_default() |= added;
             }
         }
         for x in &below {
@@ -653,6 +669,7 @@ impl State {
         }
         self.set_anc(x, RoaringBitmap::new());
         self.desc.remove(&x);
+        self.big.remove(x);
         self.lists.clear();
         self.dirty.insert(x);
         let nodes = &self.nodes;
@@ -693,6 +710,7 @@ impl State {
             }
         }
         self.desc.clear();
+        self.big.clear();
         self.lists.clear();
         let all: RoaringBitmap = live.into_iter().collect();
         self.recompute(&all);
@@ -720,16 +738,32 @@ impl State {
         self.rebuild_full();
     }
 
-    /// Rebuilds `desc` (groups only) from the groups' `anc`: ids are visited in increasing
-    /// order, so every insertion is an append.
+    /// Rebuilds `desc` from `anc` (whole for the groups with at least [`BIG`] nodes below
+    /// them, which become `big`; their groups only for the others): ids are visited in
+    /// increasing order, so every insertion is an append.
     fn transpose_desc(&mut self) {
         // Members gathered per group as plain sorted vectors first (ids are visited in
         // increasing order), then one bitmap built from each: `RoaringBitmap::push` looks up
         // the current maximum on every call, which for a dense bitmap container is a scan.
+        let mut below = vec![0u32; self.probe.len()];
+        for x in (0..self.probe.len() as u32).filter(|&x| self.node(x).is_some()) {
+            for &g in self.probe.get(x) {
+                if let Some(n) = below.get_mut(g as usize) {
+                    *n += 1;
+                }
+            }
+        }
+        self.big = (0..below.len() as u32)
+            .filter(|&g| below[g as usize] as usize >= BIG && self.groups.contains(g))
+            .collect();
         let mut members: Vec<Vec<u32>> = vec![Vec::new(); self.probe.len()];
         let mut buffer = Vec::new();
-        for x in &self.groups {
+        for x in (0..self.probe.len() as u32).filter(|&x| self.node(x).is_some()) {
+            let leaf = self.leaves.contains(x);
             for &g in self.probe.get(x) {
+                if leaf && !self.big.contains(g) {
+                    continue;
+                }
                 if let Some(m) = members.get_mut(g as usize) {
                     m.push(x);
                 }
