@@ -100,15 +100,30 @@ impl Probes {
 
     /// Sets the groups of `x` (`sorted`, increasing); returns whether they changed.
     pub fn set(&mut self, x: u32, sorted: Vec<u32>) -> bool {
+        let changed = self.set_unfolded(x, sorted);
+        if changed && self.moved.len() > (self.len() / 64).max(1024) {
+            self.fold();
+        }
+        changed
+    }
+
+    /// [`Probes::set`] without folding, for a recomputation of most of the namespace (an
+    /// import, a rebuild), which folds once at its end: folding every 1/64 of the nodes made
+    /// a rebuild of 530,000 nodes 2.7x slower.
+    pub fn set_unfolded(&mut self, x: u32, sorted: Vec<u32>) -> bool {
         if self.get(x) == sorted.as_slice() {
             return false;
         }
         self.moved.insert(x, sorted.into_boxed_slice());
         self.starts[x as usize] |= MOVED;
-        if self.moved.len() > (self.len() / 64).max(1024) {
-            self.fold();
-        }
         true
+    }
+
+    /// Empties every set (a rebuild starts from nothing), keeping the ids.
+    pub fn clear(&mut self) {
+        let n = self.len();
+        *self = Probes::default();
+        self.resize(n);
     }
 
     /// Writes every set into a new flat array, the side table's included (unless the pairs
@@ -255,6 +270,9 @@ mod tests {
         probes.shrink();
         assert!(probes.moved.is_empty());
         check(&probes);
+        probes.clear();
+        assert_eq!(probes.len(), model.len());
+        assert!(probes.all_empty() && probes.pairs() == 0);
     }
 
     #[test]

@@ -305,7 +305,11 @@ impl State {
         } else {
             self.anc(x).into_owned()
         };
-        self.probe.set(x, new.iter().collect());
+        if changes.transpose {
+            self.probe.set_unfolded(x, new.iter().collect());
+        } else {
+            self.probe.set(x, new.iter().collect());
+        }
         if let Some(via) = self.via.get_mut(x as usize) {
             *via = Probe::of(&(&new & &self.hubs.set));
         }
@@ -513,6 +517,9 @@ impl State {
             let new = self.union_of_parents(&[x], None);
             self.set_anc_deferred(x, new, &mut changes);
         }
+        if changes.transpose {
+            self.probe.fold();
+        }
         self.apply_desc_changes(changes);
         if !self.hubs.set.is_empty() {
             self.rebuild_full();
@@ -701,13 +708,16 @@ impl State {
         let live: Vec<u32> = (0..self.nodes.len() as u32)
             .filter(|&x| self.node(x).is_some())
             .collect();
-        for &x in &live {
-            if !self.probe.get(x).is_empty() {
-                self.anc.remove(&x);
-                self.probe.set(x, Vec::new());
-                self.refresh_via(x);
-                self.dirty.insert(x);
-            }
+        let had: Vec<u32> = live
+            .iter()
+            .copied()
+            .filter(|&x| !self.probe.get(x).is_empty())
+            .collect();
+        self.probe.clear();
+        for x in had {
+            self.anc.remove(&x);
+            self.refresh_via(x);
+            self.dirty.insert(x);
         }
         self.desc.clear();
         self.big.clear();
