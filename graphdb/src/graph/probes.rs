@@ -162,7 +162,9 @@ impl Probes {
 
     /// The number of (node, group) pairs held.
     pub fn pairs(&self) -> u64 {
-        (0..self.len() as u32).map(|x| self.get(x).len() as u64).sum()
+        (0..self.len() as u32)
+            .map(|x| self.get(x).len() as u64)
+            .sum()
     }
 
     /// Estimated heap bytes (see `memory.rs`).

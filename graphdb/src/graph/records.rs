@@ -81,7 +81,6 @@ impl Probe {
             Probe::Heap(sorted) => sorted,
         }
     }
-
 }
 
 /// `set` again in allocations of its exact size. A bitmap built by inserting or pushing grows

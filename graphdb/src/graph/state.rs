@@ -21,8 +21,8 @@ use roaring::RoaringBitmap;
 
 use super::hubs::Hubs;
 use super::order::{MemberLists, NameOrder};
-use super::probes::{merge, set_of};
 pub(crate) use super::probes::Probes;
+use super::probes::{merge, set_of};
 pub(crate) use super::records::{active_at, compact, Edge, Link, NodeRec, Probe};
 use super::{NodeKind, Role};
 
@@ -733,7 +733,7 @@ impl State {
         let mut probes = Probes::default();
         for x in 0..self.nodes.len() as u32 {
             if self.leaves.contains(x) {
-                probes.push(&self.union_of_parents(&[x], None));
+                probes.push(self.union_of_parents(&[x], None));
             } else {
                 probes.push(self.anc.get(&x).into_iter().flatten());
             }

@@ -233,10 +233,7 @@ fn a_big_team_keeps_its_members_exact_through_every_write() {
     expect(&teams, "big", left);
     drop(teams);
     drop(store);
-    let store = GraphStore::builder(engine)
-        .clock(clock)
-        .open()
-        .unwrap();
+    let store = GraphStore::builder(engine).clock(clock).open().unwrap();
     let teams = graphdb::Teams::open(&store).unwrap();
     expect(&teams, "big", left);
     expect(&teams, "small", 51);
