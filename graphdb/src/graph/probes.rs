@@ -7,8 +7,8 @@
 //! a changed set goes to a side table (`moved`), its node's start is flagged, and its old
 //! range in `flat` is left unused until the side table is folded back into a new flat array,
 //! once it holds more than 1/64 of the nodes (at least 1,024). A fold is linear in the
-//! namespace (a few milliseconds at 530,000 nodes), so its cost per changed node is small
-//! and bounded.
+//! namespace (9 ms at 530,000 nodes and 1.4 million pairs, measured: DESIGN.md), so its cost
+//! per changed node is about 1 µs, paid by the write that triggers it.
 
 use std::collections::HashMap;
 
