@@ -27,7 +27,8 @@ pub(crate) use super::records::{active_at, compact, Edge, Link, NodeRec, Probe};
 use super::{NodeKind, Role};
 
 /// Groups with at least this many nodes below them keep their leaves in `desc` (see
-/// [`State::big`]): 12 teams of a Launchpad-shaped graph, 55,000 of its 1.4 million pairs.
+/// [`State::big`]): about a dozen teams of a Launchpad-shaped graph, about 50,000 of its 1.4
+/// million pairs.
 pub(crate) const BIG: usize = 1_600;
 
 /// `desc` updates collected as `group << 32 | member` pairs.
