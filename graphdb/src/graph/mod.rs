@@ -8,6 +8,7 @@
 //! and never counts as membership.
 
 mod bulk;
+mod desc;
 mod follow;
 mod general;
 mod hubs;
