@@ -109,8 +109,7 @@ impl Namespace {
             }
             // A general graph without edges chooses its hubs at its first import (so its
             // closures are computed once, cut at the hubs); later imports keep them.
-            let choose_hubs = self.kind == NamespaceKind::General
-                && state.probe.iter().all(|p| p.as_slice().is_empty());
+            let choose_hubs = self.kind == NamespaceKind::General && state.probe.all_empty();
             let mut sources = Vec::new();
             let mut affected = RoaringBitmap::new();
             for (i, (member, group, kind, expires)) in load.edges.iter().enumerate() {

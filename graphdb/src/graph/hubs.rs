@@ -11,6 +11,7 @@
 //! rest of the path is in `full[h]`. Any `H` gives exact answers; `H` only decides the speed.
 //! An empty `H` (teams, package sets, acyclic graphs, small graphs) is the plain closure.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -80,10 +81,7 @@ impl State {
     /// hub in it.
     #[inline]
     pub fn reaches(&self, x: u32, y: u32) -> bool {
-        let Some(probe) = self.probe.get(x as usize) else {
-            return false;
-        };
-        if probe.contains(y) {
+        if self.probe.contains(x, y) {
             return true;
         }
         self.via.get(x as usize).is_some_and(|via| {
@@ -115,7 +113,7 @@ impl State {
         if let Some(full_in) = self.hubs.full_in.get(&y) {
             return full_in.clone();
         }
-        let mut set = self.desc.get(&y).cloned().unwrap_or_default();
+        let mut set = self.desc_of(y).into_owned();
         if !self.hubs.set.is_empty() {
             for h in &(&set & &self.hubs.set) {
                 if let Some(full_in) = self.hubs.full_in.get(&h) {
@@ -189,7 +187,11 @@ impl State {
         }
         let empty = RoaringBitmap::new();
         let cut = |h: u32| self.anc.get(&h).unwrap_or(&empty);
-        let cut_in = |h: u32| self.desc.get(&h).unwrap_or(&empty);
+        // `desc` keeps groups only: each hub's whole cut `desc`, gathered once (borrowed
+        // where there are no leaves, as in every general graph built through its API).
+        let cut_in: HashMap<u32, Cow<'_, RoaringBitmap>> =
+            hubs.iter().map(|&h| (h, self.desc_of(h))).collect();
+        let cut_in = |h: u32| cut_in.get(&h).map_or(&empty, |set| &**set);
         let mut edges = Vec::new();
         for &h in &hubs {
             for to in &(cut(h) & set) {

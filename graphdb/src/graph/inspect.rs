@@ -117,7 +117,7 @@ impl Namespace {
             let via_ok = !hubs
                 || state.via.get(x as usize)
                     == Some(&state::Probe::of(&(actual & &state.hubs.set)));
-            if state.probe[x as usize] != state::Probe::of(actual) || !via_ok {
+            if !state.probe.get(x).iter().copied().eq(actual.iter()) || !via_ok {
                 report.differences.push(Difference {
                     member: state.name(x).to_owned(),
                     group: "(probe differs from closure)".to_owned(),
@@ -135,14 +135,26 @@ impl Namespace {
                 transpose.entry(g).or_default().insert(x);
             }
         }
+        // The kept `desc` holds the groups below each group; the whole set below it is
+        // gathered from the adjacency lists (`desc_of`): both must match the transpose.
         let empty = RoaringBitmap::new();
         for (g, expected) in &transpose {
-            let actual = state.desc.get(g).unwrap_or(&empty);
-            compare(&mut report, *g, actual, expected, false);
+            let kept = state.desc.get(g).unwrap_or(&empty);
+            if state.big.contains(*g) {
+                compare(&mut report, *g, kept, expected, false);
+            } else {
+                compare(&mut report, *g, kept, &(expected & &state.groups), false);
+            }
+            compare(&mut report, *g, &state.desc_of(*g), expected, false);
         }
-        for (g, actual) in &state.desc {
+        for (g, kept) in &state.desc {
             if !transpose.contains_key(g) {
-                compare(&mut report, *g, actual, &empty, false);
+                compare(&mut report, *g, kept, &empty, false);
+            }
+        }
+        for &g in &live {
+            if !transpose.contains_key(&g) {
+                compare(&mut report, g, &state.desc_of(g), &empty, false);
             }
         }
         if hubs {

@@ -5,7 +5,7 @@
 
 use roaring::RoaringBitmap;
 
-use super::state::{Link, NodeRec, Probe, State};
+use super::state::{Link, NodeRec, State};
 
 /// Estimated heap bytes of one namespace's in-memory state, by structure.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,9 +27,11 @@ pub struct MemoryStats {
     /// `anc`: the groups' bitmaps (a hash table of headers and their containers; leaves have
     /// none: their closure is their probe).
     pub closure_up: u64,
-    /// `probe`: the is-member copy of `anc` (inline slots, sorted slices past four groups).
+    /// `probe`: the is-member copy of `anc` (every node's sorted groups in one flat array,
+    /// a start per node, and the side table of the sets changed since the last fold).
     pub probe: u64,
-    /// `desc`: the transpose, per group with members.
+    /// `desc`: the transpose restricted to groups, per group with groups below it (the
+    /// leaves below a group are gathered from the adjacency lists when asked for).
     pub closure_down: u64,
     /// The hubs of a general graph: their full reach both ways, and `via` (the hubs in each
     /// node's cut closure).
@@ -112,13 +114,8 @@ impl State {
         for anc in self.anc.values() {
             m.closure_up += bitmap_heap(anc);
         }
-        m.probe = (self.probe.capacity() * std::mem::size_of::<Probe>()) as u64;
-        for probe in &self.probe {
-            m.pairs += probe.as_slice().len() as u64;
-            if let Probe::Heap(sorted) = probe {
-                m.probe += allocated(sorted.len() * 4);
-            }
-        }
+        m.probe = self.probe.heap_bytes();
+        m.pairs = self.probe.pairs();
         let buckets = (self.desc.capacity() * 8 / 7).next_power_of_two();
         m.closure_down = (buckets * (std::mem::size_of::<(u32, RoaringBitmap)>() + 1)) as u64;
         for desc in self.desc.values() {
@@ -136,6 +133,7 @@ impl State {
             + bitmap_heap(&self.leaves)
             + bitmap_heap(&self.groups)
             + bitmap_heap(&self.dirty)
+            + bitmap_heap(&self.big)
             + self
                 .labels
                 .iter()

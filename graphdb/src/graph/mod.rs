@@ -8,6 +8,7 @@
 //! and never counts as membership.
 
 mod bulk;
+mod desc;
 mod follow;
 mod general;
 mod hubs;
@@ -15,6 +16,7 @@ mod inspect;
 mod memory;
 mod namespace;
 mod order;
+mod probes;
 mod records;
 mod state;
 pub(crate) mod storage;

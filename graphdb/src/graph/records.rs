@@ -1,5 +1,5 @@
 //! The records of one namespace's nodes in memory: a node (`NodeRec`) with its membership
-//! links both ways, and the is-member probe of its groups (`Probe`). `state.rs` keeps them
+//! links both ways, and a small sorted set of ids (`Probe`, for the hubs below a node). `state.rs` keeps them
 //! in `State` and maintains the closure over them.
 
 use roaring::RoaringBitmap;
@@ -44,8 +44,9 @@ pub(crate) fn active_at(expires: Option<i64>, t: i64) -> bool {
     expires.is_none_or(|e| e > t)
 }
 
-/// A compact copy of one `anc[x]` for the is-member probe: up to four groups inline (no
-/// pointer to follow, so one cache miss for most persons), more in a sorted boxed slice.
+/// A small sorted set of ids: up to four inline, more in a sorted boxed slice. `via` (the
+/// hubs in each node's cut closure) uses it; the closure's own probe is `probes.rs`'s flat
+/// array.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Probe {
     /// `n` groups inline.
@@ -73,61 +74,11 @@ impl Probe {
         }
     }
 
-    /// `sorted` (increasing ids) as a probe.
-    fn from_sorted(sorted: Vec<u32>) -> Probe {
-        if sorted.len() <= 4 {
-            let mut inline = [0; 4];
-            inline[..sorted.len()].copy_from_slice(&sorted);
-            Probe::Inline(sorted.len() as u8, inline)
-        } else {
-            Probe::Heap(sorted.into_boxed_slice())
-        }
-    }
-
-    /// The groups as a bitmap.
-    pub fn to_bitmap(&self) -> RoaringBitmap {
-        RoaringBitmap::from_sorted_iter(self.as_slice().iter().copied()).expect("a probe is sorted")
-    }
-
-    /// These groups and `gained`, or `None` when `gained` adds nothing: a merge of two sorted
-    /// sequences (a leaf gaining a nested team's ancestors, with no bitmap built).
-    pub(super) fn union(&self, gained: &RoaringBitmap) -> Option<Probe> {
-        let mine = self.as_slice();
-        let mut out = Vec::with_capacity(mine.len() + gained.len() as usize);
-        let mut a = mine.iter().copied().peekable();
-        let mut b = gained.iter().peekable();
-        loop {
-            match (a.peek(), b.peek()) {
-                (Some(&x), Some(&y)) => {
-                    out.push(x.min(y));
-                    if x <= y {
-                        a.next();
-                    }
-                    if y <= x {
-                        b.next();
-                    }
-                }
-                (Some(_), None) => out.extend(a.by_ref()),
-                (None, Some(_)) => out.extend(b.by_ref()),
-                (None, None) => break,
-            }
-        }
-        (out.len() != mine.len()).then(|| Probe::from_sorted(out))
-    }
-
     /// The groups, sorted.
     pub fn as_slice(&self) -> &[u32] {
         match self {
             Probe::Inline(n, inline) => &inline[..usize::from(*n)],
             Probe::Heap(sorted) => sorted,
-        }
-    }
-
-    #[inline]
-    pub fn contains(&self, g: u32) -> bool {
-        match self {
-            Probe::Inline(n, inline) => inline[..usize::from(*n)].contains(&g),
-            Probe::Heap(sorted) => sorted.binary_search(&g).is_ok(),
         }
     }
 }

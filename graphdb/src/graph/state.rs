@@ -3,9 +3,12 @@
 //! The index is a full transitive closure kept in both directions:
 //! `anc[x]` holds every group that `x` is a member of through active membership edges (the
 //! groups reachable upward), and `desc[g]` the transpose (every node below `g`). A group's
-//! `anc` is a roaring bitmap; a leaf's is only its `probe` (sorted ids), which [`State::anc`]
-//! reads back. Only the groups' `anc` is persisted; `desc` is rebuilt at load by transposition. In a general graph with hubs
-//! both are *cut* closures, which stop at the hubs (`hubs.rs`). See `DESIGN.md`.
+//! `anc` is a roaring bitmap; a leaf's is only its `probe` (sorted ids in one flat array),
+//! which [`State::anc`] reads back. `desc` keeps the groups below each group only; the leaves
+//! below it are the direct members of it and of those groups, which [`State::desc_of`]
+//! gathers from the adjacency lists. Only the groups' `anc` is persisted; `desc` is rebuilt
+//! at load by transposition. In a general graph with hubs both are *cut* closures, which stop
+//! at the hubs (`hubs.rs`). See `DESIGN.md`.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -18,6 +21,8 @@ use roaring::RoaringBitmap;
 
 use super::hubs::Hubs;
 use super::order::{MemberLists, NameOrder};
+use super::probes::merge;
+pub(crate) use super::probes::Probes;
 pub(crate) use super::records::{active_at, compact, Edge, Link, NodeRec, Probe};
 use super::{NodeKind, Role};
 
@@ -54,9 +59,19 @@ pub(crate) struct State {
     pub anc: HashMap<u32, RoaringBitmap>,
     /// Every node's closure upward (groups and leaves) in the layout of the is-member hot
     /// path; equal to `anc` for groups, the only copy for leaves.
-    pub probe: Vec<Probe>,
-    /// The closure downward, the transpose of `anc`; only groups with members have an entry.
+    pub probe: Probes,
+    /// The closure downward, the transpose of `anc`, whole for the `big` groups and
+    /// restricted to groups for the others: `desc[g]` = the groups below `g`; only groups
+    /// with some have an entry. The leaves below a small group are not kept: they are the
+    /// direct members of `g` and of these groups ([`State::desc_of`]). Kept for every group,
+    /// they cost 11.4 B per closure pair, more than the rest of the index (DESIGN.md, memory,
+    /// fourth pass); for the few large teams they cost about 2 (dense containers) and save
+    /// gathering thousands of members on every uncached answer.
     pub desc: HashMap<u32, RoaringBitmap>,
+    /// The groups whose `desc` holds their leaves too: those with at least [`super::desc::BIG`] nodes
+    /// below them when `desc` was last transposed (at load, after an import or a rebuild).
+    /// A group keeps its side until then, whatever its size becomes: either is exact.
+    pub big: RoaringBitmap,
     /// Relation edges: (relation, target, holder) -> expiry.
     pub relations: BTreeMap<(Box<str>, u32, u32), Option<i64>>,
     /// The expiry of every membership edge that has one, by (member, group): the links say
@@ -115,11 +130,7 @@ impl State {
     pub fn anc(&self, x: u32) -> Cow<'_, RoaringBitmap> {
         match self.anc.get(&x) {
             Some(set) => Cow::Borrowed(set),
-            None => Cow::Owned(
-                self.probe
-                    .get(x as usize)
-                    .map_or_else(RoaringBitmap::new, Probe::to_bitmap),
-            ),
+            None => Cow::Owned(self.probe.bitmap(x)),
         }
     }
 
@@ -173,7 +184,7 @@ impl State {
         let index = id as usize;
         if self.nodes.len() <= index {
             self.nodes.resize_with(index + 1, || None);
-            self.probe.resize_with(index + 1, Probe::default);
+            self.probe.resize(index + 1);
             if !self.hubs.set.is_empty() {
                 self.via.resize_with(index + 1, Probe::default);
             }
@@ -277,13 +288,9 @@ impl State {
     /// Replaces `anc[x]`, recording the `desc` changes to apply in bulk (removing ids one by
     /// one from a large bitmap shifts its array containers each time; a difference does not).
     fn set_anc_deferred(&mut self, x: u32, new: RoaringBitmap, changes: &mut DescChanges) {
-        if self.probe_only(x) {
-            if self.probe[x as usize]
-                .as_slice()
-                .iter()
-                .copied()
-                .eq(new.iter())
-            {
+        let leaf = self.probe_only(x);
+        if leaf {
+            if self.probe.get(x).iter().copied().eq(new.iter()) {
                 return;
             }
         } else if self.anc(x).as_ref() == &new {
@@ -294,17 +301,26 @@ impl State {
         } else {
             self.anc(x).into_owned()
         };
-        self.probe[x as usize] = Probe::of(&new);
+        if changes.transpose {
+            self.probe.set_unfolded(x, new.iter().collect());
+        } else {
+            self.probe.set(x, new.iter().collect());
+        }
         if let Some(via) = self.via.get_mut(x as usize) {
             *via = Probe::of(&(&new & &self.hubs.set));
         }
         self.dirty.insert(x);
         if !changes.transpose {
-            for g in &old - &new {
-                changes.lost.push(u64::from(g) << 32 | u64::from(x));
-            }
-            for g in &new - &old {
-                changes.gained.push(u64::from(g) << 32 | u64::from(x));
+            // A small group's `desc` keeps groups only: its lists change when a leaf joins
+            // or leaves it, its `desc` does not.
+            for g in &old ^ &new {
+                if leaf && !self.big.contains(g) {
+                    self.lists.invalidate(g);
+                } else if old.contains(g) {
+                    changes.lost.push(u64::from(g) << 32 | u64::from(x));
+                } else {
+                    changes.gained.push(u64::from(g) << 32 | u64::from(x));
+                }
             }
         }
         if self.probe_only(x) || new.is_empty() {
@@ -342,13 +358,6 @@ impl State {
         }
     }
 
-    /// `x` and every node below it.
-    pub fn self_and_desc(&self, x: u32) -> RoaringBitmap {
-        let mut set = self.desc.get(&x).cloned().unwrap_or_default();
-        set.insert(x);
-        set
-    }
-
     /// Updates the index for a membership edge `member -> group` that became active. The rule:
     /// every `x` in `{member} ∪ desc[member]` gains `{group} ∪ anc[group]` (old values on both
     /// sides; this holds with cycles too, as a new path need use the new edge only once).
@@ -375,21 +384,30 @@ impl State {
             self.self_and_desc(member)
         };
         let new_hubs = hubs && gained.intersection_len(&self.hubs.set) > 0;
+        let below_groups = &below & &self.groups;
         for g in &gained {
             self.lists.invalidate(g);
-            *self.desc.entry(g).or_default() |= &below;
+            let added = if self.big.contains(g) {
+                &below
+            } else {
+                &below_groups
+            };
+            if !added.is_empty() {
+                *self.desc.entry(g).or_default() |= added;
+            }
         }
         for x in &below {
             let changed = if self.probe_only(x) {
-                let merged = self.probe[x as usize].union(&gained);
-                merged.map(|probe| self.probe[x as usize] = probe).is_some()
+                let merged = merge(self.probe.get(x), &gained);
+                merged.map(|probe| self.probe.set(x, probe)).is_some()
             } else {
                 let anc = self.anc.entry(x).or_default();
                 let before = anc.len();
                 *anc |= &gained;
                 let changed = anc.len() != before;
                 if changed {
-                    self.probe[x as usize] = Probe::of(anc);
+                    let probe = anc.iter().collect();
+                    self.probe.set(x, probe);
                 }
                 changed
             };
@@ -457,6 +475,9 @@ impl State {
         for x in &leaves {
             let new = self.union_of_parents(&[x], None);
             self.set_anc_deferred(x, new, &mut changes);
+        }
+        if changes.transpose {
+            self.probe.fold();
         }
         self.apply_desc_changes(changes);
         if !self.hubs.set.is_empty() {
@@ -614,6 +635,7 @@ impl State {
         }
         self.set_anc(x, RoaringBitmap::new());
         self.desc.remove(&x);
+        self.big.remove(x);
         self.lists.clear();
         self.dirty.insert(x);
         let nodes = &self.nodes;
@@ -632,8 +654,8 @@ impl State {
         self.cycles_allowed.remove(x);
         while self.nodes.last().is_some_and(Option::is_none) {
             self.nodes.pop();
-            self.probe.pop();
         }
+        self.probe.resize(self.nodes.len());
         self.via.truncate(self.nodes.len());
         if !self.hubs.set.is_empty() {
             self.rebuild_full();
@@ -645,67 +667,44 @@ impl State {
         let live: Vec<u32> = (0..self.nodes.len() as u32)
             .filter(|&x| self.node(x).is_some())
             .collect();
-        for &x in &live {
-            if !self.probe[x as usize].as_slice().is_empty() {
-                self.anc.remove(&x);
-                self.probe[x as usize] = Probe::default();
-                self.refresh_via(x);
-                self.dirty.insert(x);
-            }
+        let had: Vec<u32> = live
+            .iter()
+            .copied()
+            .filter(|&x| !self.probe.get(x).is_empty())
+            .collect();
+        self.probe.clear();
+        for x in had {
+            self.anc.remove(&x);
+            self.refresh_via(x);
+            self.dirty.insert(x);
         }
         self.desc.clear();
+        self.big.clear();
         self.lists.clear();
         let all: RoaringBitmap = live.into_iter().collect();
         self.recompute(&all);
     }
 
-    /// Sets the closure of every leaf (its probe) from its active direct groups, whose
-    /// closures are exact (after loading the persisted closures of the groups).
-    pub fn derive_leaves(&mut self) {
-        let leaves = self.leaves.clone();
-        for x in &leaves {
-            let anc = self.union_of_parents(&[x], None);
-            self.probe[x as usize] = Probe::of(&anc);
+    /// Fills every node's probe in one pass, in one flat array: a group's from its loaded
+    /// `anc`, a leaf's from its active direct groups, whose closures are exact (after loading
+    /// the persisted closures of the groups).
+    pub fn derive_probes(&mut self) {
+        let mut probes = Probes::default();
+        for x in 0..self.nodes.len() as u32 {
+            if self.leaves.contains(x) {
+                probes.push(self.union_of_parents(&[x], None));
+            } else {
+                probes.push(self.anc.get(&x).into_iter().flatten());
+            }
         }
+        self.probe = probes;
     }
 
-    /// Sets the groups' probes from their loaded `anc` and rebuilds `desc` as the transpose
-    /// (after loading and [`State::derive_leaves`]).
+    /// Rebuilds `desc` as the transpose (after loading and [`State::derive_probes`]).
     pub fn transpose(&mut self) {
-        for g in &self.groups {
-            self.probe[g as usize] = self.anc.get(&g).map_or_else(Probe::default, Probe::of);
-        }
         self.transpose_desc();
         self.refresh_all_via();
         self.rebuild_full();
-    }
-
-    /// Rebuilds `desc` from `anc`: ids are visited in increasing order, so every insertion is
-    /// an append.
-    fn transpose_desc(&mut self) {
-        // Members gathered per group as plain sorted vectors first (ids are visited in
-        // increasing order), then one bitmap built from each: `RoaringBitmap::push` looks up
-        // the current maximum on every call, which for a dense bitmap container is a scan.
-        // `probe` holds every node's closure, leaves' included, in id order.
-        let mut members: Vec<Vec<u32>> = vec![Vec::new(); self.probe.len()];
-        let mut buffer = Vec::new();
-        for (x, probe) in self.probe.iter().enumerate() {
-            for &g in probe.as_slice() {
-                if let Some(m) = members.get_mut(g as usize) {
-                    m.push(x as u32);
-                }
-            }
-        }
-        self.desc = members
-            .into_iter()
-            .enumerate()
-            .filter(|(_, m)| !m.is_empty())
-            .map(|(g, m)| {
-                let set = RoaringBitmap::from_sorted_iter(m).expect("ids visited in order");
-                (g as u32, compact(&set, &mut buffer))
-            })
-            .collect();
-        self.lists.clear();
     }
 
     /// Gives back the spare capacity that growing one node at a time left in the per-node
@@ -714,7 +713,7 @@ impl State {
     pub fn shrink(&mut self) {
         self.nodes.shrink_to_fit();
         self.anc.shrink_to_fit();
-        self.probe.shrink_to_fit();
+        self.probe.shrink();
         self.via.shrink_to_fit();
         for node in self.nodes.iter_mut().flatten() {
             node.shrink();

@@ -351,7 +351,7 @@ pub fn load(view: &dyn ReadView, ks: &Keyspaces, ns: u32) -> Result<State> {
                 reason: "bad hub set",
             })?;
     }
-    state.derive_leaves();
+    state.derive_probes();
     state.transpose();
     state.rebuild_order();
     state.shrink();

@@ -155,3 +155,86 @@ fn generated_graph_matches_bfs() {
     assert_eq!(teams.stats(), stats);
     assert!(teams.check().is_clean());
 }
+
+/// A team with more persons below it than the size from which `desc` keeps a team's persons
+/// (1,600, `State::big`) beside a small one, changed by every write path (join through a
+/// subteam and directly, leave, nest and un-nest a team, expiry, node removal), then rebuilt
+/// and reopened: the members, their kept sorted lists and `check()` stay exact throughout.
+#[test]
+fn a_big_team_keeps_its_members_exact_through_every_write() {
+    let t0 = 1_800_000_000;
+    let engine = engine::EngineConfig::memory()
+        .open(graphdb::KEYSPACES)
+        .unwrap();
+    let clock = Arc::new(ManualClock::at_seconds(t0));
+    let store = GraphStore::builder(engine.clone())
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    let teams = graphdb::Teams::open(&store).unwrap();
+    // big <- sub-0..9 <- p-0..1999 (p-k in sub-(k % 10); every 97th until t0 + 10);
+    // small <- s-0..49.
+    let expiring = |p: usize| p % 97 == 0;
+    let mut tsv = format!("{}\n", graphdb::import::TEAMS_HEADER);
+    for s in 0..10 {
+        tsv += &format!("big\tsub-{s}\tmember\t\n");
+    }
+    for p in 0..2000 {
+        let expires = if expiring(p) {
+            (t0 + 10).to_string()
+        } else {
+            String::new()
+        };
+        tsv += &format!("sub-{}\tp-{p}\tmember\t{expires}\n", p % 10);
+    }
+    for p in 0..50 {
+        tsv += &format!("small\ts-{p}\tmember\t\n");
+    }
+    teams.import_tsv(tsv.as_bytes(), None).unwrap();
+    // The big team's `desc` holds its persons (about 2 bytes each), the small ones' do not.
+    assert!(teams.memory().closure_down > 3_000);
+    let expect = |teams: &graphdb::Teams, team: &str, persons: usize| {
+        let ids = teams
+            .member_ids(team, Depth::Transitive, TeamFilter::Persons)
+            .unwrap();
+        assert_eq!(ids.len() as usize, persons, "persons of {team}");
+        let listed = teams
+            .members(team, Depth::Transitive, TeamFilter::Persons, None, 100_000)
+            .unwrap()
+            .items;
+        assert_eq!(listed.len(), persons, "listed persons of {team}");
+        assert!(teams.check().is_clean());
+    };
+    expect(&teams, "big", 2000);
+    expect(&teams, "sub-3", 200);
+    let role = graphdb::Role::Member;
+    teams.add_person("q").unwrap();
+    teams.set_membership("sub-3", "q", role, None).unwrap();
+    expect(&teams, "big", 2001);
+    teams.set_membership("big", "q", role, None).unwrap();
+    teams.remove_membership("sub-3", "q").unwrap();
+    expect(&teams, "big", 2001);
+    expect(&teams, "sub-3", 200);
+    teams.set_membership("big", "small", role, None).unwrap();
+    expect(&teams, "big", 2051);
+    teams.set_membership("small", "p-1", role, None).unwrap();
+    expect(&teams, "big", 2051);
+    expect(&teams, "small", 51);
+    teams.remove_membership("big", "small").unwrap();
+    expect(&teams, "big", 2001);
+    clock.set_seconds(t0 + 20);
+    let expired = (0..2000).filter(|&p| expiring(p)).count();
+    expect(&teams, "big", 2001 - expired);
+    let in_sub0 = (0..2000).filter(|&p| p % 10 == 0 && !expiring(p)).count();
+    teams.remove("sub-0").unwrap();
+    let left = 2001 - expired - in_sub0;
+    expect(&teams, "big", left);
+    teams.rebuild().unwrap();
+    expect(&teams, "big", left);
+    drop(teams);
+    drop(store);
+    let store = GraphStore::builder(engine).clock(clock).open().unwrap();
+    let teams = graphdb::Teams::open(&store).unwrap();
+    expect(&teams, "big", left);
+    expect(&teams, "small", 51);
+}
