@@ -576,10 +576,7 @@ pub(crate) fn load_teams(
             }
         }
     }
-    load.nodes = order
-        .iter()
-        .map(|n| ((*n).to_owned(), kind_of(n)))
-        .collect();
+    load.nodes = order.iter().map(|&n| (n, kind_of(n))).collect();
     drop(view);
     for row in rows {
         if let TeamRow::Edge {
@@ -590,8 +587,7 @@ pub(crate) fn load_teams(
             ..
         } = row
         {
-            load.edges
-                .push((member.clone(), team.clone(), kind.clone(), *expires));
+            load.edges.push((member, team, kind.clone(), *expires));
         }
     }
     apply(ns, actor, &load, progress)
@@ -617,17 +613,17 @@ fn team_line(rows: &[TeamRow], name: &str) -> usize {
 }
 
 /// Loads parsed package-set rows into `ns`.
-pub(crate) fn load_package_sets(
+pub(crate) fn load_package_sets<'a>(
     ns: &Namespace,
     actor: &str,
-    rows: &[SetRow],
+    rows: &'a [SetRow],
     progress: Option<&dyn Fn(u64, u64)>,
 ) -> Result<ImportSummary> {
     let mut load = BulkLoad::default();
-    let mut named: std::collections::HashSet<String> = std::collections::HashSet::new();
-    let mut push = |load: &mut BulkLoad, n: &str, t: SetItem| {
-        if named.insert(n.to_owned()) {
-            load.nodes.push((n.to_owned(), t.kind()));
+    let mut named: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut push = |load: &mut BulkLoad<'a>, n: &'a str, t: SetItem| {
+        if named.insert(n) {
+            load.nodes.push((n, t.kind()));
         }
     };
     for row in rows {
@@ -640,12 +636,8 @@ pub(crate) fn load_package_sets(
             } => {
                 push(&mut load, set, SetItem::Set);
                 push(&mut load, item, *item_type);
-                load.edges.push((
-                    item.clone(),
-                    set.clone(),
-                    EdgeKind::Membership(Role::Member),
-                    None,
-                ));
+                load.edges
+                    .push((item, set, EdgeKind::Membership(Role::Member), None));
             }
             SetRow::Declare {
                 name, item_type, ..

@@ -66,11 +66,9 @@ impl Namespace {
                 .labels
                 .iter()
                 .map(|l| {
-                    state
-                        .label_id(l.as_deref())
-                        .ok_or_else(|| Error::LabelsExhausted {
-                            namespace: self.name.clone(),
-                        })
+                    state.label_id(*l).ok_or_else(|| Error::LabelsExhausted {
+                        namespace: self.name.clone(),
+                    })
                 })
                 .collect::<Result<Vec<u16>>>()?;
             // Mutation.
@@ -122,7 +120,7 @@ impl Namespace {
                                 affected |= state.affected_by_loss(m);
                             }
                         }
-                        let label = load.labels.get(i).and_then(Option::as_deref);
+                        let label = load.labels.get(i).copied().flatten();
                         let label_id = label_ids.get(i).copied().unwrap_or(0);
                         state.insert_labelled_link(m, g, *role, label_id, *expires);
                         if active_at(*expires, state.applied) {
@@ -254,14 +252,16 @@ impl Namespace {
     }
 }
 
-/// A batch of nodes and edges to load at once (from a TSV import).
+/// A batch of nodes and edges to load at once (from a TSV import), its names borrowed from
+/// the parsed rows: owned copies held every name of an import twice (about 170 MB of the
+/// peak for 880,000 edges).
 #[derive(Debug, Default)]
-pub(crate) struct BulkLoad {
+pub(crate) struct BulkLoad<'a> {
     /// Nodes to create (existing ones must have the same kind).
-    pub nodes: Vec<(String, NodeKind)>,
+    pub nodes: Vec<(&'a str, NodeKind)>,
     /// (member or holder, group or target, kind, expires).
-    pub edges: Vec<(String, String, EdgeKind, Option<i64>)>,
+    pub edges: Vec<(&'a str, &'a str, EdgeKind, Option<i64>)>,
     /// The label of each membership edge, by index in `edges` (general graphs; missing: no
     /// label).
-    pub labels: Vec<Option<String>>,
+    pub labels: Vec<Option<&'a str>>,
 }

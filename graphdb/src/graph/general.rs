@@ -144,17 +144,17 @@ impl Namespace {
             .chain(edges.iter().flat_map(|e| [e.from.as_str(), e.to.as_str()]))
         {
             if declared.insert(name, ()).is_none() {
-                load.nodes.push((name.to_owned(), NodeKind::Group));
+                load.nodes.push((name, NodeKind::Group));
             }
         }
         load.edges = edges
             .iter()
             .map(|e| {
                 let kind = EdgeKind::Membership(Role::Member);
-                (e.from.clone(), e.to.clone(), kind, None)
+                (e.from.as_str(), e.to.as_str(), kind, None)
             })
             .collect();
-        load.labels = edges.iter().map(|e| e.label.clone()).collect();
+        load.labels = edges.iter().map(|e| e.label.as_deref()).collect();
         let total = edges.len() as u64;
         self.bulk(actor, &load, &|done| {
             if let Some(progress) = progress {
