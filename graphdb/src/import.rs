@@ -22,7 +22,10 @@
 //! stage and would replace only `fields` (figures in DESIGN.md, "TSV formats").
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::io::{BufRead, Write};
+
+use hashbrown::HashTable;
 
 use crate::graph::{
     validate_name, validate_relation, BulkLoad, EdgeKind, Namespace, NodeKind, Role,
@@ -189,6 +192,17 @@ pub enum TeamRow {
     },
 }
 
+impl TeamRow {
+    /// The line the row was read from.
+    pub fn line(&self) -> usize {
+        match self {
+            TeamRow::Edge { line, .. }
+            | TeamRow::Team { line, .. }
+            | TeamRow::Person { line, .. } => *line,
+        }
+    }
+}
+
 /// One row of a package-set file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SetRow {
@@ -321,8 +335,12 @@ fn expires(field: &str) -> Result<Option<i64>, LineProblem> {
 /// # Errors
 /// [`ImportError`] naming the first bad line; duplicates and person/team conflicts included.
 pub fn parse_teams(reader: impl BufRead) -> Result<Vec<TeamRow>, ImportError> {
-    let mut rows = Vec::new();
-    let mut seen: HashMap<(String, String, EdgeKindKey), usize> = HashMap::new();
+    let mut rows: Vec<TeamRow> = Vec::new();
+    // Each edge row's index in `rows`, by (team, member, kind key): a duplicate is found
+    // without another copy of its names (a map keyed by owned names held every name of an
+    // 880,000-edge import twice more, about 150 MB of the import's peak).
+    let mut seen: HashTable<usize> = HashTable::new();
+    let hasher = RandomState::new();
     for_each_line(reader, TEAMS_HEADER, |line, text| {
         let [team, member, role, exp] = fields::<4>(text)?;
         let row = match (team.is_empty(), member.is_empty()) {
@@ -356,11 +374,28 @@ pub fn parse_teams(reader: impl BufRead) -> Result<Vec<TeamRow>, ImportError> {
                 };
                 let team = name(team)?;
                 let member = name(member)?;
-                let key = (team.clone(), member.clone(), EdgeKindKey::of(&kind));
-                if let Some(&first) = seen.get(&key) {
-                    return Err(LineProblem::Duplicate { first });
+                let hash = edge_hash(&hasher, &team, &member, &kind);
+                let same = |&i: &usize| match &rows[i] {
+                    TeamRow::Edge {
+                        team: t,
+                        member: m,
+                        kind: k,
+                        ..
+                    } => *t == team && *m == member && same_kind_key(k, &kind),
+                    _ => false,
+                };
+                if let Some(&first) = seen.find(hash, same) {
+                    return Err(LineProblem::Duplicate {
+                        first: rows[first].line(),
+                    });
                 }
-                seen.insert(key, line);
+                let rehash = |&i: &usize| match &rows[i] {
+                    TeamRow::Edge {
+                        team, member, kind, ..
+                    } => edge_hash(&hasher, team, member, kind),
+                    _ => 0,
+                };
+                seen.insert_unique(hash, rows.len(), rehash);
                 TeamRow::Edge {
                     line,
                     team,
@@ -376,19 +411,22 @@ pub fn parse_teams(reader: impl BufRead) -> Result<Vec<TeamRow>, ImportError> {
     Ok(rows)
 }
 
-/// Membership edges are keyed by pair whatever their role; relations by name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum EdgeKindKey {
-    Membership,
-    Relation(String),
+/// The hash of an edge row's key: membership edges are keyed by pair whatever their role,
+/// relations by pair and name.
+fn edge_hash(hasher: &RandomState, team: &str, member: &str, kind: &EdgeKind) -> u64 {
+    let relation = match kind {
+        EdgeKind::Membership(_) => None,
+        EdgeKind::Relation(r) => Some(r.as_str()),
+    };
+    hasher.hash_one((team, member, relation))
 }
 
-impl EdgeKindKey {
-    fn of(kind: &EdgeKind) -> Self {
-        match kind {
-            EdgeKind::Membership(_) => EdgeKindKey::Membership,
-            EdgeKind::Relation(r) => EdgeKindKey::Relation(r.clone()),
-        }
+/// Whether two edge kinds have the same key (see [`edge_hash`]).
+fn same_kind_key(a: &EdgeKind, b: &EdgeKind) -> bool {
+    match (a, b) {
+        (EdgeKind::Membership(_), EdgeKind::Membership(_)) => true,
+        (EdgeKind::Relation(x), EdgeKind::Relation(y)) => x == y,
+        _ => false,
     }
 }
 
