@@ -535,7 +535,7 @@ impl ChangeLog {
             for (keyspace, prefix) in decoded.indexes {
                 prefixes.insert((keyspace, prefix.to_vec()));
             }
-            batch.delete(self.keyspace, &key);
+            batch.delete(self.keyspace, key);
             deleted += 1;
         }
         for (keyspace, prefix) in &prefixes {

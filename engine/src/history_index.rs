@@ -166,7 +166,7 @@ pub(crate) fn prune_group_keys(
     let pruned = ScanRange::between(&group_bound(prefix, 0), &group_bound(prefix, through + 1));
     for item in engine.scan(keyspace, pruned, Direction::Forward)? {
         let (key, _) = item?;
-        batch.delete(keyspace, &key);
+        batch.delete(keyspace, key);
     }
     let kept = ScanRange::between(
         &group_bound(prefix, through + 1),
@@ -182,7 +182,7 @@ pub(crate) fn prune_group_keys(
         if revisions.first().is_some_and(|&r| r <= through) {
             let kept: Vec<u64> = revisions.into_iter().filter(|&r| r > through).collect();
             let (key, value) = group_entry(prefix, &kept);
-            batch.put(keyspace, &key, &value);
+            batch.put(keyspace, key, value);
         }
     }
     Ok(())
@@ -222,7 +222,7 @@ fn index_through(
         let mut batch = WriteBatch::new();
         for ((index_keyspace, prefix), revisions) in &groups {
             let (key, value) = group_entry(prefix, revisions);
-            batch.put(*index_keyspace, &key, &value);
+            batch.put(*index_keyspace, key, value);
         }
         // A short chunk reached `through` (events pruned meanwhile leave gaps: the mark
         // moves past them).

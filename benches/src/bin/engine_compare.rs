@@ -91,7 +91,7 @@ fn batch(engine: &dyn Engine, workload: &Workload, n: u64) -> WriteBatch {
         let value = vec![0x5A; *bytes];
         for _ in 0..*count {
             let key = engine::keys::KeyBuilder::new().u64(n).u32(part).finish();
-            batch.put(data, key, &value);
+            batch.put(data, key, value.as_slice());
             part += 1;
         }
     }

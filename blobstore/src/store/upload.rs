@@ -517,7 +517,7 @@ impl Store {
                 };
                 batch.put(ks.blobs, hash.0, meta.encode());
                 if let Some(bytes) = &inline_bytes {
-                    batch.put(ks.inline, hash.0, bytes);
+                    batch.put(ks.inline, hash.0, bytes.as_slice());
                 }
                 batch.counter_add(ks.stats, keys::global_stat(keys::STAT_BLOBS), 1);
                 batch.counter_add(ks.stats, keys::global_stat(keys::STAT_STORED), as_i64(size));

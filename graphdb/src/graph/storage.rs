@@ -186,7 +186,7 @@ pub fn persist_dirty(ks: &Keyspaces, ns: u32, state: &mut State, batch: &mut Wri
                 buf.clear();
                 anc.serialize_into(&mut buf)
                     .expect("writing to a Vec cannot fail");
-                batch.put(ks.closure, key, &buf);
+                batch.put(ks.closure, key, buf.as_slice());
             }
             _ => batch.delete(ks.closure, key),
         }
@@ -202,7 +202,7 @@ pub fn persist_dirty(ks: &Keyspaces, ns: u32, state: &mut State, batch: &mut Wri
                 .set
                 .serialize_into(&mut buf)
                 .expect("writing to a Vec cannot fail");
-            batch.put(ks.meta, hubs_key(ns), &buf);
+            batch.put(ks.meta, hubs_key(ns), buf);
         }
     }
     state.dirty.clear();

@@ -203,7 +203,11 @@ impl GraphStore {
                     reason: "namespace counter out of range",
                 })?;
                 let mut batch = WriteBatch::new();
-                batch.put(self.ks.meta, &key, storage::encode_namespace(id, kind));
+                batch.put(
+                    self.ks.meta,
+                    key.as_slice(),
+                    storage::encode_namespace(id, kind),
+                );
                 batch.counter_add(self.ks.meta, counter, 1);
                 self.committer.commit(batch)?;
                 (id, kind)
