@@ -49,6 +49,18 @@ pub(crate) fn commit_error(error: CommitError) -> ApiError {
             "conflicting_parents",
             format!("commit #{index} ({commit}) is already known with other parents; nothing was written"),
         ),
+        CommitError::IdLength {
+            index,
+            commit,
+            expected,
+            ..
+        } => ApiError::bad_request(
+            "bad_commits",
+            format!(
+                "commit #{index} ({commit}) is not a {expected}-byte id like the repository's \
+                 (SHA-1 and SHA-256 ids do not mix); nothing was written"
+            ),
+        ),
         CommitError::Import { input, line, error } => {
             ApiError::bad_request("bad_import", format!("{input} line {line}: {error}"))
                 .with_detail("line", json!(line))

@@ -715,6 +715,18 @@ async fn directory_bad_input_table() {
             "conflicting_parents",
         ),
         (
+            "a SHA-256 commit pushed to a SHA-1 repository",
+            req(M::POST, "/repos/r/commits").body(format!("{}\n", "e".repeat(64))),
+            400,
+            "bad_commits",
+        ),
+        (
+            "a SHA-256 import into a SHA-1 repository (found by directory_http)",
+            req(M::POST, "/import/repos/r").body(format!("{}\n", "e".repeat(64))),
+            400,
+            "bad_commits",
+        ),
+        (
             "pushed commits not UTF-8",
             req(M::POST, "/repos/r/commits").body(vec![0xff, b'\n']),
             400,
