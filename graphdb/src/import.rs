@@ -394,6 +394,7 @@ pub fn parse_teams(reader: impl BufRead) -> Result<Vec<TeamRow>, ImportError> {
                     TeamRow::Edge {
                         team, member, kind, ..
                     } => edge_hash(&hasher, team, member, kind),
+                    // Only edge rows are in the table.
                     _ => 0,
                 };
                 seen.insert_unique(hash, rows.len(), rehash);
