@@ -379,8 +379,9 @@ pub(crate) struct Recorder<'a> {
     namespace: &'a str,
     actor: &'a str,
     time_us: i64,
-    /// Each event with the names it is indexed under as an object.
-    events: Vec<(Change, Vec<String>)>,
+    /// The events; the objects each is indexed under are its own names
+    /// ([`Recorder::objects`]).
+    events: Vec<Change>,
 }
 
 impl<'a> Recorder<'a> {
@@ -412,12 +413,12 @@ impl<'a> Recorder<'a> {
             NodeKind::Leaf => self.kind_for(K::PersonCreated, K::PackageCreated, K::LeafCreated),
         };
         let change = self.change(change_kind).with_node(name, kind);
-        self.events.push((change, vec![name.to_owned()]));
+        self.events.push(change);
     }
 
     /// Marks the group just created as allowing cycles.
     pub(crate) fn cycles_allowed(&mut self) {
-        if let Some((change, _)) = self.events.last_mut() {
+        if let Some(change) = self.events.last_mut() {
             change.cycles = Some("allow".to_owned());
         }
     }
@@ -430,7 +431,7 @@ impl<'a> Recorder<'a> {
         };
         let mut change = self.change(change_kind).with_node(name, kind);
         change.edges = Some(edges);
-        self.events.push((change, vec![name.to_owned()]));
+        self.events.push(change);
     }
 
     /// A membership edge `member -> group` went from `before` to `after` (`None`: absent),
@@ -468,8 +469,7 @@ impl<'a> Recorder<'a> {
             labels[0]
         };
         change.label = label.map(str::to_owned);
-        self.events
-            .push((change, vec![group.to_owned(), member.to_owned()]));
+        self.events.push(change);
     }
 
     /// A relation `holder -(relation)-> target` went from `before` to `after` (the outer
@@ -500,8 +500,7 @@ impl<'a> Recorder<'a> {
         change.relation = Some(relation.to_owned());
         change.before = state(before);
         change.after = state(after);
-        self.events
-            .push((change, vec![target.to_owned(), holder.to_owned()]));
+        self.events.push(change);
     }
 
     pub(crate) fn import(&mut self, nodes: u64, edges: u64) {
@@ -510,7 +509,7 @@ impl<'a> Recorder<'a> {
         let mut change = self.change(kind);
         change.nodes = Some(nodes);
         change.edges = Some(edges);
-        self.events.push((change, Vec::new()));
+        self.events.push(change);
     }
 
     /// The log entries: each event in its stored form ([`crate::event_codec`]), indexed
@@ -523,20 +522,31 @@ impl<'a> Recorder<'a> {
         let actor = actor_history_key(self.actor);
         let objects_indexed = self.namespace == TEAMS;
         self.events
-            .into_iter()
-            .map(|(change, objects)| {
-                let payload = crate::event_codec::encode(&change);
+            .iter()
+            .map(|change| {
+                let payload = crate::event_codec::encode(change);
                 let mut entry = LogEntry::new(payload);
-                if !(objects_indexed && objects.iter().any(|o| o == self.actor)) {
+                let objects = Recorder::objects(change);
+                if !(objects_indexed && objects.iter().flatten().any(|&o| o == self.actor)) {
                     entry = entry.index(history, actor.clone());
                 }
                 if objects_indexed {
-                    for object in objects {
-                        entry = entry.index(history, object_history_key(self.namespace, &object));
+                    for object in objects.into_iter().flatten() {
+                        entry = entry.index(history, object_history_key(self.namespace, object));
                     }
                 }
                 entry
             })
             .collect()
+    }
+
+    /// The objects an event is indexed under: the node created or removed, or the group
+    /// (target) and member (holder) of a membership (relation); none for an import. Read
+    /// from the event itself, so that recording does not copy its names once more.
+    fn objects(change: &Change) -> [Option<&str>; 2] {
+        match change.node() {
+            Some((name, _)) => [Some(name), None],
+            None => [change.group_name(), change.member_name()],
+        }
     }
 }
