@@ -78,7 +78,7 @@ pub mod testing;
 
 use std::fmt;
 
-pub use batch::{BatchOp, IntoBytes, WriteBatch};
+pub use batch::{BatchOp, Ops, WriteBatch};
 pub use changelog::{Appended, Chain, ChangeLog, Enqueued, FeedError, LogEntry, WriteStats};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Backend, EngineConfig, PostgresConfig};

@@ -199,14 +199,8 @@ impl Engine for MemEngine {
         self.poison.check(Backend::Memory, Path::new(""))?;
         // Resolve every keyspace first, so that a bad handle changes nothing.
         let mut resolved = Vec::with_capacity(batch.len());
-        for op in batch.into_ops() {
-            let keyspace = match &op {
-                BatchOp::Put { keyspace, .. }
-                | BatchOp::Delete { keyspace, .. }
-                | BatchOp::DeleteRange { keyspace, .. }
-                | BatchOp::CounterAdd { keyspace, .. } => *keyspace,
-            };
-            resolved.push((self.name(keyspace)?.to_string(), op));
+        for op in batch.ops() {
+            resolved.push((self.name(op.keyspace())?.to_string(), op));
         }
         let mut guard = self.tables.lock().unwrap_or_else(|e| e.into_inner());
         // Mutate in place (a keyspace is copied only if a snapshot shares it) and keep an undo
@@ -218,17 +212,19 @@ impl Engine for MemEngine {
             let table = Arc::make_mut(tables.entry(name.clone()).or_default());
             match op {
                 BatchOp::Put { key, value, .. } => {
-                    let old = table.insert(key.clone(), value);
-                    undo.push((name, key, old));
+                    let old = table.insert(key.to_vec(), value.to_vec());
+                    undo.push((name, key.to_vec(), old));
                 }
                 BatchOp::Delete { key, .. } => {
-                    let old = table.remove(&key);
-                    undo.push((name, key, old));
+                    let old = table.remove(key);
+                    undo.push((name, key.to_vec(), old));
                 }
                 BatchOp::DeleteRange { start, end, .. } => {
                     if start < end {
-                        let doomed: Vec<Vec<u8>> =
-                            table.range(start..end).map(|(k, _)| k.clone()).collect();
+                        let doomed: Vec<Vec<u8>> = table
+                            .range(start.to_vec()..end.to_vec())
+                            .map(|(k, _)| k.clone())
+                            .collect();
                         for key in doomed {
                             let old = table.remove(&key);
                             undo.push((name.clone(), key, old));
@@ -236,16 +232,16 @@ impl Engine for MemEngine {
                     }
                 }
                 BatchOp::CounterAdd { key, delta, .. } => {
-                    let existing = table.get(&key);
+                    let existing = table.get(key);
                     match counter::add(existing.map(Vec::as_slice), delta) {
                         Some(value) => {
-                            let old = table.insert(key.clone(), counter::encode(value).to_vec());
-                            undo.push((name, key, old));
+                            let old = table.insert(key.to_vec(), counter::encode(value).to_vec());
+                            undo.push((name, key.to_vec(), old));
                         }
                         None => {
                             failure = Some(Error::CorruptCounter {
                                 len: existing.map_or(0, Vec::len),
-                                key,
+                                key: key.to_vec(),
                             });
                             break;
                         }

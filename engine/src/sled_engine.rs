@@ -184,7 +184,7 @@ impl SledEngine {
     /// The final state of every key the batch touches, computed against the current trees.
     fn resolve(&self, batch: WriteBatch) -> Result<Overlay> {
         let mut overlay = Overlay::new();
-        for op in batch.into_ops() {
+        for op in batch.ops() {
             match op {
                 BatchOp::Put {
                     keyspace,
@@ -192,11 +192,11 @@ impl SledEngine {
                     value,
                 } => {
                     self.tree(keyspace)?;
-                    overlay.insert((keyspace.index(), key), Some(value));
+                    overlay.insert((keyspace.index(), key.to_vec()), Some(value.to_vec()));
                 }
                 BatchOp::Delete { keyspace, key } => {
                     self.tree(keyspace)?;
-                    overlay.insert((keyspace.index(), key), None);
+                    overlay.insert((keyspace.index(), key.to_vec()), None);
                 }
                 BatchOp::DeleteRange {
                     keyspace,
@@ -207,7 +207,7 @@ impl SledEngine {
                         self.tree(keyspace)?;
                         continue;
                     }
-                    let stored = self.tree(keyspace)?.range(start.clone()..end.clone());
+                    let stored = self.tree(keyspace)?.range(start..end);
                     let mut doomed = Vec::new();
                     for item in stored {
                         doomed.push(item.map_err(|e| self.error("scan", e))?.0.to_vec());
@@ -215,7 +215,7 @@ impl SledEngine {
                     let index = keyspace.index();
                     doomed.extend(
                         overlay
-                            .range((index, start)..(index, end))
+                            .range((index, start.to_vec())..(index, end.to_vec()))
                             .map(|((_, key), _)| key.clone()),
                     );
                     for key in doomed {
@@ -227,7 +227,7 @@ impl SledEngine {
                     key,
                     delta,
                 } => {
-                    let slot = (keyspace.index(), key);
+                    let slot = (keyspace.index(), key.to_vec());
                     let existing = match overlay.get(&slot) {
                         Some(value) => value.clone(),
                         None => self.read(keyspace, &slot.1)?,

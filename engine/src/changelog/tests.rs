@@ -222,7 +222,6 @@ impl Engine for RefusingEngine {
     fn write(&self, batch: WriteBatch, durability: crate::Durability) -> crate::Result<()> {
         let bad = batch
             .ops()
-            .iter()
             .any(|op| matches!(op, crate::BatchOp::Put { key, .. } if key == b"bad"));
         if bad {
             return Err(crate::Error::Fenced {

@@ -29,18 +29,10 @@ pub(super) enum Failure {
     Common(Error),
 }
 
-fn op_bytes(op: &BatchOp) -> usize {
-    match op {
-        BatchOp::Put { key, value, .. } => key.len() + value.len(),
-        BatchOp::Delete { key, .. } | BatchOp::CounterAdd { key, .. } => key.len(),
-        BatchOp::DeleteRange { start, end, .. } => start.len() + end.len(),
-    }
-}
-
 /// A batch waiting to be written.
 struct Entry {
     id: u64,
-    ops: Vec<BatchOp>,
+    batch: WriteBatch,
     durability: Durability,
 }
 
@@ -48,7 +40,7 @@ struct Entry {
 enum Outcome {
     Done(Result<()>),
     /// The combined transaction failed for its content: write the batch on its own.
-    Alone(Vec<BatchOp>, Durability),
+    Alone(WriteBatch, Durability),
 }
 
 #[derive(Default)]
@@ -93,15 +85,15 @@ impl Drop for Leader<'_> {
 }
 
 impl PgEngine {
-    /// Writes `ops` in a transaction shared with the batches queued with it.
-    pub(super) fn write_combined(&self, ops: Vec<BatchOp>, durability: Durability) -> Result<()> {
+    /// Writes `batch` in a transaction shared with the batches queued with it.
+    pub(super) fn write_combined(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
         let combiner = &self.combiner;
         let mut queue = combiner.queue.lock().unwrap_or_else(|e| e.into_inner());
         let id = queue.next_id;
         queue.next_id += 1;
         queue.waiting.push_back(Entry {
             id,
-            ops,
+            batch,
             durability,
         });
         loop {
@@ -109,7 +101,7 @@ impl PgEngine {
                 drop(queue);
                 return match outcome {
                     Outcome::Done(result) => result,
-                    Outcome::Alone(ops, durability) => self.write_alone(&ops, durability),
+                    Outcome::Alone(batch, durability) => self.write_alone(&batch, durability),
                 };
             }
             if queue.leading {
@@ -125,13 +117,13 @@ impl PgEngine {
             let mut group = Vec::new();
             let (mut ops, mut bytes) = (0, 0);
             while let Some(entry) = queue.waiting.front() {
-                let size = entry.ops.iter().map(op_bytes).sum::<usize>();
+                let size = entry.batch.size();
                 if !group.is_empty()
-                    && (ops + entry.ops.len() > GROUP_OPS || bytes + size > GROUP_BYTES)
+                    && (ops + entry.batch.len() > GROUP_OPS || bytes + size > GROUP_BYTES)
                 {
                     break;
                 }
-                ops += entry.ops.len();
+                ops += entry.batch.len();
                 bytes += size;
                 group.extend(queue.waiting.pop_front());
             }
@@ -160,7 +152,7 @@ impl PgEngine {
         if let [entry] = group.as_slice() {
             return vec![(
                 entry.id,
-                Outcome::Done(self.write_alone(&entry.ops, entry.durability)),
+                Outcome::Done(self.write_alone(&entry.batch, entry.durability)),
             )];
         }
         // One synced batch makes the transaction synced: a buffered writer is only made to
@@ -170,7 +162,7 @@ impl PgEngine {
         } else {
             Durability::Buffered
         };
-        let result = match Plan::new(group.iter().flat_map(|e| &e.ops)) {
+        let result = match Plan::new(group.iter().flat_map(|e| e.batch.ops())) {
             Ok(plan) => self.run(&plan, durability),
             Err(error) => Err(Failure::Content(error)),
         };
@@ -181,7 +173,7 @@ impl PgEngine {
                 .collect(),
             Err(Failure::Content(_)) => group
                 .into_iter()
-                .map(|e| (e.id, Outcome::Alone(e.ops, e.durability)))
+                .map(|e| (e.id, Outcome::Alone(e.batch, e.durability)))
                 .collect(),
             Err(Failure::Common(error)) => group
                 .into_iter()
@@ -190,10 +182,10 @@ impl PgEngine {
         }
     }
 
-    /// Writes `ops` in a transaction of their own.
-    pub(super) fn write_alone(&self, ops: &[BatchOp], durability: Durability) -> Result<()> {
+    /// Writes `batch` in a transaction of its own.
+    pub(super) fn write_alone(&self, batch: &WriteBatch, durability: Durability) -> Result<()> {
         self.poison.check(Backend::Postgres, &self.label)?;
-        let plan = Plan::new(ops)?;
+        let plan = Plan::new(batch.ops())?;
         self.run(&plan, durability)
             .map_err(|failure| match failure {
                 Failure::Content(error) | Failure::Common(error) => error,

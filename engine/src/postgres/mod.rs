@@ -590,22 +590,15 @@ impl Engine for PgEngine {
 
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
         self.poison.check(Backend::Postgres, &self.label)?;
-        let ops = batch.into_ops();
-        for op in &ops {
-            let keyspace = match op {
-                BatchOp::Put { keyspace, .. }
-                | BatchOp::Delete { keyspace, .. }
-                | BatchOp::DeleteRange { keyspace, .. }
-                | BatchOp::CounterAdd { keyspace, .. } => *keyspace,
-            };
-            self.table(keyspace)?;
+        for op in batch.ops() {
+            self.table(op.keyspace())?;
         }
         // An empty batch (a flush) is never combined: it is not fenced, and must not be
         // refused for another batch's fence.
-        if ops.is_empty() {
-            return self.write_alone(&ops, durability);
+        if batch.is_empty() {
+            return self.write_alone(&batch, durability);
         }
-        self.write_combined(ops, durability)
+        self.write_combined(batch, durability)
     }
 
     fn snapshot(&self) -> Result<Box<dyn ReadView + '_>> {

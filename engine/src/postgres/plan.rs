@@ -54,7 +54,7 @@ impl Plan {
     /// # Errors
     /// `Error::CorruptCounter` for a counter add on a value of the batch's own that is not 8
     /// bytes.
-    pub(super) fn new<'a>(ops: impl IntoIterator<Item = &'a BatchOp>) -> Result<Plan> {
+    pub(super) fn new<'a>(ops: impl IntoIterator<Item = BatchOp<'a>>) -> Result<Plan> {
         let mut plan = Plan::default();
         for op in ops {
             match op {
@@ -63,14 +63,14 @@ impl Plan {
                     key,
                     value,
                 } => {
-                    plan.table(*keyspace)
+                    plan.table(keyspace)
                         .keys
-                        .insert(key.clone(), Effect::Put(value.clone()));
+                        .insert(key.to_vec(), Effect::Put(value.to_vec()));
                 }
                 BatchOp::Delete { keyspace, key } => {
-                    plan.table(*keyspace)
+                    plan.table(keyspace)
                         .keys
-                        .insert(key.clone(), Effect::Delete);
+                        .insert(key.to_vec(), Effect::Delete);
                 }
                 BatchOp::DeleteRange {
                     keyspace,
@@ -78,17 +78,17 @@ impl Plan {
                     end,
                 } => {
                     if start < end {
-                        let table = plan.table(*keyspace);
+                        let table = plan.table(keyspace);
                         // What the batch wrote in the range before is gone with the range.
                         let doomed: Vec<Vec<u8>> = table
                             .keys
-                            .range(start.clone()..end.clone())
+                            .range(start.to_vec()..end.to_vec())
                             .map(|(k, _)| k.clone())
                             .collect();
                         for key in doomed {
                             table.keys.remove(&key);
                         }
-                        table.ranges.push((start.clone(), end.clone()));
+                        table.ranges.push((start.to_vec(), end.to_vec()));
                     }
                 }
                 BatchOp::CounterAdd {
@@ -96,25 +96,23 @@ impl Plan {
                     key,
                     delta,
                 } => {
-                    let table = plan.table(*keyspace);
+                    let table = plan.table(keyspace);
                     let effect = match table.keys.get(key) {
-                        Some(Effect::Put(value)) => match counter::add(Some(value), *delta) {
+                        Some(Effect::Put(value)) => match counter::add(Some(value), delta) {
                             Some(sum) => Effect::Put(counter::encode(sum).to_vec()),
                             None => {
                                 return Err(Error::CorruptCounter {
-                                    key: key.clone(),
+                                    key: key.to_vec(),
                                     len: value.len(),
                                 })
                             }
                         },
-                        Some(Effect::Delete) => Effect::Put(counter::encode(*delta).to_vec()),
-                        Some(Effect::Add(before)) => Effect::Add(before.wrapping_add(*delta)),
-                        None if table.in_range(key) => {
-                            Effect::Put(counter::encode(*delta).to_vec())
-                        }
-                        None => Effect::Add(*delta),
+                        Some(Effect::Delete) => Effect::Put(counter::encode(delta).to_vec()),
+                        Some(Effect::Add(before)) => Effect::Add(before.wrapping_add(delta)),
+                        None if table.in_range(key) => Effect::Put(counter::encode(delta).to_vec()),
+                        None => Effect::Add(delta),
                     };
-                    table.keys.insert(key.clone(), effect);
+                    table.keys.insert(key.to_vec(), effect);
                 }
             }
         }

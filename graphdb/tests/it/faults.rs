@@ -139,7 +139,7 @@ fn a_refused_write_refuses_the_writes_queued_behind_it_and_memory_stays_the_engi
     let engine = Arc::new(RefusingEngine::new(
         root.reopen(graphdb::KEYSPACES),
         Box::new(|_, batch| {
-            let refused = batch.ops().iter().any(|op| {
+            let refused = batch.ops().any(|op| {
                 matches!(op, engine::BatchOp::Put { value, .. }
                     if value.windows(NEEDLE.len()).any(|w| w == NEEDLE))
             });
