@@ -156,10 +156,17 @@ async fn send(router: &Router, call: Call) -> (Answer, Vec<u8>) {
         .await
         .unwrap_or_else(|e| match e {});
     let status = response.status();
-    let is_json = response
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    // A file's bytes (a download: 200 or 206 with a `Content-Disposition`) carry the type
+    // its uploader gave, which may be `application/json` over any bytes, or a range of them.
+    let file_content = status.is_success()
+        && response
+            .headers()
+            .contains_key(http::header::CONTENT_DISPOSITION);
+    let is_json = !file_content
+        && response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     let bytes = response
         .into_body()
         .collect()
