@@ -551,7 +551,9 @@ impl Store {
             batch.put(ks.expiry, keys::expiry(expires, id), []);
         }
         let bucket_blob = keys::bucket_blob(bucket, &hash);
-        if self.counter(ks.bucket_blobs, &bucket_blob)? <= 0 {
+        // A bucket holds no file of a blob the store does not have (GC removes a blob only
+        // once no file refers to it), so a new blob needs no read to know it is new here.
+        if !deduplicated || self.counter(ks.bucket_blobs, &bucket_blob)? <= 0 {
             batch.counter_add(
                 ks.stats,
                 keys::bucket_stat(bucket, keys::STAT_UNIQUE),

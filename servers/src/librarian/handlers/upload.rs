@@ -104,6 +104,10 @@ pub(crate) async fn upload(
     }
 
     if let Some(len) = content_length.filter(|&len| len <= state.store.inline_threshold() as u64) {
+        // Read whole before the store sees it, so nothing is gained by refusing it early:
+        // the commit's check under the bucket's lock is the one that counts (an engine read
+        // fewer per small upload).
+        request.declared_length = None;
         return upload_whole(state, actor, request, body, len).await;
     }
 
