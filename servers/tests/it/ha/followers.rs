@@ -389,22 +389,6 @@ async fn librarian_followers_on(scratch: &PgScratch, keep: &Keep) {
     }
 }
 
-/// The instance among `addrs` whose `/health/writer` answers 200 (20 s at most; never two).
-fn writer_among(addrs: &[String]) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let leading: Vec<usize> = (0..addrs.len())
-            .filter(|i| writer_status(&addrs[*i]) == 200)
-            .collect();
-        assert!(leading.len() < 2, "two writers: {leading:?}");
-        if let [one] = leading[..] {
-            return one;
-        }
-        assert!(Instant::now() < deadline, "no writer");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_follower_promoted_after_the_leaders_sigkill_serves_every_acknowledged_write() {
     if skip(Backend::Postgres) {
@@ -412,18 +396,7 @@ fn a_follower_promoted_after_the_leaders_sigkill_serves_every_acknowledged_write
     }
     let scratch = PgScratch::new();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("directory.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlease_ttl_ms = 900\n[store]\nbackend = \"postgres\"\n[store.postgres]\nurl = {:?}\nschema = {:?}\n",
-            scratch.url(),
-            scratch.schema()
-        ),
-    )
-    .unwrap();
-    let mut running: Vec<(std::process::Child, String)> =
-        (0..3).map(|_| serve_directory(&config)).collect();
+    let (_config, mut running) = three_directory_processes(&scratch, dir.path());
     let addrs: Vec<String> = running.iter().map(|(_, addr)| addr.clone()).collect();
     let leading = writer_among(&addrs);
     let url = |addr: &str, path: &str| format!("http://{addr}{path}");

@@ -561,14 +561,13 @@ fn serve_directory(config: &std::path::Path) -> (std::process::Child, String) {
     (child, addr)
 }
 
-#[test]
-fn directory_processes_hand_the_writer_over_on_sigterm_and_sigkill() {
-    if skip(Backend::Postgres) {
-        return;
-    }
-    let scratch = PgScratch::new();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("directory.toml");
+/// Three `directory` processes on one PostgreSQL schema (a 900 ms writer lease), and the
+/// configuration file they read (written into `dir`), for starting more.
+fn three_directory_processes(
+    scratch: &PgScratch,
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, Vec<(std::process::Child, String)>) {
+    let config = dir.join("directory.toml");
     std::fs::write(
         &config,
         format!(
@@ -578,21 +577,37 @@ fn directory_processes_hand_the_writer_over_on_sigterm_and_sigkill() {
         ),
     )
     .unwrap();
-    let mut running: Vec<(std::process::Child, String)> =
-        (0..3).map(|_| serve_directory(&config)).collect();
-    let leader_of = |running: &[(std::process::Child, String)]| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let leading: Vec<usize> = (0..running.len())
-                .filter(|i| writer_status(&running[*i].1) == 200)
-                .collect();
-            assert!(leading.len() < 2, "two writers: {leading:?}");
-            if let [one] = leading[..] {
-                return one;
-            }
-            assert!(Instant::now() < deadline, "no writer");
-            std::thread::sleep(Duration::from_millis(20));
+    let running = (0..3).map(|_| serve_directory(&config)).collect();
+    (config, running)
+}
+
+/// The instance among `addrs` whose `/health/writer` answers 200 (20 s at most; never two).
+fn writer_among(addrs: &[String]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let leading: Vec<usize> = (0..addrs.len())
+            .filter(|i| writer_status(&addrs[*i]) == 200)
+            .collect();
+        assert!(leading.len() < 2, "two writers: {leading:?}");
+        if let [one] = leading[..] {
+            return one;
         }
+        assert!(Instant::now() < deadline, "no writer");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn directory_processes_hand_the_writer_over_on_sigterm_and_sigkill() {
+    if skip(Backend::Postgres) {
+        return;
+    }
+    let scratch = PgScratch::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, mut running) = three_directory_processes(&scratch, dir.path());
+    let leader_of = |running: &[(std::process::Child, String)]| {
+        let addrs: Vec<String> = running.iter().map(|(_, addr)| addr.clone()).collect();
+        writer_among(&addrs)
     };
     for round in 0..2 {
         let leading = leader_of(&running);
