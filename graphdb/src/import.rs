@@ -22,16 +22,18 @@
 //! stage and would replace only `fields` (figures in DESIGN.md, "TSV formats").
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::io::{BufRead, Write};
 
-use hashbrown::HashTable;
-
 use crate::graph::{
-    validate_name, validate_relation, BulkLoad, EdgeKind, Namespace, NodeKind, Role,
+    validate_name, BulkEdge, BulkKind, BulkLoad, EdgeKind, Namespace, NodeKind, Role,
 };
 use crate::packagesets::SetItem;
 use crate::{Error, Result};
+
+mod team_file;
+
+pub(crate) use team_file::load_teams;
+pub use team_file::{parse_teams, parse_teams_str, TeamFile, TeamRow};
 
 /// The header of a team TSV file.
 pub const TEAMS_HEADER: &str = "team\tmember\trole\texpires";
@@ -134,6 +136,12 @@ pub enum LineProblem {
         /// The configured limit.
         limit: usize,
     },
+    /// The file names more distinct persons and teams than an import can number.
+    #[error("more than {limit} distinct names")]
+    TooManyNames {
+        /// The limit.
+        limit: usize,
+    },
     /// The same edge twice.
     #[error("duplicate of line {first}")]
     Duplicate {
@@ -158,49 +166,6 @@ pub(crate) fn cut(s: &str) -> String {
         end -= 1;
     }
     s[..end].to_owned()
-}
-
-/// One row of a team file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TeamRow {
-    /// A membership or relation edge.
-    Edge {
-        /// The line number.
-        line: usize,
-        /// The team (or the relation's target).
-        team: String,
-        /// The member (or the relation's holder).
-        member: String,
-        /// The role or relation.
-        kind: EdgeKind,
-        /// The expiry.
-        expires: Option<i64>,
-    },
-    /// `T\t\t\t`.
-    Team {
-        /// The line number.
-        line: usize,
-        /// The team.
-        name: String,
-    },
-    /// `\tP\t\t`.
-    Person {
-        /// The line number.
-        line: usize,
-        /// The person.
-        name: String,
-    },
-}
-
-impl TeamRow {
-    /// The line the row was read from.
-    pub fn line(&self) -> usize {
-        match self {
-            TeamRow::Edge { line, .. }
-            | TeamRow::Team { line, .. }
-            | TeamRow::Person { line, .. } => *line,
-        }
-    }
 }
 
 /// One row of a package-set file.
@@ -306,6 +271,11 @@ pub(crate) fn fields<const N: usize>(text: &str) -> Result<[&str; N], LineProble
 }
 
 pub(crate) fn name(field: &str) -> Result<String, LineProblem> {
+    checked_name(field).map(str::to_owned)
+}
+
+/// `field`, if it is a valid name.
+fn checked_name(field: &str) -> Result<&str, LineProblem> {
     validate_name(field).map_err(|e| LineProblem::BadName {
         name: cut(field),
         reason: match e {
@@ -313,7 +283,7 @@ pub(crate) fn name(field: &str) -> Result<String, LineProblem> {
             other => other.to_string(),
         },
     })?;
-    Ok(field.to_owned())
+    Ok(field)
 }
 
 fn expires(field: &str) -> Result<Option<i64>, LineProblem> {
@@ -328,116 +298,6 @@ fn expires(field: &str) -> Result<Option<i64>, LineProblem> {
         .parse::<i64>()
         .map(Some)
         .map_err(|_| LineProblem::BadExpiry { value: cut(field) })
-}
-
-/// Parses a team file.
-///
-/// # Errors
-/// [`ImportError`] naming the first bad line; duplicates and person/team conflicts included.
-pub fn parse_teams(reader: impl BufRead) -> Result<Vec<TeamRow>, ImportError> {
-    let mut rows: Vec<TeamRow> = Vec::new();
-    // Each edge row's index in `rows`, by (team, member, kind key): a duplicate is found
-    // without another copy of its names (a map keyed by owned names held every name of an
-    // 880,000-edge import twice more: the parse's resident size fell from about 515 to
-    // 390 MB without it, graphdb/DESIGN.md "The import's peak").
-    let mut seen: HashTable<usize> = HashTable::new();
-    let hasher = RandomState::new();
-    for_each_line(reader, TEAMS_HEADER, |line, text| {
-        let [team, member, role, exp] = fields::<4>(text)?;
-        let row = match (team.is_empty(), member.is_empty()) {
-            (true, true) => return Err(LineProblem::BadDeclaration("no team and no member")),
-            (false, true) | (true, false) if !role.is_empty() || !exp.is_empty() => {
-                return Err(LineProblem::BadDeclaration(
-                    "a declaration row has no role and no expiry",
-                ))
-            }
-            (false, true) => TeamRow::Team {
-                line,
-                name: name(team)?,
-            },
-            (true, false) => TeamRow::Person {
-                line,
-                name: name(member)?,
-            },
-            (false, false) => {
-                let kind = match role.parse::<Role>() {
-                    Ok(r) => EdgeKind::Membership(r),
-                    Err(()) => {
-                        validate_relation(role).map_err(|e| LineProblem::BadRole {
-                            role: cut(role),
-                            reason: match e {
-                                Error::InvalidRelation { reason, .. } => reason.to_owned(),
-                                other => other.to_string(),
-                            },
-                        })?;
-                        EdgeKind::Relation(role.to_owned())
-                    }
-                };
-                let team = name(team)?;
-                let member = name(member)?;
-                let hash = edge_hash(&hasher, &team, &member, &kind);
-                let same = |&i: &usize| match &rows[i] {
-                    TeamRow::Edge {
-                        team: t,
-                        member: m,
-                        kind: k,
-                        ..
-                    } => *t == team && *m == member && same_kind_key(k, &kind),
-                    _ => false,
-                };
-                if let Some(&first) = seen.find(hash, same) {
-                    return Err(LineProblem::Duplicate {
-                        first: rows[first].line(),
-                    });
-                }
-                let rehash = |&i: &usize| match &rows[i] {
-                    TeamRow::Edge {
-                        team, member, kind, ..
-                    } => edge_hash(&hasher, team, member, kind),
-                    // Only edge rows are in the table.
-                    _ => 0,
-                };
-                seen.insert_unique(hash, rows.len(), rehash);
-                TeamRow::Edge {
-                    line,
-                    team,
-                    member,
-                    kind,
-                    expires: expires(exp)?,
-                }
-            }
-        };
-        rows.push(row);
-        Ok(())
-    })?;
-    Ok(rows)
-}
-
-/// The hash of an edge row's key: membership edges are keyed by pair whatever their role,
-/// relations by pair and name.
-fn edge_hash(hasher: &RandomState, team: &str, member: &str, kind: &EdgeKind) -> u64 {
-    let relation = match kind {
-        EdgeKind::Membership(_) => None,
-        EdgeKind::Relation(r) => Some(r.as_str()),
-    };
-    hasher.hash_one((team, member, relation))
-}
-
-/// Whether two edge kinds have the same key (see [`edge_hash`]).
-fn same_kind_key(a: &EdgeKind, b: &EdgeKind) -> bool {
-    match (a, b) {
-        (EdgeKind::Membership(_), EdgeKind::Membership(_)) => true,
-        (EdgeKind::Relation(x), EdgeKind::Relation(y)) => x == y,
-        _ => false,
-    }
-}
-
-/// [`parse_teams`] over a string.
-///
-/// # Errors
-/// As for [`parse_teams`].
-pub fn parse_teams_str(text: &str) -> Result<Vec<TeamRow>, ImportError> {
-    parse_teams(text.as_bytes())
 }
 
 /// Parses a package-set file.
@@ -539,117 +399,20 @@ pub struct ImportSummary {
 fn apply(
     ns: &Namespace,
     actor: &str,
-    load: &BulkLoad,
+    load: BulkLoad,
     progress: Option<&dyn Fn(u64, u64)>,
 ) -> Result<ImportSummary> {
-    let total = load.edges.len() as u64;
+    let (nodes, edges) = (load.nodes.len() as u64, load.edges.len() as u64);
     let revision = ns.bulk(actor, load, &|done| {
         if let Some(progress) = progress {
-            progress(done, total);
+            progress(done, edges);
         }
     })?;
     Ok(ImportSummary {
-        nodes: load.nodes.len() as u64,
-        edges: load.edges.len() as u64,
+        nodes,
+        edges,
         revision,
     })
-}
-
-/// Loads parsed team rows into `ns`.
-pub(crate) fn load_teams(
-    ns: &Namespace,
-    actor: &str,
-    rows: &[TeamRow],
-    progress: Option<&dyn Fn(u64, u64)>,
-) -> Result<ImportSummary> {
-    let mut teams: HashMap<&str, ()> = HashMap::new();
-    for row in rows {
-        match row {
-            TeamRow::Edge {
-                team,
-                kind: EdgeKind::Membership(_),
-                ..
-            }
-            | TeamRow::Team { name: team, .. } => {
-                teams.insert(team, ());
-            }
-            _ => {}
-        }
-    }
-    let mut order: Vec<&str> = Vec::new();
-    let mut named: HashMap<&str, ()> = HashMap::new();
-    for row in rows {
-        let names: &[&str] = match row {
-            TeamRow::Edge { team, member, .. } => &[team, member],
-            TeamRow::Team { name, .. } | TeamRow::Person { name, .. } => &[name],
-        };
-        for &n in names {
-            if named.insert(n, ()).is_none() {
-                order.push(n);
-            }
-        }
-    }
-    let view = ns.view();
-    let kind_of = |n: &str| -> NodeKind {
-        if teams.contains_key(n) {
-            NodeKind::Group
-        } else {
-            view.id(n)
-                .and_then(|id| view.kind(id))
-                .unwrap_or(NodeKind::Leaf)
-        }
-    };
-    let mut load = BulkLoad::default();
-    // A declared person that the file also uses as a team is a conflict.
-    for row in rows {
-        if let TeamRow::Person { line, name } = row {
-            if teams.contains_key(name.as_str()) {
-                return Err(ImportError::Line {
-                    line: *line,
-                    problem: LineProblem::KindConflict {
-                        name: cut(name),
-                        first_kind: "team",
-                        first: team_line(rows, name),
-                    },
-                }
-                .into());
-            }
-        }
-    }
-    load.nodes = order.iter().map(|&n| (n, kind_of(n))).collect();
-    drop(view);
-    for row in rows {
-        if let TeamRow::Edge {
-            team,
-            member,
-            kind,
-            expires,
-            ..
-        } = row
-        {
-            load.edges.push((member, team, kind.clone(), *expires));
-        }
-    }
-    apply(ns, actor, &load, progress)
-}
-
-fn team_line(rows: &[TeamRow], name: &str) -> usize {
-    rows.iter()
-        .find_map(|row| match row {
-            TeamRow::Edge {
-                line,
-                team,
-                kind: EdgeKind::Membership(_),
-                ..
-            }
-            | TeamRow::Team { line, name: team }
-                if team == name =>
-            {
-                Some(*line)
-            }
-            _ => None,
-        })
-        .unwrap_or(0)
 }
 
 /// Loads parsed package-set rows into `ns`.
@@ -660,11 +423,18 @@ pub(crate) fn load_package_sets<'a>(
     progress: Option<&dyn Fn(u64, u64)>,
 ) -> Result<ImportSummary> {
     let mut load = BulkLoad::default();
-    let mut named: std::collections::HashSet<&str> = std::collections::HashSet::new();
-    let mut push = |load: &mut BulkLoad<'a>, n: &'a str, t: SetItem| {
-        if named.insert(n) {
-            load.nodes.push((n, t.kind()));
+    // Each name's index in `load.nodes`.
+    let mut named: HashMap<&str, u32> = HashMap::new();
+    let mut index = |load: &mut BulkLoad<'a>, n: &'a str, t: SetItem| -> Result<u32> {
+        if let Some(&i) = named.get(n) {
+            return Ok(i);
         }
+        let i = u32::try_from(load.nodes.len()).map_err(|_| Error::IdsExhausted {
+            namespace: ns.name().to_owned(),
+        })?;
+        named.insert(n, i);
+        load.nodes.push((n, t.kind()));
+        Ok(i)
     };
     for row in rows {
         match row {
@@ -674,17 +444,23 @@ pub(crate) fn load_package_sets<'a>(
                 item_type,
                 ..
             } => {
-                push(&mut load, set, SetItem::Set);
-                push(&mut load, item, *item_type);
-                load.edges
-                    .push((item, set, EdgeKind::Membership(Role::Member), None));
+                let group = index(&mut load, set, SetItem::Set)?;
+                let member = index(&mut load, item, *item_type)?;
+                load.edges.push(BulkEdge {
+                    member,
+                    group,
+                    kind: BulkKind::Membership(Role::Member),
+                    expires: None,
+                });
             }
             SetRow::Declare {
                 name, item_type, ..
-            } => push(&mut load, name, *item_type),
+            } => {
+                index(&mut load, name, *item_type)?;
+            }
         }
     }
-    apply(ns, actor, &load, progress)
+    apply(ns, actor, load, progress)
 }
 
 fn io(source: std::io::Error) -> Error {

@@ -361,8 +361,8 @@ impl Teams {
         reader: impl BufRead,
         progress: Option<&dyn Fn(u64, u64)>,
     ) -> Result<ImportSummary> {
-        let rows = import::parse_teams(reader)?;
-        import::load_teams(&self.ns, &self.actor, &rows, progress)
+        let file = import::parse_teams(reader)?;
+        import::load_teams(&self.ns, &self.actor, file, progress)
     }
 
     /// Writes every person, team and edge (expired ones included) as TSV that

@@ -8,7 +8,7 @@ use super::namespace::Namespace;
 use super::state::{active_at, State};
 use super::storage;
 use super::types::{
-    validate_label, validate_name, validate_relation, EdgeKind, NamespaceKind, NodeKind,
+    validate_label, validate_name, validate_relation, NamespaceKind, NodeKind, Role,
 };
 use crate::{Error, Result};
 
@@ -16,50 +16,42 @@ impl Namespace {
     /// Applies a bulk load: nodes first, then membership and relation edges (added or
     /// changed), validated entirely before anything changes, then one index update over
     /// everything below the new edges and one atomic batch. `progress` is told of each edge.
+    /// The load is freed before the batch is written (the engine then holds a copy of the
+    /// batch, and its memtable, at once: what an import's peak is made of).
     ///
     /// It records **one** event with the counts, not one per row; returns its revision.
-    pub(crate) fn bulk(&self, actor: &str, load: &BulkLoad, progress: &dyn Fn(u64)) -> Result<u64> {
+    pub(crate) fn bulk(&self, actor: &str, load: BulkLoad, progress: &dyn Fn(u64)) -> Result<u64> {
         for (name, _) in &load.nodes {
             validate_name(name)?;
         }
-        for (_, _, kind, _) in &load.edges {
-            if let EdgeKind::Relation(r) = kind {
-                validate_relation(r)?;
-            }
+        for relation in &load.relations {
+            validate_relation(relation)?;
         }
         for label in load.labels.iter().flatten() {
             validate_label(label)?;
         }
-        self.write(actor, |state, batch, events| {
+        self.write(actor, move |state, batch, events| {
             // Validation: kinds of existing nodes, edge ends, cycles.
-            let mut new_nodes: HashMap<&str, NodeKind> = HashMap::new();
+            let mut kinds = Vec::with_capacity(load.nodes.len());
             for (name, kind) in &load.nodes {
-                let found = match state.id(name) {
-                    Some(&id) => state.node(id).map(|n| n.kind),
-                    None => new_nodes.insert(name, *kind),
-                };
+                let found = state
+                    .id(name)
+                    .and_then(|&id| state.node(id))
+                    .map(|n| n.kind);
                 if let Some(found) = found.filter(|f| f != kind) {
                     return Err(self.wrong_kind(name, found, *kind));
                 }
+                kinds.push(*kind);
             }
-            let kind_of = |name: &str| -> Result<NodeKind> {
-                match state.id(name) {
-                    Some(&id) => Ok(state.node(id).map_or(NodeKind::Leaf, |n| n.kind)),
-                    None => new_nodes
-                        .get(name)
-                        .copied()
-                        .ok_or_else(|| self.unknown(name)),
-                }
-            };
-            for (member, group, kind, _) in &load.edges {
-                kind_of(member)?;
-                let g = kind_of(group)?;
-                if matches!(kind, EdgeKind::Membership(_)) && g != NodeKind::Group {
-                    return Err(self.wrong_kind(group, g, NodeKind::Group));
+            for edge in &load.edges {
+                let g = kinds[edge.group as usize];
+                if matches!(edge.kind, BulkKind::Membership(_)) && g != NodeKind::Group {
+                    return Err(self.wrong_kind(load.node(edge.group), g, NodeKind::Group));
                 }
             }
+            drop(kinds);
             if self.kind == NamespaceKind::Acyclic {
-                self.check_bulk_acyclic(state, load)?;
+                self.check_bulk_acyclic(state, &load)?;
             }
             // Interning labels changes nothing the index or the disk sees.
             let label_ids = load
@@ -82,8 +74,11 @@ impl Namespace {
             if many {
                 state.order.defer();
             }
+            // The store's id of each node of the load, by its index there.
+            let mut ids = Vec::with_capacity(load.nodes.len());
             for (name, kind) in &load.nodes {
-                if state.id(name).is_some() {
+                if let Some(&id) = state.id(name) {
+                    ids.push(id);
                     continue;
                 }
                 if next == u32::MAX {
@@ -100,6 +95,7 @@ impl Namespace {
                     storage::node_key(ns, next),
                     storage::node_value(*kind, name),
                 );
+                ids.push(next);
                 next += 1;
             }
             if many {
@@ -110,11 +106,11 @@ impl Namespace {
             let choose_hubs = self.kind == NamespaceKind::General && state.probe.all_empty();
             let mut sources = Vec::new();
             let mut affected = RoaringBitmap::new();
-            for (i, (member, group, kind, expires)) in load.edges.iter().enumerate() {
-                let m = *state.id(member).expect("validated above");
-                let g = *state.id(group).expect("validated above");
-                match kind {
-                    EdgeKind::Membership(role) => {
+            for (i, edge) in load.edges.iter().enumerate() {
+                let m = ids[edge.member as usize];
+                let g = ids[edge.group as usize];
+                match edge.kind {
+                    BulkKind::Membership(role) => {
                         if let Some(old) = state.remove_link(m, g) {
                             if state.active(&old) {
                                 affected |= state.affected_by_loss(m);
@@ -122,24 +118,25 @@ impl Namespace {
                         }
                         let label = load.labels.get(i).copied().flatten();
                         let label_id = label_ids.get(i).copied().unwrap_or(0);
-                        state.insert_labelled_link(m, g, *role, label_id, *expires);
-                        if active_at(*expires, state.applied) {
+                        state.insert_labelled_link(m, g, role, label_id, edge.expires);
+                        if active_at(edge.expires, state.applied) {
                             sources.push(m);
                         }
                         batch.put(
                             self.ks.edges,
                             storage::membership_key(ns, m, g),
-                            storage::labelled_edge_value(Some(*role), label, *expires),
+                            storage::labelled_edge_value(Some(role), label, edge.expires),
                         );
                     }
-                    EdgeKind::Relation(relation) => {
+                    BulkKind::Relation(r) => {
+                        let relation = load.relations[r as usize];
                         state
                             .relations
-                            .insert((relation.as_str().into(), g, m), *expires);
+                            .insert((relation.into(), g, m), edge.expires);
                         batch.put(
                             self.ks.edges,
                             storage::relation_key(ns, m, g, relation),
-                            storage::edge_value(None, *expires),
+                            storage::edge_value(None, edge.expires),
                         );
                     }
                 }
@@ -148,6 +145,8 @@ impl Namespace {
                 }
             }
             progress(load.edges.len() as u64);
+            events.import(load.nodes.len() as u64, load.edges.len() as u64);
+            drop((load, ids, label_ids));
             if choose_hubs {
                 let hubs = state.choose_hubs();
                 state.set_hubs(hubs);
@@ -160,7 +159,6 @@ impl Namespace {
                 state.compact_closure(&affected);
                 state.shrink();
             }
-            events.import(load.nodes.len() as u64, load.edges.len() as u64);
             Ok(())
         })
         .map(|((), revision)| revision)
@@ -182,10 +180,11 @@ impl Namespace {
             *index.entry(name).or_insert_with(|| graph.add_node(name))
         }
         let mut replaced: HashSet<(&str, &str)> = HashSet::new();
-        for (member, group, kind, expires) in &load.edges {
-            if let EdgeKind::Membership(_) = kind {
+        for edge in &load.edges {
+            if let BulkKind::Membership(_) = edge.kind {
+                let (member, group) = (load.node(edge.member), load.node(edge.group));
                 replaced.insert((member, group));
-                if active_at(*expires, state.applied) {
+                if active_at(edge.expires, state.applied) {
                     let m = add(&mut graph, &mut index, member);
                     let g = add(&mut graph, &mut index, group);
                     graph.add_edge(m, g, ());
@@ -253,15 +252,41 @@ impl Namespace {
 }
 
 /// A batch of nodes and edges to load at once (from a TSV import), its names borrowed from
-/// the parsed rows: owned copies held every name of an import twice (2.3 million small
-/// allocations for 880,000 edges).
+/// the parsed file: owned copies held every name of an import twice (2.3 million small
+/// allocations for 880,000 edges). Edges name their ends by index in `nodes`.
 #[derive(Debug, Default)]
 pub(crate) struct BulkLoad<'a> {
-    /// Nodes to create (existing ones must have the same kind).
+    /// Nodes to create (existing ones must have the same kind), each name once.
     pub nodes: Vec<(&'a str, NodeKind)>,
-    /// (member or holder, group or target, kind, expires).
-    pub edges: Vec<(&'a str, &'a str, EdgeKind, Option<i64>)>,
+    /// The edges, in order (a later edge between the same pair replaces an earlier one).
+    pub edges: Vec<BulkEdge>,
+    /// The relation names the edges use, by [`BulkKind::Relation`]'s index.
+    pub relations: Vec<&'a str>,
     /// The label of each membership edge, by index in `edges` (general graphs; missing: no
     /// label).
     pub labels: Vec<Option<&'a str>>,
+}
+
+impl<'a> BulkLoad<'a> {
+    /// The name of node `index` (edges are built with indexes into `nodes`).
+    fn node(&self, index: u32) -> &'a str {
+        self.nodes[index as usize].0
+    }
+}
+
+/// An edge of a [`BulkLoad`]: member (or holder) and group (or target) by index in its nodes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BulkEdge {
+    pub member: u32,
+    pub group: u32,
+    pub kind: BulkKind,
+    pub expires: Option<i64>,
+}
+
+/// What a [`BulkEdge`] is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum BulkKind {
+    Membership(Role),
+    /// A relation, by index in [`BulkLoad::relations`].
+    Relation(u32),
 }

@@ -11,13 +11,13 @@ use std::collections::{HashMap, VecDeque};
 
 use roaring::RoaringBitmap;
 
-use super::bulk::BulkLoad;
+use super::bulk::{BulkEdge, BulkKind, BulkLoad};
 use super::namespace::Namespace;
 use super::state::Link;
 use super::storage;
-use super::types::{validate_label, validate_name, EdgeKind, NamespaceKind, NodeKind, Role};
+use super::types::{validate_label, validate_name, NamespaceKind, NodeKind, Role};
 use super::view::View;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Which way a traversal follows the edges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -137,26 +137,33 @@ impl Namespace {
             }
         }
         let mut load = BulkLoad::default();
-        let mut declared: HashMap<&str, ()> = HashMap::new();
+        // Each name's index in `load.nodes`.
+        let mut declared: HashMap<&str, u32> = HashMap::new();
         for name in nodes
             .iter()
             .map(String::as_str)
             .chain(edges.iter().flat_map(|e| [e.from.as_str(), e.to.as_str()]))
         {
-            if declared.insert(name, ()).is_none() {
+            let next = load.nodes.len();
+            if let std::collections::hash_map::Entry::Vacant(slot) = declared.entry(name) {
+                slot.insert(u32::try_from(next).map_err(|_| Error::IdsExhausted {
+                    namespace: self.name.clone(),
+                })?);
                 load.nodes.push((name, NodeKind::Group));
             }
         }
         load.edges = edges
             .iter()
-            .map(|e| {
-                let kind = EdgeKind::Membership(Role::Member);
-                (e.from.as_str(), e.to.as_str(), kind, None)
+            .map(|e| BulkEdge {
+                member: declared[e.from.as_str()],
+                group: declared[e.to.as_str()],
+                kind: BulkKind::Membership(Role::Member),
+                expires: None,
             })
             .collect();
         load.labels = edges.iter().map(|e| e.label.as_deref()).collect();
         let total = edges.len() as u64;
-        self.bulk(actor, &load, &|done| {
+        self.bulk(actor, load, &|done| {
             if let Some(progress) = progress {
                 progress(done, total);
             }

@@ -24,7 +24,7 @@ mod store;
 mod types;
 mod view;
 
-pub(crate) use bulk::BulkLoad;
+pub(crate) use bulk::{BulkEdge, BulkKind, BulkLoad};
 pub use follow::Followed;
 pub use general::{Direction, LabelledEdge};
 pub use memory::MemoryStats;

@@ -24,32 +24,20 @@ fn team_rows_parse() {
     .unwrap();
     assert_eq!(rows.len(), 4);
     assert_eq!(
-        rows[0],
+        rows.row(0).unwrap(),
         TeamRow::Edge {
             line: 2,
-            team: "t".into(),
-            member: "p".into(),
+            team: "t",
+            member: "p",
             kind: EdgeKind::Membership(Role::Admin),
             expires: Some(-5)
         }
     );
     assert!(
-        matches!(&rows[1], TeamRow::Edge { line: 4, kind: EdgeKind::Relation(r), .. } if r == "audits")
+        matches!(rows.row(1).unwrap(), TeamRow::Edge { line: 4, kind: EdgeKind::Relation(r), .. } if r == "audits")
     );
-    assert_eq!(
-        rows[2],
-        TeamRow::Team {
-            line: 5,
-            name: "u".into()
-        }
-    );
-    assert_eq!(
-        rows[3],
-        TeamRow::Person {
-            line: 6,
-            name: "v".into()
-        }
-    );
+    assert_eq!(rows.row(2).unwrap(), TeamRow::Team { line: 5, name: "u" });
+    assert_eq!(rows.row(3).unwrap(), TeamRow::Person { line: 6, name: "v" });
 }
 
 #[test]
@@ -152,7 +140,7 @@ proptest! {
         input.extend_from_slice(&bytes);
         let lines = input.split(|&b| b == b'\n').count();
         if let Ok(rows) = graphdb::import::parse_teams(&input[..]) {
-            for row in rows {
+            for row in rows.rows() {
                 let line = match row {
                     TeamRow::Edge { line, .. } | TeamRow::Team { line, .. } | TeamRow::Person { line, .. } => line,
                 };
