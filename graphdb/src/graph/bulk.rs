@@ -20,7 +20,12 @@ impl Namespace {
     /// batch, and its memtable, at once: what an import's peak is made of).
     ///
     /// It records **one** event with the counts, not one per row; returns its revision.
-    pub(crate) fn bulk(&self, actor: &str, load: BulkLoad, progress: &dyn Fn(u64)) -> Result<u64> {
+    pub(crate) fn bulk(
+        &self,
+        actor: &str,
+        mut load: BulkLoad,
+        progress: &dyn Fn(u64),
+    ) -> Result<u64> {
         for (name, _) in &load.nodes {
             validate_name(name)?;
         }
@@ -101,6 +106,9 @@ impl Namespace {
             if many {
                 state.rebuild_order();
             }
+            let nodes = load.nodes.len() as u64;
+            // The edges name their ends by `ids` from here on.
+            drop(std::mem::take(&mut load.nodes));
             // A general graph without edges chooses its hubs at its first import (so its
             // closures are computed once, cut at the hubs); later imports keep them.
             let choose_hubs = self.kind == NamespaceKind::General && state.probe.all_empty();
@@ -145,7 +153,7 @@ impl Namespace {
                 }
             }
             progress(load.edges.len() as u64);
-            events.import(load.nodes.len() as u64, load.edges.len() as u64);
+            events.import(nodes, load.edges.len() as u64);
             drop((load, ids, label_ids));
             if choose_hubs {
                 let hubs = state.choose_hubs();

@@ -230,6 +230,33 @@ impl Names {
     }
 }
 
+impl Names {
+    /// The names without their hash table, once no name is looked up any more.
+    fn into_text(self) -> NameText {
+        NameText {
+            text: self.text,
+            ends: self.ends,
+        }
+    }
+}
+
+/// The text of [`Names`] without their hash table.
+struct NameText {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl NameText {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, index: usize) -> &str {
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        &self.text[start..self.ends[index]]
+    }
+}
+
 fn name_at<'a>(text: &'a str, ends: &[usize], number: u32) -> &'a str {
     let i = number as usize;
     let start = if i == 0 { 0 } else { ends[i - 1] };
@@ -358,12 +385,19 @@ pub(crate) fn load_teams(
             }
         }
     }
+    // Only the names' text is borrowed from here on: their hash table goes now.
+    let TeamFile {
+        names,
+        relations,
+        rows,
+    } = file;
+    let (names, relations) = (names.into_text(), relations.into_text());
     let mut load = BulkLoad::default();
     let view = ns.view();
     // The file's name numbers are the load's node indexes.
-    load.nodes = (0..file.names.len())
+    load.nodes = (0..names.len())
         .map(|number| {
-            let name = name_at(&file.names.text, &file.names.ends, number as u32);
+            let name = names.get(number);
             let kind = if is_team[number] {
                 NodeKind::Group
             } else {
@@ -376,11 +410,8 @@ pub(crate) fn load_teams(
         .collect();
     drop(view);
     drop(is_team);
-    load.relations = (0..file.relations.len())
-        .map(|number| name_at(&file.relations.text, &file.relations.ends, number as u32))
-        .collect();
-    load.edges = file
-        .rows
+    load.relations = (0..relations.len()).map(|r| relations.get(r)).collect();
+    load.edges = rows
         .iter()
         .filter_map(|row| match row.parsed {
             Parsed::Edge {
@@ -401,7 +432,7 @@ pub(crate) fn load_teams(
         })
         .collect();
     // What the index build and the engine write need is in `load` now.
-    drop(file.rows);
+    drop(rows);
     apply(ns, actor, load, progress)
 }
 

@@ -15,7 +15,7 @@ use servers::directory::{self, config::GraphFlags, Directory, DirectoryConfig};
 /// for (heaptrack): 51 MB of chunk headers and rounding over three million small allocations,
 /// and 73 MB freed by the load but kept in its heap. jemalloc's size classes carry no header
 /// and its background threads return the load's freed pages (graphdb/DESIGN.md, "Memory"),
-/// within a second of their release (`JEMALLOC_SYS_WITH_MALLOC_CONF` in `.cargo/config.toml`).
+/// within 100 ms of their release (`JEMALLOC_SYS_WITH_MALLOC_CONF` in `.cargo/config.toml`).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
