@@ -148,6 +148,7 @@ class Postgres:
         self.standby_data = os.path.join(work, "pg-standby")
         self.primary_port = None
         self.standby_port = None
+        self.promoted_after = None
 
     def run(self, *args, check=True):
         return subprocess.run(self.as_owner + list(args), check=check, capture_output=True, text=True)
@@ -214,6 +215,9 @@ class Postgres:
                 pass
         killed = now()
         self.run(f"{self.bin}/pg_ctl", "-D", self.standby_data, "-w", "-t", "60", "promote")
+        # PostgreSQL's own part: a promote that arrives while the standby waits for WAL from
+        # the dead primary waits out wal_retrieve_retry_interval (5 s by default) first.
+        self.promoted_after = round(now() - killed, 3)
         return killed
 
     def stop(self):
@@ -578,7 +582,12 @@ def outage(cluster, load, report, name, action):
             time.sleep(0.01)
     resumed = {s: round(load.first_ack_after(s, at, None) - at, 3) for s in cluster.instances}
     report[name] = {"writes_resumed_after_s": resumed, "load_average": os.getloadavg()}
-    print(f"{name}: writes resumed after {resumed}", flush=True)
+    promoted = getattr(cluster.pg, "promoted_after", None) if name == "standby_promotion" else None
+    if promoted is not None:
+        report[name]["standby_promoted_after_s"] = promoted
+    print(f"{name}: writes resumed after {resumed}"
+          + (f" (the standby was promoted after {promoted})" if promoted is not None else ""),
+          flush=True)
     time.sleep(2)
 
 

@@ -228,9 +228,13 @@ fn index_through(
         // moves past them).
         let reached = if count < CHUNK { through } else { last };
         batch.put(keyspace, MARK_KEY, revision_key(reached));
-        // Buffered: a crash that loses this batch loses its mark too, and the events are
-        // indexed again; a later synced write of the store makes it durable.
-        let _written = committer.write(batch)?;
+        // Derived: a crash or a database failover that loses this batch loses its mark too,
+        // and the next run, which reads the mark again, indexes the events again; a later
+        // synced write of the store makes it durable. (Buffered, a failover that lost it
+        // would stop a PostgreSQL-backed writer until its restart.)
+        committer
+            .engine()
+            .write(batch, crate::Durability::Derived)?;
         mark = reached;
     }
     Ok(mark)

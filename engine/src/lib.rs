@@ -133,6 +133,12 @@ pub enum Durability {
     /// Handed to the backend; survives a crash of the process only where the backend says so
     /// (see `ARCHITECTURE.md`), and is made durable by the next synced write or [`Engine::flush`].
     Buffered,
+    /// As [`Durability::Buffered`], for a batch that its writer derives again from durable data
+    /// when it is missing (the change log's history keys with their mark, read back before
+    /// each run): a crash or a database failover may lose it, and the engine carries on
+    /// instead of refusing every later write, as it must when it cannot show that a buffered
+    /// batch survived (PostgreSQL after a reconnection).
+    Derived,
 }
 
 /// The direction of a scan.

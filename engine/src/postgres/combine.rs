@@ -159,8 +159,10 @@ impl PgEngine {
         // wait for the flush, which it would otherwise have shared later.
         let durability = if group.iter().any(|e| e.durability == Durability::Sync) {
             Durability::Sync
-        } else {
+        } else if group.iter().any(|e| e.durability == Durability::Buffered) {
             Durability::Buffered
+        } else {
+            Durability::Derived
         };
         let result = match Plan::new(group.iter().flat_map(|e| e.batch.ops())) {
             Ok(plan) => self.run(&plan, durability),

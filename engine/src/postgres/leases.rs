@@ -147,6 +147,8 @@ impl PgEngine {
         match durability {
             Durability::Buffered => pending.batches.push((number, token, Instant::now())),
             Durability::Sync => pending.batches.retain(|(n, _, _)| *n >= watermark),
+            // Its writer finds out itself whether it is there.
+            Durability::Derived => {}
         }
     }
 }

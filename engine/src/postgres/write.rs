@@ -27,7 +27,7 @@ impl PgEngine {
         // Buffered: the commit returns before its WAL is flushed; the WAL writer flushes it
         // within a few hundred milliseconds, and any later synced commit flushes it first.
         let synchronous = match durability {
-            Durability::Buffered => "; SET LOCAL synchronous_commit TO off",
+            Durability::Buffered | Durability::Derived => "; SET LOCAL synchronous_commit TO off",
             Durability::Sync => "",
         };
         let begin = format!(
