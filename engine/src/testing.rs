@@ -181,6 +181,9 @@ macro_rules! __if_postgres {
 #[cfg(feature = "postgres")]
 pub use pg::{HeldTransaction, PgScratch};
 
+mod faults;
+pub use faults::every_fault;
+
 use std::path::Path;
 use std::sync::Arc;
 

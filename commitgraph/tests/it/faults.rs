@@ -8,76 +8,8 @@ use std::sync::Arc;
 use commitgraph::{BranchUpdate, CommitGraphs, CommitId, NewCommit, RepoId};
 
 use crate::BY;
-use engine::{Engine, Fault, FaultyEngine};
-
-/// The engine operations of a fault-free run of `script` over a fresh [`FaultyEngine`], and
-/// what `fingerprint` saw after 0, 1, ... steps.
-fn reference<S, F>(
-    keyspaces: &[&str],
-    steps: usize,
-    script: S,
-    fingerprint: F,
-) -> (Vec<String>, u64)
-where
-    S: Fn(&Arc<FaultyEngine>, usize) -> Result<(), String>,
-    F: Fn(&Arc<FaultyEngine>) -> String,
-{
-    let engine = Arc::new(FaultyEngine::new(keyspaces));
-    let mut prints = vec![fingerprint(&engine)];
-    // Only the script's operations count (the fingerprint's opening flush does not).
-    let mut operations = 0;
-    for step in 0..steps {
-        let before = engine.operations();
-        script(&engine, step).unwrap_or_else(|e| panic!("step {step}: {e}"));
-        operations += engine.operations() - before;
-        prints.push(fingerprint(&engine));
-    }
-    (prints, operations)
-}
-
-/// Runs `script` with `fault` at every operation N; after the first failure every later step
-/// must fail too, and after a crash the fingerprint must be that of the acknowledged steps.
-/// Returns the faults injected.
-fn every_fault<S, F>(keyspaces: &[&str], steps: usize, script: S, fingerprint: F) -> u64
-where
-    S: Fn(&Arc<FaultyEngine>, usize) -> Result<(), String>,
-    F: Fn(&Arc<FaultyEngine>) -> String,
-{
-    let (prints, operations) = reference(keyspaces, steps, &script, &fingerprint);
-    assert!(operations >= steps as u64, "{operations} operations");
-    let mut injected = 0;
-    for fault in [Fault::Write, Fault::Sync] {
-        for n in 1..=operations {
-            let engine = Arc::new(FaultyEngine::new(keyspaces).fail_at(n, fault));
-            let mut done = 0;
-            let mut failed = false;
-            for step in 0..steps {
-                match script(&engine, step) {
-                    Ok(()) => {
-                        assert!(
-                            !failed,
-                            "{fault:?} at {n}: step {step} succeeded after a failure"
-                        );
-                        done = step + 1;
-                    }
-                    Err(error) => {
-                        assert!(!error.is_empty());
-                        failed = true;
-                    }
-                }
-            }
-            assert!(failed, "{fault:?} at {n}: nothing failed");
-            injected += 1;
-            let crashed = Arc::new(engine.crash());
-            assert_eq!(
-                fingerprint(&crashed),
-                prints[done],
-                "{fault:?} at operation {n}, after {done} acknowledged steps"
-            );
-        }
-    }
-    injected
-}
+use engine::testing::every_fault;
+use engine::{Engine, FaultyEngine};
 
 fn commit_id(n: u8) -> CommitId {
     CommitId::from_bytes(&[n; 20]).unwrap()

@@ -334,6 +334,16 @@ fn a_commit_whose_answer_is_lost_is_resolved_on_a_new_connection() {
     engine.flush().unwrap();
 }
 
+/// What a server crash before the WAL flush would leave: the tokens of the batches written so
+/// far gone (their rows with them, in a real crash), and every connection lost.
+fn lose_unfenced_tokens(store: &TestStore) {
+    let schema = scratch(store).schema().to_string();
+    scratch(store).admin(&format!(
+        "DELETE FROM \"{schema}\".lpstore_batches WHERE fence = FALSE"
+    ));
+    scratch(store).kill_connections();
+}
+
 #[test]
 fn buffered_batches_lost_by_the_server_poison_the_engine() {
     if skip(Backend::Postgres) {
@@ -347,13 +357,7 @@ fn buffered_batches_lost_by_the_server_poison_the_engine() {
     engine
         .write(numbered_batch(&*engine, 1), Durability::Buffered)
         .unwrap();
-    // What a server crash before the WAL flush would leave: the buffered batch's token gone
-    // (its rows with it, in a real crash), and every connection lost.
-    let schema = scratch(&store).schema().to_string();
-    scratch(&store).admin(&format!(
-        "DELETE FROM \"{schema}\".lpstore_batches WHERE fence = FALSE"
-    ));
-    scratch(&store).kill_connections();
+    lose_unfenced_tokens(&store);
     let error = engine.flush().unwrap_err();
     assert!(
         error.to_string().contains("missing after a reconnection"),
@@ -401,13 +405,9 @@ fn derived_batches_lost_by_the_server_leave_the_engine_writing() {
     engine
         .write(numbered_batch(&*engine, 1), Durability::Derived)
         .unwrap();
-    // The same loss as above, of a batch its writer derives again (the history indexer's):
-    // the engine must not stop the store's writes for it.
-    let schema = scratch(&store).schema().to_string();
-    scratch(&store).admin(&format!(
-        "DELETE FROM \"{schema}\".lpstore_batches WHERE fence = FALSE"
-    ));
-    scratch(&store).kill_connections();
+    // The same loss, of a batch its writer derives again (the history indexer's): the engine
+    // must not stop the store's writes for it.
+    lose_unfenced_tokens(&store);
     engine.flush().unwrap();
     engine
         .write(numbered_batch(&*engine, 2), Durability::Sync)
@@ -418,10 +418,7 @@ fn derived_batches_lost_by_the_server_leave_the_engine_writing() {
     engine
         .write(numbered_batch(&*engine, 3), Durability::Buffered)
         .unwrap();
-    scratch(&store).admin(&format!(
-        "DELETE FROM \"{schema}\".lpstore_batches WHERE fence = FALSE"
-    ));
-    scratch(&store).kill_connections();
+    lose_unfenced_tokens(&store);
     let error = engine.flush().unwrap_err();
     assert!(
         error.to_string().contains("missing after a reconnection"),
