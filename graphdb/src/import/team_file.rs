@@ -188,12 +188,10 @@ impl fmt::Debug for TeamFile {
     }
 }
 
-/// Names stored once each, one after another in one string, numbered from 0.
+/// Names stored once each and numbered from 0, with a hash table to find a name's number.
 #[derive(Clone, Default)]
 struct Names {
-    text: String,
-    /// Where each name ends in `text` (it starts where the one before it ends).
-    ends: Vec<usize>,
+    text: NameText,
     /// Each name's number, hashed by the name.
     numbers: HashTable<u32>,
     hasher: RandomState,
@@ -201,11 +199,11 @@ struct Names {
 
 impl Names {
     fn len(&self) -> usize {
-        self.ends.len()
+        self.text.len()
     }
 
     fn get(&self, number: u32) -> &str {
-        name_at(&self.text, &self.ends, number)
+        self.text.get(number as usize)
     }
 
     /// The number of `name`, given the next one if it is new.
@@ -213,36 +211,31 @@ impl Names {
         let hash = self.hasher.hash_one(name);
         let Names {
             text,
-            ends,
             numbers,
             hasher,
         } = self;
-        if let Some(&number) = numbers.find(hash, |&n| name_at(text, ends, n) == name) {
+        if let Some(&number) = numbers.find(hash, |&n| text.get(n as usize) == name) {
             return Ok(number);
         }
-        let number = u32::try_from(ends.len()).map_err(|_| LineProblem::TooManyNames {
+        let number = u32::try_from(text.len()).map_err(|_| LineProblem::TooManyNames {
             limit: u32::MAX as usize,
         })?;
-        text.push_str(name);
-        ends.push(text.len());
-        numbers.insert_unique(hash, number, |&n| hasher.hash_one(name_at(text, ends, n)));
+        text.push(name);
+        numbers.insert_unique(hash, number, |&n| hasher.hash_one(text.get(n as usize)));
         Ok(number)
     }
-}
 
-impl Names {
     /// The names without their hash table, once no name is looked up any more.
     fn into_text(self) -> NameText {
-        NameText {
-            text: self.text,
-            ends: self.ends,
-        }
+        self.text
     }
 }
 
-/// The text of [`Names`] without their hash table.
+/// Names one after another in one string, by index.
+#[derive(Clone, Default)]
 struct NameText {
     text: String,
+    /// Where each name ends in `text` (it starts where the one before it ends).
     ends: Vec<usize>,
 }
 
@@ -255,12 +248,11 @@ impl NameText {
         let start = if index == 0 { 0 } else { self.ends[index - 1] };
         &self.text[start..self.ends[index]]
     }
-}
 
-fn name_at<'a>(text: &'a str, ends: &[usize], number: u32) -> &'a str {
-    let i = number as usize;
-    let start = if i == 0 { 0 } else { ends[i - 1] };
-    &text[start..ends[i]]
+    fn push(&mut self, name: &str) {
+        self.text.push_str(name);
+        self.ends.push(self.text.len());
+    }
 }
 
 /// Parses a team file.
@@ -453,7 +445,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(file.names.len(), 4, "t, p, q, u");
-        assert_eq!(file.names.text, "tpqu", "in order of first appearance");
+        assert_eq!(file.names.text.text, "tpqu", "in order of first appearance");
         assert_eq!(file.relations.len(), 1);
         assert_eq!(file.len(), 6);
         assert_eq!(
