@@ -582,7 +582,7 @@ def outage(cluster, load, report, name, action):
             time.sleep(0.01)
     resumed = {s: round(load.first_ack_after(s, at, None) - at, 3) for s in cluster.instances}
     report[name] = {"writes_resumed_after_s": resumed, "load_average": os.getloadavg()}
-    promoted = getattr(cluster.pg, "promoted_after", None) if name == "standby_promotion" else None
+    promoted = cluster.pg.promoted_after if name == "standby_promotion" else None
     if promoted is not None:
         report[name]["standby_promoted_after_s"] = promoted
     print(f"{name}: writes resumed after {resumed}"
