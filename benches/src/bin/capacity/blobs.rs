@@ -155,15 +155,10 @@ pub fn scale(flags: &Flags) -> Result<()> {
     out.row("blobs/metadata bytes total", scale, meta as f64, "B")?;
 
     {
-        let engine = EngineConfig::rocksdb(dir.path().join("meta")).open(blobstore::KEYSPACES)?;
-        out.stored_bytes(
-            "blobs",
-            "file",
-            engine.as_ref(),
-            blobstore::KEYSPACES,
-            scale,
-            files,
-        )?;
+        let config = EngineConfig::rocksdb(dir.path().join("meta"));
+        let engine = engine::RocksEngine::open(&config, blobstore::KEYSPACES)?;
+        out.stored_bytes("blobs", "file", &engine, blobstore::KEYSPACES, scale, files)?;
+        out.table_bytes("blobs", "file", &engine, blobstore::KEYSPACES, scale, files)?;
     }
 
     let started = Instant::now();

@@ -143,6 +143,40 @@ impl Results {
         )
     }
 
+    /// RocksDB's table files per keyspace, compressed as on disk (`rocksdb.total-sst-files-size`
+    /// after a flush): where the directory's bytes go, which the raw key and value sizes of
+    /// [`Results::stored_bytes`] do not say once prefixes are shared and blocks compressed.
+    pub fn table_bytes(
+        &mut self,
+        prefix: &str,
+        unit: &str,
+        engine: &engine::RocksEngine,
+        keyspaces: &[&str],
+        scale: u64,
+        units: usize,
+    ) -> Result<()> {
+        let mut total = 0u64;
+        for name in keyspaces {
+            let keyspace = engine::Engine::keyspace(engine, name)?;
+            let bytes = engine
+                .property_int(keyspace, "rocksdb.total-sst-files-size")?
+                .unwrap_or(0);
+            total += bytes;
+            self.row(
+                &format!("{prefix}/table bytes on disk per {unit}: {name}"),
+                scale,
+                bytes as f64 / units as f64,
+                "B",
+            )?;
+        }
+        self.row(
+            &format!("{prefix}/table bytes on disk per {unit}: total"),
+            scale,
+            total as f64 / units as f64,
+            "B",
+        )
+    }
+
     pub fn latencies(&mut self, name: &str, scale: u64, mut samples: Vec<Duration>) -> Result<()> {
         samples.sort_unstable();
         let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
