@@ -358,7 +358,7 @@ fn run_server(config: DirectoryConfig) -> anyhow::Result<()> {
             dev = config.server.dev,
             "directory listening"
         );
-        let app = directory::router(state);
+        let app = directory::app(state);
         serve::serve_threads(
             listener,
             threads,

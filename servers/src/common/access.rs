@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine as _;
@@ -189,6 +189,16 @@ impl AccessPolicy {
             .get::<ProxiedPeer>()
             .map(|ProxiedPeer(addr)| addr.ip());
         proxy::client_address(&self.trusted_proxies, peer.ip(), proxied, request.headers())
+    }
+
+    /// [`AccessPolicy::client_ip`] for a request without `X-Forwarded-For`, from its TCP peer
+    /// and the PROXY header's source.
+    ///
+    /// # Errors
+    /// None today (the forwarded list it would parse is empty); the same type as
+    /// `client_ip`'s.
+    pub fn client_ip_of(&self, peer: IpAddr, proxied: Option<IpAddr>) -> Result<IpAddr, ApiError> {
+        proxy::client_address(&self.trusted_proxies, peer, proxied, &HeaderMap::new())
     }
 
     /// Whether an `Authorization` header value carries valid credentials. Every configured

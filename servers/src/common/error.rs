@@ -7,6 +7,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 /// An error answered to a client: a status, a stable machine-readable code and a message
@@ -209,8 +210,10 @@ impl fmt::Display for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The answer's status, extra headers and JSON body, logged as a refusal or failure: what
+    /// [`IntoResponse`] sends, for a writer of raw HTTP (`fast_http.rs`).
+    pub fn into_parts(self) -> (StatusCode, Vec<(HeaderName, HeaderValue)>, Bytes) {
         if self.status.is_server_error() {
             tracing::error!(
                 status = self.status.as_u16(),
@@ -231,8 +234,23 @@ impl IntoResponse for ApiError {
             error[key] = value;
         }
         let body = serde_json::json!({ "error": error });
-        let mut response = (self.status, axum::Json(body)).into_response();
-        for (name, value) in self.headers {
+        (self.status, self.headers, Bytes::from(body.to_string()))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, headers, body) = self.into_parts();
+        let mut response = (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response();
+        for (name, value) in headers {
             response.headers_mut().insert(name, value);
         }
         response

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -310,6 +310,17 @@ impl RequestGuard {
         let bytes_out = self.series.bytes_out.clone();
         let permit = Some(self.permit);
         response.map(|body| Body::new(Counted::new(body, bytes_out, permit)))
+    }
+
+    /// Records an answer of `body_len` bytes that the caller has already written (the
+    /// connection's fast loop, `fast_http.rs`); the permit goes with the guard.
+    pub fn finish_written(self, status: StatusCode, body_len: usize) {
+        let metrics = &self.tracker.metrics;
+        metrics.in_flight.dec();
+        let status = status.as_u16();
+        record(metrics, &self.series, &self.method, status, self.start);
+        tracing::debug!(method = %self.method, route = self.series.route, status, micros = self.start.elapsed().as_micros() as u64, "request");
+        self.series.bytes_out.inc_by(body_len as u64);
     }
 }
 

@@ -5,6 +5,7 @@ pub mod access;
 pub mod backup;
 pub mod config;
 pub mod error;
+pub mod fast_http;
 pub mod feed;
 pub mod follow;
 pub mod leader;

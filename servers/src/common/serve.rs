@@ -1,6 +1,7 @@
 //! The accept loop: HTTP/1.1 over hyper with a header size limit, a header read timeout, an
 //! idle timeout per connection, the client address given to the router, and graceful
-//! shutdown.
+//! shutdown; before hyper, a service's hot reads answered from the socket
+//! ([`super::fast_http`]).
 
 use std::future::Future;
 use std::io;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ConnectInfo;
 use axum::Router;
+use bytes::{Buf, Bytes};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -23,7 +25,24 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use super::config::Limits;
+use super::fast_http::{self, Ended, FastRoutes, LoopLimits};
 use super::proxy::{self, ProxiedPeer};
+
+/// What a server runs: its router, and the hot reads a fresh connection has answered
+/// before the router sees it (none for a plain `Router`).
+#[derive(Clone, Debug)]
+pub struct App {
+    /// Every route.
+    pub router: Router,
+    /// The hot reads answered from the socket while a connection asks only for them.
+    pub fast: Option<Arc<dyn FastRoutes>>,
+}
+
+impl From<Router> for App {
+    fn from(router: Router) -> App {
+        App { router, fast: None }
+    }
+}
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting, lets
 /// in-flight requests finish for up to [`Limits::shutdown_grace`], and returns.
@@ -32,10 +51,11 @@ use super::proxy::{self, ProxiedPeer};
 /// None in practice: accept errors (a full file table, say) are logged and retried.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: impl Into<App> + Send,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
+    let app = app.into();
     let source = Source::Listener {
         listener,
         others: Vec::new(),
@@ -97,7 +117,7 @@ impl Source {
 
 async fn serve_from(
     mut source: Source,
-    app: Router,
+    app: App,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
@@ -169,7 +189,7 @@ fn bad_proxy_header_response(error: &proxy::ProxyHeaderError) -> Vec<u8> {
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
-    app: Router,
+    app: App,
     limits: Arc<Limits>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -181,12 +201,35 @@ async fn connection(
             return;
         }
     };
+    let mut unanswered = Bytes::new();
+    if let Some(fast) = &app.fast {
+        let loop_limits = LoopLimits {
+            max_header_bytes: limits.max_header_bytes.max(8192),
+            header_read_timeout: limits.header_read_timeout(),
+            idle_timeout: limits.idle_timeout(),
+        };
+        let proxied_ip = proxied.map(|client| client.ip());
+        let ended = fast_http::answer_hot_reads(
+            &mut stream,
+            fast.as_ref(),
+            peer,
+            proxied_ip,
+            loop_limits,
+            &mut stop,
+        )
+        .await;
+        match ended {
+            Ended::Closed => return,
+            Ended::HandOff(bytes) => unanswered = bytes,
+        }
+    }
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(IdleIo {
         inner: stream,
+        unanswered,
         activity: Arc::clone(&activity),
     });
-    let service = app.map_request(
+    let service = app.router.map_request(
         move |mut request: axum::extract::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             if let Some(client) = proxied {
@@ -256,10 +299,12 @@ impl Activity {
     }
 }
 
-/// A stream that records when bytes last moved.
+/// A stream that records when bytes last moved, and first gives back what the fast loop read
+/// and left to the router.
 #[derive(Debug)]
 struct IdleIo {
     inner: TcpStream,
+    unanswered: Bytes,
     activity: Arc<Activity>,
 }
 
@@ -269,6 +314,13 @@ impl AsyncRead for IdleIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.unanswered.is_empty() {
+            let n = self.unanswered.len().min(buf.remaining());
+            buf.put_slice(&self.unanswered[..n]);
+            self.unanswered.advance(n);
+            self.activity.touch();
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -343,10 +395,11 @@ pub fn http_threads() -> usize {
 pub async fn serve_threads(
     listener: TcpListener,
     threads: usize,
-    app: Router,
+    app: impl Into<App> + Send,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
+    let app = app.into();
     let mut others = Vec::new();
     let mut workers = Vec::new();
     for n in 1..threads.max(1) {

@@ -151,9 +151,13 @@ async fn deliveries_survive_failures_stalls_and_restarts_in_revision_order() {
     assert_eq!(accepted, sorted, "deliveries out of order");
     sorted.dedup();
     assert_eq!(sorted, expected);
-    let view = subscriptions.get(id).unwrap();
-    assert_eq!(view.state, "delivering");
-    assert_eq!(view.created_by, "tester");
+    // The receiver counts a delivery before the deliverer reads its answer and leaves the
+    // retrying state.
+    wait_for("the subscription back to delivering", || {
+        subscriptions.get(id).unwrap().state == "delivering"
+    })
+    .await;
+    assert_eq!(subscriptions.get(id).unwrap().created_by, "tester");
 
     // The receiver goes away; events keep being written and the writes do not wait for it.
     let port = address;

@@ -49,7 +49,8 @@ impl MemberBodies {
     }
 }
 
-fn json_response(body: Bytes) -> Response {
+/// A JSON body as the router's answer.
+pub(crate) fn json_response(body: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -89,7 +90,7 @@ pub(crate) fn transitive_members(
     filter: TeamFilter,
     after: Option<&str>,
     limit: usize,
-) -> Result<Response, ApiError> {
+) -> Result<Bytes, ApiError> {
     let id = view
         .id(team)
         .ok_or_else(|| ApiError::not_found(format!("no such name: {team:?}")))?;
@@ -98,7 +99,7 @@ pub(crate) fn transitive_members(
     let key = (id.0, filter);
     if whole {
         if let Some(body) = bodies.get(key, &sorted) {
-            return Ok(json_response(body));
+            return Ok(body);
         }
     }
     let start = view.position_after(&sorted, after);
@@ -107,12 +108,12 @@ pub(crate) fn transitive_members(
     if whole {
         bodies.put(key, Arc::clone(&sorted), body.clone());
     }
-    Ok(json_response(body))
+    Ok(body)
 }
 
 /// `GET /teams/{team}/members/{member}`: `{"member": bool, "path": [...]}`, written without
 /// building a `serde_json::Value`.
-pub(crate) fn is_member(view: &View<'_>, team: &str, member: &str) -> Result<Response, ApiError> {
+pub(crate) fn is_member(view: &View<'_>, team: &str, member: &str) -> Result<Bytes, ApiError> {
     let path = view.path(member, team).map_err(graph_error)?;
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(match path {
@@ -127,7 +128,7 @@ pub(crate) fn is_member(view: &View<'_>, team: &str, member: &str) -> Result<Res
         let _ = serde_json::to_writer(&mut out, name);
     }
     out.extend_from_slice(b"]}");
-    Ok(json_response(out.into()))
+    Ok(out.into())
 }
 
 /// `GET /persons/{person}/teams`: the person's teams sorted by name (by rank), a page cut at
@@ -138,17 +139,26 @@ pub(crate) fn teams_of(
     depth: Depth,
     after: Option<&str>,
     limit: usize,
-) -> Result<Response, ApiError> {
+) -> Result<Bytes, ApiError> {
     let id = view
         .id(person)
         .ok_or_else(|| ApiError::not_found(format!("no such name: {person:?}")))?;
     let sorted = view.sort_by_name(&view.group_ids_of(id, depth));
     let start = view.position_after(&sorted, after);
     let end = start.saturating_add(limit.max(1)).min(sorted.len());
-    Ok(json_response(render_names(
+    Ok(render_names(
         "teams",
         view,
         &sorted[start..end],
         end < sorted.len(),
-    )))
+    ))
+}
+
+/// `GET /repos/{repo}/branches/{branch}/merged-into/{target}`: `{"merged": bool}`.
+pub(crate) fn merged(merged: bool) -> Bytes {
+    Bytes::from_static(if merged {
+        b"{\"merged\":true}"
+    } else {
+        b"{\"merged\":false}"
+    })
 }

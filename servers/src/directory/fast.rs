@@ -11,23 +11,30 @@
 //! vector, a refused client) goes to the router unchanged, so a request answered here follows
 //! the router's rules: the same access check, the same answer functions (`answers.rs`), and
 //! [`Tracker::begin`]'s concurrency limit and metrics.
+//!
+//! Two ways in: as the router's outermost service ([`FastPath`] wraps the router), and
+//! through [`FastRoutes`] for a connection's requests read before hyper
+//! (`common/fast_http.rs`), which saves hyper's and axum's work around the answer.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
-use axum::http::{header, Method};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::future::RouteFuture;
 use axum::Router;
+use bytes::Bytes;
 use futures_util::future::{Either, Ready};
 use graphdb::{Depth, TeamFilter};
-use serde_json::json;
 
 use super::handlers::check_names;
 use super::{answers, repos, Directory};
-use crate::common::metrics::Tracker;
+use crate::common::fast_http::{FastReply, FastRequest, FastRoutes};
+use crate::common::metrics::{RequestGuard, Tracker};
+use crate::common::ApiError;
 
 /// The router behind a fast path for the hot reads. Cloned per request by the service that
 /// holds it, hence one `Arc` (the directory's state alone is a dozen).
@@ -106,6 +113,52 @@ fn parse<'a>(path: &'a str, query: Option<&str>) -> Option<Hot<'a>> {
     Some(hot)
 }
 
+impl Parts {
+    /// The answer to a `GET` of `path` and `query` from `client` if it is a hot read
+    /// answerable without waiting, with its request's tracking begun; `None` leaves it to
+    /// the router.
+    fn hot_answer(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        client: IpAddr,
+        authorization: Option<&[u8]>,
+    ) -> Option<(RequestGuard, Result<Bytes, ApiError>)> {
+        let hot = parse(path, query)?;
+        let policy = &self.state.policy;
+        // A refusal is the router's to give (same check, same answer).
+        policy.check_reader(client, authorization).ok()?;
+        // Everything that can send the request to the router comes before the tracking starts.
+        if let Hot::Merged(repo, branch, target) = hot {
+            let merged = self
+                .state
+                .commits
+                .try_is_merged(repos::repo_id(repo), branch, target)?;
+            let guard = self.tracker.begin(hot.route(), &Method::GET)?;
+            let answer = merged.map(answers::merged).map_err(repos::commit_error);
+            return Some((guard, answer));
+        }
+        let view = self.state.teams.try_view()?;
+        let guard = self.tracker.begin(hot.route(), &Method::GET)?;
+        let answer = match hot {
+            Hot::IsMember(team, member) => answers::is_member(&view, team, member),
+            Hot::TeamsOf(person) => {
+                answers::teams_of(&view, person, Depth::Transitive, None, usize::MAX)
+            }
+            Hot::Members(team, filter) => answers::transitive_members(
+                &view,
+                &self.state.member_bodies,
+                team,
+                filter,
+                None,
+                usize::MAX,
+            ),
+            Hot::Merged(..) => unreachable!("answered above"),
+        };
+        Some((guard, answer))
+    }
+}
+
 impl FastPath {
     /// The answer to `request` if it is a hot read answerable without waiting; `None` leaves
     /// it to the router.
@@ -117,48 +170,46 @@ impl FastPath {
         if request.headers().contains_key("x-min-revision") {
             return None;
         }
-        let hot = parse(request.uri().path(), request.uri().query())?;
         let FastPath(parts) = self;
-        let policy = &parts.state.policy;
-        let auth = request
+        let client = parts.state.policy.client_ip(request).ok()?;
+        let authorization = request
             .headers()
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes());
-        // A refusal is the router's to give (same check, same answer).
-        policy
-            .check_reader(policy.client_ip(request).ok()?, auth)
+        let (guard, answer) = parts.hot_answer(
+            request.uri().path(),
+            request.uri().query(),
+            client,
+            authorization,
+        )?;
+        let response = answer
+            .map(answers::json_response)
+            .unwrap_or_else(IntoResponse::into_response);
+        Some(guard.finish(response))
+    }
+}
+
+/// The same hot reads for a connection's loop before hyper (`common/fast_http.rs`).
+impl FastRoutes for FastPath {
+    fn answer(&self, request: &FastRequest<'_>) -> Option<FastReply> {
+        let FastPath(parts) = self;
+        let client = parts
+            .state
+            .policy
+            .client_ip_of(request.peer.ip(), request.proxied)
             .ok()?;
-        // Everything that can send the request to the router comes before the tracking starts.
-        if let Hot::Merged(repo, branch, target) = hot {
-            let merged = parts
-                .state
-                .commits
-                .try_is_merged(repos::repo_id(repo), branch, target)?;
-            let guard = parts.tracker.begin(hot.route(), request.method())?;
-            let answer = merged
-                .map(|merged| axum::Json(json!({ "merged": merged })).into_response())
-                .unwrap_or_else(|e| repos::commit_error(e).into_response());
-            return Some(guard.finish(answer));
-        }
-        let view = parts.state.teams.try_view()?;
-        let guard = parts.tracker.begin(hot.route(), request.method())?;
-        let answer = match hot {
-            Hot::IsMember(team, member) => answers::is_member(&view, team, member),
-            Hot::TeamsOf(person) => {
-                answers::teams_of(&view, person, Depth::Transitive, None, usize::MAX)
-            }
-            Hot::Members(team, filter) => answers::transitive_members(
-                &view,
-                &parts.state.member_bodies,
-                team,
-                filter,
-                None,
-                usize::MAX,
-            ),
-            Hot::Merged(..) => unreachable!("answered above"),
+        let (guard, answer) =
+            parts.hot_answer(request.path, request.query, client, request.authorization)?;
+        let (status, headers, body) = match answer {
+            Ok(body) => (StatusCode::OK, Vec::new(), body),
+            Err(error) => error.into_parts(),
         };
-        drop(view);
-        Some(guard.finish(answer.unwrap_or_else(IntoResponse::into_response)))
+        Some(FastReply {
+            status,
+            headers,
+            body,
+            guard,
+        })
     }
 }
 

@@ -285,6 +285,7 @@ pub(crate) async fn members(
                     query.after.as_deref(),
                     limit,
                 )
+                .map(answers::json_response)
             })
             .await;
     }
@@ -311,7 +312,9 @@ pub(crate) async fn is_member(
 ) -> Result<Response, ApiError> {
     check_names(&[&team, &member])?;
     state
-        .team_lookup(move |view| answers::is_member(view, &team, &member))
+        .team_lookup(move |view| {
+            answers::is_member(view, &team, &member).map(answers::json_response)
+        })
         .await
 }
 
@@ -333,6 +336,7 @@ pub(crate) async fn teams_of(
                 query.after.as_deref(),
                 limit,
             )
+            .map(answers::json_response)
         })
         .await
 }

@@ -28,6 +28,7 @@ use crate::common::follow::{self, FollowSettings, Follower, Replica, ReplicaErro
 use crate::common::leader::{self, Leader};
 use crate::common::metrics::{HttpMetrics, Tracker};
 use crate::common::pool::BlockingPool;
+use crate::common::serve::App;
 use crate::common::SetupError;
 use crate::common::{finish, ApiError, Limits, ServerConfig};
 
@@ -301,8 +302,24 @@ impl Directory {
     }
 }
 
+/// What the directory's server runs: [`router`], and its hot reads answered before hyper on
+/// a connection that asks only for them (`fast.rs`).
+pub fn app(state: Directory) -> App {
+    let fast = fast_path(state);
+    App {
+        router: Router::new().fallback_service(fast.clone()),
+        fast: Some(Arc::new(fast)),
+    }
+}
+
 /// The directory's router: every route of `docs/API.md` with its access rules and limits.
 pub fn router(state: Directory) -> Router {
+    // Every request meets the fast path first: a router without routes hands all to it.
+    Router::new().fallback_service(fast_path(state))
+}
+
+/// The routes behind the fast path.
+fn fast_path(state: Directory) -> fast::FastPath {
     let tracker = Tracker::new(Arc::clone(&state.metrics), state.limits.max_concurrency);
     let json_limit = DefaultBodyLimit::max(state.limits.max_json_bytes);
     let import_limit =
@@ -417,8 +434,7 @@ pub fn router(state: Directory) -> Router {
         writes.merge(reads).merge(ops).with_state(state.clone()),
         tracker.clone(),
     );
-    // Every request meets the fast path first: a router without routes hands all to it.
-    Router::new().fallback_service(fast::FastPath::new(state, tracker, router))
+    fast::FastPath::new(state, tracker, router)
 }
 
 /// The directory's stores as a follower sees them: one change log shared by the graph store

@@ -5,10 +5,12 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::response::Response;
 use commitgraph::{CommitError, CommitId, MergedChange, RepoId, Writer};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::answers;
 use super::handlers::check_names;
 use super::Directory;
 use crate::common::error::{BodyBytes, Json, Path, Query};
@@ -293,7 +295,7 @@ pub(crate) async fn merged(
 pub(crate) async fn merged_into(
     State(state): State<Directory>,
     Path((repo, x, y)): Path<(String, String, String)>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     check_names(&[&repo, &x, &y])?;
     state
         .blocking(move |d| {
@@ -301,7 +303,7 @@ pub(crate) async fn merged_into(
                 .commits
                 .is_merged(repo_id(&repo), &x, &y)
                 .map_err(commit_error)?;
-            Ok(axum::Json(json!({ "merged": merged })))
+            Ok(answers::json_response(answers::merged(merged)))
         })
         .await
 }

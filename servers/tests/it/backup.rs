@@ -30,7 +30,8 @@ struct Running {
 }
 
 impl Running {
-    async fn serve(app: axum::Router) -> Running {
+    async fn serve(app: impl Into<servers::common::serve::App>) -> Running {
+        let app: servers::common::serve::App = app.into();
         let listener = serve::bind("127.0.0.1:0".parse().unwrap(), true)
             .await
             .unwrap();
@@ -536,7 +537,7 @@ async fn start_directory(config: &GraphConfig) -> (Running, Arc<dyn Engine>) {
     let state = Directory::new(graph, commits, &server_config())
         .unwrap()
         .with_store_config(config.clone());
-    (Running::serve(directory::router(state)).await, engine)
+    (Running::serve(directory::app(state)).await, engine)
 }
 
 /// The 40-hex id of commit `n`.

@@ -95,7 +95,7 @@ async fn only_the_writer_delivers_on(scratch: &PgScratch, keep: &Keep) {
         );
         let state = state.with_leader(leader.clone());
         leader.start();
-        instances.push((leader, Running::start(directory::router(state)).await));
+        instances.push((leader, Running::start(directory::app(state)).await));
     }
     let leading = elected(&instances).await;
 

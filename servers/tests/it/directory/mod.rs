@@ -2,6 +2,7 @@
 // curl helpers; team and package-set routes are in `teams.rs`, repositories in `repos.rs`.
 //! The directory end to end over real sockets, with reqwest and curl.
 
+mod fast_http;
 mod repos;
 mod teams;
 
@@ -36,6 +37,8 @@ pub(crate) struct Access {
     pub(crate) callback_hosts: Vec<String>,
     /// `store.max_import_edges` (`None`: the default).
     pub(crate) max_import_edges: Option<usize>,
+    /// `server.limits`.
+    pub(crate) limits: servers::common::Limits,
 }
 
 impl Default for Access {
@@ -45,6 +48,7 @@ impl Default for Access {
             allowed: servers::common::config::loopback_cidrs(),
             callback_hosts: Vec::new(),
             max_import_edges: None,
+            limits: servers::common::Limits::default(),
         }
     }
 }
@@ -65,13 +69,14 @@ impl Dir {
             open_reads: access.open_reads,
             allowed_cidrs: access.allowed,
             callback_hosts: access.callback_hosts,
+            limits: access.limits,
             ..ServerConfig::default()
         };
         let mut state = Directory::new(store, commits, &config).unwrap();
         if let Some(max) = access.max_import_edges {
             state = state.with_max_import_edges(max);
         }
-        let app = directory::router(state);
+        let app = directory::app(state);
         let listener = serve::bind("127.0.0.1:0".parse().unwrap(), true)
             .await
             .unwrap();

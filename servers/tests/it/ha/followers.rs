@@ -24,7 +24,7 @@ async fn directories(
         );
         let state = state.with_leader(leader.clone());
         leader.start();
-        instances.push((leader, Running::start(directory::router(state)).await));
+        instances.push((leader, Running::start(directory::app(state)).await));
     }
     let leading = elected(&instances).await;
     (instances, leading)

@@ -42,7 +42,8 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    pub(crate) async fn start(app: axum::Router) -> Self {
+    pub(crate) async fn start(app: impl Into<serve::App>) -> Self {
+        let app: serve::App = app.into();
         let listener = serve::bind("127.0.0.1:0".parse().unwrap(), true)
             .await
             .unwrap();
@@ -155,7 +156,7 @@ async fn the_directory_serves_from_postgres_on(scratch: &PgScratch, keep: &Keep)
         .await
         .unwrap();
     assert_eq!(state.store().engine().backend(), Backend::Postgres);
-    let server = Running::start(directory::router(state)).await;
+    let server = Running::start(directory::app(state)).await;
     use reqwest::Method;
     assert_eq!(
         server.send(Method::PUT, "/teams/core-dev").await.status(),
@@ -187,7 +188,7 @@ async fn the_directory_serves_from_postgres_on(scratch: &PgScratch, keep: &Keep)
     let state = open_directory(directory_config(scratch, &scratch.url()), keep)
         .await
         .unwrap();
-    let server = Running::start(directory::router(state)).await;
+    let server = Running::start(directory::app(state)).await;
     let answer: serde_json::Value = server
         .send(Method::GET, "/teams/core-dev/members/alice")
         .await
@@ -333,7 +334,7 @@ async fn one_directory_instance_writes_and_a_graceful_stop_hands_over_on(
         assert!(leader.holder().is_some());
         let state = state.with_leader(leader.clone());
         leader.start();
-        instances.push((leader, Running::start(directory::router(state)).await));
+        instances.push((leader, Running::start(directory::app(state)).await));
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     let leading = loop {
