@@ -26,6 +26,7 @@
 #
 #   benches/servers/directory.sh
 #   DIVISOR=1 THREADS=2 CLIENTS=8 DURATION=10 ROUNDS=3 benches/servers/directory.sh
+#   DIRECTORY=/path/to/an/older/directory benches/servers/directory.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -50,6 +51,8 @@ if [ -z "$pgbin" ]; then apt-get update -qq && apt-get install -y -qq postgresql
 
 cargo build --release -p servers --bin directory --example team_graph --example commit_graph
 target="${CARGO_TARGET_DIR:-target}/release"
+# DIRECTORY=path measures another build of the server (an A/B against an older commit).
+directory_bin="${DIRECTORY:-$target/directory}"
 work="$(mktemp -d)"
 chmod 755 "$work"
 directory_pid=""
@@ -69,14 +72,14 @@ echo "# $(date -u +%FT%TZ) $(uname -m), $(nproc) cores; graph: $info"
 eval "$(echo "$info" | tr ' ' '\n' | grep -E '^(persons|teams|largest_team|largest_index|heavy_person|heavy_index)=')"
 
 start=$(date +%s.%N)
-/usr/bin/time -f "%M" -o "$work/import.peak" "$target/directory" --data-dir "$work/directory" import teams "$work/graph/teams.tsv" >/dev/null
+/usr/bin/time -f "%M" -o "$work/import.peak" "$directory_bin" --data-dir "$work/directory" import teams "$work/graph/teams.tsv" >/dev/null
 echo "directory import teams: $(python3 -c "print(round($(date +%s.%N) - $start, 1))") s, peak RSS $(cat "$work/import.peak") kB"
 echo "repository: $("$target/examples/commit_graph" "$COMMITS" "$BRANCHES" "$work/repo")"
 start=$(date +%s.%N)
-"$target/directory" --data-dir "$work/directory" import repo bench "$work/repo/rev-list" --refs "$work/repo/refs" >/dev/null
+"$directory_bin" --data-dir "$work/directory" import repo bench "$work/repo/rev-list" --refs "$work/repo/refs" >/dev/null
 echo "directory import repo: $(python3 -c "print(round($(date +%s.%N) - $start, 1))") s"
 
-TOKIO_WORKER_THREADS="$THREADS" RUST_LOG=warn "$target/directory" --data-dir "$work/directory" \
+TOKIO_WORKER_THREADS="$THREADS" RUST_LOG=warn "$directory_bin" --data-dir "$work/directory" \
     serve --dev --listen "127.0.0.1:$DPORT" --max-concurrency 100000 &
 directory_pid=$!
 for _ in $(seq 600); do curl -fsS "http://127.0.0.1:$DPORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
