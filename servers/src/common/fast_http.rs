@@ -105,6 +105,9 @@ pub(crate) async fn answer_hot_reads(
     let mut head_started: Option<Instant> = None;
     let timer = tokio::time::sleep(limits.idle_timeout);
     tokio::pin!(timer);
+    // Made once: a new `changed()` per request would join and leave the channel's waiters.
+    let stopping = stop.changed();
+    tokio::pin!(stopping);
     loop {
         if !buf.is_empty() {
             let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -154,8 +157,6 @@ pub(crate) async fn answer_hot_reads(
                 // Too long, malformed, or more headers than kept here: hyper answers.
                 Ok(httparse::Status::Partial) | Err(_) => return Ended::HandOff(buf.freeze()),
             }
-        } else if *stop.borrow() {
-            return Ended::Closed;
         }
         let idle = buf.is_empty();
         tokio::select! {
@@ -176,7 +177,7 @@ pub(crate) async fn answer_hot_reads(
                 timer.as_mut().reset(deadline.into());
             }
             // Stopping: a connection between requests closes; one in a head finishes it.
-            _ = stop.changed(), if idle => return Ended::Closed,
+            _ = &mut stopping, if idle => return Ended::Closed,
         }
     }
 }
