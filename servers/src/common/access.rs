@@ -191,14 +191,18 @@ impl AccessPolicy {
         proxy::client_address(&self.trusted_proxies, peer.ip(), proxied, request.headers())
     }
 
-    /// [`AccessPolicy::client_ip`] for a request without `X-Forwarded-For`, from its TCP peer
-    /// and the PROXY header's source.
+    /// [`AccessPolicy::client_ip`] from a request's parts: its TCP peer, the PROXY header's
+    /// source and its headers (only `X-Forwarded-For` is read).
     ///
     /// # Errors
-    /// None today (the forwarded list it would parse is empty); the same type as
-    /// `client_ip`'s.
-    pub fn client_ip_of(&self, peer: IpAddr, proxied: Option<IpAddr>) -> Result<IpAddr, ApiError> {
-        proxy::client_address(&self.trusted_proxies, peer, proxied, &HeaderMap::new())
+    /// A malformed `X-Forwarded-For` from a trusted proxy (`bad_forwarded_for`).
+    pub fn client_ip_of(
+        &self,
+        peer: IpAddr,
+        proxied: Option<IpAddr>,
+        headers: &HeaderMap,
+    ) -> Result<IpAddr, ApiError> {
+        proxy::client_address(&self.trusted_proxies, peer, proxied, headers)
     }
 
     /// Whether an `Authorization` header value carries valid credentials. Every configured

@@ -1,10 +1,12 @@
 //! A connection's first requests read straight from the socket: while they are hot reads a
 //! service answers in place (a plain `GET` without a body: person-in-team, is-merged), this
 //! loop parses them with `httparse` and writes each answer in one `write`; at the first
-//! request it does not take (any other method or route, a body, `Connection`, `Expect`,
-//! `Upgrade`, `X-Forwarded-For`, HTTP/1.0, a malformed or oversized head) it hands the
-//! connection, with every byte it has read and not answered, to hyper and the router for the
-//! rest of its life.
+//! request it does not take (any other method or route, a body, `Expect`, `Upgrade`, a
+//! `Connection` other than `close` or `keep-alive`, HTTP/1.0, a malformed or oversized head)
+//! it hands the connection, with every byte it has read and not answered, to hyper and the
+//! router for the rest of its life. A request with `Connection: close` (HAProxy's `option
+//! http-server-close` sends every request so) is answered and the connection closed, as hyper
+//! does; `X-Forwarded-For` goes to the service's access check as it does to the router's.
 //!
 //! Why: a hot read costs the index a microsecond or two, while hyper and axum around it cost
 //! several (a `Request` and its header map, the service stack, a `Response` and its body
@@ -20,7 +22,7 @@ use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -38,11 +40,13 @@ pub struct FastRequest<'a> {
     pub query: Option<&'a str>,
     /// The `Authorization` header's value.
     pub authorization: Option<&'a [u8]>,
-    /// The client's address: the TCP peer, or the PROXY header's source when one was sent.
-    /// (A request with `X-Forwarded-For` goes to the router, which decides whom to trust.)
+    /// The TCP peer.
     pub peer: SocketAddr,
     /// The PROXY header's source address, when the connection had one.
     pub proxied: Option<IpAddr>,
+    /// The request's `X-Forwarded-For` values (none: an empty map, which does not allocate),
+    /// for the access check's [`super::proxy::client_address`].
+    pub forwarded_for: HeaderMap,
 }
 
 /// A complete answer: a JSON body with its status and any extra headers.
@@ -114,7 +118,7 @@ pub(crate) async fn answer_hot_reads(
             let mut request = httparse::Request::new(&mut headers);
             match request.parse(&buf) {
                 Ok(httparse::Status::Complete(head_len)) => {
-                    let Some(request) = understood(&request, peer, proxied) else {
+                    let Some((request, close)) = understood(&request, peer, proxied) else {
                         return Ended::HandOff(buf.freeze());
                     };
                     let Some(reply) = routes.answer(&request) else {
@@ -127,7 +131,7 @@ pub(crate) async fn answer_hot_reads(
                         guard,
                     } = reply;
                     out.clear();
-                    write_head(&mut out, status, &headers, body.len());
+                    write_head(&mut out, status, &headers, body.len(), close);
                     let written = if body.len() <= 16 << 10 {
                         out.extend_from_slice(&body);
                         stream.write_all(&out).await
@@ -139,6 +143,11 @@ pub(crate) async fn answer_hot_reads(
                     };
                     guard.finish_written(status, body.len());
                     if written.is_err() {
+                        return Ended::Closed;
+                    }
+                    if close {
+                        // A FIN after the answer, as hyper sends.
+                        let _ = stream.shutdown().await;
                         return Ended::Closed;
                     }
                     buf.advance(head_len);
@@ -182,12 +191,13 @@ pub(crate) async fn answer_hot_reads(
     }
 }
 
-/// The request's parts when it is one this loop may answer.
+/// The request's parts when it is one this loop may answer, and whether it asked for the
+/// connection to be closed after it.
 fn understood<'a>(
     request: &httparse::Request<'_, 'a>,
     peer: SocketAddr,
     proxied: Option<IpAddr>,
-) -> Option<FastRequest<'a>> {
+) -> Option<(FastRequest<'a>, bool)> {
     if request.method != Some("GET") || request.version != Some(1) {
         return None;
     }
@@ -196,6 +206,8 @@ fn understood<'a>(
         return None;
     }
     let mut authorization = None;
+    let mut close = false;
+    let mut forwarded_for = HeaderMap::new();
     for header in request.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("authorization") {
@@ -203,9 +215,14 @@ fn understood<'a>(
                 return None;
             }
         } else if name.eq_ignore_ascii_case("connection") {
-            if !header.value.eq_ignore_ascii_case(b"keep-alive") {
+            if header.value.eq_ignore_ascii_case(b"close") {
+                close = true;
+            } else if !header.value.eq_ignore_ascii_case(b"keep-alive") {
                 return None;
             }
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            let value = HeaderValue::from_bytes(header.value).ok()?;
+            forwarded_for.append(HeaderName::from_static("x-forwarded-for"), value);
         } else if ROUTER_HEADERS
             .iter()
             .any(|router| name.eq_ignore_ascii_case(router))
@@ -217,24 +234,25 @@ fn understood<'a>(
         Some((path, query)) => (path, Some(query)),
         None => (target, None),
     };
-    Some(FastRequest {
+    let request = FastRequest {
         path,
         query,
         authorization,
         peer,
         proxied,
-    })
+        forwarded_for,
+    };
+    Some((request, close))
 }
 
-/// Headers that make a request the router's: a body, a change of protocol or connection, an
-/// expectation, a forwarded client address, a read that waits for a revision.
+/// Headers that make a request the router's: a body, a change of protocol, an expectation,
+/// a read that waits for a revision.
 const ROUTER_HEADERS: &[&str] = &[
     "content-length",
     "transfer-encoding",
     "upgrade",
     "expect",
     "te",
-    "x-forwarded-for",
     "x-min-revision",
 ];
 
@@ -243,6 +261,7 @@ fn write_head(
     status: StatusCode,
     headers: &[(HeaderName, HeaderValue)],
     body_len: usize,
+    close: bool,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -257,6 +276,9 @@ fn write_head(
     }
     out.extend_from_slice(b"content-length: ");
     out.extend_from_slice(body_len.to_string().as_bytes());
+    if close {
+        out.extend_from_slice(b"\r\nconnection: close");
+    }
     out.extend_from_slice(b"\r\ndate: ");
     http_date(out);
     out.extend_from_slice(b"\r\n\r\n");
@@ -282,16 +304,20 @@ fn http_date(out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    fn parse(head: &str) -> Option<(String, Option<String>, Option<Vec<u8>>)> {
+    type Parsed = (String, Option<String>, Option<Vec<u8>>, bool, usize);
+
+    fn parse(head: &str) -> Option<Parsed> {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut request = httparse::Request::new(&mut headers);
         assert!(request.parse(head.as_bytes()).unwrap().is_complete());
         let peer = "127.0.0.1:1".parse().unwrap();
-        understood(&request, peer, None).map(|r| {
+        understood(&request, peer, None).map(|(r, close)| {
             (
                 r.path.to_string(),
                 r.query.map(str::to_string),
                 r.authorization.map(<[u8]>::to_vec),
+                close,
+                r.forwarded_for.len(),
             )
         })
     }
@@ -303,12 +329,18 @@ mod tests {
             Some((
                 "/a/b".into(),
                 Some("c=d".into()),
-                Some(b"Basic eA==".to_vec())
+                Some(b"Basic eA==".to_vec()),
+                false,
+                0
             ))
         );
         assert_eq!(
             parse("GET /a HTTP/1.1\r\nConnection: Keep-Alive\r\n\r\n"),
-            Some(("/a".into(), None, None))
+            Some(("/a".into(), None, None, false, 0))
+        );
+        assert_eq!(
+            parse("GET /a HTTP/1.1\r\nConnection: close\r\nX-Forwarded-For: 10.0.0.1\r\nx-forwarded-for: 10.0.0.2, 10.0.0.3\r\n\r\n"),
+            Some(("/a".into(), None, None, true, 2))
         );
         for head in [
             "HEAD /a HTTP/1.1\r\n\r\n",
@@ -318,10 +350,9 @@ mod tests {
             "GET http://x/a HTTP/1.1\r\n\r\n",
             "GET /a HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
             "GET /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "GET /a HTTP/1.1\r\nConnection: close\r\n\r\n",
             "GET /a HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
             "GET /a HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
-            "GET /a HTTP/1.1\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",
+            "GET /a HTTP/1.1\r\nConnection: keep-alive, upgrade\r\n\r\n",
             "GET /a HTTP/1.1\r\nx-min-revision: 3\r\n\r\n",
             "GET /a HTTP/1.1\r\nAuthorization: Basic eA==\r\nAuthorization: Basic eQ==\r\n\r\n",
         ] {
@@ -336,7 +367,7 @@ mod tests {
             HeaderName::from_static("www-authenticate"),
             HeaderValue::from_static("Basic realm=\"x\""),
         )];
-        write_head(&mut out, StatusCode::UNAUTHORIZED, &extra, 12);
+        write_head(&mut out, StatusCode::UNAUTHORIZED, &extra, 12, false);
         let text = String::from_utf8(out).unwrap();
         let (head, date) = text.split_once("date: ").unwrap();
         assert_eq!(

@@ -196,7 +196,7 @@ impl FastRoutes for FastPath {
         let client = parts
             .state
             .policy
-            .client_ip_of(request.peer.ip(), request.proxied)
+            .client_ip_of(request.peer.ip(), request.proxied, &request.forwarded_for)
             .ok()?;
         let (guard, answer) =
             parts.hot_answer(request.path, request.query, client, request.authorization)?;

@@ -135,6 +135,18 @@ async fn hot_reads_answer_the_routers_bytes() {
         fast.send(&get(path, "")).await;
         let answered = fast.answer().await.unwrap();
         assert_eq!(answered, by_router, "{path}");
+        // `Connection: close` (HAProxy's `http-server-close` sends it): answered, then closed,
+        // as the router's hyper does.
+        let mut routed = Raw::connect(&d).await;
+        routed
+            .send(&get(path, "X-Min-Revision: 0\r\nConnection: close\r\n"))
+            .await;
+        let by_router = routed.answer().await.unwrap();
+        assert!(routed.closed_within(Duration::from_secs(2)).await, "{path}");
+        let mut fast = Raw::connect(&d).await;
+        fast.send(&get(path, "Connection: close\r\n")).await;
+        assert_eq!(fast.answer().await.unwrap(), by_router, "{path}");
+        assert!(fast.closed_within(Duration::from_secs(2)).await, "{path}");
     }
     let mut raw = Raw::connect(&d).await;
     raw.send(&get("/teams/ubuntu/members/alice", "")).await;
@@ -337,5 +349,35 @@ async fn answers_from_the_socket_are_counted_in_the_metrics() {
         assert_eq!(raw.answer().await.unwrap().status, 200);
     }
     assert_eq!(count().await, before + 3);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn forwarded_clients_are_checked_as_the_router_checks_them() {
+    // Loopback is allowed (the default) and 127.0.0.1 is a trusted proxy: the client is the
+    // rightmost untrusted address of `X-Forwarded-For`.
+    let d = teams(Access {
+        trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
+        ..Access::default()
+    })
+    .await;
+    let path = "/teams/ubuntu/members/alice";
+    for (forwarded, status) in [
+        ("127.0.0.2", 200),
+        ("192.168.7.7, 127.0.0.2", 200),
+        ("127.0.0.2, 192.168.7.7", 403),
+        ("not an address", 400),
+    ] {
+        let header = format!("X-Forwarded-For: {forwarded}\r\n");
+        let mut routed = Raw::connect(&d).await;
+        routed
+            .send(&get(path, &format!("X-Min-Revision: 0\r\n{header}")))
+            .await;
+        let by_router = routed.answer().await.unwrap();
+        assert_eq!(by_router.status, status, "{forwarded}: {by_router:?}");
+        let mut fast = Raw::connect(&d).await;
+        fast.send(&get(path, &header)).await;
+        assert_eq!(fast.answer().await.unwrap(), by_router, "{forwarded}");
+    }
     d.stop().await;
 }

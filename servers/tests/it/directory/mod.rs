@@ -39,6 +39,8 @@ pub(crate) struct Access {
     pub(crate) max_import_edges: Option<usize>,
     /// `server.limits`.
     pub(crate) limits: servers::common::Limits,
+    /// `server.trusted_proxies`.
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Access {
@@ -49,6 +51,7 @@ impl Default for Access {
             callback_hosts: Vec::new(),
             max_import_edges: None,
             limits: servers::common::Limits::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -70,6 +73,7 @@ impl Dir {
             allowed_cidrs: access.allowed,
             callback_hosts: access.callback_hosts,
             limits: access.limits,
+            trusted_proxies: access.trusted_proxies,
             ..ServerConfig::default()
         };
         let mut state = Directory::new(store, commits, &config).unwrap();
