@@ -74,8 +74,9 @@ pub enum Error {
     EarlierWriteFailed {
         /// The message of the earlier failure.
         cause: String,
-        /// Whether that failure was transient (fenced, or the database out of reach), so
-        /// that the writer may go on once it has reloaded what the engine holds.
+        /// Whether that failure was transient ([`Error::is_transient`]: fenced, the database
+        /// out of reach, a commit found not landed), so that the writer may go on once it has
+        /// reloaded what the engine holds.
         transient: bool,
     },
     /// The backend cannot do this (a checkpoint of sled, of memory, of PostgreSQL).
@@ -106,7 +107,31 @@ impl Error {
             _ => false,
         }
     }
+
+    /// Whether the write is known to have left nothing behind with the engine still sound:
+    /// this instance was fenced, the database was out of reach, a commit cut by a lost
+    /// connection was found on a new one not to have landed ([`NotLanded`]), or an earlier
+    /// write of the chain failed so. An owner whose memory ran ahead of the engine goes back
+    /// to what the engine holds and writes again; after any other failure (a failed sync, an
+    /// outcome it could not resolve) it refuses writes until reopened.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Fenced { .. } => true,
+            Error::EarlierWriteFailed { transient, .. } => *transient,
+            Error::Backend { source, .. } => source.is::<Unreachable>() || source.is::<NotLanded>(),
+            _ => false,
+        }
+    }
 }
+
+/// The cause of an [`Error::Backend`] when a commit's connection was lost and a new
+/// connection found the batch not applied: nothing of it will ever land.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the connection was lost while the batch was committing, and on a new connection the \
+     batch was found not to have landed (it can no longer land): the batch is refused"
+)]
+pub struct NotLanded;
 
 /// The cause of an [`Error::Backend`] when the database could not be reached within the
 /// engine's retries ([`Error::is_unavailable`]).
@@ -128,3 +153,49 @@ fn current_epoch(current: &Option<u64>) -> String {
 
 /// The engine's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(source: BoxError) -> Error {
+        Error::Backend {
+            backend: Backend::Postgres,
+            operation: "write",
+            path: PathBuf::from("x"),
+            source,
+        }
+    }
+
+    #[test]
+    fn transient_failures_are_those_that_applied_nothing_and_left_the_engine_sound() {
+        let unreachable = Unreachable {
+            waited: std::time::Duration::from_secs(1),
+            last: "refused".into(),
+        };
+        assert!(backend(Box::new(unreachable)).is_transient());
+        assert!(backend(Box::new(NotLanded)).is_transient());
+        let fenced = Error::Fenced {
+            name: "l".into(),
+            epoch: 1,
+            current: Some(2),
+        };
+        assert!(fenced.is_transient());
+        for transient in [true, false] {
+            let earlier = Error::EarlierWriteFailed {
+                cause: "c".into(),
+                transient,
+            };
+            assert_eq!(earlier.is_transient(), transient);
+        }
+        // A failed sync, an unresolved commit, a poisoned engine: memory cannot simply go back.
+        assert!(!backend("fsync failed".into()).is_transient());
+        let poisoned = Error::Poisoned {
+            backend: Backend::Rocksdb,
+            path: PathBuf::from("x"),
+            cause: "c".into(),
+        };
+        assert!(!poisoned.is_transient());
+        assert!(!backend(Box::new(NotLanded)).is_unavailable());
+    }
+}

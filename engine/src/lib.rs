@@ -83,7 +83,7 @@ pub use changelog::{Appended, Chain, ChangeLog, Enqueued, FeedError, LogEntry, W
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Backend, EngineConfig, PostgresConfig};
 pub use consumers::{Consumer, Consumers};
-pub use error::{Error, Result, Unreachable};
+pub use error::{Error, NotLanded, Result, Unreachable};
 pub use faulty::{Fault, FaultyEngine};
 pub use group_commit::{GroupCommit, Written};
 pub use leadership::{Epoch, Leadership};

@@ -95,12 +95,7 @@ impl Chain {
     pub fn break_with(&self, error: &crate::Error) {
         let mut broken = lock(&self.broken);
         if broken.is_none() {
-            let transient = match error {
-                crate::Error::Fenced { .. } => true,
-                crate::Error::EarlierWriteFailed { transient, .. } => *transient,
-                other => other.is_unavailable(),
-            };
-            *broken = Some((error.to_string(), transient));
+            *broken = Some((error.to_string(), error.is_transient()));
         }
     }
 }
@@ -221,7 +216,7 @@ impl ChangeLog {
             .collect();
         if let Err(error) = self.check_mark(&mut sequencer) {
             // Nothing written: the first writer gets the engine's error, the others name it.
-            let (cause, transient) = (error.to_string(), error.is_unavailable());
+            let (cause, transient) = (error.to_string(), error.is_transient());
             let mut error = Some(error);
             for queued in group {
                 let error = error.take().unwrap_or(crate::Error::EarlierWriteFailed {

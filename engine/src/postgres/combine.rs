@@ -298,11 +298,10 @@ impl PgEngine {
                         // A fenced engine whose lease moved on (its session ended while it
                         // was paused, and another instance took over) is told so: what its
                         // caller must act on is that it no longer leads.
-                        Ok(false) => {
-                            Err(Failure::Common(self.superseded().unwrap_or_else(|| {
-                                self.error("write", PgFailure::NotLanded)
-                            })))
-                        }
+                        Ok(false) => Err(Failure::Common(
+                            self.superseded()
+                                .unwrap_or_else(|| self.error("write", crate::NotLanded)),
+                        )),
                         Err(cause) => {
                             let error = self.error(
                                 "write",

@@ -59,11 +59,6 @@ const ACQUIRE_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, thiserror::Error)]
 enum PgFailure {
     #[error(
-        "the connection was lost while the batch was committing, and on a new connection the \
-         batch was found not to have landed (it can no longer land): the batch is refused"
-    )]
-    NotLanded,
-    #[error(
         "the connection was lost while the batch was committing and its outcome could not be \
          resolved within {0:?}: the batch may or may not have landed ({1})"
     )]

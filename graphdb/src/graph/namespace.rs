@@ -198,16 +198,13 @@ impl Namespace {
     /// writer whose change was in memory when the failure struck fails too and comes here
     /// after its own change, so the last reload follows every change that was not acknowledged.
     ///
-    /// A refusal that says nothing about the engine's health (fenced: another instance leads;
-    /// the database out of reach: nothing applied) does not poison the namespace once memory
+    /// A refusal that says nothing about the engine's health ([`engine::Error::is_transient`]:
+    /// fenced, another instance leads; the database out of reach, or a commit cut by a lost
+    /// connection found not to have landed: nothing applied) does not poison the namespace once memory
     /// is back to what the engine holds; while that reload cannot be done (the database is
     /// still away) the namespace refuses writes, and the next write tries the reload again.
     pub(super) fn fail(&self, error: engine::Error) -> Error {
-        let transient = match &error {
-            engine::Error::Fenced { .. } => true,
-            engine::Error::EarlierWriteFailed { transient, .. } => *transient,
-            other => other.is_unavailable(),
-        };
+        let transient = error.is_transient();
         *self.poisoned.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
         *self.transient.lock().unwrap_or_else(|e| e.into_inner()) = transient;
         // Batches of this namespace still queued are refused unwritten (they were computed

@@ -114,37 +114,29 @@ impl ApiError {
     /// The answer to an engine error that is about where the service stands, not about the
     /// request, or `None`: a write refused because another instance took over the lease
     /// (`Fenced`) is 503 `not_leader`, which HAProxy retries at the new writer; a database
-    /// out of reach after the engine's retries is 503 `database_unavailable` with
-    /// `Retry-After`. Neither recorded anything.
+    /// out of reach after the engine's retries, or a commit cut by a lost connection and found
+    /// not to have landed, is 503 `database_unavailable` with `Retry-After`. None of them
+    /// recorded anything ([`engine::Error::is_transient`]).
     pub fn from_engine(error: &engine::Error) -> Option<Self> {
         match error {
             engine::Error::Fenced { .. } => Some(
                 ApiError::not_leader(super::leader::NOT_LEADER_RETRY_AFTER_SECS).with_cause(error),
             ),
-            // A directory write queued behind one refused so (fenced, database away): it
-            // recorded nothing either, and a retry goes through once the store has reloaded.
-            _ if error.is_unavailable()
-                || matches!(
-                    error,
-                    engine::Error::EarlierWriteFailed {
-                        transient: true,
-                        ..
-                    }
-                ) =>
-            {
-                Some(
-                    ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "database_unavailable",
-                        "the service's database cannot be reached; nothing was recorded; retry",
-                    )
-                    .with_header(
-                        header::RETRY_AFTER,
-                        HeaderValue::from(DATABASE_RETRY_AFTER_SECS),
-                    )
-                    .with_cause(error),
+            // Also a directory write queued behind one refused so: it recorded nothing
+            // either, and a retry goes through once the store has reloaded.
+            _ if error.is_transient() => Some(
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "the service's database cannot be reached or lost the connection; \
+                         nothing was recorded; retry",
                 )
-            }
+                .with_header(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(DATABASE_RETRY_AFTER_SECS),
+                )
+                .with_cause(error),
+            ),
             _ => None,
         }
     }
