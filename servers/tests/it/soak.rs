@@ -310,6 +310,13 @@ async fn librarian_survives_sigkill_under_load() {
                 ))
             })
             .collect();
+        // Killed at a random moment once the round has load: on a loaded machine the first
+        // uploads of a fresh server can take longer than the whole random pause.
+        let before = so_far.len();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while acked.lock().unwrap().len() == before && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(100..800))).await;
         server.kill();
         for writer in writers {
