@@ -256,14 +256,7 @@ async fn metrics_count_requests_and_bytes() {
             .unwrap();
         assert_eq!(response.status(), 200);
     }
-    let text = client
-        .get(url(&server, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::support::get_text(&url(&server, "/metrics")).await;
     assert!(
         text.contains(r#"test_http_requests_total{route="/write",method="POST",status="200"} 3"#),
         "{text}"

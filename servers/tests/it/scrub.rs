@@ -26,14 +26,7 @@ async fn wait_for_scrub(
 }
 
 async fn metric(server: &TestServer, name: &str) -> f64 {
-    let text = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::support::get_text(&server.url("/metrics")).await;
     text.lines()
         .find_map(|line| {
             let (key, value) = line.split_once(' ')?;

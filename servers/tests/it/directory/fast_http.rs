@@ -325,14 +325,7 @@ async fn stopping_closes_idle_keep_alive_connections() {
 async fn answers_from_the_socket_are_counted_in_the_metrics() {
     let d = teams(Access::default()).await;
     let count = || async {
-        let text = client()
-            .get(d.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = crate::support::get_text(&d.url("/metrics")).await;
         text.lines()
             .filter(|line| {
                 line.starts_with("directory_http_requests_total{")

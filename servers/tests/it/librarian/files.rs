@@ -446,14 +446,7 @@ async fn gc_collects_after_the_grace() {
     server.state.store_metrics().record_gc(&report);
     assert_eq!(report.collected_blobs, 1);
     assert_eq!(store.summary().unwrap().blobs, 0);
-    let text = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::support::get_text(&server.url("/metrics")).await;
     assert!(
         text.contains("librarian_gc_collected_blobs_total 1"),
         "{text}"

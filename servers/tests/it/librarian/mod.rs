@@ -31,14 +31,7 @@ async fn health_metrics_and_openapi() {
     let c = client();
     let response = c.get(server.url("/health")).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    let text = c
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::support::get_text(&server.url("/metrics")).await;
     assert!(text.contains("librarian_store_files 1"), "{text}");
     assert!(text.contains("librarian_store_stored_bytes 1000"), "{text}");
     assert!(
