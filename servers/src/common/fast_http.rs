@@ -19,6 +19,7 @@
 //! concurrency limit. Pipelined requests are answered in order.
 
 use std::cell::RefCell;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -132,12 +133,13 @@ pub(crate) async fn answer_hot_reads(
                     } = reply;
                     out.clear();
                     write_head(&mut out, status, &headers, body.len(), close);
+                    let idle = limits.idle_timeout;
                     let written = if body.len() <= 16 << 10 {
                         out.extend_from_slice(&body);
-                        stream.write_all(&out).await
+                        write_moving(stream, &out, idle).await
                     } else {
-                        match stream.write_all(&out).await {
-                            Ok(()) => stream.write_all(&body).await,
+                        match write_moving(stream, &out, idle).await {
+                            Ok(()) => write_moving(stream, &body, idle).await,
                             Err(error) => Err(error),
                         }
                     };
@@ -189,6 +191,22 @@ pub(crate) async fn answer_hot_reads(
             _ = &mut stopping, if idle => return Ended::Closed,
         }
     }
+}
+
+/// Writes all of `data`, failing once the client has taken no byte for `idle` (a client that
+/// stops reading an answer must not hold its connection for ever). A write that completes at
+/// once, as the hot answers do, never sets the timer.
+async fn write_moving(stream: &mut TcpStream, mut data: &[u8], idle: Duration) -> io::Result<()> {
+    while !data.is_empty() {
+        let written = tokio::time::timeout(idle, stream.write(data))
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        if written == 0 {
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
+        }
+        data = &data[written..];
+    }
+    Ok(())
 }
 
 /// The request's parts when it is one this loop may answer, and whether it asked for the

@@ -305,6 +305,58 @@ async fn idle_connections_and_slow_heads_are_closed() {
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_after_the_idle_limit() {
+    let limits = servers::common::Limits {
+        idle_timeout_secs: 2,
+        ..servers::common::Limits::default()
+    };
+    let d = teams(Access {
+        limits,
+        ..Access::default()
+    })
+    .await;
+    // Far more answers than the sockets' buffers hold, asked for and never read: the
+    // server's writes stall, and it must give the connection up after 2 s without progress.
+    let request = get("/teams/ubuntu/members/alice", "");
+    let requests = 400_000;
+    let raw = Raw::connect(&d).await;
+    let (mut reader, mut writer) = raw.stream.into_split();
+    let sending = tokio::spawn(async move {
+        let batch = request.repeat(1_000);
+        for _ in 0..requests / 1_000 {
+            if writer.write_all(batch.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Whatever the server wrote before it gave up, then the end of the stream.
+    let mut answers = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    // The last 8 bytes of the chunk before, so that a status line cut between two reads
+    // is counted once.
+    let mut carry = Vec::new();
+    let read_all = async {
+        loop {
+            match reader.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    carry.extend_from_slice(&chunk[..n]);
+                    answers += carry.windows(9).filter(|w| w == b"HTTP/1.1 ").count();
+                    carry.drain(..carry.len().saturating_sub(8));
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read_all)
+        .await
+        .expect("the server kept the stalled connection open");
+    assert!(answers > 0 && answers < requests, "{answers} answers");
+    sending.abort();
+    d.stop().await;
+}
+
+#[tokio::test]
 async fn stopping_closes_idle_keep_alive_connections() {
     let d = teams(Access::default()).await;
     let mut raw = Raw::connect(&d).await;
