@@ -188,7 +188,7 @@ impl AccessPolicy {
             .extensions()
             .get::<ProxiedPeer>()
             .map(|ProxiedPeer(addr)| addr.ip());
-        proxy::client_address(&self.trusted_proxies, peer.ip(), proxied, request.headers())
+        self.client_ip_of(peer.ip(), proxied, request.headers())
     }
 
     /// [`AccessPolicy::client_ip`] from a request's parts: its TCP peer, the PROXY header's

@@ -19,7 +19,7 @@
 //! concurrency limit. Pipelined requests are answered in order.
 
 use std::cell::RefCell;
-use std::io;
+use std::io::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -292,8 +292,8 @@ fn write_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(body_len.to_string().as_bytes());
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "content-length: {body_len}");
     if close {
         out.extend_from_slice(b"\r\nconnection: close");
     }

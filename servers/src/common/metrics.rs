@@ -302,11 +302,7 @@ impl Tracker {
 impl RequestGuard {
     /// Records `response` and returns it, holding the permit until its body is sent.
     pub fn finish(self, response: Response) -> Response {
-        let metrics = &self.tracker.metrics;
-        metrics.in_flight.dec();
-        let status = response.status().as_u16();
-        record(metrics, &self.series, &self.method, status, self.start);
-        tracing::debug!(method = %self.method, route = self.series.route, status, micros = self.start.elapsed().as_micros() as u64, "request");
+        self.answered(response.status());
         let bytes_out = self.series.bytes_out.clone();
         let permit = Some(self.permit);
         response.map(|body| Body::new(Counted::new(body, bytes_out, permit)))
@@ -315,12 +311,17 @@ impl RequestGuard {
     /// Records an answer of `body_len` bytes that the caller has already written (the
     /// connection's fast loop, `fast_http.rs`); the permit goes with the guard.
     pub fn finish_written(self, status: StatusCode, body_len: usize) {
+        self.answered(status);
+        self.series.bytes_out.inc_by(body_len as u64);
+    }
+
+    /// Out of flight, counted by status and timed, logged.
+    fn answered(&self, status: StatusCode) {
         let metrics = &self.tracker.metrics;
         metrics.in_flight.dec();
         let status = status.as_u16();
         record(metrics, &self.series, &self.method, status, self.start);
         tracing::debug!(method = %self.method, route = self.series.route, status, micros = self.start.elapsed().as_micros() as u64, "request");
-        self.series.bytes_out.inc_by(body_len as u64);
     }
 }
 

@@ -307,6 +307,7 @@ impl Directory {
 pub fn app(state: Directory) -> App {
     let fast = fast_path(state);
     App {
+        // Every request meets the fast path first: a router without routes hands all to it.
         router: Router::new().fallback_service(fast.clone()),
         fast: Some(Arc::new(fast)),
     }
@@ -314,8 +315,7 @@ pub fn app(state: Directory) -> App {
 
 /// The directory's router: every route of `docs/API.md` with its access rules and limits.
 pub fn router(state: Directory) -> Router {
-    // Every request meets the fast path first: a router without routes hands all to it.
-    Router::new().fallback_service(fast_path(state))
+    app(state).router
 }
 
 /// The routes behind the fast path.

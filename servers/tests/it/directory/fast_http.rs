@@ -115,6 +115,14 @@ async fn teams(access: Access) -> Dir {
     d
 }
 
+async fn teams_with_limits(limits: servers::common::Limits) -> Dir {
+    teams(Access {
+        limits,
+        ..Access::default()
+    })
+    .await
+}
+
 const HOT: [&str; 5] = [
     "/teams/ubuntu/members/alice",
     "/teams/ubuntu/members/nobody",
@@ -254,14 +262,10 @@ async fn refusals_and_odd_requests_are_the_routers() {
 
 #[tokio::test]
 async fn idle_connections_and_slow_heads_are_closed() {
-    let limits = servers::common::Limits {
+    let d = teams_with_limits(servers::common::Limits {
         header_read_timeout_secs: 1,
         idle_timeout_secs: 2,
         ..servers::common::Limits::default()
-    };
-    let d = teams(Access {
-        limits,
-        ..Access::default()
     })
     .await;
     // A head that stops half way: closed after the head's limit, not the idle one.
@@ -306,13 +310,9 @@ async fn idle_connections_and_slow_heads_are_closed() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_after_the_idle_limit() {
-    let limits = servers::common::Limits {
+    let d = teams_with_limits(servers::common::Limits {
         idle_timeout_secs: 2,
         ..servers::common::Limits::default()
-    };
-    let d = teams(Access {
-        limits,
-        ..Access::default()
     })
     .await;
     // Far more answers than the sockets' buffers hold, asked for and never read: the
