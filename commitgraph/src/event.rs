@@ -164,41 +164,17 @@ impl RepoEvent {
     }
 
     fn encode_pushed(&self, commits: &[NewCommit]) -> Vec<u8> {
-        let ids: usize = commits.iter().map(|c| 1 + c.parents.len()).sum();
-        let mut out = Vec::with_capacity(32 + self.actor.len() + self.repo.len() + ids * 33);
-        out.push(PUSHED_V1);
-        out.extend_from_slice(&self.time_us.to_be_bytes());
-        put_string(&mut out, &self.actor);
-        put_string(&mut out, &self.repo);
-        out.extend_from_slice(&self.repo_id.to_be_bytes());
-        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes();
-        out.extend_from_slice(&count(commits.len()));
-        let put_id = |out: &mut Vec<u8>, id: &CommitId| {
-            let bytes = id.as_bytes();
-            // 20 or 32: a CommitId holds nothing else.
-            out.push(bytes.len() as u8);
-            out.extend_from_slice(bytes);
-        };
-        let mut previous = None;
+        let parents: usize = commits.iter().map(|c| c.parents.len()).sum();
+        let by = Writer::new(&self.actor, &self.repo);
+        let mut encoder =
+            PushedEncoder::new(self.time_us, by, self.repo_id(), commits.len(), parents);
         for commit in commits {
-            put_id(&mut out, &commit.id);
-            if commit.parents.len() == 1 && previous == commit.parents.first() {
-                out.push(PREVIOUS);
-            } else {
-                match u8::try_from(commit.parents.len()) {
-                    Ok(n) if n < COUNTED => out.push(n),
-                    _ => {
-                        out.push(COUNTED);
-                        out.extend_from_slice(&count(commit.parents.len()));
-                    }
-                }
-                for parent in &commit.parents {
-                    put_id(&mut out, parent);
-                }
-            }
-            previous = Some(&commit.id);
+            encoder.commit(
+                commit.id.as_bytes(),
+                commit.parents.iter().map(CommitId::as_bytes),
+            );
         }
-        out
+        encoder.finish()
     }
 
     fn decode_pushed(payload: &[u8]) -> Option<RepoEvent> {
@@ -267,6 +243,84 @@ impl RepoEvent {
             return Ok(None);
         }
         serde_json::from_value(value).map(Some)
+    }
+}
+
+/// Writes a binary `commits.pushed` payload (see the module's docs) commit by commit, from
+/// raw ids: a push encodes its event straight from its plan, without first building a list
+/// of [`NewCommit`]s (an allocation per commit, a tenth of the feed's cost to a push).
+pub(crate) struct PushedEncoder {
+    out: Vec<u8>,
+    /// Where the previous commit's id starts in `out`, and its length.
+    previous: Option<(usize, usize)>,
+}
+
+impl PushedEncoder {
+    /// A payload for `count` commits with `parents` parents in all, written at `time_us` by
+    /// `by` to the repository `repo_id`.
+    pub(crate) fn new(
+        time_us: u64,
+        by: Writer<'_>,
+        repo_id: RepoId,
+        count: usize,
+        parents: usize,
+    ) -> Self {
+        let ids = count + parents;
+        let mut out = Vec::with_capacity(32 + by.actor.len() + by.repo.len() + ids * 33);
+        out.push(PUSHED_V1);
+        out.extend_from_slice(&time_us.to_be_bytes());
+        put_string(&mut out, by.actor);
+        put_string(&mut out, by.repo);
+        out.extend_from_slice(&repo_id.0.to_be_bytes());
+        out.extend_from_slice(&Self::count(count));
+        PushedEncoder {
+            out,
+            previous: None,
+        }
+    }
+
+    fn count(n: usize) -> [u8; 4] {
+        u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes()
+    }
+
+    /// Appends one commit: its id and its parents' ids (raw bytes, 20 or 32 each).
+    pub(crate) fn commit<'a>(
+        &mut self,
+        id: &[u8],
+        parents: impl ExactSizeIterator<Item = &'a [u8]> + Clone,
+    ) {
+        let start = self.out.len();
+        self.put_id(id);
+        let previous = self
+            .previous
+            .map(|(at, len)| &self.out[at + 1..at + 1 + len]);
+        let mut first = parents.clone();
+        if parents.len() == 1 && first.next() == previous {
+            self.out.push(PREVIOUS);
+        } else {
+            match u8::try_from(parents.len()) {
+                Ok(n) if n < COUNTED => self.out.push(n),
+                _ => {
+                    self.out.push(COUNTED);
+                    self.out.extend_from_slice(&Self::count(parents.len()));
+                }
+            }
+            for parent in parents {
+                self.put_id(parent);
+            }
+        }
+        self.previous = Some((start, id.len()));
+    }
+
+    fn put_id(&mut self, bytes: &[u8]) {
+        // 20 or 32: a commit id is nothing else.
+        self.out.push(bytes.len() as u8);
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// The payload.
+    pub(crate) fn finish(self) -> Vec<u8> {
+        self.out
     }
 }
 

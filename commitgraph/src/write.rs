@@ -3,6 +3,7 @@
 //! batch (see `commitgraph/DESIGN.md`, "Model and layout" and "Change feed").
 
 use super::*;
+use crate::event::PushedEncoder;
 
 /// One branch update of a write: the tip before it and after it (`None`: absent, deleted).
 #[derive(Clone, Copy, Debug)]
@@ -18,6 +19,27 @@ fn id_of(index: &CommitIndex, plan: &index::Plan, node: u32) -> CommitId {
         Some(i) => plan.nodes[i as usize].id,
         None => index.commit_id(node),
     }
+}
+
+/// The `commits.pushed` payload of a plan's new commits, encoded from the plan and the index
+/// (the same bytes as [`RepoEvent::encode`] gives for them).
+fn pushed_event(
+    time_us: u64,
+    by: Writer<'_>,
+    repo: RepoId,
+    index: &CommitIndex,
+    plan: &index::Plan,
+) -> Vec<u8> {
+    let parents = plan.nodes.iter().map(|node| node.parents.len()).sum();
+    let mut encoder = PushedEncoder::new(time_us, by, repo, plan.nodes.len(), parents);
+    for node in &plan.nodes {
+        let raw_id = |&parent: &u32| match parent.checked_sub(plan.first) {
+            Some(i) => plan.nodes[i as usize].id.as_bytes(),
+            None => index.raw_id(parent),
+        };
+        encoder.commit(node.id.as_bytes(), node.parents.iter().map(raw_id));
+    }
+    encoder.finish()
 }
 
 /// What a write records besides its commits and branch moves.
@@ -198,21 +220,13 @@ impl CommitGraphs {
         let record = self
             .record_changes
             .load(std::sync::atomic::Ordering::Relaxed);
-        // The event's list of the pushed commits is the feed's work: none without it.
-        let pushed: Vec<NewCommit> = match kind {
-            WriteKind::Push if record => plan
-                .nodes
-                .iter()
-                .map(|node| NewCommit {
-                    id: node.id,
-                    parents: node
-                        .parents
-                        .iter()
-                        .map(|&p| id_of(&state.index, &plan, p))
-                        .collect(),
-                })
-                .collect(),
-            WriteKind::Push | WriteKind::Import { .. } => Vec::new(),
+        let time_us = now_us();
+        // The event listing the pushed commits is the feed's work: none without it.
+        let pushed = match kind {
+            WriteKind::Push if record && !plan.nodes.is_empty() => {
+                Some(pushed_event(time_us, by, repo, &state.index, &plan))
+            }
+            WriteKind::Push | WriteKind::Import { .. } => None,
         };
         // The index is applied before the write (the events carry the merged-status changes,
         // computed on it), under the repository's write lock, which is held until the batch is
@@ -226,7 +240,7 @@ impl CommitGraphs {
             WriteKind::Import { .. } => Vec::new(),
         };
         let entries = if record {
-            self.entries(repo, by, kind, appended, pushed, &moves, &changes)
+            self.entries(repo, by, kind, appended, time_us, pushed, &moves, &changes)
         } else {
             Vec::new()
         };
@@ -315,11 +329,11 @@ impl CommitGraphs {
         by: Writer<'_>,
         kind: WriteKind,
         appended: AppendSummary,
-        pushed: Vec<NewCommit>,
+        time_us: u64,
+        pushed: Option<Vec<u8>>,
         moves: &[BranchMove<'_>],
         changes: &[MergedChange],
     ) -> Vec<LogEntry> {
-        let time_us = now_us();
         let event = |change: RepoChange| {
             RepoEvent {
                 time_us,
@@ -351,12 +365,8 @@ impl CommitGraphs {
             return vec![entry];
         }
         let mut entries = Vec::new();
-        if !pushed.is_empty() {
-            let change = RepoChange::CommitsPushed {
-                count: pushed.len(),
-                commits: pushed,
-            };
-            entries.push(indexed(event(change)));
+        if let Some(payload) = pushed {
+            entries.push(indexed(payload));
         }
         for (i, m) in moves.iter().enumerate() {
             // The push's changed pairs involving this branch go with its last move.
@@ -483,5 +493,60 @@ impl CommitGraphs {
             import::order_commits(&entries, |id| state.index.contains(id), &[])?
         };
         self.push(repo, &commits, &[], by)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pushed_event_encoded_from_the_plan_is_the_events_own_encoding() {
+        let id = |n: u8| CommitId::from_bytes(&[n; 20]).unwrap();
+        let commit = |n: u8, parents: &[u8]| NewCommit {
+            id: id(n),
+            parents: parents.iter().map(|&p| id(p)).collect(),
+        };
+        let mut index = CommitIndex::new(RepoId(7));
+        index.append(&[commit(1, &[]), commit(2, &[1])]).unwrap();
+        // A stored parent, the previous commit, a merge of a planned and a stored commit, a
+        // root, a planned parent that is not the previous commit, an octopus merge.
+        let push = [
+            commit(3, &[2]),
+            commit(4, &[3]),
+            commit(5, &[4, 1]),
+            commit(6, &[]),
+            commit(7, &[4]),
+            commit(8, &[6, 7, 2]),
+        ];
+        let plan = index.plan(&push, &Default::default()).unwrap();
+        let planned: Vec<NewCommit> = plan
+            .nodes
+            .iter()
+            .map(|node| NewCommit {
+                id: node.id,
+                parents: node
+                    .parents
+                    .iter()
+                    .map(|&p| id_of(&index, &plan, p))
+                    .collect(),
+            })
+            .collect();
+        let mut sorted = planned.clone();
+        sorted.sort_by_key(|c| c.id);
+        assert_eq!(sorted, push, "the plan holds the push's commits");
+        let event = RepoEvent {
+            time_us: 42,
+            actor: "alice".into(),
+            repo: "hello".into(),
+            repo_id: 7,
+            change: RepoChange::CommitsPushed {
+                count: planned.len(),
+                commits: planned,
+            },
+        };
+        let payload = pushed_event(42, Writer::new("alice", "hello"), RepoId(7), &index, &plan);
+        assert_eq!(payload, event.encode());
+        assert_eq!(RepoEvent::decode(&payload).unwrap(), Some(event));
     }
 }
