@@ -7,6 +7,9 @@
 #   scripts/seaweedfs.sh start DIR   installs what is missing, starts, waits until S3 answers
 #   scripts/seaweedfs.sh stop DIR    stops what `start` started (by the PID it recorded)
 #
+# SEAWEEDFS_VOLUME_MB sets the volumes' size limit: 16 MB by default, for the tests' many small
+# buckets (each a collection with volumes of its own); benchmarks give SeaweedFS's own default.
+#
 # Once started (printed, and written to DIR/env for `source`):
 #   S3: http://127.0.0.1:$SEAWEEDFS_PORT+3 with access key lpstore, secret lpstore-secret,
 #       region us-east-1, in SEAWEEDFS_S3_ENDPOINT / _ACCESS_KEY / _SECRET_KEY / _REGION
@@ -66,7 +69,7 @@ JSON
     # fresh buckets: many small volumes instead of a few of 30 GB. No Iceberg or Lance
     # endpoints, which would take fixed ports.
     "$weed" server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-        -master.port="$master_port" -master.volumeSizeLimitMB=16 \
+        -master.port="$master_port" -master.volumeSizeLimitMB="${SEAWEEDFS_VOLUME_MB:-16}" \
         -volume.port="$volume_port" -volume.max=2000 -volume.preStopSeconds=0 \
         -filer -filer.port="$filer_port" \
         -s3 -s3.port="$s3_port" -s3.config="$dir/s3.json" -s3.port.iceberg=0 -s3.port.lance=0 \

@@ -11,6 +11,7 @@
 #   benches/servers/uploads-cpu.sh
 #   ROUNDS=5 DURATION=10 PERF=1 benches/servers/uploads-cpu.sh
 #   LIBRARIAN=/path/to/an/older/librarian benches/servers/uploads-cpu.sh
+#   SIZE=1024 benches/servers/uploads-cpu.sh     (another body size in bytes; default 4096)
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -19,6 +20,7 @@ DURATION="${DURATION:-8}"
 THREADS="${THREADS:-2}"
 LPORT="${LPORT:-28191}"
 PERF="${PERF:-0}"
+SIZE="${SIZE:-4096}"
 PERF_OUT="${PERF_OUT:-/tmp/uploads-perf.data}"
 BENCH_DIR="${BENCH_DIR:-$HOME/.cache/lpstore/bench}"
 mkdir -p "$BENCH_DIR"
@@ -49,7 +51,7 @@ for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$LPORT/health" >/dev/null 2>
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rounds="$ROUNDS"
 [ "$PERF" = 1 ] && rounds=$((ROUNDS + 1))
-echo "# $(date -u +%FT%TZ) $(nproc) cores; librarian (rocksdb) with $THREADS runtime threads; data in $data"
+echo "# $(date -u +%FT%TZ) $(nproc) cores; librarian (rocksdb) with $THREADS runtime threads; $SIZE-byte uploads; data in $data"
 for round in $(seq "$rounds"); do
     if [ "$PERF" = 1 ] && [ "$round" = "$rounds" ]; then
         echo "## profiled round (perf record -g, into $PERF_OUT)"
@@ -63,7 +65,7 @@ for round in $(seq "$rounds"); do
         perf stat -x, -e context-switches -p "$pid" -o "$work/switches" -- sleep "$DURATION" 2>/dev/null &
         switches_pid=$!
     fi
-    out=$(wrk -t "$THREADS" -c 64 -d "${DURATION}s" -s benches/servers/upload-4k.lua "http://127.0.0.1:$LPORT")
+    out=$(wrk -t "$THREADS" -c 64 -d "${DURATION}s" -s benches/servers/upload-4k.lua "http://127.0.0.1:$LPORT" -- "$SIZE")
     ticks=$(( $(cpu_ticks "$pid") - before ))
     echo "$out" | grep -E "Requests/sec|requests in|Non-2xx" || true
     requests=$(echo "$out" | grep -oE "^ +[0-9]+ requests" | grep -oE "[0-9]+")
