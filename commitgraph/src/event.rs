@@ -248,7 +248,8 @@ impl RepoEvent {
 
 /// Writes a binary `commits.pushed` payload (see the module's docs) commit by commit, from
 /// raw ids: a push encodes its event straight from its plan, without first building a list
-/// of [`NewCommit`]s (an allocation per commit, a tenth of the feed's cost to a push).
+/// of [`NewCommit`]s (an allocation per commit: that list and its encoding were about half of
+/// the feed's cost to a 1,000-commit push, commitgraph/DESIGN.md "Encoded from the plan").
 pub(crate) struct PushedEncoder {
     out: Vec<u8>,
     /// Where the previous commit's id starts in `out`, and its length.
