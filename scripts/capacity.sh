@@ -7,6 +7,8 @@
 #   scripts/capacity.sh                      # the full run (under 30 minutes on 2 cores)
 #   BLOB_SCALES="10000" TEAM_SCALES="10000" COMMIT_SCALES="10000" GIT_SCALES=10000 \
 #     WRK_SECONDS=2 PG_SECONDS=2 scripts/capacity.sh    # a quick smoke run
+#   BLOB_SCALES= TEAM_SCALES= COMMIT_SCALES=10000000 GIT_SCALES=10000000 DOCS=/tmp/cap \
+#     scripts/capacity.sh                    # one section: an empty list skips its section
 #
 # Peers are installed from Debian (apt-get, with sudo when not root), started on 127.0.0.1
 # from a temporary directory, and stopped by PID (pg_ctl for PostgreSQL) on every exit.
@@ -16,10 +18,11 @@ cd "$(dirname "$0")/.."
 root=$PWD
 started=$(date +%s)
 
-BLOB_SCALES="${BLOB_SCALES:-10000 100000 1000000}"
-TEAM_SCALES="${TEAM_SCALES:-10000 100000 500000 1000000}"
-COMMIT_SCALES="${COMMIT_SCALES:-10000 100000 1000000}"
-GIT_SCALES="${GIT_SCALES:-100000 1000000}"
+# A scale list set but empty skips its section (unset: the default list).
+BLOB_SCALES="${BLOB_SCALES-10000 100000 1000000}"
+TEAM_SCALES="${TEAM_SCALES-10000 100000 500000 1000000}"
+COMMIT_SCALES="${COMMIT_SCALES-10000 100000 1000000}"
+GIT_SCALES="${GIT_SCALES-100000 1000000}"
 GIT_PAIRS="${GIT_PAIRS:-50}"
 WRK_SECONDS="${WRK_SECONDS:-5}"
 PG_SECONDS="${PG_SECONDS:-5}"
