@@ -12,7 +12,8 @@
 #
 # Once started (printed, and written to DIR/env for `source`):
 #   S3: http://127.0.0.1:$SEAWEEDFS_PORT+3 with access key lpstore, secret lpstore-secret,
-#       region us-east-1, in SEAWEEDFS_S3_ENDPOINT / _ACCESS_KEY / _SECRET_KEY / _REGION
+#       region us-east-1, in SEAWEEDFS_S3_ENDPOINT / _ACCESS_KEY / _SECRET_KEY / _REGION;
+#       the `weed` binary it runs in SEAWEEDFS_WEED
 set -euo pipefail
 # shellcheck source=scripts/ports.sh
 source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
@@ -84,6 +85,7 @@ export SEAWEEDFS_S3_ENDPOINT=http://127.0.0.1:$s3_port
 export SEAWEEDFS_S3_ACCESS_KEY=lpstore
 export SEAWEEDFS_S3_SECRET_KEY=lpstore-secret
 export SEAWEEDFS_S3_REGION=us-east-1
+export SEAWEEDFS_WEED=$weed
 ENV
             echo "seaweedfs running, S3 on http://127.0.0.1:$s3_port (access key lpstore, secret lpstore-secret); source $dir/env"
             return 0

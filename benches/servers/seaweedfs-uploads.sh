@@ -36,19 +36,20 @@ if [ -z "${LIBRARIAN:-}" ]; then
     export LIBRARIAN="${CARGO_TARGET_DIR:-target}/release/librarian"
 fi
 scripts/seaweedfs.sh start "$weed_dir" >/dev/null
-weed="${XDG_CACHE_HOME:-$HOME/.cache}/lpstore/seaweedfs-4.48/bin/weed"
+# shellcheck disable=SC1091
+source "$weed_dir/env"
 
 # Prints SeaweedFS's rate for COUNT writes, with the benchmark's extra flags.
 seaweed_round() {
     local count=$1 label=$2
     shift 2
     local out
-    out=$(timeout 300 "$weed" benchmark -master="127.0.0.1:$SEAWEEDFS_PORT" -c=64 -n="$count" \
+    out=$(timeout 300 "$SEAWEEDFS_WEED" benchmark -master="127.0.0.1:$SEAWEEDFS_PORT" -c=64 -n="$count" \
         -size=1024 -writeOnly -list="$weed_dir/list.txt" "$@" 2>&1)
     echo "$out" | grep -E "Failed requests|Requests per second" | sed "s/^/$label: /"
 }
 
-echo "# $(date -u +%FT%TZ) $(nproc) cores; SeaweedFS 4.48 (master + volume server) and $LIBRARIAN; data under $BENCH_DIR"
+echo "# $(date -u +%FT%TZ) $(nproc) cores; SeaweedFS $("$SEAWEEDFS_WEED" version 2>/dev/null | head -n 1) (master + volume server) and $LIBRARIAN; data under $BENCH_DIR"
 for round in $(seq "$ROUNDS"); do
     echo "## round $round: load average $(cut -d' ' -f1-3 /proc/loadavg)"
     seaweed_round "$N" "seaweedfs, acknowledged before the disk, $N writes"
