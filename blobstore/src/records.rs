@@ -84,9 +84,13 @@ pub struct BlobInfo {
     pub zero_ref_since: Option<Timestamp>,
 }
 
-/// The stored form of a blob's metadata (the refcount is a counter of its own).
+/// The stored form of a blob's metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct BlobMeta {
+    /// The files linking to the blob; `None` in a record of version 1 (written before
+    /// 2026-12-06), whose count is the `bs.refs` counter until the next change of the count
+    /// rewrites the record (see `DESIGN.md`, "The reference count in the blob record").
+    pub refs: Option<u64>,
     pub size: u64,
     pub sha256: [u8; 32],
     pub sha1: Option<[u8; 20]>,
@@ -97,6 +101,8 @@ pub(crate) struct BlobMeta {
 }
 
 const VERSION: u8 = 1;
+/// A blob record that carries its reference count.
+const BLOB_VERSION_WITH_REFS: u8 = 2;
 
 fn put_string(out: &mut Vec<u8>, s: &str) {
     let len = u16::try_from(s.len()).expect("strings in records are shorter than 64 KiB");
@@ -106,13 +112,19 @@ fn put_string(out: &mut Vec<u8>, s: &str) {
 
 impl BlobMeta {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(96);
-        out.push(VERSION);
+        let mut out = Vec::with_capacity(104);
+        out.push(match self.refs {
+            Some(_) => BLOB_VERSION_WITH_REFS,
+            None => VERSION,
+        });
         let flags = u8::from(self.inline)
             | (u8::from(self.sha1.is_some()) << 1)
             | (u8::from(self.md5.is_some()) << 2)
             | (u8::from(self.zero_since.is_some()) << 3);
         out.push(flags);
+        if let Some(refs) = self.refs {
+            out.extend_from_slice(&refs.to_be_bytes());
+        }
         out.extend_from_slice(&self.size.to_be_bytes());
         out.extend_from_slice(&self.created.0.to_be_bytes());
         out.extend_from_slice(&self.sha256);
@@ -135,10 +147,16 @@ impl BlobMeta {
         };
         let mut r = ByteReader::new(bytes);
         (|| {
-            if r.u8()? != VERSION {
+            let version = r.u8()?;
+            if version != VERSION && version != BLOB_VERSION_WITH_REFS {
                 return None;
             }
             let flags = r.u8()?;
+            let refs = if version == BLOB_VERSION_WITH_REFS {
+                Some(r.u64()?)
+            } else {
+                None
+            };
             let size = r.u64()?;
             let created = Timestamp(r.i64()?);
             let sha256 = r.array()?;
@@ -158,6 +176,7 @@ impl BlobMeta {
                 None
             };
             r.is_empty().then_some(BlobMeta {
+                refs,
                 size,
                 sha256,
                 sha1,
@@ -238,6 +257,7 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let meta = BlobMeta {
+            refs: Some(3),
             size: 5,
             sha256: [7; 32],
             sha1: Some([1; 20]),
@@ -247,6 +267,20 @@ mod tests {
             zero_since: Some(Timestamp(9)),
         };
         assert_eq!(BlobMeta::decode(b"k", &meta.encode()).unwrap(), meta);
+        // A record of version 1 (its count in `bs.refs`) reads back without a count.
+        let older = BlobMeta { refs: None, ..meta };
+        assert_eq!(older.encode()[0], 1);
+        assert_eq!(
+            older.encode().len() + 8,
+            BlobMeta {
+                refs: Some(0),
+                ..older.clone()
+            }
+            .encode()
+            .len()
+        );
+        assert_eq!(BlobMeta::decode(b"k", &older.encode()).unwrap(), older);
+        assert!(BlobMeta::decode(b"k", &older.encode()[..40]).is_err());
         let file = FileRecord {
             id: FileId(3),
             bucket: BucketName::new("b").unwrap(),

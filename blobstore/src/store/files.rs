@@ -312,14 +312,13 @@ impl Store {
             hash,
             detail: format!("file {} links to a blob that has no record", record.id),
         })?;
-        let refs = self.counter(ks.refs, &hash.0)?;
+        let refs = self.refcount(&hash, &meta)?;
+        let mut unlinked = meta.clone();
         if refs <= 1 {
-            let mut zeroed = meta.clone();
-            zeroed.zero_since = Some(now);
-            batch.put(ks.blobs, hash.0, zeroed.encode());
+            unlinked.zero_since = Some(now);
             batch.put(ks.zero_refs, keys::zero_ref(now, &hash), []);
         }
-        batch.counter_add(ks.refs, hash.0, -1);
+        self.put_blob(batch, &hash, &unlinked, refs.saturating_sub(1));
         let bucket_blob = keys::bucket_blob(&record.bucket, &hash);
         if self.counter(ks.bucket_blobs, &bucket_blob)? <= 1 {
             batch.delete(ks.bucket_blobs, bucket_blob);

@@ -198,10 +198,13 @@ impl Store {
             batch.delete(ks.zero_refs, keys::zero_ref(since, hash));
         }
         let meta = self.blob_meta(hash)?;
-        let refs = self.counter(ks.refs, &hash.0)?;
+        let refs = match &meta {
+            Some(meta) => self.refcount(hash, meta)?,
+            None => 0,
+        };
         let waiting = meta.as_ref().and_then(|meta| meta.zero_since);
         let collect = waiting.is_some() && since.is_none_or(|since| waiting == Some(since));
-        let (Some(meta), Some(waiting), true) = (meta, waiting, collect && refs <= 0) else {
+        let (Some(meta), Some(waiting), true) = (meta, waiting, collect && refs == 0) else {
             if since.is_some() {
                 // Revived (or re-zeroed under a newer time): the entry is stale.
                 self.inner.committer.commit(batch)?;
@@ -210,7 +213,10 @@ impl Store {
         };
         batch.delete(ks.zero_refs, keys::zero_ref(waiting, hash));
         batch.delete(ks.blobs, hash.0);
-        batch.delete(ks.refs, hash.0);
+        if meta.refs.is_none() {
+            // A record of version 1 kept its count in `bs.refs`.
+            batch.delete(ks.refs, hash.0);
+        }
         if meta.inline {
             batch.delete(ks.inline, hash.0);
         }

@@ -315,6 +315,55 @@ impl Store {
         }
     }
 
+    /// The files linking to blob `hash`: the count in its record, or for a record of version 1
+    /// the `bs.refs` counter (zero once the blob waits for the GC, as that version kept it).
+    fn refcount(&self, hash: &Blake3Hash, meta: &BlobMeta) -> Result<u64> {
+        match (meta.refs, meta.zero_since) {
+            (Some(refs), _) => Ok(refs),
+            (None, Some(_)) => Ok(0),
+            (None, None) => Ok(as_u64(self.counter(self.inner.ks.refs, &hash.0)?)),
+        }
+    }
+
+    /// Adds to `batch` blob `hash`'s record `meta` with `refs` links. A record read in version
+    /// 1 is written in the current version and its `bs.refs` counter removed in the same
+    /// batch: the lazy migration. The caller holds the blob lock.
+    fn put_blob(&self, batch: &mut WriteBatch, hash: &Blake3Hash, meta: &BlobMeta, refs: u64) {
+        let ks = self.inner.ks;
+        if meta.refs.is_none() {
+            batch.delete(ks.refs, hash.0);
+        }
+        let current = BlobMeta {
+            refs: Some(refs),
+            ..meta.clone()
+        };
+        batch.put(ks.blobs, hash.0, current.encode());
+    }
+
+    /// Rewrites blob `hash`'s record as a build before 2026-12-06 left it: version 1, its count
+    /// in `bs.refs`. For the tests of the lazy migration.
+    ///
+    /// Returns the count moved to the counter, or `None` when the blob is not stored.
+    ///
+    /// # Errors
+    /// The engine's error.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn write_blob_record_of_version_1(&self, hash: &Blake3Hash) -> Result<Option<u64>> {
+        let ks = self.inner.ks;
+        let _guard = self.inner.blob_locks.lock(&hash.0);
+        let Some(meta) = self.blob_meta(hash)? else {
+            return Ok(None);
+        };
+        let refs = self.refcount(hash, &meta)?;
+        let mut batch = WriteBatch::new();
+        batch.put(ks.blobs, hash.0, BlobMeta { refs: None, ..meta }.encode());
+        batch.delete(ks.refs, hash.0);
+        batch.counter_add(ks.refs, hash.0, as_i64(refs));
+        self.inner.committer.commit(batch)?;
+        Ok(Some(refs))
+    }
+
     fn counter(&self, keyspace: Keyspace, key: &[u8]) -> Result<i64> {
         Ok(self.inner.engine.counter(keyspace, key)?)
     }

@@ -127,7 +127,7 @@ impl Store {
         let Some(meta) = self.blob_meta(hash)? else {
             return Ok(None);
         };
-        let refcount = as_u64(self.counter(self.inner.ks.refs, &hash.0)?);
+        let refcount = self.refcount(hash, &meta)?;
         Ok(Some(BlobInfo {
             hash: *hash,
             size: meta.size,

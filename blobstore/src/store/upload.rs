@@ -501,12 +501,13 @@ impl Store {
         let deduplicated = existing.is_some();
         // Counted under the blob lock, which every change of the count holds.
         let earlier_refs = match &existing {
-            Some(meta) if meta.zero_since.is_none() => as_u64(self.counter(ks.refs, &hash.0)?),
-            _ => 0,
+            Some(meta) => self.refcount(&hash, meta)?,
+            None => 0,
         };
         let meta = match existing {
             None => {
                 let meta = BlobMeta {
+                    refs: Some(1),
                     size,
                     sha256: digests.sha256,
                     sha1: digests.sha1,
@@ -524,24 +525,18 @@ impl Store {
                 meta
             }
             Some(mut meta) => {
-                let mut changed = false;
                 if let Some(since) = meta.zero_since.take() {
                     // Revival: the blob leaves the zero-ref index, so GC will not take it.
                     batch.delete(ks.zero_refs, keys::zero_ref(since, &hash));
-                    changed = true;
                 }
                 if meta.sha1.is_none() && digests.sha1.is_some() {
                     meta.sha1 = digests.sha1;
                     meta.md5 = digests.md5;
-                    changed = true;
                 }
-                if changed {
-                    batch.put(ks.blobs, hash.0, meta.encode());
-                }
+                self.put_blob(&mut batch, &hash, &meta, earlier_refs + 1);
                 meta
             }
         };
-        batch.counter_add(ks.refs, hash.0, 1);
         batch.put(ks.files, keys::file(id), record.encode());
         batch.put(ks.bucket_files, keys::bucket_file(bucket, id), []);
         for key in Self::digest_keys(&meta, &hash, request.restricted, id) {

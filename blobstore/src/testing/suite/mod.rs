@@ -92,6 +92,7 @@ macro_rules! every_suite_function {
             weak_links,
             expiry_with_clock,
             gc_grace_and_revival,
+            blob_records_of_version_1_move_their_count_on_the_next_change,
             restricted_tokens,
             bad_input,
             digests_and_lookups,
