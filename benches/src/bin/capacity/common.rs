@@ -149,6 +149,7 @@ impl Results {
     pub fn table_bytes(
         &mut self,
         prefix: &str,
+        label: &str,
         unit: &str,
         engine: &engine::RocksEngine,
         keyspaces: &[&str],
@@ -163,14 +164,14 @@ impl Results {
                 .unwrap_or(0);
             total += bytes;
             self.row(
-                &format!("{prefix}/table bytes on disk per {unit}: {name}"),
+                &format!("{prefix}/{label} per {unit}: {name}"),
                 scale,
                 bytes as f64 / units as f64,
                 "B",
             )?;
         }
         self.row(
-            &format!("{prefix}/table bytes on disk per {unit}: total"),
+            &format!("{prefix}/{label} per {unit}: total"),
             scale,
             total as f64 / units as f64,
             "B",
