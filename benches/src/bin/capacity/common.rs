@@ -148,8 +148,7 @@ impl Results {
     /// [`Results::stored_bytes`] do not say once prefixes are shared and blocks compressed.
     pub fn table_bytes(
         &mut self,
-        prefix: &str,
-        label: &str,
+        what: &str,
         unit: &str,
         engine: &engine::RocksEngine,
         keyspaces: &[&str],
@@ -164,14 +163,14 @@ impl Results {
                 .unwrap_or(0);
             total += bytes;
             self.row(
-                &format!("{prefix}/{label} per {unit}: {name}"),
+                &format!("{what} per {unit}: {name}"),
                 scale,
                 bytes as f64 / units as f64,
                 "B",
             )?;
         }
         self.row(
-            &format!("{prefix}/{label} per {unit}: total"),
+            &format!("{what} per {unit}: total"),
             scale,
             total as f64 / units as f64,
             "B",
