@@ -158,31 +158,15 @@ pub fn scale(flags: &Flags) -> Result<()> {
         let config = EngineConfig::rocksdb(dir.path().join("meta"));
         let engine = engine::RocksEngine::open(&config, blobstore::KEYSPACES)?;
         out.stored_bytes("blobs", "file", &engine, blobstore::KEYSPACES, scale, files)?;
-        let tables = "table bytes on disk";
-        out.table_bytes(
-            "blobs",
-            tables,
-            "file",
-            &engine,
-            blobstore::KEYSPACES,
-            scale,
-            files,
-        )?;
+        let (keyspaces, tables) = (blobstore::KEYSPACES, "blobs/table bytes on disk");
+        out.table_bytes(tables, "file", &engine, keyspaces, scale, files)?;
         // The same after compacting every keyspace fully: the size a store converges to,
         // which does not depend on the levels this fill happened to leave.
-        for name in blobstore::KEYSPACES {
+        for name in keyspaces {
             engine.compact_fully(engine::Engine::keyspace(&engine, name)?)?;
         }
-        let compacted = "table bytes on disk after a full compaction";
-        out.table_bytes(
-            "blobs",
-            compacted,
-            "file",
-            &engine,
-            blobstore::KEYSPACES,
-            scale,
-            files,
-        )?;
+        let compacted = "blobs/table bytes on disk after a full compaction";
+        out.table_bytes(compacted, "file", &engine, keyspaces, scale, files)?;
     }
 
     let started = Instant::now();
