@@ -265,6 +265,8 @@ fn main() -> anyhow::Result<()> {
             let report = teams.check();
             let stats = teams.stats();
             println!("teams: {stats:?}");
+            // Where the team index's memory goes (estimated: graphdb/DESIGN.md, "Memory").
+            println!("teams memory: {:?}", teams.memory());
             println!("teams check: {report:?}");
             let sets = graphdb::PackageSets::open(&store)?.check();
             println!("packagesets check: {sets:?}");

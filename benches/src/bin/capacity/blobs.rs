@@ -53,6 +53,35 @@ fn parallel<T: Send>(n: usize, job: impl Fn(usize) -> Result<T> + Sync) -> Resul
     })
 }
 
+/// `capacity fill --files N --dir DIR --paths FILE [--sample K]`: a librarian data directory
+/// (the engine under `DIR/meta`, blob files under `DIR`, as `librarian --data-dir DIR` opens
+/// it) holding N tiny files uploaded as [`scale`] does, for a server to be started on
+/// (`benches/servers/memory-at-scale.sh`); writes to FILE the download paths of K files
+/// (default 100,000) picked at random over the whole store.
+pub fn fill(flags: &Flags) -> Result<()> {
+    let n = flags.number("files", 10_000)?;
+    let dir = flags.path("dir")?;
+    let store = StoreBuilder::new(EngineConfig::rocksdb(dir.join("meta")), &dir).open()?;
+    let bucket = BucketName::new("capacity")?;
+    let started = Instant::now();
+    let ids = parallel(n, |i| {
+        let request = UploadRequest::new(bucket.clone(), "f");
+        Ok(store.upload_bytes(request, &tiny(i), "bench")?.record.id)
+    })?;
+    let took = started.elapsed().as_secs_f64();
+    let mut rng = Lcg(11);
+    let mut paths = std::io::BufWriter::new(std::fs::File::create(flags.path("paths")?)?);
+    for _ in 0..flags.number("sample", 100_000)? {
+        writeln!(paths, "/{}/f", ids[rng.below(n)])?;
+    }
+    paths.flush()?;
+    println!(
+        "  {n} files in {took:.0} s ({:.0} files/s)",
+        n as f64 / took
+    );
+    Ok(())
+}
+
 /// `capacity blobs --files N`: N tiny files with synced uploads from 32 writers.
 pub fn scale(flags: &Flags) -> Result<()> {
     let n = flags.number("files", 10_000)?;

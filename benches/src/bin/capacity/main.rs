@@ -9,6 +9,7 @@
 //!
 //! ```text
 //! capacity blobs   --files N   --dir TMP --results R
+//! capacity fill    --files N   --dir DATA_DIR --paths FILE [--sample K]
 //! capacity sizes               --dir TMP --results R
 //! capacity teams   --persons P --dir TMP --results R [--export DIR]
 //! capacity commits --commits N --dir TMP --results R [--export DIR --pairs K] [--git-graph 1]
@@ -29,11 +30,12 @@ use anyhow::{bail, Result};
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((command, rest)) = args.split_first() else {
-        bail!("usage: capacity blobs|sizes|teams|commits|report [--key value]...");
+        bail!("usage: capacity blobs|fill|sizes|teams|commits|report [--key value]...");
     };
     let flags = common::Flags::parse(rest)?;
     match command.as_str() {
         "blobs" => blobs::scale(&flags),
+        "fill" => blobs::fill(&flags),
         "sizes" => blobs::sizes(&flags),
         "teams" => teams::run(&flags),
         "commits" => commits::run(&flags),
