@@ -12,37 +12,45 @@ use blobstore::testing::suite;
 use blobstore::{
     BlobBackend, LocalFsBackend, ManualClock, Store, StoreBuilder, Timestamp, KEYSPACES,
 };
-use engine::{Backend, EngineConfig, MemEngine};
+use engine::testing::TestStore;
+use engine::Backend;
 
 pub use blobstore::testing::{bucket, content, Settings};
 
 /// Stamps out one `#[test]` per engine backend for each named function of `suite`, with
-/// engine's testing kit (which guards each backend by engine's own features). Not
-/// PostgreSQL yet: `Harness` opens the others only.
+/// engine's testing kit (which guards each backend by engine's own features, and skips
+/// PostgreSQL, saying so, when no test server is given: `scripts/with-postgres.sh`).
 macro_rules! backend_tests {
+    ($module:ident: $($name:ident),* $(,)?) => {
+        engine::backend_tests!(backends [memory, rocksdb, sled, postgres]; in $module; $($name),*);
+    };
+}
+pub(crate) use backend_tests;
+
+/// The same for the embedded backends only: tests that open an engine in a directory of
+/// their own.
+macro_rules! embedded_backend_tests {
     ($module:ident: $($name:ident),* $(,)?) => {
         engine::backend_tests!(backends [memory, rocksdb, sled]; in $module; $($name),*);
     };
 }
-pub(crate) use backend_tests;
+pub(crate) use embedded_backend_tests;
 
 pub struct Harness {
     pub backend: Backend,
     pub dir: tempfile::TempDir,
     pub clock: Arc<ManualClock>,
     pub settings: Settings,
-    mem: Option<MemEngine>,
+    /// The metadata engine's place: a kept map, a directory, or a PostgreSQL schema.
+    engine: TestStore,
 }
 
 impl Harness {
     fn try_open(&self) -> blobstore::Result<Store> {
         let data_dir = self.dir.path().join("data");
-        let builder = match &self.mem {
-            Some(mem) => StoreBuilder::with_engine(Arc::new(mem.reopen(KEYSPACES)), &data_dir),
-            None => StoreBuilder::new(
-                EngineConfig::new(self.backend, self.dir.path().join("meta")),
-                &data_dir,
-            ),
+        let builder = match self.backend {
+            Backend::Memory => StoreBuilder::with_engine(self.engine.open(), &data_dir),
+            _ => StoreBuilder::new(self.engine.config(), &data_dir),
         };
         builder
             .keep_sha1_md5(self.settings.keep_sha1_md5)
@@ -67,7 +75,7 @@ impl suite::Harness for Harness {
             dir: tempfile::tempdir().expect("temporary directory"),
             clock: Arc::new(ManualClock::at_millis(Timestamp::now().as_unix_millis())),
             settings,
-            mem: (backend == Backend::Memory).then(|| MemEngine::new(KEYSPACES)),
+            engine: TestStore::new(backend, KEYSPACES),
         }
     }
 

@@ -35,7 +35,8 @@ mod usage_tests {
 }
 
 mod fault_tests {
-    crate::common::backend_tests!(faults: disk_full_and_failed_fsync);
+    // Its own engine in its own directory, beside a faulty blob backend.
+    crate::common::embedded_backend_tests!(faults: disk_full_and_failed_fsync);
 }
 
 /// The server moves uploads and readers into blocking tasks and shares the store.

@@ -16,11 +16,11 @@ mod suite;
 mod support;
 
 /// Stamps out a test per backend for each generic test function of a module, with engine's
-/// testing kit (which guards each backend by engine's own features). Not PostgreSQL yet:
-/// `support::Fixture` opens the others only.
+/// testing kit (which guards each backend by engine's own features, and skips PostgreSQL,
+/// saying so, when no test server is given: `scripts/with-postgres.sh`).
 macro_rules! backend_tests {
     ($module:ident: $($name:ident),* $(,)?) => {
-        engine::backend_tests!(backends [memory, rocksdb, sled]; in $module;
+        engine::backend_tests!(backends [memory, rocksdb, sled, postgres]; in $module;
             with crate::support::Fixture::new; $($name),*);
     };
 }

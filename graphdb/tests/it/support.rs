@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use engine::{Backend, Engine, EngineConfig, MemEngine};
+use engine::testing::TestStore;
+use engine::{Backend, Engine};
 use graphdb::{GraphStore, ManualClock};
 
-/// A store location on one backend.
+/// A store location on one backend: a kept map, a directory, or a PostgreSQL schema.
 pub struct Fixture {
     pub backend: Backend,
-    dir: tempfile::TempDir,
-    mem: MemEngine,
+    store: TestStore,
     pub clock: Arc<ManualClock>,
 }
 
@@ -17,20 +17,14 @@ impl Fixture {
     pub fn new(backend: Backend) -> Fixture {
         Fixture {
             backend,
-            dir: tempfile::tempdir().expect("temp dir"),
-            mem: MemEngine::new(graphdb::KEYSPACES),
+            store: TestStore::new(backend, graphdb::KEYSPACES),
             clock: Arc::new(ManualClock::at_seconds(1_000_000)),
         }
     }
 
     /// Opens the engine (again): drop the previous store first.
     pub fn engine(&self) -> Arc<dyn Engine> {
-        match self.backend {
-            Backend::Memory => Arc::new(self.mem.reopen(graphdb::KEYSPACES)),
-            other => EngineConfig::new(other, self.dir.path())
-                .open(graphdb::KEYSPACES)
-                .unwrap_or_else(|e| panic!("open engine: {e}")),
-        }
+        self.store.open()
     }
 
     /// Opens the graph store (again): drop the previous one first.
