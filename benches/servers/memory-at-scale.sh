@@ -69,7 +69,7 @@ end
 request = function() return wrk.format("GET", paths[math.random(#paths)]) end
 LUA
     wrk -t 2 -c 32 -d "${DURATION}s" -s "$work/random.lua" "$1" -- "$2" >"$work/wrk.out"
-    echo "  after ${DURATION} s of random reads ($(awk '/^Requests\/sec/ {print $2}' "$work/wrk.out") req/s, $(awk '/Non-2xx/ {n = $NF} END {print n + 0}' "$work/wrk.out") non-2xx): VmRSS $(mib "$(status_kb VmRSS)"), VmHWM $(mib "$(status_kb VmHWM)")"
+    echo "  after ${DURATION} s of random reads ($(awk '/^Requests\/sec/ {print $2}' "$work/wrk.out") req/s, $(awk '/Non-2xx/ {n = $NF} END {print n + 0}' "$work/wrk.out") non-2xx): VmRSS $(mib "$(status_kb VmRSS)") (anonymous $(mib "$(status_kb RssAnon)"), files $(mib "$(status_kb RssFile)")), VmHWM $(mib "$(status_kb VmHWM)")"
 }
 stop_server() {
     kill -TERM "$server_pid"

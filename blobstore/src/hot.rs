@@ -23,9 +23,14 @@ use crate::types::FileId;
 /// Stripes of invalidation generations. Ids are sequential, so `id % STRIPES` spreads them.
 const STRIPES: usize = 256;
 
-/// The bytes a cached entry costs beyond its content and strings (the record, the key, the
-/// cache's slot), so that a cache of empty files stays bounded too.
-const ENTRY_OVERHEAD: u64 = 192;
+/// The memory a cached entry costs beyond its content and strings, so that the cache's bound
+/// holds for tiny files too: the record's `Arc`, the cache's slot, the content's shared
+/// header, the value the embedding service derives (the librarian's response headers: about
+/// 600 bytes in six allocations) and the allocator's rounding of each. Measured, not summed:
+/// 100,000 cached files of 50 bytes grew the librarian's resident memory by 150-177 MB, about
+/// 1,600 bytes an entry besides its 83 bytes of content and strings (`DESIGN.md`, "Hot-file
+/// cache"); weighed at 192 bytes then, a 64 MiB cache of tiny files could grow to ~400 MB.
+const ENTRY_OVERHEAD: u64 = 1600;
 
 /// A small file: its record and its whole content, checked against its BLAKE3 hash when it
 /// was read from the engine. Cheap to clone (one reference count).
