@@ -11,6 +11,7 @@
 #   benches/servers/memory-at-scale.sh                          # 10^7 files and commits
 #   FILES=100000 COMMITS=100000 DURATION=3 benches/servers/memory-at-scale.sh   # a smoke run
 #   FILES=0 benches/servers/memory-at-scale.sh                  # the directory only
+#   MALLOC_ARENA_MAX=2 benches/servers/memory-at-scale.sh       # as `make run` starts them
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
