@@ -30,11 +30,22 @@ use std::sync::Arc;
 
 use super::index::CommitIndex;
 
+/// An entry of [`Reach::Narrow`] that is kept in its `long` list instead.
+const LONG: u16 = u16::MAX;
+
 /// A cached reach vector.
 #[derive(Debug)]
 pub(crate) enum Reach {
     /// One entry per chain.
     Whole(Vec<u32>),
+    /// One `u16` entry per chain, half a whole vector's bytes: a chain's entry is at most the
+    /// chain's length, and all but a few chains (the long-lived branches' first-parent lines)
+    /// are shorter than 65,535 commits. The entries that do not fit are [`LONG`] here and kept
+    /// in `long`, sorted by chain.
+    Narrow {
+        short: Box<[u16]>,
+        long: Box<[(u32, u32)]>,
+    },
     /// The entries that exceed `base` (a whole checkpoint of the default branch, shared with
     /// it), sorted by chain.
     OverCheckpoint {
@@ -48,6 +59,7 @@ impl Reach {
     pub(crate) fn bytes(&self) -> usize {
         match self {
             Reach::Whole(v) => v.capacity() * 4,
+            Reach::Narrow { short, long } => short.len() * 2 + long.len() * 8,
             Reach::OverCheckpoint { delta, .. } => delta.len() * 8,
         }
     }
@@ -159,7 +171,7 @@ impl CommitIndex {
     /// those are at most half the vector's bytes.
     pub(crate) fn compact(&self, vector: Vec<u32>, base: Option<u32>, whole_fits: bool) -> Reach {
         if whole_fits {
-            return Reach::Whole(vector);
+            return narrow(vector);
         }
         let found = base.and_then(|c| {
             let reached = *vector.get(c as usize)? as usize;
@@ -193,6 +205,14 @@ impl CommitIndex {
     pub(crate) fn reach_value(&self, reach: &Reach, x: u32) -> u32 {
         match reach {
             Reach::Whole(v) => v.get(x as usize).copied().unwrap_or(0),
+            Reach::Narrow { short, long } => match short.get(x as usize) {
+                Some(&LONG) => match long.binary_search_by_key(&x, |e| e.0) {
+                    Ok(k) => long[k].1,
+                    Err(_) => 0,
+                },
+                Some(&value) => u32::from(value),
+                None => 0,
+            },
             Reach::OverCheckpoint { base, delta } => {
                 match delta.binary_search_by_key(&x, |e| e.0) {
                     Ok(k) => delta[k].1,
@@ -213,6 +233,9 @@ impl CommitIndex {
     pub(crate) fn expand(&self, reach: &Reach) -> Vec<u32> {
         match reach {
             Reach::Whole(v) => v.clone(),
+            Reach::Narrow { short, .. } => (0..short.len() as u32)
+                .map(|x| self.reach_value(reach, x))
+                .collect(),
             Reach::OverCheckpoint { base, delta } => {
                 let mut v = base.to_vec();
                 for &(x, value) in delta {
@@ -224,5 +247,58 @@ impl CommitIndex {
                 v
             }
         }
+    }
+}
+
+/// `vector` as a [`Reach::Narrow`], or whole when more than one entry in eight would not fit
+/// in 16 bits (the long list would cost more than the narrowing saves).
+fn narrow(vector: Vec<u32>) -> Reach {
+    let long: Vec<(u32, u32)> = (0u32..)
+        .zip(&vector)
+        .filter(|&(_, &value)| value >= u32::from(LONG))
+        .map(|(x, &value)| (x, value))
+        .collect();
+    if long.len() * 8 > vector.len() {
+        return Reach::Whole(vector);
+    }
+    let short = vector
+        .iter()
+        .map(|&value| {
+            u16::try_from(value)
+                .ok()
+                .filter(|&v| v != LONG)
+                .unwrap_or(LONG)
+        })
+        .collect();
+    Reach::Narrow {
+        short,
+        long: long.into_boxed_slice(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RepoId;
+
+    #[test]
+    fn a_narrow_vector_keeps_every_entry() {
+        let index = CommitIndex::with_checkpoint_interval(RepoId(1), 4);
+        let mut vector = vec![0, 5, 65_534, 65_535, 65_536, 3, 4_000_000];
+        vector.extend(0..25);
+        let reach = index.compact(vector.clone(), None, true);
+        let Reach::Narrow { long, .. } = &reach else {
+            panic!("kept as {reach:?}");
+        };
+        assert_eq!(&long[..], &[(3, 65_535), (4, 65_536), (6, 4_000_000)]);
+        assert_eq!(reach.bytes(), 32 * 2 + 3 * 8);
+        for (x, &value) in (0u32..).zip(&vector) {
+            assert_eq!(index.reach_value(&reach, x), value, "entry {x}");
+        }
+        assert_eq!(index.reach_value(&reach, 32), 0, "past the end");
+        assert_eq!(index.expand(&reach), vector);
+        // Mostly long entries: whole.
+        let wide = vec![70_000; 8];
+        assert!(matches!(index.compact(wide, None, true), Reach::Whole(_)));
     }
 }

@@ -530,6 +530,13 @@ mod tests {
             let mut expanded = index.expand(&cached);
             expanded.resize(reach.len(), 0);
             assert_eq!(expanded, reach);
+            // Cached whole, as 16-bit entries: the same answers.
+            let narrow = index.compact(reach.clone(), Some(main), true);
+            assert!(matches!(narrow, crate::reach::Reach::Narrow { .. }));
+            assert!(
+                (0..n).all(|v| index.reached_by(&narrow, v) == is_anc(v as usize, tip as usize))
+            );
+            assert_eq!(index.expand(&narrow), reach);
         }
         assert!(compacted > 5, "{compacted} vectors kept as differences");
         let (mut deltas, mut all) = (0, 0);
