@@ -63,6 +63,10 @@ pub enum Op {
     Gc,
     /// Closes and reopens the store (the driver says how: a clean reopen or a crash).
     Restart,
+    /// Puts the blob record of content number `content` (modulo the contents), if stored,
+    /// back in version 1 with its count in `bs.refs`, as a build before 2026-12-06 left it:
+    /// the steps after it migrate it (`Store::write_blob_record_of_version_1`).
+    WriteOlderBlobRecord(usize),
 }
 
 /// What the model needs of the store under test.
@@ -312,6 +316,18 @@ impl Model<'_> {
             Op::Restart => {
                 subject.restart();
                 touched.everything = true;
+            }
+            Op::WriteOlderBlobRecord(content) => {
+                let c = content % self.sizes.len();
+                let moved = subject
+                    .store()
+                    .write_blob_record_of_version_1(&self.hashes[c])
+                    .unwrap();
+                assert_eq!(moved.is_some(), self.blobs.contains_key(&c), "content {c}");
+                if let Some(refs) = moved {
+                    assert_eq!(refs, self.refs(c) as u64, "refcount of content {c}");
+                }
+                touched.contents.insert(c);
             }
         }
         touched

@@ -36,6 +36,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => prop_oneof![0u64..30, 0u64..400].prop_map(|hours| Op::Advance { hours }),
         2 => Just(Op::Gc),
         1 => Just(Op::Restart),
+        1 => any::<usize>().prop_map(Op::WriteOlderBlobRecord),
     ]
 }
 

@@ -65,7 +65,7 @@ impl Subject for Crashing {
 }
 
 fn decode(bytes: &mut Bytes<'_>) -> Op {
-    match bytes.below(14) {
+    match bytes.below(15) {
         0..=4 => {
             let (bucket, content) = (bytes.below(BUCKETS.len()), bytes.below(SIZES.len()));
             let expiry = bytes.u8();
@@ -102,12 +102,14 @@ fn decode(bytes: &mut Bytes<'_>) -> Op {
                 quota: (quota < 200).then_some(u64::from(quota) * 64),
             }
         }
+        13 => Op::WriteOlderBlobRecord(bytes.below(SIZES.len())),
         _ => Op::Restart,
     }
 }
 
 /// Ops: upload, delete a file, cut its content, change its expiry or restriction, set a
-/// quota, advance the clock, GC, crash and reopen; at the end, the change feed replayed onto
+/// quota, advance the clock, GC, crash and reopen, put a blob record back in version 1 (the
+/// lazy migration of the reference count); at the end, the change feed replayed onto
 /// an empty store must reproduce the store.
 pub fn blob_model(input: &[u8]) {
     let mut bytes = Bytes::new(input);
