@@ -27,7 +27,7 @@ const STRIPES: usize = 256;
 /// holds for tiny files too: the record's `Arc`, the cache's slot, the content's shared
 /// header, the value the embedding service derives (the librarian's response headers: about
 /// 600 bytes in six allocations) and the allocator's rounding of each. Measured, not summed:
-/// 100,000 cached files of 50 bytes grew the librarian's resident memory by 150-177 MB, about
+/// 100,000 cached files of 50 bytes grew the librarian's resident memory by 150-173 MiB, about
 /// 1,600 bytes an entry besides its 83 bytes of content and strings (`DESIGN.md`, "Hot-file
 /// cache"); weighed at 192 bytes then, a 64 MiB cache of tiny files could grow to ~400 MB.
 const ENTRY_OVERHEAD: u64 = 1600;
