@@ -9,6 +9,8 @@
 #     WRK_SECONDS=2 PG_SECONDS=2 scripts/capacity.sh    # a quick smoke run
 #   BLOB_SCALES= TEAM_SCALES= COMMIT_SCALES=10000000 GIT_SCALES=10000000 DOCS=/tmp/cap \
 #     scripts/capacity.sh                    # one section: an empty list skips its section
+#   SERVER_FILES=0 SERVER_COMMITS=0 ...      # without the servers' memory on the largest stores
+#                                            # (default: the largest blob and commit scales)
 #
 # Peers are installed from Debian (apt-get, with sudo when not root), started on 127.0.0.1
 # from a temporary directory, and stopped by PID (pg_ctl for PostgreSQL) on every exit.
@@ -30,6 +32,10 @@ HTTP_FILES="${HTTP_FILES:-2000}"
 # The team graph the peers and the directory server load (the production shape by default).
 PEER_PERSONS="${PEER_PERSONS:-500000}"
 DOCS="${DOCS:-$root/docs}"
+# The servers' resident memory on stores of the largest scales (0: not measured).
+largest() { printf '%s\n' $1 0 | sort -n | tail -n 1; }
+SERVER_FILES="${SERVER_FILES:-$(largest "$BLOB_SCALES")}"
+SERVER_COMMITS="${SERVER_COMMITS:-$(largest "$COMMIT_SCALES")}"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lpstore/target}"
 export ROCKSDB_LIB_DIR="${ROCKSDB_LIB_DIR:-/usr/lib/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)}"
@@ -335,6 +341,16 @@ load "directory members of the largest team" "http://127.0.0.1:$dport" "$work/me
 load "directory teams of the busiest person" "http://127.0.0.1:$dport" "$work/teams.paths"
 kill -TERM "${pids[-1]}" && wait "${pids[-1]}" || true
 unset 'pids[-1]'
+
+# --- the servers on the largest stores ------------------------------------------------------
+# Each server started on a store of the largest blob and commit scale (a fill and an import of
+# their own: the in-process runs above leave no store behind), its resident memory read at
+# /health and after random reads; 0 skips one.
+if [ "$SERVER_FILES" != 0 ] || [ "$SERVER_COMMITS" != 0 ]; then
+    say "the servers' resident memory: $SERVER_FILES files, $SERVER_COMMITS commits"
+    FILES="$SERVER_FILES" COMMITS="$SERVER_COMMITS" DURATION="$WRK_SECONDS" RESULTS="$results" \
+        MALLOC_ARENA_MAX=2 BENCH_DIR="$work" bash benches/servers/memory-at-scale.sh
+fi
 
 # --- the report ----------------------------------------------------------------------------
 took=$(($(date +%s) - started))

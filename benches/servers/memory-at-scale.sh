@@ -12,6 +12,8 @@
 #   FILES=100000 COMMITS=100000 DURATION=3 benches/servers/memory-at-scale.sh   # a smoke run
 #   FILES=0 benches/servers/memory-at-scale.sh                  # the directory only
 #   MALLOC_ARENA_MAX=2 benches/servers/memory-at-scale.sh       # as `make run` starts them
+#   RESULTS=results.tsv ...   # also appends capacity rows (scripts/capacity.sh does, for
+#                             # docs/CAPACITY.md: `librarian-memory/`, `directory-memory/`)
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -20,6 +22,7 @@ COMMITS="${COMMITS:-10000000}"
 BRANCHES="${BRANCHES:-1000}"
 DURATION="${DURATION:-20}"
 SAMPLE="${SAMPLE:-100000}"
+RESULTS="${RESULTS:-}"
 LPORT="${LPORT:-28291}"
 DPORT="${DPORT:-28292}"
 BENCH_DIR="${BENCH_DIR:-$HOME/.cache/lpstore/bench}"
@@ -43,6 +46,12 @@ cleanup() {
 trap cleanup EXIT
 
 mib() { awk -v k="$1" 'BEGIN { printf "%.0f MiB", k / 1024 }'; }
+# A capacity row (name scale value unit command) when RESULTS names a file.
+result() {
+    [ -z "$RESULTS" ] || printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" \
+        "FILES=$FILES COMMITS=$COMMITS MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-} benches/servers/memory-at-scale.sh" >>"$RESULTS"
+}
+calc_mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 status_kb() { awk -v f="$1:" '$1 == f { print $2 }' "/proc/$server_pid/status"; }
 wait_health() {
     for _ in $(seq 3000); do curl -fsS -o /dev/null "$1/health" 2>/dev/null && return 0; sleep 0.1; done
@@ -57,7 +66,8 @@ serve() {
     RUST_LOG=warn "$@" 2>"$work/server.log" &
     server_pid=$!
     wait_health "$url"
-    echo "  open: $(python3 -c "print(round($(date +%s.%N) - $started, 2))") s to /health, VmRSS $(mib "$(status_kb VmRSS)")"
+    open_kb=$(status_kb VmRSS)
+    echo "  open: $(python3 -c "print(round($(date +%s.%N) - $started, 2))") s to /health, VmRSS $(mib "$open_kb")"
 }
 # Random GETs of the paths in $2 against $1 for DURATION seconds, then the memory figures.
 read_randomly() {
@@ -70,6 +80,8 @@ end
 request = function() return wrk.format("GET", paths[math.random(#paths)]) end
 LUA
     wrk -t 2 -c 32 -d "${DURATION}s" -s "$work/random.lua" "$1" -- "$2" >"$work/wrk.out"
+    after_kb=$(status_kb VmRSS)
+    rate=$(awk '/^Requests\/sec/ {print $2}' "$work/wrk.out")
     echo "  after ${DURATION} s of random reads ($(awk '/^Requests\/sec/ {print $2}' "$work/wrk.out") req/s, $(awk '/Non-2xx/ {n = $NF} END {print n + 0}' "$work/wrk.out") non-2xx): VmRSS $(mib "$(status_kb VmRSS)") (anonymous $(mib "$(status_kb RssAnon)"), files $(mib "$(status_kb RssFile)")), VmHWM $(mib "$(status_kb VmHWM)")"
 }
 stop_server() {
@@ -89,6 +101,9 @@ if [ "$FILES" -gt 0 ]; then
     serve "http://127.0.0.1:$LPORT" "$bin/librarian" --data-dir "$work/librarian" serve --dev \
         --listen "127.0.0.1:$LPORT"
     read_randomly "http://127.0.0.1:$LPORT" "$work/librarian.paths"
+    result "librarian-memory/resident at /health" "$FILES" "$(calc_mib "$open_kb")" MiB
+    result "librarian-memory/resident after ${DURATION} s of random reads" "$FILES" "$(calc_mib "$after_kb")" MiB
+    result "librarian-memory/random reads" "$FILES" "$rate" req/s
     stop_server
     rm -rf "$work/librarian"
 fi
@@ -123,5 +138,8 @@ PY
     serve "http://127.0.0.1:$DPORT" "$bin/directory" --data-dir "$work/directory" serve --dev \
         --listen "127.0.0.1:$DPORT"
     read_randomly "http://127.0.0.1:$DPORT" "$work/directory.paths"
+    result "directory-memory/resident at /health" "$COMMITS" "$(calc_mib "$open_kb")" MiB
+    result "directory-memory/resident after ${DURATION} s of random questions" "$COMMITS" "$(calc_mib "$after_kb")" MiB
+    result "directory-memory/random questions" "$COMMITS" "$rate" req/s
     stop_server
 fi

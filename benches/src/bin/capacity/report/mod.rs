@@ -275,6 +275,24 @@ pub fn run(flags: &Flags) -> Result<()> {
     )?;
     md.push_str(&std::mem::take(&mut charts.md));
 
+    if run
+        .names()
+        .any(|n| n.starts_with("librarian-memory/") || n.starts_with("directory-memory/"))
+    {
+        md.push_str("## The servers' resident memory on the largest stores\n\n");
+        md.push_str(
+            "Each server started on a store of the run's largest scale (`benches/servers/\
+             memory-at-scale.sh`: the librarian on tiny files uploaded as above, the directory on \
+             a generated repository imported with `directory import repo`), with \
+             `MALLOC_ARENA_MAX=2` as `make run` starts them. VmRSS when it first answers \
+             `/health`, then after random reads from 32 connections (`wrk -t2 -c32`): 100,000 \
+             files picked over the whole store; random is-ancestor pairs and is-merged branch \
+             pairs. Scale = files or commits.\n\n",
+        );
+        md.push_str(&run.table_and_commands("librarian-memory/", "files"));
+        md.push_str(&run.table_and_commands("directory-memory/", "commits"));
+    }
+
     md.push_str("## Not measured in this run\n\n");
     md.push_str(&not_measured(&run));
     md.push_str("## Sizing model\n\n");
