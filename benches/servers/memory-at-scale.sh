@@ -69,7 +69,8 @@ serve() {
     open_kb=$(status_kb VmRSS)
     echo "  open: $(python3 -c "print(round($(date +%s.%N) - $started, 2))") s to /health, VmRSS $(mib "$open_kb")"
 }
-# Random GETs of the paths in $2 against $1 for DURATION seconds, then the memory figures.
+# Random GETs of the paths in $2 against $1 for DURATION seconds, then the memory figures,
+# printed and kept as rows under prefix $3 at scale $4 ($5 names what the GETs are).
 read_randomly() {
     cat >"$work/random.lua" <<'LUA'
 function init(args)
@@ -80,9 +81,13 @@ end
 request = function() return wrk.format("GET", paths[math.random(#paths)]) end
 LUA
     wrk -t 2 -c 32 -d "${DURATION}s" -s "$work/random.lua" "$1" -- "$2" >"$work/wrk.out"
+    local after_kb rate
     after_kb=$(status_kb VmRSS)
     rate=$(awk '/^Requests\/sec/ {print $2}' "$work/wrk.out")
-    echo "  after ${DURATION} s of random reads ($(awk '/^Requests\/sec/ {print $2}' "$work/wrk.out") req/s, $(awk '/Non-2xx/ {n = $NF} END {print n + 0}' "$work/wrk.out") non-2xx): VmRSS $(mib "$(status_kb VmRSS)") (anonymous $(mib "$(status_kb RssAnon)"), files $(mib "$(status_kb RssFile)")), VmHWM $(mib "$(status_kb VmHWM)")"
+    echo "  after ${DURATION} s of random $5 ($rate req/s, $(awk '/Non-2xx/ {n = $NF} END {print n + 0}' "$work/wrk.out") non-2xx): VmRSS $(mib "$after_kb") (anonymous $(mib "$(status_kb RssAnon)"), files $(mib "$(status_kb RssFile)")), VmHWM $(mib "$(status_kb VmHWM)")"
+    result "$3/resident at /health" "$4" "$(calc_mib "$open_kb")" MiB
+    result "$3/resident after ${DURATION} s of random $5" "$4" "$(calc_mib "$after_kb")" MiB
+    result "$3/random $5" "$4" "$rate" req/s
 }
 stop_server() {
     kill -TERM "$server_pid"
@@ -100,10 +105,7 @@ if [ "$FILES" -gt 0 ]; then
     echo "  filled in $(($(date +%s) - started)) s (peak RSS of the filler $(mib "$(cat "$work/fill.peak")")), engine directory $(du -sh "$work/librarian/meta" | cut -f1)"
     serve "http://127.0.0.1:$LPORT" "$bin/librarian" --data-dir "$work/librarian" serve --dev \
         --listen "127.0.0.1:$LPORT"
-    read_randomly "http://127.0.0.1:$LPORT" "$work/librarian.paths"
-    result "librarian-memory/resident at /health" "$FILES" "$(calc_mib "$open_kb")" MiB
-    result "librarian-memory/resident after ${DURATION} s of random reads" "$FILES" "$(calc_mib "$after_kb")" MiB
-    result "librarian-memory/random reads" "$FILES" "$rate" req/s
+    read_randomly "http://127.0.0.1:$LPORT" "$work/librarian.paths" librarian-memory "$FILES" reads
     stop_server
     rm -rf "$work/librarian"
 fi
@@ -137,9 +139,7 @@ with open(out, "w") as f:
 PY
     serve "http://127.0.0.1:$DPORT" "$bin/directory" --data-dir "$work/directory" serve --dev \
         --listen "127.0.0.1:$DPORT"
-    read_randomly "http://127.0.0.1:$DPORT" "$work/directory.paths"
-    result "directory-memory/resident at /health" "$COMMITS" "$(calc_mib "$open_kb")" MiB
-    result "directory-memory/resident after ${DURATION} s of random questions" "$COMMITS" "$(calc_mib "$after_kb")" MiB
-    result "directory-memory/random questions" "$COMMITS" "$rate" req/s
+    read_randomly "http://127.0.0.1:$DPORT" "$work/directory.paths" directory-memory "$COMMITS" \
+        questions
     stop_server
 fi

@@ -148,14 +148,11 @@ impl BlobMeta {
         let mut r = ByteReader::new(bytes);
         (|| {
             let version = r.u8()?;
-            if version != VERSION && version != BLOB_VERSION_WITH_REFS {
-                return None;
-            }
             let flags = r.u8()?;
-            let refs = if version == BLOB_VERSION_WITH_REFS {
-                Some(r.u64()?)
-            } else {
-                None
+            let refs = match version {
+                VERSION => None,
+                BLOB_VERSION_WITH_REFS => Some(r.u64()?),
+                _ => return None,
             };
             let size = r.u64()?;
             let created = Timestamp(r.i64()?);

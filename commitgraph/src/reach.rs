@@ -4,8 +4,9 @@
 //! A whole reach vector is one `u32` per chain of the repository: with many short topic
 //! branches (100,000 branches, 106,000 chains at 10^6 commits) that is 424 KB per target, and a
 //! cache bounded in entries grows as targets × chains. Vectors are kept whole while one per
-//! branch fits the cache (one read per lookup), in 16-bit entries where they fit ([`Reach::Narrow`]:
-//! half the bytes, the few chains longer than 65,534 commits kept apart). Beyond that: a target forked from the default
+//! branch fits the cache (one read per lookup), in 16-bit entries where they fit
+//! ([`Reach::Narrow`]: half the bytes, the few chains longer than 65,534 commits kept apart).
+//! Beyond that: a target forked from the default
 //! branch reaches everything that the default branch's checkpoint below its fork reaches, and
 //! differs from it only in the chains reached since: the commits of the default branch between
 //! the checkpoint and the fork (with what they merged), and the target's own work. So an entry
@@ -264,12 +265,7 @@ fn narrow(vector: Vec<u32>) -> Reach {
     }
     let short = vector
         .iter()
-        .map(|&value| {
-            u16::try_from(value)
-                .ok()
-                .filter(|&v| v != LONG)
-                .unwrap_or(LONG)
-        })
+        .map(|&value| u16::try_from(value).unwrap_or(LONG))
         .collect();
     Reach::Narrow {
         short,

@@ -158,7 +158,7 @@ impl RocksEngine {
     /// rather than the levels one bulk fill happened to leave.
     ///
     /// # Errors
-    /// An unknown keyspace or RocksDB's error.
+    /// An unknown keyspace (RocksDB reports no error from a manual compaction).
     pub fn compact_fully(&self, keyspace: Keyspace) -> Result<()> {
         let family = self.family(keyspace)?;
         let mut options = rocksdb::CompactOptions::default();

@@ -27,6 +27,15 @@ fn tiny(i: usize) -> Vec<u8> {
     format!("tiny file number {i:>12} of the capacity run\n").into_bytes()
 }
 
+/// Uploads tiny files `0..n` named `f` into `bucket`, synced, from [`FILL_THREADS`] writers;
+/// their ids in no particular order.
+fn upload_tiny(store: &Store, bucket: &BucketName, n: usize) -> Result<Vec<blobstore::FileId>> {
+    parallel(n, |i| {
+        let request = UploadRequest::new(bucket.clone(), "f");
+        Ok(store.upload_bytes(request, &tiny(i), "bench")?.record.id)
+    })
+}
+
 /// Runs `job(0..n)` on [`FILL_THREADS`] threads; the results in no particular order.
 fn parallel<T: Send>(n: usize, job: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
     let next = AtomicUsize::new(0);
@@ -64,10 +73,7 @@ pub fn fill(flags: &Flags) -> Result<()> {
     let store = StoreBuilder::new(EngineConfig::rocksdb(dir.join("meta")), &dir).open()?;
     let bucket = BucketName::new("capacity")?;
     let started = Instant::now();
-    let ids = parallel(n, |i| {
-        let request = UploadRequest::new(bucket.clone(), "f");
-        Ok(store.upload_bytes(request, &tiny(i), "bench")?.record.id)
-    })?;
+    let ids = upload_tiny(&store, &bucket, n)?;
     let took = started.elapsed().as_secs_f64();
     let mut rng = Lcg(11);
     let mut paths = std::io::BufWriter::new(std::fs::File::create(flags.path("paths")?)?);
@@ -92,10 +98,7 @@ pub fn scale(flags: &Flags) -> Result<()> {
     let bucket = BucketName::new("capacity")?;
 
     let started = Instant::now();
-    let mut ids = parallel(n, |i| {
-        let request = UploadRequest::new(bucket.clone(), "f");
-        Ok(store.upload_bytes(request, &tiny(i), "bench")?.record.id)
-    })?;
+    let mut ids = upload_tiny(&store, &bucket, n)?;
     let took = started.elapsed();
     ids.sort_unstable();
     out.row(
