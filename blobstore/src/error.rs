@@ -148,6 +148,17 @@ pub enum Error {
         /// The version byte found.
         version: u8,
     },
+    /// The store is in another on-disk format than this build writes (`store/format.rs`).
+    #[error(
+        "the store is in format {found}, this build writes format {}: {reason}",
+        crate::store::STORE_FORMAT
+    )]
+    StoreFormat {
+        /// The store's format.
+        found: u32,
+        /// What to do.
+        reason: &'static str,
+    },
     /// An earlier fsync of blob bytes failed, so the store refuses writes until reopened.
     #[error("the store refuses writes after an earlier failure: {cause}")]
     Poisoned {

@@ -14,13 +14,19 @@ pub(crate) const REFS: &str = "bs.refs";
 pub(crate) const FILES: &str = "bs.files";
 /// `bucket (escaped) ‖ file id` → empty: a bucket's files in id order.
 pub(crate) const BUCKET_FILES: &str = "bs.bucket_files";
-/// `bucket (escaped) ‖ blake3` → counter: the bucket's files linking to the blob.
+/// `blake3 ‖ bucket (escaped) ‖ file id` → one byte, the file's visibility: the files linking
+/// to each blob, by bucket. It answers lookups by BLAKE3 and whether a bucket already holds
+/// (or still holds) a blob, for its unique-bytes statistic.
+pub(crate) const BLOB_FILES: &str = "bs.blob_files";
+/// Store format 1 only (`store/format.rs` empties it): `bucket (escaped) ‖ blake3` → counter,
+/// the bucket's files linking to the blob; `bs.blob_files` answers this now.
 pub(crate) const BUCKET_BLOBS: &str = "bs.bucket_blobs";
 /// Counters: `'g' ‖ field` store-wide, `'b' ‖ bucket (escaped) ‖ field` per bucket.
 pub(crate) const STATS: &str = "bs.stats";
 /// `bucket` → bucket settings (the quota).
 pub(crate) const BUCKETS: &str = "bs.buckets";
-/// `algorithm ‖ visibility ‖ digest ‖ file id` → empty: files by content digest.
+/// `algorithm ‖ visibility ‖ digest ‖ file id` → empty: files by SHA-256, SHA-1 or MD5 (by
+/// BLAKE3 too in store format 1; `bs.blob_files` answers that now).
 pub(crate) const DIGESTS: &str = "bs.digests";
 /// `zero-ref time (ordered i64) ‖ blake3` → empty: blobs waiting for GC.
 pub(crate) const ZERO_REFS: &str = "bs.zero_refs";
@@ -50,6 +56,7 @@ pub const KEYSPACES: &[&str] = &[
     REFS,
     FILES,
     BUCKET_FILES,
+    BLOB_FILES,
     BUCKET_BLOBS,
     STATS,
     BUCKETS,
@@ -65,6 +72,8 @@ pub const KEYSPACES: &[&str] = &[
 ];
 
 pub(crate) const META_ID_HIGH_WATER: &[u8] = b"next_file_id";
+/// The store format (`store/format.rs`), a `u32`; absent in format 1.
+pub(crate) const META_FORMAT: &[u8] = b"format";
 /// The online scrub's position and passes (`store/scrub.rs`).
 pub(crate) const META_SCRUB_STATE: &[u8] = b"scrub.state";
 /// `META_SCRUB_FINDING ‖ blake3` → a blob the scrub found damaged.
@@ -100,16 +109,33 @@ pub(crate) fn bucket_file(bucket: &BucketName, id: FileId) -> Vec<u8> {
     KeyBuilder::new().str(bucket.as_str()).u64(id.0).finish()
 }
 
-pub(crate) fn bucket_blob(bucket: &BucketName, hash: &Blake3Hash) -> Vec<u8> {
-    KeyBuilder::new().str(bucket.as_str()).raw(&hash.0).finish()
+/// A store format 1 `bs.bucket_blobs` key, for the tests of the upgrade.
+#[cfg(feature = "testing")]
+pub(crate) fn bucket_blob(bucket: &str, hash: &Blake3Hash) -> Vec<u8> {
+    KeyBuilder::new().str(bucket).raw(&hash.0).finish()
 }
 
-/// Splits a `bucket_blobs` key.
-pub(crate) fn parse_bucket_blob(key: &[u8]) -> Option<(String, Blake3Hash)> {
+/// The `bs.blob_files` entry of file `id`, in `bucket`, linking to blob `hash`.
+pub(crate) fn blob_file(hash: &Blake3Hash, bucket: &BucketName, id: FileId) -> Vec<u8> {
+    KeyBuilder::new()
+        .raw(&hash.0)
+        .str(bucket.as_str())
+        .u64(id.0)
+        .finish()
+}
+
+/// The prefix of the `bs.blob_files` entries of `bucket`'s files linking to blob `hash`.
+pub(crate) fn blob_files_in_bucket(hash: &Blake3Hash, bucket: &BucketName) -> Vec<u8> {
+    KeyBuilder::new().raw(&hash.0).str(bucket.as_str()).finish()
+}
+
+/// Splits a `bs.blob_files` key.
+pub(crate) fn parse_blob_file(key: &[u8]) -> Option<(Blake3Hash, String, FileId)> {
     let mut r = KeyReader::new(key);
-    let bucket = r.string()?;
     let hash = Blake3Hash(r.raw(32)?.try_into().ok()?);
-    r.is_empty().then_some((bucket, hash))
+    let bucket = r.string()?;
+    let id = FileId(r.u64()?);
+    r.is_empty().then_some((hash, bucket, id))
 }
 
 /// Splits a `bucket_files` key.

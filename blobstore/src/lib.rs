@@ -69,7 +69,7 @@ pub use store::{
     ScrubReport, ScrubState, ScrubStep, Store, StoreBuilder, StoreSummary, SweepReport, Upload,
     UploadRequest, Uploaded, VerifyReport, Visibility, CHUNK_SIZE, DEFAULT_CHANGE_RETENTION,
     DEFAULT_EXPIRY_GRACE, DEFAULT_GRACE, DEFAULT_HOT_CACHE_BYTES, DEFAULT_INLINE_THRESHOLD,
-    IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEY, MAX_USAGE_DAYS, SCRUB_ACTOR,
+    IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEY, MAX_USAGE_DAYS, SCRUB_ACTOR, STORE_FORMAT,
 };
 pub use token::{Token, TokenError, TokenSigner, DEFAULT_TOKEN_LIFETIME};
 pub use types::{

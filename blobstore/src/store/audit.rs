@@ -220,7 +220,7 @@ impl Store {
         Ok(Some((size, Blake3Hash(*hasher.finalize().as_bytes()))))
     }
 
-    /// Recomputes every reference count, per-bucket blob count, bucket statistic and store
+    /// Recomputes every reference count, blob-file entry, bucket statistic and store
     /// statistic from the file records, checks the indexes, and reports every difference.
     /// Reads everything: for tests and repairs, not for serving.
     ///
@@ -233,7 +233,8 @@ impl Store {
         let mut report = CheckReport::default();
         let mut problem = |p: Inconsistency| report.problems.push(p);
         let mut refs: HashMap<Blake3Hash, i64> = HashMap::new();
-        let mut bucket_blobs: HashMap<(String, Blake3Hash), i64> = HashMap::new();
+        // The `bs.blob_files` entry each file with present content needs: key → visibility.
+        let mut blob_files: HashMap<Vec<u8>, u8> = HashMap::new();
         #[derive(Default)]
         struct Agg {
             files: i64,
@@ -243,7 +244,6 @@ impl Store {
         let mut buckets: HashMap<String, Agg> = HashMap::new();
         let (mut files, mut logical) = (0i64, 0i64);
         let mut expiry_expected: HashSet<Vec<u8>> = HashSet::new();
-        let mut digest_expected: Vec<(FileRecord, Vec<u8>)> = Vec::new();
         let mut file_count = 0u64;
 
         for kv in view.scan(ks.files, ScanRange::all(), Direction::Forward)? {
@@ -272,28 +272,45 @@ impl Store {
                 agg.blobs.insert(record.blake3);
                 logical += as_i64(record.size);
                 *refs.entry(record.blake3).or_default() += 1;
-                *bucket_blobs
-                    .entry((record.bucket.as_str().to_string(), record.blake3))
-                    .or_default() += 1;
+                blob_files.insert(
+                    keys::blob_file(&record.blake3, &record.bucket, id),
+                    visibility_code(record.restricted),
+                );
                 if let Some(at) = record.expires {
                     expiry_expected.insert(keys::expiry(at, id));
                 }
-                let key = keys::digest_entry(
-                    ALG_BLAKE3,
-                    visibility_code(record.restricted),
-                    &record.blake3.0,
-                    id,
-                );
-                digest_expected.push((record, key));
             }
         }
         report.files = file_count;
-        for (record, key) in &digest_expected {
-            if view.get(ks.digests, key)?.is_none() {
-                problem(Inconsistency::Record {
-                    detail: format!("file {} is missing from the blake3 index", record.id),
-                });
+        for kv in view.scan(ks.blob_files, ScanRange::all(), Direction::Forward)? {
+            let (key, value) = kv?;
+            match blob_files.remove(&key) {
+                Some(vis) if value.as_slice() == [vis] => {}
+                Some(_) => problem(Inconsistency::Record {
+                    detail: format!("blob-file entry {key:02x?} has the wrong visibility"),
+                }),
+                None => problem(Inconsistency::Record {
+                    detail: format!("blob-file entry {key:02x?} has no file with present content"),
+                }),
             }
+        }
+        for key in blob_files.into_keys() {
+            problem(Inconsistency::Record {
+                detail: format!("blob-file entry {key:02x?} is missing"),
+            });
+        }
+        // Store format 1's keys, which the upgrade removed (`store/format.rs`).
+        let blake3_digests = ScanRange::between(&[ALG_BLAKE3], &[ALG_BLAKE3 + 1]);
+        let format_1_keys = [
+            view.scan(ks.digests, blake3_digests, Direction::Forward)?
+                .next(),
+            view.scan(ks.bucket_blobs, ScanRange::all(), Direction::Forward)?
+                .next(),
+        ];
+        if format_1_keys.iter().any(Option::is_some) {
+            problem(Inconsistency::Record {
+                detail: "keys of store format 1 are left".to_string(),
+            });
         }
 
         let mut sizes: HashMap<Blake3Hash, u64> = HashMap::new();
@@ -386,32 +403,6 @@ impl Store {
                     ),
                 });
             }
-        }
-        for kv in view.scan(ks.bucket_blobs, ScanRange::all(), Direction::Forward)? {
-            let (key, value) = kv?;
-            let found = engine::counter::decode(&value).unwrap_or(i64::MIN);
-            match keys::parse_bucket_blob(&key) {
-                Some(slot) => {
-                    let expected = bucket_blobs.remove(&slot).unwrap_or(0);
-                    if found != expected {
-                        problem(Inconsistency::Counter {
-                            name: format!("references of bucket {} to blob {}", slot.0, slot.1),
-                            expected,
-                            found,
-                        });
-                    }
-                }
-                None => problem(Inconsistency::Record {
-                    detail: format!("malformed bucket-blob key {key:02x?}"),
-                }),
-            }
-        }
-        for ((bucket, hash), expected) in bucket_blobs {
-            problem(Inconsistency::Counter {
-                name: format!("references of bucket {bucket} to blob {hash}"),
-                expected,
-                found: 0,
-            });
         }
         for kv in view.scan(ks.bucket_files, ScanRange::all(), Direction::Forward)? {
             let (key, _) = kv?;

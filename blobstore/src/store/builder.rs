@@ -43,6 +43,7 @@ pub struct StoreBuilder {
     hot_cache_bytes: u64,
     change_feed: bool,
     change_retention: Duration,
+    upgrade_format: Option<bool>,
 }
 
 impl fmt::Debug for StoreBuilder {
@@ -56,6 +57,7 @@ impl fmt::Debug for StoreBuilder {
             .field("hot_cache_bytes", &self.hot_cache_bytes)
             .field("change_feed", &self.change_feed)
             .field("change_retention", &self.change_retention)
+            .field("upgrade_format", &self.upgrade_format)
             .finish_non_exhaustive()
     }
 }
@@ -87,7 +89,18 @@ impl StoreBuilder {
             hot_cache_bytes: DEFAULT_HOT_CACHE_BYTES,
             change_feed: true,
             change_retention: DEFAULT_CHANGE_RETENTION,
+            upgrade_format: None,
         }
+    }
+
+    /// Whether [`open`](Self::open) may bring a store of an older format to this build's
+    /// ([`STORE_FORMAT`](crate::STORE_FORMAT); `DESIGN.md`, "Store formats"). Default: on the
+    /// embedded backends, whose one process owns the store, yes; on PostgreSQL, whose store
+    /// several instances share, no: `librarian upgrade-store` does it with every instance
+    /// stopped, and an open of an older store fails with [`crate::Error::StoreFormat`].
+    pub fn upgrade_format(mut self, upgrade: bool) -> Self {
+        self.upgrade_format = Some(upgrade);
+        self
     }
 
     /// Whether to compute and index SHA-1 and MD5 too. Default: `false`.
@@ -157,8 +170,10 @@ impl StoreBuilder {
         self
     }
 
-    /// Opens the store. Nothing is scanned: opening reads two keys and the newest event of
-    /// the change feed (after a flush of the engine, so that every event seen is durable).
+    /// Opens the store. Nothing is scanned: opening reads three keys and the newest event of
+    /// the change feed (after a flush of the engine, so that every event seen is durable),
+    /// unless the store is of an older format and this open upgrades it, which reads every
+    /// file record once.
     ///
     /// # Errors
     /// The engine's error, or [`Error::Io`] when the data directory cannot be prepared.
@@ -172,6 +187,19 @@ impl StoreBuilder {
             None => Arc::new(LocalFsBackend::open(&self.data_dir)?),
         };
         let ks = Keyspaces::resolve(engine.as_ref())?;
+        // Several instances share a PostgreSQL store: one of them upgrading while the others
+        // serve would race them, so there it takes `librarian upgrade-store`.
+        let may_upgrade = self
+            .upgrade_format
+            .unwrap_or_else(|| engine.leadership().is_none());
+        let upgraded = super::format::ensure_current(engine.as_ref(), &ks, may_upgrade)?;
+        if upgraded > 0 {
+            tracing::info!(
+                files = upgraded,
+                format = super::STORE_FORMAT,
+                "upgraded the store's format"
+            );
+        }
         let next = next_file_id(engine.as_ref(), &ks)?;
         let now = Timestamp::from_clock(&*self.clock);
         let committer = Arc::new(GroupCommit::new(engine.clone()));

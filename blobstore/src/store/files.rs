@@ -156,12 +156,13 @@ impl Store {
                     hash,
                     detail: format!("file {id} links to a blob that has no record"),
                 })?;
-                for key in Self::digest_keys(&meta, &hash, record.restricted, id) {
+                for key in Self::digest_keys(&meta, record.restricted, id) {
                     batch.delete(ks.digests, key);
                 }
-                for key in Self::digest_keys(&meta, &hash, updated.restricted, id) {
+                for key in Self::digest_keys(&meta, updated.restricted, id) {
                     batch.put(ks.digests, key, []);
                 }
+                self.put_blob_file(&mut batch, &hash, &record.bucket, id, updated.restricted);
             }
         }
         batch.put(ks.files, keys::file(id), updated.encode());
@@ -319,17 +320,18 @@ impl Store {
             batch.put(ks.zero_refs, keys::zero_ref(now, &hash), []);
         }
         self.put_blob(batch, &hash, &unlinked, refs.saturating_sub(1));
-        let bucket_blob = keys::bucket_blob(&record.bucket, &hash);
-        if self.counter(ks.bucket_blobs, &bucket_blob)? <= 1 {
-            batch.delete(ks.bucket_blobs, bucket_blob);
+        // The scan sees this file's own entry: the batch that deletes it is not written yet.
+        if self.links_in_bucket(&hash, &record.bucket, 2)? <= 1 {
             batch.counter_add(
                 ks.stats,
                 keys::bucket_stat(&record.bucket, keys::STAT_UNIQUE),
                 -as_i64(record.size),
             );
-        } else {
-            batch.counter_add(ks.bucket_blobs, bucket_blob, -1);
         }
+        batch.delete(
+            ks.blob_files,
+            keys::blob_file(&hash, &record.bucket, record.id),
+        );
         batch.counter_add(
             ks.stats,
             keys::bucket_stat(&record.bucket, keys::STAT_LOGICAL),
@@ -340,7 +342,7 @@ impl Store {
             keys::global_stat(keys::STAT_LOGICAL),
             -as_i64(record.size),
         );
-        for key in Self::digest_keys(&meta, &hash, record.restricted, record.id) {
+        for key in Self::digest_keys(&meta, record.restricted, record.id) {
             batch.delete(ks.digests, key);
         }
         Ok(())

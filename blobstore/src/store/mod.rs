@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use engine::WriteBatch;
-use engine::{Appended, ChangeLog, Durability, Engine, GroupCommit, Keyspace, LogEntry};
+use engine::{
+    Appended, ChangeLog, Direction, Durability, Engine, GroupCommit, Keyspace, LogEntry, ScanRange,
+};
 
 use crate::backend::BlobBackend;
 use crate::changes::{self, Change};
@@ -21,7 +23,7 @@ use crate::keys;
 use crate::locks::{SharedStripes, Stripes};
 use crate::records::{BlobMeta, FileRecord};
 use crate::token::TokenSigner;
-use crate::types::{Blake3Hash, FileId, Timestamp};
+use crate::types::{Blake3Hash, BucketName, FileId, Timestamp};
 use engine::Clock;
 
 mod append;
@@ -32,6 +34,7 @@ mod builder;
 mod feed;
 mod files;
 mod follow;
+mod format;
 mod gc;
 mod idempotency;
 mod read;
@@ -47,6 +50,7 @@ pub use buckets::{BucketStats, Page, StoreSummary};
 pub use builder::{StoreBuilder, DEFAULT_CHANGE_RETENTION};
 pub use files::FileUpdate;
 pub use files::Revised;
+pub use format::STORE_FORMAT;
 pub use gc::{GcReport, SweepReport};
 pub use idempotency::{IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEY};
 pub use read::{Access, ContentReader, Visibility};
@@ -74,6 +78,7 @@ pub const DEFAULT_EXPIRY_GRACE: Duration = Duration::from_secs(7 * 86_400);
 const ID_BLOCK: u64 = 1024;
 const LOCK_STRIPES: usize = 1024;
 
+/// Store format 1's key of BLAKE3 digests in `bs.digests` (`bs.blob_files` answers them now).
 const ALG_BLAKE3: u8 = 0;
 const ALG_SHA256: u8 = 1;
 const ALG_SHA1: u8 = 2;
@@ -90,6 +95,7 @@ struct Keyspaces {
     refs: Keyspace,
     files: Keyspace,
     bucket_files: Keyspace,
+    blob_files: Keyspace,
     bucket_blobs: Keyspace,
     stats: Keyspace,
     buckets: Keyspace,
@@ -111,6 +117,7 @@ impl Keyspaces {
             refs: engine.keyspace(keys::REFS)?,
             files: engine.keyspace(keys::FILES)?,
             bucket_files: engine.keyspace(keys::BUCKET_FILES)?,
+            blob_files: engine.keyspace(keys::BLOB_FILES)?,
             bucket_blobs: engine.keyspace(keys::BUCKET_BLOBS)?,
             stats: engine.keyspace(keys::STATS)?,
             buckets: engine.keyspace(keys::BUCKETS)?,
@@ -368,17 +375,48 @@ impl Store {
         Ok(self.inner.engine.counter(keyspace, key)?)
     }
 
-    fn digest_keys(
-        meta: &BlobMeta,
+    /// How many of `bucket`'s files link to blob `hash`, counting no further than `at_most`:
+    /// whether an upload is the bucket's first link to the blob, or an unlink its last. The
+    /// caller holds the lock of the pair.
+    fn links_in_bucket(
+        &self,
         hash: &Blake3Hash,
-        restricted: bool,
+        bucket: &BucketName,
+        at_most: usize,
+    ) -> Result<usize> {
+        let prefix = keys::blob_files_in_bucket(hash, bucket);
+        let mut links = 0;
+        for kv in self.inner.engine.scan(
+            self.inner.ks.blob_files,
+            ScanRange::prefix(&prefix),
+            Direction::Forward,
+        )? {
+            kv?;
+            links += 1;
+            if links >= at_most {
+                break;
+            }
+        }
+        Ok(links)
+    }
+
+    /// Adds to `batch` file `id`'s entry among blob `hash`'s files.
+    fn put_blob_file(
+        &self,
+        batch: &mut WriteBatch,
+        hash: &Blake3Hash,
+        bucket: &BucketName,
         id: FileId,
-    ) -> Vec<Vec<u8>> {
+        restricted: bool,
+    ) {
+        let key = keys::blob_file(hash, bucket, id);
+        batch.put(self.inner.ks.blob_files, key, [visibility_code(restricted)]);
+    }
+
+    /// The `bs.digests` entries of file `id` (by BLAKE3 it is found in `bs.blob_files`).
+    fn digest_keys(meta: &BlobMeta, restricted: bool, id: FileId) -> Vec<Vec<u8>> {
         let vis = visibility_code(restricted);
-        let mut out = vec![
-            keys::digest_entry(ALG_BLAKE3, vis, &hash.0, id),
-            keys::digest_entry(ALG_SHA256, vis, &meta.sha256, id),
-        ];
+        let mut out = vec![keys::digest_entry(ALG_SHA256, vis, &meta.sha256, id)];
         if let Some(d) = &meta.sha1 {
             out.push(keys::digest_entry(ALG_SHA1, vis, d, id));
         }

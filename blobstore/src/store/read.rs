@@ -14,9 +14,7 @@ use crate::records::{BlobInfo, ContentState, FileRecord};
 use crate::token::{TokenError, DEFAULT_TOKEN_LIFETIME};
 use crate::types::{Blake3Hash, Day, Digest, FileId};
 
-use super::{
-    as_u64, decode_u64, visibility_code, Store, ALG_BLAKE3, ALG_MD5, ALG_SHA1, ALG_SHA256,
-};
+use super::{as_u64, decode_u64, visibility_code, Store, ALG_MD5, ALG_SHA1, ALG_SHA256};
 
 /// Which files a digest lookup returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -141,8 +139,8 @@ impl Store {
         }))
     }
 
-    /// Up to `limit` files (in id order) whose present content has `digest`, among the public
-    /// or the restricted files.
+    /// Up to `limit` files whose present content has `digest`, among the public or the
+    /// restricted files: in id order, or for a BLAKE3 digest by bucket, then id.
     ///
     /// # Errors
     /// The engine's error.
@@ -152,13 +150,13 @@ impl Store {
         visibility: Visibility,
         limit: usize,
     ) -> Result<Vec<FileId>> {
+        let vis = visibility_code(visibility == Visibility::Restricted);
         let algorithm = match digest {
-            Digest::Blake3(_) => ALG_BLAKE3,
+            Digest::Blake3(hash) => return self.files_of_blob(hash, vis, limit),
             Digest::Sha256(_) => ALG_SHA256,
             Digest::Sha1(_) => ALG_SHA1,
             Digest::Md5(_) => ALG_MD5,
         };
-        let vis = visibility_code(visibility == Visibility::Restricted);
         let prefix = keys::digest_prefix(algorithm, vis, digest.as_bytes());
         let mut out = Vec::new();
         for kv in self.inner.engine.scan(
@@ -178,6 +176,29 @@ impl Store {
                     key: key.clone(),
                 })?;
             out.push(FileId(id));
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` files of visibility `vis` linking to blob `hash`, by bucket, then id.
+    fn files_of_blob(&self, hash: &Blake3Hash, vis: u8, limit: usize) -> Result<Vec<FileId>> {
+        let mut out = Vec::new();
+        for kv in self.inner.engine.scan(
+            self.inner.ks.blob_files,
+            ScanRange::prefix(&hash.0),
+            Direction::Forward,
+        )? {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = kv?;
+            let (_, _, id) = keys::parse_blob_file(&key).ok_or_else(|| Error::CorruptRecord {
+                what: "blob-file index",
+                key: key.clone(),
+            })?;
+            if value.as_slice() == [vis] {
+                out.push(id);
+            }
         }
         Ok(out)
     }

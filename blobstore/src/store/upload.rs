@@ -539,23 +539,22 @@ impl Store {
         };
         batch.put(ks.files, keys::file(id), record.encode());
         batch.put(ks.bucket_files, keys::bucket_file(bucket, id), []);
-        for key in Self::digest_keys(&meta, &hash, request.restricted, id) {
+        for key in Self::digest_keys(&meta, request.restricted, id) {
             batch.put(ks.digests, key, []);
         }
         if let Some(expires) = request.expires {
             batch.put(ks.expiry, keys::expiry(expires, id), []);
         }
-        let bucket_blob = keys::bucket_blob(bucket, &hash);
         // A bucket holds no file of a blob the store does not have (GC removes a blob only
         // once no file refers to it), so a new blob needs no read to know it is new here.
-        if !deduplicated || self.counter(ks.bucket_blobs, &bucket_blob)? <= 0 {
+        if !deduplicated || self.links_in_bucket(&hash, bucket, 1)? == 0 {
             batch.counter_add(
                 ks.stats,
                 keys::bucket_stat(bucket, keys::STAT_UNIQUE),
                 as_i64(size),
             );
         }
-        batch.counter_add(ks.bucket_blobs, bucket_blob, 1);
+        self.put_blob_file(&mut batch, &hash, bucket, id, request.restricted);
         batch.counter_add(ks.stats, keys::bucket_stat(bucket, keys::STAT_FILES), 1);
         batch.counter_add(
             ks.stats,

@@ -21,6 +21,26 @@ pub struct Settings {
     pub secrets: ([u8; 32], Option<[u8; 32]>),
     /// [`StoreBuilder::change_retention`](crate::StoreBuilder::change_retention).
     pub change_retention: Duration,
+    /// [`StoreBuilder::upgrade_format`](crate::StoreBuilder::upgrade_format); `None` leaves
+    /// the builder's default.
+    pub upgrade_format: Option<bool>,
+}
+
+impl Settings {
+    /// `builder` with these settings.
+    pub fn apply(&self, builder: crate::StoreBuilder) -> crate::StoreBuilder {
+        let builder = builder
+            .keep_sha1_md5(self.keep_sha1_md5)
+            .grace(self.grace)
+            .expiry_grace(self.expiry_grace)
+            .inline_threshold(self.inline_threshold)
+            .change_retention(self.change_retention)
+            .token_secrets(self.secrets.0, self.secrets.1);
+        match self.upgrade_format {
+            Some(upgrade) => builder.upgrade_format(upgrade),
+            None => builder,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -32,6 +52,7 @@ impl Default for Settings {
             inline_threshold: crate::DEFAULT_INLINE_THRESHOLD,
             secrets: ([7; 32], None),
             change_retention: crate::DEFAULT_CHANGE_RETENTION,
+            upgrade_format: None,
         }
     }
 }

@@ -46,23 +46,6 @@ pub struct Harness {
 }
 
 impl Harness {
-    fn try_open(&self) -> blobstore::Result<Store> {
-        let data_dir = self.dir.path().join("data");
-        let builder = match self.backend {
-            Backend::Memory => StoreBuilder::with_engine(self.engine.open(), &data_dir),
-            _ => StoreBuilder::new(self.engine.config(), &data_dir),
-        };
-        builder
-            .keep_sha1_md5(self.settings.keep_sha1_md5)
-            .grace(self.settings.grace)
-            .expiry_grace(self.settings.expiry_grace)
-            .inline_threshold(self.settings.inline_threshold)
-            .change_retention(self.settings.change_retention)
-            .token_secrets(self.settings.secrets.0, self.settings.secrets.1)
-            .clock(self.clock.clone())
-            .open()
-    }
-
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -83,9 +66,16 @@ impl suite::Harness for Harness {
         &mut self.settings
     }
 
-    fn open(&self) -> Store {
-        self.try_open()
-            .unwrap_or_else(|error| panic!("open store: {error}"))
+    fn try_open(&self) -> blobstore::Result<Store> {
+        let data_dir = self.data_dir();
+        let builder = match self.backend {
+            Backend::Memory => StoreBuilder::with_engine(self.engine.open(), &data_dir),
+            _ => StoreBuilder::new(self.engine.config(), &data_dir),
+        };
+        self.settings
+            .apply(builder)
+            .clock(self.clock.clone())
+            .open()
     }
 
     /// The backend that holds the blob bytes, for planting or damaging blobs behind the

@@ -168,17 +168,15 @@ impl Harness {
 
     /// Opens the store over `backend`.
     pub fn open_with(&self, backend: Arc<dyn blobstore::BlobBackend>) -> Store {
-        StoreBuilder::with_engine(self.engine(), self.data_dir())
-            .backend(backend)
-            .keep_sha1_md5(self.settings.keep_sha1_md5)
-            .grace(self.settings.grace)
-            .expiry_grace(self.settings.expiry_grace)
-            .inline_threshold(self.settings.inline_threshold)
-            .change_retention(self.settings.change_retention)
-            .token_secrets(self.settings.secrets.0, self.settings.secrets.1)
+        self.try_open_with(backend).expect("open store")
+    }
+
+    fn try_open_with(&self, backend: Arc<dyn blobstore::BlobBackend>) -> blobstore::Result<Store> {
+        let builder = StoreBuilder::with_engine(self.engine(), self.data_dir()).backend(backend);
+        self.settings
+            .apply(builder)
             .clock(self.clock.clone())
             .open()
-            .expect("open store")
     }
 }
 
@@ -204,8 +202,8 @@ impl suite::Harness for Harness {
     }
 
     /// Opens the store over the object store.
-    fn open(&self) -> Store {
-        self.open_with(Arc::new(self.object_backend()))
+    fn try_open(&self) -> blobstore::Result<Store> {
+        self.try_open_with(Arc::new(self.object_backend()))
     }
 
     /// The backend that holds the blob bytes, for planting or damaging blobs behind the

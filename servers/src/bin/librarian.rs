@@ -120,6 +120,10 @@ enum Command {
         /// The backup directory.
         dir: PathBuf,
     },
+    /// Bring the store to this build's format (blobstore/DESIGN.md, "Store formats"), with
+    /// every instance stopped. An embedded store is upgraded by any open; a PostgreSQL one,
+    /// which several instances share, only by this command.
+    UpgradeStore,
     /// Hash a password for `[[server.credentials]]`: reads it from standard input, or makes
     /// a random one and prints it.
     HashPassword {
@@ -311,6 +315,20 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "{}",
                 common::backup_summary(&config.store.data_dir, &manifest)
+            );
+            Ok(())
+        }
+        Command::UpgradeStore => {
+            config.store.upgrade_format = Some(true);
+            let store = config.open_store()?.store;
+            let summary = store.summary()?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "format": blobstore::STORE_FORMAT,
+                    "files": summary.files,
+                    "blobs": summary.blobs,
+                })
             );
             Ok(())
         }

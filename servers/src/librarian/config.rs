@@ -84,6 +84,11 @@ pub struct StoreConfig {
     /// [`blobstore::StoreBuilder::change_feed`]). Not a setting of the file.
     #[serde(skip, default = "yes")]
     pub change_feed: bool,
+    /// Whether opening may upgrade a store of an older format; `None` leaves it to the
+    /// backend ([`blobstore::StoreBuilder::upgrade_format`]). `librarian upgrade-store` sets
+    /// it. Not a setting of the file.
+    #[serde(skip)]
+    pub upgrade_format: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -106,6 +111,7 @@ impl Default for StoreConfig {
             hot_cache_bytes: blobstore::DEFAULT_HOT_CACHE_BYTES,
             postgres: None,
             change_feed: true,
+            upgrade_format: None,
         }
     }
 }
@@ -412,6 +418,9 @@ impl LibrarianConfig {
             .token_secrets(current, previous);
         if let Some(backend) = backend {
             builder = builder.backend(backend);
+        }
+        if let Some(upgrade) = store.upgrade_format {
+            builder = builder.upgrade_format(upgrade);
         }
         Ok(OpenedStore {
             store: builder.open()?,

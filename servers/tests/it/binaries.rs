@@ -27,6 +27,7 @@ fn every_subcommand_has_help() {
         "migrate-blobs",
         "backup",
         "restore",
+        "upgrade-store",
         "hash-password",
     ] {
         let out = run(LIBRARIAN, &[sub, "--help"]);
@@ -94,6 +95,50 @@ fn librarian_subcommands_on_a_local_store() {
     assert_eq!(report["collected_blobs"], 0);
     let out = run(LIBRARIAN, &["--data-dir", data, "get", "999"]);
     assert!(!out.status.success());
+}
+
+/// A store put back in format 1 (as builds before 2026-12-07 wrote it) is brought to the
+/// current format by `librarian upgrade-store`, and reads and checks as before.
+#[test]
+fn upgrade_store_brings_an_older_store_to_the_current_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let open = || {
+        let config = engine::EngineConfig::new(engine::Backend::Rocksdb, data.join("meta"));
+        blobstore::StoreBuilder::new(config, &data)
+            .upgrade_format(false)
+            .open()
+    };
+    let store = open().unwrap();
+    let bucket = blobstore::BucketName::new("b").unwrap();
+    let request = blobstore::UploadRequest::new(bucket, "a.txt");
+    let put = store
+        .upload_bytes(request, b"written in format 1", "tester")
+        .unwrap();
+    assert_eq!(store.write_store_format_1().unwrap(), 1);
+    drop(store);
+    assert!(matches!(
+        open(),
+        Err(blobstore::Error::StoreFormat { found: 1, .. })
+    ));
+
+    let data = data.to_str().unwrap();
+    let out = run(LIBRARIAN, &["--data-dir", data, "upgrade-store"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["format"], blobstore::STORE_FORMAT);
+    assert_eq!(report["files"], 1);
+    let out = run(
+        LIBRARIAN,
+        &["--data-dir", data, "get", &put.record.id.to_string()],
+    );
+    assert_eq!(out.stdout, b"written in format 1");
+    let store = open().unwrap();
+    assert!(store.check().unwrap().problems.is_empty());
 }
 
 #[test]

@@ -135,57 +135,6 @@ pub fn gc_grace_and_revival<H: Harness>(backend: Backend) {
     assert_consistent(&store);
 }
 
-/// Blob records written before 2026-12-06 (version 1) keep their reference count in `bs.refs`:
-/// they read right, pass the check, and move the count into the record at its next change (an
-/// upload, an unlink) or leave with the blob at collection, never leaving a stray counter.
-pub fn blob_records_of_version_1_move_their_count_on_the_next_change<H: Harness>(backend: Backend) {
-    let h = H::new(backend);
-    let store = h.open();
-    let b = bucket("older");
-    let shared = content(21, 30_000);
-    let first = upload(&store, &b, "shared-1", &shared);
-    upload(&store, &b, "shared-2", &shared);
-    let alone = upload(&store, &b, "alone", &content(22, 70_000));
-    let tiny = upload(&store, &b, "tiny", b"tiny and inline");
-    let hashes = [first.blake3, alone.blake3, tiny.blake3];
-    let moved: Vec<_> = hashes
-        .iter()
-        .map(|hash| store.write_blob_record_of_version_1(hash).unwrap())
-        .collect();
-    assert_eq!(moved, [Some(2), Some(1), Some(1)]);
-    assert_consistent(&store);
-    drop(store);
-    let store = h.open();
-    let refcount = |hash| store.blob_info(hash).unwrap().unwrap().refcount;
-    assert_eq!(hashes.each_ref().map(refcount), [2, 1, 1]);
-
-    // A deduplicated upload and an unlink each rewrite the record with the count.
-    let third = upload(&store, &b, "shared-3", &shared);
-    assert_eq!(refcount(&first.blake3), 3);
-    store.delete_file(alone.id, "tester").unwrap();
-    let info = store.blob_info(&alone.blake3).unwrap().unwrap();
-    assert_eq!((info.refcount, info.zero_ref_since.is_some()), (0, true));
-    assert_consistent(&store);
-    store.delete_file(third.id, "tester").unwrap();
-    assert_eq!(refcount(&first.blake3), 2);
-
-    // Collected while still in version 1 (the unlinked blob put back in it): the counter goes
-    // with the record.
-    assert_eq!(
-        store.write_blob_record_of_version_1(&alone.blake3).unwrap(),
-        Some(0)
-    );
-    store.delete_file(tiny.id, "tester").unwrap();
-    store.write_blob_record_of_version_1(&tiny.blake3).unwrap();
-    assert_consistent(&store);
-    h.advance(DAY + HOUR);
-    assert_eq!(store.gc(100).unwrap().collected_blobs, 2);
-    assert!(store.blob_info(&alone.blake3).unwrap().is_none());
-    assert!(store.blob_info(&tiny.blake3).unwrap().is_none());
-    assert_eq!(read_all(&store, first.id), shared);
-    assert_consistent(&store);
-}
-
 pub fn orphans_are_swept<H: Harness>(backend: Backend) {
     let h = H::new(backend);
     let store = h.open();

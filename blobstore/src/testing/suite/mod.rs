@@ -6,8 +6,8 @@
 //!
 //! The functions are grouped by what they check: `uploads` (sizes, deduplication, digests,
 //! reads, reopening), `quotas`, `lifetime` (weak links, expiry, garbage collection, orphans),
-//! `access` (restricted tokens, malformed input), `integrity` (verification, scrubbing) and
-//! `concurrency`; this module holds the [`Harness`] and the macros that list them all.
+//! `formats` (stores written by earlier builds), `access` (restricted tokens, malformed
+//! input), `integrity` (verification, scrubbing) and `concurrency`; this module holds the [`Harness`] and the macros that list them all.
 //!
 //! A test crate stamps the suite out for its harness, then one `#[test]` per function and
 //! backend with its own macro:
@@ -32,6 +32,7 @@ use crate::{BlobBackend, BucketName, Store, UploadRequest};
 
 mod access;
 mod concurrency;
+mod formats;
 mod integrity;
 mod lifetime;
 mod quotas;
@@ -39,6 +40,7 @@ mod uploads;
 
 pub use access::*;
 pub use concurrency::*;
+pub use formats::*;
 pub use integrity::*;
 pub use lifetime::*;
 pub use quotas::*;
@@ -59,7 +61,16 @@ pub trait Harness: Sized {
     fn settings_mut(&mut self) -> &mut Settings;
 
     /// Opens the store (drop the previous one first: RocksDB and sled lock their directory).
-    fn open(&self) -> Store;
+    ///
+    /// # Errors
+    /// The store's error.
+    fn try_open(&self) -> crate::Result<Store>;
+
+    /// Opens the store, which must open.
+    fn open(&self) -> Store {
+        self.try_open()
+            .unwrap_or_else(|error| panic!("open store: {error}"))
+    }
 
     /// The backend that holds the blob bytes, for planting or damaging blobs behind the
     /// store's back.
@@ -93,6 +104,7 @@ macro_rules! every_suite_function {
             expiry_with_clock,
             gc_grace_and_revival,
             blob_records_of_version_1_move_their_count_on_the_next_change,
+            stores_of_format_1_are_upgraded,
             restricted_tokens,
             bad_input,
             digests_and_lookups,

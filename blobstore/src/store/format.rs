@@ -1,0 +1,148 @@
+//! The store's on-disk format, and the upgrade from format 1 (`DESIGN.md`, "Store formats").
+//!
+//! Format 1 (every store written before 2026-12-07) found a file by BLAKE3 through a
+//! `bs.digests` entry (algorithm 0) and knew whether a bucket held a blob from a counter per
+//! bucket and blob in `bs.bucket_blobs`. Format 2 keeps one `bs.blob_files` entry per file
+//! (`blake3 ‖ bucket ‖ file id`) that answers both, about 40 bytes a file fewer. The format is
+//! a `u32` under `bs.meta`'s `format` key; format 1 has none.
+
+use engine::{Direction, Durability, Engine, ScanRange, WriteBatch};
+
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::records::{ContentState, FileRecord};
+use crate::types::FileId;
+
+use super::{decode_u64, visibility_code, Keyspaces, ALG_BLAKE3};
+
+/// The format this build writes.
+pub const STORE_FORMAT: u32 = 2;
+
+/// Files whose entries one batch of the upgrade writes.
+const UPGRADE_BATCH: usize = 10_000;
+
+/// Brings the store at `engine` to [`STORE_FORMAT`] when it is older and `may_upgrade`
+/// allows, and returns how many files the upgrade indexed (0 when there was nothing to do).
+///
+/// # Errors
+/// [`Error::StoreFormat`] for a store of a newer format, or of an older one when
+/// `may_upgrade` is false; the engine's error.
+pub(super) fn ensure_current(
+    engine: &dyn Engine,
+    ks: &Keyspaces,
+    may_upgrade: bool,
+) -> Result<u64> {
+    let found = match engine.get(ks.meta, keys::META_FORMAT)? {
+        None => 1,
+        Some(bytes) => <[u8; 4]>::try_from(bytes.as_slice())
+            .map(u32::from_be_bytes)
+            .map_err(|_| Error::CorruptRecord {
+                what: "store format",
+                key: keys::META_FORMAT.to_vec(),
+            })?,
+    };
+    if found == STORE_FORMAT {
+        return Ok(0);
+    }
+    if found > STORE_FORMAT {
+        return Err(Error::StoreFormat {
+            found,
+            reason: "written by a newer build; run that build or a later one",
+        });
+    }
+    let fresh = engine
+        .scan(ks.files, ScanRange::all(), Direction::Forward)?
+        .next()
+        .is_none();
+    if fresh {
+        write_format(engine, ks)?;
+        return Ok(0);
+    }
+    if !may_upgrade {
+        return Err(Error::StoreFormat {
+            found,
+            reason: "run `librarian upgrade-store` once, with every instance stopped",
+        });
+    }
+    upgrade_from_1(engine, ks)
+}
+
+/// Format 1 to 2: an entry in `bs.blob_files` for every file whose content is present, then
+/// format 1's BLAKE3 digest entries and bucket-blob counters go, then the format is written
+/// (synced). Nothing else writes meanwhile (every instance is stopped, or it is the open of
+/// an embedded store, whose directory is locked), and every step can be repeated: a crash
+/// before the format is written leaves a store that the next open upgrades again.
+fn upgrade_from_1(engine: &dyn Engine, ks: &Keyspaces) -> Result<u64> {
+    let mut batch = WriteBatch::new();
+    let mut indexed = 0u64;
+    for kv in engine.scan(ks.files, ScanRange::all().read_once(), Direction::Forward)? {
+        let (key, value) = kv?;
+        let id = FileId(decode_u64(&key).ok_or_else(|| Error::CorruptRecord {
+            what: "file",
+            key: key.clone(),
+        })?);
+        let record = FileRecord::decode(id, &key, &value)?;
+        if record.content != ContentState::Present {
+            continue;
+        }
+        batch.put(
+            ks.blob_files,
+            keys::blob_file(&record.blake3, &record.bucket, id),
+            [visibility_code(record.restricted)],
+        );
+        indexed += 1;
+        if batch.len() >= UPGRADE_BATCH {
+            engine.write(std::mem::take(&mut batch), Durability::Buffered)?;
+        }
+    }
+    batch.delete_range(ks.digests, [ALG_BLAKE3], [ALG_BLAKE3 + 1]);
+    // Bucket names are printable ASCII: every key of the keyspace sorts before 0xff.
+    batch.delete_range(ks.bucket_blobs, [], [0xff]);
+    engine.write(batch, Durability::Buffered)?;
+    write_format(engine, ks)?;
+    Ok(indexed)
+}
+
+/// Writes [`STORE_FORMAT`] as the store's format, synced (with every write before it).
+fn write_format(engine: &dyn Engine, ks: &Keyspaces) -> Result<()> {
+    let mut batch = WriteBatch::new();
+    batch.put(ks.meta, keys::META_FORMAT, STORE_FORMAT.to_be_bytes());
+    engine.write(batch, Durability::Sync)?;
+    Ok(())
+}
+
+impl super::Store {
+    /// Puts the store back in format 1, as a build before 2026-12-07 left it: BLAKE3 digest
+    /// entries and bucket-blob counters instead of `bs.blob_files`, no format key. For the
+    /// tests of the upgrade; nothing may write meanwhile. Returns the files moved.
+    ///
+    /// # Errors
+    /// The engine's error.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn write_store_format_1(&self) -> Result<u64> {
+        let (engine, ks) = (self.inner.engine.as_ref(), self.inner.ks);
+        let mut batch = WriteBatch::new();
+        let mut moved = 0;
+        for kv in engine.scan(ks.blob_files, ScanRange::all(), Direction::Forward)? {
+            let (key, value) = kv?;
+            let (hash, bucket, id) =
+                keys::parse_blob_file(&key).ok_or_else(|| Error::CorruptRecord {
+                    what: "blob-file index",
+                    key: key.clone(),
+                })?;
+            let vis = value.first().copied().unwrap_or_default();
+            batch.put(
+                ks.digests,
+                keys::digest_entry(ALG_BLAKE3, vis, &hash.0, id),
+                [],
+            );
+            batch.counter_add(ks.bucket_blobs, keys::bucket_blob(&bucket, &hash), 1);
+            batch.delete(ks.blob_files, key);
+            moved += 1;
+        }
+        batch.delete(ks.meta, keys::META_FORMAT);
+        engine.write(batch, Durability::Sync)?;
+        Ok(moved)
+    }
+}
