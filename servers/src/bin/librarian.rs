@@ -409,7 +409,7 @@ fn run_server(config: LibrarianConfig) -> anyhow::Result<()> {
     // On PostgreSQL, several instances elect the writer (always this one on an embedded store).
     let leader = common::Leader::elect(
         store.engine().clone(),
-        "librarian",
+        librarian::LEASE,
         config.server.lease_ttl(),
     );
     state = state.with_leader(leader.clone());

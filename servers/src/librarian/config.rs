@@ -174,6 +174,16 @@ pub enum OpenError {
     /// The blob store could not be opened.
     #[error("cannot open the blob store: {0}")]
     Store(#[from] blobstore::Error),
+    /// `librarian upgrade-store` on a shared database while an instance holds the store's
+    /// lease.
+    #[error(
+        "another instance is the writer of this store (lease \"librarian\"): stop every \
+         instance to run `librarian upgrade-store`"
+    )]
+    NotWriter,
+    /// The store's lease could not be taken or given back.
+    #[error("the store's lease: {0}")]
+    Lease(#[source] engine::Error),
     /// A directory could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
@@ -409,21 +419,27 @@ impl LibrarianConfig {
                 (engine, Some(backend), Some(backends))
             }
         };
-        let mut builder = blobstore::StoreBuilder::with_engine(engine, &store.data_dir)
-            .keep_sha1_md5(store.keep_sha1_md5)
-            .grace(Duration::from_secs(store.grace_secs))
-            .expiry_grace(Duration::from_secs(store.expiry_grace_secs))
-            .hot_cache_bytes(store.hot_cache_bytes)
-            .change_feed(store.change_feed)
-            .token_secrets(current, previous);
+        let mut builder =
+            blobstore::StoreBuilder::with_engine(Arc::clone(&engine), &store.data_dir)
+                .keep_sha1_md5(store.keep_sha1_md5)
+                .grace(Duration::from_secs(store.grace_secs))
+                .expiry_grace(Duration::from_secs(store.expiry_grace_secs))
+                .hot_cache_bytes(store.hot_cache_bytes)
+                .change_feed(store.change_feed)
+                .token_secrets(current, previous);
         if let Some(backend) = backend {
             builder = builder.backend(backend);
         }
-        if let Some(upgrade) = store.upgrade_format {
-            builder = builder.upgrade_format(upgrade);
-        }
+        let opened = match store.upgrade_format {
+            Some(true) => super::open_upgrading(&engine, builder),
+            Some(false) => builder
+                .upgrade_format(false)
+                .open()
+                .map_err(OpenError::from),
+            None => builder.open().map_err(OpenError::from),
+        };
         Ok(OpenedStore {
-            store: builder.open()?,
+            store: opened?,
             object_store,
         })
     }

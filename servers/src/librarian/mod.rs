@@ -487,6 +487,48 @@ pub enum OfflineGcError {
     Store(#[from] blobstore::Error),
 }
 
+/// The name of the store's lease, which the writer among several instances holds
+/// ([`crate::common::Leader`]).
+pub const LEASE: &str = "librarian";
+
+/// How long `librarian upgrade-store` holds a shared store's lease: longer than an upgrade of
+/// tens of millions of files takes, so that no instance takes it over meanwhile (and were one
+/// to, the fence refuses the upgrade's writes).
+const UPGRADE_LEASE_TTL: Duration = Duration::from_secs(3600);
+
+/// Opens `builder`'s store over `engine` and brings it to this build's format
+/// (`librarian upgrade-store`; blobstore/DESIGN.md, "Store formats"). On a database shared by
+/// several instances it runs as the writer: it takes the store's lease (refused while an
+/// instance holds it), fences its engine with it, and gives it back after. Blocking.
+///
+/// # Errors
+/// [`OpenError::NotWriter`] while another instance leads, [`OpenError::Lease`], or the
+/// store's error.
+pub fn open_upgrading(
+    engine: &Arc<dyn engine::Engine>,
+    builder: blobstore::StoreBuilder,
+) -> Result<Store, OpenError> {
+    let lease = match engine.leadership() {
+        None => None,
+        Some(leadership) => {
+            let holder = format!("librarian upgrade-store (pid {})", std::process::id());
+            let epoch = leadership
+                .acquire(LEASE, &holder, UPGRADE_LEASE_TTL)
+                .map_err(OpenError::Lease)?
+                .ok_or(OpenError::NotWriter)?;
+            leadership.fence(LEASE, epoch);
+            Some((holder, epoch))
+        }
+    };
+    let opened = builder.upgrade_format(true).open();
+    if let (Some((holder, epoch)), Some(leadership)) = (lease, engine.leadership()) {
+        leadership
+            .release(LEASE, &holder, epoch)
+            .map_err(OpenError::Lease)?;
+    }
+    Ok(opened?)
+}
+
 /// `librarian gc`: GC passes until no work is left, then the orphan sweep. On a database
 /// shared by several instances it runs only as the writer: it takes the store's lease
 /// (refused while a server holds it), fences its engine with it, and gives it back after,
@@ -505,10 +547,10 @@ pub fn collect_as_writer(
             let holder = format!("librarian gc (pid {})", std::process::id());
             let ttl = std::time::Duration::from_secs(60);
             let epoch = leadership
-                .acquire("librarian", &holder, ttl)
+                .acquire(LEASE, &holder, ttl)
                 .map_err(OfflineGcError::Lease)?
                 .ok_or(OfflineGcError::NotWriter)?;
-            leadership.fence("librarian", epoch);
+            leadership.fence(LEASE, epoch);
             Some((holder, epoch))
         }
     };
@@ -531,7 +573,7 @@ pub fn collect_as_writer(
     })();
     if let (Some((holder, epoch)), Some(leadership)) = (lease, engine.leadership()) {
         leadership
-            .release("librarian", &holder, epoch)
+            .release(LEASE, &holder, epoch)
             .map_err(OfflineGcError::Lease)?;
     }
     Ok(collected?)
