@@ -14,9 +14,9 @@ pub(crate) const REFS: &str = "bs.refs";
 pub(crate) const FILES: &str = "bs.files";
 /// `bucket (escaped) ‖ file id` → empty: a bucket's files in id order.
 pub(crate) const BUCKET_FILES: &str = "bs.bucket_files";
-/// `blake3 ‖ bucket (escaped) ‖ file id` → one byte, the file's visibility: the files linking
-/// to each blob, by bucket. It answers lookups by BLAKE3 and whether a bucket already holds
-/// (or still holds) a blob, for its unique-bytes statistic.
+/// `blake3 fingerprint ‖ bucket (escaped) ‖ file id` → one byte, the file's visibility: the
+/// files linking to each blob, by bucket. It answers lookups by BLAKE3 and whether a bucket
+/// already holds (or still holds) a blob, for its unique-bytes statistic.
 pub(crate) const BLOB_FILES: &str = "bs.blob_files";
 /// Store format 1 only (`store/format.rs` empties it): `bucket (escaped) ‖ blake3` → counter,
 /// the bucket's files linking to the blob; `bs.blob_files` answers this now.
@@ -25,8 +25,8 @@ pub(crate) const BUCKET_BLOBS: &str = "bs.bucket_blobs";
 pub(crate) const STATS: &str = "bs.stats";
 /// `bucket` → bucket settings (the quota).
 pub(crate) const BUCKETS: &str = "bs.buckets";
-/// `algorithm ‖ visibility ‖ digest ‖ file id` → empty: files by SHA-256, SHA-1 or MD5 (by
-/// BLAKE3 too in store format 1; `bs.blob_files` answers that now).
+/// `algorithm ‖ visibility ‖ digest fingerprint ‖ file id` → empty: files by SHA-256, SHA-1 or
+/// MD5 (store format 1: the whole digest, and BLAKE3 too, which `bs.blob_files` answers now).
 pub(crate) const DIGESTS: &str = "bs.digests";
 /// `zero-ref time (ordered i64) ‖ blake3` → empty: blobs waiting for GC.
 pub(crate) const ZERO_REFS: &str = "bs.zero_refs";
@@ -116,26 +116,35 @@ pub(crate) fn bucket_blob(bucket: &str, hash: &Blake3Hash) -> Vec<u8> {
 }
 
 /// The `bs.blob_files` entry of file `id`, in `bucket`, linking to blob `hash`.
-pub(crate) fn blob_file(hash: &Blake3Hash, bucket: &BucketName, id: FileId) -> Vec<u8> {
+pub(crate) fn blob_file(hash: &Blake3Hash, bucket: &str, id: FileId) -> Vec<u8> {
     KeyBuilder::new()
-        .raw(&hash.0)
-        .str(bucket.as_str())
+        .raw(fingerprint(&hash.0))
+        .str(bucket)
         .u64(id.0)
         .finish()
 }
 
-/// The prefix of the `bs.blob_files` entries of `bucket`'s files linking to blob `hash`.
-pub(crate) fn blob_files_in_bucket(hash: &Blake3Hash, bucket: &BucketName) -> Vec<u8> {
-    KeyBuilder::new().raw(&hash.0).str(bucket.as_str()).finish()
+/// The prefix of the `bs.blob_files` entries of the files linking to blob `hash` (and to any
+/// other blob with its fingerprint).
+pub(crate) fn blob_files_of(hash: &Blake3Hash) -> &[u8] {
+    fingerprint(&hash.0)
 }
 
-/// Splits a `bs.blob_files` key.
-pub(crate) fn parse_blob_file(key: &[u8]) -> Option<(Blake3Hash, String, FileId)> {
+/// The same, in `bucket` only.
+pub(crate) fn blob_files_in_bucket(hash: &Blake3Hash, bucket: &BucketName) -> Vec<u8> {
+    KeyBuilder::new()
+        .raw(fingerprint(&hash.0))
+        .str(bucket.as_str())
+        .finish()
+}
+
+/// The file id of a `bs.blob_files` key.
+pub(crate) fn blob_file_id(key: &[u8]) -> Option<FileId> {
     let mut r = KeyReader::new(key);
-    let hash = Blake3Hash(r.raw(32)?.try_into().ok()?);
-    let bucket = r.string()?;
+    r.raw(FINGERPRINT)?;
+    r.string()?;
     let id = FileId(r.u64()?);
-    r.is_empty().then_some((hash, bucket, id))
+    r.is_empty().then_some(id)
 }
 
 /// Splits a `bucket_files` key.
@@ -169,14 +178,41 @@ pub(crate) fn parse_bucket_stat(key: &[u8]) -> Option<(String, u8)> {
     r.is_empty().then_some((bucket, field))
 }
 
+/// The bytes of a digest that the indexes keep (`bs.digests`, `bs.blob_files`): a fingerprint
+/// that finds the candidates, each then checked against the whole digest in its records
+/// (DESIGN.md, "Digest fingerprints").
+pub(crate) const FINGERPRINT: usize = 8;
+
+fn fingerprint(digest: &[u8]) -> &[u8] {
+    &digest[..FINGERPRINT.min(digest.len())]
+}
+
 pub(crate) const VIS_PUBLIC: u8 = 0;
 pub(crate) const VIS_RESTRICTED: u8 = 1;
 
+/// The prefix of the `bs.digests` entries of the files of `visibility` whose digest by
+/// `algorithm` starts like `digest`.
 pub(crate) fn digest_prefix(algorithm: u8, visibility: u8, digest: &[u8]) -> Vec<u8> {
     KeyBuilder::new()
         .u8(algorithm)
         .u8(visibility)
+        .raw(fingerprint(digest))
+        .finish()
+}
+
+/// A store format 1 `bs.digests` key (the whole digest), for the upgrade's tests.
+#[cfg(feature = "testing")]
+pub(crate) fn digest_entry_of_format_1(
+    algorithm: u8,
+    visibility: u8,
+    digest: &[u8],
+    id: FileId,
+) -> Vec<u8> {
+    KeyBuilder::new()
+        .u8(algorithm)
+        .u8(visibility)
         .raw(digest)
+        .u64(id.0)
         .finish()
 }
 

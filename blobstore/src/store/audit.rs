@@ -11,7 +11,7 @@ use crate::keys;
 use crate::records::{BlobMeta, ContentState, FileRecord};
 use crate::types::{Blake3Hash, BucketName, FileId, Timestamp};
 
-use super::{as_i64, as_u64, decode_u64, visibility_code, Store, ALG_BLAKE3};
+use super::{as_i64, as_u64, decode_u64, visibility_code, Store};
 
 /// What is wrong with a blob, found by [`Store::verify`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,6 +245,8 @@ impl Store {
         let (mut files, mut logical) = (0i64, 0i64);
         let mut expiry_expected: HashSet<Vec<u8>> = HashSet::new();
         let mut file_count = 0u64;
+        // Each file with present content: its id, blob and visibility.
+        let mut present: Vec<(FileId, Blake3Hash, bool)> = Vec::new();
 
         for kv in view.scan(ks.files, ScanRange::all(), Direction::Forward)? {
             let (key, value) = kv?;
@@ -273,9 +275,10 @@ impl Store {
                 logical += as_i64(record.size);
                 *refs.entry(record.blake3).or_default() += 1;
                 blob_files.insert(
-                    keys::blob_file(&record.blake3, &record.bucket, id),
+                    keys::blob_file(&record.blake3, record.bucket.as_str(), id),
                     visibility_code(record.restricted),
                 );
+                present.push((id, record.blake3, record.restricted));
                 if let Some(at) = record.expires {
                     expiry_expected.insert(keys::expiry(at, id));
                 }
@@ -299,21 +302,20 @@ impl Store {
                 detail: format!("blob-file entry {key:02x?} is missing"),
             });
         }
-        // Store format 1's keys, which the upgrade removed (`store/format.rs`).
-        let blake3_digests = ScanRange::between(&[ALG_BLAKE3], &[ALG_BLAKE3 + 1]);
-        let format_1_keys = [
-            view.scan(ks.digests, blake3_digests, Direction::Forward)?
-                .next(),
-            view.scan(ks.bucket_blobs, ScanRange::all(), Direction::Forward)?
-                .next(),
-        ];
-        if format_1_keys.iter().any(Option::is_some) {
+        // Store format 1's counters, which the upgrade removed (`store/format.rs`; its digest
+        // entries are found below, as entries no file needs).
+        if view
+            .scan(ks.bucket_blobs, ScanRange::all(), Direction::Forward)?
+            .next()
+            .is_some()
+        {
             problem(Inconsistency::Record {
-                detail: "keys of store format 1 are left".to_string(),
+                detail: "bucket-blob counters of store format 1 are left".to_string(),
             });
         }
 
         let mut sizes: HashMap<Blake3Hash, u64> = HashMap::new();
+        let mut metas: HashMap<Blake3Hash, BlobMeta> = HashMap::new();
         let mut zero_since: HashMap<Blake3Hash, Option<Timestamp>> = HashMap::new();
         // Blobs whose record (version 1) keeps its count in `bs.refs`.
         let mut counted_apart: HashSet<Blake3Hash> = HashSet::new();
@@ -332,6 +334,7 @@ impl Store {
             blob_count += 1;
             stored += as_i64(meta.size);
             sizes.insert(hash, meta.size);
+            metas.insert(hash, meta.clone());
             zero_since.insert(hash, meta.zero_since);
             let expected = refs.remove(&hash).unwrap_or(0);
             let found = match meta.refs {
@@ -374,6 +377,26 @@ impl Store {
             }
         }
         report.blobs = as_u64(blob_count);
+        let mut digests: HashSet<Vec<u8>> = HashSet::new();
+        for (id, hash, restricted) in present {
+            if let Some(meta) = metas.get(&hash) {
+                digests.extend(Self::digest_keys(meta, restricted, id));
+            }
+        }
+        drop(metas);
+        for kv in view.scan(ks.digests, ScanRange::all(), Direction::Forward)? {
+            let (key, _) = kv?;
+            if !digests.remove(&key) {
+                problem(Inconsistency::Record {
+                    detail: format!("digest entry {key:02x?} has no file with present content"),
+                });
+            }
+        }
+        for key in digests {
+            problem(Inconsistency::Record {
+                detail: format!("digest entry {key:02x?} is missing"),
+            });
+        }
         for (hash, count) in refs {
             problem(Inconsistency::Record {
                 detail: format!("{count} file(s) link to blob {hash}, which has no record"),

@@ -320,8 +320,7 @@ impl Store {
             batch.put(ks.zero_refs, keys::zero_ref(now, &hash), []);
         }
         self.put_blob(batch, &hash, &unlinked, refs.saturating_sub(1));
-        // The scan sees this file's own entry: the batch that deletes it is not written yet.
-        if self.links_in_bucket(&hash, &record.bucket, 2)? <= 1 {
+        if !self.bucket_links_blob(&hash, &record.bucket, Some(record.id))? {
             batch.counter_add(
                 ks.stats,
                 keys::bucket_stat(&record.bucket, keys::STAT_UNIQUE),
@@ -330,7 +329,7 @@ impl Store {
         }
         batch.delete(
             ks.blob_files,
-            keys::blob_file(&hash, &record.bucket, record.id),
+            keys::blob_file(&hash, record.bucket.as_str(), record.id),
         );
         batch.counter_add(
             ks.stats,

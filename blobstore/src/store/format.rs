@@ -1,10 +1,11 @@
 //! The store's on-disk format, and the upgrade from format 1 (`DESIGN.md`, "Store formats").
 //!
 //! Format 1 (every store written before 2026-12-07) found a file by BLAKE3 through a
-//! `bs.digests` entry (algorithm 0) and knew whether a bucket held a blob from a counter per
-//! bucket and blob in `bs.bucket_blobs`. Format 2 keeps one `bs.blob_files` entry per file
-//! (`blake3 ‖ bucket ‖ file id`) that answers both, about 40 bytes a file fewer. The format is
-//! a `u32` under `bs.meta`'s `format` key; format 1 has none.
+//! `bs.digests` entry (algorithm 0), knew whether a bucket held a blob from a counter per
+//! bucket and blob in `bs.bucket_blobs`, and keyed `bs.digests` by whole digests. Format 2
+//! keeps one `bs.blob_files` entry per file (`blake3 fingerprint ‖ bucket ‖ file id`) that
+//! answers the first two, and digest fingerprints in `bs.digests`: about 60 bytes a file
+//! fewer. The format is a `u32` under `bs.meta`'s `format` key; format 1 has none.
 
 use engine::{Direction, Durability, Engine, ScanRange, WriteBatch};
 
@@ -13,13 +14,16 @@ use crate::keys;
 use crate::records::{ContentState, FileRecord};
 use crate::types::FileId;
 
-use super::{decode_u64, visibility_code, Keyspaces, ALG_BLAKE3};
+use super::{decode_u64, visibility_code, Keyspaces, ALG_BLAKE3, ALG_MD5, ALG_SHA256};
 
 /// The format this build writes.
 pub const STORE_FORMAT: u32 = 2;
 
-/// Files whose entries one batch of the upgrade writes.
+/// Keys that one batch of the upgrade writes.
 const UPGRADE_BATCH: usize = 10_000;
+
+/// The length of a format-2 `bs.digests` key: algorithm, visibility, fingerprint, file id.
+const DIGEST_KEY_LEN: usize = 2 + keys::FINGERPRINT + 8;
 
 /// Brings the store at `engine` to [`STORE_FORMAT`] when it is older and `may_upgrade`
 /// allows, and returns how many files the upgrade indexed (0 when there was nothing to do).
@@ -67,11 +71,12 @@ pub(super) fn ensure_current(
     upgrade_from_1(engine, ks)
 }
 
-/// Format 1 to 2: an entry in `bs.blob_files` for every file whose content is present, then
-/// format 1's BLAKE3 digest entries and bucket-blob counters go, then the format is written
-/// (synced). Nothing else writes meanwhile (every instance is stopped, or it is the open of
-/// an embedded store, whose directory is locked), and every step can be repeated: a crash
-/// before the format is written leaves a store that the next open upgrades again.
+/// Format 1 to 2: an entry in `bs.blob_files` for every file whose content is present; the
+/// SHA-256, SHA-1 and MD5 entries of `bs.digests` rewritten with fingerprints; format 1's
+/// BLAKE3 digest entries and bucket-blob counters deleted; then the format written (synced).
+/// Nothing else writes meanwhile (every instance is stopped, or it is the open of an embedded
+/// store, whose directory is locked), and every step can be repeated: a crash before the
+/// format is written leaves a store that the next open upgrades again.
 fn upgrade_from_1(engine: &dyn Engine, ks: &Keyspaces) -> Result<u64> {
     let mut batch = WriteBatch::new();
     let mut indexed = 0u64;
@@ -87,10 +92,37 @@ fn upgrade_from_1(engine: &dyn Engine, ks: &Keyspaces) -> Result<u64> {
         }
         batch.put(
             ks.blob_files,
-            keys::blob_file(&record.blake3, &record.bucket, id),
+            keys::blob_file(&record.blake3, record.bucket.as_str(), id),
             [visibility_code(record.restricted)],
         );
         indexed += 1;
+        if batch.len() >= UPGRADE_BATCH {
+            engine.write(std::mem::take(&mut batch), Durability::Buffered)?;
+        }
+    }
+    // Whole digests become fingerprints. A scan may meet the keys it wrote (not every engine
+    // scans a snapshot): they have the new length and are left alone.
+    let other_digests = ScanRange::between(&[ALG_SHA256], &[ALG_MD5 + 1]).read_once();
+    for kv in engine.scan(ks.digests, other_digests, Direction::Forward)? {
+        let (key, _) = kv?;
+        if key.len() == DIGEST_KEY_LEN {
+            continue;
+        }
+        let (id, digest) = key
+            .len()
+            .checked_sub(8)
+            .filter(|&end| end > 2)
+            .and_then(|end| Some((decode_u64(&key[end..])?, &key[2..end])))
+            .ok_or_else(|| Error::CorruptRecord {
+                what: "digest index",
+                key: key.clone(),
+            })?;
+        batch.put(
+            ks.digests,
+            keys::digest_entry(key[0], key[1], digest, FileId(id)),
+            [],
+        );
+        batch.delete(ks.digests, &key);
         if batch.len() >= UPGRADE_BATCH {
             engine.write(std::mem::take(&mut batch), Durability::Buffered)?;
         }
@@ -112,33 +144,49 @@ fn write_format(engine: &dyn Engine, ks: &Keyspaces) -> Result<()> {
 }
 
 impl super::Store {
-    /// Puts the store back in format 1, as a build before 2026-12-07 left it: BLAKE3 digest
-    /// entries and bucket-blob counters instead of `bs.blob_files`, no format key. For the
-    /// tests of the upgrade; nothing may write meanwhile. Returns the files moved.
+    /// Puts the store back in format 1, as a build before 2026-12-07 left it: whole digests in
+    /// `bs.digests` (BLAKE3 among them) and bucket-blob counters instead of `bs.blob_files`,
+    /// no format key. For the tests of the upgrade; nothing may write meanwhile. Returns the
+    /// files moved.
     ///
     /// # Errors
     /// The engine's error.
     #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub fn write_store_format_1(&self) -> Result<u64> {
+        use super::{ALG_SHA1, ALG_SHA256};
         let (engine, ks) = (self.inner.engine.as_ref(), self.inner.ks);
         let mut batch = WriteBatch::new();
+        for kv in engine.scan(ks.digests, ScanRange::all(), Direction::Forward)? {
+            batch.delete(ks.digests, kv?.0);
+        }
+        batch.delete_range(ks.blob_files, [], [0xff; keys::FINGERPRINT + 1]);
         let mut moved = 0;
-        for kv in engine.scan(ks.blob_files, ScanRange::all(), Direction::Forward)? {
+        for kv in engine.scan(ks.files, ScanRange::all(), Direction::Forward)? {
             let (key, value) = kv?;
-            let (hash, bucket, id) =
-                keys::parse_blob_file(&key).ok_or_else(|| Error::CorruptRecord {
-                    what: "blob-file index",
-                    key: key.clone(),
-                })?;
-            let vis = value.first().copied().unwrap_or_default();
-            batch.put(
-                ks.digests,
-                keys::digest_entry(ALG_BLAKE3, vis, &hash.0, id),
-                [],
-            );
-            batch.counter_add(ks.bucket_blobs, keys::bucket_blob(&bucket, &hash), 1);
-            batch.delete(ks.blob_files, key);
+            let id = FileId(decode_u64(&key).unwrap_or_default());
+            let record = FileRecord::decode(id, &key, &value)?;
+            if record.content != ContentState::Present {
+                continue;
+            }
+            let hash = record.blake3;
+            let meta = self.blob_meta(&hash)?.ok_or_else(|| Error::Corrupt {
+                hash,
+                detail: format!("file {id} links to a blob that has no record"),
+            })?;
+            let vis = visibility_code(record.restricted);
+            let digests = [
+                Some((ALG_BLAKE3, &hash.0[..])),
+                Some((ALG_SHA256, &meta.sha256[..])),
+                meta.sha1.as_ref().map(|d| (ALG_SHA1, &d[..])),
+                meta.md5.as_ref().map(|d| (ALG_MD5, &d[..])),
+            ];
+            for (algorithm, digest) in digests.into_iter().flatten() {
+                let key = keys::digest_entry_of_format_1(algorithm, vis, digest, id);
+                batch.put(ks.digests, key, []);
+            }
+            let counter = keys::bucket_blob(record.bucket.as_str(), &hash);
+            batch.counter_add(ks.bucket_blobs, counter, 1);
             moved += 1;
         }
         batch.delete(ks.meta, keys::META_FORMAT);

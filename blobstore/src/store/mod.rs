@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::hot::HotCache;
 use crate::keys;
 use crate::locks::{SharedStripes, Stripes};
-use crate::records::{BlobMeta, FileRecord};
+use crate::records::{BlobMeta, ContentState, FileRecord};
 use crate::token::TokenSigner;
 use crate::types::{Blake3Hash, BucketName, FileId, Timestamp};
 use engine::Clock;
@@ -86,6 +86,14 @@ const ALG_MD5: u8 = 3;
 
 fn decode_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// The file id of a `bs.blob_files` key.
+fn blob_file_id(key: &[u8]) -> Result<FileId> {
+    keys::blob_file_id(key).ok_or_else(|| Error::CorruptRecord {
+        what: "blob-file index",
+        key: key.to_vec(),
+    })
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -375,29 +383,38 @@ impl Store {
         Ok(self.inner.engine.counter(keyspace, key)?)
     }
 
-    /// How many of `bucket`'s files link to blob `hash`, counting no further than `at_most`:
-    /// whether an upload is the bucket's first link to the blob, or an unlink its last. The
-    /// caller holds the lock of the pair.
-    fn links_in_bucket(
+    /// Whether a file of `bucket` other than `except` links to blob `hash`: whether an upload
+    /// is the bucket's first link to the blob, or an unlink its last. The caller holds the
+    /// lock of the pair.
+    fn bucket_links_blob(
         &self,
         hash: &Blake3Hash,
         bucket: &BucketName,
-        at_most: usize,
-    ) -> Result<usize> {
+        except: Option<FileId>,
+    ) -> Result<bool> {
         let prefix = keys::blob_files_in_bucket(hash, bucket);
-        let mut links = 0;
         for kv in self.inner.engine.scan(
             self.inner.ks.blob_files,
             ScanRange::prefix(&prefix),
             Direction::Forward,
         )? {
-            kv?;
-            links += 1;
-            if links >= at_most {
-                break;
+            let (key, _) = kv?;
+            let id = blob_file_id(&key)?;
+            if Some(id) != except && self.links(id, hash)? {
+                return Ok(true);
             }
         }
-        Ok(links)
+        Ok(false)
+    }
+
+    /// Whether file `id` links to blob `hash`: a `bs.blob_files` entry names a blob by its
+    /// fingerprint only.
+    fn links(&self, id: FileId, hash: &Blake3Hash) -> Result<bool> {
+        match self.file(id) {
+            Ok(record) => Ok(record.blake3 == *hash && record.content == ContentState::Present),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
     /// Adds to `batch` file `id`'s entry among blob `hash`'s files.
@@ -409,7 +426,7 @@ impl Store {
         id: FileId,
         restricted: bool,
     ) {
-        let key = keys::blob_file(hash, bucket, id);
+        let key = keys::blob_file(hash, bucket.as_str(), id);
         batch.put(self.inner.ks.blob_files, key, [visibility_code(restricted)]);
     }
 

@@ -547,7 +547,7 @@ impl Store {
         }
         // A bucket holds no file of a blob the store does not have (GC removes a blob only
         // once no file refers to it), so a new blob needs no read to know it is new here.
-        if !deduplicated || self.links_in_bucket(&hash, bucket, 1)? == 0 {
+        if !deduplicated || !self.bucket_links_blob(&hash, bucket, None)? {
             batch.counter_add(
                 ks.stats,
                 keys::bucket_stat(bucket, keys::STAT_UNIQUE),

@@ -57,12 +57,14 @@ pub fn blob_records_of_version_1_move_their_count_on_the_next_change<H: Harness>
     assert_consistent(&store);
 }
 
-/// A store of format 1 (BLAKE3 lookups in `bs.digests`, a counter per bucket and blob) is
+/// A store of format 1 (whole digests in `bs.digests`, BLAKE3 among them; a counter per bucket
+/// and blob) is
 /// upgraded by an open on the embedded backends, and only by an open that is allowed to on
 /// PostgreSQL; afterwards lookups, bucket statistics, unlinks and uploads are as before, and
 /// the check finds no key of format 1 left.
 pub fn stores_of_format_1_are_upgraded<H: Harness>(backend: Backend) {
     let mut h = H::new(backend);
+    h.settings_mut().keep_sha1_md5 = true;
     let store = h.open();
     let (a, b) = (bucket("format-a"), bucket("format-b"));
     let shared = content(31, 30_000);
@@ -110,6 +112,20 @@ pub fn stores_of_format_1_are_upgraded<H: Harness>(backend: Backend) {
     );
     assert!(by_blake3(secret.blake3, Visibility::Public).is_empty());
     assert!(by_blake3(gone.blake3, Visibility::Public).is_empty());
+    let info = store.blob_info(&first.blake3).unwrap().unwrap();
+    let others = [
+        Digest::Sha256(info.sha256),
+        Digest::Sha1(info.sha1.unwrap()),
+        Digest::Md5(info.md5.unwrap()),
+    ];
+    for digest in others {
+        assert_eq!(
+            store
+                .files_by_digest(&digest, Visibility::Public, 10)
+                .unwrap(),
+            [first.id, second.id, elsewhere.id]
+        );
+    }
 
     // A bucket's unique bytes go when its last link to a blob goes, not before, and a new
     // link to a blob the bucket holds adds none.
