@@ -1,6 +1,6 @@
 //! The store's on-disk format, and the upgrade from format 1 (`DESIGN.md`, "Store formats").
 //!
-//! Format 1 (every store written before 2026-12-07) found a file by BLAKE3 through a
+//! Format 1 (every store written by a build up to 2026-12-06) found a file by BLAKE3 through a
 //! `bs.digests` entry (algorithm 0), knew whether a bucket held a blob from a counter per
 //! bucket and blob in `bs.bucket_blobs`, and keyed `bs.digests` by whole digests. Format 2
 //! keeps one `bs.blob_files` entry per file (`blake3 fingerprint ‖ bucket ‖ file id`) that
@@ -100,6 +100,9 @@ fn upgrade_from_1(engine: &dyn Engine, ks: &Keyspaces) -> Result<u64> {
             engine.write(std::mem::take(&mut batch), Durability::Buffered)?;
         }
     }
+    // Each phase ends synced, so that a crash may leave any prefix of the phases: the test
+    // of an interrupted upgrade (`engine_faults.rs`) then meets each of them.
+    engine.write(std::mem::take(&mut batch), Durability::Sync)?;
     // Whole digests become fingerprints. A scan may meet the keys it wrote (not every engine
     // scans a snapshot): they have the new length and are left alone.
     let other_digests = ScanRange::between(&[ALG_SHA256], &[ALG_MD5 + 1]).read_once();
@@ -127,10 +130,11 @@ fn upgrade_from_1(engine: &dyn Engine, ks: &Keyspaces) -> Result<u64> {
             engine.write(std::mem::take(&mut batch), Durability::Buffered)?;
         }
     }
+    engine.write(std::mem::take(&mut batch), Durability::Sync)?;
     batch.delete_range(ks.digests, [ALG_BLAKE3], [ALG_BLAKE3 + 1]);
     // Bucket names are printable ASCII: every key of the keyspace sorts before 0xff.
     batch.delete_range(ks.bucket_blobs, [], [0xff]);
-    engine.write(batch, Durability::Buffered)?;
+    engine.write(batch, Durability::Sync)?;
     write_format(engine, ks)?;
     Ok(indexed)
 }
@@ -144,7 +148,7 @@ fn write_format(engine: &dyn Engine, ks: &Keyspaces) -> Result<()> {
 }
 
 impl super::Store {
-    /// Puts the store back in format 1, as a build before 2026-12-07 left it: whole digests in
+    /// Puts the store back in format 1, as a build up to 2026-12-06 left it: whole digests in
     /// `bs.digests` (BLAKE3 among them) and bucket-blob counters instead of `bs.blob_files`,
     /// no format key. For the tests of the upgrade; nothing may write meanwhile. Returns the
     /// files moved.

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blobstore::{
-    Access, Blake3Hash, FileId, ManualClock, Store, StoreBuilder, Timestamp, UploadRequest,
-    KEYSPACES,
+    Access, Blake3Hash, Digest, FileId, ManualClock, Store, StoreBuilder, Timestamp, UploadRequest,
+    Visibility, KEYSPACES,
 };
 use engine::{Fault, FaultyEngine};
 
@@ -319,4 +319,73 @@ fn every_sync_fault_leaves_acknowledged_steps_and_nothing_else() {
     );
     assert_eq!(injected, operations);
     assert!(orphans > 0);
+}
+
+/// An upgrade of the store format that fails at any write or sync (the process then
+/// "crashes": only what was synced survives) leaves a store that the next open upgrades
+/// completely: the same files, lookups and bucket statistics, and no key of format 1 left.
+#[test]
+fn an_interrupted_format_upgrade_finishes_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::at_millis(1_700_000_000_000));
+    let open = |engine: &Arc<FaultyEngine>| {
+        StoreBuilder::with_engine(Arc::clone(engine) as Arc<dyn engine::Engine>, dir.path())
+            .inline_threshold(INLINE)
+            .clock(clock.clone())
+            .open()
+    };
+    let engine = Arc::new(FaultyEngine::new(KEYSPACES));
+    let store = open(&engine).unwrap();
+    let placed = [("a", 0), ("a", 1), ("b", 1), ("b", 2)];
+    let files: Vec<_> = placed
+        .iter()
+        .enumerate()
+        .map(|(i, &(name, which))| {
+            let (seed, len) = CONTENTS[which];
+            let request = UploadRequest::new(bucket(name), format!("f{i}"));
+            let bytes = content(seed, len);
+            store.upload_bytes(request, &bytes, "t").unwrap().record
+        })
+        .collect();
+    assert_eq!(store.write_store_format_1().unwrap(), 4);
+    let stats = |store: &Store| ["a", "b"].map(|name| store.bucket_stats(&bucket(name)).unwrap());
+    let before = stats(&store);
+    drop(store);
+    let format_1 = engine.crash();
+
+    // The upgrade's four synced phases, then the rest of the open: a fault at each.
+    let mut interrupted = 0;
+    let mut finished = false;
+    for n in 1..=40 {
+        for fault in [Fault::Write, Fault::Sync] {
+            let failing = Arc::new(format_1.crash().fail_at(n, fault));
+            match open(&failing) {
+                Ok(_) => {
+                    finished = true;
+                    continue;
+                }
+                Err(blobstore::Error::Engine(_)) => interrupted += 1,
+                Err(other) => panic!("operation {n} failed ({fault:?}) with {other}"),
+            }
+            let store = open(&Arc::new(failing.crash())).unwrap();
+            let problems = store.check().unwrap().problems;
+            assert!(
+                problems.is_empty(),
+                "after a fault at {n} ({fault:?}): {problems:?}"
+            );
+            assert_eq!(stats(&store), before);
+            let shared = store
+                .files_by_digest(&Digest::Blake3(files[1].blake3), Visibility::Public, 10)
+                .unwrap();
+            assert_eq!(shared, [files[1].id, files[2].id]);
+        }
+        if finished {
+            assert!(
+                interrupted >= 8,
+                "only {interrupted} opens were interrupted"
+            );
+            return;
+        }
+    }
+    panic!("the upgrade and open took more than 40 operations");
 }

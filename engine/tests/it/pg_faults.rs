@@ -487,13 +487,19 @@ struct PrivateServer {
     url: String,
 }
 
-const POSTGRES_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/postgres.sh");
+/// scripts/postgres.sh of the checkout that runs the test (`CARGO_MANIFEST_DIR` read when it
+/// runs: a test binary kept in a shared target directory may have been built by another
+/// checkout, whose path `env!` would have kept).
+fn postgres_script() -> std::path::PathBuf {
+    std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
+        .join("../scripts/postgres.sh")
+}
 
 impl PrivateServer {
     fn start() -> PrivateServer {
         let dir = tempfile::tempdir().unwrap();
         let output = std::process::Command::new("bash")
-            .arg(POSTGRES_SCRIPT)
+            .arg(postgres_script())
             .arg("start")
             .arg(dir.path())
             .env_remove("POSTGRES_PORT")
@@ -520,7 +526,7 @@ impl PrivateServer {
 impl Drop for PrivateServer {
     fn drop(&mut self) {
         let _ = std::process::Command::new("bash")
-            .arg(POSTGRES_SCRIPT)
+            .arg(postgres_script())
             .arg("stop")
             .arg(self.dir.path())
             .output();

@@ -18,7 +18,8 @@ use objectstore::{CacheConfig, CachedBackend, ObjectStoreBackend, ObjectStoreCon
 use crate::common::{assert_consistent, bucket, content, keyspaces, read_all, unique_prefix};
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/swift-saio.sh")
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
+        .join("../scripts/swift-saio.sh")
 }
 
 /// A private Swift, stopped when dropped.

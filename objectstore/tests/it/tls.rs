@@ -16,7 +16,8 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use crate::common::{content, keyspaces, unique_prefix, Protocol};
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/swift-saio.sh")
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
+        .join("../scripts/swift-saio.sh")
 }
 
 /// A private Swift serving https, stopped (by the script, from the PIDs it recorded) when

@@ -97,7 +97,7 @@ fn librarian_subcommands_on_a_local_store() {
     assert!(!out.status.success());
 }
 
-/// A store put back in format 1 (as builds before 2026-12-07 wrote it) is brought to the
+/// A store put back in format 1 (as builds up to 2026-12-06 wrote it) is brought to the
 /// current format by `librarian upgrade-store`, and reads and checks as before.
 #[test]
 fn upgrade_store_brings_an_older_store_to_the_current_format() {

@@ -18,7 +18,8 @@ const LIBRARIAN: &str = env!("CARGO_BIN_EXE_librarian");
 const MIB: u64 = 1 << 20;
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/tuspy.sh")
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
+        .join("../scripts/tuspy.sh")
 }
 
 /// Installs tuspy if missing; fails the test if it cannot be.
