@@ -4,8 +4,9 @@
 //! `bs.digests` entry (algorithm 0), knew whether a bucket held a blob from a counter per
 //! bucket and blob in `bs.bucket_blobs`, and keyed `bs.digests` by whole digests. Format 2
 //! keeps one `bs.blob_files` entry per file (`blake3 fingerprint ‖ bucket ‖ file id`) that
-//! answers the first two, and digest fingerprints in `bs.digests`: about 60 bytes a file
-//! fewer. The format is a `u32` under `bs.meta`'s `format` key; format 1 has none.
+//! answers the first two, and digest fingerprints in `bs.digests`: 81 bytes a file fewer on
+//! disk (`DESIGN.md`, "Store format 2"). The format is a `u32` under `bs.meta`'s `format`
+//! key; format 1 has none.
 
 use engine::{Direction, Durability, Engine, ScanRange, WriteBatch};
 
