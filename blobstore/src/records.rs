@@ -207,6 +207,17 @@ impl FileRecord {
         out
     }
 
+    /// The record of a `bs.files` entry: its id from the key, the rest from the value.
+    pub(crate) fn decode_entry(key: &[u8], bytes: &[u8]) -> Result<Self> {
+        let id = <[u8; 8]>::try_from(key)
+            .map(|id| FileId(u64::from_be_bytes(id)))
+            .map_err(|_| Error::CorruptRecord {
+                what: "file",
+                key: key.to_vec(),
+            })?;
+        Self::decode(id, key, bytes)
+    }
+
     pub(crate) fn decode(id: FileId, key: &[u8], bytes: &[u8]) -> Result<Self> {
         let corrupt = || Error::CorruptRecord {
             what: "file",

@@ -11,7 +11,7 @@ use crate::keys;
 use crate::records::{BlobMeta, ContentState, FileRecord};
 use crate::types::{Blake3Hash, BucketName, FileId, Timestamp};
 
-use super::{as_i64, as_u64, decode_u64, visibility_code, Store};
+use super::{as_i64, as_u64, visibility_code, Store};
 
 /// What is wrong with a blob, found by [`Store::verify`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -250,11 +250,8 @@ impl Store {
 
         for kv in view.scan(ks.files, ScanRange::all(), Direction::Forward)? {
             let (key, value) = kv?;
-            let id = FileId(decode_u64(&key).ok_or_else(|| Error::CorruptRecord {
-                what: "file",
-                key: key.clone(),
-            })?);
-            let record = FileRecord::decode(id, &key, &value)?;
+            let record = FileRecord::decode_entry(&key, &value)?;
+            let id = record.id;
             file_count += 1;
             files += 1;
             let agg = buckets

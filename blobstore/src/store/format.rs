@@ -83,17 +83,13 @@ fn upgrade_from_1(engine: &dyn Engine, ks: &Keyspaces) -> Result<u64> {
     let mut indexed = 0u64;
     for kv in engine.scan(ks.files, ScanRange::all().read_once(), Direction::Forward)? {
         let (key, value) = kv?;
-        let id = FileId(decode_u64(&key).ok_or_else(|| Error::CorruptRecord {
-            what: "file",
-            key: key.clone(),
-        })?);
-        let record = FileRecord::decode(id, &key, &value)?;
+        let record = FileRecord::decode_entry(&key, &value)?;
         if record.content != ContentState::Present {
             continue;
         }
         batch.put(
             ks.blob_files,
-            keys::blob_file(&record.blake3, record.bucket.as_str(), id),
+            keys::blob_file(&record.blake3, record.bucket.as_str(), record.id),
             [visibility_code(record.restricted)],
         );
         indexed += 1;
@@ -169,11 +165,11 @@ impl super::Store {
         let mut moved = 0;
         for kv in engine.scan(ks.files, ScanRange::all(), Direction::Forward)? {
             let (key, value) = kv?;
-            let id = FileId(decode_u64(&key).unwrap_or_default());
-            let record = FileRecord::decode(id, &key, &value)?;
+            let record = FileRecord::decode_entry(&key, &value)?;
             if record.content != ContentState::Present {
                 continue;
             }
+            let id = record.id;
             let hash = record.blake3;
             let meta = self.blob_meta(&hash)?.ok_or_else(|| Error::Corrupt {
                 hash,
