@@ -67,6 +67,9 @@ pub enum Op {
     /// back in version 1 with its count in `bs.refs`, as a build before 2026-12-06 left it:
     /// the steps after it migrate it (`Store::write_blob_record_of_version_1`).
     WriteOlderBlobRecord(usize),
+    /// Puts the whole store back in store format 1, as a build up to 2026-12-06 left it
+    /// (`Store::write_store_format_1`), and restarts it: the open upgrades it.
+    WriteStoreFormat1AndRestart,
 }
 
 /// What the model needs of the store under test.
@@ -314,6 +317,11 @@ impl Model<'_> {
                 subject.store().change_log().index_pending().unwrap();
             }
             Op::Restart => {
+                subject.restart();
+                touched.everything = true;
+            }
+            Op::WriteStoreFormat1AndRestart => {
+                subject.store().write_store_format_1().unwrap();
                 subject.restart();
                 touched.everything = true;
             }

@@ -37,6 +37,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Gc),
         1 => Just(Op::Restart),
         1 => any::<usize>().prop_map(Op::WriteOlderBlobRecord),
+        1 => Just(Op::WriteStoreFormat1AndRestart),
     ]
 }
 

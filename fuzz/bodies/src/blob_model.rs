@@ -103,13 +103,15 @@ fn decode(bytes: &mut Bytes<'_>) -> Op {
             }
         }
         13 => Op::WriteOlderBlobRecord(bytes.below(SIZES.len())),
+        _ if bytes.below(4) == 0 => Op::WriteStoreFormat1AndRestart,
         _ => Op::Restart,
     }
 }
 
 /// Ops: upload, delete a file, cut its content, change its expiry or restriction, set a
 /// quota, advance the clock, GC, crash and reopen, put a blob record back in version 1 (the
-/// lazy migration of the reference count); at the end, the change feed replayed onto
+/// lazy migration of the reference count), put the store back in store format 1 and reopen
+/// it (the upgrade at open); at the end, the change feed replayed onto
 /// an empty store must reproduce the store.
 pub fn blob_model(input: &[u8]) {
     let mut bytes = Bytes::new(input);
