@@ -176,7 +176,9 @@ impl StoreBuilder {
     /// file record once.
     ///
     /// # Errors
-    /// The engine's error, or [`Error::Io`] when the data directory cannot be prepared.
+    /// The engine's error, [`Error::StoreFormat`] for a store of a newer format or of an
+    /// older one that this open may not upgrade, or [`Error::Io`] when the data directory
+    /// cannot be prepared.
     pub fn open(self) -> Result<Store> {
         let engine = match self.engine {
             EngineSource::Config(config) => config.open(KEYSPACES)?,
