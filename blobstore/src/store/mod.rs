@@ -1,9 +1,9 @@
 //! The store: its shared state and the helpers every concern uses.
 //!
 //! Each concern has a file of its own, with its own `impl Store` block: opening
-//! (`builder`), uploads (`upload`), reads and lookups (`read`), changes to one file
-//! (`files`), buckets (`buckets`), garbage collection (`gc`) and the scrub and
-//! consistency check (`audit`).
+//! (`builder`), the on-disk format and its upgrade (`format`), uploads (`upload`), reads
+//! (`read`), lookups by digest (`lookup`), changes to one file (`files`), buckets
+//! (`buckets`), garbage collection (`gc`) and the scrub and consistency check (`audit`).
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -37,6 +37,7 @@ mod follow;
 mod format;
 mod gc;
 mod idempotency;
+mod lookup;
 mod read;
 mod replay;
 mod resumable;
