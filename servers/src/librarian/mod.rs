@@ -508,25 +508,49 @@ pub fn open_upgrading(
     engine: &Arc<dyn engine::Engine>,
     builder: blobstore::StoreBuilder,
 ) -> Result<Store, OpenError> {
-    let lease = match engine.leadership() {
-        None => None,
-        Some(leadership) => {
-            let holder = format!("librarian upgrade-store (pid {})", std::process::id());
-            let epoch = leadership
-                .acquire(LEASE, &holder, UPGRADE_LEASE_TTL)
-                .map_err(OpenError::Lease)?
-                .ok_or(OpenError::NotWriter)?;
-            leadership.fence(LEASE, epoch);
-            Some((holder, epoch))
-        }
-    };
-    let opened = builder.upgrade_format(true).open();
-    if let (Some((holder, epoch)), Some(leadership)) = (lease, engine.leadership()) {
-        leadership
-            .release(LEASE, &holder, epoch)
-            .map_err(OpenError::Lease)?;
-    }
+    let holder = format!("librarian upgrade-store (pid {})", std::process::id());
+    let opened = as_writer(engine.as_ref(), &holder, UPGRADE_LEASE_TTL, || {
+        builder.upgrade_format(true).open()
+    })
+    .map_err(|refused| match refused {
+        LeaseRefused::Held => OpenError::NotWriter,
+        LeaseRefused::Failed(error) => OpenError::Lease(error),
+    })?;
     Ok(opened?)
+}
+
+/// Why [`as_writer`] did not run its work as the writer.
+enum LeaseRefused {
+    /// Another instance holds the store's lease.
+    Held,
+    /// The lease could not be taken or given back.
+    Failed(engine::Error),
+}
+
+/// Runs `work` as the writer of the store on `engine`. On a database shared by several
+/// instances: holding the store's lease as `holder` for at most `ttl` (refused while another
+/// instance holds it), with the engine fenced by it (were the lease to move on, the
+/// database refuses the work's writes), and giving it back after. On an embedded store, whose
+/// one process always writes: simply runs it.
+fn as_writer<T>(
+    engine: &dyn engine::Engine,
+    holder: &str,
+    ttl: Duration,
+    work: impl FnOnce() -> T,
+) -> Result<T, LeaseRefused> {
+    let Some(leadership) = engine.leadership() else {
+        return Ok(work());
+    };
+    let epoch = leadership
+        .acquire(LEASE, holder, ttl)
+        .map_err(LeaseRefused::Failed)?
+        .ok_or(LeaseRefused::Held)?;
+    leadership.fence(LEASE, epoch);
+    let done = work();
+    leadership
+        .release(LEASE, holder, epoch)
+        .map_err(LeaseRefused::Failed)?;
+    Ok(done)
 }
 
 /// `librarian gc`: GC passes until no work is left, then the orphan sweep. On a database
@@ -540,42 +564,33 @@ pub fn collect_as_writer(
     store: &Store,
     batch: usize,
 ) -> Result<(blobstore::GcReport, blobstore::SweepReport), OfflineGcError> {
-    let engine = store.engine().clone();
-    let lease = match engine.leadership() {
-        None => None,
-        Some(leadership) => {
-            let holder = format!("librarian gc (pid {})", std::process::id());
-            let ttl = std::time::Duration::from_secs(60);
-            let epoch = leadership
-                .acquire(LEASE, &holder, ttl)
-                .map_err(OfflineGcError::Lease)?
-                .ok_or(OfflineGcError::NotWriter)?;
-            leadership.fence(LEASE, epoch);
-            Some((holder, epoch))
-        }
-    };
-    let collected = (|| {
-        let mut total = blobstore::GcReport::default();
-        loop {
-            let report = store.gc(batch.max(1))?;
-            total.expired_files += report.expired_files;
-            total.collected_blobs += report.collected_blobs;
-            total.freed_bytes += report.freed_bytes;
-            total.pruned_changes += report.pruned_changes;
-            total.expired_uploads += report.expired_uploads;
-            if !report.more {
-                break;
+    let holder = format!("librarian gc (pid {})", std::process::id());
+    let collected = as_writer(
+        store.engine().as_ref(),
+        &holder,
+        Duration::from_secs(60),
+        || {
+            let mut total = blobstore::GcReport::default();
+            loop {
+                let report = store.gc(batch.max(1))?;
+                total.expired_files += report.expired_files;
+                total.collected_blobs += report.collected_blobs;
+                total.freed_bytes += report.freed_bytes;
+                total.pruned_changes += report.pruned_changes;
+                total.expired_uploads += report.expired_uploads;
+                if !report.more {
+                    break;
+                }
             }
-        }
-        let sweep = store.sweep_orphans()?;
-        store.flush()?;
-        Ok::<_, blobstore::Error>((total, sweep))
-    })();
-    if let (Some((holder, epoch)), Some(leadership)) = (lease, engine.leadership()) {
-        leadership
-            .release(LEASE, &holder, epoch)
-            .map_err(OfflineGcError::Lease)?;
-    }
+            let sweep = store.sweep_orphans()?;
+            store.flush()?;
+            Ok::<_, blobstore::Error>((total, sweep))
+        },
+    )
+    .map_err(|refused| match refused {
+        LeaseRefused::Held => OfflineGcError::NotWriter,
+        LeaseRefused::Failed(error) => OfflineGcError::Lease(error),
+    })?;
     Ok(collected?)
 }
 
