@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::Read;
 
-use engine::{keys as ekeys, Direction, ReadView, ScanRange};
+use engine::{keys as ekeys, Direction, Keyspace, ReadView, ScanRange};
 
 use crate::error::{Error, Result};
 use crate::keys;
@@ -234,7 +234,7 @@ impl Store {
         let mut problem = |p: Inconsistency| report.problems.push(p);
         let mut refs: HashMap<Blake3Hash, i64> = HashMap::new();
         // The `bs.blob_files` entry each file with present content needs: key → visibility.
-        let mut blob_files: HashMap<Vec<u8>, u8> = HashMap::new();
+        let mut blob_files: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
         #[derive(Default)]
         struct Agg {
             files: i64,
@@ -273,7 +273,7 @@ impl Store {
                 *refs.entry(record.blake3).or_default() += 1;
                 blob_files.insert(
                     keys::blob_file(&record.blake3, record.bucket.as_str(), id),
-                    visibility_code(record.restricted),
+                    vec![visibility_code(record.restricted)],
                 );
                 present.push((id, record.blake3, record.restricted));
                 if let Some(at) = record.expires {
@@ -282,22 +282,8 @@ impl Store {
             }
         }
         report.files = file_count;
-        for kv in view.scan(ks.blob_files, ScanRange::all(), Direction::Forward)? {
-            let (key, value) = kv?;
-            match blob_files.remove(&key) {
-                Some(vis) if value.as_slice() == [vis] => {}
-                Some(_) => problem(Inconsistency::Record {
-                    detail: format!("blob-file entry {key:02x?} has the wrong visibility"),
-                }),
-                None => problem(Inconsistency::Record {
-                    detail: format!("blob-file entry {key:02x?} has no file with present content"),
-                }),
-            }
-        }
-        for key in blob_files.into_keys() {
-            problem(Inconsistency::Record {
-                detail: format!("blob-file entry {key:02x?} is missing"),
-            });
+        for found in compare_index(view, ks.blob_files, "blob-file", blob_files)? {
+            problem(found);
         }
         // Store format 1's counters, which the upgrade removed (`store/format.rs`; its digest
         // entries are found below, as entries no file needs).
@@ -374,25 +360,16 @@ impl Store {
             }
         }
         report.blobs = as_u64(blob_count);
-        let mut digests: HashSet<Vec<u8>> = HashSet::new();
+        let mut digests: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
         for (id, hash, restricted) in present {
             if let Some(meta) = metas.get(&hash) {
-                digests.extend(Self::digest_keys(meta, restricted, id));
+                let keys = Self::digest_keys(meta, restricted, id);
+                digests.extend(keys.into_iter().map(|key| (key, Vec::new())));
             }
         }
         drop(metas);
-        for kv in view.scan(ks.digests, ScanRange::all(), Direction::Forward)? {
-            let (key, _) = kv?;
-            if !digests.remove(&key) {
-                problem(Inconsistency::Record {
-                    detail: format!("digest entry {key:02x?} has no file with present content"),
-                });
-            }
-        }
-        for key in digests {
-            problem(Inconsistency::Record {
-                detail: format!("digest entry {key:02x?} is missing"),
-            });
+        for found in compare_index(view, ks.digests, "digest", digests)? {
+            problem(found);
         }
         for (hash, count) in refs {
             problem(Inconsistency::Record {
@@ -506,4 +483,33 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// The differences between index `keyspace` (`what`, for the messages) and the entries it
+/// should hold, `expected` (key → value): entries no record needs, entries with another
+/// value, entries missing.
+fn compare_index(
+    view: &dyn ReadView,
+    keyspace: Keyspace,
+    what: &str,
+    mut expected: HashMap<Vec<u8>, Vec<u8>>,
+) -> Result<Vec<Inconsistency>> {
+    let mut found = Vec::new();
+    let mut record = |detail| found.push(Inconsistency::Record { detail });
+    for kv in view.scan(keyspace, ScanRange::all(), Direction::Forward)? {
+        let (key, value) = kv?;
+        match expected.remove(&key) {
+            Some(wanted) if wanted == value => {}
+            Some(wanted) => record(format!(
+                "{what} entry {key:02x?} holds {value:02x?}, not {wanted:02x?}"
+            )),
+            None => record(format!(
+                "{what} entry {key:02x?} has no file with present content"
+            )),
+        }
+    }
+    for key in expected.into_keys() {
+        record(format!("{what} entry {key:02x?} is missing"));
+    }
+    Ok(found)
 }
