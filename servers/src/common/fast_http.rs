@@ -1,6 +1,7 @@
 //! A connection's first requests read straight from the socket: while they are hot reads a
 //! service answers in place (a plain `GET` without a body: person-in-team, is-merged), this
-//! loop parses them with `httparse` and writes each answer in one `write`; at the first
+//! loop parses them with `httparse` and writes each answer in one `write` (a large answer
+//! the service keeps sealed: its head, then its file with `sendfile`); at the first
 //! request it does not take (any other method or route, a body, `Expect`, `Upgrade`, a
 //! `Connection` other than `close` or `keep-alive`, HTTP/1.0, a malformed or oversized head)
 //! it hands the connection, with every byte it has read and not answered, to hyper and the
@@ -21,15 +22,18 @@
 use std::cell::RefCell;
 use std::io::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustix::net::SendFlags;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::metrics::RequestGuard;
+use super::sealed_body::SealedBody;
 
 /// A request the loop understood: a `GET` of HTTP/1.1 with no body and none of the headers
 /// that change how a connection or a request is handled.
@@ -59,9 +63,38 @@ pub struct FastReply {
     /// `www-authenticate` or `retry-after`, say).
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The JSON body.
-    pub body: Bytes,
+    pub body: ReplyBody,
     /// The request's metrics and concurrency permit, finished once the answer is written.
     pub guard: RequestGuard,
+}
+
+/// An answer's body: bytes, or bytes kept with a sealed copy that the loop sends with
+/// `sendfile` (a large answer served many times: no copy from user memory per request).
+#[derive(Clone, Debug)]
+pub enum ReplyBody {
+    /// Bytes written from memory.
+    Bytes(Bytes),
+    /// Bytes sent from their sealed file.
+    Sealed(Arc<SealedBody>),
+}
+
+impl ReplyBody {
+    /// The body's bytes in memory.
+    pub fn bytes(&self) -> &Bytes {
+        match self {
+            ReplyBody::Bytes(bytes) => bytes,
+            ReplyBody::Sealed(sealed) => sealed.bytes(),
+        }
+    }
+}
+
+impl From<ReplyBody> for Bytes {
+    fn from(body: ReplyBody) -> Bytes {
+        match body {
+            ReplyBody::Bytes(bytes) => bytes,
+            ReplyBody::Sealed(sealed) => sealed.bytes().clone(),
+        }
+    }
 }
 
 /// The hot reads of a service.
@@ -131,19 +164,22 @@ pub(crate) async fn answer_hot_reads(
                         body,
                         guard,
                     } = reply;
+                    let length = body.bytes().len();
                     out.clear();
-                    write_head(&mut out, status, &headers, body.len(), close);
+                    write_head(&mut out, status, &headers, length, close);
                     let idle = limits.idle_timeout;
-                    let written = if body.len() <= 16 << 10 {
-                        out.extend_from_slice(&body);
-                        write_moving(stream, &out, idle).await
-                    } else {
-                        match write_moving(stream, &out, idle).await {
-                            Ok(()) => write_moving(stream, &body, idle).await,
-                            Err(error) => Err(error),
+                    let written = match &body {
+                        ReplyBody::Bytes(bytes) if bytes.len() <= 16 << 10 => {
+                            out.extend_from_slice(bytes);
+                            write_moving(stream, &out, idle).await
                         }
+                        ReplyBody::Bytes(bytes) => match write_moving(stream, &out, idle).await {
+                            Ok(()) => write_moving(stream, bytes, idle).await,
+                            Err(error) => Err(error),
+                        },
+                        ReplyBody::Sealed(sealed) => send_sealed(stream, &out, sealed, idle).await,
                     };
-                    guard.finish_written(status, body.len());
+                    guard.finish_written(status, length);
                     if written.is_err() {
                         return Ended::Closed;
                     }
@@ -205,6 +241,55 @@ async fn write_moving(stream: &mut TcpStream, mut data: &[u8], idle: Duration) -
             return Err(io::Error::from(io::ErrorKind::WriteZero));
         }
         data = &data[written..];
+    }
+    Ok(())
+}
+
+/// Writes `head`, then `sealed`'s file with `sendfile`, under [`write_moving`]'s rule. The
+/// head goes with `MSG_MORE`, so that it leaves in the body's first segment rather than in a
+/// packet of its own.
+async fn send_sealed(
+    stream: &TcpStream,
+    head: &[u8],
+    sealed: &SealedBody,
+    idle: Duration,
+) -> io::Result<()> {
+    let flags = SendFlags::MORE | SendFlags::NOSIGNAL;
+    send_moving(stream, head.len(), idle, |done| {
+        Ok(rustix::net::send(stream, &head[done..], flags)?)
+    })
+    .await?;
+    let length = sealed.bytes().len();
+    send_moving(stream, length, idle, |done| {
+        // An offset of our own: the file is shared by every connection sending it.
+        let mut offset = done as u64;
+        Ok(rustix::fs::sendfile(
+            stream,
+            sealed.file(),
+            Some(&mut offset),
+            length - done,
+        )?)
+    })
+    .await
+}
+
+/// Calls `send` with the count of bytes sent so far until `length` are, each call when the
+/// socket takes more; fails once no byte was taken for `idle`.
+async fn send_moving(
+    stream: &TcpStream,
+    length: usize,
+    idle: Duration,
+    mut send: impl FnMut(usize) -> io::Result<usize>,
+) -> io::Result<()> {
+    let mut done = 0;
+    while done < length {
+        let sent = tokio::time::timeout(idle, stream.async_io(Interest::WRITABLE, || send(done)))
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        if sent == 0 {
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
+        }
+        done += sent;
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod leader;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod sealed_body;
 pub mod serve;
 pub mod subscriptions;
 

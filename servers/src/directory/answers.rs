@@ -12,6 +12,8 @@ use bytes::Bytes;
 use graphdb::{Depth, TeamFilter, View};
 
 use super::handlers::graph_error;
+use crate::common::fast_http::ReplyBody;
+use crate::common::sealed_body::SealedBody;
 use crate::common::ApiError;
 
 /// Lists shorter than this are rendered on every request (cheaper than keeping them).
@@ -19,6 +21,11 @@ const KEEP_FROM: usize = 256;
 
 /// At most this many whole-list answers are kept (the largest teams' are a few hundred KB).
 const KEEP_AT_MOST: usize = 64;
+
+/// Kept answers from this size on also get a sealed file, which the connection loop sends
+/// with `sendfile` (`common/sealed_body.rs`); the loop writes smaller ones with the head in
+/// one `write` anyway.
+const SEAL_FROM: usize = 16 << 10;
 
 /// Whole-list answers of `GET /teams/{team}/members`, per (team id, filter), each with the
 /// sorted member list it was rendered from. graphdb hands out a new list (a new `Arc`) as
@@ -30,28 +37,40 @@ pub(crate) struct MemberBodies {
 }
 
 /// An answer and the sorted list it was rendered from.
-type KeptBody = (Arc<[u32]>, Bytes);
+type KeptBody = (Arc<[u32]>, ReplyBody);
 
 impl MemberBodies {
-    fn get(&self, key: (u32, TeamFilter), list: &Arc<[u32]>) -> Option<Bytes> {
+    fn get(&self, key: (u32, TeamFilter), list: &Arc<[u32]>) -> Option<ReplyBody> {
         let bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
         let (kept, body) = bodies.get(&key)?;
         // The kept `Arc` holds its list alive, so an equal pointer is the same list.
         Arc::ptr_eq(kept, list).then(|| body.clone())
     }
 
-    fn put(&self, key: (u32, TeamFilter), list: Arc<[u32]>, body: Bytes) {
+    /// Keeps `body` (sealed when large) and returns what was kept.
+    fn put(&self, key: (u32, TeamFilter), list: Arc<[u32]>, body: Bytes) -> ReplyBody {
+        let body = if body.len() >= SEAL_FROM {
+            // Without a sealed file (memfd_create refused, say) the bytes are written as
+            // they are: the file only saves a copy.
+            match SealedBody::new(body.clone()) {
+                Ok(sealed) => ReplyBody::Sealed(Arc::new(sealed)),
+                Err(_) => ReplyBody::Bytes(body),
+            }
+        } else {
+            ReplyBody::Bytes(body)
+        };
         let mut bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
         if bodies.len() >= KEEP_AT_MOST && !bodies.contains_key(&key) {
             bodies.clear();
         }
-        bodies.insert(key, (list, body));
+        bodies.insert(key, (list, body.clone()));
+        body
     }
 }
 
 /// A JSON body as the router's answer.
-pub(crate) fn json_response(body: Bytes) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+pub(crate) fn json_response(body: impl Into<Bytes>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body.into()).into_response()
 }
 
 /// `{"<field>": [names of ids], "next": <last name, or null when this is the last page>}`.
@@ -90,7 +109,7 @@ pub(crate) fn transitive_members(
     filter: TeamFilter,
     after: Option<&str>,
     limit: usize,
-) -> Result<Bytes, ApiError> {
+) -> Result<ReplyBody, ApiError> {
     let id = view
         .id(team)
         .ok_or_else(|| ApiError::not_found(format!("no such name: {team:?}")))?;
@@ -106,9 +125,9 @@ pub(crate) fn transitive_members(
     let end = start.saturating_add(limit.max(1)).min(sorted.len());
     let body = render_names("members", view, &sorted[start..end], end < sorted.len());
     if whole {
-        bodies.put(key, Arc::clone(&sorted), body.clone());
+        return Ok(bodies.put(key, Arc::clone(&sorted), body));
     }
-    Ok(body)
+    Ok(ReplyBody::Bytes(body))
 }
 
 /// `GET /teams/{team}/members/{member}`: `{"member": bool, "path": [...]}`, written without

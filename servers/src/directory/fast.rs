@@ -26,13 +26,12 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::future::RouteFuture;
 use axum::Router;
-use bytes::Bytes;
 use futures_util::future::{Either, Ready};
 use graphdb::{Depth, TeamFilter};
 
 use super::handlers::check_names;
 use super::{answers, repos, Directory};
-use crate::common::fast_http::{FastReply, FastRequest, FastRoutes};
+use crate::common::fast_http::{FastReply, FastRequest, FastRoutes, ReplyBody};
 use crate::common::metrics::{RequestGuard, Tracker};
 use crate::common::ApiError;
 
@@ -123,7 +122,7 @@ impl Parts {
         query: Option<&str>,
         client: IpAddr,
         authorization: Option<&[u8]>,
-    ) -> Option<(RequestGuard, Result<Bytes, ApiError>)> {
+    ) -> Option<(RequestGuard, Result<ReplyBody, ApiError>)> {
         let hot = parse(path, query)?;
         let policy = &self.state.policy;
         // A refusal is the router's to give (same check, same answer).
@@ -135,15 +134,20 @@ impl Parts {
                 .commits
                 .try_is_merged(repos::repo_id(repo), branch, target)?;
             let guard = self.tracker.begin(hot.route(), &Method::GET)?;
-            let answer = merged.map(answers::merged).map_err(repos::commit_error);
+            let answer = merged
+                .map(|merged| ReplyBody::Bytes(answers::merged(merged)))
+                .map_err(repos::commit_error);
             return Some((guard, answer));
         }
         let view = self.state.teams.try_view()?;
         let guard = self.tracker.begin(hot.route(), &Method::GET)?;
         let answer = match hot {
-            Hot::IsMember(team, member) => answers::is_member(&view, team, member),
+            Hot::IsMember(team, member) => {
+                answers::is_member(&view, team, member).map(ReplyBody::Bytes)
+            }
             Hot::TeamsOf(person) => {
                 answers::teams_of(&view, person, Depth::Transitive, None, usize::MAX)
+                    .map(ReplyBody::Bytes)
             }
             Hot::Members(team, filter) => answers::transitive_members(
                 &view,
@@ -202,7 +206,10 @@ impl FastRoutes for FastPath {
             parts.hot_answer(request.path, request.query, client, request.authorization)?;
         let (status, headers, body) = match answer {
             Ok(body) => (StatusCode::OK, Vec::new(), body),
-            Err(error) => error.into_parts(),
+            Err(error) => {
+                let (status, headers, body) = error.into_parts();
+                (status, headers, ReplyBody::Bytes(body))
+            }
         };
         Some(FastReply {
             status,

@@ -310,19 +310,28 @@ async fn idle_connections_and_slow_heads_are_closed() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_after_the_idle_limit() {
-    let d = teams_with_limits(servers::common::Limits {
+    let limits = servers::common::Limits {
         idle_timeout_secs: 2,
         ..servers::common::Limits::default()
-    })
-    .await;
+    };
+    let d = teams_with_limits(limits.clone()).await;
     // Far more answers than the sockets' buffers hold, asked for and never read: the
     // server's writes stall, and it must give the connection up after 2 s without progress.
-    let request = get("/teams/ubuntu/members/alice", "");
-    let requests = 400_000;
-    let raw = Raw::connect(&d).await;
+    stalled_reader_is_dropped(&d, &get("/teams/ubuntu/members/alice", ""), 400_000).await;
+    d.stop().await;
+    // The same for a large answer sent from its sealed file.
+    let (d, list) = large_team(limits).await;
+    stalled_reader_is_dropped(&d, &get(&list, ""), 2_000).await;
+    d.stop().await;
+}
+
+/// Sends `requests` copies of `request` on one connection without reading, then reads what
+/// the server wrote: some answers, not all, then the end of the stream within 20 s.
+async fn stalled_reader_is_dropped(d: &Dir, request: &str, requests: usize) {
+    let raw = Raw::connect(d).await;
     let (mut reader, mut writer) = raw.stream.into_split();
+    let batch = request.repeat(1_000);
     let sending = tokio::spawn(async move {
-        let batch = request.repeat(1_000);
         for _ in 0..requests / 1_000 {
             if writer.write_all(batch.as_bytes()).await.is_err() {
                 return;
@@ -353,6 +362,45 @@ async fn a_client_that_stops_reading_is_dropped_after_the_idle_limit() {
         .expect("the server kept the stalled connection open");
     assert!(answers > 0 && answers < requests, "{answers} answers");
     sending.abort();
+}
+
+/// A directory holding a generated graph (a twentieth of production's shape), and the path
+/// of its largest team's whole member list: an answer large enough to be kept sealed.
+async fn large_team(limits: servers::common::Limits) -> (Dir, String) {
+    let d = Dir::memory(Access {
+        limits,
+        ..Access::default()
+    })
+    .await;
+    let g = Generated::new(&Shape::scaled(20));
+    let r = import(&d, "/import/teams", g.to_tsv()).await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let list = format!("/teams/{}/members", g.teams[g.special_roots[0]]);
+    (d, list)
+}
+
+/// The whole list of a large team, kept and sent from its sealed file with `sendfile`, has
+/// the router's bytes, pipelined between small answers and sent in parts.
+#[tokio::test]
+async fn large_kept_answers_have_the_routers_bytes_in_order() {
+    let (d, list) = large_team(servers::common::Limits::default()).await;
+    let mut routed = Raw::connect(&d).await;
+    routed.send(&get(&list, "X-Min-Revision: 0\r\n")).await;
+    let by_router = routed.answer().await.unwrap();
+    assert_eq!(by_router.status, 200);
+    // Large enough to be kept sealed (answers.rs, `SEAL_FROM`).
+    assert!(by_router.body.len() > 16 << 10, "{}", by_router.body.len());
+    // 400 answers asked for at once and read only after a pause: more than the sockets'
+    // buffers hold, so that the server's sends stop part way and resume.
+    let small = get("/teams/nosuch/members/nobody", "");
+    let mut raw = Raw::connect(&d).await;
+    raw.send(&[get(&list, ""), small].concat().repeat(400))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..400 {
+        assert_eq!(raw.answer().await.unwrap(), by_router);
+        assert_eq!(raw.answer().await.unwrap().status, 404);
+    }
     d.stop().await;
 }
 
