@@ -39,10 +39,7 @@ impl Namespace {
             // Validation: kinds of existing nodes, edge ends, cycles.
             let mut kinds = Vec::with_capacity(load.nodes.len());
             for (name, kind) in &load.nodes {
-                let found = state
-                    .id(name)
-                    .and_then(|&id| state.node(id))
-                    .map(|n| n.kind);
+                let found = state.id(name).and_then(|id| state.node(id)).map(|n| n.kind);
                 if let Some(found) = found.filter(|f| f != kind) {
                     return Err(self.wrong_kind(name, found, *kind));
                 }
@@ -78,11 +75,21 @@ impl Namespace {
             let many = load.nodes.len() > 1024;
             if many {
                 state.order.defer();
+                // Room for the new names at once: grown by doubling, the names' text, spans
+                // and table raised the import's peak by their spare halves.
+                let (count, bytes) = load
+                    .nodes
+                    .iter()
+                    .filter(|(name, _)| state.id(name).is_none())
+                    .fold((0, 0), |(count, bytes), (name, _)| {
+                        (count + 1, bytes + name.len())
+                    });
+                state.names.reserve(count, bytes);
             }
             // The store's id of each node of the load, by its index there.
             let mut ids = Vec::with_capacity(load.nodes.len());
             for (name, kind) in &load.nodes {
-                if let Some(&id) = state.id(name) {
+                if let Some(id) = state.id(name) {
                     ids.push(id);
                     continue;
                 }
@@ -206,8 +213,9 @@ impl Namespace {
             let Some(node) = node else { continue };
             for l in node.up().iter().filter(|l| state.active_up(x as u32, l)) {
                 let group = state.name(l.other);
-                if !replaced.contains(&(&*node.name, group)) {
-                    let m = add(&mut graph, &mut index, &node.name);
+                let name = state.name(x as u32);
+                if !replaced.contains(&(name, group)) {
+                    let m = add(&mut graph, &mut index, name);
                     let g = add(&mut graph, &mut index, group);
                     graph.add_edge(m, g, ());
                 }
@@ -223,7 +231,7 @@ impl Namespace {
             let allowed = |i: &NodeIndex| {
                 state
                     .id(graph[*i])
-                    .is_some_and(|&id| state.cycles_allowed.contains(id))
+                    .is_some_and(|id| state.cycles_allowed.contains(id))
             };
             if scc.iter().all(allowed) {
                 continue;

@@ -56,7 +56,7 @@ impl Namespace {
         }
         self.write(actor, |state, batch, events| {
             for name in [from, to] {
-                if let Some(&id) = state.id(name) {
+                if let Some(id) = state.id(name) {
                     let found = state.node(id).map_or(NodeKind::Group, |n| n.kind);
                     if found != NodeKind::Group {
                         return Err(self.wrong_kind(name, found, NodeKind::Group));
@@ -65,14 +65,14 @@ impl Namespace {
             }
             // A cycle can only be refused between existing nodes, so creating first is safe.
             if self.kind == NamespaceKind::Acyclic && from == to {
-                if let Some(&x) = state.id(from) {
+                if let Some(x) = state.id(from) {
                     self.check_no_cycle(state, x, x)?;
                 }
             }
             let mut ids = [0; 2];
             for (slot, name) in ids.iter_mut().zip([from, to]) {
                 *slot = match state.id(name) {
-                    Some(&id) => id,
+                    Some(id) => id,
                     None => self.create_node(state, batch, events, name, NodeKind::Group)?,
                 };
             }
@@ -89,7 +89,7 @@ impl Namespace {
     pub fn add_group_with_cycles(&self, actor: &str, name: &str, allow: bool) -> Result<u64> {
         validate_name(name)?;
         self.write(actor, |state, batch, events| {
-            if let Some(&id) = state.id(name) {
+            if let Some(id) = state.id(name) {
                 let found = state.node(id).map_or(NodeKind::Group, |n| n.kind);
                 if found != NodeKind::Group {
                     return Err(self.wrong_kind(name, found, NodeKind::Group));
@@ -118,7 +118,7 @@ impl Namespace {
         let state = self.read_state();
         state
             .id(name)
-            .is_some_and(|&id| state.cycles_allowed.contains(id))
+            .is_some_and(|id| state.cycles_allowed.contains(id))
     }
 
     /// Loads nodes and labelled edges at once, all or nothing, with one index update and one
@@ -175,13 +175,15 @@ impl Namespace {
         let state = self.read_state();
         let mut edges = Vec::new();
         let mut isolated = Vec::new();
-        for node in state.nodes.iter().flatten() {
+        for (x, node) in state.nodes.iter().enumerate() {
+            let Some(node) = node else { continue };
+            let name = state.name(x as u32);
             if node.up().is_empty() && node.down().is_empty() {
-                isolated.push(node.name.to_string());
+                isolated.push(name.to_string());
             }
             for l in node.up() {
                 edges.push(LabelledEdge {
-                    from: node.name.to_string(),
+                    from: name.to_string(),
                     to: state.name(l.other).to_owned(),
                     label: state.label(l.label).map(str::to_owned),
                 });

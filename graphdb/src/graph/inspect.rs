@@ -211,7 +211,7 @@ impl Namespace {
             for l in node.up() {
                 out.push(EdgeRecord {
                     group: state.name(l.other).to_owned(),
-                    member: node.name.to_string(),
+                    member: state.name(x as u32).to_string(),
                     kind: EdgeKind::Membership(l.role),
                     expires: state.edge_up(x as u32, l).expires(),
                 });
@@ -235,8 +235,11 @@ impl Namespace {
         let mut out: Vec<(String, NodeKind)> = state
             .nodes
             .iter()
-            .flatten()
-            .map(|n| (n.name.to_string(), n.kind))
+            .enumerate()
+            .filter_map(|(x, n)| {
+                n.as_ref()
+                    .map(|n| (state.name(x as u32).to_string(), n.kind))
+            })
             .collect();
         out.sort();
         out

@@ -16,11 +16,11 @@ pub struct MemoryStats {
     pub edges: u64,
     /// (member, group) pairs in the closure.
     pub pairs: u64,
-    /// The node slots (`Option<NodeRec>`: name pointer, kind, one adjacency `Vec` header).
+    /// The node slots (`Option<NodeRec>`: kind, one adjacency `Vec` header).
     pub node_slots: u64,
-    /// The names' own allocations (held once, by the node).
+    /// The names: their text end to end, dead bytes included, and each id's span of it.
     pub names: u64,
-    /// The name -> id hash table (ids hashed by their node's name).
+    /// The name -> id table (12-byte slots, `names.rs`).
     pub name_map: u64,
     /// The adjacency lists' allocations, both directions, and the side table of expiries.
     pub adjacency: u64,
@@ -98,15 +98,11 @@ impl State {
             ..MemoryStats::default()
         };
         for node in self.nodes.iter().flatten() {
-            m.names += allocated(node.name.len());
             m.edges += node.up().len() as u64;
             let link = std::mem::size_of::<Link>();
             m.adjacency += allocated(node.links_capacity() * link);
         }
-        // A hashbrown table: one `u32` slot and one control byte per bucket (the names are
-        // the nodes').
-        let buckets = (self.ids.capacity() * 8 / 7).next_power_of_two();
-        m.name_map = (buckets * (std::mem::size_of::<u32>() + 1)) as u64;
+        (m.names, m.name_map) = self.names.heap_bytes();
         let buckets = (self.expiries.capacity() * 8 / 7).next_power_of_two();
         m.adjacency += (buckets * (std::mem::size_of::<((u32, u32), i64)>() + 1)) as u64;
         let buckets = (self.anc.capacity() * 8 / 7).next_power_of_two();

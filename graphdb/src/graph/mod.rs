@@ -14,6 +14,7 @@ mod general;
 mod hubs;
 mod inspect;
 mod memory;
+mod names;
 mod namespace;
 mod order;
 mod probes;

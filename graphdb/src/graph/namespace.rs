@@ -276,7 +276,7 @@ impl Namespace {
     }
 
     pub(super) fn resolve(&self, state: &State, name: &str) -> Result<u32> {
-        state.id(name).copied().ok_or_else(|| self.unknown(name))
+        state.id(name).ok_or_else(|| self.unknown(name))
     }
 
     pub(super) fn resolve_group(&self, state: &State, name: &str) -> Result<u32> {
@@ -297,7 +297,7 @@ impl Namespace {
     pub fn add_node(&self, actor: &str, name: &str, kind: NodeKind) -> Result<(NodeId, u64)> {
         validate_name(name)?;
         self.write(actor, |state, batch, events| {
-            if let Some(&id) = state.id(name) {
+            if let Some(id) = state.id(name) {
                 let found = state.node(id).map_or(kind, |n| n.kind);
                 return if found == kind {
                     Ok(NodeId(id))
@@ -339,7 +339,7 @@ impl Namespace {
     /// Engine errors.
     pub fn remove_node(&self, actor: &str, name: &str) -> Result<Option<u64>> {
         let (existed, revision) = self.write(actor, |state, batch, events| {
-            let Some(&x) = state.id(name) else {
+            let Some(x) = state.id(name) else {
                 return Ok(false);
             };
             let node = state.node(x).expect("named nodes are live").clone();
@@ -374,13 +374,15 @@ impl Namespace {
 
     /// The id of a node.
     pub fn id(&self, name: &str) -> Option<NodeId> {
-        self.read_state().id(name).copied().map(NodeId)
+        self.read_state().id(name).map(NodeId)
     }
 
     /// The name and kind of a node.
     pub fn node(&self, id: NodeId) -> Option<(String, NodeKind)> {
         let state = self.read_state();
-        state.node(id.0).map(|n| (n.name.to_string(), n.kind))
+        state
+            .node(id.0)
+            .map(|n| (state.name(id.0).to_string(), n.kind))
     }
 
     /// Adds the membership edge `member -> group`, or changes its role and expiry. An expiry
@@ -513,7 +515,7 @@ impl Namespace {
             });
         }
         self.write(actor, |state, batch, events| {
-            let g = state.id(group).copied();
+            let g = state.id(group);
             if let Some(g) = g {
                 if state.node(g).map(|n| n.kind) == Some(NodeKind::Leaf) {
                     return Err(Error::HasNoMembers {
@@ -522,7 +524,7 @@ impl Namespace {
                     });
                 }
             }
-            let m = state.id(member).copied();
+            let m = state.id(member);
             if let (Some(m), Some(expected)) = (m, member_kind) {
                 let found = state.node(m).map_or(expected, |n| n.kind);
                 if found != expected {

@@ -98,7 +98,6 @@ pub(crate) fn compact(set: &RoaringBitmap, buffer: &mut Vec<u8>) -> RoaringBitma
 /// A live node.
 #[derive(Clone, Debug)]
 pub(crate) struct NodeRec {
-    pub name: Box<str>,
     pub kind: NodeKind,
     /// How many of `links` are `up` links (they come first).
     ups: u32,
@@ -108,13 +107,13 @@ pub(crate) struct NodeRec {
     links: Vec<Link>,
 }
 
-// A node slot stays 48 bytes (`Option` uses the pointers' niche; DESIGN.md, memory).
-const _: () = assert!(std::mem::size_of::<Option<NodeRec>>() == 48);
+// A node slot stays 32 bytes (`Option` uses the pointer's niche; the name is in
+// `State::names`; DESIGN.md, memory).
+const _: () = assert!(std::mem::size_of::<Option<NodeRec>>() == 32);
 
 impl NodeRec {
-    pub fn new(name: &str, kind: NodeKind) -> NodeRec {
+    pub fn new(kind: NodeKind) -> NodeRec {
         NodeRec {
-            name: name.into(),
             kind,
             ups: 0,
             links: Vec::new(),

@@ -12,14 +12,12 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
-
-use hashbrown::HashTable;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use roaring::RoaringBitmap;
 
 use super::hubs::Hubs;
+use super::names::Names;
 use super::order::{MemberLists, NameOrder};
 use super::probes::merge;
 pub(crate) use super::probes::Probes;
@@ -42,12 +40,8 @@ struct DescChanges {
 pub(crate) struct State {
     /// Nodes by id; `None` for ids not in use.
     pub nodes: Vec<Option<NodeRec>>,
-    /// Names to ids: ids hashed by their node's name, so that each name is held once (by its
-    /// node) and a slot costs 4 bytes (a `HashMap<Box<str>, u32>` held a second copy of every
-    /// name and 24-byte slots: 35 MB at 530,000 nodes, 5 MB now).
-    pub ids: HashTable<u32>,
-    /// The hasher of `ids`.
-    pub hasher: RandomState,
+    /// The nodes' names, both ways (`names.rs`).
+    pub names: Names,
     /// Live leaves (persons, packages).
     pub leaves: RoaringBitmap,
     /// Live groups (teams, sets).
@@ -113,17 +107,13 @@ impl State {
     }
 
     pub fn name(&self, id: u32) -> &str {
-        self.node(id).map_or("", |n| &n.name)
+        self.names.name(id).unwrap_or("")
     }
 
     /// The id of the live node named `name`.
-    pub fn id(&self, name: &str) -> Option<&u32> {
-        let nodes = &self.nodes;
-        self.ids.find(self.hasher.hash_one(name), |&id| {
-            nodes[id as usize]
-                .as_ref()
-                .is_some_and(|n| &*n.name == name)
-        })
+    #[inline]
+    pub fn id(&self, name: &str) -> Option<u32> {
+        self.names.id(name)
     }
 
     /// `anc[x]`: a group's bitmap borrowed, or a leaf's read back from its probe.
@@ -189,15 +179,11 @@ impl State {
                 self.via.resize_with(index + 1, Probe::default);
             }
         }
-        self.nodes[index] = Some(NodeRec::new(name, kind));
-        let nodes = &self.nodes;
-        let hasher = &self.hasher;
-        self.ids.insert_unique(hasher.hash_one(name), id, |&other| {
-            hasher.hash_one(nodes[other as usize].as_ref().map_or("", |n| &*n.name))
-        });
-        self.order.insert(id, name, |x| {
-            nodes[x as usize].as_ref().map_or("", |n| &*n.name)
-        });
+        self.nodes[index] = Some(NodeRec::new(kind));
+        self.names.insert(id, name);
+        let names = &self.names;
+        self.order
+            .insert(id, name, |x| names.name(x).unwrap_or_default());
         match kind {
             NodeKind::Leaf => self.leaves.insert(id),
             NodeKind::Group => self.groups.insert(id),
@@ -638,17 +624,12 @@ impl State {
         self.big.remove(x);
         self.lists.clear();
         self.dirty.insert(x);
-        let nodes = &self.nodes;
-        self.order.remove(x, &node.name, |y| {
-            nodes[y as usize].as_ref().map_or("", |n| &*n.name)
-        });
+        let names = &self.names;
+        let name = names.name(x).unwrap_or_default();
+        self.order
+            .remove(x, name, |y| names.name(y).unwrap_or_default());
         self.nodes[x as usize] = None;
-        if let Ok(entry) = self
-            .ids
-            .find_entry(self.hasher.hash_one(&*node.name), |&id| id == x)
-        {
-            entry.remove();
-        }
+        self.names.remove(x);
         self.leaves.remove(x);
         self.groups.remove(x);
         self.cycles_allowed.remove(x);
@@ -712,6 +693,7 @@ impl State {
     /// import: measured 75 MB of node slots for 38 MB of nodes at 530,000 nodes.
     pub fn shrink(&mut self) {
         self.nodes.shrink_to_fit();
+        self.names.shrink();
         self.anc.shrink_to_fit();
         self.probe.shrink();
         self.via.shrink_to_fit();
@@ -736,13 +718,7 @@ impl State {
 
     /// Places every node in name order at once (after a load or an import that deferred it).
     pub fn rebuild_order(&mut self) {
-        let nodes = &self.nodes;
-        self.order.rebuild(
-            nodes
-                .iter()
-                .enumerate()
-                .filter_map(|(id, n)| n.as_ref().map(|n| (id as u32, &*n.name))),
-        );
+        self.order.rebuild(self.names.iter());
     }
 }
 

@@ -60,12 +60,12 @@ impl View<'_> {
 
     /// The id of a node.
     pub fn id(&self, name: &str) -> Option<NodeId> {
-        self.state.id(name).copied().map(NodeId)
+        self.state.id(name).map(NodeId)
     }
 
     /// The name of a node.
     pub fn name(&self, id: NodeId) -> Option<&str> {
-        self.state.node(id.0).map(|n| &*n.name)
+        self.state.names.name(id.0)
     }
 
     /// The kind of a node.
