@@ -82,12 +82,42 @@ impl Names {
     /// The id named `name`.
     #[inline]
     pub fn id(&self, name: &str) -> Option<u32> {
-        if self.slots.is_empty() || name.len() > usize::from(u16::MAX) {
+        if self.slots.is_empty() {
             return None;
         }
         let hash = self.hasher.hash_one(name);
+        self.find(name, hash, home(hash, self.slots.len() - 1))
+    }
+
+    /// The ids of two names (person-in-team asks for two), looked up side by side: both home
+    /// slots are read, then both names' first bytes, before either name is compared, so that
+    /// the two lookups' cache misses overlap instead of following each other.
+    #[inline]
+    pub fn id_pair(&self, a: &str, b: &str) -> (Option<u32>, Option<u32>) {
+        if self.slots.is_empty() {
+            return (None, None);
+        }
         let mask = self.slots.len() - 1;
-        let mut at = home(hash, mask);
+        let (hash_a, hash_b) = (self.hasher.hash_one(a), self.hasher.hash_one(b));
+        let (home_a, home_b) = (home(hash_a, mask), home(hash_b, mask));
+        let (slot_a, slot_b) = (self.slots[home_a], self.slots[home_b]);
+        let text = self.text.as_bytes();
+        // Only read here, for their cache lines: `black_box` keeps the reads from being
+        // dropped or moved after the comparisons.
+        std::hint::black_box((
+            text.get(slot_a.start as usize).copied(),
+            text.get(slot_b.start as usize).copied(),
+        ));
+        (self.find(a, hash_a, home_a), self.find(b, hash_b, home_b))
+    }
+
+    /// The id named `name`, whose hash is `hash`, probing from slot `at`.
+    #[inline]
+    fn find(&self, name: &str, hash: u64, mut at: usize) -> Option<u32> {
+        if name.len() > usize::from(u16::MAX) {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
         loop {
             let slot = self.slots[at];
             if slot.id == NONE {
@@ -327,6 +357,9 @@ mod tests {
         }
         assert!(names.dead_bytes * 2 <= names.text.len().max(8192));
         assert_eq!(names.id("never-inserted"), None);
+        let (&id, name) = model.iter().next().expect("names left");
+        assert_eq!(names.id_pair(name, "never-inserted"), (Some(id), None));
+        assert_eq!(names.id_pair("never-inserted", name), (None, Some(id)));
         assert_eq!(names.name(100_000), None);
     }
 

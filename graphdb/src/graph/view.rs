@@ -229,8 +229,9 @@ impl View<'_> {
     /// # Errors
     /// [`crate::Error::UnknownNode`].
     pub fn path(&self, member: &str, group: &str) -> Result<Option<Vec<String>>> {
-        let m = self.resolve(member)?;
-        let g = self.resolve(group)?;
+        let (m, g) = self.state.names.id_pair(member, group);
+        let m = m.ok_or_else(|| self.ns.unknown(member))?;
+        let g = g.ok_or_else(|| self.ns.unknown(group))?;
         Ok(self.state.path(m, g).map(|chain| {
             chain
                 .into_iter()
