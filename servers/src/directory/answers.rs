@@ -24,7 +24,9 @@ const KEEP_AT_MOST: usize = 64;
 
 /// Kept answers from this size on also get a sealed file, which the connection loop sends
 /// with `sendfile` (`common/sealed_body.rs`); the loop writes smaller ones with the head in
-/// one `write` anyway.
+/// one `write` anyway. The file is a second copy of the bytes, in the kernel's shared memory
+/// (not in the process's resident set): at most [`KEEP_AT_MOST`] of them, about 20 MB if all
+/// were the largest team's.
 const SEAL_FROM: usize = 16 << 10;
 
 /// Whole-list answers of `GET /teams/{team}/members`, per (team id, filter), each with the
