@@ -377,16 +377,24 @@ where
         }
     });
     // Wait for the first chunk or the end, whichever comes first, to answer errors properly.
-    // Biased to the outcome: an export that fails before its first chunk drops its sender
-    // after reporting, so both branches can be ready at once, and an unbiased choice of the
-    // closed channel would answer 200 with an empty body instead of the error.
+    // An export that fails before its first chunk reports, then drops its sender, so the
+    // channel can be seen closed before the outcome is: a closed channel without a chunk
+    // waits for the outcome (answering 200 with an empty body there turned an unknown graph
+    // into an empty one, seen once in `make test`).
+    let mut first = first;
     let first_chunk = tokio::select! {
         biased;
-        result = first => {
+        result = &mut first => {
             result.map_err(ApiError::internal)??;
             receiver.recv().await
         }
-        chunk = receiver.recv() => chunk,
+        chunk = receiver.recv() => match chunk {
+            Some(chunk) => Some(chunk),
+            None => {
+                first.await.map_err(ApiError::internal)??;
+                None
+            }
+        },
     };
     let head = futures_util::stream::iter(first_chunk);
     let rest = futures_util::stream::unfold(receiver, |mut receiver| async move {
