@@ -225,10 +225,10 @@ impl NameOrder {
     }
 
     /// `ids` sorted by name.
-    pub fn sort(&self, ids: &RoaringBitmap) -> Vec<u32> {
-        // Rank in the high bits is not possible (ranks are u64), so sort pairs; the ids come
-        // in increasing order, which keeps the rank loads sequential in `rank`.
-        let mut keyed: Vec<(u64, u32)> = ids.iter().map(|id| (self.rank(id), id)).collect();
+    pub fn sort(&self, ids: impl IntoIterator<Item = u32>) -> Vec<u32> {
+        // Rank in the high bits is not possible (ranks are u64), so sort pairs; ids given in
+        // increasing order keep the rank loads sequential in `rank`.
+        let mut keyed: Vec<(u64, u32)> = ids.into_iter().map(|id| (self.rank(id), id)).collect();
         keyed.sort_unstable();
         keyed.into_iter().map(|(_, id)| id).collect()
     }

@@ -87,7 +87,22 @@ fn generated_graph_matches_bfs() {
             .unwrap()
             .items;
         assert_eq!(got, expected, "teams of {p}");
+        // The directory's teams-of: a person's probe sorted by name without a bitmap.
+        let id = view.id(p).unwrap();
+        let sorted: Vec<&str> = view
+            .sorted_group_ids_of(id, Depth::Transitive)
+            .into_iter()
+            .map(|x| view.name(graphdb::NodeId(x)).unwrap())
+            .collect();
+        assert_eq!(sorted, expected, "sorted teams of {p}");
         let t = &g.teams[rng.gen_range(0..g.teams.len())];
+        // A team's groups take the bitmap's way: the same order.
+        let team = view.id(t).unwrap();
+        assert_eq!(
+            view.sorted_group_ids_of(team, Depth::Transitive),
+            view.sort_by_name(&view.group_ids_of(team, Depth::Transitive)),
+            "groups of {t}"
+        );
         assert_eq!(
             view.is_member(p, t).unwrap(),
             expected.contains(&t.as_str())

@@ -164,7 +164,7 @@ pub(crate) fn teams_of(
     let id = view
         .id(person)
         .ok_or_else(|| ApiError::not_found(format!("no such name: {person:?}")))?;
-    let sorted = view.sort_by_name(&view.group_ids_of(id, depth));
+    let sorted = view.sorted_group_ids_of(id, depth);
     let start = view.position_after(&sorted, after);
     let end = start.saturating_add(limit.max(1)).min(sorted.len());
     Ok(render_names(
