@@ -77,6 +77,14 @@ impl View<'_> {
         self.ns.resolve(&self.state, name)
     }
 
+    /// The ids of `member` and `group`, looked up side by side (`Names::id_pair`).
+    fn resolve_pair(&self, member: &str, group: &str) -> Result<(u32, u32)> {
+        let (m, g) = self.state.names.id_pair(member, group);
+        let m = m.ok_or_else(|| self.ns.unknown(member))?;
+        let g = g.ok_or_else(|| self.ns.unknown(group))?;
+        Ok((m, g))
+    }
+
     /// Whether `member` belongs to `group` through active membership edges: one bitmap probe.
     pub fn is_member_id(&self, member: NodeId, group: NodeId) -> bool {
         self.state.reaches(member.0, group.0)
@@ -87,8 +95,7 @@ impl View<'_> {
     /// # Errors
     /// [`crate::Error::UnknownNode`].
     pub fn is_member(&self, member: &str, group: &str) -> Result<bool> {
-        let m = self.resolve(member)?;
-        let g = self.resolve(group)?;
+        let (m, g) = self.resolve_pair(member, group)?;
         Ok(self.is_member_id(NodeId(m), NodeId(g)))
     }
 
@@ -244,9 +251,7 @@ impl View<'_> {
     /// # Errors
     /// [`crate::Error::UnknownNode`].
     pub fn path(&self, member: &str, group: &str) -> Result<Option<Vec<String>>> {
-        let (m, g) = self.state.names.id_pair(member, group);
-        let m = m.ok_or_else(|| self.ns.unknown(member))?;
-        let g = g.ok_or_else(|| self.ns.unknown(group))?;
+        let (m, g) = self.resolve_pair(member, group)?;
         Ok(self.state.path(m, g).map(|chain| {
             chain
                 .into_iter()
