@@ -570,18 +570,7 @@ pub fn collect_as_writer(
         &holder,
         Duration::from_secs(60),
         || {
-            let mut total = blobstore::GcReport::default();
-            loop {
-                let report = store.gc(batch.max(1))?;
-                total.expired_files += report.expired_files;
-                total.collected_blobs += report.collected_blobs;
-                total.freed_bytes += report.freed_bytes;
-                total.pruned_changes += report.pruned_changes;
-                total.expired_uploads += report.expired_uploads;
-                if !report.more {
-                    break;
-                }
-            }
+            let total = gc_until_done(store, batch)?;
             let sweep = store.sweep_orphans()?;
             store.flush()?;
             Ok::<_, blobstore::Error>((total, sweep))
@@ -592,6 +581,24 @@ pub fn collect_as_writer(
         LeaseRefused::Failed(error) => OfflineGcError::Lease(error),
     })?;
     Ok(collected?)
+}
+
+/// GC passes of at most `batch` items each until one reports no more work, their reports
+/// summed.
+fn gc_until_done(store: &Store, batch: usize) -> Result<blobstore::GcReport, blobstore::Error> {
+    let mut total = blobstore::GcReport::default();
+    loop {
+        let report = store.gc(batch.max(1))?;
+        total.expired_files += report.expired_files;
+        total.collected_blobs += report.collected_blobs;
+        total.freed_bytes += report.freed_bytes;
+        total.pruned_changes += report.pruned_changes;
+        total.expired_uploads += report.expired_uploads;
+        total.expired_idempotency_keys += report.expired_idempotency_keys;
+        if !report.more {
+            return Ok(total);
+        }
+    }
 }
 
 /// Runs GC passes every `interval` until the process ends, on the writer only (see
@@ -607,21 +614,7 @@ pub async fn gc_loop(state: Librarian, interval: Duration) {
         }
         // A GC pass may take long: it runs on Tokio's blocking pool, not the store threads.
         let store = state.store.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let mut total = blobstore::GcReport::default();
-            loop {
-                let report = store.gc(1000)?;
-                total.expired_files += report.expired_files;
-                total.collected_blobs += report.collected_blobs;
-                total.freed_bytes += report.freed_bytes;
-                total.pruned_changes += report.pruned_changes;
-                total.expired_uploads += report.expired_uploads;
-                if !report.more {
-                    return Ok::<_, blobstore::Error>(total);
-                }
-            }
-        })
-        .await;
+        let result = tokio::task::spawn_blocking(move || gc_until_done(&store, 1000)).await;
         match result {
             Ok(Ok(report)) => {
                 state.store_metrics.record_gc(&report);
