@@ -4,9 +4,9 @@
 //! A whole reach vector is one `u32` per chain of the repository: with many short topic
 //! branches (100,000 branches, 106,000 chains at 10^6 commits) that is 424 KB per target, and a
 //! cache bounded in entries grows as targets × chains. Vectors are kept whole while one per
-//! branch fits the cache (one read per lookup), in 16-bit entries where they fit
-//! ([`Reach::Narrow`]: half the bytes, the few chains longer than 65,534 commits kept apart).
-//! Beyond that: a target forked from the default
+//! branch fits the cache (one read per lookup), in byte entries where they fit
+//! ([`Reach::Narrow`]: about 1.2 bytes a chain, the few long chains' entries in the same cache
+//! line). Beyond that: a target forked from the default
 //! branch reaches everything that the default branch's checkpoint below its fork reaches, and
 //! differs from it only in the chains reached since: the commits of the default branch between
 //! the checkpoint and the fork (with what they merged), and the target's own work. So an entry
@@ -32,22 +32,18 @@ use std::sync::Arc;
 
 use super::index::CommitIndex;
 
-/// An entry of [`Reach::Narrow`] that is kept in its `long` list instead.
-const LONG: u16 = u16::MAX;
+mod narrow;
+
+use narrow::Narrow;
 
 /// A cached reach vector.
 #[derive(Debug)]
 pub(crate) enum Reach {
     /// One entry per chain.
     Whole(Vec<u32>),
-    /// One `u16` entry per chain, half a whole vector's bytes: a chain's entry is at most the
-    /// chain's length, and all but a few chains (the long-lived branches' first-parent lines)
-    /// are shorter than 65,535 commits. The entries that do not fit are [`LONG`] here and kept
-    /// in `long`, sorted by chain.
-    Narrow {
-        short: Box<[u16]>,
-        long: Box<[(u32, u32)]>,
-    },
+    /// A byte per chain, the few long chains' entries beside them in the same cache line:
+    /// about 1.2 bytes per chain (see [`Narrow`]).
+    Narrow(Narrow),
     /// The entries that exceed `base` (a whole checkpoint of the default branch, shared with
     /// it), sorted by chain.
     OverCheckpoint {
@@ -61,7 +57,7 @@ impl Reach {
     pub(crate) fn bytes(&self) -> usize {
         match self {
             Reach::Whole(v) => v.capacity() * 4,
-            Reach::Narrow { short, long } => short.len() * 2 + long.len() * 8,
+            Reach::Narrow(narrow) => narrow.bytes(),
             Reach::OverCheckpoint { delta, .. } => delta.len() * 8,
         }
     }
@@ -207,14 +203,7 @@ impl CommitIndex {
     pub(crate) fn reach_value(&self, reach: &Reach, x: u32) -> u32 {
         match reach {
             Reach::Whole(v) => v.get(x as usize).copied().unwrap_or(0),
-            Reach::Narrow { short, long } => match short.get(x as usize) {
-                Some(&LONG) => match long.binary_search_by_key(&x, |e| e.0) {
-                    Ok(k) => long[k].1,
-                    Err(_) => 0,
-                },
-                Some(&value) => u32::from(value),
-                None => 0,
-            },
+            Reach::Narrow(narrow) => narrow.get(x),
             Reach::OverCheckpoint { base, delta } => {
                 match delta.binary_search_by_key(&x, |e| e.0) {
                     Ok(k) => delta[k].1,
@@ -235,9 +224,7 @@ impl CommitIndex {
     pub(crate) fn expand(&self, reach: &Reach) -> Vec<u32> {
         match reach {
             Reach::Whole(v) => v.clone(),
-            Reach::Narrow { short, .. } => (0..short.len() as u32)
-                .map(|x| self.reach_value(reach, x))
-                .collect(),
+            Reach::Narrow(narrow) => (0..narrow.len() as u32).map(|x| narrow.get(x)).collect(),
             Reach::OverCheckpoint { base, delta } => {
                 let mut v = base.to_vec();
                 for &(x, value) in delta {
@@ -252,24 +239,11 @@ impl CommitIndex {
     }
 }
 
-/// `vector` as a [`Reach::Narrow`], or whole when more than one entry in eight would not fit
-/// in 16 bits (the long list would cost more than the narrowing saves).
+/// `vector` in byte entries, or whole when too many of its entries are long for them.
 fn narrow(vector: Vec<u32>) -> Reach {
-    let long: Vec<(u32, u32)> = (0u32..)
-        .zip(&vector)
-        .filter(|&(_, &value)| value >= u32::from(LONG))
-        .map(|(x, &value)| (x, value))
-        .collect();
-    if long.len() * 8 > vector.len() {
-        return Reach::Whole(vector);
-    }
-    let short = vector
-        .iter()
-        .map(|&value| u16::try_from(value).unwrap_or(LONG))
-        .collect();
-    Reach::Narrow {
-        short,
-        long: long.into_boxed_slice(),
+    match Narrow::new(&vector) {
+        Some(narrow) => Reach::Narrow(narrow),
+        None => Reach::Whole(vector),
     }
 }
 
@@ -279,22 +253,18 @@ mod tests {
     use crate::RepoId;
 
     #[test]
-    fn a_narrow_vector_keeps_every_entry() {
+    fn whole_vectors_are_cached_narrow_where_they_fit() {
         let index = CommitIndex::with_checkpoint_interval(RepoId(1), 4);
-        let mut vector = vec![0, 5, 65_534, 65_535, 65_536, 3, 4_000_000];
-        vector.extend(0..25);
+        let mut vector = vec![0, 300, 65_534, 65_535, 65_536, 3, 4_000_000];
+        vector.extend(0..100);
         let reach = index.compact(vector.clone(), None, true);
-        let Reach::Narrow { long, .. } = &reach else {
-            panic!("kept as {reach:?}");
-        };
-        assert_eq!(&long[..], &[(3, 65_535), (4, 65_536), (6, 4_000_000)]);
-        assert_eq!(reach.bytes(), 32 * 2 + 3 * 8);
+        assert!(matches!(reach, Reach::Narrow(_)), "kept as {reach:?}");
+        assert_eq!(reach.bytes(), 3 * 64 + 3 * 8);
         for (x, &value) in (0u32..).zip(&vector) {
             assert_eq!(index.reach_value(&reach, x), value, "entry {x}");
         }
-        assert_eq!(index.reach_value(&reach, 32), 0, "past the end");
         assert_eq!(index.expand(&reach), vector);
-        // Mostly long entries: whole.
+        // Mostly large entries: whole.
         let wide = vec![70_000; 8];
         assert!(matches!(index.compact(wide, None, true), Reach::Whole(_)));
     }
