@@ -9,10 +9,11 @@
 #   2. the same whole list at 64 connections, against nginx serving the same JSON bytes as a
 #      static file, ROUNDS alternating rounds;
 #   3. person-in-team checks on random (team, person) pairs and the teams of random persons:
-#      the directory, nginx serving one such answer as a static file (through the same kind
-#      of wrk Lua script, so the client does the same work) and pgbench against PostgreSQL
-#      (prepared statements, `-M prepared`), CLIENTS connections each, ROUNDS alternating
-#      rounds, with each server's CPU time per request; then one client each;
+#      the directory, nginx serving one such answer as a static file for every path of the
+#      route (driven by the same wrk Lua script, so the client does the same work) and
+#      pgbench against PostgreSQL (prepared statements, `-M prepared`), CLIENTS connections
+#      each, ROUNDS alternating rounds, with each server's CPU time per request (and wrk's:
+#      the client shares the cores); then one client each;
 #   4. the teams of the person in 300 teams, one client: directory p50 against PostgreSQL's
 #      `SELECT team ... WHERE person = $heavy`;
 #   5. is-merged checks on random branch pairs of a generated COMMITS-commit repository
@@ -45,6 +46,7 @@ PGPORT="${PGPORT:-25432}"
 
 need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2"; }; }
 need wrk wrk
+[ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time; }
 need nginx nginx-light || need nginx nginx
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 if [ -z "$pgbin" ]; then apt-get update -qq && apt-get install -y -qq postgresql; pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1); fi
@@ -145,7 +147,17 @@ http {
     keepalive_requests 1000000;
     open_file_cache max=100 inactive=60s;
     default_type application/json;
-    server { listen 127.0.0.1:$NPORT; root $work/www; }
+    # Any path of a route gets that route's static answer, so nginx is driven by the very
+    # Lua scripts that drive the directory: the client's work per request is the same on
+    # both sides (a fixed path instead cost wrk 12-15 us a request against 18-25 us for
+    # the random one, on the two cores the servers share).
+    server {
+        listen 127.0.0.1:$NPORT;
+        root $work/www;
+        location /teams/ { try_files /is-member.json =404; }
+        location /persons/ { try_files /teams-of.json =404; }
+        location /repos/ { try_files /merged.json =404; }
+    }
 }
 CONF
 nginx -c "$work/nginx.conf" -p "$work" &
@@ -155,22 +167,20 @@ echo "nginx files: $(cd "$work/www" && ls -l --time-style=+ | awk 'NR > 1 {print
 
 cpu_ticks() { local total=0 p; for p in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$total"; }
 nginx_pids() { echo "$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')"; }
-# Runs wrk against one server and prints req/s, p50, p99 and the server's CPU per request.
+# Runs wrk against one server and prints req/s, p50, p99, the server's CPU per request and
+# the client's (wrk's user + system time: on these two cores it competes with the server).
 measure() {
     local label="$1" pids="$2"; shift 2
     local before out ticks requests
     before=$(cpu_ticks $pids)
-    out=$(wrk "$@")
+    out=$({ /usr/bin/time -f "client-cpu %U %S" wrk "$@"; } 2>&1)
     ticks=$(( $(cpu_ticks $pids) - before ))
     requests=$(echo "$out" | awk '/requests in/ {print $1}')
     echo "$out" | awk -v label="$label" -v ticks="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$requests" '
         /Requests\/sec/ {rate = $2} / 50%/ {p50 = $2} / 99%/ {p99 = $2} /Non-2xx/ {bad = $0}
-        END {printf "%-10s %10.0f req/s  p50 %-8s p99 %-8s CPU %.1f us/request %s\n", label, rate, p50, p99, ticks / hz / n * 1e6, bad}'
+        /^client-cpu/ {client = $2 + $3}
+        END {printf "%-10s %10.0f req/s  p50 %-8s p99 %-8s CPU %.1f us/request (wrk %.1f) %s\n", label, rate, p50, p99, ticks / hz / n * 1e6, client / n * 1e6, bad}'
 }
-lua_fixed() { printf 'request = function() return wrk.format("GET", "%s") end\n' "$1" > "$2"; }
-lua_fixed /is-member.json "$work/n-is-member.lua"
-lua_fixed /teams-of.json "$work/n-teams-of.lua"
-lua_fixed /merged.json "$work/n-merged.lua"
 
 echo "## the whole list of $json members at $WIDE_CLIENTS connections, ${DURATION}s, $ROUNDS rounds"
 for round in $(seq "$ROUNDS"); do
@@ -211,21 +221,42 @@ cat > "$work/pgb/teams-of.sql" <<SQL
 \\set p random(0, $persons - 1)
 SELECT team FROM teamparticipation WHERE person = :p;
 SQL
+# PostgreSQL's CPU: the postmaster's own and its reaped children's (a backend ends with its
+# pgbench connection, and its time is added to the postmaster's cutime and cstime when it is
+# reaped), plus the children still running (the background writer, checkpointer and the
+# others).
+pg_cpu_ticks() {
+    local main total p
+    main=$(head -1 "$work/pg/postmaster.pid")
+    total=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$main/stat")
+    for p in $(pgrep -P "$main"); do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+# pgbench's rate and PostgreSQL's CPU per answer, which says what the rate would be with the
+# client on other cores (here the client shares the server's two).
 pg_rate() {
-    local clients="$1" file="$2"
-    (cd "$work/pgb" && runuser -u postgres -- "$pgbin/pgbench" -h 127.0.0.1 -p "$PGPORT" -U postgres -n -M prepared \
-        -c "$clients" -j "$([ "$clients" -ge "$THREADS" ] && echo "$THREADS" || echo 1)" -T "$DURATION" -f "$file" postgres) \
-        | awk '/^tps/ {printf "%-10s %10.0f req/s (pgbench -M prepared)\n", "postgresql", $3}'
+    local clients="$1" file="$2" before out ticks
+    before=$(pg_cpu_ticks)
+    out=$(cd "$work/pgb" && runuser -u postgres -- "$pgbin/pgbench" -h 127.0.0.1 -p "$PGPORT" -U postgres -n -M prepared \
+        -c "$clients" -j "$([ "$clients" -ge "$THREADS" ] && echo "$THREADS" || echo 1)" -T "$DURATION" -f "$file" postgres)
+    # The backends end as pgbench disconnects: wait until the postmaster has reaped them.
+    for _ in $(seq 50); do [ "$(pgrep -P "$(head -1 "$work/pg/postmaster.pid")" -f "postgres: postgres postgres" | wc -l)" = 0 ] && break; sleep 0.1; done
+    ticks=$(( $(pg_cpu_ticks) - before ))
+    echo "$out" | awk -v ticks="$ticks" -v hz="$(getconf CLK_TCK)" '
+        /^number of transactions actually processed/ {n = $NF} /^tps/ {rate = $3}
+        END {printf "%-10s %10.0f req/s (pgbench -M prepared)  CPU %.1f us/request\n", "postgresql", rate, ticks / hz / n * 1e6}'
 }
 for question in person-in-team teams-of-person; do
-    if [ "$question" = person-in-team ]; then lua=check.lua; nlua=n-is-member.lua; sql=check.sql; else lua=teams-of.lua; nlua=n-teams-of.lua; sql=teams-of.sql; fi
+    if [ "$question" = person-in-team ]; then lua=check.lua; sql=check.sql; else lua=teams-of.lua; sql=teams-of.sql; fi
     for clients in "$CLIENTS" 1; do
         rounds=$([ "$clients" = 1 ] && echo 1 || echo "$ROUNDS")
         echo "## $question, random, $clients connection(s), ${DURATION}s, $rounds round(s)"
         for round in $(seq "$rounds"); do
             echo "### round $round (load average $(cut -d' ' -f1-3 /proc/loadavg))"
             t=$([ "$clients" -ge "$THREADS" ] && echo "$THREADS" || echo 1)
-            measure nginx "$(nginx_pids)" -t "$t" -c "$clients" -d "${DURATION}s" --latency -s "$work/$nlua" "http://127.0.0.1:$NPORT"
+            measure nginx "$(nginx_pids)" -t "$t" -c "$clients" -d "${DURATION}s" --latency -s "$work/$lua" "http://127.0.0.1:$NPORT"
             measure directory "$directory_pid" -t "$t" -c "$clients" -d "${DURATION}s" --latency -s "$work/$lua" "http://127.0.0.1:$DPORT"
             pg_rate "$clients" "$sql"
         done
@@ -256,7 +287,7 @@ curl -fsS "http://127.0.0.1:$DPORT/repos/bench/branches/main/merged" | python3 -
 wrk -t "$THREADS" -c "$MERGED_CLIENTS" -d 2s -s "$work/merged.lua" "http://127.0.0.1:$DPORT" >/dev/null
 for round in $(seq "$ROUNDS"); do
     echo "### round $round (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-    measure nginx "$(nginx_pids)" -t "$THREADS" -c "$MERGED_CLIENTS" -d "${DURATION}s" --latency -s "$work/n-merged.lua" "http://127.0.0.1:$NPORT"
+    measure nginx "$(nginx_pids)" -t "$THREADS" -c "$MERGED_CLIENTS" -d "${DURATION}s" --latency -s "$work/merged.lua" "http://127.0.0.1:$NPORT"
     measure directory "$directory_pid" -t "$THREADS" -c "$MERGED_CLIENTS" -d "${DURATION}s" --latency -s "$work/merged.lua" "http://127.0.0.1:$DPORT"
 done
 grep -E "VmHWM|VmRSS" "/proc/$directory_pid/status" | tr -s ' \t' ' '

@@ -123,7 +123,51 @@ impl Narrow {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// How many entries of `vector` no slot holds, counted apart from [`Narrow::new`].
+    fn overflowing(vector: &[u32]) -> usize {
+        vector
+            .chunks(ENTRIES)
+            .map(|line| {
+                let long: Vec<u32> = line.iter().copied().filter(|&v| v >= 255).collect();
+                let slotted = long.iter().take(SLOTS).filter(|&&v| v < 65_535).count();
+                long.len() - slotted
+            })
+            .sum()
+    }
+
+    proptest! {
+        /// Vectors of mostly short chains, some long ones and a few past 16 bits: each entry
+        /// reads back, or the vector is refused exactly when more than one entry in eight
+        /// overflows.
+        #[test]
+        fn every_entry_reads_back(vector in prop::collection::vec(
+            prop_oneof![
+                12 => 0u32..255,
+                3 => 255u32..65_535,
+                1 => 65_535u32..=u32::MAX,
+                1 => Just(254u32),
+                1 => Just(255u32),
+            ],
+            0..600,
+        )) {
+            let overflow = overflowing(&vector);
+            match Narrow::new(&vector) {
+                None => prop_assert!(overflow * 8 > vector.len()),
+                Some(narrow) => {
+                    prop_assert!(overflow * 8 <= vector.len());
+                    prop_assert_eq!(narrow.overflow().len(), overflow);
+                    for (x, &value) in (0u32..).zip(&vector) {
+                        prop_assert_eq!(narrow.get(x), value, "entry {}", x);
+                    }
+                    prop_assert_eq!(narrow.get(vector.len() as u32), 0);
+                }
+            }
+        }
+    }
 
     fn assert_keeps(vector: &[u32]) -> Narrow {
         let narrow = Narrow::new(vector).expect("narrow");
