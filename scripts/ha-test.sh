@@ -13,6 +13,7 @@
 #
 # HA_KILLS overrides the number of kills; HA_PHASES chooses among kills,rolling,postgres,standby; HA_LEADER_ONLY=1 reads the final check from the
 # leaders only; HA_KEEP=1 keeps the working directory (logs, requests.jsonl, report.json).
+# A failed run keeps its logs, requests.jsonl and report.json in ~/.cache/lpstore/ha-failures/.
 # PROFILE (default dev) chooses the servers' build profile.
 set -euo pipefail
 
@@ -81,5 +82,12 @@ if [ "$status" != 0 ]; then
         echo "== $log" >&2
         tail -n 5 "$log" >&2
     done
+    # A failure seen once in make test must be readable afterwards: the logs, every request
+    # and the report (its counts) are kept beside the build cache (not the databases).
+    kept="$HOME/.cache/lpstore/ha-failures/$(date -u +%Y%m%dT%H%M%SZ)"
+    mkdir -p "$kept"
+    cp -r "$work/logs" "$kept/" 2>/dev/null || true
+    cp "$work/requests.jsonl" "$work/report.json" "$kept/" 2>/dev/null || true
+    echo "ha-test: logs, requests.jsonl and report.json kept in $kept" >&2
 fi
 exit "$status"
