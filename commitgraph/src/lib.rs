@@ -578,12 +578,10 @@ impl Repo {
             .find_map(|name| state.branches.get(*name))
             .map(|&node| state.index.labels[node as usize].chain);
         // Whole vectors when one per branch fits the cache (one read per lookup), else
-        // differences from a checkpoint of the default branch.
-        let whole_fits = vector
-            .len()
-            .saturating_mul(4)
-            .saturating_mul(state.branches.len())
-            <= cache_budget;
+        // differences from a checkpoint of the default branch. A whole vector is cached in
+        // byte entries (`reach::whole_bytes`).
+        let whole_fits =
+            reach::whole_bytes(vector.len()).saturating_mul(state.branches.len()) <= cache_budget;
         let reach = Arc::new(state.index.compact(vector, default, whole_fits));
         let mut cache = self.reach.lock().unwrap_or_else(|e| e.into_inner());
         cache.insert(tip, reach.clone(), cache_budget);

@@ -239,6 +239,16 @@ impl CommitIndex {
     }
 }
 
+/// The most a whole vector of `chains` entries takes in the cache when it is kept in byte
+/// entries ([`Narrow::MAX_BYTES`] per `Narrow::PER` chains, rounded up); one kept whole
+/// (when byte entries are refused: rare, see [`Narrow::new`]) takes up to twice that, and the
+/// cache's byte bound still holds then: it evicts.
+pub(crate) fn whole_bytes(chains: usize) -> usize {
+    chains
+        .saturating_mul(Narrow::MAX_BYTES)
+        .div_ceil(Narrow::PER)
+}
+
 /// `vector` in byte entries, or whole when too many of its entries are long for them.
 fn narrow(vector: Vec<u32>) -> Reach {
     match Narrow::new(&vector) {

@@ -44,6 +44,12 @@ pub(crate) struct Narrow {
 }
 
 impl Narrow {
+    /// At most this many bytes per [`Narrow::PER`] entries: the lines' 64 per 52, and an
+    /// overflow of 8 bytes for at most one entry in eight.
+    pub(crate) const MAX_BYTES: usize = 64 + 52;
+    /// See [`Narrow::MAX_BYTES`].
+    pub(crate) const PER: usize = 52;
+
     /// `vector` in byte entries, or `None` when more than one entry in eight would overflow
     /// (each costs 8 bytes and a binary search).
     pub(crate) fn new(vector: &[u32]) -> Option<Self> {
@@ -160,6 +166,9 @@ mod tests {
                 Some(narrow) => {
                     prop_assert!(overflow * 8 <= vector.len());
                     prop_assert_eq!(narrow.overflow().len(), overflow);
+                    // The cache's estimate bounds it (the last line may be partly empty).
+                    let bound = (vector.len() * Narrow::MAX_BYTES).div_ceil(Narrow::PER) + 64;
+                    prop_assert!(narrow.bytes() <= bound, "{} > {}", narrow.bytes(), bound);
                     for (x, &value) in (0u32..).zip(&vector) {
                         prop_assert_eq!(narrow.get(x), value, "entry {}", x);
                     }
