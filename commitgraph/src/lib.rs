@@ -250,6 +250,13 @@ struct Repo {
     reach: Mutex<ReachCache>,
 }
 
+/// A reach vector as [`Repo::cached_or_computed`] found it.
+enum Found {
+    Cached(Arc<Reach>),
+    /// One entry per chain, not cached yet.
+    Computed(Vec<u32>),
+}
+
 #[derive(Debug)]
 struct RepoState {
     index: CommitIndex,
@@ -463,7 +470,7 @@ impl CommitGraphs {
         let tip = handle.tip(&state, target)?;
         // One lookup per branch: the vector spread out once (O(chains)) rather than a binary
         // search in its differences per branch.
-        let reach = state.index.expand(&handle.reach(&state, tip, None));
+        let reach = handle.reach_spread(&state, tip, None);
         let mut merged: Vec<String> = state
             .branches
             .iter()
@@ -556,17 +563,42 @@ impl Repo {
     /// The reach vector of `tip`, from the cache or computed (extending the cached vector of
     /// `hint` when `hint` is an ancestor of `tip`) and cached.
     fn reach(&self, state: &RepoState, tip: u32, hint: Option<u32>) -> Arc<Reach> {
+        match self.cached_or_computed(state, tip, hint) {
+            Found::Cached(cached) => cached,
+            Found::Computed(vector) => self.cache_reach(state, tip, vector),
+        }
+    }
+
+    /// The reach vector of `tip` with one entry per chain (for comparing every branch with
+    /// it): spread out from the cache, or computed and cached as [`Repo::reach`] does, then
+    /// given as computed rather than spread out from its cached form again.
+    fn reach_spread(&self, state: &RepoState, tip: u32, hint: Option<u32>) -> Vec<u32> {
+        match self.cached_or_computed(state, tip, hint) {
+            Found::Cached(cached) => state.index.expand(&cached),
+            Found::Computed(vector) => {
+                self.cache_reach(state, tip, vector.clone());
+                vector
+            }
+        }
+    }
+
+    /// `tip`'s cached vector, or else its vector computed (not cached yet).
+    fn cached_or_computed(&self, state: &RepoState, tip: u32, hint: Option<u32>) -> Found {
         let base = {
             let cache = self.reach.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(reach) = cache.get(tip) {
-                return reach.clone();
+                return Found::Cached(reach.clone());
             }
             hint.and_then(|h| cache.get(h).cloned())
         };
         let base = base
             .filter(|_| hint.is_some_and(|h| state.index.is_ancestor_node(h, tip)))
             .map(|base| state.index.expand(&base));
-        let vector = state.index.reach(tip, base.as_deref());
+        Found::Computed(state.index.reach(tip, base.as_deref()))
+    }
+
+    /// Caches `vector`, the reach vector of `tip`, in its compact form, which it returns.
+    fn cache_reach(&self, state: &RepoState, tip: u32, vector: Vec<u32>) -> Arc<Reach> {
         let cache_budget = self
             .reach
             .lock()
@@ -607,8 +639,8 @@ impl Repo {
             let old = before.get(moved_name).copied();
             let new = after.get(moved_name).copied();
             // Spread out once: each is compared with every branch.
-            let old_reach = old.map(|t| state.index.expand(&self.reach(state, t, None)));
-            let new_reach = new.map(|t| state.index.expand(&self.reach(state, t, old)));
+            let old_reach = old.map(|t| self.reach_spread(state, t, None));
+            let new_reach = new.map(|t| self.reach_spread(state, t, old));
             for &other in &names {
                 if other == moved_name {
                     continue;

@@ -224,7 +224,7 @@ impl CommitIndex {
     pub(crate) fn expand(&self, reach: &Reach) -> Vec<u32> {
         match reach {
             Reach::Whole(v) => v.clone(),
-            Reach::Narrow(narrow) => (0..narrow.len() as u32).map(|x| narrow.get(x)).collect(),
+            Reach::Narrow(narrow) => narrow.to_vec(),
             Reach::OverCheckpoint { base, delta } => {
                 let mut v = base.to_vec();
                 for &(x, value) in delta {

@@ -112,8 +112,28 @@ impl Narrow {
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.len
+    /// Every entry, in one pass over the lines (what [`Narrow::get`] of each would give,
+    /// without its division and count per entry: `merged_into` spreads a vector out whole).
+    pub(crate) fn to_vec(&self) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.len);
+        // The overflow holds, in chain order, exactly the long entries no slot holds.
+        let mut overflow = self.overflow.iter().map(|&(_, value)| value);
+        for line in &self.lines {
+            let room = (self.len - out.len()).min(ENTRIES);
+            let mut slots = line.long.iter();
+            for &entry in &line.entries[..room] {
+                let value = if entry != LONG {
+                    u32::from(entry)
+                } else {
+                    match slots.next() {
+                        Some(&value) if value != OVERFLOW => u32::from(value),
+                        _ => overflow.next().unwrap_or(0),
+                    }
+                };
+                out.push(value);
+            }
+        }
+        out
     }
 
     /// Heap bytes held.
@@ -172,6 +192,7 @@ mod tests {
                     for (x, &value) in (0u32..).zip(&vector) {
                         prop_assert_eq!(narrow.get(x), value, "entry {}", x);
                     }
+                    prop_assert_eq!(&narrow.to_vec(), &vector);
                     prop_assert_eq!(narrow.get(vector.len() as u32), 0);
                 }
             }
@@ -186,7 +207,8 @@ mod tests {
         let len = vector.len() as u32;
         assert_eq!(narrow.get(len), 0, "past the end");
         assert_eq!(narrow.get(len + 1_000), 0, "far past the end");
-        assert_eq!(narrow.len(), vector.len());
+        assert_eq!(narrow.len, vector.len());
+        assert_eq!(narrow.to_vec(), vector);
         narrow
     }
 
