@@ -12,8 +12,10 @@
 //!
 //! Why in the line: a first version kept the long values in an array of their own, so 6% of
 //! the lookups (the long chains are the long-lived branches', which is-merged asks about)
-//! read a second place in memory, and the default shape's is-merged p99 at 10^7 went from
-//! 0.73-0.76 to 1.08-1.10 µs.
+//! read a second place in memory, a dependent miss more than a whole vector costs. Its two
+//! runs at 10^7 measured is-merged p99 1.08-1.10 µs against 0.73-0.76 for the build before
+//! (weak evidence alone: the same build later measured 0.69-1.28 µs over an hour, see
+//! commitgraph/DESIGN.md "Byte entries"), so the layout was made to need no second read.
 
 /// Marks a byte entry whose value is in the line's `long` slots or in `overflow`.
 const LONG: u8 = u8::MAX;
