@@ -1009,3 +1009,71 @@ fn a_small_reach_cache_answers_as_the_walk() {
         assert!(stats.bytes - stats.memory.total() <= budget);
     }
 }
+
+/// Long first-parent chains (hundreds of commits on side branches, thousands on `main`) and
+/// a cache where every branch's whole vector fits: vectors are cached in byte entries with
+/// many long entries kept beside them in their lines, and every `is_merged` and
+/// `merged_into` answers as `is_ancestor` does.
+#[test]
+fn long_chains_cached_in_bytes_answer_as_the_walk() {
+    let dag = GeneratedDag::generate(&DagParams {
+        commits: 40_000,
+        branches: 60,
+        merge_ratio: 0.1,
+        reset_ratio: 0.0005,
+        seed: 11,
+        ..DagParams::default()
+    });
+    let ids = dag.synthetic_ids(11);
+    // Besides the generated branches, branches at random commits: older ones are ancestors
+    // of many others, so both answers are common.
+    let mut refs = dag.refs(&ids);
+    let mut rng = SplitMix::new(11);
+    for k in 0..100 {
+        let at = rng.next_u64() as usize % ids.len();
+        refs.push_str(&format!("refs/heads/at-{k} {}\n", ids[at]));
+    }
+    let engine = EngineConfig::memory().open(STANDALONE_KEYSPACES).unwrap();
+    let graphs = crate::open_graphs(engine, 64);
+    let repo = RepoId(8);
+    graphs.import(repo, &dag.rev_list(&ids), &refs, BY).unwrap();
+    let tips = graphs.branches(repo).unwrap();
+    let mut merged_pairs = 0;
+    for (target, t) in &tips {
+        let expected: Vec<String> = tips
+            .iter()
+            .filter(|(name, s)| name != target && graphs.is_ancestor(repo, s, t).unwrap())
+            .map(|(name, _)| name.clone())
+            .collect();
+        merged_pairs += expected.len();
+        // The first `merged_into` computes and caches the vector; the rounds after it read
+        // the cached form, and the last `merged_into` spreads it out again.
+        assert_eq!(
+            graphs.merged_into(repo, target).unwrap(),
+            expected,
+            "{target}"
+        );
+        for _ in 0..2 {
+            for (source, s) in &tips {
+                assert_eq!(
+                    graphs.is_merged(repo, source, target).unwrap(),
+                    graphs.is_ancestor(repo, s, t).unwrap(),
+                    "{source} into {target}"
+                );
+            }
+        }
+        assert_eq!(
+            graphs.merged_into(repo, target).unwrap(),
+            expected,
+            "{target}"
+        );
+    }
+    // Both answers occur often enough to tell a wrong reading from a right one.
+    let pairs = tips.len() * (tips.len() - 1);
+    assert!(
+        merged_pairs * 10 > pairs && merged_pairs * 10 < pairs * 9,
+        "{merged_pairs} of {pairs} pairs merged"
+    );
+    let stats = graphs.stats(repo).unwrap();
+    assert!(stats.bytes > stats.memory.total(), "nothing cached");
+}
