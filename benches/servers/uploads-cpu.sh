@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Durable 4 KiB uploads to the librarian from 64 connections (the upload part of
 # librarian.sh), ROUNDS times in a row, printing the rate and the server's CPU time per upload
-# (user + system of all its threads, from /proc/PID/stat) and the server's thread switches
+# (user + system of all its threads, from /proc/PID/stat) beside the client's (wrk shares
+# the two cores: its CPU per upload bounds the rate here too), and the server's thread switches
 # per upload (`perf stat -e context-switches` over all its threads, when perf is there: a
 # switch costs a few microseconds of kernel time, and they were half of an upload's CPU in the
 # issue-18 profile). With PERF=1 it also records a
@@ -29,6 +30,7 @@ if [ "$(stat -f -c %T "$BENCH_DIR")" = tmpfs ]; then
     exit 1
 fi
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
+[ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time; }
 
 # LIBRARIAN=path runs a binary built before (to alternate two builds in one session).
 if [ -z "${LIBRARIAN:-}" ]; then
@@ -65,11 +67,12 @@ for round in $(seq "$rounds"); do
         perf stat -x, -e context-switches -p "$pid" -o "$work/switches" -- sleep "$DURATION" 2>/dev/null &
         switches_pid=$!
     fi
-    out=$(wrk -t "$THREADS" -c 64 -d "${DURATION}s" -s benches/servers/upload-4k.lua "http://127.0.0.1:$LPORT" -- "$SIZE")
+    out=$({ /usr/bin/time -f "client-cpu %U %S" wrk -t "$THREADS" -c 64 -d "${DURATION}s" -s benches/servers/upload-4k.lua "http://127.0.0.1:$LPORT" -- "$SIZE"; } 2>&1)
     ticks=$(( $(cpu_ticks "$pid") - before ))
     echo "$out" | grep -E "Requests/sec|requests in|Non-2xx" || true
     requests=$(echo "$out" | grep -oE "^ +[0-9]+ requests" | grep -oE "[0-9]+")
-    python3 -c "print(f'server CPU {$ticks / $(getconf CLK_TCK) / $requests * 1e6:.1f} us per upload')"
+    client=$(echo "$out" | awk '/^client-cpu/ {print $2 + $3}')
+    python3 -c "print(f'server CPU {$ticks / $(getconf CLK_TCK) / $requests * 1e6:.1f} us per upload; the client (wrk) {$client / $requests * 1e6:.1f} us')"
     if [ -n "$switches_pid" ]; then
         wait "$switches_pid" || true
         # perf stat's window is the same $DURATION as wrk's, started a moment before it.
