@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -142,6 +142,9 @@ struct RouteSeries {
     bytes_out: Counter,
     /// The request counters by method and status seen so far (a handful per route).
     requests: RwLock<Vec<(Method, u16, Counter)>>,
+    /// The counter of `GET` answered 200, taken once: the fast paths' answers then touch no
+    /// lock shared by the HTTP threads.
+    get_ok: OnceLock<Counter>,
 }
 
 impl RouteSeries {
@@ -155,10 +158,21 @@ impl RouteSeries {
             bytes_in: metrics.bytes_in.get_or_create(&labels).clone(),
             bytes_out: metrics.bytes_out.get_or_create(&labels).clone(),
             requests: RwLock::new(Vec::new()),
+            get_ok: OnceLock::new(),
         }
     }
 
     fn requests(&self, metrics: &HttpMetrics, method: &Method, status: u16) -> Counter {
+        if status == 200 && method == Method::GET {
+            return self
+                .get_ok
+                .get_or_init(|| self.requests_looked_up(metrics, method, status))
+                .clone();
+        }
+        self.requests_looked_up(metrics, method, status)
+    }
+
+    fn requests_looked_up(&self, metrics: &HttpMetrics, method: &Method, status: u16) -> Counter {
         let known = self.requests.read().unwrap_or_else(|e| e.into_inner());
         if let Some((_, _, counter)) = known.iter().find(|(m, s, _)| *s == status && m == method) {
             return counter.clone();
@@ -274,24 +288,35 @@ pub async fn track(State(tracker): State<Tracker>, request: Request, next: Next)
 /// its body bytes counted as sent.
 #[derive(Debug)]
 pub struct RequestGuard {
-    tracker: Tracker,
+    metrics: Arc<HttpMetrics>,
     series: Arc<RouteSeries>,
     method: Method,
     start: Instant,
     permit: OwnedSemaphorePermit,
 }
 
+/// The series of one route template, looked up once by a fast path that answers it (see
+/// [`Tracker::begin_route`]).
+#[derive(Debug, Clone)]
+pub struct RouteHandle(Arc<RouteSeries>);
+
 impl Tracker {
-    /// Starts tracking a request for `route` (a route template of the router) answered
-    /// without the router. `None` when the concurrency limit is reached: leave that request
-    /// to the router, which refuses it with a 503.
-    pub fn begin(&self, route: &str, method: &Method) -> Option<RequestGuard> {
+    /// The series of `route` (a route template of the router), for [`Tracker::begin_route`].
+    pub fn route(&self, route: &str) -> RouteHandle {
+        RouteHandle(self.series(route))
+    }
+
+    /// Starts tracking a request for `route` answered without the router. `None` when the
+    /// concurrency limit is reached: leave that request to the router, which refuses it with
+    /// a 503. The route was looked up once before ([`Tracker::route`]): a lookup in the table
+    /// of routes per answer took a lock both HTTP threads share.
+    pub fn begin_route(&self, route: &RouteHandle, method: &Method) -> Option<RequestGuard> {
         let start = Instant::now();
         let permit = Arc::clone(&self.limit).try_acquire_owned().ok()?;
         self.metrics.in_flight.inc();
         Some(RequestGuard {
-            tracker: self.clone(),
-            series: self.series(route),
+            metrics: Arc::clone(&self.metrics),
+            series: Arc::clone(&route.0),
             method: method.clone(),
             start,
             permit,
@@ -317,7 +342,7 @@ impl RequestGuard {
 
     /// Out of flight, counted by status and timed, logged.
     fn answered(&self, status: StatusCode) {
-        let metrics = &self.tracker.metrics;
+        let metrics = &self.metrics;
         metrics.in_flight.dec();
         let status = status.as_u16();
         record(metrics, &self.series, &self.method, status, self.start);

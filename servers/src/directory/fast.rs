@@ -10,7 +10,7 @@
 //! invalid name, a busy index, a repository not loaded, a target tip without its reach
 //! vector, a refused client) goes to the router unchanged, so a request answered here follows
 //! the router's rules: the same access check, the same answer functions (`answers.rs`), and
-//! [`Tracker::begin`]'s concurrency limit and metrics.
+//! [`Tracker::begin_route`]'s concurrency limit and metrics.
 //!
 //! Two ways in: as the router's outermost service ([`FastPath`] wraps the router), and
 //! through [`FastRoutes`] for a connection's requests read before hyper
@@ -32,7 +32,7 @@ use graphdb::{Depth, TeamFilter};
 use super::handlers::check_names;
 use super::{answers, repos, Directory};
 use crate::common::fast_http::{FastReply, FastRequest, FastRoutes, ReplyBody};
-use crate::common::metrics::{RequestGuard, Tracker};
+use crate::common::metrics::{RequestGuard, RouteHandle, Tracker};
 use crate::common::ApiError;
 
 /// The router behind a fast path for the hot reads. Cloned per request by the service that
@@ -44,14 +44,21 @@ pub(crate) struct FastPath(Arc<Parts>);
 struct Parts {
     state: Directory,
     tracker: Tracker,
+    /// The metric series of each hot route, looked up once, in [`Hot::ROUTES`]'s order.
+    routes: Vec<RouteHandle>,
     router: Router,
 }
 
 impl FastPath {
     pub(crate) fn new(state: Directory, tracker: Tracker, router: Router) -> FastPath {
+        let routes = Hot::ROUTES
+            .iter()
+            .map(|route| tracker.route(route))
+            .collect();
         FastPath(Arc::new(Parts {
             state,
             tracker,
+            routes,
             router,
         }))
     }
@@ -66,12 +73,21 @@ enum Hot<'a> {
 }
 
 impl Hot<'_> {
-    fn route(&self) -> &'static str {
+    /// The router's templates of the hot routes.
+    const ROUTES: [&'static str; 4] = [
+        "/teams/{team}/members/{member}",
+        "/persons/{person}/teams",
+        "/teams/{team}/members",
+        "/repos/{repo}/branches/{branch}/merged-into/{target}",
+    ];
+
+    /// This read's route, as an index into [`Hot::ROUTES`].
+    fn route(&self) -> usize {
         match self {
-            Hot::IsMember(..) => "/teams/{team}/members/{member}",
-            Hot::TeamsOf(_) => "/persons/{person}/teams",
-            Hot::Members(..) => "/teams/{team}/members",
-            Hot::Merged(..) => "/repos/{repo}/branches/{branch}/merged-into/{target}",
+            Hot::IsMember(..) => 0,
+            Hot::TeamsOf(_) => 1,
+            Hot::Members(..) => 2,
+            Hot::Merged(..) => 3,
         }
     }
 }
@@ -133,14 +149,18 @@ impl Parts {
                 .state
                 .commits
                 .try_is_merged(repos::repo_id(repo), branch, target)?;
-            let guard = self.tracker.begin(hot.route(), &Method::GET)?;
+            let guard = self
+                .tracker
+                .begin_route(&self.routes[hot.route()], &Method::GET)?;
             let answer = merged
                 .map(|merged| ReplyBody::Bytes(answers::merged(merged)))
                 .map_err(repos::commit_error);
             return Some((guard, answer));
         }
         let view = self.state.teams.try_view()?;
-        let guard = self.tracker.begin(hot.route(), &Method::GET)?;
+        let guard = self
+            .tracker
+            .begin_route(&self.routes[hot.route()], &Method::GET)?;
         let answer = match hot {
             Hot::IsMember(team, member) => {
                 answers::is_member(&view, team, member).map(ReplyBody::Bytes)

@@ -6,7 +6,7 @@
 //! profile is in `benches/servers/RESULTS.md`). Everything else (a miss, a token in the query, a percent-encoded name, any
 //! other route) goes to the router unchanged, and a request answered here follows exactly
 //! the router's rules: [`answer_small`] is the function the download handler calls on a
-//! cache hit, and [`Tracker::begin`] applies the same concurrency limit and metrics.
+//! cache hit, and [`Tracker::begin_route`] applies the same concurrency limit and metrics.
 
 use std::convert::Infallible;
 use std::str::FromStr;
@@ -22,7 +22,7 @@ use futures_util::future::{Either, Ready};
 
 use super::handlers::answer_small;
 use super::Librarian;
-use crate::common::metrics::Tracker;
+use crate::common::metrics::{RouteHandle, Tracker};
 
 /// The route template the fast path answers for (its metrics series is the router's).
 pub(crate) const DOWNLOAD_ROUTE: &str = "/{id}/{filename}";
@@ -32,6 +32,8 @@ pub(crate) const DOWNLOAD_ROUTE: &str = "/{id}/{filename}";
 pub(crate) struct FastPath {
     pub(crate) state: Librarian,
     pub(crate) tracker: Tracker,
+    /// [`DOWNLOAD_ROUTE`]'s metric series, looked up once.
+    pub(crate) download_route: RouteHandle,
     pub(crate) router: Router,
 }
 
@@ -61,7 +63,7 @@ impl FastPath {
         }
         let id = FileId::from_str(id).ok()?;
         let file = self.state.store.cached_file(id)?;
-        let guard = self.tracker.begin(DOWNLOAD_ROUTE, method)?;
+        let guard = self.tracker.begin_route(&self.download_route, method)?;
         let with_body = method != Method::HEAD;
         let response = answer_small(
             &self.state.store,

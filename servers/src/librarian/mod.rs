@@ -446,6 +446,7 @@ pub fn router(state: Librarian) -> Router {
     // Every request meets the fast path first: a router without routes hands all to it.
     Router::new().fallback_service(fast::FastPath {
         state,
+        download_route: tracker.route(fast::DOWNLOAD_ROUTE),
         tracker,
         router,
     })
