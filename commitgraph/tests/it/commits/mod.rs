@@ -962,6 +962,40 @@ fn push_moving_several_branches_reports_every_pair() {
     assert_eq!(out.changes, expected_changes(&anc, &before, &branches));
 }
 
+/// The branches other than `target` (whose tip is `t`) that are ancestors of it, by name.
+fn merged_by_ancestry(
+    graphs: &CommitGraphs,
+    repo: RepoId,
+    tips: &[(String, CommitId)],
+    target: &str,
+    t: &CommitId,
+) -> Vec<String> {
+    tips.iter()
+        .filter(|(name, s)| name != target && graphs.is_ancestor(repo, s, t).unwrap())
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// `rounds` times over, `is_merged` of every branch into `target` answers as `is_ancestor`.
+fn assert_is_merged_as_ancestry(
+    graphs: &CommitGraphs,
+    repo: RepoId,
+    tips: &[(String, CommitId)],
+    target: &str,
+    t: &CommitId,
+    rounds: usize,
+) {
+    for _ in 0..rounds {
+        for (source, s) in tips {
+            assert_eq!(
+                graphs.is_merged(repo, source, target).unwrap(),
+                graphs.is_ancestor(repo, s, t).unwrap(),
+                "{source} into {target}"
+            );
+        }
+    }
+}
+
 /// Many topic branches and a reach cache far smaller than their whole vectors: vectors are
 /// cached as differences from `main`'s checkpoints (and evicted), and every `is_merged` (walked
 /// at first, then from the cached vector) and `merged_into` answers as `is_ancestor` does.
@@ -985,21 +1019,9 @@ fn a_small_reach_cache_answers_as_the_walk() {
     let tips = graphs.branches(repo).unwrap();
     assert!(tips.iter().any(|(name, _)| name == "main"));
     for (target, t) in tips.iter().step_by(7) {
-        let expected: Vec<String> = tips
-            .iter()
-            .filter(|(name, s)| name != target && graphs.is_ancestor(repo, s, t).unwrap())
-            .map(|(name, _)| name.clone())
-            .collect();
+        let expected = merged_by_ancestry(&graphs, repo, &tips, target, t);
         // Three rounds: walks until the target is admitted, then its cached vector.
-        for _ in 0..3 {
-            for (source, s) in &tips {
-                assert_eq!(
-                    graphs.is_merged(repo, source, target).unwrap(),
-                    graphs.is_ancestor(repo, s, t).unwrap(),
-                    "{source} into {target}"
-                );
-            }
-        }
+        assert_is_merged_as_ancestry(&graphs, repo, &tips, target, t, 3);
         assert_eq!(
             graphs.merged_into(repo, target).unwrap(),
             expected,
@@ -1040,11 +1062,7 @@ fn long_chains_cached_in_bytes_answer_as_the_walk() {
     let tips = graphs.branches(repo).unwrap();
     let mut merged_pairs = 0;
     for (target, t) in &tips {
-        let expected: Vec<String> = tips
-            .iter()
-            .filter(|(name, s)| name != target && graphs.is_ancestor(repo, s, t).unwrap())
-            .map(|(name, _)| name.clone())
-            .collect();
+        let expected = merged_by_ancestry(&graphs, repo, &tips, target, t);
         merged_pairs += expected.len();
         // The first `merged_into` computes and caches the vector; the rounds after it read
         // the cached form, and the last `merged_into` spreads it out again.
@@ -1053,15 +1071,7 @@ fn long_chains_cached_in_bytes_answer_as_the_walk() {
             expected,
             "{target}"
         );
-        for _ in 0..2 {
-            for (source, s) in &tips {
-                assert_eq!(
-                    graphs.is_merged(repo, source, target).unwrap(),
-                    graphs.is_ancestor(repo, s, t).unwrap(),
-                    "{source} into {target}"
-                );
-            }
-        }
+        assert_is_merged_as_ancestry(&graphs, repo, &tips, target, t, 2);
         assert_eq!(
             graphs.merged_into(repo, target).unwrap(),
             expected,
