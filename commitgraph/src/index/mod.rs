@@ -530,7 +530,7 @@ mod tests {
             let mut expanded = index.expand(&cached);
             expanded.resize(reach.len(), 0);
             assert_eq!(expanded, reach);
-            // Cached whole, as 16-bit entries: the same answers.
+            // Cached whole, in byte entries: the same answers.
             let narrow = index.compact(reach.clone(), Some(main), true);
             assert!(!matches!(
                 narrow,
