@@ -257,10 +257,14 @@ enum Found {
     Computed(Vec<u32>),
 }
 
+/// Branch names to tips. foldhash rather than SipHash: two lookups are most of a cached
+/// `is_merged`, and its per-process seed keeps names chosen to collide as hard to find.
+type Branches = HashMap<String, u32, foldhash::fast::RandomState>;
+
 #[derive(Debug)]
 struct RepoState {
     index: CommitIndex,
-    branches: HashMap<String, u32>,
+    branches: Branches,
 }
 
 impl CommitGraphs {
@@ -622,7 +626,7 @@ impl Repo {
 
     /// The merged-status changes between the branches `before` and the current ones, for the
     /// pairs that involve a branch whose tip changed.
-    fn changes(&self, state: &RepoState, before: &HashMap<String, u32>) -> Vec<MergedChange> {
+    fn changes(&self, state: &RepoState, before: &Branches) -> Vec<MergedChange> {
         let after = &state.branches;
         let moved: BTreeSet<&String> = before
             .keys()

@@ -68,7 +68,7 @@ impl CommitGraphs {
                 return Err(corrupt("block holds too many commits"));
             }
         }
-        let mut branches = HashMap::new();
+        let mut branches = Branches::default();
         for entry in snapshot.scan(
             self.branches,
             ScanRange::prefix(&prefix),

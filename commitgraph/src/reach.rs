@@ -79,21 +79,21 @@ pub(crate) fn admit_after(chains: usize) -> u32 {
 /// The cache of one repository (see the module docs).
 #[derive(Debug)]
 pub(crate) struct ReachCache {
-    entries: HashMap<u32, Arc<Reach>>,
+    entries: HashMap<u32, Arc<Reach>, foldhash::fast::RandomState>,
     bytes: usize,
     /// A fixed budget, or `None` for the default (see [`ReachCache::budget`]).
     budget: Option<usize>,
     /// Targets that missed in `is_merged`, and how many times.
-    seen: HashMap<u32, u32>,
+    seen: HashMap<u32, u32, foldhash::fast::RandomState>,
 }
 
 impl ReachCache {
     pub(crate) fn new(budget: Option<usize>) -> Self {
         ReachCache {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             bytes: 0,
             budget,
-            seen: HashMap::new(),
+            seen: HashMap::default(),
         }
     }
 
