@@ -114,6 +114,16 @@ pub fn run(flags: &Flags) -> Result<()> {
         samples.push(s.elapsed());
     }
     out.latencies("commits/is-merged warm", scale, samples)?;
+    // The floor under it: a branch into itself needs no walk and no vector, so it times what
+    // every question does besides (two name lookups, the labels, the cache's lock and count).
+    let mut samples = Vec::new();
+    for _ in 0..100_000 {
+        let x = names[rng.below(names.len())];
+        let s = Instant::now();
+        black_box(graphs.is_merged(repo, x, x)?);
+        samples.push(s.elapsed());
+    }
+    out.latencies("commits/is-merged of a branch into itself (no walk)", scale, samples)?;
     let stats = graphs.stats(repo)?;
     out.row(
         "commits/index bytes per commit with cached reach vectors",
