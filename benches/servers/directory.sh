@@ -234,19 +234,21 @@ pg_cpu_ticks() {
     done
     echo "$total"
 }
-# pgbench's rate and PostgreSQL's CPU per answer, which says what the rate would be with the
-# client on other cores (here the client shares the server's two).
+# pgbench's rate, PostgreSQL's CPU per answer, which says what the rate would be with the
+# client on other cores (here the client shares the server's two), and pgbench's own CPU per
+# answer beside wrk's: the rates compare servers plus clients.
 pg_rate() {
     local clients="$1" file="$2" before out ticks
     before=$(pg_cpu_ticks)
-    out=$(cd "$work/pgb" && runuser -u postgres -- "$pgbin/pgbench" -h 127.0.0.1 -p "$PGPORT" -U postgres -n -M prepared \
-        -c "$clients" -j "$([ "$clients" -ge "$THREADS" ] && echo "$THREADS" || echo 1)" -T "$DURATION" -f "$file" postgres)
+    out=$(cd "$work/pgb" && { /usr/bin/time -f "client-cpu %U %S" runuser -u postgres -- "$pgbin/pgbench" -h 127.0.0.1 -p "$PGPORT" -U postgres -n -M prepared \
+        -c "$clients" -j "$([ "$clients" -ge "$THREADS" ] && echo "$THREADS" || echo 1)" -T "$DURATION" -f "$file" postgres; } 2>&1)
     # The backends end as pgbench disconnects: wait until the postmaster has reaped them.
     for _ in $(seq 50); do [ "$(pgrep -P "$(head -1 "$work/pg/postmaster.pid")" -f "postgres: postgres postgres" | wc -l)" = 0 ] && break; sleep 0.1; done
     ticks=$(( $(pg_cpu_ticks) - before ))
     echo "$out" | awk -v ticks="$ticks" -v hz="$(getconf CLK_TCK)" '
         /^number of transactions actually processed/ {n = $NF} /^tps/ {rate = $3}
-        END {printf "%-10s %10.0f req/s (pgbench -M prepared)  CPU %.1f us/request\n", "postgresql", rate, ticks / hz / n * 1e6}'
+        /^client-cpu/ {client = $2 + $3}
+        END {printf "%-10s %10.0f req/s (pgbench -M prepared)  CPU %.1f us/request (pgbench %.1f)\n", "postgresql", rate, ticks / hz / n * 1e6, client / n * 1e6}'
 }
 for question in person-in-team teams-of-person; do
     if [ "$question" = person-in-team ]; then lua=check.lua; sql=check.sql; else lua=teams-of.lua; sql=teams-of.sql; fi
