@@ -123,7 +123,11 @@ pub fn run(flags: &Flags) -> Result<()> {
         black_box(graphs.is_merged(repo, x, x)?);
         samples.push(s.elapsed());
     }
-    out.latencies("commits/is-merged of a branch into itself (no walk)", scale, samples)?;
+    out.latencies(
+        "commits/is-merged of a branch into itself (no walk)",
+        scale,
+        samples,
+    )?;
     let stats = graphs.stats(repo)?;
     out.row(
         "commits/index bytes per commit with cached reach vectors",

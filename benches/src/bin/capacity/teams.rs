@@ -176,6 +176,26 @@ pub fn run(flags: &Flags) -> Result<()> {
         scale,
         samples,
     )?;
+    // What the directory answers with: the sorted list kept per team and revision, and each
+    // name borrowed from the view (the owned page above allocates a `String` per name, which
+    // dominates it and swings with the allocator's state).
+    let mut samples = Vec::new();
+    for _ in 0..200 {
+        let s = Instant::now();
+        let view = teams.view();
+        let sorted = view.sorted_member_ids(big, Filter::Leaves);
+        let bytes: usize = sorted
+            .iter()
+            .map(|&x| view.name(NodeId(x)).map_or(0, str::len))
+            .sum();
+        black_box(bytes);
+        samples.push(s.elapsed());
+    }
+    out.latencies(
+        "teams/members of the largest team (names borrowed, as the directory lists them)",
+        scale,
+        samples,
+    )?;
     let mut samples = Vec::new();
     for _ in 0..10_000 {
         let s = Instant::now();
