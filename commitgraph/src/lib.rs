@@ -258,7 +258,8 @@ enum Found {
 }
 
 /// Branch names to tips. foldhash rather than SipHash: two lookups are most of a cached
-/// `is_merged`, and its per-process seed keeps names chosen to collide as hard to find.
+/// `is_merged`, and foldhash's seed, random per process, still keeps colliding names hard to
+/// choose.
 type Branches = HashMap<String, u32, foldhash::fast::RandomState>;
 
 #[derive(Debug)]

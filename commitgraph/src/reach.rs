@@ -308,7 +308,7 @@ mod tests {
         // 51 misses to admit (its 106,000 chains), none is admitted by the others' counts.
         let admitted = (1_000..101_000u32).filter(|&t| cache.admit(t, 51)).count();
         assert_eq!(admitted, 0);
-        // A target asked about among them is, after its own 51 misses.
+        // A target asked about among them is admitted, at the latest after its own 51 misses.
         let mut asked = 0;
         for t in 200_000..300_000u32 {
             if t % 100 == 0 {
